@@ -1,0 +1,819 @@
+//! The Coordinator actor: the federation's state machine and the only actor that advances the
+//! model version.
+//!
+//! It learns silos from the `fedsilo.trainer` process group, keeping only those whose session
+//! is bound to a certificate of role `silo`; it pings each one every heartbeat interval (a
+//! frozen peer is otherwise never noticed) and marks silent ones unhealthy. When idle it asks
+//! the Policy actor for a cohort; the first time, the cohort agrees on feature scaling (sums
+//! only), afterwards each cohort runs a round ([`crate::round::run_round`], off the mailbox).
+//! A validated candidate is committed here: checkpoint written and synced, round logged, then
+//! the version advances. At the end it can ask every silo for a local-only baseline.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fedsilo_policies::participation::Candidate;
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tokio::sync::mpsc;
+
+use super::aggregator::AggregatorMessage;
+use super::ask;
+use super::policy::PolicyMessage;
+use super::validator::ValidatorMessage;
+use crate::cluster::{PeerDirectory, TRAINER_GROUP};
+use crate::data::Schema;
+use crate::events::{ComparisonRow, Event, EventLog};
+use crate::identity::Role;
+use crate::model::checkpoint::Checkpoint;
+use crate::model::{initial_params, Digest, ModelSpec};
+use crate::protocol::transfer::put_model;
+use crate::protocol::{
+    call, EvalMetrics, ModelRef, Request, Response, Scaling, TrainPlan, TrainerMessage,
+};
+use crate::round::{run_round, BaseModel, RoundContext, RoundOutcome, SiloHandle};
+use crate::store::ModelStore;
+
+/// Settings of a run.
+#[derive(Debug, Clone)]
+pub struct CoordinatorSettings {
+    /// Run rounds up to this round number.
+    pub rounds: u64,
+    /// Architecture.
+    pub spec: ModelSpec,
+    /// Local epochs per round.
+    pub epochs: u32,
+    /// Mini-batch size.
+    pub batch_size: u32,
+    /// Learning rate.
+    pub learning_rate: f32,
+    /// Seed for the initial model and training.
+    pub seed: u64,
+    /// Transfer chunk size, values.
+    pub chunk: usize,
+    /// Heartbeat period.
+    pub heartbeat_interval: Duration,
+    /// Silence limit.
+    pub heartbeat_timeout: Duration,
+    /// Give up when no round could start for this long.
+    pub wait_for_silos: Duration,
+    /// Ask for local-only baselines at the end.
+    pub compare_local: bool,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    /// Rounds committed in this run.
+    pub rounds_committed: u64,
+    /// Current version.
+    pub version: u64,
+    /// The error, if the run failed.
+    pub error: Option<String>,
+}
+
+/// Start-up arguments.
+pub struct CoordinatorArgs {
+    /// Settings.
+    pub settings: CoordinatorSettings,
+    /// Verified peers.
+    pub directory: Arc<PeerDirectory>,
+    /// The schema (digest check at scaling agreement).
+    pub schema: Schema,
+    /// Policy actor.
+    pub policy: ActorRef<PolicyMessage>,
+    /// Aggregator actor.
+    pub aggregator: ActorRef<AggregatorMessage>,
+    /// Validator actor.
+    pub validator: ActorRef<ValidatorMessage>,
+    /// Event sink.
+    pub events: Arc<EventLog>,
+    /// State directory.
+    pub store: ModelStore,
+    /// Receives the result when the run ends.
+    pub done: mpsc::UnboundedSender<RunResult>,
+}
+
+/// Messages of the Coordinator actor.
+#[derive(Debug)]
+pub enum CoordinatorMessage {
+    /// Periodic: refresh membership, check health, send pings, start work when idle.
+    Tick,
+    /// A heartbeat came back, or did not.
+    PingResult {
+        /// The silo.
+        silo: String,
+        /// Its session at the time of the ping.
+        node_id: u64,
+        /// Whether it answered in time.
+        ok: bool,
+    },
+    /// Feature-scaling agreement finished.
+    ScalingDone(ScalingOutcome),
+    /// A round finished.
+    RoundDone(Box<RoundOutcome>),
+    /// The local-only comparison finished.
+    ComparisonDone(Vec<ComparisonRow>),
+}
+
+impl ractor::Message for CoordinatorMessage {}
+
+/// Result of the scaling agreement.
+#[derive(Debug)]
+pub struct ScalingOutcome {
+    /// The scaling, if enough silos contributed.
+    pub scaling: Option<Scaling>,
+    /// Contributors.
+    pub silos: Vec<String>,
+    /// Rows behind the statistics.
+    pub rows: u64,
+    /// Silos to block, with reasons.
+    pub blocked: Vec<(String, String)>,
+}
+
+struct SiloEntry {
+    handle: SiloHandle,
+    last_ok: Instant,
+    healthy: bool,
+    ping_inflight: bool,
+    blocked: Option<String>,
+}
+
+/// The Coordinator's state.
+pub struct CoordinatorState {
+    args: CoordinatorArgs,
+    silos: BTreeMap<String, SiloEntry>,
+    model: BaseModel,
+    initial: Arc<Vec<f32>>,
+    scaling: Option<Scaling>,
+    next_round: u64,
+    committed: u64,
+    busy: bool,
+    idle_since: Instant,
+    last_waiting: Vec<String>,
+    finished: bool,
+    compared: bool,
+    last_eval: BTreeMap<String, EvalMetrics>,
+    ping_seq: u64,
+}
+
+/// The Coordinator actor.
+#[derive(Debug)]
+pub struct CoordinatorActor;
+
+impl Actor for CoordinatorActor {
+    type Msg = CoordinatorMessage;
+    type State = CoordinatorState;
+    type Arguments = CoordinatorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: CoordinatorArgs,
+    ) -> Result<CoordinatorState, ActorProcessingErr> {
+        let spec = args.settings.spec.clone();
+        let initial = Arc::new(initial_params(&spec, args.settings.seed));
+        let mut state = CoordinatorState {
+            model: BaseModel {
+                version: 0,
+                digest: Digest::of_f32(&initial),
+                params: initial.clone(),
+            },
+            initial,
+            scaling: None,
+            next_round: 1,
+            committed: 0,
+            busy: false,
+            idle_since: Instant::now(),
+            last_waiting: Vec::new(),
+            finished: false,
+            compared: false,
+            last_eval: BTreeMap::new(),
+            ping_seq: 0,
+            silos: BTreeMap::new(),
+            args,
+        };
+        if let Some((version, ckpt)) = state.args.store.current()? {
+            if ckpt.spec != spec {
+                return Err(format!(
+                    "state directory {} holds a model `{}` but the configuration asks for `{}`; use another state_dir",
+                    state.args.store.dir().display(),
+                    ckpt.spec.describe(),
+                    spec.describe()
+                )
+                .into());
+            }
+            let round: u64 = ckpt
+                .metadata
+                .get("fedsilo.round")
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(0);
+            state.model = BaseModel {
+                version,
+                digest: Digest::of_f32(&ckpt.params),
+                params: Arc::new(ckpt.params),
+            };
+            state.scaling = Some(ckpt.scaling);
+            state.next_round = round + 1;
+            state.args.events.emit(Event::Resumed {
+                version,
+                next_round: state.next_round,
+            });
+        }
+        ractor::pg::monitor(TRAINER_GROUP.to_string(), myself.get_cell());
+        myself.send_interval(state.args.settings.heartbeat_interval, || {
+            CoordinatorMessage::Tick
+        });
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut CoordinatorState,
+    ) -> Result<(), ActorProcessingErr> {
+        if state.finished {
+            return Ok(());
+        }
+        match msg {
+            CoordinatorMessage::Tick => {
+                refresh_membership(state);
+                check_health(state, &myself);
+                maybe_start_work(state, &myself).await;
+            }
+            CoordinatorMessage::PingResult { silo, node_id, ok } => {
+                if let Some(e) = state.silos.get_mut(&silo) {
+                    if e.handle.node_id == node_id {
+                        e.ping_inflight = false;
+                        if ok {
+                            e.last_ok = Instant::now();
+                            if !e.healthy {
+                                e.healthy = true;
+                                state.args.events.emit(Event::SiloHealthy { silo });
+                            }
+                        }
+                    }
+                }
+            }
+            CoordinatorMessage::ScalingDone(outcome) => {
+                state.busy = false;
+                on_scaling(state, outcome);
+                maybe_start_work(state, &myself).await;
+            }
+            CoordinatorMessage::RoundDone(outcome) => {
+                state.busy = false;
+                state.next_round += 1;
+                state.idle_since = Instant::now();
+                if let Err(e) = on_round(state, *outcome) {
+                    finish(state, &myself, Some(format!("cannot commit: {e}")));
+                    return Ok(());
+                }
+                maybe_start_work(state, &myself).await;
+            }
+            CoordinatorMessage::ComparisonDone(rows) => {
+                state.busy = false;
+                state.compared = true;
+                state.args.events.emit(Event::Comparison { rows });
+                finish(state, &myself, None);
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        evt: SupervisionEvent,
+        state: &mut CoordinatorState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ProcessGroupChanged(_) = evt {
+            if !state.finished {
+                refresh_membership(state);
+                maybe_start_work(state, &myself).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn refresh_membership(state: &mut CoordinatorState) {
+    let dir = state.args.directory.clone();
+    let mut present: BTreeMap<String, SiloHandle> = BTreeMap::new();
+    for cell in ractor::pg::get_members(&TRAINER_GROUP.to_string()) {
+        let id = cell.get_id();
+        if id.is_local() {
+            continue;
+        }
+        let node_id = id.node();
+        let Some(identity) = dir.identity_of(node_id) else {
+            continue;
+        };
+        if identity.role != Role::Silo {
+            tracing::warn!(peer = %identity, "a non-silo node registered a trainer; ignored");
+            continue;
+        }
+        let handle = SiloHandle {
+            name: identity.name.clone(),
+            node_id,
+            actor: ActorRef::<TrainerMessage>::from(cell),
+        };
+        match present.get(&identity.name) {
+            // Two sessions with one certificate: keep the one we already knew.
+            Some(existing)
+                if state
+                    .silos
+                    .get(&identity.name)
+                    .is_some_and(|e| e.handle.node_id == existing.node_id) => {}
+            _ => {
+                present.insert(identity.name.clone(), handle);
+            }
+        }
+        let _ = identity.region;
+    }
+    let gone: Vec<String> = state
+        .silos
+        .iter()
+        .filter(|(name, e)| {
+            present
+                .get(*name)
+                .is_none_or(|h| h.node_id != e.handle.node_id)
+        })
+        .map(|(n, _)| n.clone())
+        .collect();
+    for name in gone {
+        state.silos.remove(&name);
+        state.args.events.emit(Event::SiloLeft { silo: name });
+    }
+    for (name, handle) in present {
+        if state.silos.contains_key(&name) {
+            continue;
+        }
+        let region = dir
+            .identity_of(handle.node_id)
+            .map(|i| i.region)
+            .unwrap_or_default();
+        state.args.events.emit(Event::SiloJoined {
+            silo: name.clone(),
+            region,
+        });
+        state.silos.insert(
+            name,
+            SiloEntry {
+                handle,
+                last_ok: Instant::now(),
+                healthy: true,
+                ping_inflight: false,
+                blocked: None,
+            },
+        );
+    }
+}
+
+fn check_health(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorMessage>) {
+    let timeout = state.args.settings.heartbeat_timeout;
+    for (name, e) in state.silos.iter_mut() {
+        let silent = e.last_ok.elapsed();
+        if e.healthy && silent > timeout {
+            e.healthy = false;
+            state.args.events.emit(Event::SiloUnhealthy {
+                silo: name.clone(),
+                silent_secs: silent.as_secs_f64(),
+            });
+        }
+        if !e.ping_inflight {
+            e.ping_inflight = true;
+            state.ping_seq += 1;
+            let (seq, actor, node_id, silo, me) = (
+                state.ping_seq,
+                e.handle.actor.clone(),
+                e.handle.node_id,
+                name.clone(),
+                myself.clone(),
+            );
+            tokio::spawn(async move {
+                let ok = matches!(call(&actor, &Request::Ping { seq }, timeout, &silo).await, Ok(Response::Pong { seq: s }) if s == seq);
+                let _ = me.cast(CoordinatorMessage::PingResult { silo, node_id, ok });
+            });
+        }
+    }
+}
+
+async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorMessage>) {
+    if state.busy || state.finished {
+        return;
+    }
+    if state.next_round > state.args.settings.rounds {
+        if state.args.settings.compare_local && !state.compared && state.committed > 0 {
+            start_comparison(state, myself);
+        } else {
+            finish(state, myself, None);
+        }
+        return;
+    }
+    let candidates: Vec<Candidate> = state
+        .silos
+        .iter()
+        .map(|(n, e)| Candidate {
+            name: n.clone(),
+            healthy: e.healthy,
+            blocked: e.blocked.clone(),
+        })
+        .collect();
+    let round = state.next_round;
+    let selection = match ask(&state.args.policy, "policy", |reply| {
+        PolicyMessage::SelectCohort {
+            round,
+            candidates,
+            reply,
+        }
+    })
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            finish(state, myself, Some(e.to_string()));
+            return;
+        }
+    };
+    if !selection.verdict.allow {
+        let waited = state.idle_since.elapsed();
+        if waited > state.args.settings.wait_for_silos {
+            let why = format!(
+                "no round could start for {:.0} s: {}",
+                waited.as_secs_f64(),
+                selection.verdict.reasons.join("; ")
+            );
+            finish(state, myself, Some(why));
+        } else if state.last_waiting != selection.verdict.reasons {
+            state.last_waiting = selection.verdict.reasons.clone();
+            state.args.events.emit(Event::WaitingForSilos {
+                reasons: selection.verdict.reasons,
+            });
+        }
+        return;
+    }
+    state.last_waiting.clear();
+    let cohort: Vec<SiloHandle> = selection
+        .cohort
+        .iter()
+        .filter_map(|n| state.silos.get(n).map(|e| e.handle.clone()))
+        .collect();
+    state.busy = true;
+    let me = myself.clone();
+    let Some(scaling) = state.scaling.clone() else {
+        let (schema_digest, numeric, timeout) = (
+            state.args.schema.digest(),
+            state.args.schema.numeric_count(),
+            state.args.settings.heartbeat_timeout * 6,
+        );
+        let quorum = match ask(&state.args.policy, "policy", PolicyMessage::Snapshot).await {
+            Ok(p) => p.participation.quorum,
+            Err(_) => cohort.len(),
+        };
+        tokio::spawn(async move {
+            let outcome = agree_scaling(cohort, schema_digest, numeric, quorum, timeout).await;
+            let _ = me.cast(CoordinatorMessage::ScalingDone(outcome));
+        });
+        return;
+    };
+    let policy = match ask(&state.args.policy, "policy", PolicyMessage::Snapshot).await {
+        Ok(p) => p,
+        Err(e) => {
+            finish(state, myself, Some(e.to_string()));
+            return;
+        }
+    };
+    let s = &state.args.settings;
+    let ctx = RoundContext {
+        round,
+        base: state.model.clone(),
+        spec: s.spec.clone(),
+        plan: TrainPlan {
+            epochs: s.epochs,
+            batch_size: s.batch_size,
+            learning_rate: s.learning_rate,
+            seed: s.seed.wrapping_mul(1_000_003).wrapping_add(round),
+        },
+        scaling,
+        cohort,
+        excluded: selection.excluded,
+        policy,
+        policy_actor: state.args.policy.clone(),
+        aggregator: state.args.aggregator.clone(),
+        validator: state.args.validator.clone(),
+        directory: state.args.directory.clone(),
+        chunk: s.chunk,
+        events: state.args.events.clone(),
+    };
+    tokio::spawn(async move {
+        let outcome = run_round(ctx).await;
+        let _ = me.cast(CoordinatorMessage::RoundDone(Box::new(outcome)));
+    });
+}
+
+async fn agree_scaling(
+    cohort: Vec<SiloHandle>,
+    schema_digest: Digest,
+    numeric: usize,
+    quorum: usize,
+    timeout: Duration,
+) -> ScalingOutcome {
+    let mut jobs = tokio::task::JoinSet::new();
+    for s in cohort {
+        jobs.spawn(async move {
+            let r = call(&s.actor, &Request::FeatureStats, timeout, &s.name).await;
+            (s.name, r)
+        });
+    }
+    let (mut count, mut sum, mut sum_sq) = (
+        vec![0u64; numeric],
+        vec![0f64; numeric],
+        vec![0f64; numeric],
+    );
+    let (mut silos, mut rows, mut blocked) = (Vec::new(), 0u64, Vec::new());
+    while let Some(j) = jobs.join_next().await {
+        let Ok((name, r)) = j else { continue };
+        match r {
+            Ok(Response::FeatureStats(st)) => {
+                if st.schema_digest != schema_digest {
+                    blocked.push((
+                        name,
+                        format!(
+                            "its schema (digest {}) differs from the federation's ({})",
+                            st.schema_digest.short(),
+                            schema_digest.short()
+                        ),
+                    ));
+                    continue;
+                }
+                if st.count.len() != numeric
+                    || st.sum.len() != numeric
+                    || st.sum_sq.len() != numeric
+                {
+                    blocked.push((name, format!("sent statistics for {} features, the schema has {numeric} numeric features", st.count.len())));
+                    continue;
+                }
+                if !(st.sum.iter().chain(&st.sum_sq).all(|v| v.is_finite())) {
+                    blocked.push((name, "sent non-finite feature statistics".into()));
+                    continue;
+                }
+                for i in 0..numeric {
+                    count[i] += st.count[i];
+                    sum[i] += st.sum[i];
+                    sum_sq[i] += st.sum_sq[i];
+                }
+                rows += st.rows;
+                silos.push(name);
+            }
+            Ok(other) => tracing::warn!(
+                silo = name,
+                "feature statistics: unexpected {}",
+                other.kind()
+            ),
+            Err(e) => tracing::warn!(silo = name, "feature statistics failed: {e}"),
+        }
+    }
+    silos.sort();
+    let scaling =
+        (silos.len() >= quorum && !silos.is_empty()).then(|| combine_stats(&count, &sum, &sum_sq));
+    ScalingOutcome {
+        scaling,
+        silos,
+        rows,
+        blocked,
+    }
+}
+
+/// Mean and standard deviation from pooled counts, sums and sums of squares. A feature with no
+/// values or no spread gets mean 0 / std 1 (it then passes through unscaled).
+pub fn combine_stats(count: &[u64], sum: &[f64], sum_sq: &[f64]) -> Scaling {
+    let mut mean = Vec::with_capacity(count.len());
+    let mut std = Vec::with_capacity(count.len());
+    for i in 0..count.len() {
+        if count[i] == 0 {
+            mean.push(0.0);
+            std.push(1.0);
+            continue;
+        }
+        let n = count[i] as f64;
+        let m = sum[i] / n;
+        let var = (sum_sq[i] / n - m * m).max(0.0);
+        let s = var.sqrt();
+        mean.push(m as f32);
+        std.push(if s > 1e-9 { s as f32 } else { 1.0 });
+    }
+    Scaling { mean, std }
+}
+
+fn on_scaling(state: &mut CoordinatorState, outcome: ScalingOutcome) {
+    for (silo, reason) in outcome.blocked {
+        if let Some(e) = state.silos.get_mut(&silo) {
+            e.blocked = Some(reason.clone());
+        }
+        state.args.events.emit(Event::SiloBlocked { silo, reason });
+    }
+    let Some(scaling) = outcome.scaling else {
+        tracing::warn!(contributors = ?outcome.silos, "too few silos sent feature statistics; will retry");
+        return;
+    };
+    let ckpt = checkpoint(state, &state.model.params, &scaling, 0);
+    if let Err(e) = state.args.store.commit(state.model.version, &ckpt) {
+        tracing::error!("cannot write the initial checkpoint: {e}");
+        return;
+    }
+    state.scaling = Some(scaling);
+    state.args.events.emit(Event::ScalingAgreed {
+        silos: outcome.silos,
+        rows: outcome.rows,
+    });
+}
+
+fn checkpoint(
+    state: &CoordinatorState,
+    params: &[f32],
+    scaling: &Scaling,
+    round: u64,
+) -> Checkpoint {
+    Checkpoint {
+        spec: state.args.settings.spec.clone(),
+        params: params.to_vec(),
+        scaling: scaling.clone(),
+        metadata: [
+            ("fedsilo.round".to_string(), round.to_string()),
+            (
+                "fedsilo.parent".to_string(),
+                state.model.version.to_string(),
+            ),
+        ]
+        .into_iter()
+        .collect(),
+    }
+}
+
+fn on_round(state: &mut CoordinatorState, outcome: RoundOutcome) -> crate::Result<()> {
+    match outcome {
+        RoundOutcome::Candidate {
+            params, summary, ..
+        } => {
+            let scaling = state.scaling.clone().unwrap_or(Scaling {
+                mean: vec![],
+                std: vec![],
+            });
+            let mut ckpt = checkpoint(state, &params, &scaling, summary.round);
+            ckpt.metadata
+                .insert("fedsilo.version".into(), summary.version.to_string());
+            state.args.store.commit(summary.version, &ckpt)?;
+            state.args.store.append_round(&summary)?;
+            state.model = BaseModel {
+                version: summary.version,
+                digest: Digest::of_f32(&params),
+                params: Arc::new(params),
+            };
+            state.committed += 1;
+            state.last_eval = summary.eval.clone();
+            state.args.events.emit(Event::RoundCommitted(summary));
+        }
+        RoundOutcome::Rejected { round, reason } => state
+            .args
+            .events
+            .emit(Event::RoundRejected { round, reason }),
+        RoundOutcome::Abandoned { round, reason } => state
+            .args
+            .events
+            .emit(Event::RoundAbandoned { round, reason }),
+    }
+    Ok(())
+}
+
+fn start_comparison(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorMessage>) {
+    state.busy = true;
+    let silos: Vec<SiloHandle> = state
+        .silos
+        .values()
+        .filter(|e| e.blocked.is_none())
+        .map(|e| e.handle.clone())
+        .collect();
+    let initial = state.initial.clone();
+    let model = ModelRef {
+        version: 0,
+        digest: Digest::of_f32(&initial),
+    };
+    let s = &state.args.settings;
+    let (spec, chunk, rounds) = (s.spec.clone(), s.chunk, s.rounds as u32);
+    let plan = TrainPlan {
+        epochs: s.epochs,
+        batch_size: s.batch_size,
+        learning_rate: s.learning_rate,
+        seed: s.seed,
+    };
+    let timeout = Duration::from_secs(600);
+    let federated = state.last_eval.clone();
+    let me = myself.clone();
+    tokio::spawn(async move {
+        let mut jobs = tokio::task::JoinSet::new();
+        for silo in silos {
+            let (initial, spec, plan) = (initial.clone(), spec.clone(), plan.clone());
+            jobs.spawn(async move {
+                let r = async {
+                    put_model(&silo.actor, model, &initial, chunk, timeout, &silo.name).await?;
+                    let req = Request::LocalBaseline {
+                        initial: model,
+                        spec,
+                        plan,
+                        rounds,
+                    };
+                    call(&silo.actor, &req, timeout, &silo.name).await
+                }
+                .await;
+                (silo.name, r)
+            });
+        }
+        let mut local: BTreeMap<String, Result<EvalMetrics, String>> = BTreeMap::new();
+        while let Some(Ok((name, r))) = jobs.join_next().await {
+            let m = match r {
+                Ok(Response::Evaluated(m)) => Ok(m),
+                Ok(other) => Err(format!("expected Evaluated, got {}", other.kind())),
+                Err(e) => Err(e.to_string()),
+            };
+            local.insert(name, m);
+        }
+        let mut names: Vec<String> = local.keys().chain(federated.keys()).cloned().collect();
+        names.sort();
+        names.dedup();
+        let rows = names
+            .into_iter()
+            .map(|silo| {
+                let fed = federated.get(&silo).cloned();
+                let (loc, note) = match local.get(&silo) {
+                    Some(Ok(m)) => (Some(m.clone()), None),
+                    Some(Err(e)) => (None, Some(format!("local baseline failed: {e}"))),
+                    None => (None, Some("not connected at the end".to_string())),
+                };
+                let examples = fed
+                    .as_ref()
+                    .or(loc.as_ref())
+                    .map(|m| m.examples)
+                    .unwrap_or(0);
+                ComparisonRow {
+                    silo,
+                    examples,
+                    local: loc,
+                    federated: fed,
+                    note,
+                }
+            })
+            .collect();
+        let _ = me.cast(CoordinatorMessage::ComparisonDone(rows));
+    });
+}
+
+fn finish(
+    state: &mut CoordinatorState,
+    myself: &ActorRef<CoordinatorMessage>,
+    error: Option<String>,
+) {
+    if state.finished {
+        return;
+    }
+    state.finished = true;
+    let result = RunResult {
+        rounds_committed: state.committed,
+        version: state.model.version,
+        error: error.clone(),
+    };
+    state.args.events.emit(Event::Finished {
+        rounds_committed: result.rounds_committed,
+        version: result.version,
+        error,
+    });
+    let _ = state.args.done.send(result);
+    myself.stop(Some("federation finished".into()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pooled_statistics_equal_the_statistics_of_the_pool() {
+        // Two silos: [1, 2, 3] and [10, 20].
+        let silo = |v: &[f64]| {
+            (
+                v.len() as u64,
+                v.iter().sum::<f64>(),
+                v.iter().map(|x| x * x).sum::<f64>(),
+            )
+        };
+        let (a, b) = (silo(&[1.0, 2.0, 3.0]), silo(&[10.0, 20.0]));
+        let s = combine_stats(&[a.0 + b.0], &[a.1 + b.1], &[a.2 + b.2]);
+        let all = [1.0f64, 2.0, 3.0, 10.0, 20.0];
+        let m = all.iter().sum::<f64>() / 5.0;
+        let sd = (all.iter().map(|x| (x - m).powi(2)).sum::<f64>() / 5.0).sqrt();
+        assert!((s.mean[0] as f64 - m).abs() < 1e-5);
+        assert!((s.std[0] as f64 - sd).abs() < 1e-4);
+        let z = combine_stats(&[0, 3], &[0.0, 6.0], &[0.0, 12.0]);
+        assert_eq!((z.mean[0], z.std[0]), (0.0, 1.0));
+        assert_eq!(z.std[1], 1.0); // constant feature: no spread
+    }
+}

@@ -1,0 +1,45 @@
+//! # The coordinator-side actors
+//!
+//! One file per actor; each owns its state and nothing else, and its messages are the enum
+//! beside it.
+//!
+//! - [`coordinator`] — the round state machine; the only actor that advances the model version.
+//! - [`aggregator`] — folds admitted updates into the round's kernel (streaming FedAvg).
+//! - [`validator`] — evaluates a candidate at the silos and says accept or reject.
+//! - [`policy`] — hosts the policy's pure rules and logs every verdict.
+//!
+//! The trainer actor lives in the `silo-node` crate; its message type, the one that crosses
+//! the network, is [`crate::protocol::TrainerMessage`].
+
+pub mod aggregator;
+pub mod coordinator;
+pub mod policy;
+pub mod validator;
+
+use std::time::Duration;
+
+use ractor::rpc::CallResult;
+use ractor::{ActorRef, Message, RpcReplyPort};
+
+use crate::{Error, Result};
+
+/// How long a local actor may take to answer a local request before it is considered stuck.
+pub const LOCAL_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Asks a local actor and waits for the answer (bounded by [`LOCAL_CALL_TIMEOUT`]).
+pub async fn ask<M: Message, T: Send + 'static>(
+    actor: &ActorRef<M>,
+    what: &str,
+    build: impl FnOnce(RpcReplyPort<T>) -> M,
+) -> Result<T> {
+    match actor.call(build, Some(LOCAL_CALL_TIMEOUT)).await {
+        Ok(CallResult::Success(v)) => Ok(v),
+        Ok(CallResult::Timeout) => Err(Error::Cluster(format!(
+            "{what}: no answer within {LOCAL_CALL_TIMEOUT:?}"
+        ))),
+        Ok(CallResult::SenderError) => {
+            Err(Error::Cluster(format!("{what}: actor dropped the request")))
+        }
+        Err(e) => Err(Error::Cluster(format!("{what}: {e}"))),
+    }
+}

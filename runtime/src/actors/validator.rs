@@ -1,0 +1,207 @@
+//! The Validator actor: the gate a candidate must pass. It sends the candidate to the silos,
+//! has each score it on its own held-out split (federated evaluation), and decides.
+//!
+//! Rule in force: at least one silo evaluated the candidate and every reported metric is
+//! finite. (Comparison rules against the current version come with the governance work.)
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::task::JoinSet;
+
+use crate::model::ModelSpec;
+use crate::protocol::transfer::put_model;
+use crate::protocol::{call, EvalMetrics, ModelRef, Request, Response, Scaling};
+use crate::round::SiloHandle;
+
+/// What the validator concluded about a candidate.
+#[derive(Debug, Clone)]
+pub struct ValidationReport {
+    /// Metrics per silo that evaluated.
+    pub per_silo: BTreeMap<String, EvalMetrics>,
+    /// Silos that could not evaluate, with the reason.
+    pub failures: Vec<(String, String)>,
+    /// Example-weighted held-out loss.
+    pub weighted_loss: f64,
+    /// Whether the candidate may be committed.
+    pub accept: bool,
+    /// Why (not).
+    pub reason: String,
+}
+
+/// A candidate to validate.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// Round number.
+    pub round: u64,
+    /// Version it would become, and digest.
+    pub model: ModelRef,
+    /// Parameters.
+    pub params: Arc<Vec<f32>>,
+    /// Architecture.
+    pub spec: ModelSpec,
+    /// Agreed scaling.
+    pub scaling: Scaling,
+}
+
+/// Messages of the Validator actor.
+#[derive(Debug)]
+pub enum ValidatorMessage {
+    /// Evaluate `candidate` at `silos` and decide.
+    Validate {
+        /// The candidate.
+        candidate: Candidate,
+        /// Where to evaluate it.
+        silos: Vec<SiloHandle>,
+        /// Transfer chunk size, values.
+        chunk: usize,
+        /// Time limit for the whole evaluation.
+        timeout: Duration,
+        /// The report.
+        reply: RpcReplyPort<ValidationReport>,
+    },
+}
+
+impl ractor::Message for ValidatorMessage {}
+
+/// The Validator actor.
+#[derive(Debug)]
+pub struct ValidatorActor;
+
+async fn evaluate_at(
+    silo: SiloHandle,
+    c: Candidate,
+    chunk: usize,
+    timeout: Duration,
+) -> (String, Result<EvalMetrics, String>) {
+    let work = async {
+        put_model(&silo.actor, c.model, &c.params, chunk, timeout, &silo.name)
+            .await
+            .map_err(|e| e.to_string())?;
+        let req = Request::Evaluate {
+            model: c.model,
+            spec: c.spec.clone(),
+            scaling: c.scaling.clone(),
+        };
+        match call(&silo.actor, &req, timeout, &silo.name).await {
+            Ok(Response::Evaluated(m)) => Ok(m),
+            Ok(other) => Err(format!("expected Evaluated, got {}", other.kind())),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    let r = match tokio::time::timeout(timeout, work).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no evaluation within {timeout:?}")),
+    };
+    (silo.name, r)
+}
+
+/// Decides on a set of per-silo metrics (the gate rule, pure).
+pub fn decide(per_silo: &BTreeMap<String, EvalMetrics>) -> (bool, String, f64) {
+    if per_silo.is_empty() {
+        return (false, "no silo evaluated the candidate".into(), f64::NAN);
+    }
+    let n: u64 = per_silo.values().map(|m| m.examples).sum();
+    let loss = per_silo
+        .values()
+        .map(|m| m.loss * m.examples as f64)
+        .sum::<f64>()
+        / n.max(1) as f64;
+    for (silo, m) in per_silo {
+        let finite =
+            m.loss.is_finite() && m.accuracy.is_finite() && m.auc.is_none_or(|a| a.is_finite());
+        if !finite {
+            return (false, format!("non-finite metrics at {silo}: {m:?}"), loss);
+        }
+    }
+    (
+        true,
+        format!(
+            "evaluated at {} silo(s) on {n} held-out examples",
+            per_silo.len()
+        ),
+        loss,
+    )
+}
+
+impl Actor for ValidatorActor {
+    type Msg = ValidatorMessage;
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(&self, _: ActorRef<Self::Msg>, _: ()) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        _: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
+        let ValidatorMessage::Validate {
+            candidate,
+            silos,
+            chunk,
+            timeout,
+            reply,
+        } = msg;
+        let mut jobs = JoinSet::new();
+        for s in silos {
+            jobs.spawn(evaluate_at(s, candidate.clone(), chunk, timeout));
+        }
+        let mut per_silo = BTreeMap::new();
+        let mut failures = Vec::new();
+        while let Some(j) = jobs.join_next().await {
+            match j {
+                Ok((silo, Ok(m))) => {
+                    per_silo.insert(silo, m);
+                }
+                Ok((silo, Err(e))) => failures.push((silo, e)),
+                Err(e) => failures.push(("?".into(), format!("evaluation task failed: {e}"))),
+            }
+        }
+        let (accept, reason, weighted_loss) = decide(&per_silo);
+        tracing::info!(
+            round = candidate.round,
+            accept,
+            reason,
+            ?failures,
+            "validator: verdict"
+        );
+        let _ = reply.send(ValidationReport {
+            per_silo,
+            failures,
+            weighted_loss,
+            accept,
+            reason,
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(loss: f64) -> EvalMetrics {
+        EvalMetrics {
+            examples: 10,
+            loss,
+            accuracy: 0.9,
+            auc: Some(0.8),
+        }
+    }
+
+    #[test]
+    fn gate_rejects_empty_and_non_finite() {
+        assert!(!decide(&BTreeMap::new()).0);
+        let mut p = BTreeMap::from([("a".to_string(), m(0.3))]);
+        assert!(decide(&p).0);
+        p.insert("b".into(), m(f64::NAN));
+        let (ok, why, _) = decide(&p);
+        assert!(!ok && why.contains("b"), "{why}");
+    }
+}

@@ -1,0 +1,139 @@
+//! `fedsilo certs …`
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use fedsilo::certs::{self, NodeSpec};
+use fedsilo::identity::Role;
+
+/// Certificate commands.
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    #[command(subcommand)]
+    command: CertsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum CertsCommand {
+    /// Make a consortium CA and a startup kit (key + certificate) for every node.
+    ///
+    /// Writes OUT/ca.pem, OUT/ca.key (0600) and OUT/<node>/{ca.pem,cert.pem,key.pem}. Each
+    /// certificate carries the node's name, role and region. An existing CA is never
+    /// overwritten unless --force is given.
+    Init {
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Consortium name, written into the CA certificate.
+        #[arg(long, default_value = "fedsilo")]
+        consortium: String,
+        /// The coordinator, as NAME[:REGION].
+        #[arg(long)]
+        coordinator: String,
+        /// A silo, as NAME[:REGION]; repeat for each silo.
+        #[arg(long = "silo")]
+        silos: Vec<String>,
+        /// An aggregator, as NAME[:REGION]; repeat for each.
+        #[arg(long = "aggregator")]
+        aggregators: Vec<String>,
+        /// Validity of every certificate, days.
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+        /// Replace an existing CA (every certificate it issued stops working).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue kits for more nodes under the existing CA in OUT.
+    Issue {
+        /// Directory holding ca.pem and ca.key.
+        #[arg(long)]
+        out: PathBuf,
+        /// A coordinator, as NAME[:REGION].
+        #[arg(long = "coordinator")]
+        coordinators: Vec<String>,
+        /// A silo, as NAME[:REGION]; repeat for each.
+        #[arg(long = "silo")]
+        silos: Vec<String>,
+        /// An aggregator, as NAME[:REGION]; repeat for each.
+        #[arg(long = "aggregator")]
+        aggregators: Vec<String>,
+        /// Validity, days.
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+        /// Replace existing kits of the same names.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn specs(role: Role, items: &[String]) -> anyhow::Result<Vec<NodeSpec>> {
+    items
+        .iter()
+        .map(|s| NodeSpec::parse(role, s).map_err(|e| anyhow::anyhow!("--{role} {s}: {e}")))
+        .collect()
+}
+
+fn check_days(days: i64) -> anyhow::Result<()> {
+    if !(1..=36500).contains(&days) {
+        anyhow::bail!("--days {days}: must be between 1 and 36500");
+    }
+    Ok(())
+}
+
+/// Runs a certs command.
+pub fn run(args: CertsArgs) -> anyhow::Result<ExitCode> {
+    let (out, written) = match args.command {
+        CertsCommand::Init {
+            out,
+            consortium,
+            coordinator,
+            silos,
+            aggregators,
+            days,
+            force,
+        } => {
+            check_days(days)?;
+            let mut nodes = specs(Role::Coordinator, &[coordinator])?;
+            nodes.extend(specs(Role::Silo, &silos)?);
+            nodes.extend(specs(Role::Aggregator, &aggregators)?);
+            let w = certs::init(&out, &consortium, &nodes, days, force)?;
+            println!(
+                "consortium CA written to {} (keep ca.key offline in production)",
+                out.join("ca.pem").display()
+            );
+            (out, w.into_iter().zip(nodes).collect::<Vec<_>>())
+        }
+        CertsCommand::Issue {
+            out,
+            coordinators,
+            silos,
+            aggregators,
+            days,
+            force,
+        } => {
+            check_days(days)?;
+            let mut nodes = specs(Role::Coordinator, &coordinators)?;
+            nodes.extend(specs(Role::Silo, &silos)?);
+            nodes.extend(specs(Role::Aggregator, &aggregators)?);
+            if nodes.is_empty() {
+                anyhow::bail!(
+                    "nothing to issue: name at least one --silo, --aggregator or --coordinator"
+                );
+            }
+            let w = certs::issue(&out, &nodes, days, force)?;
+            (out, w.into_iter().zip(nodes).collect())
+        }
+    };
+    let _ = out;
+    for (dir, spec) in written {
+        println!(
+            "  {:<20} {:<12} region {:<12} -> {}",
+            spec.identity.name,
+            spec.identity.role.as_str(),
+            spec.identity.region,
+            dir.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

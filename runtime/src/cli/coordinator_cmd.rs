@@ -1,0 +1,171 @@
+//! `fedsilo coordinator`
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use fedsilo::actors::aggregator::AggregatorActor;
+use fedsilo::actors::coordinator::{
+    CoordinatorActor, CoordinatorArgs as ActorArgs, CoordinatorSettings,
+};
+use fedsilo::actors::policy::PolicyActor;
+use fedsilo::actors::validator::ValidatorActor;
+use fedsilo::cluster::{
+    ClusterConfig, ClusterNode, AGGREGATOR_GROUP, COORDINATOR_GROUP, POLICY_GROUP, VALIDATOR_GROUP,
+};
+use fedsilo::data::Schema;
+use fedsilo::events::{Event, EventFormat, EventLog};
+use fedsilo::federation::FederationConfig;
+use fedsilo::identity::Role;
+use fedsilo::model::ModelSpec;
+use fedsilo::store::ModelStore;
+use fedsilo::tls::NodeCredentials;
+use fedsilo_policies::Policy;
+use ractor::Actor;
+
+/// Run the coordinator of a federation.
+///
+/// Reads the federation file (see the README for every key), listens for silos over mutual
+/// TLS, agrees feature scaling with them, runs the configured number of rounds and exits.
+/// Every event goes to <state_dir>/events.jsonl; committed models to <state_dir>/models/.
+/// Restarted on the same state directory, it resumes from the last committed version.
+#[derive(Debug, Args)]
+pub struct CoordinatorArgs {
+    /// The federation file (TOML).
+    #[arg(long)]
+    config: PathBuf,
+    /// Override `network.listen` (use port 0 to pick a free port; the Listening event says which).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Override `network.kit`, the coordinator's certificate kit directory.
+    #[arg(long)]
+    kit: Option<PathBuf>,
+    /// Override `federation.state_dir`.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Override `federation.rounds`.
+    #[arg(long)]
+    rounds: Option<u64>,
+    /// How to show events on stdout.
+    #[arg(long, value_enum, default_value_t = EventFormat::Table)]
+    events: EventFormat,
+}
+
+/// Runs the coordinator until the federation finishes.
+pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
+    let mut cfg = FederationConfig::load(&a.config)?;
+    let origin = a.config.display().to_string();
+    if let Some(l) = a.listen {
+        cfg.network.listen = l;
+    }
+    if let Some(k) = a.kit {
+        cfg.network.kit = k;
+    }
+    if let Some(s) = a.state_dir {
+        cfg.federation.state_dir = s;
+    }
+    if let Some(r) = a.rounds {
+        cfg.federation.rounds = r;
+    }
+    cfg.validate(&origin)?;
+    let creds = NodeCredentials::load_kit(&cfg.network.kit)
+        .context("loading the coordinator's certificate kit")?;
+    if creds.identity().role != Role::Coordinator {
+        bail!(
+            "{}: certificate of role {}, the coordinator needs role coordinator",
+            cfg.network.kit.display(),
+            creds.identity().role
+        );
+    }
+    let policy = Policy::load(&cfg.federation.policy)?;
+    let schema = Schema::load(&cfg.model.schema)?;
+    let spec = ModelSpec {
+        inputs: schema.encoded_width(),
+        hidden: cfg.model.hidden.clone(),
+    };
+    let store = ModelStore::open(&cfg.federation.state_dir)?;
+    let events = Arc::new(EventLog::open(&cfg.federation.state_dir, a.events)?);
+
+    let node = ClusterNode::start(ClusterConfig {
+        credentials: creds,
+        listen: Some(cfg.network.listen),
+        handshake_timeout: cfg.handshake_timeout(&origin)?,
+    })
+    .await?;
+    let addr = node.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    events.emit(Event::Listening {
+        addr,
+        node: node.identity().name.clone(),
+    });
+
+    let (policy_ref, _) = Actor::spawn(None, PolicyActor, policy)
+        .await
+        .context("starting the policy actor")?;
+    let (aggregator, _) = Actor::spawn(None, AggregatorActor, ())
+        .await
+        .context("starting the aggregator")?;
+    let (validator, _) = Actor::spawn(None, ValidatorActor, ())
+        .await
+        .context("starting the validator")?;
+    ractor::pg::join(POLICY_GROUP.to_string(), vec![policy_ref.get_cell()]);
+    ractor::pg::join(AGGREGATOR_GROUP.to_string(), vec![aggregator.get_cell()]);
+    ractor::pg::join(VALIDATOR_GROUP.to_string(), vec![validator.get_cell()]);
+
+    let settings = CoordinatorSettings {
+        rounds: cfg.federation.rounds,
+        spec,
+        epochs: cfg.plan.epochs,
+        batch_size: cfg.plan.batch_size,
+        learning_rate: cfg.plan.learning_rate,
+        seed: cfg.model.seed,
+        chunk: cfg.network.chunk_values,
+        heartbeat_interval: cfg.heartbeat_interval(&origin)?,
+        heartbeat_timeout: cfg.heartbeat_timeout(&origin)?,
+        wait_for_silos: Duration::from_secs_f64(cfg.federation.wait_for_silos_secs),
+        compare_local: cfg.federation.compare_local,
+    };
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (coordinator, _) = Actor::spawn(
+        None,
+        CoordinatorActor,
+        ActorArgs {
+            settings,
+            directory: node.directory().clone(),
+            schema,
+            policy: policy_ref.clone(),
+            aggregator: aggregator.clone(),
+            validator: validator.clone(),
+            events: events.clone(),
+            store,
+            done: done_tx,
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("starting the coordinator: {e}"))?;
+    ractor::pg::join(COORDINATOR_GROUP.to_string(), vec![coordinator.get_cell()]);
+
+    let result = tokio::select! {
+        r = done_rx.recv() => r,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("fedsilo: interrupted; committed versions are safe in {}", cfg.federation.state_dir.display());
+            None
+        }
+    };
+    coordinator.stop(None);
+    for a in [
+        policy_ref.get_cell(),
+        aggregator.get_cell(),
+        validator.get_cell(),
+    ] {
+        a.stop(None);
+    }
+    drop(node);
+    Ok(match result {
+        Some(r) if r.error.is_none() => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    })
+}

@@ -1,0 +1,39 @@
+//! Command-line interface of the `fedsilo` binary.
+
+mod certs_cmd;
+mod coordinator_cmd;
+
+use clap::{Parser, Subcommand};
+
+/// fedsilo — cross-silo federated fine-tuning over mutual TLS.
+///
+/// A typical start, on one machine for a trial:
+///
+///   fedsilo certs init --out certs --coordinator coordinator --silo bank-a:eu --silo bank-b:us
+///   fedsilo coordinator --config federation.toml
+///   silo-node --kit certs/bank-a --coordinator 127.0.0.1:7443 --data a.csv --schema schema.toml
+#[derive(Debug, Parser)]
+#[command(name = "fedsilo", version)]
+pub struct Cli {
+    /// Log filter (tracing syntax), e.g. `info`, `fedsilo=debug`. RUST_LOG overrides it.
+    #[arg(long, global = true, default_value = "warn")]
+    pub log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Make and extend the consortium's certificates.
+    Certs(certs_cmd::CertsArgs),
+    /// Run the coordinator (with its aggregator, validator and policy actors).
+    Coordinator(coordinator_cmd::CoordinatorArgs),
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    match cli.command {
+        Command::Certs(a) => certs_cmd::run(a),
+        Command::Coordinator(a) => coordinator_cmd::run(a).await,
+    }
+}

@@ -1,0 +1,37 @@
+//! # The cluster: ractor_cluster nodes over mutual TLS, with identities bound to certificates
+//!
+//! ractor_cluster moves actor messages between processes but trusts whatever name a peer
+//! declares. This module closes that gap, split by responsibility as ractor_cluster itself is:
+//!
+//! - [`listener`] — bytes: our own TCP accept loop. Each connection's TLS handshake runs in its
+//!   own task under a timeout, so a silent peer delays nobody; a peer without a valid
+//!   certificate from the consortium CA is refused and logged with its address.
+//! - [`directory`] — who is talking: the [`PeerDirectory`] records the identity read from each
+//!   verified certificate, and binds it to the ractor session once the peer's declared node name
+//!   has been checked against it (a mismatch drops the session).
+//! - [`node`] — the [`ClusterNode`] a process runs: a `NodeServer` in `Isolated` mode (never
+//!   dials peers of peers), our listener, and outgoing connections made the same way.
+//! - [`counting_stream`] — the byte counters on every link, so what a silo sends is measured on
+//!   the wire, not estimated.
+//!
+//! If you need to know *who* sent something, ask the directory for the identity bound to the
+//! sending actor's node id ([`PeerDirectory::identity_of`]); never trust a name inside a message.
+
+pub mod counting_stream;
+pub mod directory;
+pub mod listener;
+pub mod node;
+
+pub use directory::{PeerDirectory, PeerEvent};
+pub use node::{ClusterConfig, ClusterNode};
+
+/// Process group of trainer actors (one per silo).
+pub const TRAINER_GROUP: &str = "fedsilo.trainer";
+/// Process group of the coordinator actor.
+pub const COORDINATOR_GROUP: &str = "fedsilo.coordinator";
+/// Process group of aggregator actors.
+pub const AGGREGATOR_GROUP: &str = "fedsilo.aggregator";
+/// Process group of validator actors.
+pub const VALIDATOR_GROUP: &str = "fedsilo.validator";
+/// Process group of policy actors.
+pub const POLICY_GROUP: &str = "fedsilo.policy";

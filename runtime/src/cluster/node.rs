@@ -1,0 +1,260 @@
+//! A process's membership in the cluster: one ractor_cluster `NodeServer`, our TLS listener,
+//! and outgoing links, all bound to certificate identities through the [`PeerDirectory`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorRef};
+use ractor_cluster::node::{NodeConnectionMode, NodeServerSessionInformation};
+use ractor_cluster::{
+    IncomingEncryptionMode, NodeEventSubscription, NodeServer, NodeServerMessage,
+};
+use rustls::pki_types::ServerName;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinHandle;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use super::counting_stream::{ByteCounters, CountingStream, LabelledStream};
+use super::directory::AuthDecision;
+use super::{PeerDirectory, PeerEvent};
+use crate::identity::Identity;
+use crate::tls::NodeCredentials;
+use crate::{Error, Result};
+
+/// Default time a peer has to finish its TLS handshake.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest cluster frame this node accepts. Model tensors travel in chunks well below it.
+pub const MAX_FRAME_BYTES: u64 = 64 * 1024 * 1024;
+
+/// How to start a [`ClusterNode`].
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// This node's credentials; its identity is its node name.
+    pub credentials: NodeCredentials,
+    /// Where to accept links (`None`: outgoing links only).
+    pub listen: Option<SocketAddr>,
+    /// How long a peer has to complete its TLS handshake.
+    pub handshake_timeout: Duration,
+}
+
+/// A running cluster node.
+pub struct ClusterNode {
+    server: ActorRef<NodeServerMessage>,
+    directory: Arc<PeerDirectory>,
+    credentials: NodeCredentials,
+    local_addr: Option<SocketAddr>,
+    accept_task: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for ClusterNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterNode")
+            .field("identity", self.credentials.identity())
+            .field("local_addr", &self.local_addr)
+            .finish()
+    }
+}
+
+/// Binds ractor sessions to certificate identities as ractor_cluster reports them.
+struct IdentityGuard {
+    directory: Arc<PeerDirectory>,
+}
+
+impl NodeEventSubscription for IdentityGuard {
+    fn node_session_opened(&self, _ses: NodeServerSessionInformation) {}
+
+    fn node_session_disconnected(&self, ses: NodeServerSessionInformation) {
+        self.directory.disconnected(ses.node_id, &ses.peer_addr);
+    }
+
+    fn node_session_authenticated(&self, ses: NodeServerSessionInformation) {
+        let declared = ses.peer_name.as_ref().map(|n| n.name.as_str());
+        if let AuthDecision::Refuse(reason) =
+            self.directory
+                .authenticate(ses.node_id, &ses.peer_addr, declared)
+        {
+            ses.actor.stop(Some(reason));
+        }
+    }
+}
+
+impl ClusterNode {
+    /// Starts the node server and, if configured, the listener.
+    pub async fn start(config: ClusterConfig) -> Result<Self> {
+        crate::tls::install_crypto_provider();
+        let identity = config.credentials.identity().clone();
+        let server_config = config.credentials.server_config()?;
+        let acceptor = TlsAcceptor::from(server_config);
+        // ractor_cluster always runs a listener of its own; keep it on an ephemeral loopback
+        // port behind TLS. Sessions it accepts have no handshake on record in the directory and
+        // are refused at authentication.
+        let node_server = NodeServer::new(
+            0,
+            cookie(),
+            identity.name.clone(),
+            "fedsilo".to_string(),
+            Some(IncomingEncryptionMode::Tls(acceptor.clone())),
+            Some(NodeConnectionMode::Isolated),
+        )
+        .with_listen_addr(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+        .with_max_inbound_frame_size(MAX_FRAME_BYTES);
+        let (server, _) = Actor::spawn(None, node_server, ())
+            .await
+            .map_err(|e| Error::Cluster(format!("starting node server: {e}")))?;
+        let directory = Arc::new(PeerDirectory::default());
+        server
+            .cast(NodeServerMessage::SubscribeToEvents {
+                id: "fedsilo.identity".to_string(),
+                subscription: Box::new(IdentityGuard {
+                    directory: directory.clone(),
+                }),
+            })
+            .map_err(|e| Error::Cluster(format!("subscribing to node events: {e}")))?;
+        let (local_addr, accept_task) = match config.listen {
+            None => (None, None),
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| Error::Cluster(format!("cannot listen on {addr}: {e}")))?;
+                let local = listener
+                    .local_addr()
+                    .map_err(|e| Error::Cluster(format!("listener address: {e}")))?;
+                let task = tokio::spawn(super::listener::accept_loop(
+                    listener,
+                    acceptor,
+                    server.clone(),
+                    directory.clone(),
+                    config.handshake_timeout,
+                ));
+                tracing::info!(%local, node = %identity, "listening (mTLS, TLS 1.3)");
+                (Some(local), Some(task))
+            }
+        };
+        Ok(Self {
+            server,
+            directory,
+            credentials: config.credentials,
+            local_addr,
+            accept_task,
+        })
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
+    }
+
+    /// This node's identity.
+    pub fn identity(&self) -> &Identity {
+        self.credentials.identity()
+    }
+
+    /// The directory of verified peers.
+    pub fn directory(&self) -> &Arc<PeerDirectory> {
+        &self.directory
+    }
+
+    /// Opens an mTLS link to the node `expected_name` at `addr` and waits until ractor_cluster
+    /// has authenticated it and the directory has bound it to the server's certificate.
+    /// Returns the server's identity. Fails with a reason if the server refuses us (in TLS 1.3
+    /// the client learns that only when the link closes), on a wrong server certificate, or
+    /// after `timeout`.
+    pub async fn connect(
+        &self,
+        addr: &str,
+        expected_name: &str,
+        timeout: Duration,
+    ) -> Result<Identity> {
+        let work = async {
+            let tcp = TcpStream::connect(addr).await.map_err(|e| {
+                Error::Cluster(format!("cannot reach {expected_name} at {addr}: {e}"))
+            })?;
+            let _ = tcp.set_nodelay(true);
+            let peer = tcp
+                .peer_addr()
+                .map_err(|e| Error::Cluster(format!("{addr}: {e}")))?;
+            let local = tcp
+                .local_addr()
+                .map_err(|e| Error::Cluster(format!("{addr}: {e}")))?;
+            let server_name =
+                ServerName::try_from(expected_name.to_string()).map_err(|e| Error::Config {
+                    origin: "peer name".into(),
+                    message: format!("`{expected_name}` is not a valid node name: {e}"),
+                })?;
+            let connector = TlsConnector::from(self.credentials.client_config()?);
+            let tls = connector.connect(server_name, tcp).await.map_err(|e| {
+                Error::Cluster(format!(
+                    "TLS handshake with {expected_name} at {addr} failed: {e}"
+                ))
+            })?;
+            let identity = {
+                let (_, conn) = tls.get_ref();
+                let der = conn
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .ok_or_else(|| Error::Cluster(format!("{addr} sent no certificate")))?;
+                Identity::from_cert_der(der, &format!("{expected_name} at {addr}"))?
+            };
+            let label = format!("{local}>{peer}");
+            let counters = Arc::new(ByteCounters::default());
+            self.directory
+                .record_handshake(&label, identity.clone(), counters.clone());
+            let mut events = self.directory.subscribe();
+            let stream = LabelledStream {
+                stream: CountingStream::new(tls, counters),
+                label: label.clone(),
+            };
+            self.server
+                .cast(NodeServerMessage::ConnectionOpenedExternal {
+                    stream: Box::new(stream),
+                    is_server: false,
+                })
+                .map_err(|e| Error::Cluster(format!("node server gone: {e}")))?;
+            loop {
+                match events.recv().await {
+                    Ok(PeerEvent::Bound { label: l, identity, .. }) if l == label => {
+                        return Ok(identity)
+                    }
+                    Ok(PeerEvent::Dropped { label: l, reason }) if l == label => {
+                        return Err(Error::Cluster(format!("link to {expected_name} dropped: {reason}")))
+                    }
+                    Ok(PeerEvent::Disconnected { label: l, .. }) if l == label => {
+                        return Err(Error::Cluster(format!(
+                            "{expected_name} at {addr} closed the link before authentication \
+                             (does it accept our certificate? is it issued by the same consortium CA and still valid?)"
+                        )))
+                    }
+                    Ok(_) | Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => return Err(Error::Cluster("directory closed".into())),
+                }
+            }
+        };
+        tokio::time::timeout(timeout, work).await.map_err(|_| {
+            Error::Cluster(format!(
+                "no authenticated link to {expected_name} at {addr} within {timeout:?}"
+            ))
+        })?
+    }
+
+    /// Stops the listener and the node server (closing every session).
+    pub fn shutdown(&mut self) {
+        if let Some(t) = self.accept_task.take() {
+            t.abort();
+        }
+        self.server.stop(Some("shutdown".into()));
+    }
+}
+
+impl Drop for ClusterNode {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The ractor_cluster cookie. It is not a secret in fedsilo — mutual TLS is the access control —
+/// but it keeps a fedsilo node from talking to unrelated ractor clusters.
+fn cookie() -> String {
+    format!("fedsilo-{}", crate::protocol::PROTOCOL_VERSION)
+}

@@ -1,0 +1,361 @@
+//! What a federation run reports, as it happens.
+//!
+//! Every [`Event`] is appended as one JSON line to `<state_dir>/events.jsonl` (flushed at once)
+//! and printed to stdout, either as JSON lines (`--events json`, for scripts and tests) or as
+//! a human-readable round table (`--events table`, the default).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use crate::protocol::EvalMetrics;
+use crate::{Error, Result};
+
+/// The outcome of one committed round.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoundSummary {
+    /// Round number (1-based).
+    pub round: u64,
+    /// The version committed.
+    pub version: u64,
+    /// Its parameter digest (hex).
+    pub digest: String,
+    /// Silos whose updates were aggregated, sorted.
+    pub participants: Vec<String>,
+    /// Silos in the cohort whose update was not aggregated, with the reason.
+    pub missing: Vec<(String, String)>,
+    /// Example-weighted mean of the participants' training loss.
+    pub mean_train_loss: f64,
+    /// Held-out metrics of the committed model at each silo that evaluated it.
+    pub eval: BTreeMap<String, EvalMetrics>,
+    /// Example-weighted held-out loss over the silos that evaluated.
+    pub eval_loss: f64,
+    /// Round wall time, seconds (dispatch to validated candidate).
+    pub wall_seconds: f64,
+    /// The slowest participant's local training time, seconds.
+    pub slowest_train_seconds: f64,
+    /// `wall_seconds − slowest_train_seconds`: what the federation itself cost.
+    pub overhead_seconds: f64,
+    /// Bytes each silo sent the coordinator during the round (cluster frames, on the wire).
+    pub bytes_from_silos: BTreeMap<String, u64>,
+    /// Size of one update in bytes (parameters × 4).
+    pub update_bytes: u64,
+}
+
+/// One row of the local-only vs federated comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct ComparisonRow {
+    /// The silo.
+    pub silo: String,
+    /// Its held-out examples.
+    pub examples: u64,
+    /// Held-out metrics of a model trained on the silo's data alone.
+    pub local: Option<EvalMetrics>,
+    /// Held-out metrics of the federated model.
+    pub federated: Option<EvalMetrics>,
+    /// Why a side is missing, if one is.
+    pub note: Option<String>,
+}
+
+/// Something that happened in a federation.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The coordinator is listening.
+    Listening {
+        /// Bound address.
+        addr: String,
+        /// Coordinator name.
+        node: String,
+    },
+    /// Resumed from a committed version found in the state directory.
+    Resumed {
+        /// The version.
+        version: u64,
+        /// The next round number.
+        next_round: u64,
+    },
+    /// A silo joined (its certificate verified, its trainer registered).
+    SiloJoined {
+        /// Name from its certificate.
+        silo: String,
+        /// Region from its certificate.
+        region: String,
+    },
+    /// A silo left (session closed).
+    SiloLeft {
+        /// The silo.
+        silo: String,
+    },
+    /// A silo stopped answering heartbeats.
+    SiloUnhealthy {
+        /// The silo.
+        silo: String,
+        /// Seconds since its last answer.
+        silent_secs: f64,
+    },
+    /// A silo answers heartbeats again.
+    SiloHealthy {
+        /// The silo.
+        silo: String,
+    },
+    /// Not enough eligible silos to start.
+    WaitingForSilos {
+        /// The policy's reasons.
+        reasons: Vec<String>,
+    },
+    /// Feature scaling agreed from the silos' sums.
+    ScalingAgreed {
+        /// Silos that contributed.
+        silos: Vec<String>,
+        /// Training rows behind the statistics.
+        rows: u64,
+    },
+    /// A silo was excluded from the federation (e.g. schema mismatch).
+    SiloBlocked {
+        /// The silo.
+        silo: String,
+        /// Why.
+        reason: String,
+    },
+    /// A round was dispatched.
+    RoundStarted {
+        /// Round number.
+        round: u64,
+        /// Base version.
+        base_version: u64,
+        /// The cohort.
+        cohort: Vec<String>,
+        /// Left out, with reasons.
+        excluded: Vec<(String, String)>,
+    },
+    /// An update was not admitted.
+    UpdateRefused {
+        /// Round number.
+        round: u64,
+        /// The silo.
+        silo: String,
+        /// Why.
+        reason: String,
+    },
+    /// A round committed a new version.
+    RoundCommitted(RoundSummary),
+    /// A round's candidate failed validation; the current version stays.
+    RoundRejected {
+        /// Round number.
+        round: u64,
+        /// Why.
+        reason: String,
+    },
+    /// A round ended without a candidate (quorum lost, ...).
+    RoundAbandoned {
+        /// Round number.
+        round: u64,
+        /// Why.
+        reason: String,
+    },
+    /// Local-only vs federated comparison.
+    Comparison {
+        /// One row per silo.
+        rows: Vec<ComparisonRow>,
+    },
+    /// The run is over.
+    Finished {
+        /// Rounds committed in this run.
+        rounds_committed: u64,
+        /// The current version.
+        version: u64,
+        /// Why it ended, when not successfully.
+        error: Option<String>,
+    },
+}
+
+/// How events are shown on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EventFormat {
+    /// A round table for people.
+    Table,
+    /// One JSON object per line.
+    Json,
+}
+
+struct Inner {
+    file: File,
+    table_columns: Option<Vec<String>>,
+}
+
+/// Writes events to the journal file and stdout.
+pub struct EventLog {
+    format: EventFormat,
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for EventLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLog")
+            .field("format", &self.format)
+            .finish()
+    }
+}
+
+impl EventLog {
+    /// Opens (appends to) `<state_dir>/events.jsonl`.
+    pub fn open(state_dir: &Path, format: EventFormat) -> Result<Self> {
+        let path = state_dir.join("events.jsonl");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io("opening", &path, e))?;
+        Ok(Self {
+            format,
+            inner: Mutex::new(Inner {
+                file,
+                table_columns: None,
+            }),
+        })
+    }
+
+    /// Records and shows an event.
+    pub fn emit(&self, event: Event) {
+        let json = serde_json::to_string(&event)
+            .unwrap_or_else(|e| format!("{{\"event\":\"unserialisable\",\"error\":\"{e}\"}}"));
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = writeln!(inner.file, "{json}").and_then(|_| inner.file.flush()) {
+            tracing::error!("cannot append to events.jsonl: {e}");
+        }
+        let mut out = std::io::stdout().lock();
+        let text = match self.format {
+            EventFormat::Json => Some(json),
+            EventFormat::Table => render(&event, &mut inner.table_columns),
+        };
+        if let Some(t) = text {
+            let _ = writeln!(out, "{t}");
+            let _ = out.flush();
+        }
+    }
+}
+
+fn auc(m: Option<&EvalMetrics>) -> String {
+    match m.and_then(|m| m.auc) {
+        Some(a) => format!("{a:.3}"),
+        None => "-".into(),
+    }
+}
+
+fn render(event: &Event, columns: &mut Option<Vec<String>>) -> Option<String> {
+    Some(match event {
+        Event::Listening { addr, node } => format!("coordinator `{node}` listening on {addr} (mTLS)"),
+        Event::Resumed { version, next_round } => {
+            format!("resumed from committed version {version}; next round {next_round}")
+        }
+        Event::SiloJoined { silo, region } => format!("+ silo {silo} joined (region {region})"),
+        Event::SiloLeft { silo } => format!("- silo {silo} left"),
+        Event::SiloUnhealthy { silo, silent_secs } => {
+            format!("! silo {silo} silent for {silent_secs:.1} s: excluded until it answers")
+        }
+        Event::SiloHealthy { silo } => format!("+ silo {silo} answers heartbeats again"),
+        Event::WaitingForSilos { reasons } => format!("waiting for silos: {}", reasons.join("; ")),
+        Event::ScalingAgreed { silos, rows } => format!(
+            "feature scaling agreed from {} silos ({rows} training rows, sums only)",
+            silos.len()
+        ),
+        Event::SiloBlocked { silo, reason } => format!("! silo {silo} blocked: {reason}"),
+        Event::RoundStarted { .. } => return None,
+        Event::UpdateRefused { round, silo, reason } => {
+            format!("  round {round}: update of {silo} refused: {reason}")
+        }
+        Event::RoundCommitted(s) => {
+            let mut text = String::new();
+            let first = columns.is_none();
+            let cols = columns.get_or_insert_with(|| s.eval.keys().cloned().collect());
+            if first {
+                text.push_str(&format!(
+                    "{:>5} {:>7} {:>6} {:>10} {:>9}",
+                    "round", "version", "silos", "train loss", "eval loss"
+                ));
+                for c in cols.iter() {
+                    text.push_str(&format!(" {:>10}", format!("AUC {}", truncate(c, 6))));
+                }
+                text.push_str(&format!(" {:>8} {:>9} {:>10}\n", "wall s", "overhead", "max sent"));
+            }
+            let silos = format!("{}/{}", s.participants.len(), s.participants.len() + s.missing.len());
+            text.push_str(&format!(
+                "{:>5} {:>7} {:>6} {:>10.4} {:>9.4}",
+                s.round, s.version, silos, s.mean_train_loss, s.eval_loss
+            ));
+            for c in cols.iter() {
+                text.push_str(&format!(" {:>10}", auc(s.eval.get(c))));
+            }
+            let max_sent = s.bytes_from_silos.values().copied().max().unwrap_or(0);
+            text.push_str(&format!(
+                " {:>8.3} {:>9.3} {:>10}",
+                s.wall_seconds,
+                s.overhead_seconds,
+                human_bytes(max_sent)
+            ));
+            for (silo, why) in &s.missing {
+                text.push_str(&format!("\n        (no update from {silo}: {why})"));
+            }
+            text
+        }
+        Event::RoundRejected { round, reason } => {
+            format!("{round:>5}  candidate rejected, current version kept: {reason}")
+        }
+        Event::RoundAbandoned { round, reason } => format!("{round:>5}  round abandoned: {reason}"),
+        Event::Comparison { rows } => {
+            let mut t = String::from("\nHeld-out ROC AUC per silo: trained alone vs federated\n");
+            t.push_str(&format!(
+                "{:<14} {:>9} {:>12} {:>10} {:>8}\n",
+                "silo", "held-out", "local only", "federated", "gain"
+            ));
+            for r in rows {
+                let l = r.local.as_ref().and_then(|m| m.auc);
+                let f = r.federated.as_ref().and_then(|m| m.auc);
+                let gain = match (l, f) {
+                    (Some(l), Some(f)) => format!("{:+.3}", f - l),
+                    _ => "-".into(),
+                };
+                t.push_str(&format!(
+                    "{:<14} {:>9} {:>12} {:>10} {:>8}",
+                    r.silo,
+                    r.examples,
+                    auc(r.local.as_ref()),
+                    auc(r.federated.as_ref()),
+                    gain
+                ));
+                if let Some(n) = &r.note {
+                    t.push_str(&format!("  ({n})"));
+                }
+                t.push('\n');
+            }
+            t
+        }
+        Event::Finished {
+            rounds_committed,
+            version,
+            error,
+        } => match error {
+            None => format!("federation finished: {rounds_committed} round(s) committed, current version {version}"),
+            Some(e) => format!("federation stopped: {e} ({rounds_committed} round(s) committed, current version {version})"),
+        },
+    })
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
+
+fn human_bytes(b: u64) -> String {
+    if b >= 1 << 20 {
+        format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64)
+    } else if b >= 1 << 10 {
+        format!("{:.1} KiB", b as f64 / 1024.0)
+    } else {
+        format!("{b} B")
+    }
+}

@@ -1,0 +1,243 @@
+//! The coordinator's configuration file (`federation.toml`).
+//!
+//! ```toml
+//! [federation]
+//! name = "churn"
+//! rounds = 20                  # rounds to run (abandoned ones count)
+//! policy = "policy.toml"       # participation rules (see fedsilo-policies)
+//! state_dir = "state"          # checkpoints, events.jsonl, rounds.jsonl
+//! wait_for_silos_secs = 300    # give up if no round can start for this long
+//! compare_local = true         # at the end, ask each silo for a local-only baseline
+//!
+//! [network]
+//! listen = "127.0.0.1:7443"
+//! kit = "certs/coordinator"    # ca.pem, cert.pem, key.pem
+//! handshake_timeout_secs = 10
+//! heartbeat_interval_secs = 1
+//! heartbeat_timeout_secs = 5   # silent this long → unhealthy, left out of rounds
+//! chunk_values = 1048576       # f32 values per transfer frame
+//!
+//! [model]
+//! schema = "schema.toml"
+//! hidden = [32]                # [] = logistic regression
+//! seed = 7
+//!
+//! [plan]
+//! epochs = 1
+//! batch_size = 32
+//! learning_rate = 0.05
+//! ```
+//!
+//! Relative paths are resolved against the directory of the configuration file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::{Error, Result};
+
+/// `[federation]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationSection {
+    /// Name, for logs and the CA.
+    pub name: String,
+    /// Rounds to run.
+    pub rounds: u64,
+    /// Policy file.
+    pub policy: PathBuf,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// Give up when no round could start for this long.
+    #[serde(default = "default_wait")]
+    pub wait_for_silos_secs: f64,
+    /// Run the local-only comparison at the end.
+    #[serde(default)]
+    pub compare_local: bool,
+}
+
+fn default_wait() -> f64 {
+    300.0
+}
+
+/// `[network]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSection {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// The coordinator's certificate kit directory.
+    pub kit: PathBuf,
+    /// TLS handshake timeout.
+    #[serde(default = "default_handshake")]
+    pub handshake_timeout_secs: f64,
+    /// Heartbeat period.
+    #[serde(default = "default_hb_interval")]
+    pub heartbeat_interval_secs: f64,
+    /// Silence after which a silo is unhealthy.
+    #[serde(default = "default_hb_timeout")]
+    pub heartbeat_timeout_secs: f64,
+    /// Values per transfer chunk.
+    #[serde(default = "default_chunk")]
+    pub chunk_values: usize,
+}
+
+fn default_handshake() -> f64 {
+    10.0
+}
+fn default_hb_interval() -> f64 {
+    1.0
+}
+fn default_hb_timeout() -> f64 {
+    5.0
+}
+fn default_chunk() -> usize {
+    crate::protocol::transfer::DEFAULT_CHUNK_VALUES
+}
+
+/// `[model]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// Schema file.
+    pub schema: PathBuf,
+    /// Hidden layer widths.
+    #[serde(default)]
+    pub hidden: Vec<usize>,
+    /// Initialisation seed.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+/// `[plan]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanSection {
+    /// Local epochs per round.
+    pub epochs: u32,
+    /// Mini-batch size.
+    pub batch_size: u32,
+    /// SGD learning rate.
+    pub learning_rate: f32,
+}
+
+/// The whole file. Invariant after [`FederationConfig::load`]: paths are absolute or relative
+/// to the working directory (resolved against the file's directory), values validated.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationConfig {
+    /// `[federation]`.
+    pub federation: FederationSection,
+    /// `[network]`.
+    pub network: NetworkSection,
+    /// `[model]`.
+    pub model: ModelSection,
+    /// `[plan]`.
+    pub plan: PlanSection,
+}
+
+fn secs(origin: &str, key: &str, v: f64) -> Result<Duration> {
+    if v.is_finite() && v > 0.0 {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        Err(Error::Config {
+            origin: origin.into(),
+            message: format!("`{key}` = {v}: must be a positive number of seconds"),
+        })
+    }
+}
+
+impl FederationConfig {
+    /// Reads, resolves and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io("reading", path, e))?;
+        let origin = path.display().to_string();
+        let mut cfg: FederationConfig = toml::from_str(&text).map_err(|e| Error::Config {
+            origin: origin.clone(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        for p in [
+            &mut cfg.federation.policy,
+            &mut cfg.federation.state_dir,
+            &mut cfg.network.kit,
+            &mut cfg.model.schema,
+        ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        cfg.validate(&origin)?;
+        Ok(cfg)
+    }
+
+    /// Checks values.
+    pub fn validate(&self, origin: &str) -> Result<()> {
+        let bad = |message: String| Error::Config {
+            origin: origin.to_string(),
+            message,
+        };
+        if self.federation.rounds == 0 {
+            return Err(bad("`federation.rounds` = 0: must be at least 1".into()));
+        }
+        self.heartbeat_interval(origin)?;
+        self.heartbeat_timeout(origin)?;
+        self.handshake_timeout(origin)?;
+        secs(
+            origin,
+            "federation.wait_for_silos_secs",
+            self.federation.wait_for_silos_secs,
+        )?;
+        if self.network.chunk_values == 0 || self.network.chunk_values > (8 << 20) {
+            return Err(bad(format!(
+                "`network.chunk_values` = {}: must be between 1 and {} (frames stay below the 64 MiB limit)",
+                self.network.chunk_values,
+                8 << 20
+            )));
+        }
+        if self.plan.epochs == 0 || self.plan.batch_size == 0 {
+            return Err(bad(
+                "`plan.epochs` and `plan.batch_size` must be at least 1".into(),
+            ));
+        }
+        if !(self.plan.learning_rate.is_finite() && self.plan.learning_rate > 0.0) {
+            return Err(bad(format!(
+                "`plan.learning_rate` = {}: must be a positive number",
+                self.plan.learning_rate
+            )));
+        }
+        if let Some(i) = self.model.hidden.iter().position(|h| *h == 0) {
+            return Err(bad(format!(
+                "`model.hidden[{i}]` = 0: layer widths must be at least 1"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Heartbeat period.
+    pub fn heartbeat_interval(&self, origin: &str) -> Result<Duration> {
+        secs(
+            origin,
+            "network.heartbeat_interval_secs",
+            self.network.heartbeat_interval_secs,
+        )
+    }
+    /// Heartbeat silence limit.
+    pub fn heartbeat_timeout(&self, origin: &str) -> Result<Duration> {
+        secs(
+            origin,
+            "network.heartbeat_timeout_secs",
+            self.network.heartbeat_timeout_secs,
+        )
+    }
+    /// TLS handshake timeout.
+    pub fn handshake_timeout(&self, origin: &str) -> Result<Duration> {
+        secs(
+            origin,
+            "network.handshake_timeout_secs",
+            self.network.handshake_timeout_secs,
+        )
+    }
+}

@@ -1,0 +1,37 @@
+//! # fedsilo — cross-silo federated fine-tuning
+//!
+//! A coordinator sends the model to the data: each silo trains locally and returns only a model
+//! update; the coordinator combines the updates, evaluates the candidate at the silos and
+//! commits it as a new version. Nodes form a ractor cluster over mutual TLS, each node's
+//! identity read from its certificate.
+//!
+//! Map of the crate:
+//! - [`certs`], [`identity`], [`tls`] — the consortium CA, who a node is, TLS configurations;
+//! - [`cluster`] — ractor_cluster nodes whose sessions are bound to certificate identities;
+//! - [`protocol`] — the versioned coordinator ↔ silo messages and chunked transfers;
+//! - [`model`] — flat parameters with a named layout, safetensors checkpoints;
+//! - [`data`] — the declared schema of the federation's data;
+//! - [`kernels`] — aggregation kernels;
+//! - [`actors`] — Coordinator, Aggregator, Validator, Policy;
+//! - [`round`] — one federated round, end to end; [`events`] — what a run reports;
+//! - [`federation`] — the coordinator's configuration file.
+
+extern crate blas_src;
+extern crate openblas_src;
+
+pub mod actors;
+pub mod certs;
+pub mod cluster;
+pub mod data;
+pub mod error;
+pub mod events;
+pub mod federation;
+pub mod identity;
+pub mod kernels;
+pub mod model;
+pub mod protocol;
+pub mod round;
+pub mod store;
+pub mod tls;
+
+pub use error::{Error, Result};

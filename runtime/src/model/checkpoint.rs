@@ -1,0 +1,262 @@
+//! Checkpoints as safetensors files: the model's named tensors, the agreed feature scaling
+//! (`scaling.mean`, `scaling.std`), and string metadata (version, round, spec).
+//!
+//! Writes are atomic: a temporary file in the same directory, fsync, rename, fsync of the
+//! directory. A reader sees the old file or the new one, never half of one.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+
+use super::{Layout, ModelSpec};
+use crate::protocol::Scaling;
+use crate::{Error, Result};
+
+/// A model with everything needed to use it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    /// Architecture.
+    pub spec: ModelSpec,
+    /// Flat parameters, in `spec.layout()` order.
+    pub params: Vec<f32>,
+    /// Feature scaling the model was trained with.
+    pub scaling: Scaling,
+    /// Free-form metadata (version, round, ...).
+    pub metadata: HashMap<String, String>,
+}
+
+fn le_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+impl Checkpoint {
+    /// Serialises to safetensors bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let layout = self.spec.layout();
+        let bad = |m: String| Error::Checkpoint {
+            origin: "<memory>".into(),
+            message: m,
+        };
+        if self.params.len() != layout.len {
+            return Err(bad(format!(
+                "{} parameters, layout of {} needs {}",
+                self.params.len(),
+                self.spec.describe(),
+                layout.len
+            )));
+        }
+        let mut buffers: Vec<(String, Vec<usize>, Vec<u8>)> = layout
+            .tensors
+            .iter()
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    t.shape.clone(),
+                    le_bytes(&self.params[t.offset..t.offset + t.len()]),
+                )
+            })
+            .collect();
+        buffers.push((
+            "scaling.mean".into(),
+            vec![self.scaling.mean.len()],
+            le_bytes(&self.scaling.mean),
+        ));
+        buffers.push((
+            "scaling.std".into(),
+            vec![self.scaling.std.len()],
+            le_bytes(&self.scaling.std),
+        ));
+        let views = buffers
+            .iter()
+            .map(|(n, s, b)| {
+                TensorView::new(Dtype::F32, s.clone(), b)
+                    .map(|v| (n.clone(), v))
+                    .map_err(|e| bad(format!("tensor {n}: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut meta = self.metadata.clone();
+        meta.insert("fedsilo.inputs".into(), self.spec.inputs.to_string());
+        meta.insert(
+            "fedsilo.hidden".into(),
+            self.spec
+                .hidden
+                .iter()
+                .map(|h| h.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        safetensors::serialize(views, Some(meta)).map_err(|e| bad(e.to_string()))
+    }
+
+    /// Parses safetensors bytes; `origin` names the source in errors. Checks that every tensor
+    /// of the layout is present with the right shape and dtype and that all values are finite.
+    pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<Self> {
+        let bad = |m: String| Error::Checkpoint {
+            origin: origin.to_string(),
+            message: m,
+        };
+        let (_, header) = SafeTensors::read_metadata(bytes)
+            .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+        let metadata = header.metadata().clone().unwrap_or_default();
+        let inputs: usize = metadata
+            .get("fedsilo.inputs")
+            .ok_or_else(|| bad("metadata `fedsilo.inputs` missing".into()))?
+            .parse()
+            .map_err(|e| bad(format!("metadata `fedsilo.inputs`: {e}")))?;
+        let hidden = metadata
+            .get("fedsilo.hidden")
+            .map(|h| {
+                h.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.parse::<usize>())
+                    .collect::<std::result::Result<Vec<_>, _>>()
+            })
+            .transpose()
+            .map_err(|e| bad(format!("metadata `fedsilo.hidden`: {e}")))?
+            .unwrap_or_default();
+        let spec = ModelSpec { inputs, hidden };
+        spec.validate().map_err(bad)?;
+        let st = SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
+        let read = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
+            let t = st
+                .tensor(name)
+                .map_err(|_| bad(format!("tensor `{name}` missing")))?;
+            if t.dtype() != Dtype::F32 {
+                return Err(bad(format!(
+                    "tensor `{name}` is {:?}, expected F32",
+                    t.dtype()
+                )));
+            }
+            if t.shape() != shape {
+                return Err(bad(format!(
+                    "tensor `{name}` has shape {:?}, expected {:?}",
+                    t.shape(),
+                    shape
+                )));
+            }
+            let v: Vec<f32> = t
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                return Err(bad(format!("tensor `{name}` value {i} is {}", v[i])));
+            }
+            Ok(v)
+        };
+        let layout: Layout = spec.layout();
+        let mut params = Vec::with_capacity(layout.len);
+        for t in &layout.tensors {
+            params.extend(read(&t.name, &t.shape)?);
+        }
+        let n_scaled = st
+            .tensor("scaling.mean")
+            .map(|t| t.shape().first().copied().unwrap_or(0))
+            .map_err(|_| bad("tensor `scaling.mean` missing".into()))?;
+        let scaling = Scaling {
+            mean: read("scaling.mean", &[n_scaled])?,
+            std: read("scaling.std", &[n_scaled])?,
+        };
+        Ok(Checkpoint {
+            spec,
+            params,
+            scaling,
+            metadata,
+        })
+    }
+
+    /// Writes the checkpoint atomically to `path`.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        write_atomic(path, &self.to_bytes()?)
+    }
+
+    /// Reads a checkpoint file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;
+        Self::from_bytes(&bytes, &path.display().to_string())
+    }
+}
+
+/// Writes `bytes` to `path` atomically (temp file, fsync, rename, fsync directory).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default()
+    ));
+    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io("writing", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io("renaming into place", path, e))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Checkpoint {
+        let spec = ModelSpec {
+            inputs: 3,
+            hidden: vec![2],
+        };
+        let params = crate::model::initial_params(&spec, 1);
+        Checkpoint {
+            spec,
+            params,
+            scaling: Scaling {
+                mean: vec![1.0, 2.0],
+                std: vec![0.5, 3.0],
+            },
+            metadata: HashMap::from([("fedsilo.version".into(), "3".into())]),
+        }
+    }
+
+    #[test]
+    fn round_trips_through_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.safetensors");
+        let c = sample();
+        c.save(&p).unwrap();
+        let back = Checkpoint::load(&p).unwrap();
+        assert_eq!(back.params, c.params);
+        assert_eq!(back.scaling, c.scaling);
+        assert_eq!(
+            back.metadata.get("fedsilo.version").map(|s| s.as_str()),
+            Some("3")
+        );
+    }
+
+    #[test]
+    fn corrupt_file_is_a_clear_error() {
+        let mut bytes = sample().to_bytes().unwrap();
+        bytes.truncate(bytes.len() / 2);
+        let e = Checkpoint::from_bytes(&bytes, "v3.safetensors")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("v3.safetensors"), "{e}");
+        let e = Checkpoint::from_bytes(b"garbage", "x")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a safetensors file"), "{e}");
+    }
+
+    #[test]
+    fn nan_parameters_are_refused() {
+        let mut c = sample();
+        c.params[0] = f32::NAN;
+        let e = Checkpoint::from_bytes(&c.to_bytes().unwrap(), "x")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dense0.weight") && e.contains("NaN"), "{e}");
+    }
+}

@@ -1,0 +1,16 @@
+//! # Models as flat parameter vectors with a named layout
+//!
+//! A model is one `Vec<f32>` of parameters plus a [`Layout`] that names its tensors
+//! (`dense0.weight` of shape `[inputs, hidden]`, ...), derived from a [`ModelSpec`]. Kernels
+//! and the wire see only the flat vector; checkpoints ([`checkpoint`]) write the named tensors as
+//! safetensors so any framework can read them. A model's identity is the SHA-256 of its
+//! parameters' little-endian bytes ([`Digest`]).
+
+pub mod checkpoint;
+mod digest;
+mod init;
+mod spec;
+
+pub use digest::Digest;
+pub use init::initial_params;
+pub use spec::{Layout, ModelSpec, TensorSpec};

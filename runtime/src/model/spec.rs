@@ -1,0 +1,126 @@
+//! Architectures and their parameter layouts.
+
+use serde::{Deserialize, Serialize};
+
+/// A feed-forward binary classifier: `inputs` → hidden layers (ReLU) → 1 logit (sigmoid).
+/// With no hidden layers it is logistic regression. Invariant: every size is ≥ 1.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelSpec {
+    /// Width of the encoded feature vector.
+    pub inputs: usize,
+    /// Widths of the hidden layers (empty: logistic regression).
+    pub hidden: Vec<usize>,
+}
+
+/// One named tensor inside the flat parameter vector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSpec {
+    /// Name, e.g. `dense0.weight`.
+    pub name: String,
+    /// Shape, row-major.
+    pub shape: Vec<usize>,
+    /// Index of its first value in the flat vector.
+    pub offset: usize,
+}
+
+impl TensorSpec {
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    /// Whether it has no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The tensors of a model in flat order. Invariant: tensors are contiguous and non-overlapping,
+/// in order, and `len` is the sum of their sizes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// The tensors.
+    pub tensors: Vec<TensorSpec>,
+    /// Total number of parameters.
+    pub len: usize,
+}
+
+impl ModelSpec {
+    /// Layer widths from input to output: `[inputs, hidden..., 1]`.
+    pub fn widths(&self) -> Vec<usize> {
+        let mut w = vec![self.inputs];
+        w.extend_from_slice(&self.hidden);
+        w.push(1);
+        w
+    }
+
+    /// Validates sizes; `origin` names the source in the message.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.inputs == 0 {
+            return Err("model has no inputs".into());
+        }
+        if let Some(i) = self.hidden.iter().position(|h| *h == 0) {
+            return Err(format!("hidden layer {i} has width 0"));
+        }
+        Ok(())
+    }
+
+    /// The parameter layout: for each layer `i`, `dense{i}.weight` `[in, out]` then
+    /// `dense{i}.bias` `[out]`.
+    pub fn layout(&self) -> Layout {
+        let widths = self.widths();
+        let mut tensors = Vec::new();
+        let mut offset = 0;
+        for (i, pair) in widths.windows(2).enumerate() {
+            let (fan_in, fan_out) = (pair[0], pair[1]);
+            tensors.push(TensorSpec {
+                name: format!("dense{i}.weight"),
+                shape: vec![fan_in, fan_out],
+                offset,
+            });
+            offset += fan_in * fan_out;
+            tensors.push(TensorSpec {
+                name: format!("dense{i}.bias"),
+                shape: vec![fan_out],
+                offset,
+            });
+            offset += fan_out;
+        }
+        Layout {
+            tensors,
+            len: offset,
+        }
+    }
+
+    /// A short description, e.g. `mlp 68-32-1` or `logistic 68-1`.
+    pub fn describe(&self) -> String {
+        let w: Vec<String> = self.widths().iter().map(|w| w.to_string()).collect();
+        let kind = if self.hidden.is_empty() {
+            "logistic"
+        } else {
+            "mlp"
+        };
+        format!("{kind} {}", w.join("-"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn layout_is_contiguous() {
+        let s = ModelSpec {
+            inputs: 5,
+            hidden: vec![4, 3],
+        };
+        let l = s.layout();
+        assert_eq!(l.tensors.len(), 6);
+        assert_eq!(l.len, 5 * 4 + 4 + 4 * 3 + 3 + 3 + 1);
+        let mut next = 0;
+        for t in &l.tensors {
+            assert_eq!(t.offset, next);
+            next += t.len();
+        }
+        assert_eq!(next, l.len);
+        assert_eq!(s.describe(), "mlp 5-4-3-1");
+    }
+}

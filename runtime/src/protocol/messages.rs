@@ -1,0 +1,198 @@
+//! The messages of the coordinator ↔ silo conversation. Every request gets exactly one
+//! response; [`Response::Error`] carries a silo's refusal with its reason.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Digest, ModelSpec};
+
+/// A model the silo holds or is asked to use: its version and content digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ModelRef {
+    /// Version number (0 = the initial model; candidates carry the version they would become).
+    pub version: u64,
+    /// SHA-256 of the parameters (little-endian f32 bytes).
+    pub digest: Digest,
+}
+
+/// Local training hyper-parameters for one round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainPlan {
+    /// Passes over the silo's training split.
+    pub epochs: u32,
+    /// Mini-batch size.
+    pub batch_size: u32,
+    /// SGD step size.
+    pub learning_rate: f32,
+    /// Seed for shuffling (the silo mixes in its own name and the round).
+    pub seed: u64,
+}
+
+/// Feature standardisation agreed by the federation: `(x − mean) / std` per numeric feature.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scaling {
+    /// Mean of each numeric feature, in schema order.
+    pub mean: Vec<f32>,
+    /// Standard deviation of each numeric feature (> 0).
+    pub std: Vec<f32>,
+}
+
+/// Per-feature sufficient statistics of one silo's training split. No rows, only sums.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureStats {
+    /// Digest of the schema the silo encoded with; must equal the coordinator's.
+    pub schema_digest: Digest,
+    /// Rows in the training split.
+    pub rows: u64,
+    /// Non-missing values per numeric feature.
+    pub count: Vec<u64>,
+    /// Sum per numeric feature.
+    pub sum: Vec<f64>,
+    /// Sum of squares per numeric feature.
+    pub sum_sq: Vec<f64>,
+}
+
+/// What a silo reports after local training. The update itself is fetched in chunks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainReport {
+    /// The round trained for.
+    pub round: u64,
+    /// Examples trained on (the aggregation weight).
+    pub examples: u64,
+    /// Mean training loss over the last epoch.
+    pub train_loss: f64,
+    /// Wall time of local training, seconds.
+    pub train_seconds: f64,
+    /// Number of values in the update (= model parameters).
+    pub update_len: u64,
+    /// SHA-256 of the update's bytes, to check the chunks against.
+    pub update_digest: Digest,
+    /// L2 norm of the update.
+    pub update_norm: f64,
+}
+
+/// Metrics of a model on one silo's held-out split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalMetrics {
+    /// Held-out examples scored.
+    pub examples: u64,
+    /// Mean binary cross-entropy.
+    pub loss: f64,
+    /// Accuracy at threshold 0.5.
+    pub accuracy: f64,
+    /// ROC AUC; `None` when the split has a single class.
+    pub auc: Option<f64>,
+}
+
+/// A request from the coordinator to a silo's trainer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    /// Liveness probe; answered with [`Response::Pong`] even while training.
+    Ping {
+        /// Echoed back.
+        seq: u64,
+    },
+    /// Asks for [`FeatureStats`] of the training split.
+    FeatureStats,
+    /// One chunk of a model the silo should hold. Chunks arrive in order, `offset` counting
+    /// values; the model is usable once `offset + values.len() == total` and its digest matches.
+    PutModel {
+        /// The model being transferred.
+        model: ModelRef,
+        /// Index of the first value of this chunk.
+        offset: u64,
+        /// Total number of values.
+        total: u64,
+        /// The values.
+        values: Vec<f32>,
+    },
+    /// Train from a model previously sent with `PutModel`.
+    Train {
+        /// Round number.
+        round: u64,
+        /// The base model.
+        base: ModelRef,
+        /// Its architecture.
+        spec: ModelSpec,
+        /// Hyper-parameters.
+        plan: TrainPlan,
+        /// Agreed feature scaling.
+        scaling: Scaling,
+    },
+    /// A chunk of the update the silo computed in `round`.
+    FetchUpdate {
+        /// Round number.
+        round: u64,
+        /// First value.
+        offset: u64,
+        /// Number of values.
+        len: u64,
+    },
+    /// Score a model previously sent with `PutModel` on the held-out split.
+    Evaluate {
+        /// The model.
+        model: ModelRef,
+        /// Its architecture.
+        spec: ModelSpec,
+        /// Agreed feature scaling.
+        scaling: Scaling,
+    },
+    /// Train a model on this silo's data alone (its own scaling), from `initial`, for
+    /// `rounds` × `plan.epochs` epochs, and report its held-out metrics: the "would we have been
+    /// better off alone?" comparison. Nothing but the metrics leaves the silo.
+    LocalBaseline {
+        /// Starting model (sent with `PutModel`).
+        initial: ModelRef,
+        /// Architecture.
+        spec: ModelSpec,
+        /// Hyper-parameters per round.
+        plan: TrainPlan,
+        /// Number of rounds to match.
+        rounds: u32,
+    },
+}
+
+/// A silo's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    /// Answer to `Ping`.
+    Pong {
+        /// The request's sequence number.
+        seq: u64,
+    },
+    /// Answer to `FeatureStats`.
+    FeatureStats(FeatureStats),
+    /// Answer to `PutModel`: values received so far for that model.
+    ModelChunkStored {
+        /// Values received so far.
+        received: u64,
+    },
+    /// Answer to `Train`.
+    Trained(TrainReport),
+    /// Answer to `FetchUpdate`.
+    UpdateChunk {
+        /// The values.
+        values: Vec<f32>,
+    },
+    /// Answer to `Evaluate` and `LocalBaseline`.
+    Evaluated(EvalMetrics),
+    /// The request was refused or failed; the message says why.
+    Error {
+        /// Human-readable reason.
+        message: String,
+    },
+}
+
+impl Response {
+    /// A short name of the variant, for error messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Response::Pong { .. } => "Pong",
+            Response::FeatureStats(_) => "FeatureStats",
+            Response::ModelChunkStored { .. } => "ModelChunkStored",
+            Response::Trained(_) => "Trained",
+            Response::UpdateChunk { .. } => "UpdateChunk",
+            Response::Evaluated(_) => "Evaluated",
+            Response::Error { .. } => "Error",
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! The trainer actor's message type: the one message type that crosses the network.
+
+use std::time::Duration;
+
+use ractor::message::{BoxedDowncastErr, SerializedMessage};
+use ractor::{ActorRef, Message, RpcReplyPort};
+
+use super::{decode, encode, Request, Response};
+use crate::{Error, Result};
+
+const RPC_VARIANT: &str = "fedsilo.rpc";
+
+/// Messages of a silo's trainer actor.
+///
+/// Only [`TrainerMessage::Rpc`] travels between nodes. Its payload is an opaque encoded frame so
+/// that ractor never decodes it: the actor decodes it itself and answers a malformed or
+/// incompatible frame with an encoded [`Response::Error`].
+#[derive(Debug)]
+pub enum TrainerMessage {
+    /// A request from the coordinator: an encoded [`Request`]; the reply is an encoded
+    /// [`Response`].
+    Rpc {
+        /// Encoded request frame.
+        frame: Vec<u8>,
+        /// Where the encoded response goes (back over the same session).
+        reply: RpcReplyPort<Vec<u8>>,
+    },
+    /// Local only: a background job (training, local baseline) finished. The actor stores the
+    /// update, if any, then sends `response` on `reply`.
+    JobDone {
+        /// `(round, update)` to keep for `FetchUpdate`.
+        update: Option<(u64, Vec<f32>)>,
+        /// The response to send.
+        response: Response,
+        /// Where to send it.
+        reply: RpcReplyPort<Vec<u8>>,
+    },
+}
+
+impl Message for TrainerMessage {
+    fn serializable() -> bool {
+        true
+    }
+
+    fn serialize(self) -> std::result::Result<SerializedMessage, BoxedDowncastErr> {
+        match self {
+            TrainerMessage::Rpc { frame, reply } => Ok(SerializedMessage::Call {
+                variant: RPC_VARIANT.to_string(),
+                args: frame,
+                reply,
+                metadata: None,
+            }),
+            TrainerMessage::JobDone { .. } => Err(BoxedDowncastErr),
+        }
+    }
+
+    fn deserialize(bytes: SerializedMessage) -> std::result::Result<Self, BoxedDowncastErr> {
+        match bytes {
+            SerializedMessage::Call {
+                variant,
+                args,
+                reply,
+                ..
+            } if variant == RPC_VARIANT => Ok(TrainerMessage::Rpc { frame: args, reply }),
+            _ => Err(BoxedDowncastErr),
+        }
+    }
+}
+
+/// Sends `request` to a trainer and waits at most `timeout` for its response. `peer` names the
+/// silo in errors. A [`Response::Error`] from the silo becomes an [`Error::Call`].
+pub async fn call(
+    trainer: &ActorRef<TrainerMessage>,
+    request: &Request,
+    timeout: Duration,
+    peer: &str,
+) -> Result<Response> {
+    let frame = encode(request);
+    let reply = trainer
+        .call(|reply| TrainerMessage::Rpc { frame, reply }, Some(timeout))
+        .await
+        .map_err(|e| Error::Call {
+            peer: peer.to_string(),
+            message: e.to_string(),
+        })?;
+    let bytes = match reply {
+        ractor::rpc::CallResult::Success(b) => b,
+        ractor::rpc::CallResult::Timeout => {
+            return Err(Error::Call {
+                peer: peer.to_string(),
+                message: format!("no answer within {timeout:?}"),
+            })
+        }
+        ractor::rpc::CallResult::SenderError => {
+            return Err(Error::Call {
+                peer: peer.to_string(),
+                message: "the silo went away before answering".into(),
+            })
+        }
+    };
+    match decode::<Response>(&bytes, peer)? {
+        Response::Error { message } => Err(Error::Call {
+            peer: peer.to_string(),
+            message,
+        }),
+        r => Ok(r),
+    }
+}

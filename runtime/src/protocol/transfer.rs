@@ -1,0 +1,90 @@
+//! Chunked transfer of models (coordinator → silo) and updates (silo → coordinator), so no
+//! frame exceeds the cluster's frame limit whatever the model size.
+
+use std::time::Duration;
+
+use ractor::ActorRef;
+
+use super::{call, ModelRef, Request, Response, TrainerMessage};
+use crate::{Error, Result};
+
+/// Default number of `f32` values per chunk (4 MiB of payload).
+pub const DEFAULT_CHUNK_VALUES: usize = 1 << 20;
+
+fn unexpected(peer: &str, wanted: &str, got: &Response) -> Error {
+    Error::Protocol {
+        peer: peer.to_string(),
+        message: format!("expected {wanted}, got {}", got.kind()),
+    }
+}
+
+/// Sends `params` as `model` to a trainer in chunks of `chunk` values.
+pub async fn put_model(
+    trainer: &ActorRef<TrainerMessage>,
+    model: ModelRef,
+    params: &[f32],
+    chunk: usize,
+    timeout: Duration,
+    peer: &str,
+) -> Result<()> {
+    let chunk = chunk.max(1);
+    let total = params.len() as u64;
+    let mut offset = 0usize;
+    loop {
+        let end = (offset + chunk).min(params.len());
+        let req = Request::PutModel {
+            model,
+            offset: offset as u64,
+            total,
+            values: params[offset..end].to_vec(),
+        };
+        match call(trainer, &req, timeout, peer).await? {
+            Response::ModelChunkStored { received } if received == end as u64 => {}
+            Response::ModelChunkStored { received } => {
+                return Err(Error::Protocol {
+                    peer: peer.to_string(),
+                    message: format!("silo holds {received} values of the model, expected {end}"),
+                })
+            }
+            other => return Err(unexpected(peer, "ModelChunkStored", &other)),
+        }
+        offset = end;
+        if offset >= params.len() {
+            return Ok(());
+        }
+    }
+}
+
+/// Fetches a silo's update of `len` values for `round` in chunks of `chunk` values.
+pub async fn fetch_update(
+    trainer: &ActorRef<TrainerMessage>,
+    round: u64,
+    len: usize,
+    chunk: usize,
+    timeout: Duration,
+    peer: &str,
+) -> Result<Vec<f32>> {
+    let chunk = chunk.max(1);
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        let want = chunk.min(len - out.len());
+        let req = Request::FetchUpdate {
+            round,
+            offset: out.len() as u64,
+            len: want as u64,
+        };
+        match call(trainer, &req, timeout, peer).await? {
+            Response::UpdateChunk { values } if values.len() == want => {
+                out.extend_from_slice(&values)
+            }
+            Response::UpdateChunk { values } => {
+                return Err(Error::Protocol {
+                    peer: peer.to_string(),
+                    message: format!("update chunk has {} values, asked for {want}", values.len()),
+                })
+            }
+            other => return Err(unexpected(peer, "UpdateChunk", &other)),
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,459 @@
+//! # One federated round, end to end
+//!
+//! [`run_round`] is the procedure the Coordinator runs for each round, off its mailbox so that
+//! heartbeats keep flowing (DESIGN §3):
+//!
+//! 1. dispatch — the base model goes to every cohort silo in chunks, then `Train`;
+//! 2. collect — reports come in as silos finish; each update is fetched in chunks, checked
+//!    (length, digest, finite values) and folded into the Aggregator at once;
+//! 3. collection ends when every silo has answered, at quorum + grace, at the deadline, or as
+//!    soon as quorum can no longer be reached (a silo leaving is noticed immediately through
+//!    the peer directory). Below quorum the round is abandoned — never half-committed;
+//! 4. aggregate — the weighted mean becomes the pseudo-update; candidate = base + mean;
+//! 5. validate — the Validator has the silos score the candidate on their held-out splits.
+//!
+//! Committing (checkpoint, log, new version) is left to the Coordinator, the only actor that
+//! advances the version.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fedsilo_policies::participation::quorum_still_possible;
+use fedsilo_policies::Policy;
+use ractor::ActorRef;
+use ractor_cluster::NodeId;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::actors::aggregator::AggregatorMessage;
+use crate::actors::ask;
+use crate::actors::policy::PolicyMessage;
+use crate::actors::validator::{Candidate, ValidationReport, ValidatorMessage};
+use crate::cluster::{PeerDirectory, PeerEvent};
+use crate::events::{Event, EventLog, RoundSummary};
+use crate::model::{Digest, ModelSpec};
+use crate::protocol::transfer::{fetch_update, put_model};
+use crate::protocol::{
+    call, ModelRef, Request, Response, Scaling, TrainPlan, TrainReport, TrainerMessage,
+};
+
+/// A silo in a cohort: its certificate name, session and trainer actor.
+#[derive(Debug, Clone)]
+pub struct SiloHandle {
+    /// Name from its verified certificate.
+    pub name: String,
+    /// ractor_cluster node id of its session.
+    pub node_id: NodeId,
+    /// Its trainer actor (remote).
+    pub actor: ActorRef<TrainerMessage>,
+}
+
+/// The committed model the round starts from.
+#[derive(Debug, Clone)]
+pub struct BaseModel {
+    /// Version.
+    pub version: u64,
+    /// Parameters.
+    pub params: Arc<Vec<f32>>,
+    /// Their digest.
+    pub digest: Digest,
+}
+
+/// Everything a round needs.
+#[derive(Debug, Clone)]
+pub struct RoundContext {
+    /// Round number.
+    pub round: u64,
+    /// Base model.
+    pub base: BaseModel,
+    /// Architecture.
+    pub spec: ModelSpec,
+    /// Local training plan.
+    pub plan: TrainPlan,
+    /// Agreed scaling.
+    pub scaling: Scaling,
+    /// The cohort.
+    pub cohort: Vec<SiloHandle>,
+    /// Silos left out by selection, with reasons (for the summary).
+    pub excluded: Vec<(String, String)>,
+    /// Policy in force (timings); verdicts come from the actor.
+    pub policy: Policy,
+    /// The Policy actor.
+    pub policy_actor: ActorRef<PolicyMessage>,
+    /// The Aggregator actor.
+    pub aggregator: ActorRef<AggregatorMessage>,
+    /// The Validator actor.
+    pub validator: ActorRef<ValidatorMessage>,
+    /// Peer directory (departures, byte counters).
+    pub directory: Arc<PeerDirectory>,
+    /// Transfer chunk, values.
+    pub chunk: usize,
+    /// Event sink.
+    pub events: Arc<EventLog>,
+}
+
+/// How a round ended.
+#[derive(Debug)]
+pub enum RoundOutcome {
+    /// A validated candidate, ready to commit.
+    Candidate {
+        /// Its parameters.
+        params: Vec<f32>,
+        /// The summary (version and digest filled in).
+        summary: RoundSummary,
+        /// The validation report.
+        validation: ValidationReport,
+    },
+    /// The candidate failed validation.
+    Rejected {
+        /// Round number.
+        round: u64,
+        /// Why.
+        reason: String,
+    },
+    /// No candidate.
+    Abandoned {
+        /// Round number.
+        round: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+async fn train_at(
+    silo: SiloHandle,
+    base: BaseModel,
+    req: Request,
+    chunk: usize,
+    deadline: Instant,
+) -> Result<TrainReport, String> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let model = ModelRef {
+        version: base.version,
+        digest: base.digest,
+    };
+    put_model(&silo.actor, model, &base.params, chunk, left, &silo.name)
+        .await
+        .map_err(|e| format!("sending the base model failed: {e}"))?;
+    let left = deadline.saturating_duration_since(Instant::now());
+    match call(&silo.actor, &req, left, &silo.name).await {
+        Ok(Response::Trained(r)) => Ok(r),
+        Ok(other) => Err(format!("expected Trained, got {}", other.kind())),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Fetches and checks one silo's update, then folds it into the aggregator.
+async fn admit(
+    ctx: &RoundContext,
+    silo: &SiloHandle,
+    report: &TrainReport,
+    deadline: Instant,
+) -> Result<(), String> {
+    let len = ctx.base.params.len();
+    if report.round != ctx.round {
+        return Err(format!(
+            "report is for round {}, this is round {}",
+            report.round, ctx.round
+        ));
+    }
+    if report.update_len != len as u64 {
+        return Err(format!(
+            "update has {} values, the model has {len}",
+            report.update_len
+        ));
+    }
+    if report.examples == 0 {
+        return Err("trained on 0 examples".into());
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    let update = fetch_update(&silo.actor, ctx.round, len, ctx.chunk, left, &silo.name)
+        .await
+        .map_err(|e| format!("fetching the update failed: {e}"))?;
+    if Digest::of_f32(&update) != report.update_digest {
+        return Err("update does not match the digest the silo reported".into());
+    }
+    ask(&ctx.aggregator, "aggregator", |reply| {
+        AggregatorMessage::Fold {
+            round: ctx.round,
+            silo: silo.name.clone(),
+            update,
+            weight: report.examples as f64,
+            reply,
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// Runs one round (see the module documentation). Never hangs: every wait is bounded by the
+/// round deadline.
+pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
+    let started = Instant::now();
+    let round = ctx.round;
+    let deadline = started + Duration::from_secs_f64(ctx.policy.rounds.deadline_secs);
+    let grace = Duration::from_secs_f64(ctx.policy.rounds.grace_secs);
+    let names: Vec<String> = ctx.cohort.iter().map(|s| s.name.clone()).collect();
+    ctx.events.emit(Event::RoundStarted {
+        round,
+        base_version: ctx.base.version,
+        cohort: names.clone(),
+        excluded: ctx.excluded.clone(),
+    });
+    let sent_before: BTreeMap<String, u64> = ctx
+        .cohort
+        .iter()
+        .map(|s| {
+            (
+                s.name.clone(),
+                ctx.directory
+                    .counters_of(s.node_id)
+                    .map(|c| c.received())
+                    .unwrap_or(0),
+            )
+        })
+        .collect();
+    let _ = ctx.aggregator.cast(AggregatorMessage::Begin {
+        round,
+        len: ctx.base.params.len(),
+    });
+
+    let mut departures = ctx.directory.subscribe();
+    let (tx, mut rx) = mpsc::channel(ctx.cohort.len().max(1));
+    let mut jobs = JoinSet::new();
+    for silo in &ctx.cohort {
+        let req = Request::Train {
+            round,
+            base: ModelRef {
+                version: ctx.base.version,
+                digest: ctx.base.digest,
+            },
+            spec: ctx.spec.clone(),
+            plan: ctx.plan.clone(),
+            scaling: ctx.scaling.clone(),
+        };
+        let (silo, base, tx, chunk) = (silo.clone(), ctx.base.clone(), tx.clone(), ctx.chunk);
+        jobs.spawn(async move {
+            let r = train_at(silo.clone(), base, req, chunk, deadline).await;
+            let _ = tx.send((silo, r)).await;
+        });
+    }
+    drop(tx);
+
+    let mut pending: HashSet<String> = names.iter().cloned().collect();
+    let mut admitted: Vec<(String, TrainReport)> = Vec::new();
+    let mut missing: Vec<(String, String)> = Vec::new();
+    let mut grace_until: Option<Instant> = None;
+    let by_node: BTreeMap<NodeId, String> = ctx
+        .cohort
+        .iter()
+        .map(|s| (s.node_id, s.name.clone()))
+        .collect();
+    let quorum = ctx.policy.participation.quorum;
+
+    while !pending.is_empty() {
+        if !quorum_still_possible(&ctx.policy, admitted.len(), pending.len()) {
+            break;
+        }
+        let until = grace_until.map_or(deadline, |g| g.min(deadline));
+        tokio::select! {
+            got = rx.recv() => {
+                let Some((silo, result)) = got else { break };
+                if !pending.remove(&silo.name) {
+                    continue;
+                }
+                let outcome = match result {
+                    Ok(report) => admit(&ctx, &silo, &report, deadline).await.map(|_| report),
+                    Err(e) => Err(e),
+                };
+                match outcome {
+                    Ok(report) => {
+                        admitted.push((silo.name.clone(), report));
+                        if admitted.len() >= quorum && grace_until.is_none() {
+                            grace_until = Some(Instant::now() + grace);
+                        }
+                    }
+                    Err(reason) => {
+                        ctx.events.emit(Event::UpdateRefused { round, silo: silo.name.clone(), reason: reason.clone() });
+                        missing.push((silo.name.clone(), reason));
+                    }
+                }
+            }
+            ev = departures.recv() => {
+                match ev {
+                    Ok(PeerEvent::Disconnected { node_id, .. }) => {
+                        if let Some(name) = by_node.get(&node_id) {
+                            if pending.remove(name) {
+                                let reason = "left the federation mid-round (session closed)".to_string();
+                                ctx.events.emit(Event::UpdateRefused { round, silo: name.clone(), reason: reason.clone() });
+                                missing.push((name.clone(), reason));
+                            }
+                        }
+                    }
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => {}
+                }
+            }
+            _ = tokio::time::sleep_until(until.into()) => {
+                let why = if Instant::now() >= deadline {
+                    format!("no update before the round deadline ({}s)", ctx.policy.rounds.deadline_secs)
+                } else {
+                    format!("late: quorum was reached and the {}s grace period ended", ctx.policy.rounds.grace_secs)
+                };
+                for p in pending.drain() {
+                    missing.push((p, why.clone()));
+                }
+            }
+        }
+    }
+    for p in pending.drain() {
+        missing.push((
+            p,
+            "not collected: the round could no longer reach quorum".into(),
+        ));
+    }
+    jobs.abort_all();
+
+    let verdict = match ask(&ctx.policy_actor, "policy", |reply| PolicyMessage::Quorum {
+        round,
+        received: admitted.len(),
+        selected: names.len(),
+        reply,
+    })
+    .await
+    {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = ctx.aggregator.cast(AggregatorMessage::Abort { round });
+            return RoundOutcome::Abandoned {
+                round,
+                reason: e.to_string(),
+            };
+        }
+    };
+    if !verdict.allow {
+        let _ = ctx.aggregator.cast(AggregatorMessage::Abort { round });
+        let mut reason = verdict.reasons.join("; ");
+        if !missing.is_empty() {
+            let detail: Vec<String> = missing.iter().map(|(s, w)| format!("{s}: {w}")).collect();
+            reason.push_str(&format!(" ({})", detail.join("; ")));
+        }
+        return RoundOutcome::Abandoned { round, reason };
+    }
+    let mean = match ask(&ctx.aggregator, "aggregator", |reply| {
+        AggregatorMessage::Finish { round, reply }
+    })
+    .await
+    {
+        Ok(Ok(m)) => m,
+        Ok(Err(e)) | Err(crate::Error::Cluster(e)) => {
+            return RoundOutcome::Abandoned { round, reason: e }
+        }
+        Err(e) => {
+            return RoundOutcome::Abandoned {
+                round,
+                reason: e.to_string(),
+            }
+        }
+    };
+    let params: Vec<f32> = ctx
+        .base
+        .params
+        .iter()
+        .zip(&mean)
+        .map(|(b, u)| b + u)
+        .collect();
+    let digest = Digest::of_f32(&params);
+    let version = ctx.base.version + 1;
+
+    let alive: Vec<SiloHandle> = ctx
+        .cohort
+        .iter()
+        .filter(|s| ctx.directory.identity_of(s.node_id).is_some())
+        .cloned()
+        .collect();
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_secs(5));
+    let candidate = Candidate {
+        round,
+        model: ModelRef { version, digest },
+        params: Arc::new(params),
+        spec: ctx.spec.clone(),
+        scaling: ctx.scaling.clone(),
+    };
+    let validation = match ask(&ctx.validator, "validator", |reply| {
+        ValidatorMessage::Validate {
+            candidate: candidate.clone(),
+            silos: alive,
+            chunk: ctx.chunk,
+            timeout: left,
+            reply,
+        }
+    })
+    .await
+    {
+        Ok(v) => v,
+        Err(e) => {
+            return RoundOutcome::Rejected {
+                round,
+                reason: e.to_string(),
+            }
+        }
+    };
+    if !validation.accept {
+        return RoundOutcome::Rejected {
+            round,
+            reason: validation.reason,
+        };
+    }
+
+    let wall = started.elapsed().as_secs_f64();
+    let n: u64 = admitted.iter().map(|(_, r)| r.examples).sum();
+    let mean_train_loss = admitted
+        .iter()
+        .map(|(_, r)| r.train_loss * r.examples as f64)
+        .sum::<f64>()
+        / n.max(1) as f64;
+    let slowest = admitted
+        .iter()
+        .map(|(_, r)| r.train_seconds)
+        .fold(0.0, f64::max);
+    let bytes_from_silos = ctx
+        .cohort
+        .iter()
+        .filter_map(|s| {
+            let now = ctx.directory.counters_of(s.node_id)?.received();
+            Some((
+                s.name.clone(),
+                now.saturating_sub(*sent_before.get(&s.name).unwrap_or(&0)),
+            ))
+        })
+        .collect();
+    let mut participants: Vec<String> = admitted.iter().map(|(s, _)| s.clone()).collect();
+    participants.sort();
+    missing.sort();
+    let summary = RoundSummary {
+        round,
+        version,
+        digest: digest.hex(),
+        participants,
+        missing,
+        mean_train_loss,
+        eval: validation.per_silo.clone(),
+        eval_loss: validation.weighted_loss,
+        wall_seconds: wall,
+        slowest_train_seconds: slowest,
+        overhead_seconds: (wall - slowest).max(0.0),
+        bytes_from_silos,
+        update_bytes: ctx.base.params.len() as u64 * 4,
+    };
+    let params = Arc::try_unwrap(candidate.params).unwrap_or_else(|a| (*a).clone());
+    RoundOutcome::Candidate {
+        params,
+        summary,
+        validation,
+    }
+}

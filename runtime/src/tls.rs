@@ -1,0 +1,148 @@
+//! TLS 1.3 with mutual authentication, rooted in the consortium CA.
+//!
+//! [`NodeCredentials`] holds what a node needs for every link: the CA to verify peers against,
+//! its own certificate chain and key, and its own [`Identity`] (read from its certificate).
+//! Both configurations it makes accept TLS 1.3 only and require the peer to present a
+//! certificate issued by the consortium CA and currently valid; a client also checks that the
+//! server's certificate names the node it meant to reach.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+use crate::identity::Identity;
+use crate::{Error, Result};
+
+/// Installs aws-lc-rs as the process-wide rustls provider. Idempotent; call once at start-up
+/// (ractor_cluster builds rustls with aws-lc-rs, and a second provider would make
+/// `ClientConfig::builder()` panic).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// A node's TLS credentials. Invariant: `identity` is the identity of `chain[0]`.
+#[derive(Debug, Clone)]
+pub struct NodeCredentials {
+    roots: Arc<RootCertStore>,
+    chain: Vec<CertificateDer<'static>>,
+    key: Arc<PrivateKeyDer<'static>>,
+    identity: Identity,
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::Certificate {
+            origin: path.display().to_string(),
+            message: format!("not a PEM certificate file: {e}"),
+        })?;
+    if certs.is_empty() {
+        return Err(Error::Certificate {
+            origin: path.display().to_string(),
+            message: "no certificate in file".into(),
+        });
+    }
+    Ok(certs)
+}
+
+impl NodeCredentials {
+    /// Loads a node kit directory (`ca.pem`, `cert.pem`, `key.pem`, as `fedsilo certs` writes).
+    pub fn load_kit(dir: &Path) -> Result<Self> {
+        Self::load(
+            &dir.join("ca.pem"),
+            &dir.join("cert.pem"),
+            &dir.join("key.pem"),
+        )
+    }
+
+    /// Loads credentials from three PEM files.
+    pub fn load(ca: &Path, cert: &Path, key: &Path) -> Result<Self> {
+        let ca_certs = read_certs(ca)?;
+        let chain = read_certs(cert)?;
+        let key_bytes = std::fs::read(key).map_err(|e| Error::io("reading", key, e))?;
+        let key_der =
+            PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| Error::Certificate {
+                origin: key.display().to_string(),
+                message: format!("not a PEM private key: {e}"),
+            })?;
+        Self::from_parts(ca_certs, chain, key_der, &cert.display().to_string())
+    }
+
+    /// Builds credentials from DER parts; `origin` names them in errors.
+    pub fn from_parts(
+        ca_certs: Vec<CertificateDer<'static>>,
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        origin: &str,
+    ) -> Result<Self> {
+        let mut roots = RootCertStore::empty();
+        for c in ca_certs {
+            roots.add(c).map_err(|e| Error::Certificate {
+                origin: origin.to_string(),
+                message: format!("CA certificate rejected: {e}"),
+            })?;
+        }
+        let first = chain.first().ok_or_else(|| Error::Certificate {
+            origin: origin.to_string(),
+            message: "empty certificate chain".into(),
+        })?;
+        let identity = Identity::from_cert_der(first, origin)?;
+        Ok(Self {
+            roots: Arc::new(roots),
+            chain,
+            key: Arc::new(key),
+            identity,
+        })
+    }
+
+    /// This node's identity.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// A server configuration: TLS 1.3 only, client certificate required and verified against
+    /// the consortium CA.
+    pub fn server_config(&self) -> Result<Arc<ServerConfig>> {
+        let verifier = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider())
+            .build()
+            .map_err(|e| Error::Cluster(format!("client verifier: {e}")))?;
+        let config = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| Error::Cluster(format!("TLS 1.3: {e}")))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.chain.clone(), self.key.clone_key())
+            .map_err(|e| Error::Certificate {
+                origin: self.identity.name.clone(),
+                message: format!("key does not fit certificate: {e}"),
+            })?;
+        Ok(Arc::new(config))
+    }
+
+    /// A client configuration: TLS 1.3 only, presenting this node's certificate, verifying the
+    /// server against the consortium CA.
+    pub fn client_config(&self) -> Result<Arc<ClientConfig>> {
+        let verifier = WebPkiServerVerifier::builder_with_provider(self.roots.clone(), provider())
+            .build()
+            .map_err(|e| Error::Cluster(format!("server verifier: {e}")))?;
+        let config = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| Error::Cluster(format!("TLS 1.3: {e}")))?
+            .with_webpki_verifier(verifier)
+            .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
+            .map_err(|e| Error::Certificate {
+                origin: self.identity.name.clone(),
+                message: format!("key does not fit certificate: {e}"),
+            })?;
+        Ok(Arc::new(config))
+    }
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what building fedsilo needs on Debian/Ubuntu when it is missing: the system OpenBLAS
+# (libopenblas-dev) and pkg-config. Needs root or sudo for apt-get; does nothing if present.
+set -euo pipefail
+need=()
+if ! { [ -e /usr/lib/x86_64-linux-gnu/libopenblas.so ] || [ -e /usr/lib/aarch64-linux-gnu/libopenblas.so ] || ldconfig -p 2>/dev/null | grep -q 'libopenblas\.so '; }; then
+  need+=(libopenblas-dev)
+fi
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+command -v cc >/dev/null 2>&1 || need+=(gcc)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi

@@ -1,0 +1,85 @@
+//! `silo-node`: runs one silo of a fedsilo federation.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use silo_node::node::{run, SiloSettings};
+
+/// Run one silo of a fedsilo federation.
+///
+/// The silo keeps its data: it loads a CSV file under the federation's schema, links to the
+/// coordinator over mutual TLS with its own certificate, and trains the model it is sent. Only
+/// model updates, example counts, feature sums and metrics ever leave it.
+///
+/// Example:
+///   silo-node --kit certs/bank-a --coordinator 10.0.0.5:7443 \
+///             --data bank-a.csv --schema schema.toml
+#[derive(Debug, Parser)]
+#[command(name = "silo-node", version)]
+struct Cli {
+    /// Certificate kit directory made by `fedsilo certs init` (ca.pem, cert.pem, key.pem).
+    /// The silo's name and region come from this certificate.
+    #[arg(long)]
+    kit: PathBuf,
+    /// The coordinator's address, host:port.
+    #[arg(long)]
+    coordinator: String,
+    /// The coordinator's node name; its certificate must carry it.
+    #[arg(long, default_value = "coordinator")]
+    coordinator_name: String,
+    /// This silo's data: a CSV file with a header row.
+    #[arg(long)]
+    data: PathBuf,
+    /// The federation's schema (TOML): target, numeric and categorical features.
+    #[arg(long)]
+    schema: PathBuf,
+    /// Fraction of rows held out for evaluation (never trained on).
+    #[arg(long, default_value_t = 0.2)]
+    holdout: f64,
+    /// Seed of the train/held-out split.
+    #[arg(long, default_value_t = 1)]
+    split_seed: u64,
+    /// Exit when the coordinator goes away instead of reconnecting.
+    #[arg(long)]
+    once: bool,
+    /// Longest wait between reconnection attempts, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    max_backoff_secs: f64,
+    /// Fault injection for tests: wait this many milliseconds before each training job.
+    #[arg(long, default_value_t = 0, hide = true)]
+    train_delay_ms: u64,
+    /// Log filter (tracing syntax), e.g. `info` or `silo_node=debug`. RUST_LOG overrides.
+    #[arg(long, default_value = "warn")]
+    log: String,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let settings = SiloSettings {
+        kit: cli.kit,
+        coordinator: cli.coordinator,
+        coordinator_name: cli.coordinator_name,
+        data: cli.data,
+        schema: cli.schema,
+        holdout: cli.holdout,
+        split_seed: cli.split_seed,
+        once: cli.once,
+        max_backoff: Duration::from_secs_f64(cli.max_backoff_secs.max(0.1)),
+        train_delay: Duration::from_millis(cli.train_delay_ms),
+    };
+    match run(settings).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("silo-node: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

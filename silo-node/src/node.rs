@@ -1,0 +1,159 @@
+//! Running a silo: load credentials and data, start the cluster node and the trainer, and keep
+//! a verified link to the coordinator (reconnecting with backoff when it drops).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use fedsilo::cluster::{ClusterConfig, ClusterNode, PeerEvent, TRAINER_GROUP};
+use fedsilo::data::Schema;
+use fedsilo::identity::Role;
+use fedsilo::tls::NodeCredentials;
+use ractor::Actor;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::data::Dataset;
+use crate::trainer::{TrainerActor, TrainerArgs};
+
+/// What a silo node needs to run.
+#[derive(Debug, Clone)]
+pub struct SiloSettings {
+    /// Certificate kit directory (`ca.pem`, `cert.pem`, `key.pem`).
+    pub kit: PathBuf,
+    /// Coordinator address, `host:port`.
+    pub coordinator: String,
+    /// The coordinator's node name (checked against its certificate).
+    pub coordinator_name: String,
+    /// The silo's CSV file.
+    pub data: PathBuf,
+    /// The federation's schema.
+    pub schema: PathBuf,
+    /// Held-out fraction.
+    pub holdout: f64,
+    /// Seed of the train/held-out split.
+    pub split_seed: u64,
+    /// Exit once the link to the coordinator closes (instead of reconnecting).
+    pub once: bool,
+    /// Longest wait between reconnection attempts.
+    pub max_backoff: Duration,
+    /// Fault injection: delay before each training job.
+    pub train_delay: Duration,
+}
+
+/// Runs the silo until interrupted (or, with `once`, until the coordinator goes away).
+pub async fn run(s: SiloSettings) -> anyhow::Result<()> {
+    let creds = NodeCredentials::load_kit(&s.kit).context("loading the silo's certificate kit")?;
+    let me = creds.identity().clone();
+    if me.role != Role::Silo {
+        bail!(
+            "{}: this certificate is for a {} node; silo-node needs a certificate of role silo",
+            s.kit.display(),
+            me.role
+        );
+    }
+    let schema = Schema::load(&s.schema)?;
+    let data = Dataset::load(&s.data, &schema, s.holdout, s.split_seed)?;
+    tracing::info!(silo = %me, train = data.train.len(), holdout = data.holdout.len(), "data loaded");
+    let node = ClusterNode::start(ClusterConfig {
+        credentials: creds,
+        listen: None,
+        handshake_timeout: fedsilo::cluster::node::DEFAULT_HANDSHAKE_TIMEOUT,
+    })
+    .await?;
+    let (trainer, _) = Actor::spawn(
+        Some(format!("fedsilo.trainer.{}", me.name)),
+        TrainerActor,
+        TrainerArgs {
+            name: me.name.clone(),
+            data: Arc::new(data),
+            train_delay: s.train_delay,
+        },
+    )
+    .await
+    .context("starting the trainer actor")?;
+    ractor::pg::join(TRAINER_GROUP.to_string(), vec![trainer.get_cell()]);
+
+    let mut backoff = Duration::from_millis(200);
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        let mut events = node.directory().subscribe();
+        let attempt = node.connect(&s.coordinator, &s.coordinator_name, Duration::from_secs(15));
+        let linked = tokio::select! {
+            r = attempt => r,
+            _ = &mut stop => break,
+        };
+        match linked {
+            Ok(id) if id.role != Role::Coordinator => {
+                bail!(
+                    "{} at {} presents a certificate of role {}, not coordinator",
+                    id.name,
+                    s.coordinator,
+                    id.role
+                );
+            }
+            Ok(id) => {
+                tracing::info!(coordinator = %id, "linked to the coordinator over mTLS");
+                println!(
+                    "silo {} linked to coordinator {} at {}",
+                    me.name, id.name, s.coordinator
+                );
+                backoff = Duration::from_millis(200);
+                let closed = async {
+                    loop {
+                        match events.recv().await {
+                            Ok(PeerEvent::Disconnected {
+                                identity: Some(i), ..
+                            }) if i.name == id.name => return,
+                            Ok(_) | Err(RecvError::Lagged(_)) => {}
+                            Err(RecvError::Closed) => return,
+                        }
+                    }
+                };
+                tokio::select! {
+                    _ = closed => {
+                        tracing::warn!("link to the coordinator closed");
+                        if s.once {
+                            println!("silo {}: coordinator gone, exiting (--once)", me.name);
+                            break;
+                        }
+                    }
+                    _ = &mut stop => break,
+                }
+            }
+            Err(e) => {
+                tracing::warn!("cannot link to the coordinator: {e}; retrying in {backoff:?}");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = &mut stop => break,
+        }
+        backoff = (backoff * 2).min(s.max_backoff);
+    }
+    trainer.stop(None);
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

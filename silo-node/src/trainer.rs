@@ -1,0 +1,429 @@
+//! The Trainer actor: a silo's only voice in the federation.
+//!
+//! It answers the coordinator's [`Request`]s (carried as [`TrainerMessage::Rpc`]) and never
+//! sends data: the only things that leave are feature sums, the update, its example count and
+//! metrics. Training runs on a blocking thread so heartbeats are answered meanwhile; the result
+//! comes back as [`TrainerMessage::JobDone`], is stored for `FetchUpdate`, and only then is the
+//! coordinator told the update is ready.
+//!
+//! Every request is decoded here from opaque bytes: a malformed or incompatible frame gets a
+//! [`Response::Error`] naming the problem, and the actor keeps serving.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fedsilo::model::{Digest, ModelSpec};
+use fedsilo::protocol::{
+    decode, encode, ModelRef, Request, Response, Scaling, TrainPlan, TrainReport, TrainerMessage,
+};
+use ndarray::Array1;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use crate::data::{encode as encode_rows, local_stats, scaling_from, Dataset};
+use crate::train::{evaluate, train, Mlp};
+
+/// Models kept at once (base, candidate, one spare).
+const MODEL_CACHE: usize = 3;
+/// Largest model a silo accepts, in values (1 GiB of f32).
+const MAX_MODEL_VALUES: u64 = 1 << 28;
+
+/// Start-up arguments of the trainer.
+#[derive(Debug)]
+pub struct TrainerArgs {
+    /// This silo's name (from its certificate).
+    pub name: String,
+    /// Its data.
+    pub data: Arc<Dataset>,
+    /// Fault injection for tests: wait this long before each training job.
+    pub train_delay: Duration,
+}
+
+/// The Trainer actor.
+#[derive(Debug)]
+pub struct TrainerActor;
+
+/// Its state.
+#[derive(Debug)]
+pub struct TrainerState {
+    args: TrainerArgs,
+    staging: Option<(ModelRef, u64, Vec<f32>)>,
+    models: VecDeque<(ModelRef, Arc<Vec<f32>>)>,
+    update: Option<(u64, Vec<f32>)>,
+    busy: Option<u64>,
+}
+
+fn reply_with(reply: RpcReplyPort<Vec<u8>>, r: Response) {
+    let _ = reply.send(encode(&r));
+}
+
+fn err(message: impl Into<String>) -> Response {
+    Response::Error {
+        message: message.into(),
+    }
+}
+
+impl TrainerState {
+    fn model(&self, m: &ModelRef) -> Result<Arc<Vec<f32>>, Response> {
+        self.models
+            .iter()
+            .find(|(r, _)| r == m)
+            .map(|(_, p)| p.clone())
+            .ok_or_else(|| {
+                err(format!(
+                    "model v{} ({}) was not received; send it with PutModel first",
+                    m.version,
+                    m.digest.short()
+                ))
+            })
+    }
+
+    fn check_spec(&self, spec: &ModelSpec, scaling: &Scaling) -> Result<(), Response> {
+        let schema = &self.args.data.schema;
+        spec.validate().map_err(err)?;
+        if spec.inputs != schema.encoded_width() {
+            return Err(err(format!(
+                "model expects {} inputs, this silo's schema encodes {} (schemas differ?)",
+                spec.inputs,
+                schema.encoded_width()
+            )));
+        }
+        let n = schema.numeric_count();
+        if scaling.mean.len() != n || scaling.std.len() != n {
+            return Err(err(format!(
+                "scaling has {} values, the schema has {n} numeric features",
+                scaling.mean.len()
+            )));
+        }
+        if scaling.std.iter().any(|s| !(s.is_finite() && *s > 0.0))
+            || scaling.mean.iter().any(|m| !m.is_finite())
+        {
+            return Err(err(
+                "scaling has a non-finite mean or a non-positive standard deviation",
+            ));
+        }
+        Ok(())
+    }
+
+    fn put_chunk(
+        &mut self,
+        model: ModelRef,
+        offset: u64,
+        total: u64,
+        values: Vec<f32>,
+    ) -> Response {
+        if total > MAX_MODEL_VALUES {
+            return err(format!(
+                "model of {total} values exceeds this silo's limit of {MAX_MODEL_VALUES}"
+            ));
+        }
+        if offset == 0 {
+            self.staging = Some((model, total, Vec::with_capacity(total as usize)));
+        }
+        let Some((m, t, buf)) = &mut self.staging else {
+            return err(format!(
+                "chunk at offset {offset} of a model whose first chunk never came"
+            ));
+        };
+        if *m != model || *t != total || buf.len() as u64 != offset {
+            return err(format!(
+                "out-of-order chunk: offset {offset}, have {} values of v{}",
+                buf.len(),
+                m.version
+            ));
+        }
+        if offset + values.len() as u64 > total {
+            return err(format!(
+                "chunk overruns the model: {} + {} > {total}",
+                offset,
+                values.len()
+            ));
+        }
+        buf.extend_from_slice(&values);
+        let received = buf.len() as u64;
+        if received == total {
+            let Some((m, _, buf)) = self.staging.take() else {
+                return err("internal: staging vanished");
+            };
+            if Digest::of_f32(&buf) != m.digest {
+                return err(format!(
+                    "model v{} does not match its digest {}",
+                    m.version,
+                    m.digest.short()
+                ));
+            }
+            self.models.retain(|(r, _)| *r != m);
+            self.models.push_back((m, Arc::new(buf)));
+            while self.models.len() > MODEL_CACHE {
+                self.models.pop_front();
+            }
+        }
+        Response::ModelChunkStored { received }
+    }
+}
+
+fn train_job(
+    data: &Dataset,
+    name: &str,
+    round: u64,
+    base: &[f32],
+    spec: &ModelSpec,
+    plan: &TrainPlan,
+    scaling: &Scaling,
+) -> (Vec<f32>, TrainReport) {
+    let started = Instant::now();
+    let mlp = Mlp::new(spec);
+    let x = encode_rows(&data.schema, &data.train, scaling);
+    let y = Array1::from(data.train.labels.clone());
+    let mut params = base.to_vec();
+    let seed = plan.seed
+        ^ Digest::of_bytes(name.as_bytes())
+            .0
+            .iter()
+            .take(8)
+            .fold(0u64, |a, b| (a << 8) | *b as u64);
+    let out = train(
+        &mlp,
+        &mut params,
+        &x,
+        &y,
+        plan.epochs,
+        plan.batch_size as usize,
+        plan.learning_rate,
+        seed,
+    );
+    let update: Vec<f32> = params.iter().zip(base).map(|(n, b)| n - b).collect();
+    let norm = update
+        .iter()
+        .map(|v| (*v as f64) * (*v as f64))
+        .sum::<f64>()
+        .sqrt();
+    let report = TrainReport {
+        round,
+        examples: out.examples as u64,
+        train_loss: out.last_epoch_loss,
+        train_seconds: started.elapsed().as_secs_f64(),
+        update_len: update.len() as u64,
+        update_digest: Digest::of_f32(&update),
+        update_norm: norm,
+    };
+    (update, report)
+}
+
+fn local_baseline(
+    data: &Dataset,
+    name: &str,
+    initial: &[f32],
+    spec: &ModelSpec,
+    plan: &TrainPlan,
+    rounds: u32,
+) -> Response {
+    let scaling = scaling_from(&local_stats(&data.schema, &data.train));
+    let mlp = Mlp::new(spec);
+    let x = encode_rows(&data.schema, &data.train, &scaling);
+    let y = Array1::from(data.train.labels.clone());
+    let mut params = initial.to_vec();
+    for r in 0..rounds as u64 {
+        let seed = plan.seed.wrapping_add(r) ^ Digest::of_bytes(name.as_bytes()).0[0] as u64;
+        train(
+            &mlp,
+            &mut params,
+            &x,
+            &y,
+            plan.epochs,
+            plan.batch_size as usize,
+            plan.learning_rate,
+            seed,
+        );
+    }
+    let xh = encode_rows(&data.schema, &data.holdout, &scaling);
+    let yh = Array1::from(data.holdout.labels.clone());
+    Response::Evaluated(evaluate(&mlp, &params, &xh, &yh))
+}
+
+impl Actor for TrainerActor {
+    type Msg = TrainerMessage;
+    type State = TrainerState;
+    type Arguments = TrainerArgs;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<Self::Msg>,
+        args: TrainerArgs,
+    ) -> Result<TrainerState, ActorProcessingErr> {
+        Ok(TrainerState {
+            args,
+            staging: None,
+            models: VecDeque::new(),
+            update: None,
+            busy: None,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut TrainerState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (frame, reply) = match msg {
+            TrainerMessage::JobDone {
+                update,
+                response,
+                reply,
+            } => {
+                if let Some(u) = update {
+                    state.update = Some(u);
+                }
+                state.busy = None;
+                reply_with(reply, response);
+                return Ok(());
+            }
+            TrainerMessage::Rpc { frame, reply } => (frame, reply),
+        };
+        let request = match decode::<Request>(&frame, "coordinator") {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("refusing a request: {e}");
+                reply_with(reply, err(e.to_string()));
+                return Ok(());
+            }
+        };
+        let response = match request {
+            Request::Ping { seq } => Response::Pong { seq },
+            Request::FeatureStats => {
+                Response::FeatureStats(local_stats(&state.args.data.schema, &state.args.data.train))
+            }
+            Request::PutModel {
+                model,
+                offset,
+                total,
+                values,
+            } => state.put_chunk(model, offset, total, values),
+            Request::FetchUpdate { round, offset, len } => match &state.update {
+                Some((r, u)) if *r == round => {
+                    let end = offset.saturating_add(len);
+                    if end > u.len() as u64 {
+                        err(format!(
+                            "asked for values {offset}..{end} of an update of {}",
+                            u.len()
+                        ))
+                    } else {
+                        Response::UpdateChunk {
+                            values: u[offset as usize..end as usize].to_vec(),
+                        }
+                    }
+                }
+                _ => err(format!("no update for round {round} here")),
+            },
+            Request::Evaluate {
+                model,
+                spec,
+                scaling,
+            } => match state
+                .model(&model)
+                .and_then(|p| state.check_spec(&spec, &scaling).map(|_| p))
+            {
+                Err(e) => e,
+                Ok(params) if params.len() != spec.layout().len => {
+                    err("model size does not fit its spec")
+                }
+                Ok(params) => {
+                    let d = &state.args.data;
+                    let x = encode_rows(&d.schema, &d.holdout, &scaling);
+                    let y = Array1::from(d.holdout.labels.clone());
+                    Response::Evaluated(evaluate(&Mlp::new(&spec), &params, &x, &y))
+                }
+            },
+            Request::Train {
+                round,
+                base,
+                spec,
+                plan,
+                scaling,
+            } => {
+                if let Some(r) = state.busy {
+                    err(format!("busy training round {r}"))
+                } else {
+                    match state
+                        .model(&base)
+                        .and_then(|p| state.check_spec(&spec, &scaling).map(|_| p))
+                    {
+                        Err(e) => e,
+                        Ok(params) if params.len() != spec.layout().len => {
+                            err("base model size does not fit its spec")
+                        }
+                        Ok(params) => {
+                            state.busy = Some(round);
+                            let (data, name, delay) = (
+                                state.args.data.clone(),
+                                state.args.name.clone(),
+                                state.args.train_delay,
+                            );
+                            tokio::spawn(async move {
+                                if !delay.is_zero() {
+                                    tokio::time::sleep(delay).await;
+                                }
+                                let job = tokio::task::spawn_blocking(move || {
+                                    train_job(&data, &name, round, &params, &spec, &plan, &scaling)
+                                })
+                                .await;
+                                let (update, response) = match job {
+                                    Ok((u, report)) => {
+                                        (Some((round, u)), Response::Trained(report))
+                                    }
+                                    Err(e) => (None, err(format!("training failed: {e}"))),
+                                };
+                                let _ = myself.cast(TrainerMessage::JobDone {
+                                    update,
+                                    response,
+                                    reply,
+                                });
+                            });
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+            Request::LocalBaseline {
+                initial,
+                spec,
+                plan,
+                rounds,
+            } => {
+                match state.model(&initial).and_then(|p| {
+                    let n = state.args.data.schema.numeric_count();
+                    state
+                        .check_spec(
+                            &spec,
+                            &Scaling {
+                                mean: vec![0.0; n],
+                                std: vec![1.0; n],
+                            },
+                        )
+                        .map(|_| p)
+                }) {
+                    Err(e) => e,
+                    Ok(params) => {
+                        let (data, name) = (state.args.data.clone(), state.args.name.clone());
+                        tokio::spawn(async move {
+                            let response = tokio::task::spawn_blocking(move || {
+                                local_baseline(&data, &name, &params, &spec, &plan, rounds)
+                            })
+                            .await
+                            .unwrap_or_else(|e| err(format!("local baseline failed: {e}")));
+                            let _ = myself.cast(TrainerMessage::JobDone {
+                                update: None,
+                                response,
+                                reply,
+                            });
+                        });
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        reply_with(reply, response);
+        Ok(())
+    }
+}
