@@ -15,7 +15,7 @@
 //! Committing (checkpoint, log, new version) is left to the Coordinator, the only actor that
 //! advances the version.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,7 @@ use fedsilo_policies::Policy;
 use ractor::ActorRef;
 use ractor_cluster::NodeId;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::actors::aggregator::AggregatorMessage;
@@ -92,6 +92,9 @@ pub struct RoundContext {
     pub chunk: usize,
     /// Event sink.
     pub events: Arc<EventLog>,
+    /// Names of silos the coordinator's heartbeats currently find silent. A cohort member that
+    /// turns up here is dropped from the round at once (a frozen peer never closes its session).
+    pub unhealthy: watch::Receiver<BTreeSet<String>>,
 }
 
 /// How a round ended.
@@ -145,6 +148,19 @@ async fn train_at(
     }
 }
 
+/// Resolves once `name` is in the set of silos whose heartbeats have stopped (never, if the
+/// sender is gone).
+pub async fn until_silent(mut silent: watch::Receiver<BTreeSet<String>>, name: &str) {
+    loop {
+        if silent.borrow_and_update().contains(name) {
+            return;
+        }
+        if silent.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 /// Fetches and checks one silo's update, then folds it into the aggregator.
 async fn admit(
     ctx: &RoundContext,
@@ -169,9 +185,16 @@ async fn admit(
         return Err("trained on 0 examples".into());
     }
     let left = deadline.saturating_duration_since(Instant::now());
-    let update = fetch_update(&silo.actor, ctx.round, len, ctx.chunk, left, &silo.name)
-        .await
-        .map_err(|e| format!("fetching the update failed: {e}"))?;
+    // Only the fetch races the heartbeat watch: once the fold is sent it must complete, or
+    // the aggregate would hold an update the summary does not count.
+    let update = tokio::select! {
+        r = fetch_update(&silo.actor, ctx.round, len, ctx.chunk, left, &silo.name) => {
+            r.map_err(|e| format!("fetching the update failed: {e}"))?
+        }
+        _ = until_silent(ctx.unhealthy.clone(), &silo.name) => {
+            return Err("stopped answering heartbeats while its update was fetched".to_string())
+        }
+    };
     if Digest::of_f32(&update) != report.update_digest {
         return Err("update does not match the digest the silo reported".into());
     }
@@ -235,8 +258,19 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
             scaling: ctx.scaling.clone(),
         };
         let (silo, base, tx, chunk) = (silo.clone(), ctx.base.clone(), tx.clone(), ctx.chunk);
+        let (silent, directory) = (ctx.unhealthy.clone(), ctx.directory.clone());
         jobs.spawn(async move {
-            let r = train_at(silo.clone(), base, req, chunk, deadline).await;
+            let r = tokio::select! {
+                r = train_at(silo.clone(), base, req, chunk, deadline) => r,
+                _ = until_silent(silent, &silo.name) => Err("stopped answering heartbeats mid-round".to_string()),
+            };
+            let r = r.map_err(|e| {
+                if directory.identity_of(silo.node_id).is_none() {
+                    format!("left the federation mid-round ({e})")
+                } else {
+                    e
+                }
+            });
             let _ = tx.send((silo, r)).await;
         });
     }
@@ -390,6 +424,7 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
             silos: alive,
             chunk: ctx.chunk,
             timeout: left,
+            silent: ctx.unhealthy.clone(),
             reply,
         }
     })

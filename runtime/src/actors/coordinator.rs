@@ -9,13 +9,13 @@
 //! A validated candidate is committed here: checkpoint written and synced, round logged, then
 //! the version advances. At the end it can ask every silo for a local-only baseline.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fedsilo_policies::participation::Candidate;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::aggregator::AggregatorMessage;
 use super::ask;
@@ -155,6 +155,7 @@ pub struct CoordinatorState {
     compared: bool,
     last_eval: BTreeMap<String, EvalMetrics>,
     ping_seq: u64,
+    unhealthy: watch::Sender<BTreeSet<String>>,
 }
 
 /// The Coordinator actor.
@@ -190,6 +191,7 @@ impl Actor for CoordinatorActor {
             compared: false,
             last_eval: BTreeMap::new(),
             ping_seq: 0,
+            unhealthy: watch::Sender::new(BTreeSet::new()),
             silos: BTreeMap::new(),
             args,
         };
@@ -250,6 +252,9 @@ impl Actor for CoordinatorActor {
                             e.last_ok = Instant::now();
                             if !e.healthy {
                                 e.healthy = true;
+                                state.unhealthy.send_modify(|u| {
+                                    u.remove(&silo);
+                                });
                                 state.args.events.emit(Event::SiloHealthy { silo });
                             }
                         }
@@ -343,6 +348,9 @@ fn refresh_membership(state: &mut CoordinatorState) {
         .collect();
     for name in gone {
         state.silos.remove(&name);
+        state.unhealthy.send_modify(|u| {
+            u.remove(&name);
+        });
         state.args.events.emit(Event::SiloLeft { silo: name });
     }
     for (name, handle) in present {
@@ -376,6 +384,9 @@ fn check_health(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorMessa
         let silent = e.last_ok.elapsed();
         if e.healthy && silent > timeout {
             e.healthy = false;
+            state.unhealthy.send_modify(|u| {
+                u.insert(name.clone());
+            });
             state.args.events.emit(Event::SiloUnhealthy {
                 silo: name.clone(),
                 silent_secs: silent.as_secs_f64(),
@@ -505,6 +516,7 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
         directory: state.args.directory.clone(),
         chunk: s.chunk,
         events: state.args.events.clone(),
+        unhealthy: state.unhealthy.subscribe(),
     };
     tokio::spawn(async move {
         let outcome = run_round(ctx).await;

@@ -4,17 +4,18 @@
 //! Rule in force: at least one silo evaluated the candidate and every reported metric is
 //! finite. (Comparison rules against the current version come with the governance work.)
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::model::ModelSpec;
 use crate::protocol::transfer::put_model;
 use crate::protocol::{call, EvalMetrics, ModelRef, Request, Response, Scaling};
-use crate::round::SiloHandle;
+use crate::round::{until_silent, SiloHandle};
 
 /// What the validator concluded about a candidate.
 #[derive(Debug, Clone)]
@@ -59,6 +60,8 @@ pub enum ValidatorMessage {
         chunk: usize,
         /// Time limit for the whole evaluation.
         timeout: Duration,
+        /// Silos whose heartbeats stopped; their evaluation is given up at once.
+        silent: watch::Receiver<BTreeSet<String>>,
         /// The report.
         reply: RpcReplyPort<ValidationReport>,
     },
@@ -75,6 +78,7 @@ async fn evaluate_at(
     c: Candidate,
     chunk: usize,
     timeout: Duration,
+    silent: watch::Receiver<BTreeSet<String>>,
 ) -> (String, Result<EvalMetrics, String>) {
     let work = async {
         put_model(&silo.actor, c.model, &c.params, chunk, timeout, &silo.name)
@@ -91,9 +95,9 @@ async fn evaluate_at(
             Err(e) => Err(e.to_string()),
         }
     };
-    let r = match tokio::time::timeout(timeout, work).await {
-        Ok(r) => r,
-        Err(_) => Err(format!("no evaluation within {timeout:?}")),
+    let r = tokio::select! {
+        r = tokio::time::timeout(timeout, work) => r.unwrap_or_else(|_| Err(format!("no evaluation within {timeout:?}"))),
+        _ = until_silent(silent, &silo.name) => Err("stopped answering heartbeats".to_string()),
     };
     (silo.name, r)
 }
@@ -146,11 +150,18 @@ impl Actor for ValidatorActor {
             silos,
             chunk,
             timeout,
+            silent,
             reply,
         } = msg;
         let mut jobs = JoinSet::new();
         for s in silos {
-            jobs.spawn(evaluate_at(s, candidate.clone(), chunk, timeout));
+            jobs.spawn(evaluate_at(
+                s,
+                candidate.clone(),
+                chunk,
+                timeout,
+                silent.clone(),
+            ));
         }
         let mut per_silo = BTreeMap::new();
         let mut failures = Vec::new();

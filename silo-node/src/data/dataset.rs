@@ -186,7 +186,7 @@ mod tests {
                 if i < 3 { "yes" } else { "no" }
             ));
         }
-        csv.push_str(",q,\n"); // no target: skipped
+        csv.push_str(",q,,z\n"); // no target: skipped
         let f = file(&csv);
         let d = Dataset::load(f.path(), &schema, 0.2, 1).unwrap();
         assert_eq!(d.train.len() + d.holdout.len(), 10);

@@ -1,0 +1,308 @@
+//! The cluster refuses peers it cannot verify and keeps serving the others.
+//!
+//! One coordinator node (a real ractor_cluster `NodeServer` behind fedsilo's listener) in this
+//! process; clients with good and bad credentials connect to it over loopback. Outcomes are
+//! observed through the coordinator's peer directory events: no sleeps, every wait bounded.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fedsilo::certs::CertificateAuthority;
+use fedsilo::cluster::{ClusterConfig, ClusterNode, PeerEvent};
+use fedsilo::identity::{Identity, Role};
+use fedsilo::tls::NodeCredentials;
+use ractor::Actor;
+use ractor_cluster::NodeServer;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use time::{Duration as TimeDuration, OffsetDateTime};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::broadcast;
+use tokio_rustls::TlsConnector;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn id(name: &str, role: Role) -> Identity {
+    Identity {
+        name: name.into(),
+        role,
+        region: "eu".into(),
+    }
+}
+
+fn creds(
+    ca: &CertificateAuthority,
+    who: &Identity,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> NodeCredentials {
+    let issued = ca.issue_with_validity(who, not_before, not_after).unwrap();
+    NodeCredentials::from_parts(
+        vec![CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).unwrap()],
+        vec![CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap()],
+        PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).unwrap(),
+        &who.name,
+    )
+    .unwrap()
+}
+
+fn valid(ca: &CertificateAuthority, who: &Identity) -> NodeCredentials {
+    let now = OffsetDateTime::now_utc();
+    creds(
+        ca,
+        who,
+        now - TimeDuration::hours(1),
+        now + TimeDuration::days(1),
+    )
+}
+
+async fn coordinator(ca: &CertificateAuthority, handshake_timeout: Duration) -> ClusterNode {
+    ClusterNode::start(ClusterConfig {
+        credentials: valid(ca, &id("coordinator", Role::Coordinator)),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        handshake_timeout,
+    })
+    .await
+    .unwrap()
+}
+
+/// Waits for the first event matching `pred`.
+async fn next_event(
+    rx: &mut broadcast::Receiver<PeerEvent>,
+    pred: impl Fn(&PeerEvent) -> bool,
+) -> PeerEvent {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match rx.recv().await {
+                Ok(e) if pred(&e) => return e,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("event stream closed: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("expected event did not arrive")
+}
+
+/// A raw TLS client: connects with `client` credentials (or none) and completes the handshake
+/// from its side, then writes a byte so the server sees the connection.
+async fn raw_tls_attempt(
+    addr: std::net::SocketAddr,
+    client: Option<&NodeCredentials>,
+    roots_from: &CertificateAuthority,
+) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let config = match client {
+        Some(c) => c.client_config().unwrap(),
+        None => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots
+                .add(CertificateDer::from_pem_slice(roots_from.cert_pem().as_bytes()).unwrap())
+                .unwrap();
+            Arc::new(
+                rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::aws_lc_rs::default_provider(),
+                ))
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+            )
+        }
+    };
+    if let Ok(mut tls) = TlsConnector::from(config)
+        .connect(ServerName::try_from("coordinator").unwrap(), tcp)
+        .await
+    {
+        let _ = tls.write_all(b"x").await;
+        let _ = tls.flush().await;
+        // Keep the stream open until the server closes it.
+        let mut buf = [0u8; 16];
+        let _ = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut tls, &mut buf)).await;
+    }
+}
+
+async fn good_silo(ca: &CertificateAuthority, name: &str, server: &ClusterNode) -> ClusterNode {
+    let silo = ClusterNode::start(ClusterConfig {
+        credentials: valid(ca, &id(name, Role::Silo)),
+        listen: None,
+        handshake_timeout: Duration::from_secs(5),
+    })
+    .await
+    .unwrap();
+    let addr = server.local_addr().unwrap().to_string();
+    let peer = silo
+        .connect(&addr, "coordinator", WAIT)
+        .await
+        .expect("good silo links");
+    assert_eq!(peer.role, Role::Coordinator);
+    silo
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_peers_are_refused_and_good_ones_keep_being_served() {
+    let (ca, _) = CertificateAuthority::generate("consortium", 1).unwrap();
+    let (other_ca, _) = CertificateAuthority::generate("intruders", 1).unwrap();
+    let server = coordinator(&ca, Duration::from_secs(10)).await;
+    let addr = server.local_addr().unwrap();
+    let mut events = server.directory().subscribe();
+
+    // A good silo links first; it must stay linked through everything below.
+    let a = good_silo(&ca, "bank-a", &server).await;
+    let bound_a = match next_event(&mut events, |e| matches!(e, PeerEvent::Bound { .. })).await {
+        PeerEvent::Bound {
+            node_id, identity, ..
+        } => {
+            assert_eq!(identity, id("bank-a", Role::Silo));
+            node_id
+        }
+        _ => unreachable!(),
+    };
+
+    // 1. No client certificate.
+    raw_tls_attempt(addr, None, &ca).await;
+    let e = next_event(&mut events, |e| matches!(e, PeerEvent::Refused { .. })).await;
+    let PeerEvent::Refused { reason, .. } = e else {
+        unreachable!()
+    };
+    assert!(
+        reason.to_lowercase().contains("certificate"),
+        "no-cert refusal: {reason}"
+    );
+
+    // 2. A certificate from another CA.
+    let foreign = valid(&other_ca, &id("bank-x", Role::Silo));
+    raw_tls_attempt(addr, Some(&foreign), &ca).await;
+    let PeerEvent::Refused { reason, .. } =
+        next_event(&mut events, |e| matches!(e, PeerEvent::Refused { .. })).await
+    else {
+        unreachable!()
+    };
+    assert!(
+        reason.contains("TLS handshake failed"),
+        "foreign CA refusal: {reason}"
+    );
+
+    // 3. An expired certificate from the right CA.
+    let now = OffsetDateTime::now_utc();
+    let expired = creds(
+        &ca,
+        &id("bank-old", Role::Silo),
+        now - TimeDuration::days(10),
+        now - TimeDuration::days(1),
+    );
+    raw_tls_attempt(addr, Some(&expired), &ca).await;
+    let PeerEvent::Refused { reason, .. } =
+        next_event(&mut events, |e| matches!(e, PeerEvent::Refused { .. })).await
+    else {
+        unreachable!()
+    };
+    assert!(
+        reason.to_lowercase().contains("expired"),
+        "expired refusal: {reason}"
+    );
+
+    // The same refusals seen from a real cluster client: connect() reports the server closed
+    // the link before authentication.
+    let expired_node = ClusterNode::start(ClusterConfig {
+        credentials: expired,
+        listen: None,
+        handshake_timeout: WAIT,
+    })
+    .await
+    .unwrap();
+    let err = expired_node
+        .connect(&addr.to_string(), "coordinator", WAIT)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("closed the link") || err.contains("handshake"),
+        "{err}"
+    );
+
+    // The first silo is still bound, and a new good silo is served.
+    assert_eq!(
+        server.directory().identity_of(bound_a),
+        Some(id("bank-a", Role::Silo))
+    );
+    let _b = good_silo(&ca, "bank-b", &server).await;
+    assert!(server
+        .directory()
+        .bound_peers()
+        .iter()
+        .any(|(_, i)| i.name == "bank-b"));
+    drop(a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_tcp_peer_does_not_delay_others() {
+    let (ca, _) = CertificateAuthority::generate("consortium", 1).unwrap();
+    // A long handshake timeout: if handshakes were serial, the good silo would wait 60 s.
+    let server = coordinator(&ca, Duration::from_secs(60)).await;
+    let addr = server.local_addr().unwrap();
+    let _silent: Vec<TcpStream> = futures_connect(addr, 3).await;
+    let started = std::time::Instant::now();
+    let _a = good_silo(&ca, "bank-a", &server).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "good peer waited {:?} behind silent peers",
+        started.elapsed()
+    );
+}
+
+async fn futures_connect(addr: std::net::SocketAddr, n: usize) -> Vec<TcpStream> {
+    let mut v = Vec::new();
+    for _ in 0..n {
+        v.push(TcpStream::connect(addr).await.unwrap());
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_declaring_another_name_than_its_certificate_is_dropped() {
+    let (ca, _) = CertificateAuthority::generate("consortium", 1).unwrap();
+    let server = coordinator(&ca, Duration::from_secs(10)).await;
+    let mut events = server.directory().subscribe();
+    // A raw ractor_cluster node that calls itself "mallory" but holds bank-a's certificate.
+    let (mallory, _) = Actor::spawn(
+        None,
+        NodeServer::new(
+            0,
+            "fedsilo-1".into(),
+            "mallory".into(),
+            "host".into(),
+            None,
+            None,
+        ),
+        (),
+    )
+    .await
+    .unwrap();
+    let bank_a = valid(&ca, &id("bank-a", Role::Silo));
+    ractor_cluster::client_connect_enc(
+        &mallory,
+        server.local_addr().unwrap(),
+        TlsConnector::from(bank_a.client_config().unwrap()),
+        ServerName::try_from("coordinator").unwrap(),
+    )
+    .await
+    .unwrap();
+    let PeerEvent::Dropped { reason, .. } =
+        next_event(&mut events, |e| matches!(e, PeerEvent::Dropped { .. })).await
+    else {
+        unreachable!()
+    };
+    assert!(
+        reason.contains("mallory") && reason.contains("bank-a"),
+        "{reason}"
+    );
+    // The session never becomes a bound peer.
+    next_event(&mut events, |e| {
+        matches!(e, PeerEvent::Disconnected { identity: None, .. })
+    })
+    .await;
+    assert!(server.directory().bound_peers().is_empty());
+    mallory.stop(None);
+}

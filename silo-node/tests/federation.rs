@@ -1,0 +1,429 @@
+//! End-to-end tests with the real binaries: one `fedsilo coordinator` and several `silo-node`
+//! processes over mutual TLS on loopback, on the churn data. Every wait is for an event the
+//! coordinator prints (`--events json`), bounded; every process is killed when its guard drops.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+fn bins() -> (PathBuf, PathBuf) {
+    let silo = PathBuf::from(env!("CARGO_BIN_EXE_silo-node"));
+    let fedsilo = silo.with_file_name(format!("fedsilo{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        fedsilo.exists(),
+        "{} not built: run the workspace tests (cargo test --workspace)",
+        fedsilo.display()
+    );
+    (fedsilo, silo)
+}
+
+fn example(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/churn")
+        .join(p)
+}
+
+/// Kills its process when dropped.
+struct Proc {
+    child: Child,
+}
+
+impl Proc {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -{sig} failed");
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-CONT")
+            .arg(self.pid().to_string())
+            .stderr(Stdio::null())
+            .status();
+        self.kill();
+    }
+}
+
+struct Options {
+    silos: Vec<(&'static str, Vec<String>)>,
+    min_silos: usize,
+    quorum: usize,
+    deadline: f64,
+    grace: f64,
+    rounds: u64,
+    chunk: usize,
+    heartbeat_timeout: f64,
+    wait_for_silos: f64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            silos: vec![("northeast", vec![]), ("midwest", vec![]), ("west", vec![])],
+            min_silos: 3,
+            quorum: 3,
+            deadline: 30.0,
+            grace: 1.0,
+            rounds: 3,
+            chunk: 1 << 20,
+            heartbeat_timeout: 5.0,
+            wait_for_silos: 60.0,
+        }
+    }
+}
+
+struct Federation {
+    _dir: tempfile::TempDir,
+    state: PathBuf,
+    coordinator: Proc,
+    silos: Vec<(String, Proc)>,
+    events: Receiver<Value>,
+    seen: Vec<Value>,
+}
+
+impl Federation {
+    fn start(o: Options) -> Federation {
+        let (fedsilo, silo_bin) = bins();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let mut certs = Command::new(&fedsilo);
+        certs
+            .args(["certs", "init", "--out"])
+            .arg(d.join("certs"))
+            .args(["--coordinator", "coordinator"]);
+        for (s, _) in &o.silos {
+            certs.args(["--silo", &format!("{s}:us-{s}")]);
+        }
+        assert!(certs.stdout(Stdio::null()).status().unwrap().success());
+        std::fs::write(
+            d.join("policy.toml"),
+            format!(
+                "[participation]\nmin_silos = {}\nquorum = {}\n[rounds]\ndeadline_secs = {}\ngrace_secs = {}\n",
+                o.min_silos, o.quorum, o.deadline, o.grace
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("federation.toml"),
+            format!(
+                r#"[federation]
+name = "test"
+rounds = {rounds}
+policy = "policy.toml"
+state_dir = "state"
+wait_for_silos_secs = {wait}
+[network]
+listen = "127.0.0.1:0"
+kit = "certs/coordinator"
+heartbeat_interval_secs = 0.2
+heartbeat_timeout_secs = {hb}
+chunk_values = {chunk}
+[model]
+schema = "{schema}"
+hidden = [16]
+seed = 3
+[plan]
+epochs = 1
+batch_size = 32
+learning_rate = 0.1
+"#,
+                rounds = o.rounds,
+                wait = o.wait_for_silos,
+                hb = o.heartbeat_timeout,
+                chunk = o.chunk,
+                schema = example("schema.toml").display()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(&fedsilo)
+            .args(["coordinator", "--events", "json", "--config"])
+            .arg(d.join("federation.toml"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, events) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if tx.send(v).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let mut f = Federation {
+            state: d.join("state"),
+            _dir: dir,
+            coordinator: Proc { child },
+            silos: vec![],
+            events,
+            seen: vec![],
+        };
+        let listening = f.expect("listening", |e| e["event"] == "listening");
+        let addr = listening["addr"].as_str().unwrap().to_string();
+        let d = f._dir.path().to_path_buf();
+        for (s, extra) in o.silos {
+            let child = Command::new(&silo_bin)
+                .arg("--kit")
+                .arg(d.join("certs").join(s))
+                .args(["--coordinator", &addr, "--data"])
+                .arg(example(&format!("data/{s}.csv")))
+                .arg("--schema")
+                .arg(example("schema.toml"))
+                .arg("--once")
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            f.silos.push((s.to_string(), Proc { child }));
+        }
+        f
+    }
+
+    /// Waits for the next event matching `pred`; panics (listing what was seen) after WAIT.
+    fn expect(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let until = Instant::now() + WAIT;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(e) => {
+                    self.seen.push(e.clone());
+                    if pred(&e) {
+                        return e;
+                    }
+                }
+                Err(_) => panic!("no `{what}` event; saw: {:#?}", self.seen),
+            }
+        }
+    }
+
+    fn silo(&mut self, name: &str) -> &mut Proc {
+        &mut self.silos.iter_mut().find(|(n, _)| n == name).unwrap().1
+    }
+
+    fn exit_status(&mut self) -> std::process::ExitStatus {
+        let until = Instant::now() + WAIT;
+        loop {
+            if let Some(s) = self.coordinator.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < until, "coordinator did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn committed(events: &[Value]) -> Vec<&Value> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "round_committed")
+        .collect()
+}
+
+#[test]
+fn a_federation_commits_rounds_and_the_held_out_loss_falls() {
+    let rounds = 4;
+    // Small chunks, so every model and update crosses the wire in several frames.
+    let mut f = Federation::start(Options {
+        rounds,
+        chunk: 97,
+        ..Default::default()
+    });
+    let fin = f.expect("finished", |e| e["event"] == "finished");
+    assert!(fin["error"].is_null(), "{fin}");
+    assert_eq!(fin["version"], rounds);
+    assert!(f.exit_status().success());
+    let c = committed(&f.seen);
+    assert_eq!(c.len(), rounds as usize);
+    let loss: Vec<f64> = c.iter().map(|e| e["eval_loss"].as_f64().unwrap()).collect();
+    assert!(
+        loss[rounds as usize - 1] < loss[0],
+        "held-out loss did not fall: {loss:?}"
+    );
+    for e in &c {
+        assert_eq!(e["participants"].as_array().unwrap().len(), 3, "{e}");
+    }
+    // The committed model is on disk, readable, and is the version announced.
+    let ckpt = fedsilo::model::checkpoint::Checkpoint::load(
+        &f.state.join(format!("models/v{rounds}.safetensors")),
+    )
+    .unwrap();
+    assert_eq!(
+        fedsilo::model::Digest::of_f32(&ckpt.params).hex(),
+        c[rounds as usize - 1]["digest"].as_str().unwrap()
+    );
+}
+
+#[test]
+fn only_parameters_leave_a_silo() {
+    let mut f = Federation::start(Options {
+        rounds: 3,
+        chunk: 256,
+        ..Default::default()
+    });
+    f.expect("finished", |e| e["event"] == "finished");
+    let c = committed(&f.seen);
+    assert_eq!(c.len(), 3);
+    for e in c {
+        let update = e["update_bytes"].as_u64().unwrap();
+        let sent = e["bytes_from_silos"].as_object().unwrap();
+        assert_eq!(sent.len(), 3);
+        for (silo, bytes) in sent {
+            let bytes = bytes.as_u64().unwrap();
+            // The update itself crossed the wire...
+            assert!(
+                bytes >= update,
+                "{silo} sent {bytes} B, less than its {update} B update"
+            );
+            // ...and little else: acknowledgements, the training report, metrics, heartbeats.
+            assert!(
+                bytes <= update + 16 * 1024,
+                "{silo} sent {bytes} B in a round, update is {update} B"
+            );
+            // A silo's data is tens of kilobytes; far more than it sends.
+            let data = std::fs::metadata(example(&format!("data/{silo}.csv")))
+                .unwrap()
+                .len();
+            assert!(
+                bytes * 4 < data,
+                "{silo}: {bytes} B sent vs {data} B of data"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_silo_killed_mid_round_leaves_the_round_to_complete_at_quorum() {
+    let slow = vec!["--train-delay-ms".to_string(), "20000".to_string()];
+    let mut f = Federation::start(Options {
+        silos: vec![("northeast", vec![]), ("midwest", vec![]), ("west", slow)],
+        min_silos: 3,
+        quorum: 2,
+        grace: 25.0,
+        rounds: 1,
+        ..Default::default()
+    });
+    f.expect("round 1 started", |e| {
+        e["event"] == "round_started" && e["round"] == 1
+    });
+    f.silo("west").kill();
+    let e = f.expect("round 1 committed", |e| e["event"] == "round_committed");
+    let parts: Vec<&str> = e["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(parts, ["midwest", "northeast"]);
+    let missing = e["missing"].as_array().unwrap();
+    assert_eq!(missing[0][0], "west");
+    assert!(
+        missing[0][1]
+            .as_str()
+            .unwrap()
+            .starts_with("left the federation mid-round"),
+        "{e}"
+    );
+    let fin = f.expect("finished", |e| e["event"] == "finished");
+    assert!(fin["error"].is_null(), "{fin}");
+}
+
+#[test]
+fn losing_quorum_abandons_the_round_with_a_reason_and_never_hangs() {
+    let slow = vec!["--train-delay-ms".to_string(), "20000".to_string()];
+    let mut f = Federation::start(Options {
+        silos: vec![("northeast", vec![]), ("midwest", vec![]), ("west", slow)],
+        min_silos: 3,
+        quorum: 3,
+        rounds: 2,
+        wait_for_silos: 1.0,
+        ..Default::default()
+    });
+    f.expect("round 1 started", |e| {
+        e["event"] == "round_started" && e["round"] == 1
+    });
+    f.silo("west").kill();
+    let e = f.expect("round 1 abandoned", |e| e["event"] == "round_abandoned");
+    assert!(e["reason"].as_str().unwrap().contains("quorum lost"), "{e}");
+    assert!(e["reason"].as_str().unwrap().contains("west"), "{e}");
+    assert!(committed(&f.seen).is_empty());
+    // With two silos left and min_silos = 3, no round can start: the coordinator gives up.
+    let fin = f.expect("finished", |e| e["event"] == "finished");
+    assert!(
+        fin["error"].as_str().unwrap().contains("min_silos is 3"),
+        "{fin}"
+    );
+    assert!(!f.exit_status().success());
+    // Nothing was committed: no version beyond the initial one is current.
+    let current = std::fs::read_to_string(f.state.join("CURRENT")).unwrap();
+    assert_eq!(current.trim(), "0");
+}
+
+#[test]
+fn a_frozen_silo_is_noticed_by_heartbeats_and_left_out() {
+    let mut f = Federation::start(Options {
+        min_silos: 2,
+        quorum: 2,
+        // Far more rounds than the test lasts: the federation is still running when west freezes.
+        rounds: 1_000_000,
+        heartbeat_timeout: 1.0,
+        ..Default::default()
+    });
+    f.expect("first commit", |e| e["event"] == "round_committed");
+    f.silo("west").signal("STOP");
+    f.expect("west unhealthy", |e| {
+        e["event"] == "silo_unhealthy" && e["silo"] == "west"
+    });
+    // A round that was waiting for west does not wait for its deadline (30 s).
+    let refused_or_done = f.expect("the next round end", |e| {
+        e["event"] == "round_committed" || e["event"] == "update_refused"
+    });
+    if refused_or_done["event"] == "update_refused" {
+        assert!(
+            refused_or_done["reason"]
+                .as_str()
+                .unwrap()
+                .contains("heartbeats"),
+            "{refused_or_done}"
+        );
+    }
+    let started = f.expect("a round without west", |e| {
+        e["event"] == "round_started"
+            && e["excluded"]
+                .as_array()
+                .is_some_and(|x| x.iter().any(|p| p[0] == "west"))
+    });
+    assert!(!started["cohort"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s == "west"));
+    f.silo("west").signal("CONT");
+    f.expect("west healthy again", |e| {
+        e["event"] == "silo_healthy" && e["silo"] == "west"
+    });
+}
