@@ -19,19 +19,26 @@ SILOS=(northeast midwest south west)
 "$BIN/fedsilo" certs init --out "$RUN/certs" --consortium churn-demo --coordinator coordinator:us \
   $(for s in "${SILOS[@]}"; do printf -- '--silo %s:us-%s ' "$s" "$s"; done) >/dev/null
 
-# Pick a free port for the coordinator.
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 7443)
-
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
 start=$(date +%s.%N)
-"$BIN/fedsilo" coordinator --config "$EX/federation.toml" --listen "127.0.0.1:$PORT" \
+# Port 0: the coordinator picks a free port and records it in its event journal.
+"$BIN/fedsilo" coordinator --config "$EX/federation.toml" --listen 127.0.0.1:0 \
   --kit "$RUN/certs/coordinator" --state-dir "$RUN/state" ${ROUNDS:+--rounds "$ROUNDS"} &
 coord=$!
+pids+=($coord)
+ADDR=""
+for _ in $(seq 1 200); do
+  ADDR=$(grep -m1 -o '"event":"listening","addr":"[^"]*"' "$RUN/state/events.jsonl" 2>/dev/null | sed 's/.*"addr":"//; s/"$//' || true)
+  [ -n "$ADDR" ] && break
+  kill -0 "$coord" 2>/dev/null || break
+  sleep 0.05
+done
+[ -n "$ADDR" ] || { echo "the coordinator did not start; see the messages above" >&2; exit 1; }
 for s in "${SILOS[@]}"; do
-  "$BIN/silo-node" --kit "$RUN/certs/$s" --coordinator "127.0.0.1:$PORT" \
+  "$BIN/silo-node" --kit "$RUN/certs/$s" --coordinator "$ADDR" \
     --data "$EX/data/$s.csv" --schema "$EX/schema.toml" --once >"$RUN/$s.log" 2>&1 &
   pids+=($!)
 done

@@ -8,7 +8,7 @@ use crate::PolicyError;
 
 /// A federation's policy. Invariant: a `Policy` obtained from [`Policy::from_toml_str`] or
 /// [`Policy::load`] has passed [`Policy::validate`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     /// Who takes part in a round and how many must report.
@@ -54,15 +54,6 @@ impl Default for RoundTiming {
         Self {
             deadline_secs: 120.0,
             grace_secs: 5.0,
-        }
-    }
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Self {
-            participation: ParticipationRules::default(),
-            rounds: RoundTiming::default(),
         }
     }
 }

@@ -30,7 +30,7 @@ use tokio::task::JoinSet;
 use crate::actors::aggregator::AggregatorMessage;
 use crate::actors::ask;
 use crate::actors::policy::PolicyMessage;
-use crate::actors::validator::{Candidate, ValidationReport, ValidatorMessage};
+use crate::actors::validator::{Candidate, ValidatorMessage};
 use crate::cluster::{PeerDirectory, PeerEvent};
 use crate::events::{Event, EventLog, RoundSummary};
 use crate::model::{Digest, ModelSpec};
@@ -104,10 +104,8 @@ pub enum RoundOutcome {
     Candidate {
         /// Its parameters.
         params: Vec<f32>,
-        /// The summary (version and digest filled in).
-        summary: RoundSummary,
-        /// The validation report.
-        validation: ValidationReport,
+        /// The summary (version, digest and validation figures filled in).
+        summary: Box<RoundSummary>,
     },
     /// The candidate failed validation.
     Rejected {
@@ -477,7 +475,7 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
         participants,
         missing,
         mean_train_loss,
-        eval: validation.per_silo.clone(),
+        eval: validation.per_silo,
         eval_loss: validation.weighted_loss,
         wall_seconds: wall,
         slowest_train_seconds: slowest,
@@ -488,7 +486,6 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
     let params = Arc::try_unwrap(candidate.params).unwrap_or_else(|a| (*a).clone());
     RoundOutcome::Candidate {
         params,
-        summary,
-        validation,
+        summary: Box::new(summary),
     }
 }

@@ -21,7 +21,7 @@ use ndarray::Array1;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::data::{encode as encode_rows, local_stats, scaling_from, Dataset};
-use crate::train::{evaluate, train, Mlp};
+use crate::train::{evaluate, train, Mlp, Sgd};
 
 /// Models kept at once (base, candidate, one spare).
 const MODEL_CACHE: usize = 3;
@@ -162,6 +162,15 @@ impl TrainerState {
     }
 }
 
+fn sgd(plan: &TrainPlan, seed: u64) -> Sgd {
+    Sgd {
+        epochs: plan.epochs,
+        batch_size: plan.batch_size as usize,
+        learning_rate: plan.learning_rate,
+        seed,
+    }
+}
+
 fn train_job(
     data: &Dataset,
     name: &str,
@@ -182,16 +191,7 @@ fn train_job(
             .iter()
             .take(8)
             .fold(0u64, |a, b| (a << 8) | *b as u64);
-    let out = train(
-        &mlp,
-        &mut params,
-        &x,
-        &y,
-        plan.epochs,
-        plan.batch_size as usize,
-        plan.learning_rate,
-        seed,
-    );
+    let out = train(&mlp, &mut params, &x, &y, sgd(plan, seed));
     let update: Vec<f32> = params.iter().zip(base).map(|(n, b)| n - b).collect();
     let norm = update
         .iter()
@@ -225,16 +225,7 @@ fn local_baseline(
     let mut params = initial.to_vec();
     for r in 0..rounds as u64 {
         let seed = plan.seed.wrapping_add(r) ^ Digest::of_bytes(name.as_bytes()).0[0] as u64;
-        train(
-            &mlp,
-            &mut params,
-            &x,
-            &y,
-            plan.epochs,
-            plan.batch_size as usize,
-            plan.learning_rate,
-            seed,
-        );
+        train(&mlp, &mut params, &x, &y, sgd(plan, seed));
     }
     let xh = encode_rows(&data.schema, &data.holdout, &scaling);
     let yh = Array1::from(data.holdout.labels.clone());
@@ -425,5 +416,165 @@ impl Actor for TrainerActor {
         };
         reply_with(reply, response);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fedsilo::data::Schema;
+    use fedsilo::model::initial_params;
+    use fedsilo::protocol::call;
+    use std::io::Write;
+
+    async fn trainer() -> ActorRef<TrainerMessage> {
+        let schema = Schema::from_toml_str(
+            "[target]\ncolumn = \"y\"\npositive = \"1\"\n[[feature]]\ncolumn = \"a\"\nkind = \"numeric\"\n",
+            "s",
+        )
+        .unwrap();
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "a,y").unwrap();
+        for i in 0..40 {
+            writeln!(f, "{i},{}", i % 2).unwrap();
+        }
+        let data = Dataset::load(f.path(), &schema, 0.25, 1).unwrap();
+        let args = TrainerArgs {
+            name: "t".into(),
+            data: Arc::new(data),
+            train_delay: Duration::ZERO,
+        };
+        Actor::spawn(None, TrainerActor, args).await.unwrap().0
+    }
+
+    async fn raw(t: &ActorRef<TrainerMessage>, frame: Vec<u8>) -> Response {
+        let bytes = t
+            .call(
+                |reply| TrainerMessage::Rpc { frame, reply },
+                Some(Duration::from_secs(5)),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        decode(&bytes, "t").unwrap()
+    }
+
+    #[tokio::test]
+    async fn malformed_and_incompatible_frames_get_an_error_and_the_actor_keeps_serving() {
+        let t = trainer().await;
+        let Response::Error { message } = raw(&t, b"garbage".to_vec()).await else {
+            panic!()
+        };
+        assert!(message.contains("not a fedsilo frame"), "{message}");
+        let mut f = encode(&Request::Ping { seq: 1 });
+        f[4] = 7;
+        let Response::Error { message } = raw(&t, f).await else {
+            panic!()
+        };
+        assert!(message.contains("version 7"), "{message}");
+        let mut f = encode(&Request::Ping { seq: 1 });
+        f.truncate(f.len() - 1);
+        f.push(0xff);
+        assert!(matches!(
+            raw(&t, f).await,
+            Response::Error { .. } | Response::Pong { .. }
+        ));
+        assert_eq!(
+            raw(&t, encode(&Request::Ping { seq: 9 })).await,
+            Response::Pong { seq: 9 }
+        );
+    }
+
+    #[tokio::test]
+    async fn models_are_checked_chunk_by_chunk_and_against_their_digest() {
+        let t = trainer().await;
+        let spec = ModelSpec {
+            inputs: 1,
+            hidden: vec![],
+        };
+        let p = initial_params(&spec, 1);
+        let model = ModelRef {
+            version: 0,
+            digest: Digest::of_f32(&p),
+        };
+        let put = |offset: u64, values: Vec<f32>, model: ModelRef| Request::PutModel {
+            model,
+            offset,
+            total: p.len() as u64,
+            values,
+        };
+        // A chunk that does not start at 0 without a first chunk.
+        let e = call(&t, &put(1, vec![0.0], model), Duration::from_secs(5), "t")
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("never came"), "{e}");
+        // Wrong digest.
+        let wrong = ModelRef {
+            version: 0,
+            digest: Digest::of_f32(&[1.0]),
+        };
+        let e = call(&t, &put(0, p.clone(), wrong), Duration::from_secs(5), "t")
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("does not match its digest"), "{e}");
+        // Training from a model never received.
+        let scaling = Scaling {
+            mean: vec![0.0],
+            std: vec![1.0],
+        };
+        let plan = TrainPlan {
+            epochs: 1,
+            batch_size: 8,
+            learning_rate: 0.1,
+            seed: 1,
+        };
+        let train = Request::Train {
+            round: 1,
+            base: model,
+            spec: spec.clone(),
+            plan,
+            scaling: scaling.clone(),
+        };
+        let e = call(&t, &train, Duration::from_secs(5), "t")
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("not received"), "{e}");
+        // The right model, then training works and the update can be fetched.
+        call(&t, &put(0, p.clone(), model), Duration::from_secs(5), "t")
+            .await
+            .unwrap();
+        let Response::Trained(r) = call(&t, &train, Duration::from_secs(5), "t").await.unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(r.examples, 30);
+        let Response::UpdateChunk { values } = call(
+            &t,
+            &Request::FetchUpdate {
+                round: 1,
+                offset: 0,
+                len: 2,
+            },
+            Duration::from_secs(5),
+            "t",
+        )
+        .await
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(Digest::of_f32(&values), r.update_digest);
+        // A spec that does not fit the silo's schema.
+        let bad = Request::Evaluate {
+            model,
+            spec: ModelSpec {
+                inputs: 5,
+                hidden: vec![],
+            },
+            scaling,
+        };
+        let e = call(&t, &bad, Duration::from_secs(5), "t")
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("inputs"), "{e}");
     }
 }

@@ -684,7 +684,7 @@ fn on_round(state: &mut CoordinatorState, outcome: RoundOutcome) -> crate::Resul
             };
             state.committed += 1;
             state.last_eval = summary.eval.clone();
-            state.args.events.emit(Event::RoundCommitted(summary));
+            state.args.events.emit(Event::RoundCommitted(*summary));
         }
         RoundOutcome::Rejected { round, reason } => state
             .args

@@ -99,7 +99,7 @@ impl Mlp {
         let (acts, logits) = self.forward(params, x);
         let loss = bce_from_logits(logits.view(), y);
         // dL/dlogit = (sigmoid(z) − y) / B
-        let mut delta: Array2<f32> = (logits.mapv(sigmoid) - &y)
+        let mut delta: Array2<f32> = (logits.mapv(sigmoid) - y)
             .mapv(|d| d / b)
             .insert_axis(Axis(1));
         for l in (0..self.layers()).rev() {

@@ -8,4 +8,4 @@ mod sgd;
 
 pub use metrics::{evaluate, roc_auc};
 pub use mlp::Mlp;
-pub use sgd::{train, TrainOutcome};
+pub use sgd::{train, Sgd, TrainOutcome};

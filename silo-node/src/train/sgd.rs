@@ -16,18 +16,34 @@ pub struct TrainOutcome {
     pub examples: usize,
 }
 
-/// Trains `params` in place: `epochs` passes over `(x, y)` in shuffled mini-batches of
-/// `batch_size`, plain SGD with `learning_rate`. Deterministic in `seed`.
+/// SGD hyper-parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sgd {
+    /// Passes over the data.
+    pub epochs: u32,
+    /// Mini-batch size (≥ 1).
+    pub batch_size: usize,
+    /// Step size.
+    pub learning_rate: f32,
+    /// Shuffling seed.
+    pub seed: u64,
+}
+
+/// Trains `params` in place: `epochs` passes over `(x, y)` in shuffled mini-batches, plain SGD.
+/// Deterministic in `sgd.seed`.
 pub fn train(
     mlp: &Mlp,
     params: &mut [f32],
     x: &Array2<f32>,
     y: &Array1<f32>,
-    epochs: u32,
-    batch_size: usize,
-    learning_rate: f32,
-    seed: u64,
+    sgd: Sgd,
 ) -> TrainOutcome {
+    let Sgd {
+        epochs,
+        batch_size,
+        learning_rate,
+        seed,
+    } = sgd;
     let n = x.nrows();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut order: Vec<usize> = (0..n).collect();
@@ -75,8 +91,32 @@ mod tests {
             let spec = ModelSpec { inputs: 2, hidden };
             let mlp = Mlp::new(&spec);
             let mut p = initial_params(&spec, 1);
-            let first = train(&mlp, &mut p, &x, &y, 1, 16, 0.5, 1).last_epoch_loss;
-            let later = train(&mlp, &mut p, &x, &y, 30, 16, 0.5, 2).last_epoch_loss;
+            let first = train(
+                &mlp,
+                &mut p,
+                &x,
+                &y,
+                Sgd {
+                    epochs: 1,
+                    batch_size: 16,
+                    learning_rate: 0.5,
+                    seed: 1,
+                },
+            )
+            .last_epoch_loss;
+            let later = train(
+                &mlp,
+                &mut p,
+                &x,
+                &y,
+                Sgd {
+                    epochs: 30,
+                    batch_size: 16,
+                    learning_rate: 0.5,
+                    seed: 2,
+                },
+            )
+            .last_epoch_loss;
             assert!(later < first * 0.5, "{:?}: {first} -> {later}", spec);
         }
     }

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The whole test suite: unit, property and integration tests (the integration tests start real
+# coordinator and silo-node processes over mutual TLS on loopback). Installs libopenblas-dev
+# when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/ensure-deps.sh
+cargo test --workspace --release "$@"
