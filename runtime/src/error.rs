@@ -62,6 +62,12 @@ pub enum Error {
     /// A cluster operation failed (connect, handshake, actor spawn...).
     #[error("cluster: {0}")]
     Cluster(String),
+    /// The peer's actor or session went away before it answered.
+    #[error("{peer} went away before answering (its session closed)")]
+    PeerGone {
+        /// The node that was called.
+        peer: String,
+    },
     /// A remote call failed or timed out.
     #[error("call to {peer} failed: {message}")]
     Call {

@@ -38,6 +38,7 @@ use crate::protocol::transfer::{fetch_update, put_model};
 use crate::protocol::{
     call, ModelRef, Request, Response, Scaling, TrainPlan, TrainReport, TrainerMessage,
 };
+use crate::Error;
 
 /// A silo in a cohort: its certificate name, session and trainer actor.
 #[derive(Debug, Clone)]
@@ -129,20 +130,20 @@ async fn train_at(
     req: Request,
     chunk: usize,
     deadline: Instant,
-) -> Result<TrainReport, String> {
+) -> Result<TrainReport, Error> {
     let left = deadline.saturating_duration_since(Instant::now());
     let model = ModelRef {
         version: base.version,
         digest: base.digest,
     };
-    put_model(&silo.actor, model, &base.params, chunk, left, &silo.name)
-        .await
-        .map_err(|e| format!("sending the base model failed: {e}"))?;
+    put_model(&silo.actor, model, &base.params, chunk, left, &silo.name).await?;
     let left = deadline.saturating_duration_since(Instant::now());
-    match call(&silo.actor, &req, left, &silo.name).await {
-        Ok(Response::Trained(r)) => Ok(r),
-        Ok(other) => Err(format!("expected Trained, got {}", other.kind())),
-        Err(e) => Err(e.to_string()),
+    match call(&silo.actor, &req, left, &silo.name).await? {
+        Response::Trained(r) => Ok(r),
+        other => Err(Error::Protocol {
+            peer: silo.name.clone(),
+            message: format!("expected Trained, got {}", other.kind()),
+        }),
     }
 }
 
@@ -259,16 +260,16 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
         let (silent, directory) = (ctx.unhealthy.clone(), ctx.directory.clone());
         jobs.spawn(async move {
             let r = tokio::select! {
-                r = train_at(silo.clone(), base, req, chunk, deadline) => r,
+                r = train_at(silo.clone(), base, req, chunk, deadline) => r.map_err(|e| {
+                    let gone = matches!(e, Error::PeerGone { .. }) || directory.identity_of(silo.node_id).is_none();
+                    if gone {
+                        format!("left the federation mid-round ({e})")
+                    } else {
+                        e.to_string()
+                    }
+                }),
                 _ = until_silent(silent, &silo.name) => Err("stopped answering heartbeats mid-round".to_string()),
             };
-            let r = r.map_err(|e| {
-                if directory.identity_of(silo.node_id).is_none() {
-                    format!("left the federation mid-round ({e})")
-                } else {
-                    e
-                }
-            });
             let _ = tx.send((silo, r)).await;
         });
     }

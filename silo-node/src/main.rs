@@ -16,7 +16,7 @@ use silo_node::node::{run, SiloSettings};
 ///   silo-node --kit certs/bank-a --coordinator 10.0.0.5:7443 \
 ///             --data bank-a.csv --schema schema.toml
 #[derive(Debug, Parser)]
-#[command(name = "silo-node", version)]
+#[command(name = "silo-node", version, verbatim_doc_comment)]
 struct Cli {
     /// Certificate kit directory made by `fedsilo certs init` (ca.pem, cert.pem, key.pem).
     /// The silo's name and region come from this certificate.

@@ -74,6 +74,10 @@ struct Options {
     chunk: usize,
     heartbeat_timeout: f64,
     wait_for_silos: f64,
+    /// Fixed listen port (for restarts); `None` lets the coordinator pick one.
+    port: Option<u16>,
+    /// Silos exit when the coordinator goes away (otherwise they reconnect).
+    silos_exit_with_coordinator: bool,
 }
 
 impl Default for Options {
@@ -88,12 +92,15 @@ impl Default for Options {
             chunk: 1 << 20,
             heartbeat_timeout: 5.0,
             wait_for_silos: 60.0,
+            port: None,
+            silos_exit_with_coordinator: true,
         }
     }
 }
 
 struct Federation {
     _dir: tempfile::TempDir,
+    config: PathBuf,
     state: PathBuf,
     coordinator: Proc,
     silos: Vec<(String, Proc)>,
@@ -101,7 +108,47 @@ struct Federation {
     seen: Vec<Value>,
 }
 
+/// Starts `fedsilo coordinator --events json` and a thread that parses its stdout events.
+fn spawn_coordinator(fedsilo: &Path, config: &Path) -> (Proc, Receiver<Value>) {
+    let mut child = Command::new(fedsilo)
+        .args(["coordinator", "--events", "json", "--config"])
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, events) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    (Proc { child }, events)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 impl Federation {
+    /// Kills the coordinator (SIGKILL) and starts it again on the same configuration and state.
+    fn crash_and_restart_coordinator(&mut self) {
+        self.coordinator.kill();
+        let (c, e) = spawn_coordinator(&bins().0, &self.config);
+        self.coordinator = c;
+        self.events = e;
+    }
+
     fn start(o: Options) -> Federation {
         let (fedsilo, silo_bin) = bins();
         let dir = tempfile::tempdir().unwrap();
@@ -133,7 +180,7 @@ policy = "policy.toml"
 state_dir = "state"
 wait_for_silos_secs = {wait}
 [network]
-listen = "127.0.0.1:0"
+listen = "127.0.0.1:{port}"
 kit = "certs/coordinator"
 heartbeat_interval_secs = 0.2
 heartbeat_timeout_secs = {hb}
@@ -151,33 +198,17 @@ learning_rate = 0.1
                 wait = o.wait_for_silos,
                 hb = o.heartbeat_timeout,
                 chunk = o.chunk,
+                port = o.port.unwrap_or(0),
                 schema = example("schema.toml").display()
             ),
         )
         .unwrap();
-        let mut child = Command::new(&fedsilo)
-            .args(["coordinator", "--events", "json", "--config"])
-            .arg(d.join("federation.toml"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, events) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if tx.send(v).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
+        let (coordinator, events) = spawn_coordinator(&fedsilo, &d.join("federation.toml"));
         let mut f = Federation {
             state: d.join("state"),
+            config: d.join("federation.toml"),
             _dir: dir,
-            coordinator: Proc { child },
+            coordinator,
             silos: vec![],
             events,
             seen: vec![],
@@ -193,7 +224,11 @@ learning_rate = 0.1
                 .arg(example(&format!("data/{s}.csv")))
                 .arg("--schema")
                 .arg(example("schema.toml"))
-                .arg("--once")
+                .args(if o.silos_exit_with_coordinator {
+                    vec!["--once"]
+                } else {
+                    vec!["--max-backoff-secs", "0.3"]
+                })
                 .args(extra)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -426,4 +461,35 @@ fn a_frozen_silo_is_noticed_by_heartbeats_and_left_out() {
     f.expect("west healthy again", |e| {
         e["event"] == "silo_healthy" && e["silo"] == "west"
     });
+}
+
+#[test]
+fn a_coordinator_killed_mid_run_resumes_from_its_last_committed_version() {
+    let mut f = Federation::start(Options {
+        rounds: 1_000_000,
+        port: Some(free_port()),
+        silos_exit_with_coordinator: false,
+        ..Default::default()
+    });
+    f.expect("3 commits", |e| {
+        e["event"] == "round_committed" && e["version"] == 3
+    });
+    f.crash_and_restart_coordinator();
+    let resumed = f.expect("resumed", |e| e["event"] == "resumed");
+    let v = resumed["version"].as_u64().unwrap();
+    assert!(v >= 3, "{resumed}");
+    // What CURRENT names is a complete, readable checkpoint of that version.
+    let ckpt = fedsilo::model::checkpoint::Checkpoint::load(
+        &f.state.join(format!("models/v{v}.safetensors")),
+    )
+    .unwrap();
+    assert_eq!(
+        ckpt.metadata.get("fedsilo.version").map(String::as_str),
+        Some(v.to_string().as_str())
+    );
+    // The silos reconnect and the federation continues from there: no version is lost or reused.
+    let next = f.expect("a commit after the restart", |e| {
+        e["event"] == "round_committed"
+    });
+    assert_eq!(next["version"].as_u64().unwrap(), v + 1, "{next}");
 }

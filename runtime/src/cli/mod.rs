@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 ///   fedsilo coordinator --config federation.toml
 ///   silo-node --kit certs/bank-a --coordinator 127.0.0.1:7443 --data a.csv --schema schema.toml
 #[derive(Debug, Parser)]
-#[command(name = "fedsilo", version)]
+#[command(name = "fedsilo", version, verbatim_doc_comment)]
 pub struct Cli {
     /// Log filter (tracing syntax), e.g. `info`, `fedsilo=debug`. RUST_LOG overrides it.
     #[arg(long, global = true, default_value = "warn")]

@@ -79,9 +79,8 @@ pub async fn call(
     let reply = trainer
         .call(|reply| TrainerMessage::Rpc { frame, reply }, Some(timeout))
         .await
-        .map_err(|e| Error::Call {
+        .map_err(|_| Error::PeerGone {
             peer: peer.to_string(),
-            message: e.to_string(),
         })?;
     let bytes = match reply {
         ractor::rpc::CallResult::Success(b) => b,
@@ -92,9 +91,8 @@ pub async fn call(
             })
         }
         ractor::rpc::CallResult::SenderError => {
-            return Err(Error::Call {
+            return Err(Error::PeerGone {
                 peer: peer.to_string(),
-                message: "the silo went away before answering".into(),
             })
         }
     };
