@@ -222,8 +222,14 @@ learning_rate = 0.1
                 .arg(d.join("certs").join(s))
                 .args(["--coordinator", &addr, "--data"])
                 .arg(example(&format!("data/{s}.csv")))
-                .arg("--schema")
-                .arg(example("schema.toml"))
+                .args(if extra.iter().any(|a| a == "--schema") {
+                    vec![]
+                } else {
+                    vec![
+                        "--schema".into(),
+                        example("schema.toml").display().to_string(),
+                    ]
+                })
                 .args(if o.silos_exit_with_coordinator {
                     vec!["--once"]
                 } else {
@@ -492,4 +498,48 @@ fn a_coordinator_killed_mid_run_resumes_from_its_last_committed_version() {
         e["event"] == "round_committed"
     });
     assert_eq!(next["version"].as_u64().unwrap(), v + 1, "{next}");
+}
+
+#[test]
+fn a_silo_with_another_schema_is_blocked_with_the_reason_and_the_others_go_on() {
+    // A schema that lost one feature: the silo would encode differently.
+    let text = std::fs::read_to_string(example("schema.toml")).unwrap();
+    let cut = text
+        .find("[[feature]]\ncolumn = \"number_customer_service_calls\"")
+        .unwrap();
+    let other =
+        std::env::temp_dir().join(format!("fedsilo-other-schema-{}.toml", std::process::id()));
+    std::fs::write(&other, &text[..cut]).unwrap();
+    let odd = vec!["--schema".to_string(), other.display().to_string()];
+    let mut f = Federation::start(Options {
+        silos: vec![
+            ("northeast", vec![]),
+            ("midwest", vec![]),
+            ("west", vec![]),
+            ("south", odd),
+        ],
+        min_silos: 3,
+        quorum: 3,
+        rounds: 2,
+        ..Default::default()
+    });
+    let blocked = f.expect("south blocked", |e| e["event"] == "silo_blocked");
+    assert_eq!(blocked["silo"], "south");
+    assert!(
+        blocked["reason"].as_str().unwrap().contains("schema"),
+        "{blocked}"
+    );
+    let fin = f.expect("finished", |e| e["event"] == "finished");
+    assert!(fin["error"].is_null(), "{fin}");
+    for e in committed(&f.seen) {
+        assert!(
+            !e["participants"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p == "south"),
+            "{e}"
+        );
+    }
+    let _ = std::fs::remove_file(other);
 }

@@ -114,6 +114,15 @@ pub enum CoordinatorMessage {
     RoundDone(Box<RoundOutcome>),
     /// The local-only comparison finished.
     ComparisonDone(Vec<ComparisonRow>),
+    /// A joining silo answered the schema check.
+    SchemaChecked {
+        /// The silo.
+        silo: String,
+        /// Its session at the time of the check.
+        node_id: u64,
+        /// `Ok(true)`: same schema; `Ok(false)`: no answer (ask again); `Err`: block, with why.
+        result: Result<bool, String>,
+    },
 }
 
 impl ractor::Message for CoordinatorMessage {}
@@ -131,11 +140,23 @@ pub struct ScalingOutcome {
     pub blocked: Vec<(String, String)>,
 }
 
+/// Where a silo stands with the schema check every joining silo must pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SchemaCheck {
+    /// Not asked yet (or the last attempt failed in transit): ask on the next tick.
+    Pending,
+    /// Asked, no answer yet.
+    Asking,
+    /// Same schema digest as the federation.
+    Passed,
+}
+
 struct SiloEntry {
     handle: SiloHandle,
     last_ok: Instant,
     healthy: bool,
     ping_inflight: bool,
+    schema: SchemaCheck,
     blocked: Option<String>,
 }
 
@@ -276,6 +297,26 @@ impl Actor for CoordinatorActor {
                 }
                 maybe_start_work(state, &myself).await;
             }
+            CoordinatorMessage::SchemaChecked {
+                silo,
+                node_id,
+                result,
+            } => {
+                if let Some(e) = state.silos.get_mut(&silo) {
+                    if e.handle.node_id == node_id {
+                        match result {
+                            Ok(true) => e.schema = SchemaCheck::Passed,
+                            Ok(false) => e.schema = SchemaCheck::Pending,
+                            Err(reason) => {
+                                e.schema = SchemaCheck::Pending;
+                                e.blocked = Some(reason.clone());
+                                state.args.events.emit(Event::SiloBlocked { silo, reason });
+                            }
+                        }
+                    }
+                }
+                maybe_start_work(state, &myself).await;
+            }
             CoordinatorMessage::ComparisonDone(rows) => {
                 state.busy = false;
                 state.compared = true;
@@ -372,6 +413,7 @@ fn refresh_membership(state: &mut CoordinatorState) {
                 last_ok: Instant::now(),
                 healthy: true,
                 ping_inflight: false,
+                schema: SchemaCheck::Pending,
                 blocked: None,
             },
         );
@@ -380,7 +422,35 @@ fn refresh_membership(state: &mut CoordinatorState) {
 
 fn check_health(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorMessage>) {
     let timeout = state.args.settings.heartbeat_timeout;
+    let digest = state.args.schema.digest();
     for (name, e) in state.silos.iter_mut() {
+        if e.schema == SchemaCheck::Pending && e.blocked.is_none() {
+            e.schema = SchemaCheck::Asking;
+            let (actor, node_id, silo, me) = (
+                e.handle.actor.clone(),
+                e.handle.node_id,
+                name.clone(),
+                myself.clone(),
+            );
+            tokio::spawn(async move {
+                let result = match call(&actor, &Request::FeatureStats, timeout * 4, &silo).await {
+                    Ok(Response::FeatureStats(st)) if st.schema_digest == digest => Ok(true),
+                    Ok(Response::FeatureStats(st)) => {
+                        Err(schema_mismatch(&st.schema_digest, &digest))
+                    }
+                    Ok(other) => Err(format!("answered the schema check with {}", other.kind())),
+                    Err(e) => {
+                        tracing::warn!(silo, "schema check failed, will ask again: {e}");
+                        Ok(false)
+                    }
+                };
+                let _ = me.cast(CoordinatorMessage::SchemaChecked {
+                    silo,
+                    node_id,
+                    result,
+                });
+            });
+        }
         let silent = e.last_ok.elapsed();
         if e.healthy && silent > timeout {
             e.healthy = false;
@@ -428,7 +498,9 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
         .map(|(n, e)| Candidate {
             name: n.clone(),
             healthy: e.healthy,
-            blocked: e.blocked.clone(),
+            blocked: e.blocked.clone().or_else(|| {
+                (e.schema != SchemaCheck::Passed).then(|| "schema not verified yet".to_string())
+            }),
         })
         .collect();
     let round = state.next_round;
@@ -549,14 +621,7 @@ async fn agree_scaling(
         match r {
             Ok(Response::FeatureStats(st)) => {
                 if st.schema_digest != schema_digest {
-                    blocked.push((
-                        name,
-                        format!(
-                            "its schema (digest {}) differs from the federation's ({})",
-                            st.schema_digest.short(),
-                            schema_digest.short()
-                        ),
-                    ));
+                    blocked.push((name, schema_mismatch(&st.schema_digest, &schema_digest)));
                     continue;
                 }
                 if st.count.len() != numeric
@@ -616,6 +681,14 @@ pub fn combine_stats(count: &[u64], sum: &[f64], sum_sq: &[f64]) -> Scaling {
         std.push(if s > 1e-9 { s as f32 } else { 1.0 });
     }
     Scaling { mean, std }
+}
+
+fn schema_mismatch(theirs: &Digest, ours: &Digest) -> String {
+    format!(
+        "its schema (digest {}) differs from the federation's ({}): check that it runs with the same schema.toml",
+        theirs.short(),
+        ours.short()
+    )
 }
 
 fn on_scaling(state: &mut CoordinatorState, outcome: ScalingOutcome) {

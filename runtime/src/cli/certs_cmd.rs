@@ -31,15 +31,8 @@ enum CertsCommand {
         /// The coordinator, as NAME[:REGION].
         #[arg(long)]
         coordinator: String,
-        /// A silo, as NAME[:REGION]; repeat for each silo.
-        #[arg(long = "silo")]
-        silos: Vec<String>,
-        /// An aggregator, as NAME[:REGION]; repeat for each.
-        #[arg(long = "aggregator")]
-        aggregators: Vec<String>,
-        /// Validity of every certificate, days.
-        #[arg(long, default_value_t = 365)]
-        days: i64,
+        #[command(flatten)]
+        nodes: NodeArgs,
         /// Replace an existing CA (every certificate it issued stops working).
         #[arg(long)]
         force: bool,
@@ -52,19 +45,39 @@ enum CertsCommand {
         /// A coordinator, as NAME[:REGION].
         #[arg(long = "coordinator")]
         coordinators: Vec<String>,
-        /// A silo, as NAME[:REGION]; repeat for each.
-        #[arg(long = "silo")]
-        silos: Vec<String>,
-        /// An aggregator, as NAME[:REGION]; repeat for each.
-        #[arg(long = "aggregator")]
-        aggregators: Vec<String>,
-        /// Validity, days.
-        #[arg(long, default_value_t = 365)]
-        days: i64,
+        #[command(flatten)]
+        nodes: NodeArgs,
         /// Replace existing kits of the same names.
         #[arg(long)]
         force: bool,
     },
+}
+
+/// The silos and aggregators to make kits for, and their validity.
+#[derive(Debug, Args)]
+struct NodeArgs {
+    /// A silo, as NAME[:REGION]; repeat for each silo.
+    #[arg(long = "silo")]
+    silos: Vec<String>,
+    /// An aggregator, as NAME[:REGION]; repeat for each.
+    #[arg(long = "aggregator")]
+    aggregators: Vec<String>,
+    /// Validity of every certificate, days (1 to 36500).
+    #[arg(long, default_value_t = 365)]
+    days: i64,
+}
+
+impl NodeArgs {
+    /// `coordinators` followed by the silos and aggregators, parsed; checks `days`.
+    fn specs(&self, coordinators: &[String]) -> anyhow::Result<Vec<NodeSpec>> {
+        if !(1..=36500).contains(&self.days) {
+            anyhow::bail!("--days {}: must be between 1 and 36500", self.days);
+        }
+        let mut nodes = specs(Role::Coordinator, coordinators)?;
+        nodes.extend(specs(Role::Silo, &self.silos)?);
+        nodes.extend(specs(Role::Aggregator, &self.aggregators)?);
+        Ok(nodes)
+    }
 }
 
 fn specs(role: Role, items: &[String]) -> anyhow::Result<Vec<NodeSpec>> {
@@ -74,58 +87,40 @@ fn specs(role: Role, items: &[String]) -> anyhow::Result<Vec<NodeSpec>> {
         .collect()
 }
 
-fn check_days(days: i64) -> anyhow::Result<()> {
-    if !(1..=36500).contains(&days) {
-        anyhow::bail!("--days {days}: must be between 1 and 36500");
-    }
-    Ok(())
-}
-
 /// Runs a certs command.
 pub fn run(args: CertsArgs) -> anyhow::Result<ExitCode> {
-    let (out, written) = match args.command {
+    let written = match args.command {
         CertsCommand::Init {
             out,
             consortium,
             coordinator,
-            silos,
-            aggregators,
-            days,
+            nodes,
             force,
         } => {
-            check_days(days)?;
-            let mut nodes = specs(Role::Coordinator, &[coordinator])?;
-            nodes.extend(specs(Role::Silo, &silos)?);
-            nodes.extend(specs(Role::Aggregator, &aggregators)?);
-            let w = certs::init(&out, &consortium, &nodes, days, force)?;
+            let specs = nodes.specs(&[coordinator])?;
+            let w = certs::init(&out, &consortium, &specs, nodes.days, force)?;
             println!(
                 "consortium CA written to {} (keep ca.key offline in production)",
                 out.join("ca.pem").display()
             );
-            (out, w.into_iter().zip(nodes).collect::<Vec<_>>())
+            w.into_iter().zip(specs).collect::<Vec<_>>()
         }
         CertsCommand::Issue {
             out,
             coordinators,
-            silos,
-            aggregators,
-            days,
+            nodes,
             force,
         } => {
-            check_days(days)?;
-            let mut nodes = specs(Role::Coordinator, &coordinators)?;
-            nodes.extend(specs(Role::Silo, &silos)?);
-            nodes.extend(specs(Role::Aggregator, &aggregators)?);
-            if nodes.is_empty() {
+            let specs = nodes.specs(&coordinators)?;
+            if specs.is_empty() {
                 anyhow::bail!(
                     "nothing to issue: name at least one --silo, --aggregator or --coordinator"
                 );
             }
-            let w = certs::issue(&out, &nodes, days, force)?;
-            (out, w.into_iter().zip(nodes).collect())
+            let w = certs::issue(&out, &specs, nodes.days, force)?;
+            w.into_iter().zip(specs).collect()
         }
     };
-    let _ = out;
     for (dir, spec) in written {
         println!(
             "  {:<20} {:<12} region {:<12} -> {}",
