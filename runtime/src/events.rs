@@ -44,6 +44,12 @@ pub struct RoundSummary {
     pub bytes_from_silos: BTreeMap<String, u64>,
     /// Size of one update in bytes (parameters × 4).
     pub update_bytes: u64,
+    /// Kernel, clipping and server optimiser that made this version.
+    pub aggregation: String,
+    /// For selecting kernels: the silos whose updates were kept.
+    pub selected: Option<Vec<String>>,
+    /// Silos whose updates were clipped, with their norm before clipping.
+    pub clipped: Vec<(String, f64)>,
 }
 
 /// One row of the local-only vs federated comparison.
@@ -71,6 +77,15 @@ pub enum Event {
         addr: String,
         /// Coordinator name.
         node: String,
+    },
+    /// What this run trains and how it combines updates.
+    Configured {
+        /// The architecture, e.g. `mlp 22-32-1`.
+        model: String,
+        /// Kernel, clipping, server optimiser.
+        aggregation: String,
+        /// Rounds to run.
+        rounds: u64,
     },
     /// Resumed from a committed version found in the state directory.
     Resumed {
@@ -250,6 +265,9 @@ fn auc(m: Option<&EvalMetrics>) -> String {
 fn render(event: &Event, columns: &mut Option<Vec<String>>) -> Option<String> {
     Some(match event {
         Event::Listening { addr, node } => format!("coordinator `{node}` listening on {addr} (mTLS)"),
+        Event::Configured { model, aggregation, rounds } => {
+            format!("training {model} for {rounds} rounds; aggregation: {aggregation}")
+        }
         Event::Resumed { version, next_round } => {
             format!("resumed from committed version {version}; next round {next_round}")
         }

@@ -26,6 +26,10 @@
 //! epochs = 1
 //! batch_size = 32
 //! learning_rate = 0.05
+//!
+//! [aggregation]                # optional; default kernel = "mean"
+//! kernel = "trimmed-mean"
+//! trim = 0.2
 //! ```
 //!
 //! Relative paths are resolved against the directory of the configuration file.
@@ -36,6 +40,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::kernels::Aggregation;
 use crate::{Error, Result};
 
 /// `[federation]`.
@@ -136,6 +141,9 @@ pub struct FederationConfig {
     pub model: ModelSection,
     /// `[plan]`.
     pub plan: PlanSection,
+    /// `[aggregation]` (default: the weighted mean). See [`crate::kernels::Aggregation`].
+    #[serde(default)]
+    pub aggregation: Aggregation,
 }
 
 fn secs(origin: &str, key: &str, v: f64) -> Result<Duration> {

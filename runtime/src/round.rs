@@ -33,6 +33,8 @@ use crate::actors::policy::PolicyMessage;
 use crate::actors::validator::{Candidate, ValidatorMessage};
 use crate::cluster::{PeerDirectory, PeerEvent};
 use crate::events::{Event, EventLog, RoundSummary};
+use crate::kernels::server_optimizer::OptimizerState;
+use crate::kernels::Aggregation;
 use crate::model::{Digest, ModelSpec};
 use crate::protocol::transfer::{fetch_update, put_model};
 use crate::protocol::{
@@ -93,6 +95,10 @@ pub struct RoundContext {
     pub chunk: usize,
     /// Event sink.
     pub events: Arc<EventLog>,
+    /// How updates are combined (kernel, clipping, server optimiser).
+    pub aggregation: Aggregation,
+    /// The server optimiser's state before this round (when one is configured).
+    pub optimizer: Option<OptimizerState>,
     /// Names of silos the coordinator's heartbeats currently find silent. A cohort member that
     /// turns up here is dropped from the round at once (a frozen peer never closes its session).
     pub unhealthy: watch::Receiver<BTreeSet<String>>,
@@ -107,6 +113,8 @@ pub enum RoundOutcome {
         params: Vec<f32>,
         /// The summary (version, digest and validation figures filled in).
         summary: Box<RoundSummary>,
+        /// The server optimiser's state after this round, to adopt if committed.
+        optimizer: Option<OptimizerState>,
     },
     /// The candidate failed validation.
     Rejected {
@@ -240,6 +248,7 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
     let _ = ctx.aggregator.cast(AggregatorMessage::Begin {
         round,
         len: ctx.base.params.len(),
+        aggregation: ctx.aggregation.clone(),
     });
 
     let mut departures = ctx.directory.subscribe();
@@ -375,14 +384,17 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
         }
         return RoundOutcome::Abandoned { round, reason };
     }
-    let mean = match ask(&ctx.aggregator, "aggregator", |reply| {
+    let aggregate = match ask(&ctx.aggregator, "aggregator", |reply| {
         AggregatorMessage::Finish { round, reply }
     })
     .await
     {
-        Ok(Ok(m)) => m,
-        Ok(Err(e)) | Err(crate::Error::Cluster(e)) => {
-            return RoundOutcome::Abandoned { round, reason: e }
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => {
+            return RoundOutcome::Abandoned {
+                round,
+                reason: format!("aggregation failed: {e}"),
+            }
         }
         Err(e) => {
             return RoundOutcome::Abandoned {
@@ -391,13 +403,22 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
             }
         }
     };
-    let params: Vec<f32> = ctx
-        .base
-        .params
-        .iter()
-        .zip(&mean)
-        .map(|(b, u)| b + u)
-        .collect();
+    let (params, optimizer): (Vec<f32>, Option<OptimizerState>) =
+        match (&ctx.aggregation.server_optimizer, &ctx.optimizer) {
+            (Some(o), Some(st)) => {
+                let (p, st) = o.step(&ctx.base.params, &aggregate.values, st);
+                (p, Some(st))
+            }
+            _ => (
+                ctx.base
+                    .params
+                    .iter()
+                    .zip(&aggregate.values)
+                    .map(|(b, u)| b + u)
+                    .collect(),
+                None,
+            ),
+        };
     let digest = Digest::of_f32(&params);
     let version = ctx.base.version + 1;
 
@@ -483,10 +504,14 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
         overhead_seconds: (wall - slowest).max(0.0),
         bytes_from_silos,
         update_bytes: ctx.base.params.len() as u64 * 4,
+        aggregation: ctx.aggregation.describe(),
+        selected: aggregate.selected,
+        clipped: aggregate.clipped,
     };
     let params = Arc::try_unwrap(candidate.params).unwrap_or_else(|a| (*a).clone());
     RoundOutcome::Candidate {
         params,
         summary: Box::new(summary),
+        optimizer,
     }
 }

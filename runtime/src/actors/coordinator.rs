@@ -25,6 +25,8 @@ use crate::cluster::{PeerDirectory, TRAINER_GROUP};
 use crate::data::Schema;
 use crate::events::{ComparisonRow, Event, EventLog};
 use crate::identity::Role;
+use crate::kernels::server_optimizer::OptimizerState;
+use crate::kernels::Aggregation;
 use crate::model::checkpoint::Checkpoint;
 use crate::model::{initial_params, Digest, ModelSpec};
 use crate::protocol::transfer::put_model;
@@ -59,6 +61,8 @@ pub struct CoordinatorSettings {
     pub wait_for_silos: Duration,
     /// Ask for local-only baselines at the end.
     pub compare_local: bool,
+    /// Kernel, clipping, server optimiser.
+    pub aggregation: Aggregation,
 }
 
 /// How a run ended.
@@ -177,6 +181,7 @@ pub struct CoordinatorState {
     last_eval: BTreeMap<String, EvalMetrics>,
     ping_seq: u64,
     unhealthy: watch::Sender<BTreeSet<String>>,
+    optimizer: Option<OptimizerState>,
 }
 
 /// The Coordinator actor.
@@ -213,6 +218,7 @@ impl Actor for CoordinatorActor {
             last_eval: BTreeMap::new(),
             ping_seq: 0,
             unhealthy: watch::Sender::new(BTreeSet::new()),
+            optimizer: None,
             silos: BTreeMap::new(),
             args,
         };
@@ -238,10 +244,19 @@ impl Actor for CoordinatorActor {
             };
             state.scaling = Some(ckpt.scaling);
             state.next_round = round + 1;
+            state.optimizer = state.args.store.optimizer(version)?;
             state.args.events.emit(Event::Resumed {
                 version,
                 next_round: state.next_round,
             });
+        }
+        if let Some(o) = &state.args.settings.aggregation.server_optimizer {
+            let len = state.model.params.len();
+            if state.optimizer.as_ref().is_none_or(|st| st.m.len() != len) {
+                state.optimizer = Some(o.initial_state(len));
+            }
+        } else {
+            state.optimizer = None;
         }
         ractor::pg::monitor(TRAINER_GROUP.to_string(), myself.get_cell());
         myself.send_interval(state.args.settings.heartbeat_interval, || {
@@ -589,6 +604,8 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
         chunk: s.chunk,
         events: state.args.events.clone(),
         unhealthy: state.unhealthy.subscribe(),
+        aggregation: s.aggregation.clone(),
+        optimizer: state.optimizer.clone(),
     };
     tokio::spawn(async move {
         let outcome = run_round(ctx).await;
@@ -703,7 +720,11 @@ fn on_scaling(state: &mut CoordinatorState, outcome: ScalingOutcome) {
         return;
     };
     let ckpt = checkpoint(state, &state.model.params, &scaling, 0);
-    if let Err(e) = state.args.store.commit(state.model.version, &ckpt) {
+    if let Err(e) = state
+        .args
+        .store
+        .commit(state.model.version, &ckpt, state.optimizer.as_ref())
+    {
         tracing::error!("cannot write the initial checkpoint: {e}");
         return;
     }
@@ -739,7 +760,9 @@ fn checkpoint(
 fn on_round(state: &mut CoordinatorState, outcome: RoundOutcome) -> crate::Result<()> {
     match outcome {
         RoundOutcome::Candidate {
-            params, summary, ..
+            params,
+            summary,
+            optimizer,
         } => {
             let scaling = state.scaling.clone().unwrap_or(Scaling {
                 mean: vec![],
@@ -748,7 +771,15 @@ fn on_round(state: &mut CoordinatorState, outcome: RoundOutcome) -> crate::Resul
             let mut ckpt = checkpoint(state, &params, &scaling, summary.round);
             ckpt.metadata
                 .insert("fedsilo.version".into(), summary.version.to_string());
-            state.args.store.commit(summary.version, &ckpt)?;
+            ckpt.metadata
+                .insert("fedsilo.aggregation".into(), summary.aggregation.clone());
+            state
+                .args
+                .store
+                .commit(summary.version, &ckpt, optimizer.as_ref())?;
+            if optimizer.is_some() {
+                state.optimizer = optimizer;
+            }
             state.args.store.append_round(&summary)?;
             state.model = BaseModel {
                 version: summary.version,

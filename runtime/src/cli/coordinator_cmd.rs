@@ -127,7 +127,13 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         heartbeat_timeout: cfg.heartbeat_timeout(&origin)?,
         wait_for_silos: Duration::from_secs_f64(cfg.federation.wait_for_silos_secs),
         compare_local: cfg.federation.compare_local,
+        aggregation: cfg.aggregation.clone(),
     };
+    events.emit(Event::Configured {
+        model: settings.spec.describe(),
+        aggregation: settings.aggregation.describe(),
+        rounds: settings.rounds,
+    });
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
     let (coordinator, _) = Actor::spawn(
         None,

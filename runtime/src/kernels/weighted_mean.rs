@@ -1,42 +1,49 @@
-//! Streaming weighted mean (FedAvg).
+//! Weighted mean (FedAvg): streaming, and over a batch of updates already in memory.
+//!
+//! Numeric contract: weights are normalised in `f64` (`wᵢ / Σw`), then each update is added in
+//! `f32` with its normalised weight (one multiply-add per value, `saxpy` semantics); the result
+//! is within a few ulp·n of the exact weighted mean. Ties play no role.
 
 use ndarray::{ArrayView1, ArrayViewMut1};
 
-/// Streaming weighted mean of equally long vectors: `Σ wᵢ·uᵢ / Σ wᵢ`.
+use super::tiles::for_each_tile;
+use super::KernelError;
+
+/// Lanes per tile of the batch mean: the accumulator tile (16 KiB) stays in L1 while every
+/// update's slice of it streams through once.
+const MEAN_TILE: usize = 4096;
+
+/// Weighted mean of updates already in memory: reads each input once, tile by tile, on all
+/// cores. Preconditions (checked by [`super::Kernel::combine`]): equal lengths, finite values,
+/// positive weights.
+pub fn weighted_mean(updates: &[&[f32]], weights: &[f64]) -> Vec<f32> {
+    let d = updates.first().map_or(0, |u| u.len());
+    let total: f64 = weights.iter().sum();
+    let w: Vec<f32> = weights.iter().map(|x| (x / total) as f32).collect();
+    let mut out = vec![0.0f32; d];
+    for_each_tile(&mut out, MEAN_TILE, 0, |start, acc, _| {
+        let end = start + acc.len();
+        for (u, &wi) in updates.iter().zip(&w) {
+            for (a, x) in acc.iter_mut().zip(&u[start..end]) {
+                *a += wi * x;
+            }
+        }
+    });
+    out
+}
+
+/// Streaming weighted mean of equally long vectors: `Σ wᵢ·uᵢ / Σ wᵢ`, folded in as updates
+/// arrive, so memory is O(model) whatever the number of updates.
 ///
-/// Numeric contract: the running sum is kept in `f32` (one fused multiply-add per value and
-/// update, BLAS `saxpy` semantics); weights are summed in `f64` and the final scale `1 / Σ wᵢ`
-/// is computed in `f64`. Invariant: `sum.len()` is fixed at creation; `total_weight` is the
-/// sum of the weights folded so far.
+/// Numeric contract: the running sum is kept in `f32` (weights as given, so an update's
+/// contribution is exact to one rounding); the total weight in `f64`; the final division in
+/// `f64`. Invariant: `sum.len()` is fixed at creation; `total_weight` is the sum of the weights
+/// folded so far.
 #[derive(Debug, Clone)]
 pub struct WeightedMean {
     sum: Vec<f32>,
     total_weight: f64,
     count: usize,
-}
-
-/// Why a fold was refused.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum FoldError {
-    /// The update has another length.
-    #[error("update has {got} values, the model has {want}")]
-    Length {
-        /// Expected.
-        want: usize,
-        /// Got.
-        got: usize,
-    },
-    /// Weight not finite and positive.
-    #[error("weight {0} is not a positive finite number")]
-    Weight(f64),
-    /// A value is NaN or infinite.
-    #[error("update value {index} is {value} (not finite)")]
-    NonFinite {
-        /// Position.
-        index: usize,
-        /// The value.
-        value: f32,
-    },
 }
 
 impl WeightedMean {
@@ -61,18 +68,22 @@ impl WeightedMean {
 
     /// Folds in `update` with `weight`. Refuses (and leaves the accumulator untouched) a wrong
     /// length, a non-positive weight, or a non-finite value.
-    pub fn fold(&mut self, update: &[f32], weight: f64) -> Result<(), FoldError> {
+    pub fn fold(&mut self, update: &[f32], weight: f64) -> Result<(), KernelError> {
         if update.len() != self.sum.len() {
-            return Err(FoldError::Length {
+            return Err(KernelError::Length {
+                index: self.count,
+                len: update.len(),
                 want: self.sum.len(),
-                got: update.len(),
             });
         }
         if !(weight.is_finite() && weight > 0.0) {
-            return Err(FoldError::Weight(weight));
+            return Err(KernelError::Weights(format!(
+                "weight {weight} must be a positive number"
+            )));
         }
         if let Some(index) = update.iter().position(|v| !v.is_finite()) {
-            return Err(FoldError::NonFinite {
+            return Err(KernelError::NonFinite {
+                update: self.count,
                 index,
                 value: update[index],
             });
@@ -102,20 +113,24 @@ impl WeightedMean {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::reference;
     use proptest::prelude::*;
 
     #[test]
     fn refuses_bad_input_without_changing_state() {
         let mut m = WeightedMean::new(2);
         m.fold(&[1.0, 2.0], 1.0).unwrap();
-        assert!(matches!(m.fold(&[1.0], 1.0), Err(FoldError::Length { .. })));
+        assert!(matches!(
+            m.fold(&[1.0], 1.0),
+            Err(KernelError::Length { .. })
+        ));
         assert!(matches!(
             m.fold(&[f32::NAN, 0.0], 1.0),
-            Err(FoldError::NonFinite { index: 0, .. })
+            Err(KernelError::NonFinite { index: 0, .. })
         ));
         assert!(matches!(
             m.fold(&[0.0, 0.0], 0.0),
-            Err(FoldError::Weight(_))
+            Err(KernelError::Weights(_))
         ));
         assert_eq!(m.count(), 1);
         assert_eq!(m.finish().unwrap(), vec![1.0, 2.0]);
@@ -123,17 +138,17 @@ mod tests {
 
     proptest! {
         #[test]
-        fn matches_f64_reference(
-            ups in proptest::collection::vec((proptest::collection::vec(-100.0f32..100.0, 8), 1u32..5000), 1..12)
+        fn streaming_and_batch_match_the_f64_reference(
+            ups in reference::updates(1..12, 1..300),
+            ws in proptest::collection::vec(1u32..5000, 12)
         ) {
-            let mut m = WeightedMean::new(8);
-            for (u, w) in &ups { m.fold(u, *w as f64).unwrap(); }
-            let got = m.finish().unwrap();
-            let tw: f64 = ups.iter().map(|(_, w)| *w as f64).sum();
-            for i in 0..8 {
-                let want: f64 = ups.iter().map(|(u, w)| u[i] as f64 * *w as f64).sum::<f64>() / tw;
-                prop_assert!((got[i] as f64 - want).abs() <= 1e-3 * (1.0 + want.abs()), "{} vs {}", got[i], want);
-            }
+            let views: Vec<&[f32]> = ups.iter().map(|u| u.as_slice()).collect();
+            let w: Vec<f64> = ws[..ups.len()].iter().map(|x| *x as f64).collect();
+            let want = reference::weighted_mean(&views, &w);
+            let mut m = WeightedMean::new(views[0].len());
+            for (u, wi) in views.iter().zip(&w) { m.fold(u, *wi).unwrap(); }
+            reference::assert_close(&m.finish().unwrap(), &want, &views, 1e-5)?;
+            reference::assert_close(&weighted_mean(&views, &w), &want, &views, 1e-5)?;
         }
     }
 }

@@ -1,0 +1,375 @@
+//! The aggregation a federation chooses: which kernel, with which parameters, plus optional
+//! clipping of each update and a server optimiser. This is Flower's `Strategy` idea reduced to
+//! data: `[aggregation]` in the federation file, recorded with every committed version.
+//!
+//! ```toml
+//! [aggregation]
+//! kernel = "trimmed-mean"   # mean | trimmed-mean | median | krum | multi-krum | bulyan
+//! trim = 0.2                # trimmed-mean: β in [0, 0.5); k = ⌊β·n⌋ cut from each tail
+//! # byzantine = 2           # krum, multi-krum, bulyan: f, the Byzantine silos tolerated
+//! # keep = 4                # multi-krum: m, how many best-scored updates are averaged
+//! # clip_norm = 5.0         # clip every update to this L2 norm before combining
+//! # [aggregation.server_optimizer]
+//! # kind = "adam"           # adam | yogi | adagrad; learning_rate, beta1, beta2, tau
+//! ```
+//!
+//! How to choose: `mean` when every silo is trusted (streaming, O(model) memory, weighted by
+//! example counts); `trimmed-mean` or `median` against a minority of outliers (unweighted, need
+//! every update in memory); `multi-krum` to drop whole updates that sit far from the rest;
+//! `bulyan` for the strongest guarantee, at n ≥ 4f + 3.
+
+use serde::Deserialize;
+
+use super::bulyan::bulyan;
+use super::error::validate;
+use super::krum::multi_krum;
+use super::order_statistics::{median, trimmed_mean};
+use super::server_optimizer::ServerOptimizer;
+use super::weighted_mean::weighted_mean;
+use super::KernelError;
+
+/// A combining rule and its parameters. Invariant: parameters are in range (checked at parse).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Kernel {
+    /// Weighted mean by example counts (FedAvg).
+    Mean,
+    /// Coordinate-wise trimmed mean, β = `trim`.
+    TrimmedMean {
+        /// β in [0, 0.5).
+        trim: f64,
+    },
+    /// Coordinate-wise median.
+    Median,
+    /// Krum: the single update with the best score.
+    Krum {
+        /// f.
+        byzantine: usize,
+    },
+    /// Multi-Krum: weighted mean of the `keep` best-scored updates.
+    MultiKrum {
+        /// f.
+        byzantine: usize,
+        /// m ≥ 1.
+        keep: usize,
+    },
+    /// Bulyan.
+    Bulyan {
+        /// f.
+        byzantine: usize,
+    },
+}
+
+/// The result of combining.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Combined {
+    /// The aggregate.
+    pub values: Vec<f32>,
+    /// For selecting kernels (Krum family, Bulyan): the indices of the updates selected.
+    pub selected: Option<Vec<usize>>,
+}
+
+impl Kernel {
+    /// The kernel's name as written in configuration.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Kernel::Mean => "mean",
+            Kernel::TrimmedMean { .. } => "trimmed-mean",
+            Kernel::Median => "median",
+            Kernel::Krum { .. } => "krum",
+            Kernel::MultiKrum { .. } => "multi-krum",
+            Kernel::Bulyan { .. } => "bulyan",
+        }
+    }
+
+    /// Name and parameters, e.g. `trimmed-mean(trim=0.2)`; recorded with each version.
+    pub fn describe(&self) -> String {
+        match self {
+            Kernel::Mean | Kernel::Median => self.name().to_string(),
+            Kernel::TrimmedMean { trim } => format!("trimmed-mean(trim={trim})"),
+            Kernel::Krum { byzantine } => format!("krum(byzantine={byzantine})"),
+            Kernel::MultiKrum { byzantine, keep } => {
+                format!("multi-krum(byzantine={byzantine},keep={keep})")
+            }
+            Kernel::Bulyan { byzantine } => format!("bulyan(byzantine={byzantine})"),
+        }
+    }
+
+    /// Whether the kernel can fold updates as they arrive (O(model) memory).
+    pub fn is_streaming(&self) -> bool {
+        matches!(self, Kernel::Mean)
+    }
+
+    /// Parses a kernel from its name and optional parameters; errors name the parameter.
+    pub fn parse(
+        name: &str,
+        trim: Option<f64>,
+        byzantine: Option<usize>,
+        keep: Option<usize>,
+    ) -> Result<Self, String> {
+        let unused = |what: &str, v: bool| {
+            if v {
+                Err(format!("`{what}` does not apply to kernel `{name}`"))
+            } else {
+                Ok(())
+            }
+        };
+        let need_f = || {
+            byzantine.ok_or_else(|| {
+                format!("kernel `{name}` needs `byzantine` (f, the Byzantine silos to tolerate)")
+            })
+        };
+        let k = match name {
+            "mean" => Kernel::Mean,
+            "trimmed-mean" => {
+                let trim = trim.ok_or("kernel `trimmed-mean` needs `trim` (β in [0, 0.5))")?;
+                if !(0.0..0.5).contains(&trim) {
+                    return Err(format!("`trim` = {trim}: must be in [0, 0.5)"));
+                }
+                Kernel::TrimmedMean { trim }
+            }
+            "median" => Kernel::Median,
+            "krum" => Kernel::Krum { byzantine: need_f()? },
+            "multi-krum" => {
+                let keep = keep.ok_or("kernel `multi-krum` needs `keep` (m, the updates to average)")?;
+                if keep == 0 {
+                    return Err("`keep` = 0: must be at least 1".into());
+                }
+                Kernel::MultiKrum { byzantine: need_f()?, keep }
+            }
+            "bulyan" => Kernel::Bulyan { byzantine: need_f()? },
+            other => {
+                return Err(format!(
+                    "unknown kernel `{other}` (allowed: mean, trimmed-mean, median, krum, multi-krum, bulyan)"
+                ))
+            }
+        };
+        unused(
+            "trim",
+            trim.is_some() && !matches!(k, Kernel::TrimmedMean { .. }),
+        )?;
+        unused(
+            "byzantine",
+            byzantine.is_some()
+                && !matches!(
+                    k,
+                    Kernel::Krum { .. } | Kernel::MultiKrum { .. } | Kernel::Bulyan { .. }
+                ),
+        )?;
+        unused(
+            "keep",
+            keep.is_some() && !matches!(k, Kernel::MultiKrum { .. }),
+        )?;
+        Ok(k)
+    }
+
+    /// The fewest updates the kernel can combine with its parameters.
+    pub fn min_updates(&self) -> usize {
+        match *self {
+            Kernel::Mean | Kernel::Median | Kernel::TrimmedMean { .. } => 1,
+            Kernel::Krum { byzantine } => byzantine + 3,
+            Kernel::MultiKrum { byzantine, keep } => (byzantine + 3).max(keep + byzantine),
+            Kernel::Bulyan { byzantine } => 4 * byzantine + 3,
+        }
+    }
+
+    /// Combines `updates` with their `weights` (example counts; only the mean and Multi-Krum
+    /// use them). Validates the inputs first: equal lengths, finite values, positive weights,
+    /// and enough updates for the kernel's parameters.
+    pub fn combine(&self, updates: &[&[f32]], weights: &[f64]) -> Result<Combined, KernelError> {
+        validate(updates, Some(weights))?;
+        let n = updates.len();
+        if n < self.min_updates() {
+            return Err(KernelError::Parameter {
+                kernel: self.name(),
+                message: format!(
+                    "{} needs at least {} updates, got {n}",
+                    self.describe(),
+                    self.min_updates()
+                ),
+            });
+        }
+        let plain = |values| {
+            Ok(Combined {
+                values,
+                selected: None,
+            })
+        };
+        match *self {
+            Kernel::Mean => plain(weighted_mean(updates, weights)),
+            Kernel::TrimmedMean { trim } => {
+                plain(trimmed_mean(updates, (trim * n as f64).floor() as usize))
+            }
+            Kernel::Median => plain(median(updates)),
+            Kernel::Krum { byzantine } => {
+                let (values, sel) = multi_krum(updates, weights, byzantine, 1);
+                Ok(Combined {
+                    values,
+                    selected: Some(sel),
+                })
+            }
+            Kernel::MultiKrum { byzantine, keep } => {
+                let (values, sel) = multi_krum(updates, weights, byzantine, keep);
+                Ok(Combined {
+                    values,
+                    selected: Some(sel),
+                })
+            }
+            Kernel::Bulyan { byzantine } => {
+                let (values, sel) = bulyan(updates, byzantine);
+                Ok(Combined {
+                    values,
+                    selected: Some(sel),
+                })
+            }
+        }
+    }
+}
+
+/// `[aggregation]` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAggregation {
+    kernel: String,
+    trim: Option<f64>,
+    byzantine: Option<usize>,
+    keep: Option<usize>,
+    clip_norm: Option<f64>,
+    server_optimizer: Option<ServerOptimizer>,
+}
+
+/// A federation's aggregation settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "RawAggregation")]
+pub struct Aggregation {
+    /// The kernel.
+    pub kernel: Kernel,
+    /// Clip each update to this L2 norm before combining.
+    pub clip_norm: Option<f64>,
+    /// Server optimiser applied to the aggregate.
+    pub server_optimizer: Option<ServerOptimizer>,
+}
+
+impl Default for Aggregation {
+    fn default() -> Self {
+        Aggregation {
+            kernel: Kernel::Mean,
+            clip_norm: None,
+            server_optimizer: None,
+        }
+    }
+}
+
+impl TryFrom<RawAggregation> for Aggregation {
+    type Error = String;
+    fn try_from(r: RawAggregation) -> Result<Self, String> {
+        let kernel = Kernel::parse(&r.kernel, r.trim, r.byzantine, r.keep)
+            .map_err(|e| format!("aggregation: {e}"))?;
+        if let Some(c) = r.clip_norm {
+            if !(c.is_finite() && c > 0.0) {
+                return Err(format!(
+                    "aggregation: `clip_norm` = {c}: must be a positive number"
+                ));
+            }
+        }
+        if let Some(o) = &r.server_optimizer {
+            o.validate().map_err(|e| format!("aggregation: {e}"))?;
+        }
+        Ok(Aggregation {
+            kernel,
+            clip_norm: r.clip_norm,
+            server_optimizer: r.server_optimizer,
+        })
+    }
+}
+
+impl Aggregation {
+    /// Everything that shapes the aggregate, for the record, e.g.
+    /// `trimmed-mean(trim=0.2) clip_norm=5 server=adam(lr=0.01,...)`.
+    pub fn describe(&self) -> String {
+        let mut s = self.kernel.describe();
+        if let Some(c) = self.clip_norm {
+            s.push_str(&format!(" clip_norm={c}"));
+        }
+        if let Some(o) = &self.server_optimizer {
+            s.push_str(&format!(
+                " server={:?}(lr={},beta1={},beta2={},tau={})",
+                o.kind, o.learning_rate, o.beta1, o.beta2, o.tau
+            ));
+        }
+        s.to_lowercase()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(t: &str) -> Result<Aggregation, String> {
+        #[derive(Deserialize)]
+        struct W {
+            aggregation: Aggregation,
+        }
+        toml::from_str::<W>(t)
+            .map(|w| w.aggregation)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn parses_the_documented_forms() {
+        assert_eq!(
+            parse("aggregation = { kernel = \"trimmed-mean\", trim = 0.2 }")
+                .unwrap()
+                .kernel,
+            Kernel::TrimmedMean { trim: 0.2 }
+        );
+        let a = parse("[aggregation]\nkernel = \"multi-krum\"\nbyzantine = 2\nkeep = 4\nclip_norm = 3.0\n[aggregation.server_optimizer]\nkind = \"yogi\"\n").unwrap();
+        assert_eq!(
+            a.kernel,
+            Kernel::MultiKrum {
+                byzantine: 2,
+                keep: 4
+            }
+        );
+        assert!(a.describe().contains("yogi"), "{}", a.describe());
+    }
+
+    #[test]
+    fn errors_name_what_is_wrong() {
+        for (t, want) in [
+            (
+                "aggregation = { kernel = \"trimmed-mean\", trim = 0.5 }",
+                "[0, 0.5)",
+            ),
+            (
+                "aggregation = { kernel = \"trimmed-mean\" }",
+                "needs `trim`",
+            ),
+            ("aggregation = { kernel = \"krum\" }", "needs `byzantine`"),
+            (
+                "aggregation = { kernel = \"mean\", trim = 0.1 }",
+                "does not apply",
+            ),
+            ("aggregation = { kernel = \"avg\" }", "unknown kernel `avg`"),
+            ("aggregation = { kernel = \"mean\", trimm = 0.1 }", "trimm"),
+            (
+                "aggregation = { kernel = \"mean\", clip_norm = -1.0 }",
+                "clip_norm",
+            ),
+        ] {
+            let e = parse(t).unwrap_err();
+            assert!(e.contains(want), "{t}: {e}");
+        }
+    }
+
+    #[test]
+    fn refuses_too_few_updates_and_non_finite_values() {
+        let a = [1.0f32];
+        let e = Kernel::Bulyan { byzantine: 1 }
+            .combine(&[&a, &a, &a], &[1.0; 3])
+            .unwrap_err();
+        assert!(e.to_string().contains("at least 7"), "{e}");
+        let nan = [f32::NAN];
+        let e = Kernel::Median.combine(&[&a, &nan], &[1.0; 2]).unwrap_err();
+        assert!(matches!(e, KernelError::NonFinite { update: 1, .. }));
+    }
+}

@@ -1,0 +1,190 @@
+//! Server optimisers (Reddi et al. 2021, "Adaptive Federated Optimization"): the aggregate
+//! update Δ is treated as a pseudo-gradient and the global model moves by an adaptive step.
+//!
+//! ```text
+//! m ← β₁·m + (1 − β₁)·Δ
+//! v ← v + Δ²                               FedAdagrad
+//! v ← v − (1 − β₂)·Δ²·sign(v − Δ²)         FedYogi
+//! v ← β₂·v + (1 − β₂)·Δ²                   FedAdam
+//! x ← x + η·m / (√v + τ)
+//! ```
+//! with `m₀ = 0`, `v₀ = τ²`. Without a server optimiser the model simply moves by Δ (FedAvg).
+//! [`ServerOptimizer::step`] is pure: it returns the new model and the new state, so a round
+//! whose candidate is rejected leaves the optimiser untouched.
+
+use serde::{Deserialize, Serialize};
+
+/// Which adaptive rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// FedAdagrad.
+    Adagrad,
+    /// FedYogi.
+    Yogi,
+    /// FedAdam.
+    Adam,
+}
+
+/// Server optimiser settings, as in `[aggregation.server_optimizer]`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerOptimizer {
+    /// The rule.
+    pub kind: OptimizerKind,
+    /// Server learning rate η (> 0).
+    #[serde(default = "default_lr")]
+    pub learning_rate: f32,
+    /// First-moment decay β₁ in [0, 1).
+    #[serde(default = "default_beta1")]
+    pub beta1: f32,
+    /// Second-moment decay β₂ in [0, 1) (Adam, Yogi).
+    #[serde(default = "default_beta2")]
+    pub beta2: f32,
+    /// Adaptivity τ (> 0).
+    #[serde(default = "default_tau")]
+    pub tau: f32,
+}
+
+fn default_lr() -> f32 {
+    0.01
+}
+fn default_beta1() -> f32 {
+    0.9
+}
+fn default_beta2() -> f32 {
+    0.99
+}
+fn default_tau() -> f32 {
+    1e-3
+}
+
+/// The optimiser's moments. Invariant: `m` and `v` have the model's length; `v > 0`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OptimizerState {
+    /// First moment.
+    pub m: Vec<f32>,
+    /// Second moment.
+    pub v: Vec<f32>,
+}
+
+impl ServerOptimizer {
+    /// Checks the settings; the message names the key and what is allowed.
+    pub fn validate(&self) -> Result<(), String> {
+        let unit = |x: f32| (0.0..1.0).contains(&x);
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            return Err(format!(
+                "server_optimizer.learning_rate = {}: must be > 0",
+                self.learning_rate
+            ));
+        }
+        if !unit(self.beta1) {
+            return Err(format!(
+                "server_optimizer.beta1 = {}: must be in [0, 1)",
+                self.beta1
+            ));
+        }
+        if !unit(self.beta2) {
+            return Err(format!(
+                "server_optimizer.beta2 = {}: must be in [0, 1)",
+                self.beta2
+            ));
+        }
+        if !(self.tau.is_finite() && self.tau > 0.0) {
+            return Err(format!("server_optimizer.tau = {}: must be > 0", self.tau));
+        }
+        Ok(())
+    }
+
+    /// The initial state for a model of `len` parameters.
+    pub fn initial_state(&self, len: usize) -> OptimizerState {
+        OptimizerState {
+            m: vec![0.0; len],
+            v: vec![self.tau * self.tau; len],
+        }
+    }
+
+    /// One server step from `x` with pseudo-gradient `delta`: the new model and state.
+    pub fn step(
+        &self,
+        x: &[f32],
+        delta: &[f32],
+        state: &OptimizerState,
+    ) -> (Vec<f32>, OptimizerState) {
+        let (b1, b2, eta, tau) = (self.beta1, self.beta2, self.learning_rate, self.tau);
+        let mut next = state.clone();
+        let mut out = Vec::with_capacity(x.len());
+        for i in 0..x.len() {
+            let g = delta[i];
+            let g2 = g * g;
+            next.m[i] = b1 * state.m[i] + (1.0 - b1) * g;
+            let v = state.v[i];
+            next.v[i] = match self.kind {
+                OptimizerKind::Adagrad => v + g2,
+                OptimizerKind::Yogi => v - (1.0 - b2) * g2 * (v - g2).signum(),
+                OptimizerKind::Adam => b2 * v + (1.0 - b2) * g2,
+            }
+            .max(0.0);
+            out.push(x[i] + eta * next.m[i] / (next.v[i].sqrt() + tau));
+        }
+        (out, next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opt(kind: OptimizerKind) -> ServerOptimizer {
+        ServerOptimizer {
+            kind,
+            learning_rate: 0.1,
+            beta1: 0.9,
+            beta2: 0.99,
+            tau: 1e-3,
+        }
+    }
+
+    #[test]
+    fn first_step_by_hand() {
+        // m = 0.1·Δ; Adam v = 0.99·τ² + 0.01·Δ²; x' = x + η·m/(√v + τ).
+        let o = opt(OptimizerKind::Adam);
+        let s = o.initial_state(1);
+        let (x, st) = o.step(&[1.0], &[0.5], &s);
+        let m = 0.1 * 0.5f64;
+        let v = 0.99 * 1e-6 + 0.01 * 0.25;
+        assert!((st.m[0] as f64 - m).abs() < 1e-7);
+        assert!((st.v[0] as f64 - v).abs() < 1e-7);
+        assert!((x[0] as f64 - (1.0 + 0.1 * m / (v.sqrt() + 1e-3))).abs() < 1e-5);
+        let (_, st) = opt(OptimizerKind::Adagrad).step(&[1.0], &[0.5], &s);
+        assert!((st.v[0] as f64 - (1e-6 + 0.25)).abs() < 1e-7);
+        let (_, st) = opt(OptimizerKind::Yogi).step(&[1.0], &[0.5], &s);
+        assert!((st.v[0] as f64 - (1e-6 + 0.01 * 0.25)).abs() < 1e-7);
+    }
+
+    #[test]
+    fn moves_along_the_pseudo_gradient() {
+        for k in [
+            OptimizerKind::Adagrad,
+            OptimizerKind::Yogi,
+            OptimizerKind::Adam,
+        ] {
+            let o = opt(k);
+            let mut s = o.initial_state(2);
+            let mut x = vec![0.0f32, 0.0];
+            for _ in 0..100 {
+                let (nx, ns) = o.step(&x, &[1.0, -1.0], &s);
+                x = nx;
+                s = ns;
+            }
+            assert!(x[0] > 0.5 && x[1] < -0.5, "{k:?}: {x:?}");
+        }
+    }
+
+    #[test]
+    fn bad_settings_name_the_key() {
+        let mut o = opt(OptimizerKind::Adam);
+        o.beta1 = 1.0;
+        assert!(o.validate().unwrap_err().contains("beta1"));
+    }
+}
