@@ -1,5 +1,6 @@
 //! Command-line interface of the `fedsilo` binary.
 
+mod aggregate_cmd;
 mod certs_cmd;
 mod coordinator_cmd;
 
@@ -28,6 +29,8 @@ enum Command {
     Certs(certs_cmd::CertsArgs),
     /// Run the coordinator (with its aggregator, validator and policy actors).
     Coordinator(coordinator_cmd::CoordinatorArgs),
+    /// Combine update files offline with a kernel (to re-run a round's combination).
+    Aggregate(aggregate_cmd::AggregateArgs),
 }
 
 /// Runs a parsed command line.
@@ -35,5 +38,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Command::Certs(a) => certs_cmd::run(a),
         Command::Coordinator(a) => coordinator_cmd::run(a).await,
+        Command::Aggregate(a) => aggregate_cmd::run(a),
     }
 }

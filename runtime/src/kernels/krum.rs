@@ -2,52 +2,48 @@
 //!
 //! Pairwise squared distances come from the Gram matrix `G = U·Uᵀ` (`‖a − b‖² = Gaa + Gbb −
 //! 2Gab`). `G` is accumulated over tiles of coordinates: each tile's `n × T` slice is copied
-//! into a small matrix and multiplied by its transpose with BLAS `sgemm` (through ndarray), the
-//! tiles in parallel, each tile's product added into an `f64` total — so memory is O(n·T), never
-//! a copy of the inputs, and rounding does not grow with the model size.
+//! into a small matrix and multiplied by its transpose with BLAS `ssyrk` (the symmetric rank-k
+//! update: half the work of `sgemm`), each tile's product added into an `f64` total — so memory
+//! is O(n·T), never a copy of the inputs, and rounding does not grow with the model size.
 //!
 //! Numeric contract: distances are exact to f32 products summed per tile, f64 across tiles;
 //! they are clamped at 0. Score ties are broken by the lower update index.
 
-use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
 
 use super::weighted_mean::weighted_mean;
 
-/// Coordinates per Gram tile.
-const GRAM_TILE: usize = 8192;
+/// Coordinates per Gram tile: large enough that each `sgemm` call (n × T by T × n) is worth
+/// OpenBLAS's own threading, small enough that the tile copy stays O(n·T).
+const GRAM_TILE: usize = 1 << 15;
 
 /// The n × n matrix of squared L2 distances between updates (row-major, f64).
 pub fn squared_distances(updates: &[&[f32]]) -> Vec<f64> {
     let n = updates.len();
     let d = updates.first().map_or(0, |u| u.len());
-    let tiles = d.div_ceil(GRAM_TILE);
-    let gram = (0..tiles)
-        .into_par_iter()
-        .fold(
-            || (vec![0.0f64; n * n], Array2::<f32>::zeros((n, GRAM_TILE))),
-            |(mut g, mut m), t| {
-                let start = t * GRAM_TILE;
-                let w = GRAM_TILE.min(d - start);
-                for (i, u) in updates.iter().enumerate() {
-                    m.slice_mut(ndarray::s![i, ..w]).assign(&ndarray::ArrayView1::from(&u[start..start + w]));
-                }
-                let tile: ArrayView2<f32> = m.slice(ndarray::s![.., ..w]);
-                let prod = tile.dot(&tile.t());
-                for (acc, p) in g.iter_mut().zip(prod.iter()) {
-                    *acc += *p as f64;
-                }
-                (g, m)
-            },
-        )
-        .map(|(g, _)| g)
-        .reduce(
-            || vec![0.0f64; n * n],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                a
-            },
-        );
+    let mut gram = vec![0.0f64; n * n];
+    let width = GRAM_TILE.min(d.max(1));
+    let mut tile = vec![0.0f32; n * width];
+    let mut part = vec![0.0f32; n * n];
+    let mut start = 0;
+    while start < d {
+        let w = GRAM_TILE.min(d - start);
+        tile.par_chunks_mut(width)
+            .zip(updates.par_iter())
+            .for_each(|(row, u)| row[..w].copy_from_slice(&u[start..start + w]));
+        syrk_upper(n, w, &tile, width, &mut part);
+        for i in 0..n {
+            for j in i..n {
+                gram[i * n + j] += part[i * n + j] as f64;
+            }
+        }
+        start += w;
+    }
+    for i in 0..n {
+        for j in 0..i {
+            gram[i * n + j] = gram[j * n + i];
+        }
+    }
     let mut dist = vec![0.0f64; n * n];
     for i in 0..n {
         for j in 0..n {
@@ -89,6 +85,30 @@ pub fn select(dist: &[f64], n: usize, f: usize, m: usize) -> Vec<usize> {
     order.sort_by(|&a, &b| s[a].total_cmp(&s[b]).then(a.cmp(&b)));
     order.truncate(m);
     order
+}
+
+/// `c` (n × n, row-major) ← upper triangle of `a·aᵀ`, where `a` is n × k row-major with row
+/// stride `lda` (BLAS `ssyrk`: half the work of `sgemm` for a Gram matrix).
+fn syrk_upper(n: usize, k: usize, a: &[f32], lda: usize, c: &mut [f32]) {
+    assert!(a.len() >= (n.saturating_sub(1)) * lda + k && c.len() >= n * n && k <= lda);
+    let as_int = |x: usize| i32::try_from(x).unwrap_or(i32::MAX);
+    // SAFETY: `a` holds n rows of stride `lda` with at least `k` values each and `c` holds n × n
+    // values (asserted above); BLAS reads only those and writes only the upper triangle of `c`.
+    unsafe {
+        cblas_sys::cblas_ssyrk(
+            cblas_sys::CblasRowMajor,
+            cblas_sys::CblasUpper,
+            cblas_sys::CblasNoTrans,
+            as_int(n),
+            as_int(k),
+            1.0,
+            a.as_ptr(),
+            as_int(lda),
+            0.0,
+            c.as_mut_ptr(),
+            as_int(n),
+        );
+    }
 }
 
 /// Multi-Krum: the weighted mean (by example counts) of the `m` best-scored updates. `m = 1` is

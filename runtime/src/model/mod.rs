@@ -10,6 +10,7 @@ pub mod checkpoint;
 mod digest;
 mod init;
 mod spec;
+pub mod tensor_file;
 
 pub use digest::Digest;
 pub use init::initial_params;

@@ -1,0 +1,125 @@
+//! Sets of named `f32` tensors in safetensors files, flattened in name order — the form of
+//! update files that `fedsilo aggregate` combines.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+
+use crate::{Error, Result};
+
+/// Named tensors flattened into one vector. Invariant: `values.len()` is the sum of the
+/// shapes' products; tensors are in ascending name order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorSet {
+    /// `(name, shape)` in ascending name order.
+    pub tensors: Vec<(String, Vec<usize>)>,
+    /// All values, tensor after tensor.
+    pub values: Vec<f32>,
+}
+
+impl TensorSet {
+    /// Reads a safetensors file; every tensor must be F32. Errors name the file and tensor.
+    pub fn read(path: &Path) -> Result<Self> {
+        let origin = path.display().to_string();
+        let bad = |m: String| Error::Checkpoint {
+            origin: origin.clone(),
+            message: m,
+        };
+        let bytes = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;
+        let st = SafeTensors::deserialize(&bytes)
+            .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+        let mut names: Vec<String> = st.names().into_iter().map(|n| n.to_string()).collect();
+        names.sort();
+        if names.is_empty() {
+            return Err(bad("holds no tensors".into()));
+        }
+        let mut tensors = Vec::with_capacity(names.len());
+        let mut values = Vec::new();
+        for name in names {
+            let t = st
+                .tensor(&name)
+                .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
+            if t.dtype() != Dtype::F32 {
+                return Err(bad(format!(
+                    "tensor `{name}` is {:?}; only F32 is supported",
+                    t.dtype()
+                )));
+            }
+            values.extend(
+                t.data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            );
+            tensors.push((name, t.shape().to_vec()));
+        }
+        Ok(TensorSet { tensors, values })
+    }
+
+    /// Checks that `other` (read from `origin`) has the same tensor names and shapes.
+    pub fn check_same_layout(&self, other: &TensorSet, origin: &str) -> Result<()> {
+        let bad = |m: String| Error::Checkpoint {
+            origin: origin.to_string(),
+            message: m,
+        };
+        for (name, shape) in &self.tensors {
+            match other.tensors.iter().find(|(n, _)| n == name) {
+                None => {
+                    return Err(bad(format!(
+                        "tensor `{name}` is missing (the first input has it)"
+                    )))
+                }
+                Some((_, s)) if s != shape => {
+                    return Err(bad(format!(
+                        "tensor `{name}` has shape {s:?}, the first input has {shape:?}"
+                    )))
+                }
+                _ => {}
+            }
+        }
+        if let Some((name, _)) = other
+            .tensors
+            .iter()
+            .find(|(n, _)| !self.tensors.iter().any(|(m, _)| m == n))
+        {
+            return Err(bad(format!("tensor `{name}` is not in the first input")));
+        }
+        Ok(())
+    }
+
+    /// Writes `values` (same layout as `self`) to `path`, with `metadata`.
+    pub fn write_like(
+        &self,
+        values: &[f32],
+        path: &Path,
+        metadata: HashMap<String, String>,
+    ) -> Result<()> {
+        let origin = path.display().to_string();
+        let bad = |m: String| Error::Checkpoint {
+            origin: origin.clone(),
+            message: m,
+        };
+        let mut bufs = Vec::with_capacity(self.tensors.len());
+        let mut offset = 0;
+        for (name, shape) in &self.tensors {
+            let len: usize = shape.iter().product();
+            let bytes: Vec<u8> = values[offset..offset + len]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
+            bufs.push((name.clone(), shape.clone(), bytes));
+            offset += len;
+        }
+        let views = bufs
+            .iter()
+            .map(|(n, s, b)| {
+                TensorView::new(Dtype::F32, s.clone(), b)
+                    .map(|v| (n.clone(), v))
+                    .map_err(|e| bad(e.to_string()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let data = safetensors::serialize(views, Some(metadata)).map_err(|e| bad(e.to_string()))?;
+        super::checkpoint::write_atomic(path, &data)
+    }
+}
