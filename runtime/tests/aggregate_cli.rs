@@ -178,7 +178,7 @@ fn bad_inputs_are_named() {
     assert!(!ok && text.contains("at least 7"), "{text}");
     let (ok, text) = run(
         &["--kernel", "trimmed-mean", "--trim", "0.7", "--out", o],
-        &[a.clone()],
+        std::slice::from_ref(&a),
     );
     assert!(!ok && text.contains("[0, 0.5)"), "{text}");
     assert!(!out.exists(), "no output is written on error");

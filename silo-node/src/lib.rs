@@ -8,7 +8,10 @@
 extern crate blas_src;
 extern crate openblas_src;
 
+pub mod attack;
 pub mod data;
 pub mod node;
+pub mod robustness;
+pub mod sandbox;
 pub mod train;
 pub mod trainer;

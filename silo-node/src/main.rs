@@ -49,6 +49,9 @@ struct Cli {
     /// Fault injection for tests: wait this many milliseconds before each training job.
     #[arg(long, default_value_t = 0, hide = true)]
     train_delay_ms: u64,
+    /// Robustness experiments only: make this silo Byzantine (sign-flip, gaussian, alie).
+    #[arg(long, value_enum, hide = true)]
+    attack: Option<silo_node::attack::Attack>,
     /// Log filter (tracing syntax), e.g. `info` or `silo_node=debug`. RUST_LOG overrides.
     #[arg(long, default_value = "warn")]
     log: String,
@@ -74,6 +77,7 @@ async fn main() -> std::process::ExitCode {
         once: cli.once,
         max_backoff: Duration::from_secs_f64(cli.max_backoff_secs.max(0.1)),
         train_delay: Duration::from_millis(cli.train_delay_ms),
+        attack: cli.attack,
     };
     match run(settings).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -39,6 +39,8 @@ pub struct SiloSettings {
     pub max_backoff: Duration,
     /// Fault injection: delay before each training job.
     pub train_delay: Duration,
+    /// Robustness experiments: forge every update this way.
+    pub attack: Option<crate::attack::Attack>,
 }
 
 /// Runs the silo until interrupted (or, with `once`, until the coordinator goes away).
@@ -68,6 +70,7 @@ pub async fn run(s: SiloSettings) -> anyhow::Result<()> {
             name: me.name.clone(),
             data: Arc::new(data),
             train_delay: s.train_delay,
+            attack: s.attack,
         },
     )
     .await

@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fedsilo::kernels::clip::l2_norm;
 use fedsilo::model::{Digest, ModelSpec};
 use fedsilo::protocol::{
     decode, encode, ModelRef, Request, Response, Scaling, TrainPlan, TrainReport, TrainerMessage,
@@ -20,6 +21,7 @@ use fedsilo::protocol::{
 use ndarray::Array1;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
+use crate::attack::{Attack, ALIE_SAMPLES};
 use crate::data::{encode as encode_rows, local_stats, scaling_from, Dataset};
 use crate::train::{evaluate, train, Mlp, Sgd};
 
@@ -37,6 +39,8 @@ pub struct TrainerArgs {
     pub data: Arc<Dataset>,
     /// Fault injection for tests: wait this long before each training job.
     pub train_delay: Duration,
+    /// Robustness experiments: replace every update with a forged one.
+    pub attack: Option<Attack>,
 }
 
 /// The Trainer actor.
@@ -171,6 +175,16 @@ fn sgd(plan: &TrainPlan, seed: u64) -> Sgd {
     }
 }
 
+/// A seed unique to this silo, mixed into every shuffling seed.
+fn name_seed(name: &str) -> u64 {
+    Digest::of_bytes(name.as_bytes())
+        .0
+        .iter()
+        .take(8)
+        .fold(0u64, |a, b| (a << 8) | *b as u64)
+}
+
+#[allow(clippy::too_many_arguments)]
 fn train_job(
     data: &Dataset,
     name: &str,
@@ -179,25 +193,40 @@ fn train_job(
     spec: &ModelSpec,
     plan: &TrainPlan,
     scaling: &Scaling,
+    attack: Option<Attack>,
 ) -> (Vec<f32>, TrainReport) {
     let started = Instant::now();
     let mlp = Mlp::new(spec);
     let x = encode_rows(&data.schema, &data.train, scaling);
     let y = Array1::from(data.train.labels.clone());
-    let mut params = base.to_vec();
-    let seed = plan.seed
-        ^ Digest::of_bytes(name.as_bytes())
-            .0
-            .iter()
-            .take(8)
-            .fold(0u64, |a, b| (a << 8) | *b as u64);
-    let out = train(&mlp, &mut params, &x, &y, sgd(plan, seed));
-    let update: Vec<f32> = params.iter().zip(base).map(|(n, b)| n - b).collect();
-    let norm = update
-        .iter()
-        .map(|v| (*v as f64) * (*v as f64))
-        .sum::<f64>()
-        .sqrt();
+    let seed = plan.seed ^ name_seed(name);
+    let honest = |x: &ndarray::Array2<f32>, y: &Array1<f32>, seed: u64| {
+        let mut params = base.to_vec();
+        let out = train(&mlp, &mut params, x, y, sgd(plan, seed));
+        let update: Vec<f32> = params.iter().zip(base).map(|(n, b)| n - b).collect();
+        (update, out)
+    };
+    let (mut update, out) = honest(&x, &y, seed);
+    if let Some(attack) = attack {
+        let mut samples = vec![update];
+        if attack == Attack::Alie {
+            use rand::seq::SliceRandom;
+            use rand::SeedableRng;
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let mut rows: Vec<usize> = (0..x.nrows()).collect();
+            for s in 1..ALIE_SAMPLES {
+                rows.shuffle(&mut rng);
+                let half = &rows[..rows.len() / 2];
+                let (xs, ys) = (
+                    x.select(ndarray::Axis(0), half),
+                    y.select(ndarray::Axis(0), half),
+                );
+                samples.push(honest(&xs, &ys, seed.wrapping_add(s as u64)).0);
+            }
+        }
+        update = attack.forge(&samples, seed);
+    }
+    let norm = l2_norm(&update);
     let report = TrainReport {
         round,
         examples: out.examples as u64,
@@ -346,17 +375,21 @@ impl Actor for TrainerActor {
                         }
                         Ok(params) => {
                             state.busy = Some(round);
-                            let (data, name, delay) = (
+                            let (data, name, delay, attack) = (
                                 state.args.data.clone(),
                                 state.args.name.clone(),
                                 state.args.train_delay,
+                                state.args.attack,
                             );
                             tokio::spawn(async move {
                                 if !delay.is_zero() {
                                     tokio::time::sleep(delay).await;
                                 }
                                 let job = tokio::task::spawn_blocking(move || {
-                                    train_job(&data, &name, round, &params, &spec, &plan, &scaling)
+                                    train_job(
+                                        &data, &name, round, &params, &spec, &plan, &scaling,
+                                        attack,
+                                    )
                                 })
                                 .await;
                                 let (update, response) = match job {
@@ -443,6 +476,7 @@ mod tests {
             name: "t".into(),
             data: Arc::new(data),
             train_delay: Duration::ZERO,
+            attack: None,
         };
         Actor::spawn(None, TrainerActor, args).await.unwrap().0
     }

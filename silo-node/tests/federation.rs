@@ -2,66 +2,24 @@
 //! processes over mutual TLS on loopback, on the churn data. Every wait is for an event the
 //! coordinator prints (`--events json`), bounded; every process is killed when its guard drops.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
+use silo_node::sandbox::{Binaries, Sandbox, SiloSpec};
 
-const WAIT: Duration = Duration::from_secs(90);
-
-fn bins() -> (PathBuf, PathBuf) {
-    let silo = PathBuf::from(env!("CARGO_BIN_EXE_silo-node"));
-    let fedsilo = silo.with_file_name(format!("fedsilo{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        fedsilo.exists(),
-        "{} not built: run the workspace tests (cargo test --workspace)",
-        fedsilo.display()
-    );
-    (fedsilo, silo)
+fn bins() -> Binaries {
+    let dir = Path::new(env!("CARGO_BIN_EXE_silo-node"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    Binaries::in_dir(&dir).unwrap()
 }
 
 fn example(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../examples/churn")
         .join(p)
-}
-
-/// Kills its process when dropped.
-struct Proc {
-    child: Child,
-}
-
-impl Proc {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.pid().to_string())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(ok, "kill -{sig} failed");
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-CONT")
-            .arg(self.pid().to_string())
-            .stderr(Stdio::null())
-            .status();
-        self.kill();
-    }
 }
 
 struct Options {
@@ -98,82 +56,34 @@ impl Default for Options {
     }
 }
 
+/// A running test federation: the sandbox and the directory it lives in.
 struct Federation {
+    sb: Sandbox,
     _dir: tempfile::TempDir,
-    config: PathBuf,
-    state: PathBuf,
-    coordinator: Proc,
-    silos: Vec<(String, Proc)>,
-    events: Receiver<Value>,
-    seen: Vec<Value>,
 }
 
-/// Starts `fedsilo coordinator --events json` and a thread that parses its stdout events.
-fn spawn_coordinator(fedsilo: &Path, config: &Path) -> (Proc, Receiver<Value>) {
-    let mut child = Command::new(fedsilo)
-        .args(["coordinator", "--events", "json", "--config"])
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, events) = channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                if tx.send(v).is_err() {
-                    break;
-                }
-            }
-        }
-    });
-    (Proc { child }, events)
+impl std::ops::Deref for Federation {
+    type Target = Sandbox;
+    fn deref(&self) -> &Sandbox {
+        &self.sb
+    }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+impl std::ops::DerefMut for Federation {
+    fn deref_mut(&mut self) -> &mut Sandbox {
+        &mut self.sb
+    }
 }
 
 impl Federation {
-    /// Kills the coordinator (SIGKILL) and starts it again on the same configuration and state.
-    fn crash_and_restart_coordinator(&mut self) {
-        self.coordinator.kill();
-        let (c, e) = spawn_coordinator(&bins().0, &self.config);
-        self.coordinator = c;
-        self.events = e;
-    }
-
     fn start(o: Options) -> Federation {
-        let (fedsilo, silo_bin) = bins();
         let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        let mut certs = Command::new(&fedsilo);
-        certs
-            .args(["certs", "init", "--out"])
-            .arg(d.join("certs"))
-            .args(["--coordinator", "coordinator"]);
-        for (s, _) in &o.silos {
-            certs.args(["--silo", &format!("{s}:us-{s}")]);
-        }
-        assert!(certs.stdout(Stdio::null()).status().unwrap().success());
-        std::fs::write(
-            d.join("policy.toml"),
-            format!(
-                "[participation]\nmin_silos = {}\nquorum = {}\n[rounds]\ndeadline_secs = {}\ngrace_secs = {}\n",
-                o.min_silos, o.quorum, o.deadline, o.grace
-            ),
-        )
-        .unwrap();
-        std::fs::write(
-            d.join("federation.toml"),
-            format!(
-                r#"[federation]
+        let policy = format!(
+            "[participation]\nmin_silos = {}\nquorum = {}\n[rounds]\ndeadline_secs = {}\ngrace_secs = {}\n",
+            o.min_silos, o.quorum, o.deadline, o.grace
+        );
+        let federation = format!(
+            r#"[federation]
 name = "test"
 rounds = {rounds}
 policy = "policy.toml"
@@ -194,95 +104,50 @@ epochs = 1
 batch_size = 32
 learning_rate = 0.1
 "#,
-                rounds = o.rounds,
-                wait = o.wait_for_silos,
-                hb = o.heartbeat_timeout,
-                chunk = o.chunk,
-                port = o.port.unwrap_or(0),
-                schema = example("schema.toml").display()
-            ),
+            rounds = o.rounds,
+            wait = o.wait_for_silos,
+            hb = o.heartbeat_timeout,
+            chunk = o.chunk,
+            port = o.port.unwrap_or(0),
+            schema = example("schema.toml").display()
+        );
+        let silos = o
+            .silos
+            .into_iter()
+            .map(|(name, args)| SiloSpec {
+                name: name.to_string(),
+                data: example(&format!("data/{name}.csv")),
+                args,
+            })
+            .collect();
+        let flags: &[&str] = if o.silos_exit_with_coordinator {
+            &["--once"]
+        } else {
+            &["--max-backoff-secs", "0.3"]
+        };
+        let sb = Sandbox::start(
+            &bins(),
+            dir.path(),
+            &federation,
+            &policy,
+            &example("schema.toml"),
+            silos,
+            flags,
         )
         .unwrap();
-        let (coordinator, events) = spawn_coordinator(&fedsilo, &d.join("federation.toml"));
-        let mut f = Federation {
-            state: d.join("state"),
-            config: d.join("federation.toml"),
-            _dir: dir,
-            coordinator,
-            silos: vec![],
-            events,
-            seen: vec![],
-        };
-        let listening = f.expect("listening", |e| e["event"] == "listening");
-        let addr = listening["addr"].as_str().unwrap().to_string();
-        let d = f._dir.path().to_path_buf();
-        for (s, extra) in o.silos {
-            let child = Command::new(&silo_bin)
-                .arg("--kit")
-                .arg(d.join("certs").join(s))
-                .args(["--coordinator", &addr, "--data"])
-                .arg(example(&format!("data/{s}.csv")))
-                .args(if extra.iter().any(|a| a == "--schema") {
-                    vec![]
-                } else {
-                    vec![
-                        "--schema".into(),
-                        example("schema.toml").display().to_string(),
-                    ]
-                })
-                .args(if o.silos_exit_with_coordinator {
-                    vec!["--once"]
-                } else {
-                    vec!["--max-backoff-secs", "0.3"]
-                })
-                .args(extra)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            f.silos.push((s.to_string(), Proc { child }));
-        }
-        f
+        Federation { sb, _dir: dir }
     }
 
-    /// Waits for the next event matching `pred`; panics (listing what was seen) after WAIT.
     fn expect(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let until = Instant::now() + WAIT;
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            match self.events.recv_timeout(left) {
-                Ok(e) => {
-                    self.seen.push(e.clone());
-                    if pred(&e) {
-                        return e;
-                    }
-                }
-                Err(_) => panic!("no `{what}` event; saw: {:#?}", self.seen),
-            }
-        }
-    }
-
-    fn silo(&mut self, name: &str) -> &mut Proc {
-        &mut self.silos.iter_mut().find(|(n, _)| n == name).unwrap().1
+        self.sb.expect(what, pred).unwrap()
     }
 
     fn exit_status(&mut self) -> std::process::ExitStatus {
-        let until = Instant::now() + WAIT;
-        loop {
-            if let Some(s) = self.coordinator.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(Instant::now() < until, "coordinator did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.sb
+            .coordinator()
+            .wait_exit(Duration::from_secs(90))
+            .unwrap()
     }
-}
-
-fn committed(events: &[Value]) -> Vec<&Value> {
-    events
-        .iter()
-        .filter(|e| e["event"] == "round_committed")
-        .collect()
 }
 
 #[test]
@@ -298,7 +163,7 @@ fn a_federation_commits_rounds_and_the_held_out_loss_falls() {
     assert!(fin["error"].is_null(), "{fin}");
     assert_eq!(fin["version"], rounds);
     assert!(f.exit_status().success());
-    let c = committed(&f.seen);
+    let c = f.committed();
     assert_eq!(c.len(), rounds as usize);
     let loss: Vec<f64> = c.iter().map(|e| e["eval_loss"].as_f64().unwrap()).collect();
     assert!(
@@ -310,7 +175,7 @@ fn a_federation_commits_rounds_and_the_held_out_loss_falls() {
     }
     // The committed model is on disk, readable, and is the version announced.
     let ckpt = fedsilo::model::checkpoint::Checkpoint::load(
-        &f.state.join(format!("models/v{rounds}.safetensors")),
+        &f.state_dir().join(format!("models/v{rounds}.safetensors")),
     )
     .unwrap();
     assert_eq!(
@@ -327,7 +192,7 @@ fn only_parameters_leave_a_silo() {
         ..Default::default()
     });
     f.expect("finished", |e| e["event"] == "finished");
-    let c = committed(&f.seen);
+    let c = f.committed();
     assert_eq!(c.len(), 3);
     for e in c {
         let update = e["update_bytes"].as_u64().unwrap();
@@ -411,7 +276,7 @@ fn losing_quorum_abandons_the_round_with_a_reason_and_never_hangs() {
     let e = f.expect("round 1 abandoned", |e| e["event"] == "round_abandoned");
     assert!(e["reason"].as_str().unwrap().contains("quorum lost"), "{e}");
     assert!(e["reason"].as_str().unwrap().contains("west"), "{e}");
-    assert!(committed(&f.seen).is_empty());
+    assert!(f.committed().is_empty());
     // With two silos left and min_silos = 3, no round can start: the coordinator gives up.
     let fin = f.expect("finished", |e| e["event"] == "finished");
     assert!(
@@ -420,7 +285,7 @@ fn losing_quorum_abandons_the_round_with_a_reason_and_never_hangs() {
     );
     assert!(!f.exit_status().success());
     // Nothing was committed: no version beyond the initial one is current.
-    let current = std::fs::read_to_string(f.state.join("CURRENT")).unwrap();
+    let current = std::fs::read_to_string(f.state_dir().join("CURRENT")).unwrap();
     assert_eq!(current.trim(), "0");
 }
 
@@ -435,7 +300,7 @@ fn a_frozen_silo_is_noticed_by_heartbeats_and_left_out() {
         ..Default::default()
     });
     f.expect("first commit", |e| e["event"] == "round_committed");
-    f.silo("west").signal("STOP");
+    f.silo("west").signal("STOP").unwrap();
     f.expect("west unhealthy", |e| {
         e["event"] == "silo_unhealthy" && e["silo"] == "west"
     });
@@ -463,7 +328,7 @@ fn a_frozen_silo_is_noticed_by_heartbeats_and_left_out() {
         .unwrap()
         .iter()
         .any(|s| s == "west"));
-    f.silo("west").signal("CONT");
+    f.silo("west").signal("CONT").unwrap();
     f.expect("west healthy again", |e| {
         e["event"] == "silo_healthy" && e["silo"] == "west"
     });
@@ -480,13 +345,13 @@ fn a_coordinator_killed_mid_run_resumes_from_its_last_committed_version() {
     f.expect("3 commits", |e| {
         e["event"] == "round_committed" && e["version"] == 3
     });
-    f.crash_and_restart_coordinator();
+    f.crash_and_restart_coordinator().unwrap();
     let resumed = f.expect("resumed", |e| e["event"] == "resumed");
     let v = resumed["version"].as_u64().unwrap();
     assert!(v >= 3, "{resumed}");
     // What CURRENT names is a complete, readable checkpoint of that version.
     let ckpt = fedsilo::model::checkpoint::Checkpoint::load(
-        &f.state.join(format!("models/v{v}.safetensors")),
+        &f.state_dir().join(format!("models/v{v}.safetensors")),
     )
     .unwrap();
     assert_eq!(
@@ -531,7 +396,7 @@ fn a_silo_with_another_schema_is_blocked_with_the_reason_and_the_others_go_on() 
     );
     let fin = f.expect("finished", |e| e["event"] == "finished");
     assert!(fin["error"].is_null(), "{fin}");
-    for e in committed(&f.seen) {
+    for e in f.committed() {
         assert!(
             !e["participants"]
                 .as_array()
@@ -542,4 +407,8 @@ fn a_silo_with_another_schema_is_blocked_with_the_reason_and_the_others_go_on() 
         );
     }
     let _ = std::fs::remove_file(other);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

@@ -11,7 +11,7 @@
 //! Ties need no rule: equal values are interchangeable.
 
 use super::sorting_network::{gather, tile_lanes, SortingNetwork};
-use super::tiles::for_each_tile;
+use super::tiles::{for_each_tile, zeroed};
 use super::weighted_mean::weighted_mean;
 
 /// Coordinate-wise trimmed mean (Yin et al. 2018): for each coordinate drop the `k` smallest
@@ -61,7 +61,7 @@ where
     let d = updates.first().map_or(0, |u| u.len());
     let net = SortingNetwork::batcher(n);
     let lanes = tile_lanes(n);
-    let mut out = vec![0.0f32; d];
+    let mut out = zeroed(d);
     for_each_tile(&mut out, lanes, n * lanes, |start, out_tile, scratch| {
         let w = out_tile.len();
         let rows = &mut scratch[..n * w];

@@ -6,12 +6,12 @@
 
 use ndarray::{ArrayView1, ArrayViewMut1};
 
-use super::tiles::for_each_tile;
+use super::tiles::{for_each_tile, zeroed};
 use super::KernelError;
 
 /// Lanes per tile of the batch mean: the accumulator tile (16 KiB) stays in L1 while every
 /// update's slice of it streams through once.
-const MEAN_TILE: usize = 4096;
+const MEAN_TILE: usize = 1 << 16;
 
 /// Weighted mean of updates already in memory: reads each input once, tile by tile, on all
 /// cores. Preconditions (checked by [`super::Kernel::combine`]): equal lengths, finite values,
@@ -20,16 +20,40 @@ pub fn weighted_mean(updates: &[&[f32]], weights: &[f64]) -> Vec<f32> {
     let d = updates.first().map_or(0, |u| u.len());
     let total: f64 = weights.iter().sum();
     let w: Vec<f32> = weights.iter().map(|x| (x / total) as f32).collect();
-    let mut out = vec![0.0f32; d];
+    let mut out = zeroed(d);
     for_each_tile(&mut out, MEAN_TILE, 0, |start, acc, _| {
         let end = start + acc.len();
         for (u, &wi) in updates.iter().zip(&w) {
-            for (a, x) in acc.iter_mut().zip(&u[start..end]) {
-                *a += wi * x;
-            }
+            axpy(acc, &u[start..end], wi);
         }
     });
     out
+}
+
+/// `acc += w·x`, with an AVX2 build chosen at run time where the CPU has it.
+fn axpy(acc: &mut [f32], x: &[f32], w: f32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            unsafe { axpy_avx2(acc, x, w) };
+            return;
+        }
+    }
+    axpy_body(acc, x, w)
+}
+
+#[inline(always)]
+fn axpy_body(acc: &mut [f32], x: &[f32], w: f32) {
+    for (a, v) in acc.iter_mut().zip(x) {
+        *a += w * v;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn axpy_avx2(acc: &mut [f32], x: &[f32], w: f32) {
+    axpy_body(acc, x, w)
 }
 
 /// Streaming weighted mean of equally long vectors: `Σ wᵢ·uᵢ / Σ wᵢ`, folded in as updates

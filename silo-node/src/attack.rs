@@ -1,0 +1,78 @@
+//! Byzantine behaviour, for robustness experiments only.
+//!
+//! A silo started with `--attack` trains honestly and then replaces its update before
+//! reporting it, as a poisoned member of a consortium would. The robust kernels
+//! (`fedsilo::kernels`) are meant to withstand exactly these:
+//!
+//! - **sign-flip** — the honest update negated and scaled ×10;
+//! - **gaussian** — pure noise, every value drawn from N(0, 1);
+//! - **alie** — "a little is enough" (Baruch et al. 2019): the attacker estimates the mean μ
+//!   and standard deviation σ of honest updates per coordinate (here from five honest updates
+//!   it computes on random halves of its own data) and sends μ − z·σ with z = 1, a shift that
+//!   stays within one standard deviation and so hides among honest updates.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// An attack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Attack {
+    /// −10 × the honest update.
+    SignFlip,
+    /// N(0, 1) noise in place of the update.
+    Gaussian,
+    /// μ − σ of honest updates, per coordinate.
+    Alie,
+}
+
+/// How many honest updates the ALIE attacker estimates μ and σ from.
+pub const ALIE_SAMPLES: usize = 5;
+
+impl Attack {
+    /// The malicious update. `honest` holds the silo's honest update first, then (for ALIE)
+    /// further honest updates from resampled data; `seed` makes the noise reproducible.
+    pub fn forge(&self, honest: &[Vec<f32>], seed: u64) -> Vec<f32> {
+        let first = &honest[0];
+        match self {
+            Attack::SignFlip => first.iter().map(|v| -10.0 * v).collect(),
+            Attack::Gaussian => {
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                (0..first.len())
+                    .map(|_| {
+                        // Box–Muller.
+                        let u1: f32 = rng.random_range(f32::EPSILON..1.0);
+                        let u2: f32 = rng.random_range(0.0..1.0);
+                        (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+                    })
+                    .collect()
+            }
+            Attack::Alie => {
+                let n = honest.len() as f32;
+                (0..first.len())
+                    .map(|j| {
+                        let mean = honest.iter().map(|u| u[j]).sum::<f32>() / n;
+                        let var = honest.iter().map(|u| (u[j] - mean).powi(2)).sum::<f32>() / n;
+                        mean - var.sqrt()
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forged_updates() {
+        let h = vec![vec![1.0f32, -2.0], vec![3.0, -2.0]];
+        assert_eq!(Attack::SignFlip.forge(&h, 0), vec![-10.0, 20.0]);
+        assert_eq!(Attack::Alie.forge(&h, 0), vec![1.0, -2.0]); // μ = (2, −2), σ = (1, 0)
+        let g = Attack::Gaussian.forge(&[vec![0.0; 10_000]], 7);
+        let m = g.iter().sum::<f32>() / 1e4;
+        let v = g.iter().map(|x| (x - m).powi(2)).sum::<f32>() / 1e4;
+        assert!(m.abs() < 0.05 && (v - 1.0).abs() < 0.05, "{m} {v}");
+        assert_eq!(g, Attack::Gaussian.forge(&[vec![0.0; 10_000]], 7));
+    }
+}
