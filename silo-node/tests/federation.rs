@@ -36,6 +36,8 @@ struct Options {
     port: Option<u16>,
     /// Silos exit when the coordinator goes away (otherwise they reconnect).
     silos_exit_with_coordinator: bool,
+    /// Appended to the federation file (e.g. an `[aggregation]` table).
+    extra: &'static str,
 }
 
 impl Default for Options {
@@ -52,6 +54,7 @@ impl Default for Options {
             wait_for_silos: 60.0,
             port: None,
             silos_exit_with_coordinator: true,
+            extra: "",
         }
     }
 }
@@ -103,7 +106,9 @@ seed = 3
 epochs = 1
 batch_size = 32
 learning_rate = 0.1
+{extra}
 "#,
+            extra = o.extra,
             rounds = o.rounds,
             wait = o.wait_for_silos,
             hb = o.heartbeat_timeout,
@@ -410,5 +415,40 @@ fn a_silo_with_another_schema_is_blocked_with_the_reason_and_the_others_go_on() 
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn a_robust_kernel_with_clipping_and_fedadam_is_used_and_recorded_with_each_version() {
+    let mut f = Federation::start(Options {
+        rounds: 3,
+        extra: "[aggregation]\nkernel = \"median\"\nclip_norm = 0.05\n[aggregation.server_optimizer]\nkind = \"adam\"\nlearning_rate = 0.02\n",
+        ..Default::default()
+    });
+    let fin = f.expect("finished", |e| e["event"] == "finished");
+    assert!(fin["error"].is_null(), "{fin}");
+    let c = f.committed();
+    assert_eq!(c.len(), 3);
+    for e in &c {
+        let a = e["aggregation"].as_str().unwrap();
+        assert!(
+            a.starts_with("median") && a.contains("clip_norm=0.05") && a.contains("adam"),
+            "{a}"
+        );
+        // With a 0.05 bound every silo's update is clipped, and the summary says so.
+        assert_eq!(e["clipped"].as_array().unwrap().len(), 3, "{e}");
+    }
+    let ckpt =
+        fedsilo::model::checkpoint::Checkpoint::load(&f.state_dir().join("models/v3.safetensors"))
+            .unwrap();
+    assert!(ckpt.metadata["fedsilo.aggregation"].contains("median"));
+    // The server optimiser's moments are kept with the version, for a restart.
+    assert!(f
+        .state_dir()
+        .join("models/v3.optimizer.safetensors")
+        .exists());
 }

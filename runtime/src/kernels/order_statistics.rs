@@ -90,6 +90,31 @@ mod tests {
         assert_eq!(trimmed_mean(&[&a, &b], 0), vec![2.0, 2.0]);
     }
 
+    #[test]
+    fn trim_at_its_bounds() {
+        use crate::kernels::Kernel;
+        let (a, b, c) = ([1.0f32, 10.0], [2.0f32, -4.0], [9.0f32, 1.0]);
+        let v: [&[f32]; 3] = [&a, &b, &c];
+        let combine = |trim| {
+            Kernel::TrimmedMean { trim }
+                .combine(&v, &[1.0, 2.0, 3.0])
+                .unwrap()
+                .values
+        };
+        // β = 0 cuts nothing: the unweighted mean (weights are ignored by the trimmed mean).
+        assert_eq!(combine(0.0), vec![4.0, 7.0 / 3.0]);
+        // Largest β below 0.5 with n = 3 cuts one from each tail: the median.
+        assert_eq!(combine(0.4999), vec![2.0, 1.0]);
+        // n = 2 can never cut (⌊β·2⌋ = 0 for β < 0.5).
+        assert_eq!(
+            Kernel::TrimmedMean { trim: 0.4999 }
+                .combine(&v[..2], &[1.0, 1.0])
+                .unwrap()
+                .values,
+            vec![1.5, 3.0]
+        );
+    }
+
     proptest! {
         #[test]
         fn median_matches_reference(ups in reference::updates(1..60, 1..200)) {

@@ -21,10 +21,14 @@ where
 /// 10 × 10⁷ values). So the buffer is advised to use transparent huge pages (where the kernel
 /// allows it: a 2 MiB fault instead of 512 small ones) and touched first in a separate parallel
 /// pass.
+/// Below 16 MiB the allocator usually hands back memory it already has (glibc serves such sizes
+/// from its heap once one was freed), so the extra pass would only cost time.
 pub fn zeroed(len: usize) -> Vec<f32> {
     let mut v = vec![0.0f32; len];
-    advise_huge_pages(&mut v);
-    v.par_chunks_mut(1 << 16).for_each(|c| c.fill(0.0));
+    if len * 4 >= 16 << 20 {
+        advise_huge_pages(&mut v);
+        v.par_chunks_mut(1 << 16).for_each(|c| c.fill(0.0));
+    }
     v
 }
 

@@ -11,7 +11,7 @@ use super::KernelError;
 
 /// Lanes per tile of the batch mean: the accumulator tile (16 KiB) stays in L1 while every
 /// update's slice of it streams through once.
-const MEAN_TILE: usize = 1 << 16;
+const MEAN_TILE: usize = 1 << 14;
 
 /// Weighted mean of updates already in memory: reads each input once, tile by tile, on all
 /// cores. Preconditions (checked by [`super::Kernel::combine`]): equal lengths, finite values,
