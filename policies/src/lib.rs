@@ -7,15 +7,23 @@
 //! the network or a clock: the caller passes in what it observed, so every rule is unit- and
 //! property-testable.
 //!
-//! The policy model is intentionally small for now: minimum silos per round, quorum to commit,
-//! and round timing (deadline and grace). Later rules (residency, admission, privacy budget)
-//! join as further sections of the same document.
+//! The document has five parts: `regions` (the consortium's regions), `[participation]` (who
+//! may take part in a round, how many, how much each may weigh), `[rounds]` (deadline, grace),
+//! `[admission]` (what an arriving update must look like; quarantine of repeat offenders) and
+//! `[residency]` (where each region's updates may be processed). See
+//! `policies/examples/*.toml` for annotated samples.
 
+pub mod admission;
 mod error;
+mod locate;
 pub mod participation;
 mod policy;
+pub mod residency;
 mod verdict;
 
 pub use error::PolicyError;
-pub use policy::{ParticipationRules, Policy, RoundTiming};
+pub use policy::{
+    parse_version, AdmissionRules, Anomaly, ParticipationRules, Policy, Quarantine, Residency,
+    RoundTiming,
+};
 pub use verdict::Verdict;

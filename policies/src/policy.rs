@@ -1,22 +1,44 @@
 //! The policy model and its TOML loader.
+//!
+//! Every table denies unknown keys; every value is validated at load, alone and against the
+//! others, and an error names the file, the line, the dotted key, the value and what is
+//! allowed. A loaded [`Policy`] carries the digest of its source text, recorded with every
+//! model version it governs.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 
+use crate::locate::Locator;
 use crate::PolicyError;
 
 /// A federation's policy. Invariant: a `Policy` obtained from [`Policy::from_toml_str`] or
-/// [`Policy::load`] has passed [`Policy::validate`].
+/// [`Policy::load`] has passed validation.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
-    /// Who takes part in a round and how many must report.
+    /// The regions of the consortium. Every region named elsewhere must be one of these; a
+    /// silo whose certificate names another region is not eligible. Empty: any region, and no
+    /// residency rules.
+    #[serde(default)]
+    pub regions: Vec<String>,
+    /// Who takes part in a round and how much each may weigh.
     #[serde(default)]
     pub participation: ParticipationRules,
     /// How long a round may take.
     #[serde(default)]
     pub rounds: RoundTiming,
+    /// What an arriving update must look like.
+    #[serde(default)]
+    pub admission: AdmissionRules,
+    /// Where each region's updates may be processed.
+    #[serde(default)]
+    pub residency: Option<Residency>,
+    /// SHA-256 of the source text (hex), set by the loader.
+    #[serde(skip)]
+    pub digest: String,
 }
 
 /// Participation rules.
@@ -25,16 +47,73 @@ pub struct Policy {
 pub struct ParticipationRules {
     /// A round starts only with at least this many eligible silos (≥ 1).
     pub min_silos: usize,
-    /// A round commits only if at least this many updates arrived in time
-    /// (1 ≤ quorum ≤ min_silos).
+    /// At most this many silos per round (≥ min_silos; default: no limit).
+    #[serde(default)]
+    pub max_silos: Option<usize>,
+    /// A round commits only if at least this many updates were admitted (1 ≤ quorum ≤ min_silos).
     pub quorum: usize,
+    /// Fraction of the eligible silos sampled each round, in (0, 1]; at least `min_silos`.
+    #[serde(default = "one")]
+    pub sample_fraction: f64,
+    /// An update trained on fewer examples is refused (no tiny-cohort updates).
+    #[serde(default)]
+    pub min_examples: u64,
+    /// No silo may carry more than this share of an aggregate's weight, in (0, 1]; weights
+    /// above are capped and the rest renormalised.
+    #[serde(default = "one")]
+    pub max_weight_share: f64,
+    /// Certificate roles that may train (default: `silo`).
+    #[serde(default = "default_roles")]
+    pub roles: Vec<String>,
+    /// Regions whose silos may take part (default: all of `regions`).
+    #[serde(default)]
+    pub allowed_regions: Option<Vec<String>>,
+    /// The oldest wire-protocol version a silo may speak.
+    #[serde(default = "one_u32")]
+    pub min_protocol_version: u32,
+    /// The oldest silo software version (`MAJOR.MINOR.PATCH`) allowed.
+    #[serde(default)]
+    pub min_software_version: Option<String>,
+    /// A silo whose last heartbeat answer is older than this is not healthy.
+    #[serde(default = "default_heartbeat_age")]
+    pub max_heartbeat_age_secs: f64,
+    /// After a failed round (update refused, late or lost), a silo sits out this many rounds.
+    #[serde(default)]
+    pub cooldown_rounds: u64,
+    /// Revoked nodes: never selected, whatever their certificate says.
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+fn one_u32() -> u32 {
+    1
+}
+fn default_roles() -> Vec<String> {
+    vec!["silo".into()]
+}
+fn default_heartbeat_age() -> f64 {
+    15.0
 }
 
 impl Default for ParticipationRules {
     fn default() -> Self {
         Self {
             min_silos: 2,
+            max_silos: None,
             quorum: 2,
+            sample_fraction: 1.0,
+            min_examples: 0,
+            max_weight_share: 1.0,
+            roles: default_roles(),
+            allowed_regions: None,
+            min_protocol_version: 1,
+            min_software_version: None,
+            max_heartbeat_age_secs: default_heartbeat_age(),
+            cooldown_rounds: 0,
+            deny: Vec::new(),
         }
     }
 }
@@ -58,6 +137,66 @@ impl Default for RoundTiming {
     }
 }
 
+/// How anomalous an update looks.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Anomaly {
+    /// z-score of the update's L2 norm among this round's admitted updates; refused above
+    /// `threshold`.
+    NormZscore {
+        /// Largest z-score admitted (> 0).
+        threshold: f64,
+    },
+    /// Cosine similarity to the running aggregate of this round; refused below `threshold`.
+    Cosine {
+        /// Smallest similarity admitted, in [-1, 1].
+        threshold: f64,
+    },
+}
+
+/// Quarantine of repeat offenders.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quarantine {
+    /// Rejections that trigger quarantine (≥ 1)...
+    pub after: u32,
+    /// ...within this many rounds (≥ 1)...
+    pub window: u64,
+    /// ...keep the silo out for this many rounds (≥ 1).
+    pub rounds: u64,
+}
+
+/// Admission rules.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdmissionRules {
+    /// Largest L2 norm admitted (> 0; default: no bound).
+    #[serde(default)]
+    pub max_update_norm: Option<f64>,
+    /// Anomaly score and threshold (default: none).
+    #[serde(default)]
+    pub anomaly: Option<Anomaly>,
+    /// Quarantine (default: none).
+    #[serde(default)]
+    pub quarantine: Option<Quarantine>,
+}
+
+/// Residency: where each region's updates may be processed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Residency {
+    /// For each region, the regions whose aggregators may process its silos' updates.
+    pub allowed: BTreeMap<String, Vec<String>>,
+    /// A regional aggregate crosses to the global aggregator only if it combines at least this
+    /// many silos (≥ 1).
+    #[serde(default = "default_min_regional")]
+    pub min_regional_silos: usize,
+}
+
+fn default_min_regional() -> usize {
+    2
+}
+
 impl Policy {
     /// Reads and validates a policy file.
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
@@ -70,117 +209,418 @@ impl Policy {
 
     /// Parses and validates a policy; `origin` names the source in errors.
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Self, PolicyError> {
-        let policy: Policy = toml::from_str(text).map_err(|e| PolicyError::Syntax {
+        let mut policy: Policy = toml::from_str(text).map_err(|e| PolicyError::Syntax {
             origin: origin.to_string(),
             message: e.to_string(),
         })?;
-        policy.validate(origin)?;
+        policy.validate(&Locator::new(text, origin))?;
+        policy.digest = hex::encode(Sha256::digest(text.as_bytes()));
         Ok(policy)
     }
 
-    /// Checks every value against what is allowed and against each other.
-    pub fn validate(&self, origin: &str) -> Result<(), PolicyError> {
-        let invalid = |key: &str, value: String, allowed: &str| PolicyError::Invalid {
-            origin: origin.to_string(),
-            key: key.to_string(),
-            value,
-            allowed: allowed.to_string(),
-        };
+    /// The regions this policy knows (`regions`), as a set.
+    fn known_regions(&self) -> BTreeSet<&str> {
+        self.regions.iter().map(String::as_str).collect()
+    }
+
+    fn validate(&self, at: &Locator) -> Result<(), PolicyError> {
         let p = &self.participation;
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        if let Some(dup) = duplicate(&self.regions) {
+            return Err(at.invalid(&["regions"], &format!("{:?}", dup), "each region once"));
+        }
+        for r in &self.regions {
+            if !is_label(r) {
+                return Err(at.invalid(
+                    &["regions"],
+                    &format!("{r:?}"),
+                    "region names of a-z, 0-9 and '-' (as in certificates)",
+                ));
+            }
+        }
         if p.min_silos == 0 {
-            return Err(invalid(
-                "participation.min_silos",
-                "0".into(),
-                "must be at least 1",
-            ));
+            return Err(at.invalid(&["participation", "min_silos"], "0", "at least 1"));
+        }
+        if let Some(max) = p.max_silos {
+            if max < p.min_silos {
+                return Err(at.invalid(
+                    &["participation", "max_silos"],
+                    &max.to_string(),
+                    &format!("at least participation.min_silos ({})", p.min_silos),
+                ));
+            }
         }
         if p.quorum == 0 || p.quorum > p.min_silos {
-            return Err(invalid(
-                "participation.quorum",
-                p.quorum.to_string(),
+            return Err(at.invalid(
+                &["participation", "quorum"],
+                &p.quorum.to_string(),
+                &format!("between 1 and participation.min_silos ({}): a round must be able to commit with the silos it starts with", p.min_silos),
+            ));
+        }
+        if !(p.sample_fraction > 0.0 && p.sample_fraction <= 1.0) {
+            return Err(at.invalid(
+                &["participation", "sample_fraction"],
+                &p.sample_fraction.to_string(),
+                "a fraction in (0, 1]",
+            ));
+        }
+        if !(p.max_weight_share > 0.0 && p.max_weight_share <= 1.0) {
+            return Err(at.invalid(
+                &["participation", "max_weight_share"],
+                &p.max_weight_share.to_string(),
+                "a share in (0, 1]",
+            ));
+        }
+        if p.max_weight_share * (p.quorum as f64) < 1.0 - 1e-12 {
+            return Err(at.invalid(
+                &["participation", "max_weight_share"],
+                &p.max_weight_share.to_string(),
                 &format!(
-                    "must be between 1 and participation.min_silos ({})",
-                    p.min_silos
+                    "at least 1 / participation.quorum ({:.4}): with {} updates the shares could not add up to 1",
+                    1.0 / p.quorum as f64,
+                    p.quorum
                 ),
+            ));
+        }
+        for r in &p.roles {
+            if !["silo", "aggregator", "coordinator"].contains(&r.as_str()) {
+                return Err(at.invalid(
+                    &["participation", "roles"],
+                    &format!("{r:?}"),
+                    "silo, aggregator or coordinator",
+                ));
+            }
+        }
+        if p.roles.is_empty() {
+            return Err(at.invalid(
+                &["participation", "roles"],
+                "[]",
+                "at least one role (usually [\"silo\"])",
+            ));
+        }
+        if let Some(allowed) = &p.allowed_regions {
+            self.check_regions(at, &["participation", "allowed_regions"], allowed)?;
+        }
+        if p.min_protocol_version == 0 {
+            return Err(at.invalid(
+                &["participation", "min_protocol_version"],
+                "0",
+                "a protocol version, at least 1",
+            ));
+        }
+        if let Some(v) = &p.min_software_version {
+            if parse_version(v).is_none() {
+                return Err(at.invalid(
+                    &["participation", "min_software_version"],
+                    &format!("{v:?}"),
+                    "a version MAJOR.MINOR.PATCH, e.g. \"0.1.0\"",
+                ));
+            }
+        }
+        if !positive(p.max_heartbeat_age_secs) {
+            return Err(at.invalid(
+                &["participation", "max_heartbeat_age_secs"],
+                &p.max_heartbeat_age_secs.to_string(),
+                "a positive number of seconds",
+            ));
+        }
+        if let Some(dup) = duplicate(&p.deny) {
+            return Err(at.invalid(
+                &["participation", "deny"],
+                &format!("{dup:?}"),
+                "each node once",
             ));
         }
         let r = &self.rounds;
-        if !(r.deadline_secs.is_finite() && r.deadline_secs > 0.0) {
-            return Err(invalid(
-                "rounds.deadline_secs",
-                r.deadline_secs.to_string(),
-                "must be a positive number of seconds",
+        if !positive(r.deadline_secs) {
+            return Err(at.invalid(
+                &["rounds", "deadline_secs"],
+                &r.deadline_secs.to_string(),
+                "a positive number of seconds",
             ));
         }
         if !(r.grace_secs.is_finite() && r.grace_secs >= 0.0 && r.grace_secs < r.deadline_secs) {
-            return Err(invalid(
-                "rounds.grace_secs",
-                r.grace_secs.to_string(),
-                &format!(
-                    "must be ≥ 0 and below rounds.deadline_secs ({})",
-                    r.deadline_secs
-                ),
+            return Err(at.invalid(
+                &["rounds", "grace_secs"],
+                &r.grace_secs.to_string(),
+                &format!("≥ 0 and below rounds.deadline_secs ({})", r.deadline_secs),
             ));
+        }
+        let a = &self.admission;
+        if let Some(n) = a.max_update_norm {
+            if !positive(n) {
+                return Err(at.invalid(
+                    &["admission", "max_update_norm"],
+                    &n.to_string(),
+                    "a positive number",
+                ));
+            }
+        }
+        match a.anomaly {
+            Some(Anomaly::NormZscore { threshold }) if !positive(threshold) => {
+                return Err(at.invalid(
+                    &["admission", "anomaly", "threshold"],
+                    &threshold.to_string(),
+                    "a positive z-score, e.g. 3",
+                ))
+            }
+            Some(Anomaly::Cosine { threshold }) if !(-1.0..=1.0).contains(&threshold) => {
+                return Err(at.invalid(
+                    &["admission", "anomaly", "threshold"],
+                    &threshold.to_string(),
+                    "a cosine similarity in [-1, 1]",
+                ))
+            }
+            _ => {}
+        }
+        if let Some(q) = a.quarantine {
+            for (key, v) in [
+                ("after", q.after as u64),
+                ("window", q.window),
+                ("rounds", q.rounds),
+            ] {
+                if v == 0 {
+                    return Err(at.invalid(&["admission", "quarantine", key], "0", "at least 1"));
+                }
+            }
+            if q.after as u64 > q.window {
+                return Err(at.invalid(
+                    &["admission", "quarantine", "after"],
+                    &q.after.to_string(),
+                    &format!(
+                        "at most admission.quarantine.window ({}): at most one rejection per round",
+                        q.window
+                    ),
+                ));
+            }
+        }
+        if let Some(res) = &self.residency {
+            if self.regions.is_empty() {
+                return Err(at.invalid(
+                    &["residency"],
+                    "[residency]",
+                    "a list of `regions` to check it against",
+                ));
+            }
+            for (from, to) in &res.allowed {
+                self.check_regions(at, &["residency", "allowed"], std::slice::from_ref(from))?;
+                self.check_regions(at, &["residency", "allowed", from], to)?;
+                if to.is_empty() {
+                    return Err(at.invalid(
+                        &["residency", "allowed", from],
+                        "[]",
+                        "at least one region: a region allowed nowhere could never take part",
+                    ));
+                }
+            }
+            if let Some(missing) = self.regions.iter().find(|r| !res.allowed.contains_key(*r)) {
+                return Err(at.invalid(
+                    &["residency", "allowed"],
+                    &format!("(no entry for {missing:?})"),
+                    &format!(
+                        "an entry for every region: where may {missing:?} updates be processed?"
+                    ),
+                ));
+            }
+            if res.min_regional_silos == 0 {
+                return Err(at.invalid(&["residency", "min_regional_silos"], "0", "at least 1"));
+            }
         }
         Ok(())
     }
+
+    fn check_regions(
+        &self,
+        at: &Locator,
+        key: &[&str],
+        regions: &[String],
+    ) -> Result<(), PolicyError> {
+        let known = self.known_regions();
+        if known.is_empty() {
+            return Ok(());
+        }
+        for r in regions {
+            if !known.contains(r.as_str()) {
+                return Err(at.invalid(
+                    key,
+                    &format!("{r:?}"),
+                    &format!("one of the declared regions {:?}", self.regions),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn duplicate(v: &[String]) -> Option<&String> {
+    let mut seen = BTreeSet::new();
+    v.iter().find(|x| !seen.insert(x.as_str()))
+}
+
+fn is_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Parses `MAJOR.MINOR.PATCH` (a pre-release or build suffix is ignored).
+pub fn parse_version(v: &str) -> Option<(u64, u64, u64)> {
+    let core = v.split(['-', '+']).next()?;
+    let mut it = core.split('.').map(|p| p.parse::<u64>());
+    let out = (it.next()?.ok()?, it.next()?.ok()?, it.next()?.ok()?);
+    it.next().is_none().then_some(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const GOOD: &str = r#"regions = ["eu", "us"]
+
+[participation]
+min_silos = 4
+quorum = 3
+max_weight_share = 0.5
+
+[rounds]
+deadline_secs = 30
+grace_secs = 1.5
+
+[residency.allowed]
+eu = ["eu"]
+us = ["us", "eu"]
+"#;
+
     #[test]
-    fn loads_a_full_policy() {
-        let p = Policy::from_toml_str(
-            "[participation]\nmin_silos = 4\nquorum = 3\n[rounds]\ndeadline_secs = 30\ngrace_secs = 1.5\n",
-            "t.toml",
-        )
-        .unwrap();
+    fn loads_a_good_policy_and_digests_its_text() {
+        let p = Policy::from_toml_str(GOOD, "t.toml").unwrap();
         assert_eq!(p.participation.quorum, 3);
-        assert_eq!(p.rounds.grace_secs, 1.5);
+        assert_eq!(p.digest.len(), 64);
+        let q = Policy::from_toml_str(&GOOD.replace("30", "31"), "t.toml").unwrap();
+        assert_ne!(p.digest, q.digest);
     }
 
     #[test]
     fn empty_document_gives_defaults() {
-        assert_eq!(Policy::from_toml_str("", "t").unwrap(), Policy::default());
+        let p = Policy::from_toml_str("", "t").unwrap();
+        assert_eq!(p.participation, ParticipationRules::default());
     }
 
+    /// Each mistake, with the fragments its message must contain.
     #[test]
-    fn typo_names_line_and_key() {
-        let err = Policy::from_toml_str("[participation]\nmin_silo = 4\nquorum = 3\n", "p.toml")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("p.toml"), "{err}");
-        assert!(err.contains("min_silo"), "{err}");
-        assert!(err.contains("line 2"), "{err}");
-    }
-
-    #[test]
-    fn wrong_type_is_an_error() {
-        let err = Policy::from_toml_str(
-            "[participation]\nmin_silos = \"four\"\nquorum = 3\n",
-            "p.toml",
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("min_silos"), "{err}");
-    }
-
-    #[test]
-    fn quorum_above_min_silos_is_a_contradiction() {
-        let err = Policy::from_toml_str("[participation]\nmin_silos = 2\nquorum = 3\n", "p.toml")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("participation.quorum"), "{err}");
-        assert!(err.contains("= 3"), "{err}");
-    }
-
-    #[test]
-    fn grace_must_be_below_deadline() {
-        let err = Policy::from_toml_str("[rounds]\ndeadline_secs = 5\ngrace_secs = 5\n", "p.toml")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("rounds.grace_secs"), "{err}");
+    fn mistakes_are_named_with_file_line_key_value_and_what_is_allowed() {
+        let cases: Vec<(String, Vec<&str>)> = vec![
+            (
+                GOOD.replace("min_silos = 4", "min_silo = 4"),
+                vec!["p.toml", "line 4", "min_silo"],
+            ),
+            (
+                GOOD.replace("min_silos = 4", "min_silos = \"four\""),
+                vec!["line 4", "min_silos"],
+            ),
+            (
+                GOOD.replace("[participation]", "[participaton]"),
+                vec!["participaton"],
+            ),
+            (
+                GOOD.replace("quorum = 3", "quorum = 5"),
+                vec!["p.toml:5", "participation.quorum", "= 5", "min_silos (4)"],
+            ),
+            (
+                GOOD.replace("min_silos = 4", "min_silos = 0"),
+                vec!["p.toml:4", "participation.min_silos", "at least 1"],
+            ),
+            (
+                GOOD.replace("quorum = 3", "quorum = 3\nmax_silos = 2"),
+                vec!["participation.max_silos", "= 2"],
+            ),
+            (
+                GOOD.replace("quorum = 3", "quorum = 3\nsample_fraction = 1.5"),
+                vec!["participation.sample_fraction", "1.5", "(0, 1]"],
+            ),
+            (
+                GOOD.replace("max_weight_share = 0.5", "max_weight_share = 0.2"),
+                vec![
+                    "p.toml:6",
+                    "max_weight_share",
+                    "0.2",
+                    "1 / participation.quorum",
+                ],
+            ),
+            (
+                GOOD.replace("eu = [\"eu\"]", "eu = []"),
+                vec!["residency.allowed.eu", "allowed nowhere"],
+            ),
+            (
+                GOOD.replace("eu = [\"eu\"]\n", ""),
+                vec!["residency.allowed", "no entry for \"eu\""],
+            ),
+            (
+                GOOD.replace("us = [\"us\", \"eu\"]", "us = [\"us\", \"asia\"]"),
+                vec!["residency.allowed.us", "\"asia\"", "declared regions"],
+            ),
+            (
+                GOOD.replace(
+                    "quorum = 3",
+                    "quorum = 3\nallowed_regions = [\"eu\", \"mars\"]",
+                ),
+                vec!["participation.allowed_regions", "\"mars\""],
+            ),
+            (
+                GOOD.replace("quorum = 3", "quorum = 3\nroles = [\"trainer\"]"),
+                vec![
+                    "participation.roles",
+                    "\"trainer\"",
+                    "silo, aggregator or coordinator",
+                ],
+            ),
+            (
+                GOOD.replace("quorum = 3", "quorum = 3\nmin_software_version = \"1.2\""),
+                vec!["min_software_version", "MAJOR.MINOR.PATCH"],
+            ),
+            (
+                GOOD.replace("grace_secs = 1.5", "grace_secs = 30"),
+                vec![
+                    "p.toml:10",
+                    "rounds.grace_secs",
+                    "below rounds.deadline_secs",
+                ],
+            ),
+            (
+                format!("{GOOD}[admission]\nanomaly = {{ kind = \"zscore\", threshold = 3 }}\n"),
+                vec!["zscore", "norm-zscore"],
+            ),
+            (
+                format!("{GOOD}[admission]\nanomaly = {{ kind = \"cosine\", threshold = 2.0 }}\n"),
+                vec!["admission.anomaly.threshold", "[-1, 1]"],
+            ),
+            (
+                format!(
+                    "{GOOD}[admission]\nquarantine = {{ after = 4, window = 3, rounds = 2 }}\n"
+                ),
+                vec!["admission.quarantine.after", "window (3)"],
+            ),
+            (
+                GOOD.replace(
+                    "regions = [\"eu\", \"us\"]",
+                    "regions = [\"eu\", \"us\", \"eu\"]",
+                ),
+                vec!["regions", "each region once"],
+            ),
+            (
+                GOOD.replace("regions = [\"eu\", \"us\"]", ""),
+                vec!["residency", "regions"],
+            ),
+        ];
+        assert!(cases.len() >= 10);
+        for (text, want) in cases {
+            let err = Policy::from_toml_str(&text, "p.toml")
+                .unwrap_err()
+                .to_string();
+            for w in &want {
+                assert!(err.contains(w), "message {err:?} lacks {w:?}");
+            }
+        }
     }
 }

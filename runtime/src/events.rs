@@ -46,6 +46,10 @@ pub struct RoundSummary {
     pub update_bytes: u64,
     /// Kernel, clipping and server optimiser that made this version.
     pub aggregation: String,
+    /// Digest of the policy in force for this round.
+    pub policy_digest: String,
+    /// Silos whose update an admission rule refused, with the reason.
+    pub refused: Vec<(String, String)>,
     /// For selecting kernels: the silos whose updates were kept.
     pub selected: Option<Vec<String>>,
     /// Silos whose updates were clipped, with their norm before clipping.
@@ -158,13 +162,30 @@ pub enum Event {
         reason: String,
     },
     /// A round committed a new version.
-    RoundCommitted(RoundSummary),
+    RoundCommitted(Box<RoundSummary>),
     /// A round's candidate failed validation; the current version stays.
     RoundRejected {
         /// Round number.
         round: u64,
         /// Why.
         reason: String,
+    },
+    /// A silo was quarantined after repeated refusals.
+    SiloQuarantined {
+        /// The silo.
+        silo: String,
+        /// Excluded from rounds before this one.
+        until_round: u64,
+    },
+    /// The policy file changed; the new policy applies from the next round.
+    PolicyChanged {
+        /// Digest of the new policy.
+        digest: String,
+    },
+    /// The policy file changed but the new text is invalid; the old policy stays.
+    PolicyRefused {
+        /// The error.
+        error: String,
     },
     /// A round ended without a candidate (quorum lost, ...).
     RoundAbandoned {
@@ -321,6 +342,11 @@ fn render(event: &Event, columns: &mut Option<Vec<String>>) -> Option<String> {
             }
             text
         }
+        Event::SiloQuarantined { silo, until_round } => {
+            format!("! silo {silo} quarantined until round {until_round}")
+        }
+        Event::PolicyChanged { digest } => format!("policy changed (digest {}); applies from the next round", &digest[..12.min(digest.len())]),
+        Event::PolicyRefused { error } => format!("! policy change refused, the current policy stays: {error}"),
         Event::RoundRejected { round, reason } => {
             format!("{round:>5}  candidate rejected, current version kept: {reason}")
         }

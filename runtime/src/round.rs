@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fedsilo_policies::admission::Expected;
 use fedsilo_policies::participation::quorum_still_possible;
 use fedsilo_policies::Policy;
 use ractor::ActorRef;
@@ -27,7 +28,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::actors::aggregator::AggregatorMessage;
+use crate::actors::aggregator::{AggregatorMessage, Refusal};
 use crate::actors::ask;
 use crate::actors::policy::PolicyMessage;
 use crate::actors::validator::{Candidate, ValidatorMessage};
@@ -104,6 +105,15 @@ pub struct RoundContext {
     pub unhealthy: watch::Receiver<BTreeSet<String>>,
 }
 
+/// Cohort members that did not contribute.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Attendance {
+    /// Every silo whose update was not aggregated, with the reason (late, lost, refused...).
+    pub missing: Vec<(String, String)>,
+    /// The subset refused by an admission rule (these count towards quarantine).
+    pub refused: Vec<(String, String)>,
+}
+
 /// How a round ended.
 #[derive(Debug)]
 pub enum RoundOutcome {
@@ -122,6 +132,8 @@ pub enum RoundOutcome {
         round: u64,
         /// Why.
         reason: String,
+        /// Who failed the round, and who was refused by admission rules.
+        attendance: Attendance,
     },
     /// No candidate.
     Abandoned {
@@ -129,6 +141,8 @@ pub enum RoundOutcome {
         round: u64,
         /// Why.
         reason: String,
+        /// Who failed the round, and who was refused by admission rules.
+        attendance: Attendance,
     },
 }
 
@@ -174,36 +188,47 @@ async fn admit(
     silo: &SiloHandle,
     report: &TrainReport,
     deadline: Instant,
-) -> Result<(), String> {
+) -> Result<(), Refusal> {
     let len = ctx.base.params.len();
+    let refuse = |reason: String| {
+        Err(Refusal {
+            reason,
+            by_policy: true,
+        })
+    };
+    let transport = |reason: String| Refusal {
+        reason,
+        by_policy: false,
+    };
+    // Checks the report allows before fetching anything; the aggregator re-checks the values.
     if report.round != ctx.round {
-        return Err(format!(
-            "report is for round {}, this is round {}",
+        return refuse(format!(
+            "stale: update for round {}, this is round {}",
             report.round, ctx.round
         ));
     }
     if report.update_len != len as u64 {
-        return Err(format!(
-            "update has {} values, the model has {len}",
+        return refuse(format!(
+            "wrong shape: {} values, the model has {len}",
             report.update_len
         ));
     }
     if report.examples == 0 {
-        return Err("trained on 0 examples".into());
+        return refuse("trained on 0 examples".into());
     }
     let left = deadline.saturating_duration_since(Instant::now());
     // Only the fetch races the heartbeat watch: once the fold is sent it must complete, or
     // the aggregate would hold an update the summary does not count.
     let update = tokio::select! {
         r = fetch_update(&silo.actor, ctx.round, len, ctx.chunk, left, &silo.name) => {
-            r.map_err(|e| format!("fetching the update failed: {e}"))?
+            r.map_err(|e| transport(format!("fetching the update failed: {e}")))?
         }
         _ = until_silent(ctx.unhealthy.clone(), &silo.name) => {
-            return Err("stopped answering heartbeats while its update was fetched".to_string())
+            return Err(transport("stopped answering heartbeats while its update was fetched".to_string()))
         }
     };
     if Digest::of_f32(&update) != report.update_digest {
-        return Err("update does not match the digest the silo reported".into());
+        return refuse("update does not match the digest the silo reported".into());
     }
     ask(&ctx.aggregator, "aggregator", |reply| {
         AggregatorMessage::Fold {
@@ -211,11 +236,12 @@ async fn admit(
             silo: silo.name.clone(),
             update,
             weight: report.examples as f64,
+            claimed: (report.round, report.base.version, report.base.digest.hex()),
             reply,
         }
     })
     .await
-    .map_err(|e| e.to_string())?
+    .map_err(|e| transport(e.to_string()))?
 }
 
 /// Runs one round (see the module documentation). Never hangs: every wait is bounded by the
@@ -249,6 +275,13 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
         round,
         len: ctx.base.params.len(),
         aggregation: ctx.aggregation.clone(),
+        policy: Box::new(ctx.policy.clone()),
+        expected: Expected {
+            round,
+            base_version: ctx.base.version,
+            base_digest: ctx.base.digest.hex(),
+            len: ctx.base.params.len(),
+        },
     });
 
     let mut departures = ctx.directory.subscribe();
@@ -287,6 +320,7 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
     let mut pending: HashSet<String> = names.iter().cloned().collect();
     let mut admitted: Vec<(String, TrainReport)> = Vec::new();
     let mut missing: Vec<(String, String)> = Vec::new();
+    let mut refused: Vec<(String, String)> = Vec::new();
     let mut grace_until: Option<Instant> = None;
     let by_node: BTreeMap<NodeId, String> = ctx
         .cohort
@@ -308,7 +342,7 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
                 }
                 let outcome = match result {
                     Ok(report) => admit(&ctx, &silo, &report, deadline).await.map(|_| report),
-                    Err(e) => Err(e),
+                    Err(reason) => Err(Refusal { reason, by_policy: false }),
                 };
                 match outcome {
                     Ok(report) => {
@@ -317,8 +351,11 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
                             grace_until = Some(Instant::now() + grace);
                         }
                     }
-                    Err(reason) => {
+                    Err(Refusal { reason, by_policy }) => {
                         ctx.events.emit(Event::UpdateRefused { round, silo: silo.name.clone(), reason: reason.clone() });
+                        if by_policy {
+                            refused.push((silo.name.clone(), reason.clone()));
+                        }
                         missing.push((silo.name.clone(), reason));
                     }
                 }
@@ -372,6 +409,10 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
             return RoundOutcome::Abandoned {
                 round,
                 reason: e.to_string(),
+                attendance: Attendance {
+                    missing: missing.clone(),
+                    refused: refused.clone(),
+                },
             };
         }
     };
@@ -382,7 +423,14 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
             let detail: Vec<String> = missing.iter().map(|(s, w)| format!("{s}: {w}")).collect();
             reason.push_str(&format!(" ({})", detail.join("; ")));
         }
-        return RoundOutcome::Abandoned { round, reason };
+        return RoundOutcome::Abandoned {
+            round,
+            reason,
+            attendance: Attendance {
+                missing: missing.clone(),
+                refused: refused.clone(),
+            },
+        };
     }
     let aggregate = match ask(&ctx.aggregator, "aggregator", |reply| {
         AggregatorMessage::Finish { round, reply }
@@ -394,12 +442,20 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
             return RoundOutcome::Abandoned {
                 round,
                 reason: format!("aggregation failed: {e}"),
-            }
+                attendance: Attendance {
+                    missing: missing.clone(),
+                    refused: refused.clone(),
+                },
+            };
         }
         Err(e) => {
             return RoundOutcome::Abandoned {
                 round,
                 reason: e.to_string(),
+                attendance: Attendance {
+                    missing: missing.clone(),
+                    refused: refused.clone(),
+                },
             }
         }
     };
@@ -455,6 +511,10 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
             return RoundOutcome::Rejected {
                 round,
                 reason: e.to_string(),
+                attendance: Attendance {
+                    missing: missing.clone(),
+                    refused: refused.clone(),
+                },
             }
         }
     };
@@ -462,6 +522,10 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
         return RoundOutcome::Rejected {
             round,
             reason: validation.reason,
+            attendance: Attendance {
+                missing: missing.clone(),
+                refused: refused.clone(),
+            },
         };
     }
 
@@ -505,6 +569,8 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
         bytes_from_silos,
         update_bytes: ctx.base.params.len() as u64 * 4,
         aggregation: ctx.aggregation.describe(),
+        policy_digest: ctx.policy.digest.clone(),
+        refused: refused.clone(),
         selected: aggregate.selected,
         clipped: aggregate.clipped,
     };

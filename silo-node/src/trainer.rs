@@ -68,43 +68,43 @@ fn err(message: impl Into<String>) -> Response {
 }
 
 impl TrainerState {
-    fn model(&self, m: &ModelRef) -> Result<Arc<Vec<f32>>, Response> {
+    fn model(&self, m: &ModelRef) -> Result<Arc<Vec<f32>>, String> {
         self.models
             .iter()
             .find(|(r, _)| r == m)
             .map(|(_, p)| p.clone())
             .ok_or_else(|| {
-                err(format!(
+                format!(
                     "model v{} ({}) was not received; send it with PutModel first",
                     m.version,
                     m.digest.short()
-                ))
+                )
             })
     }
 
-    fn check_spec(&self, spec: &ModelSpec, scaling: &Scaling) -> Result<(), Response> {
+    fn check_spec(&self, spec: &ModelSpec, scaling: &Scaling) -> Result<(), String> {
         let schema = &self.args.data.schema;
-        spec.validate().map_err(err)?;
+        spec.validate()?;
         if spec.inputs != schema.encoded_width() {
-            return Err(err(format!(
+            return Err(format!(
                 "model expects {} inputs, this silo's schema encodes {} (schemas differ?)",
                 spec.inputs,
                 schema.encoded_width()
-            )));
+            ));
         }
         let n = schema.numeric_count();
         if scaling.mean.len() != n || scaling.std.len() != n {
-            return Err(err(format!(
+            return Err(format!(
                 "scaling has {} values, the schema has {n} numeric features",
                 scaling.mean.len()
-            )));
+            ));
         }
         if scaling.std.iter().any(|s| !(s.is_finite() && *s > 0.0))
             || scaling.mean.iter().any(|m| !m.is_finite())
         {
-            return Err(err(
-                "scaling has a non-finite mean or a non-positive standard deviation",
-            ));
+            return Err(
+                "scaling has a non-finite mean or a non-positive standard deviation".into(),
+            );
         }
         Ok(())
     }
@@ -189,6 +189,7 @@ fn train_job(
     data: &Dataset,
     name: &str,
     round: u64,
+    base_ref: ModelRef,
     base: &[f32],
     spec: &ModelSpec,
     plan: &TrainPlan,
@@ -229,6 +230,7 @@ fn train_job(
     let norm = l2_norm(&update);
     let report = TrainReport {
         round,
+        base: base_ref,
         examples: out.examples as u64,
         train_loss: out.last_epoch_loss,
         train_seconds: started.elapsed().as_secs_f64(),
@@ -344,7 +346,7 @@ impl Actor for TrainerActor {
                 .model(&model)
                 .and_then(|p| state.check_spec(&spec, &scaling).map(|_| p))
             {
-                Err(e) => e,
+                Err(e) => err(e),
                 Ok(params) if params.len() != spec.layout().len => {
                     err("model size does not fit its spec")
                 }
@@ -369,7 +371,7 @@ impl Actor for TrainerActor {
                         .model(&base)
                         .and_then(|p| state.check_spec(&spec, &scaling).map(|_| p))
                     {
-                        Err(e) => e,
+                        Err(e) => err(e),
                         Ok(params) if params.len() != spec.layout().len => {
                             err("base model size does not fit its spec")
                         }
@@ -387,7 +389,7 @@ impl Actor for TrainerActor {
                                 }
                                 let job = tokio::task::spawn_blocking(move || {
                                     train_job(
-                                        &data, &name, round, &params, &spec, &plan, &scaling,
+                                        &data, &name, round, base, &params, &spec, &plan, &scaling,
                                         attack,
                                     )
                                 })
@@ -427,7 +429,7 @@ impl Actor for TrainerActor {
                         )
                         .map(|_| p)
                 }) {
-                    Err(e) => e,
+                    Err(e) => err(e),
                     Ok(params) => {
                         let (data, name) = (state.args.data.clone(), state.args.name.clone());
                         tokio::spawn(async move {

@@ -1,11 +1,20 @@
-//! The Aggregator actor: holds one round's updates and combines them with the federation's
-//! kernel. The weighted mean folds each update in as it arrives (O(model) memory whatever the
-//! number of silos); robust kernels need every update, so they are kept until the round ends.
-//! With `clip_norm`, each update is clipped to that L2 norm before anything else.
+//! The Aggregator actor: admits or refuses each arriving update by the policy's admission rules,
+//! and combines the admitted ones with the federation's kernel.
+//!
+//! Admission is decided here, where the update is: the norm and finiteness are computed from
+//! the values themselves (never taken from the silo's report), the anomaly score against this
+//! round's admitted updates and their running sum. The weighted mean folds each update in as it
+//! arrives (O(model) memory whatever the number of silos); robust kernels, and a mean whose
+//! weights are capped by `participation.max_weight_share`, need every update, so those are kept
+//! until the round ends. With `clip_norm`, each admitted update is clipped before combining.
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use crate::kernels::clip::clip_l2;
+use fedsilo_policies::admission::{admit, Expected, RoundSoFar, UpdateFacts};
+use fedsilo_policies::participation::capped_shares;
+use fedsilo_policies::Policy;
+
+use crate::kernels::clip::{clip_l2, l2_norm};
 use crate::kernels::{Aggregation, Kernel, WeightedMean};
 
 /// What a round's combination produced.
@@ -17,6 +26,16 @@ pub struct Aggregate {
     pub selected: Option<Vec<String>>,
     /// Silos whose updates were clipped, with their original norm.
     pub clipped: Vec<(String, f64)>,
+}
+
+/// Why an update was not taken.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    /// The reason.
+    pub reason: String,
+    /// Whether an admission rule of the policy refused it (counts towards quarantine), as
+    /// opposed to a round mix-up on our side.
+    pub by_policy: bool,
 }
 
 /// Messages of the Aggregator actor.
@@ -31,6 +50,10 @@ pub enum AggregatorMessage {
         len: usize,
         /// Kernel and clipping.
         aggregation: Aggregation,
+        /// The policy in force for this round (admission rules, weight cap).
+        policy: Box<Policy>,
+        /// What the round dispatched (round, base version and digest, model size).
+        expected: Expected,
     },
     /// Add one admitted update with its weight (example count). Replies with the refusal
     /// reason if it cannot be taken (wrong round, length, non-finite values).
@@ -41,10 +64,12 @@ pub enum AggregatorMessage {
         silo: String,
         /// The update.
         update: Vec<f32>,
-        /// Its weight.
+        /// Its weight (example count).
         weight: f64,
-        /// `Ok` or the reason.
-        reply: RpcReplyPort<Result<(), String>>,
+        /// The round and base the silo says it trained for and from.
+        claimed: (u64, u64, String),
+        /// `Ok` or the refusal.
+        reply: RpcReplyPort<Result<(), Refusal>>,
     },
     /// End the round: combine what was added.
     Finish {
@@ -75,11 +100,14 @@ enum Held {
 #[derive(Debug)]
 struct OpenRound {
     round: u64,
-    len: usize,
     aggregation: Aggregation,
+    policy: Box<Policy>,
+    expected: Expected,
     held: Held,
     silos: Vec<String>,
     clipped: Vec<(String, f64)>,
+    norms: Vec<f64>,
+    running_sum: Option<Vec<f32>>,
 }
 
 /// Its state: the open round, if any.
@@ -89,31 +117,65 @@ pub struct AggregatorState {
 }
 
 impl OpenRound {
-    fn add(&mut self, silo: String, mut update: Vec<f32>, weight: f64) -> Result<(), String> {
-        if update.len() != self.len {
-            return Err(format!(
-                "update has {} values, the model has {}",
-                update.len(),
-                self.len
-            ));
+    fn add(
+        &mut self,
+        silo: String,
+        mut update: Vec<f32>,
+        weight: f64,
+        claimed: (u64, u64, String),
+    ) -> Result<(), Refusal> {
+        let first_non_finite = update.iter().position(|v| !v.is_finite());
+        let norm = if first_non_finite.is_some() {
+            f64::NAN
+        } else {
+            l2_norm(&update)
+        };
+        let cosine_to_aggregate = match (&self.running_sum, first_non_finite) {
+            (Some(sum), None) if !self.norms.is_empty() && sum.len() == update.len() => {
+                let dot: f64 = sum
+                    .iter()
+                    .zip(&update)
+                    .map(|(a, b)| *a as f64 * *b as f64)
+                    .sum();
+                let denom = l2_norm(sum) * norm;
+                (denom > 0.0).then(|| dot / denom)
+            }
+            _ => None,
+        };
+        let facts = UpdateFacts {
+            round: claimed.0,
+            base_version: claimed.1,
+            base_digest: claimed.2,
+            len: update.len(),
+            examples: weight as u64,
+            first_non_finite,
+            norm,
+        };
+        let so_far = RoundSoFar {
+            norms: self.norms.clone(),
+            cosine_to_aggregate,
+        };
+        let verdict = admit(&self.policy, &facts, &self.expected, &so_far);
+        if !verdict.allow {
+            return Err(Refusal {
+                reason: verdict.reasons.join("; "),
+                by_policy: true,
+            });
         }
-        if let Some(index) = update.iter().position(|v| !v.is_finite()) {
-            return Err(format!(
-                "update value {index} is {} (not finite)",
-                update[index]
-            ));
+        if let Some(sum) = &mut self.running_sum {
+            sum.iter_mut().zip(&update).for_each(|(s, u)| *s += *u);
         }
-        if !(weight.is_finite() && weight > 0.0) {
-            return Err(format!("weight {weight} must be a positive number"));
-        }
+        self.norms.push(norm);
         if let Some(c) = self.aggregation.clip_norm {
-            let norm = clip_l2(&mut update, c);
-            if norm > c {
+            if clip_l2(&mut update, c) > c {
                 self.clipped.push((silo.clone(), norm));
             }
         }
         match &mut self.held {
-            Held::Streaming(acc) => acc.fold(&update, weight).map_err(|e| e.to_string())?,
+            Held::Streaming(acc) => acc.fold(&update, weight).map_err(|e| Refusal {
+                reason: e.to_string(),
+                by_policy: false,
+            })?,
             Held::Buffered(ups, ws) => {
                 ups.push(update);
                 ws.push(weight);
@@ -128,6 +190,12 @@ impl OpenRound {
             Held::Streaming(acc) => (acc.finish().ok_or("no update was added")?, None),
             Held::Buffered(ups, ws) => {
                 let views: Vec<&[f32]> = ups.iter().map(|u| u.as_slice()).collect();
+                let cap = self.policy.participation.max_weight_share;
+                let ws = if cap < 1.0 {
+                    capped_shares(&ws, cap)
+                } else {
+                    ws
+                };
                 let c = self
                     .aggregation
                     .kernel
@@ -171,18 +239,28 @@ impl Actor for AggregatorActor {
                 round,
                 len,
                 aggregation,
+                policy,
+                expected,
             } => {
+                let capped = policy.participation.max_weight_share < 1.0;
                 let held = match aggregation.kernel {
-                    Kernel::Mean => Held::Streaming(WeightedMean::new(len)),
+                    Kernel::Mean if !capped => Held::Streaming(WeightedMean::new(len)),
                     _ => Held::Buffered(Vec::new(), Vec::new()),
                 };
+                let cosine = matches!(
+                    policy.admission.anomaly,
+                    Some(fedsilo_policies::Anomaly::Cosine { .. })
+                );
                 state.open = Some(OpenRound {
                     round,
-                    len,
                     aggregation,
+                    policy,
+                    expected,
                     held,
                     silos: Vec::new(),
                     clipped: Vec::new(),
+                    norms: Vec::new(),
+                    running_sum: cosine.then(|| vec![0.0; len]),
                 });
             }
             AggregatorMessage::Fold {
@@ -190,15 +268,22 @@ impl Actor for AggregatorActor {
                 silo,
                 update,
                 weight,
+                claimed,
                 reply,
             } => {
+                let mixup = |reason: String| {
+                    Err(Refusal {
+                        reason,
+                        by_policy: false,
+                    })
+                };
                 let result = match &mut state.open {
-                    Some(o) if o.round == round => o.add(silo.clone(), update, weight),
-                    Some(o) => Err(format!(
+                    Some(o) if o.round == round => o.add(silo.clone(), update, weight, claimed),
+                    Some(o) => mixup(format!(
                         "update for round {round}, aggregator is on round {}",
                         o.round
                     )),
-                    None => Err(format!("update for round {round}, no round open")),
+                    None => mixup(format!("update for round {round}, no round open")),
                 };
                 tracing::debug!(round, silo, weight, ok = result.is_ok(), "aggregator: add");
                 let _ = reply.send(result);
@@ -238,44 +323,106 @@ impl Actor for AggregatorActor {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn robust_kernels_hold_updates_and_clip_first() {
+    async fn open(policy: Policy, aggregation: Aggregation) -> ActorRef<AggregatorMessage> {
         let (a, _) = Actor::spawn(None, AggregatorActor, ()).await.unwrap();
-        let aggregation = Aggregation {
-            kernel: Kernel::Median,
-            clip_norm: Some(1.0),
-            server_optimizer: None,
+        let expected = Expected {
+            round: 1,
+            base_version: 0,
+            base_digest: "d".into(),
+            len: 1,
         };
         a.cast(AggregatorMessage::Begin {
             round: 1,
             len: 1,
             aggregation,
+            policy: Box::new(policy),
+            expected,
         })
         .unwrap();
-        for (s, v) in [("a", 0.2f32), ("b", 0.4), ("c", 50.0)] {
-            let r = ractor::call!(a, |reply| AggregatorMessage::Fold {
-                round: 1,
-                silo: s.into(),
-                update: vec![v],
-                weight: 1.0,
-                reply
-            })
-            .unwrap();
-            assert!(r.is_ok());
-        }
-        let bad = ractor::call!(a, |reply| AggregatorMessage::Fold {
+        a
+    }
+
+    async fn fold(
+        a: &ActorRef<AggregatorMessage>,
+        silo: &str,
+        v: f32,
+        w: f64,
+        claimed_round: u64,
+    ) -> Result<(), Refusal> {
+        ractor::call!(a, |reply| AggregatorMessage::Fold {
             round: 1,
-            silo: "d".into(),
-            update: vec![f32::NAN],
-            weight: 1.0,
+            silo: silo.into(),
+            update: vec![v],
+            weight: w,
+            claimed: (claimed_round, 0, "d".into()),
             reply
         })
-        .unwrap();
-        assert!(bad.unwrap_err().contains("not finite"));
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn robust_kernels_hold_updates_admit_by_policy_and_clip() {
+        let aggregation = Aggregation {
+            kernel: Kernel::Median,
+            clip_norm: Some(1.0),
+            server_optimizer: None,
+        };
+        let a = open(Policy::default(), aggregation).await;
+        for (s, v) in [("a", 0.2f32), ("b", 0.4), ("c", 50.0)] {
+            assert!(fold(&a, s, v, 1.0, 1).await.is_ok());
+        }
+        let bad = fold(&a, "d", f32::NAN, 1.0, 1).await.unwrap_err();
+        assert!(
+            bad.by_policy && bad.reason.contains("not finite"),
+            "{bad:?}"
+        );
+        let stale = fold(&a, "e", 0.1, 1.0, 0).await.unwrap_err();
+        assert!(
+            stale.by_policy && stale.reason.contains("stale"),
+            "{stale:?}"
+        );
         let g = ractor::call!(a, |reply| AggregatorMessage::Finish { round: 1, reply })
             .unwrap()
             .unwrap();
         assert_eq!(g.values, vec![0.4]);
         assert_eq!(g.clipped, vec![("c".to_string(), 50.0)]);
+    }
+
+    #[tokio::test]
+    async fn the_weight_cap_limits_a_dominant_silo() {
+        let policy = Policy::from_toml_str(
+            "[participation]\nmin_silos = 2\nquorum = 2\nmax_weight_share = 0.5\n",
+            "t",
+        )
+        .unwrap();
+        let a = open(policy, Aggregation::default()).await;
+        fold(&a, "big", 1.0, 9000.0, 1).await.unwrap();
+        fold(&a, "small", 0.0, 1000.0, 1).await.unwrap();
+        let g = ractor::call!(a, |reply| AggregatorMessage::Finish { round: 1, reply })
+            .unwrap()
+            .unwrap();
+        // Uncapped the mean would be 0.9; capped at half the weight it is 0.5.
+        assert!((g.values[0] - 0.5).abs() < 1e-6, "{:?}", g.values);
+    }
+
+    #[tokio::test]
+    async fn min_examples_and_norm_bound_refuse() {
+        let policy = Policy::from_toml_str(
+            "[participation]\nmin_silos = 1\nquorum = 1\nmin_examples = 100\n[admission]\nmax_update_norm = 2.0\n",
+            "t",
+        )
+        .unwrap();
+        let a = open(policy, Aggregation::default()).await;
+        assert!(fold(&a, "tiny", 0.1, 10.0, 1)
+            .await
+            .unwrap_err()
+            .reason
+            .contains("min_examples"));
+        assert!(fold(&a, "huge", 5.0, 500.0, 1)
+            .await
+            .unwrap_err()
+            .reason
+            .contains("max_update_norm"));
+        assert!(fold(&a, "ok", 1.0, 500.0, 1).await.is_ok());
     }
 }

@@ -13,13 +13,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fedsilo_policies::admission::QuarantineBook;
 use fedsilo_policies::participation::Candidate;
+use fedsilo_policies::Policy;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::{mpsc, watch};
 
 use super::aggregator::AggregatorMessage;
 use super::ask;
-use super::policy::PolicyMessage;
+use super::policy::{PolicyMessage, Reload};
 use super::validator::ValidatorMessage;
 use crate::cluster::{PeerDirectory, TRAINER_GROUP};
 use crate::data::Schema;
@@ -33,7 +35,7 @@ use crate::protocol::transfer::put_model;
 use crate::protocol::{
     call, EvalMetrics, ModelRef, Request, Response, Scaling, TrainPlan, TrainerMessage,
 };
-use crate::round::{run_round, BaseModel, RoundContext, RoundOutcome, SiloHandle};
+use crate::round::{run_round, Attendance, BaseModel, RoundContext, RoundOutcome, SiloHandle};
 use crate::store::ModelStore;
 
 /// Settings of a run.
@@ -124,8 +126,9 @@ pub enum CoordinatorMessage {
         silo: String,
         /// Its session at the time of the check.
         node_id: u64,
-        /// `Ok(true)`: same schema; `Ok(false)`: no answer (ask again); `Err`: block, with why.
-        result: Result<bool, String>,
+        /// `Ok(Some(software version))`: same schema; `Ok(None)`: no answer (ask again);
+        /// `Err`: block, with why.
+        result: Result<Option<String>, String>,
     },
 }
 
@@ -157,6 +160,10 @@ enum SchemaCheck {
 
 struct SiloEntry {
     handle: SiloHandle,
+    region: String,
+    role: String,
+    software_version: String,
+    last_failure_round: Option<u64>,
     last_ok: Instant,
     healthy: bool,
     ping_inflight: bool,
@@ -182,6 +189,8 @@ pub struct CoordinatorState {
     ping_seq: u64,
     unhealthy: watch::Sender<BTreeSet<String>>,
     optimizer: Option<OptimizerState>,
+    quarantine: QuarantineBook,
+    round_policy: Policy,
 }
 
 /// The Coordinator actor.
@@ -219,6 +228,8 @@ impl Actor for CoordinatorActor {
             ping_seq: 0,
             unhealthy: watch::Sender::new(BTreeSet::new()),
             optimizer: None,
+            quarantine: QuarantineBook::default(),
+            round_policy: Policy::default(),
             silos: BTreeMap::new(),
             args,
         };
@@ -320,8 +331,11 @@ impl Actor for CoordinatorActor {
                 if let Some(e) = state.silos.get_mut(&silo) {
                     if e.handle.node_id == node_id {
                         match result {
-                            Ok(true) => e.schema = SchemaCheck::Passed,
-                            Ok(false) => e.schema = SchemaCheck::Pending,
+                            Ok(Some(version)) => {
+                                e.schema = SchemaCheck::Passed;
+                                e.software_version = version;
+                            }
+                            Ok(None) => e.schema = SchemaCheck::Pending,
                             Err(reason) => {
                                 e.schema = SchemaCheck::Pending;
                                 e.blocked = Some(reason.clone());
@@ -413,10 +427,11 @@ fn refresh_membership(state: &mut CoordinatorState) {
         if state.silos.contains_key(&name) {
             continue;
         }
-        let region = dir
+        let (identity_region, identity_role) = dir
             .identity_of(handle.node_id)
-            .map(|i| i.region)
+            .map(|i| (i.region, i.role.as_str().to_string()))
             .unwrap_or_default();
+        let region = identity_region.clone();
         state.args.events.emit(Event::SiloJoined {
             silo: name.clone(),
             region,
@@ -428,6 +443,10 @@ fn refresh_membership(state: &mut CoordinatorState) {
                 last_ok: Instant::now(),
                 healthy: true,
                 ping_inflight: false,
+                region: identity_region.clone(),
+                role: identity_role.clone(),
+                software_version: "0.0.0".into(),
+                last_failure_round: None,
                 schema: SchemaCheck::Pending,
                 blocked: None,
             },
@@ -449,14 +468,16 @@ fn check_health(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorMessa
             );
             tokio::spawn(async move {
                 let result = match call(&actor, &Request::FeatureStats, timeout * 4, &silo).await {
-                    Ok(Response::FeatureStats(st)) if st.schema_digest == digest => Ok(true),
+                    Ok(Response::FeatureStats(st)) if st.schema_digest == digest => {
+                        Ok(Some(st.software_version))
+                    }
                     Ok(Response::FeatureStats(st)) => {
                         Err(schema_mismatch(&st.schema_digest, &digest))
                     }
                     Ok(other) => Err(format!("answered the schema check with {}", other.kind())),
                     Err(e) => {
                         tracing::warn!(silo, "schema check failed, will ask again: {e}");
-                        Ok(false)
+                        Ok(None)
                     }
                 };
                 let _ = me.cast(CoordinatorMessage::SchemaChecked {
@@ -512,13 +533,32 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
         .iter()
         .map(|(n, e)| Candidate {
             name: n.clone(),
-            healthy: e.healthy,
+            role: e.role.clone(),
+            region: e.region.clone(),
+            protocol_version: u32::from(crate::protocol::PROTOCOL_VERSION),
+            software_version: e.software_version.clone(),
+            heartbeat_age_secs: Some(e.last_ok.elapsed().as_secs_f64()),
+            last_failure_round: e.last_failure_round,
+            quarantined_until: state.quarantine.quarantined_until(n, state.next_round),
             blocked: e.blocked.clone().or_else(|| {
-                (e.schema != SchemaCheck::Passed).then(|| "schema not verified yet".to_string())
+                if !e.healthy {
+                    Some(format!(
+                        "missed heartbeats: last answer {:.1} s ago (network.heartbeat_timeout_secs)",
+                        e.last_ok.elapsed().as_secs_f64()
+                    ))
+                } else {
+                    (e.schema != SchemaCheck::Passed).then(|| "schema not verified yet".to_string())
+                }
             }),
         })
         .collect();
     let round = state.next_round;
+    // A changed policy file takes effect here, at the round boundary.
+    match ask(&state.args.policy, "policy", PolicyMessage::Refresh).await {
+        Ok(Reload::Changed(digest)) => state.args.events.emit(Event::PolicyChanged { digest }),
+        Ok(Reload::Refused(error)) => state.args.events.emit(Event::PolicyRefused { error }),
+        _ => {}
+    }
     let selection = match ask(&state.args.policy, "policy", |reply| {
         PolicyMessage::SelectCohort {
             round,
@@ -582,6 +622,7 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
             return;
         }
     };
+    state.round_policy = policy.clone();
     let s = &state.args.settings;
     let ctx = RoundContext {
         round,
@@ -758,7 +799,7 @@ fn checkpoint(
 }
 
 fn on_round(state: &mut CoordinatorState, outcome: RoundOutcome) -> crate::Result<()> {
-    match outcome {
+    let (round, attendance) = match outcome {
         RoundOutcome::Candidate {
             params,
             summary,
@@ -773,6 +814,10 @@ fn on_round(state: &mut CoordinatorState, outcome: RoundOutcome) -> crate::Resul
                 .insert("fedsilo.version".into(), summary.version.to_string());
             ckpt.metadata
                 .insert("fedsilo.aggregation".into(), summary.aggregation.clone());
+            ckpt.metadata.insert(
+                "fedsilo.policy_digest".into(),
+                summary.policy_digest.clone(),
+            );
             state
                 .args
                 .store
@@ -788,16 +833,50 @@ fn on_round(state: &mut CoordinatorState, outcome: RoundOutcome) -> crate::Resul
             };
             state.committed += 1;
             state.last_eval = summary.eval.clone();
-            state.args.events.emit(Event::RoundCommitted(*summary));
+            let attendance = Attendance {
+                missing: summary.missing.clone(),
+                refused: summary.refused.clone(),
+            };
+            let round = summary.round;
+            state.args.events.emit(Event::RoundCommitted(summary));
+            (round, attendance)
         }
-        RoundOutcome::Rejected { round, reason } => state
-            .args
-            .events
-            .emit(Event::RoundRejected { round, reason }),
-        RoundOutcome::Abandoned { round, reason } => state
-            .args
-            .events
-            .emit(Event::RoundAbandoned { round, reason }),
+        RoundOutcome::Rejected {
+            round,
+            reason,
+            attendance,
+        } => {
+            state
+                .args
+                .events
+                .emit(Event::RoundRejected { round, reason });
+            (round, attendance)
+        }
+        RoundOutcome::Abandoned {
+            round,
+            reason,
+            attendance,
+        } => {
+            state
+                .args
+                .events
+                .emit(Event::RoundAbandoned { round, reason });
+            (round, attendance)
+        }
+    };
+    // Failures start a cool-down; refusals by admission rules count towards quarantine.
+    for (silo, _) in &attendance.missing {
+        if let Some(e) = state.silos.get_mut(silo) {
+            e.last_failure_round = Some(round);
+        }
+    }
+    for (silo, _) in &attendance.refused {
+        if let Some(until_round) = state.quarantine.refused(&state.round_policy, silo, round) {
+            state.args.events.emit(Event::SiloQuarantined {
+                silo: silo.clone(),
+                until_round,
+            });
+        }
     }
     Ok(())
 }

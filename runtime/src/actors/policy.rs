@@ -1,5 +1,10 @@
 //! The Policy actor: hosts a [`Policy`] and answers with the verdicts of its pure rules
 //! (`fedsilo_policies`), logging each one. It decides nothing the rules do not say.
+//!
+//! A policy change takes effect at a round boundary, never mid-round: the coordinator asks
+//! [`PolicyMessage::Refresh`] before forming each cohort, the actor re-reads its file if it
+//! changed, and each round runs on the snapshot it took at its start. An invalid new file is
+//! refused with its error and the current policy stays.
 
 use fedsilo_policies::participation::{self, Candidate, Selection};
 use fedsilo_policies::{Policy, Verdict};
@@ -30,6 +35,34 @@ pub enum PolicyMessage {
     },
     /// A copy of the policy in force (timings, thresholds).
     Snapshot(RpcReplyPort<Policy>),
+    /// Re-read the policy file if it changed since it was loaded.
+    Refresh(RpcReplyPort<Reload>),
+}
+
+/// What [`PolicyMessage::Refresh`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reload {
+    /// No file, or the file is unchanged.
+    Unchanged,
+    /// A new, valid policy is in force (its digest).
+    Changed(String),
+    /// The file changed but is invalid; the previous policy stays.
+    Refused(String),
+}
+
+/// Where the policy came from, so it can be re-read.
+#[derive(Debug, Clone)]
+pub struct PolicySource {
+    /// The policy file, if any.
+    pub path: Option<std::path::PathBuf>,
+}
+
+/// The actor's state.
+#[derive(Debug)]
+pub struct PolicyState {
+    policy: Policy,
+    source: PolicySource,
+    last_text_digest: String,
 }
 
 impl ractor::Message for PolicyMessage {}
@@ -40,22 +73,27 @@ pub struct PolicyActor;
 
 impl Actor for PolicyActor {
     type Msg = PolicyMessage;
-    type State = Policy;
-    type Arguments = Policy;
+    type State = PolicyState;
+    type Arguments = (Policy, PolicySource);
 
     async fn pre_start(
         &self,
         _: ActorRef<Self::Msg>,
-        policy: Policy,
-    ) -> Result<Policy, ActorProcessingErr> {
-        Ok(policy)
+        (policy, source): (Policy, PolicySource),
+    ) -> Result<PolicyState, ActorProcessingErr> {
+        let last_text_digest = policy.digest.clone();
+        Ok(PolicyState {
+            policy,
+            source,
+            last_text_digest,
+        })
     }
 
     async fn handle(
         &self,
         _: ActorRef<Self::Msg>,
         msg: Self::Msg,
-        policy: &mut Policy,
+        state: &mut PolicyState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             PolicyMessage::SelectCohort {
@@ -63,7 +101,7 @@ impl Actor for PolicyActor {
                 candidates,
                 reply,
             } => {
-                let s = participation::select_cohort(policy, &candidates);
+                let s = participation::select_cohort(&state.policy, &candidates, round);
                 tracing::info!(round, allow = s.verdict.allow, reasons = ?s.verdict.reasons, excluded = ?s.excluded, "policy: cohort");
                 let _ = reply.send(s);
             }
@@ -73,14 +111,46 @@ impl Actor for PolicyActor {
                 selected,
                 reply,
             } => {
-                let v = participation::quorum_verdict(policy, received, selected);
+                let v = participation::quorum_verdict(&state.policy, received, selected);
                 tracing::info!(round, allow = v.allow, reasons = ?v.reasons, "policy: quorum");
                 let _ = reply.send(v);
             }
             PolicyMessage::Snapshot(reply) => {
-                let _ = reply.send(policy.clone());
+                let _ = reply.send(state.policy.clone());
+            }
+            PolicyMessage::Refresh(reply) => {
+                let _ = reply.send(refresh(state));
             }
         }
         Ok(())
+    }
+}
+
+fn refresh(state: &mut PolicyState) -> Reload {
+    let Some(path) = &state.source.path else {
+        return Reload::Unchanged;
+    };
+    match Policy::load(path) {
+        Ok(p) if p.digest == state.policy.digest => Reload::Unchanged,
+        Ok(p) => {
+            tracing::info!(
+                digest = p.digest,
+                "policy changed; in force from this round"
+            );
+            state.last_text_digest = p.digest.clone();
+            let d = p.digest.clone();
+            state.policy = p;
+            Reload::Changed(d)
+        }
+        Err(e) => {
+            // Report a broken file once per distinct error, not every round.
+            let seen = format!("error:{e}");
+            if seen == state.last_text_digest {
+                Reload::Unchanged
+            } else {
+                state.last_text_digest = seen;
+                Reload::Refused(e.to_string())
+            }
+        }
     }
 }

@@ -12,7 +12,7 @@ use fedsilo::actors::aggregator::AggregatorActor;
 use fedsilo::actors::coordinator::{
     CoordinatorActor, CoordinatorArgs as ActorArgs, CoordinatorSettings,
 };
-use fedsilo::actors::policy::PolicyActor;
+use fedsilo::actors::policy::{PolicyActor, PolicySource};
 use fedsilo::actors::validator::ValidatorActor;
 use fedsilo::cluster::{
     ClusterConfig, ClusterNode, AGGREGATOR_GROUP, COORDINATOR_GROUP, POLICY_GROUP, VALIDATOR_GROUP,
@@ -102,9 +102,18 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         node: node.identity().name.clone(),
     });
 
-    let (policy_ref, _) = Actor::spawn(None, PolicyActor, policy)
-        .await
-        .context("starting the policy actor")?;
+    let (policy_ref, _) = Actor::spawn(
+        None,
+        PolicyActor,
+        (
+            policy,
+            PolicySource {
+                path: Some(cfg.federation.policy.clone()),
+            },
+        ),
+    )
+    .await
+    .context("starting the policy actor")?;
     let (aggregator, _) = Actor::spawn(None, AggregatorActor, ())
         .await
         .context("starting the aggregator")?;

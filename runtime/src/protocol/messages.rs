@@ -41,6 +41,8 @@ pub struct Scaling {
 pub struct FeatureStats {
     /// Digest of the schema the silo encoded with; must equal the coordinator's.
     pub schema_digest: Digest,
+    /// The silo's software version (`MAJOR.MINOR.PATCH`), for the policy's version rule.
+    pub software_version: String,
     /// Rows in the training split.
     pub rows: u64,
     /// Non-missing values per numeric feature.
@@ -56,6 +58,8 @@ pub struct FeatureStats {
 pub struct TrainReport {
     /// The round trained for.
     pub round: u64,
+    /// The model trained from.
+    pub base: ModelRef,
     /// Examples trained on (the aggregation weight).
     pub examples: u64,
     /// Mean training loss over the last epoch.

@@ -45,6 +45,7 @@ pub fn local_stats(schema: &Schema, split: &Split) -> FeatureStats {
     let n = schema.numeric_count();
     let mut st = FeatureStats {
         schema_digest: schema.digest(),
+        software_version: env!("CARGO_PKG_VERSION").to_string(),
         rows: split.len() as u64,
         count: vec![0; n],
         sum: vec![0.0; n],
