@@ -15,6 +15,7 @@
 
 pub mod admission;
 mod error;
+pub mod explain;
 mod locate;
 pub mod participation;
 mod policy;

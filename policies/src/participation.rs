@@ -24,11 +24,12 @@ pub struct Candidate {
     /// Wire-protocol version it speaks.
     #[serde(default = "one")]
     pub protocol_version: u32,
-    /// Its software version (`MAJOR.MINOR.PATCH`).
-    #[serde(default = "zero_version")]
+    /// Its software version (`MAJOR.MINOR.PATCH`; in a roster file it defaults to this build's).
+    #[serde(default = "this_version")]
     pub software_version: String,
-    /// Seconds since its last heartbeat answer; `None`: never answered.
-    #[serde(default)]
+    /// Seconds since its last heartbeat answer; `None`: never answered. (In a roster file it
+    /// defaults to 0: a silo that answers.)
+    #[serde(default = "fresh")]
     pub heartbeat_age_secs: Option<f64>,
     /// The last round in which it failed (update refused, late or lost).
     #[serde(default)]
@@ -47,8 +48,11 @@ fn silo_role() -> String {
 fn one() -> u32 {
     1
 }
-fn zero_version() -> String {
-    "0.0.0".into()
+fn fresh() -> Option<f64> {
+    Some(0.0)
+}
+fn this_version() -> String {
+    env!("CARGO_PKG_VERSION").into()
 }
 
 impl Candidate {

@@ -3,6 +3,7 @@
 mod aggregate_cmd;
 mod certs_cmd;
 mod coordinator_cmd;
+mod policy_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -31,6 +32,8 @@ enum Command {
     Coordinator(coordinator_cmd::CoordinatorArgs),
     /// Combine update files offline with a kernel (to re-run a round's combination).
     Aggregate(aggregate_cmd::AggregateArgs),
+    /// Check a policy file, or explain what it would decide for a roster.
+    Policy(policy_cmd::PolicyArgs),
 }
 
 /// Runs a parsed command line.
@@ -39,5 +42,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Certs(a) => certs_cmd::run(a),
         Command::Coordinator(a) => coordinator_cmd::run(a).await,
         Command::Aggregate(a) => aggregate_cmd::run(a),
+        Command::Policy(a) => policy_cmd::run(a),
     }
 }
