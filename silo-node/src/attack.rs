@@ -5,6 +5,7 @@
 //! (`fedsilo::kernels`) are meant to withstand exactly these:
 //!
 //! - **sign-flip** — the honest update negated and scaled ×10;
+//! - **nan** — NaN everywhere, as a broken trainer would send;
 //! - **gaussian** — pure noise, every value drawn from N(0, 1);
 //! - **alie** — "a little is enough" (Baruch et al. 2019): the attacker estimates the mean μ
 //!   and standard deviation σ of honest updates per coordinate (here from five honest updates
@@ -23,6 +24,8 @@ pub enum Attack {
     Gaussian,
     /// μ − σ of honest updates, per coordinate.
     Alie,
+    /// NaN in place of every value (a broken trainer); admission must refuse it.
+    Nan,
 }
 
 /// How many honest updates the ALIE attacker estimates μ and σ from.
@@ -35,6 +38,7 @@ impl Attack {
         let first = &honest[0];
         match self {
             Attack::SignFlip => first.iter().map(|v| -10.0 * v).collect(),
+            Attack::Nan => vec![f32::NAN; first.len()],
             Attack::Gaussian => {
                 let mut rng = ChaCha8Rng::seed_from_u64(seed);
                 (0..first.len())

@@ -38,6 +38,8 @@ struct Options {
     silos_exit_with_coordinator: bool,
     /// Appended to the federation file (e.g. an `[aggregation]` table).
     extra: &'static str,
+    /// Appended to the policy file's `[participation]` table, then further tables.
+    policy_extra: &'static str,
 }
 
 impl Default for Options {
@@ -55,6 +57,7 @@ impl Default for Options {
             port: None,
             silos_exit_with_coordinator: true,
             extra: "",
+            policy_extra: "",
         }
     }
 }
@@ -82,8 +85,8 @@ impl Federation {
     fn start(o: Options) -> Federation {
         let dir = tempfile::tempdir().unwrap();
         let policy = format!(
-            "[participation]\nmin_silos = {}\nquorum = {}\n[rounds]\ndeadline_secs = {}\ngrace_secs = {}\n",
-            o.min_silos, o.quorum, o.deadline, o.grace
+            "[rounds]\ndeadline_secs = {}\ngrace_secs = {}\n[participation]\nmin_silos = {}\nquorum = {}\n{}",
+            o.deadline, o.grace, o.min_silos, o.quorum, o.policy_extra
         );
         let federation = format!(
             r#"[federation]
@@ -451,4 +454,115 @@ fn a_robust_kernel_with_clipping_and_fedadam_is_used_and_recorded_with_each_vers
         .state_dir()
         .join("models/v3.optimizer.safetensors")
         .exists());
+}
+
+#[test]
+fn a_nan_update_is_refused_its_silo_quarantined_and_released() {
+    let nan = vec!["--attack".to_string(), "nan".to_string()];
+    let mut f = Federation::start(Options {
+        silos: vec![("northeast", vec![]), ("midwest", vec![]), ("west", nan)],
+        min_silos: 2,
+        quorum: 2,
+        rounds: 1_000_000,
+        policy_extra: "[admission]\nquarantine = { after = 1, window = 1, rounds = 2 }\n",
+        ..Default::default()
+    });
+    let refused = f.expect("west refused", |e| {
+        e["event"] == "update_refused" && e["silo"] == "west"
+    });
+    assert!(
+        refused["reason"].as_str().unwrap().contains("not finite"),
+        "{refused}"
+    );
+    let round = refused["round"].as_u64().unwrap();
+    let q = f.expect("west quarantined", |e| {
+        e["event"] == "silo_quarantined" && e["silo"] == "west"
+    });
+    assert_eq!(q["until_round"].as_u64().unwrap(), round + 3);
+    // The next two rounds run without west, saying why...
+    for r in [round + 1, round + 2] {
+        let s = f.expect("a round without west", |e| {
+            e["event"] == "round_started" && e["round"] == r
+        });
+        let why = s["excluded"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x[0] == "west")
+            .expect("west excluded");
+        assert!(
+            why[1].as_str().unwrap().contains("quarantined until round"),
+            "{s}"
+        );
+    }
+    // ...and then west is back in the cohort (released), where it is refused again.
+    let s = f.expect("west released", |e| {
+        e["event"] == "round_started" && e["round"] == round + 3
+    });
+    assert!(
+        s["cohort"].as_array().unwrap().iter().any(|x| x == "west"),
+        "{s}"
+    );
+    // The committed rounds never contained west.
+    for e in f.committed() {
+        assert!(!e["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "west"));
+    }
+}
+
+#[test]
+fn a_policy_change_takes_effect_at_the_next_round_and_a_broken_one_is_refused() {
+    let mut f = Federation::start(Options {
+        min_silos: 2,
+        quorum: 2,
+        rounds: 1_000_000,
+        ..Default::default()
+    });
+    let first = f.expect("a commit", |e| e["event"] == "round_committed");
+    let policy_file = f._dir.path().join("policy.toml");
+    let text = std::fs::read_to_string(&policy_file).unwrap();
+    // Replace the file atomically, as an operator's tooling should.
+    let replace = |body: String| {
+        let tmp = policy_file.with_extension("tmp");
+        std::fs::write(&tmp, body).unwrap();
+        std::fs::rename(&tmp, &policy_file).unwrap();
+    };
+    replace(format!("{text}deny = [\"west\"]\n"));
+    let changed = f.expect("policy changed", |e| e["event"] == "policy_changed");
+    let digest = changed["digest"].as_str().unwrap().to_string();
+    assert_ne!(first["policy_digest"].as_str().unwrap(), digest);
+    let s = f.expect("a round with the new policy", |e| {
+        e["event"] == "round_started"
+            && e["excluded"]
+                .as_array()
+                .is_some_and(|x| x.iter().any(|p| p[0] == "west"))
+    });
+    assert!(
+        s["excluded"].to_string().contains("participation.deny"),
+        "{s}"
+    );
+    let c = f.expect("a commit under the new policy", |e| {
+        e["event"] == "round_committed" && e["policy_digest"] == digest.as_str()
+    });
+    assert!(!c["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p == "west"));
+    // A broken file is refused; the federation goes on under the last good policy.
+    replace("[participation]\nmin_silos = 2\nquorum = 9\n".to_string());
+    let refused = f.expect("policy refused", |e| e["event"] == "policy_refused");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("participation.quorum"),
+        "{refused}"
+    );
+    f.expect("a commit after the refusal", |e| {
+        e["event"] == "round_committed" && e["policy_digest"] == digest.as_str()
+    });
 }
