@@ -112,7 +112,7 @@ pub fn admit(policy: &Policy, u: &UpdateFacts, want: &Expected, so_far: &RoundSo
         }
         Some(Anomaly::Cosine { threshold }) => {
             if let Some(cos) = so_far.cosine_to_aggregate {
-                if cos < threshold {
+                if cos.is_nan() || cos < threshold {
                     return Verdict::deny(format!(
                         "anomalous: cosine similarity {cos:.3} to this round's aggregate is below {threshold}"
                     ));

@@ -29,9 +29,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::actors::aggregator::{AggregatorMessage, Refusal};
-use crate::actors::ask;
 use crate::actors::policy::PolicyMessage;
 use crate::actors::validator::{Candidate, ValidatorMessage};
+use crate::actors::{ask, ask_within};
 use crate::cluster::{PeerDirectory, PeerEvent};
 use crate::events::{Event, EventLog, RoundSummary};
 use crate::kernels::server_optimizer::OptimizerState;
@@ -109,9 +109,24 @@ pub struct RoundContext {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Attendance {
     /// Every silo whose update was not aggregated, with the reason (late, lost, refused...).
+    /// Silos merely not collected because the round could no longer reach quorum are listed
+    /// here but are not to blame: see [`Attendance::failed`].
     pub missing: Vec<(String, String)>,
     /// The subset refused by an admission rule (these count towards quarantine).
     pub refused: Vec<(String, String)>,
+}
+
+/// The reason given to silos not collected because quorum became impossible.
+pub const NOT_COLLECTED: &str = "not collected: the round could no longer reach quorum";
+
+impl Attendance {
+    /// Silos that failed the round themselves (refused, late, lost): these start a cool-down.
+    pub fn failed(&self) -> impl Iterator<Item = &str> {
+        self.missing
+            .iter()
+            .filter(|(_, why)| why != NOT_COLLECTED)
+            .map(|(s, _)| s.as_str())
+    }
 }
 
 /// How a round ended.
@@ -220,8 +235,11 @@ async fn admit(
     // Only the fetch races the heartbeat watch: once the fold is sent it must complete, or
     // the aggregate would hold an update the summary does not count.
     let update = tokio::select! {
-        r = fetch_update(&silo.actor, ctx.round, len, ctx.chunk, left, &silo.name) => {
-            r.map_err(|e| transport(format!("fetching the update failed: {e}")))?
+        r = tokio::time::timeout_at(deadline.into(), fetch_update(&silo.actor, ctx.round, len, ctx.chunk, left, &silo.name)) => {
+            match r {
+                Ok(r) => r.map_err(|e| transport(format!("fetching the update failed: {e}")))?,
+                Err(_) => return Err(transport("its update could not be fetched before the round deadline".into())),
+            }
         }
         _ = until_silent(ctx.unhealthy.clone(), &silo.name) => {
             return Err(transport("stopped answering heartbeats while its update was fetched".to_string()))
@@ -388,10 +406,7 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
         }
     }
     for p in pending.drain() {
-        missing.push((
-            p,
-            "not collected: the round could no longer reach quorum".into(),
-        ));
+        missing.push((p, NOT_COLLECTED.into()));
     }
     jobs.abort_all();
 
@@ -494,16 +509,19 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
         spec: ctx.spec.clone(),
         scaling: ctx.scaling.clone(),
     };
-    let validation = match ask(&ctx.validator, "validator", |reply| {
-        ValidatorMessage::Validate {
+    let validation = match ask_within(
+        &ctx.validator,
+        "validator",
+        left + Duration::from_secs(10),
+        |reply| ValidatorMessage::Validate {
             candidate: candidate.clone(),
             silos: alive,
             chunk: ctx.chunk,
             timeout: left,
             silent: ctx.unhealthy.clone(),
             reply,
-        }
-    })
+        },
+    )
     .await
     {
         Ok(v) => v,
@@ -530,12 +548,12 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
     }
 
     let wall = started.elapsed().as_secs_f64();
-    let n: u64 = admitted.iter().map(|(_, r)| r.examples).sum();
+    let n: f64 = admitted.iter().map(|(_, r)| r.examples as f64).sum();
     let mean_train_loss = admitted
         .iter()
         .map(|(_, r)| r.train_loss * r.examples as f64)
         .sum::<f64>()
-        / n.max(1) as f64;
+        / n.max(1.0);
     let slowest = admitted
         .iter()
         .map(|(_, r)| r.train_seconds)
@@ -579,5 +597,29 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
         params,
         summary: Box::new(summary),
         optimizer,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silos_merely_not_collected_are_not_blamed() {
+        let a = Attendance {
+            missing: vec![
+                (
+                    "a".into(),
+                    "left the federation mid-round (session closed)".into(),
+                ),
+                ("b".into(), NOT_COLLECTED.into()),
+                (
+                    "c".into(),
+                    "stale: update for round 2, this is round 3".into(),
+                ),
+            ],
+            refused: vec![("c".into(), "stale".into())],
+        };
+        assert_eq!(a.failed().collect::<Vec<_>>(), vec!["a", "c"]);
     }
 }

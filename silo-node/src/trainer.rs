@@ -351,10 +351,23 @@ impl Actor for TrainerActor {
                     err("model size does not fit its spec")
                 }
                 Ok(params) => {
-                    let d = &state.args.data;
-                    let x = encode_rows(&d.schema, &d.holdout, &scaling);
-                    let y = Array1::from(d.holdout.labels.clone());
-                    Response::Evaluated(evaluate(&Mlp::new(&spec), &params, &x, &y))
+                    // Off the mailbox, so heartbeats are answered while a large split is scored.
+                    let data = state.args.data.clone();
+                    tokio::spawn(async move {
+                        let response = tokio::task::spawn_blocking(move || {
+                            let x = encode_rows(&data.schema, &data.holdout, &scaling);
+                            let y = Array1::from(data.holdout.labels.clone());
+                            Response::Evaluated(evaluate(&Mlp::new(&spec), &params, &x, &y))
+                        })
+                        .await
+                        .unwrap_or_else(|e| err(format!("evaluation failed: {e}")));
+                        let _ = myself.cast(TrainerMessage::JobDone {
+                            update: None,
+                            response,
+                            reply,
+                        });
+                    });
+                    return Ok(());
                 }
             },
             Request::Train {

@@ -107,7 +107,7 @@ struct OpenRound {
     silos: Vec<String>,
     clipped: Vec<(String, f64)>,
     norms: Vec<f64>,
-    running_sum: Option<Vec<f32>>,
+    running_sum: Option<Vec<f64>>,
 }
 
 /// Its state: the open round, if any.
@@ -132,13 +132,15 @@ impl OpenRound {
         };
         let cosine_to_aggregate = match (&self.running_sum, first_non_finite) {
             (Some(sum), None) if !self.norms.is_empty() && sum.len() == update.len() => {
-                let dot: f64 = sum
-                    .iter()
-                    .zip(&update)
-                    .map(|(a, b)| *a as f64 * *b as f64)
-                    .sum();
-                let denom = l2_norm(sum) * norm;
-                (denom > 0.0).then(|| dot / denom)
+                let dot: f64 = sum.iter().zip(&update).map(|(a, b)| a * *b as f64).sum();
+                let sum_norm = sum.iter().map(|a| a * a).sum::<f64>().sqrt();
+                // A zero update (or a sum that cancelled out) has no direction: score it as
+                // orthogonal rather than skip it.
+                Some(if sum_norm > 0.0 && norm > 0.0 {
+                    dot / (sum_norm * norm)
+                } else {
+                    0.0
+                })
             }
             _ => None,
         };
@@ -163,7 +165,9 @@ impl OpenRound {
             });
         }
         if let Some(sum) = &mut self.running_sum {
-            sum.iter_mut().zip(&update).for_each(|(s, u)| *s += *u);
+            sum.iter_mut()
+                .zip(&update)
+                .for_each(|(s, u)| *s += *u as f64);
         }
         self.norms.push(norm);
         if let Some(c) = self.aggregation.clip_norm {

@@ -163,7 +163,6 @@ struct SiloEntry {
     region: String,
     role: String,
     software_version: String,
-    last_failure_round: Option<u64>,
     last_ok: Instant,
     healthy: bool,
     ping_inflight: bool,
@@ -191,6 +190,10 @@ pub struct CoordinatorState {
     optimizer: Option<OptimizerState>,
     quarantine: QuarantineBook,
     round_policy: Policy,
+    /// Last failed round per silo name (kept across reconnects, for the cool-down rule).
+    failures: BTreeMap<String, u64>,
+    /// No new feature-scaling attempt before this instant (back-off after a failed one).
+    scaling_retry_at: Option<Instant>,
 }
 
 /// The Coordinator actor.
@@ -230,6 +233,8 @@ impl Actor for CoordinatorActor {
             optimizer: None,
             quarantine: QuarantineBook::default(),
             round_policy: Policy::default(),
+            failures: BTreeMap::new(),
+            scaling_retry_at: None,
             silos: BTreeMap::new(),
             args,
         };
@@ -311,6 +316,16 @@ impl Actor for CoordinatorActor {
             CoordinatorMessage::ScalingDone(outcome) => {
                 state.busy = false;
                 on_scaling(state, outcome);
+                if state.scaling.is_none()
+                    && state.idle_since.elapsed() > state.args.settings.wait_for_silos
+                {
+                    let why = format!(
+                        "feature scaling could not be agreed within {:.0} s",
+                        state.args.settings.wait_for_silos.as_secs_f64()
+                    );
+                    finish(state, &myself, Some(why));
+                    return Ok(());
+                }
                 maybe_start_work(state, &myself).await;
             }
             CoordinatorMessage::RoundDone(outcome) => {
@@ -446,7 +461,6 @@ fn refresh_membership(state: &mut CoordinatorState) {
                 region: identity_region.clone(),
                 role: identity_role.clone(),
                 software_version: "0.0.0".into(),
-                last_failure_round: None,
                 schema: SchemaCheck::Pending,
                 blocked: None,
             },
@@ -538,7 +552,7 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
             protocol_version: u32::from(crate::protocol::PROTOCOL_VERSION),
             software_version: e.software_version.clone(),
             heartbeat_age_secs: Some(e.last_ok.elapsed().as_secs_f64()),
-            last_failure_round: e.last_failure_round,
+            last_failure_round: state.failures.get(n).copied(),
             quarantined_until: state.quarantine.quarantined_until(n, state.next_round),
             blocked: e.blocked.clone().or_else(|| {
                 if !e.healthy {
@@ -600,6 +614,10 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
     state.busy = true;
     let me = myself.clone();
     let Some(scaling) = state.scaling.clone() else {
+        if state.scaling_retry_at.is_some_and(|t| Instant::now() < t) {
+            state.busy = false;
+            return;
+        }
         let (schema_digest, numeric, timeout) = (
             state.args.schema.digest(),
             state.args.schema.numeric_count(),
@@ -609,8 +627,24 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
             Ok(p) => p.participation.quorum,
             Err(_) => cohort.len(),
         };
+        let task = tokio::spawn(agree_scaling(
+            cohort,
+            schema_digest,
+            numeric,
+            quorum,
+            timeout,
+        ));
         tokio::spawn(async move {
-            let outcome = agree_scaling(cohort, schema_digest, numeric, quorum, timeout).await;
+            // Whatever happens to the task (even a panic), the coordinator hears back.
+            let outcome = task.await.unwrap_or_else(|e| {
+                tracing::error!("feature-scaling task failed: {e}");
+                ScalingOutcome {
+                    scaling: None,
+                    silos: vec![],
+                    rows: 0,
+                    blocked: vec![],
+                }
+            });
             let _ = me.cast(CoordinatorMessage::ScalingDone(outcome));
         });
         return;
@@ -648,8 +682,14 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
         aggregation: s.aggregation.clone(),
         optimizer: state.optimizer.clone(),
     };
+    let task = tokio::spawn(run_round(ctx));
     tokio::spawn(async move {
-        let outcome = run_round(ctx).await;
+        // Whatever happens to the round task (even a panic), the coordinator hears back.
+        let outcome = task.await.unwrap_or_else(|e| RoundOutcome::Abandoned {
+            round,
+            reason: format!("the round task failed: {e}"),
+            attendance: Attendance::default(),
+        });
         let _ = me.cast(CoordinatorMessage::RoundDone(Box::new(outcome)));
     });
 }
@@ -694,11 +734,11 @@ async fn agree_scaling(
                     continue;
                 }
                 for i in 0..numeric {
-                    count[i] += st.count[i];
+                    count[i] = count[i].saturating_add(st.count[i]);
                     sum[i] += st.sum[i];
                     sum_sq[i] += st.sum_sq[i];
                 }
-                rows += st.rows;
+                rows = rows.saturating_add(st.rows);
                 silos.push(name);
             }
             Ok(other) => tracing::warn!(
@@ -710,8 +750,17 @@ async fn agree_scaling(
         }
     }
     silos.sort();
-    let scaling =
-        (silos.len() >= quorum && !silos.is_empty()).then(|| combine_stats(&count, &sum, &sum_sq));
+    let scaling = (silos.len() >= quorum && !silos.is_empty())
+        .then(|| combine_stats(&count, &sum, &sum_sq))
+        .filter(|s| {
+            let ok = s.mean.iter().chain(&s.std).all(|v| v.is_finite());
+            if !ok {
+                tracing::warn!(
+                    "pooled feature statistics are not finite (overflowing sums?); not used"
+                );
+            }
+            ok
+        });
     ScalingOutcome {
         scaling,
         silos,
@@ -758,6 +807,10 @@ fn on_scaling(state: &mut CoordinatorState, outcome: ScalingOutcome) {
     }
     let Some(scaling) = outcome.scaling else {
         tracing::warn!(contributors = ?outcome.silos, "too few silos sent feature statistics; will retry");
+        state.scaling_retry_at = Some(
+            Instant::now()
+                + (state.args.settings.heartbeat_interval * 4).max(Duration::from_secs(1)),
+        );
         return;
     };
     let ckpt = checkpoint(state, &state.model.params, &scaling, 0);
@@ -865,10 +918,8 @@ fn on_round(state: &mut CoordinatorState, outcome: RoundOutcome) -> crate::Resul
         }
     };
     // Failures start a cool-down; refusals by admission rules count towards quarantine.
-    for (silo, _) in &attendance.missing {
-        if let Some(e) = state.silos.get_mut(silo) {
-            e.last_failure_round = Some(round);
-        }
+    for silo in attendance.failed() {
+        state.failures.insert(silo.to_string(), round);
     }
     for (silo, _) in &attendance.refused {
         if let Some(until_round) = state.quarantine.refused(&state.round_policy, silo, round) {

@@ -32,10 +32,21 @@ pub async fn ask<M: Message, T: Send + 'static>(
     what: &str,
     build: impl FnOnce(RpcReplyPort<T>) -> M,
 ) -> Result<T> {
-    match actor.call(build, Some(LOCAL_CALL_TIMEOUT)).await {
+    ask_within(actor, what, LOCAL_CALL_TIMEOUT, build).await
+}
+
+/// Asks a local actor and waits at most `timeout` for the answer (for work, such as
+/// validation, that is itself bounded by a longer deadline).
+pub async fn ask_within<M: Message, T: Send + 'static>(
+    actor: &ActorRef<M>,
+    what: &str,
+    timeout: Duration,
+    build: impl FnOnce(RpcReplyPort<T>) -> M,
+) -> Result<T> {
+    match actor.call(build, Some(timeout)).await {
         Ok(CallResult::Success(v)) => Ok(v),
         Ok(CallResult::Timeout) => Err(Error::Cluster(format!(
-            "{what}: no answer within {LOCAL_CALL_TIMEOUT:?}"
+            "{what}: no answer within {timeout:?}"
         ))),
         Ok(CallResult::SenderError) => {
             Err(Error::Cluster(format!("{what}: actor dropped the request")))

@@ -107,12 +107,12 @@ pub fn decide(per_silo: &BTreeMap<String, EvalMetrics>) -> (bool, String, f64) {
     if per_silo.is_empty() {
         return (false, "no silo evaluated the candidate".into(), f64::NAN);
     }
-    let n: u64 = per_silo.values().map(|m| m.examples).sum();
+    let n: f64 = per_silo.values().map(|m| m.examples as f64).sum();
     let loss = per_silo
         .values()
         .map(|m| m.loss * m.examples as f64)
         .sum::<f64>()
-        / n.max(1) as f64;
+        / n.max(1.0);
     for (silo, m) in per_silo {
         let finite =
             m.loss.is_finite() && m.accuracy.is_finite() && m.auc.is_none_or(|a| a.is_finite());
