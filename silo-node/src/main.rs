@@ -28,6 +28,13 @@ struct Cli {
     /// The coordinator's node name; its certificate must carry it.
     #[arg(long, default_value = "coordinator")]
     coordinator_name: String,
+    /// The regional aggregator to serve this silo's updates to, host:port (federations that
+    /// aggregate by region; see the README's residency section).
+    #[arg(long)]
+    aggregator: Option<String>,
+    /// The regional aggregator's node name; its certificate must carry it (role aggregator).
+    #[arg(long, requires = "aggregator")]
+    aggregator_name: Option<String>,
     /// This silo's data: a CSV file with a header row.
     #[arg(long)]
     data: PathBuf,
@@ -70,6 +77,14 @@ async fn main() -> std::process::ExitCode {
         kit: cli.kit,
         coordinator: cli.coordinator,
         coordinator_name: cli.coordinator_name,
+        aggregator: match (cli.aggregator, cli.aggregator_name) {
+            (Some(addr), Some(name)) => Some((addr, name)),
+            (Some(addr), None) => {
+                eprintln!("silo-node: error: --aggregator {addr} needs --aggregator-name (the name in its certificate)");
+                return std::process::ExitCode::FAILURE;
+            }
+            _ => None,
+        },
         data: cli.data,
         schema: cli.schema,
         holdout: cli.holdout,

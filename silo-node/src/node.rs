@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use fedsilo::cluster::{ClusterConfig, ClusterNode, PeerEvent, TRAINER_GROUP};
+use fedsilo::cluster::link::keep_linked;
+use fedsilo::cluster::{ClusterConfig, ClusterNode, TRAINER_GROUP};
 use fedsilo::data::Schema;
 use fedsilo::identity::Role;
 use fedsilo::tls::NodeCredentials;
 use ractor::Actor;
-use tokio::sync::broadcast::error::RecvError;
 
 use crate::data::Dataset;
 use crate::trainer::{TrainerActor, TrainerArgs};
@@ -23,6 +23,9 @@ pub struct SiloSettings {
     pub kit: PathBuf,
     /// Coordinator address, `host:port`.
     pub coordinator: String,
+    /// The regional aggregator this silo's updates go to, `(host:port, node name)`, if the
+    /// federation aggregates by region.
+    pub aggregator: Option<(String, String)>,
     /// The coordinator's node name (checked against its certificate).
     pub coordinator_name: String,
     /// The silo's CSV file.
@@ -77,63 +80,29 @@ pub async fn run(s: SiloSettings) -> anyhow::Result<()> {
     .context("starting the trainer actor")?;
     ractor::pg::join(TRAINER_GROUP.to_string(), vec![trainer.get_cell()]);
 
-    let mut backoff = Duration::from_millis(200);
-    let stop = shutdown_signal();
-    tokio::pin!(stop);
-    loop {
-        let mut events = node.directory().subscribe();
-        let attempt = node.connect(&s.coordinator, &s.coordinator_name, Duration::from_secs(15));
-        let linked = tokio::select! {
-            r = attempt => r,
-            _ = &mut stop => break,
-        };
-        match linked {
-            Ok(id) if id.role != Role::Coordinator => {
-                bail!(
-                    "{} at {} presents a certificate of role {}, not coordinator",
-                    id.name,
-                    s.coordinator,
-                    id.role
-                );
+    let coordinator = keep_linked(
+        &node,
+        &s.coordinator,
+        &s.coordinator_name,
+        Role::Coordinator,
+        s.once,
+        s.max_backoff,
+    );
+    let aggregator = async {
+        match &s.aggregator {
+            Some((addr, name)) => {
+                keep_linked(&node, addr, name, Role::Aggregator, false, s.max_backoff).await
             }
-            Ok(id) => {
-                tracing::info!(coordinator = %id, "linked to the coordinator over mTLS");
-                println!(
-                    "silo {} linked to coordinator {} at {}",
-                    me.name, id.name, s.coordinator
-                );
-                backoff = Duration::from_millis(200);
-                let closed = async {
-                    loop {
-                        match events.recv().await {
-                            Ok(PeerEvent::Disconnected {
-                                identity: Some(i), ..
-                            }) if i.name == id.name => return,
-                            Ok(_) | Err(RecvError::Lagged(_)) => {}
-                            Err(RecvError::Closed) => return,
-                        }
-                    }
-                };
-                tokio::select! {
-                    _ = closed => {
-                        tracing::warn!("link to the coordinator closed");
-                        if s.once {
-                            println!("silo {}: coordinator gone, exiting (--once)", me.name);
-                            break;
-                        }
-                    }
-                    _ = &mut stop => break,
-                }
-            }
-            Err(e) => {
-                tracing::warn!("cannot link to the coordinator: {e}; retrying in {backoff:?}");
-            }
+            None => std::future::pending().await,
         }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = &mut stop => break,
+    };
+    tokio::select! {
+        r = coordinator => {
+            r?;
+            println!("silo {}: coordinator gone, exiting (--once)", me.name);
         }
-        backoff = (backoff * 2).min(s.max_backoff);
+        r = aggregator => { r?; }
+        _ = shutdown_signal() => {}
     }
     trainer.stop(None);
     Ok(())

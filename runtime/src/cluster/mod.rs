@@ -19,6 +19,7 @@
 
 pub mod counting_stream;
 pub mod directory;
+pub mod link;
 pub mod listener;
 pub mod node;
 
