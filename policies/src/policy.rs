@@ -39,6 +39,10 @@ pub struct Policy {
     /// SHA-256 of the source text (hex), set by the loader.
     #[serde(skip)]
     pub digest: String,
+    /// The source text, set by the loader (sent to regional aggregators, which parse it
+    /// themselves).
+    #[serde(skip)]
+    pub source: String,
 }
 
 /// Participation rules.
@@ -215,6 +219,7 @@ impl Policy {
         })?;
         policy.validate(&Locator::new(text, origin))?;
         policy.digest = hex::encode(Sha256::digest(text.as_bytes()));
+        policy.source = text.to_string();
         Ok(policy)
     }
 

@@ -105,6 +105,18 @@ pub enum Event {
         /// Region from its certificate.
         region: String,
     },
+    /// A regional aggregator linked (certificate verified, actor registered).
+    AggregatorJoined {
+        /// Its name.
+        aggregator: String,
+        /// Its region.
+        region: String,
+    },
+    /// A regional aggregator left.
+    AggregatorLeft {
+        /// Its name.
+        aggregator: String,
+    },
     /// A silo left (session closed).
     SiloLeft {
         /// The silo.
@@ -294,6 +306,8 @@ fn render(event: &Event, columns: &mut Option<Vec<String>>) -> Option<String> {
         }
         Event::SiloJoined { silo, region } => format!("+ silo {silo} joined (region {region})"),
         Event::SiloLeft { silo } => format!("- silo {silo} left"),
+        Event::AggregatorJoined { aggregator, region } => format!("+ aggregator {aggregator} joined (region {region})"),
+        Event::AggregatorLeft { aggregator } => format!("- aggregator {aggregator} left"),
         Event::SiloUnhealthy { silo, silent_secs } => {
             format!("! silo {silo} silent for {silent_secs:.1} s: excluded until it answers")
         }

@@ -28,15 +28,18 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::actors::aggregator::{AggregatorMessage, Refusal};
+use crate::actors::aggregator::{Aggregate, AggregatorMessage, Refusal};
 use crate::actors::policy::PolicyMessage;
 use crate::actors::validator::{Candidate, ValidatorMessage};
 use crate::actors::{ask, ask_within};
 use crate::cluster::{PeerDirectory, PeerEvent};
 use crate::events::{Event, EventLog, RoundSummary};
 use crate::kernels::server_optimizer::OptimizerState;
-use crate::kernels::Aggregation;
+use crate::kernels::{Aggregation, WeightedMean};
 use crate::model::{Digest, ModelSpec};
+use crate::protocol::regional::{
+    call_regional, RegionalMessage, RegionalRequest, RegionalResponse,
+};
 use crate::protocol::transfer::{fetch_update, put_model};
 use crate::protocol::{
     call, ModelRef, Request, Response, Scaling, TrainPlan, TrainReport, TrainerMessage,
@@ -52,6 +55,17 @@ pub struct SiloHandle {
     pub node_id: NodeId,
     /// Its trainer actor (remote).
     pub actor: ActorRef<TrainerMessage>,
+}
+
+/// A regional aggregator node: its certificate name and region, and its actor (remote).
+#[derive(Debug, Clone)]
+pub struct RegionalHandle {
+    /// Name from its verified certificate.
+    pub name: String,
+    /// Region from its verified certificate.
+    pub region: String,
+    /// Its regional aggregator actor.
+    pub actor: ActorRef<RegionalMessage>,
 }
 
 /// The committed model the round starts from.
@@ -100,6 +114,9 @@ pub struct RoundContext {
     pub aggregation: Aggregation,
     /// The server optimiser's state before this round (when one is configured).
     pub optimizer: Option<OptimizerState>,
+    /// Residency: the regional aggregator each routed silo's update goes to (empty: the
+    /// coordinator aggregates every update itself).
+    pub routes: BTreeMap<String, RegionalHandle>,
     /// Names of silos the coordinator's heartbeats currently find silent. A cohort member that
     /// turns up here is dropped from the round at once (a frozen peer never closes its session).
     pub unhealthy: watch::Receiver<BTreeSet<String>>,
@@ -231,6 +248,29 @@ async fn admit(
     if report.examples == 0 {
         return refuse("trained on 0 examples".into());
     }
+    if let Some(agg) = ctx.routes.get(&silo.name) {
+        // Residency: the regional aggregator fetches the update over its own session with the
+        // silo; it never passes through this node.
+        let left = deadline.saturating_duration_since(Instant::now());
+        let req = RegionalRequest::Collect {
+            round: ctx.round,
+            silo: silo.name.clone(),
+            report: report.clone(),
+            timeout_ms: left.as_millis() as u64,
+        };
+        return match call_regional(&agg.actor, &req, left + Duration::from_secs(5), &agg.name).await
+        {
+            Ok(RegionalResponse::Collected) => Ok(()),
+            Ok(RegionalResponse::Refused { reason }) => {
+                refuse(format!("refused by aggregator {}: {reason}", agg.name))
+            }
+            Ok(other) => Err(transport(format!(
+                "aggregator {} answered {other:?}",
+                agg.name
+            ))),
+            Err(e) => Err(transport(e.to_string())),
+        };
+    }
     let left = deadline.saturating_duration_since(Instant::now());
     // Only the fetch races the heartbeat watch: once the fold is sent it must complete, or
     // the aggregate would hold an update the summary does not count.
@@ -260,6 +300,131 @@ async fn admit(
     })
     .await
     .map_err(|e| transport(e.to_string()))?
+}
+
+/// Opens the round at every regional aggregator the cohort is routed to; returns the
+/// aggregators that failed to open (their silos' updates will be refused).
+async fn begin_regional(ctx: &RoundContext) -> Vec<String> {
+    let mut seen = BTreeMap::new();
+    for agg in ctx.routes.values() {
+        seen.insert(agg.name.clone(), agg.clone());
+    }
+    let (name, trim, byzantine, keep) = ctx.aggregation.kernel.params();
+    let mut failed = Vec::new();
+    for agg in seen.values() {
+        let req = RegionalRequest::Begin {
+            round: ctx.round,
+            base: ModelRef {
+                version: ctx.base.version,
+                digest: ctx.base.digest,
+            },
+            len: ctx.base.params.len() as u64,
+            policy: ctx.policy.source.clone(),
+            kernel: (name.to_string(), trim, byzantine, keep),
+            clip_norm: ctx.aggregation.clip_norm,
+        };
+        if let Err(e) = call_regional(&agg.actor, &req, Duration::from_secs(30), &agg.name).await {
+            tracing::warn!(aggregator = agg.name, "cannot open the round: {e}");
+            failed.push(agg.name.clone());
+        }
+    }
+    failed
+}
+
+/// Closes the round at each regional aggregator that admitted updates and pulls its aggregate
+/// if it combines at least `residency.min_regional_silos` silos; the silos of an aggregate that
+/// may not cross (or could not be fetched) move from `admitted` to `missing`.
+async fn regional_parts(
+    ctx: &RoundContext,
+    admitted: &mut Vec<(String, TrainReport)>,
+    missing: &mut Vec<(String, String)>,
+) -> Vec<(Vec<f32>, f64)> {
+    let mut by_agg: BTreeMap<String, (RegionalHandle, Vec<String>)> = BTreeMap::new();
+    for (silo, _) in admitted.iter() {
+        if let Some(agg) = ctx.routes.get(silo) {
+            by_agg
+                .entry(agg.name.clone())
+                .or_insert_with(|| (agg.clone(), vec![]))
+                .1
+                .push(silo.clone());
+        }
+    }
+    let mut parts = Vec::new();
+    for (agg, silos) in by_agg.into_values() {
+        let pulled = async {
+            let summary = call_regional(
+                &agg.actor,
+                &RegionalRequest::Finish { round: ctx.round },
+                Duration::from_secs(600),
+                &agg.name,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            let RegionalResponse::Summary {
+                silos: combined,
+                weight,
+                digest,
+            } = summary
+            else {
+                return Err(format!("aggregator {} answered {summary:?}", agg.name));
+            };
+            let border = fedsilo_policies::residency::may_cross_border(&ctx.policy, combined.len());
+            if !border.allow {
+                return Err(format!(
+                    "regional aggregate of {}: {}",
+                    agg.name,
+                    border.reasons.join("; ")
+                ));
+            }
+            let len = ctx.base.params.len();
+            let mut values = Vec::with_capacity(len);
+            while values.len() < len {
+                let want = ctx.chunk.min(len - values.len());
+                let req = RegionalRequest::Fetch {
+                    round: ctx.round,
+                    offset: values.len() as u64,
+                    len: want as u64,
+                };
+                match call_regional(&agg.actor, &req, Duration::from_secs(60), &agg.name)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    RegionalResponse::Chunk { values: v } if v.len() == want => {
+                        values.extend_from_slice(&v)
+                    }
+                    other => {
+                        return Err(format!(
+                            "aggregator {} answered a fetch with {other:?}",
+                            agg.name
+                        ))
+                    }
+                }
+            }
+            if Digest::of_f32(&values) != digest {
+                return Err(format!(
+                    "the aggregate of {} does not match its digest",
+                    agg.name
+                ));
+            }
+            Ok((values, weight))
+        }
+        .await;
+        match pulled {
+            Ok(part) => parts.push(part),
+            Err(reason) => {
+                admitted.retain(|(s, _)| !silos.contains(s));
+                for s in silos {
+                    ctx.events.emit(Event::UpdateRefused {
+                        round: ctx.round,
+                        silo: s.clone(),
+                        reason: reason.clone(),
+                    });
+                    missing.push((s, reason.clone()));
+                }
+            }
+        }
+    }
+    parts
 }
 
 /// Runs one round (see the module documentation). Never hangs: every wait is bounded by the
@@ -301,6 +466,7 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
             len: ctx.base.params.len(),
         },
     });
+    let regional_failures = begin_regional(&ctx).await;
 
     let mut departures = ctx.directory.subscribe();
     let (tx, mut rx) = mpsc::channel(ctx.cohort.len().max(1));
@@ -409,6 +575,9 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
         missing.push((p, NOT_COLLECTED.into()));
     }
     jobs.abort_all();
+    // Regional aggregates: only those combining enough silos cross to this node.
+    let regional = regional_parts(&ctx, &mut admitted, &mut missing).await;
+    let _ = regional_failures;
 
     let verdict = match ask(&ctx.policy_actor, "policy", |reply| PolicyMessage::Quorum {
         round,
@@ -447,33 +616,67 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
             },
         };
     }
-    let aggregate = match ask(&ctx.aggregator, "aggregator", |reply| {
-        AggregatorMessage::Finish { round, reply }
-    })
-    .await
-    {
-        Ok(Ok(a)) => a,
-        Ok(Err(e)) => {
-            return RoundOutcome::Abandoned {
-                round,
-                reason: format!("aggregation failed: {e}"),
-                attendance: Attendance {
-                    missing: missing.clone(),
-                    refused: refused.clone(),
-                },
-            };
-        }
-        Err(e) => {
-            return RoundOutcome::Abandoned {
-                round,
-                reason: e.to_string(),
-                attendance: Attendance {
-                    missing: missing.clone(),
-                    refused: refused.clone(),
-                },
+    let local_weight: f64 = admitted
+        .iter()
+        .filter(|(s, _)| !ctx.routes.contains_key(s))
+        .map(|(_, r)| r.examples as f64)
+        .sum();
+    let mut aggregate = if local_weight > 0.0 {
+        match ask(&ctx.aggregator, "aggregator", |reply| {
+            AggregatorMessage::Finish { round, reply }
+        })
+        .await
+        {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => {
+                return RoundOutcome::Abandoned {
+                    round,
+                    reason: format!("aggregation failed: {e}"),
+                    attendance: Attendance {
+                        missing: missing.clone(),
+                        refused: refused.clone(),
+                    },
+                };
+            }
+            Err(e) => {
+                return RoundOutcome::Abandoned {
+                    round,
+                    reason: e.to_string(),
+                    attendance: Attendance {
+                        missing: missing.clone(),
+                        refused: refused.clone(),
+                    },
+                }
             }
         }
+    } else {
+        let _ = ctx.aggregator.cast(AggregatorMessage::Abort { round });
+        Aggregate {
+            values: Vec::new(),
+            selected: None,
+            clipped: Vec::new(),
+        }
     };
+    if !regional.is_empty() {
+        // Across regions: the regional aggregates, weighted by the examples behind each (with
+        // the weighted mean everywhere this equals FedAvg over all admitted silos).
+        let mut acc = WeightedMean::new(ctx.base.params.len());
+        let parts = regional.iter().map(|(v, w)| (v.as_slice(), *w));
+        let local = (local_weight > 0.0).then_some((aggregate.values.as_slice(), local_weight));
+        for (v, w) in parts.chain(local) {
+            if let Err(e) = acc.fold(v, w) {
+                return RoundOutcome::Abandoned {
+                    round,
+                    reason: format!("combining regional aggregates failed: {e}"),
+                    attendance: Attendance {
+                        missing: missing.clone(),
+                        refused: refused.clone(),
+                    },
+                };
+            }
+        }
+        aggregate.values = acc.finish().unwrap_or_default();
+    }
     let (params, optimizer): (Vec<f32>, Option<OptimizerState>) =
         match (&ctx.aggregation.server_optimizer, &ctx.optimizer) {
             (Some(o), Some(st)) => {

@@ -106,6 +106,7 @@ learning_rate = 0.05
                 data: inputs.data.join(format!("{name}.csv")),
                 name,
                 args,
+                ..Default::default()
             }
         })
         .collect();

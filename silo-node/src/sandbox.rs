@@ -45,15 +45,51 @@ impl Binaries {
 }
 
 /// One silo to start.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SiloSpec {
     /// Node name (its certificate is made with it).
     pub name: String,
+    /// Region written into its certificate (default: the CA's default region).
+    pub region: Option<String>,
+    /// The regional aggregator (by name) it links to and serves its updates to.
+    pub aggregator: Option<String>,
     /// Its CSV file.
     pub data: PathBuf,
     /// Extra `silo-node` arguments (e.g. `--attack sign-flip`; a `--schema` here replaces the
     /// federation's).
     pub args: Vec<String>,
+}
+
+/// One regional aggregator to start (`fedsilo aggregator`).
+#[derive(Debug, Clone)]
+pub struct AggregatorSpec {
+    /// Node name.
+    pub name: String,
+    /// Region written into its certificate.
+    pub region: String,
+}
+
+/// Everything a sandbox starts.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec<'a> {
+    /// The executables.
+    pub bins: &'a Binaries,
+    /// Working directory.
+    pub dir: &'a Path,
+    /// The federation file (see [`Sandbox::start`]).
+    pub federation_toml: &'a str,
+    /// The policy file.
+    pub policy_toml: &'a str,
+    /// The default schema.
+    pub schema: &'a Path,
+    /// The silos.
+    pub silos: Vec<SiloSpec>,
+    /// Arguments for every silo.
+    pub silo_args: &'a [&'a str],
+    /// Regional aggregators.
+    pub aggregators: Vec<AggregatorSpec>,
+    /// Extra coordinator arguments (e.g. fault injection).
+    pub coordinator_args: Vec<String>,
 }
 
 /// A child process, killed when dropped.
@@ -122,14 +158,21 @@ pub struct Sandbox {
     silos: Vec<(String, Proc)>,
     events: Receiver<Value>,
     seen: Vec<Value>,
+    aggregators: Vec<(String, Proc)>,
+    coordinator_args: Vec<String>,
     /// How long [`Sandbox::expect`] waits.
     pub timeout: Duration,
 }
 
-fn spawn_coordinator(bins: &Binaries, dir: &Path) -> anyhow::Result<(Proc, Receiver<Value>)> {
+fn spawn_coordinator(
+    bins: &Binaries,
+    dir: &Path,
+    extra: &[String],
+) -> anyhow::Result<(Proc, Receiver<Value>)> {
     let mut child = Command::new(&bins.fedsilo)
         .args(["coordinator", "--events", "json", "--config"])
         .arg(dir.join("federation.toml"))
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -162,21 +205,46 @@ impl Sandbox {
         silos: Vec<SiloSpec>,
         silo_args: &[&str],
     ) -> anyhow::Result<Self> {
+        Self::start_spec(SandboxSpec {
+            bins,
+            dir,
+            federation_toml,
+            policy_toml,
+            schema,
+            silos,
+            silo_args,
+            aggregators: vec![],
+            coordinator_args: vec![],
+        })
+    }
+
+    /// Starts a federation with regional aggregators and extra coordinator arguments.
+    pub fn start_spec(spec: SandboxSpec<'_>) -> anyhow::Result<Self> {
+        let (bins, dir) = (spec.bins, spec.dir);
         std::fs::create_dir_all(dir)?;
         let mut certs = Command::new(&bins.fedsilo);
         certs
             .args(["certs", "init", "--out"])
             .arg(dir.join("certs"))
             .args(["--coordinator", "coordinator"]);
-        for s in &silos {
-            certs.args(["--silo", &s.name]);
+        for s in &spec.silos {
+            certs.args([
+                "--silo",
+                &match &s.region {
+                    Some(r) => format!("{}:{r}", s.name),
+                    None => s.name.clone(),
+                },
+            ]);
+        }
+        for a in &spec.aggregators {
+            certs.args(["--aggregator", &format!("{}:{}", a.name, a.region)]);
         }
         if !certs.stdout(Stdio::null()).status()?.success() {
             bail!("fedsilo certs init failed");
         }
-        std::fs::write(dir.join("policy.toml"), policy_toml)?;
-        std::fs::write(dir.join("federation.toml"), federation_toml)?;
-        let (coordinator, events) = spawn_coordinator(bins, dir)?;
+        std::fs::write(dir.join("policy.toml"), spec.policy_toml)?;
+        std::fs::write(dir.join("federation.toml"), spec.federation_toml)?;
+        let (coordinator, events) = spawn_coordinator(bins, dir, &spec.coordinator_args)?;
         let mut sb = Sandbox {
             bins: bins.clone(),
             dir: dir.to_path_buf(),
@@ -184,6 +252,8 @@ impl Sandbox {
             silos: vec![],
             events,
             seen: vec![],
+            aggregators: vec![],
+            coordinator_args: spec.coordinator_args.clone(),
             timeout: Duration::from_secs(90),
         };
         let listening = sb.expect("listening", |e| e["event"] == "listening")?;
@@ -191,17 +261,50 @@ impl Sandbox {
             .as_str()
             .context("listening event without addr")?
             .to_string();
-        for s in silos {
+        let mut agg_addr = std::collections::BTreeMap::new();
+        for a in &spec.aggregators {
+            let mut child = Command::new(&bins.fedsilo)
+                .arg("aggregator")
+                .arg("--kit")
+                .arg(dir.join("certs").join(&a.name))
+                .args(["--coordinator", &addr, "--once", "--state-dir"])
+                .arg(dir.join(format!("agg-{}", a.name)))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()?;
+            let mut out = BufReader::new(child.stdout.take().context("aggregator stdout")?);
+            let mut line = String::new();
+            out.read_line(&mut line)?;
+            // Keep draining its stdout: a closed pipe would kill it at its next line.
+            std::thread::spawn(move || for _ in out.lines() {});
+            let v: Value =
+                serde_json::from_str(&line).with_context(|| format!("aggregator said {line:?}"))?;
+            agg_addr.insert(
+                a.name.clone(),
+                v["addr"]
+                    .as_str()
+                    .context("aggregator without addr")?
+                    .to_string(),
+            );
+            sb.aggregators.push((a.name.clone(), Proc { child }));
+        }
+        for s in spec.silos {
             let mut cmd = Command::new(&bins.silo_node);
             cmd.arg("--kit")
                 .arg(dir.join("certs").join(&s.name))
                 .args(["--coordinator", &addr, "--data"])
                 .arg(&s.data);
             if !s.args.iter().any(|a| a == "--schema") {
-                cmd.arg("--schema").arg(schema);
+                cmd.arg("--schema").arg(spec.schema);
+            }
+            if let Some(a) = &s.aggregator {
+                let a_addr = agg_addr
+                    .get(a)
+                    .with_context(|| format!("no aggregator {a} in the sandbox"))?;
+                cmd.args(["--aggregator", a_addr, "--aggregator-name", a]);
             }
             let child = cmd
-                .args(silo_args)
+                .args(spec.silo_args)
                 .args(&s.args)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -209,6 +312,19 @@ impl Sandbox {
             sb.silos.push((s.name, Proc { child }));
         }
         Ok(sb)
+    }
+
+    /// The receive log of a regional aggregator, one JSON value per line.
+    pub fn receive_log(&self, aggregator: &str) -> Vec<Value> {
+        std::fs::read_to_string(
+            self.dir
+                .join(format!("agg-{aggregator}"))
+                .join("receive.jsonl"),
+        )
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
     }
 
     /// Waits for the next event matching `pred`; the error lists every event seen.
@@ -264,7 +380,7 @@ impl Sandbox {
     /// Kills the coordinator (SIGKILL) and starts it again on the same files and state.
     pub fn crash_and_restart_coordinator(&mut self) -> anyhow::Result<()> {
         self.coordinator.kill();
-        let (c, e) = spawn_coordinator(&self.bins, &self.dir)?;
+        let (c, e) = spawn_coordinator(&self.bins, &self.dir, &self.coordinator_args)?;
         self.coordinator = c;
         self.events = e;
         Ok(())

@@ -126,6 +126,7 @@ learning_rate = 0.1
                 name: name.to_string(),
                 data: example(&format!("data/{name}.csv")),
                 args,
+                ..Default::default()
             })
             .collect();
         let flags: &[&str] = if o.silos_exit_with_coordinator {

@@ -23,7 +23,7 @@ use super::aggregator::AggregatorMessage;
 use super::ask;
 use super::policy::{PolicyMessage, Reload};
 use super::validator::ValidatorMessage;
-use crate::cluster::{PeerDirectory, TRAINER_GROUP};
+use crate::cluster::{PeerDirectory, AGGREGATOR_GROUP, TRAINER_GROUP};
 use crate::data::Schema;
 use crate::events::{ComparisonRow, Event, EventLog};
 use crate::identity::Role;
@@ -35,7 +35,9 @@ use crate::protocol::transfer::put_model;
 use crate::protocol::{
     call, EvalMetrics, ModelRef, Request, Response, Scaling, TrainPlan, TrainerMessage,
 };
-use crate::round::{run_round, Attendance, BaseModel, RoundContext, RoundOutcome, SiloHandle};
+use crate::round::{
+    run_round, Attendance, BaseModel, RegionalHandle, RoundContext, RoundOutcome, SiloHandle,
+};
 use crate::store::ModelStore;
 
 /// Settings of a run.
@@ -65,6 +67,12 @@ pub struct CoordinatorSettings {
     pub compare_local: bool,
     /// Kernel, clipping, server optimiser.
     pub aggregation: Aggregation,
+    /// This coordinator's region (from its certificate): whether it may process an update
+    /// itself under the residency rules.
+    pub region: String,
+    /// Fault injection for tests: route this silo's update to an aggregator the policy does
+    /// not allow, to show the aggregator refuses it.
+    pub misroute: Option<String>,
 }
 
 /// How a run ended.
@@ -190,6 +198,8 @@ pub struct CoordinatorState {
     optimizer: Option<OptimizerState>,
     quarantine: QuarantineBook,
     round_policy: Policy,
+    /// Regional aggregators linked to this coordinator, by name.
+    aggregators: BTreeMap<String, RegionalHandle>,
     /// Last failed round per silo name (kept across reconnects, for the cool-down rule).
     failures: BTreeMap<String, u64>,
     /// No new feature-scaling attempt before this instant (back-off after a failed one).
@@ -234,6 +244,7 @@ impl Actor for CoordinatorActor {
             quarantine: QuarantineBook::default(),
             round_policy: Policy::default(),
             failures: BTreeMap::new(),
+            aggregators: BTreeMap::new(),
             scaling_retry_at: None,
             silos: BTreeMap::new(),
             args,
@@ -293,6 +304,7 @@ impl Actor for CoordinatorActor {
         match msg {
             CoordinatorMessage::Tick => {
                 refresh_membership(state);
+                refresh_aggregators(state);
                 check_health(state, &myself);
                 maybe_start_work(state, &myself).await;
             }
@@ -385,6 +397,85 @@ impl Actor for CoordinatorActor {
         }
         Ok(())
     }
+}
+
+fn refresh_aggregators(state: &mut CoordinatorState) {
+    let dir = state.args.directory.clone();
+    let mut now = BTreeMap::new();
+    for cell in ractor::pg::get_members(&AGGREGATOR_GROUP.to_string()) {
+        let id = cell.get_id();
+        if id.is_local() {
+            continue;
+        }
+        let Some(identity) = dir.identity_of(id.node()) else {
+            continue;
+        };
+        if identity.role != Role::Aggregator {
+            tracing::warn!(peer = %identity, "a non-aggregator node registered an aggregator; ignored");
+            continue;
+        }
+        now.insert(
+            identity.name.clone(),
+            RegionalHandle {
+                name: identity.name,
+                region: identity.region,
+                actor: cell.into(),
+            },
+        );
+    }
+    for (name, h) in &now {
+        if !state.aggregators.contains_key(name) {
+            state.args.events.emit(Event::AggregatorJoined {
+                aggregator: name.clone(),
+                region: h.region.clone(),
+            });
+        }
+    }
+    for name in state.aggregators.keys() {
+        if !now.contains_key(name) {
+            state.args.events.emit(Event::AggregatorLeft {
+                aggregator: name.clone(),
+            });
+        }
+    }
+    state.aggregators = now;
+}
+
+/// Where `silo` (of `region`) would have its update aggregated under `policy`: `Ok(Some)` a
+/// regional aggregator, `Ok(None)` this coordinator, `Err` nowhere allowed.
+fn route_for(
+    state: &CoordinatorState,
+    policy: &Policy,
+    silo: &str,
+    region: &str,
+) -> Result<Option<RegionalHandle>, String> {
+    if policy.residency.is_none() {
+        return Ok(None);
+    }
+    let aggs: Vec<(String, String)> = state
+        .aggregators
+        .values()
+        .map(|a| (a.name.clone(), a.region.clone()))
+        .collect();
+    if state.args.settings.misroute.as_deref() == Some(silo) {
+        if let Some(wrong) = state
+            .aggregators
+            .values()
+            .find(|a| !fedsilo_policies::residency::may_process(policy, region, &a.region).allow)
+        {
+            tracing::warn!(silo, aggregator = wrong.name, "fault injection: misrouting");
+            return Ok(Some(wrong.clone()));
+        }
+    }
+    if let Ok(name) = fedsilo_policies::residency::route(policy, region, &aggs) {
+        return Ok(state.aggregators.get(name).cloned());
+    }
+    if fedsilo_policies::residency::may_process(policy, region, &state.args.settings.region).allow {
+        return Ok(None);
+    }
+    Err(format!(
+        "residency: no aggregator allowed to process `{region}` updates is linked"
+    ))
 }
 
 fn refresh_membership(state: &mut CoordinatorState) {
@@ -542,6 +633,20 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
         }
         return;
     }
+    let round = state.next_round;
+    // A changed policy file takes effect here, at the round boundary.
+    match ask(&state.args.policy, "policy", PolicyMessage::Refresh).await {
+        Ok(Reload::Changed(digest)) => state.args.events.emit(Event::PolicyChanged { digest }),
+        Ok(Reload::Refused(error)) => state.args.events.emit(Event::PolicyRefused { error }),
+        _ => {}
+    }
+    let current = match ask(&state.args.policy, "policy", PolicyMessage::Snapshot).await {
+        Ok(p) => p,
+        Err(e) => {
+            finish(state, myself, Some(e.to_string()));
+            return;
+        }
+    };
     let candidates: Vec<Candidate> = state
         .silos
         .iter()
@@ -555,7 +660,9 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
             last_failure_round: state.failures.get(n).copied(),
             quarantined_until: state.quarantine.quarantined_until(n, state.next_round),
             blocked: e.blocked.clone().or_else(|| {
-                if !e.healthy {
+                if let Err(why) = route_for(state, &current, n, &e.region) {
+                    Some(why)
+                } else if !e.healthy {
                     Some(format!(
                         "missed heartbeats: last answer {:.1} s ago (network.heartbeat_timeout_secs)",
                         e.last_ok.elapsed().as_secs_f64()
@@ -566,13 +673,6 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
             }),
         })
         .collect();
-    let round = state.next_round;
-    // A changed policy file takes effect here, at the round boundary.
-    match ask(&state.args.policy, "policy", PolicyMessage::Refresh).await {
-        Ok(Reload::Changed(digest)) => state.args.events.emit(Event::PolicyChanged { digest }),
-        Ok(Reload::Refused(error)) => state.args.events.emit(Event::PolicyRefused { error }),
-        _ => {}
-    }
     let selection = match ask(&state.args.policy, "policy", |reply| {
         PolicyMessage::SelectCohort {
             round,
@@ -649,14 +749,23 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
         });
         return;
     };
-    let policy = match ask(&state.args.policy, "policy", PolicyMessage::Snapshot).await {
-        Ok(p) => p,
-        Err(e) => {
-            finish(state, myself, Some(e.to_string()));
-            return;
-        }
-    };
+    // The round runs on the policy its cohort was chosen by.
+    let policy = current;
     state.round_policy = policy.clone();
+    let routes: BTreeMap<String, RegionalHandle> = cohort
+        .iter()
+        .filter_map(|h| {
+            let region = state
+                .silos
+                .get(&h.name)
+                .map(|e| e.region.clone())
+                .unwrap_or_default();
+            match route_for(state, &policy, &h.name, &region) {
+                Ok(Some(agg)) => Some((h.name.clone(), agg)),
+                _ => None,
+            }
+        })
+        .collect();
     let s = &state.args.settings;
     let ctx = RoundContext {
         round,
@@ -681,6 +790,7 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
         unhealthy: state.unhealthy.subscribe(),
         aggregation: s.aggregation.clone(),
         optimizer: state.optimizer.clone(),
+        routes,
     };
     let task = tokio::spawn(run_round(ctx));
     tokio::spawn(async move {

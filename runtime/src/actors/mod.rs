@@ -14,6 +14,7 @@
 pub mod aggregator;
 pub mod coordinator;
 pub mod policy;
+pub mod regional;
 pub mod validator;
 
 use std::time::Duration;

@@ -50,6 +50,10 @@ pub struct CoordinatorArgs {
     /// Override `federation.rounds`.
     #[arg(long)]
     rounds: Option<u64>,
+    /// Fault injection for tests: route this silo's update to an aggregator the policy does not
+    /// allow (the aggregator must refuse it).
+    #[arg(long, hide = true)]
+    fault_misroute: Option<String>,
     /// How to show events on stdout.
     #[arg(long, value_enum, default_value_t = EventFormat::Table)]
     events: EventFormat,
@@ -137,6 +141,8 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         wait_for_silos: Duration::from_secs_f64(cfg.federation.wait_for_silos_secs),
         compare_local: cfg.federation.compare_local,
         aggregation: cfg.aggregation.clone(),
+        region: node.identity().region.clone(),
+        misroute: a.fault_misroute.clone(),
     };
     events.emit(Event::Configured {
         model: settings.spec.describe(),

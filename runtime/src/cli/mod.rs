@@ -1,6 +1,7 @@
 //! Command-line interface of the `fedsilo` binary.
 
 mod aggregate_cmd;
+mod aggregator_cmd;
 mod certs_cmd;
 mod coordinator_cmd;
 mod policy_cmd;
@@ -30,6 +31,8 @@ enum Command {
     Certs(certs_cmd::CertsArgs),
     /// Run the coordinator (with its aggregator, validator and policy actors).
     Coordinator(coordinator_cmd::CoordinatorArgs),
+    /// Run a regional aggregator (residency: updates are combined in their allowed region).
+    Aggregator(aggregator_cmd::AggregatorArgs),
     /// Combine update files offline with a kernel (to re-run a round's combination).
     Aggregate(aggregate_cmd::AggregateArgs),
     /// Check a policy file, or explain what it would decide for a roster.
@@ -42,6 +45,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Certs(a) => certs_cmd::run(a),
         Command::Coordinator(a) => coordinator_cmd::run(a).await,
         Command::Aggregate(a) => aggregate_cmd::run(a),
+        Command::Aggregator(a) => aggregator_cmd::run(a).await,
         Command::Policy(a) => policy_cmd::run(a),
     }
 }

@@ -94,6 +94,20 @@ impl Kernel {
         }
     }
 
+    /// Name and parameters as [`Kernel::parse`] takes them: `(name, trim, byzantine, keep)`.
+    pub fn params(&self) -> (&'static str, Option<f64>, Option<usize>, Option<usize>) {
+        match *self {
+            Kernel::Mean | Kernel::Median => (self.name(), None, None, None),
+            Kernel::TrimmedMean { trim } => (self.name(), Some(trim), None, None),
+            Kernel::Krum { byzantine } | Kernel::Bulyan { byzantine } => {
+                (self.name(), None, Some(byzantine), None)
+            }
+            Kernel::MultiKrum { byzantine, keep } => {
+                (self.name(), None, Some(byzantine), Some(keep))
+            }
+        }
+    }
+
     /// Whether the kernel can fold updates as they arrive (O(model) memory).
     pub fn is_streaming(&self) -> bool {
         matches!(self, Kernel::Mean)

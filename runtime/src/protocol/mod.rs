@@ -14,6 +14,7 @@
 
 pub mod codec;
 pub mod messages;
+pub mod regional;
 pub mod trainer_message;
 pub mod transfer;
 

@@ -44,26 +44,64 @@ impl Message for TrainerMessage {
 
     fn serialize(self) -> std::result::Result<SerializedMessage, BoxedDowncastErr> {
         match self {
-            TrainerMessage::Rpc { frame, reply } => Ok(SerializedMessage::Call {
-                variant: RPC_VARIANT.to_string(),
-                args: frame,
-                reply,
-                metadata: None,
-            }),
+            TrainerMessage::Rpc { frame, reply } => Ok(rpc_to_serialized(frame, reply)),
             TrainerMessage::JobDone { .. } => Err(BoxedDowncastErr),
         }
     }
 
     fn deserialize(bytes: SerializedMessage) -> std::result::Result<Self, BoxedDowncastErr> {
-        match bytes {
-            SerializedMessage::Call {
-                variant,
-                args,
-                reply,
-                ..
-            } if variant == RPC_VARIANT => Ok(TrainerMessage::Rpc { frame: args, reply }),
-            _ => Err(BoxedDowncastErr),
-        }
+        rpc_from_serialized(bytes)
+            .map(|(frame, reply)| TrainerMessage::Rpc { frame, reply })
+            .ok_or(BoxedDowncastErr)
+    }
+}
+
+/// Sends an encoded request `frame` to a remote actor (wrapped by `wrap` into its message
+/// type) and waits at most `timeout` for the encoded response.
+pub async fn call_bytes<M: Message>(
+    actor: &ActorRef<M>,
+    frame: Vec<u8>,
+    timeout: Duration,
+    peer: &str,
+    wrap: impl FnOnce(Vec<u8>, RpcReplyPort<Vec<u8>>) -> M,
+) -> Result<Vec<u8>> {
+    let gone = || Error::PeerGone {
+        peer: peer.to_string(),
+    };
+    match actor
+        .call(|reply| wrap(frame, reply), Some(timeout))
+        .await
+        .map_err(|_| gone())?
+    {
+        ractor::rpc::CallResult::Success(b) => Ok(b),
+        ractor::rpc::CallResult::Timeout => Err(Error::Call {
+            peer: peer.to_string(),
+            message: format!("no answer within {timeout:?}"),
+        }),
+        ractor::rpc::CallResult::SenderError => Err(gone()),
+    }
+}
+
+/// The serialized form of an RPC frame (for `Message::serialize` of wire message types).
+pub fn rpc_to_serialized(frame: Vec<u8>, reply: RpcReplyPort<Vec<u8>>) -> SerializedMessage {
+    SerializedMessage::Call {
+        variant: RPC_VARIANT.to_string(),
+        args: frame,
+        reply,
+        metadata: None,
+    }
+}
+
+/// The RPC frame in a serialized message, if it is one (for `Message::deserialize`).
+pub fn rpc_from_serialized(bytes: SerializedMessage) -> Option<(Vec<u8>, RpcReplyPort<Vec<u8>>)> {
+    match bytes {
+        SerializedMessage::Call {
+            variant,
+            args,
+            reply,
+            ..
+        } if variant == RPC_VARIANT => Some((args, reply)),
+        _ => None,
     }
 }
 
@@ -75,27 +113,10 @@ pub async fn call(
     timeout: Duration,
     peer: &str,
 ) -> Result<Response> {
-    let frame = encode(request);
-    let reply = trainer
-        .call(|reply| TrainerMessage::Rpc { frame, reply }, Some(timeout))
-        .await
-        .map_err(|_| Error::PeerGone {
-            peer: peer.to_string(),
-        })?;
-    let bytes = match reply {
-        ractor::rpc::CallResult::Success(b) => b,
-        ractor::rpc::CallResult::Timeout => {
-            return Err(Error::Call {
-                peer: peer.to_string(),
-                message: format!("no answer within {timeout:?}"),
-            })
-        }
-        ractor::rpc::CallResult::SenderError => {
-            return Err(Error::PeerGone {
-                peer: peer.to_string(),
-            })
-        }
-    };
+    let bytes = call_bytes(trainer, encode(request), timeout, peer, |frame, reply| {
+        TrainerMessage::Rpc { frame, reply }
+    })
+    .await?;
     match decode::<Response>(&bytes, peer)? {
         Response::Error { message } => Err(Error::Call {
             peer: peer.to_string(),
