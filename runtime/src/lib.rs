@@ -29,6 +29,7 @@ pub mod federation;
 pub mod identity;
 pub mod kernels;
 pub mod model;
+pub mod privacy;
 pub mod protocol;
 pub mod round;
 pub mod store;

@@ -339,6 +339,12 @@ async fn regional_parts(
     admitted: &mut Vec<(String, TrainReport)>,
     missing: &mut Vec<(String, String)>,
 ) -> Vec<(Vec<f32>, f64)> {
+    let examples: BTreeMap<String, f64> = admitted
+        .iter()
+        .map(|(s, r)| (s.clone(), r.examples as f64))
+        .collect();
+    let admitted_examples =
+        |names: &[String]| names.iter().filter_map(|n| examples.get(n)).sum::<f64>();
     let mut by_agg: BTreeMap<String, (RegionalHandle, Vec<String>)> = BTreeMap::new();
     for (silo, _) in admitted.iter() {
         if let Some(agg) = ctx.routes.get(silo) {
@@ -360,14 +366,18 @@ async fn regional_parts(
             )
             .await
             .map_err(|e| e.to_string())?;
-            let RegionalResponse::Summary {
-                silos: combined,
-                weight,
-                digest,
-            } = summary
-            else {
+            let RegionalResponse::Summary { silos: combined, weight: _, digest } = summary else {
                 return Err(format!("aggregator {} answered {summary:?}", agg.name));
             };
+            // Trust only what this node admitted itself: the aggregate must speak for silos it
+            // admitted through that aggregator, and weighs what their own reports say.
+            if combined.is_empty() || combined.iter().any(|c| !silos.contains(c)) {
+                return Err(format!(
+                    "aggregator {} combined {combined:?}, but only {silos:?} were admitted through it",
+                    agg.name
+                ));
+            }
+            let weight: f64 = admitted_examples(&combined);
             let border = fedsilo_policies::residency::may_cross_border(&ctx.policy, combined.len());
             if !border.allow {
                 return Err(format!(
@@ -524,9 +534,11 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
                 if !pending.remove(&silo.name) {
                     continue;
                 }
-                let outcome = match result {
-                    Ok(report) => admit(&ctx, &silo, &report, deadline).await.map(|_| report),
-                    Err(reason) => Err(Refusal { reason, by_policy: false }),
+                let unopened = ctx.routes.get(&silo.name).filter(|a| regional_failures.contains(&a.name));
+                let outcome = match (result, unopened) {
+                    (Ok(_), Some(agg)) => Err(Refusal { reason: format!("aggregator {} could not open the round", agg.name), by_policy: false }),
+                    (Ok(report), None) => admit(&ctx, &silo, &report, deadline).await.map(|_| report),
+                    (Err(reason), _) => Err(Refusal { reason, by_policy: false }),
                 };
                 match outcome {
                     Ok(report) => {
@@ -577,7 +589,6 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
     jobs.abort_all();
     // Regional aggregates: only those combining enough silos cross to this node.
     let regional = regional_parts(&ctx, &mut admitted, &mut missing).await;
-    let _ = regional_failures;
 
     let verdict = match ask(&ctx.policy_actor, "policy", |reply| PolicyMessage::Quorum {
         round,

@@ -752,20 +752,27 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
     // The round runs on the policy its cohort was chosen by.
     let policy = current;
     state.round_policy = policy.clone();
-    let routes: BTreeMap<String, RegionalHandle> = cohort
-        .iter()
-        .filter_map(|h| {
-            let region = state
-                .silos
-                .get(&h.name)
-                .map(|e| e.region.clone())
-                .unwrap_or_default();
-            match route_for(state, &policy, &h.name, &region) {
-                Ok(Some(agg)) => Some((h.name.clone(), agg)),
-                _ => None,
+    let mut routes: BTreeMap<String, RegionalHandle> = BTreeMap::new();
+    let mut unroutable = Vec::new();
+    for h in &cohort {
+        let region = state
+            .silos
+            .get(&h.name)
+            .map(|e| e.region.clone())
+            .unwrap_or_default();
+        match route_for(state, &policy, &h.name, &region) {
+            Ok(Some(agg)) => {
+                routes.insert(h.name.clone(), agg);
             }
-        })
-        .collect();
+            Ok(None) => {}
+            // Never fall back to aggregating here: an update with nowhere allowed to go stays home.
+            Err(why) => unroutable.push((h.name.clone(), why)),
+        }
+    }
+    let mut cohort = cohort;
+    cohort.retain(|h| !unroutable.iter().any(|(n, _)| *n == h.name));
+    let mut excluded = selection.excluded;
+    excluded.extend(unroutable);
     let s = &state.args.settings;
     let ctx = RoundContext {
         round,
@@ -779,7 +786,7 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
         },
         scaling,
         cohort,
-        excluded: selection.excluded,
+        excluded,
         policy,
         policy_actor: state.args.policy.clone(),
         aggregator: state.args.aggregator.clone(),

@@ -28,6 +28,9 @@ use crate::protocol::regional::{RegionalMessage, RegionalRequest, RegionalRespon
 use crate::protocol::transfer::fetch_update;
 use crate::protocol::{decode, encode, TrainerMessage};
 
+/// Largest model a regional aggregator accepts, in values (1 GiB of f32).
+const MAX_MODEL_VALUES: u64 = 1 << 28;
+
 /// Start-up arguments.
 #[derive(Debug)]
 pub struct RegionalArgs {
@@ -111,6 +114,13 @@ impl RegionalState {
                 kernel,
                 clip_norm,
             } => {
+                // Whatever happens below, nothing of an earlier round (or attempt) survives.
+                self.open = None;
+                if len == 0 || len > MAX_MODEL_VALUES {
+                    return err(format!(
+                        "model of {len} values is outside 1..={MAX_MODEL_VALUES}"
+                    ));
+                }
                 let policy = match Policy::from_toml_str(&policy, "policy from the coordinator") {
                     Ok(p) => p,
                     Err(e) => return err(format!("cannot use the coordinator's policy: {e}")),
@@ -258,9 +268,19 @@ impl RegionalState {
                     Ok(Ok(a)) => {
                         let digest = Digest::of_f32(&a.values);
                         open.result = Some(a.values);
+                        // A selecting kernel (Krum family, Bulyan) keeps only some updates: the
+                        // aggregate speaks for those alone.
+                        let kept: Vec<&(String, f64)> = match &a.selected {
+                            Some(sel) => open
+                                .admitted
+                                .iter()
+                                .filter(|(s, _)| sel.contains(s))
+                                .collect(),
+                            None => open.admitted.iter().collect(),
+                        };
                         RegionalResponse::Summary {
-                            silos: open.admitted.iter().map(|(s, _)| s.clone()).collect(),
-                            weight: open.admitted.iter().map(|(_, w)| w).sum(),
+                            silos: kept.iter().map(|(s, _)| s.clone()).collect(),
+                            weight: kept.iter().map(|(_, w)| w).sum(),
                             digest,
                         }
                     }

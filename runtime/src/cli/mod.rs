@@ -5,6 +5,7 @@ mod aggregator_cmd;
 mod certs_cmd;
 mod coordinator_cmd;
 mod policy_cmd;
+mod privacy_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -37,6 +38,8 @@ enum Command {
     Aggregate(aggregate_cmd::AggregateArgs),
     /// Check a policy file, or explain what it would decide for a roster.
     Policy(policy_cmd::PolicyArgs),
+    /// Privacy planning: ε for a noise multiplier, or the noise for an ε budget.
+    Privacy(privacy_cmd::PrivacyArgs),
 }
 
 /// Runs a parsed command line.
@@ -47,5 +50,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Aggregate(a) => aggregate_cmd::run(a),
         Command::Aggregator(a) => aggregator_cmd::run(a).await,
         Command::Policy(a) => policy_cmd::run(a),
+        Command::Privacy(a) => privacy_cmd::run(a),
     }
 }
