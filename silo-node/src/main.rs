@@ -56,6 +56,17 @@ struct Cli {
     /// Fault injection for tests: wait this many milliseconds before each training job.
     #[arg(long, default_value_t = 0, hide = true)]
     train_delay_ms: u64,
+    /// Record-level DP-SGD: clip each example's gradient to this L2 norm (with
+    /// --dp-noise-multiplier). The silo applies it on its own terms, whatever the coordinator
+    /// asks, and prints the ε spent so far after each round.
+    #[arg(long, requires = "dp_noise_multiplier")]
+    dp_clip: Option<f32>,
+    /// Record-level DP-SGD: Gaussian noise of this many times the clipping norm per lot.
+    #[arg(long, requires = "dp_clip")]
+    dp_noise_multiplier: Option<f32>,
+    /// δ at which the silo reports its DP-SGD spend (below 1 / its number of customers).
+    #[arg(long, default_value_t = 1e-5)]
+    dp_delta: f64,
     /// Robustness experiments only: make this silo Byzantine (sign-flip, gaussian, alie).
     #[arg(long, value_enum, hide = true)]
     attack: Option<silo_node::attack::Attack>,
@@ -93,6 +104,28 @@ async fn main() -> std::process::ExitCode {
         max_backoff: Duration::from_secs_f64(cli.max_backoff_secs.max(0.1)),
         train_delay: Duration::from_millis(cli.train_delay_ms),
         attack: cli.attack,
+        dp_sgd: match (cli.dp_clip, cli.dp_noise_multiplier) {
+            (Some(clip), Some(noise_multiplier)) => {
+                let valid = clip > 0.0
+                    && clip.is_finite()
+                    && noise_multiplier >= 0.0
+                    && noise_multiplier.is_finite()
+                    && cli.dp_delta > 0.0
+                    && cli.dp_delta < 1.0;
+                if !valid {
+                    eprintln!("silo-node: error: --dp-clip must be > 0, --dp-noise-multiplier ≥ 0 and --dp-delta in (0, 1)");
+                    return std::process::ExitCode::FAILURE;
+                }
+                Some((
+                    silo_node::train::dp_sgd::DpSgd {
+                        clip,
+                        noise_multiplier,
+                    },
+                    cli.dp_delta,
+                ))
+            }
+            _ => None,
+        },
     };
     match run(settings).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -44,6 +44,8 @@ pub struct SiloSettings {
     pub train_delay: Duration,
     /// Robustness experiments: forge every update this way.
     pub attack: Option<crate::attack::Attack>,
+    /// Record-level DP-SGD on the silo's own terms, and the δ to report its spend at.
+    pub dp_sgd: Option<(crate::train::dp_sgd::DpSgd, f64)>,
 }
 
 /// Runs the silo until interrupted (or, with `once`, until the coordinator goes away).
@@ -74,6 +76,7 @@ pub async fn run(s: SiloSettings) -> anyhow::Result<()> {
             data: Arc::new(data),
             train_delay: s.train_delay,
             attack: s.attack,
+            dp_sgd: s.dp_sgd,
         },
     )
     .await

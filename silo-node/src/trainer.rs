@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use fedsilo::kernels::clip::l2_norm;
 use fedsilo::model::{Digest, ModelSpec};
+use fedsilo::privacy::rdp::RdpLedger;
 use fedsilo::protocol::{
     decode, encode, ModelRef, Request, Response, Scaling, TrainPlan, TrainReport, TrainerMessage,
 };
@@ -23,7 +24,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::attack::{Attack, ALIE_SAMPLES};
 use crate::data::{encode as encode_rows, local_stats, scaling_from, Dataset};
-use crate::train::{evaluate, train, Mlp, Sgd};
+use crate::train::dp_sgd::{train_dp, DpSgd};
+use crate::train::{evaluate, train, Mlp, Sgd, TrainOutcome};
 
 /// Models kept at once (base, candidate, one spare).
 const MODEL_CACHE: usize = 3;
@@ -41,6 +43,8 @@ pub struct TrainerArgs {
     pub train_delay: Duration,
     /// Robustness experiments: replace every update with a forged one.
     pub attack: Option<Attack>,
+    /// Record-level DP-SGD, on the silo's own terms, and the δ its spend is reported at.
+    pub dp_sgd: Option<(DpSgd, f64)>,
 }
 
 /// The Trainer actor.
@@ -55,6 +59,7 @@ pub struct TrainerState {
     models: VecDeque<(ModelRef, Arc<Vec<f32>>)>,
     update: Option<(u64, Vec<f32>)>,
     busy: Option<u64>,
+    ledger: RdpLedger,
 }
 
 fn reply_with(reply: RpcReplyPort<Vec<u8>>, r: Response) {
@@ -195,7 +200,8 @@ fn train_job(
     plan: &TrainPlan,
     scaling: &Scaling,
     attack: Option<Attack>,
-) -> (Vec<f32>, TrainReport) {
+    dp: Option<(DpSgd, f64)>,
+) -> (Vec<f32>, TrainReport, Option<(f64, u64)>) {
     let started = Instant::now();
     let mlp = Mlp::new(spec);
     let x = encode_rows(&data.schema, &data.train, scaling);
@@ -203,11 +209,17 @@ fn train_job(
     let seed = plan.seed ^ name_seed(name);
     let honest = |x: &ndarray::Array2<f32>, y: &Array1<f32>, seed: u64| {
         let mut params = base.to_vec();
-        let out = train(&mlp, &mut params, x, y, sgd(plan, seed));
+        let (out, spent): (TrainOutcome, Option<(f64, u64)>) = match dp {
+            Some((settings, _)) => {
+                let o = train_dp(&mlp, &mut params, x, y, sgd(plan, seed), settings);
+                (o.outcome, Some((o.sampling_rate, o.steps)))
+            }
+            None => (train(&mlp, &mut params, x, y, sgd(plan, seed)), None),
+        };
         let update: Vec<f32> = params.iter().zip(base).map(|(n, b)| n - b).collect();
-        (update, out)
+        (update, out, spent)
     };
-    let (mut update, out) = honest(&x, &y, seed);
+    let (mut update, out, spent) = honest(&x, &y, seed);
     if let Some(attack) = attack {
         let mut samples = vec![update];
         if attack == Attack::Alie {
@@ -238,7 +250,7 @@ fn train_job(
         update_digest: Digest::of_f32(&update),
         update_norm: norm,
     };
-    (update, report)
+    (update, report, spent)
 }
 
 fn local_baseline(
@@ -279,6 +291,7 @@ impl Actor for TrainerActor {
             models: VecDeque::new(),
             update: None,
             busy: None,
+            ledger: RdpLedger::default(),
         })
     }
 
@@ -293,7 +306,17 @@ impl Actor for TrainerActor {
                 update,
                 response,
                 reply,
+                spent,
             } => {
+                if let (Some((q, steps)), Some((dp, delta))) = (spent, state.args.dp_sgd) {
+                    state.ledger.compose(q, dp.noise_multiplier as f64, steps);
+                    let eps = state.ledger.epsilon(delta);
+                    tracing::info!(epsilon = eps, delta, "DP-SGD privacy spent so far");
+                    println!(
+                        "silo {}: DP-SGD spent so far: epsilon {eps:.4} at delta {delta} (clip {}, noise multiplier {})",
+                        state.args.name, dp.clip, dp.noise_multiplier
+                    );
+                }
                 if let Some(u) = update {
                     state.update = Some(u);
                 }
@@ -365,6 +388,7 @@ impl Actor for TrainerActor {
                             update: None,
                             response,
                             reply,
+                            spent: None,
                         });
                     });
                     return Ok(());
@@ -390,11 +414,12 @@ impl Actor for TrainerActor {
                         }
                         Ok(params) => {
                             state.busy = Some(round);
-                            let (data, name, delay, attack) = (
+                            let (data, name, delay, attack, dp) = (
                                 state.args.data.clone(),
                                 state.args.name.clone(),
                                 state.args.train_delay,
                                 state.args.attack,
+                                state.args.dp_sgd,
                             );
                             tokio::spawn(async move {
                                 if !delay.is_zero() {
@@ -403,20 +428,21 @@ impl Actor for TrainerActor {
                                 let job = tokio::task::spawn_blocking(move || {
                                     train_job(
                                         &data, &name, round, base, &params, &spec, &plan, &scaling,
-                                        attack,
+                                        attack, dp,
                                     )
                                 })
                                 .await;
-                                let (update, response) = match job {
-                                    Ok((u, report)) => {
-                                        (Some((round, u)), Response::Trained(report))
+                                let (update, response, spent) = match job {
+                                    Ok((u, report, spent)) => {
+                                        (Some((round, u)), Response::Trained(report), spent)
                                     }
-                                    Err(e) => (None, err(format!("training failed: {e}"))),
+                                    Err(e) => (None, err(format!("training failed: {e}")), None),
                                 };
                                 let _ = myself.cast(TrainerMessage::JobDone {
                                     update,
                                     response,
                                     reply,
+                                    spent,
                                 });
                             });
                             return Ok(());
@@ -455,6 +481,7 @@ impl Actor for TrainerActor {
                                 update: None,
                                 response,
                                 reply,
+                                spent: None,
                             });
                         });
                         return Ok(());
@@ -492,6 +519,7 @@ mod tests {
             data: Arc::new(data),
             train_delay: Duration::ZERO,
             attack: None,
+            dp_sgd: None,
         };
         Actor::spawn(None, TrainerActor, args).await.unwrap().0
     }

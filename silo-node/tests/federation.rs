@@ -567,3 +567,21 @@ fn a_policy_change_takes_effect_at_the_next_round_and_a_broken_one_is_refused() 
         e["event"] == "round_committed" && e["policy_digest"] == digest.as_str()
     });
 }
+
+#[test]
+fn silos_training_with_dp_sgd_take_part_normally() {
+    let dp = || {
+        ["--dp-clip", "1.0", "--dp-noise-multiplier", "1.1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+    };
+    let mut f = Federation::start(Options {
+        silos: vec![("northeast", dp()), ("midwest", dp()), ("west", dp())],
+        rounds: 3,
+        ..Default::default()
+    });
+    let fin = f.expect("finished", |e| e["event"] == "finished");
+    assert!(fin["error"].is_null(), "{fin}");
+    assert_eq!(f.committed().len(), 3);
+}

@@ -225,6 +225,49 @@ pub fn noise_for(target: f64, delta: f64, q: f64, steps: u64) -> Result<f64, Pri
     Ok(hi)
 }
 
+/// Accumulated RDP over heterogeneous steps (different rates or multipliers), per order.
+/// Invariant: `rdp[i]` is the total RDP at `orders[i]`; an order some step left out is ∞.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RdpLedger {
+    orders: Vec<f64>,
+    rdp: Vec<f64>,
+}
+
+impl Default for RdpLedger {
+    fn default() -> Self {
+        let orders = default_orders();
+        let rdp = vec![0.0; orders.len()];
+        RdpLedger { orders, rdp }
+    }
+}
+
+impl RdpLedger {
+    /// Adds `steps` compositions of the mechanism with rate `q` and multiplier `sigma`.
+    pub fn compose(&mut self, q: f64, sigma: f64, steps: u64) {
+        for (a, r) in self.orders.iter().zip(self.rdp.iter_mut()) {
+            *r += rdp_step(q, sigma, *a).map_or(f64::INFINITY, |x| x * steps as f64);
+        }
+    }
+
+    /// ε spent so far at `delta` (0 if nothing was composed).
+    pub fn epsilon(&self, delta: f64) -> f64 {
+        self.orders
+            .iter()
+            .zip(&self.rdp)
+            .map(|(a, r)| {
+                if *r < 0.0 || delta * delta + (-r).exp_m1() > 0.0 {
+                    0.0
+                } else if *a > 1.01 {
+                    r + (-1.0 / a).ln_1p() - (delta * a).ln() / (a - 1.0)
+                } else {
+                    f64::INFINITY
+                }
+            })
+            .fold(f64::INFINITY, f64::min)
+            .max(0.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,6 +345,15 @@ mod tests {
             "not the smallest: {z}"
         );
         assert!(epsilon(0.0, 1.0, 10, 1e-5).unwrap().0 == 0.0);
+    }
+
+    #[test]
+    fn the_ledger_composes_like_one_long_run() {
+        let mut l = RdpLedger::default();
+        l.compose(0.01, 1.1, 4_000);
+        l.compose(0.01, 1.1, 6_000);
+        assert!(close(l.epsilon(1e-5), 5.632010670081592, 1e-9));
+        assert_eq!(RdpLedger::default().epsilon(1e-5), 0.0);
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub enum TrainerMessage {
         response: Response,
         /// Where to send it.
         reply: RpcReplyPort<Vec<u8>>,
+        /// Record-level DP-SGD the job ran, for the silo's own accountant: (sampling rate, steps).
+        spent: Option<(f64, u64)>,
     },
 }
 

@@ -2,6 +2,7 @@
 //! output), trained by mini-batch SGD on binary cross-entropy. Forward and backward passes are
 //! matrix products through ndarray, which hands them to BLAS (`sgemm`).
 
+pub mod dp_sgd;
 mod metrics;
 mod mlp;
 mod sgd;
