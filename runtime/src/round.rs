@@ -137,6 +137,14 @@ pub struct Attendance {
 pub const NOT_COLLECTED: &str = "not collected: the round could no longer reach quorum";
 
 impl Attendance {
+    /// The round's attendance so far.
+    fn of(missing: &[(String, String)], refused: &[(String, String)]) -> Self {
+        Attendance {
+            missing: missing.to_vec(),
+            refused: refused.to_vec(),
+        }
+    }
+
     /// Silos that failed the round themselves (refused, late, lost): these start a cool-down.
     pub fn failed(&self) -> impl Iterator<Item = &str> {
         self.missing
@@ -604,10 +612,7 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
             return RoundOutcome::Abandoned {
                 round,
                 reason: e.to_string(),
-                attendance: Attendance {
-                    missing: missing.clone(),
-                    refused: refused.clone(),
-                },
+                attendance: Attendance::of(&missing, &refused),
             };
         }
     };
@@ -621,10 +626,7 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
         return RoundOutcome::Abandoned {
             round,
             reason,
-            attendance: Attendance {
-                missing: missing.clone(),
-                refused: refused.clone(),
-            },
+            attendance: Attendance::of(&missing, &refused),
         };
     }
     let local_weight: f64 = admitted
@@ -643,20 +645,14 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
                 return RoundOutcome::Abandoned {
                     round,
                     reason: format!("aggregation failed: {e}"),
-                    attendance: Attendance {
-                        missing: missing.clone(),
-                        refused: refused.clone(),
-                    },
+                    attendance: Attendance::of(&missing, &refused),
                 };
             }
             Err(e) => {
                 return RoundOutcome::Abandoned {
                     round,
                     reason: e.to_string(),
-                    attendance: Attendance {
-                        missing: missing.clone(),
-                        refused: refused.clone(),
-                    },
+                    attendance: Attendance::of(&missing, &refused),
                 }
             }
         }
@@ -679,10 +675,7 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
                 return RoundOutcome::Abandoned {
                     round,
                     reason: format!("combining regional aggregates failed: {e}"),
-                    attendance: Attendance {
-                        missing: missing.clone(),
-                        refused: refused.clone(),
-                    },
+                    attendance: Attendance::of(&missing, &refused),
                 };
             }
         }
@@ -743,10 +736,7 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
             return RoundOutcome::Rejected {
                 round,
                 reason: e.to_string(),
-                attendance: Attendance {
-                    missing: missing.clone(),
-                    refused: refused.clone(),
-                },
+                attendance: Attendance::of(&missing, &refused),
             }
         }
     };
@@ -754,10 +744,7 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
         return RoundOutcome::Rejected {
             round,
             reason: validation.reason,
-            attendance: Attendance {
-                missing: missing.clone(),
-                refused: refused.clone(),
-            },
+            attendance: Attendance::of(&missing, &refused),
         };
     }
 

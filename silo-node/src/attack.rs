@@ -12,8 +12,10 @@
 //!   it computes on random halves of its own data) and sends μ − z·σ with z = 1, a shift that
 //!   stays within one standard deviation and so hides among honest updates.
 
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+
+use crate::train::dp_sgd::add_gaussian;
 
 /// An attack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -40,15 +42,9 @@ impl Attack {
             Attack::SignFlip => first.iter().map(|v| -10.0 * v).collect(),
             Attack::Nan => vec![f32::NAN; first.len()],
             Attack::Gaussian => {
-                let mut rng = ChaCha8Rng::seed_from_u64(seed);
-                (0..first.len())
-                    .map(|_| {
-                        // Box–Muller.
-                        let u1: f32 = rng.random_range(f32::EPSILON..1.0);
-                        let u2: f32 = rng.random_range(0.0..1.0);
-                        (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
-                    })
-                    .collect()
+                let mut v = vec![0.0f32; first.len()];
+                add_gaussian(&mut v, 1.0, &mut ChaCha8Rng::seed_from_u64(seed));
+                v
             }
             Attack::Alie => {
                 let n = honest.len() as f32;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::attack::Attack;
-use crate::sandbox::{Binaries, Sandbox, SiloSpec};
+use crate::sandbox::{Binaries, FederationFile, Sandbox, SiloSpec};
 
 /// Silos in the experiment.
 pub const SILOS: usize = 10;
@@ -63,30 +63,17 @@ pub fn run(
     aggregation: &str,
     rounds: u64,
 ) -> anyhow::Result<Outcome> {
-    let federation = format!(
-        r#"[federation]
-name = "robustness"
-rounds = {rounds}
-policy = "policy.toml"
-state_dir = "state"
-wait_for_silos_secs = 60
-[network]
-listen = "127.0.0.1:0"
-kit = "certs/coordinator"
-heartbeat_interval_secs = 0.5
-[model]
-schema = "{schema}"
-hidden = [32]
-seed = 7
-[plan]
-epochs = 2
-batch_size = 32
-learning_rate = 0.05
-[aggregation]
-{aggregation}
-"#,
-        schema = inputs.schema.display()
-    );
+    let federation = FederationFile {
+        rounds,
+        heartbeat_interval_secs: 0.5,
+        hidden: vec![32],
+        seed: 7,
+        epochs: 2,
+        learning_rate: 0.05,
+        extra: format!("[aggregation]\n{aggregation}"),
+        ..FederationFile::new(&inputs.schema)
+    }
+    .render();
     let policy = "[participation]\nmin_silos = 10\nquorum = 8\n[rounds]\ndeadline_secs = 60\ngrace_secs = 1\n";
     let silos = (0..SILOS)
         .map(|i| {

@@ -44,6 +44,80 @@ impl Binaries {
     }
 }
 
+/// A federation file for a sandbox: the fixed paths it needs (`policy.toml`, `state`,
+/// `certs/coordinator`) and the knobs experiments and tests turn. `extra` is appended verbatim
+/// (e.g. an `[aggregation]` table).
+#[derive(Debug, Clone)]
+pub struct FederationFile {
+    /// Rounds to run.
+    pub rounds: u64,
+    /// The schema file.
+    pub schema: PathBuf,
+    /// Listen port (0: any).
+    pub port: u16,
+    /// `federation.wait_for_silos_secs`.
+    pub wait_for_silos_secs: f64,
+    /// `network.heartbeat_interval_secs`.
+    pub heartbeat_interval_secs: f64,
+    /// `network.heartbeat_timeout_secs`.
+    pub heartbeat_timeout_secs: f64,
+    /// `network.chunk_values`.
+    pub chunk_values: usize,
+    /// `model.hidden`.
+    pub hidden: Vec<usize>,
+    /// `model.seed`.
+    pub seed: u64,
+    /// `plan.epochs`.
+    pub epochs: u32,
+    /// `plan.learning_rate`.
+    pub learning_rate: f32,
+    /// Appended verbatim.
+    pub extra: String,
+}
+
+impl FederationFile {
+    /// Defaults for `schema`: 3 rounds, a [16] MLP, one epoch, fast heartbeats.
+    pub fn new(schema: &Path) -> Self {
+        FederationFile {
+            rounds: 3,
+            schema: schema.to_path_buf(),
+            port: 0,
+            wait_for_silos_secs: 60.0,
+            heartbeat_interval_secs: 0.2,
+            heartbeat_timeout_secs: 5.0,
+            chunk_values: 1 << 20,
+            hidden: vec![16],
+            seed: 3,
+            epochs: 1,
+            learning_rate: 0.1,
+            extra: String::new(),
+        }
+    }
+
+    /// The TOML text.
+    pub fn render(&self) -> String {
+        let hidden: Vec<String> = self.hidden.iter().map(|h| h.to_string()).collect();
+        format!(
+            "[federation]\nname = \"sandbox\"\nrounds = {}\npolicy = \"policy.toml\"\nstate_dir = \"state\"\nwait_for_silos_secs = {}\n\
+             [network]\nlisten = \"127.0.0.1:{}\"\nkit = \"certs/coordinator\"\nheartbeat_interval_secs = {}\nheartbeat_timeout_secs = {}\nchunk_values = {}\n\
+             [model]\nschema = \"{}\"\nhidden = [{}]\nseed = {}\n\
+             [plan]\nepochs = {}\nbatch_size = 32\nlearning_rate = {}\n{}\n",
+            self.rounds,
+            self.wait_for_silos_secs,
+            self.port,
+            self.heartbeat_interval_secs,
+            self.heartbeat_timeout_secs,
+            self.chunk_values,
+            self.schema.display(),
+            hidden.join(", "),
+            self.seed,
+            self.epochs,
+            self.learning_rate,
+            self.extra
+        )
+    }
+}
+
 /// One silo to start.
 #[derive(Debug, Clone, Default)]
 pub struct SiloSpec {

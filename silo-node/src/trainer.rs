@@ -275,6 +275,27 @@ fn local_baseline(
     Response::Evaluated(evaluate(&mlp, &params, &xh, &yh))
 }
 
+/// Runs `job` on a blocking thread and answers `reply` with its response through
+/// [`TrainerMessage::JobDone`], so the mailbox (and heartbeats) keeps moving meanwhile.
+fn answer_in_background(
+    myself: ActorRef<TrainerMessage>,
+    reply: RpcReplyPort<Vec<u8>>,
+    what: &'static str,
+    job: impl FnOnce() -> Response + Send + 'static,
+) {
+    tokio::spawn(async move {
+        let response = tokio::task::spawn_blocking(job)
+            .await
+            .unwrap_or_else(|e| err(format!("{what} failed: {e}")));
+        let _ = myself.cast(TrainerMessage::JobDone {
+            update: None,
+            response,
+            reply,
+            spent: None,
+        });
+    });
+}
+
 impl Actor for TrainerActor {
     type Msg = TrainerMessage;
     type State = TrainerState;
@@ -376,20 +397,10 @@ impl Actor for TrainerActor {
                 Ok(params) => {
                     // Off the mailbox, so heartbeats are answered while a large split is scored.
                     let data = state.args.data.clone();
-                    tokio::spawn(async move {
-                        let response = tokio::task::spawn_blocking(move || {
-                            let x = encode_rows(&data.schema, &data.holdout, &scaling);
-                            let y = Array1::from(data.holdout.labels.clone());
-                            Response::Evaluated(evaluate(&Mlp::new(&spec), &params, &x, &y))
-                        })
-                        .await
-                        .unwrap_or_else(|e| err(format!("evaluation failed: {e}")));
-                        let _ = myself.cast(TrainerMessage::JobDone {
-                            update: None,
-                            response,
-                            reply,
-                            spent: None,
-                        });
+                    answer_in_background(myself, reply, "evaluation", move || {
+                        let x = encode_rows(&data.schema, &data.holdout, &scaling);
+                        let y = Array1::from(data.holdout.labels.clone());
+                        Response::Evaluated(evaluate(&Mlp::new(&spec), &params, &x, &y))
                     });
                     return Ok(());
                 }
@@ -471,18 +482,8 @@ impl Actor for TrainerActor {
                     Err(e) => err(e),
                     Ok(params) => {
                         let (data, name) = (state.args.data.clone(), state.args.name.clone());
-                        tokio::spawn(async move {
-                            let response = tokio::task::spawn_blocking(move || {
-                                local_baseline(&data, &name, &params, &spec, &plan, rounds)
-                            })
-                            .await
-                            .unwrap_or_else(|e| err(format!("local baseline failed: {e}")));
-                            let _ = myself.cast(TrainerMessage::JobDone {
-                                update: None,
-                                response,
-                                reply,
-                                spent: None,
-                            });
+                        answer_in_background(myself, reply, "local baseline", move || {
+                            local_baseline(&data, &name, &params, &spec, &plan, rounds)
                         });
                         return Ok(());
                     }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
-use silo_node::sandbox::{Binaries, Sandbox, SiloSpec};
+use silo_node::sandbox::{Binaries, FederationFile, Sandbox, SiloSpec};
 
 fn bins() -> Binaries {
     let dir = Path::new(env!("CARGO_BIN_EXE_silo-node"))
@@ -88,37 +88,16 @@ impl Federation {
             "[rounds]\ndeadline_secs = {}\ngrace_secs = {}\n[participation]\nmin_silos = {}\nquorum = {}\n{}",
             o.deadline, o.grace, o.min_silos, o.quorum, o.policy_extra
         );
-        let federation = format!(
-            r#"[federation]
-name = "test"
-rounds = {rounds}
-policy = "policy.toml"
-state_dir = "state"
-wait_for_silos_secs = {wait}
-[network]
-listen = "127.0.0.1:{port}"
-kit = "certs/coordinator"
-heartbeat_interval_secs = 0.2
-heartbeat_timeout_secs = {hb}
-chunk_values = {chunk}
-[model]
-schema = "{schema}"
-hidden = [16]
-seed = 3
-[plan]
-epochs = 1
-batch_size = 32
-learning_rate = 0.1
-{extra}
-"#,
-            extra = o.extra,
-            rounds = o.rounds,
-            wait = o.wait_for_silos,
-            hb = o.heartbeat_timeout,
-            chunk = o.chunk,
-            port = o.port.unwrap_or(0),
-            schema = example("schema.toml").display()
-        );
+        let federation = FederationFile {
+            rounds: o.rounds,
+            port: o.port.unwrap_or(0),
+            wait_for_silos_secs: o.wait_for_silos,
+            heartbeat_timeout_secs: o.heartbeat_timeout,
+            chunk_values: o.chunk,
+            extra: o.extra.to_string(),
+            ..FederationFile::new(&example("schema.toml"))
+        }
+        .render();
         let silos = o
             .silos
             .into_iter()

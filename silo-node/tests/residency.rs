@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use silo_node::sandbox::{AggregatorSpec, Binaries, Sandbox, SandboxSpec, SiloSpec};
+use silo_node::sandbox::{
+    AggregatorSpec, Binaries, FederationFile, Sandbox, SandboxSpec, SiloSpec,
+};
 
 fn example(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -27,28 +29,11 @@ us = ["us"]
 "#;
 
 fn federation(rounds: u64) -> String {
-    format!(
-        r#"[federation]
-name = "residency"
-rounds = {rounds}
-policy = "policy.toml"
-state_dir = "state"
-wait_for_silos_secs = 60
-[network]
-listen = "127.0.0.1:0"
-kit = "certs/coordinator"
-heartbeat_interval_secs = 0.2
-[model]
-schema = "{}"
-hidden = [16]
-seed = 3
-[plan]
-epochs = 1
-batch_size = 32
-learning_rate = 0.1
-"#,
-        example("schema.toml").display()
-    )
+    FederationFile {
+        rounds,
+        ..FederationFile::new(&example("schema.toml"))
+    }
+    .render()
 }
 
 /// Starts the federation; `misconfigured` silos link to the aggregator of the other region.

@@ -168,25 +168,9 @@ fn check(q: f64, sigma: f64, steps: u64, delta: f64) -> Result<(), PrivacyError>
 /// the order that gives it.
 pub fn epsilon(q: f64, sigma: f64, steps: u64, delta: f64) -> Result<(f64, f64), PrivacyError> {
     check(q, sigma, steps, delta)?;
-    let mut best = (f64::INFINITY, f64::NAN);
-    for a in default_orders() {
-        let Some(r) = rdp_step(q, sigma, a) else {
-            continue;
-        };
-        let rdp = r * steps as f64;
-        let eps = if rdp < 0.0 || delta * delta + (-rdp).exp_m1() > 0.0 {
-            // No loss, or bounded through the KL divergence: δ ≤ √(1 − e^(−RDP)).
-            0.0
-        } else if a > 1.01 {
-            rdp + (-1.0 / a).ln_1p() - (delta * a).ln() / (a - 1.0)
-        } else {
-            f64::INFINITY
-        };
-        if eps < best.0 {
-            best = (eps, a);
-        }
-    }
-    Ok((best.0.max(0.0), best.1))
+    let mut ledger = RdpLedger::default();
+    ledger.compose(q, sigma, steps);
+    Ok(ledger.epsilon_at(delta))
 }
 
 /// The smallest noise multiplier (to 1e-4 relative) whose ε after `steps` steps at rate `q` is
@@ -251,20 +235,27 @@ impl RdpLedger {
 
     /// ε spent so far at `delta` (0 if nothing was composed).
     pub fn epsilon(&self, delta: f64) -> f64 {
-        self.orders
-            .iter()
-            .zip(&self.rdp)
-            .map(|(a, r)| {
-                if *r < 0.0 || delta * delta + (-r).exp_m1() > 0.0 {
-                    0.0
-                } else if *a > 1.01 {
-                    r + (-1.0 / a).ln_1p() - (delta * a).ln() / (a - 1.0)
-                } else {
-                    f64::INFINITY
-                }
-            })
-            .fold(f64::INFINITY, f64::min)
-            .max(0.0)
+        self.epsilon_at(delta).0
+    }
+
+    /// ε spent so far at `delta`, and the order that gives it: the best over the orders of
+    /// `ε(α) = RDP(α) + log(1 − 1/α) − log(δα)/(α − 1)`, or 0 where the KL bound
+    /// `δ ≥ √(1 − e^(−RDP))` already holds (as `dp_accounting` computes it).
+    pub fn epsilon_at(&self, delta: f64) -> (f64, f64) {
+        let mut best = (f64::INFINITY, f64::NAN);
+        for (a, r) in self.orders.iter().zip(&self.rdp) {
+            let eps = if *r < 0.0 || delta * delta + (-r).exp_m1() > 0.0 {
+                0.0
+            } else if *a > 1.01 {
+                r + (-1.0 / a).ln_1p() - (delta * a).ln() / (a - 1.0)
+            } else {
+                f64::INFINITY
+            };
+            if eps < best.0 {
+                best = (eps, *a);
+            }
+        }
+        (best.0.max(0.0), best.1)
     }
 }
 

@@ -12,6 +12,8 @@ use ndarray::{Array1, Array2, Axis};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use fedsilo::kernels::clip::clip_l2;
+
 use super::{Mlp, Sgd, TrainOutcome};
 
 /// DP-SGD settings.
@@ -32,16 +34,6 @@ pub struct DpSgdOutcome {
     pub sampling_rate: f64,
     /// Steps taken (compositions of the mechanism).
     pub steps: u64,
-}
-
-/// Scales `g` so its L2 norm is at most `clip`; returns the norm it had.
-pub fn clip_in_place(g: &mut [f32], clip: f32) -> f32 {
-    let norm = g.iter().map(|v| v * v).sum::<f32>().sqrt();
-    if norm > clip {
-        let s = clip / norm;
-        g.iter_mut().for_each(|v| *v *= s);
-    }
-    norm
 }
 
 /// Adds N(0, std²) to every value (Box–Muller on `rng`).
@@ -84,7 +76,7 @@ pub fn train_dp(
             let yi = y.select(Axis(0), &[i]);
             loss_sum += mlp.loss_and_grad(params, xi.view(), yi.view(), &mut grad);
             loss_n += 1;
-            clip_in_place(&mut grad, dp.clip);
+            clip_l2(&mut grad, dp.clip as f64);
             sum.iter_mut().zip(&grad).for_each(|(s, g)| *s += g);
         }
         add_gaussian(&mut sum, dp.noise_multiplier * dp.clip, &mut rng);
@@ -111,16 +103,6 @@ mod tests {
     use fedsilo::privacy::rdp::epsilon;
 
     #[test]
-    fn clipping_bounds_the_norm_and_keeps_small_gradients() {
-        let mut g = vec![3.0f32, 4.0];
-        assert_eq!(clip_in_place(&mut g, 1.0), 5.0);
-        assert!((g[0] - 0.6).abs() < 1e-6 && (g[1] - 0.8).abs() < 1e-6);
-        let mut h = vec![0.3f32, 0.4];
-        clip_in_place(&mut h, 1.0);
-        assert_eq!(h, vec![0.3, 0.4]);
-    }
-
-    #[test]
     fn the_noise_has_the_intended_variance() {
         // 200 000 draws of N(0, 1.5²): the sample variance of a correct generator is within
         // ±1 % of 2.25 with overwhelming probability; a wrong scale (e.g. std² applied twice,
@@ -136,16 +118,7 @@ mod tests {
 
     #[test]
     fn dp_sgd_still_learns_and_its_spend_is_accounted() {
-        let mut rng = ChaCha8Rng::seed_from_u64(5);
-        let n = 2000;
-        let x = Array2::from_shape_fn((n, 2), |_| rng.random_range(-1.0f32..1.0));
-        let y = Array1::from_iter(x.rows().into_iter().map(|r| {
-            if r[0] + 0.5 * r[1] > 0.0 {
-                1.0
-            } else {
-                0.0
-            }
-        }));
+        let (x, y) = crate::train::separable(2000, 5);
         let spec = ModelSpec {
             inputs: 2,
             hidden: vec![],

@@ -73,20 +73,10 @@ pub fn train(
 mod tests {
     use super::*;
     use fedsilo::model::{initial_params, ModelSpec};
-    use rand::Rng;
 
     #[test]
     fn learns_a_separable_problem() {
-        let mut rng = ChaCha8Rng::seed_from_u64(5);
-        let n = 400;
-        let x = Array2::from_shape_fn((n, 2), |_| rng.random_range(-1.0f32..1.0));
-        let y = Array1::from_iter(x.rows().into_iter().map(|r| {
-            if r[0] + 0.5 * r[1] > 0.0 {
-                1.0
-            } else {
-                0.0
-            }
-        }));
+        let (x, y) = crate::train::separable(400, 5);
         for hidden in [vec![], vec![8]] {
             let spec = ModelSpec { inputs: 2, hidden };
             let mlp = Mlp::new(&spec);
