@@ -7,10 +7,11 @@
 //! the network or a clock: the caller passes in what it observed, so every rule is unit- and
 //! property-testable.
 //!
-//! The document has five parts: `regions` (the consortium's regions), `[participation]` (who
+//! The document has six parts: `regions` (the consortium's regions), `[participation]` (who
 //! may take part in a round, how many, how much each may weigh), `[rounds]` (deadline, grace),
-//! `[admission]` (what an arriving update must look like; quarantine of repeat offenders) and
-//! `[residency]` (where each region's updates may be processed). See
+//! `[admission]` (what an arriving update must look like; quarantine of repeat offenders),
+//! `[residency]` (where each region's updates may be processed), and `[privacy]`
+//! (silo-level differential privacy and the budget it may spend). See
 //! `policies/examples/*.toml` for annotated samples.
 
 pub mod admission;
@@ -19,6 +20,7 @@ pub mod explain;
 mod locate;
 pub mod participation;
 mod policy;
+pub mod privacy;
 pub mod residency;
 mod verdict;
 

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::locate::Locator;
+use crate::privacy::PrivacyRules;
 use crate::PolicyError;
 
 /// A federation's policy. Invariant: a `Policy` obtained from [`Policy::from_toml_str`] or
@@ -36,6 +37,9 @@ pub struct Policy {
     /// Where each region's updates may be processed.
     #[serde(default)]
     pub residency: Option<Residency>,
+    /// Silo-level differential privacy and its budget.
+    #[serde(default)]
+    pub privacy: Option<PrivacyRules>,
     /// SHA-256 of the source text (hex), set by the loader.
     #[serde(skip)]
     pub digest: String,
@@ -430,6 +434,9 @@ impl Policy {
             if res.min_regional_silos == 0 {
                 return Err(at.invalid(&["residency", "min_regional_silos"], "0", "at least 1"));
             }
+        }
+        if let Some(dp) = &self.privacy {
+            dp.validate(at)?;
         }
         Ok(())
     }

@@ -12,6 +12,7 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
+use crate::privacy::budget::RoundSpend;
 use crate::protocol::EvalMetrics;
 use crate::{Error, Result};
 
@@ -54,6 +55,8 @@ pub struct RoundSummary {
     pub selected: Option<Vec<String>>,
     /// Silos whose updates were clipped, with their norm before clipping.
     pub clipped: Vec<(String, f64)>,
+    /// Silo-level DP: this round's spend and the cumulative spend after it.
+    pub privacy: Option<RoundSpend>,
 }
 
 /// One row of the local-only vs federated comparison.
@@ -199,6 +202,22 @@ pub enum Event {
         /// The error.
         error: String,
     },
+    /// A silo was left out of a round because the round would exceed its privacy budget.
+    BudgetExcluded {
+        /// Round number.
+        round: u64,
+        /// The silo.
+        silo: String,
+        /// The figures.
+        reason: String,
+    },
+    /// The privacy budget leaves too few silos for another round: the federation stops.
+    BudgetExhausted {
+        /// The round that was refused.
+        round: u64,
+        /// Why.
+        reason: String,
+    },
     /// A round ended without a candidate (quorum lost, ...).
     RoundAbandoned {
         /// Round number.
@@ -233,7 +252,15 @@ pub enum EventFormat {
 
 struct Inner {
     file: File,
-    table_columns: Option<Vec<String>>,
+    table: Option<TableLayout>,
+}
+
+/// The round table's columns, fixed by the first committed round.
+struct TableLayout {
+    /// One AUC column per silo.
+    silos: Vec<String>,
+    /// A cumulative-ε column (silo-level DP on).
+    epsilon: bool,
 }
 
 /// Writes events to the journal file and stdout.
@@ -261,10 +288,7 @@ impl EventLog {
             .map_err(|e| Error::io("opening", &path, e))?;
         Ok(Self {
             format,
-            inner: Mutex::new(Inner {
-                file,
-                table_columns: None,
-            }),
+            inner: Mutex::new(Inner { file, table: None }),
         })
     }
 
@@ -279,7 +303,7 @@ impl EventLog {
         let mut out = std::io::stdout().lock();
         let text = match self.format {
             EventFormat::Json => Some(json),
-            EventFormat::Table => render(&event, &mut inner.table_columns),
+            EventFormat::Table => render(&event, &mut inner.table),
         };
         if let Some(t) = text {
             let _ = writeln!(out, "{t}");
@@ -295,7 +319,7 @@ fn auc(m: Option<&EvalMetrics>) -> String {
     }
 }
 
-fn render(event: &Event, columns: &mut Option<Vec<String>>) -> Option<String> {
+fn render(event: &Event, layout: &mut Option<TableLayout>) -> Option<String> {
     Some(match event {
         Event::Listening { addr, node } => format!("coordinator `{node}` listening on {addr} (mTLS)"),
         Event::Configured { model, aggregation, rounds } => {
@@ -324,8 +348,12 @@ fn render(event: &Event, columns: &mut Option<Vec<String>>) -> Option<String> {
         }
         Event::RoundCommitted(s) => {
             let mut text = String::new();
-            let first = columns.is_none();
-            let cols = columns.get_or_insert_with(|| s.eval.keys().cloned().collect());
+            let first = layout.is_none();
+            let layout = layout.get_or_insert_with(|| TableLayout {
+                silos: s.eval.keys().cloned().collect(),
+                epsilon: s.privacy.is_some(),
+            });
+            let cols = &layout.silos;
             if first {
                 text.push_str(&format!(
                     "{:>5} {:>7} {:>6} {:>10} {:>9}",
@@ -334,7 +362,11 @@ fn render(event: &Event, columns: &mut Option<Vec<String>>) -> Option<String> {
                 for c in cols.iter() {
                     text.push_str(&format!(" {:>10}", format!("AUC {}", truncate(c, 6))));
                 }
-                text.push_str(&format!(" {:>8} {:>9} {:>10}\n", "wall s", "overhead", "max sent"));
+                text.push_str(&format!(" {:>8} {:>9} {:>10}", "wall s", "overhead", "max sent"));
+                if layout.epsilon {
+                    text.push_str(&format!(" {:>13}", "ε round/total"));
+                }
+                text.push('\n');
             }
             let silos = format!("{}/{}", s.participants.len(), s.participants.len() + s.missing.len());
             text.push_str(&format!(
@@ -351,6 +383,12 @@ fn render(event: &Event, columns: &mut Option<Vec<String>>) -> Option<String> {
                 s.overhead_seconds,
                 human_bytes(max_sent)
             ));
+            if layout.epsilon {
+                text.push_str(&match &s.privacy {
+                    Some(p) => format!(" {:>13}", format!("{:.2}/{:.2}", p.round_epsilon, p.epsilon)),
+                    None => format!(" {:>13}", "-"),
+                });
+            }
             for (silo, why) in &s.missing {
                 text.push_str(&format!("\n        (no update from {silo}: {why})"));
             }
@@ -365,6 +403,12 @@ fn render(event: &Event, columns: &mut Option<Vec<String>>) -> Option<String> {
             format!("{round:>5}  candidate rejected, current version kept: {reason}")
         }
         Event::RoundAbandoned { round, reason } => format!("{round:>5}  round abandoned: {reason}"),
+        Event::BudgetExcluded { round, silo, reason } => {
+            format!("  round {round}: {silo} left out: {reason}")
+        }
+        Event::BudgetExhausted { round, reason } => {
+            format!("{round:>5}  round refused, privacy budget exhausted: {reason}")
+        }
         Event::Comparison { rows } => {
             let mut t = String::from("\nHeld-out ROC AUC per silo: trained alone vs federated\n");
             t.push_str(&format!(

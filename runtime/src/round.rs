@@ -37,6 +37,9 @@ use crate::events::{Event, EventLog, RoundSummary};
 use crate::kernels::server_optimizer::OptimizerState;
 use crate::kernels::{Aggregation, WeightedMean};
 use crate::model::{Digest, ModelSpec};
+use crate::privacy::budget::RoundSpend;
+use crate::privacy::mechanism::central_std;
+use crate::privacy::noise::{add_gaussian, secure_rng};
 use crate::protocol::regional::{
     call_regional, RegionalMessage, RegionalRequest, RegionalResponse,
 };
@@ -117,6 +120,9 @@ pub struct RoundContext {
     /// Residency: the regional aggregator each routed silo's update goes to (empty: the
     /// coordinator aggregates every update itself).
     pub routes: BTreeMap<String, RegionalHandle>,
+    /// The silo-level DP spend charged for this round before dispatch (when the policy has
+    /// `[privacy]`), recorded with the version.
+    pub privacy_spend: Option<RoundSpend>,
     /// Names of silos the coordinator's heartbeats currently find silent. A cohort member that
     /// turns up here is dropped from the round at once (a frozen peer never closes its session).
     pub unhealthy: watch::Receiver<BTreeSet<String>>,
@@ -349,7 +355,7 @@ async fn regional_parts(
 ) -> Vec<(Vec<f32>, f64)> {
     let examples: BTreeMap<String, f64> = admitted
         .iter()
-        .map(|(s, r)| (s.clone(), r.examples as f64))
+        .map(|(s, r)| (s.clone(), weight_of(&ctx.policy, r)))
         .collect();
     let admitted_examples =
         |names: &[String]| names.iter().filter_map(|n| examples.get(n)).sum::<f64>();
@@ -443,6 +449,16 @@ async fn regional_parts(
         }
     }
     parts
+}
+
+/// An admitted update's weight: its example count, or 1 under silo-level DP (every silo
+/// counts once, so that one silo moves the sum by at most C).
+fn weight_of(policy: &Policy, report: &TrainReport) -> f64 {
+    if policy.privacy.is_some() {
+        1.0
+    } else {
+        report.examples as f64
+    }
 }
 
 /// Runs one round (see the module documentation). Never hangs: every wait is bounded by the
@@ -632,7 +648,7 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
     let local_weight: f64 = admitted
         .iter()
         .filter(|(s, _)| !ctx.routes.contains_key(s))
-        .map(|(_, r)| r.examples as f64)
+        .map(|(_, r)| weight_of(&ctx.policy, r))
         .sum();
     let mut aggregate = if local_weight > 0.0 {
         match ask(&ctx.aggregator, "aggregator", |reply| {
@@ -680,6 +696,16 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
             }
         }
         aggregate.values = acc.finish().unwrap_or_default();
+    }
+    // Central silo-level DP: N(0, z²C²) on the sum of the m clipped updates, i.e.
+    // N(0, (zC/m)²) on their mean. Distributed mode: the silos added theirs.
+    if let Some(std) = ctx
+        .policy
+        .privacy
+        .as_ref()
+        .and_then(|dp| central_std(dp, admitted.len()))
+    {
+        add_gaussian(&mut aggregate.values, std, &mut secure_rng());
     }
     let (params, optimizer): (Vec<f32>, Option<OptimizerState>) =
         match (&ctx.aggregation.server_optimizer, &ctx.optimizer) {
@@ -792,6 +818,7 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
         refused: refused.clone(),
         selected: aggregate.selected,
         clipped: aggregate.clipped,
+        privacy: ctx.privacy_spend.clone(),
     };
     let params = Arc::try_unwrap(candidate.params).unwrap_or_else(|a| (*a).clone());
     RoundOutcome::Candidate {

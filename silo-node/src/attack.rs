@@ -15,7 +15,7 @@
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::train::dp_sgd::add_gaussian;
+use fedsilo::privacy::noise::add_gaussian;
 
 /// An attack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -13,8 +13,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fedsilo::kernels::clip::l2_norm;
+use fedsilo::kernels::clip::{clip_l2, l2_norm};
 use fedsilo::model::{Digest, ModelSpec};
+use fedsilo::privacy::noise::{add_gaussian, secure_rng};
 use fedsilo::privacy::rdp::RdpLedger;
 use fedsilo::protocol::{
     decode, encode, ModelRef, Request, Response, Scaling, TrainPlan, TrainReport, TrainerMessage,
@@ -211,7 +212,15 @@ fn train_job(
         let mut params = base.to_vec();
         let (out, spent): (TrainOutcome, Option<(f64, u64)>) = match dp {
             Some((settings, _)) => {
-                let o = train_dp(&mlp, &mut params, x, y, sgd(plan, seed), settings);
+                let o = train_dp(
+                    &mlp,
+                    &mut params,
+                    x,
+                    y,
+                    sgd(plan, seed),
+                    settings,
+                    &mut secure_rng(),
+                );
                 (o.outcome, Some((o.sampling_rate, o.steps)))
             }
             None => (train(&mlp, &mut params, x, y, sgd(plan, seed)), None),
@@ -238,6 +247,11 @@ fn train_job(
             }
         }
         update = attack.forge(&samples, seed);
+    }
+    if let Some(noise) = plan.noise {
+        // Distributed silo-level DP: nothing leaves the silo unclipped or un-noised.
+        clip_l2(&mut update, noise.clip_norm);
+        add_gaussian(&mut update, noise.std, &mut secure_rng());
     }
     let norm = l2_norm(&update);
     let report = TrainReport {
@@ -605,6 +619,7 @@ mod tests {
             batch_size: 8,
             learning_rate: 0.1,
             seed: 1,
+            noise: None,
         };
         let train = Request::Train {
             round: 1,

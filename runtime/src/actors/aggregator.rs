@@ -7,11 +7,14 @@
 //! arrives (O(model) memory whatever the number of silos); robust kernels, and a mean whose
 //! weights are capped by `participation.max_weight_share`, need every update, so those are kept
 //! until the round ends. With `clip_norm`, each admitted update is clipped before combining.
+//! Under the policy's silo-level DP every update weighs the same, and in central mode each is
+//! clipped to the policy's `privacy.clip_norm` (the round adds the noise to the combination).
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use fedsilo_policies::admission::{admit, Expected, RoundSoFar, UpdateFacts};
 use fedsilo_policies::participation::capped_shares;
+use fedsilo_policies::privacy::NoiseMode;
 use fedsilo_policies::Policy;
 
 use crate::kernels::clip::{clip_l2, l2_norm};
@@ -170,7 +173,18 @@ impl OpenRound {
                 .for_each(|(s, u)| *s += *u as f64);
         }
         self.norms.push(norm);
-        if let Some(c) = self.aggregation.clip_norm {
+        // Silo-level DP: every silo counts once (an example-count weight would let one silo
+        // move the sum by more than C), and with central noise the bound is enforced here.
+        let dp = self.policy.privacy.as_ref();
+        let weight = if dp.is_some() { 1.0 } else { weight };
+        let central_clip = dp
+            .filter(|d| d.mode == NoiseMode::Central)
+            .map(|d| d.clip_norm);
+        let clip = match (self.aggregation.clip_norm, central_clip) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(c) = clip {
             if clip_l2(&mut update, c) > c {
                 self.clipped.push((silo.clone(), norm));
             }

@@ -31,6 +31,8 @@ use crate::kernels::server_optimizer::OptimizerState;
 use crate::kernels::Aggregation;
 use crate::model::checkpoint::Checkpoint;
 use crate::model::{initial_params, Digest, ModelSpec};
+use crate::privacy::budget::PrivacyBook;
+use crate::privacy::mechanism::{check_aggregation, silo_share};
 use crate::protocol::transfer::put_model;
 use crate::protocol::{
     call, EvalMetrics, ModelRef, Request, Response, Scaling, TrainPlan, TrainerMessage,
@@ -204,6 +206,12 @@ pub struct CoordinatorState {
     failures: BTreeMap<String, u64>,
     /// No new feature-scaling attempt before this instant (back-off after a failed one).
     scaling_retry_at: Option<Instant>,
+    /// Silo-level DP spend per silo, on disk before each round is dispatched.
+    privacy: PrivacyBook,
+    /// Silos already reported as left out for their privacy budget.
+    over_budget: BTreeSet<String>,
+    /// The privacy budget leaves too few silos for another round.
+    exhausted: bool,
 }
 
 /// The Coordinator actor.
@@ -221,6 +229,7 @@ impl Actor for CoordinatorActor {
         args: CoordinatorArgs,
     ) -> Result<CoordinatorState, ActorProcessingErr> {
         let spec = args.settings.spec.clone();
+        let privacy = PrivacyBook::open(&args.store.dir().join("privacy.jsonl"))?;
         let initial = Arc::new(initial_params(&spec, args.settings.seed));
         let mut state = CoordinatorState {
             model: BaseModel {
@@ -246,6 +255,9 @@ impl Actor for CoordinatorActor {
             failures: BTreeMap::new(),
             aggregators: BTreeMap::new(),
             scaling_retry_at: None,
+            privacy,
+            over_budget: BTreeSet::new(),
+            exhausted: false,
             silos: BTreeMap::new(),
             args,
         };
@@ -625,12 +637,8 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
     if state.busy || state.finished {
         return;
     }
-    if state.next_round > state.args.settings.rounds {
-        if state.args.settings.compare_local && !state.compared && state.committed > 0 {
-            start_comparison(state, myself);
-        } else {
-            finish(state, myself, None);
-        }
+    if state.next_round > state.args.settings.rounds || state.exhausted {
+        end_run(state, myself);
         return;
     }
     let round = state.next_round;
@@ -647,6 +655,17 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
             return;
         }
     };
+    let over_budget = match budget_check(state, &current, round) {
+        Ok(over) => over,
+        Err(why) => {
+            finish(state, myself, Some(why));
+            return;
+        }
+    };
+    if state.exhausted {
+        end_run(state, myself);
+        return;
+    }
     let candidates: Vec<Candidate> = state
         .silos
         .iter()
@@ -659,7 +678,7 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
             heartbeat_age_secs: Some(e.last_ok.elapsed().as_secs_f64()),
             last_failure_round: state.failures.get(n).copied(),
             quarantined_until: state.quarantine.quarantined_until(n, state.next_round),
-            blocked: e.blocked.clone().or_else(|| {
+            blocked: e.blocked.clone().or_else(|| over_budget.get(n).cloned()).or_else(|| {
                 if let Err(why) = route_for(state, &current, n, &e.region) {
                     Some(why)
                 } else if !e.healthy {
@@ -773,6 +792,30 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
     cohort.retain(|h| !unroutable.iter().any(|(n, _)| *n == h.name));
     let mut excluded = selection.excluded;
     excluded.extend(unroutable);
+    let (privacy_spend, noise) = match &policy.privacy {
+        Some(dp) => {
+            let names: Vec<String> = cohort.iter().map(|h| h.name.clone()).collect();
+            let plan = state.privacy.plan(dp, &names, policy.participation.quorum);
+            // Selection already left out silos over budget; this only re-checks.
+            cohort.retain(|h| plan.admitted.contains(&h.name));
+            excluded.extend(plan.refused);
+            match state
+                .privacy
+                .charge(dp, round, plan.noise_multiplier, &plan.admitted)
+            {
+                Ok(spend) => (Some(spend), silo_share(dp, cohort.len())),
+                Err(e) => {
+                    state.busy = false;
+                    let why = format!(
+                        "cannot record round {round}'s privacy spend, so it is not dispatched: {e}"
+                    );
+                    finish(state, myself, Some(why));
+                    return;
+                }
+            }
+        }
+        None => (None, None),
+    };
     let s = &state.args.settings;
     let ctx = RoundContext {
         round,
@@ -783,6 +826,7 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
             batch_size: s.batch_size,
             learning_rate: s.learning_rate,
             seed: s.seed.wrapping_mul(1_000_003).wrapping_add(round),
+            noise,
         },
         scaling,
         cohort,
@@ -798,6 +842,7 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
         aggregation: s.aggregation.clone(),
         optimizer: state.optimizer.clone(),
         routes,
+        privacy_spend,
     };
     let task = tokio::spawn(run_round(ctx));
     tokio::spawn(async move {
@@ -809,6 +854,67 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
         });
         let _ = me.cast(CoordinatorMessage::RoundDone(Box::new(outcome)));
     });
+}
+
+/// Under the policy's silo-level DP: the silos one more round would take over their budget,
+/// with the figures (each reported once). When too few silos are left for a round, the
+/// refusal is recorded and the run ends (`state.exhausted`). `Err`: the policy's privacy
+/// cannot be honoured with this aggregation.
+fn budget_check(
+    state: &mut CoordinatorState,
+    policy: &Policy,
+    round: u64,
+) -> Result<BTreeMap<String, String>, String> {
+    let Some(dp) = &policy.privacy else {
+        return Ok(BTreeMap::new());
+    };
+    check_aggregation(dp, &state.args.settings.aggregation)?;
+    let names: Vec<String> = state.silos.keys().cloned().collect();
+    // Planned as if every known silo were dispatched: the worst case for distributed noise.
+    let over: BTreeMap<String, String> = state
+        .privacy
+        .plan(dp, &names, policy.participation.quorum)
+        .refused
+        .into_iter()
+        .collect();
+    for (silo, reason) in &over {
+        if state.over_budget.insert(silo.clone()) {
+            state.args.events.emit(Event::BudgetExcluded {
+                round,
+                silo: silo.clone(),
+                reason: reason.clone(),
+            });
+        }
+    }
+    let left = names.len() - over.len();
+    if !over.is_empty() && left < policy.participation.min_silos {
+        let reason = format!(
+            "{} of {} silos have spent their privacy budget ({}); a round needs participation.min_silos = {}",
+            over.len(),
+            names.len(),
+            over.keys().cloned().collect::<Vec<_>>().join(", "),
+            policy.participation.min_silos
+        );
+        if let Err(e) = state.privacy.refuse(round, &reason) {
+            tracing::error!("cannot record the budget refusal: {e}");
+        }
+        state
+            .args
+            .events
+            .emit(Event::BudgetExhausted { round, reason });
+        state.exhausted = true;
+    }
+    Ok(over)
+}
+
+/// The run is over (last round done or budget exhausted): the local-only comparison if asked
+/// for, then finish.
+fn end_run(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorMessage>) {
+    if state.args.settings.compare_local && !state.compared && state.committed > 0 {
+        start_comparison(state, myself);
+    } else {
+        finish(state, myself, None);
+    }
 }
 
 async fn agree_scaling(
@@ -988,6 +1094,17 @@ fn on_round(state: &mut CoordinatorState, outcome: RoundOutcome) -> crate::Resul
                 "fedsilo.policy_digest".into(),
                 summary.policy_digest.clone(),
             );
+            if let Some(p) = &summary.privacy {
+                for (k, v) in [
+                    ("mode", p.mode.clone()),
+                    ("noise_multiplier", p.noise_multiplier.to_string()),
+                    ("round_epsilon", p.round_epsilon.to_string()),
+                    ("epsilon", p.epsilon.to_string()),
+                    ("delta", p.delta.to_string()),
+                ] {
+                    ckpt.metadata.insert(format!("fedsilo.privacy.{k}"), v);
+                }
+            }
             state
                 .args
                 .store
@@ -1069,6 +1186,7 @@ fn start_comparison(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorM
         batch_size: s.batch_size,
         learning_rate: s.learning_rate,
         seed: s.seed,
+        noise: None,
     };
     let timeout = Duration::from_secs(600);
     let federated = state.last_eval.clone();

@@ -86,6 +86,15 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let policy = Policy::load(&cfg.federation.policy)?;
+    if let Some(dp) = &policy.privacy {
+        fedsilo::privacy::mechanism::check_aggregation(dp, &cfg.aggregation).map_err(|e| {
+            anyhow::anyhow!(
+                "{} and {} disagree: {e}",
+                cfg.federation.policy.display(),
+                origin
+            )
+        })?;
+    }
     let schema = Schema::load(&cfg.model.schema)?;
     let spec = ModelSpec {
         inputs: schema.encoded_width(),

@@ -25,6 +25,19 @@ pub struct TrainPlan {
     pub learning_rate: f32,
     /// Seed for shuffling (the silo mixes in its own name and the round).
     pub seed: u64,
+    /// Distributed silo-level DP: clip the update and add noise before it leaves the silo.
+    pub noise: Option<UpdateNoise>,
+}
+
+/// Silo-level DP a silo applies to its own update before sending it (the policy's
+/// `privacy.mode = "distributed"`): clip to `clip_norm`, then add N(0, std²) to every value,
+/// from the silo's own secure generator.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct UpdateNoise {
+    /// L2 bound C.
+    pub clip_norm: f64,
+    /// Standard deviation of this silo's share, z·C/√m for a cohort of m.
+    pub std: f64,
 }
 
 /// Feature standardisation agreed by the federation: `(x − mean) / std` per numeric feature.
