@@ -796,6 +796,10 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
             ))
         })
         .collect();
+    let update_norms = admitted
+        .iter()
+        .map(|(s, r)| (s.clone(), r.update_norm))
+        .collect();
     let mut participants: Vec<String> = admitted.iter().map(|(s, _)| s.clone()).collect();
     participants.sort();
     missing.sort();
@@ -818,6 +822,7 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
         refused: refused.clone(),
         selected: aggregate.selected,
         clipped: aggregate.clipped,
+        update_norms,
         privacy: ctx.privacy_spend.clone(),
     };
     let params = Arc::try_unwrap(candidate.params).unwrap_or_else(|a| (*a).clone());

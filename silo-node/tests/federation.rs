@@ -2,141 +2,9 @@
 //! processes over mutual TLS on loopback, on the churn data. Every wait is for an event the
 //! coordinator prints (`--events json`), bounded; every process is killed when its guard drops.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+mod common;
 
-use serde_json::Value;
-use silo_node::sandbox::{Binaries, FederationFile, Sandbox, SiloSpec};
-
-fn bins() -> Binaries {
-    let dir = Path::new(env!("CARGO_BIN_EXE_silo-node"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    Binaries::in_dir(&dir).unwrap()
-}
-
-fn example(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples/churn")
-        .join(p)
-}
-
-struct Options {
-    silos: Vec<(&'static str, Vec<String>)>,
-    min_silos: usize,
-    quorum: usize,
-    deadline: f64,
-    grace: f64,
-    rounds: u64,
-    chunk: usize,
-    heartbeat_timeout: f64,
-    wait_for_silos: f64,
-    /// Fixed listen port (for restarts); `None` lets the coordinator pick one.
-    port: Option<u16>,
-    /// Silos exit when the coordinator goes away (otherwise they reconnect).
-    silos_exit_with_coordinator: bool,
-    /// Appended to the federation file (e.g. an `[aggregation]` table).
-    extra: &'static str,
-    /// Appended to the policy file's `[participation]` table, then further tables.
-    policy_extra: &'static str,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            silos: vec![("northeast", vec![]), ("midwest", vec![]), ("west", vec![])],
-            min_silos: 3,
-            quorum: 3,
-            deadline: 30.0,
-            grace: 1.0,
-            rounds: 3,
-            chunk: 1 << 20,
-            heartbeat_timeout: 5.0,
-            wait_for_silos: 60.0,
-            port: None,
-            silos_exit_with_coordinator: true,
-            extra: "",
-            policy_extra: "",
-        }
-    }
-}
-
-/// A running test federation: the sandbox and the directory it lives in.
-struct Federation {
-    sb: Sandbox,
-    _dir: tempfile::TempDir,
-}
-
-impl std::ops::Deref for Federation {
-    type Target = Sandbox;
-    fn deref(&self) -> &Sandbox {
-        &self.sb
-    }
-}
-
-impl std::ops::DerefMut for Federation {
-    fn deref_mut(&mut self) -> &mut Sandbox {
-        &mut self.sb
-    }
-}
-
-impl Federation {
-    fn start(o: Options) -> Federation {
-        let dir = tempfile::tempdir().unwrap();
-        let policy = format!(
-            "[rounds]\ndeadline_secs = {}\ngrace_secs = {}\n[participation]\nmin_silos = {}\nquorum = {}\n{}",
-            o.deadline, o.grace, o.min_silos, o.quorum, o.policy_extra
-        );
-        let federation = FederationFile {
-            rounds: o.rounds,
-            port: o.port.unwrap_or(0),
-            wait_for_silos_secs: o.wait_for_silos,
-            heartbeat_timeout_secs: o.heartbeat_timeout,
-            chunk_values: o.chunk,
-            extra: o.extra.to_string(),
-            ..FederationFile::new(&example("schema.toml"))
-        }
-        .render();
-        let silos = o
-            .silos
-            .into_iter()
-            .map(|(name, args)| SiloSpec {
-                name: name.to_string(),
-                data: example(&format!("data/{name}.csv")),
-                args,
-                ..Default::default()
-            })
-            .collect();
-        let flags: &[&str] = if o.silos_exit_with_coordinator {
-            &["--once"]
-        } else {
-            &["--max-backoff-secs", "0.3"]
-        };
-        let sb = Sandbox::start(
-            &bins(),
-            dir.path(),
-            &federation,
-            &policy,
-            &example("schema.toml"),
-            silos,
-            flags,
-        )
-        .unwrap();
-        Federation { sb, _dir: dir }
-    }
-
-    fn expect(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        self.sb.expect(what, pred).unwrap()
-    }
-
-    fn exit_status(&mut self) -> std::process::ExitStatus {
-        self.sb
-            .coordinator()
-            .wait_exit(Duration::from_secs(90))
-            .unwrap()
-    }
-}
+use common::{example, free_port, Federation, Options};
 
 #[test]
 fn a_federation_commits_rounds_and_the_held_out_loss_falls() {
@@ -397,14 +265,6 @@ fn a_silo_with_another_schema_is_blocked_with_the_reason_and_the_others_go_on() 
     let _ = std::fs::remove_file(other);
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn a_robust_kernel_with_clipping_and_fedadam_is_used_and_recorded_with_each_version() {
     let mut f = Federation::start(Options {
@@ -444,7 +304,7 @@ fn a_nan_update_is_refused_its_silo_quarantined_and_released() {
         min_silos: 2,
         quorum: 2,
         rounds: 1_000_000,
-        policy_extra: "[admission]\nquarantine = { after = 1, window = 1, rounds = 2 }\n",
+        policy_extra: "[admission]\nquarantine = { after = 1, window = 1, rounds = 2 }\n".into(),
         ..Default::default()
     });
     let refused = f.expect("west refused", |e| {
@@ -502,7 +362,7 @@ fn a_policy_change_takes_effect_at_the_next_round_and_a_broken_one_is_refused() 
         ..Default::default()
     });
     let first = f.expect("a commit", |e| e["event"] == "round_committed");
-    let policy_file = f._dir.path().join("policy.toml");
+    let policy_file = f.dir.path().join("policy.toml");
     let text = std::fs::read_to_string(&policy_file).unwrap();
     // Replace the file atomically, as an operator's tooling should.
     let replace = |body: String| {

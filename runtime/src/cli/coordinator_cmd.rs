@@ -50,6 +50,9 @@ pub struct CoordinatorArgs {
     /// Override `federation.rounds`.
     #[arg(long)]
     rounds: Option<u64>,
+    /// Override `federation.policy`, the policy file (watched for changes while running).
+    #[arg(long)]
+    policy: Option<PathBuf>,
     /// Fault injection for tests: route this silo's update to an aggregator the policy does not
     /// allow (the aggregator must refuse it).
     #[arg(long, hide = true)]
@@ -74,6 +77,9 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(r) = a.rounds {
         cfg.federation.rounds = r;
+    }
+    if let Some(p) = a.policy {
+        cfg.federation.policy = p;
     }
     cfg.validate(&origin)?;
     let creds = NodeCredentials::load_kit(&cfg.network.kit)

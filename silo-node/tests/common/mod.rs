@@ -1,0 +1,148 @@
+//! Helpers shared by the end-to-end tests: a test federation of real processes on the churn
+//! data.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+use silo_node::sandbox::{Binaries, FederationFile, Sandbox, SiloSpec};
+
+pub fn bins() -> Binaries {
+    let dir = Path::new(env!("CARGO_BIN_EXE_silo-node"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    Binaries::in_dir(&dir).unwrap()
+}
+
+pub fn example(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/churn")
+        .join(p)
+}
+
+pub struct Options {
+    pub silos: Vec<(&'static str, Vec<String>)>,
+    pub min_silos: usize,
+    pub quorum: usize,
+    pub deadline: f64,
+    pub grace: f64,
+    pub rounds: u64,
+    pub chunk: usize,
+    pub heartbeat_timeout: f64,
+    pub wait_for_silos: f64,
+    /// Fixed listen port (for restarts); `None` lets the coordinator pick one.
+    pub port: Option<u16>,
+    /// Silos exit when the coordinator goes away (otherwise they reconnect).
+    pub silos_exit_with_coordinator: bool,
+    /// Appended to the federation file (e.g. an `[aggregation]` table).
+    pub extra: &'static str,
+    /// Appended to the policy file's `[participation]` table, then further tables.
+    pub policy_extra: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            silos: vec![("northeast", vec![]), ("midwest", vec![]), ("west", vec![])],
+            min_silos: 3,
+            quorum: 3,
+            deadline: 30.0,
+            grace: 1.0,
+            rounds: 3,
+            chunk: 1 << 20,
+            heartbeat_timeout: 5.0,
+            wait_for_silos: 60.0,
+            port: None,
+            silos_exit_with_coordinator: true,
+            extra: "",
+            policy_extra: String::new(),
+        }
+    }
+}
+
+/// A running test federation: the sandbox and the directory it lives in.
+pub struct Federation {
+    sb: Sandbox,
+    /// The directory it lives in (policy, certificates, state).
+    pub dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Federation {
+    type Target = Sandbox;
+    fn deref(&self) -> &Sandbox {
+        &self.sb
+    }
+}
+
+impl std::ops::DerefMut for Federation {
+    fn deref_mut(&mut self) -> &mut Sandbox {
+        &mut self.sb
+    }
+}
+
+impl Federation {
+    pub fn start(o: Options) -> Federation {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = format!(
+            "[rounds]\ndeadline_secs = {}\ngrace_secs = {}\n[participation]\nmin_silos = {}\nquorum = {}\n{}",
+            o.deadline, o.grace, o.min_silos, o.quorum, o.policy_extra
+        );
+        let federation = FederationFile {
+            rounds: o.rounds,
+            port: o.port.unwrap_or(0),
+            wait_for_silos_secs: o.wait_for_silos,
+            heartbeat_timeout_secs: o.heartbeat_timeout,
+            chunk_values: o.chunk,
+            extra: o.extra.to_string(),
+            ..FederationFile::new(&example("schema.toml"))
+        }
+        .render();
+        let silos = o
+            .silos
+            .into_iter()
+            .map(|(name, args)| SiloSpec {
+                name: name.to_string(),
+                data: example(&format!("data/{name}.csv")),
+                args,
+                ..Default::default()
+            })
+            .collect();
+        let flags: &[&str] = if o.silos_exit_with_coordinator {
+            &["--once"]
+        } else {
+            &["--max-backoff-secs", "0.3"]
+        };
+        let sb = Sandbox::start(
+            &bins(),
+            dir.path(),
+            &federation,
+            &policy,
+            &example("schema.toml"),
+            silos,
+            flags,
+        )
+        .unwrap();
+        Federation { sb, dir }
+    }
+
+    pub fn expect(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.sb.expect(what, pred).unwrap()
+    }
+
+    pub fn exit_status(&mut self) -> std::process::ExitStatus {
+        self.sb
+            .coordinator()
+            .wait_exit(Duration::from_secs(90))
+            .unwrap()
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
