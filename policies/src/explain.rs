@@ -181,6 +181,32 @@ pub fn summary(policy: &Policy) -> String {
             );
         }
     }
+    match &policy.privacy {
+        None => {
+            let _ = writeln!(out, "privacy        no silo-level DP");
+        }
+        Some(dp) => {
+            let _ = writeln!(
+                out,
+                "privacy        {} DP-FedAvg: updates clipped to {}, noise {} × clip on the sum; budget {}",
+                dp.mode.as_str(),
+                dp.clip_norm,
+                dp.noise_multiplier,
+                dp.budget.map_or("none (spend recorded)".to_string(), |b| format!(
+                    "ε ≤ {} at δ = {:e} per silo",
+                    b.epsilon, b.delta
+                ))
+            );
+            for (silo, b) in &dp.silos {
+                let _ = writeln!(
+                    out,
+                    "               {silo}: ε ≤ {}{}",
+                    b.epsilon,
+                    b.delta.map_or(String::new(), |d| format!(" at δ = {d:e}"))
+                );
+            }
+        }
+    }
     out
 }
 

@@ -67,6 +67,14 @@ struct Cli {
     /// δ at which the silo reports its DP-SGD spend (below 1 / its number of customers).
     #[arg(long, default_value_t = 1e-5)]
     dp_delta: f64,
+    /// Record-level DP-SGD: the largest ε this silo lets its data spend, at --dp-delta; a round
+    /// that would pass it is refused (the coordinator sees the reason). Default: no cap.
+    #[arg(long, requires = "dp_clip")]
+    dp_epsilon_budget: Option<f64>,
+    /// Record-level DP-SGD: the file where this silo records its spend, synced before each
+    /// round, so that a restart never forgets what was spent (required with --dp-clip).
+    #[arg(long, requires = "dp_clip")]
+    dp_ledger: Option<PathBuf>,
     /// Robustness experiments only: make this silo Byzantine (sign-flip, gaussian, alie).
     #[arg(long, value_enum, hide = true)]
     attack: Option<silo_node::attack::Attack>,
@@ -111,18 +119,27 @@ async fn main() -> std::process::ExitCode {
                     && noise_multiplier >= 0.0
                     && noise_multiplier.is_finite()
                     && cli.dp_delta > 0.0
-                    && cli.dp_delta < 1.0;
+                    && cli.dp_delta < 1.0
+                    && cli
+                        .dp_epsilon_budget
+                        .is_none_or(|b| b.is_finite() && b > 0.0);
                 if !valid {
-                    eprintln!("silo-node: error: --dp-clip must be > 0, --dp-noise-multiplier ≥ 0 and --dp-delta in (0, 1)");
+                    eprintln!("silo-node: error: --dp-clip must be > 0, --dp-noise-multiplier ≥ 0, --dp-delta in (0, 1) and --dp-epsilon-budget > 0");
                     return std::process::ExitCode::FAILURE;
                 }
-                Some((
-                    silo_node::train::dp_sgd::DpSgd {
+                let Some(ledger) = cli.dp_ledger else {
+                    eprintln!("silo-node: error: --dp-clip needs --dp-ledger FILE: where this silo records its privacy spend, so that a restart does not forget it");
+                    return std::process::ExitCode::FAILURE;
+                };
+                Some(silo_node::trainer::SiloDpSgd {
+                    dp: silo_node::train::dp_sgd::DpSgd {
                         clip,
                         noise_multiplier,
                     },
-                    cli.dp_delta,
-                ))
+                    delta: cli.dp_delta,
+                    epsilon_budget: cli.dp_epsilon_budget,
+                    ledger,
+                })
             }
             _ => None,
         },

@@ -45,7 +45,7 @@ pub struct SiloSettings {
     /// Robustness experiments: forge every update this way.
     pub attack: Option<crate::attack::Attack>,
     /// Record-level DP-SGD on the silo's own terms, and the δ to report its spend at.
-    pub dp_sgd: Option<(crate::train::dp_sgd::DpSgd, f64)>,
+    pub dp_sgd: Option<crate::trainer::SiloDpSgd>,
 }
 
 /// Runs the silo until interrupted (or, with `once`, until the coordinator goes away).

@@ -10,13 +10,14 @@
 //! [`Response::Error`] naming the problem, and the actor keeps serving.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fedsilo::kernels::clip::{clip_l2, l2_norm};
 use fedsilo::model::{Digest, ModelSpec};
+use fedsilo::privacy::budget::PrivacyBook;
 use fedsilo::privacy::noise::{add_gaussian, secure_rng};
-use fedsilo::privacy::rdp::RdpLedger;
 use fedsilo::protocol::{
     decode, encode, ModelRef, Request, Response, Scaling, TrainPlan, TrainReport, TrainerMessage,
 };
@@ -25,7 +26,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::attack::{Attack, ALIE_SAMPLES};
 use crate::data::{encode as encode_rows, local_stats, scaling_from, Dataset};
-use crate::train::dp_sgd::{train_dp, DpSgd};
+use crate::train::dp_sgd::{schedule, train_dp, DpSgd};
 use crate::train::{evaluate, train, Mlp, Sgd, TrainOutcome};
 
 /// Models kept at once (base, candidate, one spare).
@@ -44,8 +45,21 @@ pub struct TrainerArgs {
     pub train_delay: Duration,
     /// Robustness experiments: replace every update with a forged one.
     pub attack: Option<Attack>,
-    /// Record-level DP-SGD, on the silo's own terms, and the δ its spend is reported at.
-    pub dp_sgd: Option<(DpSgd, f64)>,
+    /// Record-level DP-SGD, on the silo's own terms.
+    pub dp_sgd: Option<SiloDpSgd>,
+}
+
+/// Record-level DP-SGD as this silo runs it, whatever the coordinator asks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SiloDpSgd {
+    /// Per-example clipping and noise.
+    pub dp: DpSgd,
+    /// δ at which the spend is reported and budgeted.
+    pub delta: f64,
+    /// The largest ε this silo lets its data spend; a round that would pass it is refused.
+    pub epsilon_budget: Option<f64>,
+    /// Where the spend is recorded, synced before each training job (kept across restarts).
+    pub ledger: PathBuf,
 }
 
 /// The Trainer actor.
@@ -60,7 +74,8 @@ pub struct TrainerState {
     models: VecDeque<(ModelRef, Arc<Vec<f32>>)>,
     update: Option<(u64, Vec<f32>)>,
     busy: Option<u64>,
-    ledger: RdpLedger,
+    /// The DP-SGD spend of this silo's data (with `dp_sgd`).
+    book: Option<PrivacyBook>,
 }
 
 fn reply_with(reply: RpcReplyPort<Vec<u8>>, r: Response) {
@@ -74,6 +89,32 @@ fn err(message: impl Into<String>) -> Response {
 }
 
 impl TrainerState {
+    /// With DP-SGD: refuses a round that would take this silo past its own budget, else
+    /// records the round's spend (synced) before any training starts.
+    fn charge_dp_sgd(&mut self, round: u64, plan: &TrainPlan) -> Result<(), String> {
+        let (Some(cfg), Some(book)) = (&self.args.dp_sgd, &mut self.book) else {
+            return Ok(());
+        };
+        let n = self.args.data.train.labels.len();
+        let (q, steps) = schedule(n, plan.batch_size as usize, plan.epochs);
+        let z = cfg.dp.noise_multiplier as f64;
+        let name = &self.args.name;
+        if let Some(budget) = cfg.epsilon_budget {
+            let after = book.after(name, q, z, steps, cfg.delta);
+            if after > budget {
+                return Err(format!(
+                    "privacy budget: DP-SGD for round {round} ({steps} steps at q = {q:.4}, z = {z}) would take this silo's ε from {:.3} to {after:.3}, above its --dp-epsilon-budget {budget} at δ = {:e}",
+                    book.spent(name, cfg.delta),
+                    cfg.delta
+                ));
+            }
+        }
+        book.record(round, "dp-sgd", q, z, steps, std::slice::from_ref(name))
+            .map_err(|e| {
+                format!("cannot record the DP-SGD spend, so this silo does not train: {e}")
+            })
+    }
+
     fn model(&self, m: &ModelRef) -> Result<Arc<Vec<f32>>, String> {
         self.models
             .iter()
@@ -201,7 +242,7 @@ fn train_job(
     plan: &TrainPlan,
     scaling: &Scaling,
     attack: Option<Attack>,
-    dp: Option<(DpSgd, f64)>,
+    dp: Option<DpSgd>,
 ) -> (Vec<f32>, TrainReport, Option<(f64, u64)>) {
     let started = Instant::now();
     let mlp = Mlp::new(spec);
@@ -211,7 +252,7 @@ fn train_job(
     let honest = |x: &ndarray::Array2<f32>, y: &Array1<f32>, seed: u64| {
         let mut params = base.to_vec();
         let (out, spent): (TrainOutcome, Option<(f64, u64)>) = match dp {
-            Some((settings, _)) => {
+            Some(settings) => {
                 let o = train_dp(
                     &mlp,
                     &mut params,
@@ -321,12 +362,15 @@ impl Actor for TrainerActor {
         args: TrainerArgs,
     ) -> Result<TrainerState, ActorProcessingErr> {
         Ok(TrainerState {
-            args,
             staging: None,
             models: VecDeque::new(),
             update: None,
             busy: None,
-            ledger: RdpLedger::default(),
+            book: match &args.dp_sgd {
+                Some(cfg) => Some(PrivacyBook::open(&cfg.ledger)?),
+                None => None,
+            },
+            args,
         })
     }
 
@@ -343,9 +387,9 @@ impl Actor for TrainerActor {
                 reply,
                 spent,
             } => {
-                if let (Some((q, steps)), Some((dp, delta))) = (spent, state.args.dp_sgd) {
-                    state.ledger.compose(q, dp.noise_multiplier as f64, steps);
-                    let eps = state.ledger.epsilon(delta);
+                if let (Some(_), Some(cfg), Some(book)) = (spent, &state.args.dp_sgd, &state.book) {
+                    let (delta, dp) = (cfg.delta, cfg.dp);
+                    let eps = book.spent(&state.args.name, delta);
                     tracing::info!(epsilon = eps, delta, "DP-SGD privacy spent so far");
                     println!(
                         "silo {}: DP-SGD spent so far: epsilon {eps:.4} at delta {delta} (clip {}, noise multiplier {})",
@@ -437,41 +481,46 @@ impl Actor for TrainerActor {
                         Ok(params) if params.len() != spec.layout().len => {
                             err("base model size does not fit its spec")
                         }
-                        Ok(params) => {
-                            state.busy = Some(round);
-                            let (data, name, delay, attack, dp) = (
-                                state.args.data.clone(),
-                                state.args.name.clone(),
-                                state.args.train_delay,
-                                state.args.attack,
-                                state.args.dp_sgd,
-                            );
-                            tokio::spawn(async move {
-                                if !delay.is_zero() {
-                                    tokio::time::sleep(delay).await;
-                                }
-                                let job = tokio::task::spawn_blocking(move || {
-                                    train_job(
-                                        &data, &name, round, base, &params, &spec, &plan, &scaling,
-                                        attack, dp,
-                                    )
-                                })
-                                .await;
-                                let (update, response, spent) = match job {
-                                    Ok((u, report, spent)) => {
-                                        (Some((round, u)), Response::Trained(report), spent)
+                        Ok(params) => match state.charge_dp_sgd(round, &plan) {
+                            Err(e) => err(e),
+                            Ok(()) => {
+                                state.busy = Some(round);
+                                let (data, name, delay, attack, dp) = (
+                                    state.args.data.clone(),
+                                    state.args.name.clone(),
+                                    state.args.train_delay,
+                                    state.args.attack,
+                                    state.args.dp_sgd.as_ref().map(|c| c.dp),
+                                );
+                                tokio::spawn(async move {
+                                    if !delay.is_zero() {
+                                        tokio::time::sleep(delay).await;
                                     }
-                                    Err(e) => (None, err(format!("training failed: {e}")), None),
-                                };
-                                let _ = myself.cast(TrainerMessage::JobDone {
-                                    update,
-                                    response,
-                                    reply,
-                                    spent,
+                                    let job = tokio::task::spawn_blocking(move || {
+                                        train_job(
+                                            &data, &name, round, base, &params, &spec, &plan,
+                                            &scaling, attack, dp,
+                                        )
+                                    })
+                                    .await;
+                                    let (update, response, spent) = match job {
+                                        Ok((u, report, spent)) => {
+                                            (Some((round, u)), Response::Trained(report), spent)
+                                        }
+                                        Err(e) => {
+                                            (None, err(format!("training failed: {e}")), None)
+                                        }
+                                    };
+                                    let _ = myself.cast(TrainerMessage::JobDone {
+                                        update,
+                                        response,
+                                        reply,
+                                        spent,
+                                    });
                                 });
-                            });
-                            return Ok(());
-                        }
+                                return Ok(());
+                            }
+                        },
                     }
                 }
             }

@@ -408,19 +408,54 @@ fn a_policy_change_takes_effect_at_the_next_round_and_a_broken_one_is_refused() 
 }
 
 #[test]
-fn silos_training_with_dp_sgd_take_part_normally() {
-    let dp = || {
-        ["--dp-clip", "1.0", "--dp-noise-multiplier", "1.1"]
+fn silos_training_with_dp_sgd_take_part_and_a_silo_over_its_own_budget_refuses_to_train() {
+    let ledgers = tempfile::tempdir().unwrap();
+    let dp = |name: &str, budget: Option<&str>| {
+        let ledger = ledgers.path().join(format!("{name}.jsonl"));
+        let mut a: Vec<String> = ["--dp-clip", "1.0", "--dp-noise-multiplier", "1.1"]
             .iter()
             .map(|s| s.to_string())
-            .collect::<Vec<_>>()
+            .collect();
+        a.extend(["--dp-ledger".to_string(), ledger.display().to_string()]);
+        if let Some(b) = budget {
+            a.extend(["--dp-epsilon-budget".to_string(), b.to_string()]);
+        }
+        a
     };
+    let rounds = 3;
     let mut f = Federation::start(Options {
-        silos: vec![("northeast", dp()), ("midwest", dp()), ("west", dp())],
-        rounds: 3,
+        silos: vec![
+            ("northeast", dp("northeast", Some("0.01"))),
+            ("midwest", dp("midwest", None)),
+            ("west", dp("west", None)),
+        ],
+        quorum: 2,
+        rounds,
         ..Default::default()
     });
     let fin = f.expect("finished", |e| e["event"] == "finished");
     assert!(fin["error"].is_null(), "{fin}");
-    assert_eq!(f.committed().len(), 3);
+    let committed = f.committed();
+    assert_eq!(committed.len(), rounds as usize);
+    for c in &committed {
+        assert_eq!(
+            c["participants"],
+            serde_json::json!(["midwest", "west"]),
+            "{c}"
+        );
+        let why = c["missing"][0][1].as_str().unwrap();
+        assert!(
+            why.contains("privacy budget") && why.contains("--dp-epsilon-budget 0.01"),
+            "{why}"
+        );
+    }
+    // Each training silo recorded one DP-SGD charge per round, before training; the silo over
+    // budget recorded none.
+    let lines = |n: &str| {
+        std::fs::read_to_string(ledgers.path().join(format!("{n}.jsonl")))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    assert_eq!(lines("midwest"), rounds as usize);
+    assert_eq!(lines("northeast"), 0);
 }

@@ -5,7 +5,11 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use fedsilo_policies::explain::{explain, summary, Roster};
-use fedsilo_policies::Policy;
+use std::fmt::Write as _;
+
+use fedsilo::privacy::budget::rounds_within;
+use fedsilo_policies::privacy::PrivacyRules;
+use fedsilo_policies::{ParticipationRules, Policy};
 
 /// Policy commands.
 #[derive(Debug, Args)]
@@ -34,6 +38,31 @@ enum PolicyCommand {
     },
 }
 
+/// How many rounds each budget allows, with the multiplier a round is charged at (for
+/// distributed noise: with `min_silos` dispatched and only `quorum` reporting).
+fn budget_forecast(dp: &PrivacyRules, p: &ParticipationRules) -> String {
+    let z = dp.effective_multiplier(p.min_silos, p.quorum);
+    let mut out = String::new();
+    let budgets = dp
+        .budget
+        .map(|b| ("every silo".to_string(), b))
+        .into_iter()
+        .chain(
+            dp.silos
+                .keys()
+                .filter_map(|s| dp.budget_of(s).map(|b| (s.clone(), b))),
+        );
+    for (who, b) in budgets {
+        let n = rounds_within(z, b, 1_000_000);
+        let _ = writeln!(
+            out,
+            "budget         {who}: {n} round(s) at z = {z:.3} before ε would pass {} at δ = {:e}",
+            b.epsilon, b.delta
+        );
+    }
+    out
+}
+
 /// Runs a policy command.
 pub fn run(a: PolicyArgs) -> anyhow::Result<ExitCode> {
     match a.command {
@@ -41,6 +70,9 @@ pub fn run(a: PolicyArgs) -> anyhow::Result<ExitCode> {
             let p = Policy::load(&file)?;
             println!("{}: valid", file.display());
             print!("{}", summary(&p));
+            if let Some(dp) = &p.privacy {
+                print!("{}", budget_forecast(dp, &p.participation));
+            }
         }
         PolicyCommand::Explain { file, roster } => {
             let p = Policy::load(&file)?;

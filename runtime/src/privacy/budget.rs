@@ -19,7 +19,7 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use fedsilo_policies::privacy::PrivacyRules;
+use fedsilo_policies::privacy::{Budget, PrivacyRules};
 use serde::{Deserialize, Serialize};
 
 use super::rdp::RdpLedger;
@@ -32,10 +32,16 @@ pub enum Entry {
     Charge {
         /// Round number.
         round: u64,
-        /// `central` or `distributed`.
+        /// The mechanism: `central` or `distributed` (silo-level), `dp-sgd` (record-level).
         mode: String,
         /// The noise multiplier the released sum carries at least.
         noise_multiplier: f64,
+        /// Poisson sampling rate of each composition (1 for silo-level rounds).
+        #[serde(default = "one")]
+        sampling_rate: f64,
+        /// Compositions (1 for silo-level rounds; DP-SGD steps).
+        #[serde(default = "one_step")]
+        steps: u64,
         /// The silos dispatched.
         silos: Vec<String>,
     },
@@ -46,6 +52,13 @@ pub enum Entry {
         /// Why.
         reason: String,
     },
+}
+
+fn one() -> f64 {
+    1.0
+}
+fn one_step() -> u64 {
+    1
 }
 
 /// A round's spend, recorded with the version it made.
@@ -147,19 +160,28 @@ impl PrivacyBook {
             match serde_json::from_str::<Entry>(line) {
                 Ok(Entry::Charge {
                     noise_multiplier,
+                    sampling_rate,
+                    steps,
                     silos,
                     ..
-                }) if noise_multiplier.is_finite() && noise_multiplier > 0.0 => {
-                    book.compose(&silos, noise_multiplier)
-                }
-                Ok(Entry::Charge {
-                    noise_multiplier, ..
                 }) => {
-                    return Err(BookError::Corrupt {
-                        path: path.to_path_buf(),
-                        line: i + 1,
-                        message: format!("noise multiplier {noise_multiplier} is not positive"),
-                    })
+                    let bad = if !(noise_multiplier.is_finite() && noise_multiplier > 0.0) {
+                        Some(format!(
+                            "noise multiplier {noise_multiplier} is not positive"
+                        ))
+                    } else if !(sampling_rate > 0.0 && sampling_rate <= 1.0) {
+                        Some(format!("sampling rate {sampling_rate} is not in (0, 1]"))
+                    } else {
+                        None
+                    };
+                    if let Some(message) = bad {
+                        return Err(BookError::Corrupt {
+                            path: path.to_path_buf(),
+                            line: i + 1,
+                            message,
+                        });
+                    }
+                    book.compose(&silos, sampling_rate, noise_multiplier, steps)
                 }
                 Ok(Entry::Refused { .. }) => {}
                 Err(e) => {
@@ -174,9 +196,12 @@ impl PrivacyBook {
         Ok(book)
     }
 
-    fn compose(&mut self, silos: &[String], z: f64) {
+    fn compose(&mut self, silos: &[String], q: f64, z: f64, steps: u64) {
         for s in silos {
-            self.silos.entry(s.clone()).or_default().compose(1.0, z, 1);
+            self.silos
+                .entry(s.clone())
+                .or_default()
+                .compose(q, z, steps);
         }
     }
 
@@ -185,10 +210,10 @@ impl PrivacyBook {
         self.silos.get(silo).map_or(0.0, |l| l.epsilon(delta))
     }
 
-    /// ε `silo` would have spent after one more round with multiplier `z`.
-    fn after(&self, silo: &str, z: f64, delta: f64) -> f64 {
+    /// ε `silo` would have spent after `steps` more compositions at rate `q`, multiplier `z`.
+    pub fn after(&self, silo: &str, q: f64, z: f64, steps: u64, delta: f64) -> f64 {
         let mut l = self.silos.get(silo).cloned().unwrap_or_default();
-        l.compose(1.0, z, 1);
+        l.compose(q, z, steps);
         l.epsilon(delta)
     }
 
@@ -201,12 +226,12 @@ impl PrivacyBook {
         let (mut admitted, mut refused) = (Vec::new(), Vec::new());
         for s in cohort {
             match rules.budget_of(s) {
-                Some(b) if self.after(s, z, b.delta) > b.epsilon => refused.push((
+                Some(b) if self.after(s, 1.0, z, 1, b.delta) > b.epsilon => refused.push((
                     s.clone(),
                     format!(
                         "privacy budget: one more round (z = {z:.3}) would take ε from {:.3} to {:.3}, above its budget ε = {} at δ = {:e}",
                         self.spent(s, b.delta),
-                        self.after(s, z, b.delta),
+                        self.after(s, 1.0, z, 1, b.delta),
                         b.epsilon,
                         b.delta
                     ),
@@ -247,13 +272,7 @@ impl PrivacyBook {
         z: f64,
         silos: &[String],
     ) -> Result<RoundSpend, BookError> {
-        self.append(&Entry::Charge {
-            round,
-            mode: rules.mode.as_str().to_string(),
-            noise_multiplier: z,
-            silos: silos.to_vec(),
-        })?;
-        self.compose(silos, z);
+        self.record(round, rules.mode.as_str(), 1.0, z, 1, silos)?;
         let delta = rules.report_delta();
         let mut one = RdpLedger::default();
         one.compose(1.0, z, 1);
@@ -273,6 +292,29 @@ impl PrivacyBook {
         })
     }
 
+    /// Appends and syncs a charge of `steps` compositions at rate `q`, multiplier `z` to each
+    /// of `silos`, then adds it to their ledgers.
+    pub fn record(
+        &mut self,
+        round: u64,
+        mode: &str,
+        q: f64,
+        z: f64,
+        steps: u64,
+        silos: &[String],
+    ) -> Result<(), BookError> {
+        self.append(&Entry::Charge {
+            round,
+            mode: mode.to_string(),
+            noise_multiplier: z,
+            sampling_rate: q,
+            steps,
+            silos: silos.to_vec(),
+        })?;
+        self.compose(silos, q, z, steps);
+        Ok(())
+    }
+
     /// Records that `round` was refused for the budget.
     pub fn refuse(&self, round: u64, reason: &str) -> Result<(), BookError> {
         self.append(&Entry::Refused {
@@ -290,11 +332,42 @@ impl PrivacyBook {
     }
 }
 
+/// How many rounds with multiplier `z` fit in `budget` (q = 1 each): the largest r with
+/// ε(r) ≤ ε_budget at its δ (at most `cap`).
+pub fn rounds_within(z: f64, budget: Budget, cap: u64) -> u64 {
+    let fits = |r: u64| {
+        let mut l = RdpLedger::default();
+        l.compose(1.0, z, r);
+        l.epsilon(budget.delta) <= budget.epsilon
+    };
+    if !fits(1) {
+        return 0;
+    }
+    // ε grows with r: double to bracket, then bisect.
+    let (mut lo, mut hi) = (1u64, 2u64);
+    while hi <= cap && fits(hi) {
+        lo = hi;
+        hi *= 2;
+    }
+    if hi > cap && fits(cap) {
+        return cap;
+    }
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if fits(mid) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::privacy::rdp::epsilon;
-    use fedsilo_policies::privacy::{Budget, NoiseMode};
+    use fedsilo_policies::privacy::NoiseMode;
 
     fn rules(eps: f64) -> PrivacyRules {
         PrivacyRules {
@@ -349,6 +422,23 @@ mod tests {
     }
 
     #[test]
+    fn rounds_within_a_budget_is_the_last_that_fits() {
+        let b = Budget {
+            epsilon: (epsilon(1.0, 2.0, 7, 1e-5).unwrap().0
+                + epsilon(1.0, 2.0, 8, 1e-5).unwrap().0)
+                / 2.0,
+            delta: 1e-5,
+        };
+        assert_eq!(rounds_within(2.0, b, 1000), 7);
+        assert_eq!(rounds_within(2.0, b, 5), 5);
+        let tiny = Budget {
+            epsilon: 0.01,
+            delta: 1e-5,
+        };
+        assert_eq!(rounds_within(2.0, tiny, 1000), 0);
+    }
+
+    #[test]
     fn a_silo_budget_is_stricter_and_distributed_noise_counts_the_quorum() {
         let dir = tempfile::tempdir().unwrap();
         let mut r = rules(100.0);
@@ -374,6 +464,23 @@ mod tests {
     }
 
     #[test]
+    fn subsampled_charges_replay_like_one_long_run() {
+        // A silo's DP-SGD: 3 rounds of 50 steps at q = 0.02, z = 1.1, recorded and replayed.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dp-sgd.jsonl");
+        let mut book = PrivacyBook::open(&path).unwrap();
+        let me = names(&["bank"]);
+        let predicted = book.after("bank", 0.02, 1.1, 150, 1e-5);
+        for round in 1..=3 {
+            book.record(round, "dp-sgd", 0.02, 1.1, 50, &me).unwrap();
+        }
+        let book = PrivacyBook::open(&path).unwrap();
+        let want = epsilon(0.02, 1.1, 150, 1e-5).unwrap().0;
+        assert!((book.spent("bank", 1e-5) - want).abs() < 1e-9);
+        assert!((predicted - want).abs() < 1e-9);
+    }
+
+    #[test]
     fn a_corrupt_line_is_named_and_a_torn_last_line_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("privacy.jsonl");
@@ -381,6 +488,8 @@ mod tests {
             round: 1,
             mode: "central".into(),
             noise_multiplier: 2.0,
+            sampling_rate: 1.0,
+            steps: 1,
             silos: names(&["a"]),
         })
         .unwrap();

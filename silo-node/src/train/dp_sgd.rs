@@ -36,6 +36,16 @@ pub struct DpSgdOutcome {
     pub steps: u64,
 }
 
+/// The lot schedule of a DP-SGD run over `n` rows: sampling rate q = L / n for an expected lot
+/// size L = `batch_size` (at most n), and `epochs · ⌈n / L⌉` steps.
+pub fn schedule(n: usize, batch_size: usize, epochs: u32) -> (f64, u64) {
+    let lot = batch_size.clamp(1, n.max(1));
+    (
+        lot as f64 / n.max(1) as f64,
+        epochs as u64 * n.div_ceil(lot) as u64,
+    )
+}
+
 /// Trains `params` in place with DP-SGD: `sgd.epochs · ⌈n / L⌉` steps with expected lot size
 /// `L = sgd.batch_size`. Lots and noise are drawn from `rng`, which must be unpredictable to
 /// everyone the guarantee is against ([`fedsilo::privacy::noise::secure_rng`]); `sgd.seed`,
@@ -50,9 +60,8 @@ pub fn train_dp<R: Rng + ?Sized>(
     rng: &mut R,
 ) -> DpSgdOutcome {
     let n = x.nrows();
-    let lot = sgd.batch_size.clamp(1, n.max(1));
-    let q = lot as f64 / n.max(1) as f64;
-    let steps = sgd.epochs as u64 * n.div_ceil(lot) as u64;
+    let (q, steps) = schedule(n, sgd.batch_size, sgd.epochs);
+    let lot = (sgd.batch_size).clamp(1, n.max(1));
     let mut grad = vec![0.0f32; mlp.len()];
     let mut sum = vec![0.0f32; mlp.len()];
     let (mut loss_sum, mut loss_n) = (0.0f64, 0usize);
