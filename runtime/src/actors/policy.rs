@@ -10,6 +10,9 @@ use fedsilo_policies::participation::{self, Candidate, Selection};
 use fedsilo_policies::{Policy, Verdict};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
+use crate::kernels::Aggregation;
+use crate::privacy::mechanism::check_aggregation;
+
 /// Messages of the Policy actor.
 #[derive(Debug)]
 pub enum PolicyMessage {
@@ -55,6 +58,8 @@ pub enum Reload {
 pub struct PolicySource {
     /// The policy file, if any.
     pub path: Option<std::path::PathBuf>,
+    /// The federation's aggregation: a new policy whose `[privacy]` it cannot carry is refused.
+    pub aggregation: Option<Aggregation>,
 }
 
 /// The actor's state.
@@ -130,7 +135,16 @@ fn refresh(state: &mut PolicyState) -> Reload {
     let Some(path) = &state.source.path else {
         return Reload::Unchanged;
     };
-    match Policy::load(path) {
+    let aggregation = state.source.aggregation.as_ref();
+    let loaded = Policy::load(path).map_err(|e| e.to_string()).and_then(|p| {
+        match (&p.privacy, aggregation) {
+            (Some(dp), Some(agg)) => check_aggregation(dp, agg)
+                .map(|_| p)
+                .map_err(|e| format!("{}: {e}", path.display())),
+            _ => Ok(p),
+        }
+    });
+    match loaded {
         Ok(p) if p.digest == state.policy.digest => Reload::Unchanged,
         Ok(p) => {
             tracing::info!(
@@ -149,8 +163,61 @@ fn refresh(state: &mut PolicyState) -> Reload {
                 Reload::Unchanged
             } else {
                 state.last_text_digest = seen;
-                Reload::Refused(e.to_string())
+                Reload::Refused(e)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::ask;
+    use crate::kernels::Kernel;
+
+    #[tokio::test]
+    async fn a_new_policy_whose_privacy_the_kernel_cannot_carry_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.toml");
+        let plain = "[participation]\nmin_silos = 2\nquorum = 2\n";
+        std::fs::write(&path, plain).unwrap();
+        let policy = Policy::load(&path).unwrap();
+        let aggregation = Aggregation {
+            kernel: Kernel::TrimmedMean { trim: 0.2 },
+            ..Aggregation::default()
+        };
+        let (actor, handle) = Actor::spawn(
+            None,
+            PolicyActor,
+            (
+                policy.clone(),
+                PolicySource {
+                    path: Some(path.clone()),
+                    aggregation: Some(aggregation),
+                },
+            ),
+        )
+        .await
+        .unwrap();
+        let with_dp = format!(
+            "{plain}[privacy]\nmode = \"central\"\nclip_norm = 1.0\nnoise_multiplier = 1.0\n"
+        );
+        std::fs::write(&path, with_dp).unwrap();
+        match ask(&actor, "policy", PolicyMessage::Refresh).await.unwrap() {
+            Reload::Refused(e) => {
+                assert!(
+                    e.contains("policy.toml") && e.contains("kernel = \"mean\""),
+                    "{e}"
+                )
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        // The policy in force is the old one.
+        let now = ask(&actor, "policy", PolicyMessage::Snapshot)
+            .await
+            .unwrap();
+        assert_eq!(now.digest, policy.digest);
+        actor.stop(None);
+        handle.await.unwrap();
     }
 }

@@ -128,6 +128,7 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
             policy,
             PolicySource {
                 path: Some(cfg.federation.policy.clone()),
+                aggregation: Some(cfg.aggregation.clone()),
             },
         ),
     )
