@@ -437,6 +437,22 @@ impl Policy {
         }
         if let Some(dp) = &self.privacy {
             dp.validate(at)?;
+            // Refusing an update for its norm or direction makes who takes part depend on
+            // the raw update, which the noise does not cover.
+            if let Some(n) = a.max_update_norm {
+                return Err(at.invalid(
+                    &["admission", "max_update_norm"],
+                    &n.to_string(),
+                    "no norm bound with [privacy]: refusing by the raw update's norm leaks it outside the DP guarantee (privacy.clip_norm already bounds every update)",
+                ));
+            }
+            if a.anomaly.is_some() {
+                return Err(at.invalid(
+                    &["admission", "anomaly"],
+                    "(set)",
+                    "no anomaly rule with [privacy]: refusing by the raw update leaks it outside the DP guarantee",
+                ));
+            }
         }
         Ok(())
     }

@@ -249,6 +249,14 @@ mod tests {
                 vec!["delat"],
             ),
             (BASE.replace("clip_norm = 0.5\n", ""), vec!["clip_norm"]),
+            (
+                format!("{BASE}[admission]\nmax_update_norm = 3.0\n"),
+                vec!["admission.max_update_norm", "DP guarantee"],
+            ),
+            (
+                format!("{BASE}[admission]\nanomaly = {{ kind = \"cosine\", threshold = 0.0 }}\n"),
+                vec!["admission.anomaly", "DP guarantee"],
+            ),
         ];
         for (text, want) in cases {
             let err = Policy::from_toml_str(&text, "p.toml")

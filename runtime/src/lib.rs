@@ -20,6 +20,7 @@ extern crate blas_src;
 extern crate openblas_src;
 
 pub mod actors;
+pub mod audit;
 pub mod certs;
 pub mod cluster;
 pub mod data;

@@ -110,6 +110,43 @@ impl NodeCredentials {
         &self.identity
     }
 
+    /// This node's certificate (DER).
+    pub fn cert_der(&self) -> &[u8] {
+        self.chain[0].as_ref()
+    }
+
+    /// This node's private key as a signer (ECDSA P-256 with SHA-256, as `fedsilo certs` makes).
+    pub fn signer(&self) -> Result<Box<dyn rustls::sign::Signer>> {
+        let key = rustls::crypto::aws_lc_rs::sign::any_ecdsa_type(&self.key).map_err(|e| {
+            Error::Certificate {
+                origin: self.identity.name.clone(),
+                message: format!("the key cannot sign: {e}"),
+            }
+        })?;
+        key.choose_scheme(&[rustls::SignatureScheme::ECDSA_NISTP256_SHA256])
+            .ok_or_else(|| Error::Certificate {
+                origin: self.identity.name.clone(),
+                message: "the key is not an ECDSA P-256 key".into(),
+            })
+    }
+
+    /// Whether `cert` (DER) was issued by this node's consortium CA and was valid at `at`.
+    pub fn verify_issued(&self, cert: &[u8], at: std::time::SystemTime) -> Result<()> {
+        let verifier = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider())
+            .build()
+            .map_err(|e| Error::Cluster(format!("client verifier: {e}")))?;
+        let at = rustls::pki_types::UnixTime::since_unix_epoch(
+            at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default(),
+        );
+        verifier
+            .verify_client_cert(&CertificateDer::from(cert.to_vec()), &[], at)
+            .map(|_| ())
+            .map_err(|e| Error::Certificate {
+                origin: "certificate".into(),
+                message: format!("not issued by the consortium CA or not valid then: {e}"),
+            })
+    }
+
     /// A server configuration: TLS 1.3 only, client certificate required and verified against
     /// the consortium CA.
     pub fn server_config(&self) -> Result<Arc<ServerConfig>> {

@@ -270,7 +270,7 @@ async fn a_node_declaring_another_name_than_its_certificate_is_dropped() {
         None,
         NodeServer::new(
             0,
-            "fedsilo-1".into(),
+            fedsilo::cluster::cookie(),
             "mallory".into(),
             "host".into(),
             None,

@@ -116,7 +116,7 @@ async fn main() -> std::process::ExitCode {
             (Some(clip), Some(noise_multiplier)) => {
                 let valid = clip > 0.0
                     && clip.is_finite()
-                    && noise_multiplier >= 0.0
+                    && noise_multiplier > 0.0
                     && noise_multiplier.is_finite()
                     && cli.dp_delta > 0.0
                     && cli.dp_delta < 1.0
@@ -124,7 +124,7 @@ async fn main() -> std::process::ExitCode {
                         .dp_epsilon_budget
                         .is_none_or(|b| b.is_finite() && b > 0.0);
                 if !valid {
-                    eprintln!("silo-node: error: --dp-clip must be > 0, --dp-noise-multiplier ≥ 0, --dp-delta in (0, 1) and --dp-epsilon-budget > 0");
+                    eprintln!("silo-node: error: --dp-clip and --dp-noise-multiplier must be > 0, --dp-delta in (0, 1) and --dp-epsilon-budget > 0");
                     return std::process::ExitCode::FAILURE;
                 }
                 let Some(ledger) = cli.dp_ledger else {

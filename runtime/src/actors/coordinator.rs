@@ -869,13 +869,21 @@ fn budget_check(
         return Ok(BTreeMap::new());
     };
     check_aggregation(dp, &state.args.settings.aggregation)?;
-    let names: Vec<String> = state.silos.keys().cloned().collect();
-    // Planned as if every known silo were dispatched: the worst case for distributed noise.
-    let over: BTreeMap<String, String> = state
-        .privacy
-        .plan(dp, &names, policy.participation.quorum)
+    // Every silo this coordinator knows: connected now, or charged before (it may be
+    // reconnecting). Budgets only shrink, so when too few of these have budget left, no round
+    // can ever start again.
+    let connected: Vec<String> = state.silos.keys().cloned().collect();
+    let mut known: BTreeSet<String> = state.privacy.silos().cloned().collect();
+    known.extend(connected.iter().cloned());
+    let known: Vec<String> = known.into_iter().collect();
+    let p = &policy.participation;
+    // Planned for the largest cohort a round could dispatch: the worst case for distributed noise.
+    let largest = known.len().min(p.max_silos.unwrap_or(usize::MAX));
+    let plan = state.privacy.plan_for(dp, &known, largest, p.quorum);
+    let over: BTreeMap<String, String> = plan
         .refused
         .into_iter()
+        .filter(|(s, _)| connected.contains(s))
         .collect();
     for (silo, reason) in &over {
         if state.over_budget.insert(silo.clone()) {
@@ -886,22 +894,19 @@ fn budget_check(
             });
         }
     }
-    let left = names.len() - over.len();
-    if !over.is_empty() && left < policy.participation.min_silos {
+    let spent = known.len() - plan.admitted.len();
+    if spent > 0 && plan.admitted.len() < p.min_silos {
+        let out: Vec<&String> = known.iter().filter(|s| !plan.admitted.contains(s)).collect();
         let reason = format!(
-            "{} of {} silos have spent their privacy budget ({}); a round needs participation.min_silos = {}",
-            over.len(),
-            names.len(),
-            over.keys().cloned().collect::<Vec<_>>().join(", "),
-            policy.participation.min_silos
+            "{spent} of {} silos have spent their privacy budget ({}); a round needs participation.min_silos = {}",
+            known.len(),
+            out.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+            p.min_silos
         );
         if let Err(e) = state.privacy.refuse(round, &reason) {
             tracing::error!("cannot record the budget refusal: {e}");
         }
-        state
-            .args
-            .events
-            .emit(Event::BudgetExhausted { round, reason });
+        state.args.events.emit(Event::BudgetExhausted { round, reason });
         state.exhausted = true;
     }
     Ok(over)

@@ -136,14 +136,28 @@ fn refresh(state: &mut PolicyState) -> Reload {
         return Reload::Unchanged;
     };
     let aggregation = state.source.aggregation.as_ref();
-    let loaded = Policy::load(path).map_err(|e| e.to_string()).and_then(|p| {
-        match (&p.privacy, aggregation) {
+    let loaded = Policy::load(path)
+        .map_err(|e| e.to_string())
+        .and_then(|p| match (&p.privacy, aggregation) {
             (Some(dp), Some(agg)) => check_aggregation(dp, agg)
                 .map(|_| p)
                 .map_err(|e| format!("{}: {e}", path.display())),
             _ => Ok(p),
-        }
-    });
+        })
+        .and_then(|p| match (&state.policy.privacy, &p.privacy) {
+            (Some(old), None) => Err(format!(
+                "{}: removes [privacy] from a federation that has been spending a privacy budget; a federation keeps its `{}` DP to the end (its spend is in privacy.jsonl)",
+                path.display(),
+                old.mode.as_str()
+            )),
+            (Some(old), Some(new)) if old.mode != new.mode => Err(format!(
+                "{}: changes privacy.mode from `{}` to `{}` mid-federation; the mode is fixed once the federation has spent budget under it",
+                path.display(),
+                old.mode.as_str(),
+                new.mode.as_str()
+            )),
+            _ => Ok(p),
+        });
     match loaded {
         Ok(p) if p.digest == state.policy.digest => Reload::Unchanged,
         Ok(p) => {
@@ -176,7 +190,7 @@ mod tests {
     use crate::kernels::Kernel;
 
     #[tokio::test]
-    async fn a_new_policy_whose_privacy_the_kernel_cannot_carry_is_refused() {
+    async fn a_new_policy_whose_privacy_cannot_apply_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("policy.toml");
         let plain = "[participation]\nmin_silos = 2\nquorum = 2\n";
@@ -217,6 +231,42 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(now.digest, policy.digest);
+        // Once under DP, a federation keeps it: removing [privacy] is refused.
+        let dp = format!(
+            "{plain}[privacy]\nmode = \"central\"\nclip_norm = 1.0\nnoise_multiplier = 1.0\n"
+        );
+        std::fs::write(&path, &dp).unwrap();
+        let (actor2, handle2) = Actor::spawn(
+            None,
+            PolicyActor,
+            (
+                Policy::load(&path).unwrap(),
+                PolicySource {
+                    path: Some(path.clone()),
+                    aggregation: Some(Aggregation::default()),
+                },
+            ),
+        )
+        .await
+        .unwrap();
+        std::fs::write(&path, plain).unwrap();
+        match ask(&actor2, "policy", PolicyMessage::Refresh)
+            .await
+            .unwrap()
+        {
+            Reload::Refused(e) => assert!(e.contains("removes [privacy]"), "{e}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        std::fs::write(&path, dp.replace("central", "distributed")).unwrap();
+        match ask(&actor2, "policy", PolicyMessage::Refresh)
+            .await
+            .unwrap()
+        {
+            Reload::Refused(e) => assert!(e.contains("changes privacy.mode"), "{e}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        actor2.stop(None);
+        handle2.await.unwrap();
         actor.stop(None);
         handle.await.unwrap();
     }

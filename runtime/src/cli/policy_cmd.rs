@@ -8,7 +8,7 @@ use fedsilo_policies::explain::{explain, summary, Roster};
 use std::fmt::Write as _;
 
 use fedsilo::privacy::budget::rounds_within;
-use fedsilo_policies::privacy::PrivacyRules;
+use fedsilo_policies::privacy::{NoiseMode, PrivacyRules};
 use fedsilo_policies::{ParticipationRules, Policy};
 
 /// Policy commands.
@@ -56,8 +56,16 @@ fn budget_forecast(dp: &PrivacyRules, p: &ParticipationRules) -> String {
         let n = rounds_within(z, b, 1_000_000);
         let _ = writeln!(
             out,
-            "budget         {who}: {n} round(s) at z = {z:.3} before ε would pass {} at δ = {:e}",
-            b.epsilon, b.delta
+            "budget         {who}: {n} round(s) at z = {z:.3} before ε would pass {} at δ = {:e}{}",
+            b.epsilon,
+            b.delta,
+            match dp.mode {
+                NoiseMode::Central => String::new(),
+                NoiseMode::Distributed => format!(
+                    " (distributed: {} dispatched, {} reporting; more dispatched means fewer rounds)",
+                    p.min_silos, p.quorum
+                ),
+            }
         );
     }
     out

@@ -24,7 +24,7 @@ pub mod listener;
 pub mod node;
 
 pub use directory::{PeerDirectory, PeerEvent};
-pub use node::{ClusterConfig, ClusterNode};
+pub use node::{cookie, ClusterConfig, ClusterNode};
 
 /// Process group of trainer actors (one per silo).
 pub const TRAINER_GROUP: &str = "fedsilo.trainer";

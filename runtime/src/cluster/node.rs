@@ -255,6 +255,6 @@ impl Drop for ClusterNode {
 
 /// The ractor_cluster cookie. It is not a secret in fedsilo — mutual TLS is the access control —
 /// but it keeps a fedsilo node from talking to unrelated ractor clusters.
-fn cookie() -> String {
+pub fn cookie() -> String {
     format!("fedsilo-{}", crate::protocol::PROTOCOL_VERSION)
 }

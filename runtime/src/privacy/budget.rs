@@ -205,6 +205,11 @@ impl PrivacyBook {
         }
     }
 
+    /// Every silo ever charged.
+    pub fn silos(&self) -> impl Iterator<Item = &String> {
+        self.silos.keys()
+    }
+
     /// ε `silo` has spent, at `delta`.
     pub fn spent(&self, silo: &str, delta: f64) -> f64 {
         self.silos.get(silo).map_or(0.0, |l| l.epsilon(delta))
@@ -220,9 +225,21 @@ impl PrivacyBook {
     /// Which of `cohort` may take part in a round needing `quorum` reports: every silo whose
     /// budget one more round would exceed is left out, with its figures.
     pub fn plan(&self, rules: &PrivacyRules, cohort: &[String], quorum: usize) -> BudgetPlan {
+        self.plan_for(rules, cohort, cohort.len(), quorum)
+    }
+
+    /// As [`PrivacyBook::plan`], for a round that may dispatch up to `largest` silos (the
+    /// distributed multiplier is planned for that many).
+    pub fn plan_for(
+        &self,
+        rules: &PrivacyRules,
+        cohort: &[String],
+        largest: usize,
+        quorum: usize,
+    ) -> BudgetPlan {
         // Leaving silos out only raises the distributed multiplier, so deciding with the full
         // cohort's is conservative.
-        let z = rules.effective_multiplier(cohort.len(), quorum);
+        let z = rules.effective_multiplier(largest, quorum);
         let (mut admitted, mut refused) = (Vec::new(), Vec::new());
         for s in cohort {
             match rules.budget_of(s) {

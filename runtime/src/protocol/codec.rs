@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::{Error, Result};
 
 /// The wire protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 const MAGIC: &[u8; 4] = b"FSLO";
 const HEADER: usize = 6;
 /// Largest body a frame may decode to.
@@ -82,7 +82,9 @@ mod tests {
         f[4] = 9;
         let e = decode::<Request>(&f, "silo-a").unwrap_err().to_string();
         assert!(
-            e.contains("version 9") && e.contains("version 1") && e.contains("silo-a"),
+            e.contains("version 9")
+                && e.contains(&format!("version {PROTOCOL_VERSION}"))
+                && e.contains("silo-a"),
             "{e}"
         );
     }

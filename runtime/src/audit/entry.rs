@@ -1,0 +1,111 @@
+//! One journal line: a body, its hash and the signer's signature over it.
+//!
+//! ```text
+//! {"seq":7,"time_ms":1764350000000,"prev":"<hash of entry 6>","record":{"kind":"committed",…},"hash":"<sha-256 of the body>","sig":"<ECDSA over the body>"}
+//! ```
+//!
+//! The body is the line up to `,"hash":` closed by `}`: exactly the bytes that were hashed and
+//! signed, so checking never depends on re-serialising anything.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use super::record::Record;
+
+/// The `prev` of the first entry.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What is hashed and signed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Body {
+    /// Position in the journal, from 1.
+    pub seq: u64,
+    /// Wall-clock time of writing, milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// Hash of the previous entry ([`GENESIS`] for the first).
+    pub prev: String,
+    /// The fact recorded.
+    pub record: Record,
+}
+
+/// A line split into its parts (nothing checked yet).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sealed<'a> {
+    /// The body's exact bytes.
+    pub body: String,
+    /// The hash the line claims for it.
+    pub hash: &'a str,
+    /// The signature, hex.
+    pub sig: &'a str,
+}
+
+/// SHA-256 of `bytes`, hex.
+pub fn hash_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The line for `body` with its hash and signature (`sign` signs the body's bytes).
+pub fn seal(
+    body: &str,
+    sign: impl FnOnce(&[u8]) -> Result<Vec<u8>, String>,
+) -> Result<String, String> {
+    let open = body
+        .strip_suffix('}')
+        .ok_or("an entry body is a JSON object")?;
+    let sig = sign(body.as_bytes())?;
+    Ok(format!(
+        "{open},\"hash\":\"{}\",\"sig\":\"{}\"}}",
+        hash_hex(body.as_bytes()),
+        hex::encode(sig)
+    ))
+}
+
+/// Splits a line into body, hash and signature.
+pub fn unseal(line: &str) -> Result<Sealed<'_>, String> {
+    let at = line
+        .rfind(",\"hash\":\"")
+        .ok_or("no \"hash\" field: not a journal entry")?;
+    let tail = &line[at + 9..];
+    let (hash, rest) = tail
+        .split_once("\",\"sig\":\"")
+        .ok_or("no \"sig\" field after \"hash\"")?;
+    let sig = rest
+        .strip_suffix("\"}")
+        .ok_or("the line does not end after its signature")?;
+    Ok(Sealed {
+        body: format!("{}}}", &line[..at]),
+        hash,
+        sig,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_line_unseals_to_the_bytes_that_were_signed() {
+        let body = serde_json::to_string(&Body {
+            seq: 1,
+            time_ms: 5,
+            prev: GENESIS.into(),
+            record: Record::PolicyChanged {
+                digest: "ab\",\"hash\":\"x".into(),
+            },
+        })
+        .unwrap();
+        let mut signed = Vec::new();
+        let line = seal(&body, |b| {
+            signed = b.to_vec();
+            Ok(vec![1, 2, 3])
+        })
+        .unwrap();
+        let s = unseal(&line).unwrap();
+        assert_eq!(s.body, body);
+        assert_eq!(s.body.as_bytes(), signed.as_slice());
+        assert_eq!(s.hash, hash_hex(body.as_bytes()));
+        assert_eq!(s.sig, "010203");
+        assert!(unseal("{\"seq\":1}").is_err());
+        assert!(unseal(&line[..line.len() - 2]).is_err());
+    }
+}

@@ -1,0 +1,189 @@
+//! What the audit journal records: one variant per decision the coordinator takes.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::EvalMetrics;
+
+/// One audited fact. Serialised with a `kind` tag; the journal never rewrites a record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Record {
+    /// The coordinator opened the journal: entries from here on are signed with the key of this
+    /// certificate.
+    Signer {
+        /// The coordinator's node name.
+        node: String,
+        /// Its certificate, DER, hex.
+        certificate: String,
+        /// The current version when it started.
+        version: u64,
+    },
+    /// A round was dispatched.
+    RoundStarted {
+        /// Round number.
+        round: u64,
+        /// The version it trains from.
+        base_version: u64,
+        /// That version's parameter digest.
+        base_digest: String,
+        /// The silos asked to train.
+        cohort: Vec<String>,
+        /// Silos left out, with the reason.
+        excluded: Vec<(String, String)>,
+    },
+    /// An update was admitted into the round's aggregate.
+    UpdateAdmitted {
+        /// Round number.
+        round: u64,
+        /// The silo.
+        silo: String,
+        /// The update's digest.
+        digest: String,
+        /// Its L2 norm (as reported with it).
+        norm: f64,
+        /// Examples it was trained on.
+        examples: u64,
+    },
+    /// An update was refused or never arrived.
+    UpdateRefused {
+        /// Round number.
+        round: u64,
+        /// The silo.
+        silo: String,
+        /// Why.
+        reason: String,
+    },
+    /// The admitted updates were combined into a candidate.
+    Aggregated {
+        /// Round number.
+        round: u64,
+        /// Kernel and its parameters.
+        kernel: String,
+        /// Each input: silo and update digest.
+        inputs: Vec<(String, String)>,
+        /// The candidate's parameter digest.
+        candidate: String,
+    },
+    /// The candidate was scored.
+    Validated {
+        /// Round number.
+        round: u64,
+        /// The candidate version.
+        version: u64,
+        /// Whether it passed.
+        passed: bool,
+        /// The gate's reason.
+        reason: String,
+        /// Held-out figures per silo.
+        figures: BTreeMap<String, EvalMetrics>,
+    },
+    /// A version became current.
+    Committed {
+        /// Round number.
+        round: u64,
+        /// The version.
+        version: u64,
+        /// The version it was built on.
+        parent: u64,
+        /// Parameter digest.
+        digest: String,
+        /// SHA-256 of the checkpoint file.
+        file_sha256: String,
+        /// Participants and their example counts.
+        participants: Vec<(String, u64)>,
+    },
+    /// The candidate failed the gate; the current version stays.
+    Rejected {
+        /// Round number.
+        round: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The round ended without a candidate.
+    Abandoned {
+        /// Round number.
+        round: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The policy file changed.
+    PolicyChanged {
+        /// Its new digest.
+        digest: String,
+    },
+    /// A changed policy file was refused.
+    PolicyRefused {
+        /// Why.
+        error: String,
+    },
+    /// A round's privacy spend was charged before dispatch.
+    PrivacyCharged {
+        /// Round number.
+        round: u64,
+        /// The silos charged.
+        silos: Vec<String>,
+        /// The effective noise multiplier.
+        noise_multiplier: f64,
+        /// The largest cumulative ε of any silo afterwards.
+        epsilon: f64,
+        /// Its δ.
+        delta: f64,
+    },
+    /// The privacy budget left too few silos for another round.
+    BudgetExhausted {
+        /// The refused round.
+        round: u64,
+        /// Why.
+        reason: String,
+    },
+    /// A silo was quarantined.
+    SiloQuarantined {
+        /// The silo.
+        silo: String,
+        /// Until this round.
+        until_round: u64,
+    },
+}
+
+impl Record {
+    /// The round this record belongs to, if any.
+    pub fn round(&self) -> Option<u64> {
+        use Record::*;
+        match self {
+            RoundStarted { round, .. }
+            | UpdateAdmitted { round, .. }
+            | UpdateRefused { round, .. }
+            | Aggregated { round, .. }
+            | Validated { round, .. }
+            | Committed { round, .. }
+            | Rejected { round, .. }
+            | Abandoned { round, .. }
+            | PrivacyCharged { round, .. }
+            | BudgetExhausted { round, .. } => Some(*round),
+            Signer { .. }
+            | PolicyChanged { .. }
+            | PolicyRefused { .. }
+            | SiloQuarantined { .. } => None,
+        }
+    }
+
+    /// Whether this record concerns `silo`.
+    pub fn mentions(&self, silo: &str) -> bool {
+        use Record::*;
+        match self {
+            RoundStarted {
+                cohort, excluded, ..
+            } => cohort.iter().any(|s| s == silo) || excluded.iter().any(|(s, _)| s == silo),
+            UpdateAdmitted { silo: s, .. }
+            | UpdateRefused { silo: s, .. }
+            | SiloQuarantined { silo: s, .. } => s == silo,
+            Aggregated { inputs, .. } => inputs.iter().any(|(s, _)| s == silo),
+            Validated { figures, .. } => figures.contains_key(silo),
+            Committed { participants, .. } => participants.iter().any(|(s, _)| s == silo),
+            PrivacyCharged { silos, .. } => silos.iter().any(|s| s == silo),
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! Checking a journal: the chain, the signatures, and that the state directory agrees with it.
+//!
+//! Entry by entry: `seq` counts up from 1; `prev` is the previous entry's hash; the hash is
+//! the SHA-256 of the body; the signature verifies against the certificate of the latest
+//! `signer` entry (the first entry must be one), and — given the consortium CA — that
+//! certificate was issued by it to a coordinator and was valid when the entry was written.
+//! A chain alone cannot show that its last entries were cut off, so the state directory is
+//! checked against it as well: every checkpoint file must be committed in the journal with the
+//! SHA-256 it has now, and `CURRENT` must name the version the journal made current last.
+
+use std::path::Path;
+use std::time::{Duration, UNIX_EPOCH};
+
+use super::entry::{hash_hex, unseal, Body, GENESIS};
+use super::record::Record;
+use super::signature;
+use crate::identity::{Identity, Role};
+use crate::tls::NodeCredentials;
+
+/// An entry that passed every check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked {
+    /// 1-based line in the file.
+    pub line: usize,
+    /// The body.
+    pub body: Body,
+    /// Its hash.
+    pub hash: String,
+}
+
+/// The first thing wrong, named.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    /// Where: `audit.jsonl:12 (seq 12)`, or a file of the state directory.
+    pub at: String,
+    /// What is wrong.
+    pub what: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.at, self.what)
+    }
+}
+
+/// The outcome of checking a journal.
+#[derive(Debug, Clone, Default)]
+pub struct Verification {
+    /// The entries before the first problem, in order.
+    pub entries: Vec<Checked>,
+    /// The first problem, if any.
+    pub problem: Option<Problem>,
+    /// A torn last line (a crash while it was written): not counted, not a problem.
+    pub torn_tail: bool,
+}
+
+/// Checks the chain and signatures of a journal's text. `name` labels lines in problems; with
+/// `ca`, every signer's certificate must have been issued by that consortium's CA.
+pub fn verify_chain(text: &str, name: &str, ca: Option<&NodeCredentials>) -> Verification {
+    let mut out = Verification::default();
+    let whole = text.rfind('\n').map_or(0, |i| i + 1);
+    out.torn_tail = whole < text.len();
+    let mut prev = GENESIS.to_string();
+    let mut signer: Option<Vec<u8>> = None;
+    for (i, line) in text[..whole].lines().enumerate() {
+        let expected_seq = out.entries.len() as u64 + 1;
+        let at = format!("{name}:{} (seq {expected_seq})", i + 1);
+        match check_line(line, expected_seq, &prev, &mut signer, ca) {
+            Ok((body, hash)) => {
+                prev = hash.clone();
+                out.entries.push(Checked {
+                    line: i + 1,
+                    body,
+                    hash,
+                });
+            }
+            Err(what) => {
+                out.problem = Some(Problem { at, what });
+                break;
+            }
+        }
+    }
+    out
+}
+
+fn check_line(
+    line: &str,
+    seq: u64,
+    prev: &str,
+    signer: &mut Option<Vec<u8>>,
+    ca: Option<&NodeCredentials>,
+) -> Result<(Body, String), String> {
+    let sealed = unseal(line)?;
+    let body: Body = serde_json::from_str(&sealed.body)
+        .map_err(|e| format!("the entry is not a valid record: {e}"))?;
+    if body.seq != seq {
+        return Err(format!(
+            "seq {} where {seq} was expected: an entry before it was deleted, or entries were reordered",
+            body.seq
+        ));
+    }
+    if body.prev != prev {
+        return Err(
+            "its `prev` is not the previous entry's hash: an entry before it was edited, deleted or moved"
+                .into(),
+        );
+    }
+    let hash = hash_hex(sealed.body.as_bytes());
+    if sealed.hash != hash {
+        return Err("its hash does not match its content: the entry was edited".into());
+    }
+    if let Record::Signer { certificate, .. } = &body.record {
+        let der = hex::decode(certificate)
+            .map_err(|_| "the signer's certificate is not hex".to_string())?;
+        let id =
+            Identity::from_cert_der(&der, "the signer's certificate").map_err(|e| e.to_string())?;
+        if id.role != Role::Coordinator {
+            return Err(format!(
+                "signer `{}` has role {}, only a coordinator signs the journal",
+                id.name, id.role
+            ));
+        }
+        if let Some(ca) = ca {
+            let when = UNIX_EPOCH + Duration::from_millis(body.time_ms);
+            ca.verify_issued(&der, when).map_err(|e| e.to_string())?;
+        }
+        *signer = Some(der);
+    }
+    let cert = signer
+        .as_deref()
+        .ok_or("no signer entry precedes it: the journal's start was cut off")?;
+    let sig = hex::decode(sealed.sig).map_err(|_| "its signature is not hex".to_string())?;
+    signature::verify(cert, sealed.body.as_bytes(), &sig)?;
+    Ok((body, hash))
+}
+
+/// Checks a state directory: its journal (`audit.jsonl`), then every checkpoint file and
+/// `CURRENT` against the journal.
+pub fn verify_state(dir: &Path, ca: Option<&NodeCredentials>) -> Result<Verification, String> {
+    let path = dir.join("audit.jsonl");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut v = verify_chain(&text, "audit.jsonl", ca);
+    if v.problem.is_some() {
+        return Ok(v);
+    }
+    v.problem = check_store(dir, &v.entries);
+    Ok(v)
+}
+
+fn check_store(dir: &Path, entries: &[Checked]) -> Option<Problem> {
+    let mut committed = std::collections::BTreeMap::new();
+    let mut current = None;
+    for e in entries {
+        if let Record::Committed {
+            version,
+            file_sha256,
+            ..
+        } = &e.body.record
+        {
+            committed.insert(*version, (file_sha256.clone(), e.line));
+            current = Some(*version);
+        }
+    }
+    let models = dir.join("models");
+    let mut on_disk = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(&models) {
+        for f in rd.flatten() {
+            let name = f.file_name().to_string_lossy().to_string();
+            let version = name
+                .strip_prefix('v')
+                .and_then(|r| r.strip_suffix(".safetensors"))
+                .and_then(|n| n.parse::<u64>().ok());
+            if let Some(v) = version {
+                on_disk.push(v);
+            }
+        }
+    }
+    on_disk.sort();
+    for v in &on_disk {
+        let file = format!("models/v{v}.safetensors");
+        let Some((want, line)) = committed.get(v) else {
+            return Some(Problem {
+                at: file,
+                what: "no `committed` entry in the journal names it: the file was added, or its entry was cut off the journal's end".into(),
+            });
+        };
+        let bytes = match std::fs::read(models.join(format!("v{v}.safetensors"))) {
+            Ok(b) => b,
+            Err(e) => {
+                return Some(Problem {
+                    at: file,
+                    what: format!("unreadable: {e}"),
+                })
+            }
+        };
+        if &hash_hex(&bytes) != want {
+            return Some(Problem {
+                at: file,
+                what: format!("its SHA-256 differs from the one committed at audit.jsonl:{line}: the checkpoint was modified or replaced"),
+            });
+        }
+    }
+    if let Some((v, (_, line))) = committed.iter().find(|(v, _)| !on_disk.contains(v)) {
+        return Some(Problem {
+            at: format!("models/v{v}.safetensors"),
+            what: format!(
+                "committed at audit.jsonl:{line} but missing: the checkpoint was deleted"
+            ),
+        });
+    }
+    let named = std::fs::read_to_string(dir.join("CURRENT"))
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok());
+    if named != current {
+        return Some(Problem {
+            at: "CURRENT".into(),
+            what: format!(
+                "names version {}, the journal made {} current last",
+                named.map_or("none".into(), |v| v.to_string()),
+                current.map_or("none".into(), |v| v.to_string())
+            ),
+        });
+    }
+    None
+}
