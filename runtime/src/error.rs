@@ -35,6 +35,9 @@ pub enum Error {
     /// A policy could not be loaded.
     #[error(transparent)]
     Policy(#[from] fedsilo_policies::PolicyError),
+    /// The audit journal could not be read or extended.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
     /// A wire message could not be decoded or is not acceptable.
     #[error("protocol error from {peer}: {message}")]
     Protocol {

@@ -55,6 +55,8 @@ pub struct RoundSummary {
     pub selected: Option<Vec<String>>,
     /// Silos whose updates were clipped, with their norm before clipping.
     pub clipped: Vec<(String, f64)>,
+    /// Examples each participant trained on.
+    pub examples: BTreeMap<String, u64>,
     /// L2 norm of each participant's update as sent (after any noise the silo added itself).
     pub update_norms: BTreeMap<String, f64>,
     /// Silo-level DP: this round's spend and the cumulative spend after it.

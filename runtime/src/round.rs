@@ -32,6 +32,7 @@ use crate::actors::aggregator::{Aggregate, AggregatorMessage, Refusal};
 use crate::actors::policy::PolicyMessage;
 use crate::actors::validator::{Candidate, ValidatorMessage};
 use crate::actors::{ask, ask_within};
+use crate::audit::{Journal, Record};
 use crate::cluster::{PeerDirectory, PeerEvent};
 use crate::events::{Event, EventLog, RoundSummary};
 use crate::kernels::server_optimizer::OptimizerState;
@@ -123,6 +124,8 @@ pub struct RoundContext {
     /// The silo-level DP spend charged for this round before dispatch (when the policy has
     /// `[privacy]`), recorded with the version.
     pub privacy_spend: Option<RoundSpend>,
+    /// The audit journal.
+    pub journal: Arc<Journal>,
     /// Names of silos the coordinator's heartbeats currently find silent. A cohort member that
     /// turns up here is dropped from the round at once (a frozen peer never closes its session).
     pub unhealthy: watch::Receiver<BTreeSet<String>>,
@@ -469,6 +472,20 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
     let deadline = started + Duration::from_secs_f64(ctx.policy.rounds.deadline_secs);
     let grace = Duration::from_secs_f64(ctx.policy.rounds.grace_secs);
     let names: Vec<String> = ctx.cohort.iter().map(|s| s.name.clone()).collect();
+    // On disk before any silo is asked to train.
+    if let Err(e) = ctx.journal.record_synced(Record::RoundStarted {
+        round,
+        base_version: ctx.base.version,
+        base_digest: ctx.base.digest.hex(),
+        cohort: names.clone(),
+        excluded: ctx.excluded.clone(),
+    }) {
+        return RoundOutcome::Abandoned {
+            round,
+            reason: format!("not dispatched: {e}"),
+            attendance: Attendance::default(),
+        };
+    }
     ctx.events.emit(Event::RoundStarted {
         round,
         base_version: ctx.base.version,
@@ -613,6 +630,28 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
     jobs.abort_all();
     // Regional aggregates: only those combining enough silos cross to this node.
     let regional = regional_parts(&ctx, &mut admitted, &mut missing).await;
+    let mut audit: Result<(), String> = Ok(());
+    let mut note = |r: Record| {
+        if audit.is_ok() {
+            audit = ctx.journal.record(r).map(|_| ()).map_err(|e| e.to_string());
+        }
+    };
+    for (silo, report) in &admitted {
+        note(Record::UpdateAdmitted {
+            round,
+            silo: silo.clone(),
+            digest: report.update_digest.hex(),
+            norm: report.update_norm,
+            examples: report.examples,
+        });
+    }
+    for (silo, reason) in &missing {
+        note(Record::UpdateRefused {
+            round,
+            silo: silo.clone(),
+            reason: reason.clone(),
+        });
+    }
 
     let verdict = match ask(&ctx.policy_actor, "policy", |reply| PolicyMessage::Quorum {
         round,
@@ -725,6 +764,22 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
         };
     let digest = Digest::of_f32(&params);
     let version = ctx.base.version + 1;
+    note(Record::Aggregated {
+        round,
+        kernel: ctx.aggregation.describe(),
+        inputs: admitted
+            .iter()
+            .map(|(s, r)| (s.clone(), r.update_digest.hex()))
+            .collect(),
+        candidate: digest.hex(),
+    });
+    if let Err(e) = audit {
+        return RoundOutcome::Abandoned {
+            round,
+            reason: e,
+            attendance: Attendance::of(&missing, &refused),
+        };
+    }
 
     let alive: Vec<SiloHandle> = ctx
         .cohort
@@ -766,6 +821,19 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
             }
         }
     };
+    if let Err(e) = ctx.journal.record(Record::Validated {
+        round,
+        version,
+        passed: validation.accept,
+        reason: validation.reason.clone(),
+        figures: validation.per_silo.clone(),
+    }) {
+        return RoundOutcome::Abandoned {
+            round,
+            reason: e.to_string(),
+            attendance: Attendance::of(&missing, &refused),
+        };
+    }
     if !validation.accept {
         return RoundOutcome::Rejected {
             round,
@@ -800,6 +868,10 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
         .iter()
         .map(|(s, r)| (s.clone(), r.update_norm))
         .collect();
+    let examples = admitted
+        .iter()
+        .map(|(s, r)| (s.clone(), r.examples))
+        .collect();
     let mut participants: Vec<String> = admitted.iter().map(|(s, _)| s.clone()).collect();
     participants.sort();
     missing.sort();
@@ -823,6 +895,7 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
         selected: aggregate.selected,
         clipped: aggregate.clipped,
         update_norms,
+        examples,
         privacy: ctx.privacy_spend.clone(),
     };
     let params = Arc::try_unwrap(candidate.params).unwrap_or_else(|a| (*a).clone());

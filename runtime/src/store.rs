@@ -3,14 +3,18 @@
 //! ```text
 //! <state_dir>/models/v<N>.safetensors   one per committed version (atomic writes)
 //! <state_dir>/models/v<N>.optimizer.safetensors   server optimiser moments (m, v), if any
+//! <state_dir>/models/staging/            a version being committed (see `stage`/`publish`)
 //! <state_dir>/CURRENT                   the current version number (atomic rename)
 //! <state_dir>/rounds.jsonl              one line per committed round (fsynced)
 //! <state_dir>/events.jsonl              every event (see `events`)
 //! ```
 //!
-//! Invariant: `CURRENT` names a checkpoint that was completely written and synced before
-//! `CURRENT` was replaced, so after a crash the coordinator resumes from the last committed
-//! version and loses nothing that was committed.
+//! A commit is staged (checkpoint written and synced in `models/staging/`), recorded in the
+//! audit journal (synced), then published (moved into `models/`, `CURRENT` replaced
+//! atomically). Invariant: `CURRENT` names a checkpoint that was completely written and synced;
+//! after a crash, [`ModelStore::reconcile`] finishes a commit the journal recorded and drops a
+//! staged one it did not, so the coordinator resumes from the last committed version and loses
+//! nothing that was committed.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -49,37 +53,86 @@ impl ModelStore {
         self.dir.join("models").join(format!("v{v}.safetensors"))
     }
 
-    /// Writes version `v` (and the server optimiser's state, if any) and makes it current.
-    pub fn commit(
+    /// Writes version `v` (and the server optimiser's state, if any) into `models/staging/`,
+    /// synced, and returns the SHA-256 of the checkpoint file. Nothing is current yet: the
+    /// caller records the commit in the audit journal, then calls [`ModelStore::publish`].
+    pub fn stage(
         &self,
         v: u64,
         ckpt: &Checkpoint,
         optimizer: Option<&OptimizerState>,
-    ) -> Result<()> {
-        ckpt.save(&self.model_path(v))?;
+    ) -> Result<String> {
+        let staging = self.dir.join("models").join("staging");
+        std::fs::create_dir_all(&staging).map_err(|e| Error::io("creating", &staging, e))?;
+        let bytes = ckpt.to_bytes()?;
+        write_atomic(&staging.join(format!("v{v}.safetensors")), &bytes)?;
         if let Some(st) = optimizer {
-            let bytes = |x: &[f32]| -> Vec<u8> { x.iter().flat_map(|f| f.to_le_bytes()).collect() };
-            let (m, vv) = (bytes(&st.m), bytes(&st.v));
-            let bad = |e: String| Error::Checkpoint {
+            let data = optimizer_bytes(st).map_err(|e| Error::Checkpoint {
                 origin: self.optimizer_path(v).display().to_string(),
                 message: e,
-            };
-            let views = vec![
-                (
-                    "m",
-                    TensorView::new(Dtype::F32, vec![st.m.len()], &m)
-                        .map_err(|e| bad(e.to_string()))?,
-                ),
-                (
-                    "v",
-                    TensorView::new(Dtype::F32, vec![st.v.len()], &vv)
-                        .map_err(|e| bad(e.to_string()))?,
-                ),
-            ];
-            let data = safetensors::serialize(views, None).map_err(|e| bad(e.to_string()))?;
-            write_atomic(&self.optimizer_path(v), &data)?;
+            })?;
+            write_atomic(&staging.join(format!("v{v}.optimizer.safetensors")), &data)?;
+        }
+        Ok(crate::audit::entry::hash_hex(&bytes))
+    }
+
+    /// Moves staged version `v` into `models/` and makes it current (`CURRENT`, atomically).
+    pub fn publish(&self, v: u64) -> Result<()> {
+        let staging = self.dir.join("models").join("staging");
+        for (from, to) in [
+            (format!("v{v}.safetensors"), self.model_path(v)),
+            (
+                format!("v{v}.optimizer.safetensors"),
+                self.optimizer_path(v),
+            ),
+        ] {
+            let from = staging.join(from);
+            if from.exists() {
+                std::fs::rename(&from, &to).map_err(|e| Error::io("moving into place", &to, e))?;
+            }
+        }
+        if let Ok(d) = std::fs::File::open(self.dir.join("models")) {
+            let _ = d.sync_all();
         }
         write_atomic(&self.dir.join("CURRENT"), format!("{v}\n").as_bytes())
+    }
+
+    /// After a crash: makes `committed` — the last version the audit journal committed, with
+    /// its file's SHA-256 — current if the crash came between the journal entry and
+    /// `CURRENT`, and removes staged versions the journal never committed. Returns what it did.
+    pub fn reconcile(&self, committed: Option<(u64, &str)>) -> Result<Vec<String>> {
+        let mut did = Vec::new();
+        let staging = self.dir.join("models").join("staging");
+        if let Some((v, sha)) = committed {
+            let current = self.current_version()?;
+            if current != Some(v) {
+                let staged = staging.join(format!("v{v}.safetensors"));
+                let file = if staged.exists() {
+                    staged
+                } else {
+                    self.model_path(v)
+                };
+                let bytes = std::fs::read(&file).map_err(|e| Error::io("reading", &file, e))?;
+                if crate::audit::entry::hash_hex(&bytes) != sha {
+                    return Err(Error::Checkpoint {
+                        origin: file.display().to_string(),
+                        message: "the audit journal committed this version with another SHA-256: the file was modified".into(),
+                    });
+                }
+                self.publish(v)?;
+                did.push(format!("finished committing version {v} (the coordinator stopped between the journal entry and CURRENT)"));
+            }
+        }
+        if let Ok(rd) = std::fs::read_dir(&staging) {
+            for f in rd.flatten() {
+                let _ = std::fs::remove_file(f.path());
+                did.push(format!(
+                    "removed {}, staged but never committed",
+                    f.path().display()
+                ));
+            }
+        }
+        Ok(did)
     }
 
     fn optimizer_path(&self, v: u64) -> PathBuf {
@@ -133,18 +186,89 @@ impl ModelStore {
             .map_err(|e| Error::io("appending to", &path, e))
     }
 
-    /// The current version and its checkpoint, if anything was committed.
-    pub fn current(&self) -> Result<Option<(u64, Checkpoint)>> {
+    /// The version `CURRENT` names, if any.
+    pub fn current_version(&self) -> Result<Option<u64>> {
         let path = self.dir.join("CURRENT");
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io("reading", &path, e)),
         };
-        let v: u64 = text.trim().parse().map_err(|_| Error::Checkpoint {
-            origin: path.display().to_string(),
-            message: format!("`{}` is not a version number", text.trim()),
-        })?;
-        Ok(Some((v, Checkpoint::load(&self.model_path(v))?)))
+        text.trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| Error::Checkpoint {
+                origin: path.display().to_string(),
+                message: format!("`{}` is not a version number", text.trim()),
+            })
+    }
+
+    /// The current version and its checkpoint, if anything was committed.
+    pub fn current(&self) -> Result<Option<(u64, Checkpoint)>> {
+        match self.current_version()? {
+            Some(v) => Ok(Some((v, Checkpoint::load(&self.model_path(v))?))),
+            None => Ok(None),
+        }
+    }
+}
+
+fn optimizer_bytes(st: &OptimizerState) -> std::result::Result<Vec<u8>, String> {
+    let bytes = |x: &[f32]| -> Vec<u8> { x.iter().flat_map(|f| f.to_le_bytes()).collect() };
+    let (m, vv) = (bytes(&st.m), bytes(&st.v));
+    let views = vec![
+        (
+            "m",
+            TensorView::new(Dtype::F32, vec![st.m.len()], &m).map_err(|e| e.to_string())?,
+        ),
+        (
+            "v",
+            TensorView::new(Dtype::F32, vec![st.v.len()], &vv).map_err(|e| e.to_string())?,
+        ),
+    ];
+    safetensors::serialize(views, None).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ModelSpec;
+    use crate::protocol::Scaling;
+
+    fn ckpt(x: f32) -> Checkpoint {
+        Checkpoint {
+            spec: ModelSpec {
+                inputs: 1,
+                hidden: vec![],
+            },
+            params: vec![x, 0.0],
+            scaling: Scaling {
+                mean: vec![0.0],
+                std: vec![1.0],
+            },
+            metadata: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_crash_between_journal_and_current_is_finished_and_unjournaled_stages_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = ModelStore::open(dir.path()).unwrap();
+        let sha1 = s.stage(1, &ckpt(1.0), None).unwrap();
+        s.publish(1).unwrap();
+        assert_eq!(s.current_version().unwrap(), Some(1));
+        // Version 2 staged and journaled, then the crash: CURRENT still says 1.
+        let sha2 = s.stage(2, &ckpt(2.0), None).unwrap();
+        // Version 3 staged, never journaled.
+        s.stage(3, &ckpt(3.0), None).unwrap();
+        let did = s.reconcile(Some((2, &sha2))).unwrap();
+        assert_eq!(did.len(), 2, "{did:?}");
+        assert_eq!(s.current_version().unwrap(), Some(2));
+        assert_eq!(s.current().unwrap().unwrap().1.params[0], 2.0);
+        assert!(!dir.path().join("models/staging/v3.safetensors").exists());
+        // Nothing to do the second time; a wrong SHA-256 is refused.
+        assert!(s.reconcile(Some((2, &sha2))).unwrap().is_empty());
+        let e = s.reconcile(Some((1, &sha2))).unwrap_err().to_string();
+        assert!(e.contains("v1.safetensors") && e.contains("SHA-256"), "{e}");
+        let _ = sha1;
     }
 }

@@ -130,21 +130,9 @@ impl NodeCredentials {
             })
     }
 
-    /// Whether `cert` (DER) was issued by this node's consortium CA and was valid at `at`.
-    pub fn verify_issued(&self, cert: &[u8], at: std::time::SystemTime) -> Result<()> {
-        let verifier = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider())
-            .build()
-            .map_err(|e| Error::Cluster(format!("client verifier: {e}")))?;
-        let at = rustls::pki_types::UnixTime::since_unix_epoch(
-            at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default(),
-        );
-        verifier
-            .verify_client_cert(&CertificateDer::from(cert.to_vec()), &[], at)
-            .map(|_| ())
-            .map_err(|e| Error::Certificate {
-                origin: "certificate".into(),
-                message: format!("not issued by the consortium CA or not valid then: {e}"),
-            })
+    /// The consortium CA's certificates this node trusts.
+    pub fn roots(&self) -> Arc<RootCertStore> {
+        self.roots.clone()
     }
 
     /// A server configuration: TLS 1.3 only, client certificate required and verified against

@@ -23,6 +23,7 @@ use super::aggregator::AggregatorMessage;
 use super::ask;
 use super::policy::{PolicyMessage, Reload};
 use super::validator::ValidatorMessage;
+use crate::audit::{History, Journal, Record};
 use crate::cluster::{PeerDirectory, AGGREGATOR_GROUP, TRAINER_GROUP};
 use crate::data::Schema;
 use crate::events::{ComparisonRow, Event, EventLog};
@@ -106,6 +107,10 @@ pub struct CoordinatorArgs {
     pub events: Arc<EventLog>,
     /// State directory.
     pub store: ModelStore,
+    /// The audit journal (opened, verified and reconciled with the store by the caller).
+    pub journal: Arc<Journal>,
+    /// What the journal held when the coordinator started.
+    pub history: History,
     /// Receives the result when the run ends.
     pub done: mpsc::UnboundedSender<RunResult>,
 }
@@ -288,6 +293,23 @@ impl Actor for CoordinatorActor {
                 version,
                 next_round: state.next_round,
             });
+        }
+        // A round the previous coordinator started and never finished is abandoned, and its
+        // number is not used again.
+        if let Some(round) = state.args.history.open_round {
+            let reason =
+                "the coordinator stopped during the round; abandoned when it restarted".to_string();
+            state.args.journal.record_synced(Record::Abandoned {
+                round,
+                reason: reason.clone(),
+            })?;
+            state
+                .args
+                .events
+                .emit(Event::RoundAbandoned { round, reason });
+        }
+        if let Some(last) = state.args.history.last_round {
+            state.next_round = state.next_round.max(last + 1);
         }
         if let Some(o) = &state.args.settings.aggregation.server_optimizer {
             let len = state.model.params.len();
@@ -644,8 +666,18 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
     let round = state.next_round;
     // A changed policy file takes effect here, at the round boundary.
     match ask(&state.args.policy, "policy", PolicyMessage::Refresh).await {
-        Ok(Reload::Changed(digest)) => state.args.events.emit(Event::PolicyChanged { digest }),
-        Ok(Reload::Refused(error)) => state.args.events.emit(Event::PolicyRefused { error }),
+        Ok(Reload::Changed(digest)) => {
+            let _ = state.args.journal.record(Record::PolicyChanged {
+                digest: digest.clone(),
+            });
+            state.args.events.emit(Event::PolicyChanged { digest })
+        }
+        Ok(Reload::Refused(error)) => {
+            let _ = state.args.journal.record(Record::PolicyRefused {
+                error: error.clone(),
+            });
+            state.args.events.emit(Event::PolicyRefused { error })
+        }
         _ => {}
     }
     let current = match ask(&state.args.policy, "policy", PolicyMessage::Snapshot).await {
@@ -803,7 +835,16 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
                 .privacy
                 .charge(dp, round, plan.noise_multiplier, &plan.admitted)
             {
-                Ok(spend) => (Some(spend), silo_share(dp, cohort.len())),
+                Ok(spend) => {
+                    let _ = state.args.journal.record(Record::PrivacyCharged {
+                        round,
+                        silos: plan.admitted.clone(),
+                        noise_multiplier: spend.noise_multiplier,
+                        epsilon: spend.epsilon,
+                        delta: spend.delta,
+                    });
+                    (Some(spend), silo_share(dp, cohort.len()))
+                }
                 Err(e) => {
                     state.busy = false;
                     let why = format!(
@@ -843,6 +884,7 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
         optimizer: state.optimizer.clone(),
         routes,
         privacy_spend,
+        journal: state.args.journal.clone(),
     };
     let task = tokio::spawn(run_round(ctx));
     tokio::spawn(async move {
@@ -896,7 +938,10 @@ fn budget_check(
     }
     let spent = known.len() - plan.admitted.len();
     if spent > 0 && plan.admitted.len() < p.min_silos {
-        let out: Vec<&String> = known.iter().filter(|s| !plan.admitted.contains(s)).collect();
+        let out: Vec<&String> = known
+            .iter()
+            .filter(|s| !plan.admitted.contains(s))
+            .collect();
         let reason = format!(
             "{spent} of {} silos have spent their privacy budget ({}); a round needs participation.min_silos = {}",
             known.len(),
@@ -906,7 +951,14 @@ fn budget_check(
         if let Err(e) = state.privacy.refuse(round, &reason) {
             tracing::error!("cannot record the budget refusal: {e}");
         }
-        state.args.events.emit(Event::BudgetExhausted { round, reason });
+        let _ = state.args.journal.record_synced(Record::BudgetExhausted {
+            round,
+            reason: reason.clone(),
+        });
+        state
+            .args
+            .events
+            .emit(Event::BudgetExhausted { round, reason });
         state.exhausted = true;
     }
     Ok(over)
@@ -1042,12 +1094,17 @@ fn on_scaling(state: &mut CoordinatorState, outcome: ScalingOutcome) {
         return;
     };
     let ckpt = checkpoint(state, &state.model.params, &scaling, 0);
-    if let Err(e) = state
-        .args
-        .store
-        .commit(state.model.version, &ckpt, state.optimizer.as_ref())
-    {
-        tracing::error!("cannot write the initial checkpoint: {e}");
+    let participants = outcome.silos.iter().map(|s| (s.clone(), 0)).collect();
+    let (version, digest) = (state.model.version, state.model.digest.hex());
+    if let Err(e) = commit(
+        state,
+        &ckpt,
+        state.optimizer.as_ref(),
+        (0, version, version),
+        digest,
+        participants,
+    ) {
+        tracing::error!("cannot commit the initial checkpoint: {e}");
         return;
     }
     state.scaling = Some(scaling);
@@ -1055,6 +1112,29 @@ fn on_scaling(state: &mut CoordinatorState, outcome: ScalingOutcome) {
         silos: outcome.silos,
         rows: outcome.rows,
     });
+}
+
+/// Commits a version: checkpoint staged and synced, the commit recorded in the audit journal
+/// and synced, then published as current. `at` is (round, version, parent).
+fn commit(
+    state: &CoordinatorState,
+    ckpt: &Checkpoint,
+    optimizer: Option<&OptimizerState>,
+    at: (u64, u64, u64),
+    digest: String,
+    participants: Vec<(String, u64)>,
+) -> crate::Result<()> {
+    let (round, version, parent) = at;
+    let file_sha256 = state.args.store.stage(version, ckpt, optimizer)?;
+    state.args.journal.record_synced(Record::Committed {
+        round,
+        version,
+        parent,
+        digest,
+        file_sha256,
+        participants,
+    })?;
+    state.args.store.publish(version)
 }
 
 fn checkpoint(
@@ -1110,10 +1190,19 @@ fn on_round(state: &mut CoordinatorState, outcome: RoundOutcome) -> crate::Resul
                     ckpt.metadata.insert(format!("fedsilo.privacy.{k}"), v);
                 }
             }
-            state
-                .args
-                .store
-                .commit(summary.version, &ckpt, optimizer.as_ref())?;
+            let participants = summary
+                .participants
+                .iter()
+                .map(|p| (p.clone(), summary.examples.get(p).copied().unwrap_or(0)))
+                .collect();
+            commit(
+                state,
+                &ckpt,
+                optimizer.as_ref(),
+                (summary.round, summary.version, state.model.version),
+                summary.digest.clone(),
+                participants,
+            )?;
             if optimizer.is_some() {
                 state.optimizer = optimizer;
             }
@@ -1138,6 +1227,10 @@ fn on_round(state: &mut CoordinatorState, outcome: RoundOutcome) -> crate::Resul
             reason,
             attendance,
         } => {
+            state.args.journal.record_synced(Record::Rejected {
+                round,
+                reason: reason.clone(),
+            })?;
             state
                 .args
                 .events
@@ -1149,6 +1242,10 @@ fn on_round(state: &mut CoordinatorState, outcome: RoundOutcome) -> crate::Resul
             reason,
             attendance,
         } => {
+            state.args.journal.record_synced(Record::Abandoned {
+                round,
+                reason: reason.clone(),
+            })?;
             state
                 .args
                 .events
@@ -1162,6 +1259,10 @@ fn on_round(state: &mut CoordinatorState, outcome: RoundOutcome) -> crate::Resul
     }
     for (silo, _) in &attendance.refused {
         if let Some(until_round) = state.quarantine.refused(&state.round_policy, silo, round) {
+            state.args.journal.record(Record::SiloQuarantined {
+                silo: silo.clone(),
+                until_round,
+            })?;
             state.args.events.emit(Event::SiloQuarantined {
                 silo: silo.clone(),
                 until_round,

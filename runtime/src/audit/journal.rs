@@ -204,7 +204,8 @@ mod tests {
         j.record_synced(Record::PolicyRefused { error: "x".into() })
             .unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        let v = verify_chain(&text, "audit.jsonl", Some(&c));
+        let ca = crate::audit::signature::CaCheck::new(c.roots());
+        let v = verify_chain(&text, "audit.jsonl", Some(&ca));
         assert!(v.problem.is_none(), "{:?}", v.problem);
         assert_eq!(v.entries.len(), 5);
         assert_eq!(
@@ -230,7 +231,7 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         let join = |ls: Vec<&str>| ls.join("\n") + "\n";
-        let problem = |t: &str, ca: Option<&NodeCredentials>| {
+        let problem = |t: &str, ca: Option<&crate::audit::signature::CaCheck>| {
             verify_chain(t, "audit.jsonl", ca)
                 .problem
                 .map(|p| p.to_string())
@@ -275,7 +276,10 @@ mod tests {
         );
         // A journal signed by a coordinator of another consortium.
         let other = creds();
-        let p = problem(&text, Some(&other));
+        let p = problem(
+            &text,
+            Some(&crate::audit::signature::CaCheck::new(other.roots())),
+        );
         assert!(
             p.contains("audit.jsonl:1") && p.contains("consortium CA"),
             "{p}"

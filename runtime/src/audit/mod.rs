@@ -8,10 +8,12 @@
 //! directory against it, and names the first thing wrong ([`verify`]).
 
 pub mod entry;
+pub mod history;
 pub mod journal;
 pub mod record;
 pub mod signature;
 pub mod verify;
 
+pub use history::History;
 pub use journal::{AuditError, Journal};
 pub use record::Record;

@@ -187,3 +187,109 @@ impl Record {
         }
     }
 }
+
+impl std::fmt::Display for Record {
+    /// One line for people (`fedsilo audit show`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use Record::*;
+        let short = |d: &str| d.chars().take(12).collect::<String>();
+        match self {
+            Signer { node, version, .. } => {
+                write!(f, "signer {node} (coordinator started at version {version})")
+            }
+            RoundStarted {
+                base_version,
+                cohort,
+                excluded,
+                ..
+            } => {
+                write!(f, "started from v{base_version}: cohort {}", cohort.join(", "))?;
+                for (s, why) in excluded {
+                    write!(f, "; excluded {s}: {why}")?;
+                }
+                Ok(())
+            }
+            UpdateAdmitted {
+                silo,
+                digest,
+                norm,
+                examples,
+                ..
+            } => write!(
+                f,
+                "admitted {silo}: update {} norm {norm:.4}, {examples} examples",
+                short(digest)
+            ),
+            UpdateRefused { silo, reason, .. } => write!(f, "refused {silo}: {reason}"),
+            Aggregated {
+                kernel,
+                inputs,
+                candidate,
+                ..
+            } => write!(
+                f,
+                "aggregated {} update(s) with {kernel} into {}",
+                inputs.len(),
+                short(candidate)
+            ),
+            Validated {
+                version,
+                passed,
+                reason,
+                figures,
+                ..
+            } => {
+                write!(
+                    f,
+                    "validated v{version}: {}",
+                    if *passed { "passed" } else { "failed" }
+                )?;
+                if !reason.is_empty() {
+                    write!(f, " ({reason})")?;
+                }
+                for (s, m) in figures {
+                    match m.auc {
+                        Some(a) => write!(f, "; {s} AUC {a:.3}")?,
+                        None => write!(f, "; {s} loss {:.4}", m.loss)?,
+                    }
+                }
+                Ok(())
+            }
+            Committed {
+                version,
+                parent,
+                digest,
+                participants,
+                ..
+            } => write!(
+                f,
+                "committed v{version} (parent v{parent}, params {}) from {}",
+                short(digest),
+                participants
+                    .iter()
+                    .map(|(s, n)| format!("{s} ({n})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Rejected { reason, .. } => write!(f, "rejected: {reason}"),
+            Abandoned { reason, .. } => write!(f, "abandoned: {reason}"),
+            PolicyChanged { digest } => write!(f, "policy changed to {}", short(digest)),
+            PolicyRefused { error } => write!(f, "policy change refused: {error}"),
+            PrivacyCharged {
+                silos,
+                noise_multiplier,
+                epsilon,
+                delta,
+                ..
+            } => write!(
+                f,
+                "privacy charged to {} silo(s) at z = {noise_multiplier:.3}; largest ε now {epsilon:.3} at δ = {delta:e}",
+                silos.len()
+            ),
+            BudgetExhausted { reason, .. } => write!(f, "budget exhausted: {reason}"),
+            SiloQuarantined { silo, until_round } => {
+                write!(f, "{silo} quarantined until round {until_round}")
+            }
+        }
+    }
+}

@@ -4,9 +4,65 @@
 //! body; they are checked against the public key of the certificate the journal names for its
 //! signer.
 
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use rustls::crypto::aws_lc_rs::default_provider;
-use rustls::SignatureScheme;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, SignatureScheme};
 use x509_parser::prelude::{FromDer, X509Certificate};
+
+/// The consortium CA, to check that a signer's certificate was issued by it.
+#[derive(Debug, Clone)]
+pub struct CaCheck {
+    roots: Arc<RootCertStore>,
+}
+
+impl CaCheck {
+    /// Trusts the certificates of `roots`.
+    pub fn new(roots: Arc<RootCertStore>) -> Self {
+        CaCheck { roots }
+    }
+
+    /// Loads the CA certificate(s) from a PEM file (a kit's `ca.pem`).
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let bytes =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut roots = RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(&bytes) {
+            let c = c.map_err(|e| format!("{}: not a PEM certificate: {e}", path.display()))?;
+            roots
+                .add(c)
+                .map_err(|e| format!("{}: CA certificate rejected: {e}", path.display()))?;
+        }
+        if roots.is_empty() {
+            return Err(format!("{}: no certificate in the file", path.display()));
+        }
+        Ok(CaCheck {
+            roots: Arc::new(roots),
+        })
+    }
+
+    /// Whether `cert` (DER) was issued by this CA and was valid at `at`.
+    pub fn issued(&self, cert: &[u8], at: SystemTime) -> Result<(), String> {
+        let verifier = WebPkiClientVerifier::builder_with_provider(
+            self.roots.clone(),
+            Arc::new(default_provider()),
+        )
+        .build()
+        .map_err(|e| format!("certificate verifier: {e}"))?;
+        let at = UnixTime::since_unix_epoch(at.duration_since(UNIX_EPOCH).unwrap_or_default());
+        verifier
+            .verify_client_cert(&CertificateDer::from(cert.to_vec()), &[], at)
+            .map(|_| ())
+            .map_err(|e| {
+                format!("the signer's certificate was not issued by the consortium CA, or was not valid then: {e}")
+            })
+    }
+}
 
 /// Checks `sig` over `message` against the public key of `cert_der`. `Err` says why not.
 pub fn verify(cert_der: &[u8], message: &[u8], sig: &[u8]) -> Result<(), String> {
@@ -69,11 +125,8 @@ pub(crate) mod tests {
             .unwrap_err()
             .contains("X.509"));
         // Issued by its own CA, not by the other's.
-        assert!(a
-            .verify_issued(a.cert_der(), std::time::SystemTime::now())
-            .is_ok());
-        assert!(b
-            .verify_issued(a.cert_der(), std::time::SystemTime::now())
-            .is_err());
+        let now = std::time::SystemTime::now();
+        assert!(CaCheck::new(a.roots()).issued(a.cert_der(), now).is_ok());
+        assert!(CaCheck::new(b.roots()).issued(a.cert_der(), now).is_err());
     }
 }

@@ -13,9 +13,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use super::entry::{hash_hex, unseal, Body, GENESIS};
 use super::record::Record;
-use super::signature;
+use super::signature::{self, CaCheck};
 use crate::identity::{Identity, Role};
-use crate::tls::NodeCredentials;
 
 /// An entry that passed every check.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,7 +55,7 @@ pub struct Verification {
 
 /// Checks the chain and signatures of a journal's text. `name` labels lines in problems; with
 /// `ca`, every signer's certificate must have been issued by that consortium's CA.
-pub fn verify_chain(text: &str, name: &str, ca: Option<&NodeCredentials>) -> Verification {
+pub fn verify_chain(text: &str, name: &str, ca: Option<&CaCheck>) -> Verification {
     let mut out = Verification::default();
     let whole = text.rfind('\n').map_or(0, |i| i + 1);
     out.torn_tail = whole < text.len();
@@ -88,7 +87,7 @@ fn check_line(
     seq: u64,
     prev: &str,
     signer: &mut Option<Vec<u8>>,
-    ca: Option<&NodeCredentials>,
+    ca: Option<&CaCheck>,
 ) -> Result<(Body, String), String> {
     let sealed = unseal(line)?;
     let body: Body = serde_json::from_str(&sealed.body)
@@ -122,7 +121,7 @@ fn check_line(
         }
         if let Some(ca) = ca {
             let when = UNIX_EPOCH + Duration::from_millis(body.time_ms);
-            ca.verify_issued(&der, when).map_err(|e| e.to_string())?;
+            ca.issued(&der, when)?;
         }
         *signer = Some(der);
     }
@@ -136,7 +135,7 @@ fn check_line(
 
 /// Checks a state directory: its journal (`audit.jsonl`), then every checkpoint file and
 /// `CURRENT` against the journal.
-pub fn verify_state(dir: &Path, ca: Option<&NodeCredentials>) -> Result<Verification, String> {
+pub fn verify_state(dir: &Path, ca: Option<&CaCheck>) -> Result<Verification, String> {
     let path = dir.join("audit.jsonl");
     let text = std::fs::read_to_string(&path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;

@@ -14,6 +14,7 @@ use fedsilo::actors::coordinator::{
 };
 use fedsilo::actors::policy::{PolicyActor, PolicySource};
 use fedsilo::actors::validator::ValidatorActor;
+use fedsilo::audit::{History, Journal};
 use fedsilo::cluster::{
     ClusterConfig, ClusterNode, AGGREGATOR_GROUP, COORDINATOR_GROUP, POLICY_GROUP, VALIDATOR_GROUP,
 };
@@ -108,6 +109,22 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
     };
     let store = ModelStore::open(&cfg.federation.state_dir)?;
     let events = Arc::new(EventLog::open(&cfg.federation.state_dir, a.events)?);
+    // The journal first: it is checked end to end, and a commit it recorded that a crash left
+    // half-done is finished, before anything else happens.
+    let (journal, entries) = Journal::open(
+        &cfg.federation.state_dir.join("audit.jsonl"),
+        &creds,
+        store.current_version()?.unwrap_or(0),
+    )?;
+    let history = History::of(&entries);
+    let last = history
+        .last_commit
+        .as_ref()
+        .map(|(v, sha)| (*v, sha.as_str()));
+    for did in store.reconcile(last)? {
+        tracing::warn!("{did}");
+        eprintln!("fedsilo: recovery: {did}");
+    }
 
     let node = ClusterNode::start(ClusterConfig {
         credentials: creds,
@@ -178,6 +195,8 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
             validator: validator.clone(),
             events: events.clone(),
             store,
+            journal: Arc::new(journal),
+            history,
             done: done_tx,
         },
     )

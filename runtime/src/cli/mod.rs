@@ -2,6 +2,7 @@
 
 mod aggregate_cmd;
 mod aggregator_cmd;
+mod audit_cmd;
 mod certs_cmd;
 mod coordinator_cmd;
 mod policy_cmd;
@@ -40,6 +41,8 @@ enum Command {
     Policy(policy_cmd::PolicyArgs),
     /// Privacy planning: ε for a noise multiplier, or the noise for an ε budget.
     Privacy(privacy_cmd::PrivacyArgs),
+    /// The audit journal: verify its chain, signatures and checkpoints, or show its entries.
+    Audit(audit_cmd::AuditArgs),
 }
 
 /// Runs a parsed command line.
@@ -51,5 +54,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Aggregator(a) => aggregator_cmd::run(a).await,
         Command::Policy(a) => policy_cmd::run(a),
         Command::Privacy(a) => privacy_cmd::run(a),
+        Command::Audit(a) => audit_cmd::run(a),
     }
 }
