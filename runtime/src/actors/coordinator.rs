@@ -195,6 +195,8 @@ pub struct CoordinatorState {
     next_round: u64,
     committed: u64,
     busy: bool,
+    /// The round dispatched and not yet done, if any.
+    in_flight: Option<u64>,
     idle_since: Instant,
     last_waiting: Vec<String>,
     finished: bool,
@@ -247,6 +249,7 @@ impl Actor for CoordinatorActor {
             next_round: 1,
             committed: 0,
             busy: false,
+            in_flight: None,
             idle_since: Instant::now(),
             last_waiting: Vec::new(),
             finished: false,
@@ -376,6 +379,7 @@ impl Actor for CoordinatorActor {
             }
             CoordinatorMessage::RoundDone(outcome) => {
                 state.busy = false;
+                state.in_flight = None;
                 state.next_round += 1;
                 state.idle_since = Instant::now();
                 if let Err(e) = on_round(state, *outcome) {
@@ -413,6 +417,27 @@ impl Actor for CoordinatorActor {
                 state.args.events.emit(Event::Comparison { rows });
                 finish(state, &myself, None);
             }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _: ActorRef<Self::Msg>,
+        state: &mut CoordinatorState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Stopped in an orderly way (operator interrupt) during a round: it will never end, so
+        // say so now rather than leave it to the next start.
+        if let Some(round) = state.in_flight.take() {
+            let reason = "the coordinator was stopped during the round".to_string();
+            state.args.journal.record_synced(Record::Abandoned {
+                round,
+                reason: reason.clone(),
+            })?;
+            state
+                .args
+                .events
+                .emit(Event::RoundAbandoned { round, reason });
         }
         Ok(())
     }
@@ -886,6 +911,7 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
         privacy_spend,
         journal: state.args.journal.clone(),
     };
+    state.in_flight = Some(round);
     let task = tokio::spawn(run_round(ctx));
     tokio::spawn(async move {
         // Whatever happens to the round task (even a panic), the coordinator hears back.
