@@ -7,11 +7,12 @@
 //! the network or a clock: the caller passes in what it observed, so every rule is unit- and
 //! property-testable.
 //!
-//! The document has six parts: `regions` (the consortium's regions), `[participation]` (who
+//! The document has seven parts: `regions` (the consortium's regions), `[participation]` (who
 //! may take part in a round, how many, how much each may weigh), `[rounds]` (deadline, grace),
 //! `[admission]` (what an arriving update must look like; quarantine of repeat offenders),
-//! `[residency]` (where each region's updates may be processed), and `[privacy]`
-//! (silo-level differential privacy and the budget it may spend). See
+//! `[residency]` (where each region's updates may be processed), `[privacy]`
+//! (silo-level differential privacy and the budget it may spend), and `[validation]` (the gate
+//! a candidate must pass to become current). See
 //! `policies/examples/*.toml` for annotated samples.
 
 pub mod admission;
@@ -22,6 +23,7 @@ pub mod participation;
 mod policy;
 pub mod privacy;
 pub mod residency;
+pub mod validation;
 mod verdict;
 
 pub use error::PolicyError;

@@ -13,6 +13,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::locate::Locator;
 use crate::privacy::PrivacyRules;
+use crate::validation::ValidationRules;
 use crate::PolicyError;
 
 /// A federation's policy. Invariant: a `Policy` obtained from [`Policy::from_toml_str`] or
@@ -40,6 +41,9 @@ pub struct Policy {
     /// Silo-level differential privacy and its budget.
     #[serde(default)]
     pub privacy: Option<PrivacyRules>,
+    /// The gate a candidate must pass to become current.
+    #[serde(default)]
+    pub validation: Option<ValidationRules>,
     /// SHA-256 of the source text (hex), set by the loader.
     #[serde(skip)]
     pub digest: String,
@@ -434,6 +438,9 @@ impl Policy {
             if res.min_regional_silos == 0 {
                 return Err(at.invalid(&["residency", "min_regional_silos"], "0", "at least 1"));
             }
+        }
+        if let Some(v) = &self.validation {
+            v.validate(at)?;
         }
         if let Some(dp) = &self.privacy {
             dp.validate(at)?;

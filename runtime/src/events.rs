@@ -182,10 +182,14 @@ pub enum Event {
     },
     /// A round committed a new version.
     RoundCommitted(Box<RoundSummary>),
-    /// A round's candidate failed validation; the current version stays.
+    /// A round's candidate failed validation; the current version stays and is announced again.
     RoundRejected {
         /// Round number.
         round: u64,
+        /// The candidate, kept as a rejected version (none if there was none to keep).
+        version: Option<u64>,
+        /// The version that stays current; the next round trains from it.
+        current: u64,
         /// Why.
         reason: String,
     },
@@ -403,9 +407,15 @@ fn render(event: &Event, layout: &mut Option<TableLayout>) -> Option<String> {
         }
         Event::PolicyChanged { digest } => format!("policy changed (digest {}); applies from the next round", &digest[..12.min(digest.len())]),
         Event::PolicyRefused { error } => format!("! policy change refused, the current policy stays: {error}"),
-        Event::RoundRejected { round, reason } => {
-            format!("{round:>5}  candidate rejected, current version kept: {reason}")
-        }
+        Event::RoundRejected {
+            round,
+            version,
+            current,
+            reason,
+        } => format!(
+            "{round:>5}  candidate{} rejected, v{current} stays current: {reason}",
+            version.map_or(String::new(), |v| format!(" v{v}"))
+        ),
         Event::RoundAbandoned { round, reason } => format!("{round:>5}  round abandoned: {reason}"),
         Event::BudgetExcluded { round, silo, reason } => {
             format!("  round {round}: {silo} left out: {reason}")

@@ -32,6 +32,7 @@ pub mod kernels;
 pub mod model;
 pub mod privacy;
 pub mod protocol;
+pub mod registry;
 pub mod round;
 pub mod store;
 pub mod tls;

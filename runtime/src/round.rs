@@ -46,7 +46,7 @@ use crate::protocol::regional::{
 };
 use crate::protocol::transfer::{fetch_update, put_model};
 use crate::protocol::{
-    call, ModelRef, Request, Response, Scaling, TrainPlan, TrainReport, TrainerMessage,
+    call, EvalMetrics, ModelRef, Request, Response, Scaling, TrainPlan, TrainReport, TrainerMessage,
 };
 use crate::Error;
 
@@ -126,6 +126,10 @@ pub struct RoundContext {
     pub privacy_spend: Option<RoundSpend>,
     /// The audit journal.
     pub journal: Arc<Journal>,
+    /// The version number the candidate will have.
+    pub version: u64,
+    /// The current version's held-out figures, which the validation gate compares with.
+    pub baseline: BTreeMap<String, EvalMetrics>,
     /// Names of silos the coordinator's heartbeats currently find silent. A cohort member that
     /// turns up here is dropped from the round at once (a frozen peer never closes its session).
     pub unhealthy: watch::Receiver<BTreeSet<String>>,
@@ -166,7 +170,7 @@ impl Attendance {
 /// How a round ended.
 #[derive(Debug)]
 pub enum RoundOutcome {
-    /// A validated candidate, ready to commit.
+    /// A scored candidate: ready to commit, or (`failed_gate`) to keep as rejected.
     Candidate {
         /// Its parameters.
         params: Vec<f32>,
@@ -174,6 +178,9 @@ pub enum RoundOutcome {
         summary: Box<RoundSummary>,
         /// The server optimiser's state after this round, to adopt if committed.
         optimizer: Option<OptimizerState>,
+        /// Why the candidate failed the validation gate: it is kept as a rejected version and
+        /// the current version stays.
+        failed_gate: Option<String>,
     },
     /// The candidate failed validation.
     Rejected {
@@ -763,7 +770,7 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
             ),
         };
     let digest = Digest::of_f32(&params);
-    let version = ctx.base.version + 1;
+    let version = ctx.version;
     note(Record::Aggregated {
         round,
         kernel: ctx.aggregation.describe(),
@@ -821,11 +828,27 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
             }
         }
     };
+    // The policy's comparison with the current version, on the silos that scored both.
+    let gate = match (&ctx.policy.validation, validation.accept) {
+        (Some(rules), true) => {
+            let scores = |m: &BTreeMap<String, EvalMetrics>| {
+                m.iter()
+                    .map(|(s, e)| (s.clone(), (e.examples, e.auc)))
+                    .collect::<BTreeMap<_, _>>()
+            };
+            rules.gate(&scores(&validation.per_silo), &scores(&ctx.baseline))
+        }
+        _ => fedsilo_policies::Verdict {
+            allow: validation.accept,
+            reasons: vec![validation.reason.clone()],
+        },
+    };
+    let gate_reason = gate.reasons.join("; ");
     if let Err(e) = ctx.journal.record(Record::Validated {
         round,
         version,
-        passed: validation.accept,
-        reason: validation.reason.clone(),
+        passed: gate.allow,
+        reason: gate_reason.clone(),
         figures: validation.per_silo.clone(),
     }) {
         return RoundOutcome::Abandoned {
@@ -834,14 +857,6 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
             attendance: Attendance::of(&missing, &refused),
         };
     }
-    if !validation.accept {
-        return RoundOutcome::Rejected {
-            round,
-            reason: validation.reason,
-            attendance: Attendance::of(&missing, &refused),
-        };
-    }
-
     let wall = started.elapsed().as_secs_f64();
     let n: f64 = admitted.iter().map(|(_, r)| r.examples as f64).sum();
     let mean_train_loss = admitted
@@ -903,6 +918,7 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
         params,
         summary: Box::new(summary),
         optimizer,
+        failed_gate: (!gate.allow).then_some(gate_reason),
     }
 }
 

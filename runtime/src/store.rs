@@ -97,6 +97,29 @@ impl ModelStore {
         write_atomic(&self.dir.join("CURRENT"), format!("{v}\n").as_bytes())
     }
 
+    /// Moves staged version `v` (a candidate that failed the gate) to `models/candidates/`,
+    /// where it is kept but never current.
+    pub fn keep_candidate(&self, v: u64) -> Result<()> {
+        let to = self.candidate_path(v);
+        if let Some(dir) = to.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
+        }
+        let from = self
+            .dir
+            .join("models")
+            .join("staging")
+            .join(format!("v{v}.safetensors"));
+        std::fs::rename(&from, &to).map_err(|e| Error::io("moving into place", &to, e))
+    }
+
+    /// Path of a kept (rejected or awaiting) candidate's checkpoint.
+    pub fn candidate_path(&self, v: u64) -> PathBuf {
+        self.dir
+            .join("models")
+            .join("candidates")
+            .join(format!("v{v}.safetensors"))
+    }
+
     /// After a crash: makes `committed` — the last version the audit journal committed, with
     /// its file's SHA-256 — current if the crash came between the journal entry and
     /// `CURRENT`, and removes staged versions the journal never committed. Returns what it did.

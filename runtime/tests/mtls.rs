@@ -229,9 +229,10 @@ async fn bad_peers_are_refused_and_good_ones_keep_being_served() {
     );
     let _b = good_silo(&ca, "bank-b", &server).await;
     // The server binds the session when its side of the authentication completes: wait for it.
-    next_event(&mut events, |e| {
-        matches!(e, PeerEvent::Bound { identity, .. } if identity.name == "bank-b")
-    })
+    next_event(
+        &mut events,
+        |e| matches!(e, PeerEvent::Bound { identity, .. } if identity.name == "bank-b"),
+    )
     .await;
     assert!(server
         .directory()

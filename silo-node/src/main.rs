@@ -78,6 +78,9 @@ struct Cli {
     /// Robustness experiments only: make this silo Byzantine (sign-flip, gaussian, alie).
     #[arg(long, value_enum, hide = true)]
     attack: Option<silo_node::attack::Attack>,
+    /// Robustness experiments only: mount the --attack from this round on (honest before).
+    #[arg(long, default_value_t = 0, hide = true)]
+    attack_from_round: u64,
     /// Log filter (tracing syntax), e.g. `info` or `silo_node=debug`. RUST_LOG overrides.
     #[arg(long, default_value = "warn")]
     log: String,
@@ -111,7 +114,7 @@ async fn main() -> std::process::ExitCode {
         once: cli.once,
         max_backoff: Duration::from_secs_f64(cli.max_backoff_secs.max(0.1)),
         train_delay: Duration::from_millis(cli.train_delay_ms),
-        attack: cli.attack,
+        attack: cli.attack.map(|a| (a, cli.attack_from_round)),
         dp_sgd: match (cli.dp_clip, cli.dp_noise_multiplier) {
             (Some(clip), Some(noise_multiplier)) => {
                 let valid = clip > 0.0

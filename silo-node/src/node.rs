@@ -42,9 +42,9 @@ pub struct SiloSettings {
     pub max_backoff: Duration,
     /// Fault injection: delay before each training job.
     pub train_delay: Duration,
-    /// Robustness experiments: forge every update this way.
-    pub attack: Option<crate::attack::Attack>,
-    /// Record-level DP-SGD on the silo's own terms, and the δ to report its spend at.
+    /// Robustness experiments: forge every update this way, from the given round on.
+    pub attack: Option<(crate::attack::Attack, u64)>,
+    /// Record-level DP-SGD on the silo's own terms (its budget and ledger included).
     pub dp_sgd: Option<crate::trainer::SiloDpSgd>,
 }
 

@@ -43,8 +43,8 @@ pub struct TrainerArgs {
     pub data: Arc<Dataset>,
     /// Fault injection for tests: wait this long before each training job.
     pub train_delay: Duration,
-    /// Robustness experiments: replace every update with a forged one.
-    pub attack: Option<Attack>,
+    /// Robustness experiments: replace every update with a forged one, from the given round on.
+    pub attack: Option<(Attack, u64)>,
     /// Record-level DP-SGD, on the silo's own terms.
     pub dp_sgd: Option<SiloDpSgd>,
 }
@@ -489,7 +489,11 @@ impl Actor for TrainerActor {
                                     state.args.data.clone(),
                                     state.args.name.clone(),
                                     state.args.train_delay,
-                                    state.args.attack,
+                                    state
+                                        .args
+                                        .attack
+                                        .filter(|(_, from)| round >= *from)
+                                        .map(|(a, _)| a),
                                     state.args.dp_sgd.as_ref().map(|c| c.dp),
                                 );
                                 tokio::spawn(async move {

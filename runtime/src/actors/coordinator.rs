@@ -38,6 +38,7 @@ use crate::protocol::transfer::put_model;
 use crate::protocol::{
     call, EvalMetrics, ModelRef, Request, Response, Scaling, TrainPlan, TrainerMessage,
 };
+use crate::registry::{Registry, Status, VersionMeta};
 use crate::round::{
     run_round, Attendance, BaseModel, RegionalHandle, RoundContext, RoundOutcome, SiloHandle,
 };
@@ -111,6 +112,8 @@ pub struct CoordinatorArgs {
     pub journal: Arc<Journal>,
     /// What the journal held when the coordinator started.
     pub history: History,
+    /// Metadata of every version (the coordinator is its one writer).
+    pub registry: Registry,
     /// Receives the result when the run ends.
     pub done: mpsc::UnboundedSender<RunResult>,
 }
@@ -197,6 +200,10 @@ pub struct CoordinatorState {
     busy: bool,
     /// The round dispatched and not yet done, if any.
     in_flight: Option<u64>,
+    /// The number the next candidate gets (rejected candidates use numbers too).
+    next_version: u64,
+    /// The current version's held-out figures, for the validation gate.
+    baseline: BTreeMap<String, EvalMetrics>,
     idle_since: Instant,
     last_waiting: Vec<String>,
     finished: bool,
@@ -250,6 +257,8 @@ impl Actor for CoordinatorActor {
             committed: 0,
             busy: false,
             in_flight: None,
+            next_version: 1,
+            baseline: BTreeMap::new(),
             idle_since: Instant::now(),
             last_waiting: Vec::new(),
             finished: false,
@@ -297,6 +306,18 @@ impl Actor for CoordinatorActor {
                 next_round: state.next_round,
             });
         }
+        let versions = state.args.registry.list()?;
+        state.next_version = versions
+            .iter()
+            .map(|m| m.version + 1)
+            .max()
+            .unwrap_or(1)
+            .max(state.model.version + 1);
+        state.baseline = versions
+            .iter()
+            .find(|m| m.version == state.model.version)
+            .map(|m| m.validation.clone())
+            .unwrap_or_default();
         // A round the previous coordinator started and never finished is abandoned, and its
         // number is not used again.
         if let Some(round) = state.args.history.open_round {
@@ -910,6 +931,8 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
         routes,
         privacy_spend,
         journal: state.args.journal.clone(),
+        version: state.next_version,
+        baseline: state.baseline.clone(),
     };
     state.in_flight = Some(round);
     let task = tokio::spawn(run_round(ctx));
@@ -1120,16 +1143,23 @@ fn on_scaling(state: &mut CoordinatorState, outcome: ScalingOutcome) {
         return;
     };
     let ckpt = checkpoint(state, &state.model.params, &scaling, 0);
-    let participants = outcome.silos.iter().map(|s| (s.clone(), 0)).collect();
-    let (version, digest) = (state.model.version, state.model.digest.hex());
-    if let Err(e) = commit(
-        state,
-        &ckpt,
-        state.optimizer.as_ref(),
-        (0, version, version),
-        digest,
-        participants,
-    ) {
+    let meta = VersionMeta {
+        version: state.model.version,
+        parent: state.model.version,
+        round: 0,
+        status: Status::Committed,
+        digest: state.model.digest.hex(),
+        file_sha256: String::new(),
+        participants: outcome.silos.iter().map(|s| (s.clone(), 0)).collect(),
+        aggregation: "initial model".into(),
+        policy_digest: String::new(),
+        privacy: None,
+        validation: BTreeMap::new(),
+        reason: format!("initial model (seed {})", state.args.settings.seed),
+        created_ms: now_ms(),
+        decided_by: "coordinator".into(),
+    };
+    if let Err(e) = commit(state, &ckpt, state.optimizer.as_ref(), meta) {
         tracing::error!("cannot commit the initial checkpoint: {e}");
         return;
     }
@@ -1146,21 +1176,48 @@ fn commit(
     state: &CoordinatorState,
     ckpt: &Checkpoint,
     optimizer: Option<&OptimizerState>,
-    at: (u64, u64, u64),
-    digest: String,
-    participants: Vec<(String, u64)>,
+    mut meta: VersionMeta,
 ) -> crate::Result<()> {
-    let (round, version, parent) = at;
-    let file_sha256 = state.args.store.stage(version, ckpt, optimizer)?;
+    meta.file_sha256 = state.args.store.stage(meta.version, ckpt, optimizer)?;
     state.args.journal.record_synced(Record::Committed {
-        round,
-        version,
-        parent,
-        digest,
-        file_sha256,
-        participants,
+        round: meta.round,
+        version: meta.version,
+        parent: meta.parent,
+        digest: meta.digest.clone(),
+        file_sha256: meta.file_sha256.clone(),
+        participants: meta.participants.clone(),
     })?;
-    state.args.store.publish(version)
+    state.args.registry.put(&meta)?;
+    state.args.store.publish(meta.version)
+}
+
+/// Keeps a candidate that failed the gate: its checkpoint under `models/candidates/`, a
+/// `rejected` journal entry (synced) and its metadata with status rejected.
+fn keep_rejected(
+    state: &CoordinatorState,
+    ckpt: &Checkpoint,
+    mut meta: VersionMeta,
+    reason: &str,
+) -> crate::Result<()> {
+    meta.file_sha256 = state.args.store.stage(meta.version, ckpt, None)?;
+    state.args.store.keep_candidate(meta.version)?;
+    state.args.journal.record_synced(Record::Rejected {
+        round: meta.round,
+        version: Some(meta.version),
+        file_sha256: Some(meta.file_sha256.clone()),
+        current: state.model.version,
+        reason: reason.to_string(),
+    })?;
+    meta.status = Status::Rejected;
+    meta.reason = reason.to_string();
+    state.args.registry.put(&meta)
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn checkpoint(
@@ -1191,6 +1248,7 @@ fn on_round(state: &mut CoordinatorState, outcome: RoundOutcome) -> crate::Resul
             params,
             summary,
             optimizer,
+            failed_gate,
         } => {
             let scaling = state.scaling.clone().unwrap_or(Scaling {
                 mean: vec![],
@@ -1216,19 +1274,43 @@ fn on_round(state: &mut CoordinatorState, outcome: RoundOutcome) -> crate::Resul
                     ckpt.metadata.insert(format!("fedsilo.privacy.{k}"), v);
                 }
             }
-            let participants = summary
-                .participants
-                .iter()
-                .map(|p| (p.clone(), summary.examples.get(p).copied().unwrap_or(0)))
-                .collect();
-            commit(
-                state,
-                &ckpt,
-                optimizer.as_ref(),
-                (summary.round, summary.version, state.model.version),
-                summary.digest.clone(),
-                participants,
-            )?;
+            let meta = VersionMeta {
+                version: summary.version,
+                parent: state.model.version,
+                round: summary.round,
+                status: Status::Committed,
+                digest: summary.digest.clone(),
+                file_sha256: String::new(),
+                participants: summary
+                    .participants
+                    .iter()
+                    .map(|p| (p.clone(), summary.examples.get(p).copied().unwrap_or(0)))
+                    .collect(),
+                aggregation: summary.aggregation.clone(),
+                policy_digest: summary.policy_digest.clone(),
+                privacy: summary.privacy.clone(),
+                validation: summary.eval.clone(),
+                reason: String::new(),
+                created_ms: now_ms(),
+                decided_by: "gate".into(),
+            };
+            state.next_version = state.next_version.max(summary.version + 1);
+            if let Some(reason) = failed_gate {
+                // Kept as a rejected version; the current one stays and is announced again.
+                keep_rejected(state, &ckpt, meta, &reason)?;
+                let attendance = Attendance {
+                    missing: summary.missing.clone(),
+                    refused: summary.refused.clone(),
+                };
+                state.args.events.emit(Event::RoundRejected {
+                    round: summary.round,
+                    version: Some(summary.version),
+                    current: state.model.version,
+                    reason,
+                });
+                return after_round(state, summary.round, attendance);
+            }
+            commit(state, &ckpt, optimizer.as_ref(), meta)?;
             if optimizer.is_some() {
                 state.optimizer = optimizer;
             }
@@ -1240,6 +1322,7 @@ fn on_round(state: &mut CoordinatorState, outcome: RoundOutcome) -> crate::Resul
             };
             state.committed += 1;
             state.last_eval = summary.eval.clone();
+            state.baseline = summary.eval.clone();
             let attendance = Attendance {
                 missing: summary.missing.clone(),
                 refused: summary.refused.clone(),
@@ -1255,12 +1338,17 @@ fn on_round(state: &mut CoordinatorState, outcome: RoundOutcome) -> crate::Resul
         } => {
             state.args.journal.record_synced(Record::Rejected {
                 round,
+                version: None,
+                file_sha256: None,
+                current: state.model.version,
                 reason: reason.clone(),
             })?;
-            state
-                .args
-                .events
-                .emit(Event::RoundRejected { round, reason });
+            state.args.events.emit(Event::RoundRejected {
+                round,
+                version: None,
+                current: state.model.version,
+                reason,
+            });
             (round, attendance)
         }
         RoundOutcome::Abandoned {
@@ -1279,7 +1367,15 @@ fn on_round(state: &mut CoordinatorState, outcome: RoundOutcome) -> crate::Resul
             (round, attendance)
         }
     };
-    // Failures start a cool-down; refusals by admission rules count towards quarantine.
+    after_round(state, round, attendance)
+}
+
+/// Failures start a cool-down; refusals by admission rules count towards quarantine.
+fn after_round(
+    state: &mut CoordinatorState,
+    round: u64,
+    attendance: Attendance,
+) -> crate::Result<()> {
     for silo in attendance.failed() {
         state.failures.insert(silo.to_string(), round);
     }

@@ -94,10 +94,17 @@ pub enum Record {
         /// Participants and their example counts.
         participants: Vec<(String, u64)>,
     },
-    /// The candidate failed the gate; the current version stays.
+    /// The candidate failed the gate (or could not be scored); the current version stays and
+    /// is announced again to the silos.
     Rejected {
         /// Round number.
         round: u64,
+        /// The candidate, kept as a rejected version (none if there was no candidate).
+        version: Option<u64>,
+        /// SHA-256 of the kept candidate's file.
+        file_sha256: Option<String>,
+        /// The version that stays current.
+        current: u64,
         /// Why.
         reason: String,
     },
@@ -271,7 +278,18 @@ impl std::fmt::Display for Record {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-            Rejected { reason, .. } => write!(f, "rejected: {reason}"),
+            Rejected {
+                version,
+                current,
+                reason,
+                ..
+            } => {
+                match version {
+                    Some(v) => write!(f, "rejected candidate v{v}")?,
+                    None => write!(f, "rejected")?,
+                }
+                write!(f, "; v{current} stays current: {reason}")
+            }
             Abandoned { reason, .. } => write!(f, "abandoned: {reason}"),
             PolicyChanged { digest } => write!(f, "policy changed to {}", short(digest)),
             PolicyRefused { error } => write!(f, "policy change refused: {error}"),

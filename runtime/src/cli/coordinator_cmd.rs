@@ -23,6 +23,7 @@ use fedsilo::events::{Event, EventFormat, EventLog};
 use fedsilo::federation::FederationConfig;
 use fedsilo::identity::Role;
 use fedsilo::model::ModelSpec;
+use fedsilo::registry::Registry;
 use fedsilo::store::ModelStore;
 use fedsilo::tls::NodeCredentials;
 use fedsilo_policies::Policy;
@@ -125,6 +126,12 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         tracing::warn!("{did}");
         eprintln!("fedsilo: recovery: {did}");
     }
+    let registry = Registry::open(&cfg.federation.state_dir)?;
+    for v in registry.backfill(&entries)? {
+        eprintln!(
+            "fedsilo: recovery: version {v} filled into the model registry from the audit journal"
+        );
+    }
 
     let node = ClusterNode::start(ClusterConfig {
         credentials: creds,
@@ -197,6 +204,7 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
             store,
             journal: Arc::new(journal),
             history,
+            registry,
             done: done_tx,
         },
     )
