@@ -226,6 +226,37 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// A candidate passed the gate and waits for an operator (`fedsilo models approve`); no
+    /// round starts meanwhile.
+    AwaitingApproval {
+        /// The round that made it.
+        round: u64,
+        /// The candidate.
+        version: u64,
+    },
+    /// An operator approved a candidate; it is now current.
+    Approved {
+        /// The version.
+        version: u64,
+        /// The operator.
+        by: String,
+    },
+    /// An operator made an earlier version current again.
+    RolledBack {
+        /// The version that was current.
+        from: u64,
+        /// The version now current.
+        to: u64,
+        /// The operator.
+        by: String,
+    },
+    /// An operator's decision was not applied.
+    DecisionRefused {
+        /// The decision file.
+        file: String,
+        /// Why.
+        reason: String,
+    },
     /// A round ended without a candidate (quorum lost, ...).
     RoundAbandoned {
         /// Round number.
@@ -417,6 +448,14 @@ fn render(event: &Event, layout: &mut Option<TableLayout>) -> Option<String> {
             version.map_or(String::new(), |v| format!(" v{v}"))
         ),
         Event::RoundAbandoned { round, reason } => format!("{round:>5}  round abandoned: {reason}"),
+        Event::AwaitingApproval { round, version } => format!(
+            "{round:>5}  candidate v{version} passed the gate; awaiting approval (fedsilo models approve {version} --kit <operator kit> --state-dir …)"
+        ),
+        Event::Approved { version, by } => format!("v{version} approved by {by}; it is current"),
+        Event::RolledBack { from, to, by } => {
+            format!("rolled back from v{from} to v{to} by {by}; the next round trains from v{to}")
+        }
+        Event::DecisionRefused { file, reason } => format!("! decision {file} refused: {reason}"),
         Event::BudgetExcluded { round, silo, reason } => {
             format!("  round {round}: {silo} left out: {reason}")
         }

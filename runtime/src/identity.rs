@@ -32,6 +32,8 @@ pub enum Role {
     Aggregator,
     /// Holds data and trains.
     Silo,
+    /// A person (or their automation) who approves, rejects and rolls back versions.
+    Operator,
 }
 
 impl Role {
@@ -41,6 +43,7 @@ impl Role {
             Role::Coordinator => "coordinator",
             Role::Aggregator => "aggregator",
             Role::Silo => "silo",
+            Role::Operator => "operator",
         }
     }
 }
@@ -58,8 +61,9 @@ impl FromStr for Role {
             "coordinator" => Ok(Role::Coordinator),
             "aggregator" => Ok(Role::Aggregator),
             "silo" => Ok(Role::Silo),
+            "operator" => Ok(Role::Operator),
             other => Err(format!(
-                "unknown role `{other}` (allowed: coordinator, aggregator, silo)"
+                "unknown role `{other}` (allowed: coordinator, aggregator, silo, operator)"
             )),
         }
     }

@@ -24,6 +24,7 @@ pub mod audit;
 pub mod certs;
 pub mod cluster;
 pub mod data;
+pub mod decision;
 pub mod error;
 pub mod events;
 pub mod federation;

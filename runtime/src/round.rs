@@ -479,26 +479,7 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
     let deadline = started + Duration::from_secs_f64(ctx.policy.rounds.deadline_secs);
     let grace = Duration::from_secs_f64(ctx.policy.rounds.grace_secs);
     let names: Vec<String> = ctx.cohort.iter().map(|s| s.name.clone()).collect();
-    // On disk before any silo is asked to train.
-    if let Err(e) = ctx.journal.record_synced(Record::RoundStarted {
-        round,
-        base_version: ctx.base.version,
-        base_digest: ctx.base.digest.hex(),
-        cohort: names.clone(),
-        excluded: ctx.excluded.clone(),
-    }) {
-        return RoundOutcome::Abandoned {
-            round,
-            reason: format!("not dispatched: {e}"),
-            attendance: Attendance::default(),
-        };
-    }
-    ctx.events.emit(Event::RoundStarted {
-        round,
-        base_version: ctx.base.version,
-        cohort: names.clone(),
-        excluded: ctx.excluded.clone(),
-    });
+    // The coordinator recorded the round's start (journal, synced) before spawning this task.
     let sent_before: BTreeMap<String, u64> = ctx
         .cohort
         .iter()

@@ -23,10 +23,12 @@ use super::aggregator::AggregatorMessage;
 use super::ask;
 use super::policy::{PolicyMessage, Reload};
 use super::validator::ValidatorMessage;
+use crate::audit::signature::CaCheck;
 use crate::audit::{History, Journal, Record};
 use crate::cluster::{PeerDirectory, AGGREGATOR_GROUP, TRAINER_GROUP};
 use crate::data::Schema;
-use crate::events::{ComparisonRow, Event, EventLog};
+use crate::decision::{self, Decision, Kind as DecisionKind};
+use crate::events::{ComparisonRow, Event, EventLog, RoundSummary};
 use crate::identity::Role;
 use crate::kernels::server_optimizer::OptimizerState;
 use crate::kernels::Aggregation;
@@ -114,6 +116,8 @@ pub struct CoordinatorArgs {
     pub history: History,
     /// Metadata of every version (the coordinator is its one writer).
     pub registry: Registry,
+    /// The consortium CA, to check operators' decisions against.
+    pub ca: CaCheck,
     /// Receives the result when the run ends.
     pub done: mpsc::UnboundedSender<RunResult>,
 }
@@ -200,10 +204,14 @@ pub struct CoordinatorState {
     busy: bool,
     /// The round dispatched and not yet done, if any.
     in_flight: Option<u64>,
+    /// Its task, to stop it when the coordinator stops.
+    round_task: Option<tokio::task::AbortHandle>,
     /// The number the next candidate gets (rejected candidates use numbers too).
     next_version: u64,
     /// The current version's held-out figures, for the validation gate.
     baseline: BTreeMap<String, EvalMetrics>,
+    /// A candidate that passed the gate and waits for an operator.
+    awaiting: Option<Awaiting>,
     idle_since: Instant,
     last_waiting: Vec<String>,
     finished: bool,
@@ -257,8 +265,10 @@ impl Actor for CoordinatorActor {
             committed: 0,
             busy: false,
             in_flight: None,
+            round_task: None,
             next_version: 1,
             baseline: BTreeMap::new(),
+            awaiting: None,
             idle_since: Instant::now(),
             last_waiting: Vec::new(),
             finished: false,
@@ -318,6 +328,19 @@ impl Actor for CoordinatorActor {
             .find(|m| m.version == state.model.version)
             .map(|m| m.validation.clone())
             .unwrap_or_default();
+        // A candidate still awaiting approval (built on the current version) keeps waiting.
+        if let Some(m) = versions
+            .iter()
+            .find(|m| m.status == Status::AwaitingApproval && m.parent == state.model.version)
+        {
+            let ckpt = Checkpoint::load(&state.args.store.candidate_path(m.version))?;
+            state.awaiting = Some(Awaiting {
+                meta: m.clone(),
+                ckpt,
+                optimizer: None,
+                summary: None,
+            });
+        }
         // A round the previous coordinator started and never finished is abandoned, and its
         // number is not used again.
         if let Some(round) = state.args.history.open_round {
@@ -364,6 +387,16 @@ impl Actor for CoordinatorActor {
                 refresh_membership(state);
                 refresh_aggregators(state);
                 check_health(state, &myself);
+                if !state.busy {
+                    if let Err(e) = apply_decisions(state) {
+                        finish(
+                            state,
+                            &myself,
+                            Some(format!("cannot apply a decision: {e}")),
+                        );
+                        return Ok(());
+                    }
+                }
                 maybe_start_work(state, &myself).await;
             }
             CoordinatorMessage::PingResult { silo, node_id, ok } => {
@@ -401,6 +434,7 @@ impl Actor for CoordinatorActor {
             CoordinatorMessage::RoundDone(outcome) => {
                 state.busy = false;
                 state.in_flight = None;
+                state.round_task = None;
                 state.next_round += 1;
                 state.idle_since = Instant::now();
                 if let Err(e) = on_round(state, *outcome) {
@@ -450,6 +484,9 @@ impl Actor for CoordinatorActor {
         // Stopped in an orderly way (operator interrupt) during a round: it will never end, so
         // say so now rather than leave it to the next start.
         if let Some(round) = state.in_flight.take() {
+            if let Some(t) = state.round_task.take() {
+                t.abort();
+            }
             let reason = "the coordinator was stopped during the round".to_string();
             state.args.journal.record_synced(Record::Abandoned {
                 round,
@@ -705,6 +742,21 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
     if state.busy || state.finished {
         return;
     }
+    if let Some(a) = &state.awaiting {
+        // Paused until an operator approves or rejects the candidate.
+        let why = vec![format!(
+            "candidate v{} awaits an operator's approval (fedsilo models approve|reject {})",
+            a.meta.version, a.meta.version
+        )];
+        if state.last_waiting != why {
+            state.args.events.emit(Event::AwaitingApproval {
+                round: a.meta.round,
+                version: a.meta.version,
+            });
+            state.last_waiting = why;
+        }
+        return;
+    }
     if state.next_round > state.args.settings.rounds || state.exhausted {
         end_run(state, myself);
         return;
@@ -934,8 +986,32 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
         version: state.next_version,
         baseline: state.baseline.clone(),
     };
+    // On disk before any silo is asked to train (and before an orderly stop could record the
+    // round as abandoned).
+    let names: Vec<String> = ctx.cohort.iter().map(|h| h.name.clone()).collect();
+    if let Err(e) = state.args.journal.record_synced(Record::RoundStarted {
+        round,
+        base_version: ctx.base.version,
+        base_digest: ctx.base.digest.hex(),
+        cohort: names.clone(),
+        excluded: ctx.excluded.clone(),
+    }) {
+        state.busy = false;
+        let why = format!(
+            "cannot record round {round} in the audit journal, so it is not dispatched: {e}"
+        );
+        finish(state, myself, Some(why));
+        return;
+    }
+    state.args.events.emit(Event::RoundStarted {
+        round,
+        base_version: ctx.base.version,
+        cohort: names,
+        excluded: ctx.excluded.clone(),
+    });
     state.in_flight = Some(round);
     let task = tokio::spawn(run_round(ctx));
+    state.round_task = Some(task.abort_handle());
     tokio::spawn(async move {
         // Whatever happens to the round task (even a panic), the coordinator hears back.
         let outcome = task.await.unwrap_or_else(|e| RoundOutcome::Abandoned {
@@ -1213,6 +1289,250 @@ fn keep_rejected(
     state.args.registry.put(&meta)
 }
 
+/// A candidate that passed the gate and waits for an operator's decision.
+struct Awaiting {
+    meta: VersionMeta,
+    ckpt: Checkpoint,
+    optimizer: Option<OptimizerState>,
+    /// The round's summary (lost if the coordinator restarted meanwhile).
+    summary: Option<Box<RoundSummary>>,
+}
+
+/// Keeps a candidate that passed the gate until an operator decides: its checkpoint under
+/// `models/candidates/`, an `awaiting_approval` journal entry (synced), its metadata.
+fn keep_awaiting(
+    state: &mut CoordinatorState,
+    ckpt: Checkpoint,
+    mut meta: VersionMeta,
+    optimizer: Option<OptimizerState>,
+    summary: Box<RoundSummary>,
+) -> crate::Result<()> {
+    meta.file_sha256 = state.args.store.stage(meta.version, &ckpt, None)?;
+    state.args.store.keep_candidate(meta.version)?;
+    state.args.journal.record_synced(Record::AwaitingApproval {
+        round: meta.round,
+        version: meta.version,
+        file_sha256: meta.file_sha256.clone(),
+    })?;
+    meta.status = Status::AwaitingApproval;
+    meta.reason = "passed the validation gate; awaiting an operator's approval".into();
+    state.args.registry.put(&meta)?;
+    state.awaiting = Some(Awaiting {
+        meta,
+        ckpt,
+        optimizer,
+        summary: Some(summary),
+    });
+    Ok(())
+}
+
+/// Applies the operators' decisions waiting in the inbox (between rounds only). A decision
+/// that cannot apply is refused, recorded and moved aside; the federation goes on.
+fn apply_decisions(state: &mut CoordinatorState) -> crate::Result<()> {
+    for path in decision::pending(state.args.store.dir()) {
+        let file = path
+            .file_name()
+            .map_or(String::new(), |n| n.to_string_lossy().to_string());
+        let outcome = decision::read_verified(&path, &state.args.ca)
+            .and_then(|d| apply_decision(state, &d).map_err(|e| e.to_string()));
+        match outcome {
+            Ok(()) => decision::settle(&path, true),
+            Err(reason) => {
+                state.args.journal.record_synced(Record::DecisionRefused {
+                    file: file.clone(),
+                    reason: reason.clone(),
+                })?;
+                state
+                    .args
+                    .events
+                    .emit(Event::DecisionRefused { file, reason });
+                decision::settle(&path, false);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn apply_decision(state: &mut CoordinatorState, d: &Decision) -> Result<(), String> {
+    let awaiting = state.awaiting.as_ref().map(|a| a.meta.version);
+    match d.kind {
+        DecisionKind::Approve | DecisionKind::Reject if awaiting != Some(d.version) => {
+            Err(format!(
+                "version {} is not awaiting approval ({})",
+                d.version,
+                awaiting.map_or("no candidate is".into(), |v| format!("v{v} is"))
+            ))
+        }
+        DecisionKind::Approve => {
+            let Some(a) = state.awaiting.take() else {
+                return Err("no candidate awaits approval".into());
+            };
+            state
+                .args
+                .journal
+                .record(Record::Approved {
+                    version: d.version,
+                    by: d.operator.clone(),
+                    reason: d.reason.clone(),
+                })
+                .map_err(|e| e.to_string())?;
+            let mut meta = a.meta.clone();
+            meta.status = Status::Committed;
+            meta.decided_by = d.operator.clone();
+            meta.reason = format!("approved by {}: {}", d.operator, d.reason);
+            commit(state, &a.ckpt, a.optimizer.as_ref(), meta.clone())
+                .map_err(|e| e.to_string())?;
+            if a.optimizer.is_some() {
+                state.optimizer = a.optimizer;
+            }
+            if let Some(summary) = &a.summary {
+                state
+                    .args
+                    .store
+                    .append_round(summary)
+                    .map_err(|e| e.to_string())?;
+            }
+            state.model = BaseModel {
+                version: meta.version,
+                digest: Digest::of_f32(&a.ckpt.params),
+                params: Arc::new(a.ckpt.params),
+            };
+            state.committed += 1;
+            state.last_eval = meta.validation.clone();
+            state.baseline = meta.validation;
+            state.last_waiting.clear();
+            state.args.events.emit(Event::Approved {
+                version: d.version,
+                by: d.operator.clone(),
+            });
+            Ok(())
+        }
+        DecisionKind::Reject => {
+            let Some(a) = state.awaiting.take() else {
+                return Err("no candidate awaits approval".into());
+            };
+            let reason = format!("rejected by {}: {}", d.operator, d.reason);
+            state
+                .args
+                .journal
+                .record_synced(Record::Rejected {
+                    round: a.meta.round,
+                    version: Some(a.meta.version),
+                    file_sha256: Some(a.meta.file_sha256.clone()),
+                    current: state.model.version,
+                    reason: reason.clone(),
+                })
+                .map_err(|e| e.to_string())?;
+            let mut meta = a.meta;
+            meta.status = Status::Rejected;
+            meta.decided_by = d.operator.clone();
+            meta.reason = reason.clone();
+            state.args.registry.put(&meta).map_err(|e| e.to_string())?;
+            state.last_waiting.clear();
+            state.args.events.emit(Event::RoundRejected {
+                round: meta.round,
+                version: Some(meta.version),
+                current: state.model.version,
+                reason,
+            });
+            Ok(())
+        }
+        DecisionKind::Rollback => {
+            let target = state
+                .args
+                .registry
+                .get(d.version)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("there is no version {}", d.version))?;
+            if target.status != Status::Committed {
+                return Err(format!(
+                    "version {} was never committed ({}); only a committed version can be made current again",
+                    d.version,
+                    target.status.as_str()
+                ));
+            }
+            if d.version == state.model.version {
+                return Err(format!("version {} is already current", d.version));
+            }
+            let path = state.args.store.model_path(d.version);
+            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            if crate::audit::entry::hash_hex(&bytes) != target.file_sha256 {
+                return Err(format!(
+                    "{}: its SHA-256 differs from the one committed: the file was modified",
+                    path.display()
+                ));
+            }
+            let ckpt = Checkpoint::from_bytes(&bytes, &path.display().to_string())
+                .map_err(|e| e.to_string())?;
+            // A candidate awaiting approval was built on the version being left: withdrawn.
+            if let Some(a) = state.awaiting.take() {
+                let reason = format!(
+                    "withdrawn: {} rolled back to v{} ({})",
+                    d.operator, d.version, d.reason
+                );
+                state
+                    .args
+                    .journal
+                    .record(Record::Rejected {
+                        round: a.meta.round,
+                        version: Some(a.meta.version),
+                        file_sha256: Some(a.meta.file_sha256.clone()),
+                        current: state.model.version,
+                        reason: reason.clone(),
+                    })
+                    .map_err(|e| e.to_string())?;
+                let mut meta = a.meta;
+                meta.status = Status::Rejected;
+                meta.decided_by = d.operator.clone();
+                meta.reason = reason;
+                state.args.registry.put(&meta).map_err(|e| e.to_string())?;
+                state.last_waiting.clear();
+            }
+            let from = state.model.version;
+            state
+                .args
+                .journal
+                .record_synced(Record::RolledBack {
+                    from,
+                    to: d.version,
+                    file_sha256: target.file_sha256.clone(),
+                    by: d.operator.clone(),
+                    reason: d.reason.clone(),
+                })
+                .map_err(|e| e.to_string())?;
+            state
+                .args
+                .store
+                .publish(d.version)
+                .map_err(|e| e.to_string())?;
+            state.optimizer = match &state.args.settings.aggregation.server_optimizer {
+                Some(o) => Some(
+                    state
+                        .args
+                        .store
+                        .optimizer(d.version)
+                        .map_err(|e| e.to_string())?
+                        .unwrap_or_else(|| o.initial_state(ckpt.params.len())),
+                ),
+                None => None,
+            };
+            state.model = BaseModel {
+                version: d.version,
+                digest: Digest::of_f32(&ckpt.params),
+                params: Arc::new(ckpt.params),
+            };
+            state.last_eval = target.validation.clone();
+            state.baseline = target.validation;
+            state.args.events.emit(Event::RolledBack {
+                from,
+                to: d.version,
+                by: d.operator.clone(),
+            });
+            Ok(())
+        }
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -1309,6 +1629,21 @@ fn on_round(state: &mut CoordinatorState, outcome: RoundOutcome) -> crate::Resul
                     reason,
                 });
                 return after_round(state, summary.round, attendance);
+            }
+            let approval = state
+                .round_policy
+                .validation
+                .as_ref()
+                .is_some_and(|v| v.require_approval);
+            if approval {
+                // Passed the gate; an operator decides. No round starts meanwhile.
+                let attendance = Attendance {
+                    missing: summary.missing.clone(),
+                    refused: summary.refused.clone(),
+                };
+                let round = summary.round;
+                keep_awaiting(state, ckpt, meta, optimizer, summary)?;
+                return after_round(state, round, attendance);
             }
             commit(state, &ckpt, optimizer.as_ref(), meta)?;
             if optimizer.is_some() {

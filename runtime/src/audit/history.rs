@@ -11,7 +11,8 @@ pub struct History {
     /// A round started but never committed, rejected or abandoned (the coordinator stopped
     /// during it).
     pub open_round: Option<u64>,
-    /// The last committed version and the SHA-256 of its checkpoint file.
+    /// The version the journal made current last (committed or rolled back to) and the SHA-256
+    /// of its checkpoint file.
     pub last_commit: Option<(u64, String)>,
 }
 
@@ -36,7 +37,14 @@ impl History {
                     }
                     h.last_commit = Some((*version, file_sha256.clone()));
                 }
-                Record::Rejected { round, .. } | Record::Abandoned { round, .. }
+                Record::RolledBack {
+                    to, file_sha256, ..
+                } => {
+                    h.last_commit = Some((*to, file_sha256.clone()));
+                }
+                Record::Rejected { round, .. }
+                | Record::Abandoned { round, .. }
+                | Record::AwaitingApproval { round, .. }
                     if h.open_round == Some(*round) =>
                 {
                     h.open_round = None;

@@ -94,6 +94,45 @@ pub enum Record {
         /// Participants and their example counts.
         participants: Vec<(String, u64)>,
     },
+    /// A candidate passed the gate and waits for an operator's decision (policy
+    /// `validation.require_approval`); the current version stays meanwhile.
+    AwaitingApproval {
+        /// Round number.
+        round: u64,
+        /// The candidate.
+        version: u64,
+        /// SHA-256 of its checkpoint file (under `models/candidates/`).
+        file_sha256: String,
+    },
+    /// An operator approved a candidate (its `committed` entry follows).
+    Approved {
+        /// The version.
+        version: u64,
+        /// The operator (certificate name).
+        by: String,
+        /// Their reason.
+        reason: String,
+    },
+    /// An operator made an earlier version current again.
+    RolledBack {
+        /// The version that was current.
+        from: u64,
+        /// The version made current.
+        to: u64,
+        /// SHA-256 of its checkpoint file.
+        file_sha256: String,
+        /// The operator.
+        by: String,
+        /// Their reason.
+        reason: String,
+    },
+    /// An operator's decision could not be applied.
+    DecisionRefused {
+        /// The decision file.
+        file: String,
+        /// Why.
+        reason: String,
+    },
     /// The candidate failed the gate (or could not be scored); the current version stays and
     /// is announced again to the silos.
     Rejected {
@@ -168,11 +207,15 @@ impl Record {
             | Rejected { round, .. }
             | Abandoned { round, .. }
             | PrivacyCharged { round, .. }
+            | AwaitingApproval { round, .. }
             | BudgetExhausted { round, .. } => Some(*round),
             Signer { .. }
             | PolicyChanged { .. }
             | PolicyRefused { .. }
-            | SiloQuarantined { .. } => None,
+            | SiloQuarantined { .. }
+            | Approved { .. }
+            | RolledBack { .. }
+            | DecisionRefused { .. } => None,
         }
     }
 
@@ -305,6 +348,24 @@ impl std::fmt::Display for Record {
                 silos.len()
             ),
             BudgetExhausted { reason, .. } => write!(f, "budget exhausted: {reason}"),
+            AwaitingApproval { version, .. } => {
+                write!(f, "candidate v{version} passed the gate; awaiting an operator's approval")
+            }
+            Approved {
+                version,
+                by,
+                reason,
+            } => write!(f, "v{version} approved by {by}: {reason}"),
+            RolledBack {
+                from,
+                to,
+                by,
+                reason,
+                ..
+            } => write!(f, "rolled back from v{from} to v{to} by {by}: {reason}"),
+            DecisionRefused { file, reason } => {
+                write!(f, "decision {file} refused: {reason}")
+            }
             SiloQuarantined { silo, until_round } => {
                 write!(f, "{silo} quarantined until round {until_round}")
             }

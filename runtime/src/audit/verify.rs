@@ -151,14 +151,17 @@ fn check_store(dir: &Path, entries: &[Checked]) -> Option<Problem> {
     let mut committed = std::collections::BTreeMap::new();
     let mut current = None;
     for e in entries {
-        if let Record::Committed {
-            version,
-            file_sha256,
-            ..
-        } = &e.body.record
-        {
-            committed.insert(*version, (file_sha256.clone(), e.line));
-            current = Some(*version);
+        match &e.body.record {
+            Record::Committed {
+                version,
+                file_sha256,
+                ..
+            } => {
+                committed.insert(*version, (file_sha256.clone(), e.line));
+                current = Some(*version);
+            }
+            Record::RolledBack { to, .. } => current = Some(*to),
+            _ => {}
         }
     }
     let models = dir.join("models");

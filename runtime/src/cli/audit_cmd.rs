@@ -135,7 +135,7 @@ pub fn run(a: AuditArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// `2026-11-28 19:04:05.123` (UTC).
-fn when(ms: u64) -> String {
+pub fn when(ms: u64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     format!(

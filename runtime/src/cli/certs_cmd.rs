@@ -62,6 +62,9 @@ struct NodeArgs {
     /// An aggregator, as NAME[:REGION]; repeat for each.
     #[arg(long = "aggregator")]
     aggregators: Vec<String>,
+    /// An operator (who approves, rejects and rolls back versions), as NAME; repeat for each.
+    #[arg(long = "operator")]
+    operators: Vec<String>,
     /// Validity of every certificate, days (1 to 36500).
     #[arg(long, default_value_t = 365)]
     days: i64,
@@ -76,6 +79,7 @@ impl NodeArgs {
         let mut nodes = specs(Role::Coordinator, coordinators)?;
         nodes.extend(specs(Role::Silo, &self.silos)?);
         nodes.extend(specs(Role::Aggregator, &self.aggregators)?);
+        nodes.extend(specs(Role::Operator, &self.operators)?);
         Ok(nodes)
     }
 }
@@ -114,7 +118,7 @@ pub fn run(args: CertsArgs) -> anyhow::Result<ExitCode> {
             let specs = nodes.specs(&coordinators)?;
             if specs.is_empty() {
                 anyhow::bail!(
-                    "nothing to issue: name at least one --silo, --aggregator or --coordinator"
+                    "nothing to issue: name at least one --silo, --aggregator, --operator or --coordinator"
                 );
             }
             let w = certs::issue(&out, &specs, nodes.days, force)?;

@@ -14,6 +14,7 @@ use fedsilo::actors::coordinator::{
 };
 use fedsilo::actors::policy::{PolicyActor, PolicySource};
 use fedsilo::actors::validator::ValidatorActor;
+use fedsilo::audit::signature::CaCheck;
 use fedsilo::audit::{History, Journal};
 use fedsilo::cluster::{
     ClusterConfig, ClusterNode, AGGREGATOR_GROUP, COORDINATOR_GROUP, POLICY_GROUP, VALIDATOR_GROUP,
@@ -127,6 +128,7 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         eprintln!("fedsilo: recovery: {did}");
     }
     let registry = Registry::open(&cfg.federation.state_dir)?;
+    let ca = CaCheck::new(creds.roots());
     for v in registry.backfill(&entries)? {
         eprintln!(
             "fedsilo: recovery: version {v} filled into the model registry from the audit journal"
@@ -190,7 +192,7 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         rounds: settings.rounds,
     });
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (coordinator, _) = Actor::spawn(
+    let (coordinator, coordinator_done) = Actor::spawn(
         None,
         CoordinatorActor,
         ActorArgs {
@@ -205,6 +207,7 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
             journal: Arc::new(journal),
             history,
             registry,
+            ca,
             done: done_tx,
         },
     )
@@ -220,6 +223,8 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         }
     };
     coordinator.stop(None);
+    // Let it finish what it is doing (an orderly stop records a round in flight as abandoned).
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), coordinator_done).await;
     for a in [
         policy_ref.get_cell(),
         aggregator.get_cell(),

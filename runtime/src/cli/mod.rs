@@ -5,6 +5,8 @@ mod aggregator_cmd;
 mod audit_cmd;
 mod certs_cmd;
 mod coordinator_cmd;
+mod decision_cmd;
+mod models_cmd;
 mod policy_cmd;
 mod privacy_cmd;
 
@@ -43,6 +45,8 @@ enum Command {
     Privacy(privacy_cmd::PrivacyArgs),
     /// The audit journal: verify its chain, signatures and checkpoints, or show its entries.
     Audit(audit_cmd::AuditArgs),
+    /// Model versions: list, show, export, diff; approve, reject, roll back.
+    Models(models_cmd::ModelsArgs),
 }
 
 /// Runs a parsed command line.
@@ -55,5 +59,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Policy(a) => policy_cmd::run(a),
         Command::Privacy(a) => privacy_cmd::run(a),
         Command::Audit(a) => audit_cmd::run(a),
+        Command::Models(a) => models_cmd::run(a),
     }
 }

@@ -1,0 +1,236 @@
+//! Operators' decisions: approve or reject a candidate, roll back to an earlier version.
+//!
+//! `fedsilo models approve|reject|rollback` writes a decision into the coordinator's inbox,
+//! `<state_dir>/decisions/`, signed with the operator's certificate key (the same sealed-line
+//! format as the audit journal). The coordinator reads the inbox at its next step, whether it
+//! was running or starts later: it applies a decision only if the signature verifies against a
+//! certificate the consortium CA issued to role `operator`, records it in the audit journal
+//! with the operator's name, and moves the file to `decisions/done/` (or `decisions/refused/`,
+//! with the reason in the journal).
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::audit::entry::{hash_hex, seal, unseal};
+use crate::audit::signature::{self, CaCheck};
+use crate::identity::{Identity, Role};
+use crate::tls::NodeCredentials;
+
+/// What the operator decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// The candidate awaiting approval becomes current.
+    Approve,
+    /// The candidate awaiting approval is rejected; the current version stays.
+    Reject,
+    /// An earlier committed version becomes current again.
+    Rollback,
+}
+
+impl Kind {
+    /// `approve`, `reject`, `rollback`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Approve => "approve",
+            Kind::Reject => "reject",
+            Kind::Rollback => "rollback",
+        }
+    }
+}
+
+/// A decision, as signed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// What.
+    pub kind: Kind,
+    /// Of which version.
+    pub version: u64,
+    /// Why (free text, recorded).
+    pub reason: String,
+    /// The operator's name (from their certificate).
+    pub operator: String,
+    /// Their certificate, DER, hex.
+    pub certificate: String,
+    /// When, ms since the Unix epoch.
+    pub time_ms: u64,
+}
+
+/// The inbox of a state directory.
+pub fn inbox(state_dir: &Path) -> PathBuf {
+    state_dir.join("decisions")
+}
+
+/// Signs `kind` of `version` with the operator's `creds` and drops it into the inbox.
+pub fn submit(
+    state_dir: &Path,
+    creds: &NodeCredentials,
+    kind: Kind,
+    version: u64,
+    reason: &str,
+) -> Result<PathBuf, String> {
+    if creds.identity().role != Role::Operator {
+        return Err(format!(
+            "the kit is for `{}`, role {}: decisions are signed with an operator's kit (`fedsilo certs issue --operator NAME`)",
+            creds.identity().name,
+            creds.identity().role
+        ));
+    }
+    let d = Decision {
+        kind,
+        version,
+        reason: reason.to_string(),
+        operator: creds.identity().name.clone(),
+        certificate: hex::encode(creds.cert_der()),
+        time_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    };
+    let body = serde_json::to_string(&d).map_err(|e| e.to_string())?;
+    let signer = creds.signer().map_err(|e| e.to_string())?;
+    let line = seal(&body, |b| signer.sign(b).map_err(|e| e.to_string()))?;
+    let dir = inbox(state_dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let name = format!(
+        "{}-{}-v{version}-{}.json",
+        d.time_ms,
+        kind.as_str(),
+        d.operator
+    );
+    let path = dir.join(&name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, format!("{line}\n"))
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(path)
+}
+
+/// The decisions waiting in the inbox, oldest first.
+pub fn pending(state_dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(inbox(state_dir))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "json"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Reads a decision and checks it: intact, signed by the certificate it carries, which the
+/// consortium CA issued to an operator of that name.
+pub fn read_verified(path: &Path, ca: &CaCheck) -> Result<Decision, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("unreadable: {e}"))?;
+    let sealed = unseal(text.trim_end())?;
+    if sealed.hash != hash_hex(sealed.body.as_bytes()) {
+        return Err("its content does not match its hash: the file was edited".into());
+    }
+    let d: Decision =
+        serde_json::from_str(&sealed.body).map_err(|e| format!("not a decision: {e}"))?;
+    let der = hex::decode(&d.certificate).map_err(|_| "its certificate is not hex".to_string())?;
+    let id =
+        Identity::from_cert_der(&der, "the decision's certificate").map_err(|e| e.to_string())?;
+    if id.role != Role::Operator {
+        return Err(format!(
+            "signed by `{}`, role {}: only an operator decides",
+            id.name, id.role
+        ));
+    }
+    if id.name != d.operator {
+        return Err(format!(
+            "names operator `{}` but is signed by `{}`",
+            d.operator, id.name
+        ));
+    }
+    ca.issued(
+        &der,
+        UNIX_EPOCH + std::time::Duration::from_millis(d.time_ms),
+    )?;
+    let sig = hex::decode(sealed.sig).map_err(|_| "its signature is not hex".to_string())?;
+    signature::verify(&der, sealed.body.as_bytes(), &sig)?;
+    Ok(d)
+}
+
+/// Moves a handled decision out of the inbox, to `done/` or `refused/`.
+pub fn settle(path: &Path, applied: bool) {
+    let Some(dir) = path.parent() else { return };
+    let to = dir.join(if applied { "done" } else { "refused" });
+    if std::fs::create_dir_all(&to).is_ok() {
+        if let Some(name) = path.file_name() {
+            let _ = std::fs::rename(path, to.join(name));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certs::CertificateAuthority;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    fn kit(ca: &CertificateAuthority, name: &str, role: Role) -> NodeCredentials {
+        crate::tls::install_crypto_provider();
+        let issued = ca
+            .issue(
+                &Identity {
+                    name: name.into(),
+                    role,
+                    region: "eu".into(),
+                },
+                30,
+            )
+            .unwrap();
+        NodeCredentials::from_parts(
+            vec![CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).unwrap()],
+            vec![CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap()],
+            PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).unwrap(),
+            name,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_signed_decision_verifies_and_forgeries_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, _) = CertificateAuthority::generate("c", 30).unwrap();
+        let alice = kit(&ca, "alice", Role::Operator);
+        let check = CaCheck::new(alice.roots());
+        let p = submit(dir.path(), &alice, Kind::Approve, 7, "looks good").unwrap();
+        assert_eq!(pending(dir.path()), vec![p.clone()]);
+        let d = read_verified(&p, &check).unwrap();
+        assert_eq!(
+            (d.kind, d.version, d.operator.as_str()),
+            (Kind::Approve, 7, "alice")
+        );
+        // Edited after signing.
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(&p, text.replace("\"version\":7", "\"version\":8")).unwrap();
+        assert!(read_verified(&p, &check).unwrap_err().contains("edited"));
+        // A silo's kit cannot decide, not even by writing the file itself.
+        let silo = kit(&ca, "bank-a", Role::Silo);
+        assert!(submit(dir.path(), &silo, Kind::Rollback, 1, "")
+            .unwrap_err()
+            .contains("operator's kit"));
+        // An operator of another consortium is refused.
+        let (other, _) = CertificateAuthority::generate("x", 30).unwrap();
+        let mallory = kit(&other, "alice", Role::Operator);
+        let q = submit(dir.path(), &mallory, Kind::Rollback, 1, "").unwrap();
+        assert!(read_verified(&q, &check)
+            .unwrap_err()
+            .contains("consortium CA"));
+        settle(&q, false);
+        assert!(
+            dir.path()
+                .join("decisions/refused")
+                .read_dir()
+                .unwrap()
+                .count()
+                == 1
+        );
+    }
+}

@@ -1,0 +1,191 @@
+//! Governance in a real federation: candidates wait for an operator; approvals, a rejection and
+//! a rollback signed with an operator's certificate take effect and are journaled with the
+//! operator's name; a forged decision is refused while the federation goes on; `fedsilo models`
+//! lists, shows, exports and compares the versions.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{bins, Federation, Options};
+use serde_json::Value;
+
+fn fedsilo(args: &[&str], state: &Path) -> (bool, String) {
+    let out = Command::new(bins().fedsilo)
+        .args(args)
+        .arg("--state-dir")
+        .arg(state)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn operators_approve_reject_and_roll_back_and_every_decision_is_journaled() {
+    let mut f = Federation::start(Options {
+        rounds: 4,
+        policy_extra: "[validation]\nrequire_approval = true\n".into(),
+        ..Default::default()
+    });
+    let certs = f.dir.path().join("certs");
+    let made = Command::new(bins().fedsilo)
+        .args(["certs", "issue", "--out"])
+        .arg(&certs)
+        .args(["--operator", "alice"])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let kit = certs.join("alice");
+    let kit = kit.to_str().unwrap();
+    let state = f.state_dir();
+    let decide = |what: &str, v: u64, reason: &str| {
+        let (ok, out) = fedsilo(
+            &[
+                "models",
+                what,
+                &v.to_string(),
+                "--kit",
+                kit,
+                "--reason",
+                reason,
+            ],
+            &state,
+        );
+        assert!(ok, "{out}");
+    };
+
+    let w = f.expect("v1 awaits", |e| e["event"] == "awaiting_approval");
+    assert_eq!(w["version"], 1);
+    decide("approve", 1, "first look fine");
+    let a = f.expect("v1 approved", |e| e["event"] == "approved");
+    assert_eq!(
+        (a["version"].as_u64(), a["by"].as_str()),
+        (Some(1), Some("alice"))
+    );
+    f.expect("v2 awaits", |e| {
+        e["event"] == "awaiting_approval" && e["version"] == 2
+    });
+    // A forged decision (a silo cannot sign one, so write garbage) is refused; nothing stops.
+    std::fs::write(
+        state.join("decisions/0-approve-v2-mallory.json"),
+        "{\"kind\":\"approve\"}\n",
+    )
+    .unwrap();
+    let r = f.expect("forgery refused", |e| e["event"] == "decision_refused");
+    assert!(r["reason"].as_str().unwrap().contains("hash"), "{r}");
+    decide("approve", 2, "better");
+    f.expect("v2 approved", |e| {
+        e["event"] == "approved" && e["version"] == 2
+    });
+    // Round 3 builds on v2; while its candidate waits, roll back to v1: the candidate is
+    // withdrawn and round 4 trains from v1.
+    let r3 = f.expect("round 3", |e| {
+        e["event"] == "round_started" && e["round"] == 3
+    });
+    assert_eq!(r3["base_version"], 2, "{r3}");
+    f.expect("v3 awaits", |e| {
+        e["event"] == "awaiting_approval" && e["version"] == 3
+    });
+    decide("rollback", 1, "v2 misbehaves in production");
+    let rb = f.expect("rolled back", |e| e["event"] == "rolled_back");
+    assert_eq!((rb["from"].as_u64(), rb["to"].as_u64()), (Some(2), Some(1)));
+    let r4 = f.expect("round 4", |e| {
+        e["event"] == "round_started" && e["round"] == 4
+    });
+    assert_eq!(r4["base_version"], 1, "{r4}");
+    f.expect("v4 awaits", |e| {
+        e["event"] == "awaiting_approval" && e["version"] == 4
+    });
+    decide("reject", 4, "not convinced");
+    let rej = f.expect("v4 rejected", |e| e["event"] == "round_rejected");
+    assert!(rej["reason"]
+        .as_str()
+        .unwrap()
+        .contains("rejected by alice: not convinced"));
+    let fin = f.expect("finished", |e| e["event"] == "finished");
+    assert!(fin["error"].is_null(), "{fin}");
+    assert!(f.exit_status().success());
+    assert_eq!(
+        std::fs::read_to_string(state.join("CURRENT"))
+            .unwrap()
+            .trim(),
+        "1"
+    );
+
+    // The journal names who decided what, and verifies.
+    let journal: Vec<Value> = std::fs::read_to_string(state.join("audit.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<(&str, Option<&str>)> = journal
+        .iter()
+        .map(|e| {
+            (
+                e["record"]["kind"].as_str().unwrap(),
+                e["record"]["by"].as_str(),
+            )
+        })
+        .filter(|(k, _)| ["approved", "rolled_back", "decision_refused"].contains(k))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("approved", Some("alice")),
+            ("decision_refused", None),
+            ("approved", Some("alice")),
+            ("rolled_back", Some("alice")),
+        ]
+    );
+    let ca = certs.join("coordinator/ca.pem");
+    let (ok, out) = fedsilo(&["audit", "verify", "--ca", ca.to_str().unwrap()], &state);
+    assert!(ok, "{out}");
+
+    // fedsilo models: list with statuses and the current mark, show, export, diff.
+    let (ok, list) = fedsilo(&["models", "list"], &state);
+    assert!(ok, "{list}");
+    let row = |v: &str| {
+        list.lines()
+            .find(|l| l.trim_start().starts_with(v))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(row("1*").contains("committed"), "{list}");
+    assert!(row("2 ").contains("committed"), "{list}");
+    assert!(
+        row("3 ").contains("rejected") && row("3 ").contains("withdrawn"),
+        "{list}"
+    );
+    assert!(
+        row("4 ").contains("rejected") && row("4 ").contains("alice"),
+        "{list}"
+    );
+    let (ok, show) = fedsilo(&["models", "show", "2"], &state);
+    assert!(
+        ok && show.contains("decided by alice") && show.contains("participant"),
+        "{show}"
+    );
+    let out = f.dir.path().join("v2.safetensors");
+    let (ok, msg) = fedsilo(
+        &["models", "export", "2", "--out", out.to_str().unwrap()],
+        &state,
+    );
+    assert!(ok, "{msg}");
+    let exported = fedsilo::model::checkpoint::Checkpoint::load(&out).unwrap();
+    assert_eq!(exported.metadata["fedsilo.version"], "2");
+    let (ok, diff) = fedsilo(&["models", "diff", "1", "2"], &state);
+    assert!(
+        ok && diff.contains("L2 distance") && diff.contains("dense0.weight"),
+        "{diff}"
+    );
+    let (ok, msg) = fedsilo(&["models", "show", "42"], &state);
+    assert!(!ok && msg.contains("no version 42"), "{msg}");
+}
