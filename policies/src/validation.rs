@@ -30,6 +30,13 @@ pub struct ValidationRules {
     /// A candidate that passes waits for `fedsilo models approve` (or reject).
     #[serde(default)]
     pub require_approval: bool,
+    /// A central hold-out: the node (run with `silo-node --evaluate-only`) that scores every
+    /// candidate on data no silo trains on. It never trains; a candidate it did not score fails.
+    #[serde(default)]
+    pub central_holdout: Option<String>,
+    /// Largest allowed drop of the central hold-out's AUC (≥ 0; default: no rule).
+    #[serde(default)]
+    pub max_central_auc_drop: Option<f64>,
 }
 
 /// A version's held-out score at one silo: examples and AUC.
@@ -37,9 +44,17 @@ pub type Score = (u64, Option<f64>);
 
 impl ValidationRules {
     pub(crate) fn validate(&self, at: &Locator) -> Result<(), PolicyError> {
+        if self.max_central_auc_drop.is_some() && self.central_holdout.is_none() {
+            return Err(at.invalid(
+                &["validation", "max_central_auc_drop"],
+                &format!("{:?}", self.max_central_auc_drop),
+                "a rule for a central hold-out needs validation.central_holdout (its node name)",
+            ));
+        }
         for (key, v) in [
             ("max_auc_drop", self.max_auc_drop),
             ("max_silo_auc_drop", self.max_silo_auc_drop),
+            ("max_central_auc_drop", self.max_central_auc_drop),
         ] {
             if let Some(d) = v {
                 if !(d.is_finite() && (0.0..=1.0).contains(&d)) {
@@ -62,6 +77,27 @@ impl ValidationRules {
         current: &BTreeMap<String, Score>,
     ) -> Verdict {
         let mut reasons = Vec::new();
+        // The central hold-out has its own rule; the others speak of the silos.
+        let mut candidate = candidate.clone();
+        if let Some(h) = &self.central_holdout {
+            match candidate.remove(h) {
+                None => reasons.push(format!(
+                    "the central hold-out `{h}` did not score the candidate (validation.central_holdout)"
+                )),
+                Some((_, new)) => {
+                    if let (Some(max), Some(new), Some((_, Some(old)))) =
+                        (self.max_central_auc_drop, new, current.get(h))
+                    {
+                        if old - new > max {
+                            reasons.push(format!(
+                                "AUC on the central hold-out `{h}` fell from {old:.4} to {new:.4}, more than validation.max_central_auc_drop = {max}"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        let candidate = &candidate;
         let both: Vec<(&String, u64, f64, f64)> = candidate
             .iter()
             .filter_map(|(s, (n, a))| {
@@ -123,7 +159,7 @@ mod tests {
         let r = ValidationRules {
             max_auc_drop: Some(0.01),
             max_silo_auc_drop: Some(0.05),
-            require_approval: false,
+            ..ValidationRules::default()
         };
         let cur = scores(&[("a", 100, 0.90), ("b", 100, 0.80)]);
         assert!(
@@ -138,6 +174,38 @@ mod tests {
         // Nothing to compare with: a first version passes; a silo only one side has is ignored.
         assert!(r.gate(&scores(&[("a", 1, 0.5)]), &BTreeMap::new()).allow);
         assert!(r.gate(&scores(&[("c", 1, 0.1)]), &cur).allow);
+    }
+
+    #[test]
+    fn the_central_holdout_must_score_and_has_its_own_rule() {
+        let r = ValidationRules {
+            max_auc_drop: Some(0.01),
+            central_holdout: Some("hq".into()),
+            max_central_auc_drop: Some(0.02),
+            ..ValidationRules::default()
+        };
+        let cur = scores(&[("a", 100, 0.90), ("hq", 500, 0.80)]);
+        assert!(
+            r.gate(&scores(&[("a", 100, 0.90), ("hq", 500, 0.79)]), &cur)
+                .allow
+        );
+        let v = r.gate(&scores(&[("a", 100, 0.90), ("hq", 500, 0.70)]), &cur);
+        assert!(
+            !v.allow && v.reasons[0].contains("central hold-out `hq`"),
+            "{v:?}"
+        );
+        let v = r.gate(&scores(&[("a", 100, 0.90)]), &cur);
+        assert!(!v.allow && v.reasons[0].contains("did not score"), "{v:?}");
+        // The hold-out is not one of the silos: a drop there alone does not move max_auc_drop.
+        let no_rule = ValidationRules {
+            max_central_auc_drop: None,
+            ..r
+        };
+        assert!(
+            no_rule
+                .gate(&scores(&[("a", 100, 0.90), ("hq", 500, 0.10)]), &cur)
+                .allow
+        );
     }
 
     #[test]
@@ -156,6 +224,10 @@ mod tests {
             e.contains("p.toml:2") && e.contains("validation.max_auc_drop"),
             "{e}"
         );
+        let e = Policy::from_toml_str("[validation]\nmax_central_auc_drop = 0.1\n", "p.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs validation.central_holdout"), "{e}");
         let e = Policy::from_toml_str("[validation]\nmax_auc_dorp = 0.1\n", "p.toml")
             .unwrap_err()
             .to_string();

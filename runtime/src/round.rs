@@ -128,6 +128,9 @@ pub struct RoundContext {
     pub journal: Arc<Journal>,
     /// The version number the candidate will have.
     pub version: u64,
+    /// The central hold-out node, if the policy names one and it is connected: it scores the
+    /// candidate with the cohort.
+    pub holdout: Option<SiloHandle>,
     /// The current version's held-out figures, which the validation gate compares with.
     pub baseline: BTreeMap<String, EvalMetrics>,
     /// Names of silos the coordinator's heartbeats currently find silent. A cohort member that
@@ -772,6 +775,7 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
     let alive: Vec<SiloHandle> = ctx
         .cohort
         .iter()
+        .chain(&ctx.holdout)
         .filter(|s| ctx.directory.identity_of(s.node_id).is_some())
         .cloned()
         .collect();

@@ -44,6 +44,11 @@ struct Cli {
     /// Fraction of rows held out for evaluation (never trained on).
     #[arg(long, default_value_t = 0.2)]
     holdout: f64,
+    /// Run as a central hold-out: every row is evaluation data; this node scores candidates
+    /// for the validation gate and never trains (name it in the policy's
+    /// `validation.central_holdout`).
+    #[arg(long)]
+    evaluate_only: bool,
     /// Seed of the train/held-out split.
     #[arg(long, default_value_t = 1)]
     split_seed: u64,
@@ -109,7 +114,7 @@ async fn main() -> std::process::ExitCode {
         },
         data: cli.data,
         schema: cli.schema,
-        holdout: cli.holdout,
+        holdout: if cli.evaluate_only { 1.0 } else { cli.holdout },
         split_seed: cli.split_seed,
         once: cli.once,
         max_backoff: Duration::from_secs_f64(cli.max_backoff_secs.max(0.1)),

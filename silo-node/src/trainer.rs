@@ -472,6 +472,8 @@ impl Actor for TrainerActor {
             } => {
                 if let Some(r) = state.busy {
                     err(format!("busy training round {r}"))
+                } else if state.args.data.train.labels.is_empty() {
+                    err("this node is a central hold-out (--evaluate-only): it scores candidates and never trains")
                 } else {
                     match state
                         .model(&base)

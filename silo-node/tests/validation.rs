@@ -1,5 +1,6 @@
-//! The validation gate in a real federation: a silo that starts poisoning its updates makes the
-//! candidate fail the policy's AUC rule. The candidate is kept as a rejected version, the
+//! The validation gate in a real federation, with a central hold-out (a node that only scores
+//! candidates): a silo that starts poisoning its updates makes the candidate fail the policy's
+//! AUC rules. The candidate is kept as a rejected version, the
 //! current version stays (and the next round trains from it), and the journal records the
 //! rejection with the version kept current.
 
@@ -17,9 +18,14 @@ fn a_poisoned_candidate_fails_the_gate_and_the_current_version_stays() {
         .map(|s| s.to_string())
         .collect();
     let mut f = Federation::start(Options {
-        silos: vec![("northeast", vec![]), ("midwest", vec![]), ("west", poison)],
+        silos: vec![
+            ("northeast", vec![]),
+            ("midwest", vec![]),
+            ("west", poison),
+            ("south", vec!["--evaluate-only".to_string()]),
+        ],
         rounds: 4,
-        policy_extra: "[validation]\nmax_auc_drop = 0.01\n".into(),
+        policy_extra: "[validation]\nmax_auc_drop = 0.01\ncentral_holdout = \"south\"\nmax_central_auc_drop = 0.01\n".into(),
         ..Default::default()
     });
     let rejected = f.expect("round 3 rejected", |e| e["event"] == "round_rejected");
@@ -31,12 +37,18 @@ fn a_poisoned_candidate_fails_the_gate_and_the_current_version_stays() {
         why.contains("held-out AUC") && why.contains("max_auc_drop = 0.01"),
         "{why}"
     );
+    assert!(why.contains("central hold-out `south`"), "{why}");
     // The next round trains from the version that stayed current.
     let next = f.expect("round 4 started", |e| {
         e["event"] == "round_started" && e["round"] == 4
     });
     assert_eq!(next["base_version"], 2, "{next}");
     let fin = f.expect("finished", |e| e["event"] == "finished");
+    // The central hold-out scored every candidate and never trained.
+    for c in f.committed() {
+        assert!(c["eval"]["south"]["auc"].is_number(), "{c}");
+        assert!(!c["participants"].to_string().contains("south"), "{c}");
+    }
     assert!(fin["error"].is_null(), "{fin}");
     assert!(f.exit_status().success());
     let state = f.state_dir();

@@ -796,6 +796,10 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
         end_run(state, myself);
         return;
     }
+    let holdout = current
+        .validation
+        .as_ref()
+        .and_then(|v| v.central_holdout.clone());
     let candidates: Vec<Candidate> = state
         .silos
         .iter()
@@ -808,7 +812,17 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
             heartbeat_age_secs: Some(e.last_ok.elapsed().as_secs_f64()),
             last_failure_round: state.failures.get(n).copied(),
             quarantined_until: state.quarantine.quarantined_until(n, state.next_round),
-            blocked: e.blocked.clone().or_else(|| over_budget.get(n).cloned()).or_else(|| {
+            blocked: e
+                .blocked
+                .clone()
+                .or_else(|| {
+                    (holdout.as_deref() == Some(n.as_str())).then(|| {
+                        "central hold-out: scores candidates, never trains (validation.central_holdout)"
+                            .to_string()
+                    })
+                })
+                .or_else(|| over_budget.get(n).cloned())
+                .or_else(|| {
                 if let Err(why) = route_for(state, &current, n, &e.region) {
                     Some(why)
                 } else if !e.healthy {
@@ -985,6 +999,11 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
         journal: state.args.journal.clone(),
         version: state.next_version,
         baseline: state.baseline.clone(),
+        holdout: holdout
+            .as_ref()
+            .and_then(|h| state.silos.get(h))
+            .filter(|e| e.healthy && e.blocked.is_none())
+            .map(|e| e.handle.clone()),
     };
     // On disk before any silo is asked to train (and before an orderly stop could record the
     // round as abandoned).

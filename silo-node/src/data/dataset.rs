@@ -47,18 +47,17 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// Reads `path` under `schema`, shuffles rows with `seed` and keeps `holdout` (0 < f < 1)
-    /// of them as the held-out split. Errors name the file, line and column.
+    /// Reads `path` under `schema`, shuffles rows with `seed` and keeps `holdout` (0 < f ≤ 1)
+    /// of them as the held-out split (1: every row, for a central hold-out that never trains).
+    /// Errors name the file, line and column.
     pub fn load(path: &Path, schema: &Schema, holdout: f64, seed: u64) -> Result<Self> {
         let origin = path.display().to_string();
         let bad = |message: String| Error::Data {
             origin: origin.clone(),
             message,
         };
-        if !(holdout > 0.0 && holdout < 1.0) {
-            return Err(bad(format!(
-                "holdout fraction {holdout} must be between 0 and 1 (exclusive)"
-            )));
+        if !(holdout > 0.0 && holdout <= 1.0) {
+            return Err(bad(format!("holdout fraction {holdout} must be in (0, 1]")));
         }
         let mut rdr = csv::ReaderBuilder::new()
             .has_headers(true)
@@ -137,7 +136,11 @@ impl Dataset {
         let (n_num, n_cat) = (numeric_cols.len(), cat_cols.len());
         let mut order: Vec<usize> = (0..all.len()).collect();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
-        let n_hold = ((all.len() as f64 * holdout).round() as usize).clamp(1, all.len() - 1);
+        let n_hold = if holdout >= 1.0 {
+            all.len()
+        } else {
+            ((all.len() as f64 * holdout).round() as usize).clamp(1, all.len() - 1)
+        };
         let pick = |rows: &[usize]| Split {
             numeric: rows
                 .iter()
