@@ -130,10 +130,14 @@ impl ValidationRules {
             }
         }
         if reasons.is_empty() {
-            Verdict::allow(format!(
-                "passed the validation rules on {} silo(s) scored for both versions",
-                both.len()
-            ))
+            Verdict::allow(if both.is_empty() {
+                "passed: no earlier figures to compare with".to_string()
+            } else {
+                format!(
+                    "passed the validation rules on {} silo(s) scored for both versions",
+                    both.len()
+                )
+            })
         } else {
             Verdict {
                 allow: false,

@@ -38,6 +38,7 @@ fn a_poisoned_candidate_fails_the_gate_and_the_current_version_stays() {
         "{why}"
     );
     assert!(why.contains("central hold-out `south`"), "{why}");
+    eprintln!("round 3 rejected: {why}");
     // The next round trains from the version that stayed current.
     let next = f.expect("round 4 started", |e| {
         e["event"] == "round_started" && e["round"] == 4

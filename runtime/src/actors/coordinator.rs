@@ -1496,7 +1496,7 @@ fn apply_decision(state: &mut CoordinatorState, d: &Decision) -> Result<(), Stri
                         round: a.meta.round,
                         version: Some(a.meta.version),
                         file_sha256: Some(a.meta.file_sha256.clone()),
-                        current: state.model.version,
+                        current: d.version,
                         reason: reason.clone(),
                     })
                     .map_err(|e| e.to_string())?;

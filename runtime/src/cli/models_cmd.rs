@@ -112,13 +112,13 @@ fn list(state_dir: &Path) -> anyhow::Result<ExitCode> {
     let cur = current(state_dir)?;
     let all = RegistryReader::open(state_dir)?.list()?;
     println!(
-        "{:>8} {:<18} {:>6} {:>5} {:>5} {:>8} {:>8}  {:<19}  reason",
+        "{:>8} {:<18} {:>6} {:>5} {:>5} {:>8} {:>8}  {:<23}  reason",
         "version", "status", "parent", "round", "silos", "AUC", "ε", "created (UTC)"
     );
     for m in &all {
         let mark = if Some(m.version) == cur { "*" } else { " " };
         println!(
-            "{:>7}{mark} {:<18} {:>6} {:>5} {:>5} {:>8} {:>8}  {:<19}  {}",
+            "{:>7}{mark} {:<18} {:>6} {:>5} {:>5} {:>8} {:>8}  {:<23}  {}",
             m.version,
             m.status.as_str(),
             m.parent,
