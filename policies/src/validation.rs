@@ -129,6 +129,15 @@ impl ValidationRules {
                 }
             }
         }
+        let compared = current.values().any(|(_, a)| a.is_some());
+        if both.is_empty()
+            && compared
+            && (self.max_auc_drop.is_some() || self.max_silo_auc_drop.is_some())
+        {
+            reasons.push(
+                "no silo scored both the candidate and the current version: nothing to compare, so the AUC rules cannot pass".into(),
+            );
+        }
         if reasons.is_empty() {
             Verdict::allow(if both.is_empty() {
                 "passed: no earlier figures to compare with".to_string()
@@ -175,9 +184,14 @@ mod tests {
         assert!(v.reasons[0].contains("fell from 0.8500 to 0.8350"), "{v:?}");
         let v = r.gate(&scores(&[("a", 100, 0.96), ("b", 100, 0.74)]), &cur);
         assert!(!v.allow && v.reasons[0].contains("at b"), "{v:?}");
-        // Nothing to compare with: a first version passes; a silo only one side has is ignored.
+        // Nothing to compare with: a first version passes.
         assert!(r.gate(&scores(&[("a", 1, 0.5)]), &BTreeMap::new()).allow);
-        assert!(r.gate(&scores(&[("c", 1, 0.1)]), &cur).allow);
+        // Earlier figures exist but no silo scored both: the rules cannot pass.
+        let v = r.gate(&scores(&[("c", 1, 0.1)]), &cur);
+        assert!(
+            !v.allow && v.reasons[0].contains("nothing to compare"),
+            "{v:?}"
+        );
     }
 
     #[test]

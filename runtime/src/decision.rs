@@ -56,6 +56,14 @@ pub struct Decision {
     pub certificate: String,
     /// When, ms since the Unix epoch.
     pub time_ms: u64,
+    /// Approve/reject: the SHA-256 of the candidate the operator reviewed (the decision does
+    /// not apply to another file under the same number).
+    #[serde(default)]
+    pub expect_sha256: Option<String>,
+    /// Rollback: the version the operator saw as current (the decision does not apply if
+    /// another one is current by then).
+    #[serde(default)]
+    pub expect_current: Option<u64>,
 }
 
 /// The inbox of a state directory.
@@ -70,6 +78,7 @@ pub fn submit(
     kind: Kind,
     version: u64,
     reason: &str,
+    expect: (Option<String>, Option<u64>),
 ) -> Result<PathBuf, String> {
     if creds.identity().role != Role::Operator {
         return Err(format!(
@@ -87,6 +96,8 @@ pub fn submit(
         time_ms: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
+        expect_sha256: expect.0,
+        expect_current: expect.1,
     };
     let body = serde_json::to_string(&d).map_err(|e| e.to_string())?;
     let signer = creds.signer().map_err(|e| e.to_string())?;
@@ -122,8 +133,9 @@ pub fn pending(state_dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Reads a decision and checks it: intact, signed by the certificate it carries, which the
-/// consortium CA issued to an operator of that name.
-pub fn read_verified(path: &Path, ca: &CaCheck) -> Result<Decision, String> {
+/// consortium CA issued to an operator of that name and which is valid now. Returns it with
+/// its hash (the SHA-256 of its signed body), by which it is applied at most once.
+pub fn read_verified(path: &Path, ca: &CaCheck) -> Result<(Decision, String), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("unreadable: {e}"))?;
     let sealed = unseal(text.trim_end())?;
     if sealed.hash != hash_hex(sealed.body.as_bytes()) {
@@ -146,13 +158,18 @@ pub fn read_verified(path: &Path, ca: &CaCheck) -> Result<Decision, String> {
             d.operator, id.name
         ));
     }
-    ca.issued(
-        &der,
-        UNIX_EPOCH + std::time::Duration::from_millis(d.time_ms),
-    )?;
+    let now = SystemTime::now();
+    let now_ms = now
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    if d.time_ms > now_ms + 5 * 60 * 1000 {
+        return Err("it is dated in the future".into());
+    }
+    // Valid now, not merely at the time the signer claims.
+    ca.issued(&der, now)?;
     let sig = hex::decode(sealed.sig).map_err(|_| "its signature is not hex".to_string())?;
     signature::verify(&der, sealed.body.as_bytes(), &sig)?;
-    Ok(d)
+    Ok((d, sealed.hash.to_string()))
 }
 
 /// Moves a handled decision out of the inbox, to `done/` or `refused/`.
@@ -200,9 +217,18 @@ mod tests {
         let (ca, _) = CertificateAuthority::generate("c", 30).unwrap();
         let alice = kit(&ca, "alice", Role::Operator);
         let check = CaCheck::new(alice.roots());
-        let p = submit(dir.path(), &alice, Kind::Approve, 7, "looks good").unwrap();
+        let p = submit(
+            dir.path(),
+            &alice,
+            Kind::Approve,
+            7,
+            "looks good",
+            (None, None),
+        )
+        .unwrap();
         assert_eq!(pending(dir.path()), vec![p.clone()]);
-        let d = read_verified(&p, &check).unwrap();
+        let (d, hash) = read_verified(&p, &check).unwrap();
+        assert_eq!(hash.len(), 64);
         assert_eq!(
             (d.kind, d.version, d.operator.as_str()),
             (Kind::Approve, 7, "alice")
@@ -213,13 +239,15 @@ mod tests {
         assert!(read_verified(&p, &check).unwrap_err().contains("edited"));
         // A silo's kit cannot decide, not even by writing the file itself.
         let silo = kit(&ca, "bank-a", Role::Silo);
-        assert!(submit(dir.path(), &silo, Kind::Rollback, 1, "")
-            .unwrap_err()
-            .contains("operator's kit"));
+        assert!(
+            submit(dir.path(), &silo, Kind::Rollback, 1, "", (None, None))
+                .unwrap_err()
+                .contains("operator's kit")
+        );
         // An operator of another consortium is refused.
         let (other, _) = CertificateAuthority::generate("x", 30).unwrap();
         let mallory = kit(&other, "alice", Role::Operator);
-        let q = submit(dir.path(), &mallory, Kind::Rollback, 1, "").unwrap();
+        let q = submit(dir.path(), &mallory, Kind::Rollback, 1, "", (None, None)).unwrap();
         assert!(read_verified(&q, &check)
             .unwrap_err()
             .contains("consortium CA"));

@@ -15,7 +15,7 @@ use redb::{
 use serde::{Deserialize, Serialize};
 
 use crate::audit::verify::Checked;
-use crate::audit::Record;
+use crate::audit::{History, Record};
 use crate::privacy::budget::RoundSpend;
 use crate::protocol::EvalMetrics;
 use crate::{Error, Result};
@@ -151,12 +151,14 @@ impl Registry {
         read_all(&self.db, &self.path)
     }
 
-    /// Fills in versions the journal committed but the registry lacks (a crash came between
-    /// the journal entry and the registry). Returns the versions added.
-    pub fn backfill(&self, entries: &[Checked]) -> Result<Vec<u64>> {
-        let mut added = Vec::new();
+    /// Brings the registry in line with the journal, the source of truth: a version the
+    /// journal kept (committed, rejected, awaiting approval) but the registry lacks is filled in,
+    /// and a status or checkpoint SHA-256 that differs from the journal's last word is corrected
+    /// (a crash came between the journal entry and the registry). Returns what it changed.
+    pub fn reconcile(&self, entries: &[Checked], history: &History) -> Result<Vec<String>> {
         let mut kernel: BTreeMap<u64, String> = BTreeMap::new();
         let mut figures: BTreeMap<u64, (BTreeMap<String, EvalMetrics>, String)> = BTreeMap::new();
+        let mut written: BTreeMap<u64, u64> = BTreeMap::new();
         for e in entries {
             match &e.body.record {
                 Record::Aggregated {
@@ -172,37 +174,77 @@ impl Registry {
                 } => {
                     figures.insert(*round, (f.clone(), reason.clone()));
                 }
-                Record::Committed {
-                    round,
-                    version,
-                    parent,
-                    digest,
-                    file_sha256,
-                    participants,
-                } if self.get(*version)?.is_none() => {
-                    let (validation, reason) = figures.remove(round).unwrap_or_default();
-                    self.put(&VersionMeta {
-                        version: *version,
-                        parent: *parent,
-                        round: *round,
-                        status: Status::Committed,
-                        digest: digest.clone(),
-                        file_sha256: file_sha256.clone(),
-                        participants: participants.clone(),
-                        aggregation: kernel.remove(round).unwrap_or_default(),
-                        policy_digest: String::new(),
-                        privacy: None,
-                        validation,
-                        reason: format!("{reason} (filled in from the audit journal)"),
-                        created_ms: e.body.time_ms,
-                        decided_by: "gate".into(),
-                    })?;
-                    added.push(*version);
+                Record::Committed { version, .. }
+                | Record::AwaitingApproval { version, .. }
+                | Record::Rejected {
+                    version: Some(version),
+                    ..
+                } => {
+                    written.entry(*version).or_insert(e.body.time_ms);
                 }
                 _ => {}
             }
         }
-        Ok(added)
+        let mut did = Vec::new();
+        for (v, j) in &history.versions {
+            match self.get(*v)? {
+                Some(m) if m.status == j.status && m.file_sha256 == j.file_sha256 => {}
+                Some(mut m) => {
+                    did.push(format!(
+                        "version {v}: status {} corrected to {} from the audit journal",
+                        m.status.as_str(),
+                        j.status.as_str()
+                    ));
+                    m.status = j.status;
+                    m.file_sha256 = j.file_sha256.clone();
+                    self.put(&m)?;
+                }
+                None => {
+                    let (validation, reason) = figures.get(&j.round).cloned().unwrap_or_default();
+                    let participants = entries
+                        .iter()
+                        .find_map(|e| match &e.body.record {
+                            Record::Committed {
+                                version,
+                                participants,
+                                ..
+                            } if version == v => Some(participants.clone()),
+                            _ => None,
+                        })
+                        .unwrap_or_default();
+                    let digest = entries
+                        .iter()
+                        .find_map(|e| match &e.body.record {
+                            Record::Aggregated {
+                                round, candidate, ..
+                            } if *round == j.round => Some(candidate.clone()),
+                            _ => None,
+                        })
+                        .unwrap_or_default();
+                    self.put(&VersionMeta {
+                        version: *v,
+                        parent: j.parent,
+                        round: j.round,
+                        status: j.status,
+                        digest,
+                        file_sha256: j.file_sha256.clone(),
+                        participants,
+                        aggregation: kernel.get(&j.round).cloned().unwrap_or_default(),
+                        policy_digest: String::new(),
+                        privacy: None,
+                        validation,
+                        reason: format!("{reason} (filled in from the audit journal)"),
+                        created_ms: written.get(v).copied().unwrap_or(0),
+                        decided_by: "gate".into(),
+                    })?;
+                    did.push(format!(
+                        "version {v} ({}) filled into the model registry from the audit journal",
+                        j.status.as_str()
+                    ));
+                }
+            }
+        }
+        Ok(did)
     }
 }
 
@@ -305,6 +347,39 @@ mod tests {
             created_ms: 1,
             decided_by: "gate".into(),
         }
+    }
+
+    #[test]
+    fn the_journal_corrects_a_registry_a_crash_left_behind() {
+        use crate::audit::history::JournaledVersion;
+        let dir = tempfile::tempdir().unwrap();
+        let w = Registry::open(dir.path()).unwrap();
+        // The journal rejected v1 and kept v2 awaiting; the registry saw neither decision.
+        w.put(&meta(1, Status::AwaitingApproval)).unwrap();
+        let jv = |status, sha: &str| JournaledVersion {
+            round: 1,
+            parent: 0,
+            status,
+            file_sha256: sha.into(),
+        };
+        let history = History {
+            versions: [
+                (1, jv(Status::Rejected, "f1")),
+                (2, jv(Status::AwaitingApproval, "f2")),
+            ]
+            .into_iter()
+            .collect(),
+            ..History::default()
+        };
+        let did = w.reconcile(&[], &history).unwrap();
+        assert_eq!(did.len(), 2, "{did:?}");
+        assert_eq!(w.get(1).unwrap().unwrap().status, Status::Rejected);
+        let v2 = w.get(2).unwrap().unwrap();
+        assert_eq!(
+            (v2.status, v2.file_sha256.as_str()),
+            (Status::AwaitingApproval, "f2")
+        );
+        assert!(w.reconcile(&[], &history).unwrap().is_empty());
     }
 
     #[test]

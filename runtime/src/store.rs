@@ -109,7 +109,23 @@ impl ModelStore {
             .join("models")
             .join("staging")
             .join(format!("v{v}.safetensors"));
-        std::fs::rename(&from, &to).map_err(|e| Error::io("moving into place", &to, e))
+        std::fs::rename(&from, &to).map_err(|e| Error::io("moving into place", &to, e))?;
+        let opt = from.with_file_name(format!("v{v}.optimizer.safetensors"));
+        if opt.exists() {
+            let dest = to.with_file_name(format!("v{v}.optimizer.safetensors"));
+            std::fs::rename(&opt, &dest).map_err(|e| Error::io("moving into place", &dest, e))?;
+        }
+        Ok(())
+    }
+
+    /// The server optimiser's state kept with candidate `v`, if any.
+    pub fn candidate_optimizer(&self, v: u64) -> Result<Option<OptimizerState>> {
+        let path = self
+            .dir
+            .join("models")
+            .join("candidates")
+            .join(format!("v{v}.optimizer.safetensors"));
+        read_optimizer(&path)
     }
 
     /// Path of a kept (rejected or awaiting) candidate's checkpoint.
@@ -166,30 +182,7 @@ impl ModelStore {
 
     /// The server optimiser's state saved with version `v`, if there is one.
     pub fn optimizer(&self, v: u64) -> Result<Option<OptimizerState>> {
-        let path = self.optimizer_path(v);
-        let data = match std::fs::read(&path) {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io("reading", &path, e)),
-        };
-        let bad = |m: String| Error::Checkpoint {
-            origin: path.display().to_string(),
-            message: m,
-        };
-        let st = SafeTensors::deserialize(&data).map_err(|e| bad(e.to_string()))?;
-        let read = |name: &str| -> Result<Vec<f32>> {
-            let t = st
-                .tensor(name)
-                .map_err(|_| bad(format!("tensor `{name}` missing")))?;
-            Ok(t.data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect())
-        };
-        Ok(Some(OptimizerState {
-            m: read("m")?,
-            v: read("v")?,
-        }))
+        read_optimizer(&self.optimizer_path(v))
     }
 
     /// Appends a round to `rounds.jsonl` and syncs it.
@@ -233,6 +226,34 @@ impl ModelStore {
             None => Ok(None),
         }
     }
+}
+
+/// Reads an optimiser-state file (`None` if there is none).
+fn read_optimizer(path: &Path) -> Result<Option<OptimizerState>> {
+    let path = path.to_path_buf();
+    let data = match std::fs::read(&path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("reading", &path, e)),
+    };
+    let bad = |m: String| Error::Checkpoint {
+        origin: path.display().to_string(),
+        message: m,
+    };
+    let st = SafeTensors::deserialize(&data).map_err(|e| bad(e.to_string()))?;
+    let read = |name: &str| -> Result<Vec<f32>> {
+        let t = st
+            .tensor(name)
+            .map_err(|_| bad(format!("tensor `{name}` missing")))?;
+        Ok(t.data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    };
+    Ok(Some(OptimizerState {
+        m: read("m")?,
+        v: read("v")?,
+    }))
 }
 
 fn optimizer_bytes(st: &OptimizerState) -> std::result::Result<Vec<u8>, String> {

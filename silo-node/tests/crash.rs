@@ -57,12 +57,16 @@ fn thirty_random_coordinator_crashes_lose_and_repeat_nothing() {
             .collect()
     };
     assert!(of("signer").len() >= 31, "one signer entry per start");
-    // The committed lineage: v0, v1, v2, … each built on the one before.
+    // The committed lineage: versions strictly increasing, each built on the one committed
+    // before it — no gap in the chain. (A number a crash took from an unfinished candidate is
+    // not given to another model, so the numbers themselves may skip.)
     let commits = of("committed");
     assert!(commits.len() >= 5, "{} commits", commits.len());
-    for (i, c) in commits.iter().enumerate() {
-        assert_eq!(c["version"], i as u64, "{c}");
-        assert_eq!(c["parent"], i.saturating_sub(1) as u64, "{c}");
+    assert_eq!(commits[0]["version"], 0);
+    for w in commits.windows(2) {
+        let (prev, next) = (w[0]["version"].as_u64(), w[1]["version"].as_u64());
+        assert!(next > prev, "{} after {}", w[1], w[0]);
+        assert_eq!(w[1]["parent"].as_u64(), prev, "{}", w[1]);
     }
     // No round number is started twice; every started round ends exactly once.
     let started: Vec<u64> = of("round_started")

@@ -73,13 +73,27 @@ fn operators_approve_reject_and_roll_back_and_every_decision_is_journaled() {
     f.expect("v2 awaits", |e| {
         e["event"] == "awaiting_approval" && e["version"] == 2
     });
+    // Replaying an applied decision (its file copied back into the inbox) is refused.
+    let done = std::fs::read_dir(state.join("decisions/done"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap();
+    std::fs::copy(done.path(), state.join("decisions").join(done.file_name())).unwrap();
+    let r = f.expect("replay refused", |e| e["event"] == "decision_refused");
+    assert!(
+        r["reason"].as_str().unwrap().contains("already applied"),
+        "{r}"
+    );
     // A forged decision (a silo cannot sign one, so write garbage) is refused; nothing stops.
     std::fs::write(
         state.join("decisions/0-approve-v2-mallory.json"),
         "{\"kind\":\"approve\"}\n",
     )
     .unwrap();
-    let r = f.expect("forgery refused", |e| e["event"] == "decision_refused");
+    let r = f.expect("forgery refused", |e| {
+        e["event"] == "decision_refused" && e["file"].as_str().unwrap_or("").contains("mallory")
+    });
     assert!(r["reason"].as_str().unwrap().contains("hash"), "{r}");
     decide("approve", 2, "better");
     f.expect("v2 approved", |e| {
@@ -140,6 +154,7 @@ fn operators_approve_reject_and_roll_back_and_every_decision_is_journaled() {
         kinds,
         vec![
             ("approved", Some("alice")),
+            ("decision_refused", None),
             ("decision_refused", None),
             ("approved", Some("alice")),
             ("rolled_back", Some("alice")),

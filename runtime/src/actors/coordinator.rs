@@ -23,6 +23,7 @@ use super::aggregator::AggregatorMessage;
 use super::ask;
 use super::policy::{PolicyMessage, Reload};
 use super::validator::ValidatorMessage;
+use crate::audit::entry::hash_hex;
 use crate::audit::signature::CaCheck;
 use crate::audit::{History, Journal, Record};
 use crate::cluster::{PeerDirectory, AGGREGATOR_GROUP, TRAINER_GROUP};
@@ -45,6 +46,7 @@ use crate::round::{
     run_round, Attendance, BaseModel, RegionalHandle, RoundContext, RoundOutcome, SiloHandle,
 };
 use crate::store::ModelStore;
+use crate::Error;
 
 /// Settings of a run.
 #[derive(Debug, Clone)]
@@ -212,6 +214,10 @@ pub struct CoordinatorState {
     baseline: BTreeMap<String, EvalMetrics>,
     /// A candidate that passed the gate and waits for an operator.
     awaiting: Option<Awaiting>,
+    /// SHA-256 of every committed checkpoint, as journaled (for rollbacks).
+    committed_sha: BTreeMap<u64, String>,
+    /// Hashes of the operators' decisions already applied (each applies at most once).
+    applied: BTreeSet<String>,
     idle_since: Instant,
     last_waiting: Vec<String>,
     finished: bool,
@@ -269,6 +275,8 @@ impl Actor for CoordinatorActor {
             next_version: 1,
             baseline: BTreeMap::new(),
             awaiting: None,
+            committed_sha: BTreeMap::new(),
+            applied: BTreeSet::new(),
             idle_since: Instant::now(),
             last_waiting: Vec::new(),
             finished: false,
@@ -316,10 +324,14 @@ impl Actor for CoordinatorActor {
                 next_round: state.next_round,
             });
         }
+        // Numbers, the waiting candidate and checkpoint hashes come from the journal (the
+        // registry was reconciled with it before the coordinator started).
+        let history = state.args.history.clone();
         let versions = state.args.registry.list()?;
         state.next_version = versions
             .iter()
             .map(|m| m.version + 1)
+            .chain(history.max_version.map(|v| v + 1))
             .max()
             .unwrap_or(1)
             .max(state.model.version + 1);
@@ -328,18 +340,42 @@ impl Actor for CoordinatorActor {
             .find(|m| m.version == state.model.version)
             .map(|m| m.validation.clone())
             .unwrap_or_default();
-        // A candidate still awaiting approval (built on the current version) keeps waiting.
-        if let Some(m) = versions
+        state.committed_sha = history
+            .versions
             .iter()
-            .find(|m| m.status == Status::AwaitingApproval && m.parent == state.model.version)
-        {
-            let ckpt = Checkpoint::load(&state.args.store.candidate_path(m.version))?;
+            .filter(|(_, j)| j.status == Status::Committed)
+            .map(|(v, j)| (*v, j.file_sha256.clone()))
+            .collect();
+        state.applied = history.applied.clone();
+        // A candidate still awaiting approval keeps waiting, if its file is the one journaled.
+        if let Some(v) = history.awaiting {
+            let j = history.versions.get(&v);
+            let path = state.args.store.candidate_path(v);
+            let bytes = std::fs::read(&path).map_err(|e| Error::io("reading", &path, e))?;
+            if j.map(|j| j.file_sha256.as_str()) != Some(hash_hex(&bytes).as_str()) {
+                return Err(format!(
+                    "{}: the candidate awaiting approval differs from the one the audit journal recorded; it cannot be approved (reject it, or restore the file)",
+                    path.display()
+                )
+                .into());
+            }
+            let ckpt = Checkpoint::from_bytes(&bytes, &path.display().to_string())?;
+            let meta = versions
+                .iter()
+                .find(|m| m.version == v)
+                .cloned()
+                .ok_or_else(|| format!("version {v} awaits approval but is not in the registry"))?;
             state.awaiting = Some(Awaiting {
-                meta: m.clone(),
+                meta,
                 ckpt,
-                optimizer: None,
+                optimizer: state.args.store.candidate_optimizer(v)?,
                 summary: None,
             });
+        }
+        // A round charged in the privacy book but never journaled (a crash between the two)
+        // keeps its number too.
+        if let Some(r) = state.privacy.last_round() {
+            state.next_round = state.next_round.max(r + 1);
         }
         // A round the previous coordinator started and never finished is abandoned, and its
         // number is not used again.
@@ -1254,7 +1290,8 @@ fn on_scaling(state: &mut CoordinatorState, outcome: ScalingOutcome) {
         created_ms: now_ms(),
         decided_by: "coordinator".into(),
     };
-    if let Err(e) = commit(state, &ckpt, state.optimizer.as_ref(), meta) {
+    let optimizer = state.optimizer.clone();
+    if let Err(e) = commit(state, &ckpt, optimizer.as_ref(), meta) {
         tracing::error!("cannot commit the initial checkpoint: {e}");
         return;
     }
@@ -1268,7 +1305,7 @@ fn on_scaling(state: &mut CoordinatorState, outcome: ScalingOutcome) {
 /// Commits a version: checkpoint staged and synced, the commit recorded in the audit journal
 /// and synced, then published as current. `at` is (round, version, parent).
 fn commit(
-    state: &CoordinatorState,
+    state: &mut CoordinatorState,
     ckpt: &Checkpoint,
     optimizer: Option<&OptimizerState>,
     mut meta: VersionMeta,
@@ -1282,8 +1319,11 @@ fn commit(
         file_sha256: meta.file_sha256.clone(),
         participants: meta.participants.clone(),
     })?;
-    state.args.registry.put(&meta)?;
-    state.args.store.publish(meta.version)
+    state
+        .committed_sha
+        .insert(meta.version, meta.file_sha256.clone());
+    state.args.store.publish(meta.version)?;
+    state.args.registry.put(&meta)
 }
 
 /// Keeps a candidate that failed the gate: its checkpoint under `models/candidates/`, a
@@ -1326,7 +1366,10 @@ fn keep_awaiting(
     optimizer: Option<OptimizerState>,
     summary: Box<RoundSummary>,
 ) -> crate::Result<()> {
-    meta.file_sha256 = state.args.store.stage(meta.version, &ckpt, None)?;
+    meta.file_sha256 = state
+        .args
+        .store
+        .stage(meta.version, &ckpt, optimizer.as_ref())?;
     state.args.store.keep_candidate(meta.version)?;
     state.args.journal.record_synced(Record::AwaitingApproval {
         round: meta.round,
@@ -1346,16 +1389,36 @@ fn keep_awaiting(
 }
 
 /// Applies the operators' decisions waiting in the inbox (between rounds only). A decision
-/// that cannot apply is refused, recorded and moved aside; the federation goes on.
+/// that cannot apply is refused before it has any effect — recorded, moved aside — and the
+/// federation goes on. Once a decision is journaled as applied, a failure to carry it out is
+/// an error that stops the coordinator, so that a restart reconciles the state with the
+/// journal.
 fn apply_decisions(state: &mut CoordinatorState) -> crate::Result<()> {
     for path in decision::pending(state.args.store.dir()) {
         let file = path
             .file_name()
             .map_or(String::new(), |n| n.to_string_lossy().to_string());
-        let outcome = decision::read_verified(&path, &state.args.ca)
-            .and_then(|d| apply_decision(state, &d).map_err(|e| e.to_string()));
-        match outcome {
-            Ok(()) => decision::settle(&path, true),
+        let checked = decision::read_verified(&path, &state.args.ca).and_then(|(d, hash)| {
+            if state.applied.contains(&hash) {
+                return Err(
+                    "this decision was already applied (the audit journal has it): a replayed file"
+                        .into(),
+                );
+            }
+            check_decision(state, &d).map(|_| (d, hash))
+        });
+        match checked {
+            Ok((d, hash)) => {
+                state.args.journal.record_synced(Record::DecisionApplied {
+                    hash: hash.clone(),
+                    decision: d.kind.as_str().to_string(),
+                    version: d.version,
+                    by: d.operator.clone(),
+                })?;
+                state.applied.insert(hash);
+                decision::settle(&path, true);
+                apply_decision(state, &d)?;
+            }
             Err(reason) => {
                 state.args.journal.record_synced(Record::DecisionRefused {
                     file: file.clone(),
@@ -1372,44 +1435,81 @@ fn apply_decisions(state: &mut CoordinatorState) -> crate::Result<()> {
     Ok(())
 }
 
-fn apply_decision(state: &mut CoordinatorState, d: &Decision) -> Result<(), String> {
-    let awaiting = state.awaiting.as_ref().map(|a| a.meta.version);
+/// Whether decision `d` can apply now (no effect).
+fn check_decision(state: &CoordinatorState, d: &Decision) -> Result<(), String> {
+    let awaiting = state.awaiting.as_ref().map(|a| &a.meta);
     match d.kind {
-        DecisionKind::Approve | DecisionKind::Reject if awaiting != Some(d.version) => {
-            Err(format!(
-                "version {} is not awaiting approval ({})",
-                d.version,
-                awaiting.map_or("no candidate is".into(), |v| format!("v{v} is"))
-            ))
+        DecisionKind::Approve | DecisionKind::Reject => {
+            let Some(m) = awaiting.filter(|m| m.version == d.version) else {
+                return Err(format!(
+                    "version {} is not awaiting approval ({})",
+                    d.version,
+                    awaiting.map_or("no candidate is".into(), |m| format!("v{} is", m.version))
+                ));
+            };
+            if d.expect_sha256
+                .as_ref()
+                .is_some_and(|s| *s != m.file_sha256)
+            {
+                return Err(format!(
+                    "the decision was made on another v{} than the one awaiting (its SHA-256 differs)",
+                    d.version
+                ));
+            }
+            Ok(())
         }
+        DecisionKind::Rollback => {
+            if d.expect_current.is_some_and(|c| c != state.model.version) {
+                return Err(format!(
+                    "made when v{} was current; v{} is current now",
+                    d.expect_current.unwrap_or_default(),
+                    state.model.version
+                ));
+            }
+            if d.version == state.model.version {
+                return Err(format!("version {} is already current", d.version));
+            }
+            let Some(sha) = state.committed_sha.get(&d.version) else {
+                return Err(format!(
+                    "version {} was never committed; only a committed version can be made current again",
+                    d.version
+                ));
+            };
+            let path = state.args.store.model_path(d.version);
+            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            if hash_hex(&bytes) != *sha {
+                return Err(format!(
+                    "{}: its SHA-256 differs from the one the audit journal committed: the file was modified",
+                    path.display()
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Carries out a decision [`check_decision`] allowed and the journal recorded.
+fn apply_decision(state: &mut CoordinatorState, d: &Decision) -> crate::Result<()> {
+    match d.kind {
         DecisionKind::Approve => {
             let Some(a) = state.awaiting.take() else {
-                return Err("no candidate awaits approval".into());
+                return Ok(());
             };
-            state
-                .args
-                .journal
-                .record(Record::Approved {
-                    version: d.version,
-                    by: d.operator.clone(),
-                    reason: d.reason.clone(),
-                })
-                .map_err(|e| e.to_string())?;
+            state.args.journal.record(Record::Approved {
+                version: d.version,
+                by: d.operator.clone(),
+                reason: d.reason.clone(),
+            })?;
             let mut meta = a.meta.clone();
             meta.status = Status::Committed;
             meta.decided_by = d.operator.clone();
             meta.reason = format!("approved by {}: {}", d.operator, d.reason);
-            commit(state, &a.ckpt, a.optimizer.as_ref(), meta.clone())
-                .map_err(|e| e.to_string())?;
+            commit(state, &a.ckpt, a.optimizer.as_ref(), meta.clone())?;
             if a.optimizer.is_some() {
                 state.optimizer = a.optimizer;
             }
             if let Some(summary) = &a.summary {
-                state
-                    .args
-                    .store
-                    .append_round(summary)
-                    .map_err(|e| e.to_string())?;
+                state.args.store.append_round(summary)?;
             }
             state.model = BaseModel {
                 version: meta.version,
@@ -1424,113 +1524,53 @@ fn apply_decision(state: &mut CoordinatorState, d: &Decision) -> Result<(), Stri
                 version: d.version,
                 by: d.operator.clone(),
             });
-            Ok(())
         }
         DecisionKind::Reject => {
             let Some(a) = state.awaiting.take() else {
-                return Err("no candidate awaits approval".into());
+                return Ok(());
             };
             let reason = format!("rejected by {}: {}", d.operator, d.reason);
-            state
-                .args
-                .journal
-                .record_synced(Record::Rejected {
-                    round: a.meta.round,
-                    version: Some(a.meta.version),
-                    file_sha256: Some(a.meta.file_sha256.clone()),
-                    current: state.model.version,
-                    reason: reason.clone(),
-                })
-                .map_err(|e| e.to_string())?;
-            let mut meta = a.meta;
-            meta.status = Status::Rejected;
-            meta.decided_by = d.operator.clone();
-            meta.reason = reason.clone();
-            state.args.registry.put(&meta).map_err(|e| e.to_string())?;
-            state.last_waiting.clear();
+            let round = a.meta.round;
+            let current = state.model.version;
+            withdraw(state, a, d, &reason, current)?;
             state.args.events.emit(Event::RoundRejected {
-                round: meta.round,
-                version: Some(meta.version),
+                round,
+                version: Some(d.version),
                 current: state.model.version,
                 reason,
             });
-            Ok(())
         }
         DecisionKind::Rollback => {
-            let target = state
-                .args
-                .registry
-                .get(d.version)
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("there is no version {}", d.version))?;
-            if target.status != Status::Committed {
-                return Err(format!(
-                    "version {} was never committed ({}); only a committed version can be made current again",
-                    d.version,
-                    target.status.as_str()
-                ));
-            }
-            if d.version == state.model.version {
-                return Err(format!("version {} is already current", d.version));
-            }
             let path = state.args.store.model_path(d.version);
-            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            if crate::audit::entry::hash_hex(&bytes) != target.file_sha256 {
-                return Err(format!(
-                    "{}: its SHA-256 differs from the one committed: the file was modified",
-                    path.display()
-                ));
-            }
-            let ckpt = Checkpoint::from_bytes(&bytes, &path.display().to_string())
-                .map_err(|e| e.to_string())?;
+            let ckpt = Checkpoint::load(&path)?;
             // A candidate awaiting approval was built on the version being left: withdrawn.
             if let Some(a) = state.awaiting.take() {
                 let reason = format!(
                     "withdrawn: {} rolled back to v{} ({})",
                     d.operator, d.version, d.reason
                 );
-                state
-                    .args
-                    .journal
-                    .record(Record::Rejected {
-                        round: a.meta.round,
-                        version: Some(a.meta.version),
-                        file_sha256: Some(a.meta.file_sha256.clone()),
-                        current: d.version,
-                        reason: reason.clone(),
-                    })
-                    .map_err(|e| e.to_string())?;
-                let mut meta = a.meta;
-                meta.status = Status::Rejected;
-                meta.decided_by = d.operator.clone();
-                meta.reason = reason;
-                state.args.registry.put(&meta).map_err(|e| e.to_string())?;
-                state.last_waiting.clear();
+                withdraw(state, a, d, &reason, d.version)?;
             }
             let from = state.model.version;
-            state
-                .args
-                .journal
-                .record_synced(Record::RolledBack {
-                    from,
-                    to: d.version,
-                    file_sha256: target.file_sha256.clone(),
-                    by: d.operator.clone(),
-                    reason: d.reason.clone(),
-                })
-                .map_err(|e| e.to_string())?;
-            state
-                .args
-                .store
-                .publish(d.version)
-                .map_err(|e| e.to_string())?;
+            let target = state.args.registry.get(d.version)?;
+            state.args.journal.record_synced(Record::RolledBack {
+                from,
+                to: d.version,
+                file_sha256: state
+                    .committed_sha
+                    .get(&d.version)
+                    .cloned()
+                    .unwrap_or_default(),
+                by: d.operator.clone(),
+                reason: d.reason.clone(),
+            })?;
+            state.args.store.publish(d.version)?;
             state.optimizer = match &state.args.settings.aggregation.server_optimizer {
                 Some(o) => Some(
                     state
                         .args
                         .store
-                        .optimizer(d.version)
-                        .map_err(|e| e.to_string())?
+                        .optimizer(d.version)?
                         .unwrap_or_else(|| o.initial_state(ckpt.params.len())),
                 ),
                 None => None,
@@ -1540,16 +1580,41 @@ fn apply_decision(state: &mut CoordinatorState, d: &Decision) -> Result<(), Stri
                 digest: Digest::of_f32(&ckpt.params),
                 params: Arc::new(ckpt.params),
             };
-            state.last_eval = target.validation.clone();
-            state.baseline = target.validation;
+            let figures = target.map(|m| m.validation).unwrap_or_default();
+            state.last_eval = figures.clone();
+            state.baseline = figures;
             state.args.events.emit(Event::RolledBack {
                 from,
                 to: d.version,
                 by: d.operator.clone(),
             });
-            Ok(())
         }
     }
+    Ok(())
+}
+
+/// Rejects the candidate awaiting approval on an operator's decision (journal, registry).
+fn withdraw(
+    state: &mut CoordinatorState,
+    a: Awaiting,
+    d: &Decision,
+    reason: &str,
+    current: u64,
+) -> crate::Result<()> {
+    state.args.journal.record_synced(Record::Rejected {
+        round: a.meta.round,
+        version: Some(a.meta.version),
+        file_sha256: Some(a.meta.file_sha256.clone()),
+        current,
+        reason: reason.to_string(),
+    })?;
+    let mut meta = a.meta;
+    meta.status = Status::Rejected;
+    meta.decided_by = d.operator.clone();
+    meta.reason = reason.to_string();
+    state.args.registry.put(&meta)?;
+    state.last_waiting.clear();
+    Ok(())
 }
 
 /// Milliseconds since the Unix epoch.

@@ -1,32 +1,118 @@
-//! What a journal already holds, as the coordinator needs it when it starts.
+//! What a journal already holds, as the coordinator needs it when it starts. The journal is the
+//! source of truth: where the model registry disagrees with it (a crash between the two), the
+//! registry is corrected from this.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::record::Record;
 use super::verify::Checked;
+use crate::registry::Status;
+
+/// A version as the journal knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournaledVersion {
+    /// The round that made it.
+    pub round: u64,
+    /// The version it was built on (the round's base).
+    pub parent: u64,
+    /// Its status after the journal's last word on it.
+    pub status: Status,
+    /// SHA-256 of its checkpoint file.
+    pub file_sha256: String,
+}
 
 /// The run so far, read from the journal's entries.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct History {
     /// The highest round number ever started.
     pub last_round: Option<u64>,
-    /// A round started but never committed, rejected or abandoned (the coordinator stopped
-    /// during it).
+    /// A round started but never committed, rejected, abandoned or set aside for approval (the
+    /// coordinator stopped during it).
     pub open_round: Option<u64>,
     /// The version the journal made current last (committed or rolled back to) and the SHA-256
     /// of its checkpoint file.
     pub last_commit: Option<(u64, String)>,
+    /// The highest version number the journal ever named (candidates included).
+    pub max_version: Option<u64>,
+    /// Every version the journal kept (committed, rejected, awaiting approval).
+    pub versions: BTreeMap<u64, JournaledVersion>,
+    /// The candidate awaiting an operator, if any.
+    pub awaiting: Option<u64>,
+    /// Hashes of the operators' decisions already applied.
+    pub applied: BTreeSet<String>,
 }
 
 impl History {
     /// Reads the history from verified entries.
     pub fn of(entries: &[Checked]) -> Self {
         let mut h = History::default();
+        let mut base: BTreeMap<u64, u64> = BTreeMap::new();
+        let named = |h: &mut History, v: u64| {
+            h.max_version = Some(h.max_version.map_or(v, |m| m.max(v)));
+        };
         for e in entries {
             match &e.body.record {
-                Record::RoundStarted { round, .. } => {
+                Record::RoundStarted {
+                    round,
+                    base_version,
+                    ..
+                } => {
                     h.last_round = Some(h.last_round.map_or(*round, |r| r.max(*round)));
                     h.open_round = Some(*round);
+                    base.insert(*round, *base_version);
                 }
+                Record::Validated { version, .. } => named(&mut h, *version),
                 Record::Committed {
+                    round,
+                    version,
+                    parent,
+                    file_sha256,
+                    ..
+                } => {
+                    named(&mut h, *version);
+                    if h.open_round == Some(*round) {
+                        h.open_round = None;
+                    }
+                    if h.awaiting == Some(*version) {
+                        h.awaiting = None;
+                    }
+                    h.last_commit = Some((*version, file_sha256.clone()));
+                    h.versions.insert(
+                        *version,
+                        JournaledVersion {
+                            round: *round,
+                            parent: *parent,
+                            status: Status::Committed,
+                            file_sha256: file_sha256.clone(),
+                        },
+                    );
+                }
+                Record::RolledBack {
+                    to, file_sha256, ..
+                } => {
+                    h.last_commit = Some((*to, file_sha256.clone()));
+                }
+                Record::AwaitingApproval {
+                    round,
+                    version,
+                    file_sha256,
+                } => {
+                    named(&mut h, *version);
+                    if h.open_round == Some(*round) {
+                        h.open_round = None;
+                    }
+                    h.awaiting = Some(*version);
+                    h.versions.insert(
+                        *version,
+                        JournaledVersion {
+                            round: *round,
+                            parent: base.get(round).copied().unwrap_or(0),
+                            status: Status::AwaitingApproval,
+                            file_sha256: file_sha256.clone(),
+                        },
+                    );
+                }
+                Record::Rejected {
                     round,
                     version,
                     file_sha256,
@@ -35,19 +121,27 @@ impl History {
                     if h.open_round == Some(*round) {
                         h.open_round = None;
                     }
-                    h.last_commit = Some((*version, file_sha256.clone()));
+                    if let (Some(v), Some(sha)) = (version, file_sha256) {
+                        named(&mut h, *v);
+                        if h.awaiting == Some(*v) {
+                            h.awaiting = None;
+                        }
+                        h.versions.insert(
+                            *v,
+                            JournaledVersion {
+                                round: *round,
+                                parent: base.get(round).copied().unwrap_or(0),
+                                status: Status::Rejected,
+                                file_sha256: sha.clone(),
+                            },
+                        );
+                    }
                 }
-                Record::RolledBack {
-                    to, file_sha256, ..
-                } => {
-                    h.last_commit = Some((*to, file_sha256.clone()));
-                }
-                Record::Rejected { round, .. }
-                | Record::Abandoned { round, .. }
-                | Record::AwaitingApproval { round, .. }
-                    if h.open_round == Some(*round) =>
-                {
+                Record::Abandoned { round, .. } if h.open_round == Some(*round) => {
                     h.open_round = None;
+                }
+                Record::DecisionApplied { hash, .. } => {
+                    h.applied.insert(hash.clone());
                 }
                 _ => {}
             }

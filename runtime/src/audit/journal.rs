@@ -80,7 +80,10 @@ impl Journal {
         let name = path
             .file_name()
             .map_or("audit.jsonl".into(), |n| n.to_string_lossy().to_string());
-        let checked = verify_chain(&text, &name, None);
+        // Against the consortium CA: a journal re-signed with a self-made certificate is not
+        // extended.
+        let ca = super::signature::CaCheck::new(creds.roots());
+        let checked = verify_chain(&text, &name, Some(&ca));
         if let Some(p) = checked.problem {
             return Err(AuditError::Broken(p.to_string()));
         }

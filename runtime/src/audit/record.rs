@@ -126,6 +126,17 @@ pub enum Record {
         /// Their reason.
         reason: String,
     },
+    /// An operator's decision is being applied (its hash: a decision is applied at most once).
+    DecisionApplied {
+        /// SHA-256 of the decision's signed body.
+        hash: String,
+        /// `approve`, `reject` or `rollback`.
+        decision: String,
+        /// Of which version.
+        version: u64,
+        /// The operator.
+        by: String,
+    },
     /// An operator's decision could not be applied.
     DecisionRefused {
         /// The decision file.
@@ -215,6 +226,7 @@ impl Record {
             | SiloQuarantined { .. }
             | Approved { .. }
             | RolledBack { .. }
+            | DecisionApplied { .. }
             | DecisionRefused { .. } => None,
         }
     }
@@ -363,6 +375,12 @@ impl std::fmt::Display for Record {
                 reason,
                 ..
             } => write!(f, "rolled back from v{from} to v{to} by {by}: {reason}"),
+            DecisionApplied {
+                decision,
+                version,
+                by,
+                ..
+            } => write!(f, "decision by {by}: {decision} v{version}"),
             DecisionRefused { file, reason } => {
                 write!(f, "decision {file} refused: {reason}")
             }

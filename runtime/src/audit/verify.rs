@@ -147,9 +147,45 @@ pub fn verify_state(dir: &Path, ca: Option<&CaCheck>) -> Result<Verification, St
     Ok(v)
 }
 
+/// Every kept candidate file (`models/candidates/`) must be one the journal kept, unchanged.
+fn check_candidates(
+    dir: &Path,
+    kept: &std::collections::BTreeMap<u64, (String, usize)>,
+) -> Option<Problem> {
+    let rd = std::fs::read_dir(dir.join("models").join("candidates")).ok()?;
+    for f in rd.flatten() {
+        let name = f.file_name().to_string_lossy().to_string();
+        let Some(v) = name
+            .strip_prefix('v')
+            .and_then(|r| r.strip_suffix(".safetensors"))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let at = format!("models/candidates/{name}");
+        let Some((sha, line)) = kept.get(&v) else {
+            return Some(Problem {
+                at,
+                what: "no `rejected` or `awaiting_approval` entry in the journal names it".into(),
+            });
+        };
+        match std::fs::read(f.path()) {
+            Ok(b) if hash_hex(&b) == *sha => {}
+            _ => {
+                return Some(Problem {
+                    at,
+                    what: format!("its SHA-256 differs from the one recorded at audit.jsonl:{line}: the candidate was modified"),
+                })
+            }
+        }
+    }
+    None
+}
+
 fn check_store(dir: &Path, entries: &[Checked]) -> Option<Problem> {
     let mut committed = std::collections::BTreeMap::new();
-    let mut current = None;
+    let mut kept = std::collections::BTreeMap::new();
+    let (mut current, mut previous) = (None, None);
     for e in entries {
         match &e.body.record {
             Record::Committed {
@@ -158,11 +194,30 @@ fn check_store(dir: &Path, entries: &[Checked]) -> Option<Problem> {
                 ..
             } => {
                 committed.insert(*version, (file_sha256.clone(), e.line));
+                previous = current;
                 current = Some(*version);
             }
-            Record::RolledBack { to, .. } => current = Some(*to),
+            Record::RolledBack { to, .. } => {
+                previous = current;
+                current = Some(*to);
+            }
+            Record::AwaitingApproval {
+                version,
+                file_sha256,
+                ..
+            }
+            | Record::Rejected {
+                version: Some(version),
+                file_sha256: Some(file_sha256),
+                ..
+            } => {
+                kept.insert(*version, (file_sha256.clone(), e.line));
+            }
             _ => {}
         }
+    }
+    if let Some(p) = check_candidates(dir, &kept) {
+        return Some(p);
     }
     let models = dir.join("models");
     let mut on_disk = Vec::new();
@@ -203,7 +258,16 @@ fn check_store(dir: &Path, entries: &[Checked]) -> Option<Problem> {
             });
         }
     }
-    if let Some((v, (_, line))) = committed.iter().find(|(v, _)| !on_disk.contains(v)) {
+    // A crash between the journal's entry and the move into models/ leaves the file staged:
+    // the coordinator finishes the commit when it starts.
+    let staged = |v: u64, sha: &str| {
+        std::fs::read(models.join("staging").join(format!("v{v}.safetensors")))
+            .is_ok_and(|b| hash_hex(&b) == sha)
+    };
+    if let Some((v, (_, line))) = committed
+        .iter()
+        .find(|(v, (sha, _))| !on_disk.contains(v) && !staged(**v, sha))
+    {
         return Some(Problem {
             at: format!("models/v{v}.safetensors"),
             what: format!(
@@ -214,7 +278,8 @@ fn check_store(dir: &Path, entries: &[Checked]) -> Option<Problem> {
     let named = std::fs::read_to_string(dir.join("CURRENT"))
         .ok()
         .and_then(|t| t.trim().parse::<u64>().ok());
-    if named != current {
+    // CURRENT one step behind the journal is a crash before the last move: not tampering.
+    if named != current && !(named == previous && current.is_some()) {
         return Some(Problem {
             at: "CURRENT".into(),
             what: format!(

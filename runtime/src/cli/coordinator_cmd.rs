@@ -129,10 +129,9 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
     }
     let registry = Registry::open(&cfg.federation.state_dir)?;
     let ca = CaCheck::new(creds.roots());
-    for v in registry.backfill(&entries)? {
-        eprintln!(
-            "fedsilo: recovery: version {v} filled into the model registry from the audit journal"
-        );
+    for did in registry.reconcile(&entries, &history)? {
+        tracing::warn!("{did}");
+        eprintln!("fedsilo: recovery: {did}");
     }
 
     let node = ClusterNode::start(ClusterConfig {

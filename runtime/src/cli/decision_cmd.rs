@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use clap::Args;
 use fedsilo::decision::submit;
 pub use fedsilo::decision::Kind;
+use fedsilo::registry::RegistryReader;
+use fedsilo::store::ModelStore;
 use fedsilo::tls::NodeCredentials;
 
 /// A decision on one version.
@@ -30,8 +32,24 @@ pub struct DecisionArgs {
 pub fn run(a: DecisionArgs, kind: Kind) -> anyhow::Result<ExitCode> {
     fedsilo::tls::install_crypto_provider();
     let creds = NodeCredentials::load_kit(&a.kit)?;
-    let path =
-        submit(&a.state_dir, &creds, kind, a.version, &a.reason).map_err(anyhow::Error::msg)?;
+    // What the operator is looking at: the decision applies only if it is still so.
+    let expect = match kind {
+        Kind::Approve | Kind::Reject => (
+            RegistryReader::open(&a.state_dir)
+                .ok()
+                .and_then(|r| r.get(a.version).ok().flatten())
+                .map(|m| m.file_sha256),
+            None,
+        ),
+        Kind::Rollback => (
+            None,
+            ModelStore::open(&a.state_dir)
+                .ok()
+                .and_then(|s| s.current_version().ok().flatten()),
+        ),
+    };
+    let path = submit(&a.state_dir, &creds, kind, a.version, &a.reason, expect)
+        .map_err(anyhow::Error::msg)?;
     println!(
         "{} of version {} by {} submitted ({}); the coordinator applies it at its next step and records it in the audit journal",
         kind.as_str(),

@@ -117,6 +117,7 @@ pub enum BookError {
 pub struct PrivacyBook {
     path: PathBuf,
     silos: BTreeMap<String, RdpLedger>,
+    last_round: Option<u64>,
 }
 
 impl PrivacyBook {
@@ -131,6 +132,7 @@ impl PrivacyBook {
         let mut book = PrivacyBook {
             path: path.to_path_buf(),
             silos: BTreeMap::new(),
+            last_round: None,
         };
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
@@ -159,12 +161,14 @@ impl PrivacyBook {
             }
             match serde_json::from_str::<Entry>(line) {
                 Ok(Entry::Charge {
+                    round,
                     noise_multiplier,
                     sampling_rate,
                     steps,
                     silos,
                     ..
                 }) => {
+                    book.last_round = Some(book.last_round.map_or(round, |r| r.max(round)));
                     let bad = if !(noise_multiplier.is_finite() && noise_multiplier > 0.0) {
                         Some(format!(
                             "noise multiplier {noise_multiplier} is not positive"
@@ -183,7 +187,9 @@ impl PrivacyBook {
                     }
                     book.compose(&silos, sampling_rate, noise_multiplier, steps)
                 }
-                Ok(Entry::Refused { .. }) => {}
+                Ok(Entry::Refused { round, .. }) => {
+                    book.last_round = Some(book.last_round.map_or(round, |r| r.max(round)));
+                }
                 Err(e) => {
                     return Err(BookError::Corrupt {
                         path: path.to_path_buf(),
@@ -203,6 +209,11 @@ impl PrivacyBook {
                 .or_default()
                 .compose(q, z, steps);
         }
+    }
+
+    /// The last round charged or refused, if any.
+    pub fn last_round(&self) -> Option<u64> {
+        self.last_round
     }
 
     /// Every silo ever charged.
@@ -320,6 +331,7 @@ impl PrivacyBook {
         steps: u64,
         silos: &[String],
     ) -> Result<(), BookError> {
+        self.last_round = Some(self.last_round.map_or(round, |r| r.max(round)));
         self.append(&Entry::Charge {
             round,
             mode: mode.to_string(),
