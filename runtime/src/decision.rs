@@ -186,30 +186,8 @@ pub fn settle(path: &Path, applied: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::signature::tests::kit;
     use crate::certs::CertificateAuthority;
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-
-    fn kit(ca: &CertificateAuthority, name: &str, role: Role) -> NodeCredentials {
-        crate::tls::install_crypto_provider();
-        let issued = ca
-            .issue(
-                &Identity {
-                    name: name.into(),
-                    role,
-                    region: "eu".into(),
-                },
-                30,
-            )
-            .unwrap();
-        NodeCredentials::from_parts(
-            vec![CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).unwrap()],
-            vec![CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap()],
-            PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).unwrap(),
-            name,
-        )
-        .unwrap()
-    }
 
     #[test]
     fn a_signed_decision_verifies_and_forgeries_are_named() {

@@ -380,16 +380,11 @@ impl Actor for CoordinatorActor {
         // A round the previous coordinator started and never finished is abandoned, and its
         // number is not used again.
         if let Some(round) = state.args.history.open_round {
-            let reason =
-                "the coordinator stopped during the round; abandoned when it restarted".to_string();
-            state.args.journal.record_synced(Record::Abandoned {
+            abandon(
+                &state,
                 round,
-                reason: reason.clone(),
-            })?;
-            state
-                .args
-                .events
-                .emit(Event::RoundAbandoned { round, reason });
+                "the coordinator stopped during the round; abandoned when it restarted",
+            )?;
         }
         if let Some(last) = state.args.history.last_round {
             state.next_round = state.next_round.max(last + 1);
@@ -523,15 +518,7 @@ impl Actor for CoordinatorActor {
             if let Some(t) = state.round_task.take() {
                 t.abort();
             }
-            let reason = "the coordinator was stopped during the round".to_string();
-            state.args.journal.record_synced(Record::Abandoned {
-                round,
-                reason: reason.clone(),
-            })?;
-            state
-                .args
-                .events
-                .emit(Event::RoundAbandoned { round, reason });
+            abandon(state, round, "the coordinator was stopped during the round")?;
         }
         Ok(())
     }
@@ -1614,6 +1601,19 @@ fn withdraw(
     meta.reason = reason.to_string();
     state.args.registry.put(&meta)?;
     state.last_waiting.clear();
+    Ok(())
+}
+
+/// Records a round that will never end as abandoned (journal, synced; event).
+fn abandon(state: &CoordinatorState, round: u64, reason: &str) -> crate::Result<()> {
+    state.args.journal.record_synced(Record::Abandoned {
+        round,
+        reason: reason.to_string(),
+    })?;
+    state.args.events.emit(Event::RoundAbandoned {
+        round,
+        reason: reason.to_string(),
+    });
     Ok(())
 }
 

@@ -96,12 +96,12 @@ pub(crate) mod tests {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-    pub fn credentials(name: &str) -> NodeCredentials {
+    /// A kit for `name` of `role`, issued by `ca`.
+    pub fn kit(ca: &CertificateAuthority, name: &str, role: Role) -> NodeCredentials {
         crate::tls::install_crypto_provider();
-        let (ca, _) = CertificateAuthority::generate("test", 30).unwrap();
         let id = Identity {
             name: name.into(),
-            role: Role::Coordinator,
+            role,
             region: "eu".into(),
         };
         let issued = ca.issue(&id, 30).unwrap();
@@ -112,6 +112,12 @@ pub(crate) mod tests {
             name,
         )
         .unwrap()
+    }
+
+    /// A coordinator kit under a consortium CA of its own.
+    pub fn credentials(name: &str) -> NodeCredentials {
+        let (ca, _) = CertificateAuthority::generate("test", 30).unwrap();
+        kit(&ca, name, Role::Coordinator)
     }
 
     #[test]
