@@ -35,6 +35,7 @@ pub mod privacy;
 pub mod protocol;
 pub mod registry;
 pub mod round;
+pub mod secagg;
 pub mod store;
 pub mod tls;
 

@@ -1,0 +1,62 @@
+//! Masks expanded from a 32-byte seed by ChaCha20: the same seed gives the same mask at both
+//! ends of a pair (or at the unmasking server for a self-mask), and without the seed the mask
+//! is indistinguishable from uniform.
+
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+use super::quantize::mask;
+
+/// `len` values uniform in Z_{2^bits}, expanded from `seed`.
+pub fn expand(seed: &[u8; 32], len: usize, bits: u32) -> Vec<u64> {
+    let mut rng = ChaCha20Rng::from_seed(*seed);
+    let m = mask(bits);
+    (0..len).map(|_| rng.next_u64() & m).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secagg::quantize::Quantizer;
+
+    #[test]
+    fn the_same_seed_gives_the_same_mask_and_others_do_not() {
+        let (a, b) = ([7u8; 32], [8u8; 32]);
+        assert_eq!(expand(&a, 100, 32), expand(&a, 100, 32));
+        assert_ne!(expand(&a, 100, 32), expand(&b, 100, 32));
+        assert!(expand(&a, 1000, 24).iter().all(|v| *v < 1 << 24));
+    }
+
+    /// A masked update seen alone: its bytes pass a chi-squared test for uniformity (255
+    /// degrees of freedom; the 0.999 quantile is about 330), while the unmasked encoding fails
+    /// it by far — so the test can fail.
+    #[test]
+    fn a_masked_update_is_indistinguishable_from_uniform_bytes() {
+        let chi2 = |v: &[u64]| {
+            let mut counts = [0u64; 256];
+            let mut n = 0u64;
+            for x in v {
+                for byte in x.to_le_bytes()[..4].iter() {
+                    counts[*byte as usize] += 1;
+                    n += 1;
+                }
+            }
+            let e = n as f64 / 256.0;
+            counts
+                .iter()
+                .map(|c| (*c as f64 - e).powi(2) / e)
+                .sum::<f64>()
+        };
+        let q = Quantizer::new(32, 1.0, 10).unwrap();
+        // A realistic update: small values around zero.
+        let update: Vec<f32> = (0..50_000)
+            .map(|i| ((i % 97) as f32 - 48.0) / 500.0)
+            .collect();
+        let mut masked = q.encode(&update);
+        let plain = masked.clone();
+        let mask = expand(&[42u8; 32], masked.len(), 32);
+        q.add_into(&mut masked, &mask);
+        assert!(chi2(&masked) < 330.0, "masked: chi2 {}", chi2(&masked));
+        assert!(chi2(&plain) > 10_000.0, "plain: chi2 {}", chi2(&plain));
+    }
+}

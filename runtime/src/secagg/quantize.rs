@@ -1,0 +1,174 @@
+//! Fixed-point encoding of updates into the ring Z_{2^b}, where masked sums are taken.
+//!
+//! Each value is clipped to [−r, r] and mapped to an integer in [0, L], where L = ⌊(2^b − 1)/m⌋
+//! for at most m silos. The sum of m encodings is then at most m·L < 2^b: it never wraps, so
+//! the unmasked sum decodes exactly to the sum of the quantised values. A range and bit width
+//! that leave too few levels per value is an error when the quantiser is made, before any
+//! round starts, never a wrong model after it.
+
+use thiserror::Error;
+
+/// Levels per value below which a configuration is refused (8 bits of resolution).
+pub const MIN_LEVELS: u64 = 256;
+
+/// Why a quantiser cannot be made.
+#[derive(Debug, Error, PartialEq)]
+pub enum QuantizeError {
+    /// The bit width is outside 16..=64.
+    #[error("secure aggregation: ring of {0} bits; allowed 16 to 64")]
+    Bits(u32),
+    /// The clipping range is not a positive number.
+    #[error("secure aggregation: range {0}; must be a positive number (values are clipped to [-range, range])")]
+    Range(f64),
+    /// The sum of `silos` values would leave fewer than [`MIN_LEVELS`] levels per value.
+    #[error("secure aggregation: a {bits}-bit ring summing {silos} updates leaves {levels} levels per value (at least {MIN_LEVELS} needed): raise the bits or lower the number of silos")]
+    Overflow {
+        /// Ring bits.
+        bits: u32,
+        /// Largest number of silos summed.
+        silos: usize,
+        /// Levels per value that would be left.
+        levels: u64,
+    },
+}
+
+/// A fixed-point code for one federation: ring width, clipping range, most silos summed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quantizer {
+    bits: u32,
+    range: f64,
+    levels: u64,
+}
+
+impl Quantizer {
+    /// Makes the code, or says why the ring would overflow.
+    pub fn new(bits: u32, range: f64, max_silos: usize) -> Result<Self, QuantizeError> {
+        if !(16..=64).contains(&bits) {
+            return Err(QuantizeError::Bits(bits));
+        }
+        if !(range.is_finite() && range > 0.0) {
+            return Err(QuantizeError::Range(range));
+        }
+        let m = max_silos.max(1) as u64;
+        let levels = mask(bits) / m;
+        if levels < MIN_LEVELS {
+            return Err(QuantizeError::Overflow {
+                bits,
+                silos: max_silos,
+                levels,
+            });
+        }
+        Ok(Quantizer {
+            bits,
+            range,
+            levels,
+        })
+    }
+
+    /// Ring width in bits.
+    pub fn bits(&self) -> u32 {
+        self.bits
+    }
+
+    /// The largest difference between a value (within range) and its decoding.
+    pub fn step(&self) -> f64 {
+        2.0 * self.range / self.levels as f64
+    }
+
+    /// Encodes one update (each value clipped to the range, rounded to the nearest level).
+    pub fn encode(&self, values: &[f32]) -> Vec<u64> {
+        let scale = self.levels as f64 / (2.0 * self.range);
+        values
+            .iter()
+            .map(|v| {
+                let c = (*v as f64).clamp(-self.range, self.range);
+                (((c + self.range) * scale).round() as u64).min(self.levels)
+            })
+            .collect()
+    }
+
+    /// Decodes the ring sum of `count` encodings into the sum of the values.
+    pub fn decode_sum(&self, sum: &[u64], count: usize) -> Vec<f32> {
+        let scale = self.levels as f64 / (2.0 * self.range);
+        sum.iter()
+            .map(|s| ((*s & mask(self.bits)) as f64 / scale - count as f64 * self.range) as f32)
+            .collect()
+    }
+
+    /// Adds `b` into `a` in the ring.
+    pub fn add_into(&self, a: &mut [u64], b: &[u64]) {
+        let m = mask(self.bits);
+        a.iter_mut()
+            .zip(b)
+            .for_each(|(x, y)| *x = x.wrapping_add(*y) & m);
+    }
+
+    /// Subtracts `b` from `a` in the ring.
+    pub fn sub_into(&self, a: &mut [u64], b: &[u64]) {
+        let m = mask(self.bits);
+        a.iter_mut()
+            .zip(b)
+            .for_each(|(x, y)| *x = x.wrapping_sub(*y) & m);
+    }
+}
+
+/// 2^bits − 1.
+pub fn mask(bits: u32) -> u64 {
+    if bits >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << bits) - 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_ring_too_small_for_the_silos_is_refused_before_any_round() {
+        assert_eq!(
+            Quantizer::new(16, 1.0, 1000),
+            Err(QuantizeError::Overflow {
+                bits: 16,
+                silos: 1000,
+                levels: 65,
+            })
+        );
+        let e = Quantizer::new(16, 1.0, 1000).unwrap_err().to_string();
+        assert!(e.contains("raise the bits"), "{e}");
+        assert!(Quantizer::new(32, 1.0, 1000).is_ok());
+        assert_eq!(Quantizer::new(8, 1.0, 2), Err(QuantizeError::Bits(8)));
+        assert_eq!(
+            Quantizer::new(32, f64::NAN, 2)
+                .map(|_| ())
+                .unwrap_err()
+                .to_string(),
+            QuantizeError::Range(f64::NAN).to_string()
+        );
+    }
+
+    proptest! {
+        /// The ring sum of m encodings never wraps and decodes to the sum of the values within
+        /// m quantisation steps (half a step each, rounded).
+        #[test]
+        fn the_sum_decodes_within_the_quantisation_error(
+            updates in proptest::collection::vec(proptest::collection::vec(-2.0f32..2.0, 16), 1..12),
+            bits in prop_oneof![Just(24u32), Just(32), Just(48), Just(64)],
+        ) {
+            let m = updates.len();
+            let q = Quantizer::new(bits, 1.5, m).unwrap();
+            let mut sum = vec![0u64; 16];
+            for u in &updates {
+                q.add_into(&mut sum, &q.encode(u));
+            }
+            let got = q.decode_sum(&sum, m);
+            for (i, g) in got.iter().enumerate() {
+                let want: f64 = updates.iter().map(|u| (u[i] as f64).clamp(-1.5, 1.5)).sum();
+                prop_assert!((*g as f64 - want).abs() <= m as f64 * q.step() / 2.0 + 1e-4,
+                    "coordinate {}: {} vs {} (step {})", i, g, want, q.step());
+            }
+        }
+    }
+}
