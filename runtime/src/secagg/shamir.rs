@@ -172,8 +172,8 @@ pub fn combine(shares: &[Share], t: usize) -> Result<[u8; 32], ShamirError> {
             }
         }
         let basis = mul(num, inv(den));
-        for l in 0..LIMBS {
-            out[l] = add(out[l], mul(sj.y[l], basis));
+        for (o, y) in out.iter_mut().zip(&sj.y) {
+            *o = add(*o, mul(*y, basis));
         }
     }
     unlimbs(&out)
