@@ -5,10 +5,13 @@
 //! with each other so that dropouts can be recovered.
 //! [`prg`] — masks expanded from 32-byte seeds by ChaCha20.
 //! [`masking`] — self and pairwise masks, and unmasking with dropouts from recovered seeds.
+//! [`keys`] — each silo's X25519 keys for a round, advertised signed with its certificate (a
+//! substituted key is detected), the agreed seeds, and the AEAD the shares travel under.
 //!
-//! Still to come: the agreement of the pairwise seeds (X25519 keys signed with the silos'
-//! certificates), the encrypted share exchange through the coordinator, and the round protocol.
+//! Still to come: the round protocol that moves advertisements, encrypted shares, masked
+//! updates and unmasking shares through the coordinator, and its switch in the policy.
 
+pub mod keys;
 pub mod masking;
 pub mod prg;
 pub mod quantize;
