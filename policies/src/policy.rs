@@ -231,6 +231,17 @@ impl Policy {
         Ok(policy)
     }
 
+    /// The weight of an update trained on `examples` examples when it is combined: its example
+    /// count, or 1 under silo-level DP, where every silo counts once so that one silo moves the
+    /// sum by at most `privacy.clip_norm`.
+    pub fn update_weight(&self, examples: f64) -> f64 {
+        if self.privacy.is_some() {
+            1.0
+        } else {
+            examples
+        }
+    }
+
     /// The regions this policy knows (`regions`), as a set.
     fn known_regions(&self) -> BTreeSet<&str> {
         self.regions.iter().map(String::as_str).collect()

@@ -9,13 +9,14 @@
 //! with the reason in the journal).
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::entry::{hash_hex, seal, unseal};
+use crate::audit::entry::{now_ms, seal, unseal};
 use crate::audit::signature::{self, CaCheck};
 use crate::identity::{Identity, Role};
+use crate::model::Digest;
 use crate::tls::NodeCredentials;
 
 /// What the operator decided.
@@ -93,9 +94,7 @@ pub fn submit(
         reason: reason.to_string(),
         operator: creds.identity().name.clone(),
         certificate: hex::encode(creds.cert_der()),
-        time_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
+        time_ms: now_ms(),
         expect_sha256: expect.0,
         expect_current: expect.1,
     };
@@ -138,7 +137,7 @@ pub fn pending(state_dir: &Path) -> Vec<PathBuf> {
 pub fn read_verified(path: &Path, ca: &CaCheck) -> Result<(Decision, String), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("unreadable: {e}"))?;
     let sealed = unseal(text.trim_end())?;
-    if sealed.hash != hash_hex(sealed.body.as_bytes()) {
+    if sealed.hash != Digest::of_bytes(sealed.body.as_bytes()).hex() {
         return Err("its content does not match its hash: the file was edited".into());
     }
     let d: Decision =
@@ -158,15 +157,11 @@ pub fn read_verified(path: &Path, ca: &CaCheck) -> Result<(Decision, String), St
             d.operator, id.name
         ));
     }
-    let now = SystemTime::now();
-    let now_ms = now
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    if d.time_ms > now_ms + 5 * 60 * 1000 {
+    if d.time_ms > now_ms() + 5 * 60 * 1000 {
         return Err("it is dated in the future".into());
     }
     // Valid now, not merely at the time the signer claims.
-    ca.issued(&der, now)?;
+    ca.issued(&der, SystemTime::now())?;
     let sig = hex::decode(sealed.sig).map_err(|_| "its signature is not hex".to_string())?;
     signature::verify(&der, sealed.body.as_bytes(), &sig)?;
     Ok((d, sealed.hash.to_string()))

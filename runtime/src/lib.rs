@@ -30,6 +30,7 @@ pub mod events;
 pub mod federation;
 pub mod identity;
 pub mod kernels;
+pub mod line_file;
 pub mod model;
 pub mod privacy;
 pub mod protocol;

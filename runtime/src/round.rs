@@ -154,7 +154,7 @@ pub const NOT_COLLECTED: &str = "not collected: the round could no longer reach 
 
 impl Attendance {
     /// The round's attendance so far.
-    fn of(missing: &[(String, String)], refused: &[(String, String)]) -> Self {
+    pub fn of(missing: &[(String, String)], refused: &[(String, String)]) -> Self {
         Attendance {
             missing: missing.to_vec(),
             refused: refused.to_vec(),
@@ -368,7 +368,7 @@ async fn regional_parts(
 ) -> Vec<(Vec<f32>, f64)> {
     let examples: BTreeMap<String, f64> = admitted
         .iter()
-        .map(|(s, r)| (s.clone(), weight_of(&ctx.policy, r)))
+        .map(|(s, r)| (s.clone(), ctx.policy.update_weight(r.examples as f64)))
         .collect();
     let admitted_examples =
         |names: &[String]| names.iter().filter_map(|n| examples.get(n)).sum::<f64>();
@@ -462,16 +462,6 @@ async fn regional_parts(
         }
     }
     parts
-}
-
-/// An admitted update's weight: its example count, or 1 under silo-level DP (every silo
-/// counts once, so that one silo moves the sum by at most C).
-fn weight_of(policy: &Policy, report: &TrainReport) -> f64 {
-    if policy.privacy.is_some() {
-        1.0
-    } else {
-        report.examples as f64
-    }
 }
 
 /// Runs one round (see the module documentation). Never hangs: every wait is bounded by the
@@ -678,7 +668,7 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
     let local_weight: f64 = admitted
         .iter()
         .filter(|(s, _)| !ctx.routes.contains_key(s))
-        .map(|(_, r)| weight_of(&ctx.policy, r))
+        .map(|(_, r)| ctx.policy.update_weight(r.examples as f64))
         .sum();
     let mut aggregate = if local_weight > 0.0 {
         match ask(&ctx.aggregator, "aggregator", |reply| {

@@ -25,6 +25,7 @@ use safetensors::SafeTensors;
 use crate::events::RoundSummary;
 use crate::kernels::server_optimizer::OptimizerState;
 use crate::model::checkpoint::{write_atomic, Checkpoint};
+use crate::model::Digest;
 use crate::{Error, Result};
 
 /// A state directory.
@@ -38,9 +39,14 @@ impl ModelStore {
     pub fn open(dir: &Path) -> Result<Self> {
         let models = dir.join("models");
         std::fs::create_dir_all(&models).map_err(|e| Error::io("creating", &models, e))?;
-        Ok(Self {
+        Ok(Self::at(dir))
+    }
+
+    /// A state directory to read, as it is (nothing is created).
+    pub fn at(dir: &Path) -> Self {
+        Self {
             dir: dir.to_path_buf(),
-        })
+        }
     }
 
     /// The directory.
@@ -73,7 +79,7 @@ impl ModelStore {
             })?;
             write_atomic(&staging.join(format!("v{v}.optimizer.safetensors")), &data)?;
         }
-        Ok(crate::audit::entry::hash_hex(&bytes))
+        Ok(Digest::of_bytes(&bytes).hex())
     }
 
     /// Moves staged version `v` into `models/` and makes it current (`CURRENT`, atomically).
@@ -152,7 +158,7 @@ impl ModelStore {
                     self.model_path(v)
                 };
                 let bytes = std::fs::read(&file).map_err(|e| Error::io("reading", &file, e))?;
-                if crate::audit::entry::hash_hex(&bytes) != sha {
+                if Digest::of_bytes(&bytes).hex() != sha {
                     return Err(Error::Checkpoint {
                         origin: file.display().to_string(),
                         message: "the audit journal committed this version with another SHA-256: the file was modified".into(),

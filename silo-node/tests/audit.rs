@@ -6,23 +6,19 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use common::{bins, Federation, Options};
+use common::{arg, fedsilo, Federation, Options};
 
-/// Runs `fedsilo audit verify` on `state` and returns (success, stdout).
+/// Runs `fedsilo audit verify` on `state` against `ca`.
 fn verify(state: &Path, ca: &Path) -> (bool, String) {
-    let out = Command::new(bins().fedsilo)
-        .args(["audit", "verify", "--state-dir"])
-        .arg(state)
-        .arg("--ca")
-        .arg(ca)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-    )
+    fedsilo(&[
+        "audit",
+        "verify",
+        "--state-dir",
+        arg(state),
+        "--ca",
+        arg(ca),
+    ])
 }
 
 /// A copy of the state directory to tamper with.
@@ -170,13 +166,15 @@ fn the_journal_of_a_real_run_verifies_and_every_tampering_is_named() {
     }
     // Another consortium's CA does not vouch for this journal's signer.
     let other = tempfile::tempdir().unwrap();
-    let made = Command::new(bins().fedsilo)
-        .args(["certs", "init", "--out"])
-        .arg(other.path())
-        .args(["--coordinator", "coordinator"])
-        .output()
-        .unwrap();
-    assert!(made.status.success());
+    let (made, out) = fedsilo(&[
+        "certs",
+        "init",
+        "--out",
+        arg(other.path()),
+        "--coordinator",
+        "coordinator",
+    ]);
+    assert!(made, "{out}");
     let (ok, out) = verify(&state, &other.path().join("coordinator/ca.pem"));
     assert!(
         !ok && out.contains("audit.jsonl:1") && out.contains("consortium CA"),

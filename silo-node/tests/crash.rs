@@ -6,10 +6,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::{bins, free_port, Federation, Options};
+use common::{arg, fedsilo, free_port, Federation, Options};
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
@@ -91,14 +90,15 @@ fn thirty_random_coordinator_crashes_lose_and_repeat_nothing() {
         "every started round ends exactly once: started, never ended {unended:?}; ended, never started {unstarted:?}"
     );
     // The chain, the signatures, the checkpoints' SHA-256 and CURRENT.
-    let out = Command::new(bins().fedsilo)
-        .args(["audit", "verify", "--state-dir"])
-        .arg(&state)
-        .arg("--ca")
-        .arg(f.dir.path().join("certs/coordinator/ca.pem"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let ca = f.dir.path().join("certs/coordinator/ca.pem");
+    let (ok, text) = fedsilo(&[
+        "audit",
+        "verify",
+        "--state-dir",
+        arg(&state),
+        "--ca",
+        arg(&ca),
+    ]);
+    assert!(ok, "{text}");
     eprintln!("{text}");
 }

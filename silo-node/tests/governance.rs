@@ -6,26 +6,15 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
-use common::{bins, Federation, Options};
+use common::{arg, fedsilo, Federation, Options};
 use serde_json::Value;
 
-fn fedsilo(args: &[&str], state: &Path) -> (bool, String) {
-    let out = Command::new(bins().fedsilo)
-        .args(args)
-        .arg("--state-dir")
-        .arg(state)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+/// `fedsilo ARGS --state-dir STATE`.
+fn at(state: &Path, args: &[&str]) -> (bool, String) {
+    let mut all = args.to_vec();
+    all.extend(["--state-dir", arg(state)]);
+    fedsilo(&all)
 }
 
 #[test]
@@ -36,28 +25,23 @@ fn operators_approve_reject_and_roll_back_and_every_decision_is_journaled() {
         ..Default::default()
     });
     let certs = f.dir.path().join("certs");
-    let made = Command::new(bins().fedsilo)
-        .args(["certs", "issue", "--out"])
-        .arg(&certs)
-        .args(["--operator", "alice"])
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{made:?}");
+    let (made, out) = fedsilo(&[
+        "certs",
+        "issue",
+        "--out",
+        arg(&certs),
+        "--operator",
+        "alice",
+    ]);
+    assert!(made, "{out}");
     let kit = certs.join("alice");
     let kit = kit.to_str().unwrap();
     let state = f.state_dir();
     let decide = |what: &str, v: u64, reason: &str| {
-        let (ok, out) = fedsilo(
-            &[
-                "models",
-                what,
-                &v.to_string(),
-                "--kit",
-                kit,
-                "--reason",
-                reason,
-            ],
+        let v = v.to_string();
+        let (ok, out) = at(
             &state,
+            &["models", what, &v, "--kit", kit, "--reason", reason],
         );
         assert!(ok, "{out}");
     };
@@ -108,6 +92,19 @@ fn operators_approve_reject_and_roll_back_and_every_decision_is_journaled() {
     f.expect("v3 awaits", |e| {
         e["event"] == "awaiting_approval" && e["version"] == 3
     });
+    // A rollback to a checkpoint modified on disk is refused, and nothing changes.
+    let v0 = state.join("models/v0.safetensors");
+    let original = std::fs::read(&v0).unwrap();
+    std::fs::write(&v0, [original.as_slice(), b"x"].concat()).unwrap();
+    decide("rollback", 0, "back to the start");
+    let r = f.expect("tampered target refused", |e| {
+        e["event"] == "decision_refused" && e["reason"].as_str().unwrap_or("").contains("SHA-256")
+    });
+    assert!(
+        r["reason"].as_str().unwrap().contains("v0.safetensors"),
+        "{r}"
+    );
+    std::fs::write(&v0, &original).unwrap();
     decide("rollback", 1, "v2 misbehaves in production");
     let rb = f.expect("rolled back", |e| e["event"] == "rolled_back");
     assert_eq!((rb["from"].as_u64(), rb["to"].as_u64()), (Some(2), Some(1)));
@@ -157,15 +154,16 @@ fn operators_approve_reject_and_roll_back_and_every_decision_is_journaled() {
             ("decision_refused", None),
             ("decision_refused", None),
             ("approved", Some("alice")),
+            ("decision_refused", None),
             ("rolled_back", Some("alice")),
         ]
     );
     let ca = certs.join("coordinator/ca.pem");
-    let (ok, out) = fedsilo(&["audit", "verify", "--ca", ca.to_str().unwrap()], &state);
+    let (ok, out) = at(&state, &["audit", "verify", "--ca", arg(&ca)]);
     assert!(ok, "{out}");
 
     // fedsilo models: list with statuses and the current mark, show, export, diff.
-    let (ok, list) = fedsilo(&["models", "list"], &state);
+    let (ok, list) = at(&state, &["models", "list"]);
     assert!(ok, "{list}");
     let row = |v: &str| {
         list.lines()
@@ -183,24 +181,21 @@ fn operators_approve_reject_and_roll_back_and_every_decision_is_journaled() {
         row("4 ").contains("rejected") && row("4 ").contains("alice"),
         "{list}"
     );
-    let (ok, show) = fedsilo(&["models", "show", "2"], &state);
+    let (ok, show) = at(&state, &["models", "show", "2"]);
     assert!(
         ok && show.contains("decided by alice") && show.contains("participant"),
         "{show}"
     );
     let out = f.dir.path().join("v2.safetensors");
-    let (ok, msg) = fedsilo(
-        &["models", "export", "2", "--out", out.to_str().unwrap()],
-        &state,
-    );
+    let (ok, msg) = at(&state, &["models", "export", "2", "--out", arg(&out)]);
     assert!(ok, "{msg}");
     let exported = fedsilo::model::checkpoint::Checkpoint::load(&out).unwrap();
     assert_eq!(exported.metadata["fedsilo.version"], "2");
-    let (ok, diff) = fedsilo(&["models", "diff", "1", "2"], &state);
+    let (ok, diff) = at(&state, &["models", "diff", "1", "2"]);
     assert!(
         ok && diff.contains("L2 distance") && diff.contains("dense0.weight"),
         "{diff}"
     );
-    let (ok, msg) = fedsilo(&["models", "show", "42"], &state);
+    let (ok, msg) = at(&state, &["models", "show", "42"]);
     assert!(!ok && msg.contains("no version 42"), "{msg}");
 }

@@ -173,10 +173,10 @@ impl OpenRound {
                 .for_each(|(s, u)| *s += *u as f64);
         }
         self.norms.push(norm);
-        // Silo-level DP: every silo counts once (an example-count weight would let one silo
-        // move the sum by more than C), and with central noise the bound is enforced here.
+        // Silo-level DP: every silo counts once, and with central noise the bound is
+        // enforced here.
         let dp = self.policy.privacy.as_ref();
-        let weight = if dp.is_some() { 1.0 } else { weight };
+        let weight = self.policy.update_weight(weight);
         let central_clip = dp
             .filter(|d| d.mode == NoiseMode::Central)
             .map(|d| d.clip_norm);

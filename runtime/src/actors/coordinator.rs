@@ -23,7 +23,7 @@ use super::aggregator::AggregatorMessage;
 use super::ask;
 use super::policy::{PolicyMessage, Reload};
 use super::validator::ValidatorMessage;
-use crate::audit::entry::hash_hex;
+use crate::audit::entry::now_ms;
 use crate::audit::signature::CaCheck;
 use crate::audit::{History, Journal, Record};
 use crate::cluster::{PeerDirectory, AGGREGATOR_GROUP, TRAINER_GROUP};
@@ -352,7 +352,7 @@ impl Actor for CoordinatorActor {
             let j = history.versions.get(&v);
             let path = state.args.store.candidate_path(v);
             let bytes = std::fs::read(&path).map_err(|e| Error::io("reading", &path, e))?;
-            if j.map(|j| j.file_sha256.as_str()) != Some(hash_hex(&bytes).as_str()) {
+            if j.map(|j| j.file_sha256.as_str()) != Some(Digest::of_bytes(&bytes).hex().as_str()) {
                 return Err(format!(
                     "{}: the candidate awaiting approval differs from the one the audit journal recorded; it cannot be approved (reject it, or restore the file)",
                     path.display()
@@ -1464,7 +1464,7 @@ fn check_decision(state: &CoordinatorState, d: &Decision) -> Result<(), String> 
             };
             let path = state.args.store.model_path(d.version);
             let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            if hash_hex(&bytes) != *sha {
+            if Digest::of_bytes(&bytes).hex() != *sha {
                 return Err(format!(
                     "{}: its SHA-256 differs from the one the audit journal committed: the file was modified",
                     path.display()
@@ -1617,13 +1617,6 @@ fn abandon(state: &CoordinatorState, round: u64, reason: &str) -> crate::Result<
     Ok(())
 }
 
-/// Milliseconds since the Unix epoch.
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 fn checkpoint(
     state: &CoordinatorState,
     params: &[f32],
@@ -1699,20 +1692,20 @@ fn on_round(state: &mut CoordinatorState, outcome: RoundOutcome) -> crate::Resul
                 decided_by: "gate".into(),
             };
             state.next_version = state.next_version.max(summary.version + 1);
+            let (round, attendance) = (
+                summary.round,
+                Attendance::of(&summary.missing, &summary.refused),
+            );
             if let Some(reason) = failed_gate {
                 // Kept as a rejected version; the current one stays and is announced again.
                 keep_rejected(state, &ckpt, meta, &reason)?;
-                let attendance = Attendance {
-                    missing: summary.missing.clone(),
-                    refused: summary.refused.clone(),
-                };
                 state.args.events.emit(Event::RoundRejected {
-                    round: summary.round,
+                    round,
                     version: Some(summary.version),
                     current: state.model.version,
                     reason,
                 });
-                return after_round(state, summary.round, attendance);
+                return after_round(state, round, attendance);
             }
             let approval = state
                 .round_policy
@@ -1721,11 +1714,6 @@ fn on_round(state: &mut CoordinatorState, outcome: RoundOutcome) -> crate::Resul
                 .is_some_and(|v| v.require_approval);
             if approval {
                 // Passed the gate; an operator decides. No round starts meanwhile.
-                let attendance = Attendance {
-                    missing: summary.missing.clone(),
-                    refused: summary.refused.clone(),
-                };
-                let round = summary.round;
                 keep_awaiting(state, ckpt, meta, optimizer, summary)?;
                 return after_round(state, round, attendance);
             }
@@ -1742,11 +1730,6 @@ fn on_round(state: &mut CoordinatorState, outcome: RoundOutcome) -> crate::Resul
             state.committed += 1;
             state.last_eval = summary.eval.clone();
             state.baseline = summary.eval.clone();
-            let attendance = Attendance {
-                missing: summary.missing.clone(),
-                refused: summary.refused.clone(),
-            };
-            let round = summary.round;
             state.args.events.emit(Event::RoundCommitted(summary));
             (round, attendance)
         }

@@ -7,10 +7,9 @@
 //! The body is the line up to `,"hash":` closed by `}`: exactly the bytes that were hashed and
 //! signed, so checking never depends on re-serialising anything.
 
-use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
-
 use super::record::Record;
+use crate::model::Digest;
+use serde::{Deserialize, Serialize};
 
 /// The `prev` of the first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -28,6 +27,13 @@ pub struct Body {
     pub record: Record,
 }
 
+/// Now, in milliseconds since the Unix epoch (the time stamp of entries and decisions).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// A line split into its parts (nothing checked yet).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sealed<'a> {
@@ -37,11 +43,6 @@ pub struct Sealed<'a> {
     pub hash: &'a str,
     /// The signature, hex.
     pub sig: &'a str,
-}
-
-/// SHA-256 of `bytes`, hex.
-pub fn hash_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }
 
 /// The line for `body` with its hash and signature (`sign` signs the body's bytes).
@@ -55,7 +56,7 @@ pub fn seal(
     let sig = sign(body.as_bytes())?;
     Ok(format!(
         "{open},\"hash\":\"{}\",\"sig\":\"{}\"}}",
-        hash_hex(body.as_bytes()),
+        Digest::of_bytes(body.as_bytes()).hex(),
         hex::encode(sig)
     ))
 }
@@ -103,7 +104,7 @@ mod tests {
         let s = unseal(&line).unwrap();
         assert_eq!(s.body, body);
         assert_eq!(s.body.as_bytes(), signed.as_slice());
-        assert_eq!(s.hash, hash_hex(body.as_bytes()));
+        assert_eq!(s.hash, Digest::of_bytes(body.as_bytes()).hex());
         assert_eq!(s.sig, "010203");
         assert!(unseal("{\"seq\":1}").is_err());
         assert!(unseal(&line[..line.len() - 2]).is_err());

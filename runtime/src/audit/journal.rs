@@ -15,11 +15,11 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::entry::{seal, Body, GENESIS};
+use super::entry::{now_ms, seal, Body, GENESIS};
 use super::record::Record;
 use super::verify::{verify_chain, Checked};
+use crate::model::Digest;
 use crate::tls::NodeCredentials;
 
 /// Errors of the journal.
@@ -72,11 +72,7 @@ impl Journal {
             path: path.to_path_buf(),
             source,
         };
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(io(e)),
-        };
+        let text = crate::line_file::read_complete(path).map_err(io)?;
         let name = path
             .file_name()
             .map_or("audit.jsonl".into(), |n| n.to_string_lossy().to_string());
@@ -86,15 +82,6 @@ impl Journal {
         let checked = verify_chain(&text, &name, Some(&ca));
         if let Some(p) = checked.problem {
             return Err(AuditError::Broken(p.to_string()));
-        }
-        if checked.torn_tail {
-            let whole = text.rfind('\n').map_or(0, |i| i + 1);
-            tracing::warn!(path = %path.display(), "cutting off a torn last journal line (a crash while it was written)");
-            OpenOptions::new()
-                .write(true)
-                .open(path)
-                .and_then(|f| f.set_len(whole as u64))
-                .map_err(io)?;
         }
         let file = OpenOptions::new()
             .create(true)
@@ -151,9 +138,7 @@ impl Journal {
         let seq = inner.next_seq;
         let body = Body {
             seq,
-            time_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
+            time_ms: now_ms(),
             prev: inner.prev.clone(),
             record,
         };
@@ -168,7 +153,7 @@ impl Journal {
             inner.file.sync_data().map_err(io)?;
         }
         inner.next_seq += 1;
-        inner.prev = super::entry::hash_hex(text.as_bytes());
+        inner.prev = Digest::of_bytes(text.as_bytes()).hex();
         Ok(seq)
     }
 }
@@ -247,7 +232,7 @@ mod tests {
         // Edited content with a recomputed hash: the signature no longer fits.
         let l4 = lines[3].replace("reason 3", "reason 9");
         let s = crate::audit::entry::unseal(&l4).unwrap();
-        let rehashed = l4.replace(s.hash, &crate::audit::entry::hash_hex(s.body.as_bytes()));
+        let rehashed = l4.replace(s.hash, &Digest::of_bytes(s.body.as_bytes()).hex());
         let mut ls = lines.clone();
         ls[3] = &rehashed;
         let p = problem(&join(ls), None);

@@ -11,10 +11,11 @@
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::entry::{hash_hex, unseal, Body, GENESIS};
+use super::entry::{unseal, Body, GENESIS};
 use super::record::Record;
 use super::signature::{self, CaCheck};
 use crate::identity::{Identity, Role};
+use crate::model::Digest;
 
 /// An entry that passed every check.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,7 +105,7 @@ fn check_line(
                 .into(),
         );
     }
-    let hash = hash_hex(sealed.body.as_bytes());
+    let hash = Digest::of_bytes(sealed.body.as_bytes()).hex();
     if sealed.hash != hash {
         return Err("its hash does not match its content: the entry was edited".into());
     }
@@ -170,7 +171,7 @@ fn check_candidates(
             });
         };
         match std::fs::read(f.path()) {
-            Ok(b) if hash_hex(&b) == *sha => {}
+            Ok(b) if Digest::of_bytes(&b).hex() == *sha => {}
             _ => {
                 return Some(Problem {
                     at,
@@ -251,7 +252,7 @@ fn check_store(dir: &Path, entries: &[Checked]) -> Option<Problem> {
                 })
             }
         };
-        if &hash_hex(&bytes) != want {
+        if &Digest::of_bytes(&bytes).hex() != want {
             return Some(Problem {
                 at: file,
                 what: format!("its SHA-256 differs from the one committed at audit.jsonl:{line}: the checkpoint was modified or replaced"),
@@ -262,7 +263,7 @@ fn check_store(dir: &Path, entries: &[Checked]) -> Option<Problem> {
     // the coordinator finishes the commit when it starts.
     let staged = |v: u64, sha: &str| {
         std::fs::read(models.join("staging").join(format!("v{v}.safetensors")))
-            .is_ok_and(|b| hash_hex(&b) == sha)
+            .is_ok_and(|b| Digest::of_bytes(&b).hex() == sha)
     };
     if let Some((v, (_, line))) = committed
         .iter()

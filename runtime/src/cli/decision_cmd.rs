@@ -43,9 +43,10 @@ pub fn run(a: DecisionArgs, kind: Kind) -> anyhow::Result<ExitCode> {
         ),
         Kind::Rollback => (
             None,
-            ModelStore::open(&a.state_dir)
+            ModelStore::at(&a.state_dir)
+                .current_version()
                 .ok()
-                .and_then(|s| s.current_version().ok().flatten()),
+                .flatten(),
         ),
     };
     let path = submit(&a.state_dir, &creds, kind, a.version, &a.reason, expect)

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use fedsilo::audit::entry::hash_hex;
 use fedsilo::model::checkpoint::{write_atomic, Checkpoint};
+use fedsilo::model::Digest;
 use fedsilo::registry::{RegistryReader, Status, VersionMeta};
 use fedsilo::store::ModelStore;
 
@@ -99,7 +99,7 @@ pub fn run(a: ModelsArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn current(state_dir: &Path) -> anyhow::Result<Option<u64>> {
-    Ok(ModelStore::open(state_dir)?.current_version()?)
+    Ok(ModelStore::at(state_dir).current_version()?)
 }
 
 fn meta(state_dir: &Path, v: u64) -> anyhow::Result<VersionMeta> {
@@ -212,19 +212,12 @@ fn show(state_dir: &Path, v: u64, json: bool) -> anyhow::Result<ExitCode> {
 /// Where a version's checkpoint lives: `models/` once committed, `models/candidates/` if it
 /// never was.
 fn file_of(state_dir: &Path, m: &VersionMeta) -> PathBuf {
-    let store =
-        ModelStore::open(state_dir).map(|s| (s.model_path(m.version), s.candidate_path(m.version)));
-    match store {
-        Ok((committed, candidate)) => {
-            if m.status == Status::Committed || !candidate.exists() {
-                committed
-            } else {
-                candidate
-            }
-        }
-        Err(_) => state_dir
-            .join("models")
-            .join(format!("v{}.safetensors", m.version)),
+    let store = ModelStore::at(state_dir);
+    let candidate = store.candidate_path(m.version);
+    if m.status == Status::Committed || !candidate.exists() {
+        store.model_path(m.version)
+    } else {
+        candidate
     }
 }
 
@@ -232,7 +225,7 @@ fn file_of(state_dir: &Path, m: &VersionMeta) -> PathBuf {
 fn load_checked(state_dir: &Path, m: &VersionMeta) -> anyhow::Result<(Vec<u8>, Checkpoint)> {
     let path = file_of(state_dir, m);
     let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    if hash_hex(&bytes) != m.file_sha256 {
+    if Digest::of_bytes(&bytes).hex() != m.file_sha256 {
         bail!(
             "{}: its SHA-256 differs from the one recorded for version {}: the file was modified (run `fedsilo audit verify`)",
             path.display(),

@@ -134,27 +134,9 @@ impl PrivacyBook {
             silos: BTreeMap::new(),
             last_round: None,
         };
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(book),
-            Err(e) => return Err(io(e)),
-        };
-        // Every entry is written with its newline and synced before its round is dispatched:
-        // a last line without one was torn by a crash and its round never ran. Cut it off, so
-        // the next entry starts on a line of its own.
-        let whole = text.rfind('\n').map_or(0, |i| i + 1);
-        if whole < text.len() {
-            tracing::warn!(
-                path = %path.display(),
-                "dropping a torn last line of the privacy book (a crash while it was written)"
-            );
-            OpenOptions::new()
-                .write(true)
-                .open(path)
-                .and_then(|f| f.set_len(whole as u64))
-                .map_err(io)?;
-        }
-        let lines: Vec<&str> = text[..whole].lines().collect();
+        // A torn last line was never synced, so its round was never dispatched.
+        let text = crate::line_file::read_complete(path).map_err(io)?;
+        let lines: Vec<&str> = text.lines().collect();
         for (i, line) in lines.iter().enumerate() {
             if line.trim().is_empty() {
                 continue;

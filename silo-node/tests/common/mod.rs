@@ -146,3 +146,24 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Runs `fedsilo` with `args`: whether it succeeded, and what it printed (stdout, then stderr).
+pub fn fedsilo(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(bins().fedsilo)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// A path as a command-line argument.
+pub fn arg(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
