@@ -207,6 +207,22 @@ pub fn summary(policy: &Policy) -> String {
             }
         }
     }
+    match &policy.secure_aggregation {
+        None => {
+            let _ = writeln!(out, "secure agg.    off: the aggregator sees each update");
+        }
+        Some(sa) => {
+            let _ = writeln!(
+                out,
+                "secure agg.    on: the aggregator sees only the sum; {}-bit ring, values clipped to ±{}, unmasked by {} survivors",
+                sa.bits,
+                sa.range,
+                sa.threshold.map_or("more than half the cohort".to_string(), |t| format!(
+                    "{t} (or more than half the cohort)"
+                ))
+            );
+        }
+    }
     out
 }
 

@@ -23,6 +23,7 @@ pub mod participation;
 mod policy;
 pub mod privacy;
 pub mod residency;
+pub mod secure_aggregation;
 pub mod validation;
 mod verdict;
 

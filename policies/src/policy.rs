@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::locate::Locator;
-use crate::privacy::PrivacyRules;
+use crate::privacy::{NoiseMode, PrivacyRules};
+use crate::secure_aggregation::SecureAggregationRules;
 use crate::validation::ValidationRules;
 use crate::PolicyError;
 
@@ -44,6 +45,9 @@ pub struct Policy {
     /// The gate a candidate must pass to become current.
     #[serde(default)]
     pub validation: Option<ValidationRules>,
+    /// Secure aggregation: the aggregator sees only the sum of the updates.
+    #[serde(default)]
+    pub secure_aggregation: Option<SecureAggregationRules>,
     /// SHA-256 of the source text (hex), set by the loader.
     #[serde(skip)]
     pub digest: String,
@@ -452,6 +456,31 @@ impl Policy {
         }
         if let Some(v) = &self.validation {
             v.validate(at)?;
+        }
+        if let Some(sa) = &self.secure_aggregation {
+            sa.validate(at, self.participation.max_silos)?;
+            // The aggregator holds only masked updates: nothing may need one in the clear.
+            let individual = "no rule on an individual update with [secure_aggregation]: the aggregator only ever sees the sum";
+            if let Some(n) = a.max_update_norm {
+                return Err(at.invalid(&["admission", "max_update_norm"], &n.to_string(), individual));
+            }
+            if a.anomaly.is_some() {
+                return Err(at.invalid(&["admission", "anomaly"], "(set)", individual));
+            }
+            if self.residency.is_some() {
+                return Err(at.invalid(
+                    &["residency"],
+                    "[residency]",
+                    "no regional aggregation with [secure_aggregation]: a regional aggregate would need the region's updates unmasked",
+                ));
+            }
+            if let Some(dp) = self.privacy.as_ref().filter(|dp| dp.mode == NoiseMode::Central) {
+                return Err(at.invalid(
+                    &["privacy", "mode"],
+                    &format!("\"{}\"", dp.mode.as_str()),
+                    "\"distributed\" with [secure_aggregation]: the aggregator cannot clip updates it never sees, so the silos clip and add the noise",
+                ));
+            }
         }
         if let Some(dp) = &self.privacy {
             dp.validate(at)?;

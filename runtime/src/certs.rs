@@ -183,6 +183,32 @@ impl CertificateAuthority {
             now + Duration::days(days),
         )
     }
+
+    /// Issues a certificate for `identity` and returns it as in-memory credentials (the
+    /// consortium root included), for tools and tests that need a node without a kit on disk.
+    pub fn credentials(
+        &self,
+        identity: &Identity,
+        days: i64,
+    ) -> Result<crate::tls::NodeCredentials> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let issued = self.issue(identity, days)?;
+        let origin = format!("credentials for {}", identity.name);
+        let bad = |what: &str, e: rustls::pki_types::pem::Error| Error::Certificate {
+            origin: origin.clone(),
+            message: format!("{what}: {e}"),
+        };
+        crate::tls::NodeCredentials::from_parts(
+            vec![CertificateDer::from_pem_slice(self.cert_pem().as_bytes())
+                .map_err(|e| bad("CA certificate", e))?],
+            vec![CertificateDer::from_pem_slice(issued.cert_pem.as_bytes())
+                .map_err(|e| bad("certificate", e))?],
+            PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes())
+                .map_err(|e| bad("private key", e))?,
+            &origin,
+        )
+    }
 }
 
 /// Writes `contents` to `path`; a private file is created with mode 0600 before any byte is

@@ -93,8 +93,6 @@ pub(crate) mod tests {
     use crate::certs::CertificateAuthority;
     use crate::identity::{Identity, Role};
     use crate::tls::NodeCredentials;
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
     /// A kit for `name` of `role`, issued by `ca`.
     pub fn kit(ca: &CertificateAuthority, name: &str, role: Role) -> NodeCredentials {
@@ -104,14 +102,7 @@ pub(crate) mod tests {
             role,
             region: "eu".into(),
         };
-        let issued = ca.issue(&id, 30).unwrap();
-        NodeCredentials::from_parts(
-            vec![CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).unwrap()],
-            vec![CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap()],
-            PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).unwrap(),
-            name,
-        )
-        .unwrap()
+        ca.credentials(&id, 30).unwrap()
     }
 
     /// A coordinator kit under a consortium CA of its own.

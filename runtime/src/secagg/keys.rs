@@ -9,6 +9,7 @@
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 use aws_lc_rs::agreement::{agree, PrivateKey, UnparsedPublicKey, X25519};
+use aws_lc_rs::encoding::{AsBigEndian, Curve25519SeedBin};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -125,6 +126,26 @@ impl RoundKeys {
     pub fn share_key(&self, ad: &Advertisement) -> Result<[u8; 32], String> {
         derive(&self.c, &ad.c_public, b"fedsilo-secagg-share-key")
     }
+
+    /// The private half of the mask-agreement key, to escrow in Shamir shares: from it the
+    /// unmasking server recomputes a dropped silo's pairwise seeds ([`mask_seed_from_secret`]).
+    pub fn mask_secret(&self) -> Result<[u8; 32], String> {
+        let bin: Curve25519SeedBin = self
+            .s
+            .as_be_bytes()
+            .map_err(|_| "cannot export the X25519 mask key".to_string())?;
+        bin.as_ref()
+            .try_into()
+            .map_err(|_| "the X25519 mask key is not 32 bytes".to_string())
+    }
+}
+
+/// The pairwise mask seed between the silo whose mask secret is `secret` (recovered from
+/// shares) and the peer of `ad`: what [`RoundKeys::mask_seed`] gave both ends.
+pub fn mask_seed_from_secret(secret: &[u8; 32], ad: &Advertisement) -> Result<[u8; 32], String> {
+    let key = PrivateKey::from_private_key(&X25519, secret)
+        .map_err(|_| "a recovered mask key is not an X25519 key".to_string())?;
+    derive(&key, &ad.s_public, b"fedsilo-secagg-mask-seed")
 }
 
 fn derive(mine: &PrivateKey, theirs: &[u8], label: &[u8]) -> Result<[u8; 32], String> {
@@ -196,6 +217,12 @@ mod tests {
         assert_eq!(ka.mask_seed(&adb).unwrap(), kb.mask_seed(&ada).unwrap());
         assert_eq!(ka.share_key(&adb).unwrap(), kb.share_key(&ada).unwrap());
         assert_ne!(ka.mask_seed(&adb).unwrap(), ka.share_key(&adb).unwrap());
+        // The server, given bank-a's escrowed mask secret, finds the same seed.
+        let secret = ka.mask_secret().unwrap();
+        assert_eq!(
+            mask_seed_from_secret(&secret, &adb).unwrap(),
+            kb.mask_seed(&ada).unwrap()
+        );
         // The coordinator swaps bank-b's mask key for one of its own.
         let evil = RoundKeys::generate().unwrap();
         let mut forged = adb.clone();

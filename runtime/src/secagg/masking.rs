@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use super::prg::expand;
+use super::prg::apply;
 use super::quantize::Quantizer;
 
 /// What silo `me` knows when it masks: its self seed and one seed per peer.
@@ -29,63 +29,41 @@ pub struct MaskSeeds {
 /// Masks encoded update `x` (already quantised).
 pub fn mask_update(q: &Quantizer, x: &[u64], seeds: &MaskSeeds) -> Vec<u64> {
     let mut y = x.to_vec();
-    let own = expand(&seeds.self_seed, x.len(), q.bits());
-    q.add_into(&mut y, &own);
+    apply(&seeds.self_seed, q.bits(), &mut y, false);
     for (j, s) in &seeds.pairwise {
-        let m = expand(s, y.len(), q.bits());
-        if *j > seeds.me {
-            q.add_into(&mut y, &m);
-        } else {
-            q.sub_into(&mut y, &m);
-        }
+        apply(s, q.bits(), &mut y, *j < seeds.me);
     }
     y
 }
 
-/// The server's unmasking: from the survivors' masked updates, their self seeds, and the
-/// pairwise seeds between each dropped silo and each survivor (`dropped[d][i]` = s_di),
-/// the plain sum of the survivors' encodings.
-pub fn unmask_sum(
+/// The server's unmasking. `sum` is the ring sum of the survivors' masked updates;
+/// `self_seeds` holds each survivor's self seed (its keys are the survivors), `dropped[d][i]`
+/// the seed s_di between dropped silo d and survivor i. Leaves the plain sum of the survivors'
+/// encodings in `sum`.
+pub fn remove_masks(
     q: &Quantizer,
-    masked: &BTreeMap<u32, Vec<u64>>,
+    sum: &mut [u64],
     self_seeds: &BTreeMap<u32, [u8; 32]>,
     dropped: &BTreeMap<u32, BTreeMap<u32, [u8; 32]>>,
-    len: usize,
-) -> Result<Vec<u64>, String> {
-    let mut sum = vec![0u64; len];
-    for (i, y) in masked {
-        if y.len() != len {
-            return Err(format!(
-                "silo {i}'s masked update has {} values, not {len}",
-                y.len()
-            ));
-        }
-        if dropped.contains_key(i) {
-            return Err(format!(
-                "silo {i} is both a survivor and dropped: its self mask and its pairwise masks must never both be revealed"
-            ));
-        }
-        q.add_into(&mut sum, y);
-        let b = self_seeds
-            .get(i)
-            .ok_or_else(|| format!("no self-mask seed for survivor {i}"))?;
-        q.sub_into(&mut sum, &expand(b, len, q.bits()));
+) -> Result<(), String> {
+    if let Some(both) = dropped.keys().find(|d| self_seeds.contains_key(d)) {
+        return Err(format!(
+            "silo {both} is both a survivor and dropped: its self mask and its pairwise masks must never both be revealed"
+        ));
+    }
+    for b in self_seeds.values() {
+        apply(b, q.bits(), sum, true);
     }
     // Survivor i added +PRG(s_id) if d > i, −PRG(s_id) if d < i: undo it.
     for (d, seeds) in dropped {
-        for i in masked.keys() {
+        for i in self_seeds.keys() {
             let s = seeds.get(i).ok_or_else(|| {
                 format!("no recovered seed between dropped silo {d} and survivor {i}")
             })?;
-            let m = expand(s, len, q.bits());
-            if d > i {
-                q.sub_into(&mut sum, &m);
-            } else {
-                q.add_into(&mut sum, &m);
-            }
+            apply(s, q.bits(), sum, d > i);
         }
     }
-    Ok(sum)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -169,7 +147,11 @@ mod tests {
             }
             dropped.insert(*d, per);
         }
-        let got = unmask_sum(&s.q, &masked, &self_seeds, &dropped, len).ok()?;
+        let mut got = vec![0u64; len];
+        for y in masked.values() {
+            s.q.add_into(&mut got, y);
+        }
+        remove_masks(&s.q, &mut got, &self_seeds, &dropped).ok()?;
         let mut want = vec![0u64; len];
         for i in &survivors {
             s.q.add_into(&mut want, &s.x[i]);
@@ -191,12 +173,10 @@ mod tests {
     #[test]
     fn a_silo_cannot_be_both_unmasked_and_dropped() {
         let s = setup(3, 10);
-        let masked: BTreeMap<u32, Vec<u64>> = [(0, mask_update(&s.q, &s.x[&0], &s.seeds[&0]))]
-            .into_iter()
-            .collect();
+        let mut sum = mask_update(&s.q, &s.x[&0], &s.seeds[&0]);
         let selfs = [(0, s.seeds[&0].self_seed)].into_iter().collect();
         let dropped = [(0, BTreeMap::new())].into_iter().collect();
-        let e = unmask_sum(&s.q, &masked, &selfs, &dropped, 10).unwrap_err();
+        let e = remove_masks(&s.q, &mut sum, &selfs, &dropped).unwrap_err();
         assert!(e.contains("never both"), "{e}");
     }
 }

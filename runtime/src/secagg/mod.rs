@@ -11,8 +11,11 @@
 //! Still to come: the round protocol that moves advertisements, encrypted shares, masked
 //! updates and unmasking shares through the coordinator, and its switch in the policy.
 
+pub mod collector;
 pub mod keys;
 pub mod masking;
+pub mod messages;
+pub mod participant;
 pub mod prg;
 pub mod quantize;
 pub mod shamir;

@@ -7,11 +7,45 @@ use rand_chacha::ChaCha20Rng;
 
 use super::quantize::mask;
 
-/// `len` values uniform in Z_{2^bits}, expanded from `seed`.
-pub fn expand(seed: &[u8; 32], len: usize, bits: u32) -> Vec<u64> {
+/// Values per keystream block: the generator fills a small buffer that is consumed in place.
+const BLOCK: usize = 4096;
+
+/// Bytes of keystream per value: 4 for rings up to 32 bits, else 8.
+fn width(bits: u32) -> usize {
+    if bits <= 32 {
+        4
+    } else {
+        8
+    }
+}
+
+/// Adds (or, with `subtract`, subtracts) the mask expanded from `seed` to `target`, in
+/// Z_{2^bits}, without materialising the mask.
+pub fn apply(seed: &[u8; 32], bits: u32, target: &mut [u64], subtract: bool) {
     let mut rng = ChaCha20Rng::from_seed(*seed);
-    let m = mask(bits);
-    (0..len).map(|_| rng.next_u64() & m).collect()
+    let (m, w) = (mask(bits), width(bits));
+    let mut buf = vec![0u8; BLOCK * w];
+    for chunk in target.chunks_mut(BLOCK) {
+        let bytes = &mut buf[..chunk.len() * w];
+        rng.fill_bytes(bytes);
+        for (t, b) in chunk.iter_mut().zip(bytes.chunks_exact(w)) {
+            let mut v = [0u8; 8];
+            v[..w].copy_from_slice(b);
+            let r = u64::from_le_bytes(v) & m;
+            *t = if subtract {
+                t.wrapping_sub(r)
+            } else {
+                t.wrapping_add(r)
+            } & m;
+        }
+    }
+}
+
+/// `len` values uniform in Z_{2^bits}, expanded from `seed` (what [`apply`] adds).
+pub fn expand(seed: &[u8; 32], len: usize, bits: u32) -> Vec<u64> {
+    let mut out = vec![0u64; len];
+    apply(seed, bits, &mut out, false);
+    out
 }
 
 #[cfg(test)]

@@ -70,6 +70,11 @@ impl Quantizer {
         self.bits
     }
 
+    /// The clipping range r: values are clipped to [−r, r].
+    pub fn range(&self) -> f64 {
+        self.range
+    }
+
     /// The largest difference between a value (within range) and its decoding.
     pub fn step(&self) -> f64 {
         2.0 * self.range / self.levels as f64
@@ -112,6 +117,47 @@ impl Quantizer {
     }
 }
 
+/// Bytes per value on the wire: ⌈bits / 8⌉ (4 for a 32-bit ring, the size of an `f32`).
+pub fn packed_width(bits: u32) -> usize {
+    bits.div_ceil(8) as usize
+}
+
+/// Ring values as little-endian bytes, [`packed_width`] each.
+pub fn pack(values: &[u64], bits: u32) -> Vec<u8> {
+    let w = packed_width(bits);
+    let mut out = Vec::with_capacity(values.len() * w);
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes()[..w]);
+    }
+    out
+}
+
+/// The ring values in `bytes` (what [`pack`] made); a length that is not a whole number of
+/// values, or a value outside the ring, is an error.
+pub fn unpack(bytes: &[u8], bits: u32) -> Result<Vec<u64>, String> {
+    let w = packed_width(bits);
+    if bytes.len() % w != 0 {
+        return Err(format!(
+            "{} bytes are not a whole number of {w}-byte ring values",
+            bytes.len()
+        ));
+    }
+    let m = mask(bits);
+    bytes
+        .chunks_exact(w)
+        .map(|b| {
+            let mut v = [0u8; 8];
+            v[..w].copy_from_slice(b);
+            let x = u64::from_le_bytes(v);
+            if x > m {
+                Err(format!("value {x} is outside the {bits}-bit ring"))
+            } else {
+                Ok(x)
+            }
+        })
+        .collect()
+}
+
 /// 2^bits − 1.
 pub fn mask(bits: u32) -> u64 {
     if bits >= 64 {
@@ -147,6 +193,17 @@ mod tests {
                 .to_string(),
             QuantizeError::Range(f64::NAN).to_string()
         );
+    }
+
+    #[test]
+    fn ring_values_pack_to_whole_bytes_and_malformed_packings_are_refused() {
+        let v = vec![0u64, 1, 0xfff_ffff, 0xffff_ffff];
+        assert_eq!(pack(&v, 32).len(), 16);
+        assert_eq!(unpack(&pack(&v, 32), 32).unwrap(), v);
+        assert_eq!(unpack(&pack(&[5, 1 << 20], 24), 24).unwrap(), vec![5, 1 << 20]);
+        assert!(unpack(&[1, 2, 3], 32).unwrap_err().contains("whole number"));
+        // 20 bits travel in 3 bytes; a value above 2^20 − 1 is refused.
+        assert!(unpack(&[0xff, 0xff, 0xff], 20).unwrap_err().contains("outside"));
     }
 
     proptest! {

@@ -1,0 +1,317 @@
+//! A silo's side of one secure-aggregation round (Bonawitz et al. 2017, semi-honest, with
+//! signed keys):
+//!
+//! 1. [`Participant::new`] — fresh X25519 keys, advertised signed with the silo's certificate;
+//! 2. [`Participant::share`] — checks every peer's advertisement against the consortium CA,
+//!    agrees a mask seed with each, picks a self-mask seed, and escrows t-of-n Shamir shares of
+//!    that seed and of its mask key with the peers, each encrypted to its peer;
+//! 3. [`Participant::receive`] — takes the shares the peers escrowed with it; the peers who
+//!    sent shares are the ones it masks with;
+//! 4. [`Participant::mask`] — weighs, clips and quantises its update, adds its masks;
+//! 5. [`Participant::reveal`] — gives the server, for each survivor, its share of the self-mask
+//!    seed and, for each silo that dropped, its share of the mask key; never both for one silo,
+//!    and only once per round.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::keys::{open, seal, Advertisement, RoundKeys};
+use super::masking::{mask_update, MaskSeeds};
+use super::messages::{
+    minimum_threshold, share_context, Escrow, RelayedShares, RevealedShare, RingSpec,
+    SealedShares, Secret,
+};
+use super::quantize::Quantizer;
+use super::shamir::split;
+use crate::audit::signature::CaCheck;
+use crate::privacy::noise::secure_rng;
+use crate::tls::NodeCredentials;
+
+/// What the silo agreed once the advertisements were checked.
+struct Agreed {
+    threshold: usize,
+    /// The checked advertisements (U1).
+    ads: BTreeMap<String, Advertisement>,
+    /// Every advertised silo (U1), with its index (position in name order).
+    index: BTreeMap<String, u32>,
+    /// Seed agreed with each peer.
+    pair_seeds: BTreeMap<String, [u8; 32]>,
+    self_seed: [u8; 32],
+    /// Shares held for each silo that shared (its own included), once received.
+    held: BTreeMap<String, Escrow>,
+    /// The ring, once received.
+    quantizer: Option<Quantizer>,
+    masked: Option<(f64, Vec<u64>)>,
+    revealed: Option<(Vec<String>, Vec<String>)>,
+}
+
+/// One silo's state for one round.
+pub struct Participant {
+    round: u64,
+    me: String,
+    keys: RoundKeys,
+    advertisement: Advertisement,
+    agreed: Option<Agreed>,
+}
+
+impl std::fmt::Debug for Participant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Participant({} in round {})", self.me, self.round)
+    }
+}
+
+impl Participant {
+    /// Fresh keys for `round`, and their advertisement signed with `creds`.
+    pub fn new(round: u64, creds: &NodeCredentials) -> Result<Self, String> {
+        let keys = RoundKeys::generate()?;
+        let advertisement = keys.advertise(creds, round)?;
+        Ok(Participant {
+            round,
+            me: creds.identity().name.clone(),
+            keys,
+            advertisement,
+            agreed: None,
+        })
+    }
+
+    /// The round.
+    pub fn round(&self) -> u64 {
+        self.round
+    }
+
+    /// What to advertise.
+    pub fn advertisement(&self) -> &Advertisement {
+        &self.advertisement
+    }
+
+    /// Checks the relayed advertisements and escrows this silo's secrets with the peers.
+    pub fn share(
+        &mut self,
+        ca: &CaCheck,
+        threshold: usize,
+        advertisements: &[Advertisement],
+    ) -> Result<Vec<SealedShares>, String> {
+        if self.agreed.is_some() {
+            return Err(format!(
+                "round {}: the shares were already made; a second key list is refused",
+                self.round
+            ));
+        }
+        let mut ads: BTreeMap<String, &Advertisement> = BTreeMap::new();
+        for ad in advertisements {
+            ad.verify(ca, self.round)?;
+            if ads.insert(ad.silo.clone(), ad).is_some() {
+                return Err(format!("two advertisements for {}", ad.silo));
+            }
+        }
+        if ads.get(&self.me) != Some(&&self.advertisement) {
+            return Err(format!(
+                "the key list does not carry {}'s own advertisement unchanged",
+                self.me
+            ));
+        }
+        let n = ads.len();
+        if threshold < minimum_threshold(n) || threshold > n {
+            return Err(format!(
+                "threshold {threshold} for {n} silos: must be between {} and {n}, or a minority could unmask a single silo",
+                minimum_threshold(n)
+            ));
+        }
+        let index: BTreeMap<String, u32> = ads
+            .keys()
+            .enumerate()
+            .map(|(i, s)| (s.clone(), i as u32))
+            .collect();
+        let mut rng = secure_rng();
+        let self_seed: [u8; 32] = rand::Rng::random(&mut rng);
+        let self_shares =
+            split(&self_seed, threshold, n, &mut rng).map_err(|e| e.to_string())?;
+        let key_shares = split(&self.keys.mask_secret()?, threshold, n, &mut rng)
+            .map_err(|e| e.to_string())?;
+        let mut pair_seeds = BTreeMap::new();
+        let mut held = BTreeMap::new();
+        let mut sealed = Vec::new();
+        for ((peer, ad), (s, k)) in ads.iter().zip(self_shares.into_iter().zip(key_shares)) {
+            let escrow = Escrow {
+                self_mask: s,
+                mask_key: k,
+            };
+            if *peer == self.me {
+                held.insert(self.me.clone(), escrow);
+                continue;
+            }
+            pair_seeds.insert(peer.clone(), self.keys.mask_seed(ad)?);
+            let plain = bincode::serde::encode_to_vec(&escrow, bincode::config::standard())
+                .map_err(|e| format!("encoding shares: {e}"))?;
+            let key = self.keys.share_key(ad)?;
+            sealed.push(SealedShares {
+                to: peer.clone(),
+                ciphertext: seal(&key, &share_context(self.round, &self.me, peer), &plain)?,
+            });
+        }
+        self.agreed = Some(Agreed {
+            threshold,
+            ads: ads.into_iter().map(|(k, v)| (k, v.clone())).collect(),
+            index,
+            pair_seeds,
+            self_seed,
+            held,
+            quantizer: None,
+            masked: None,
+            revealed: None,
+        });
+        Ok(sealed)
+    }
+
+    /// Takes the shares peers escrowed with this silo, and the ring to sum in. The peers that
+    /// sent shares are the ones this silo masks with.
+    pub fn receive(
+        &mut self,
+        ring: RingSpec,
+        shares: &[RelayedShares],
+    ) -> Result<(), String> {
+        let (round, me, keys) = (self.round, self.me.clone(), &self.keys);
+        let a = self
+            .agreed
+            .as_mut()
+            .ok_or_else(|| format!("round {round}: no key list was received yet"))?;
+        if a.quantizer.is_some() {
+            return Err(format!("round {round}: shares were already delivered"));
+        }
+        let q = Quantizer::new(ring.bits, ring.range, ring.max_silos as usize)
+            .map_err(|e| e.to_string())?;
+        if (ring.max_silos as usize) < a.index.len() {
+            return Err(format!(
+                "the ring is sized for {} silos, {} advertised",
+                ring.max_silos,
+                a.index.len()
+            ));
+        }
+        let my_x = a.index[&me] as u64 + 1;
+        let mut held = BTreeMap::new();
+        for r in shares {
+            let Some(ad) = a.ads.get(&r.from) else {
+                return Err(format!("shares from {}, who advertised no keys", r.from));
+            };
+            if r.from == me || held.contains_key(&r.from) {
+                return Err(format!("unexpected or repeated shares from {}", r.from));
+            }
+            let key = keys.share_key(ad)?;
+            let plain = open(&key, &share_context(round, &r.from, &me), &r.ciphertext)
+                .map_err(|e| format!("shares from {}: {e}", r.from))?;
+            let (escrow, _): (Escrow, usize) =
+                bincode::serde::decode_from_slice(&plain, bincode::config::standard())
+                    .map_err(|e| format!("shares from {}: malformed ({e})", r.from))?;
+            if escrow.self_mask.x != my_x || escrow.mask_key.x != my_x {
+                return Err(format!("shares from {} are not at this silo's point", r.from));
+            }
+            held.insert(r.from.clone(), escrow);
+        }
+        if held.len() + 1 < a.threshold {
+            return Err(format!(
+                "only {} peers shared their secrets, threshold {}: the round cannot be unmasked",
+                held.len(),
+                a.threshold
+            ));
+        }
+        a.held.extend(held);
+        a.quantizer = Some(q);
+        Ok(())
+    }
+
+    /// The masked update: `update` × `weight`, each value clipped to the ring's range,
+    /// quantised, plus the self mask and the pairwise masks with every peer that shared. The
+    /// same weight gives the same masked update (it may be fetched again); another is refused.
+    pub fn mask(&mut self, update: &[f32], weight: f64) -> Result<&[u64], String> {
+        let name = self.me.clone();
+        let a = self.agreed_mut()?;
+        let Some(q) = a.quantizer else {
+            return Err("no shares were delivered for this round".into());
+        };
+        if !(weight.is_finite() && weight > 0.0 && weight <= 1.0) {
+            return Err(format!("weight {weight}: must be in (0, 1]"));
+        }
+        if let Some((w, _)) = &a.masked {
+            if *w != weight {
+                return Err(format!(
+                    "the update was masked with weight {w}; a second masking with {weight} would reveal the difference"
+                ));
+            }
+        } else {
+            let scaled: Vec<f32> = update.iter().map(|v| (*v as f64 * weight) as f32).collect();
+            let me = a.index[&name];
+            let seeds = MaskSeeds {
+                me,
+                self_seed: a.self_seed,
+                pairwise: a
+                    .pair_seeds
+                    .iter()
+                    .filter(|(peer, _)| a.held.contains_key(*peer))
+                    .map(|(peer, s)| (a.index[peer], *s))
+                    .collect(),
+            };
+            a.masked = Some((weight, mask_update(&q, &q.encode(&scaled), &seeds)));
+        }
+        Ok(a.masked.as_ref().map(|(_, m)| m.as_slice()).unwrap_or(&[]))
+    }
+
+    /// The shares for unmasking: self-mask shares of `survivors`, mask-key shares of
+    /// `dropped`. Refused when the lists overlap, name silos that did not share, leave fewer
+    /// than t survivors, or differ from an earlier request in this round.
+    pub fn reveal(
+        &mut self,
+        survivors: &[String],
+        dropped: &[String],
+    ) -> Result<Vec<RevealedShare>, String> {
+        let me = self.me.clone();
+        let a = self.agreed_mut()?;
+        let asked = (survivors.to_vec(), dropped.to_vec());
+        if let Some(before) = &a.revealed {
+            if *before != asked {
+                return Err("unmasking was already answered with other survivors: refusing to reveal both masks of a silo".into());
+            }
+        }
+        let s: BTreeSet<&String> = survivors.iter().collect();
+        let d: BTreeSet<&String> = dropped.iter().collect();
+        if let Some(both) = s.intersection(&d).next() {
+            return Err(format!(
+                "{both} is named both a survivor and dropped: its self mask and its key must never both be revealed"
+            ));
+        }
+        if !s.contains(&me) {
+            return Err(format!("{me} is not among the survivors it is asked to unmask"));
+        }
+        if s.len() < a.threshold {
+            return Err(format!(
+                "{} survivors, threshold {}: too few to unmask",
+                s.len(),
+                a.threshold
+            ));
+        }
+        let mut out = Vec::new();
+        for (names, secret) in [(&s, Secret::SelfMask), (&d, Secret::MaskKey)] {
+            for of in names.iter() {
+                let e = a
+                    .held
+                    .get(*of)
+                    .ok_or_else(|| format!("{of} did not share its secrets with {me}"))?;
+                out.push(RevealedShare {
+                    of: (*of).clone(),
+                    secret,
+                    share: match secret {
+                        Secret::SelfMask => e.self_mask.clone(),
+                        Secret::MaskKey => e.mask_key.clone(),
+                    },
+                });
+            }
+        }
+        a.revealed = Some(asked);
+        Ok(out)
+    }
+
+    fn agreed_mut(&mut self) -> Result<&mut Agreed, String> {
+        let round = self.round;
+        self.agreed
+            .as_mut()
+            .ok_or_else(|| format!("round {round}: no key list was received yet"))
+    }
+}
