@@ -462,7 +462,11 @@ impl Policy {
             // The aggregator holds only masked updates: nothing may need one in the clear.
             let individual = "no rule on an individual update with [secure_aggregation]: the aggregator only ever sees the sum";
             if let Some(n) = a.max_update_norm {
-                return Err(at.invalid(&["admission", "max_update_norm"], &n.to_string(), individual));
+                return Err(at.invalid(
+                    &["admission", "max_update_norm"],
+                    &n.to_string(),
+                    individual,
+                ));
             }
             if a.anomaly.is_some() {
                 return Err(at.invalid(&["admission", "anomaly"], "(set)", individual));
@@ -474,7 +478,11 @@ impl Policy {
                     "no regional aggregation with [secure_aggregation]: a regional aggregate would need the region's updates unmasked",
                 ));
             }
-            if let Some(dp) = self.privacy.as_ref().filter(|dp| dp.mode == NoiseMode::Central) {
+            if let Some(dp) = self
+                .privacy
+                .as_ref()
+                .filter(|dp| dp.mode == NoiseMode::Central)
+            {
                 return Err(at.invalid(
                     &["privacy", "mode"],
                     &format!("\"{}\"", dp.mode.as_str()),

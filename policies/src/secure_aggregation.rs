@@ -51,12 +51,14 @@ pub fn minimum_threshold(n: usize) -> usize {
 impl SecureAggregationRules {
     /// The threshold of a round dispatched to `cohort` silos.
     pub fn threshold_for(&self, cohort: usize) -> usize {
-        self.threshold
-            .unwrap_or(0)
-            .max(minimum_threshold(cohort))
+        self.threshold.unwrap_or(0).max(minimum_threshold(cohort))
     }
 
-    pub(crate) fn validate(&self, at: &Locator, max_silos: Option<usize>) -> Result<(), PolicyError> {
+    pub(crate) fn validate(
+        &self,
+        at: &Locator,
+        max_silos: Option<usize>,
+    ) -> Result<(), PolicyError> {
         if !(16..=64).contains(&self.bits) {
             return Err(at.invalid(
                 &["secure_aggregation", "bits"],

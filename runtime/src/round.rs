@@ -12,6 +12,10 @@
 //! 4. aggregate — the weighted mean becomes the pseudo-update; candidate = base + mean;
 //! 5. validate — the Validator has the silos score the candidate on their held-out splits.
 //!
+//! Under `[secure_aggregation]` the cohort first exchanges keys and escrows its secrets
+//! ([`crate::secagg::exchange`]); after collection the masked updates are fetched and summed,
+//! and the survivors' revealed shares unmask the mean, which step 4 uses as the aggregate.
+//!
 //! Committing (checkpoint, log, new version) is left to the Coordinator, the only actor that
 //! advances the version.
 
@@ -48,6 +52,7 @@ use crate::protocol::transfer::{fetch_update, put_model};
 use crate::protocol::{
     call, EvalMetrics, ModelRef, Request, Response, Scaling, TrainPlan, TrainReport, TrainerMessage,
 };
+use crate::secagg::exchange;
 use crate::Error;
 
 /// A silo in a cohort: its certificate name, session and trainer actor.
@@ -275,6 +280,11 @@ async fn admit(
     if report.examples == 0 {
         return refuse("trained on 0 examples".into());
     }
+    if ctx.policy.secure_aggregation.is_some() {
+        // Masked updates are fetched together once collection closes, each weighed against
+        // the largest weight admitted.
+        return Ok(());
+    }
     if let Some(agg) = ctx.routes.get(&silo.name) {
         // Residency: the regional aggregator fetches the update over its own session with the
         // silo; it never passes through this node.
@@ -499,11 +509,46 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
         },
     });
     let regional_failures = begin_regional(&ctx).await;
+    let mut missing: Vec<(String, String)> = Vec::new();
+    // Secure aggregation: keys and escrowed secrets go round before anyone trains; only the
+    // silos that took their shares are dispatched.
+    let (mut secure, dispatch) = match &ctx.policy.secure_aggregation {
+        None => (None, ctx.cohort.clone()),
+        Some(rules) => match exchange::open(&ctx, rules, deadline).await {
+            Ok((session, ready, lost)) => {
+                for (silo, reason) in lost {
+                    ctx.events.emit(Event::UpdateRefused {
+                        round,
+                        silo: silo.clone(),
+                        reason: reason.clone(),
+                    });
+                    missing.push((silo, reason));
+                }
+                (Some(session), ready)
+            }
+            Err(reason) => {
+                let _ = ctx.aggregator.cast(AggregatorMessage::Abort { round });
+                return RoundOutcome::Abandoned {
+                    round,
+                    reason,
+                    attendance: Attendance::default(),
+                };
+            }
+        },
+    };
+    let kernel = match &secure {
+        Some(s) => format!(
+            "{} under secure aggregation (t = {})",
+            ctx.aggregation.describe(),
+            s.threshold()
+        ),
+        None => ctx.aggregation.describe(),
+    };
 
     let mut departures = ctx.directory.subscribe();
     let (tx, mut rx) = mpsc::channel(ctx.cohort.len().max(1));
     let mut jobs = JoinSet::new();
-    for silo in &ctx.cohort {
+    for silo in &dispatch {
         let req = Request::Train {
             round,
             base: ModelRef {
@@ -533,9 +578,8 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
     }
     drop(tx);
 
-    let mut pending: HashSet<String> = names.iter().cloned().collect();
+    let mut pending: HashSet<String> = dispatch.iter().map(|s| s.name.clone()).collect();
     let mut admitted: Vec<(String, TrainReport)> = Vec::new();
-    let mut missing: Vec<(String, String)> = Vec::new();
     let mut refused: Vec<(String, String)> = Vec::new();
     let mut grace_until: Option<Instant> = None;
     let by_node: BTreeMap<NodeId, String> = ctx
@@ -611,6 +655,20 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
     jobs.abort_all();
     // Regional aggregates: only those combining enough silos cross to this node.
     let regional = regional_parts(&ctx, &mut admitted, &mut missing).await;
+    // Unmasking and fetching get at least half a minute, even when collection ran to the
+    // deadline: the silos' work is done, only the sum is left to make.
+    let tail = deadline.max(Instant::now() + Duration::from_secs(30));
+    if let Some(session) = secure.as_mut() {
+        for (silo, reason) in session.collect(&ctx, &admitted, tail).await {
+            admitted.retain(|(s, _)| *s != silo);
+            ctx.events.emit(Event::UpdateRefused {
+                round,
+                silo: silo.clone(),
+                reason: reason.clone(),
+            });
+            missing.push((silo, reason));
+        }
+    }
     let mut audit: Result<(), String> = Ok(());
     let mut note = |r: Record| {
         if audit.is_ok() {
@@ -670,7 +728,23 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
         .filter(|(s, _)| !ctx.routes.contains_key(s))
         .map(|(_, r)| ctx.policy.update_weight(r.examples as f64))
         .sum();
-    let mut aggregate = if local_weight > 0.0 {
+    let mut aggregate = if let Some(session) = secure.take() {
+        let _ = ctx.aggregator.cast(AggregatorMessage::Abort { round });
+        match session.unmask(&ctx, tail).await {
+            Ok((values, _)) => Aggregate {
+                values,
+                selected: None,
+                clipped: Vec::new(),
+            },
+            Err(reason) => {
+                return RoundOutcome::Abandoned {
+                    round,
+                    reason,
+                    attendance: Attendance::of(&missing, &refused),
+                }
+            }
+        }
+    } else if local_weight > 0.0 {
         match ask(&ctx.aggregator, "aggregator", |reply| {
             AggregatorMessage::Finish { round, reply }
         })
@@ -747,7 +821,7 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
     let version = ctx.version;
     note(Record::Aggregated {
         round,
-        kernel: ctx.aggregation.describe(),
+        kernel: kernel.clone(),
         inputs: admitted
             .iter()
             .map(|(s, r)| (s.clone(), r.update_digest.hex()))
@@ -854,8 +928,10 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
             ))
         })
         .collect();
+    // Under secure aggregation silos report no norm.
     let update_norms = admitted
         .iter()
+        .filter(|_| ctx.policy.secure_aggregation.is_none())
         .map(|(s, r)| (s.clone(), r.update_norm))
         .collect();
     let examples = admitted
@@ -879,7 +955,7 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
         overhead_seconds: (wall - slowest).max(0.0),
         bytes_from_silos,
         update_bytes: ctx.base.params.len() as u64 * 4,
-        aggregation: ctx.aggregation.describe(),
+        aggregation: kernel,
         policy_digest: ctx.policy.digest.clone(),
         refused: refused.clone(),
         selected: aggregate.selected,

@@ -86,6 +86,10 @@ struct Cli {
     /// Robustness experiments only: mount the --attack from this round on (honest before).
     #[arg(long, default_value_t = 0, hide = true)]
     attack_from_round: u64,
+    /// Fault injection for tests: exit abruptly when the coordinator delivers the secure
+    /// aggregation shares of this round (a silo lost after key sharing).
+    #[arg(long, hide = true)]
+    exit_after_sharing: Option<u64>,
     /// Log filter (tracing syntax), e.g. `info` or `silo_node=debug`. RUST_LOG overrides.
     #[arg(long, default_value = "warn")]
     log: String,
@@ -120,6 +124,7 @@ async fn main() -> std::process::ExitCode {
         max_backoff: Duration::from_secs_f64(cli.max_backoff_secs.max(0.1)),
         train_delay: Duration::from_millis(cli.train_delay_ms),
         attack: cli.attack.map(|a| (a, cli.attack_from_round)),
+        exit_after_sharing: cli.exit_after_sharing,
         dp_sgd: match (cli.dp_clip, cli.dp_noise_multiplier) {
             (Some(clip), Some(noise_multiplier)) => {
                 let valid = clip > 0.0

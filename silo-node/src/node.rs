@@ -46,6 +46,8 @@ pub struct SiloSettings {
     pub attack: Option<(crate::attack::Attack, u64)>,
     /// Record-level DP-SGD on the silo's own terms (its budget and ledger included).
     pub dp_sgd: Option<crate::trainer::SiloDpSgd>,
+    /// Fault injection: exit when the shares of this secure-aggregation round are delivered.
+    pub exit_after_sharing: Option<u64>,
 }
 
 /// Runs the silo until interrupted (or, with `once`, until the coordinator goes away).
@@ -62,6 +64,7 @@ pub async fn run(s: SiloSettings) -> anyhow::Result<()> {
     let schema = Schema::load(&s.schema)?;
     let data = Dataset::load(&s.data, &schema, s.holdout, s.split_seed)?;
     tracing::info!(silo = %me, train = data.train.len(), holdout = data.holdout.len(), "data loaded");
+    let signing = creds.clone();
     let node = ClusterNode::start(ClusterConfig {
         credentials: creds,
         listen: None,
@@ -77,6 +80,8 @@ pub async fn run(s: SiloSettings) -> anyhow::Result<()> {
             train_delay: s.train_delay,
             attack: s.attack,
             dp_sgd: s.dp_sgd,
+            credentials: Some(signing),
+            exit_after_sharing: s.exit_after_sharing,
         },
     )
     .await

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fedsilo::audit::signature::CaCheck;
 use fedsilo::kernels::clip::{clip_l2, l2_norm};
 use fedsilo::model::{Digest, ModelSpec};
 use fedsilo::privacy::budget::PrivacyBook;
@@ -21,6 +22,9 @@ use fedsilo::privacy::noise::{add_gaussian, secure_rng};
 use fedsilo::protocol::{
     decode, encode, ModelRef, Request, Response, Scaling, TrainPlan, TrainReport, TrainerMessage,
 };
+use fedsilo::secagg::participant::Participant;
+use fedsilo::secagg::quantize::pack;
+use fedsilo::tls::NodeCredentials;
 use ndarray::Array1;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
@@ -47,6 +51,11 @@ pub struct TrainerArgs {
     pub attack: Option<(Attack, u64)>,
     /// Record-level DP-SGD, on the silo's own terms.
     pub dp_sgd: Option<SiloDpSgd>,
+    /// The silo's certificate and key: secure-aggregation keys are signed with it, and peers'
+    /// are checked against its consortium root (`None`: secure aggregation is refused).
+    pub credentials: Option<NodeCredentials>,
+    /// Fault injection: exit when the shares of this secure-aggregation round are delivered.
+    pub exit_after_sharing: Option<u64>,
 }
 
 /// Record-level DP-SGD as this silo runs it, whatever the coordinator asks.
@@ -76,6 +85,8 @@ pub struct TrainerState {
     busy: Option<u64>,
     /// The DP-SGD spend of this silo's data (with `dp_sgd`).
     book: Option<PrivacyBook>,
+    /// This round's secure-aggregation keys, shares and masked update.
+    secagg: Option<Participant>,
 }
 
 fn reply_with(reply: RpcReplyPort<Vec<u8>>, r: Response) {
@@ -89,6 +100,99 @@ fn err(message: impl Into<String>) -> Response {
 }
 
 impl TrainerState {
+    /// The secure-aggregation state of `round`.
+    fn participant(&mut self, round: u64) -> Result<&mut Participant, String> {
+        self.secagg
+            .as_mut()
+            .filter(|p| p.round() == round)
+            .ok_or_else(|| format!("no secure-aggregation keys for round {round} here"))
+    }
+
+    /// Answers the secure-aggregation steps (see [`fedsilo::secagg::participant`]).
+    fn secure_aggregation(&mut self, request: Request) -> Response {
+        let result = match request {
+            Request::SecAggAdvertise { round } => match &self.args.credentials {
+                None => Err("this silo has no credentials to sign secure-aggregation keys".into()),
+                Some(creds) => Participant::new(round, creds).map(|p| {
+                    let ad = p.advertisement().clone();
+                    self.secagg = Some(p);
+                    Response::SecAggAdvertised(ad)
+                }),
+            },
+            Request::SecAggShare {
+                round,
+                threshold,
+                advertisements,
+            } => {
+                let ca = self
+                    .args
+                    .credentials
+                    .as_ref()
+                    .map(|c| CaCheck::new(c.roots()));
+                self.participant(round).and_then(|p| {
+                    let ca = ca.ok_or("this silo has no consortium root to check keys against")?;
+                    p.share(&ca, threshold as usize, &advertisements)
+                        .map(Response::SecAggShares)
+                })
+            }
+            Request::SecAggDeliver {
+                round,
+                ring,
+                shares,
+            } => {
+                if self.args.exit_after_sharing == Some(round) {
+                    eprintln!(
+                        "silo {}: fault injection: exiting after key sharing in round {round}",
+                        self.args.name
+                    );
+                    std::process::exit(3);
+                }
+                self.participant(round)
+                    .and_then(|p| p.receive(ring, &shares))
+                    .map(|_| Response::SecAggReady)
+            }
+            Request::FetchMasked {
+                round,
+                weight,
+                offset,
+                len,
+            } => match self.update.take() {
+                Some((r, u)) if r == round => {
+                    let out = self.participant(round).and_then(|p| {
+                        let bits = p.bits()?;
+                        let masked = p.mask(&u, weight)?;
+                        let end = offset.saturating_add(len);
+                        if end > masked.len() as u64 {
+                            return Err(format!(
+                                "asked for values {offset}..{end} of a masked update of {}",
+                                masked.len()
+                            ));
+                        }
+                        Ok(Response::MaskedChunk {
+                            bytes: pack(&masked[offset as usize..end as usize], bits),
+                        })
+                    });
+                    self.update = Some((r, u));
+                    out
+                }
+                other => {
+                    self.update = other;
+                    Err(format!("no update for round {round} here"))
+                }
+            },
+            Request::SecAggUnmask {
+                round,
+                survivors,
+                dropped,
+            } => self
+                .participant(round)
+                .and_then(|p| p.reveal(&survivors, &dropped))
+                .map(Response::SecAggRevealed),
+            other => Err(format!("not a secure-aggregation request: {other:?}")),
+        };
+        result.unwrap_or_else(err)
+    }
+
     /// With DP-SGD: refuses a round that would take this silo past its own budget, else
     /// records the round's spend (synced) before any training starts.
     fn charge_dp_sgd(&mut self, round: u64, plan: &TrainPlan) -> Result<(), String> {
@@ -366,6 +470,7 @@ impl Actor for TrainerActor {
             models: VecDeque::new(),
             update: None,
             busy: None,
+            secagg: None,
             book: match &args.dp_sgd {
                 Some(cfg) => Some(PrivacyBook::open(&cfg.ledger)?),
                 None => None,
@@ -424,6 +529,18 @@ impl Actor for TrainerActor {
                 total,
                 values,
             } => state.put_chunk(model, offset, total, values),
+            r @ (Request::SecAggAdvertise { .. }
+            | Request::SecAggShare { .. }
+            | Request::SecAggDeliver { .. }
+            | Request::FetchMasked { .. }
+            | Request::SecAggUnmask { .. }) => state.secure_aggregation(r),
+            Request::FetchUpdate { round, .. }
+                if state.secagg.as_ref().is_some_and(|p| p.round() == round) =>
+            {
+                err(format!(
+                    "round {round} is securely aggregated: its update leaves this silo only masked"
+                ))
+            }
             Request::FetchUpdate { round, offset, len } => match &state.update {
                 Some((r, u)) if *r == round => {
                     let end = offset.saturating_add(len);
@@ -498,6 +615,10 @@ impl Actor for TrainerActor {
                                         .map(|(a, _)| a),
                                     state.args.dp_sgd.as_ref().map(|c| c.dp),
                                 );
+                                // Under secure aggregation nothing about the update itself
+                                // leaves in the clear: not even its norm.
+                                let masked =
+                                    state.secagg.as_ref().is_some_and(|p| p.round() == round);
                                 tokio::spawn(async move {
                                     if !delay.is_zero() {
                                         tokio::time::sleep(delay).await;
@@ -510,7 +631,10 @@ impl Actor for TrainerActor {
                                     })
                                     .await;
                                     let (update, response, spent) = match job {
-                                        Ok((u, report, spent)) => {
+                                        Ok((u, mut report, spent)) => {
+                                            if masked {
+                                                report.update_norm = 0.0;
+                                            }
                                             (Some((round, u)), Response::Trained(report), spent)
                                         }
                                         Err(e) => {
@@ -590,6 +714,8 @@ mod tests {
             train_delay: Duration::ZERO,
             attack: None,
             dp_sgd: None,
+            credentials: None,
+            exit_after_sharing: None,
         };
         Actor::spawn(None, TrainerActor, args).await.unwrap().0
     }

@@ -12,6 +12,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::kernels::Aggregation;
 use crate::privacy::mechanism::check_aggregation;
+use crate::secagg::requirements::check_aggregation as check_secure_aggregation;
 
 /// Messages of the Policy actor.
 #[derive(Debug)]
@@ -142,6 +143,14 @@ fn refresh(state: &mut PolicyState) -> Reload {
             (Some(dp), Some(agg)) => check_aggregation(dp, agg)
                 .map(|_| p)
                 .map_err(|e| format!("{}: {e}", path.display())),
+            _ => Ok(p),
+        })
+        .and_then(|p| match (&p.secure_aggregation, aggregation) {
+            (Some(sa), Some(agg)) => {
+                check_secure_aggregation(sa, agg, p.participation.max_silos)
+                    .map(|_| p)
+                    .map_err(|e| format!("{}: {e}", path.display()))
+            }
             _ => Ok(p),
         })
         .and_then(|p| match (&state.policy.privacy, &p.privacy) {

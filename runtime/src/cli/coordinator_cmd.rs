@@ -104,6 +104,20 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
             )
         })?;
     }
+    if let Some(sa) = &policy.secure_aggregation {
+        fedsilo::secagg::requirements::check_aggregation(
+            sa,
+            &cfg.aggregation,
+            policy.participation.max_silos,
+        )
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{} and {} disagree: {e}",
+                cfg.federation.policy.display(),
+                origin
+            )
+        })?;
+    }
     let schema = Schema::load(&cfg.model.schema)?;
     let spec = ModelSpec {
         inputs: schema.encoded_width(),

@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Digest, ModelSpec};
+use crate::secagg::keys::Advertisement;
+use crate::secagg::messages::{RelayedShares, RevealedShare, RingSpec, SealedShares};
 
 /// A model the silo holds or is asked to use: its version and content digest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -166,6 +168,50 @@ pub enum Request {
         /// Number of rounds to match.
         rounds: u32,
     },
+    /// Secure aggregation, step 1: make this round's key pairs and advertise them, signed.
+    SecAggAdvertise {
+        /// Round number.
+        round: u64,
+    },
+    /// Step 2: the advertisements of every silo that answered step 1, as relayed. The silo
+    /// checks each against the consortium CA and escrows its secrets with the peers.
+    SecAggShare {
+        /// Round number.
+        round: u64,
+        /// Survivors needed to unmask.
+        threshold: u32,
+        /// The relayed advertisements (the silo's own included).
+        advertisements: Vec<Advertisement>,
+    },
+    /// Step 3: the shares peers escrowed with this silo, and the ring to sum in.
+    SecAggDeliver {
+        /// Round number.
+        round: u64,
+        /// The ring.
+        ring: RingSpec,
+        /// Encrypted shares, one per peer that escrowed.
+        shares: Vec<RelayedShares>,
+    },
+    /// Step 4 (after `Train`): a chunk of the masked update, the update weighed by `weight`.
+    FetchMasked {
+        /// Round number.
+        round: u64,
+        /// The silo's aggregation weight, in (0, 1].
+        weight: f64,
+        /// First value.
+        offset: u64,
+        /// Number of values.
+        len: u64,
+    },
+    /// Step 5: reveal the shares that unmask the sum of `survivors`' updates.
+    SecAggUnmask {
+        /// Round number.
+        round: u64,
+        /// Silos whose masked updates are in the sum: their self-mask shares are revealed.
+        survivors: Vec<String>,
+        /// Silos that escrowed but sent nothing: their mask-key shares are revealed.
+        dropped: Vec<String>,
+    },
 }
 
 /// A silo's answer.
@@ -192,6 +238,20 @@ pub enum Response {
     },
     /// Answer to `Evaluate` and `LocalBaseline`.
     Evaluated(EvalMetrics),
+    /// Answer to `SecAggAdvertise`.
+    SecAggAdvertised(Advertisement),
+    /// Answer to `SecAggShare`: the silo's shares, one per peer, encrypted to it.
+    SecAggShares(Vec<SealedShares>),
+    /// Answer to `SecAggDeliver`.
+    SecAggReady,
+    /// Answer to `FetchMasked`: ring values packed in ⌈bits/8⌉ little-endian bytes each.
+    MaskedChunk {
+        /// The packed values (encoded as one byte string, not value by value).
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
+    /// Answer to `SecAggUnmask`.
+    SecAggRevealed(Vec<RevealedShare>),
     /// The request was refused or failed; the message says why.
     Error {
         /// Human-readable reason.
@@ -209,6 +269,11 @@ impl Response {
             Response::Trained(_) => "Trained",
             Response::UpdateChunk { .. } => "UpdateChunk",
             Response::Evaluated(_) => "Evaluated",
+            Response::SecAggAdvertised(_) => "SecAggAdvertised",
+            Response::SecAggShares(_) => "SecAggShares",
+            Response::SecAggReady => "SecAggReady",
+            Response::MaskedChunk { .. } => "MaskedChunk",
+            Response::SecAggRevealed(_) => "SecAggRevealed",
             Response::Error { .. } => "Error",
         }
     }

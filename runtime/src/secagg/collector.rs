@@ -205,7 +205,10 @@ impl Collector {
         };
         self.at_least(self.revealers.len(), "revealed their unmasking shares")?;
         let mut recover = |of: &String, secret: Secret| -> Result<[u8; 32], String> {
-            let shares = self.revealed.remove(&(of.clone(), secret)).unwrap_or_default();
+            let shares = self
+                .revealed
+                .remove(&(of.clone(), secret))
+                .unwrap_or_default();
             combine(&shares, self.threshold)
                 .map_err(|e| format!("recovering {of}'s {secret:?}: {e}"))
         };
@@ -257,8 +260,8 @@ mod tests {
     use crate::audit::signature::CaCheck;
     use crate::certs::CertificateAuthority;
     use crate::identity::Role;
-    use crate::secagg::messages::RingSpec;
     use crate::secagg::keys::RoundKeys;
+    use crate::secagg::messages::RingSpec;
     use crate::secagg::participant::Participant;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha20Rng;
@@ -284,7 +287,10 @@ mod tests {
             .collect();
         Silos {
             ca: CaCheck::new(kits[0].roots()),
-            parts: kits.iter().map(|k| Participant::new(5, k).unwrap()).collect(),
+            parts: kits
+                .iter()
+                .map(|k| Participant::new(5, k).unwrap())
+                .collect(),
             updates: (0..n)
                 .map(|_| (0..len).map(|_| rng.random_range(-0.5..0.5)).collect())
                 .collect(),
@@ -347,7 +353,10 @@ mod tests {
             let (got, want) = round(&mut s, 4, &gone).unwrap();
             assert_eq!(got, want, "dropped after sharing: {gone:?}");
             // And it is the weighted mean to within the quantisation error.
-            let total: f64 = (0..6).filter(|i| !gone.contains(i)).map(|i| s.weights[i]).sum();
+            let total: f64 = (0..6)
+                .filter(|i| !gone.contains(i))
+                .map(|i| s.weights[i])
+                .sum();
             for (k, g) in got.iter().enumerate().step_by(97) {
                 let plain: f64 = (0..6)
                     .filter(|i| !gone.contains(i))
@@ -359,7 +368,10 @@ mod tests {
         }
         let mut s = silos(6, 100);
         let e = round(&mut s, 4, &[1, 2, 4]).unwrap_err();
-        assert!(e.contains("only 3 silo(s) sent masked updates, the threshold is 4"), "{e}");
+        assert!(
+            e.contains("only 3 silo(s) sent masked updates, the threshold is 4"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -422,10 +434,14 @@ mod tests {
         // A silo that shares twice, or leaves a peer out.
         assert!(c.shared("bank-0", vec![]).is_err());
         for (i, p) in s.parts.iter_mut().enumerate().take(2) {
-            p.receive(RING, &c.relayed_to(&format!("bank-{i}"))).unwrap();
+            p.receive(RING, &c.relayed_to(&format!("bank-{i}")))
+                .unwrap();
             let m = p.mask(&s.updates[i], 1.0).unwrap().to_vec();
             c.fold(&format!("bank-{i}"), &m, 1.0).unwrap();
-            assert!(p.mask(&s.updates[i], 0.5).unwrap_err().contains("second masking"));
+            assert!(p
+                .mask(&s.updates[i], 0.5)
+                .unwrap_err()
+                .contains("second masking"));
         }
         let (survivors, dropped) = c.unmasking().unwrap();
         assert_eq!(dropped, vec!["bank-2".to_string()]);

@@ -17,8 +17,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::keys::{open, seal, Advertisement, RoundKeys};
 use super::masking::{mask_update, MaskSeeds};
 use super::messages::{
-    minimum_threshold, share_context, Escrow, RelayedShares, RevealedShare, RingSpec,
-    SealedShares, Secret,
+    minimum_threshold, share_context, Escrow, RelayedShares, RevealedShare, RingSpec, SealedShares,
+    Secret,
 };
 use super::quantize::Quantizer;
 use super::shamir::split;
@@ -78,6 +78,15 @@ impl Participant {
         self.round
     }
 
+    /// The ring width, once the shares (and the ring) were delivered.
+    pub fn bits(&self) -> Result<u32, String> {
+        self.agreed
+            .as_ref()
+            .and_then(|a| a.quantizer)
+            .map(|q| q.bits())
+            .ok_or_else(|| format!("round {}: no shares were delivered yet", self.round))
+    }
+
     /// What to advertise.
     pub fn advertisement(&self) -> &Advertisement {
         &self.advertisement
@@ -123,10 +132,9 @@ impl Participant {
             .collect();
         let mut rng = secure_rng();
         let self_seed: [u8; 32] = rand::Rng::random(&mut rng);
-        let self_shares =
-            split(&self_seed, threshold, n, &mut rng).map_err(|e| e.to_string())?;
-        let key_shares = split(&self.keys.mask_secret()?, threshold, n, &mut rng)
-            .map_err(|e| e.to_string())?;
+        let self_shares = split(&self_seed, threshold, n, &mut rng).map_err(|e| e.to_string())?;
+        let key_shares =
+            split(&self.keys.mask_secret()?, threshold, n, &mut rng).map_err(|e| e.to_string())?;
         let mut pair_seeds = BTreeMap::new();
         let mut held = BTreeMap::new();
         let mut sealed = Vec::new();
@@ -164,11 +172,7 @@ impl Participant {
 
     /// Takes the shares peers escrowed with this silo, and the ring to sum in. The peers that
     /// sent shares are the ones this silo masks with.
-    pub fn receive(
-        &mut self,
-        ring: RingSpec,
-        shares: &[RelayedShares],
-    ) -> Result<(), String> {
+    pub fn receive(&mut self, ring: RingSpec, shares: &[RelayedShares]) -> Result<(), String> {
         let (round, me, keys) = (self.round, self.me.clone(), &self.keys);
         let a = self
             .agreed
@@ -202,7 +206,10 @@ impl Participant {
                 bincode::serde::decode_from_slice(&plain, bincode::config::standard())
                     .map_err(|e| format!("shares from {}: malformed ({e})", r.from))?;
             if escrow.self_mask.x != my_x || escrow.mask_key.x != my_x {
-                return Err(format!("shares from {} are not at this silo's point", r.from));
+                return Err(format!(
+                    "shares from {} are not at this silo's point",
+                    r.from
+                ));
             }
             held.insert(r.from.clone(), escrow);
         }
@@ -278,7 +285,9 @@ impl Participant {
             ));
         }
         if !s.contains(&me) {
-            return Err(format!("{me} is not among the survivors it is asked to unmask"));
+            return Err(format!(
+                "{me} is not among the survivors it is asked to unmask"
+            ));
         }
         if s.len() < a.threshold {
             return Err(format!(

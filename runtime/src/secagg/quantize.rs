@@ -136,7 +136,7 @@ pub fn pack(values: &[u64], bits: u32) -> Vec<u8> {
 /// values, or a value outside the ring, is an error.
 pub fn unpack(bytes: &[u8], bits: u32) -> Result<Vec<u64>, String> {
     let w = packed_width(bits);
-    if bytes.len() % w != 0 {
+    if !bytes.len().is_multiple_of(w) {
         return Err(format!(
             "{} bytes are not a whole number of {w}-byte ring values",
             bytes.len()
@@ -200,10 +200,15 @@ mod tests {
         let v = vec![0u64, 1, 0xfff_ffff, 0xffff_ffff];
         assert_eq!(pack(&v, 32).len(), 16);
         assert_eq!(unpack(&pack(&v, 32), 32).unwrap(), v);
-        assert_eq!(unpack(&pack(&[5, 1 << 20], 24), 24).unwrap(), vec![5, 1 << 20]);
+        assert_eq!(
+            unpack(&pack(&[5, 1 << 20], 24), 24).unwrap(),
+            vec![5, 1 << 20]
+        );
         assert!(unpack(&[1, 2, 3], 32).unwrap_err().contains("whole number"));
         // 20 bits travel in 3 bytes; a value above 2^20 − 1 is refused.
-        assert!(unpack(&[0xff, 0xff, 0xff], 20).unwrap_err().contains("outside"));
+        assert!(unpack(&[0xff, 0xff, 0xff], 20)
+            .unwrap_err()
+            .contains("outside"));
     }
 
     proptest! {

@@ -1,0 +1,287 @@
+//! The coordinator's side of a securely aggregated round, over the network: it relays keys
+//! and encrypted shares between the cohort's silos, fetches masked updates, and asks the
+//! survivors for the shares that unmask their sum. The [`Collector`] holds the state; this
+//! module only moves messages, every call bounded by the round deadline and dropped at once
+//! when the silo's heartbeats stop.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use fedsilo_policies::secure_aggregation::SecureAggregationRules;
+use tokio::task::JoinSet;
+
+use super::collector::Collector;
+use super::messages::RingSpec;
+use super::quantize::{unpack, Quantizer};
+use crate::protocol::{call, Request, Response, TrainReport};
+use crate::round::{until_silent, RoundContext, SiloHandle};
+
+/// A round's secure aggregation once the keys and shares went round.
+#[derive(Debug)]
+pub struct Session {
+    collector: Collector,
+    ring: RingSpec,
+    silos: BTreeMap<String, SiloHandle>,
+}
+
+/// Silos lost along the way, with the reason.
+pub type Lost = Vec<(String, String)>;
+
+/// Sends `request(silo)` to every silo at once; each answer (or why there is none) as it comes.
+async fn ask_all(
+    ctx: &RoundContext,
+    silos: &[SiloHandle],
+    deadline: Instant,
+    request: impl Fn(&SiloHandle) -> Request,
+) -> Vec<(SiloHandle, Result<Response, String>)> {
+    let mut jobs = JoinSet::new();
+    for s in silos {
+        let (req, s, silent) = (request(s), s.clone(), ctx.unhealthy.clone());
+        jobs.spawn(async move {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let r = tokio::select! {
+                r = call(&s.actor, &req, left, &s.name) => r.map_err(|e| e.to_string()),
+                _ = until_silent(silent, &s.name) => Err("stopped answering heartbeats during secure aggregation".to_string()),
+            };
+            (s, r)
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(j) = jobs.join_next().await {
+        if let Ok(r) = j {
+            out.push(r);
+        }
+    }
+    out
+}
+
+fn unexpected(step: &str, got: &Response) -> String {
+    format!("secure aggregation ({step}): answered {}", got.kind())
+}
+
+/// Steps 1–3: keys advertised and relayed, secrets escrowed, shares delivered. Returns the
+/// session, the silos ready to train, and those lost (with why). `Err`: the round cannot be
+/// securely aggregated (fewer than t silos left, or a ring too small for the cohort) and is
+/// abandoned before anyone trains.
+pub async fn open(
+    ctx: &RoundContext,
+    rules: &SecureAggregationRules,
+    deadline: Instant,
+) -> Result<(Session, Vec<SiloHandle>, Lost), String> {
+    let n = ctx.cohort.len();
+    let t = rules.threshold_for(n);
+    if t > n {
+        return Err(format!(
+            "secure aggregation: {n} silo(s) dispatched, the threshold is {t}: the sum could never be unmasked"
+        ));
+    }
+    let q = Quantizer::new(rules.bits, rules.range, n).map_err(|e| e.to_string())?;
+    let ring = RingSpec {
+        bits: rules.bits,
+        range: rules.range,
+        max_silos: n as u32,
+    };
+    let round = ctx.round;
+    let mut collector = Collector::new(round, t, q, ctx.base.params.len());
+    let mut lost = Lost::new();
+    // 1. Keys.
+    let mut ads = Vec::new();
+    let mut advertised = Vec::new();
+    for (s, r) in ask_all(ctx, &ctx.cohort, deadline, |_| Request::SecAggAdvertise {
+        round,
+    })
+    .await
+    {
+        match r {
+            Ok(Response::SecAggAdvertised(ad)) if ad.silo == s.name => {
+                ads.push(ad);
+                advertised.push(s);
+            }
+            Ok(Response::SecAggAdvertised(ad)) => lost.push((
+                s.name.clone(),
+                format!(
+                    "secure aggregation: advertised keys under the name {}",
+                    ad.silo
+                ),
+            )),
+            Ok(other) => lost.push((s.name.clone(), unexpected("keys", &other))),
+            Err(e) => lost.push((s.name.clone(), format!("secure aggregation (keys): {e}"))),
+        }
+    }
+    collector.advertised(ads)?;
+    // 2. Escrow.
+    let list = collector.advertisements();
+    let mut sharers = Vec::new();
+    for (s, r) in ask_all(ctx, &advertised, deadline, |_| Request::SecAggShare {
+        round,
+        threshold: t as u32,
+        advertisements: list.clone(),
+    })
+    .await
+    {
+        let r = match r {
+            Ok(Response::SecAggShares(v)) => collector.shared(&s.name, v),
+            Ok(other) => Err(unexpected("escrow", &other)),
+            Err(e) => Err(format!("secure aggregation (escrow): {e}")),
+        };
+        match r {
+            Ok(()) => sharers.push(s),
+            Err(e) => lost.push((s.name.clone(), e)),
+        }
+    }
+    collector.sharing_closed()?;
+    // 3. Delivery: each silo gets the shares escrowed with it, and the ring.
+    let mut ready = Vec::new();
+    let inbox: BTreeMap<String, _> = sharers
+        .iter()
+        .map(|s| (s.name.clone(), collector.relayed_to(&s.name)))
+        .collect();
+    for (s, r) in ask_all(ctx, &sharers, deadline, |s| Request::SecAggDeliver {
+        round,
+        ring,
+        shares: inbox.get(&s.name).cloned().unwrap_or_default(),
+    })
+    .await
+    {
+        match r {
+            Ok(Response::SecAggReady) => ready.push(s),
+            Ok(other) => lost.push((s.name.clone(), unexpected("delivery", &other))),
+            Err(e) => lost.push((
+                s.name.clone(),
+                format!("secure aggregation (delivery): {e}"),
+            )),
+        }
+    }
+    if ready.len() < t {
+        return Err(format!(
+            "secure aggregation: only {} silo(s) took their shares, the threshold is {t}: the round is abandoned",
+            ready.len()
+        ));
+    }
+    // Keep the cohort's order for dispatch.
+    ready.sort_by_key(|s| ctx.cohort.iter().position(|c| c.name == s.name));
+    let silos = sharers.into_iter().map(|s| (s.name.clone(), s)).collect();
+    Ok((
+        Session {
+            collector,
+            ring,
+            silos,
+        },
+        ready,
+        lost,
+    ))
+}
+
+impl Session {
+    /// The threshold t.
+    pub fn threshold(&self) -> usize {
+        self.collector.threshold()
+    }
+
+    /// Step 4: fetches the masked updates of the silos whose reports were admitted, each
+    /// weighed by its aggregation weight over the largest (so every weight is in (0, 1]), and
+    /// adds them to the sum. Returns the silos whose masked update could not be had.
+    pub async fn collect(
+        &mut self,
+        ctx: &RoundContext,
+        admitted: &[(String, TrainReport)],
+        deadline: Instant,
+    ) -> Lost {
+        let weights: BTreeMap<&String, f64> = admitted
+            .iter()
+            .map(|(s, r)| (s, ctx.policy.update_weight(r.examples as f64)))
+            .collect();
+        let top = weights.values().cloned().fold(0.0, f64::max);
+        let (len, bits, chunk) = (ctx.base.params.len(), self.ring.bits, ctx.chunk.max(1));
+        let mut jobs = JoinSet::new();
+        let mut lost = Lost::new();
+        for (name, w) in &weights {
+            let Some(s) = self.silos.get(*name).cloned() else {
+                lost.push((
+                    (*name).clone(),
+                    "secure aggregation: did not escrow its secrets".into(),
+                ));
+                continue;
+            };
+            let (weight, round, silent) = (w / top, ctx.round, ctx.unhealthy.clone());
+            jobs.spawn(async move {
+                let fetch = async {
+                    let mut values = Vec::with_capacity(len);
+                    while values.len() < len {
+                        let want = chunk.min(len - values.len());
+                        let req = Request::FetchMasked {
+                            round,
+                            weight,
+                            offset: values.len() as u64,
+                            len: want as u64,
+                        };
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        match call(&s.actor, &req, left, &s.name).await.map_err(|e| e.to_string())? {
+                            Response::MaskedChunk { bytes } => {
+                                let v = unpack(&bytes, bits)?;
+                                if v.len() != want {
+                                    return Err(format!("sent {} masked values, {want} were asked for", v.len()));
+                                }
+                                values.extend_from_slice(&v);
+                            }
+                            other => return Err(unexpected("masked update", &other)),
+                        }
+                    }
+                    Ok(values)
+                };
+                let r = tokio::select! {
+                    r = fetch => r,
+                    _ = until_silent(silent, &s.name) => Err("stopped answering heartbeats while its masked update was fetched".to_string()),
+                };
+                (s.name.clone(), weight, r)
+            });
+        }
+        while let Some(j) = jobs.join_next().await {
+            let Ok((name, weight, r)) = j else { continue };
+            match r.and_then(|v| self.collector.fold(&name, &v, weight)) {
+                Ok(()) => {}
+                Err(e) => lost.push((name, format!("secure aggregation (masked update): {e}"))),
+            }
+        }
+        lost
+    }
+
+    /// Step 5: asks the survivors for the shares that remove the masks, and unmasks the sum.
+    /// Returns the weighted mean of the survivors' updates and the survivors. `Err`: fewer
+    /// than t survivors, or fewer than t answered; the round is abandoned.
+    pub async fn unmask(
+        mut self,
+        ctx: &RoundContext,
+        deadline: Instant,
+    ) -> Result<(Vec<f32>, Vec<String>), String> {
+        let (survivors, dropped) = self.collector.unmasking()?;
+        let asked: Vec<SiloHandle> = survivors
+            .iter()
+            .filter_map(|s| self.silos.get(s).cloned())
+            .collect();
+        let round = ctx.round;
+        for (s, r) in ask_all(ctx, &asked, deadline, |_| Request::SecAggUnmask {
+            round,
+            survivors: survivors.clone(),
+            dropped: dropped.clone(),
+        })
+        .await
+        {
+            let r = match r {
+                Ok(Response::SecAggRevealed(v)) => self.collector.revealed(&s.name, v),
+                Ok(other) => Err(unexpected("unmasking", &other)),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = r {
+                tracing::warn!(
+                    silo = s.name,
+                    "secure aggregation: no unmasking shares: {e}"
+                );
+            }
+        }
+        let collector = self.collector;
+        tokio::task::spawn_blocking(move || collector.finish())
+            .await
+            .map_err(|e| format!("secure aggregation: unmasking failed: {e}"))?
+    }
+}

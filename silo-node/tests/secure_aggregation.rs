@@ -1,0 +1,99 @@
+//! End-to-end tests of secure aggregation across processes: the churn federation reaches the
+//! same held-out AUC with it as without it, and a federation whose silos die after key
+//! sharing still unmasks the survivors' sum — or abandons the round, with the reason, when
+//! fewer than t are left.
+
+mod common;
+
+use common::{Federation, Options};
+use serde_json::Value;
+
+/// Example-weighted held-out AUC of a committed round.
+fn weighted_auc(round: &Value) -> f64 {
+    let ev = round["eval"].as_object().unwrap();
+    let n: f64 = ev.values().map(|m| m["examples"].as_f64().unwrap()).sum();
+    ev.values()
+        .map(|m| m["auc"].as_f64().unwrap() * m["examples"].as_f64().unwrap())
+        .sum::<f64>()
+        / n
+}
+
+fn final_auc(extra: &str) -> (f64, Vec<Value>) {
+    let mut f = Federation::start(Options {
+        policy_extra: extra.to_string(),
+        ..Default::default()
+    });
+    let fin = f.expect("finished", |e| e["event"] == "finished");
+    assert!(fin["error"].is_null(), "{fin}");
+    assert!(f.exit_status().success());
+    let committed: Vec<Value> = f.committed().into_iter().cloned().collect();
+    assert_eq!(committed.len(), 3);
+    (weighted_auc(&committed[2]), committed)
+}
+
+#[test]
+fn the_churn_federation_reaches_the_same_auc_with_secure_aggregation() {
+    let (plain, _) = final_auc("");
+    let (secure, rounds) = final_auc("[secure_aggregation]\n");
+    println!("held-out AUC after 3 rounds: plain {plain:.6}, secure aggregation {secure:.6}");
+    assert!(
+        (plain - secure).abs() < 1e-3,
+        "plain {plain} vs secure {secure}: more than quantisation error apart"
+    );
+    for r in &rounds {
+        assert_eq!(r["participants"].as_array().unwrap().len(), 3, "{r}");
+        assert!(
+            r["aggregation"]
+                .as_str()
+                .unwrap()
+                .contains("under secure aggregation (t = 2)"),
+            "{r}"
+        );
+        // Nothing about one silo's update is reported: no norms.
+        assert!(r["update_norms"].as_object().unwrap().is_empty(), "{r}");
+    }
+}
+
+#[test]
+fn silos_lost_after_key_sharing_are_unmasked_around_until_fewer_than_t_are_left() {
+    let mut f = Federation::start(Options {
+        silos: vec![
+            ("northeast", vec![]),
+            ("midwest", vec![]),
+            ("west", vec!["--exit-after-sharing".into(), "2".into()]),
+            ("south", vec!["--exit-after-sharing".into(), "3".into()]),
+        ],
+        rounds: 3,
+        policy_extra: "[secure_aggregation]\nthreshold = 3\n".into(),
+        ..Default::default()
+    });
+    // Round 2: west escrowed its secrets, then died; its masks are removed from the sum with
+    // the survivors' shares of its key, and the round commits with the other three.
+    let r2 = f.expect("round 2 committed", |e| {
+        e["event"] == "round_committed" && e["round"] == 2
+    });
+    let who: Vec<&str> = r2["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(who, ["midwest", "northeast", "south"], "{r2}");
+    assert!(
+        r2["missing"].to_string().contains("west"),
+        "west is reported missing: {r2}"
+    );
+    let r1 = f.committed()[0].clone();
+    let (a1, a2) = (weighted_auc(&r1), weighted_auc(&r2));
+    // A wrongly unmasked sum would be noise across the whole ring: the model would collapse.
+    assert!(a2 > 0.6 && a2 > a1 - 0.05, "AUC {a1} then {a2}");
+    // Round 3: south dies when its shares are delivered; two silos are below t = 3.
+    let r3 = f.expect("round 3 abandoned", |e| {
+        e["event"] == "round_abandoned" && e["round"] == 3
+    });
+    let why = r3["reason"].as_str().unwrap();
+    assert!(
+        why.contains("only 2 silo(s)") && why.contains("the threshold is 3"),
+        "{why}"
+    );
+}
