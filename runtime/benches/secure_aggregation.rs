@@ -24,7 +24,7 @@ use fedsilo::protocol::{decode, encode, Request, Response};
 use fedsilo::secagg::collector::Collector;
 use fedsilo::secagg::messages::RingSpec;
 use fedsilo::secagg::participant::Participant;
-use fedsilo::secagg::quantize::{pack, unpack, Quantizer};
+use fedsilo::secagg::quantize::Quantizer;
 use fedsilo::tls::NodeCredentials;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -232,9 +232,7 @@ fn secure_round(fx: &Fixture) -> (Cost, Vec<f32>) {
         let m = p
             .mask(&fx.updates[i], fx.examples[i] / top)
             .expect("a masked update");
-        encode(&Response::MaskedChunk {
-            bytes: pack(m, ring.bits),
-        })
+        encode(&Response::MaskedChunk { bytes: m.to_vec() })
     });
     c.sent(&masked);
     let unmask_req = c.coordinator(|| {
@@ -242,8 +240,7 @@ fn secure_round(fx: &Fixture) -> (Cost, Vec<f32>) {
             let Response::MaskedChunk { bytes } = answer(f) else {
                 panic!("not a masked update")
             };
-            let v = unpack(&bytes, ring.bits).expect("ring values");
-            col.fold(&names[i], &v, fx.examples[i] / top)
+            col.fold(&names[i], &bytes, fx.examples[i] / top)
                 .expect("a masked update of the right length");
         }
         let (survivors, dropped) = col.unmasking().expect("enough survivors");

@@ -23,7 +23,7 @@ use fedsilo::protocol::{
     decode, encode, ModelRef, Request, Response, Scaling, TrainPlan, TrainReport, TrainerMessage,
 };
 use fedsilo::secagg::participant::Participant;
-use fedsilo::secagg::quantize::pack;
+use fedsilo::secagg::quantize::packed_width;
 use fedsilo::tls::NodeCredentials;
 use ndarray::Array1;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -159,17 +159,18 @@ impl TrainerState {
             } => match self.update.take() {
                 Some((r, u)) if r == round => {
                     let out = self.participant(round).and_then(|p| {
-                        let bits = p.bits()?;
+                        let width = packed_width(p.bits()?) as u64;
                         let masked = p.mask(&u, weight)?;
                         let end = offset.saturating_add(len);
-                        if end > masked.len() as u64 {
+                        if end.saturating_mul(width) > masked.len() as u64 {
                             return Err(format!(
                                 "asked for values {offset}..{end} of a masked update of {}",
-                                masked.len()
+                                masked.len() as u64 / width
                             ));
                         }
                         Ok(Response::MaskedChunk {
-                            bytes: pack(&masked[offset as usize..end as usize], bits),
+                            bytes: masked[(offset * width) as usize..(end * width) as usize]
+                                .to_vec(),
                         })
                     });
                     self.update = Some((r, u));

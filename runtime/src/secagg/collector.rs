@@ -132,22 +132,18 @@ impl Collector {
             .unwrap_or_default()
     }
 
-    /// Adds `silo`'s masked update (weighed `weight` by its silo) to the sum.
-    pub fn fold(&mut self, silo: &str, masked: &[u64], weight: f64) -> Result<(), String> {
+    /// Adds `silo`'s masked update (weighed `weight` by its silo), packed as it travels, to
+    /// the sum.
+    pub fn fold(&mut self, silo: &str, packed: &[u8], weight: f64) -> Result<(), String> {
         if !self.shared.contains(silo) {
             return Err(format!("{silo} did not escrow its secrets this round"));
         }
         if self.plan.is_some() || self.weights.contains_key(silo) {
             return Err(format!("a second masked update from {silo}"));
         }
-        if masked.len() != self.len {
-            return Err(format!(
-                "{silo}'s masked update has {} values, the model has {}",
-                masked.len(),
-                self.len
-            ));
-        }
-        self.q.add_into(&mut self.sum, masked);
+        self.q
+            .add_packed(&mut self.sum, packed)
+            .map_err(|e| format!("{silo}'s masked update: {e}"))?;
         self.weights.insert(silo.to_string(), weight);
         Ok(())
     }
@@ -331,11 +327,7 @@ mod tests {
         let mut sum = vec![0u64; len];
         let mut total = 0.0;
         for i in (0..s.parts.len()).filter(|i| !gone.contains(i)) {
-            let scaled: Vec<f32> = s.updates[i]
-                .iter()
-                .map(|v| (*v as f64 * s.weights[i]) as f32)
-                .collect();
-            q.add_into(&mut sum, &q.encode(&scaled));
+            q.add_into(&mut sum, &q.encode_scaled(&s.updates[i], s.weights[i]));
             total += s.weights[i];
         }
         let want = q
@@ -437,6 +429,10 @@ mod tests {
             p.receive(RING, &c.relayed_to(&format!("bank-{i}")))
                 .unwrap();
             let m = p.mask(&s.updates[i], 1.0).unwrap().to_vec();
+            assert!(c
+                .fold(&format!("bank-{i}"), &m[4..], 1.0)
+                .unwrap_err()
+                .contains("ring values"));
             c.fold(&format!("bank-{i}"), &m, 1.0).unwrap();
             assert!(p
                 .mask(&s.updates[i], 0.5)

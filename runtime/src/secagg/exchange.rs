@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 
 use super::collector::Collector;
 use super::messages::RingSpec;
-use super::quantize::{unpack, Quantizer};
+use super::quantize::{packed_width, Quantizer};
 use crate::protocol::{call, Request, Response, TrainReport};
 use crate::round::{until_silent, RoundContext, SiloHandle};
 
@@ -206,28 +206,29 @@ impl Session {
             let (weight, round, silent) = (w / top, ctx.round, ctx.unhealthy.clone());
             jobs.spawn(async move {
                 let fetch = async {
-                    let mut values = Vec::with_capacity(len);
-                    while values.len() < len {
-                        let want = chunk.min(len - values.len());
+                    let width = packed_width(bits);
+                    let mut packed = Vec::with_capacity(len * width);
+                    while packed.len() < len * width {
+                        let offset = packed.len() / width;
+                        let want = chunk.min(len - offset);
                         let req = Request::FetchMasked {
                             round,
                             weight,
-                            offset: values.len() as u64,
+                            offset: offset as u64,
                             len: want as u64,
                         };
                         let left = deadline.saturating_duration_since(Instant::now());
                         match call(&s.actor, &req, left, &s.name).await.map_err(|e| e.to_string())? {
+                            Response::MaskedChunk { bytes } if bytes.len() == want * width => {
+                                packed.extend_from_slice(&bytes);
+                            }
                             Response::MaskedChunk { bytes } => {
-                                let v = unpack(&bytes, bits)?;
-                                if v.len() != want {
-                                    return Err(format!("sent {} masked values, {want} were asked for", v.len()));
-                                }
-                                values.extend_from_slice(&v);
+                                return Err(format!("sent {} bytes of masked values, {want} values of {width} bytes were asked for", bytes.len()));
                             }
                             other => return Err(unexpected("masked update", &other)),
                         }
                     }
-                    Ok(values)
+                    Ok(packed)
                 };
                 let r = tokio::select! {
                     r = fetch => r,

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use super::prg::apply;
+use super::prg::apply_all;
 use super::quantize::Quantizer;
 
 /// What silo `me` knows when it masks: its self seed and one seed per peer.
@@ -27,12 +27,12 @@ pub struct MaskSeeds {
 }
 
 /// Masks encoded update `x` (already quantised).
-pub fn mask_update(q: &Quantizer, x: &[u64], seeds: &MaskSeeds) -> Vec<u64> {
-    let mut y = x.to_vec();
-    apply(&seeds.self_seed, q.bits(), &mut y, false);
-    for (j, s) in &seeds.pairwise {
-        apply(s, q.bits(), &mut y, *j < seeds.me);
-    }
+pub fn mask_update(q: &Quantizer, x: Vec<u64>, seeds: &MaskSeeds) -> Vec<u64> {
+    let mut y = x;
+    let masks: Vec<([u8; 32], bool)> = std::iter::once((seeds.self_seed, false))
+        .chain(seeds.pairwise.iter().map(|(j, s)| (*s, *j < seeds.me)))
+        .collect();
+    apply_all(&masks, q.bits(), &mut y);
     y
 }
 
@@ -51,18 +51,17 @@ pub fn remove_masks(
             "silo {both} is both a survivor and dropped: its self mask and its pairwise masks must never both be revealed"
         ));
     }
-    for b in self_seeds.values() {
-        apply(b, q.bits(), sum, true);
-    }
+    let mut masks: Vec<([u8; 32], bool)> = self_seeds.values().map(|b| (*b, true)).collect();
     // Survivor i added +PRG(s_id) if d > i, −PRG(s_id) if d < i: undo it.
     for (d, seeds) in dropped {
         for i in self_seeds.keys() {
             let s = seeds.get(i).ok_or_else(|| {
                 format!("no recovered seed between dropped silo {d} and survivor {i}")
             })?;
-            apply(s, q.bits(), sum, d > i);
+            masks.push((*s, d > i));
         }
     }
+    apply_all(&masks, q.bits(), sum);
     Ok(())
 }
 
@@ -123,7 +122,7 @@ mod tests {
         let len = s.x[&0].len();
         let masked: BTreeMap<u32, Vec<u64>> = survivors
             .iter()
-            .map(|i| (*i, mask_update(&s.q, &s.x[i], &s.seeds[i])))
+            .map(|i| (*i, mask_update(&s.q, s.x[i].clone(), &s.seeds[i])))
             .collect();
         // Each silo shared its self seed and each pairwise seed t-of-n; survivors reveal the
         // shares the server asks for.
@@ -173,7 +172,7 @@ mod tests {
     #[test]
     fn a_silo_cannot_be_both_unmasked_and_dropped() {
         let s = setup(3, 10);
-        let mut sum = mask_update(&s.q, &s.x[&0], &s.seeds[&0]);
+        let mut sum = mask_update(&s.q, s.x[&0].clone(), &s.seeds[&0]);
         let selfs = [(0, s.seeds[&0].self_seed)].into_iter().collect();
         let dropped = [(0, BTreeMap::new())].into_iter().collect();
         let e = remove_masks(&s.q, &mut sum, &selfs, &dropped).unwrap_err();

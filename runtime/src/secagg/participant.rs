@@ -20,7 +20,7 @@ use super::messages::{
     minimum_threshold, share_context, Escrow, RelayedShares, RevealedShare, RingSpec, SealedShares,
     Secret,
 };
-use super::quantize::Quantizer;
+use super::quantize::{pack, Quantizer};
 use super::shamir::split;
 use crate::audit::signature::CaCheck;
 use crate::privacy::noise::secure_rng;
@@ -40,7 +40,8 @@ struct Agreed {
     held: BTreeMap<String, Escrow>,
     /// The ring, once received.
     quantizer: Option<Quantizer>,
-    masked: Option<(f64, Vec<u64>)>,
+    /// The weight and the masked update, packed as it travels.
+    masked: Option<(f64, Vec<u8>)>,
     revealed: Option<(Vec<String>, Vec<String>)>,
 }
 
@@ -225,10 +226,10 @@ impl Participant {
         Ok(())
     }
 
-    /// The masked update: `update` × `weight`, each value clipped to the ring's range,
+    /// The masked update, packed ([`pack`]): `update` × `weight`, each value clipped to the ring's range,
     /// quantised, plus the self mask and the pairwise masks with every peer that shared. The
     /// same weight gives the same masked update (it may be fetched again); another is refused.
-    pub fn mask(&mut self, update: &[f32], weight: f64) -> Result<&[u64], String> {
+    pub fn mask(&mut self, update: &[f32], weight: f64) -> Result<&[u8], String> {
         let name = self.me.clone();
         let a = self.agreed_mut()?;
         let Some(q) = a.quantizer else {
@@ -244,7 +245,6 @@ impl Participant {
                 ));
             }
         } else {
-            let scaled: Vec<f32> = update.iter().map(|v| (*v as f64 * weight) as f32).collect();
             let me = a.index[&name];
             let seeds = MaskSeeds {
                 me,
@@ -256,7 +256,8 @@ impl Participant {
                     .map(|(peer, s)| (a.index[peer], *s))
                     .collect(),
             };
-            a.masked = Some((weight, mask_update(&q, &q.encode(&scaled), &seeds)));
+            let masked = mask_update(&q, q.encode_scaled(update, weight), &seeds);
+            a.masked = Some((weight, pack(&masked, q.bits())));
         }
         Ok(a.masked.as_ref().map(|(_, m)| m.as_slice()).unwrap_or(&[]))
     }

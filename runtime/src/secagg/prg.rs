@@ -4,11 +4,13 @@
 
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
+use rayon::prelude::*;
 
 use super::quantize::mask;
 
-/// Values per keystream block: the generator fills a small buffer that is consumed in place.
-const BLOCK: usize = 4096;
+/// Values per piece of work: pieces are masked in parallel, each from its own position in
+/// the keystream, so the result does not depend on how many cores there are.
+const BLOCK: usize = 1 << 14;
 
 /// Bytes of keystream per value: 4 for rings up to 32 bits, else 8.
 fn width(bits: u32) -> usize {
@@ -22,23 +24,42 @@ fn width(bits: u32) -> usize {
 /// Adds (or, with `subtract`, subtracts) the mask expanded from `seed` to `target`, in
 /// Z_{2^bits}, without materialising the mask.
 pub fn apply(seed: &[u8; 32], bits: u32, target: &mut [u64], subtract: bool) {
-    let mut rng = ChaCha20Rng::from_seed(*seed);
+    apply_all(&[(*seed, subtract)], bits, target)
+}
+
+/// Applies every mask of `masks` (a seed, and whether to subtract it) to `target`: the same
+/// as [`apply`] for each in turn, on all cores, reading `target` once.
+pub fn apply_all(masks: &[([u8; 32], bool)], bits: u32, target: &mut [u64]) {
     let (m, w) = (mask(bits), width(bits));
-    let mut buf = vec![0u8; BLOCK * w];
-    for chunk in target.chunks_mut(BLOCK) {
-        let bytes = &mut buf[..chunk.len() * w];
-        rng.fill_bytes(bytes);
-        for (t, b) in chunk.iter_mut().zip(bytes.chunks_exact(w)) {
-            let mut v = [0u8; 8];
-            v[..w].copy_from_slice(b);
-            let r = u64::from_le_bytes(v) & m;
-            *t = if subtract {
-                t.wrapping_sub(r)
-            } else {
-                t.wrapping_add(r)
-            } & m;
-        }
-    }
+    target
+        .par_chunks_mut(BLOCK)
+        .enumerate()
+        .for_each(|(k, chunk)| {
+            let mut buf = vec![0u8; chunk.len() * w];
+            for (seed, subtract) in masks {
+                let mut rng = ChaCha20Rng::from_seed(*seed);
+                rng.set_word_pos((k * BLOCK * w / 4) as u128);
+                rng.fill_bytes(&mut buf);
+                let add = |t: &mut u64, r: u64| {
+                    *t = if *subtract {
+                        t.wrapping_sub(r & m)
+                    } else {
+                        t.wrapping_add(r & m)
+                    } & m
+                };
+                if w == 4 {
+                    for (t, c) in chunk.iter_mut().zip(buf.chunks_exact(4)) {
+                        add(t, u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as u64);
+                    }
+                } else {
+                    for (t, c) in chunk.iter_mut().zip(buf.chunks_exact(8)) {
+                        let mut b = [0u8; 8];
+                        b.copy_from_slice(c);
+                        add(t, u64::from_le_bytes(b));
+                    }
+                }
+            }
+        });
 }
 
 /// `len` values uniform in Z_{2^bits}, expanded from `seed` (what [`apply`] adds).
@@ -59,6 +80,14 @@ mod tests {
         assert_eq!(expand(&a, 100, 32), expand(&a, 100, 32));
         assert_ne!(expand(&a, 100, 32), expand(&b, 100, 32));
         assert!(expand(&a, 1000, 24).iter().all(|v| *v < 1 << 24));
+        // Pieces masked in parallel read the keystream where a single pass would.
+        let long = expand(&a, 3 * BLOCK + 5, 32);
+        let mut one = ChaCha20Rng::from_seed(a);
+        let serial: Vec<u64> = (0..long.len()).map(|_| one.next_u32() as u64).collect();
+        assert_eq!(long, serial);
+        let mut both = vec![0u64; 100];
+        apply_all(&[(a, false), (b, false), (a, true)], 40, &mut both);
+        assert_eq!(both, expand(&b, 100, 40));
     }
 
     /// A masked update seen alone: its bytes pass a chi-squared test for uniformity (255

@@ -6,6 +6,7 @@
 //! that leave too few levels per value is an error when the quantiser is made, before any
 //! round starts, never a wrong model after it.
 
+use rayon::prelude::*;
 use thiserror::Error;
 
 /// Levels per value below which a configuration is refused (8 bits of resolution).
@@ -82,12 +83,20 @@ impl Quantizer {
 
     /// Encodes one update (each value clipped to the range, rounded to the nearest level).
     pub fn encode(&self, values: &[f32]) -> Vec<u64> {
+        self.encode_scaled(values, 1.0)
+    }
+
+    /// Encodes `values` × `weight`, each clipped to the range and rounded to the nearest level
+    /// (on all cores).
+    pub fn encode_scaled(&self, values: &[f32], weight: f64) -> Vec<u64> {
         let scale = self.levels as f64 / (2.0 * self.range);
         values
-            .iter()
+            .par_iter()
+            .with_min_len(1 << 14)
             .map(|v| {
-                let c = (*v as f64).clamp(-self.range, self.range);
-                (((c + self.range) * scale).round() as u64).min(self.levels)
+                let c = (*v as f64 * weight).clamp(-self.range, self.range);
+                // Non-negative, so adding ½ and truncating rounds to nearest; NaN becomes 0.
+                (((c + self.range) * scale + 0.5) as u64).min(self.levels)
             })
             .collect()
     }
@@ -98,6 +107,40 @@ impl Quantizer {
         sum.iter()
             .map(|s| ((*s & mask(self.bits)) as f64 / scale - count as f64 * self.range) as f32)
             .collect()
+    }
+
+    /// Adds the ring values packed in `bytes` (what [`pack`] made) into `sum`. A length that is
+    /// not `sum.len()` values, or a value outside the ring, is an error and `sum` is untouched.
+    pub fn add_packed(&self, sum: &mut [u64], bytes: &[u8]) -> Result<(), String> {
+        let w = packed_width(self.bits);
+        if bytes.len() != sum.len() * w {
+            return Err(format!(
+                "{} bytes are not {} ring values of {w} bytes",
+                bytes.len(),
+                sum.len()
+            ));
+        }
+        let m = mask(self.bits);
+        let value = |c: &[u8]| {
+            let mut v = [0u8; 8];
+            v[..w].copy_from_slice(c);
+            u64::from_le_bytes(v)
+        };
+        if self.bits as usize != 8 * w {
+            if let Some(x) = bytes.chunks_exact(w).map(value).find(|x| *x > m) {
+                return Err(format!("value {x} is outside the {}-bit ring", self.bits));
+            }
+        }
+        if w == 4 {
+            for (s, c) in sum.iter_mut().zip(bytes.chunks_exact(4)) {
+                *s = s.wrapping_add(u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as u64) & m;
+            }
+        } else {
+            for (s, c) in sum.iter_mut().zip(bytes.chunks_exact(w)) {
+                *s = s.wrapping_add(value(c)) & m;
+            }
+        }
+        Ok(())
     }
 
     /// Adds `b` into `a` in the ring.
@@ -125,37 +168,11 @@ pub fn packed_width(bits: u32) -> usize {
 /// Ring values as little-endian bytes, [`packed_width`] each.
 pub fn pack(values: &[u64], bits: u32) -> Vec<u8> {
     let w = packed_width(bits);
-    let mut out = Vec::with_capacity(values.len() * w);
-    for v in values {
-        out.extend_from_slice(&v.to_le_bytes()[..w]);
+    let mut out = vec![0u8; values.len() * w];
+    for (b, x) in out.chunks_exact_mut(w).zip(values) {
+        b.copy_from_slice(&x.to_le_bytes()[..w]);
     }
     out
-}
-
-/// The ring values in `bytes` (what [`pack`] made); a length that is not a whole number of
-/// values, or a value outside the ring, is an error.
-pub fn unpack(bytes: &[u8], bits: u32) -> Result<Vec<u64>, String> {
-    let w = packed_width(bits);
-    if !bytes.len().is_multiple_of(w) {
-        return Err(format!(
-            "{} bytes are not a whole number of {w}-byte ring values",
-            bytes.len()
-        ));
-    }
-    let m = mask(bits);
-    bytes
-        .chunks_exact(w)
-        .map(|b| {
-            let mut v = [0u8; 8];
-            v[..w].copy_from_slice(b);
-            let x = u64::from_le_bytes(v);
-            if x > m {
-                Err(format!("value {x} is outside the {bits}-bit ring"))
-            } else {
-                Ok(x)
-            }
-        })
-        .collect()
 }
 
 /// 2^bits − 1.
@@ -198,17 +215,26 @@ mod tests {
     #[test]
     fn ring_values_pack_to_whole_bytes_and_malformed_packings_are_refused() {
         let v = vec![0u64, 1, 0xfff_ffff, 0xffff_ffff];
+        let q = Quantizer::new(32, 1.0, 2).unwrap();
         assert_eq!(pack(&v, 32).len(), 16);
-        assert_eq!(unpack(&pack(&v, 32), 32).unwrap(), v);
-        assert_eq!(
-            unpack(&pack(&[5, 1 << 20], 24), 24).unwrap(),
-            vec![5, 1 << 20]
-        );
-        assert!(unpack(&[1, 2, 3], 32).unwrap_err().contains("whole number"));
-        // 20 bits travel in 3 bytes; a value above 2^20 − 1 is refused.
-        assert!(unpack(&[0xff, 0xff, 0xff], 20)
+        let mut sum = vec![0u64; 4];
+        q.add_packed(&mut sum, &pack(&v, 32)).unwrap();
+        assert_eq!(sum, v);
+        assert!(q
+            .add_packed(&mut sum, &[1, 2, 3])
             .unwrap_err()
-            .contains("outside"));
+            .contains("not 4 ring values"));
+        assert_eq!(sum, v, "untouched by a refused packing");
+        // 20 bits travel in 3 bytes; a value above 2^20 − 1 is refused.
+        let q20 = Quantizer::new(20, 1.0, 2).unwrap();
+        let mut one = vec![0u64; 2];
+        q20.add_packed(&mut one, &pack(&[5, 1 << 19], 20)).unwrap();
+        assert_eq!(one, vec![5, 1 << 19]);
+        let e = q20
+            .add_packed(&mut one, &[0xff, 0xff, 0xff, 0, 0, 0])
+            .unwrap_err();
+        assert!(e.contains("outside"), "{e}");
+        assert_eq!(one, vec![5, 1 << 19]);
     }
 
     proptest! {
