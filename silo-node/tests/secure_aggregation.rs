@@ -5,7 +5,8 @@
 
 mod common;
 
-use common::{Federation, Options};
+use common::{arg, example, fedsilo, Federation, Options};
+use silo_node::sandbox::FederationFile;
 use serde_json::Value;
 
 /// Example-weighted held-out AUC of a committed round.
@@ -95,5 +96,55 @@ fn silos_lost_after_key_sharing_are_unmasked_around_until_fewer_than_t_are_left(
     assert!(
         why.contains("only 2 silo(s)") && why.contains("the threshold is 3"),
         "{why}"
+    );
+}
+
+#[test]
+fn secure_aggregation_carries_distributed_dp_noise_added_by_the_silos() {
+    let (plain, _) = final_auc("[secure_aggregation]\n");
+    let (noisy, rounds) = final_auc(
+        "[secure_aggregation]\n[privacy]\nmode = \"distributed\"\nclip_norm = 0.3\nnoise_multiplier = 1.0\n",
+    );
+    println!("held-out AUC after 3 rounds: secure aggregation {plain:.4}, with distributed DP {noisy:.4}");
+    for r in &rounds {
+        assert_eq!(r["privacy"]["mode"], "distributed", "{r}");
+        assert!(r["aggregation"].as_str().unwrap().contains("secure aggregation"), "{r}");
+    }
+    // The silos' noise is in the unmasked mean: the model differs from the noiseless one.
+    assert_ne!(rounds[2]["digest"], Value::Null);
+    assert!((plain - noisy).abs() > 1e-6, "no trace of noise: {plain} vs {noisy}");
+}
+
+#[test]
+fn a_robust_kernel_with_secure_aggregation_is_refused_at_start_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let (ok, out) = fedsilo(&[
+        "certs",
+        "init",
+        "--out",
+        arg(&certs),
+        "--coordinator",
+        "coordinator",
+        "--silo",
+        "northeast",
+    ]);
+    assert!(ok, "{out}");
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        "[participation]\nmin_silos = 1\nquorum = 1\n[secure_aggregation]\n",
+    )
+    .unwrap();
+    let config = dir.path().join("federation.toml");
+    let federation = FederationFile {
+        extra: "[aggregation]\nkernel = \"median\"\n".into(),
+        ..FederationFile::new(&example("schema.toml"))
+    };
+    std::fs::write(&config, federation.render()).unwrap();
+    let (ok, out) = fedsilo(&["coordinator", "--config", arg(&config)]);
+    assert!(!ok);
+    assert!(
+        out.contains("needs aggregation.kernel = \"mean\"") && out.contains("`median`"),
+        "{out}"
     );
 }
