@@ -6,8 +6,8 @@
 mod common;
 
 use common::{arg, example, fedsilo, Federation, Options};
-use silo_node::sandbox::FederationFile;
 use serde_json::Value;
+use silo_node::sandbox::FederationFile;
 
 /// Example-weighted held-out AUC of a committed round.
 fn weighted_auc(round: &Value) -> f64 {
@@ -108,11 +108,20 @@ fn secure_aggregation_carries_distributed_dp_noise_added_by_the_silos() {
     println!("held-out AUC after 3 rounds: secure aggregation {plain:.4}, with distributed DP {noisy:.4}");
     for r in &rounds {
         assert_eq!(r["privacy"]["mode"], "distributed", "{r}");
-        assert!(r["aggregation"].as_str().unwrap().contains("secure aggregation"), "{r}");
+        assert!(
+            r["aggregation"]
+                .as_str()
+                .unwrap()
+                .contains("secure aggregation"),
+            "{r}"
+        );
     }
     // The silos' noise is in the unmasked mean: the model differs from the noiseless one.
     assert_ne!(rounds[2]["digest"], Value::Null);
-    assert!((plain - noisy).abs() > 1e-6, "no trace of noise: {plain} vs {noisy}");
+    assert!(
+        (plain - noisy).abs() > 1e-6,
+        "no trace of noise: {plain} vs {noisy}"
+    );
 }
 
 #[test]
