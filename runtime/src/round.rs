@@ -526,12 +526,20 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
                 }
                 (Some(session), ready)
             }
-            Err(reason) => {
+            Err((reason, lost)) => {
                 let _ = ctx.aggregator.cast(AggregatorMessage::Abort { round });
+                for (silo, why) in &lost {
+                    ctx.events.emit(Event::UpdateRefused {
+                        round,
+                        silo: silo.clone(),
+                        reason: why.clone(),
+                    });
+                }
+                missing.extend(lost);
                 return RoundOutcome::Abandoned {
                     round,
                     reason,
-                    attendance: Attendance::default(),
+                    attendance: Attendance::of(&missing, &[]),
                 };
             }
         },
@@ -655,11 +663,11 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
     jobs.abort_all();
     // Regional aggregates: only those combining enough silos cross to this node.
     let regional = regional_parts(&ctx, &mut admitted, &mut missing).await;
-    // Unmasking and fetching get at least half a minute, even when collection ran to the
-    // deadline: the silos' work is done, only the sum is left to make.
-    let tail = deadline.max(Instant::now() + Duration::from_secs(30));
+    // Fetching the masked updates, and then unmasking, each get at least half a minute, even
+    // when collection ran to the deadline: the silos' work is done, only the sum is left.
+    let tail = || deadline.max(Instant::now() + Duration::from_secs(30));
     if let Some(session) = secure.as_mut() {
-        for (silo, reason) in session.collect(&ctx, &admitted, tail).await {
+        for (silo, reason) in session.collect(&ctx, &admitted, tail()).await {
             admitted.retain(|(s, _)| *s != silo);
             ctx.events.emit(Event::UpdateRefused {
                 round,
@@ -730,7 +738,7 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
         .sum();
     let mut aggregate = if let Some(session) = secure.take() {
         let _ = ctx.aggregator.cast(AggregatorMessage::Abort { round });
-        match session.unmask(&ctx, tail).await {
+        match session.unmask(&ctx, tail()).await {
             Ok((values, _)) => Aggregate {
                 values,
                 selected: None,

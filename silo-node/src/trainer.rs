@@ -87,6 +87,11 @@ pub struct TrainerState {
     book: Option<PrivacyBook>,
     /// This round's secure-aggregation keys, shares and masked update.
     secagg: Option<Participant>,
+    /// The last round keys were advertised for: a round is never keyed twice, or the
+    /// coordinator could sum one update under two sets of masks and subtract.
+    last_keyed: Option<u64>,
+    /// A round trained under secure aggregation: its update leaves this silo only masked.
+    masked_only: Option<u64>,
 }
 
 fn reply_with(reply: RpcReplyPort<Vec<u8>>, r: Response) {
@@ -113,9 +118,14 @@ impl TrainerState {
         let result = match request {
             Request::SecAggAdvertise { round } => match &self.args.credentials {
                 None => Err("this silo has no credentials to sign secure-aggregation keys".into()),
+                Some(_) if self.last_keyed.is_some_and(|r| round <= r) => Err(format!(
+                    "keys for round {round} asked after round {}: a round is keyed once, and rounds only move forward",
+                    self.last_keyed.unwrap_or_default()
+                )),
                 Some(creds) => Participant::new(round, creds).map(|p| {
                     let ad = p.advertisement().clone();
                     self.secagg = Some(p);
+                    self.last_keyed = Some(round);
                     Response::SecAggAdvertised(ad)
                 }),
             },
@@ -472,6 +482,8 @@ impl Actor for TrainerActor {
             update: None,
             busy: None,
             secagg: None,
+            last_keyed: None,
+            masked_only: None,
             book: match &args.dp_sgd {
                 Some(cfg) => Some(PrivacyBook::open(&cfg.ledger)?),
                 None => None,
@@ -536,7 +548,8 @@ impl Actor for TrainerActor {
             | Request::FetchMasked { .. }
             | Request::SecAggUnmask { .. }) => state.secure_aggregation(r),
             Request::FetchUpdate { round, .. }
-                if state.secagg.as_ref().is_some_and(|p| p.round() == round) =>
+                if state.masked_only == Some(round)
+                    || state.secagg.as_ref().is_some_and(|p| p.round() == round) =>
             {
                 err(format!(
                     "round {round} is securely aggregated: its update leaves this silo only masked"
@@ -620,6 +633,9 @@ impl Actor for TrainerActor {
                                 // leaves in the clear: not even its norm.
                                 let masked =
                                     state.secagg.as_ref().is_some_and(|p| p.round() == round);
+                                if masked {
+                                    state.masked_only = Some(round);
+                                }
                                 tokio::spawn(async move {
                                     if !delay.is_zero() {
                                         tokio::time::sleep(delay).await;
@@ -635,6 +651,7 @@ impl Actor for TrainerActor {
                                         Ok((u, mut report, spent)) => {
                                             if masked {
                                                 report.update_norm = 0.0;
+                                                report.update_digest = Digest::of_f32(&[]);
                                             }
                                             (Some((round, u)), Response::Trained(report), spent)
                                         }
@@ -698,6 +715,10 @@ mod tests {
     use std::io::Write;
 
     async fn trainer() -> ActorRef<TrainerMessage> {
+        trainer_with(None).await
+    }
+
+    async fn trainer_with(credentials: Option<NodeCredentials>) -> ActorRef<TrainerMessage> {
         let schema = Schema::from_toml_str(
             "[target]\ncolumn = \"y\"\npositive = \"1\"\n[[feature]]\ncolumn = \"a\"\nkind = \"numeric\"\n",
             "s",
@@ -715,7 +736,7 @@ mod tests {
             train_delay: Duration::ZERO,
             attack: None,
             dp_sgd: None,
-            credentials: None,
+            credentials,
             exit_after_sharing: None,
         };
         Actor::spawn(None, TrainerActor, args).await.unwrap().0
@@ -731,6 +752,82 @@ mod tests {
             .unwrap()
             .unwrap();
         decode(&bytes, "t").unwrap()
+    }
+
+    /// Under secure aggregation a round is keyed once and its update never leaves in the
+    /// clear, not even after the next round's keys: otherwise the coordinator could sum one
+    /// update under two sets of masks and subtract, or simply ask for it.
+    #[tokio::test]
+    async fn a_securely_aggregated_update_is_keyed_once_and_never_fetched_in_the_clear() {
+        fedsilo::tls::install_crypto_provider();
+        let (ca, _) = fedsilo::certs::CertificateAuthority::generate("c", 30).unwrap();
+        let id = fedsilo::identity::Identity {
+            name: "t".into(),
+            role: fedsilo::identity::Role::Silo,
+            region: "eu".into(),
+        };
+        let t = trainer_with(Some(ca.credentials(&id, 30).unwrap())).await;
+        let ask = |req: Request| {
+            let t = t.clone();
+            async move { call(&t, &req, Duration::from_secs(5), "t").await }
+        };
+        assert!(ask(Request::SecAggAdvertise { round: 2 }).await.is_ok());
+        for again in [2, 1] {
+            let e = ask(Request::SecAggAdvertise { round: again })
+                .await
+                .unwrap_err();
+            assert!(e.to_string().contains("keyed once"), "{e}");
+        }
+        let spec = ModelSpec {
+            inputs: 1,
+            hidden: vec![],
+        };
+        let p = initial_params(&spec, 1);
+        let model = ModelRef {
+            version: 0,
+            digest: Digest::of_f32(&p),
+        };
+        ask(Request::PutModel {
+            model,
+            offset: 0,
+            total: p.len() as u64,
+            values: p.clone(),
+        })
+        .await
+        .unwrap();
+        let Response::Trained(r) = ask(Request::Train {
+            round: 2,
+            base: model,
+            spec,
+            plan: TrainPlan {
+                epochs: 1,
+                batch_size: 8,
+                learning_rate: 0.1,
+                seed: 1,
+                noise: None,
+            },
+            scaling: Scaling {
+                mean: vec![0.0],
+                std: vec![1.0],
+            },
+        })
+        .await
+        .unwrap() else {
+            panic!()
+        };
+        // Nothing about the update itself is reported.
+        assert_eq!((r.update_norm, r.update_digest), (0.0, Digest::of_f32(&[])));
+        let fetch = Request::FetchUpdate {
+            round: 2,
+            offset: 0,
+            len: 2,
+        };
+        for _ in 0..2 {
+            let e = ask(fetch.clone()).await.unwrap_err();
+            assert!(e.to_string().contains("only masked"), "{e}");
+            // The next round's keys do not release it.
+            ask(Request::SecAggAdvertise { round: 3 }).await.ok();
+        }
     }
 
     #[tokio::test]

@@ -166,6 +166,16 @@ fn refresh(state: &mut PolicyState) -> Reload {
                 new.mode.as_str()
             )),
             _ => Ok(p),
+        })
+        .and_then(|p| {
+            if state.policy.secure_aggregation.is_some() && p.secure_aggregation.is_none() {
+                Err(format!(
+                    "{}: removes [secure_aggregation] mid-federation; the silos joined a federation whose aggregator sees only sums, and a reload cannot take that away (start a new federation to change it)",
+                    path.display()
+                ))
+            } else {
+                Ok(p)
+            }
         });
     match loaded {
         Ok(p) if p.digest == state.policy.digest => Reload::Unchanged,
@@ -276,6 +286,44 @@ mod tests {
         }
         actor2.stop(None);
         handle2.await.unwrap();
+        actor.stop(None);
+        handle.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_reload_cannot_add_a_robust_kernel_to_or_remove_secure_aggregation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.toml");
+        let plain = "[participation]\nmin_silos = 2\nquorum = 2\n";
+        let secure = format!("{plain}[secure_aggregation]\n");
+        let spawn = |text: &str, kernel: Kernel| {
+            std::fs::write(&path, text).unwrap();
+            let policy = Policy::load(&path).unwrap();
+            let source = PolicySource {
+                path: Some(path.clone()),
+                aggregation: Some(Aggregation {
+                    kernel,
+                    ..Aggregation::default()
+                }),
+            };
+            Actor::spawn(None, PolicyActor, (policy, source))
+        };
+        // A federation with a robust kernel cannot switch secure aggregation on.
+        let (actor, handle) = spawn(plain, Kernel::Median).await.unwrap();
+        std::fs::write(&path, &secure).unwrap();
+        match ask(&actor, "policy", PolicyMessage::Refresh).await.unwrap() {
+            Reload::Refused(e) => assert!(e.contains("`median`"), "{e}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        actor.stop(None);
+        handle.await.unwrap();
+        // A securely aggregated one cannot switch it off.
+        let (actor, handle) = spawn(&secure, Kernel::Mean).await.unwrap();
+        std::fs::write(&path, plain).unwrap();
+        match ask(&actor, "policy", PolicyMessage::Refresh).await.unwrap() {
+            Reload::Refused(e) => assert!(e.contains("removes [secure_aggregation]"), "{e}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
         actor.stop(None);
         handle.await.unwrap();
     }

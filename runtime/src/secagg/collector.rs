@@ -139,6 +139,9 @@ impl Collector {
         if self.plan.is_some() || self.weights.contains_key(silo) {
             return Err(format!("a second masked update from {silo}"));
         }
+        if !(weight.is_finite() && weight > 0.0) {
+            return Err(format!("{silo}'s weight {weight} is not a positive number"));
+        }
         self.q
             .add_packed(&mut self.sum, packed)
             .map_err(|e| format!("{silo}'s masked update: {e}"))?;
@@ -226,12 +229,7 @@ impl Collector {
         }
         remove_masks(&self.q, &mut self.sum, &self_seeds, &pair)?;
         let total: f64 = self.weights.values().sum();
-        let mean = self
-            .q
-            .decode_sum(&self.sum, survivors.len())
-            .into_iter()
-            .map(|v| (v as f64 / total) as f32)
-            .collect();
+        let mean = self.q.decode_mean(&self.sum, survivors.len(), total);
         Ok((mean, survivors.into_iter().collect()))
     }
 
@@ -328,11 +326,7 @@ mod tests {
             q.add_into(&mut sum, &q.encode_scaled(&s.updates[i], s.weights[i]));
             total += s.weights[i];
         }
-        let want = q
-            .decode_sum(&sum, s.parts.len() - gone.len())
-            .into_iter()
-            .map(|v| (v as f64 / total) as f32)
-            .collect();
+        let want = q.decode_mean(&sum, s.parts.len() - gone.len(), total);
         Ok((mean, want))
     }
 

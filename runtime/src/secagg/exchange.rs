@@ -5,8 +5,9 @@
 //! when the silo's heartbeats stop.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use fedsilo_policies::participation::capped_shares;
 use fedsilo_policies::secure_aggregation::SecureAggregationRules;
 use tokio::task::JoinSet;
 
@@ -35,24 +36,39 @@ async fn ask_all(
     request: impl Fn(&SiloHandle) -> Request,
 ) -> Vec<(SiloHandle, Result<Response, String>)> {
     let mut jobs = JoinSet::new();
+    let mut by_task = BTreeMap::new();
     for s in silos {
-        let (req, s, silent) = (request(s), s.clone(), ctx.unhealthy.clone());
-        jobs.spawn(async move {
+        let (req, silo, silent) = (request(s), s.clone(), ctx.unhealthy.clone());
+        let task = jobs.spawn(async move {
             let left = deadline.saturating_duration_since(Instant::now());
             let r = tokio::select! {
-                r = call(&s.actor, &req, left, &s.name) => r.map_err(|e| e.to_string()),
-                _ = until_silent(silent, &s.name) => Err("stopped answering heartbeats during secure aggregation".to_string()),
+                r = call(&silo.actor, &req, left, &silo.name) => r.map_err(|e| e.to_string()),
+                _ = until_silent(silent, &silo.name) => Err("stopped answering heartbeats during secure aggregation".to_string()),
             };
-            (s, r)
+            (silo, r)
         });
+        by_task.insert(task.id(), s.clone());
     }
     let mut out = Vec::new();
-    while let Some(j) = jobs.join_next().await {
-        if let Ok(r) = j {
-            out.push(r);
+    while let Some(j) = jobs.join_next_with_id().await {
+        match j {
+            Ok((_, r)) => out.push(r),
+            // Every silo gets an answer, even if its call failed in an unexpected way.
+            Err(e) => {
+                if let Some(s) = by_task.remove(&e.id()) {
+                    out.push((s, Err(format!("the call failed: {e}"))));
+                }
+            }
         }
     }
     out
+}
+
+/// When a step of the key exchange must be over: a sixth of the round's deadline (at least
+/// five seconds), so that a silo that never answers leaves time to train.
+fn step_deadline(ctx: &RoundContext, round_deadline: Instant) -> Instant {
+    let budget = Duration::from_secs_f64((ctx.policy.rounds.deadline_secs / 6.0).max(5.0));
+    round_deadline.min(Instant::now() + budget)
 }
 
 fn unexpected(step: &str, got: &Response) -> String {
@@ -62,12 +78,25 @@ fn unexpected(step: &str, got: &Response) -> String {
 /// Steps 1–3: keys advertised and relayed, secrets escrowed, shares delivered. Returns the
 /// session, the silos ready to train, and those lost (with why). `Err`: the round cannot be
 /// securely aggregated (fewer than t silos left, or a ring too small for the cohort) and is
-/// abandoned before anyone trains.
+/// abandoned before anyone trains; the silos lost so far come with the reason.
 pub async fn open(
     ctx: &RoundContext,
     rules: &SecureAggregationRules,
     deadline: Instant,
-) -> Result<(Session, Vec<SiloHandle>, Lost), String> {
+) -> Result<(Session, Vec<SiloHandle>, Lost), (String, Lost)> {
+    let mut lost = Lost::new();
+    match open_steps(ctx, rules, deadline, &mut lost).await {
+        Ok((session, ready)) => Ok((session, ready, lost)),
+        Err(reason) => Err((reason, lost)),
+    }
+}
+
+async fn open_steps(
+    ctx: &RoundContext,
+    rules: &SecureAggregationRules,
+    deadline: Instant,
+    lost: &mut Lost,
+) -> Result<(Session, Vec<SiloHandle>), String> {
     let n = ctx.cohort.len();
     let t = rules.threshold_for(n);
     if t > n {
@@ -83,11 +112,11 @@ pub async fn open(
     };
     let round = ctx.round;
     let mut collector = Collector::new(round, t, q, ctx.base.params.len());
-    let mut lost = Lost::new();
     // 1. Keys.
     let mut ads = Vec::new();
     let mut advertised = Vec::new();
-    for (s, r) in ask_all(ctx, &ctx.cohort, deadline, |_| Request::SecAggAdvertise {
+    let step = step_deadline(ctx, deadline);
+    for (s, r) in ask_all(ctx, &ctx.cohort, step, |_| Request::SecAggAdvertise {
         round,
     })
     .await
@@ -112,7 +141,8 @@ pub async fn open(
     // 2. Escrow.
     let list = collector.advertisements();
     let mut sharers = Vec::new();
-    for (s, r) in ask_all(ctx, &advertised, deadline, |_| Request::SecAggShare {
+    let step = step_deadline(ctx, deadline);
+    for (s, r) in ask_all(ctx, &advertised, step, |_| Request::SecAggShare {
         round,
         threshold: t as u32,
         advertisements: list.clone(),
@@ -136,7 +166,8 @@ pub async fn open(
         .iter()
         .map(|s| (s.name.clone(), collector.relayed_to(&s.name)))
         .collect();
-    for (s, r) in ask_all(ctx, &sharers, deadline, |s| Request::SecAggDeliver {
+    let step = step_deadline(ctx, deadline);
+    for (s, r) in ask_all(ctx, &sharers, step, |s| Request::SecAggDeliver {
         round,
         ring,
         shares: inbox.get(&s.name).cloned().unwrap_or_default(),
@@ -168,7 +199,6 @@ pub async fn open(
             silos,
         },
         ready,
-        lost,
     ))
 }
 
@@ -179,21 +209,30 @@ impl Session {
     }
 
     /// Step 4: fetches the masked updates of the silos whose reports were admitted, each
-    /// weighed by its aggregation weight over the largest (so every weight is in (0, 1]), and
-    /// adds them to the sum. Returns the silos whose masked update could not be had.
+    /// weighed by its share of the round (capped by `participation.max_weight_share`, as in the
+    /// plain path) over the largest share, so every weight is in (0, 1], and adds them to the
+    /// sum. Returns the silos whose masked update could not be had.
     pub async fn collect(
         &mut self,
         ctx: &RoundContext,
         admitted: &[(String, TrainReport)],
         deadline: Instant,
     ) -> Lost {
-        let weights: BTreeMap<&String, f64> = admitted
+        let raw: Vec<f64> = admitted
             .iter()
-            .map(|(s, r)| (s, ctx.policy.update_weight(r.examples as f64)))
+            .map(|(_, r)| ctx.policy.update_weight(r.examples as f64))
             .collect();
+        let cap = ctx.policy.participation.max_weight_share;
+        let shares = if cap < 1.0 {
+            capped_shares(&raw, cap)
+        } else {
+            raw
+        };
+        let weights: BTreeMap<&String, f64> = admitted.iter().map(|(s, _)| s).zip(shares).collect();
         let top = weights.values().cloned().fold(0.0, f64::max);
         let (len, bits, chunk) = (ctx.base.params.len(), self.ring.bits, ctx.chunk.max(1));
         let mut jobs = JoinSet::new();
+        let mut by_task = BTreeMap::new();
         let mut lost = Lost::new();
         for (name, w) in &weights {
             let Some(s) = self.silos.get(*name).cloned() else {
@@ -204,7 +243,8 @@ impl Session {
                 continue;
             };
             let (weight, round, silent) = (w / top, ctx.round, ctx.unhealthy.clone());
-            jobs.spawn(async move {
+            let silo = s.name.clone();
+            let task = jobs.spawn(async move {
                 let fetch = async {
                     let width = packed_width(bits);
                     let mut packed = Vec::with_capacity(len * width);
@@ -236,9 +276,16 @@ impl Session {
                 };
                 (s.name.clone(), weight, r)
             });
+            by_task.insert(task.id(), silo);
         }
-        while let Some(j) = jobs.join_next().await {
-            let Ok((name, weight, r)) = j else { continue };
+        while let Some(j) = jobs.join_next_with_id().await {
+            let (name, weight, r) = match j {
+                Ok((_, got)) => got,
+                Err(e) => match by_task.remove(&e.id()) {
+                    Some(name) => (name, 0.0, Err(format!("the fetch failed: {e}"))),
+                    None => continue,
+                },
+            };
             match r.and_then(|v| self.collector.fold(&name, &v, weight)) {
                 Ok(()) => {}
                 Err(e) => lost.push((name, format!("secure aggregation (masked update): {e}"))),

@@ -238,6 +238,12 @@ impl Participant {
         if !(weight.is_finite() && weight > 0.0 && weight <= 1.0) {
             return Err(format!("weight {weight}: must be in (0, 1]"));
         }
+        if let Some(i) = update.iter().position(|v| !v.is_finite()) {
+            return Err(format!(
+                "the update has a non-finite value ({}) at index {i}: refusing to mask it",
+                update[i]
+            ));
+        }
         if let Some((w, _)) = &a.masked {
             if *w != weight {
                 return Err(format!(

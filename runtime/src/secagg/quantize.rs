@@ -95,7 +95,8 @@ impl Quantizer {
             .with_min_len(1 << 14)
             .map(|v| {
                 let c = (*v as f64 * weight).clamp(-self.range, self.range);
-                // Non-negative, so adding ½ and truncating rounds to nearest; NaN becomes 0.
+                // Non-negative, so adding ½ and truncating rounds to nearest (callers refuse
+                // non-finite values before encoding).
                 (((c + self.range) * scale + 0.5) as u64).min(self.levels)
             })
             .collect()
@@ -103,9 +104,18 @@ impl Quantizer {
 
     /// Decodes the ring sum of `count` encodings into the sum of the values.
     pub fn decode_sum(&self, sum: &[u64], count: usize) -> Vec<f32> {
+        self.decode_mean(sum, count, 1.0)
+    }
+
+    /// Decodes the ring sum of `count` encodings into the sum of the values divided by
+    /// `divisor` (computed in f64, rounded to f32 once).
+    pub fn decode_mean(&self, sum: &[u64], count: usize, divisor: f64) -> Vec<f32> {
         let scale = self.levels as f64 / (2.0 * self.range);
         sum.iter()
-            .map(|s| ((*s & mask(self.bits)) as f64 / scale - count as f64 * self.range) as f32)
+            .map(|s| {
+                (((*s & mask(self.bits)) as f64 / scale - count as f64 * self.range) / divisor)
+                    as f32
+            })
             .collect()
     }
 
