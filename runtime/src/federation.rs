@@ -26,6 +26,7 @@
 //! epochs = 1
 //! batch_size = 32
 //! learning_rate = 0.05
+//! prox_mu = 0.01               # optional: FedProx proximal term μ (default 0: plain SGD)
 //!
 //! [aggregation]                # optional; default kernel = "mean"
 //! kernel = "trimmed-mean"
@@ -126,6 +127,10 @@ pub struct PlanSection {
     pub batch_size: u32,
     /// SGD learning rate.
     pub learning_rate: f32,
+    /// FedProx (Li et al. 2020): weight μ of the proximal term μ/2·‖w − w_global‖² each silo
+    /// adds to its local loss, keeping local models near the global one on non-IID data.
+    #[serde(default)]
+    pub prox_mu: f32,
 }
 
 /// The whole file. Invariant after [`FederationConfig::load`]: paths are absolute or relative
@@ -214,6 +219,12 @@ impl FederationConfig {
             return Err(bad(format!(
                 "`plan.learning_rate` = {}: must be a positive number",
                 self.plan.learning_rate
+            )));
+        }
+        if !(self.plan.prox_mu.is_finite() && self.plan.prox_mu >= 0.0) {
+            return Err(bad(format!(
+                "`plan.prox_mu` = {}: must be 0 (plain local SGD) or a positive number, e.g. 0.01",
+                self.plan.prox_mu
             )));
         }
         if let Some(i) = self.model.hidden.iter().position(|h| *h == 0) {

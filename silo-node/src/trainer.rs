@@ -333,6 +333,7 @@ fn sgd(plan: &TrainPlan, seed: u64) -> Sgd {
         epochs: plan.epochs,
         batch_size: plan.batch_size as usize,
         learning_rate: plan.learning_rate,
+        prox_mu: plan.prox_mu,
         seed,
     }
 }
@@ -805,6 +806,7 @@ mod tests {
                 learning_rate: 0.1,
                 seed: 1,
                 noise: None,
+                prox_mu: 0.0,
             },
             scaling: Scaling {
                 mean: vec![0.0],
@@ -899,6 +901,7 @@ mod tests {
             learning_rate: 0.1,
             seed: 1,
             noise: None,
+            prox_mu: 0.0,
         };
         let train = Request::Train {
             round: 1,

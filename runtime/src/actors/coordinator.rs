@@ -61,6 +61,8 @@ pub struct CoordinatorSettings {
     pub batch_size: u32,
     /// Learning rate.
     pub learning_rate: f32,
+    /// FedProx μ (0: plain local SGD).
+    pub prox_mu: f32,
     /// Seed for the initial model and training.
     pub seed: u64,
     /// Transfer chunk size, values.
@@ -1003,6 +1005,7 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
             learning_rate: s.learning_rate,
             seed: s.seed.wrapping_mul(1_000_003).wrapping_add(round),
             noise,
+            prox_mu: s.prox_mu,
         },
         scaling,
         cohort,
@@ -1817,6 +1820,7 @@ fn start_comparison(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorM
         learning_rate: s.learning_rate,
         seed: s.seed,
         noise: None,
+        prox_mu: s.prox_mu,
     };
     let timeout = Duration::from_secs(600);
     let federated = state.last_eval.clone();

@@ -189,6 +189,7 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         epochs: cfg.plan.epochs,
         batch_size: cfg.plan.batch_size,
         learning_rate: cfg.plan.learning_rate,
+        prox_mu: cfg.plan.prox_mu,
         seed: cfg.model.seed,
         chunk: cfg.network.chunk_values,
         heartbeat_interval: cfg.heartbeat_interval(&origin)?,

@@ -29,6 +29,8 @@ pub struct TrainPlan {
     pub seed: u64,
     /// Distributed silo-level DP: clip the update and add noise before it leaves the silo.
     pub noise: Option<UpdateNoise>,
+    /// FedProx μ: the proximal term μ/2·‖w − w_base‖² added to the local loss (0: plain SGD).
+    pub prox_mu: f32,
 }
 
 /// Silo-level DP a silo applies to its own update before sending it (the policy's

@@ -14,6 +14,7 @@ use rand::Rng;
 use fedsilo::kernels::clip::clip_l2;
 use fedsilo::privacy::noise::add_gaussian;
 
+use super::sgd::proximal;
 use super::{Mlp, Sgd, TrainOutcome};
 
 /// DP-SGD settings.
@@ -65,6 +66,7 @@ pub fn train_dp<R: Rng + ?Sized>(
     let mut grad = vec![0.0f32; mlp.len()];
     let mut sum = vec![0.0f32; mlp.len()];
     let (mut loss_sum, mut loss_n) = (0.0f64, 0usize);
+    let anchor = (sgd.prox_mu > 0.0).then(|| params.to_vec());
     for _ in 0..steps {
         sum.iter_mut().for_each(|v| *v = 0.0);
         for i in 0..n {
@@ -79,6 +81,13 @@ pub fn train_dp<R: Rng + ?Sized>(
             sum.iter_mut().zip(&grad).for_each(|(s, g)| *s += g);
         }
         add_gaussian(&mut sum, (dp.noise_multiplier * dp.clip) as f64, rng);
+        if let Some(w0) = &anchor {
+            // The proximal term depends on no record: it is added after clipping and noise, at
+            // the scale of a lot's summed gradient.
+            let mut prox = vec![0.0f32; params.len()];
+            proximal(&mut prox, params, w0, sgd.prox_mu * lot as f32);
+            sum.iter_mut().zip(&prox).for_each(|(s, p)| *s += p);
+        }
         let scale = sgd.learning_rate / lot as f32;
         params
             .iter_mut()
@@ -116,6 +125,7 @@ mod tests {
             epochs: 5,
             batch_size: 100,
             learning_rate: 0.5,
+            prox_mu: 0.0,
             seed: 3,
         };
         let out = train_dp(
