@@ -27,6 +27,7 @@
 //! batch_size = 32
 //! learning_rate = 0.05
 //! prox_mu = 0.01               # optional: FedProx proximal term μ (default 0: plain SGD)
+//! compression = "int8"         # optional: none | int8 | int4 | top-k:F (default none)
 //!
 //! [aggregation]                # optional; default kernel = "mean"
 //! kernel = "trimmed-mean"
@@ -41,6 +42,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::compression::Compression;
 use crate::kernels::Aggregation;
 use crate::{Error, Result};
 
@@ -131,6 +133,18 @@ pub struct PlanSection {
     /// adds to its local loss, keeping local models near the global one on non-IID data.
     #[serde(default)]
     pub prox_mu: f32,
+    /// How silos compress their updates: `none`, `int8`, `int4` or `top-k:F`.
+    #[serde(default)]
+    pub compression: Option<String>,
+}
+
+impl PlanSection {
+    /// The compression scheme (`none` when unset).
+    pub fn compression(&self) -> Result<Compression, String> {
+        self.compression
+            .as_deref()
+            .map_or(Ok(Compression::None), Compression::parse)
+    }
 }
 
 /// The whole file. Invariant after [`FederationConfig::load`]: paths are absolute or relative
@@ -220,6 +234,9 @@ impl FederationConfig {
                 "`plan.learning_rate` = {}: must be a positive number",
                 self.plan.learning_rate
             )));
+        }
+        if let Err(e) = self.plan.compression() {
+            return Err(bad(format!("`plan.compression`: {e}")));
         }
         if !(self.plan.prox_mu.is_finite() && self.plan.prox_mu >= 0.0) {
             return Err(bad(format!(

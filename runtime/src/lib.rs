@@ -23,6 +23,7 @@ pub mod actors;
 pub mod audit;
 pub mod certs;
 pub mod cluster;
+pub mod compression;
 pub mod data;
 pub mod decision;
 pub mod error;

@@ -15,6 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fedsilo::audit::signature::CaCheck;
+use fedsilo::compression::top_k::ErrorFeedback;
+use fedsilo::compression::{compress, Compression, Encoded};
 use fedsilo::kernels::clip::{clip_l2, l2_norm};
 use fedsilo::model::{Digest, ModelSpec};
 use fedsilo::privacy::budget::PrivacyBook;
@@ -27,6 +29,7 @@ use fedsilo::secagg::quantize::packed_width;
 use fedsilo::tls::NodeCredentials;
 use ndarray::Array1;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use rand::SeedableRng;
 
 use crate::attack::{Attack, ALIE_SAMPLES};
 use crate::data::{encode as encode_rows, local_stats, scaling_from, Dataset};
@@ -92,6 +95,12 @@ pub struct TrainerState {
     last_keyed: Option<u64>,
     /// A round trained under secure aggregation: its update leaves this silo only masked.
     masked_only: Option<u64>,
+    /// The round whose update is to be compressed once trained, how, and the rounding seed.
+    compress_next: Option<(u64, Compression, u64)>,
+    /// The compressed update of a round, served in chunks by `FetchUpdate`.
+    encoded: Option<(u64, Encoded)>,
+    /// What top-k compression has not sent yet (kept across rounds in memory).
+    feedback: ErrorFeedback,
 }
 
 fn reply_with(reply: RpcReplyPort<Vec<u8>>, r: Response) {
@@ -105,6 +114,30 @@ fn err(message: impl Into<String>) -> Response {
 }
 
 impl TrainerState {
+    /// Compresses round `round`'s update as the plan asks and keeps it to serve; the report in
+    /// `response` then describes the update the coordinator will decode (its digest and norm).
+    /// Returns that decoded update.
+    fn compress(
+        &mut self,
+        round: u64,
+        values: Vec<f32>,
+        scheme: Compression,
+        seed: u64,
+        response: &mut Response,
+    ) -> Vec<f32> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let Some(encoded) = compress(&values, scheme, &mut self.feedback, &mut rng) else {
+            return values;
+        };
+        let decoded = encoded.decode();
+        if let Response::Trained(report) = response {
+            report.update_digest = Digest::of_f32(&decoded);
+            report.update_norm = l2_norm(&decoded);
+        }
+        self.encoded = Some((round, encoded));
+        decoded
+    }
+
     /// The secure-aggregation state of `round`.
     fn participant(&mut self, round: u64) -> Result<&mut Participant, String> {
         self.secagg
@@ -485,6 +518,9 @@ impl Actor for TrainerActor {
             secagg: None,
             last_keyed: None,
             masked_only: None,
+            compress_next: None,
+            encoded: None,
+            feedback: ErrorFeedback::default(),
             book: match &args.dp_sgd {
                 Some(cfg) => Some(PrivacyBook::open(&cfg.ledger)?),
                 None => None,
@@ -515,8 +551,16 @@ impl Actor for TrainerActor {
                         state.args.name, dp.clip, dp.noise_multiplier
                     );
                 }
-                if let Some(u) = update {
-                    state.update = Some(u);
+                let mut response = response;
+                if let Some((round, values)) = update {
+                    state.encoded = None;
+                    let values = match state.compress_next.take() {
+                        Some((r, scheme, seed)) if r == round => {
+                            state.compress(round, values, scheme, seed, &mut response)
+                        }
+                        _ => values,
+                    };
+                    state.update = Some((round, values));
                 }
                 state.busy = None;
                 reply_with(reply, response);
@@ -559,11 +603,17 @@ impl Actor for TrainerActor {
             Request::FetchUpdate { round, offset, len } => match &state.update {
                 Some((r, u)) if *r == round => {
                     let end = offset.saturating_add(len);
+                    let encoded = state.encoded.as_ref().filter(|(r, _)| *r == round);
                     if end > u.len() as u64 {
                         err(format!(
                             "asked for values {offset}..{end} of an update of {}",
                             u.len()
                         ))
+                    } else if let Some((_, e)) = encoded {
+                        match e.chunk(offset as usize, len as usize) {
+                            Some(c) => Response::CompressedChunk(c),
+                            None => err(format!("asked for an empty chunk at value {offset}")),
+                        }
                     } else {
                         Response::UpdateChunk {
                             values: u[offset as usize..end as usize].to_vec(),
@@ -637,6 +687,11 @@ impl Actor for TrainerActor {
                                 if masked {
                                     state.masked_only = Some(round);
                                 }
+                                // Masked updates travel as ring values: never compressed.
+                                state.compress_next =
+                                    (!masked && plan.compression != Compression::None).then(|| {
+                                        (round, plan.compression, plan.seed ^ name_seed(&name))
+                                    });
                                 tokio::spawn(async move {
                                     if !delay.is_zero() {
                                         tokio::time::sleep(delay).await;
@@ -807,6 +862,7 @@ mod tests {
                 seed: 1,
                 noise: None,
                 prox_mu: 0.0,
+                compression: Compression::None,
             },
             scaling: Scaling {
                 mean: vec![0.0],
@@ -902,6 +958,7 @@ mod tests {
             seed: 1,
             noise: None,
             prox_mu: 0.0,
+            compression: Compression::None,
         };
         let train = Request::Train {
             round: 1,

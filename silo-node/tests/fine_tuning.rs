@@ -44,3 +44,42 @@ fn fedprox_keeps_local_updates_closer_to_the_global_model() {
     let (ok, out) = common::fedsilo(&["coordinator", "--config", common::arg(&cfg)]);
     assert!(!ok && out.contains("plan.prox_mu"), "{out}");
 }
+
+/// Mean bytes a silo sent per round, and the example-weighted held-out AUC of the last round.
+fn bytes_and_auc(rounds: &[Value]) -> (f64, f64) {
+    let mut sent = Vec::new();
+    for r in rounds {
+        for b in r["bytes_from_silos"].as_object().unwrap().values() {
+            sent.push(b.as_f64().unwrap());
+        }
+    }
+    let last = rounds.last().unwrap();
+    (
+        sent.iter().sum::<f64>() / sent.len() as f64,
+        common::weighted_auc(last),
+    )
+}
+
+#[test]
+fn compressed_updates_cost_fewer_bytes_and_about_the_same_auc() {
+    let (plain_bytes, plain_auc) = bytes_and_auc(&run(""));
+    println!("scheme      bytes/silo/round  ratio   AUC");
+    println!("none        {plain_bytes:>16.0}  1.000   {plain_auc:.4}");
+    for (scheme, max_ratio, max_auc_loss) in [
+        ("int8", 0.5, 0.01),
+        ("int4", 0.4, 0.03),
+        ("top-k:0.1", 0.4, 0.1),
+    ] {
+        let rounds = run(Box::leak(
+            format!("compression = \"{scheme}\"\n").into_boxed_str(),
+        ));
+        let (bytes, auc) = bytes_and_auc(&rounds);
+        let ratio = bytes / plain_bytes;
+        println!("{scheme:<11} {bytes:>16.0}  {ratio:.3}   {auc:.4}");
+        assert!(ratio < max_ratio, "{scheme}: {ratio} of the plain bytes");
+        assert!(
+            auc > plain_auc - max_auc_loss,
+            "{scheme}: AUC {auc} vs plain {plain_auc}"
+        );
+    }
+}

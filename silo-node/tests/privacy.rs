@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Federation, Options};
+use common::{weighted_auc, Federation, Options};
 use fedsilo::model::checkpoint::Checkpoint;
 use fedsilo::privacy::rdp::epsilon;
 use serde_json::Value;
@@ -20,16 +20,6 @@ fn privacy(mode: &str, z: f64, budget: Option<f64>) -> String {
         t.push_str(&format!("budget = {{ epsilon = {b}, delta = 1e-5 }}\n"));
     }
     t
-}
-
-/// Example-weighted held-out AUC of a committed round.
-fn weighted_auc(round: &Value) -> f64 {
-    let ev = round["eval"].as_object().unwrap();
-    let n: f64 = ev.values().map(|m| m["examples"].as_f64().unwrap()).sum();
-    ev.values()
-        .map(|m| m["auc"].as_f64().unwrap() * m["examples"].as_f64().unwrap())
-        .sum::<f64>()
-        / n
 }
 
 #[test]

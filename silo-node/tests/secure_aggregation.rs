@@ -5,20 +5,10 @@
 
 mod common;
 
-use common::{arg, example, fedsilo, Federation, Options};
+use common::{arg, example, fedsilo, weighted_auc, Federation, Options};
 use fedsilo::model::checkpoint::Checkpoint;
 use serde_json::Value;
 use silo_node::sandbox::FederationFile;
-
-/// Example-weighted held-out AUC of a committed round.
-fn weighted_auc(round: &Value) -> f64 {
-    let ev = round["eval"].as_object().unwrap();
-    let n: f64 = ev.values().map(|m| m["examples"].as_f64().unwrap()).sum();
-    ev.values()
-        .map(|m| m["auc"].as_f64().unwrap() * m["examples"].as_f64().unwrap())
-        .sum::<f64>()
-        / n
-}
 
 /// Runs the default churn federation (3 silos, 3 rounds) under `extra` policy tables: the
 /// held-out AUC of the last round, every committed round, and the L2 distance between the

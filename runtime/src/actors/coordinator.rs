@@ -27,6 +27,7 @@ use crate::audit::entry::now_ms;
 use crate::audit::signature::CaCheck;
 use crate::audit::{History, Journal, Record};
 use crate::cluster::{PeerDirectory, AGGREGATOR_GROUP, TRAINER_GROUP};
+use crate::compression::Compression;
 use crate::data::Schema;
 use crate::decision::{self, Decision, Kind as DecisionKind};
 use crate::events::{ComparisonRow, Event, EventLog, RoundSummary};
@@ -63,6 +64,8 @@ pub struct CoordinatorSettings {
     pub learning_rate: f32,
     /// FedProx μ (0: plain local SGD).
     pub prox_mu: f32,
+    /// How silos compress their updates.
+    pub compression: Compression,
     /// Seed for the initial model and training.
     pub seed: u64,
     /// Transfer chunk size, values.
@@ -1006,6 +1009,7 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
             seed: s.seed.wrapping_mul(1_000_003).wrapping_add(round),
             noise,
             prox_mu: s.prox_mu,
+            compression: s.compression,
         },
         scaling,
         cohort,
@@ -1821,6 +1825,7 @@ fn start_comparison(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorM
         seed: s.seed,
         noise: None,
         prox_mu: s.prox_mu,
+        compression: Compression::None,
     };
     let timeout = Duration::from_secs(600);
     let federated = state.last_eval.clone();

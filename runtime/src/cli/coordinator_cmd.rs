@@ -104,6 +104,12 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
             )
         })?;
     }
+    if let (Some(_), Some(c)) = (&policy.secure_aggregation, &cfg.plan.compression) {
+        bail!(
+            "{} and {origin} disagree: plan.compression = {c:?} cannot apply under [secure_aggregation]: masked updates travel as ring values, and a compressed update cannot be masked (remove one of them)",
+            cfg.federation.policy.display()
+        );
+    }
     if let Some(sa) = &policy.secure_aggregation {
         fedsilo::secagg::requirements::check_aggregation(
             sa,
@@ -190,6 +196,10 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         batch_size: cfg.plan.batch_size,
         learning_rate: cfg.plan.learning_rate,
         prox_mu: cfg.plan.prox_mu,
+        compression: cfg
+            .plan
+            .compression()
+            .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?,
         seed: cfg.model.seed,
         chunk: cfg.network.chunk_values,
         heartbeat_interval: cfg.heartbeat_interval(&origin)?,

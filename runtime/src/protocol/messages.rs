@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::compression::{CompressedChunk, Compression};
 use crate::model::{Digest, ModelSpec};
 use crate::secagg::keys::Advertisement;
 use crate::secagg::messages::{RelayedShares, RevealedShare, RingSpec, SealedShares};
@@ -31,6 +32,8 @@ pub struct TrainPlan {
     pub noise: Option<UpdateNoise>,
     /// FedProx μ: the proximal term μ/2·‖w − w_base‖² added to the local loss (0: plain SGD).
     pub prox_mu: f32,
+    /// How the update travels (compressed or not).
+    pub compression: Compression,
 }
 
 /// Silo-level DP a silo applies to its own update before sending it (the policy's
@@ -238,6 +241,8 @@ pub enum Response {
         /// The values.
         values: Vec<f32>,
     },
+    /// Answer to `FetchUpdate` when the plan compresses updates: the chunk, compressed.
+    CompressedChunk(CompressedChunk),
     /// Answer to `Evaluate` and `LocalBaseline`.
     Evaluated(EvalMetrics),
     /// Answer to `SecAggAdvertise`.
@@ -270,6 +275,7 @@ impl Response {
             Response::ModelChunkStored { .. } => "ModelChunkStored",
             Response::Trained(_) => "Trained",
             Response::UpdateChunk { .. } => "UpdateChunk",
+            Response::CompressedChunk(_) => "CompressedChunk",
             Response::Evaluated(_) => "Evaluated",
             Response::SecAggAdvertised(_) => "SecAggAdvertised",
             Response::SecAggShares(_) => "SecAggShares",

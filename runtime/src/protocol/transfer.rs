@@ -83,6 +83,16 @@ pub async fn fetch_update(
                     message: format!("update chunk has {} values, asked for {want}", values.len()),
                 })
             }
+            // Decoded as it arrives: the aggregator only ever sees values.
+            Response::CompressedChunk(c) => {
+                let values = c
+                    .decode(out.len() as u64, want)
+                    .map_err(|e| Error::Protocol {
+                        peer: peer.to_string(),
+                        message: format!("compressed update chunk at value {}: {e}", out.len()),
+                    })?;
+                out.extend_from_slice(&values);
+            }
             other => return Err(unexpected(peer, "UpdateChunk", &other)),
         }
     }
