@@ -56,6 +56,9 @@ pub struct CoordinatorArgs {
     /// Override `federation.policy`, the policy file (watched for changes while running).
     #[arg(long)]
     policy: Option<PathBuf>,
+    /// Override `plan.compression`: none, int8, int4 or top-k:F (F in (0, 1], e.g. top-k:0.1).
+    #[arg(long)]
+    compression: Option<String>,
     /// Fault injection for tests: route this silo's update to an aggregator the policy does not
     /// allow (the aggregator must refuse it).
     #[arg(long, hide = true)]
@@ -83,6 +86,9 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(p) = a.policy {
         cfg.federation.policy = p;
+    }
+    if let Some(c) = a.compression {
+        cfg.plan.compression = Some(c);
     }
     cfg.validate(&origin)?;
     let creds = NodeCredentials::load_kit(&cfg.network.kit)
