@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building fedsilo needs on Debian/Ubuntu when it is missing: the system OpenBLAS
-# (libopenblas-dev) and pkg-config. Needs root or sudo for apt-get; does nothing if present.
+# (libopenblas-dev), pkg-config, and python3 for the external-trainer tests. Needs root or sudo for apt-get; does nothing if present.
 set -euo pipefail
 need=()
 if ! { [ -e /usr/lib/x86_64-linux-gnu/libopenblas.so ] || [ -e /usr/lib/aarch64-linux-gnu/libopenblas.so ] || ldconfig -p 2>/dev/null | grep -q 'libopenblas\.so '; }; then
@@ -8,6 +8,8 @@ if ! { [ -e /usr/lib/x86_64-linux-gnu/libopenblas.so ] || [ -e /usr/lib/aarch64-
 fi
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
+# The tests run an external trainer written in plain Python (standard library only).
+command -v python3 >/dev/null 2>&1 || need+=(python3)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}" >&2
   SUDO=""

@@ -10,6 +10,7 @@ extern crate openblas_src;
 
 pub mod attack;
 pub mod data;
+pub mod external;
 pub mod node;
 pub mod robustness;
 pub mod sandbox;

@@ -86,6 +86,23 @@ struct Cli {
     /// Robustness experiments only: mount the --attack from this round on (honest before).
     #[arg(long, default_value_t = 0, hide = true)]
     attack_from_round: u64,
+    /// Train with this program instead of the built-in trainer (e.g. a PyTorch script). Each
+    /// round it runs as `PROGRAM [--trainer-arg ...] WORKDIR`, reads base.safetensors,
+    /// train.safetensors and plan.json there and writes weights.safetensors and metrics.json;
+    /// the node checks them and applies the federation's clipping, noise and masking itself.
+    /// See examples/trainers/.
+    #[arg(long, conflicts_with_all = ["dp_clip", "attack"])]
+    trainer: Option<PathBuf>,
+    /// An argument for --trainer, before the work directory (repeat for several).
+    #[arg(long = "trainer-arg", requires = "trainer", allow_hyphen_values = true)]
+    trainer_args: Vec<String>,
+    /// Stop the --trainer program after this many seconds and refuse the round.
+    #[arg(long, default_value_t = 600.0, requires = "trainer")]
+    trainer_timeout_secs: f64,
+    /// Where --trainer work directories are made (private to this user, deleted after each
+    /// round). Default: the system temporary directory.
+    #[arg(long, requires = "trainer")]
+    trainer_workdir: Option<PathBuf>,
     /// Fault injection for tests: exit abruptly when the coordinator delivers the secure
     /// aggregation shares of this round (a silo lost after key sharing).
     #[arg(long, hide = true)]
@@ -125,6 +142,14 @@ async fn main() -> std::process::ExitCode {
         train_delay: Duration::from_millis(cli.train_delay_ms),
         attack: cli.attack.map(|a| (a, cli.attack_from_round)),
         exit_after_sharing: cli.exit_after_sharing,
+        external: cli
+            .trainer
+            .map(|program| silo_node::external::ExternalTrainer {
+                program,
+                args: cli.trainer_args,
+                timeout: Duration::from_secs_f64(cli.trainer_timeout_secs.max(0.001)),
+                workdir: cli.trainer_workdir.unwrap_or_else(std::env::temp_dir),
+            }),
         dp_sgd: match (cli.dp_clip, cli.dp_noise_multiplier) {
             (Some(clip), Some(noise_multiplier)) => {
                 let valid = clip > 0.0

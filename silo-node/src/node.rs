@@ -48,6 +48,8 @@ pub struct SiloSettings {
     pub dp_sgd: Option<crate::trainer::SiloDpSgd>,
     /// Fault injection: exit when the shares of this secure-aggregation round are delivered.
     pub exit_after_sharing: Option<u64>,
+    /// Train with this external program instead of the built-in trainer.
+    pub external: Option<crate::external::ExternalTrainer>,
 }
 
 /// Runs the silo until interrupted (or, with `once`, until the coordinator goes away).
@@ -82,6 +84,7 @@ pub async fn run(s: SiloSettings) -> anyhow::Result<()> {
             dp_sgd: s.dp_sgd,
             credentials: Some(signing),
             exit_after_sharing: s.exit_after_sharing,
+            external: s.external,
         },
     )
     .await

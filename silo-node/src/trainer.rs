@@ -33,6 +33,7 @@ use rand::SeedableRng;
 
 use crate::attack::{Attack, ALIE_SAMPLES};
 use crate::data::{encode as encode_rows, local_stats, scaling_from, Dataset};
+use crate::external::ExternalTrainer;
 use crate::train::dp_sgd::{schedule, train_dp, DpSgd};
 use crate::train::{evaluate, train, Mlp, Sgd, TrainOutcome};
 
@@ -59,6 +60,8 @@ pub struct TrainerArgs {
     pub credentials: Option<NodeCredentials>,
     /// Fault injection: exit when the shares of this secure-aggregation round are delivered.
     pub exit_after_sharing: Option<u64>,
+    /// Train with this external program instead of the built-in trainer.
+    pub external: Option<ExternalTrainer>,
 }
 
 /// Record-level DP-SGD as this silo runs it, whatever the coordinator asks.
@@ -380,6 +383,22 @@ fn name_seed(name: &str) -> u64 {
         .fold(0u64, |a, b| (a << 8) | *b as u64)
 }
 
+/// A trained round: the update, its report, and the DP-SGD spend (sampling rate, steps).
+type Trained = (Vec<f32>, TrainReport, Option<(f64, u64)>);
+
+/// How this silo trains a round.
+#[derive(Debug, Clone)]
+enum Method {
+    /// The built-in MLP trainer, with the silo's own DP-SGD if configured (and, in
+    /// robustness experiments, a forged update).
+    BuiltIn {
+        attack: Option<Attack>,
+        dp: Option<DpSgd>,
+    },
+    /// An external program ([`crate::external`]).
+    External(ExternalTrainer),
+}
+
 #[allow(clippy::too_many_arguments)]
 fn train_job(
     data: &Dataset,
@@ -390,14 +409,56 @@ fn train_job(
     spec: &ModelSpec,
     plan: &TrainPlan,
     scaling: &Scaling,
-    attack: Option<Attack>,
-    dp: Option<DpSgd>,
-) -> (Vec<f32>, TrainReport, Option<(f64, u64)>) {
+    method: Method,
+) -> Result<Trained, String> {
     let started = Instant::now();
-    let mlp = Mlp::new(spec);
     let x = encode_rows(&data.schema, &data.train, scaling);
     let y = Array1::from(data.train.labels.clone());
     let seed = plan.seed ^ name_seed(name);
+    let (mut update, out, spent) = match method {
+        Method::External(ext) => {
+            let got = ext.run(round, spec, base, plan, &x, &y)?;
+            let update: Vec<f32> = got.params.iter().zip(base).map(|(n, b)| n - b).collect();
+            let out = TrainOutcome {
+                last_epoch_loss: got.train_loss,
+                examples: x.nrows(),
+            };
+            (update, out, None)
+        }
+        Method::BuiltIn { attack, dp } => built_in(&x, &y, base, spec, plan, seed, attack, dp),
+    };
+    if let Some(noise) = plan.noise {
+        // Distributed silo-level DP: nothing leaves the silo unclipped or un-noised.
+        clip_l2(&mut update, noise.clip_norm);
+        add_gaussian(&mut update, noise.std, &mut secure_rng());
+    }
+    let norm = l2_norm(&update);
+    let report = TrainReport {
+        round,
+        base: base_ref,
+        examples: out.examples as u64,
+        train_loss: out.last_epoch_loss,
+        train_seconds: started.elapsed().as_secs_f64(),
+        update_len: update.len() as u64,
+        update_digest: Digest::of_f32(&update),
+        update_norm: norm,
+    };
+    Ok((update, report, spent))
+}
+
+/// Trains with the built-in MLP trainer: the update, what training did, and the DP-SGD spend.
+#[allow(clippy::too_many_arguments)]
+fn built_in(
+    x: &ndarray::Array2<f32>,
+    y: &Array1<f32>,
+    base: &[f32],
+    spec: &ModelSpec,
+    plan: &TrainPlan,
+    seed: u64,
+    attack: Option<Attack>,
+    dp: Option<DpSgd>,
+) -> (Vec<f32>, TrainOutcome, Option<(f64, u64)>) {
+    let mlp = Mlp::new(spec);
     let honest = |x: &ndarray::Array2<f32>, y: &Array1<f32>, seed: u64| {
         let mut params = base.to_vec();
         let (out, spent): (TrainOutcome, Option<(f64, u64)>) = match dp {
@@ -418,7 +479,7 @@ fn train_job(
         let update: Vec<f32> = params.iter().zip(base).map(|(n, b)| n - b).collect();
         (update, out, spent)
     };
-    let (mut update, out, spent) = honest(&x, &y, seed);
+    let (mut update, out, spent) = honest(x, y, seed);
     if let Some(attack) = attack {
         let mut samples = vec![update];
         if attack == Attack::Alie {
@@ -438,23 +499,7 @@ fn train_job(
         }
         update = attack.forge(&samples, seed);
     }
-    if let Some(noise) = plan.noise {
-        // Distributed silo-level DP: nothing leaves the silo unclipped or un-noised.
-        clip_l2(&mut update, noise.clip_norm);
-        add_gaussian(&mut update, noise.std, &mut secure_rng());
-    }
-    let norm = l2_norm(&update);
-    let report = TrainReport {
-        round,
-        base: base_ref,
-        examples: out.examples as u64,
-        train_loss: out.last_epoch_loss,
-        train_seconds: started.elapsed().as_secs_f64(),
-        update_len: update.len() as u64,
-        update_digest: Digest::of_f32(&update),
-        update_norm: norm,
-    };
-    (update, report, spent)
+    (update, out, spent)
 }
 
 fn local_baseline(
@@ -669,17 +714,22 @@ impl Actor for TrainerActor {
                             Err(e) => err(e),
                             Ok(()) => {
                                 state.busy = Some(round);
-                                let (data, name, delay, attack, dp) = (
+                                let (data, name, delay) = (
                                     state.args.data.clone(),
                                     state.args.name.clone(),
                                     state.args.train_delay,
-                                    state
-                                        .args
-                                        .attack
-                                        .filter(|(_, from)| round >= *from)
-                                        .map(|(a, _)| a),
-                                    state.args.dp_sgd.as_ref().map(|c| c.dp),
                                 );
+                                let method = match &state.args.external {
+                                    Some(ext) => Method::External(ext.clone()),
+                                    None => Method::BuiltIn {
+                                        attack: state
+                                            .args
+                                            .attack
+                                            .filter(|(_, from)| round >= *from)
+                                            .map(|(a, _)| a),
+                                        dp: state.args.dp_sgd.as_ref().map(|c| c.dp),
+                                    },
+                                };
                                 // Under secure aggregation nothing about the update itself
                                 // leaves in the clear: not even its norm.
                                 let masked =
@@ -699,17 +749,21 @@ impl Actor for TrainerActor {
                                     let job = tokio::task::spawn_blocking(move || {
                                         train_job(
                                             &data, &name, round, base, &params, &spec, &plan,
-                                            &scaling, attack, dp,
+                                            &scaling, method,
                                         )
                                     })
                                     .await;
                                     let (update, response, spent) = match job {
-                                        Ok((u, mut report, spent)) => {
+                                        Ok(Ok((u, mut report, spent))) => {
                                             if masked {
                                                 report.update_norm = 0.0;
                                                 report.update_digest = Digest::of_f32(&[]);
                                             }
                                             (Some((round, u)), Response::Trained(report), spent)
+                                        }
+                                        Ok(Err(e)) => {
+                                            tracing::warn!(round, "training refused: {e}");
+                                            (None, err(e), None)
                                         }
                                         Err(e) => {
                                             (None, err(format!("training failed: {e}")), None)
@@ -794,6 +848,7 @@ mod tests {
             dp_sgd: None,
             credentials,
             exit_after_sharing: None,
+            external: None,
         };
         Actor::spawn(None, TrainerActor, args).await.unwrap().0
     }

@@ -83,3 +83,48 @@ fn compressed_updates_cost_fewer_bytes_and_about_the_same_auc() {
         );
     }
 }
+
+fn python_trainer(extra: &[&str]) -> Vec<String> {
+    let script = common::example("../trainers/mlp_trainer.py");
+    let mut args = vec![
+        "--trainer".to_string(),
+        "python3".into(),
+        "--trainer-arg".into(),
+        script.display().to_string(),
+    ];
+    for a in extra {
+        args.push("--trainer-arg".into());
+        args.push(a.to_string());
+    }
+    args
+}
+
+/// Silos training with an external Python program: a well-behaved one takes part like any
+/// other; one writing NaNs is refused each round with the reason, and keeps serving.
+#[test]
+fn external_trainers_take_part_and_a_broken_one_is_refused_while_its_silo_stays_up() {
+    let mut f = Federation::start(Options {
+        silos: vec![
+            ("northeast", python_trainer(&[])),
+            ("midwest", python_trainer(&["--fail-with", "nan"])),
+            ("west", vec![]),
+        ],
+        quorum: 2,
+        ..Default::default()
+    });
+    let fin = f.expect("finished", |e| e["event"] == "finished");
+    assert!(fin["error"].is_null(), "{fin}");
+    let committed: Vec<Value> = f.committed().into_iter().cloned().collect();
+    assert_eq!(committed.len(), 3);
+    for r in &committed {
+        let who = r["participants"].to_string();
+        assert!(who.contains("northeast") && !who.contains("midwest"), "{r}");
+        let why = r["missing"].to_string();
+        assert!(why.contains("midwest") && why.contains("NaN"), "{why}");
+    }
+    let auc = common::weighted_auc(&committed[2]);
+    println!("held-out AUC after 3 rounds with a Python-trained silo: {auc:.4}");
+    assert!(auc > 0.75, "{auc}");
+    // The refusing silo never went down: it scored every candidate.
+    assert!(committed[2]["eval"]["midwest"]["auc"].as_f64().is_some());
+}

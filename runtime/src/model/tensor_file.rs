@@ -7,6 +7,7 @@ use std::path::Path;
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 
+use super::{Layout, TensorSpec};
 use crate::{Error, Result};
 
 /// Named tensors flattened into one vector. Invariant: `values.len()` is the sum of the
@@ -57,7 +58,8 @@ impl TensorSet {
         Ok(TensorSet { tensors, values })
     }
 
-    /// Checks that `other` (read from `origin`) has the same tensor names and shapes.
+    /// Checks that `other` (read from `origin`) has the same tensor names and shapes as this
+    /// reference set.
     pub fn check_same_layout(&self, other: &TensorSet, origin: &str) -> Result<()> {
         let bad = |m: String| Error::Checkpoint {
             origin: origin.to_string(),
@@ -67,12 +69,12 @@ impl TensorSet {
             match other.tensors.iter().find(|(n, _)| n == name) {
                 None => {
                     return Err(bad(format!(
-                        "tensor `{name}` is missing (the first input has it)"
+                        "tensor `{name}` is missing (expected with shape {shape:?})"
                     )))
                 }
                 Some((_, s)) if s != shape => {
                     return Err(bad(format!(
-                        "tensor `{name}` has shape {s:?}, the first input has {shape:?}"
+                        "tensor `{name}` has shape {s:?}, expected {shape:?}"
                     )))
                 }
                 _ => {}
@@ -83,9 +85,50 @@ impl TensorSet {
             .iter()
             .find(|(n, _)| !self.tensors.iter().any(|(m, _)| m == n))
         {
-            return Err(bad(format!("tensor `{name}` is not in the first input")));
+            return Err(bad(format!("tensor `{name}` is not expected here")));
         }
         Ok(())
+    }
+
+    /// The tensors of `layout` holding `params` (in name order, as files keep them).
+    pub fn from_layout(layout: &Layout, params: &[f32]) -> Self {
+        let mut order: Vec<&TensorSpec> = layout.tensors.iter().collect();
+        order.sort_by(|a, b| a.name.cmp(&b.name));
+        TensorSet {
+            tensors: order
+                .iter()
+                .map(|t| (t.name.clone(), t.shape.clone()))
+                .collect(),
+            values: order
+                .iter()
+                .flat_map(|t| params[t.offset..t.offset + t.len()].iter().copied())
+                .collect(),
+        }
+    }
+
+    /// The parameters in `layout`'s order. The set must hold exactly `layout`'s tensors with
+    /// their shapes, and finite values; errors name `origin` and the tensor.
+    pub fn to_layout(&self, layout: &Layout, origin: &str) -> Result<Vec<f32>> {
+        let expected = TensorSet::from_layout(layout, &vec![0.0; layout.len]);
+        expected.check_same_layout(self, origin)?;
+        let mut params = vec![0.0f32; layout.len];
+        let mut at = 0;
+        for (name, shape) in &self.tensors {
+            let len: usize = shape.iter().product();
+            let values = &self.values[at..at + len];
+            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                return Err(Error::Checkpoint {
+                    origin: origin.to_string(),
+                    message: format!("tensor `{name}` holds {} at index {i}", values[i]),
+                });
+            }
+            // check_same_layout found every name in the layout.
+            if let Some(t) = layout.tensors.iter().find(|t| t.name == *name) {
+                params[t.offset..t.offset + len].copy_from_slice(values);
+            }
+            at += len;
+        }
+        Ok(params)
     }
 
     /// Writes `values` (same layout as `self`) to `path`, with `metadata`.

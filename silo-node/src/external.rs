@@ -1,0 +1,325 @@
+//! External trainers: a silo may train with any program (a PyTorch script, a notebook turned
+//! into a script, a vendor tool). Each round the node hands the program a private work
+//! directory holding
+//!
+//! - `base.safetensors` — the global model, one F32 tensor per layer (`dense{i}.weight`
+//!   `[in, out]`, `dense{i}.bias` `[out]`; ReLU between layers, a sigmoid output);
+//! - `train.safetensors` — the silo's training split as the federation encodes it: `x`
+//!   `[rows, inputs]` (already scaled) and `y` `[rows]` (0 or 1);
+//! - `plan.json` — the round's plan: `round`, `epochs`, `batch_size`, `learning_rate`, `seed`,
+//!   `prox_mu`, and the architecture (`inputs`, `hidden`);
+//!
+//! and runs `PROGRAM ARGS... WORKDIR` with a timeout. The program writes
+//! `weights.safetensors` (the trained model, the same tensors as the base) and `metrics.json`
+//! (`{"train_loss": …}`). The node checks both before anything leaves the silo — names,
+//! shapes, dtypes, finite values — and then applies the federation's clipping, noise,
+//! compression or masking itself, so a buggy script cannot bypass the policy. The example
+//! count (the aggregation weight) is the node's own, never the program's. The directory is
+//! deleted after the run, training data included.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fedsilo::model::tensor_file::TensorSet;
+use fedsilo::model::ModelSpec;
+use fedsilo::protocol::TrainPlan;
+use ndarray::{Array1, Array2};
+use safetensors::tensor::{Dtype, TensorView};
+
+/// How a silo runs its external trainer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExternalTrainer {
+    /// The program.
+    pub program: PathBuf,
+    /// Arguments before the work directory.
+    pub args: Vec<String>,
+    /// Longest a run may take; then it is stopped and the round refused.
+    pub timeout: Duration,
+    /// Where work directories are made (private, deleted after each run).
+    pub workdir: PathBuf,
+}
+
+/// What a run produced, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExternalOutcome {
+    /// The trained parameters, in the layout's order.
+    pub params: Vec<f32>,
+    /// The loss the program reports.
+    pub train_loss: f64,
+}
+
+/// The plan as the program reads it.
+#[derive(Debug, serde::Serialize)]
+struct PlanFile<'a> {
+    round: u64,
+    epochs: u32,
+    batch_size: u32,
+    learning_rate: f32,
+    seed: u64,
+    prox_mu: f32,
+    inputs: usize,
+    hidden: &'a [usize],
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct MetricsFile {
+    train_loss: f64,
+}
+
+/// Lines of the program's output quoted in an error.
+const LOG_TAIL: usize = 5;
+
+impl ExternalTrainer {
+    /// Runs one round's training: `base` for `spec`, on `(x, y)`, as `plan` says.
+    pub fn run(
+        &self,
+        round: u64,
+        spec: &ModelSpec,
+        base: &[f32],
+        plan: &TrainPlan,
+        x: &Array2<f32>,
+        y: &Array1<f32>,
+    ) -> Result<ExternalOutcome, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("fedsilo-trainer-")
+            .tempdir_in(&self.workdir)
+            .map_err(|e| {
+                format!(
+                    "cannot make a work directory in {}: {e}",
+                    self.workdir.display()
+                )
+            })?;
+        let path = |f: &str| dir.path().join(f);
+        let layout = spec.layout();
+        let base_set = TensorSet::from_layout(&layout, base);
+        base_set
+            .write_like(&base_set.values, &path("base.safetensors"), HashMap::new())
+            .map_err(|e| e.to_string())?;
+        write_data(&path("train.safetensors"), x, y)?;
+        let plan_file = PlanFile {
+            round,
+            epochs: plan.epochs,
+            batch_size: plan.batch_size,
+            learning_rate: plan.learning_rate,
+            seed: plan.seed,
+            prox_mu: plan.prox_mu,
+            inputs: spec.inputs,
+            hidden: &spec.hidden,
+        };
+        let json = serde_json::to_vec_pretty(&plan_file).map_err(|e| e.to_string())?;
+        std::fs::write(path("plan.json"), json).map_err(|e| format!("writing plan.json: {e}"))?;
+        self.execute(dir.path())?;
+        let origin = format!("{} (weights.safetensors)", self.program.display());
+        if !path("weights.safetensors").exists() {
+            return Err(format!(
+                "the trainer {} exited without writing weights.safetensors",
+                self.program.display()
+            ));
+        }
+        let set = TensorSet::read(&path("weights.safetensors")).map_err(|e| e.to_string())?;
+        let params = set.to_layout(&layout, &origin).map_err(|e| e.to_string())?;
+        let metrics: MetricsFile = std::fs::read(path("metrics.json"))
+            .map_err(|e| {
+                format!(
+                    "the trainer {} wrote no metrics.json: {e}",
+                    self.program.display()
+                )
+            })
+            .and_then(|b| {
+                serde_json::from_slice(&b).map_err(|e| {
+                    format!(
+                        "metrics.json of {}: {e} (expected {{\"train_loss\": number}})",
+                        self.program.display()
+                    )
+                })
+            })?;
+        if !metrics.train_loss.is_finite() {
+            return Err(format!(
+                "metrics.json of {}: train_loss is {}",
+                self.program.display(),
+                metrics.train_loss
+            ));
+        }
+        Ok(ExternalOutcome {
+            params,
+            train_loss: metrics.train_loss,
+        })
+    }
+
+    /// Runs the program in `dir`, its output kept in `trainer.log`; stops it at the timeout.
+    fn execute(&self, dir: &Path) -> Result<(), String> {
+        let log = std::fs::File::create(dir.join("trainer.log"))
+            .map_err(|e| format!("creating trainer.log: {e}"))?;
+        let err_log = log.try_clone().map_err(|e| e.to_string())?;
+        let mut child = Command::new(&self.program)
+            .args(&self.args)
+            .arg(dir)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err_log)
+            .spawn()
+            .map_err(|e| format!("cannot start the trainer {}: {e}", self.program.display()))?;
+        let until = Instant::now() + self.timeout;
+        let status = loop {
+            match child.try_wait().map_err(|e| e.to_string())? {
+                Some(s) => break s,
+                None if Instant::now() >= until => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!(
+                        "the trainer {} did not finish within {:?}; it was stopped{}",
+                        self.program.display(),
+                        self.timeout,
+                        tail(&dir.join("trainer.log"))
+                    ));
+                }
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        if !status.success() {
+            return Err(format!(
+                "the trainer {} failed ({status}){}",
+                self.program.display(),
+                tail(&dir.join("trainer.log"))
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The last lines of a log, for an error message.
+fn tail(path: &Path) -> String {
+    let mut text = String::new();
+    if std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_string(&mut text))
+        .is_err()
+    {
+        return String::new();
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    let last = &lines[lines.len().saturating_sub(LOG_TAIL)..];
+    if last.is_empty() {
+        String::new()
+    } else {
+        format!("; its output ended with:\n  {}", last.join("\n  "))
+    }
+}
+
+/// The encoded training split as `x` `[rows, inputs]` and `y` `[rows]`.
+fn write_data(path: &Path, x: &Array2<f32>, y: &Array1<f32>) -> Result<(), String> {
+    let xb: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let yb: Vec<u8> = y.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let views = vec![
+        (
+            "x".to_string(),
+            TensorView::new(Dtype::F32, vec![x.nrows(), x.ncols()], &xb)
+                .map_err(|e| e.to_string())?,
+        ),
+        (
+            "y".to_string(),
+            TensorView::new(Dtype::F32, vec![y.len()], &yb).map_err(|e| e.to_string())?,
+        ),
+    ];
+    let bytes = safetensors::serialize(views, None).map_err(|e| e.to_string())?;
+    std::fs::write(path, bytes).map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::{train, Mlp, Sgd};
+    use fedsilo::compression::Compression;
+    use fedsilo::model::initial_params;
+
+    fn trainer(args: &[&str], timeout: Duration) -> ExternalTrainer {
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/trainers/mlp_trainer.py");
+        ExternalTrainer {
+            program: "python3".into(),
+            args: std::iter::once(script.display().to_string())
+                .chain(args.iter().map(|a| a.to_string()))
+                .collect(),
+            timeout,
+            workdir: std::env::temp_dir(),
+        }
+    }
+
+    fn setup() -> (ModelSpec, Vec<f32>, TrainPlan, Array2<f32>, Array1<f32>) {
+        let (x, y) = crate::train::separable(60, 4);
+        let spec = ModelSpec {
+            inputs: 2,
+            hidden: vec![3],
+        };
+        let plan = TrainPlan {
+            epochs: 2,
+            batch_size: 60,
+            learning_rate: 0.3,
+            seed: 1,
+            noise: None,
+            prox_mu: 0.0,
+            compression: Compression::None,
+        };
+        (spec.clone(), initial_params(&spec, 2), plan, x, y)
+    }
+
+    /// The Python trainer, given the whole split as one batch (so that shuffling cannot
+    /// differ), takes the same steps as the built-in one: the file protocol (names, shapes,
+    /// [in, out] orientation, the data) is what the node means.
+    #[test]
+    fn a_python_trainer_takes_the_built_in_trainers_steps() {
+        let (spec, base, plan, x, y) = setup();
+        let got = trainer(&[], Duration::from_secs(60))
+            .run(1, &spec, &base, &plan, &x, &y)
+            .unwrap();
+        let mut want = base.clone();
+        let sgd = Sgd {
+            epochs: 2,
+            batch_size: 60,
+            learning_rate: 0.3,
+            prox_mu: 0.0,
+            seed: 1,
+        };
+        let out = train(&Mlp::new(&spec), &mut want, &x, &y, sgd);
+        for (i, (a, b)) in got.params.iter().zip(&want).enumerate() {
+            assert!(
+                (a - b).abs() < 1e-4,
+                "parameter {i}: python {a}, built-in {b}"
+            );
+        }
+        assert!((got.train_loss - out.last_epoch_loss).abs() < 1e-4);
+        assert_ne!(got.params, base);
+    }
+
+    #[test]
+    fn a_misbehaving_trainer_is_refused_with_what_it_did_wrong() {
+        let (spec, base, plan, x, y) = setup();
+        let run = |mode: &str, timeout: Duration| {
+            trainer(&["--fail-with", mode], timeout)
+                .run(1, &spec, &base, &plan, &x, &y)
+                .unwrap_err()
+        };
+        let e = run("wrong-shape", Duration::from_secs(60));
+        assert!(e.contains("dense0.weight") && e.contains("shape"), "{e}");
+        let e = run("nan", Duration::from_secs(60));
+        assert!(e.contains("dense0.bias") && e.contains("NaN"), "{e}");
+        let e = run("crash", Duration::from_secs(60));
+        assert!(
+            e.contains("failed") && e.contains("crashing on purpose"),
+            "{e}"
+        );
+        let started = Instant::now();
+        let e = run("sleep", Duration::from_millis(1500));
+        assert!(e.contains("did not finish within"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(30));
+        let missing = ExternalTrainer {
+            program: "/nonexistent/trainer".into(),
+            ..trainer(&[], Duration::from_secs(1))
+        };
+        let e = missing.run(1, &spec, &base, &plan, &x, &y).unwrap_err();
+        assert!(e.contains("cannot start the trainer"), "{e}");
+    }
+}
