@@ -21,6 +21,7 @@
 //! schema = "schema.toml"
 //! hidden = [32]                # [] = logistic regression
 //! seed = 7
+//! initial = "pretrained.safetensors"   # optional: start from a pretrained model
 //!
 //! [plan]
 //! epochs = 1
@@ -117,6 +118,10 @@ pub struct ModelSection {
     /// Initialisation seed.
     #[serde(default)]
     pub seed: u64,
+    /// A pretrained model to start from (safetensors, one F32 tensor per layer:
+    /// `dense{i}.weight` `[in, out]`, `dense{i}.bias` `[out]`) instead of a random one.
+    #[serde(default)]
+    pub initial: Option<PathBuf>,
 }
 
 /// `[plan]`.
@@ -195,6 +200,9 @@ impl FederationConfig {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
+        }
+        if let Some(p) = cfg.model.initial.as_mut().filter(|p| p.is_relative()) {
+            *p = base.join(&*p);
         }
         cfg.validate(&origin)?;
         Ok(cfg)

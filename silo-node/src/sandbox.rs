@@ -67,6 +67,8 @@ pub struct FederationFile {
     pub hidden: Vec<usize>,
     /// `model.seed`.
     pub seed: u64,
+    /// `model.initial`: a pretrained model to start from.
+    pub initial: Option<PathBuf>,
     /// `plan.epochs`.
     pub epochs: u32,
     /// `plan.learning_rate`.
@@ -88,6 +90,7 @@ impl FederationFile {
             chunk_values: 1 << 20,
             hidden: vec![16],
             seed: 3,
+            initial: None,
             epochs: 1,
             learning_rate: 0.1,
             extra: String::new(),
@@ -100,7 +103,7 @@ impl FederationFile {
         format!(
             "[federation]\nname = \"sandbox\"\nrounds = {}\npolicy = \"policy.toml\"\nstate_dir = \"state\"\nwait_for_silos_secs = {}\n\
              [network]\nlisten = \"127.0.0.1:{}\"\nkit = \"certs/coordinator\"\nheartbeat_interval_secs = {}\nheartbeat_timeout_secs = {}\nchunk_values = {}\n\
-             [model]\nschema = \"{}\"\nhidden = [{}]\nseed = {}\n\
+             [model]\nschema = \"{}\"\nhidden = [{}]\nseed = {}\n{}\
              [plan]\nepochs = {}\nbatch_size = 32\nlearning_rate = {}\n{}\n",
             self.rounds,
             self.wait_for_silos_secs,
@@ -111,6 +114,9 @@ impl FederationFile {
             self.schema.display(),
             hidden.join(", "),
             self.seed,
+            self.initial
+                .as_ref()
+                .map_or(String::new(), |p| format!("initial = \"{}\"\n", p.display())),
             self.epochs,
             self.learning_rate,
             self.extra

@@ -128,3 +128,82 @@ fn external_trainers_take_part_and_a_broken_one_is_refused_while_its_silo_stays_
     // The refusing silo never went down: it scored every candidate.
     assert!(committed[2]["eval"]["midwest"]["auc"].as_f64().is_some());
 }
+
+fn pretrain(hidden: &str, out: &std::path::Path) {
+    let bin = common::bins().fedsilo.with_file_name("fedsilo-pretrain");
+    let status = std::process::Command::new(bin)
+        .args(["--data", common::arg(&common::example("data/south.csv"))])
+        .args(["--schema", common::arg(&common::example("schema.toml"))])
+        .args([
+            "--hidden",
+            hidden,
+            "--epochs",
+            "10",
+            "--out",
+            common::arg(out),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Pretrained centrally on one region, fine-tuned federatedly on the other three: version 0
+/// is the pretrained model exactly, recorded as such, and the first federated round starts
+/// far ahead of a random start. A pretrained file of another architecture is refused.
+#[test]
+fn a_federation_fine_tunes_a_pretrained_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pretrained.safetensors");
+    pretrain("16", &file);
+    let three = vec![("northeast", vec![]), ("midwest", vec![]), ("west", vec![])];
+    let start = |initial: Option<std::path::PathBuf>| {
+        let mut f = Federation::start(Options {
+            silos: three.clone(),
+            initial,
+            ..Default::default()
+        });
+        let fin = f.expect("finished", |e| e["event"] == "finished");
+        assert!(fin["error"].is_null(), "{fin}");
+        let rounds: Vec<Value> = f.committed().into_iter().cloned().collect();
+        (f, rounds)
+    };
+    let (_, random) = start(None);
+    let (f, tuned) = start(Some(file.clone()));
+    let v0 =
+        fedsilo::model::checkpoint::Checkpoint::load(&f.state_dir().join("models/v0.safetensors"))
+            .unwrap();
+    let pre = fedsilo::model::tensor_file::TensorSet::read(&file)
+        .unwrap()
+        .to_layout(&v0.spec.layout(), "pretrained")
+        .unwrap();
+    assert_eq!(v0.params, pre, "version 0 is the pretrained model");
+    let (ok, models) = common::fedsilo(&[
+        "models",
+        "show",
+        "0",
+        "--state-dir",
+        common::arg(&f.state_dir()),
+    ]);
+    assert!(ok && models.contains("pretrained"), "{models}");
+    let (a_random, a_tuned) = (
+        common::weighted_auc(&random[0]),
+        common::weighted_auc(&tuned[0]),
+    );
+    println!("round 1 held-out AUC: random start {a_random:.4}, pretrained start {a_tuned:.4}");
+    assert!(a_tuned > a_random + 0.02, "{a_tuned} vs {a_random}");
+    // Another architecture: refused at start, naming the tensor.
+    let wrong = dir.path().join("wrong.safetensors");
+    pretrain("8", &wrong);
+    let cfg = dir.path().join("federation.toml");
+    let text = silo_node::sandbox::FederationFile {
+        initial: Some(wrong),
+        ..silo_node::sandbox::FederationFile::new(&common::example("schema.toml"))
+    }
+    .render();
+    std::fs::write(&cfg, text).unwrap();
+    let (ok, out) = common::fedsilo(&["coordinator", "--config", common::arg(&cfg)]);
+    assert!(
+        !ok && out.contains("model.initial") && out.contains("dense0"),
+        "{out}"
+    );
+}

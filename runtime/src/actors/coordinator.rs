@@ -49,6 +49,15 @@ use crate::round::{
 use crate::store::ModelStore;
 use crate::Error;
 
+/// A pretrained initial model, checked against the architecture.
+#[derive(Debug, Clone)]
+pub struct PretrainedModel {
+    /// Its parameters, in the layout's order.
+    pub params: Vec<f32>,
+    /// Where it came from (file and SHA-256), for the record.
+    pub origin: String,
+}
+
 /// Settings of a run.
 #[derive(Debug, Clone)]
 pub struct CoordinatorSettings {
@@ -64,6 +73,8 @@ pub struct CoordinatorSettings {
     pub learning_rate: f32,
     /// FedProx μ (0: plain local SGD).
     pub prox_mu: f32,
+    /// A pretrained model to start from instead of a seeded random one.
+    pub initial: Option<PretrainedModel>,
     /// How silos compress their updates.
     pub compression: Compression,
     /// Seed for the initial model and training.
@@ -263,7 +274,10 @@ impl Actor for CoordinatorActor {
     ) -> Result<CoordinatorState, ActorProcessingErr> {
         let spec = args.settings.spec.clone();
         let privacy = PrivacyBook::open(&args.store.dir().join("privacy.jsonl"))?;
-        let initial = Arc::new(initial_params(&spec, args.settings.seed));
+        let initial = Arc::new(match &args.settings.initial {
+            Some(p) => p.params.clone(),
+            None => initial_params(&spec, args.settings.seed),
+        });
         let mut state = CoordinatorState {
             model: BaseModel {
                 version: 0,
@@ -1280,7 +1294,10 @@ fn on_scaling(state: &mut CoordinatorState, outcome: ScalingOutcome) {
         policy_digest: String::new(),
         privacy: None,
         validation: BTreeMap::new(),
-        reason: format!("initial model (seed {})", state.args.settings.seed),
+        reason: match &state.args.settings.initial {
+            Some(p) => format!("initial model: pretrained, from {}", p.origin),
+            None => format!("initial model (seed {})", state.args.settings.seed),
+        },
         created_ms: now_ms(),
         decided_by: "coordinator".into(),
     };

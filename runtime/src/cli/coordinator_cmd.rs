@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use fedsilo::actors::aggregator::AggregatorActor;
 use fedsilo::actors::coordinator::{
-    CoordinatorActor, CoordinatorArgs as ActorArgs, CoordinatorSettings,
+    CoordinatorActor, CoordinatorArgs as ActorArgs, CoordinatorSettings, PretrainedModel,
 };
 use fedsilo::actors::policy::{PolicyActor, PolicySource};
 use fedsilo::actors::validator::ValidatorActor;
@@ -23,7 +23,7 @@ use fedsilo::data::Schema;
 use fedsilo::events::{Event, EventFormat, EventLog};
 use fedsilo::federation::FederationConfig;
 use fedsilo::identity::Role;
-use fedsilo::model::ModelSpec;
+use fedsilo::model::{Digest, ModelSpec};
 use fedsilo::registry::Registry;
 use fedsilo::store::ModelStore;
 use fedsilo::tls::NodeCredentials;
@@ -59,6 +59,10 @@ pub struct CoordinatorArgs {
     /// Override `plan.compression`: none, int8, int4 or top-k:F (F in (0, 1], e.g. top-k:0.1).
     #[arg(long)]
     compression: Option<String>,
+    /// Override `model.initial`: start from this pretrained model (safetensors, e.g. from
+    /// `fedsilo-pretrain`) instead of a random one.
+    #[arg(long)]
+    initial: Option<PathBuf>,
     /// Fault injection for tests: route this silo's update to an aggregator the policy does not
     /// allow (the aggregator must refuse it).
     #[arg(long, hide = true)]
@@ -66,6 +70,26 @@ pub struct CoordinatorArgs {
     /// How to show events on stdout.
     #[arg(long, value_enum, default_value_t = EventFormat::Table)]
     events: EventFormat,
+}
+
+/// Reads `model.initial`: the tensors of `spec`'s layout, F32, finite; errors name the file
+/// and the tensor.
+fn pretrained(path: &std::path::Path, spec: &ModelSpec) -> anyhow::Result<PretrainedModel> {
+    let origin = path.display().to_string();
+    let set = fedsilo::model::tensor_file::TensorSet::read(path)
+        .with_context(|| format!("model.initial: reading the pretrained model {origin}"))?;
+    let params = set.to_layout(&spec.layout(), &origin).with_context(|| {
+        format!(
+            "model.initial: {origin} is not a `{}` (hidden = {:?} in the federation file)",
+            spec.describe(),
+            spec.hidden
+        )
+    })?;
+    let bytes = std::fs::read(path).with_context(|| format!("reading {origin}"))?;
+    Ok(PretrainedModel {
+        params,
+        origin: format!("{origin} (sha256 {})", Digest::of_bytes(&bytes).hex()),
+    })
 }
 
 /// Runs the coordinator until the federation finishes.
@@ -90,7 +114,21 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
     if let Some(c) = a.compression {
         cfg.plan.compression = Some(c);
     }
+    if let Some(i) = a.initial {
+        cfg.model.initial = Some(i);
+    }
     cfg.validate(&origin)?;
+    // The model first: a schema or pretrained file that does not fit is an error before any
+    // certificate is read or port opened.
+    let schema = Schema::load(&cfg.model.schema)?;
+    let spec = ModelSpec {
+        inputs: schema.encoded_width(),
+        hidden: cfg.model.hidden.clone(),
+    };
+    let initial = match &cfg.model.initial {
+        None => None,
+        Some(path) => Some(pretrained(path, &spec)?),
+    };
     let creds = NodeCredentials::load_kit(&cfg.network.kit)
         .context("loading the coordinator's certificate kit")?;
     if creds.identity().role != Role::Coordinator {
@@ -130,11 +168,6 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
             )
         })?;
     }
-    let schema = Schema::load(&cfg.model.schema)?;
-    let spec = ModelSpec {
-        inputs: schema.encoded_width(),
-        hidden: cfg.model.hidden.clone(),
-    };
     let store = ModelStore::open(&cfg.federation.state_dir)?;
     let events = Arc::new(EventLog::open(&cfg.federation.state_dir, a.events)?);
     // The journal first: it is checked end to end, and a commit it recorded that a crash left
@@ -202,6 +235,7 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         batch_size: cfg.plan.batch_size,
         learning_rate: cfg.plan.learning_rate,
         prox_mu: cfg.plan.prox_mu,
+        initial,
         compression: cfg
             .plan
             .compression()

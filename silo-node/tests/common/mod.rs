@@ -40,6 +40,8 @@ pub struct Options {
     pub extra: &'static str,
     /// Appended to the policy file's `[participation]` table, then further tables.
     pub policy_extra: String,
+    /// A pretrained model to start from (`model.initial`).
+    pub initial: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -58,6 +60,7 @@ impl Default for Options {
             silos_exit_with_coordinator: true,
             extra: "",
             policy_extra: String::new(),
+            initial: None,
         }
     }
 }
@@ -96,6 +99,7 @@ impl Federation {
             heartbeat_timeout_secs: o.heartbeat_timeout,
             chunk_values: o.chunk,
             extra: o.extra.to_string(),
+            initial: o.initial.clone(),
             ..FederationFile::new(&example("schema.toml"))
         }
         .render();
