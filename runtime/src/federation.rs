@@ -29,6 +29,7 @@
 //! learning_rate = 0.05
 //! prox_mu = 0.01               # optional: FedProx proximal term μ (default 0: plain SGD)
 //! compression = "int8"         # optional: none | int8 | int4 | top-k:F (default none)
+//! personalize_epochs = 2       # optional: each silo's own head, fine-tuned (default 0: off)
 //!
 //! [aggregation]                # optional; default kernel = "mean"
 //! kernel = "trimmed-mean"
@@ -141,6 +142,10 @@ pub struct PlanSection {
     /// How silos compress their updates: `none`, `int8`, `int4` or `top-k:F`.
     #[serde(default)]
     pub compression: Option<String>,
+    /// Personalisation (FedPer-style): each silo fine-tunes its own head for this many epochs
+    /// whenever it scores a model, and reports that model's figures too (0: off).
+    #[serde(default)]
+    pub personalize_epochs: u32,
 }
 
 impl PlanSection {

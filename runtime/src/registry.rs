@@ -339,6 +339,7 @@ mod tests {
                     loss: 0.5,
                     accuracy: 0.8,
                     auc: Some(0.75),
+                    personalized: None,
                 },
             )]
             .into_iter()

@@ -50,7 +50,8 @@ use crate::protocol::regional::{
 };
 use crate::protocol::transfer::{fetch_update, put_model};
 use crate::protocol::{
-    call, EvalMetrics, ModelRef, Request, Response, Scaling, TrainPlan, TrainReport, TrainerMessage,
+    call, EvalMetrics, ModelRef, Personalize, Request, Response, Scaling, TrainPlan, TrainReport,
+    TrainerMessage,
 };
 use crate::secagg::exchange;
 use crate::Error;
@@ -99,6 +100,8 @@ pub struct RoundContext {
     pub spec: ModelSpec,
     /// Local training plan.
     pub plan: TrainPlan,
+    /// Personalisation the silos apply when they score the candidate.
+    pub personalize: Option<Personalize>,
     /// Agreed scaling.
     pub scaling: Scaling,
     /// The cohort.
@@ -860,6 +863,7 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
         params: Arc::new(params),
         spec: ctx.spec.clone(),
         scaling: ctx.scaling.clone(),
+        personalize: ctx.personalize,
     };
     let validation = match ask_within(
         &ctx.validator,

@@ -281,6 +281,7 @@ mod tests {
             batch_size: 60,
             learning_rate: 0.3,
             prox_mu: 0.0,
+            train_from: 0,
             seed: 1,
         };
         let out = train(&Mlp::new(&spec), &mut want, &x, &y, sgd);

@@ -35,6 +35,7 @@ use crate::attack::{Attack, ALIE_SAMPLES};
 use crate::data::{encode as encode_rows, local_stats, scaling_from, Dataset};
 use crate::external::ExternalTrainer;
 use crate::train::dp_sgd::{schedule, train_dp, DpSgd};
+use crate::train::personal::PersonalHead;
 use crate::train::{evaluate, train, Mlp, Sgd, TrainOutcome};
 
 /// Models kept at once (base, candidate, one spare).
@@ -104,6 +105,8 @@ pub struct TrainerState {
     encoded: Option<(u64, Encoded)>,
     /// What top-k compression has not sent yet (kept across rounds in memory).
     feedback: ErrorFeedback,
+    /// This silo's own head (personalisation), shared with the scoring jobs.
+    head: Arc<std::sync::Mutex<PersonalHead>>,
 }
 
 fn reply_with(reply: RpcReplyPort<Vec<u8>>, r: Response) {
@@ -370,6 +373,7 @@ fn sgd(plan: &TrainPlan, seed: u64) -> Sgd {
         batch_size: plan.batch_size as usize,
         learning_rate: plan.learning_rate,
         prox_mu: plan.prox_mu,
+        train_from: 0,
         seed,
     }
 }
@@ -566,6 +570,7 @@ impl Actor for TrainerActor {
             compress_next: None,
             encoded: None,
             feedback: ErrorFeedback::default(),
+            head: Arc::default(),
             book: match &args.dp_sgd {
                 Some(cfg) => Some(PrivacyBook::open(&cfg.ledger)?),
                 None => None,
@@ -671,6 +676,7 @@ impl Actor for TrainerActor {
                 model,
                 spec,
                 scaling,
+                personalize,
             } => match state
                 .model(&model)
                 .and_then(|p| state.check_spec(&spec, &scaling).map(|_| p))
@@ -681,11 +687,34 @@ impl Actor for TrainerActor {
                 }
                 Ok(params) => {
                     // Off the mailbox, so heartbeats are answered while a large split is scored.
-                    let data = state.args.data.clone();
+                    let (data, head) = (state.args.data.clone(), state.head.clone());
+                    let has_training = !data.train.labels.is_empty();
                     answer_in_background(myself, reply, "evaluation", move || {
                         let x = encode_rows(&data.schema, &data.holdout, &scaling);
                         let y = Array1::from(data.holdout.labels.clone());
-                        Response::Evaluated(evaluate(&Mlp::new(&spec), &params, &x, &y))
+                        let mlp = Mlp::new(&spec);
+                        let mut metrics = evaluate(&mlp, &params, &x, &y);
+                        // A central hold-out has no training split to personalise on.
+                        if let Some(p) = personalize.filter(|_| has_training) {
+                            let xt = encode_rows(&data.schema, &data.train, &scaling);
+                            let yt = Array1::from(data.train.labels.clone());
+                            let sgd = Sgd {
+                                epochs: p.epochs,
+                                batch_size: p.batch_size as usize,
+                                learning_rate: p.learning_rate,
+                                prox_mu: 0.0,
+                                train_from: 0,
+                                seed: p.seed,
+                            };
+                            let mine = match head.lock() {
+                                Ok(mut h) => h.personalise(&spec, &params, &xt, &yt, sgd),
+                                Err(poisoned) => poisoned
+                                    .into_inner()
+                                    .personalise(&spec, &params, &xt, &yt, sgd),
+                            };
+                            metrics.personalized = Some(Box::new(evaluate(&mlp, &mine, &x, &y)));
+                        }
+                        Response::Evaluated(metrics)
                     });
                     return Ok(());
                 }
@@ -1058,6 +1087,7 @@ mod tests {
                 hidden: vec![],
             },
             scaling,
+            personalize: None,
         };
         let e = call(&t, &bad, Duration::from_secs(5), "t")
             .await

@@ -40,7 +40,7 @@ use crate::privacy::budget::PrivacyBook;
 use crate::privacy::mechanism::{check_aggregation, silo_share};
 use crate::protocol::transfer::put_model;
 use crate::protocol::{
-    call, EvalMetrics, ModelRef, Request, Response, Scaling, TrainPlan, TrainerMessage,
+    call, EvalMetrics, ModelRef, Personalize, Request, Response, Scaling, TrainPlan, TrainerMessage,
 };
 use crate::registry::{Registry, Status, VersionMeta};
 use crate::round::{
@@ -77,6 +77,8 @@ pub struct CoordinatorSettings {
     pub initial: Option<PretrainedModel>,
     /// How silos compress their updates.
     pub compression: Compression,
+    /// Personalisation epochs (0: off).
+    pub personalize_epochs: u32,
     /// Seed for the initial model and training.
     pub seed: u64,
     /// Transfer chunk size, values.
@@ -1025,6 +1027,12 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
             prox_mu: s.prox_mu,
             compression: s.compression,
         },
+        personalize: (s.personalize_epochs > 0).then(|| Personalize {
+            epochs: s.personalize_epochs,
+            batch_size: s.batch_size,
+            learning_rate: s.learning_rate,
+            seed: s.seed.wrapping_mul(1_000_003).wrapping_add(round),
+        }),
         scaling,
         cohort,
         excluded,

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 
 use crate::model::ModelSpec;
 use crate::protocol::transfer::put_model;
-use crate::protocol::{call, EvalMetrics, ModelRef, Request, Response, Scaling};
+use crate::protocol::{call, EvalMetrics, ModelRef, Personalize, Request, Response, Scaling};
 use crate::round::{until_silent, SiloHandle};
 
 /// What the validator concluded about a candidate.
@@ -45,6 +45,8 @@ pub struct Candidate {
     pub spec: ModelSpec,
     /// Agreed scaling.
     pub scaling: Scaling,
+    /// Personalisation the silos apply when they score it.
+    pub personalize: Option<Personalize>,
 }
 
 /// Messages of the Validator actor.
@@ -88,6 +90,7 @@ async fn evaluate_at(
             model: c.model,
             spec: c.spec.clone(),
             scaling: c.scaling.clone(),
+            personalize: c.personalize,
         };
         match call(&silo.actor, &req, timeout, &silo.name).await {
             Ok(Response::Evaluated(m)) => Ok(m),
@@ -203,6 +206,7 @@ mod tests {
             loss,
             accuracy: 0.9,
             auc: Some(0.8),
+            personalized: None,
         }
     }
 

@@ -235,6 +235,7 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         batch_size: cfg.plan.batch_size,
         learning_rate: cfg.plan.learning_rate,
         prox_mu: cfg.plan.prox_mu,
+        personalize_epochs: cfg.plan.personalize_epochs,
         initial,
         compression: cfg
             .plan

@@ -105,6 +105,24 @@ pub struct EvalMetrics {
     pub accuracy: f64,
     /// ROC AUC; `None` when the split has a single class.
     pub auc: Option<f64>,
+    /// With personalisation: the same figures for the silo's personalised model (the global
+    /// body with the silo's own head).
+    #[serde(default)]
+    pub personalized: Option<Box<EvalMetrics>>,
+}
+
+/// FedPer-style personalisation asked of a silo when it scores a model: fine-tune its own head
+/// (the last dense layer) on its training split, the body frozen, and score that model too.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Personalize {
+    /// Passes over the training split.
+    pub epochs: u32,
+    /// Mini-batch size.
+    pub batch_size: u32,
+    /// Step size.
+    pub learning_rate: f32,
+    /// Shuffling seed.
+    pub seed: u64,
 }
 
 /// A request from the coordinator to a silo's trainer.
@@ -159,6 +177,8 @@ pub enum Request {
         spec: ModelSpec,
         /// Agreed feature scaling.
         scaling: Scaling,
+        /// Also score the silo's personalised model.
+        personalize: Option<Personalize>,
     },
     /// Train a model on this silo's data alone (its own scaling), from `initial`, for
     /// `rounds` × `plan.epochs` epochs, and report its held-out metrics: the "would we have been

@@ -84,6 +84,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         batch_size: cli.batch_size.max(1),
         learning_rate: cli.learning_rate,
         prox_mu: 0.0,
+        train_from: 0,
         seed: cli.seed,
     };
     let out = train(&mlp, &mut params, &x, &y, sgd);

@@ -126,6 +126,7 @@ mod tests {
             batch_size: 100,
             learning_rate: 0.5,
             prox_mu: 0.0,
+            train_from: 0,
             seed: 3,
         };
         let out = train_dp(

@@ -5,6 +5,7 @@
 pub mod dp_sgd;
 mod metrics;
 mod mlp;
+pub mod personal;
 mod sgd;
 
 pub use metrics::{evaluate, roc_auc};

@@ -28,6 +28,9 @@ pub struct Sgd {
     /// FedProx μ: adds μ/2·‖w − w₀‖² to the loss, w₀ being the parameters training starts
     /// from (the global model), so each step also pulls by μ(w − w₀). 0: plain SGD.
     pub prox_mu: f32,
+    /// Only parameters from this index on are trained, the rest frozen (0: all). The last
+    /// dense layer is a suffix of the layout, so personalisation trains the head this way.
+    pub train_from: usize,
     /// Shuffling seed.
     pub seed: u64,
 }
@@ -46,6 +49,7 @@ pub fn train(
         batch_size,
         learning_rate,
         prox_mu,
+        train_from,
         seed,
     } = sgd;
     let anchor = (prox_mu > 0.0).then(|| params.to_vec());
@@ -65,7 +69,8 @@ pub fn train(
             if let Some(w0) = &anchor {
                 proximal(&mut grad, params, w0, prox_mu);
             }
-            for (p, g) in params.iter_mut().zip(&grad) {
+            let from = train_from.min(params.len());
+            for (p, g) in params[from..].iter_mut().zip(&grad[from..]) {
                 *p -= learning_rate * g;
             }
         }
@@ -95,6 +100,7 @@ mod tests {
             batch_size: 16,
             learning_rate: 0.5,
             prox_mu,
+            train_from: 0,
             seed,
         }
     }

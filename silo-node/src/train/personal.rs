@@ -1,0 +1,97 @@
+//! Personalisation, FedPer-style (Arivazhagan et al. 2019): the body of the model is the
+//! federation's, the head (the last dense layer) is the silo's own. Whenever the silo scores a
+//! global model it puts its own head on that body, fine-tunes the head alone on its training
+//! split, keeps it for next time, and scores the result beside the global model.
+
+use fedsilo::model::ModelSpec;
+use ndarray::{Array1, Array2};
+
+use super::{train, Mlp, Sgd};
+
+/// A silo's own head, kept between rounds (in memory: a restarted silo starts again from the
+/// global head).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PersonalHead {
+    head: Option<(ModelSpec, Vec<f32>)>,
+}
+
+impl PersonalHead {
+    /// The personalised model for `global` (of `spec`): the global body with this silo's head,
+    /// the head fine-tuned on `(x, y)` as `sgd` says (its `train_from` is set here).
+    pub fn personalise(
+        &mut self,
+        spec: &ModelSpec,
+        global: &[f32],
+        x: &Array2<f32>,
+        y: &Array1<f32>,
+        sgd: Sgd,
+    ) -> Vec<f32> {
+        let layout = spec.layout();
+        // The last layer's weight then bias: the end of the flat vector.
+        let from = layout.tensors.iter().rev().nth(1).map_or(0, |t| t.offset);
+        let mut params = global.to_vec();
+        if let Some((s, head)) = &self.head {
+            if s == spec && head.len() == params.len() - from {
+                params[from..].copy_from_slice(head);
+            }
+        }
+        let sgd = Sgd {
+            train_from: from,
+            ..sgd
+        };
+        train(&Mlp::new(spec), &mut params, x, y, sgd);
+        self.head = Some((spec.clone(), params[from..].to_vec()));
+        params
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::evaluate;
+    use fedsilo::model::initial_params;
+
+    #[test]
+    fn only_the_head_is_trained_and_it_is_kept_between_rounds() {
+        let (x, y) = crate::train::separable(300, 4);
+        let spec = ModelSpec {
+            inputs: 2,
+            hidden: vec![6],
+        };
+        let global = initial_params(&spec, 5);
+        let sgd = Sgd {
+            epochs: 5,
+            batch_size: 16,
+            learning_rate: 0.5,
+            prox_mu: 0.0,
+            train_from: 0,
+            seed: 1,
+        };
+        let mut mine = PersonalHead::default();
+        let first = mine.personalise(&spec, &global, &x, &y, sgd);
+        let head_from = 2 * 6 + 6;
+        assert_eq!(
+            first[..head_from],
+            global[..head_from],
+            "the body is frozen"
+        );
+        assert_ne!(first[head_from..], global[head_from..], "the head moved");
+        let mlp = Mlp::new(&spec);
+        let (g, p) = (
+            evaluate(&mlp, &global, &x, &y).loss,
+            evaluate(&mlp, &first, &x, &y).loss,
+        );
+        assert!(p < g, "personalised {p} vs global {g}");
+        // Next round: the head starts where it ended, not from the new global head.
+        let second = mine.personalise(&spec, &global, &x, &y, Sgd { epochs: 0, ..sgd });
+        assert_eq!(second[head_from..], first[head_from..]);
+        // Another architecture starts again from the global head.
+        let other = ModelSpec {
+            inputs: 2,
+            hidden: vec![3],
+        };
+        let g2 = initial_params(&other, 5);
+        let fresh = mine.personalise(&other, &g2, &x, &y, Sgd { epochs: 0, ..sgd });
+        assert_eq!(fresh, g2);
+    }
+}
