@@ -3,6 +3,7 @@
 //! matrix products through ndarray, which hands them to BLAS (`sgemm`).
 
 pub mod dp_sgd;
+pub mod lora;
 mod metrics;
 mod mlp;
 pub mod personal;
