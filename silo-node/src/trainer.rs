@@ -857,6 +857,20 @@ mod tests {
         trainer_with(None).await
     }
 
+    /// A logistic model over the test data's one feature, and its reference.
+    fn tiny_model() -> (ModelSpec, Vec<f32>, ModelRef) {
+        let spec = ModelSpec {
+            inputs: 1,
+            hidden: vec![],
+        };
+        let p = initial_params(&spec, 1);
+        let model = ModelRef {
+            version: 0,
+            digest: Digest::of_f32(&p),
+        };
+        (spec, p, model)
+    }
+
     async fn trainer_with(credentials: Option<NodeCredentials>) -> ActorRef<TrainerMessage> {
         let schema = Schema::from_toml_str(
             "[target]\ncolumn = \"y\"\npositive = \"1\"\n[[feature]]\ncolumn = \"a\"\nkind = \"numeric\"\n",
@@ -918,15 +932,7 @@ mod tests {
                 .unwrap_err();
             assert!(e.to_string().contains("keyed once"), "{e}");
         }
-        let spec = ModelSpec {
-            inputs: 1,
-            hidden: vec![],
-        };
-        let p = initial_params(&spec, 1);
-        let model = ModelRef {
-            version: 0,
-            digest: Digest::of_f32(&p),
-        };
+        let (spec, p, model) = tiny_model();
         ask(Request::PutModel {
             model,
             offset: 0,
@@ -1001,15 +1007,7 @@ mod tests {
     #[tokio::test]
     async fn models_are_checked_chunk_by_chunk_and_against_their_digest() {
         let t = trainer().await;
-        let spec = ModelSpec {
-            inputs: 1,
-            hidden: vec![],
-        };
-        let p = initial_params(&spec, 1);
-        let model = ModelRef {
-            version: 0,
-            digest: Digest::of_f32(&p),
-        };
+        let (spec, p, model) = tiny_model();
         let put = |offset: u64, values: Vec<f32>, model: ModelRef| Request::PutModel {
             model,
             offset,
