@@ -40,6 +40,8 @@ pub struct ExternalTrainer {
     pub timeout: Duration,
     /// Where work directories are made (private, deleted after each run).
     pub workdir: PathBuf,
+    /// The silo's name: work directories are named after it and the node's process id.
+    pub owner: String,
 }
 
 /// What a run produced, checked.
@@ -71,8 +73,35 @@ struct MetricsFile {
 
 /// Lines of the program's output quoted in an error.
 const LOG_TAIL: usize = 5;
+/// Bytes of the program's output read to find them.
+const LOG_TAIL_BYTES: u64 = 16 * 1024;
+/// Work directories start with this.
+const DIR_PREFIX: &str = "fedsilo-trainer-";
 
 impl ExternalTrainer {
+    /// Removes work directories an earlier node of this silo left behind (it was killed while
+    /// its trainer ran): they hold training data. Only directories of this silo whose node
+    /// process is gone are touched. Returns how many were removed.
+    pub fn sweep(&self) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.workdir) else {
+            return 0;
+        };
+        let mine = format!("{DIR_PREFIX}{}-", self.owner);
+        entries
+            .flatten()
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let pid = name
+                    .strip_prefix(&mine)
+                    .and_then(|rest| rest.split('-').next())
+                    .and_then(|p| p.parse::<libc::pid_t>().ok());
+                // SAFETY: kill with signal 0 only asks whether the process exists.
+                pid.is_some_and(|p| unsafe { libc::kill(p, 0) } != 0)
+            })
+            .filter(|e| std::fs::remove_dir_all(e.path()).is_ok())
+            .count()
+    }
+
     /// Runs one round's training: `base` for `spec`, on `(x, y)`, as `plan` says.
     pub fn run(
         &self,
@@ -83,8 +112,14 @@ impl ExternalTrainer {
         x: &Array2<f32>,
         y: &Array1<f32>,
     ) -> Result<ExternalOutcome, String> {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::Builder::new()
-            .prefix("fedsilo-trainer-")
+            .prefix(&format!(
+                "{DIR_PREFIX}{}-{}-",
+                self.owner,
+                std::process::id()
+            ))
+            .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir_in(&self.workdir)
             .map_err(|e| {
                 format!(
@@ -154,10 +189,13 @@ impl ExternalTrainer {
         let log = std::fs::File::create(dir.join("trainer.log"))
             .map_err(|e| format!("creating trainer.log: {e}"))?;
         let err_log = log.try_clone().map_err(|e| e.to_string())?;
+        use std::os::unix::process::CommandExt;
+        // Its own process group, so that a timeout stops whatever it started too. The working
+        // directory stays the node's, so relative paths in the arguments mean what they say.
         let mut child = Command::new(&self.program)
             .args(&self.args)
             .arg(dir)
-            .current_dir(dir)
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err_log)
@@ -168,6 +206,10 @@ impl ExternalTrainer {
             match child.try_wait().map_err(|e| e.to_string())? {
                 Some(s) => break s,
                 None if Instant::now() >= until => {
+                    // SAFETY: killpg only sends a signal, to the child's own process group.
+                    unsafe {
+                        libc::killpg(child.id() as libc::pid_t, libc::SIGKILL);
+                    }
                     let _ = child.kill();
                     let _ = child.wait();
                     return Err(format!(
@@ -191,15 +233,19 @@ impl ExternalTrainer {
     }
 }
 
-/// The last lines of a log, for an error message.
+/// The last lines of a log, for an error message (at most its last 16 KiB are read).
 fn tail(path: &Path) -> String {
-    let mut text = String::new();
-    if std::fs::File::open(path)
-        .and_then(|mut f| f.read_to_string(&mut text))
-        .is_err()
-    {
+    use std::io::{Seek, SeekFrom};
+    let mut bytes = Vec::new();
+    let read = std::fs::File::open(path).and_then(|mut f| {
+        let len = f.metadata()?.len();
+        f.seek(SeekFrom::Start(len.saturating_sub(LOG_TAIL_BYTES)))?;
+        f.read_to_end(&mut bytes)
+    });
+    if read.is_err() {
         return String::new();
     }
+    let text = String::from_utf8_lossy(&bytes);
     let lines: Vec<&str> = text.lines().collect();
     let last = &lines[lines.len().saturating_sub(LOG_TAIL)..];
     if last.is_empty() {
@@ -245,6 +291,7 @@ mod tests {
                 .collect(),
             timeout,
             workdir: std::env::temp_dir(),
+            owner: "test".into(),
         }
     }
 
@@ -322,5 +369,23 @@ mod tests {
         };
         let e = missing.run(1, &spec, &base, &plan, &x, &y).unwrap_err();
         assert!(e.contains("cannot start the trainer"), "{e}");
+        // Nothing is left behind, and a dead node's directory is swept, a live one's not.
+        let work = tempfile::tempdir().unwrap();
+        let t = ExternalTrainer {
+            workdir: work.path().to_path_buf(),
+            ..trainer(&["--fail-with", "nan"], Duration::from_secs(60))
+        };
+        assert!(t.run(1, &spec, &base, &plan, &x, &y).is_err());
+        assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 0);
+        let dead = work.path().join(format!("{DIR_PREFIX}test-999999999-x"));
+        let alive = work
+            .path()
+            .join(format!("{DIR_PREFIX}test-{}-y", std::process::id()));
+        let other = work.path().join(format!("{DIR_PREFIX}other-999999999-z"));
+        for d in [&dead, &alive, &other] {
+            std::fs::create_dir(d).unwrap();
+        }
+        assert_eq!(t.sweep(), 1);
+        assert!(!dead.exists() && alive.exists() && other.exists());
     }
 }

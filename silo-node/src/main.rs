@@ -142,14 +142,34 @@ async fn main() -> std::process::ExitCode {
         train_delay: Duration::from_millis(cli.train_delay_ms),
         attack: cli.attack.map(|a| (a, cli.attack_from_round)),
         exit_after_sharing: cli.exit_after_sharing,
-        external: cli
-            .trainer
-            .map(|program| silo_node::external::ExternalTrainer {
-                program,
-                args: cli.trainer_args,
-                timeout: Duration::from_secs_f64(cli.trainer_timeout_secs.max(0.001)),
-                workdir: cli.trainer_workdir.unwrap_or_else(std::env::temp_dir),
-            }),
+        external: match cli.trainer {
+            None => None,
+            Some(program) => {
+                let t = cli.trainer_timeout_secs;
+                if !(t.is_finite() && t > 0.0 && t <= 7.0 * 86400.0) {
+                    eprintln!("silo-node: error: --trainer-timeout-secs {t}: must be a positive number of seconds, at most a week");
+                    return std::process::ExitCode::FAILURE;
+                }
+                let workdir = cli.trainer_workdir.unwrap_or_else(std::env::temp_dir);
+                let workdir = match std::fs::canonicalize(&workdir) {
+                    Ok(w) => w,
+                    Err(e) => {
+                        eprintln!(
+                            "silo-node: error: --trainer-workdir {}: {e}",
+                            workdir.display()
+                        );
+                        return std::process::ExitCode::FAILURE;
+                    }
+                };
+                Some(silo_node::external::ExternalTrainer {
+                    program,
+                    args: cli.trainer_args,
+                    timeout: Duration::from_secs_f64(t),
+                    workdir,
+                    owner: String::new(),
+                })
+            }
+        },
         dp_sgd: match (cli.dp_clip, cli.dp_noise_multiplier) {
             (Some(clip), Some(noise_multiplier)) => {
                 let valid = clip > 0.0

@@ -84,7 +84,18 @@ pub async fn run(s: SiloSettings) -> anyhow::Result<()> {
             dp_sgd: s.dp_sgd,
             credentials: Some(signing),
             exit_after_sharing: s.exit_after_sharing,
-            external: s.external,
+            external: s.external.map(|mut t| {
+                t.owner = me.name.clone();
+                let swept = t.sweep();
+                if swept > 0 {
+                    eprintln!(
+                        "silo {}: removed {swept} trainer work director{} an earlier node left behind",
+                        me.name,
+                        if swept == 1 { "y" } else { "ies" }
+                    );
+                }
+                t
+            }),
         },
     )
     .await

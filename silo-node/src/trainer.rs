@@ -22,7 +22,8 @@ use fedsilo::model::{Digest, ModelSpec};
 use fedsilo::privacy::budget::PrivacyBook;
 use fedsilo::privacy::noise::{add_gaussian, secure_rng};
 use fedsilo::protocol::{
-    decode, encode, ModelRef, Request, Response, Scaling, TrainPlan, TrainReport, TrainerMessage,
+    decode, encode, ModelRef, PersonalizedMetrics, Request, Response, Scaling, TrainPlan,
+    TrainReport, TrainerMessage,
 };
 use fedsilo::secagg::participant::Participant;
 use fedsilo::secagg::quantize::packed_width;
@@ -131,6 +132,11 @@ impl TrainerState {
         seed: u64,
         response: &mut Response,
     ) -> Vec<f32> {
+        // A non-finite update is sent as it is, to be refused by the coordinator like any
+        // other: quantisation would hide it, and it must not reach the error feedback.
+        if values.iter().any(|v| !v.is_finite()) {
+            return values;
+        }
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let Some(encoded) = compress(&values, scheme, &mut self.feedback, &mut rng) else {
             return values;
@@ -421,7 +427,12 @@ fn train_job(
     let seed = plan.seed ^ name_seed(name);
     let (mut update, out, spent) = match method {
         Method::External(ext) => {
-            let got = ext.run(round, spec, base, plan, &x, &y)?;
+            // The silo's own shuffling seed, as the built-in trainer uses.
+            let own = TrainPlan {
+                seed,
+                ..plan.clone()
+            };
+            let got = ext.run(round, spec, base, &own, &x, &y)?;
             let update: Vec<f32> = got.params.iter().zip(base).map(|(n, b)| n - b).collect();
             let out = TrainOutcome {
                 last_epoch_loss: got.train_loss,
@@ -545,6 +556,7 @@ fn answer_in_background(
             response,
             reply,
             spent: None,
+            training: false,
         });
     });
 }
@@ -591,6 +603,7 @@ impl Actor for TrainerActor {
                 response,
                 reply,
                 spent,
+                training,
             } => {
                 if let (Some(_), Some(cfg), Some(book)) = (spent, &state.args.dp_sgd, &state.book) {
                     let (delta, dp) = (cfg.delta, cfg.dp);
@@ -612,7 +625,9 @@ impl Actor for TrainerActor {
                     };
                     state.update = Some((round, values));
                 }
-                state.busy = None;
+                if training {
+                    state.busy = None;
+                }
                 reply_with(reply, response);
                 return Ok(());
             }
@@ -688,13 +703,14 @@ impl Actor for TrainerActor {
                 Ok(params) => {
                     // Off the mailbox, so heartbeats are answered while a large split is scored.
                     let (data, head) = (state.args.data.clone(), state.head.clone());
-                    let has_training = !data.train.labels.is_empty();
+                    // A central hold-out has no training split to personalise on; a silo
+                    // under its own DP-SGD does not fine-tune outside it.
+                    let has_training = !data.train.labels.is_empty() && state.args.dp_sgd.is_none();
                     answer_in_background(myself, reply, "evaluation", move || {
                         let x = encode_rows(&data.schema, &data.holdout, &scaling);
                         let y = Array1::from(data.holdout.labels.clone());
                         let mlp = Mlp::new(&spec);
                         let mut metrics = evaluate(&mlp, &params, &x, &y);
-                        // A central hold-out has no training split to personalise on.
                         if let Some(p) = personalize.filter(|_| has_training) {
                             let xt = encode_rows(&data.schema, &data.train, &scaling);
                             let yt = Array1::from(data.train.labels.clone());
@@ -706,13 +722,15 @@ impl Actor for TrainerActor {
                                 train_from: 0,
                                 seed: p.seed,
                             };
-                            let mine = match head.lock() {
-                                Ok(mut h) => h.personalise(&spec, &params, &xt, &yt, sgd),
-                                Err(poisoned) => poisoned
-                                    .into_inner()
-                                    .personalise(&spec, &params, &xt, &yt, sgd),
-                            };
-                            metrics.personalized = Some(Box::new(evaluate(&mlp, &mine, &x, &y)));
+                            let mut h = head.lock().unwrap_or_else(|p| p.into_inner());
+                            let mine = h.personalise(model.digest, &spec, &params, &xt, &yt, sgd);
+                            drop(h);
+                            let p = evaluate(&mlp, &mine, &x, &y);
+                            metrics.personalized = Some(PersonalizedMetrics {
+                                loss: p.loss,
+                                accuracy: p.accuracy,
+                                auc: p.auc,
+                            });
                         }
                         Response::Evaluated(metrics)
                     });
@@ -743,6 +761,13 @@ impl Actor for TrainerActor {
                             Err(e) => err(e),
                             Ok(()) => {
                                 state.busy = Some(round);
+                                // The round trains from this model: it was committed, so the
+                                // head personalised on it is this silo's from now on.
+                                state
+                                    .head
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .adopt(base.digest);
                                 let (data, name, delay) = (
                                     state.args.data.clone(),
                                     state.args.name.clone(),
@@ -803,6 +828,7 @@ impl Actor for TrainerActor {
                                         response,
                                         reply,
                                         spent,
+                                        training: true,
                                     });
                                 });
                                 return Ok(());

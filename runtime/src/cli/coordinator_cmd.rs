@@ -76,7 +76,9 @@ pub struct CoordinatorArgs {
 /// and the tensor.
 fn pretrained(path: &std::path::Path, spec: &ModelSpec) -> anyhow::Result<PretrainedModel> {
     let origin = path.display().to_string();
-    let set = fedsilo::model::tensor_file::TensorSet::read(path)
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("model.initial: reading the pretrained model {origin}"))?;
+    let set = fedsilo::model::tensor_file::TensorSet::from_bytes(&bytes, &origin)
         .with_context(|| format!("model.initial: reading the pretrained model {origin}"))?;
     let params = set.to_layout(&spec.layout(), &origin).with_context(|| {
         format!(
@@ -85,7 +87,6 @@ fn pretrained(path: &std::path::Path, spec: &ModelSpec) -> anyhow::Result<Pretra
             spec.hidden
         )
     })?;
-    let bytes = std::fs::read(path).with_context(|| format!("reading {origin}"))?;
     Ok(PretrainedModel {
         params,
         origin: format!("{origin} (sha256 {})", Digest::of_bytes(&bytes).hex()),
@@ -148,7 +149,15 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
             )
         })?;
     }
-    if let (Some(_), Some(c)) = (&policy.secure_aggregation, &cfg.plan.compression) {
+    let compression = cfg
+        .plan
+        .compression()
+        .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+    if let (Some(_), true) = (
+        &policy.secure_aggregation,
+        compression != fedsilo::compression::Compression::None,
+    ) {
+        let c = compression.describe();
         bail!(
             "{} and {origin} disagree: plan.compression = {c:?} cannot apply under [secure_aggregation]: masked updates travel as ring values, and a compressed update cannot be masked (remove one of them)",
             cfg.federation.policy.display()

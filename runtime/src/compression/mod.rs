@@ -5,7 +5,7 @@
 //! - [`stochastic`] — 8- or 4-bit codes per value, one scale per block of values, stochastic
 //!   rounding (unbiased: the expected decoding is the value);
 //! - [`top_k`] — only the k largest values by magnitude, with error feedback: what a round
-//!   leaves out is added to the silo's next update, so nothing is lost for good.
+//!   leaves out is added to the silo's next update (what it sent is assumed delivered).
 //!
 //! The coordinator decodes each chunk as it arrives, in its streaming path, and checks the
 //! result against the digest the silo reported, which is the digest of the *decoded* update.

@@ -1,8 +1,8 @@
 //! Top-k sparsification with error feedback (Stich et al. 2018, Karimireddy et al. 2019).
 //!
-//! A silo sends only the k values of largest magnitude. What it leaves out is not lost: it is
-//! kept as a residual and added to the next round's update before choosing again, so every
-//! coordinate is eventually sent.
+//! A silo sends only the k values of largest magnitude. What it leaves out is kept as a
+//! residual and added to the next round's update before choosing again. What it sent is
+//! assumed delivered: an update refused or lost with its round takes its values with it.
 
 use serde::{Deserialize, Serialize};
 

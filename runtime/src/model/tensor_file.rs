@@ -23,13 +23,17 @@ pub struct TensorSet {
 impl TensorSet {
     /// Reads a safetensors file; every tensor must be F32. Errors name the file and tensor.
     pub fn read(path: &Path) -> Result<Self> {
-        let origin = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;
+        Self::from_bytes(&bytes, &path.display().to_string())
+    }
+
+    /// Parses safetensors bytes read from `origin` (named in errors); every tensor must be F32.
+    pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<Self> {
         let bad = |m: String| Error::Checkpoint {
-            origin: origin.clone(),
+            origin: origin.to_string(),
             message: m,
         };
-        let bytes = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;
-        let st = SafeTensors::deserialize(&bytes)
+        let st = SafeTensors::deserialize(bytes)
             .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
         let mut names: Vec<String> = st.names().into_iter().map(|n| n.to_string()).collect();
         names.sort();

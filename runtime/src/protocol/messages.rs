@@ -108,7 +108,18 @@ pub struct EvalMetrics {
     /// With personalisation: the same figures for the silo's personalised model (the global
     /// body with the silo's own head).
     #[serde(default)]
-    pub personalized: Option<Box<EvalMetrics>>,
+    pub personalized: Option<PersonalizedMetrics>,
+}
+
+/// A personalised model's held-out figures (flat, so that a frame cannot nest them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PersonalizedMetrics {
+    /// Mean binary cross-entropy.
+    pub loss: f64,
+    /// Accuracy at threshold 0.5.
+    pub accuracy: f64,
+    /// ROC AUC; `None` when the split has a single class.
+    pub auc: Option<f64>,
 }
 
 /// FedPer-style personalisation asked of a silo when it scores a model: fine-tune its own head

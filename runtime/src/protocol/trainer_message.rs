@@ -36,6 +36,9 @@ pub enum TrainerMessage {
         reply: RpcReplyPort<Vec<u8>>,
         /// Record-level DP-SGD the job ran, for the silo's own accountant: (sampling rate, steps).
         spent: Option<(f64, u64)>,
+        /// Whether this was the round's training job (which frees the trainer for the next);
+        /// scoring and baselines run beside it.
+        training: bool,
     },
 }
 

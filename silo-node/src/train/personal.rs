@@ -1,25 +1,35 @@
 //! Personalisation, FedPer-style (Arivazhagan et al. 2019): the body of the model is the
 //! federation's, the head (the last dense layer) is the silo's own. Whenever the silo scores a
-//! global model it puts its own head on that body, fine-tunes the head alone on its training
-//! split, keeps it for next time, and scores the result beside the global model.
+//! candidate it puts its own head on that body, fine-tunes the head alone on its training
+//! split, and scores the result beside the candidate. The fine-tuned head is kept only if the
+//! candidate becomes the model the next round trains from: a rejected candidate leaves the
+//! silo's head as it was.
 
-use fedsilo::model::ModelSpec;
+use std::collections::VecDeque;
+
+use fedsilo::model::{Digest, ModelSpec};
 use ndarray::{Array1, Array2};
 
 use super::{train, Mlp, Sgd};
+
+/// Candidates whose fine-tuned heads wait to learn whether they were committed.
+const STAGED: usize = 3;
 
 /// A silo's own head, kept between rounds (in memory: a restarted silo starts again from the
 /// global head).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PersonalHead {
     head: Option<(ModelSpec, Vec<f32>)>,
+    staged: VecDeque<(Digest, ModelSpec, Vec<f32>)>,
 }
 
 impl PersonalHead {
-    /// The personalised model for `global` (of `spec`): the global body with this silo's head,
-    /// the head fine-tuned on `(x, y)` as `sgd` says (its `train_from` is set here).
+    /// The personalised model for `global` (of `spec`, digest `model`): the global body with
+    /// this silo's head, the head fine-tuned on `(x, y)` as `sgd` says (its `train_from` is set
+    /// here). The fine-tuned head waits until [`PersonalHead::adopt`] names `model`.
     pub fn personalise(
         &mut self,
+        model: Digest,
         spec: &ModelSpec,
         global: &[f32],
         x: &Array2<f32>,
@@ -40,8 +50,22 @@ impl PersonalHead {
             ..sgd
         };
         train(&Mlp::new(spec), &mut params, x, y, sgd);
-        self.head = Some((spec.clone(), params[from..].to_vec()));
+        self.staged.retain(|(d, _, _)| *d != model);
+        self.staged
+            .push_back((model, spec.clone(), params[from..].to_vec()));
+        while self.staged.len() > STAGED {
+            self.staged.pop_front();
+        }
         params
+    }
+
+    /// The round trains from `model`: the head fine-tuned on it, if any, becomes this silo's.
+    pub fn adopt(&mut self, model: Digest) {
+        if let Some(i) = self.staged.iter().position(|(d, _, _)| *d == model) {
+            if let Some((_, spec, head)) = self.staged.remove(i) {
+                self.head = Some((spec, head));
+            }
+        }
     }
 }
 
@@ -68,7 +92,8 @@ mod tests {
             seed: 1,
         };
         let mut mine = PersonalHead::default();
-        let first = mine.personalise(&spec, &global, &x, &y, sgd);
+        let v1 = Digest::of_f32(&global);
+        let first = mine.personalise(v1, &spec, &global, &x, &y, sgd);
         let head_from = 2 * 6 + 6;
         assert_eq!(
             first[..head_from],
@@ -82,8 +107,13 @@ mod tests {
             evaluate(&mlp, &first, &x, &y).loss,
         );
         assert!(p < g, "personalised {p} vs global {g}");
-        // Next round: the head starts where it ended, not from the new global head.
-        let second = mine.personalise(&spec, &global, &x, &y, Sgd { epochs: 0, ..sgd });
+        // Until the candidate is trained from, the silo's head stays the global one.
+        let again = mine.personalise(v1, &spec, &global, &x, &y, Sgd { epochs: 0, ..sgd });
+        assert_eq!(again[head_from..], global[head_from..]);
+        // Once it is, the next round's head starts where fine-tuning ended.
+        mine.personalise(v1, &spec, &global, &x, &y, sgd);
+        mine.adopt(v1);
+        let second = mine.personalise(v1, &spec, &global, &x, &y, Sgd { epochs: 0, ..sgd });
         assert_eq!(second[head_from..], first[head_from..]);
         // Another architecture starts again from the global head.
         let other = ModelSpec {
@@ -91,7 +121,14 @@ mod tests {
             hidden: vec![3],
         };
         let g2 = initial_params(&other, 5);
-        let fresh = mine.personalise(&other, &g2, &x, &y, Sgd { epochs: 0, ..sgd });
+        let fresh = mine.personalise(
+            Digest::of_f32(&g2),
+            &other,
+            &g2,
+            &x,
+            &y,
+            Sgd { epochs: 0, ..sgd },
+        );
         assert_eq!(fresh, g2);
     }
 }
