@@ -147,6 +147,9 @@ impl Quantized {
                 self.bits
             ));
         }
+        if self.bits == 4 && len % 2 == 1 && self.codes[len / 2] >> 4 != 0 {
+            return Err("the padding nibble after the last 4-bit code is not zero".into());
+        }
         let l = levels(self.bits);
         let code = |i: usize| -> i32 {
             if self.bits == 8 {
@@ -245,6 +248,14 @@ mod tests {
                 .decode(300, 97)
                 .unwrap_err()
                 .contains("bytes of codes"));
+            if bits == 4 {
+                // 97 values: the last byte carries one code and a padding nibble.
+                let mut padded = c.clone();
+                if let Some(b) = padded.codes.last_mut() {
+                    *b |= 0x30;
+                }
+                assert!(padded.decode(300, 97).unwrap_err().contains("padding"));
+            }
         }
         let mut c = quantize(&x, 8, &mut ChaCha8Rng::seed_from_u64(4))
             .chunk(0, 10)
