@@ -8,6 +8,7 @@
 #   POLICY=examples/churn/policy-dp.toml scripts/demo.sh   # with silo-level differential privacy
 #   COMPRESSION=int8 scripts/demo.sh   # compressed updates: none, int8, int4, top-k:0.1
 #   INITIAL=pretrained.safetensors scripts/demo.sh   # fine-tune a pretrained model (fedsilo-pretrain)
+#   CONFIG=examples/churn/federation-lora.toml scripts/demo.sh   # LoRA adapters only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-deps.sh
@@ -28,7 +29,7 @@ trap cleanup EXIT INT TERM
 
 start=$(date +%s.%N)
 # Port 0: the coordinator picks a free port and records it in its event journal.
-"$BIN/fedsilo" coordinator --config "$EX/federation.toml" --listen 127.0.0.1:0 \
+"$BIN/fedsilo" coordinator --config "${CONFIG:-$EX/federation.toml}" --listen 127.0.0.1:0 \
   --kit "$RUN/certs/coordinator" --state-dir "$RUN/state" ${ROUNDS:+--rounds "$ROUNDS"} ${POLICY:+--policy "$POLICY"} ${COMPRESSION:+--compression "$COMPRESSION"} ${INITIAL:+--initial "$INITIAL"} &
 coord=$!
 pids+=($coord)

@@ -31,6 +31,11 @@
 //! compression = "int8"         # optional: none | int8 | int4 | top-k:F (default none)
 //! personalize_epochs = 2       # optional: each silo's own head, fine-tuned (default 0: off)
 //!
+//! [plan.lora]                  # optional: train and send only low-rank adapters
+//! rank = 4
+//! layers = [0]                 # dense layers adapted (0 = the first)
+//! alpha = 8.0                  # optional: the adapters' scale is alpha / rank (default 1)
+//!
 //! [aggregation]                # optional; default kernel = "mean"
 //! kernel = "trimmed-mean"
 //! trim = 0.2
@@ -46,6 +51,7 @@ use serde::Deserialize;
 
 use crate::compression::Compression;
 use crate::kernels::Aggregation;
+use crate::model::lora::LoraPlan;
 use crate::{Error, Result};
 
 /// `[federation]`.
@@ -146,6 +152,9 @@ pub struct PlanSection {
     /// whenever it scores a model, and reports that model's figures too (0: off).
     #[serde(default)]
     pub personalize_epochs: u32,
+    /// LoRA (`[plan.lora]`): train and send only low-rank adapters on the frozen base model.
+    #[serde(default)]
+    pub lora: Option<LoraPlan>,
 }
 
 impl PlanSection {

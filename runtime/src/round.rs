@@ -48,10 +48,10 @@ use crate::privacy::noise::{add_gaussian, secure_rng};
 use crate::protocol::regional::{
     call_regional, RegionalMessage, RegionalRequest, RegionalResponse,
 };
-use crate::protocol::transfer::{fetch_update, put_model};
+use crate::protocol::transfer::{ensure_model, fetch_update, put_model};
 use crate::protocol::{
-    call, EvalMetrics, ModelRef, Personalize, Request, Response, Scaling, TrainPlan, TrainReport,
-    TrainerMessage,
+    call, EvalMetrics, LoraTrain, ModelRef, Personalize, Request, Response, Scaling, TrainPlan,
+    TrainReport, TrainerMessage,
 };
 use crate::secagg::exchange;
 use crate::Error;
@@ -102,6 +102,9 @@ pub struct RoundContext {
     pub plan: TrainPlan,
     /// Personalisation the silos apply when they score the candidate.
     pub personalize: Option<Personalize>,
+    /// LoRA: `base` holds the adapters; this is the frozen base under them (sent to a silo
+    /// only if it does not hold it).
+    pub lora: Option<(LoraTrain, Arc<Vec<f32>>)>,
     /// Agreed scaling.
     pub scaling: Scaling,
     /// The cohort.
@@ -216,10 +219,15 @@ pub enum RoundOutcome {
 async fn train_at(
     silo: SiloHandle,
     base: BaseModel,
+    lora: Option<(LoraTrain, Arc<Vec<f32>>)>,
     req: Request,
     chunk: usize,
     deadline: Instant,
 ) -> Result<TrainReport, Error> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if let Some((l, frozen)) = &lora {
+        ensure_model(&silo.actor, l.frozen, frozen, chunk, left, &silo.name).await?;
+    }
     let left = deadline.saturating_duration_since(Instant::now());
     let model = ModelRef {
         version: base.version,
@@ -571,10 +579,11 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
             scaling: ctx.scaling.clone(),
         };
         let (silo, base, tx, chunk) = (silo.clone(), ctx.base.clone(), tx.clone(), ctx.chunk);
+        let lora = ctx.lora.clone();
         let (silent, directory) = (ctx.unhealthy.clone(), ctx.directory.clone());
         jobs.spawn(async move {
             let r = tokio::select! {
-                r = train_at(silo.clone(), base, req, chunk, deadline) => r.map_err(|e| {
+                r = train_at(silo.clone(), base, lora, req, chunk, deadline) => r.map_err(|e| {
                     let gone = matches!(e, Error::PeerGone { .. }) || directory.identity_of(silo.node_id).is_none();
                     if gone {
                         format!("left the federation mid-round ({e})")
@@ -864,6 +873,7 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
         spec: ctx.spec.clone(),
         scaling: ctx.scaling.clone(),
         personalize: ctx.personalize,
+        lora: ctx.lora.clone(),
     };
     let validation = match ask_within(
         &ctx.validator,

@@ -309,6 +309,7 @@ mod tests {
             noise: None,
             prox_mu: 0.0,
             compression: Compression::None,
+            lora: None,
         };
         (spec.clone(), initial_params(&spec, 2), plan, x, y)
     }

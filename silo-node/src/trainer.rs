@@ -22,8 +22,8 @@ use fedsilo::model::{Digest, ModelSpec};
 use fedsilo::privacy::budget::PrivacyBook;
 use fedsilo::privacy::noise::{add_gaussian, secure_rng};
 use fedsilo::protocol::{
-    decode, encode, ModelRef, PersonalizedMetrics, Request, Response, Scaling, TrainPlan,
-    TrainReport, TrainerMessage,
+    decode, encode, LoraTrain, ModelRef, PersonalizedMetrics, Request, Response, Scaling,
+    TrainPlan, TrainReport, TrainerMessage,
 };
 use fedsilo::secagg::participant::Participant;
 use fedsilo::secagg::quantize::packed_width;
@@ -36,8 +36,10 @@ use crate::attack::{Attack, ALIE_SAMPLES};
 use crate::data::{encode as encode_rows, local_stats, scaling_from, Dataset};
 use crate::external::ExternalTrainer;
 use crate::train::dp_sgd::{schedule, train_dp, DpSgd};
+use crate::train::lora::train_adapters;
 use crate::train::personal::PersonalHead;
 use crate::train::{evaluate, train, Mlp, Sgd, TrainOutcome};
+use fedsilo::model::lora::Adapters;
 
 /// Models kept at once (base, candidate, one spare).
 const MODEL_CACHE: usize = 3;
@@ -108,6 +110,8 @@ pub struct TrainerState {
     feedback: ErrorFeedback,
     /// This silo's own head (personalisation), shared with the scoring jobs.
     head: Arc<std::sync::Mutex<PersonalHead>>,
+    /// LoRA: the frozen base, kept outside the model cache for the federation's life.
+    pinned: Option<(ModelRef, Arc<Vec<f32>>)>,
 }
 
 fn reply_with(reply: RpcReplyPort<Vec<u8>>, r: Response) {
@@ -278,6 +282,7 @@ impl TrainerState {
     fn model(&self, m: &ModelRef) -> Result<Arc<Vec<f32>>, String> {
         self.models
             .iter()
+            .chain(&self.pinned)
             .find(|(r, _)| r == m)
             .map(|(_, p)| p.clone())
             .ok_or_else(|| {
@@ -287,6 +292,54 @@ impl TrainerState {
                     m.digest.short()
                 )
             })
+    }
+
+    /// A LoRA round's parts: the adapters' layout, the frozen base (kept from now on, outside
+    /// the model cache) and the adapters `m`.
+    fn lora_parts(
+        &mut self,
+        m: &ModelRef,
+        spec: &ModelSpec,
+        lora: &LoraTrain,
+    ) -> Result<LoraParts, String> {
+        let layout = Adapters::new(spec, &lora.plan)?;
+        let frozen = self.model(&lora.frozen)?;
+        let adapters = self.model(m)?;
+        if frozen.len() != spec.layout().len {
+            return Err("the frozen base model does not fit its spec".into());
+        }
+        if adapters.len() != layout.len {
+            return Err(format!(
+                "{} adapter values, the plan's adapters have {}",
+                adapters.len(),
+                layout.len
+            ));
+        }
+        self.pinned = Some((lora.frozen, frozen.clone()));
+        Ok((layout, frozen, adapters))
+    }
+
+    /// The full model to score: `m` itself, or under LoRA the adapters `m` merged into the
+    /// frozen base.
+    fn scored_model(
+        &mut self,
+        m: &ModelRef,
+        spec: &ModelSpec,
+        lora: Option<&LoraTrain>,
+    ) -> Result<Arc<Vec<f32>>, String> {
+        match lora {
+            Some(l) => {
+                let (layout, frozen, adapters) = self.lora_parts(m, spec, l)?;
+                Ok(Arc::new(layout.merge(&frozen, &adapters)))
+            }
+            None => {
+                let p = self.model(m)?;
+                if p.len() != spec.layout().len {
+                    return Err("model size does not fit its spec".into());
+                }
+                Ok(p)
+            }
+        }
     }
 
     fn check_spec(&self, spec: &ModelSpec, scaling: &Scaling) -> Result<(), String> {
@@ -393,6 +446,9 @@ fn name_seed(name: &str) -> u64 {
         .fold(0u64, |a, b| (a << 8) | *b as u64)
 }
 
+/// A LoRA round's adapter layout, frozen base and adapters.
+type LoraParts = (Adapters, Arc<Vec<f32>>, Arc<Vec<f32>>);
+
 /// A trained round: the update, its report, and the DP-SGD spend (sampling rate, steps).
 type Trained = (Vec<f32>, TrainReport, Option<(f64, u64)>);
 
@@ -407,6 +463,11 @@ enum Method {
     },
     /// An external program ([`crate::external`]).
     External(ExternalTrainer),
+    /// LoRA: the round's model is the adapters, trained on top of the frozen base.
+    Lora {
+        layout: Adapters,
+        frozen: Arc<Vec<f32>>,
+    },
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -441,6 +502,20 @@ fn train_job(
             (update, out, None)
         }
         Method::BuiltIn { attack, dp } => built_in(&x, &y, base, spec, plan, seed, attack, dp),
+        Method::Lora { layout, frozen } => {
+            let mut adapters = base.to_vec();
+            let out = train_adapters(
+                &layout,
+                &Mlp::new(spec),
+                &frozen,
+                &mut adapters,
+                &x,
+                &y,
+                sgd(plan, seed),
+            );
+            let update = adapters.iter().zip(base).map(|(n, b)| n - b).collect();
+            (update, out, None)
+        }
     };
     if let Some(noise) = plan.noise {
         // Distributed silo-level DP: nothing leaves the silo unclipped or un-noised.
@@ -583,6 +658,7 @@ impl Actor for TrainerActor {
             encoded: None,
             feedback: ErrorFeedback::default(),
             head: Arc::default(),
+            pinned: None,
             book: match &args.dp_sgd {
                 Some(cfg) => Some(PrivacyBook::open(&cfg.ledger)?),
                 None => None,
@@ -687,19 +763,20 @@ impl Actor for TrainerActor {
                 }
                 _ => err(format!("no update for round {round} here")),
             },
+            Request::Holds { model } => Response::Holds {
+                held: state.model(&model).is_ok(),
+            },
             Request::Evaluate {
                 model,
                 spec,
                 scaling,
                 personalize,
+                lora,
             } => match state
-                .model(&model)
-                .and_then(|p| state.check_spec(&spec, &scaling).map(|_| p))
+                .check_spec(&spec, &scaling)
+                .and_then(|_| state.scored_model(&model, &spec, lora.as_ref()))
             {
                 Err(e) => err(e),
-                Ok(params) if params.len() != spec.layout().len => {
-                    err("model size does not fit its spec")
-                }
                 Ok(params) => {
                     // Off the mailbox, so heartbeats are answered while a large split is scored.
                     let (data, head) = (state.args.data.clone(), state.head.clone());
@@ -749,15 +826,26 @@ impl Actor for TrainerActor {
                 } else if state.args.data.train.labels.is_empty() {
                     err("this node is a central hold-out (--evaluate-only): it scores candidates and never trains")
                 } else {
-                    match state
-                        .model(&base)
-                        .and_then(|p| state.check_spec(&spec, &scaling).map(|_| p))
-                    {
-                        Err(e) => err(e),
-                        Ok(params) if params.len() != spec.layout().len => {
-                            err("base model size does not fit its spec")
+                    let resolved = state.check_spec(&spec, &scaling).and_then(|_| {
+                        match &plan.lora {
+                            Some(_) if state.args.external.is_some() || state.args.dp_sgd.is_some() => Err(
+                                "LoRA rounds train with the built-in trainer: this silo runs an external trainer or its own DP-SGD".to_string(),
+                            ),
+                            Some(l) => state
+                                .lora_parts(&base, &spec, l)
+                                .map(|(layout, frozen, theta)| (theta, Some((layout, frozen)))),
+                            None => state.model(&base).and_then(|p| {
+                                if p.len() != spec.layout().len {
+                                    Err("base model size does not fit its spec".to_string())
+                                } else {
+                                    Ok((p, None))
+                                }
+                            }),
                         }
-                        Ok(params) => match state.charge_dp_sgd(round, &plan) {
+                    });
+                    match resolved {
+                        Err(e) => err(e),
+                        Ok((params, lora)) => match state.charge_dp_sgd(round, &plan) {
                             Err(e) => err(e),
                             Ok(()) => {
                                 state.busy = Some(round);
@@ -773,9 +861,10 @@ impl Actor for TrainerActor {
                                     state.args.name.clone(),
                                     state.args.train_delay,
                                 );
-                                let method = match &state.args.external {
-                                    Some(ext) => Method::External(ext.clone()),
-                                    None => Method::BuiltIn {
+                                let method = match (lora, &state.args.external) {
+                                    (Some((layout, frozen)), _) => Method::Lora { layout, frozen },
+                                    (None, Some(ext)) => Method::External(ext.clone()),
+                                    (None, None) => Method::BuiltIn {
                                         attack: state
                                             .args
                                             .attack
@@ -979,6 +1068,7 @@ mod tests {
                 noise: None,
                 prox_mu: 0.0,
                 compression: Compression::None,
+                lora: None,
             },
             scaling: Scaling {
                 mean: vec![0.0],
@@ -1067,6 +1157,7 @@ mod tests {
             noise: None,
             prox_mu: 0.0,
             compression: Compression::None,
+            lora: None,
         };
         let train = Request::Train {
             round: 1,
@@ -1112,6 +1203,7 @@ mod tests {
             },
             scaling,
             personalize: None,
+            lora: None,
         };
         let e = call(&t, &bad, Duration::from_secs(5), "t")
             .await

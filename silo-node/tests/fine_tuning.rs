@@ -228,3 +228,53 @@ fn silos_report_personalised_metrics_beside_the_global_ones() {
     let plain = run("");
     assert!(plain[0]["eval"]["west"]["personalized"].is_null());
 }
+
+/// LoRA: each round moves only the adapters (asserted on the bytes each silo sends), and each
+/// version is the frozen base with the adapters merged in, keeping the adapters.
+#[test]
+fn lora_rounds_send_only_adapters_and_versions_are_merged_models() {
+    let (full_bytes, full_auc) = bytes_and_auc(&run(""));
+    let mut f = Federation::start(Options {
+        extra: "[plan.lora]\nrank = 2\nlayers = [0]\nalpha = 4.0\n",
+        ..Default::default()
+    });
+    let fin = f.expect("finished", |e| e["event"] == "finished");
+    assert!(fin["error"].is_null(), "{fin}");
+    let rounds: Vec<Value> = f.committed().into_iter().cloned().collect();
+    assert_eq!(rounds.len(), 3);
+    let (bytes, auc) = bytes_and_auc(&rounds);
+    // The test model is 22-16-1: 385 parameters, 1540 bytes a round; rank-2 adapters on the
+    // first layer are 2·(22 + 16) = 76 values, 304 bytes, plus the report and framing.
+    println!("full: {full_bytes:.0} bytes/silo/round, AUC {full_auc:.4}; LoRA r=2: {bytes:.0}, AUC {auc:.4}");
+    assert!(
+        bytes < 304.0 + 400.0,
+        "{bytes} bytes: more than the adapters"
+    );
+    assert!(bytes < 0.5 * full_bytes, "{bytes} vs {full_bytes}");
+    assert!(auc > 0.7, "{auc}");
+    // Version 3 is version 0 with its adapters merged in.
+    use fedsilo::model::checkpoint::Checkpoint;
+    use fedsilo::model::lora::{Adapters, LoraPlan};
+    let load =
+        |v: u32| Checkpoint::load(&f.state_dir().join(format!("models/v{v}.safetensors"))).unwrap();
+    let (v0, v3) = (load(0), load(3));
+    let hex = &v3.metadata["fedsilo.lora.adapters"];
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    let adapters: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let plan = LoraPlan {
+        rank: 2,
+        layers: vec![0],
+        alpha: Some(4.0),
+    };
+    let layout = Adapters::new(&v0.spec, &plan).unwrap();
+    assert_eq!(adapters.len(), 76);
+    assert_eq!(layout.merge(&v0.params, &adapters), v3.params);
+    // The other layers are the base's, untouched.
+    assert_eq!(v3.params[22 * 16..], v0.params[22 * 16..]);
+}

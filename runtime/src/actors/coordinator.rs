@@ -35,12 +35,14 @@ use crate::identity::Role;
 use crate::kernels::server_optimizer::OptimizerState;
 use crate::kernels::Aggregation;
 use crate::model::checkpoint::Checkpoint;
+use crate::model::lora::{Adapters, LoraPlan};
 use crate::model::{initial_params, Digest, ModelSpec};
 use crate::privacy::budget::PrivacyBook;
 use crate::privacy::mechanism::{check_aggregation, silo_share};
 use crate::protocol::transfer::put_model;
 use crate::protocol::{
-    call, EvalMetrics, ModelRef, Personalize, Request, Response, Scaling, TrainPlan, TrainerMessage,
+    call, EvalMetrics, LoraTrain, ModelRef, Personalize, Request, Response, Scaling, TrainPlan,
+    TrainerMessage,
 };
 use crate::registry::{Registry, Status, VersionMeta};
 use crate::round::{
@@ -48,6 +50,35 @@ use crate::round::{
 };
 use crate::store::ModelStore;
 use crate::Error;
+
+/// Checkpoint metadata holding a LoRA version's adapters (hex of little-endian f32).
+pub const ADAPTERS_KEY: &str = "fedsilo.lora.adapters";
+
+/// The adapters a checkpoint's metadata holds (fresh ones for a version without them, such as
+/// version 0). Empty without LoRA.
+fn adapters_in(
+    state: &CoordinatorState,
+    meta: &std::collections::HashMap<String, String>,
+) -> Vec<f32> {
+    let Some(layout) = &state.lora else {
+        return Vec::new();
+    };
+    let parsed = meta.get(ADAPTERS_KEY).and_then(|hex| {
+        let bytes = (0..hex.len())
+            .step_by(2)
+            .map(|i| {
+                hex.get(i..i + 2)
+                    .and_then(|b| u8::from_str_radix(b, 16).ok())
+            })
+            .collect::<Option<Vec<u8>>>()?;
+        let values: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        (values.len() == layout.len && values.iter().all(|v| v.is_finite())).then_some(values)
+    });
+    parsed.unwrap_or_else(|| layout.init(state.args.settings.seed))
+}
 
 /// A pretrained initial model, checked against the architecture.
 #[derive(Debug, Clone)]
@@ -79,6 +110,8 @@ pub struct CoordinatorSettings {
     pub compression: Compression,
     /// Personalisation epochs (0: off).
     pub personalize_epochs: u32,
+    /// LoRA: train and send only adapters on the frozen initial model.
+    pub lora: Option<LoraPlan>,
     /// Seed for the initial model and training.
     pub seed: u64,
     /// Transfer chunk size, values.
@@ -218,6 +251,10 @@ pub struct CoordinatorState {
     silos: BTreeMap<String, SiloEntry>,
     model: BaseModel,
     initial: Arc<Vec<f32>>,
+    /// LoRA: the adapters' layout, and the current version's adapters (on the frozen
+    /// `initial`). Empty without LoRA.
+    lora: Option<Adapters>,
+    adapters: Vec<f32>,
     scaling: Option<Scaling>,
     next_round: u64,
     committed: u64,
@@ -286,6 +323,11 @@ impl Actor for CoordinatorActor {
                 digest: Digest::of_f32(&initial),
                 params: initial.clone(),
             },
+            lora: match &args.settings.lora {
+                Some(plan) => Some(Adapters::new(&spec, plan)?),
+                None => None,
+            },
+            adapters: Vec::new(),
             initial,
             scaling: None,
             next_round: 1,
@@ -317,6 +359,7 @@ impl Actor for CoordinatorActor {
             silos: BTreeMap::new(),
             args,
         };
+        state.adapters = adapters_in(&state, &std::collections::HashMap::new());
         if let Some((version, ckpt)) = state.args.store.current()? {
             if ckpt.spec != spec {
                 return Err(format!(
@@ -332,6 +375,7 @@ impl Actor for CoordinatorActor {
                 .get("fedsilo.round")
                 .and_then(|r| r.parse().ok())
                 .unwrap_or(0);
+            state.adapters = adapters_in(&state, &ckpt.metadata);
             state.model = BaseModel {
                 version,
                 digest: Digest::of_f32(&ckpt.params),
@@ -1014,9 +1058,30 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
         None => (None, None),
     };
     let s = &state.args.settings;
+    // LoRA: the round moves the adapters; the frozen base goes to a silo once.
+    let (base, lora) = match (&s.lora, state.lora.is_some()) {
+        (Some(plan), true) => {
+            let frozen = ModelRef {
+                version: 0,
+                digest: Digest::of_f32(&state.initial),
+            };
+            let adapters = BaseModel {
+                version: state.model.version,
+                digest: Digest::of_f32(&state.adapters),
+                params: Arc::new(state.adapters.clone()),
+            };
+            let train = LoraTrain {
+                plan: plan.clone(),
+                frozen,
+            };
+            (adapters, Some((train, state.initial.clone())))
+        }
+        _ => (state.model.clone(), None),
+    };
     let ctx = RoundContext {
         round,
-        base: state.model.clone(),
+        base,
+        lora: lora.clone(),
         spec: s.spec.clone(),
         plan: TrainPlan {
             epochs: s.epochs,
@@ -1026,6 +1091,7 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
             noise,
             prox_mu: s.prox_mu,
             compression: s.compression,
+            lora: lora.map(|(l, _)| l),
         },
         personalize: (s.personalize_epochs > 0).then(|| Personalize {
             epochs: s.personalize_epochs,
@@ -1530,6 +1596,7 @@ fn apply_decision(state: &mut CoordinatorState, d: &Decision) -> crate::Result<(
             if let Some(summary) = &a.summary {
                 state.args.store.append_round(summary)?;
             }
+            state.adapters = adapters_in(state, &a.ckpt.metadata);
             state.model = BaseModel {
                 version: meta.version,
                 digest: Digest::of_f32(&a.ckpt.params),
@@ -1594,6 +1661,7 @@ fn apply_decision(state: &mut CoordinatorState, d: &Decision) -> crate::Result<(
                 ),
                 None => None,
             };
+            state.adapters = adapters_in(state, &ckpt.metadata);
             state.model = BaseModel {
                 version: d.version,
                 digest: Digest::of_f32(&ckpt.params),
@@ -1683,7 +1751,26 @@ fn on_round(state: &mut CoordinatorState, outcome: RoundOutcome) -> crate::Resul
                 mean: vec![],
                 std: vec![],
             });
+            let mut summary = summary;
+            // LoRA: the round made adapters; the version is the base with them merged in, and
+            // keeps them (to train from, to resume).
+            let (params, adapters) = match &state.lora {
+                Some(layout) => {
+                    let merged = layout.merge(&state.initial, &params);
+                    summary.digest = Digest::of_f32(&merged).hex();
+                    (merged, Some(params))
+                }
+                None => (params, None),
+            };
             let mut ckpt = checkpoint(state, &params, &scaling, summary.round);
+            if let Some(a) = &adapters {
+                let hex: String = a
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                ckpt.metadata.insert(ADAPTERS_KEY.into(), hex);
+            }
             ckpt.metadata
                 .insert("fedsilo.version".into(), summary.version.to_string());
             ckpt.metadata
@@ -1754,6 +1841,9 @@ fn on_round(state: &mut CoordinatorState, outcome: RoundOutcome) -> crate::Resul
                 state.optimizer = optimizer;
             }
             state.args.store.append_round(&summary)?;
+            if let Some(a) = adapters {
+                state.adapters = a;
+            }
             state.model = BaseModel {
                 version: summary.version,
                 digest: Digest::of_f32(&params),
@@ -1851,6 +1941,7 @@ fn start_comparison(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorM
         noise: None,
         prox_mu: s.prox_mu,
         compression: Compression::None,
+        lora: None,
     };
     let timeout = Duration::from_secs(600);
     let federated = state.last_eval.clone();

@@ -13,8 +13,10 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::model::ModelSpec;
-use crate::protocol::transfer::put_model;
-use crate::protocol::{call, EvalMetrics, ModelRef, Personalize, Request, Response, Scaling};
+use crate::protocol::transfer::{ensure_model, put_model};
+use crate::protocol::{
+    call, EvalMetrics, LoraTrain, ModelRef, Personalize, Request, Response, Scaling,
+};
 use crate::round::{until_silent, SiloHandle};
 
 /// What the validator concluded about a candidate.
@@ -47,6 +49,8 @@ pub struct Candidate {
     pub scaling: Scaling,
     /// Personalisation the silos apply when they score it.
     pub personalize: Option<Personalize>,
+    /// LoRA: `params` are adapters, scored merged into this frozen base (sent if missing).
+    pub lora: Option<(LoraTrain, Arc<Vec<f32>>)>,
 }
 
 /// Messages of the Validator actor.
@@ -83,6 +87,11 @@ async fn evaluate_at(
     silent: watch::Receiver<BTreeSet<String>>,
 ) -> (String, Result<EvalMetrics, String>) {
     let work = async {
+        if let Some((l, frozen)) = &c.lora {
+            ensure_model(&silo.actor, l.frozen, frozen, chunk, timeout, &silo.name)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         put_model(&silo.actor, c.model, &c.params, chunk, timeout, &silo.name)
             .await
             .map_err(|e| e.to_string())?;
@@ -91,6 +100,7 @@ async fn evaluate_at(
             spec: c.spec.clone(),
             scaling: c.scaling.clone(),
             personalize: c.personalize,
+            lora: c.lora.as_ref().map(|(l, _)| l.clone()),
         };
         match call(&silo.actor, &req, timeout, &silo.name).await {
             Ok(Response::Evaluated(m)) => Ok(m),

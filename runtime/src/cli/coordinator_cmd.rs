@@ -130,6 +130,13 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         None => None,
         Some(path) => Some(pretrained(path, &spec)?),
     };
+    if let Some(plan) = &cfg.plan.lora {
+        fedsilo::model::lora::Adapters::new(&spec, plan)
+            .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+        if cfg.aggregation.server_optimizer.is_some() {
+            bail!("{origin}: [plan.lora] with [aggregation.server_optimizer] is not supported: the optimiser's state is kept for full models");
+        }
+    }
     let creds = NodeCredentials::load_kit(&cfg.network.kit)
         .context("loading the coordinator's certificate kit")?;
     if creds.identity().role != Role::Coordinator {
@@ -140,6 +147,12 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let policy = Policy::load(&cfg.federation.policy)?;
+    if cfg.plan.lora.is_some() && policy.residency.is_some() {
+        bail!(
+            "{} and {origin} disagree: [plan.lora] with [residency] is not supported yet: regional aggregators combine full updates",
+            cfg.federation.policy.display()
+        );
+    }
     if let Some(dp) = &policy.privacy {
         fedsilo::privacy::mechanism::check_aggregation(dp, &cfg.aggregation).map_err(|e| {
             anyhow::anyhow!(
@@ -245,6 +258,7 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         learning_rate: cfg.plan.learning_rate,
         prox_mu: cfg.plan.prox_mu,
         personalize_epochs: cfg.plan.personalize_epochs,
+        lora: cfg.plan.lora.clone(),
         initial,
         compression: cfg
             .plan

@@ -9,6 +9,7 @@
 pub mod checkpoint;
 mod digest;
 mod init;
+pub mod lora;
 mod spec;
 pub mod tensor_file;
 

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::compression::{CompressedChunk, Compression};
+use crate::model::lora::LoraPlan;
 use crate::model::{Digest, ModelSpec};
 use crate::secagg::keys::Advertisement;
 use crate::secagg::messages::{RelayedShares, RevealedShare, RingSpec, SealedShares};
@@ -34,6 +35,18 @@ pub struct TrainPlan {
     pub prox_mu: f32,
     /// How the update travels (compressed or not).
     pub compression: Compression,
+    /// LoRA: the model sent with the round is the adapters; train only them, on top of the
+    /// frozen base.
+    pub lora: Option<LoraTrain>,
+}
+
+/// The adapters of a LoRA federation, and the frozen base they sit on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoraTrain {
+    /// Rank, layers and scale.
+    pub plan: LoraPlan,
+    /// The frozen base model (sent once; the silo keeps it).
+    pub frozen: ModelRef,
 }
 
 /// Silo-level DP a silo applies to its own update before sending it (the policy's
@@ -190,6 +203,13 @@ pub enum Request {
         scaling: Scaling,
         /// Also score the silo's personalised model.
         personalize: Option<Personalize>,
+        /// LoRA: `model` is the adapters; score them merged into the frozen base.
+        lora: Option<LoraTrain>,
+    },
+    /// Whether the silo holds `model` (so that a frozen base is sent once, not every round).
+    Holds {
+        /// The model.
+        model: ModelRef,
     },
     /// Train a model on this silo's data alone (its own scaling), from `initial`, for
     /// `rounds` × `plan.epochs` epochs, and report its held-out metrics: the "would we have been
@@ -290,6 +310,11 @@ pub enum Response {
     },
     /// Answer to `SecAggUnmask`.
     SecAggRevealed(Vec<RevealedShare>),
+    /// Answer to `Holds`.
+    Holds {
+        /// Whether the silo holds the model.
+        held: bool,
+    },
     /// The request was refused or failed; the message says why.
     Error {
         /// Human-readable reason.
@@ -313,6 +338,7 @@ impl Response {
             Response::SecAggReady => "SecAggReady",
             Response::MaskedChunk { .. } => "MaskedChunk",
             Response::SecAggRevealed(_) => "SecAggRevealed",
+            Response::Holds { .. } => "Holds",
             Response::Error { .. } => "Error",
         }
     }

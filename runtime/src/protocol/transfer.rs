@@ -55,6 +55,24 @@ pub async fn put_model(
     }
 }
 
+/// Makes sure a trainer holds `model`: asks, and sends it only if it does not.
+pub async fn ensure_model(
+    trainer: &ActorRef<TrainerMessage>,
+    model: ModelRef,
+    params: &[f32],
+    chunk: usize,
+    timeout: Duration,
+    peer: &str,
+) -> Result<()> {
+    match call(trainer, &Request::Holds { model }, timeout, peer).await? {
+        Response::Holds { held: true } => Ok(()),
+        Response::Holds { held: false } => {
+            put_model(trainer, model, params, chunk, timeout, peer).await
+        }
+        other => Err(unexpected(peer, "Holds", &other)),
+    }
+}
+
 /// Fetches a silo's update of `len` values for `round` in chunks of `chunk` values.
 pub async fn fetch_update(
     trainer: &ActorRef<TrainerMessage>,
