@@ -972,6 +972,20 @@ mod tests {
         trainer_with(None).await
     }
 
+    /// One epoch of plain SGD.
+    fn plan() -> TrainPlan {
+        TrainPlan {
+            epochs: 1,
+            batch_size: 8,
+            learning_rate: 0.1,
+            seed: 1,
+            noise: None,
+            prox_mu: 0.0,
+            compression: Compression::None,
+            lora: None,
+        }
+    }
+
     /// A logistic model over the test data's one feature, and its reference.
     fn tiny_model() -> (ModelSpec, Vec<f32>, ModelRef) {
         let spec = ModelSpec {
@@ -1060,16 +1074,7 @@ mod tests {
             round: 2,
             base: model,
             spec,
-            plan: TrainPlan {
-                epochs: 1,
-                batch_size: 8,
-                learning_rate: 0.1,
-                seed: 1,
-                noise: None,
-                prox_mu: 0.0,
-                compression: Compression::None,
-                lora: None,
-            },
+            plan: plan(),
             scaling: Scaling {
                 mean: vec![0.0],
                 std: vec![1.0],
@@ -1149,16 +1154,7 @@ mod tests {
             mean: vec![0.0],
             std: vec![1.0],
         };
-        let plan = TrainPlan {
-            epochs: 1,
-            batch_size: 8,
-            learning_rate: 0.1,
-            seed: 1,
-            noise: None,
-            prox_mu: 0.0,
-            compression: Compression::None,
-            lora: None,
-        };
+        let plan = plan();
         let train = Request::Train {
             round: 1,
             base: model,
