@@ -9,18 +9,19 @@
 #   COMPRESSION=int8 scripts/demo.sh   # compressed updates: none, int8, int4, top-k:0.1
 #   INITIAL=pretrained.safetensors scripts/demo.sh   # fine-tune a pretrained model (fedsilo-pretrain)
 #   CONFIG=examples/churn/federation-lora.toml scripts/demo.sh   # LoRA adapters only
+#   EXAMPLE=examples/loans scripts/demo.sh   # the loans federation (prime borrowers, 4 regions)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-deps.sh
 cargo build --release --quiet --bins
 BIN=target/release
-EX=examples/churn
+EX=${EXAMPLE:-examples/churn}
 RUN=$EX/run
 rm -rf "$RUN"
 mkdir -p "$RUN"
 SILOS=(northeast midwest south west)
 
-"$BIN/fedsilo" certs init --out "$RUN/certs" --consortium churn-demo --coordinator coordinator:us \
+"$BIN/fedsilo" certs init --out "$RUN/certs" --consortium "$(basename "$EX")-demo" --coordinator coordinator:us \
   $(for s in "${SILOS[@]}"; do printf -- '--silo %s:us-%s ' "$s" "$s"; done) >/dev/null
 
 pids=()

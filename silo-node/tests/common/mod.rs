@@ -17,8 +17,14 @@ pub fn bins() -> Binaries {
 }
 
 pub fn example(p: &str) -> PathBuf {
+    example_in("churn", p)
+}
+
+/// A file of the example federation `name` (`churn`, `loans`).
+pub fn example_in(name: &str, p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples/churn")
+        .join("../examples")
+        .join(name)
         .join(p)
 }
 
@@ -42,6 +48,8 @@ pub struct Options {
     pub policy_extra: String,
     /// A pretrained model to start from (`model.initial`).
     pub initial: Option<PathBuf>,
+    /// The example federation whose schema and data the silos use.
+    pub example: &'static str,
 }
 
 impl Default for Options {
@@ -61,6 +69,7 @@ impl Default for Options {
             extra: "",
             policy_extra: String::new(),
             initial: None,
+            example: "churn",
         }
     }
 }
@@ -100,7 +109,7 @@ impl Federation {
             chunk_values: o.chunk,
             extra: o.extra.to_string(),
             initial: o.initial.clone(),
-            ..FederationFile::new(&example("schema.toml"))
+            ..FederationFile::new(&example_in(o.example, "schema.toml"))
         }
         .render();
         let silos = o
@@ -108,7 +117,7 @@ impl Federation {
             .into_iter()
             .map(|(name, args)| SiloSpec {
                 name: name.to_string(),
-                data: example(&format!("data/{name}.csv")),
+                data: example_in(o.example, &format!("data/{name}.csv")),
                 args,
                 ..Default::default()
             })
@@ -123,7 +132,7 @@ impl Federation {
             dir.path(),
             &federation,
             &policy,
-            &example("schema.toml"),
+            &example_in(o.example, "schema.toml"),
             silos,
             flags,
         )
