@@ -8,10 +8,11 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
+use crate::metrics::FederationMetrics;
 use crate::privacy::budget::RoundSpend;
 use crate::protocol::EvalMetrics;
 use crate::{Error, Result};
@@ -306,6 +307,7 @@ struct TableLayout {
 pub struct EventLog {
     format: EventFormat,
     inner: Mutex<Inner>,
+    metrics: Arc<FederationMetrics>,
 }
 
 impl std::fmt::Debug for EventLog {
@@ -328,11 +330,18 @@ impl EventLog {
         Ok(Self {
             format,
             inner: Mutex::new(Inner { file, table: None }),
+            metrics: Arc::default(),
         })
+    }
+
+    /// The metrics the events feed.
+    pub fn metrics(&self) -> Arc<FederationMetrics> {
+        self.metrics.clone()
     }
 
     /// Records and shows an event.
     pub fn emit(&self, event: Event) {
+        self.metrics.observe(&event);
         let json = serde_json::to_string(&event)
             .unwrap_or_else(|e| format!("{{\"event\":\"unserialisable\",\"error\":\"{e}\"}}"));
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());

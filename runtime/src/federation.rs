@@ -16,6 +16,7 @@
 //! heartbeat_interval_secs = 1
 //! heartbeat_timeout_secs = 5   # silent this long → unhealthy, left out of rounds
 //! chunk_values = 1048576       # f32 values per transfer frame
+//! metrics_listen = "127.0.0.1:9464"   # optional: Prometheus metrics at GET /metrics
 //!
 //! [model]
 //! schema = "schema.toml"
@@ -98,6 +99,10 @@ pub struct NetworkSection {
     /// Values per transfer chunk.
     #[serde(default = "default_chunk")]
     pub chunk_values: usize,
+    /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP; bind it to loopback or
+    /// a management network). Default: not served.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 fn default_handshake() -> f64 {

@@ -32,6 +32,7 @@ pub mod federation;
 pub mod identity;
 pub mod kernels;
 pub mod line_file;
+pub mod metrics;
 pub mod model;
 pub mod privacy;
 pub mod protocol;

@@ -103,6 +103,10 @@ struct Cli {
     /// round). Default: the system temporary directory.
     #[arg(long, requires = "trainer")]
     trainer_workdir: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (plain HTTP: bind it to loopback or a
+    /// management network), e.g. 127.0.0.1:9465.
+    #[arg(long)]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Fault injection for tests: exit abruptly when the coordinator delivers the secure
     /// aggregation shares of this round (a silo lost after key sharing).
     #[arg(long, hide = true)]
@@ -142,6 +146,7 @@ async fn main() -> std::process::ExitCode {
         train_delay: Duration::from_millis(cli.train_delay_ms),
         attack: cli.attack.map(|a| (a, cli.attack_from_round)),
         exit_after_sharing: cli.exit_after_sharing,
+        metrics_listen: cli.metrics_listen,
         external: match cli.trainer {
             None => None,
             Some(program) => {

@@ -50,6 +50,8 @@ pub struct SiloSettings {
     pub exit_after_sharing: Option<u64>,
     /// Train with this external program instead of the built-in trainer.
     pub external: Option<crate::external::ExternalTrainer>,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Runs the silo until interrupted (or, with `once`, until the coordinator goes away).
@@ -73,6 +75,14 @@ pub async fn run(s: SiloSettings) -> anyhow::Result<()> {
         handshake_timeout: fedsilo::cluster::node::DEFAULT_HANDSHAKE_TIMEOUT,
     })
     .await?;
+    let metrics = std::sync::Arc::new(fedsilo::metrics::SiloMetrics::new());
+    if let Some(m) = s.metrics_listen {
+        let what = fedsilo::metrics::Exposition::Silo(metrics.clone(), node.directory().clone());
+        let bound = fedsilo::metrics::serve(m, what)
+            .await
+            .with_context(|| format!("--metrics-listen {m}: cannot serve metrics there"))?;
+        eprintln!("silo {}: metrics at http://{bound}/metrics", me.name);
+    }
     let (trainer, _) = Actor::spawn(
         Some(format!("fedsilo.trainer.{}", me.name)),
         TrainerActor,
@@ -84,6 +94,7 @@ pub async fn run(s: SiloSettings) -> anyhow::Result<()> {
             dp_sgd: s.dp_sgd,
             credentials: Some(signing),
             exit_after_sharing: s.exit_after_sharing,
+            metrics: metrics.clone(),
             external: s.external.map(|mut t| {
                 t.owner = me.name.clone();
                 let swept = t.sweep();

@@ -39,6 +39,7 @@ use crate::train::dp_sgd::{schedule, train_dp, DpSgd};
 use crate::train::lora::train_adapters;
 use crate::train::personal::PersonalHead;
 use crate::train::{evaluate, train, Mlp, Sgd, TrainOutcome};
+use fedsilo::metrics::SiloMetrics;
 use fedsilo::model::lora::Adapters;
 
 /// Models kept at once (base, candidate, one spare).
@@ -66,6 +67,8 @@ pub struct TrainerArgs {
     pub exit_after_sharing: Option<u64>,
     /// Train with this external program instead of the built-in trainer.
     pub external: Option<ExternalTrainer>,
+    /// The node's metrics.
+    pub metrics: Arc<SiloMetrics>,
 }
 
 /// Record-level DP-SGD as this silo runs it, whatever the coordinator asks.
@@ -691,6 +694,12 @@ impl Actor for TrainerActor {
                     );
                 }
                 let mut response = response;
+                if let (true, Response::Trained(r)) = (training, &response) {
+                    state.args.metrics.trained(r.train_seconds);
+                }
+                if training && matches!(response, Response::Error { .. }) {
+                    state.args.metrics.refused("train");
+                }
                 if let Some((round, values)) = update {
                     state.encoded = None;
                     let values = match state.compress_next.take() {
@@ -717,6 +726,8 @@ impl Actor for TrainerActor {
                 return Ok(());
             }
         };
+        let kind = request.kind();
+        state.args.metrics.request(kind);
         let response = match request {
             Request::Ping { seq } => Response::Pong { seq },
             Request::FeatureStats => {
@@ -955,6 +966,9 @@ impl Actor for TrainerActor {
                 }
             }
         };
+        if matches!(response, Response::Error { .. }) {
+            state.args.metrics.refused(kind);
+        }
         reply_with(reply, response);
         Ok(())
     }
@@ -1021,6 +1035,7 @@ mod tests {
             credentials,
             exit_after_sharing: None,
             external: None,
+            metrics: Arc::default(),
         };
         Actor::spawn(None, TrainerActor, args).await.unwrap().0
     }

@@ -56,6 +56,9 @@ pub struct CoordinatorArgs {
     /// Override `federation.policy`, the policy file (watched for changes while running).
     #[arg(long)]
     policy: Option<PathBuf>,
+    /// Override `network.metrics_listen`: serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
     /// Override `plan.compression`: none, int8, int4 or top-k:F (F in (0, 1], e.g. top-k:0.1).
     #[arg(long)]
     compression: Option<String>,
@@ -114,6 +117,9 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(c) = a.compression {
         cfg.plan.compression = Some(c);
+    }
+    if let Some(m) = a.metrics_listen {
+        cfg.network.metrics_listen = Some(m);
     }
     if let Some(i) = a.initial {
         cfg.model.initial = Some(i);
@@ -226,6 +232,14 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         addr,
         node: node.identity().name.clone(),
     });
+    if let Some(m) = cfg.network.metrics_listen {
+        let what =
+            fedsilo::metrics::Exposition::Coordinator(events.metrics(), node.directory().clone());
+        let bound = fedsilo::metrics::serve(m, what)
+            .await
+            .with_context(|| format!("network.metrics_listen {m}: cannot serve metrics there"))?;
+        eprintln!("fedsilo: metrics at http://{bound}/metrics");
+    }
 
     let (policy_ref, _) = Actor::spawn(
         None,

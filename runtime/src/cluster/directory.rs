@@ -206,6 +206,13 @@ impl PeerDirectory {
             .map(|(_, l)| l.counters.clone())
     }
 
+    /// Bytes (received, sent) over every session open now.
+    pub fn open_session_bytes(&self) -> (u64, u64) {
+        self.lock().bound.values().fold((0, 0), |(r, s), (_, l)| {
+            (r + l.counters.received(), s + l.counters.sent())
+        })
+    }
+
     /// Every bound peer: node id and identity.
     pub fn bound_peers(&self) -> Vec<(NodeId, Identity)> {
         self.lock()

@@ -322,6 +322,27 @@ pub enum Response {
     },
 }
 
+impl Request {
+    /// A short name of the variant, for metrics and messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Ping { .. } => "ping",
+            Request::FeatureStats => "feature_stats",
+            Request::PutModel { .. } => "put_model",
+            Request::Train { .. } => "train",
+            Request::FetchUpdate { .. } => "fetch_update",
+            Request::Evaluate { .. } => "evaluate",
+            Request::LocalBaseline { .. } => "local_baseline",
+            Request::SecAggAdvertise { .. } => "secagg_advertise",
+            Request::SecAggShare { .. } => "secagg_share",
+            Request::SecAggDeliver { .. } => "secagg_deliver",
+            Request::FetchMasked { .. } => "fetch_masked",
+            Request::SecAggUnmask { .. } => "secagg_unmask",
+            Request::Holds { .. } => "holds",
+        }
+    }
+}
+
 impl Response {
     /// A short name of the variant, for error messages.
     pub fn kind(&self) -> &'static str {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
-use silo_node::sandbox::{Binaries, FederationFile, Sandbox, SiloSpec};
+use silo_node::sandbox::{Binaries, FederationFile, Sandbox, SandboxSpec, SiloSpec};
 
 pub fn bins() -> Binaries {
     let dir = Path::new(env!("CARGO_BIN_EXE_silo-node"))
@@ -50,6 +50,8 @@ pub struct Options {
     pub initial: Option<PathBuf>,
     /// The example federation whose schema and data the silos use.
     pub example: &'static str,
+    /// Extra arguments for `fedsilo coordinator`.
+    pub coordinator_args: Vec<String>,
 }
 
 impl Default for Options {
@@ -70,6 +72,7 @@ impl Default for Options {
             policy_extra: String::new(),
             initial: None,
             example: "churn",
+            coordinator_args: vec![],
         }
     }
 }
@@ -127,15 +130,17 @@ impl Federation {
         } else {
             &["--max-backoff-secs", "0.3"]
         };
-        let sb = Sandbox::start(
-            &bins(),
-            dir.path(),
-            &federation,
-            &policy,
-            &example_in(o.example, "schema.toml"),
+        let sb = Sandbox::start_spec(SandboxSpec {
+            bins: &bins(),
+            dir: dir.path(),
+            federation_toml: &federation,
+            policy_toml: &policy,
+            schema: &example_in(o.example, "schema.toml"),
             silos,
-            flags,
-        )
+            silo_args: flags,
+            aggregators: vec![],
+            coordinator_args: o.coordinator_args.clone(),
+        })
         .unwrap();
         Federation { sb, dir }
     }

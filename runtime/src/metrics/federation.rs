@@ -1,0 +1,213 @@
+//! The coordinator's metrics, updated from its events.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+use crate::events::Event;
+
+/// A round's outcome.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: &'static str,
+}
+
+/// Why an update was not aggregated, in a few classes (the full reason is in the event log).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Refusal {
+    reason: &'static str,
+}
+
+/// A phase of a round.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Phase {
+    phase: &'static str,
+}
+
+/// The coordinator's metrics.
+#[derive(Debug)]
+pub struct FederationMetrics {
+    rounds: Family<Outcome, Counter>,
+    refused: Family<Refusal, Counter>,
+    quarantined: Counter,
+    participants: Histogram,
+    round_seconds: Family<Phase, Histogram>,
+    bytes_from_silos: Counter,
+    version: Gauge,
+    epsilon: Gauge<f64, AtomicU64>,
+    registry: Registry,
+}
+
+impl Default for FederationMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The class of an update refusal's reason.
+fn class(reason: &str) -> &'static str {
+    let r = reason.to_lowercase();
+    if r.contains("late") || r.contains("deadline") || r.contains("not collected") {
+        "late"
+    } else if r.contains("left the federation") || r.contains("heartbeat") || r.contains("session")
+    {
+        "lost"
+    } else if r.contains("secure aggregation") {
+        "secure_aggregation"
+    } else if r.contains("budget") {
+        "privacy_budget"
+    } else {
+        "refused"
+    }
+}
+
+impl FederationMetrics {
+    /// Empty metrics, registered.
+    pub fn new() -> Self {
+        let rounds = Family::<Outcome, Counter>::default();
+        let refused = Family::<Refusal, Counter>::default();
+        let quarantined = Counter::default();
+        let participants = Histogram::new([1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0, 64.0]);
+        let round_seconds = Family::<Phase, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 20))
+        });
+        let bytes_from_silos = Counter::default();
+        let version = Gauge::default();
+        let epsilon = Gauge::<f64, AtomicU64>::default();
+        let mut registry = Registry::with_prefix("fedsilo");
+        registry.register("rounds", "Rounds ended, by outcome", rounds.clone());
+        registry.register(
+            "updates_refused",
+            "Updates not aggregated, by class of reason",
+            refused.clone(),
+        );
+        registry.register(
+            "silos_quarantined",
+            "Quarantines started",
+            quarantined.clone(),
+        );
+        registry.register(
+            "round_participants",
+            "Silos whose updates a committed round aggregated",
+            participants.clone(),
+        );
+        registry.register(
+            "round_seconds",
+            "Committed rounds' wall time by phase: total, training (the slowest silo), overhead (the rest)",
+            round_seconds.clone(),
+        );
+        registry.register(
+            "bytes_from_silos",
+            "Bytes the silos sent during committed rounds",
+            bytes_from_silos.clone(),
+        );
+        registry.register(
+            "current_version",
+            "The current model version",
+            version.clone(),
+        );
+        registry.register(
+            "privacy_epsilon",
+            "Silo-level DP: the epsilon spent so far, as of the last committed round",
+            epsilon.clone(),
+        );
+        FederationMetrics {
+            rounds,
+            refused,
+            quarantined,
+            participants,
+            round_seconds,
+            bytes_from_silos,
+            version,
+            epsilon,
+            registry,
+        }
+    }
+
+    /// Counts what `event` says.
+    pub fn observe(&self, event: &Event) {
+        let outcome = |o| {
+            self.rounds.get_or_create(&Outcome { outcome: o }).inc();
+        };
+        match event {
+            Event::RoundCommitted(s) => {
+                outcome("committed");
+                self.participants.observe(s.participants.len() as f64);
+                for (phase, secs) in [
+                    ("total", s.wall_seconds),
+                    ("training", s.slowest_train_seconds),
+                    ("overhead", s.overhead_seconds),
+                ] {
+                    self.round_seconds
+                        .get_or_create(&Phase { phase })
+                        .observe(secs);
+                }
+                self.bytes_from_silos
+                    .inc_by(s.bytes_from_silos.values().sum::<u64>());
+                self.version.set(s.version as i64);
+                if let Some(p) = &s.privacy {
+                    self.epsilon.set(p.epsilon);
+                }
+            }
+            Event::RoundRejected { .. } => outcome("rejected"),
+            Event::RoundAbandoned { .. } => outcome("abandoned"),
+            Event::UpdateRefused { reason, .. } => {
+                self.refused
+                    .get_or_create(&Refusal {
+                        reason: class(reason),
+                    })
+                    .inc();
+            }
+            Event::SiloQuarantined { .. } => {
+                self.quarantined.inc();
+            }
+            _ => {}
+        }
+    }
+
+    /// The registry, to encode.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::encoding::text::encode;
+
+    #[test]
+    fn events_become_counters_and_histograms() {
+        let m = FederationMetrics::new();
+        m.observe(&Event::RoundAbandoned {
+            round: 1,
+            reason: "quorum lost".into(),
+        });
+        for reason in [
+            "no update before the round deadline (30s)",
+            "left the federation mid-round (session closed)",
+            "update has a non-finite value",
+        ] {
+            m.observe(&Event::UpdateRefused {
+                round: 2,
+                silo: "a".into(),
+                reason: reason.into(),
+            });
+        }
+        let mut text = String::new();
+        encode(&mut text, m.registry()).unwrap();
+        for line in [
+            "fedsilo_rounds_total{outcome=\"abandoned\"} 1",
+            "fedsilo_updates_refused_total{reason=\"late\"} 1",
+            "fedsilo_updates_refused_total{reason=\"lost\"} 1",
+            "fedsilo_updates_refused_total{reason=\"refused\"} 1",
+            "fedsilo_current_version 0",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+    }
+}
