@@ -664,12 +664,18 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
                     format!("late: quorum was reached and the {}s grace period ended", ctx.policy.rounds.grace_secs)
                 };
                 for p in pending.drain() {
+                    ctx.events.emit(Event::UpdateRefused { round, silo: p.clone(), reason: why.clone() });
                     missing.push((p, why.clone()));
                 }
             }
         }
     }
     for p in pending.drain() {
+        ctx.events.emit(Event::UpdateRefused {
+            round,
+            silo: p.clone(),
+            reason: NOT_COLLECTED.into(),
+        });
         missing.push((p, NOT_COLLECTED.into()));
     }
     jobs.abort_all();

@@ -774,8 +774,14 @@ impl Actor for TrainerActor {
                 }
                 _ => err(format!("no update for round {round} here")),
             },
-            Request::Holds { model } => Response::Holds {
-                held: state.model(&model).is_ok(),
+            // Asked only of frozen bases: one held is pinned, so that models sent after it
+            // cannot evict it from the cache.
+            Request::Holds { model } => match state.model(&model) {
+                Ok(p) => {
+                    state.pinned = Some((model, p));
+                    Response::Holds { held: true }
+                }
+                Err(_) => Response::Holds { held: false },
             },
             Request::Evaluate {
                 model,

@@ -286,6 +286,16 @@ fn lora_rounds_send_only_adapters_and_versions_are_merged_models() {
     assert_eq!(layout.merge(&v0.params, &adapters), v3.params);
     // The other layers are the base's, untouched.
     assert_eq!(v3.params[22 * 16..], v0.params[22 * 16..]);
+    // Restarted with another LoRA plan, the coordinator refuses to go on from version 3
+    // rather than silently train fresh adapters on it.
+    assert!(f.exit_status().success());
+    let cfg = f.dir.path().join("federation.toml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("rank = 2", "rank = 3");
+    std::fs::write(&cfg, text).unwrap();
+    let (ok, out) = common::fedsilo(&["coordinator", "--config", common::arg(&cfg)]);
+    assert!(!ok && out.contains("the LoRA plan changed"), "{out}");
 }
 
 /// The loans example end to end: pretrained centrally on the public-like slice no lender

@@ -54,30 +54,54 @@ use crate::Error;
 /// Checkpoint metadata holding a LoRA version's adapters (hex of little-endian f32).
 pub const ADAPTERS_KEY: &str = "fedsilo.lora.adapters";
 
-/// The adapters a checkpoint's metadata holds (fresh ones for a version without them, such as
-/// version 0). Empty without LoRA.
+/// The adapters of version `version` (its checkpoint's `params` and `meta`): fresh ones for
+/// version 0, else the ones its metadata holds, which must reproduce the checkpoint when merged
+/// into the frozen base. Empty without LoRA. An error says the LoRA plan or the base changed.
 fn adapters_in(
     state: &CoordinatorState,
+    version: u64,
+    params: &[f32],
     meta: &std::collections::HashMap<String, String>,
-) -> Vec<f32> {
+) -> crate::Result<Vec<f32>> {
     let Some(layout) = &state.lora else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
-    let parsed = meta.get(ADAPTERS_KEY).and_then(|hex| {
-        let bytes = (0..hex.len())
-            .step_by(2)
-            .map(|i| {
-                hex.get(i..i + 2)
-                    .and_then(|b| u8::from_str_radix(b, 16).ok())
-            })
-            .collect::<Option<Vec<u8>>>()?;
-        let values: Vec<f32> = bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        (values.len() == layout.len && values.iter().all(|v| v.is_finite())).then_some(values)
-    });
-    parsed.unwrap_or_else(|| layout.init(state.args.settings.seed))
+    if version == 0 {
+        return Ok(layout.init(state.args.settings.seed));
+    }
+    let bad = |message: String| crate::Error::Checkpoint {
+        origin: format!("version {version}"),
+        message,
+    };
+    let hex = meta
+        .get(ADAPTERS_KEY)
+        .ok_or_else(|| bad("holds no LoRA adapters: it was not made under [plan.lora]".into()))?;
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|b| u8::from_str_radix(b, 16).ok())
+        })
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(|| bad("its LoRA adapters are not hex".into()))?;
+    let values: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    if values.len() != layout.len || values.iter().any(|v| !v.is_finite()) {
+        return Err(bad(format!(
+            "holds {} adapter values, [plan.lora] now asks for {}: the LoRA plan changed",
+            values.len(),
+            layout.len
+        )));
+    }
+    if Digest::of_f32(&layout.merge(&state.initial, &values)) != Digest::of_f32(params) {
+        return Err(bad(
+            "its adapters merged into the frozen base do not give the checkpoint: the base or [plan.lora] changed"
+                .into(),
+        ));
+    }
+    Ok(values)
 }
 
 /// A pretrained initial model, checked against the architecture.
@@ -359,7 +383,7 @@ impl Actor for CoordinatorActor {
             silos: BTreeMap::new(),
             args,
         };
-        state.adapters = adapters_in(&state, &std::collections::HashMap::new());
+        state.adapters = adapters_in(&state, 0, &[], &std::collections::HashMap::new())?;
         if let Some((version, ckpt)) = state.args.store.current()? {
             if ckpt.spec != spec {
                 return Err(format!(
@@ -375,7 +399,13 @@ impl Actor for CoordinatorActor {
                 .get("fedsilo.round")
                 .and_then(|r| r.parse().ok())
                 .unwrap_or(0);
-            state.adapters = adapters_in(&state, &ckpt.metadata);
+            if state.lora.is_some() {
+                // Under LoRA the frozen base is the federation's version 0, whatever the
+                // configuration now says.
+                let v0 = Checkpoint::load(&state.args.store.model_path(0))?;
+                state.initial = Arc::new(v0.params);
+            }
+            state.adapters = adapters_in(&state, version, &ckpt.params, &ckpt.metadata)?;
             state.model = BaseModel {
                 version,
                 digest: Digest::of_f32(&ckpt.params),
@@ -1596,7 +1626,7 @@ fn apply_decision(state: &mut CoordinatorState, d: &Decision) -> crate::Result<(
             if let Some(summary) = &a.summary {
                 state.args.store.append_round(summary)?;
             }
-            state.adapters = adapters_in(state, &a.ckpt.metadata);
+            state.adapters = adapters_in(state, meta.version, &a.ckpt.params, &a.ckpt.metadata)?;
             state.model = BaseModel {
                 version: meta.version,
                 digest: Digest::of_f32(&a.ckpt.params),
@@ -1661,7 +1691,7 @@ fn apply_decision(state: &mut CoordinatorState, d: &Decision) -> crate::Result<(
                 ),
                 None => None,
             };
-            state.adapters = adapters_in(state, &ckpt.metadata);
+            state.adapters = adapters_in(state, d.version, &ckpt.params, &ckpt.metadata)?;
             state.model = BaseModel {
                 version: d.version,
                 digest: Digest::of_f32(&ckpt.params),

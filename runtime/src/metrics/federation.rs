@@ -154,6 +154,17 @@ impl FederationMetrics {
                 }
             }
             Event::RoundRejected { .. } => outcome("rejected"),
+            // A candidate an operator approves becomes current then, not when its round ended.
+            Event::Approved { version, .. } => {
+                outcome("approved");
+                self.version.set(*version as i64);
+            }
+            Event::RolledBack { to, .. } => {
+                self.version.set(*to as i64);
+            }
+            Event::Resumed { version, .. } => {
+                self.version.set(*version as i64);
+            }
             Event::RoundAbandoned { .. } => outcome("abandoned"),
             Event::UpdateRefused { reason, .. } => {
                 self.refused

@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use super::ModelSpec;
 
+/// The largest rank accepted (far above any useful one; it bounds the arithmetic).
+pub const MAX_RANK: usize = 4096;
+
 /// Which layers get adapters, and how large (`[plan.lora]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,8 +60,11 @@ impl Adapters {
     pub fn new(model: &ModelSpec, plan: &LoraPlan) -> Result<Self, String> {
         let layout = model.layout();
         let dense = layout.tensors.len() / 2;
-        if plan.rank == 0 {
-            return Err("plan.lora.rank = 0: must be at least 1".into());
+        if plan.rank == 0 || plan.rank > MAX_RANK {
+            return Err(format!(
+                "plan.lora.rank = {}: must be between 1 and {MAX_RANK}",
+                plan.rank
+            ));
         }
         if plan.layers.is_empty() {
             return Err(
@@ -77,7 +83,7 @@ impl Adapters {
             if plan.layers[..k].contains(&l) {
                 return Err(format!("plan.lora.layers names layer {l} twice"));
             }
-            let Some(w) = layout.tensors.get(2 * l) else {
+            let Some(w) = (l < dense).then(|| &layout.tensors[2 * l]) else {
                 return Err(format!(
                     "plan.lora.layers: layer {l} does not exist; the model `{}` has dense layers 0 to {}",
                     model.describe(),
@@ -164,7 +170,21 @@ mod tests {
                     rank: 0,
                     ..plan.clone()
                 },
-                "at least 1",
+                "between 1 and",
+            ),
+            (
+                LoraPlan {
+                    rank: 1 << 62,
+                    ..plan.clone()
+                },
+                "between 1 and",
+            ),
+            (
+                LoraPlan {
+                    layers: vec![usize::MAX],
+                    ..plan.clone()
+                },
+                "does not exist",
             ),
             (
                 LoraPlan {
