@@ -9,7 +9,7 @@ metrics.json there. It trains the same network as the built-in trainer: dense la
 binary cross-entropy, mini-batch SGD with FedProx's proximal term when plan.json asks for it.
 
 --fail-with MODE makes it misbehave on purpose (for fedsilo's tests): wrong-shape, nan, sleep,
-crash.
+crash, no-weights, bad-loss.
 """
 import array
 import json
@@ -133,7 +133,10 @@ def train(workdir, fail_with):
         time.sleep(600)
     elif fail_with == "crash":
         raise SystemExit("mlp_trainer: crashing on purpose (--fail-with crash)")
-    write_safetensors(f"{workdir}/weights.safetensors", out)
+    if fail_with != "no-weights":
+        write_safetensors(f"{workdir}/weights.safetensors", out)
+    if fail_with == "bad-loss":
+        loss = float("inf")
     json.dump({"train_loss": loss}, open(f"{workdir}/metrics.json", "w"))
 
 

@@ -271,7 +271,7 @@ fn secure_round(fx: &Fixture) -> (Cost, Vec<f32>) {
             };
             col.revealed(name, v).expect("asked-for shares");
         }
-        col.finish().expect("an unmasked sum").0
+        col.finish().expect("an unmasked sum")
     });
     (c, mean)
 }

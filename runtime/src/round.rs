@@ -507,18 +507,21 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
             )
         })
         .collect();
-    let _ = ctx.aggregator.cast(AggregatorMessage::Begin {
-        round,
-        len: ctx.base.params.len(),
-        aggregation: ctx.aggregation.clone(),
-        policy: Box::new(ctx.policy.clone()),
-        expected: Expected {
+    // Under secure aggregation the Aggregator never sees an update: the sum is made here.
+    if ctx.policy.secure_aggregation.is_none() {
+        let _ = ctx.aggregator.cast(AggregatorMessage::Begin {
             round,
-            base_version: ctx.base.version,
-            base_digest: ctx.base.digest.hex(),
             len: ctx.base.params.len(),
-        },
-    });
+            aggregation: ctx.aggregation.clone(),
+            policy: Box::new(ctx.policy.clone()),
+            expected: Expected {
+                round,
+                base_version: ctx.base.version,
+                base_digest: ctx.base.digest.hex(),
+                len: ctx.base.params.len(),
+            },
+        });
+    }
     let regional_failures = begin_regional(&ctx).await;
     let mut missing: Vec<(String, String)> = Vec::new();
     // Secure aggregation: keys and escrowed secrets go round before anyone trains; only the
@@ -538,7 +541,6 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
                 (Some(session), ready)
             }
             Err((reason, lost)) => {
-                let _ = ctx.aggregator.cast(AggregatorMessage::Abort { round });
                 for (silo, why) in &lost {
                     ctx.events.emit(Event::UpdateRefused {
                         round,
@@ -755,9 +757,8 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
         .map(|(_, r)| ctx.policy.update_weight(r.examples as f64))
         .sum();
     let mut aggregate = if let Some(session) = secure.take() {
-        let _ = ctx.aggregator.cast(AggregatorMessage::Abort { round });
         match session.unmask(&ctx, tail()).await {
-            Ok((values, _)) => Aggregate {
+            Ok(values) => Aggregate {
                 values,
                 selected: None,
                 clipped: Vec::new(),

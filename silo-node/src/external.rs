@@ -27,7 +27,6 @@ use fedsilo::model::tensor_file::TensorSet;
 use fedsilo::model::ModelSpec;
 use fedsilo::protocol::TrainPlan;
 use ndarray::{Array1, Array2};
-use safetensors::tensor::{Dtype, TensorView};
 
 /// How a silo runs its external trainer.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,17 +85,23 @@ impl ExternalTrainer {
         let Ok(entries) = std::fs::read_dir(&self.workdir) else {
             return 0;
         };
-        let mine = format!("{DIR_PREFIX}{}-", self.owner);
+        // Names are `PREFIX{owner}.{pid}.{random}`: a silo name (a DNS label) has no dot, so
+        // one silo's prefix never matches another's.
+        let mine = format!("{DIR_PREFIX}{}.", self.owner);
+        let gone = |pid: libc::pid_t| {
+            // SAFETY: kill with signal 0 only asks whether the process exists.
+            let r = unsafe { libc::kill(pid, 0) };
+            r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+        };
         entries
             .flatten()
             .filter(|e| {
                 let name = e.file_name().to_string_lossy().into_owned();
                 let pid = name
                     .strip_prefix(&mine)
-                    .and_then(|rest| rest.split('-').next())
-                    .and_then(|p| p.parse::<libc::pid_t>().ok());
-                // SAFETY: kill with signal 0 only asks whether the process exists.
-                pid.is_some_and(|p| unsafe { libc::kill(p, 0) } != 0)
+                    .and_then(|rest| rest.split_once('.'))
+                    .and_then(|(p, _)| p.parse::<libc::pid_t>().ok());
+                pid.is_some_and(|p| p > 0 && gone(p))
             })
             .filter(|e| std::fs::remove_dir_all(e.path()).is_ok())
             .count()
@@ -115,7 +120,7 @@ impl ExternalTrainer {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::Builder::new()
             .prefix(&format!(
-                "{DIR_PREFIX}{}-{}-",
+                "{DIR_PREFIX}{}.{}.",
                 self.owner,
                 std::process::id()
             ))
@@ -257,21 +262,15 @@ fn tail(path: &Path) -> String {
 
 /// The encoded training split as `x` `[rows, inputs]` and `y` `[rows]`.
 fn write_data(path: &Path, x: &Array2<f32>, y: &Array1<f32>) -> Result<(), String> {
-    let xb: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let yb: Vec<u8> = y.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let views = vec![
-        (
-            "x".to_string(),
-            TensorView::new(Dtype::F32, vec![x.nrows(), x.ncols()], &xb)
-                .map_err(|e| e.to_string())?,
-        ),
-        (
-            "y".to_string(),
-            TensorView::new(Dtype::F32, vec![y.len()], &yb).map_err(|e| e.to_string())?,
-        ),
-    ];
-    let bytes = safetensors::serialize(views, None).map_err(|e| e.to_string())?;
-    std::fs::write(path, bytes).map_err(|e| format!("writing {}: {e}", path.display()))
+    let set = TensorSet {
+        tensors: vec![
+            ("x".into(), vec![x.nrows(), x.ncols()]),
+            ("y".into(), vec![y.len()]),
+        ],
+        values: x.iter().chain(y.iter()).copied().collect(),
+    };
+    set.write_like(&set.values, path, HashMap::new())
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -355,6 +354,14 @@ mod tests {
         assert!(e.contains("dense0.weight") && e.contains("shape"), "{e}");
         let e = run("nan", Duration::from_secs(60));
         assert!(e.contains("dense0.bias") && e.contains("NaN"), "{e}");
+        let e = run("no-weights", Duration::from_secs(60));
+        assert!(e.contains("without writing weights.safetensors"), "{e}");
+        let e = run("bad-loss", Duration::from_secs(60));
+        // Python writes `Infinity`, which is not JSON: refused as a malformed metrics.json.
+        assert!(
+            e.contains("metrics.json") && e.contains("train_loss"),
+            "{e}"
+        );
         let e = run("crash", Duration::from_secs(60));
         assert!(
             e.contains("failed") && e.contains("crashing on purpose"),
@@ -378,11 +385,12 @@ mod tests {
         };
         assert!(t.run(1, &spec, &base, &plan, &x, &y).is_err());
         assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 0);
-        let dead = work.path().join(format!("{DIR_PREFIX}test-999999999-x"));
+        let dead = work.path().join(format!("{DIR_PREFIX}test.999999999.x"));
         let alive = work
             .path()
-            .join(format!("{DIR_PREFIX}test-{}-y", std::process::id()));
-        let other = work.path().join(format!("{DIR_PREFIX}other-999999999-z"));
+            .join(format!("{DIR_PREFIX}test.{}.y", std::process::id()));
+        // Another silo whose name starts like this one's: never this silo's to sweep.
+        let other = work.path().join(format!("{DIR_PREFIX}test-2.999999999.z"));
         for d in [&dead, &alive, &other] {
             std::fs::create_dir(d).unwrap();
         }

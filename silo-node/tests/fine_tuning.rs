@@ -263,19 +263,11 @@ fn lora_rounds_send_only_adapters_and_versions_are_merged_models() {
     assert!(auc > 0.7, "{auc}");
     // Version 3 is version 0 with its adapters merged in.
     use fedsilo::model::checkpoint::Checkpoint;
-    use fedsilo::model::lora::{Adapters, LoraPlan};
+    use fedsilo::model::lora::{adapters_from_hex, Adapters, LoraPlan, ADAPTERS_KEY};
     let load =
         |v: u32| Checkpoint::load(&f.state_dir().join(format!("models/v{v}.safetensors"))).unwrap();
     let (v0, v3) = (load(0), load(3));
-    let hex = &v3.metadata["fedsilo.lora.adapters"];
-    let bytes: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-        .collect();
-    let adapters: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
+    let adapters = adapters_from_hex(&v3.metadata[ADAPTERS_KEY]).unwrap();
     let plan = LoraPlan {
         rank: 2,
         layers: vec![0],

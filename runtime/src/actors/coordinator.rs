@@ -35,7 +35,7 @@ use crate::identity::Role;
 use crate::kernels::server_optimizer::OptimizerState;
 use crate::kernels::Aggregation;
 use crate::model::checkpoint::Checkpoint;
-use crate::model::lora::{Adapters, LoraPlan};
+use crate::model::lora::{adapters_from_hex, adapters_to_hex, Adapters, LoraPlan, ADAPTERS_KEY};
 use crate::model::{initial_params, Digest, ModelSpec};
 use crate::privacy::budget::PrivacyBook;
 use crate::privacy::mechanism::{check_aggregation, silo_share};
@@ -50,9 +50,6 @@ use crate::round::{
 };
 use crate::store::ModelStore;
 use crate::Error;
-
-/// Checkpoint metadata holding a LoRA version's adapters (hex of little-endian f32).
-pub const ADAPTERS_KEY: &str = "fedsilo.lora.adapters";
 
 /// The adapters of version `version` (its checkpoint's `params` and `meta`): fresh ones for
 /// version 0, else the ones its metadata holds, which must reproduce the checkpoint when merged
@@ -76,18 +73,8 @@ fn adapters_in(
     let hex = meta
         .get(ADAPTERS_KEY)
         .ok_or_else(|| bad("holds no LoRA adapters: it was not made under [plan.lora]".into()))?;
-    let bytes = (0..hex.len())
-        .step_by(2)
-        .map(|i| {
-            hex.get(i..i + 2)
-                .and_then(|b| u8::from_str_radix(b, 16).ok())
-        })
-        .collect::<Option<Vec<u8>>>()
-        .ok_or_else(|| bad("its LoRA adapters are not hex".into()))?;
-    let values: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
+    let values =
+        adapters_from_hex(hex).ok_or_else(|| bad("its LoRA adapters are not hex".into()))?;
     if values.len() != layout.len || values.iter().any(|v| !v.is_finite()) {
         return Err(bad(format!(
             "holds {} adapter values, [plan.lora] now asks for {}: the LoRA plan changed",
@@ -275,6 +262,8 @@ pub struct CoordinatorState {
     silos: BTreeMap<String, SiloEntry>,
     model: BaseModel,
     initial: Arc<Vec<f32>>,
+    /// Its digest (under LoRA, the frozen base's reference).
+    initial_digest: Digest,
     /// LoRA: the adapters' layout, and the current version's adapters (on the frozen
     /// `initial`). Empty without LoRA.
     lora: Option<Adapters>,
@@ -352,6 +341,7 @@ impl Actor for CoordinatorActor {
                 None => None,
             },
             adapters: Vec::new(),
+            initial_digest: Digest::of_f32(&initial),
             initial,
             scaling: None,
             next_round: 1,
@@ -403,6 +393,7 @@ impl Actor for CoordinatorActor {
                 // Under LoRA the frozen base is the federation's version 0, whatever the
                 // configuration now says.
                 let v0 = Checkpoint::load(&state.args.store.model_path(0))?;
+                state.initial_digest = Digest::of_f32(&v0.params);
                 state.initial = Arc::new(v0.params);
             }
             state.adapters = adapters_in(&state, version, &ckpt.params, &ckpt.metadata)?;
@@ -1093,7 +1084,7 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
         (Some(plan), true) => {
             let frozen = ModelRef {
                 version: 0,
-                digest: Digest::of_f32(&state.initial),
+                digest: state.initial_digest,
             };
             let adapters = BaseModel {
                 version: state.model.version,
@@ -1794,12 +1785,8 @@ fn on_round(state: &mut CoordinatorState, outcome: RoundOutcome) -> crate::Resul
             };
             let mut ckpt = checkpoint(state, &params, &scaling, summary.round);
             if let Some(a) = &adapters {
-                let hex: String = a
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .map(|b| format!("{b:02x}"))
-                    .collect();
-                ckpt.metadata.insert(ADAPTERS_KEY.into(), hex);
+                ckpt.metadata
+                    .insert(ADAPTERS_KEY.into(), adapters_to_hex(a));
             }
             ckpt.metadata
                 .insert("fedsilo.version".into(), summary.version.to_string());

@@ -187,7 +187,14 @@ fn check_store(dir: &Path, entries: &[Checked]) -> Option<Problem> {
     let mut committed = std::collections::BTreeMap::new();
     let mut kept = std::collections::BTreeMap::new();
     let (mut current, mut previous) = (None, None);
+    // Whether the journal ends with the move that made `current` current: only then can
+    // CURRENT lag one step (a crash between the journal and the move) without tampering.
+    let mut move_is_last = false;
     for e in entries {
+        move_is_last = matches!(
+            e.body.record,
+            Record::Committed { .. } | Record::RolledBack { .. }
+        );
         match &e.body.record {
             Record::Committed {
                 version,
@@ -279,8 +286,9 @@ fn check_store(dir: &Path, entries: &[Checked]) -> Option<Problem> {
     let named = std::fs::read_to_string(dir.join("CURRENT"))
         .ok()
         .and_then(|t| t.trim().parse::<u64>().ok());
-    // CURRENT one step behind the journal is a crash before the last move: not tampering.
-    if named != current && !(named == previous && current.is_some()) {
+    // CURRENT one step behind the journal's last entry is a crash before that move: not
+    // tampering. Anything journaled after the move means the move was made.
+    if named != current && !(named == previous && current.is_some() && move_is_last) {
         return Some(Problem {
             at: "CURRENT".into(),
             what: format!(

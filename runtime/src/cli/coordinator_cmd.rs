@@ -274,10 +274,7 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         personalize_epochs: cfg.plan.personalize_epochs,
         lora: cfg.plan.lora.clone(),
         initial,
-        compression: cfg
-            .plan
-            .compression()
-            .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?,
+        compression,
         seed: cfg.model.seed,
         chunk: cfg.network.chunk_values,
         heartbeat_interval: cfg.heartbeat_interval(&origin)?,

@@ -69,16 +69,6 @@ pub fn quantize<R: Rng + ?Sized>(values: &[f32], bits: u8, rng: &mut R) -> Quant
 }
 
 impl QuantizedUpdate {
-    /// Number of values.
-    pub fn len(&self) -> usize {
-        self.codes.len()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.codes.is_empty()
-    }
-
     /// The decoded update.
     pub fn decode(&self) -> Vec<f32> {
         let l = levels(self.bits) as f32;
@@ -251,9 +241,7 @@ mod tests {
             if bits == 4 {
                 // 97 values: the last byte carries one code and a padding nibble.
                 let mut padded = c.clone();
-                if let Some(b) = padded.codes.last_mut() {
-                    *b |= 0x30;
-                }
+                *padded.codes.last_mut().expect("codes") |= 0x30;
                 assert!(padded.decode(300, 97).unwrap_err().contains("padding"));
             }
         }

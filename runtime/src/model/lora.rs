@@ -10,6 +10,30 @@ use serde::{Deserialize, Serialize};
 
 use super::ModelSpec;
 
+/// Checkpoint metadata holding a LoRA version's adapters.
+pub const ADAPTERS_KEY: &str = "fedsilo.lora.adapters";
+
+/// Adapters as checkpoint metadata: hex of their little-endian f32 bytes.
+pub fn adapters_to_hex(adapters: &[f32]) -> String {
+    hex::encode(
+        adapters
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>(),
+    )
+}
+
+/// The adapters [`adapters_to_hex`] wrote (`None`: not hex, or not whole f32 values).
+pub fn adapters_from_hex(text: &str) -> Option<Vec<f32>> {
+    let bytes = hex::decode(text).ok()?;
+    (bytes.len() % 4 == 0).then(|| {
+        bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    })
+}
+
 /// The largest rank accepted (far above any useful one; it bounds the arithmetic).
 pub const MAX_RANK: usize = 4096;
 

@@ -20,6 +20,13 @@ pub struct TensorSet {
     pub values: Vec<f32>,
 }
 
+/// `layout`'s tensors in name order, as files keep them.
+fn in_name_order(layout: &Layout) -> Vec<&TensorSpec> {
+    let mut order: Vec<&TensorSpec> = layout.tensors.iter().collect();
+    order.sort_by(|a, b| a.name.cmp(&b.name));
+    order
+}
+
 impl TensorSet {
     /// Reads a safetensors file; every tensor must be F32. Errors name the file and tensor.
     pub fn read(path: &Path) -> Result<Self> {
@@ -96,8 +103,7 @@ impl TensorSet {
 
     /// The tensors of `layout` holding `params` (in name order, as files keep them).
     pub fn from_layout(layout: &Layout, params: &[f32]) -> Self {
-        let mut order: Vec<&TensorSpec> = layout.tensors.iter().collect();
-        order.sort_by(|a, b| a.name.cmp(&b.name));
+        let order = in_name_order(layout);
         TensorSet {
             tensors: order
                 .iter()
@@ -113,7 +119,13 @@ impl TensorSet {
     /// The parameters in `layout`'s order. The set must hold exactly `layout`'s tensors with
     /// their shapes, and finite values; errors name `origin` and the tensor.
     pub fn to_layout(&self, layout: &Layout, origin: &str) -> Result<Vec<f32>> {
-        let expected = TensorSet::from_layout(layout, &vec![0.0; layout.len]);
+        let expected = TensorSet {
+            tensors: in_name_order(layout)
+                .iter()
+                .map(|t| (t.name.clone(), t.shape.clone()))
+                .collect(),
+            values: Vec::new(),
+        };
         expected.check_same_layout(self, origin)?;
         let mut params = vec![0.0f32; layout.len];
         let mut at = 0;

@@ -112,11 +112,6 @@ impl Collector {
         self.at_least(self.shared.len(), "escrowed their secrets")
     }
 
-    /// The silos that escrowed their secrets (U2).
-    pub fn sharers(&self) -> &BTreeSet<String> {
-        &self.shared
-    }
-
     /// The shares relayed to `to`: those of every silo of U2 (but itself).
     pub fn relayed_to(&self, to: &str) -> Vec<RelayedShares> {
         self.inbox
@@ -195,8 +190,8 @@ impl Collector {
     }
 
     /// The weighted mean of the survivors' updates, Σ wᵢxᵢ / Σ wᵢ (each wᵢxᵢ clipped to the
-    /// range and quantised), and the survivors it covers.
-    pub fn finish(mut self) -> Result<(Vec<f32>, Vec<String>), String> {
+    /// range and quantised).
+    pub fn finish(mut self) -> Result<Vec<f32>, String> {
         let Some((survivors, dropped)) = self.plan.take() else {
             return Err("unmasking was never planned".into());
         };
@@ -229,8 +224,7 @@ impl Collector {
         }
         remove_masks(&self.q, &mut self.sum, &self_seeds, &pair)?;
         let total: f64 = self.weights.values().sum();
-        let mean = self.q.decode_mean(&self.sum, survivors.len(), total);
-        Ok((mean, survivors.into_iter().collect()))
+        Ok(self.q.decode_mean(&self.sum, survivors.len(), total))
     }
 
     fn at_least(&self, got: usize, what: &str) -> Result<(), String> {
@@ -318,7 +312,7 @@ mod tests {
                 c.revealed(&format!("bank-{i}"), p.reveal(&survivors, &dropped)?)?;
             }
         }
-        let (mean, _) = c.finish()?;
+        let mean = c.finish()?;
         // The plain computation: the same quantised, weighted values summed without masks.
         let mut sum = vec![0u64; len];
         let mut total = 0.0;
@@ -413,10 +407,19 @@ mod tests {
         let ads = c.advertisements();
         for p in s.parts.iter_mut() {
             let name = p.advertisement().silo.clone();
-            c.shared(&name, p.share(&s.ca, 2, &ads).unwrap()).unwrap();
+            let mut sealed = p.share(&s.ca, 2, &ads).unwrap();
+            // Leaving a peer out is refused, and nothing of it is kept.
+            let last = sealed.pop().unwrap();
+            let e = c.shared(&name, sealed.clone()).unwrap_err();
+            assert!(e.contains("was expected"), "{e}");
+            sealed.push(last);
+            c.shared(&name, sealed).unwrap();
         }
-        // A silo that shares twice, or leaves a peer out.
-        assert!(c.shared("bank-0", vec![]).is_err());
+        // Sharing twice is refused.
+        assert!(c
+            .shared("bank-0", vec![])
+            .unwrap_err()
+            .contains("unexpected shares"));
         for (i, p) in s.parts.iter_mut().enumerate().take(2) {
             p.receive(RING, &c.relayed_to(&format!("bank-{i}")))
                 .unwrap();

@@ -295,13 +295,13 @@ impl Session {
     }
 
     /// Step 5: asks the survivors for the shares that remove the masks, and unmasks the sum.
-    /// Returns the weighted mean of the survivors' updates and the survivors. `Err`: fewer
+    /// Returns the weighted mean of the survivors' updates. `Err`: fewer
     /// than t survivors, or fewer than t answered; the round is abandoned.
     pub async fn unmask(
         mut self,
         ctx: &RoundContext,
         deadline: Instant,
-    ) -> Result<(Vec<f32>, Vec<String>), String> {
+    ) -> Result<Vec<f32>, String> {
         let (survivors, dropped) = self.collector.unmasking()?;
         let asked: Vec<SiloHandle> = survivors
             .iter()

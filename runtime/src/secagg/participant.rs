@@ -238,12 +238,6 @@ impl Participant {
         if !(weight.is_finite() && weight > 0.0 && weight <= 1.0) {
             return Err(format!("weight {weight}: must be in (0, 1]"));
         }
-        if let Some(i) = update.iter().position(|v| !v.is_finite()) {
-            return Err(format!(
-                "the update has a non-finite value ({}) at index {i}: refusing to mask it",
-                update[i]
-            ));
-        }
         if let Some((w, _)) = &a.masked {
             if *w != weight {
                 return Err(format!(
@@ -251,6 +245,13 @@ impl Participant {
                 ));
             }
         } else {
+            // Checked once, when the update is first masked (later chunks reuse it).
+            if let Some(i) = update.iter().position(|v| !v.is_finite()) {
+                return Err(format!(
+                    "the update has a non-finite value ({}) at index {i}: refusing to mask it",
+                    update[i]
+                ));
+            }
             let me = a.index[&name];
             let seeds = MaskSeeds {
                 me,

@@ -71,11 +71,6 @@ impl Quantizer {
         self.bits
     }
 
-    /// The clipping range r: values are clipped to [−r, r].
-    pub fn range(&self) -> f64 {
-        self.range
-    }
-
     /// The largest difference between a value (within range) and its decoding.
     pub fn step(&self) -> f64 {
         2.0 * self.range / self.levels as f64
@@ -159,14 +154,6 @@ impl Quantizer {
         a.iter_mut()
             .zip(b)
             .for_each(|(x, y)| *x = x.wrapping_add(*y) & m);
-    }
-
-    /// Subtracts `b` from `a` in the ring.
-    pub fn sub_into(&self, a: &mut [u64], b: &[u64]) {
-        let m = mask(self.bits);
-        a.iter_mut()
-            .zip(b)
-            .for_each(|(x, y)| *x = x.wrapping_sub(*y) & m);
     }
 }
 

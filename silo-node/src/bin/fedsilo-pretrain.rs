@@ -63,15 +63,14 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
-    if cli.hidden.contains(&0) {
-        anyhow::bail!("--hidden: layer widths must be at least 1");
-    }
     let schema = Schema::load(&cli.schema)?;
-    let data = Dataset::load(&cli.data, &schema, cli.holdout, cli.seed)?;
     let spec = ModelSpec {
         inputs: schema.encoded_width(),
         hidden: cli.hidden.clone(),
     };
+    spec.validate()
+        .map_err(|e| anyhow::anyhow!("--hidden {:?}: {e}", cli.hidden))?;
+    let data = Dataset::load(&cli.data, &schema, cli.holdout, cli.seed)?;
     let scaling = scaling_from(&local_stats(&schema, &data.train));
     let (x, y) = (
         encode(&schema, &data.train, &scaling),

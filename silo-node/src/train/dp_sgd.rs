@@ -84,9 +84,7 @@ pub fn train_dp<R: Rng + ?Sized>(
         if let Some(w0) = &anchor {
             // The proximal term depends on no record: it is added after clipping and noise, at
             // the scale of a lot's summed gradient.
-            let mut prox = vec![0.0f32; params.len()];
-            proximal(&mut prox, params, w0, sgd.prox_mu * lot as f32);
-            sum.iter_mut().zip(&prox).for_each(|(s, p)| *s += p);
+            proximal(&mut sum, params, w0, sgd.prox_mu * lot as f32);
         }
         let scale = sgd.learning_rate / lot as f32;
         params
