@@ -258,6 +258,26 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// An operator (or a platform actor) paused the federation: no new round starts until it
+    /// is resumed; a round in flight finishes.
+    FederationPaused {
+        /// Who.
+        by: String,
+        /// Why.
+        reason: String,
+    },
+    /// The federation was resumed: rounds start again.
+    FederationResumed {
+        /// Who.
+        by: String,
+    },
+    /// While paused, an operator asked for one round to start.
+    RoundRequested {
+        /// Who.
+        by: String,
+        /// The round that will start.
+        round: u64,
+    },
     /// A round ended without a candidate (quorum lost, ...).
     RoundAbandoned {
         /// Round number.
@@ -303,12 +323,16 @@ struct TableLayout {
     epsilon: bool,
 }
 
-/// Writes events to the journal file and stdout.
+/// Writes events to the journal file and stdout, and hands them to subscribers.
 pub struct EventLog {
     format: EventFormat,
     inner: Mutex<Inner>,
     metrics: Arc<FederationMetrics>,
+    subscribers: tokio::sync::broadcast::Sender<Event>,
 }
+
+/// Events a subscriber may fall behind by before it misses some.
+const SUBSCRIBER_BACKLOG: usize = 4096;
 
 impl std::fmt::Debug for EventLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -331,7 +355,15 @@ impl EventLog {
             format,
             inner: Mutex::new(Inner { file, table: None }),
             metrics: Arc::default(),
+            subscribers: tokio::sync::broadcast::channel(SUBSCRIBER_BACKLOG).0,
         })
+    }
+
+    /// Every event emitted from now on, in order (webhooks, custom actors). A subscriber that
+    /// falls more than 4096 events behind is told how many it missed; emitting never waits
+    /// for a subscriber.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.subscribers.subscribe()
     }
 
     /// The metrics the events feed.
@@ -357,6 +389,9 @@ impl EventLog {
             let _ = writeln!(out, "{t}");
             let _ = out.flush();
         }
+        drop(inner);
+        // No subscriber is not an error.
+        let _ = self.subscribers.send(event);
     }
 }
 
@@ -457,6 +492,9 @@ fn render(event: &Event, layout: &mut Option<TableLayout>) -> Option<String> {
             version.map_or(String::new(), |v| format!(" v{v}"))
         ),
         Event::RoundAbandoned { round, reason } => format!("{round:>5}  round abandoned: {reason}"),
+        Event::FederationPaused { by, reason } => format!("federation paused by {by}: {reason} (no new round until resumed)"),
+        Event::FederationResumed { by } => format!("federation resumed by {by}"),
+        Event::RoundRequested { by, round } => format!("round {round} requested by {by} while paused"),
         Event::AwaitingApproval { round, version } => format!(
             "{round:>5}  candidate v{version} passed the gate; awaiting approval (fedsilo models approve {version} --kit <operator kit> --state-dir …)"
         ),

@@ -40,6 +40,14 @@
 //! [aggregation]                # optional; default kernel = "mean"
 //! kernel = "trimmed-mean"
 //! trim = 0.2
+//!
+//! [admin]                      # optional: the admin HTTP API (HTTPS, see the README)
+//! listen = "127.0.0.1:8443"
+//! tokens = "admin-tokens.toml" # optional: bearer tokens (`fedsilo admin token add`)
+//!
+//! [[webhooks]]                 # optional, repeatable: see `fedsilo::webhooks`
+//! url = "https://hooks.example.com/fedsilo"
+//! secret_file = "webhook.secret"
 //! ```
 //!
 //! Relative paths are resolved against the directory of the configuration file.
@@ -118,6 +126,17 @@ fn default_chunk() -> usize {
     crate::protocol::transfer::DEFAULT_CHUNK_VALUES
 }
 
+/// `[admin]`: the admin HTTP API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// Where to serve it (HTTPS with the coordinator's certificate).
+    pub listen: SocketAddr,
+    /// The bearer tokens file; without it only operator certificates are accepted.
+    #[serde(default)]
+    pub tokens: Option<PathBuf>,
+}
+
 /// `[model]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -187,6 +206,12 @@ pub struct FederationConfig {
     /// `[aggregation]` (default: the weighted mean). See [`crate::kernels::Aggregation`].
     #[serde(default)]
     pub aggregation: Aggregation,
+    /// `[admin]`: the admin HTTP API (default: not served).
+    #[serde(default)]
+    pub admin: Option<AdminSection>,
+    /// `[[webhooks]]`: where notices are POSTed.
+    #[serde(default)]
+    pub webhooks: Vec<crate::webhooks::WebhookConfig>,
 }
 
 fn secs(origin: &str, key: &str, v: f64) -> Result<Duration> {
@@ -222,6 +247,17 @@ impl FederationConfig {
         }
         if let Some(p) = cfg.model.initial.as_mut().filter(|p| p.is_relative()) {
             *p = base.join(&*p);
+        }
+        if let Some(p) = cfg
+            .admin
+            .as_mut()
+            .and_then(|a| a.tokens.as_mut())
+            .filter(|p| p.is_relative())
+        {
+            *p = base.join(&*p);
+        }
+        for w in &mut cfg.webhooks {
+            w.resolve(base);
         }
         cfg.validate(&origin)?;
         Ok(cfg)
@@ -271,6 +307,7 @@ impl FederationConfig {
                 self.plan.prox_mu
             )));
         }
+        crate::webhooks::check(&self.webhooks, origin)?;
         if let Some(i) = self.model.hidden.iter().position(|h| *h == 0) {
             return Err(bad(format!(
                 "`model.hidden[{i}]` = 0: layer widths must be at least 1"

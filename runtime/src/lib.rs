@@ -20,15 +20,18 @@ extern crate blas_src;
 extern crate openblas_src;
 
 pub mod actors;
+pub mod admin;
 pub mod audit;
 pub mod certs;
 pub mod cluster;
 pub mod compression;
+pub mod control;
 pub mod data;
 pub mod decision;
 pub mod error;
 pub mod events;
 pub mod federation;
+pub mod http_client;
 pub mod identity;
 pub mod kernels;
 pub mod line_file;
@@ -39,7 +42,9 @@ pub mod protocol;
 pub mod registry;
 pub mod round;
 pub mod secagg;
+pub mod status;
 pub mod store;
 pub mod tls;
+pub mod webhooks;
 
 pub use error::{Error, Result};

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use fedsilo_policies::admission::QuarantineBook;
 use fedsilo_policies::participation::Candidate;
 use fedsilo_policies::Policy;
-use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::sync::{mpsc, watch};
 
 use super::aggregator::AggregatorMessage;
@@ -28,6 +28,7 @@ use crate::audit::signature::CaCheck;
 use crate::audit::{History, Journal, Record};
 use crate::cluster::{PeerDirectory, AGGREGATOR_GROUP, TRAINER_GROUP};
 use crate::compression::Compression;
+use crate::control::ControlRequest;
 use crate::data::Schema;
 use crate::decision::{self, Decision, Kind as DecisionKind};
 use crate::events::{ComparisonRow, Event, EventLog, RoundSummary};
@@ -48,6 +49,7 @@ use crate::registry::{Registry, Status, VersionMeta};
 use crate::round::{
     run_round, Attendance, BaseModel, RegionalHandle, RoundContext, RoundOutcome, SiloHandle,
 };
+use crate::status::{AwaitingCandidate, FederationStatus, Pause, RunState, SiloStatus};
 use crate::store::ModelStore;
 use crate::Error;
 
@@ -103,6 +105,8 @@ pub struct PretrainedModel {
 /// Settings of a run.
 #[derive(Debug, Clone)]
 pub struct CoordinatorSettings {
+    /// The federation's name (`federation.name`).
+    pub name: String,
     /// Run rounds up to this round number.
     pub rounds: u64,
     /// Architecture.
@@ -140,6 +144,8 @@ pub struct CoordinatorSettings {
     /// This coordinator's region (from its certificate): whether it may process an update
     /// itself under the residency rules.
     pub region: String,
+    /// This coordinator's node name (from its certificate).
+    pub node: String,
     /// Fault injection for tests: route this silo's update to an aggregator the policy does
     /// not allow, to show the aggregator refuses it.
     pub misroute: Option<String>,
@@ -179,11 +185,13 @@ pub struct CoordinatorArgs {
     /// What the journal held when the coordinator started.
     pub history: History,
     /// Metadata of every version (the coordinator is its one writer).
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
     /// The consortium CA, to check operators' decisions against.
     pub ca: CaCheck,
     /// Receives the result when the run ends.
     pub done: mpsc::UnboundedSender<RunResult>,
+    /// Where the coordinator publishes its status after every step.
+    pub status: watch::Sender<FederationStatus>,
 }
 
 /// Messages of the Coordinator actor.
@@ -216,6 +224,9 @@ pub enum CoordinatorMessage {
         /// `Err`: block, with why.
         result: Result<Option<String>, String>,
     },
+    /// An operator or a platform actor steers the federation (see [`crate::control`]); the
+    /// reply says what was done, or why it cannot be done now.
+    Control(ControlRequest, RpcReplyPort<Result<String, String>>),
 }
 
 impl ractor::Message for CoordinatorMessage {}
@@ -308,6 +319,12 @@ pub struct CoordinatorState {
     over_budget: BTreeSet<String>,
     /// The privacy budget leaves too few silos for another round.
     exhausted: bool,
+    /// Paused by an operator: no new round starts (journaled; a restart stays paused).
+    paused: Option<Pause>,
+    /// While paused, one round was asked for.
+    step: bool,
+    /// How the run ended, once it has.
+    error: Option<String>,
 }
 
 /// The Coordinator actor.
@@ -370,6 +387,9 @@ impl Actor for CoordinatorActor {
             privacy,
             over_budget: BTreeSet::new(),
             exhausted: false,
+            paused: None,
+            step: false,
+            error: None,
             silos: BTreeMap::new(),
             args,
         };
@@ -433,6 +453,7 @@ impl Actor for CoordinatorActor {
             .map(|(v, j)| (*v, j.file_sha256.clone()))
             .collect();
         state.applied = history.applied.clone();
+        state.paused = history.paused.map(|(by, reason)| Pause { by, reason });
         // A candidate still awaiting approval keeps waiting, if its file is the one journaled.
         if let Some(v) = history.awaiting {
             let j = history.versions.get(&v);
@@ -487,6 +508,7 @@ impl Actor for CoordinatorActor {
         myself.send_interval(state.args.settings.heartbeat_interval, || {
             CoordinatorMessage::Tick
         });
+        publish(&state);
         Ok(state)
     }
 
@@ -497,99 +519,13 @@ impl Actor for CoordinatorActor {
         state: &mut CoordinatorState,
     ) -> Result<(), ActorProcessingErr> {
         if state.finished {
+            if let CoordinatorMessage::Control(_, reply) = msg {
+                let _ = reply.send(Err("the run is over".into()));
+            }
             return Ok(());
         }
-        match msg {
-            CoordinatorMessage::Tick => {
-                refresh_membership(state);
-                refresh_aggregators(state);
-                check_health(state, &myself);
-                if !state.busy {
-                    if let Err(e) = apply_decisions(state) {
-                        finish(
-                            state,
-                            &myself,
-                            Some(format!("cannot apply a decision: {e}")),
-                        );
-                        return Ok(());
-                    }
-                }
-                maybe_start_work(state, &myself).await;
-            }
-            CoordinatorMessage::PingResult { silo, node_id, ok } => {
-                if let Some(e) = state.silos.get_mut(&silo) {
-                    if e.handle.node_id == node_id {
-                        e.ping_inflight = false;
-                        if ok {
-                            e.last_ok = Instant::now();
-                            if !e.healthy {
-                                e.healthy = true;
-                                state.unhealthy.send_modify(|u| {
-                                    u.remove(&silo);
-                                });
-                                state.args.events.emit(Event::SiloHealthy { silo });
-                            }
-                        }
-                    }
-                }
-            }
-            CoordinatorMessage::ScalingDone(outcome) => {
-                state.busy = false;
-                on_scaling(state, outcome);
-                if state.scaling.is_none()
-                    && state.idle_since.elapsed() > state.args.settings.wait_for_silos
-                {
-                    let why = format!(
-                        "feature scaling could not be agreed within {:.0} s",
-                        state.args.settings.wait_for_silos.as_secs_f64()
-                    );
-                    finish(state, &myself, Some(why));
-                    return Ok(());
-                }
-                maybe_start_work(state, &myself).await;
-            }
-            CoordinatorMessage::RoundDone(outcome) => {
-                state.busy = false;
-                state.in_flight = None;
-                state.round_task = None;
-                state.next_round += 1;
-                state.idle_since = Instant::now();
-                if let Err(e) = on_round(state, *outcome) {
-                    finish(state, &myself, Some(format!("cannot commit: {e}")));
-                    return Ok(());
-                }
-                maybe_start_work(state, &myself).await;
-            }
-            CoordinatorMessage::SchemaChecked {
-                silo,
-                node_id,
-                result,
-            } => {
-                if let Some(e) = state.silos.get_mut(&silo) {
-                    if e.handle.node_id == node_id {
-                        match result {
-                            Ok(Some(version)) => {
-                                e.schema = SchemaCheck::Passed;
-                                e.software_version = version;
-                            }
-                            Ok(None) => e.schema = SchemaCheck::Pending,
-                            Err(reason) => {
-                                e.schema = SchemaCheck::Pending;
-                                e.blocked = Some(reason.clone());
-                                state.args.events.emit(Event::SiloBlocked { silo, reason });
-                            }
-                        }
-                    }
-                }
-                maybe_start_work(state, &myself).await;
-            }
-            CoordinatorMessage::ComparisonDone(rows) => {
-                state.busy = false;
-                state.compared = true;
-                state.args.events.emit(Event::Comparison { rows });
-                finish(state, &myself, None);
-            }
-        }
+        step(myself, msg, state).await;
+        publish(state);
         Ok(())
     }
 
@@ -623,6 +559,285 @@ impl Actor for CoordinatorActor {
         }
         Ok(())
     }
+}
+
+/// Handles one message of a running federation.
+async fn step(
+    myself: ActorRef<CoordinatorMessage>,
+    msg: CoordinatorMessage,
+    state: &mut CoordinatorState,
+) {
+    match msg {
+        CoordinatorMessage::Tick => {
+            refresh_membership(state);
+            refresh_aggregators(state);
+            check_health(state, &myself);
+            if !state.busy {
+                if let Err(e) = apply_decisions(state) {
+                    finish(
+                        state,
+                        &myself,
+                        Some(format!("cannot apply a decision: {e}")),
+                    );
+                    return;
+                }
+            }
+            maybe_start_work(state, &myself).await;
+        }
+        CoordinatorMessage::PingResult { silo, node_id, ok } => {
+            if let Some(e) = state.silos.get_mut(&silo) {
+                if e.handle.node_id == node_id {
+                    e.ping_inflight = false;
+                    if ok {
+                        e.last_ok = Instant::now();
+                        if !e.healthy {
+                            e.healthy = true;
+                            state.unhealthy.send_modify(|u| {
+                                u.remove(&silo);
+                            });
+                            state.args.events.emit(Event::SiloHealthy { silo });
+                        }
+                    }
+                }
+            }
+        }
+        CoordinatorMessage::ScalingDone(outcome) => {
+            state.busy = false;
+            on_scaling(state, outcome);
+            if state.scaling.is_none()
+                && state.idle_since.elapsed() > state.args.settings.wait_for_silos
+            {
+                let why = format!(
+                    "feature scaling could not be agreed within {:.0} s",
+                    state.args.settings.wait_for_silos.as_secs_f64()
+                );
+                finish(state, &myself, Some(why));
+                return;
+            }
+            maybe_start_work(state, &myself).await;
+        }
+        CoordinatorMessage::RoundDone(outcome) => {
+            state.busy = false;
+            state.in_flight = None;
+            state.round_task = None;
+            state.next_round += 1;
+            state.idle_since = Instant::now();
+            if let Err(e) = on_round(state, *outcome) {
+                finish(state, &myself, Some(format!("cannot commit: {e}")));
+                return;
+            }
+            maybe_start_work(state, &myself).await;
+        }
+        CoordinatorMessage::SchemaChecked {
+            silo,
+            node_id,
+            result,
+        } => {
+            if let Some(e) = state.silos.get_mut(&silo) {
+                if e.handle.node_id == node_id {
+                    match result {
+                        Ok(Some(version)) => {
+                            e.schema = SchemaCheck::Passed;
+                            e.software_version = version;
+                        }
+                        Ok(None) => e.schema = SchemaCheck::Pending,
+                        Err(reason) => {
+                            e.schema = SchemaCheck::Pending;
+                            e.blocked = Some(reason.clone());
+                            state.args.events.emit(Event::SiloBlocked { silo, reason });
+                        }
+                    }
+                }
+            }
+            maybe_start_work(state, &myself).await;
+        }
+        CoordinatorMessage::ComparisonDone(rows) => {
+            state.busy = false;
+            state.compared = true;
+            state.args.events.emit(Event::Comparison { rows });
+            finish(state, &myself, None);
+        }
+        CoordinatorMessage::Control(request, reply) => {
+            let answer = control(state, request);
+            let _ = reply.send(answer);
+            maybe_start_work(state, &myself).await;
+        }
+    }
+}
+
+/// Carries out a control request; `Ok`: what was done, `Err`: why it cannot be done now.
+fn control(state: &mut CoordinatorState, request: ControlRequest) -> Result<String, String> {
+    let journal_error =
+        |e: crate::audit::AuditError| format!("cannot record it in the audit journal: {e}");
+    match request {
+        ControlRequest::Pause { by, reason } => {
+            if let Some(p) = &state.paused {
+                return Err(format!("already paused by {}: {}", p.by, p.reason));
+            }
+            state
+                .args
+                .journal
+                .record_synced(Record::Paused {
+                    by: by.clone(),
+                    reason: reason.clone(),
+                })
+                .map_err(journal_error)?;
+            state.args.events.emit(Event::FederationPaused {
+                by: by.clone(),
+                reason: reason.clone(),
+            });
+            let answer = match state.in_flight {
+                Some(r) => format!("paused; round {r} in flight finishes, no new round starts"),
+                None => "paused; no new round starts until resumed".to_string(),
+            };
+            state.paused = Some(Pause { by, reason });
+            Ok(answer)
+        }
+        ControlRequest::Resume { by } => {
+            if state.paused.is_none() {
+                return Err("not paused".into());
+            }
+            state
+                .args
+                .journal
+                .record_synced(Record::Resumed { by: by.clone() })
+                .map_err(journal_error)?;
+            state.args.events.emit(Event::FederationResumed { by });
+            state.paused = None;
+            state.step = false;
+            state.idle_since = Instant::now();
+            Ok("resumed; rounds start again".into())
+        }
+        ControlRequest::StartRound { by } => {
+            let round = state.next_round;
+            if state.paused.is_none() {
+                return Err("the federation is running: rounds start on their own (pause it to start rounds by hand)".into());
+            }
+            if let Some(r) = state.in_flight {
+                return Err(format!("round {r} is in flight"));
+            }
+            if let Some(a) = &state.awaiting {
+                return Err(format!(
+                    "candidate v{} awaits approval: approve or reject it first",
+                    a.meta.version
+                ));
+            }
+            if round > state.args.settings.rounds {
+                return Err(format!(
+                    "all {} rounds of this run are done",
+                    state.args.settings.rounds
+                ));
+            }
+            if state.step {
+                return Err(format!("round {round} was already requested"));
+            }
+            state.step = true;
+            state.idle_since = Instant::now();
+            state.args.events.emit(Event::RoundRequested { by, round });
+            Ok(format!(
+                "round {round} starts as soon as enough silos are eligible"
+            ))
+        }
+        ControlRequest::Decide {
+            approve,
+            version,
+            reason,
+            by,
+            certificate,
+        } => {
+            let d = Decision {
+                kind: if approve {
+                    DecisionKind::Approve
+                } else {
+                    DecisionKind::Reject
+                },
+                version,
+                reason,
+                operator: by,
+                certificate,
+                time_ms: now_ms(),
+                expect_sha256: None,
+                expect_current: None,
+            };
+            check_decision(state, &d)?;
+            let hash = serde_json::to_vec(&d)
+                .map(|b| Digest::of_bytes(&b).hex())
+                .map_err(|e| format!("cannot encode the decision: {e}"))?;
+            state
+                .args
+                .journal
+                .record_synced(Record::DecisionApplied {
+                    hash: hash.clone(),
+                    decision: d.kind.as_str().to_string(),
+                    version,
+                    by: d.operator.clone(),
+                })
+                .map_err(journal_error)?;
+            state.applied.insert(hash);
+            apply_decision(state, &d).map_err(|e| e.to_string())?;
+            Ok(if approve {
+                format!("v{version} approved; it is current")
+            } else {
+                format!(
+                    "v{version} rejected; v{} stays current",
+                    state.model.version
+                )
+            })
+        }
+    }
+}
+
+/// Publishes the coordinator's status for the admin API and custom actors.
+fn publish(state: &CoordinatorState) {
+    let quarantine_round = state.next_round;
+    let silos = state
+        .silos
+        .iter()
+        .map(|(name, e)| SiloStatus {
+            name: name.clone(),
+            region: e.region.clone(),
+            healthy: e.healthy,
+            last_heartbeat_secs: e.last_ok.elapsed().as_secs_f64(),
+            schema_verified: e.schema == SchemaCheck::Passed,
+            software_version: e.software_version.clone(),
+            blocked: e.blocked.clone(),
+            quarantined_until: state.quarantine.quarantined_until(name, quarantine_round),
+        })
+        .collect();
+    let run_state = if state.finished {
+        RunState::Finished
+    } else if state.in_flight.is_some() {
+        RunState::RoundInFlight
+    } else if state.awaiting.is_some() {
+        RunState::AwaitingApproval
+    } else if state.paused.is_some() {
+        RunState::Paused
+    } else if state.scaling.is_none() {
+        RunState::Starting
+    } else {
+        RunState::Ready
+    };
+    let s = &state.args.settings;
+    let status = FederationStatus {
+        federation: s.name.clone(),
+        coordinator: s.node.clone(),
+        state: run_state,
+        paused: state.paused.clone(),
+        round_in_flight: state.in_flight,
+        next_round: state.next_round,
+        rounds: s.rounds,
+        current_version: state.model.version,
+        committed_this_run: state.committed,
+        awaiting_approval: state.awaiting.as_ref().map(|a| AwaitingCandidate {
+            version: a.meta.version,
+            round: a.meta.round,
+            file_sha256: a.meta.file_sha256.clone(),
+        }),
+        waiting_for: state.last_waiting.clone(),
+        silos,
+        error: state.error.clone(),
+    };
+    state.args.status.send_replace(status);
 }
 
 fn refresh_aggregators(state: &mut CoordinatorState) {
@@ -868,6 +1083,15 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
     }
     if state.next_round > state.args.settings.rounds || state.exhausted {
         end_run(state, myself);
+        return;
+    }
+    if let (Some(p), false) = (&state.paused, state.step) {
+        // Paused: nothing to wait for, so the no-round-could-start clock does not run.
+        state.idle_since = Instant::now();
+        let why = vec![format!("paused by {}: {}", p.by, p.reason)];
+        if state.last_waiting != why {
+            state.last_waiting = why;
+        }
         return;
     }
     let round = state.next_round;
@@ -1168,6 +1392,7 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
         excluded: ctx.excluded.clone(),
     });
     state.in_flight = Some(round);
+    state.step = false;
     let task = tokio::spawn(run_round(ctx));
     state.round_task = Some(task.abort_handle());
     tokio::spawn(async move {
@@ -2030,6 +2255,7 @@ fn finish(
         return;
     }
     state.finished = true;
+    state.error = error.clone();
     let result = RunResult {
         rounds_committed: state.committed,
         version: state.model.version,

@@ -40,6 +40,8 @@ pub struct History {
     pub awaiting: Option<u64>,
     /// Hashes of the operators' decisions already applied.
     pub applied: BTreeSet<String>,
+    /// The federation is paused: by whom and why.
+    pub paused: Option<(String, String)>,
 }
 
 impl History {
@@ -143,6 +145,8 @@ impl History {
                 Record::DecisionApplied { hash, .. } => {
                     h.applied.insert(hash.clone());
                 }
+                Record::Paused { by, reason } => h.paused = Some((by.clone(), reason.clone())),
+                Record::Resumed { .. } => h.paused = None,
                 _ => {}
             }
         }

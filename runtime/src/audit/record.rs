@@ -195,6 +195,19 @@ pub enum Record {
         /// Why.
         reason: String,
     },
+    /// An operator paused the federation: no new round starts until it is resumed (a restart
+    /// stays paused).
+    Paused {
+        /// Who (operator certificate or API token).
+        by: String,
+        /// Why.
+        reason: String,
+    },
+    /// The federation was resumed.
+    Resumed {
+        /// Who.
+        by: String,
+    },
     /// A silo was quarantined.
     SiloQuarantined {
         /// The silo.
@@ -227,7 +240,9 @@ impl Record {
             | Approved { .. }
             | RolledBack { .. }
             | DecisionApplied { .. }
-            | DecisionRefused { .. } => None,
+            | DecisionRefused { .. }
+            | Paused { .. }
+            | Resumed { .. } => None,
         }
     }
 
@@ -387,6 +402,8 @@ impl std::fmt::Display for Record {
             SiloQuarantined { silo, until_round } => {
                 write!(f, "{silo} quarantined until round {until_round}")
             }
+            Paused { by, reason } => write!(f, "paused by {by}: {reason}"),
+            Resumed { by } => write!(f, "resumed by {by}"),
         }
     }
 }

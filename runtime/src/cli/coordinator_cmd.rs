@@ -14,19 +14,24 @@ use fedsilo::actors::coordinator::{
 };
 use fedsilo::actors::policy::{PolicyActor, PolicySource};
 use fedsilo::actors::validator::ValidatorActor;
+use fedsilo::admin::tokens::TokenFile;
+use fedsilo::admin::AdminApi;
 use fedsilo::audit::signature::CaCheck;
 use fedsilo::audit::{History, Journal};
 use fedsilo::cluster::{
     ClusterConfig, ClusterNode, AGGREGATOR_GROUP, COORDINATOR_GROUP, POLICY_GROUP, VALIDATOR_GROUP,
 };
+use fedsilo::control::FederationControl;
 use fedsilo::data::Schema;
 use fedsilo::events::{Event, EventFormat, EventLog};
 use fedsilo::federation::FederationConfig;
 use fedsilo::identity::Role;
 use fedsilo::model::{Digest, ModelSpec};
 use fedsilo::registry::Registry;
+use fedsilo::status::FederationStatus;
 use fedsilo::store::ModelStore;
 use fedsilo::tls::NodeCredentials;
+use fedsilo::webhooks;
 use fedsilo_policies::Policy;
 use ractor::Actor;
 
@@ -59,6 +64,10 @@ pub struct CoordinatorArgs {
     /// Override `network.metrics_listen`: serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
+    /// Override `admin.listen`: serve the admin API at https://ADDR/v1/… (operator
+    /// certificates; bearer tokens too when `admin.tokens` is set).
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
     /// Override `plan.compression`: none, int8, int4 or top-k:F (F in (0, 1], e.g. top-k:0.1).
     #[arg(long)]
     compression: Option<String>,
@@ -124,7 +133,22 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
     if let Some(i) = a.initial {
         cfg.model.initial = Some(i);
     }
+    if let Some(listen) = a.admin_listen {
+        match cfg.admin.as_mut() {
+            Some(admin) => admin.listen = listen,
+            None => {
+                cfg.admin = Some(fedsilo::federation::AdminSection {
+                    listen,
+                    tokens: None,
+                })
+            }
+        }
+    }
     cfg.validate(&origin)?;
+    let tokens = match cfg.admin.as_ref().and_then(|a| a.tokens.as_ref()) {
+        Some(path) => Some(TokenFile::open(path).context("admin.tokens")?),
+        None => None,
+    };
     // The model first: a schema or pretrained file that does not fit is an error before any
     // certificate is read or port opened.
     let schema = Schema::load(&cfg.model.schema)?;
@@ -214,13 +238,14 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         tracing::warn!("{did}");
         eprintln!("fedsilo: recovery: {did}");
     }
-    let registry = Registry::open(&cfg.federation.state_dir)?;
+    let registry = Arc::new(Registry::open(&cfg.federation.state_dir)?);
     let ca = CaCheck::new(creds.roots());
     for did in registry.reconcile(&entries, &history)? {
         tracing::warn!("{did}");
         eprintln!("fedsilo: recovery: {did}");
     }
 
+    let admin_credentials = creds.clone();
     let node = ClusterNode::start(ClusterConfig {
         credentials: creds,
         listen: Some(cfg.network.listen),
@@ -264,7 +289,16 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
     ractor::pg::join(AGGREGATOR_GROUP.to_string(), vec![aggregator.get_cell()]);
     ractor::pg::join(VALIDATOR_GROUP.to_string(), vec![validator.get_cell()]);
 
+    let webhooks = webhooks::start(
+        &cfg.webhooks,
+        &origin,
+        &events,
+        &cfg.federation.name,
+        &cfg.federation.state_dir,
+    )?;
     let settings = CoordinatorSettings {
+        name: cfg.federation.name.clone(),
+        node: node.identity().name.clone(),
         rounds: cfg.federation.rounds,
         spec,
         epochs: cfg.plan.epochs,
@@ -291,6 +325,7 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         rounds: settings.rounds,
     });
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (status_tx, status_rx) = tokio::sync::watch::channel(FederationStatus::default());
     let (coordinator, coordinator_done) = Actor::spawn(
         None,
         CoordinatorActor,
@@ -305,14 +340,30 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
             store,
             journal: Arc::new(journal),
             history,
-            registry,
+            registry: registry.clone(),
             ca,
             done: done_tx,
+            status: status_tx,
         },
     )
     .await
     .map_err(|e| anyhow::anyhow!("starting the coordinator: {e}"))?;
     ractor::pg::join(COORDINATOR_GROUP.to_string(), vec![coordinator.get_cell()]);
+    if let Some(admin) = &cfg.admin {
+        let api = AdminApi {
+            control: FederationControl::new(coordinator.clone(), status_rx),
+            registry,
+            state_dir: cfg.federation.state_dir.clone(),
+            tokens,
+        };
+        let bound = fedsilo::admin::serve(admin.listen, &admin_credentials, api)
+            .await
+            .with_context(|| format!("admin.listen {}", admin.listen))?;
+        eprintln!(
+            "fedsilo: admin API at https://{bound}/v1/status (server name {}; OpenAPI at /openapi.json)",
+            admin_credentials.identity().name
+        );
+    }
 
     let result = tokio::select! {
         r = done_rx.recv() => r,
@@ -332,6 +383,8 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         a.stop(None);
     }
     drop(node);
+    // Queued notices get a few seconds to go out; what is left is recorded for a replay.
+    webhooks.shutdown(Duration::from_secs(5)).await;
     Ok(match result {
         Some(r) if r.error.is_none() => ExitCode::SUCCESS,
         _ => ExitCode::FAILURE,

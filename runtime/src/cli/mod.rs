@@ -1,5 +1,6 @@
 //! Command-line interface of the `fedsilo` binary.
 
+mod admin_cmd;
 mod aggregate_cmd;
 mod aggregator_cmd;
 mod audit_cmd;
@@ -47,6 +48,8 @@ enum Command {
     Audit(audit_cmd::AuditArgs),
     /// Model versions: list, show, export, diff; approve, reject, roll back.
     Models(models_cmd::ModelsArgs),
+    /// Operate a running coordinator through its admin API; manage the API's tokens.
+    Admin(admin_cmd::AdminArgs),
 }
 
 /// Runs a parsed command line.
@@ -60,5 +63,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Privacy(a) => privacy_cmd::run(a),
         Command::Audit(a) => audit_cmd::run(a),
         Command::Models(a) => models_cmd::run(a),
+        Command::Admin(a) => admin_cmd::run(a).await,
     }
 }

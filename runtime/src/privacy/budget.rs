@@ -76,6 +76,10 @@ pub struct RoundSpend {
     pub delta: f64,
     /// Each participant's cumulative ε after this round, at its own budget's δ.
     pub silos: BTreeMap<String, f64>,
+    /// The largest share of its own ε budget any participant has spent after this round
+    /// (1 = spent); none without a budget.
+    #[serde(default)]
+    pub budget_used: Option<f64>,
 }
 
 /// Who may take part in a round under the budget.
@@ -286,6 +290,13 @@ impl PrivacyBook {
         let delta = rules.report_delta();
         let mut one = RdpLedger::default();
         one.compose(1.0, z, 1);
+        let budget_used = silos
+            .iter()
+            .filter_map(|s| {
+                let b = rules.budget_of(s)?;
+                (b.epsilon > 0.0).then(|| self.spent(s, b.delta) / b.epsilon)
+            })
+            .reduce(f64::max);
         Ok(RoundSpend {
             mode: rules.mode.as_str().to_string(),
             noise_multiplier: z,
@@ -299,6 +310,7 @@ impl PrivacyBook {
                     (s.clone(), self.spent(s, d))
                 })
                 .collect(),
+            budget_used,
         })
     }
 

@@ -1,0 +1,155 @@
+//! What a webhook receiver is told: the federation events that need someone's attention,
+//! picked out of the event stream.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::events::Event;
+
+/// A kind of notice (`events = [...]` in a webhook's configuration selects them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoticeKind {
+    /// A candidate passed the gate and waits for an operator's approval.
+    CandidateAwaitingApproval,
+    /// A version became current (committed by a round, or approved).
+    VersionCommitted,
+    /// A round's candidate failed validation or was rejected by an operator.
+    RoundRejected,
+    /// A round ended without a candidate.
+    RoundAbandoned,
+    /// A silo was quarantined after repeated refusals.
+    SiloQuarantined,
+    /// A silo has spent at least the warning share of its privacy budget.
+    BudgetNearlySpent,
+    /// The privacy budget leaves too few silos for another round.
+    BudgetExhausted,
+    /// The federation was paused.
+    FederationPaused,
+    /// The federation was resumed.
+    FederationResumed,
+    /// The run ended.
+    FederationFinished,
+}
+
+impl NoticeKind {
+    /// Every kind.
+    pub const ALL: [NoticeKind; 10] = [
+        NoticeKind::CandidateAwaitingApproval,
+        NoticeKind::VersionCommitted,
+        NoticeKind::RoundRejected,
+        NoticeKind::RoundAbandoned,
+        NoticeKind::SiloQuarantined,
+        NoticeKind::BudgetNearlySpent,
+        NoticeKind::BudgetExhausted,
+        NoticeKind::FederationPaused,
+        NoticeKind::FederationResumed,
+        NoticeKind::FederationFinished,
+    ];
+
+    /// The snake_case name (the `X-Fedsilo-Event` header).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoticeKind::CandidateAwaitingApproval => "candidate_awaiting_approval",
+            NoticeKind::VersionCommitted => "version_committed",
+            NoticeKind::RoundRejected => "round_rejected",
+            NoticeKind::RoundAbandoned => "round_abandoned",
+            NoticeKind::SiloQuarantined => "silo_quarantined",
+            NoticeKind::BudgetNearlySpent => "budget_nearly_spent",
+            NoticeKind::BudgetExhausted => "budget_exhausted",
+            NoticeKind::FederationPaused => "federation_paused",
+            NoticeKind::FederationResumed => "federation_resumed",
+            NoticeKind::FederationFinished => "federation_finished",
+        }
+    }
+}
+
+/// A notice: its kind and what the receiver needs to act on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notice {
+    /// The kind.
+    pub kind: NoticeKind,
+    /// Its data (the event's fields, as in `events.jsonl`).
+    pub data: Value,
+}
+
+/// Turns events into notices; remembers whether the budget warning was given.
+#[derive(Debug)]
+pub struct Noticer {
+    /// Warn when a silo has spent this share of its budget.
+    budget_warning: f64,
+    warned: bool,
+}
+
+impl Noticer {
+    /// Warns about the budget once the largest share spent reaches `budget_warning`.
+    pub fn new(budget_warning: f64) -> Self {
+        Self {
+            budget_warning,
+            warned: false,
+        }
+    }
+
+    /// The notices `event` gives rise to.
+    pub fn notices(&mut self, event: &Event) -> Vec<Notice> {
+        let data = || serde_json::to_value(event).unwrap_or(Value::Null);
+        let one = |kind| vec![Notice { kind, data: data() }];
+        match event {
+            Event::AwaitingApproval { .. } => one(NoticeKind::CandidateAwaitingApproval),
+            Event::Approved { .. } => one(NoticeKind::VersionCommitted),
+            Event::RoundCommitted(s) => {
+                let mut out = one(NoticeKind::VersionCommitted);
+                if let Some(used) = s.privacy.as_ref().and_then(|p| p.budget_used) {
+                    if used >= self.budget_warning && !self.warned {
+                        self.warned = true;
+                        out.push(Notice {
+                            kind: NoticeKind::BudgetNearlySpent,
+                            data: json!({
+                                "round": s.round,
+                                "version": s.version,
+                                "budget_used": used,
+                                "warning_at": self.budget_warning,
+                                "epsilon": s.privacy.as_ref().map(|p| p.epsilon),
+                            }),
+                        });
+                    }
+                }
+                out
+            }
+            Event::RoundRejected { .. } => one(NoticeKind::RoundRejected),
+            Event::RoundAbandoned { .. } => one(NoticeKind::RoundAbandoned),
+            Event::SiloQuarantined { .. } => one(NoticeKind::SiloQuarantined),
+            Event::BudgetExhausted { .. } => one(NoticeKind::BudgetExhausted),
+            Event::FederationPaused { .. } => one(NoticeKind::FederationPaused),
+            Event::FederationResumed { .. } => one(NoticeKind::FederationResumed),
+            Event::Finished { .. } => one(NoticeKind::FederationFinished),
+            _ => vec![],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_its_serde_name() {
+        for k in NoticeKind::ALL {
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
+    }
+
+    #[test]
+    fn quiet_events_give_no_notice_and_loud_ones_keep_their_fields() {
+        let mut n = Noticer::new(0.8);
+        assert!(n.notices(&Event::SiloLeft { silo: "a".into() }).is_empty());
+        let got = n.notices(&Event::RoundAbandoned {
+            round: 3,
+            reason: "quorum".into(),
+        });
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].kind, NoticeKind::RoundAbandoned);
+        assert_eq!(got[0].data["round"], 3);
+        assert_eq!(got[0].data["reason"], "quorum");
+    }
+}
