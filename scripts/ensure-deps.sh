@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs what building fedsilo needs on Debian/Ubuntu when it is missing: the system OpenBLAS
-# (libopenblas-dev), pkg-config, and python3 for the external-trainer tests. Needs root or sudo for apt-get; does nothing if present.
+# Installs what building and testing fedsilo needs on Debian/Ubuntu when it is missing: the
+# system OpenBLAS (libopenblas-dev), pkg-config, python3 for the external-trainer tests and
+# chromium to check the run report in a headless browser. Needs root or sudo for apt-get; does
+# nothing if present.
 set -euo pipefail
 need=()
 if ! { [ -e /usr/lib/x86_64-linux-gnu/libopenblas.so ] || [ -e /usr/lib/aarch64-linux-gnu/libopenblas.so ] || ldconfig -p 2>/dev/null | grep -q 'libopenblas\.so '; }; then
@@ -10,6 +12,10 @@ command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
 # The tests run an external trainer written in plain Python (standard library only).
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+# The run report is checked in a headless browser.
+if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  need+=(chromium)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}" >&2
   SUDO=""

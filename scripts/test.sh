@@ -4,5 +4,5 @@
 # when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/ensure-deps.sh
+scripts/ensure-deps.sh --test
 cargo test --workspace --release "$@"

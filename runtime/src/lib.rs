@@ -40,6 +40,7 @@ pub mod model;
 pub mod privacy;
 pub mod protocol;
 pub mod registry;
+pub mod report;
 pub mod round;
 pub mod secagg;
 pub mod status;

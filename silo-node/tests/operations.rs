@@ -87,3 +87,78 @@ fn the_coordinator_and_a_silo_serve_prometheus_metrics() {
     let fin = f.expect("finished", |e| e["event"] == "finished");
     assert!(fin["error"].is_null(), "{fin}");
 }
+
+/// The browser to check reports with: Debian's `chromium` (scripts/ensure-deps.sh installs it).
+fn chromium() -> String {
+    for b in ["chromium", "chromium-browser", "google-chrome"] {
+        if std::process::Command::new(b)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return b.to_string();
+        }
+    }
+    panic!(
+        "no headless browser: install the Debian package chromium (scripts/ensure-deps.sh does)"
+    );
+}
+
+#[test]
+fn the_run_report_renders_every_chart_in_a_headless_browser() {
+    // Differential privacy, a silo whose updates are refused (NaN) and one that is late
+    // sometimes: every chart has something to draw.
+    let mut f = Federation::start(Options {
+        rounds: 4,
+        min_silos: 4,
+        quorum: 3,
+        policy_extra: "[privacy]\nmode = \"central\"\nclip_norm = 0.3\nnoise_multiplier = 1.0\nbudget = { epsilon = 50.0, delta = 1e-5 }\n".into(),
+        silos: vec![
+            ("northeast", vec![]),
+            ("midwest", vec![]),
+            ("west", vec![]),
+            ("south", vec!["--attack".into(), "nan".into()]),
+        ],
+        ..Default::default()
+    });
+    let done = f.expect("finished", |e| e["event"] == "finished");
+    assert_eq!(done["rounds_committed"], 4, "{done}");
+    assert!(f.exit_status().success());
+    // Written at the end of the run, and on demand.
+    let state = f.state_dir();
+    assert!(state.join("report.html").exists());
+    let out = f.dir.path().join("on-demand.html");
+    let (ok, said) = common::fedsilo(&[
+        "report",
+        "--state-dir",
+        common::arg(&state),
+        "--out",
+        common::arg(&out),
+    ]);
+    assert!(ok, "{said}");
+    let page = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        page.contains("non-finite") || page.contains("NaN"),
+        "the refusals table"
+    );
+
+    let dom = std::process::Command::new("timeout")
+        .arg("120")
+        .arg(chromium())
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
+        .arg(format!("file://{}", out.display()))
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    let attr = |name: &str| -> Option<u64> {
+        let at = dom.find(&format!("{name}=\""))? + name.len() + 2;
+        dom[at..].split('"').next()?.parse().ok()
+    };
+    assert_eq!(attr("data-charts-total"), Some(7), "{dom}");
+    assert_eq!(
+        attr("data-charts-rendered"),
+        Some(7),
+        "every chart laid out with drawn marks"
+    );
+    assert_eq!(attr("data-charts-empty"), Some(0));
+}

@@ -36,6 +36,10 @@ enum CertsCommand {
         /// Replace an existing CA (every certificate it issued stops working).
         #[arg(long)]
         force: bool,
+        /// Do nothing, successfully, when OUT already holds a CA (a deployment's init step
+        /// that runs on every start).
+        #[arg(long, conflicts_with = "force")]
+        if_missing: bool,
     },
     /// Issue kits for more nodes under the existing CA in OUT.
     Issue {
@@ -100,8 +104,16 @@ pub fn run(args: CertsArgs) -> anyhow::Result<ExitCode> {
             coordinator,
             nodes,
             force,
+            if_missing,
         } => {
             let specs = nodes.specs(&[coordinator])?;
+            if if_missing && out.join("ca.pem").exists() {
+                println!(
+                    "{} holds a consortium CA already; nothing made (--if-missing)",
+                    out.display()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             let w = certs::init(&out, &consortium, &specs, nodes.days, force)?;
             println!(
                 "consortium CA written to {} (keep ca.key offline in production)",

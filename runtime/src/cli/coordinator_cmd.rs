@@ -385,6 +385,12 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
     drop(node);
     // Queued notices get a few seconds to go out; what is left is recorded for a replay.
     webhooks.shutdown(Duration::from_secs(5)).await;
+    let report = cfg.federation.state_dir.join("report.html");
+    let title = format!("fedsilo run report — {}", cfg.federation.name);
+    match fedsilo::report::write(&cfg.federation.state_dir, &report, &title) {
+        Ok(()) => eprintln!("fedsilo: run report at {}", report.display()),
+        Err(e) => eprintln!("fedsilo: warning: no run report: {e}"),
+    }
     Ok(match result {
         Some(r) if r.error.is_none() => ExitCode::SUCCESS,
         _ => ExitCode::FAILURE,

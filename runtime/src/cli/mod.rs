@@ -10,6 +10,7 @@ mod decision_cmd;
 mod models_cmd;
 mod policy_cmd;
 mod privacy_cmd;
+mod report_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -50,6 +51,8 @@ enum Command {
     Models(models_cmd::ModelsArgs),
     /// Operate a running coordinator through its admin API; manage the API's tokens.
     Admin(admin_cmd::AdminArgs),
+    /// Write the run report: a self-contained HTML page with charts.
+    Report(report_cmd::ReportArgs),
 }
 
 /// Runs a parsed command line.
@@ -64,5 +67,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Audit(a) => audit_cmd::run(a),
         Command::Models(a) => models_cmd::run(a),
         Command::Admin(a) => admin_cmd::run(a).await,
+        Command::Report(a) => report_cmd::run(a),
     }
 }
