@@ -6,3 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-deps.sh --test
 cargo test --workspace --release "$@"
+# The docker-compose deployment, from images built here (skipped, saying why, without a Docker
+# engine).
+scripts/compose-test.sh

@@ -34,6 +34,7 @@ pub mod federation;
 pub mod http_client;
 pub mod identity;
 pub mod kernels;
+pub mod launch;
 pub mod line_file;
 pub mod metrics;
 pub mod model;

@@ -57,6 +57,11 @@ pub enum Kernel {
         /// f.
         byzantine: usize,
     },
+    /// A kernel registered with [`super::custom::register`], by name.
+    Custom {
+        /// Its registered name.
+        name: &'static str,
+    },
 }
 
 /// The result of combining.
@@ -78,13 +83,14 @@ impl Kernel {
             Kernel::Krum { .. } => "krum",
             Kernel::MultiKrum { .. } => "multi-krum",
             Kernel::Bulyan { .. } => "bulyan",
+            Kernel::Custom { name } => name,
         }
     }
 
     /// Name and parameters, e.g. `trimmed-mean(trim=0.2)`; recorded with each version.
     pub fn describe(&self) -> String {
         match self {
-            Kernel::Mean | Kernel::Median => self.name().to_string(),
+            Kernel::Mean | Kernel::Median | Kernel::Custom { .. } => self.name().to_string(),
             Kernel::TrimmedMean { trim } => format!("trimmed-mean(trim={trim})"),
             Kernel::Krum { byzantine } => format!("krum(byzantine={byzantine})"),
             Kernel::MultiKrum { byzantine, keep } => {
@@ -97,7 +103,9 @@ impl Kernel {
     /// Name and parameters as [`Kernel::parse`] takes them: `(name, trim, byzantine, keep)`.
     pub fn params(&self) -> (&'static str, Option<f64>, Option<usize>, Option<usize>) {
         match *self {
-            Kernel::Mean | Kernel::Median => (self.name(), None, None, None),
+            Kernel::Mean | Kernel::Median | Kernel::Custom { .. } => {
+                (self.name(), None, None, None)
+            }
             Kernel::TrimmedMean { trim } => (self.name(), Some(trim), None, None),
             Kernel::Krum { byzantine } | Kernel::Bulyan { byzantine } => {
                 (self.name(), None, Some(byzantine), None)
@@ -142,20 +150,35 @@ impl Kernel {
                 Kernel::TrimmedMean { trim }
             }
             "median" => Kernel::Median,
-            "krum" => Kernel::Krum { byzantine: need_f()? },
+            "krum" => Kernel::Krum {
+                byzantine: need_f()?,
+            },
             "multi-krum" => {
-                let keep = keep.ok_or("kernel `multi-krum` needs `keep` (m, the updates to average)")?;
+                let keep =
+                    keep.ok_or("kernel `multi-krum` needs `keep` (m, the updates to average)")?;
                 if keep == 0 {
                     return Err("`keep` = 0: must be at least 1".into());
                 }
-                Kernel::MultiKrum { byzantine: need_f()?, keep }
+                Kernel::MultiKrum {
+                    byzantine: need_f()?,
+                    keep,
+                }
             }
-            "bulyan" => Kernel::Bulyan { byzantine: need_f()? },
-            other => {
-                return Err(format!(
-                    "unknown kernel `{other}` (allowed: mean, trimmed-mean, median, krum, multi-krum, bulyan)"
-                ))
-            }
+            "bulyan" => Kernel::Bulyan {
+                byzantine: need_f()?,
+            },
+            other => match super::custom::lookup(other) {
+                Some((name, _)) => Kernel::Custom { name },
+                None => {
+                    let custom: String = super::custom::names()
+                        .iter()
+                        .map(|n| format!(", {n}"))
+                        .collect();
+                    return Err(format!(
+                        "unknown kernel `{other}` (allowed: mean, trimmed-mean, median, krum, multi-krum, bulyan{custom})"
+                    ));
+                }
+            },
         };
         unused(
             "trim",
@@ -183,6 +206,9 @@ impl Kernel {
             Kernel::Krum { byzantine } => byzantine + 3,
             Kernel::MultiKrum { byzantine, keep } => (byzantine + 3).max(keep + byzantine),
             Kernel::Bulyan { byzantine } => 4 * byzantine + 3,
+            Kernel::Custom { name } => {
+                super::custom::lookup(name).map_or(1, |(_, r)| r.min_updates().max(1))
+            }
         }
     }
 
@@ -234,6 +260,24 @@ impl Kernel {
                     values,
                     selected: Some(sel),
                 })
+            }
+            Kernel::Custom { name } => {
+                let (_, rule) = super::custom::lookup(name).ok_or(KernelError::Parameter {
+                    kernel: name,
+                    message: "not registered in this process".into(),
+                })?;
+                let values = rule.combine(updates, weights);
+                let len = updates.first().map_or(0, |u| u.len());
+                if values.len() != len || values.iter().any(|v| !v.is_finite()) {
+                    return Err(KernelError::Parameter {
+                        kernel: name,
+                        message: format!(
+                            "the custom kernel returned {} values (expected {len}, all finite)",
+                            values.len()
+                        ),
+                    });
+                }
+                plain(values)
             }
         }
     }

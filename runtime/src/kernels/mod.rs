@@ -17,6 +17,7 @@
 
 pub mod bulyan;
 pub mod clip;
+pub mod custom;
 mod error;
 mod kernel;
 pub mod krum;

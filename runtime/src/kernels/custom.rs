@@ -1,0 +1,88 @@
+//! Custom kernels: a platform team registers its own combining rule under a name, and
+//! `kernel = "<name>"` in `[aggregation]` selects it like a built-in one. Registration is
+//! per process (a regional aggregator that should run it registers it too).
+//!
+//! ```
+//! use fedsilo::kernels::custom::{register, CombineRule};
+//!
+//! struct Midrange;
+//! impl CombineRule for Midrange {
+//!     fn combine(&self, updates: &[&[f32]], _weights: &[f64]) -> Vec<f32> {
+//!         (0..updates[0].len())
+//!             .map(|i| {
+//!                 let (lo, hi) = updates.iter().fold((f32::MAX, f32::MIN), |(l, h), u| {
+//!                     (l.min(u[i]), h.max(u[i]))
+//!                 });
+//!                 (lo + hi) / 2.0
+//!             })
+//!             .collect()
+//!     }
+//! }
+//! register("midrange", Midrange).unwrap();
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+/// A combining rule. Inputs are checked before it runs: at least
+/// [`CombineRule::min_updates`] updates, equal lengths, finite values, positive weights.
+pub trait CombineRule: Send + Sync + 'static {
+    /// Combines `updates` (weights: their example counts) into one update of the same length.
+    fn combine(&self, updates: &[&[f32]], weights: &[f64]) -> Vec<f32>;
+
+    /// The fewest updates it can combine.
+    fn min_updates(&self) -> usize {
+        1
+    }
+}
+
+type Registry = BTreeMap<&'static str, Arc<dyn CombineRule>>;
+
+static REGISTRY: RwLock<Registry> = RwLock::new(BTreeMap::new());
+
+/// Names the built-in kernels take.
+const BUILT_IN: [&str; 6] = [
+    "mean",
+    "trimmed-mean",
+    "median",
+    "krum",
+    "multi-krum",
+    "bulyan",
+];
+
+/// Registers `rule` as kernel `name` (a lowercase name not taken by a built-in or another
+/// registered kernel).
+pub fn register(name: &str, rule: impl CombineRule) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !ok {
+        return Err(format!(
+            "kernel name {name:?}: use lowercase letters, digits and dashes"
+        ));
+    }
+    if BUILT_IN.contains(&name) {
+        return Err(format!("kernel `{name}` is built in"));
+    }
+    let mut r = REGISTRY.write().unwrap_or_else(|p| p.into_inner());
+    if r.contains_key(name) {
+        return Err(format!("kernel `{name}` is registered already"));
+    }
+    // Registered once per process and kept for its life.
+    let name: &'static str = Box::leak(name.to_string().into_boxed_str());
+    r.insert(name, Arc::new(rule));
+    Ok(())
+}
+
+/// The registered kernel `name`: its static name and rule.
+pub fn lookup(name: &str) -> Option<(&'static str, Arc<dyn CombineRule>)> {
+    let r = REGISTRY.read().unwrap_or_else(|p| p.into_inner());
+    r.get_key_value(name).map(|(k, v)| (*k, v.clone()))
+}
+
+/// The names registered.
+pub fn names() -> Vec<&'static str> {
+    let r = REGISTRY.read().unwrap_or_else(|p| p.into_inner());
+    r.keys().copied().collect()
+}
