@@ -26,6 +26,17 @@ pub struct Binaries {
 }
 
 impl Binaries {
+    /// Both executables beside the running example (`target/release/examples/X` →
+    /// `target/release`).
+    pub fn beside_example() -> anyhow::Result<Self> {
+        let exe = std::env::current_exe()?;
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .context("the example's directory has no parent")?;
+        Self::in_dir(dir)
+    }
+
     /// Both executables in `dir` (e.g. `target/release`).
     pub fn in_dir(dir: &Path) -> anyhow::Result<Self> {
         let b = Binaries {
@@ -42,6 +53,41 @@ impl Binaries {
         }
         Ok(b)
     }
+}
+
+/// An example's federation file as a sandbox runs it: its own settings, with `rounds` rounds,
+/// the sandbox's fixed paths (`policy.toml`, `state`, `certs/coordinator`), any free port, and
+/// the schema (and a pretrained model) resolved against the file's directory.
+pub fn adapt_federation_file(path: &Path, rounds: u64) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut t: toml::Table =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let section = |t: &mut toml::Table, name: &str| -> anyhow::Result<toml::Table> {
+        match t.remove(name) {
+            Some(toml::Value::Table(s)) => Ok(s),
+            _ => bail!("{}: no [{name}] table", path.display()),
+        }
+    };
+    let mut federation = section(&mut t, "federation")?;
+    federation.insert("rounds".into(), toml::Value::Integer(rounds as i64));
+    federation.insert("policy".into(), "policy.toml".into());
+    federation.insert("state_dir".into(), "state".into());
+    let mut network = section(&mut t, "network")?;
+    network.insert("listen".into(), "127.0.0.1:0".into());
+    network.insert("kit".into(), "certs/coordinator".into());
+    let mut model = section(&mut t, "model")?;
+    for key in ["schema", "initial"] {
+        if let Some(p) = model.get(key).and_then(|v| v.as_str()) {
+            let abs = base.join(p).display().to_string();
+            model.insert(key.into(), abs.into());
+        }
+    }
+    t.insert("federation".into(), federation.into());
+    t.insert("network".into(), network.into());
+    t.insert("model".into(), model.into());
+    Ok(toml::to_string(&t)?)
 }
 
 /// A federation file for a sandbox: the fixed paths it needs (`policy.toml`, `state`,
