@@ -32,7 +32,9 @@ const DP_BUDGET: f64 = 8.0;
 const DP_DELTA: f64 = 1e-5;
 
 fn weighted_auc(round: &Value) -> f64 {
-    let eval = round["eval"].as_object().map(|e| e.values().collect::<Vec<_>>());
+    let eval = round["eval"]
+        .as_object()
+        .map(|e| e.values().collect::<Vec<_>>());
     let (mut num, mut den) = (0.0, 0.0);
     for m in eval.unwrap_or_default() {
         let n = m["examples"].as_f64().unwrap_or(0.0);
@@ -55,7 +57,8 @@ fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(12);
-    let work: PathBuf = std::env::var_os("WORK_DIR").map_or_else(|| here.join("run"), PathBuf::from);
+    let work: PathBuf =
+        std::env::var_os("WORK_DIR").map_or_else(|| here.join("run"), PathBuf::from);
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
     let bins = Binaries::beside_example()?;
@@ -78,7 +81,10 @@ fn main() -> anyhow::Result<()> {
                 "--dp-delta",
                 &DP_DELTA.to_string(),
                 "--dp-ledger",
-                &work.join(format!("{name}.privacy.jsonl")).display().to_string(),
+                &work
+                    .join(format!("{name}.privacy.jsonl"))
+                    .display()
+                    .to_string(),
             ]
             .map(String::from)
             .to_vec(),
@@ -124,7 +130,10 @@ fn main() -> anyhow::Result<()> {
                 e["round"].as_u64().unwrap_or(0),
                 weighted_auc(&e),
                 BANKS
-                    .map(|b| format!("{:>9.3}", e["eval"][b.0]["auc"].as_f64().unwrap_or(f64::NAN)))
+                    .map(|b| format!(
+                        "{:>9.3}",
+                        e["eval"][b.0]["auc"].as_f64().unwrap_or(f64::NAN)
+                    ))
                     .join("")
             ),
             Some("finished") => break e,
@@ -181,7 +190,9 @@ fn main() -> anyhow::Result<()> {
         (Some(f), Some(l)) => (weighted_auc(f), weighted_auc(l)),
         _ => bail!("no round committed"),
     };
-    println!("\nheld-out AUC over all banks: {first:.3} after round 1, {last:.3} after round {rounds}");
+    println!(
+        "\nheld-out AUC over all banks: {first:.3} after round 1, {last:.3} after round {rounds}"
+    );
     if rounds >= 4 {
         ensure!(last > first, "the federated model did not improve");
     }
@@ -196,6 +207,9 @@ fn main() -> anyhow::Result<()> {
             );
         }
     }
-    println!("\ncross-bank: every check passed (state and run report in {})", work.join("state").display());
+    println!(
+        "\ncross-bank: every check passed (state and run report in {})",
+        work.join("state").display()
+    );
     Ok(())
 }

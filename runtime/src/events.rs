@@ -171,6 +171,8 @@ pub enum Event {
         cohort: Vec<String>,
         /// Left out, with reasons.
         excluded: Vec<(String, String)>,
+        /// Silo-level DP: what dispatching it charged (the budget is spent at dispatch).
+        privacy: Option<RoundSpend>,
     },
     /// An update was not admitted.
     UpdateRefused {

@@ -16,3 +16,4 @@ pub mod robustness;
 pub mod sandbox;
 pub mod train;
 pub mod trainer;
+pub mod webhook_receiver;

@@ -5,91 +5,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use common::{arg, fedsilo, free_port, Federation, Options};
 use fedsilo::admin::AdminClient;
 use fedsilo::tls::NodeCredentials;
-use fedsilo::webhooks::signature;
 use serde_json::{json, Value};
+use silo_node::webhook_receiver::WebhookReceiver;
 
 const SECRET: &str = "a-webhook-secret-of-some-length";
-
-/// One request a receiver got: its headers (lowercase names) and body.
-#[derive(Debug, Clone)]
-struct Received {
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Received {
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map_or("", |(_, v)| v.as_str())
-    }
-}
-
-fn read_request(s: &mut TcpStream) -> Option<Received> {
-    let mut r = BufReader::new(s.try_clone().ok()?);
-    let mut line = String::new();
-    r.read_line(&mut line).ok()?;
-    let mut headers = vec![];
-    loop {
-        line.clear();
-        r.read_line(&mut line).ok()?;
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        let (k, v) = l.split_once(':')?;
-        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-    }
-    let len: usize = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0; len];
-    r.read_exact(&mut body).ok()?;
-    Some(Received { headers, body })
-}
-
-/// A webhook receiver on a free port that answers 500 to its first `fail_first` requests and
-/// 200 afterwards, keeping every request.
-fn receiver(fail_first: usize) -> (u16, Arc<Mutex<Vec<Received>>>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let got = Arc::new(Mutex::new(vec![]));
-    let keep = got.clone();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            let Some(req) = read_request(&mut s) else {
-                continue;
-            };
-            let n = {
-                let mut g = keep.lock().unwrap();
-                g.push(req);
-                g.len()
-            };
-            let status = if n <= fail_first {
-                "500 Internal Server Error"
-            } else {
-                "200 OK"
-            };
-            let _ = s.write_all(
-                format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                    .as_bytes(),
-            );
-        }
-    });
-    (port, got)
-}
 
 /// A receiver that accepts connections and never answers.
 fn dead_receiver() -> u16 {
@@ -166,7 +91,8 @@ fn every_endpoint_checks_its_caller_and_an_approval_workflow_runs_through_the_ap
     let operator_token = token(&tokens, "oncall", "operate");
     let secret = keys.path().join("webhook.secret");
     std::fs::write(&secret, SECRET).unwrap();
-    let (hook, received) = receiver(2);
+    let receiver = WebhookReceiver::start(2).unwrap();
+    let (hook, received) = (receiver.port, receiver.requests.clone());
     let admin = free_port();
     let extra = format!(
         "[admin]\nlisten = \"127.0.0.1:{admin}\"\ntokens = \"{}\"\n\n[[webhooks]]\nurl = \"http://127.0.0.1:{hook}/fedsilo?key=x\"\nsecret_file = \"{}\"\nevents = [\"candidate_awaiting_approval\", \"version_committed\", \"federation_paused\"]\nfirst_retry_secs = 0.05\ntimeout_secs = 5\n",
@@ -363,23 +289,9 @@ fn every_endpoint_checks_its_caller_and_an_approval_workflow_runs_through_the_ap
     let kinds: Vec<String> = got[2..]
         .iter()
         .map(|r| {
-            let ts: u64 = r.header("x-fedsilo-timestamp").parse().unwrap();
-            assert!(
-                signature::verify(
-                    SECRET.as_bytes(),
-                    ts,
-                    &r.body,
-                    r.header("x-fedsilo-signature")
-                ),
-                "bad signature"
-            );
-            assert!(!signature::verify(
-                b"another secret",
-                ts,
-                &r.body,
-                r.header("x-fedsilo-signature")
-            ));
-            let body: Value = serde_json::from_slice(&r.body).unwrap();
+            assert!(r.signed_with(SECRET.as_bytes()), "bad signature");
+            assert!(!r.signed_with(b"another secret"));
+            let body = r.json();
             assert_eq!(body["kind"], r.header("x-fedsilo-event"));
             body["kind"].as_str().unwrap().to_string()
         })

@@ -1390,6 +1390,7 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
         base_version: ctx.base.version,
         cohort: names,
         excluded: ctx.excluded.clone(),
+        privacy: ctx.privacy_spend.clone(),
     });
     state.in_flight = Some(round);
     state.step = false;

@@ -97,25 +97,28 @@ impl Noticer {
         match event {
             Event::AwaitingApproval { .. } => one(NoticeKind::CandidateAwaitingApproval),
             Event::Approved { .. } => one(NoticeKind::VersionCommitted),
-            Event::RoundCommitted(s) => {
-                let mut out = one(NoticeKind::VersionCommitted);
-                if let Some(used) = s.privacy.as_ref().and_then(|p| p.budget_used) {
-                    if used >= self.budget_warning && !self.warned {
-                        self.warned = true;
-                        out.push(Notice {
-                            kind: NoticeKind::BudgetNearlySpent,
-                            data: json!({
-                                "round": s.round,
-                                "version": s.version,
-                                "budget_used": used,
-                                "warning_at": self.budget_warning,
-                                "epsilon": s.privacy.as_ref().map(|p| p.epsilon),
-                            }),
-                        });
-                    }
+            Event::RoundCommitted(_) => one(NoticeKind::VersionCommitted),
+            // The budget is charged when a round is dispatched.
+            Event::RoundStarted {
+                round,
+                privacy: Some(p),
+                ..
+            } => match p.budget_used {
+                Some(used) if used >= self.budget_warning && !self.warned => {
+                    self.warned = true;
+                    vec![Notice {
+                        kind: NoticeKind::BudgetNearlySpent,
+                        data: json!({
+                            "round": round,
+                            "budget_used": used,
+                            "warning_at": self.budget_warning,
+                            "epsilon": p.epsilon,
+                            "delta": p.delta,
+                        }),
+                    }]
                 }
-                out
-            }
+                _ => vec![],
+            },
             Event::RoundRejected { .. } => one(NoticeKind::RoundRejected),
             Event::RoundAbandoned { .. } => one(NoticeKind::RoundAbandoned),
             Event::SiloQuarantined { .. } => one(NoticeKind::SiloQuarantined),
@@ -137,6 +140,32 @@ mod tests {
         for k in NoticeKind::ALL {
             assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
         }
+    }
+
+    #[test]
+    fn the_budget_warning_is_given_once_when_the_share_spent_crosses_it() {
+        let started = |used: f64| Event::RoundStarted {
+            round: 1,
+            base_version: 0,
+            cohort: vec![],
+            excluded: vec![],
+            privacy: Some(crate::privacy::budget::RoundSpend {
+                mode: "central".into(),
+                noise_multiplier: 1.0,
+                round_epsilon: 1.0,
+                epsilon: used * 10.0,
+                delta: 1e-5,
+                silos: Default::default(),
+                budget_used: Some(used),
+            }),
+        };
+        let mut n = Noticer::new(0.8);
+        assert!(n.notices(&started(0.5)).is_empty());
+        let warn = n.notices(&started(0.85));
+        assert_eq!(warn.len(), 1);
+        assert_eq!(warn[0].kind, NoticeKind::BudgetNearlySpent);
+        assert_eq!(warn[0].data["budget_used"], 0.85);
+        assert!(n.notices(&started(0.9)).is_empty(), "once");
     }
 
     #[test]
