@@ -86,3 +86,52 @@ pub fn names() -> Vec<&'static str> {
     let r = REGISTRY.read().unwrap_or_else(|p| p.into_inner());
     r.keys().copied().collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::Kernel;
+
+    struct First;
+    impl CombineRule for First {
+        fn combine(&self, updates: &[&[f32]], _: &[f64]) -> Vec<f32> {
+            updates[0].to_vec()
+        }
+    }
+
+    struct Short;
+    impl CombineRule for Short {
+        fn combine(&self, _: &[&[f32]], _: &[f64]) -> Vec<f32> {
+            vec![1.0]
+        }
+        fn min_updates(&self) -> usize {
+            2
+        }
+    }
+
+    #[test]
+    fn a_registered_kernel_is_parsed_by_name_and_checked_like_a_built_in() {
+        register("test-first", First).unwrap();
+        register("test-short", Short).unwrap();
+        assert!(register("test-first", First).is_err(), "names are unique");
+        assert!(register("mean", First).is_err(), "built-in names are taken");
+        assert!(register("Bad Name", First).is_err());
+        let k = Kernel::parse("test-first", None, None, None).unwrap();
+        assert_eq!(k.describe(), "test-first");
+        let got = k.combine(&[&[1.0, 2.0], &[3.0, 4.0]], &[1.0, 1.0]).unwrap();
+        assert_eq!(got.values, vec![1.0, 2.0]);
+        let short = Kernel::parse("test-short", None, None, None).unwrap();
+        assert!(
+            short.combine(&[&[1.0, 2.0]], &[1.0]).is_err(),
+            "min_updates"
+        );
+        let e = short
+            .combine(&[&[1.0, 2.0], &[3.0, 4.0]], &[1.0, 1.0])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("returned 1 values (expected 2"), "{e}");
+        let e = Kernel::parse("test-nope", None, None, None).unwrap_err();
+        assert!(e.contains("test-first") && e.contains("test-short"), "{e}");
+        assert!(Kernel::parse("test-first", Some(0.1), None, None).is_err());
+    }
+}
