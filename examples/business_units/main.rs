@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
 use fedsilo::admin::{tokens, AdminClient, Scope};
+use fedsilo::report::weighted_auc;
 use serde_json::{json, Value};
 use silo_node::sandbox::{adapt_federation_file, Binaries, Sandbox, SandboxSpec, SiloSpec};
 use silo_node::webhook_receiver::WebhookReceiver;
@@ -23,21 +24,6 @@ use silo_node::webhook_receiver::WebhookReceiver;
 const UNITS: [&str; 3] = ["dsl", "fiber", "voice"];
 /// The board rejects a candidate that loses more than this much held-out AUC at any unit.
 const BOARD_MAX_DROP: f64 = 0.01;
-
-/// Example-weighted AUC of a version's validation figures.
-fn weighted_auc(validation: &Value) -> f64 {
-    let (mut num, mut den) = (0.0, 0.0);
-    for m in validation.as_object().into_iter().flat_map(|o| o.values()) {
-        let n = m["examples"].as_f64().unwrap_or(0.0);
-        num += m["auc"].as_f64().unwrap_or(0.0) * n;
-        den += n;
-    }
-    if den > 0.0 {
-        num / den
-    } else {
-        f64::NAN
-    }
-}
 
 /// The board's review of `version` against the current one: approve, and why.
 fn review(versions: &[Value], version: u64, current: u64) -> anyhow::Result<(bool, String)> {
@@ -63,8 +49,8 @@ fn review(versions: &[Value], version: u64, current: u64) -> anyhow::Result<(boo
     }
     let (unit, drop) = worst.unwrap_or_default();
     let (a, b) = (
-        weighted_auc(&cur["validation"]),
-        weighted_auc(&cand["validation"]),
+        weighted_auc(&cur["validation"]).unwrap_or(f64::NAN),
+        weighted_auc(&cand["validation"]).unwrap_or(f64::NAN),
     );
     if cur["validation"].as_object().is_none_or(|v| v.is_empty()) {
         return Ok((true, format!("first candidate: AUC {b:.3}")));
@@ -270,17 +256,7 @@ fn main() -> anyhow::Result<()> {
         "\n{approved} candidate(s) approved and {rejected} rejected through the admin API; ε spent {epsilon:.2} of 40"
     );
     ensure!(epsilon <= 40.0, "ε {epsilon} over the budget");
-    if let Some(c) = sb.seen().iter().find(|e| e["event"] == "comparison") {
-        println!("\nheld-out AUC per unit, trained alone vs federated:");
-        for r in c["rows"].as_array().into_iter().flatten() {
-            println!(
-                "  {:<6} {:>6.3} {:>6.3}",
-                r["silo"].as_str().unwrap_or_default(),
-                r["local"]["auc"].as_f64().unwrap_or(f64::NAN),
-                r["federated"]["auc"].as_f64().unwrap_or(f64::NAN)
-            );
-        }
-    }
+    sb.print_comparison("unit");
     println!(
         "\nbusiness units: every check passed (state and run report in {})",
         work.join("state").display()

@@ -31,21 +31,9 @@ const DP_NOISE: f64 = 1.1;
 const DP_BUDGET: f64 = 8.0;
 const DP_DELTA: f64 = 1e-5;
 
-fn weighted_auc(round: &Value) -> f64 {
-    let eval = round["eval"]
-        .as_object()
-        .map(|e| e.values().collect::<Vec<_>>());
-    let (mut num, mut den) = (0.0, 0.0);
-    for m in eval.unwrap_or_default() {
-        let n = m["examples"].as_f64().unwrap_or(0.0);
-        num += m["auc"].as_f64().unwrap_or(0.0) * n;
-        den += n;
-    }
-    if den > 0.0 {
-        num / den
-    } else {
-        0.0
-    }
+/// Example-weighted held-out AUC of a committed round (NaN if no silo scored it).
+fn auc(round: &Value) -> f64 {
+    fedsilo::report::weighted_auc(&round["eval"]).unwrap_or(f64::NAN)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -128,7 +116,7 @@ fn main() -> anyhow::Result<()> {
             Some("round_committed") => println!(
                 "{:>5}  {:>9.3}  {}",
                 e["round"].as_u64().unwrap_or(0),
-                weighted_auc(&e),
+                auc(&e),
                 BANKS
                     .map(|b| format!(
                         "{:>9.3}",
@@ -187,7 +175,7 @@ fn main() -> anyhow::Result<()> {
     }
 
     let (first, last) = match (committed.first(), committed.last()) {
-        (Some(f), Some(l)) => (weighted_auc(f), weighted_auc(l)),
+        (Some(f), Some(l)) => (auc(f), auc(l)),
         _ => bail!("no round committed"),
     };
     println!(
@@ -196,17 +184,7 @@ fn main() -> anyhow::Result<()> {
     if rounds >= 4 {
         ensure!(last > first, "the federated model did not improve");
     }
-    if let Some(c) = sb.seen().iter().find(|e| e["event"] == "comparison") {
-        println!("\nheld-out AUC per bank, trained alone vs federated:");
-        for r in c["rows"].as_array().into_iter().flatten() {
-            println!(
-                "  {:<9} {:>6.3} {:>6.3}",
-                r["silo"].as_str().unwrap_or_default(),
-                r["local"]["auc"].as_f64().unwrap_or(f64::NAN),
-                r["federated"]["auc"].as_f64().unwrap_or(f64::NAN)
-            );
-        }
-    }
+    sb.print_comparison("bank");
     println!(
         "\ncross-bank: every check passed (state and run report in {})",
         work.join("state").display()

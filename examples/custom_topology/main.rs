@@ -48,21 +48,6 @@ impl Drop for Silos {
     }
 }
 
-/// Example-weighted held-out AUC of a committed round.
-fn weighted_auc(round: &Value) -> f64 {
-    let (mut num, mut den) = (0.0, 0.0);
-    for m in round["eval"]
-        .as_object()
-        .into_iter()
-        .flat_map(|o| o.values())
-    {
-        let n = m["examples"].as_f64().unwrap_or(0.0);
-        num += m["auc"].as_f64().unwrap_or(0.0) * n;
-        den += n;
-    }
-    num / den.max(1.0)
-}
-
 /// The team's additions to the node: the drift monitor, fed from the event stream, and the
 /// person who resumes the federation after looking at what paused it.
 fn platform(fed: RunningFederation) {
@@ -240,12 +225,12 @@ async fn main() -> anyhow::Result<()> {
     let before = committed
         .iter()
         .find(|r| r["round"] == BROKEN_FROM - 1)
-        .map(|r| weighted_auc(r))
+        .map(|r| fedsilo::report::weighted_auc(&r["eval"]).unwrap_or(f64::NAN))
         .context("no round before the break")?;
     let worst = committed
         .iter()
         .filter(|r| r["round"].as_u64().is_some_and(|n| n >= BROKEN_FROM))
-        .map(|r| weighted_auc(r))
+        .map(|r| fedsilo::report::weighted_auc(&r["eval"]).unwrap_or(f64::NAN))
         .fold(f64::INFINITY, f64::min);
     println!(
         "\nheld-out AUC before west broke: {before:.3}; lowest after, with its noise in every round: {worst:.3}"

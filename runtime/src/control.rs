@@ -54,6 +54,10 @@ pub enum ControlError {
     /// flight, ...). The message says what the state is.
     #[error("{0}")]
     Conflict(String),
+    /// The coordinator could not carry it out (its journal or registry failed); it stops, and
+    /// a restart reconciles its state with the journal.
+    #[error("{0}")]
+    Failed(String),
     /// The coordinator did not answer (it stopped, or is stuck).
     #[error("the coordinator is not answering: {0}")]
     Unavailable(String),
@@ -101,7 +105,7 @@ impl FederationControl {
             )
             .await
         {
-            Ok(CallResult::Success(answer)) => answer.map_err(ControlError::Conflict),
+            Ok(CallResult::Success(answer)) => answer,
             Ok(CallResult::Timeout) => Err(ControlError::Unavailable(format!(
                 "no answer within {} s",
                 ANSWER_TIMEOUT.as_secs()

@@ -391,9 +391,10 @@ impl EventLog {
             let _ = writeln!(out, "{t}");
             let _ = out.flush();
         }
-        drop(inner);
-        // No subscriber is not an error.
+        // Under the lock, so subscribers see the order of events.jsonl (sending never waits);
+        // no subscriber is not an error.
         let _ = self.subscribers.send(event);
+        drop(inner);
     }
 }
 

@@ -307,7 +307,6 @@ impl FederationConfig {
                 self.plan.prox_mu
             )));
         }
-        crate::webhooks::check(&self.webhooks, origin)?;
         if let Some(i) = self.model.hidden.iter().position(|h| *h == 0) {
             return Err(bad(format!(
                 "`model.hidden[{i}]` = 0: layer widths must be at least 1"

@@ -5,8 +5,8 @@
 //!
 //! ```no_run
 //! # async fn f() -> anyhow::Result<()> {
-//! use crate::launch::{run, Extension, RunningFederation};
-//! let cfg = crate::federation::FederationConfig::load("federation.toml".as_ref())?;
+//! use fedsilo::launch::{run, Extension, RunningFederation};
+//! let cfg = fedsilo::federation::FederationConfig::load("federation.toml".as_ref())?;
 //! let watch: Extension = Box::new(|fed: RunningFederation| {
 //!     let mut events = fed.events.subscribe();
 //!     tokio::spawn(async move {
@@ -15,7 +15,7 @@
 //!         }
 //!     });
 //! });
-//! let result = run(cfg, "federation.toml", crate::events::EventFormat::Table, None, vec![watch]).await?;
+//! let result = run(cfg, "federation.toml", fedsilo::events::EventFormat::Table, None, vec![watch]).await?;
 //! # Ok(()) }
 //! ```
 
@@ -35,7 +35,7 @@ use crate::actors::coordinator::{
 use crate::actors::policy::{PolicyActor, PolicySource};
 use crate::actors::validator::ValidatorActor;
 use crate::admin::tokens::TokenFile;
-use crate::admin::AdminApi;
+use crate::admin::{AdminApi, AdminListener};
 use crate::audit::signature::CaCheck;
 use crate::audit::{History, Journal};
 use crate::cluster::{
@@ -47,6 +47,7 @@ use crate::data::Schema;
 use crate::events::{Event, EventFormat, EventLog};
 use crate::federation::FederationConfig;
 use crate::identity::Role;
+use crate::kernels::Kernel;
 use crate::model::{Digest, ModelSpec};
 use crate::registry::Registry;
 use crate::status::FederationStatus;
@@ -104,6 +105,8 @@ pub async fn run(
 ) -> anyhow::Result<Option<RunResult>> {
     let origin = origin.to_string();
     cfg.validate(&origin)?;
+    // Webhook secrets and CA files are read now: a mistake stops the start, naming the hook.
+    webhooks::check(&cfg.webhooks, &origin)?;
     let tokens = match cfg.admin.as_ref().and_then(|a| a.tokens.as_ref()) {
         Some(path) => Some(TokenFile::open(path).context("admin.tokens")?),
         None => None,
@@ -136,6 +139,12 @@ pub async fn run(
         );
     }
     let policy = Policy::load(&cfg.federation.policy)?;
+    if let (Kernel::Custom { name }, Some(_)) = (cfg.aggregation.kernel, &policy.residency) {
+        bail!(
+            "{} and {origin} disagree: the custom kernel `{name}` with [residency] is not supported: regional aggregators (`fedsilo aggregator`) run only the built-in kernels",
+            cfg.federation.policy.display()
+        );
+    }
     if cfg.plan.lora.is_some() && policy.residency.is_some() {
         bail!(
             "{} and {origin} disagree: [plan.lora] with [residency] is not supported yet: regional aggregators combine full updates",
@@ -204,6 +213,15 @@ pub async fn run(
         eprintln!("fedsilo: recovery: {did}");
     }
 
+    // Bound before anything starts: a port in use stops nothing that has begun.
+    let admin_listener = match &cfg.admin {
+        Some(admin) => Some(
+            AdminListener::bind(admin.listen)
+                .await
+                .with_context(|| format!("admin.listen {}", admin.listen))?,
+        ),
+        None => None,
+    };
     let admin_credentials = creds.clone();
     let node = ClusterNode::start(ClusterConfig {
         credentials: creds,
@@ -309,16 +327,16 @@ pub async fn run(
     .map_err(|e| anyhow::anyhow!("starting the coordinator: {e}"))?;
     ractor::pg::join(COORDINATOR_GROUP.to_string(), vec![coordinator.get_cell()]);
     let control = FederationControl::new(coordinator.clone(), status_rx);
-    if let Some(admin) = &cfg.admin {
+    let mut admin_task = None;
+    if let Some(listener) = admin_listener {
         let api = AdminApi {
             control: control.clone(),
             registry,
             state_dir: cfg.federation.state_dir.clone(),
             tokens,
         };
-        let bound = crate::admin::serve(admin.listen, &admin_credentials, api)
-            .await
-            .with_context(|| format!("admin.listen {}", admin.listen))?;
+        let bound = listener.local_addr()?;
+        admin_task = Some(listener.serve(&admin_credentials, api)?);
         eprintln!(
             "fedsilo: admin API at https://{bound}/v1/status (server name {}; OpenAPI at /openapi.json)",
             admin_credentials.identity().name
@@ -346,6 +364,9 @@ pub async fn run(
             "fedsilo: interrupted; committed versions are safe in {}",
             cfg.federation.state_dir.display()
         );
+    }
+    if let Some(t) = admin_task {
+        t.abort();
     }
     coordinator.stop(None);
     // Let it finish what it is doing (an orderly stop records a round in flight as abandoned).

@@ -440,6 +440,23 @@ impl Sandbox {
         Ok(sb)
     }
 
+    /// Prints the local-only vs federated comparison, if the run made one: held-out AUC per
+    /// silo, each silo called a `what` (bank, unit, …).
+    pub fn print_comparison(&self, what: &str) {
+        let Some(c) = self.seen.iter().find(|e| e["event"] == "comparison") else {
+            return;
+        };
+        println!("\nheld-out AUC per {what}, trained alone vs federated:");
+        for r in c["rows"].as_array().into_iter().flatten() {
+            println!(
+                "  {:<9} {:>6.3} {:>6.3}",
+                r["silo"].as_str().unwrap_or_default(),
+                r["local"]["auc"].as_f64().unwrap_or(f64::NAN),
+                r["federated"]["auc"].as_f64().unwrap_or(f64::NAN)
+            );
+        }
+    }
+
     /// The receive log of a regional aggregator, one JSON value per line.
     pub fn receive_log(&self, aggregator: &str) -> Vec<Value> {
         std::fs::read_to_string(

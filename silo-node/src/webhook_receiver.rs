@@ -27,16 +27,22 @@ impl Received {
             .map_or("", |(_, v)| v.as_str())
     }
 
-    /// Whether its `X-Fedsilo-Signature` is right for `secret`.
+    /// Whether its `X-Fedsilo-Signature` is right for `secret`, and its timestamp within
+    /// five minutes of now (an older one is a replay).
     pub fn signed_with(&self, secret: &[u8]) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         self.header(signature::TIMESTAMP_HEADER)
             .parse()
             .is_ok_and(|ts| {
-                signature::verify(
+                signature::verify_fresh(
                     secret,
                     ts,
                     &self.body,
                     self.header(signature::SIGNATURE_HEADER),
+                    now,
+                    300,
                 )
             })
     }

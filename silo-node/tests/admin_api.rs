@@ -196,6 +196,23 @@ fn every_endpoint_checks_its_caller_and_an_approval_workflow_runs_through_the_ap
         let (s, _) = call(&rt, &silo, "POST", path);
         assert_eq!(s, 403, "{path}");
     }
+    // A token, when sent, decides: alice's certificate with a read token may not pause.
+    let alice_reading = who
+        .kit(&certs.join("alice"))
+        .token(Some(who.reader.clone()));
+    let (s, body) = call(&rt, &alice_reading, "POST", "/v1/pause");
+    assert_eq!(s, 403, "{body}");
+    // Malformed input is refused after authentication, as JSON.
+    let (s, body) = call(&rt, &none, "GET", "/v1/rounds?limit=abc");
+    assert_eq!(s, 401, "{body}");
+    let (s, body) = call(&rt, &read, "GET", "/v1/rounds?limit=abc");
+    assert_eq!(s, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("limit=abc"),
+        "{body}"
+    );
+    let (s, body) = call(&rt, &approve, "POST", "/v1/candidates/v1/approve");
+    assert_eq!(s, 400, "{body}");
     // Pause (operator certificate) before approving, so that no round starts after it.
     let (s, body) = call(&rt, &alice, "POST", "/v1/pause");
     assert_eq!(s, 200, "{body}");
@@ -243,6 +260,20 @@ fn every_endpoint_checks_its_caller_and_an_approval_workflow_runs_through_the_ap
     f.expect("v3 awaits", |e| {
         e["event"] == "awaiting_approval" && e["version"] == 3
     });
+    // A token revoked while the coordinator runs stops working at once.
+    let (ok, out) = fedsilo(&[
+        "admin",
+        "token",
+        "revoke",
+        "--tokens",
+        arg(&tokens),
+        "--name",
+        "dashboard",
+    ]);
+    assert!(ok, "{out}");
+    let (s, body) = call(&rt, &read, "GET", "/v1/status");
+    assert_eq!(s, 401, "{body}");
+
     let (s, _) = call(&rt, &alice, "POST", "/v1/candidates/3/approve");
     assert_eq!(s, 200);
     let done = f.expect("finished", |e| e["event"] == "finished");
@@ -370,7 +401,7 @@ fn a_webhook_or_admin_typo_is_named_before_anything_starts() {
     for (extra, expect) in [
         (
             "[[webhooks]]\nurl = \"ftp://x\"\nsecret_file = \"s\"\n",
-            "webhooks[0] (ftp://x): url must start with http:// or https://",
+            "webhooks[0] (ftp://x/…): url must start with http:// or https://",
         ),
         (
             "[[webhooks]]\nurl = \"http://x\"\nsecret_file = \"missing.secret\"\n",
@@ -387,4 +418,70 @@ fn a_webhook_or_admin_typo_is_named_before_anything_starts() {
         assert!(!ok);
         assert!(out.contains(expect), "{extra}: {out}");
     }
+}
+
+#[test]
+fn a_pause_survives_a_coordinator_crash_and_is_lifted_through_the_api() {
+    fedsilo::tls::install_crypto_provider();
+    let admin = free_port();
+    let extra = format!("[admin]\nlisten = \"127.0.0.1:{admin}\"\n");
+    let mut f = Federation::start(Options {
+        rounds: 4,
+        port: Some(free_port()),
+        silos_exit_with_coordinator: false,
+        // Rounds slow enough for the pause to come before the last one.
+        silos: vec![
+            ("northeast", vec![]),
+            ("midwest", vec!["--train-delay-ms".into(), "500".into()]),
+            ("west", vec![]),
+        ],
+        extra: Box::leak(extra.into_boxed_str()),
+        ..Default::default()
+    });
+    let certs = f.dir.path().join("certs");
+    let (made, out) = fedsilo(&[
+        "certs",
+        "issue",
+        "--out",
+        arg(&certs),
+        "--operator",
+        "alice",
+    ]);
+    assert!(made, "{out}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let alice = || {
+        let creds = NodeCredentials::load_kit(&certs.join("alice")).unwrap();
+        AdminClient::with_kit(&format!("https://127.0.0.1:{admin}"), &creds, "coordinator").unwrap()
+    };
+    f.expect("round 1", |e| {
+        e["event"] == "round_committed" && e["round"] == 1
+    });
+    let (s, body) = call(&rt, &alice(), "POST", "/v1/pause");
+    assert_eq!(s, 200, "{body}");
+    f.expect("paused", |e| e["event"] == "federation_paused");
+    f.crash_and_restart_coordinator().unwrap();
+    let p = f.expect("still paused after the crash", |e| {
+        e["event"] == "federation_paused"
+    });
+    assert!(
+        p["reason"]
+            .as_str()
+            .unwrap()
+            .contains("paused before the coordinator restarted"),
+        "{p}"
+    );
+    // The restarted coordinator bound its API before it started (a request waits in the
+    // backlog until it serves), and it starts paused.
+    let (s, status) = call(&rt, &alice(), "GET", "/v1/status");
+    assert_eq!(
+        (s, status["state"].as_str()),
+        (200, Some("paused")),
+        "{status}"
+    );
+    assert_eq!(status["paused"]["by"], "alice", "{status}");
+    let (s, body) = call(&rt, &alice(), "POST", "/v1/resume");
+    assert_eq!(s, 200, "{body}");
+    let done = f.expect("finished", |e| e["event"] == "finished");
+    assert!(done["error"].is_null(), "{done}");
+    assert!(f.exit_status().success());
 }

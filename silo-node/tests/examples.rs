@@ -28,9 +28,17 @@ fn run(name: &str, rounds: u64) {
     );
     assert!(out.status.success(), "{name} failed:\n{said}");
     assert!(said.contains("every check passed"), "{said}");
+    // The run report shows the committed rounds (approved ones included).
+    let page = std::fs::read_to_string(work.path().join("state/report.html")).unwrap();
+    let committed: u64 = page
+        .split("<td>committed rounds</td><td>")
+        .nth(1)
+        .and_then(|r| r.split('<').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
     assert!(
-        work.path().join("state/report.html").exists(),
-        "{name}: no run report"
+        committed >= 1,
+        "{name}: the report shows no committed round"
     );
 }
 

@@ -28,7 +28,7 @@ use crate::audit::signature::CaCheck;
 use crate::audit::{History, Journal, Record};
 use crate::cluster::{PeerDirectory, AGGREGATOR_GROUP, TRAINER_GROUP};
 use crate::compression::Compression;
-use crate::control::ControlRequest;
+use crate::control::{ControlError, ControlRequest};
 use crate::data::Schema;
 use crate::decision::{self, Decision, Kind as DecisionKind};
 use crate::events::{ComparisonRow, Event, EventLog, RoundSummary};
@@ -226,7 +226,7 @@ pub enum CoordinatorMessage {
     },
     /// An operator or a platform actor steers the federation (see [`crate::control`]); the
     /// reply says what was done, or why it cannot be done now.
-    Control(ControlRequest, RpcReplyPort<Result<String, String>>),
+    Control(ControlRequest, RpcReplyPort<Result<String, ControlError>>),
 }
 
 impl ractor::Message for CoordinatorMessage {}
@@ -453,7 +453,14 @@ impl Actor for CoordinatorActor {
             .map(|(v, j)| (*v, j.file_sha256.clone()))
             .collect();
         state.applied = history.applied.clone();
-        state.paused = history.paused.map(|(by, reason)| Pause { by, reason });
+        if let Some((by, reason)) = history.paused {
+            // Say so: nothing else would show why no round starts.
+            state.args.events.emit(Event::FederationPaused {
+                by: by.clone(),
+                reason: format!("{reason} (paused before the coordinator restarted; resume through the admin API)"),
+            });
+            state.paused = Some(Pause { by, reason });
+        }
         // A candidate still awaiting approval keeps waiting, if its file is the one journaled.
         if let Some(v) = history.awaiting {
             let j = history.versions.get(&v);
@@ -520,7 +527,7 @@ impl Actor for CoordinatorActor {
     ) -> Result<(), ActorProcessingErr> {
         if state.finished {
             if let CoordinatorMessage::Control(_, reply) = msg {
-                let _ = reply.send(Err("the run is over".into()));
+                let _ = reply.send(Err(ControlError::Conflict("the run is over".into())));
             }
             return Ok(());
         }
@@ -555,6 +562,7 @@ impl Actor for CoordinatorActor {
             if !state.finished {
                 refresh_membership(state);
                 maybe_start_work(state, &myself).await;
+                publish(state);
             }
         }
         Ok(())
@@ -659,20 +667,34 @@ async fn step(
         }
         CoordinatorMessage::Control(request, reply) => {
             let answer = control(state, request);
+            let failed = match &answer {
+                Err(ControlError::Failed(e)) => Some(e.clone()),
+                _ => None,
+            };
             let _ = reply.send(answer);
-            maybe_start_work(state, &myself).await;
+            match failed {
+                // The journal may say more than the state: stop, a restart reconciles.
+                Some(e) => finish(state, &myself, Some(e)),
+                None => maybe_start_work(state, &myself).await,
+            }
         }
     }
 }
 
-/// Carries out a control request; `Ok`: what was done, `Err`: why it cannot be done now.
-fn control(state: &mut CoordinatorState, request: ControlRequest) -> Result<String, String> {
-    let journal_error =
-        |e: crate::audit::AuditError| format!("cannot record it in the audit journal: {e}");
+/// Carries out a control request; `Ok`: what was done; `Err`: why it cannot be done now
+/// (`Conflict`), or that the journal or registry failed (`Failed`: the coordinator stops).
+fn control(state: &mut CoordinatorState, request: ControlRequest) -> Result<String, ControlError> {
+    use ControlError::Conflict;
+    let journal_error = |e: crate::audit::AuditError| {
+        ControlError::Failed(format!("cannot record it in the audit journal: {e}"))
+    };
     match request {
         ControlRequest::Pause { by, reason } => {
             if let Some(p) = &state.paused {
-                return Err(format!("already paused by {}: {}", p.by, p.reason));
+                return Err(Conflict(format!(
+                    "already paused by {}: {}",
+                    p.by, p.reason
+                )));
             }
             state
                 .args
@@ -695,7 +717,7 @@ fn control(state: &mut CoordinatorState, request: ControlRequest) -> Result<Stri
         }
         ControlRequest::Resume { by } => {
             if state.paused.is_none() {
-                return Err("not paused".into());
+                return Err(Conflict("not paused".into()));
             }
             state
                 .args
@@ -711,25 +733,25 @@ fn control(state: &mut CoordinatorState, request: ControlRequest) -> Result<Stri
         ControlRequest::StartRound { by } => {
             let round = state.next_round;
             if state.paused.is_none() {
-                return Err("the federation is running: rounds start on their own (pause it to start rounds by hand)".into());
+                return Err(Conflict("the federation is running: rounds start on their own (pause it to start rounds by hand)".into()));
             }
             if let Some(r) = state.in_flight {
-                return Err(format!("round {r} is in flight"));
+                return Err(Conflict(format!("round {r} is in flight")));
             }
             if let Some(a) = &state.awaiting {
-                return Err(format!(
+                return Err(Conflict(format!(
                     "candidate v{} awaits approval: approve or reject it first",
                     a.meta.version
-                ));
+                )));
             }
             if round > state.args.settings.rounds {
-                return Err(format!(
+                return Err(Conflict(format!(
                     "all {} rounds of this run are done",
                     state.args.settings.rounds
-                ));
+                )));
             }
             if state.step {
-                return Err(format!("round {round} was already requested"));
+                return Err(Conflict(format!("round {round} was already requested")));
             }
             state.step = true;
             state.idle_since = Instant::now();
@@ -759,10 +781,10 @@ fn control(state: &mut CoordinatorState, request: ControlRequest) -> Result<Stri
                 expect_sha256: None,
                 expect_current: None,
             };
-            check_decision(state, &d)?;
+            check_decision(state, &d).map_err(Conflict)?;
             let hash = serde_json::to_vec(&d)
                 .map(|b| Digest::of_bytes(&b).hex())
-                .map_err(|e| format!("cannot encode the decision: {e}"))?;
+                .map_err(|e| ControlError::Failed(format!("cannot encode the decision: {e}")))?;
             state
                 .args
                 .journal
@@ -774,7 +796,9 @@ fn control(state: &mut CoordinatorState, request: ControlRequest) -> Result<Stri
                 })
                 .map_err(journal_error)?;
             state.applied.insert(hash);
-            apply_decision(state, &d).map_err(|e| e.to_string())?;
+            apply_decision(state, &d).map_err(|e| {
+                ControlError::Failed(format!("the decision was journaled but not applied: {e}"))
+            })?;
             Ok(if approve {
                 format!("v{version} approved; it is current")
             } else {
@@ -1085,9 +1109,11 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
         end_run(state, myself);
         return;
     }
-    if let (Some(p), false) = (&state.paused, state.step) {
-        // Paused: nothing to wait for, so the no-round-could-start clock does not run.
+    if state.paused.is_some() {
+        // Paused (even with a round asked for): the no-round-could-start clock does not run.
         state.idle_since = Instant::now();
+    }
+    if let (Some(p), false) = (&state.paused, state.step) {
         let why = vec![format!("paused by {}: {}", p.by, p.reason)];
         if state.last_waiting != why {
             state.last_waiting = why;
@@ -1840,9 +1866,9 @@ fn apply_decision(state: &mut CoordinatorState, d: &Decision) -> crate::Result<(
             if a.optimizer.is_some() {
                 state.optimizer = a.optimizer;
             }
-            if let Some(summary) = &a.summary {
-                state.args.store.append_round(summary)?;
-            }
+            // What its round did (rebuilt from the registry if the coordinator restarted since).
+            let summary = a.summary.unwrap_or_else(|| Box::new(summary_of(&meta)));
+            state.args.store.append_round(&summary)?;
             state.adapters = adapters_in(state, meta.version, &a.ckpt.params, &a.ckpt.metadata)?;
             state.model = BaseModel {
                 version: meta.version,
@@ -1857,6 +1883,8 @@ fn apply_decision(state: &mut CoordinatorState, d: &Decision) -> crate::Result<(
                 version: d.version,
                 by: d.operator.clone(),
             });
+            // Its round's outcome, now that it is one.
+            state.args.events.emit(Event::RoundCommitted(summary));
         }
         DecisionKind::Reject => {
             let Some(a) = state.awaiting.take() else {
@@ -1925,6 +1953,40 @@ fn apply_decision(state: &mut CoordinatorState, d: &Decision) -> crate::Result<(
         }
     }
     Ok(())
+}
+
+/// A round's summary as the registry keeps it: what a candidate that waited across a restart
+/// still has (training loss, times and bytes were not kept: unknown, NaN or zero).
+fn summary_of(meta: &VersionMeta) -> RoundSummary {
+    let examples: f64 = meta.validation.values().map(|m| m.examples as f64).sum();
+    RoundSummary {
+        round: meta.round,
+        version: meta.version,
+        digest: meta.digest.clone(),
+        participants: meta.participants.iter().map(|(s, _)| s.clone()).collect(),
+        missing: vec![],
+        mean_train_loss: f64::NAN,
+        eval: meta.validation.clone(),
+        eval_loss: meta
+            .validation
+            .values()
+            .map(|m| m.loss * m.examples as f64)
+            .sum::<f64>()
+            / examples.max(1.0),
+        wall_seconds: 0.0,
+        slowest_train_seconds: 0.0,
+        overhead_seconds: 0.0,
+        bytes_from_silos: BTreeMap::new(),
+        update_bytes: 0,
+        aggregation: meta.aggregation.clone(),
+        policy_digest: meta.policy_digest.clone(),
+        refused: vec![],
+        selected: None,
+        clipped: vec![],
+        examples: meta.participants.iter().cloned().collect(),
+        update_norms: BTreeMap::new(),
+        privacy: meta.privacy.clone(),
+    }
 }
 
 /// Rejects the candidate awaiting approval on an operator's decision (journal, registry).

@@ -12,6 +12,18 @@ use crate::tls::NodeCredentials;
 /// How long one call may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Refuses a base URL that would send credentials in the clear.
+fn https_only(base: &str) -> crate::Result<()> {
+    if base.starts_with("https://") {
+        Ok(())
+    } else {
+        Err(crate::Error::Config {
+            origin: base.to_string(),
+            message: "the admin API is served over https:// only (a token sent over http:// would travel in the clear)".into(),
+        })
+    }
+}
+
 /// A client of one coordinator's admin API.
 #[derive(Debug, Clone)]
 pub struct AdminClient {
@@ -24,6 +36,7 @@ impl AdminClient {
     /// Authenticating with a certificate kit (mutual TLS); the server is verified against the
     /// kit's CA and must be named `server_name` in its certificate (the coordinator's name).
     pub fn with_kit(base: &str, kit: &NodeCredentials, server_name: &str) -> crate::Result<Self> {
+        https_only(base)?;
         Ok(Self {
             http: HttpClient::with_tls(kit.client_config()?, TIMEOUT)
                 .server_name(Some(server_name.to_string())),
@@ -40,6 +53,7 @@ impl AdminClient {
         token: Option<String>,
         server_name: &str,
     ) -> crate::Result<Self> {
+        https_only(base)?;
         Ok(Self {
             http: HttpClient::with_roots(roots(false, Some(ca))?, TIMEOUT)
                 .server_name(Some(server_name.to_string())),

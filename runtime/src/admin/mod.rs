@@ -11,5 +11,5 @@ pub mod tokens;
 
 pub use client::AdminClient;
 pub use routes::{AdminApi, OPENAPI};
-pub use server::serve;
+pub use server::AdminListener;
 pub use tokens::Scope;

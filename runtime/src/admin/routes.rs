@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -76,6 +76,7 @@ impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
         match e {
             ControlError::Conflict(m) => ApiError(StatusCode::CONFLICT, m),
+            ControlError::Failed(m) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, m),
             ControlError::Unavailable(_) => {
                 ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
             }
@@ -98,16 +99,31 @@ fn guard(
     Ok(caller)
 }
 
-/// `?limit=N` (default 50, at most 1000).
-#[derive(Debug, Deserialize)]
-struct Limit {
-    limit: Option<usize>,
+/// `?limit=N` (default 50, at most 1000), read after the caller is authenticated.
+fn limit(query: Option<&str>) -> Result<usize, ApiError> {
+    let value = query
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("limit="));
+    match value {
+        None => Ok(50),
+        Some(v) => v.parse::<usize>().map(|n| n.clamp(1, 1000)).map_err(|_| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("limit={v}: must be a whole number (1 to 1000)"),
+            )
+        }),
+    }
 }
 
-impl Limit {
-    fn get(&self) -> usize {
-        self.limit.unwrap_or(50).clamp(1, 1000)
-    }
+/// A version number from the path, read after the caller is authenticated.
+fn version(v: &str) -> Result<u64, ApiError> {
+    v.parse().map_err(|_| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("{v:?} is not a version number"),
+        )
+    })
 }
 
 /// A request body with an optional reason (`{}` or no body at all is fine).
@@ -132,31 +148,68 @@ fn reason(body: &Bytes) -> Result<String, ApiError> {
         })
 }
 
-/// The last `n` lines of a JSON-lines file, parsed (unparsable lines are skipped and counted).
-fn tail(
-    path: &std::path::Path,
+/// The last `n` lines of a JSON-lines file that `keep` accepts, oldest first (lines that do
+/// not parse are skipped). Reads backwards from the end in blocks, off the async threads.
+async fn tail(
+    path: std::path::PathBuf,
     n: usize,
-    keep: impl Fn(&Value) -> bool,
+    keep: fn(&Value) -> bool,
 ) -> Result<Vec<Value>, ApiError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => {
-            return Err(ApiError(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("reading {}: {e}", path.display()),
-            ))
+    let read = move || -> std::io::Result<Vec<Value>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(e),
+        };
+        let mut end = file.seek(SeekFrom::End(0))?;
+        let mut carry: Vec<u8> = Vec::new();
+        let mut out = Vec::new();
+        const BLOCK: u64 = 64 << 10;
+        while end > 0 && out.len() < n {
+            let start = end.saturating_sub(BLOCK);
+            let mut block = vec![0u8; (end - start) as usize];
+            file.seek(SeekFrom::Start(start))?;
+            file.read_exact(&mut block)?;
+            block.extend_from_slice(&carry);
+            // The first line of the block may be partial unless the block starts the file.
+            let mut lines: Vec<&[u8]> = block.split(|b| *b == b'\n').collect();
+            carry = if start > 0 {
+                lines.remove(0).to_vec()
+            } else {
+                Vec::new()
+            };
+            for line in lines.iter().rev() {
+                if let Ok(v) = serde_json::from_slice::<Value>(line) {
+                    if keep(&v) {
+                        out.push(v);
+                        if out.len() == n {
+                            break;
+                        }
+                    }
+                }
+            }
+            end = start;
         }
+        out.reverse();
+        Ok(out)
     };
-    let mut out: Vec<Value> = text
-        .lines()
-        .rev()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| keep(v))
-        .take(n)
-        .collect();
-    out.reverse();
-    Ok(out)
+    tokio::task::spawn_blocking(read)
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("reading the log: {e}"),
+            )
+        })
+}
+
+fn round_outcome(e: &Value) -> bool {
+    matches!(
+        e["event"].as_str(),
+        Some("round_committed" | "round_rejected" | "round_abandoned" | "awaiting_approval")
+    )
 }
 
 async fn status(State(api): Api, Extension(peer): Extension<Peer>, headers: HeaderMap) -> Answer {
@@ -174,15 +227,11 @@ async fn rounds(
     State(api): Api,
     Extension(peer): Extension<Peer>,
     headers: HeaderMap,
-    Query(limit): Query<Limit>,
+    RawQuery(query): RawQuery,
 ) -> Answer {
     guard(&api, &headers, &peer, Scope::Read)?;
-    let rounds = tail(&api.state_dir.join("events.jsonl"), limit.get(), |e| {
-        matches!(
-            e["event"].as_str(),
-            Some("round_committed" | "round_rejected" | "round_abandoned" | "awaiting_approval")
-        )
-    })?;
+    let n = limit(query.as_deref())?;
+    let rounds = tail(api.state_dir.join("events.jsonl"), n, round_outcome).await?;
     Ok(Json(json!({ "rounds": rounds })))
 }
 
@@ -200,10 +249,11 @@ async fn audit(
     State(api): Api,
     Extension(peer): Extension<Peer>,
     headers: HeaderMap,
-    Query(limit): Query<Limit>,
+    RawQuery(query): RawQuery,
 ) -> Answer {
     guard(&api, &headers, &peer, Scope::Read)?;
-    let entries = tail(&api.state_dir.join("audit.jsonl"), limit.get(), |_| true)?;
+    let n = limit(query.as_deref())?;
+    let entries = tail(api.state_dir.join("audit.jsonl"), n, |_| true).await?;
     Ok(Json(json!({ "entries": entries })))
 }
 
@@ -211,11 +261,12 @@ async fn decide(
     api: &AdminApi,
     peer: &Peer,
     headers: &HeaderMap,
-    version: u64,
+    version: &str,
     body: &Bytes,
     approve: bool,
 ) -> Answer {
     let caller = guard(api, headers, peer, Scope::Approve)?;
+    let version = self::version(version)?;
     let result = api
         .control
         .request(ControlRequest::Decide {
@@ -233,20 +284,20 @@ async fn approve(
     State(api): Api,
     Extension(peer): Extension<Peer>,
     headers: HeaderMap,
-    Path(version): Path<u64>,
+    Path(version): Path<String>,
     body: Bytes,
 ) -> Answer {
-    decide(&api, &peer, &headers, version, &body, true).await
+    decide(&api, &peer, &headers, &version, &body, true).await
 }
 
 async fn reject(
     State(api): Api,
     Extension(peer): Extension<Peer>,
     headers: HeaderMap,
-    Path(version): Path<u64>,
+    Path(version): Path<String>,
     body: Bytes,
 ) -> Answer {
-    decide(&api, &peer, &headers, version, &body, false).await
+    decide(&api, &peer, &headers, &version, &body, false).await
 }
 
 async fn start_round(
@@ -310,6 +361,39 @@ pub fn router(api: Arc<AdminApi>) -> Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_tail_reads_backwards_across_blocks_and_skips_what_does_not_parse() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let mut text = String::new();
+        for i in 0..5000 {
+            text.push_str(&format!(
+                "{{\"event\":\"round_committed\",\"round\":{i},\"pad\":\"{}\"}}\n",
+                "x".repeat(40)
+            ));
+            if i % 7 == 0 {
+                text.push_str("not json\n{\"event\":\"silo_left\"}\n");
+            }
+        }
+        std::fs::write(&path, &text).unwrap();
+        assert!(text.len() > 3 * 65536, "spans blocks");
+        let got = tail(path.clone(), 3, round_outcome).await.unwrap();
+        let rounds: Vec<u64> = got.iter().map(|v| v["round"].as_u64().unwrap()).collect();
+        assert_eq!(rounds, [4997, 4998, 4999]);
+        let all = tail(path.clone(), 1000, round_outcome).await.unwrap();
+        assert_eq!(all.len(), 1000);
+        assert!(all
+            .windows(2)
+            .all(|w| w[0]["round"].as_u64() < w[1]["round"].as_u64()));
+        assert!(tail(dir.path().join("none"), 5, round_outcome)
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(limit(Some("limit=abc")).is_err());
+        assert_eq!(limit(Some("x=1&limit=5000")).unwrap(), 1000);
+        assert_eq!(limit(None).unwrap(), 50);
+    }
 
     /// Every route is in the OpenAPI description, with the methods the router serves.
     #[test]

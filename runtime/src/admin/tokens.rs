@@ -11,9 +11,10 @@
 //!
 //! `fedsilo admin token add` makes a token, prints it once and appends its hash;
 //! `fedsilo admin token revoke` removes it. The coordinator re-reads the file when it changes,
-//! so adding or revoking needs no restart (a file that no longer parses is refused with an
-//! error in the log, and the last good one stays in force).
+//! so adding or revoking needs no restart. It fails closed: while the file is missing or does
+//! not parse, no token is accepted (the error is logged; operator certificates still work).
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -159,38 +160,44 @@ pub fn list(path: &Path) -> Result<Vec<TokenEntry>> {
     read(path)
 }
 
-/// The tokens file as the API server uses it: re-read when its modification time changes.
+/// What identifies a version of the file: modification time, length and inode (`add` and
+/// `revoke` replace the file, so a change within one mtime tick still changes the inode).
+type Stamp = Option<(SystemTime, u64, u64)>;
+
+fn stamp(path: &Path) -> Stamp {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len(), m.ino()))
+}
+
+/// The tokens file as the API server uses it: re-read when it changes.
 #[derive(Debug)]
 pub struct TokenFile {
     path: PathBuf,
-    cache: Mutex<(Option<SystemTime>, Vec<TokenEntry>)>,
+    cache: Mutex<(Stamp, Vec<TokenEntry>)>,
 }
 
 impl TokenFile {
     /// Opens and checks `path` (an error names what is wrong).
     pub fn open(path: &Path) -> Result<Self> {
         let tokens = read(path)?;
-        let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
         Ok(Self {
             path: path.to_path_buf(),
-            cache: Mutex::new((mtime, tokens)),
+            cache: Mutex::new((stamp(path), tokens)),
         })
     }
 
     /// The name and scope of `token`, if it is a current token.
     pub fn lookup(&self, token: &str) -> Option<(String, Scope)> {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        let mtime = std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok();
-        if mtime != cache.0 {
-            match read(&self.path) {
-                Ok(tokens) => *cache = (mtime, tokens),
-                Err(e) => {
-                    tracing::error!("admin tokens file changed but is refused, the previous tokens stay in force: {e}");
-                    cache.0 = mtime;
-                }
-            }
+        let now = stamp(&self.path);
+        if now != cache.0 || now.is_none() {
+            let tokens = read(&self.path).unwrap_or_else(|e| {
+                tracing::error!(
+                    "admin tokens file refused, no token is accepted until it is fixed: {e}"
+                );
+                vec![]
+            });
+            *cache = (now, tokens);
         }
         let digest = Digest::of_bytes(token.as_bytes()).hex();
         cache
@@ -217,13 +224,17 @@ mod tests {
         assert_eq!(file.lookup(&t), Some(("n8n".into(), Scope::Approve)));
         assert_eq!(file.lookup("fedsilo_0000"), None);
         assert!(add(&path, "n8n", Scope::Read).is_err(), "names are unique");
+        let other = add(&path, "ci", Scope::Read).unwrap();
+        // Revoked within the same mtime tick: still seen (the file was replaced).
         revoke(&path, "n8n").unwrap();
-        // The file is re-read when it changes (mtime granularity: force a different one).
-        let f = std::fs::File::options().write(true).open(&path).unwrap();
-        f.set_modified(SystemTime::now() + std::time::Duration::from_secs(5))
-            .unwrap();
         assert_eq!(file.lookup(&t), None, "revoked without a restart");
+        assert_eq!(file.lookup(&other), Some(("ci".into(), Scope::Read)));
         assert!(revoke(&path, "n8n").is_err());
+        // Fails closed: a broken or deleted file accepts no token.
+        std::fs::write(&path, "[[token]]\nname = ").unwrap();
+        assert_eq!(file.lookup(&other), None, "unparsable");
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(file.lookup(&other), None, "deleted");
     }
 
     #[test]

@@ -99,6 +99,13 @@ mod tests {
         }
     }
 
+    struct Panics;
+    impl CombineRule for Panics {
+        fn combine(&self, _: &[&[f32]], _: &[f64]) -> Vec<f32> {
+            panic!("a bug in someone's kernel")
+        }
+    }
+
     struct Short;
     impl CombineRule for Short {
         fn combine(&self, _: &[&[f32]], _: &[f64]) -> Vec<f32> {
@@ -113,6 +120,10 @@ mod tests {
     fn a_registered_kernel_is_parsed_by_name_and_checked_like_a_built_in() {
         register("test-first", First).unwrap();
         register("test-short", Short).unwrap();
+        register("test-panics", Panics).unwrap();
+        let p = Kernel::parse("test-panics", None, None, None).unwrap();
+        let e = p.combine(&[&[1.0]], &[1.0]).unwrap_err().to_string();
+        assert!(e.contains("panicked"), "{e}");
         assert!(register("test-first", First).is_err(), "names are unique");
         assert!(register("mean", First).is_err(), "built-in names are taken");
         assert!(register("Bad Name", First).is_err());

@@ -266,7 +266,14 @@ impl Kernel {
                     kernel: name,
                     message: "not registered in this process".into(),
                 })?;
-                let values = rule.combine(updates, weights);
+                // A third party's code: a panic is its error, not the aggregator's end.
+                let values = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    rule.combine(updates, weights)
+                }))
+                .map_err(|_| KernelError::Parameter {
+                    kernel: name,
+                    message: "the custom kernel panicked".into(),
+                })?;
                 let len = updates.first().map_or(0, |u| u.len());
                 if values.len() != len || values.iter().any(|v| !v.is_finite()) {
                     return Err(KernelError::Parameter {

@@ -154,9 +154,9 @@ impl FederationMetrics {
                 }
             }
             Event::RoundRejected { .. } => outcome("rejected"),
-            // A candidate an operator approves becomes current then, not when its round ended.
+            // A candidate an operator approves becomes current then, not when its round ended
+            // (its `round_committed` follows).
             Event::Approved { version, .. } => {
-                outcome("approved");
                 self.version.set(*version as i64);
             }
             Event::RolledBack { to, .. } => {

@@ -192,22 +192,27 @@ pub fn lines(
     let mut marks = 0;
     for (k, (_, values)) in series.iter().enumerate() {
         let colour = COLOURS[k % COLOURS.len()];
-        let points: Vec<(f64, f64)> = values
+        let points: Vec<Option<(f64, f64)>> = values
             .iter()
             .enumerate()
-            .filter_map(|(i, v)| v.filter(|v| v.is_finite()).map(|v| (f.x(i), f.y(v))))
+            .map(|(i, v)| v.filter(|v| v.is_finite()).map(|v| (f.x(i), f.y(v))))
             .collect();
-        if points.len() > 1 {
-            let d: Vec<String> = points
-                .iter()
-                .map(|(x, y)| format!("{x:.1},{y:.1}"))
-                .collect();
-            let _ = write!(
-                f.svg,
-                r#"<polyline class="series" fill="none" stroke="{colour}" stroke-width="2" points="{}"/>"#,
-                d.join(" ")
-            );
+        // A line joins consecutive rounds only: a missing value breaks it.
+        for run in points.split(Option::is_none) {
+            if run.len() > 1 {
+                let d: Vec<String> = run
+                    .iter()
+                    .flatten()
+                    .map(|(x, y)| format!("{x:.1},{y:.1}"))
+                    .collect();
+                let _ = write!(
+                    f.svg,
+                    r#"<polyline class="series" fill="none" stroke="{colour}" stroke-width="2" points="{}"/>"#,
+                    d.join(" ")
+                );
+            }
         }
+        let points: Vec<(f64, f64)> = points.into_iter().flatten().collect();
         marks += points.len();
         for (x, y) in points {
             let _ = write!(
@@ -289,13 +294,17 @@ mod tests {
             &[1, 2, 3],
             &[
                 ("<a>".into(), vec![Some(0.6), Some(0.7), None]),
-                ("b".into(), vec![Some(0.5), Some(0.55), Some(0.6)]),
+                ("b".into(), vec![Some(0.5), None, Some(0.6)]),
             ],
         );
-        assert_eq!(svg.matches("<polyline").count(), 2);
+        assert_eq!(
+            svg.matches("<polyline").count(),
+            1,
+            "b's line is broken at its gap"
+        );
         assert_eq!(
             svg.matches("<circle").count(),
-            5,
+            4,
             "a missing value is not drawn"
         );
         assert!(svg.contains("&lt;a&gt;") && !svg.contains("<a>"));

@@ -68,9 +68,10 @@ impl RunData {
     }
 }
 
-/// Example-weighted held-out AUC of a committed round.
-fn weighted_auc(round: &Value) -> Option<f64> {
-    let eval = round["eval"].as_object()?;
+/// Example-weighted held-out AUC of per-silo figures (a round's `eval`, a version's
+/// `validation`); silos without an AUC do not count.
+pub fn weighted_auc(eval: &Value) -> Option<f64> {
+    let eval = eval.as_object()?;
     let (mut num, mut den) = (0.0, 0.0);
     for m in eval.values() {
         if let (Some(a), Some(n)) = (m["auc"].as_f64(), m["examples"].as_f64()) {
@@ -97,7 +98,10 @@ pub fn charts(d: &RunData) -> Vec<(String, String, String)> {
             "Global held-out AUC per round",
             "AUC",
             &rounds,
-            &[("weighted AUC".into(), d.committed.iter().map(weighted_auc).collect())],
+            &[(
+                "weighted AUC".into(),
+                d.committed.iter().map(|r| weighted_auc(&r["eval"])).collect(),
+            )],
         ),
     ));
     out.push((
@@ -157,18 +161,25 @@ pub fn charts(d: &RunData) -> Vec<(String, String, String)> {
             ],
         ),
     ));
+    // Refusals matter most in the rounds that made no version: every round is on this axis.
+    let all: Vec<u64> = rounds
+        .iter()
+        .copied()
+        .chain(d.other.iter().map(|(r, _, _)| *r))
+        .chain(d.refusals.keys().copied())
+        .collect::<BTreeSet<u64>>()
+        .into_iter()
+        .collect();
     out.push((
         "Refused updates".to_string(),
-        "Updates an admission rule refused (non-finite, too large, wrong shape, late, …)."
-            .to_string(),
+        "Updates an admission rule refused (non-finite, too large, wrong shape, late, …), in every round, also those that made no version.".to_string(),
         stacked_bars(
             "Refused updates per round",
             "updates",
-            &rounds,
+            &all,
             &[(
                 "refused".into(),
-                rounds
-                    .iter()
+                all.iter()
                     .map(|r| d.refusals.get(r).map_or(0.0, |v| v.len() as f64))
                     .collect(),
             )],
@@ -238,7 +249,7 @@ table{{border-collapse:collapse;font-size:.9rem;margin:.5rem 0 1.5rem}} td,th{{b
         d.other.len(),
         last.and_then(|r| r["version"].as_u64())
             .map_or("-".into(), |v| v.to_string()),
-        last.and_then(weighted_auc)
+        last.and_then(|r| weighted_auc(&r["eval"]))
             .map_or("-".into(), |a| format!("{a:.4}")),
         escape(&finished)
     );
@@ -341,7 +352,15 @@ mod tests {
         std::fs::write(dir.path().join("events.jsonl"), text + "not json\n").unwrap();
         let d = RunData::read(dir.path()).unwrap();
         assert_eq!(d.committed.len(), 2);
-        assert!((weighted_auc(&d.committed[1]).unwrap() - 0.775).abs() < 1e-12);
+        assert!((weighted_auc(&d.committed[1]["eval"]).unwrap() - 0.775).abs() < 1e-12);
+        // The refusals chart spans every round, also the abandoned one its refusal came from.
+        let charts = charts(&d);
+        let refused = &charts.iter().find(|c| c.0 == "Refused updates").unwrap().2;
+        assert_eq!(
+            refused.matches("<rect class=\"series\"").count(),
+            1,
+            "{refused}"
+        );
         let page = render(&d, "churn");
         assert_eq!(page.matches("<svg class=\"chart\"").count(), 7);
         assert!(page.contains("quorum lost") && page.contains("&lt;c&gt;"));

@@ -76,9 +76,18 @@ impl DeliveryLog {
     }
 }
 
-/// The URL without its query (which may carry a receiver's own secret), for logs.
-pub(crate) fn shown(url: &str) -> &str {
-    url.split('?').next().unwrap_or(url)
+/// The URL as logs show it: scheme, host and port only (path, query and user info may carry
+/// a receiver's own secret, as Slack's and Teams' hook URLs do).
+pub(crate) fn shown(url: &str) -> String {
+    match url.parse::<hyper::Uri>() {
+        Ok(u) => format!(
+            "{}://{}{}/…",
+            u.scheme_str().unwrap_or("?"),
+            u.host().unwrap_or("?"),
+            u.port_u16().map_or(String::new(), |p| format!(":{p}"))
+        ),
+        Err(_) => "(unparsable URL)".into(),
+    }
 }
 
 /// Whether an answer with this status is worth another attempt (server trouble, rate limits,
@@ -157,7 +166,7 @@ pub async fn work(
     log: DeliveryLog,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let url = shown(&endpoint.url).to_string();
+    let url = shown(&endpoint.url);
     loop {
         let d = tokio::select! {
             d = queue.recv() => match d {
@@ -210,6 +219,10 @@ mod tests {
         for s in [400, 401, 403, 404, 410] {
             assert!(!retryable(s), "{s}");
         }
-        assert_eq!(shown("https://h/x?token=abc"), "https://h/x");
+        assert_eq!(shown("https://h/x?token=abc"), "https://h/…");
+        assert_eq!(
+            shown("https://user:pw@hooks.slack.com:8443/services/T0/B0/SECRET"),
+            "https://hooks.slack.com:8443/…"
+        );
     }
 }

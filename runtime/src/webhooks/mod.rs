@@ -103,7 +103,7 @@ impl WebhookConfig {
     fn endpoint(&self, i: usize, origin: &str) -> Result<Endpoint> {
         let bad = |message: String| Error::Config {
             origin: origin.to_string(),
-            message: format!("webhooks[{i}] ({}): {message}", self.url),
+            message: format!("webhooks[{i}] ({}): {message}", delivery::shown(&self.url)),
         };
         if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
             return Err(bad("url must start with http:// or https://".into()));
@@ -260,6 +260,7 @@ pub fn start(
                 Ok(e) => e,
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     tracing::error!("webhooks: fell {n} events behind; their notices are lost");
+                    log.record(json!({"time_ms": now_ms(), "outcome": "lost", "events": n}));
                     continue;
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
@@ -281,22 +282,28 @@ pub fn start(
                     .to_string()
                     .into_bytes();
                     let kind = notice.kind;
-                    if tx
-                        .try_send(Delivery {
-                            id: id.clone(),
-                            notice,
-                            body,
-                        })
-                        .is_err()
-                    {
+                    let sent = tx.try_send(Delivery {
+                        id: id.clone(),
+                        notice,
+                        body,
+                    });
+                    if let Err(e) = sent {
+                        let why = match e {
+                            mpsc::error::TrySendError::Full(_) => {
+                                format!("{QUEUE} notices waiting already")
+                            }
+                            mpsc::error::TrySendError::Closed(_) => {
+                                "its delivery worker stopped".to_string()
+                            }
+                        };
                         tracing::error!(
-                            "webhook {}: {QUEUE} notices waiting already; {id} ({}) dropped",
+                            "webhook {}: {why}; {id} ({}) dropped",
                             delivery::shown(&config.url),
                             kind.as_str()
                         );
                         log.record(json!({
                             "time_ms": now_ms(), "url": delivery::shown(&config.url), "id": id,
-                            "kind": kind.as_str(), "outcome": "dropped", "attempts": 0,
+                            "kind": kind.as_str(), "outcome": "dropped", "attempts": 0, "error": why,
                         }));
                     }
                 }

@@ -96,7 +96,8 @@ impl Noticer {
         let one = |kind| vec![Notice { kind, data: data() }];
         match event {
             Event::AwaitingApproval { .. } => one(NoticeKind::CandidateAwaitingApproval),
-            Event::Approved { .. } => one(NoticeKind::VersionCommitted),
+            // An approved candidate's `round_committed` follows its `approved`: one notice, with
+            // the round's summary, either way.
             Event::RoundCommitted(_) => one(NoticeKind::VersionCommitted),
             // The budget is charged when a round is dispatched.
             Event::RoundStarted {

@@ -44,6 +44,19 @@ pub fn verify(secret: &[u8], timestamp: u64, body: &[u8], header: &str) -> bool 
     mac(secret, timestamp, body).verify_slice(&tag).is_ok()
 }
 
+/// [`verify`], and the timestamp is within `max_age_secs` of `now_secs` either way (an old
+/// notice sent again is a replay).
+pub fn verify_fresh(
+    secret: &[u8],
+    timestamp: u64,
+    body: &[u8],
+    header: &str,
+    now_secs: u64,
+    max_age_secs: u64,
+) -> bool {
+    now_secs.abs_diff(timestamp) <= max_age_secs && verify(secret, timestamp, body, header)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,6 +69,18 @@ mod tests {
         assert!(!verify(b"k", 1700000000, b"{\"a\":2}", &s), "body");
         assert!(!verify(b"other", 1700000000, b"{\"a\":1}", &s), "secret");
         assert!(!verify(b"k", 1700000000, b"{\"a\":1}", "sha256=zz"));
+        assert!(verify_fresh(
+            b"k",
+            1700000000,
+            b"{\"a\":1}",
+            &s,
+            1700000100,
+            300
+        ));
+        assert!(
+            !verify_fresh(b"k", 1700000000, b"{\"a\":1}", &s, 1700000400, 300),
+            "replayed"
+        );
         // RFC 4231 test case 2, to pin the construction to standard HMAC-SHA256.
         let mut m = <Hmac<Sha256> as Mac>::new_from_slice(b"Jefe").unwrap();
         m.update(b"what do ya want for nothing?");

@@ -188,10 +188,5 @@ pub fn arg(p: &Path) -> &str {
 
 /// Example-weighted held-out AUC of a committed round.
 pub fn weighted_auc(round: &Value) -> f64 {
-    let ev = round["eval"].as_object().unwrap();
-    let n: f64 = ev.values().map(|m| m["examples"].as_f64().unwrap()).sum();
-    ev.values()
-        .map(|m| m["auc"].as_f64().unwrap() * m["examples"].as_f64().unwrap())
-        .sum::<f64>()
-        / n
+    fedsilo::report::weighted_auc(&round["eval"]).unwrap()
 }
