@@ -3,7 +3,7 @@
 # exactly the shared libraries they link (found with ldd, copied at their absolute paths), the
 # dynamic loader, an empty /tmp and /etc/nsswitch.conf. Nothing is pulled from any registry.
 #
-#   scripts/build-images.sh                 # builds the binaries first if they are missing
+#   scripts/build-images.sh                 # builds (or brings up to date) the binaries first
 #   IMAGE=fedsilo:dev scripts/build-images.sh
 #
 # Safe to re-run: the root filesystem is staged afresh and docker reuses its layer cache when
@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 IMAGE=${IMAGE:-fedsilo:local}
-BIN=target/release
+BIN=${CARGO_TARGET_DIR:-target}/release
 BINARIES=(fedsilo silo-node)
 STAGE=target/image            # the build context: deploy/Dockerfile copies STAGE/rootfs/ to /
 ROOTFS=$STAGE/rootfs
@@ -23,14 +23,10 @@ command -v docker >/dev/null 2>&1 || {
 }
 command -v ldd >/dev/null 2>&1 || { echo "build-images: ldd not found (install libc-bin)" >&2; exit 1; }
 
-for b in "${BINARIES[@]}"; do
-  if [ ! -x "$BIN/$b" ]; then
-    echo "build-images: $BIN/$b is missing; building the release binaries"
-    scripts/ensure-deps.sh
-    cargo build --release --bins
-    break
-  fi
-done
+# Never an outdated binary in the image: cargo does nothing when they are up to date.
+echo "build-images: building the release binaries"
+scripts/ensure-deps.sh
+cargo build --release --bins --quiet
 
 echo "build-images: staging the root filesystem in $ROOTFS"
 rm -rf "$STAGE"

@@ -145,7 +145,7 @@ EOF
 # no shell, so docker cp is the way to get files out of its volumes.
 docker cp "$(compose ps -a -q init):/certs/ops" "$WORK/ops" ||
   fail "could not copy the operator kit out of the init container"
-healthy=$(target/release/fedsilo admin --url "https://127.0.0.1:$FEDSILO_ADMIN_PORT" --kit "$WORK/ops" silos |
+healthy=$("${CARGO_TARGET_DIR:-target}/release/fedsilo" admin --url "https://127.0.0.1:$FEDSILO_ADMIN_PORT" --kit "$WORK/ops" silos |
   python3 -c 'import json, sys; print(",".join(sorted(s["name"] for s in json.load(sys.stdin)["silos"] if s["healthy"])))') ||
   fail "the admin API on 127.0.0.1:$FEDSILO_ADMIN_PORT did not answer"
 [ "$healthy" = "midwest,northeast" ] || fail "the admin API lists healthy silos '$healthy', expected midwest,northeast"
