@@ -198,6 +198,11 @@ pub async fn run(
         store.current_version()?.unwrap_or(0),
     )?;
     let history = History::of(&entries);
+    if let (Some((by, reason)), None, true) = (&history.paused, &cfg.admin, extensions.is_empty()) {
+        bail!(
+            "the federation was paused by {by} ({reason}) and nothing here could resume it: serve the admin API ([admin] listen, or --admin-listen) and POST /v1/resume"
+        );
+    }
     let last = history
         .last_commit
         .as_ref()

@@ -459,6 +459,18 @@ fn a_pause_survives_a_coordinator_crash_and_is_lifted_through_the_api() {
     let (s, body) = call(&rt, &alice(), "POST", "/v1/pause");
     assert_eq!(s, 200, "{body}");
     f.expect("paused", |e| e["event"] == "federation_paused");
+    f.coordinator().kill();
+    // Restarted without an admin API, nothing could resume it: refused, saying so.
+    let text = std::fs::read_to_string(f.dir.path().join("federation.toml")).unwrap();
+    let without = f.dir.path().join("federation-without-admin.toml");
+    let cut = text.find("[admin]").unwrap();
+    std::fs::write(&without, &text[..cut]).unwrap();
+    let (ok, out) = fedsilo(&["coordinator", "--config", arg(&without)]);
+    assert!(!ok);
+    assert!(
+        out.contains("paused by alice") && out.contains("POST /v1/resume"),
+        "{out}"
+    );
     f.crash_and_restart_coordinator().unwrap();
     let p = f.expect("still paused after the crash", |e| {
         e["event"] == "federation_paused"

@@ -65,7 +65,22 @@ impl DeliveryLog {
         Self(Arc::new(Mutex::new(file)))
     }
 
-    /// Records one outcome.
+    /// Records what became of delivery `d` to `url`: `what`'s fields beside the time, URL,
+    /// id and kind.
+    pub fn outcome(&self, url: &str, d: &Delivery, what: serde_json::Value) {
+        let mut line = json!({
+            "time_ms": now_ms(),
+            "url": url,
+            "id": d.id,
+            "kind": d.notice.kind.as_str(),
+        });
+        if let (Some(l), serde_json::Value::Object(w)) = (line.as_object_mut(), what) {
+            l.extend(w);
+        }
+        self.record(line);
+    }
+
+    /// Records one line.
     pub fn record(&self, line: serde_json::Value) {
         let mut file = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(f) = file.as_mut() {
@@ -148,14 +163,14 @@ fn abandoned(log: &DeliveryLog, url: &str, d: &Delivery) {
         d.id,
         d.notice.kind.as_str()
     );
-    log.record(json!({
-        "time_ms": now_ms(),
-        "url": url,
-        "id": d.id,
-        "kind": d.notice.kind.as_str(),
-        "outcome": "abandoned_at_shutdown",
-        "body": String::from_utf8_lossy(&d.body),
-    }));
+    log.outcome(
+        url,
+        d,
+        json!({
+            "outcome": "abandoned_at_shutdown",
+            "body": String::from_utf8_lossy(&d.body),
+        }),
+    );
 }
 
 /// Works through `queue` until it closes, or until `stop` is set: then what is left (the
@@ -191,16 +206,16 @@ pub async fn work(
                 d.notice.kind.as_str()
             ),
         }
-        log.record(json!({
-            "time_ms": now_ms(),
-            "url": url,
-            "id": d.id,
-            "kind": d.notice.kind.as_str(),
-            "outcome": if result.is_ok() { "delivered" } else { "failed" },
-            "attempts": attempts,
-            "status": result.as_ref().ok(),
-            "error": result.as_ref().err(),
-        }));
+        log.outcome(
+            url,
+            &d,
+            json!({
+                "outcome": if result.is_ok() { "delivered" } else { "failed" },
+                "attempts": attempts,
+                "status": result.as_ref().ok(),
+                "error": result.as_ref().err(),
+            }),
+        );
     }
     while let Ok(d) = queue.try_recv() {
         abandoned(&log, &url, &d);
