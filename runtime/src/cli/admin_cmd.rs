@@ -9,17 +9,8 @@ use fedsilo::admin::{tokens, AdminClient, Scope};
 use fedsilo::tls::NodeCredentials;
 use serde_json::json;
 
-/// Operate a running coordinator through its admin API, or manage the API's tokens.
-///
-/// With an operator kit (mutual TLS, every scope):
-///
-///   fedsilo admin --url https://127.0.0.1:8443 --kit certs/alice status
-///
-/// With a token (scope read, approve or operate), the CA to verify the coordinator against:
-///
-///   FEDSILO_TOKEN=fedsilo_… fedsilo admin --url https://127.0.0.1:8443 --ca certs/ca.pem approve 4 --reason "reviewed"
+/// `fedsilo admin` (documented on its command).
 #[derive(Debug, Args)]
-#[command(verbatim_doc_comment)]
 pub struct AdminArgs {
     #[command(subcommand)]
     command: AdminCommand,

@@ -50,8 +50,25 @@ enum Command {
     /// Model versions: list, show, export, diff; approve, reject, roll back.
     Models(models_cmd::ModelsArgs),
     /// Operate a running coordinator through its admin API; manage the API's tokens.
+    ///
+    /// With an operator kit (mutual TLS, every scope):
+    ///
+    ///   fedsilo admin --url https://127.0.0.1:8443 --kit certs/alice status
+    ///
+    /// With a token (scope read, approve or operate), and the CA to verify the coordinator:
+    ///
+    ///   fedsilo admin token add --tokens admin-tokens.toml --name n8n --scope approve
+    ///   FEDSILO_TOKEN=fedsilo_… fedsilo admin --ca certs/ca.pem approve 4 --reason "CHG-1234"
+    #[command(verbatim_doc_comment)]
     Admin(admin_cmd::AdminArgs),
     /// Write the run report: a self-contained HTML page with charts.
+    ///
+    /// Charts of the global metric per round, per-silo metrics, participation, refusals,
+    /// privacy spend and round time by phase, and tables of the rounds that made no version.
+    /// The coordinator also writes <state_dir>/report.html when a run ends.
+    ///
+    ///   fedsilo report --config examples/churn/federation.toml --out report.html
+    #[command(verbatim_doc_comment)]
     Report(report_cmd::ReportArgs),
 }
 

@@ -6,14 +6,8 @@ use std::process::ExitCode;
 use clap::Args;
 use fedsilo::federation::FederationConfig;
 
-/// Write the run report: one HTML page with charts (global metric per round, per-silo
-/// metrics, participation, refusals, privacy spend, round time by phase) and tables of the
-/// rounds that made no version. It needs no network to open. The coordinator also writes
-/// <state_dir>/report.html when a run ends.
-///
-///   fedsilo report --config examples/churn/federation.toml --out report.html
+/// `fedsilo report` (documented on its command).
 #[derive(Debug, Args)]
-#[command(verbatim_doc_comment)]
 pub struct ReportArgs {
     /// The coordinator's state directory.
     #[arg(long, required_unless_present = "config", conflicts_with = "config")]
