@@ -138,7 +138,26 @@ impl NodeCredentials {
     /// A server configuration: TLS 1.3 only, client certificate required and verified against
     /// the consortium CA.
     pub fn server_config(&self) -> Result<Arc<ServerConfig>> {
-        let verifier = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider())
+        self.server_config_with(false)
+    }
+
+    /// The admin API's server configuration: TLS 1.3 only, HTTP/1.1; a client certificate is
+    /// optional (automation tools authenticate with a bearer token instead) but, when one is
+    /// presented, it must verify against the consortium CA.
+    pub fn admin_server_config(&self) -> Result<Arc<ServerConfig>> {
+        let mut config = Arc::unwrap_or_clone(self.server_config_with(true)?);
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    fn server_config_with(&self, certificate_optional: bool) -> Result<Arc<ServerConfig>> {
+        let builder = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider());
+        let builder = if certificate_optional {
+            builder.allow_unauthenticated()
+        } else {
+            builder
+        };
+        let verifier = builder
             .build()
             .map_err(|e| Error::Cluster(format!("client verifier: {e}")))?;
         let config = ServerConfig::builder_with_provider(provider())
@@ -150,27 +169,6 @@ impl NodeCredentials {
                 origin: self.identity.name.clone(),
                 message: format!("key does not fit certificate: {e}"),
             })?;
-        Ok(Arc::new(config))
-    }
-
-    /// The admin API's server configuration: TLS 1.3 only, HTTP/1.1; a client certificate is
-    /// optional (automation tools authenticate with a bearer token instead) but, when one is
-    /// presented, it must verify against the consortium CA.
-    pub fn admin_server_config(&self) -> Result<Arc<ServerConfig>> {
-        let verifier = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider())
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| Error::Cluster(format!("client verifier: {e}")))?;
-        let mut config = ServerConfig::builder_with_provider(provider())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| Error::Cluster(format!("TLS 1.3: {e}")))?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(self.chain.clone(), self.key.clone_key())
-            .map_err(|e| Error::Certificate {
-                origin: self.identity.name.clone(),
-                message: format!("key does not fit certificate: {e}"),
-            })?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }
 

@@ -105,16 +105,7 @@ fn every_endpoint_checks_its_caller_and_an_approval_workflow_runs_through_the_ap
         extra: Box::leak(extra.into_boxed_str()),
         ..Default::default()
     });
-    let certs = f.dir.path().join("certs");
-    let (made, out) = fedsilo(&[
-        "certs",
-        "issue",
-        "--out",
-        arg(&certs),
-        "--operator",
-        "alice",
-    ]);
-    assert!(made, "{out}");
+    let certs = f.operator("alice");
     let who = Callers {
         url: format!("https://127.0.0.1:{admin}"),
         ca: certs.join("ca.pem"),
@@ -438,16 +429,7 @@ fn a_pause_survives_a_coordinator_crash_and_is_lifted_through_the_api() {
         extra: Box::leak(extra.into_boxed_str()),
         ..Default::default()
     });
-    let certs = f.dir.path().join("certs");
-    let (made, out) = fedsilo(&[
-        "certs",
-        "issue",
-        "--out",
-        arg(&certs),
-        "--operator",
-        "alice",
-    ]);
-    assert!(made, "{out}");
+    let certs = f.operator("alice");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let alice = || {
         let creds = NodeCredentials::load_kit(&certs.join("alice")).unwrap();

@@ -24,16 +24,7 @@ fn operators_approve_reject_and_roll_back_and_every_decision_is_journaled() {
         policy_extra: "[validation]\nrequire_approval = true\n".into(),
         ..Default::default()
     });
-    let certs = f.dir.path().join("certs");
-    let (made, out) = fedsilo(&[
-        "certs",
-        "issue",
-        "--out",
-        arg(&certs),
-        "--operator",
-        "alice",
-    ]);
-    assert!(made, "{out}");
+    let certs = f.operator("alice");
     let kit = certs.join("alice");
     let kit = kit.to_str().unwrap();
     let state = f.state_dir();

@@ -149,6 +149,15 @@ impl Federation {
         self.sb.expect(what, pred).unwrap()
     }
 
+    /// Issues an operator kit `name` under the federation's CA; returns the certificates
+    /// directory (the kit is `<it>/<name>`, the CA `<it>/ca.pem`).
+    pub fn operator(&self, name: &str) -> PathBuf {
+        let certs = self.dir.path().join("certs");
+        let (made, out) = fedsilo(&["certs", "issue", "--out", arg(&certs), "--operator", name]);
+        assert!(made, "{out}");
+        certs
+    }
+
     pub fn exit_status(&mut self) -> std::process::ExitStatus {
         self.sb
             .coordinator()
