@@ -3,7 +3,7 @@
 # exactly the shared libraries they link (found with ldd, copied at their absolute paths), the
 # dynamic loader, an empty /tmp and /etc/nsswitch.conf. Nothing is pulled from any registry.
 #
-#   scripts/build-images.sh                 # builds (or brings up to date) the binaries first
+#   scripts/build-images.sh                 # builds the binaries first if missing or outdated
 #   IMAGE=fedsilo:dev scripts/build-images.sh
 #
 # Safe to re-run: the root filesystem is staged afresh and docker reuses its layer cache when
@@ -23,10 +23,20 @@ command -v docker >/dev/null 2>&1 || {
 }
 command -v ldd >/dev/null 2>&1 || { echo "build-images: ldd not found (install libc-bin)" >&2; exit 1; }
 
-# Never an outdated binary in the image: cargo does nothing when they are up to date.
-echo "build-images: building the release binaries"
-scripts/ensure-deps.sh
-cargo build --release --bins --quiet
+# Never an outdated binary in the image: build when one is missing or older than a source file.
+# (Not unconditionally: after `cargo test --release` the binaries are current, and a plain
+# `cargo build` would recompile crates whose features differ without dev-dependencies.)
+stale=""
+for b in "${BINARIES[@]}"; do
+  if [ ! -x "$BIN/$b" ] || [ -n "$(find Cargo.toml Cargo.lock runtime silo-node policies -type f -newer "$BIN/$b" -print -quit)" ]; then
+    stale="$BIN/$b"
+  fi
+done
+if [ -n "$stale" ]; then
+  echo "build-images: $stale is missing or older than the sources; building the release binaries"
+  scripts/ensure-deps.sh
+  cargo build --release --bins --quiet
+fi
 
 echo "build-images: staging the root filesystem in $ROOTFS"
 rm -rf "$STAGE"
