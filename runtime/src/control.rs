@@ -32,11 +32,12 @@ pub enum ControlRequest {
         /// Who.
         by: String,
     },
-    /// Approve (`approve = true`) or reject the candidate awaiting approval.
+    /// Approve or reject the candidate awaiting approval, or roll back to an earlier
+    /// committed version (not while a round is in flight).
     Decide {
-        /// Approve or reject.
-        approve: bool,
-        /// The candidate the caller reviewed.
+        /// What.
+        kind: crate::decision::Kind,
+        /// The candidate the caller reviewed, or the version to make current again.
         version: u64,
         /// Why (recorded).
         reason: String,

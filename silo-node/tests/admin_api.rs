@@ -246,8 +246,25 @@ fn every_endpoint_checks_its_caller_and_an_approval_workflow_runs_through_the_ap
     f.expect("v2 rejected", |e| {
         e["event"] == "round_rejected" && e["version"] == 2
     });
+    // Roll back to v0 while paused: an operator's act (the approve scope is not enough).
+    let (s, body) = call(&rt, &approve, "POST", "/v1/versions/0/rollback");
+    assert_eq!(s, 403, "{body}");
+    let (s, body) = call(&rt, &operate, "POST", "/v1/versions/0/rollback");
+    assert_eq!(s, 200, "{body}");
+    let r = f.expect("rolled back", |e| e["event"] == "rolled_back");
+    assert_eq!(
+        (r["from"].as_u64(), r["to"].as_u64(), r["by"].as_str()),
+        (Some(1), Some(0), Some("token oncall"))
+    );
+    let (s, body) = call(&rt, &operate, "POST", "/v1/versions/0/rollback");
+    assert_eq!(s, 409, "already current: {body}");
     let (s, body) = call(&rt, &operate, "POST", "/v1/resume");
     assert_eq!(s, 200, "{body}");
+    let started = f.expect("round 3 starts", |e| e["event"] == "round_started");
+    assert_eq!(
+        started["base_version"], 0,
+        "it trains from the version rolled back to"
+    );
     f.expect("v3 awaits", |e| {
         e["event"] == "awaiting_approval" && e["version"] == 3
     });
@@ -275,6 +292,7 @@ fn every_endpoint_checks_its_caller_and_an_approval_workflow_runs_through_the_ap
     let (ok, out) = fedsilo(&["audit", "show", "--state-dir", arg(&f.state_dir())]);
     assert!(ok, "{out}");
     for said in [
+        "rolled back from v1 to v0 by token oncall",
         "paused by alice",
         "resumed by token oncall",
         "approved by token n8n",

@@ -761,18 +761,21 @@ fn control(state: &mut CoordinatorState, request: ControlRequest) -> Result<Stri
             ))
         }
         ControlRequest::Decide {
-            approve,
+            kind,
             version,
             reason,
             by,
             certificate,
         } => {
+            if let (DecisionKind::Rollback, Some(r)) = (kind, state.in_flight) {
+                return Err(Conflict(format!(
+                    "round {r} is in flight and trains from v{}: roll back when it ends (pause first)",
+                    state.model.version
+                )));
+            }
+            let from = state.model.version;
             let d = Decision {
-                kind: if approve {
-                    DecisionKind::Approve
-                } else {
-                    DecisionKind::Reject
-                },
+                kind,
                 version,
                 reason,
                 operator: by,
@@ -799,13 +802,15 @@ fn control(state: &mut CoordinatorState, request: ControlRequest) -> Result<Stri
             apply_decision(state, &d).map_err(|e| {
                 ControlError::Failed(format!("the decision was journaled but not applied: {e}"))
             })?;
-            Ok(if approve {
-                format!("v{version} approved; it is current")
-            } else {
-                format!(
+            Ok(match kind {
+                DecisionKind::Approve => format!("v{version} approved; it is current"),
+                DecisionKind::Reject => format!(
                     "v{version} rejected; v{} stays current",
                     state.model.version
-                )
+                ),
+                DecisionKind::Rollback => {
+                    format!("rolled back from v{from} to v{version}; the next round trains from it")
+                }
             })
         }
     }

@@ -9,6 +9,7 @@
 //! | GET | `/v1/audit?limit=N` | read |
 //! | POST | `/v1/candidates/{version}/approve` | approve |
 //! | POST | `/v1/candidates/{version}/reject` | approve |
+//! | POST | `/v1/versions/{version}/rollback` | operate |
 //! | POST | `/v1/rounds` | operate |
 //! | POST | `/v1/pause` | operate |
 //! | POST | `/v1/resume` | operate |
@@ -28,6 +29,7 @@ use serde_json::{json, Value};
 use super::auth::{authenticate, require, Caller, Denied, Peer};
 use super::tokens::{Scope, TokenFile};
 use crate::control::{ControlError, ControlRequest, FederationControl};
+use crate::decision::Kind as DecisionKind;
 use crate::registry::Registry;
 
 /// The OpenAPI 3 description of this API.
@@ -263,14 +265,19 @@ async fn decide(
     headers: &HeaderMap,
     version: &str,
     body: &Bytes,
-    approve: bool,
+    kind: DecisionKind,
 ) -> Answer {
-    let caller = guard(api, headers, peer, Scope::Approve)?;
+    // Rolling the live model back is an operator's act; approving a candidate the board's.
+    let needed = match kind {
+        DecisionKind::Rollback => Scope::Operate,
+        DecisionKind::Approve | DecisionKind::Reject => Scope::Approve,
+    };
+    let caller = guard(api, headers, peer, needed)?;
     let version = self::version(version)?;
     let result = api
         .control
         .request(ControlRequest::Decide {
-            approve,
+            kind,
             version,
             reason: reason(body)?,
             by: caller.by(),
@@ -287,7 +294,15 @@ async fn approve(
     Path(version): Path<String>,
     body: Bytes,
 ) -> Answer {
-    decide(&api, &peer, &headers, &version, &body, true).await
+    decide(
+        &api,
+        &peer,
+        &headers,
+        &version,
+        &body,
+        DecisionKind::Approve,
+    )
+    .await
 }
 
 async fn reject(
@@ -297,7 +312,25 @@ async fn reject(
     Path(version): Path<String>,
     body: Bytes,
 ) -> Answer {
-    decide(&api, &peer, &headers, &version, &body, false).await
+    decide(&api, &peer, &headers, &version, &body, DecisionKind::Reject).await
+}
+
+async fn rollback(
+    State(api): Api,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    Path(version): Path<String>,
+    body: Bytes,
+) -> Answer {
+    decide(
+        &api,
+        &peer,
+        &headers,
+        &version,
+        &body,
+        DecisionKind::Rollback,
+    )
+    .await
 }
 
 async fn start_round(
@@ -352,6 +385,7 @@ pub fn router(api: Arc<AdminApi>) -> Router {
         .route("/v1/audit", get(audit))
         .route("/v1/candidates/{version}/approve", post(approve))
         .route("/v1/candidates/{version}/reject", post(reject))
+        .route("/v1/versions/{version}/rollback", post(rollback))
         .route("/v1/pause", post(pause))
         .route("/v1/resume", post(resume))
         .fallback(not_found)
@@ -409,6 +443,7 @@ mod tests {
             ("/v1/audit", "get"),
             ("/v1/candidates/{version}/approve", "post"),
             ("/v1/candidates/{version}/reject", "post"),
+            ("/v1/versions/{version}/rollback", "post"),
             ("/v1/pause", "post"),
             ("/v1/resume", "post"),
         ] {
@@ -423,7 +458,7 @@ mod tests {
         }
         let described = doc["paths"].as_object().unwrap().len();
         assert_eq!(
-            described, 9,
+            described, 10,
             "a path is described that the router does not serve"
         );
     }

@@ -67,6 +67,14 @@ enum AdminCommand {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Make an earlier committed version current again (scope operate; not during a round).
+    Rollback {
+        /// The version.
+        version: u64,
+        /// Why (recorded in the audit journal).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
     /// While paused, start one round now (scope operate).
     StartRound,
     /// Pause the federation: no new round starts (scope operate).
@@ -163,6 +171,10 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<ExitCode> {
         ),
         Reject { version, reason } => (
             ("POST", format!("/v1/candidates/{version}/reject")),
+            Some(json!({ "reason": reason })),
+        ),
+        Rollback { version, reason } => (
+            ("POST", format!("/v1/versions/{version}/rollback")),
             Some(json!({ "reason": reason })),
         ),
         StartRound => (("POST", "/v1/rounds".to_string()), Some(json!({}))),
