@@ -218,6 +218,9 @@ fn main() -> anyhow::Result<()> {
         "the federation stopped: {}",
         finished["error"]
     );
+    // It writes the run report on its way out.
+    let exit = sb.coordinator().wait_exit(Duration::from_secs(60))?;
+    ensure!(exit.success(), "the coordinator exited with {exit}");
     ensure!(
         (decisions.len() + gate) as u64 == rounds,
         "{} candidates decided and {gate} stopped by the gate, {rounds} rounds run",

@@ -139,6 +139,11 @@ fn main() -> anyhow::Result<()> {
         "the federation stopped: {}",
         finished["error"]
     );
+    // It writes the run report on its way out.
+    let exit = sb
+        .coordinator()
+        .wait_exit(std::time::Duration::from_secs(60))?;
+    ensure!(exit.success(), "the coordinator exited with {exit}");
     ensure!(
         committed.len() as u64 == rounds,
         "{} of {rounds} rounds committed",
