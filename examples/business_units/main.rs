@@ -11,14 +11,13 @@
 //!   ROUNDS=3 examples/business_units/run.sh
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
 use fedsilo::admin::{tokens, AdminClient, Scope};
 use fedsilo::report::weighted_auc;
 use serde_json::{json, Value};
-use silo_node::sandbox::{adapt_federation_file, Binaries, Sandbox, SandboxSpec, SiloSpec};
+use silo_node::sandbox::{adapt_federation_file, ExampleRun, Sandbox, SandboxSpec, SiloSpec};
 use silo_node::webhook_receiver::WebhookReceiver;
 
 const UNITS: [&str; 3] = ["dsl", "fiber", "voice"];
@@ -69,18 +68,12 @@ fn review(versions: &[Value], version: u64, current: u64) -> anyhow::Result<(boo
 }
 
 fn main() -> anyhow::Result<()> {
-    let here = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples/business_units")
-        .canonicalize()?;
-    let rounds: u64 = std::env::var("ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(10);
-    let work: PathBuf =
-        std::env::var_os("WORK_DIR").map_or_else(|| here.join("run"), PathBuf::from);
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work)?;
-    let bins = Binaries::beside_example()?;
+    let ExampleRun {
+        here,
+        rounds,
+        work,
+        bins,
+    } = ExampleRun::prepare("business_units", 10)?;
 
     // The board's token (shown once, kept only as a digest by the coordinator) and the
     // webhook's shared secret.

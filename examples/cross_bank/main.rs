@@ -8,13 +8,11 @@
 //!   examples/cross_bank/run.sh              # builds, then runs 12 rounds
 //!   ROUNDS=4 examples/cross_bank/run.sh
 
-use std::path::{Path, PathBuf};
-
 use anyhow::{bail, ensure, Context};
 use fedsilo::privacy::budget::PrivacyBook;
 use serde_json::Value;
 use silo_node::sandbox::{
-    adapt_federation_file, AggregatorSpec, Binaries, Sandbox, SandboxSpec, SiloSpec,
+    adapt_federation_file, AggregatorSpec, ExampleRun, Sandbox, SandboxSpec, SiloSpec,
 };
 
 /// The banks: name, region, and which regional slice of the loans they hold.
@@ -37,19 +35,13 @@ fn auc(round: &Value) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
-    let here = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples/cross_bank")
-        .canonicalize()?;
+    let ExampleRun {
+        here,
+        rounds,
+        work,
+        bins,
+    } = ExampleRun::prepare("cross_bank", 12)?;
     let loans = here.join("../loans");
-    let rounds: u64 = std::env::var("ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(12);
-    let work: PathBuf =
-        std::env::var_os("WORK_DIR").map_or_else(|| here.join("run"), PathBuf::from);
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work)?;
-    let bins = Binaries::beside_example()?;
     let federation = adapt_federation_file(&here.join("federation.toml"), rounds)?;
     let policy = std::fs::read_to_string(here.join("policy.toml"))?;
     let silos = BANKS

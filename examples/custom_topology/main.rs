@@ -17,7 +17,6 @@
 mod drift_monitor;
 mod geometric_median;
 
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use anyhow::{ensure, Context};
@@ -30,7 +29,7 @@ use fedsilo::launch::{Extension, RunningFederation};
 use fedsilo::status::RunState;
 use geometric_median::GeometricMedian;
 use serde_json::Value;
-use silo_node::sandbox::Binaries;
+use silo_node::sandbox::ExampleRun;
 
 const REGIONS: [&str; 4] = ["northeast", "midwest", "south", "west"];
 /// From this round on, west's trainer sends N(0, 1) noise instead of its update.
@@ -114,19 +113,13 @@ async fn main() -> anyhow::Result<()> {
     )
     .map_err(anyhow::Error::msg)?;
 
-    let here = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples/custom_topology")
-        .canonicalize()?;
+    let ExampleRun {
+        here,
+        rounds,
+        work,
+        bins,
+    } = ExampleRun::prepare("custom_topology", 8)?;
     let churn = here.join("../churn");
-    let rounds: u64 = std::env::var("ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(8);
-    let work: PathBuf =
-        std::env::var_os("WORK_DIR").map_or_else(|| here.join("run"), PathBuf::from);
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work)?;
-    let bins = Binaries::beside_example()?;
 
     let mut nodes =
         vec![NodeSpec::parse(Role::Coordinator, "coordinator").map_err(anyhow::Error::msg)?];

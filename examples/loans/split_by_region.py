@@ -12,13 +12,9 @@ import random
 import sys
 from pathlib import Path
 
-REGIONS = {
-    "northeast": "CT ME MA NH RI VT NJ NY PA",
-    "midwest": "IL IN MI OH WI IA KS MN MO NE ND SD",
-    "south": "DE DC FL GA MD NC SC VA WV AL KY MS TN AR LA OK TX",
-    "west": "AZ CO ID MT NV NM UT WY AK CA HI OR WA",
-}
-STATE_TO_REGION = {s: r for r, states in REGIONS.items() for s in states.split()}
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from us_regions import REGIONS, STATE_TO_REGION  # noqa: E402
+
 COLUMNS = [
     "state", "grade", "emp_length", "homeownership", "annual_income", "verified_income",
     "debt_to_income", "delinq_2y", "inquiries_last_12m", "total_credit_lines",

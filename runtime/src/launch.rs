@@ -106,7 +106,7 @@ pub async fn run(
     let origin = origin.to_string();
     cfg.validate(&origin)?;
     // Webhook secrets and CA files are read now: a mistake stops the start, naming the hook.
-    webhooks::check(&cfg.webhooks, &origin)?;
+    let hooks = webhooks::prepare(&cfg.webhooks, &origin)?;
     let tokens = match cfg.admin.as_ref().and_then(|a| a.tokens.as_ref()) {
         Some(path) => Some(TokenFile::open(path).context("admin.tokens")?),
         None => None,
@@ -272,12 +272,11 @@ pub async fn run(
     ractor::pg::join(VALIDATOR_GROUP.to_string(), vec![validator.get_cell()]);
 
     let webhooks = webhooks::start(
-        &cfg.webhooks,
-        &origin,
+        hooks,
         &events,
         &cfg.federation.name,
         &cfg.federation.state_dir,
-    )?;
+    );
     let settings = CoordinatorSettings {
         name: cfg.federation.name.clone(),
         node: node.identity().name.clone(),

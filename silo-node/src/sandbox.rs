@@ -55,6 +55,45 @@ impl Binaries {
     }
 }
 
+/// Where an example federation runs.
+#[derive(Debug, Clone)]
+pub struct ExampleRun {
+    /// Its directory, `examples/<name>` (absolute).
+    pub here: PathBuf,
+    /// Rounds to run: `ROUNDS` from the environment, else the example's default.
+    pub rounds: u64,
+    /// A fresh working directory: `WORK_DIR` from the environment, else `<here>/run`.
+    pub work: PathBuf,
+    /// The executables beside the example's.
+    pub bins: Binaries,
+}
+
+impl ExampleRun {
+    /// Resolves the example `name`'s directory, rounds and binaries, and empties its working
+    /// directory.
+    pub fn prepare(name: &str, default_rounds: u64) -> anyhow::Result<Self> {
+        let here = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples")
+            .join(name)
+            .canonicalize()?;
+        let rounds = match std::env::var("ROUNDS") {
+            Ok(r) => r
+                .parse()
+                .with_context(|| format!("ROUNDS={r}: not a number of rounds"))?,
+            Err(_) => default_rounds,
+        };
+        let work = std::env::var_os("WORK_DIR").map_or_else(|| here.join("run"), PathBuf::from);
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work)?;
+        Ok(Self {
+            here,
+            rounds,
+            work,
+            bins: Binaries::beside_example()?,
+        })
+    }
+}
+
 /// An example's federation file as a sandbox runs it: its own settings, with `rounds` rounds,
 /// the sandbox's fixed paths (`policy.toml`, `state`, `certs/coordinator`), any free port, and
 /// the schema (and a pretrained model) resolved against the file's directory.

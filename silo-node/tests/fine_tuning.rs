@@ -112,9 +112,7 @@ fn external_trainers_take_part_and_a_broken_one_is_refused_while_its_silo_stays_
         quorum: 2,
         ..Default::default()
     });
-    let fin = f.expect("finished", |e| e["event"] == "finished");
-    assert!(fin["error"].is_null(), "{fin}");
-    let committed: Vec<Value> = f.committed().into_iter().cloned().collect();
+    let committed = f.finished_ok();
     assert_eq!(committed.len(), 3);
     for r in &committed {
         let who = r["participants"].to_string();
@@ -169,9 +167,7 @@ fn a_federation_fine_tunes_a_pretrained_checkpoint() {
             initial,
             ..Default::default()
         });
-        let fin = f.expect("finished", |e| e["event"] == "finished");
-        assert!(fin["error"].is_null(), "{fin}");
-        let rounds: Vec<Value> = f.committed().into_iter().cloned().collect();
+        let rounds = f.finished_ok();
         (f, rounds)
     };
     let (_, random) = start(None);
@@ -245,9 +241,7 @@ fn lora_rounds_send_only_adapters_and_versions_are_merged_models() {
         extra: "[plan.lora]\nrank = 2\nlayers = [0]\nalpha = 4.0\n",
         ..Default::default()
     });
-    let fin = f.expect("finished", |e| e["event"] == "finished");
-    assert!(fin["error"].is_null(), "{fin}");
-    let rounds: Vec<Value> = f.committed().into_iter().cloned().collect();
+    let rounds = f.finished_ok();
     assert_eq!(rounds.len(), 3);
     let (bytes, auc) = bytes_and_auc(&rounds);
     // The test model is 22-16-1: 385 parameters, 1540 bytes a round; rank-2 adapters on the
@@ -311,9 +305,7 @@ fn the_loans_example_pretrains_on_the_public_slice_and_fine_tunes_adapters() {
         extra: "[plan.lora]\nrank = 4\nlayers = [0]\nalpha = 8.0\n",
         ..Default::default()
     });
-    let fin = f.expect("finished", |e| e["event"] == "finished");
-    assert!(fin["error"].is_null(), "{fin}");
-    let rounds: Vec<Value> = f.committed().into_iter().cloned().collect();
+    let rounds = f.finished_ok();
     assert_eq!(rounds.len(), 3);
     let (bytes, auc) = bytes_and_auc(&rounds);
     let first = common::weighted_auc(&rounds[0]);

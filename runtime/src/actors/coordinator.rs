@@ -531,8 +531,12 @@ impl Actor for CoordinatorActor {
             }
             return Ok(());
         }
+        // Heartbeat answers come N times a period; the next tick publishes what they changed.
+        let heartbeat = matches!(msg, CoordinatorMessage::PingResult { .. });
         step(myself, msg, state).await;
-        publish(state);
+        if !heartbeat {
+            publish(state);
+        }
         Ok(())
     }
 

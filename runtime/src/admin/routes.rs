@@ -287,50 +287,17 @@ async fn decide(
     Ok(Json(json!({ "result": result })))
 }
 
-async fn approve(
-    State(api): Api,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
-    Path(version): Path<String>,
-    body: Bytes,
-) -> Answer {
-    decide(
-        &api,
-        &peer,
-        &headers,
-        &version,
-        &body,
-        DecisionKind::Approve,
+/// The POST route of a decision of `kind` on the version in the path.
+fn decision(kind: DecisionKind) -> axum::routing::MethodRouter<Arc<AdminApi>> {
+    post(
+        move |State(api): Api,
+              Extension(peer): Extension<Peer>,
+              headers: HeaderMap,
+              Path(version): Path<String>,
+              body: Bytes| async move {
+            decide(&api, &peer, &headers, &version, &body, kind).await
+        },
     )
-    .await
-}
-
-async fn reject(
-    State(api): Api,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
-    Path(version): Path<String>,
-    body: Bytes,
-) -> Answer {
-    decide(&api, &peer, &headers, &version, &body, DecisionKind::Reject).await
-}
-
-async fn rollback(
-    State(api): Api,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
-    Path(version): Path<String>,
-    body: Bytes,
-) -> Answer {
-    decide(
-        &api,
-        &peer,
-        &headers,
-        &version,
-        &body,
-        DecisionKind::Rollback,
-    )
-    .await
 }
 
 async fn start_round(
@@ -383,9 +350,18 @@ pub fn router(api: Arc<AdminApi>) -> Router {
         .route("/v1/rounds", get(rounds).post(start_round))
         .route("/v1/versions", get(versions))
         .route("/v1/audit", get(audit))
-        .route("/v1/candidates/{version}/approve", post(approve))
-        .route("/v1/candidates/{version}/reject", post(reject))
-        .route("/v1/versions/{version}/rollback", post(rollback))
+        .route(
+            "/v1/candidates/{version}/approve",
+            decision(DecisionKind::Approve),
+        )
+        .route(
+            "/v1/candidates/{version}/reject",
+            decision(DecisionKind::Reject),
+        )
+        .route(
+            "/v1/versions/{version}/rollback",
+            decision(DecisionKind::Rollback),
+        )
         .route("/v1/pause", post(pause))
         .route("/v1/resume", post(resume))
         .fallback(not_found)

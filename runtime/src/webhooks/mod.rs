@@ -158,12 +158,19 @@ impl WebhookConfig {
     }
 }
 
-/// Checks every webhook (values, secrets, CA files) without starting anything.
-pub fn check(configs: &[WebhookConfig], origin: &str) -> Result<()> {
-    for (i, c) in configs.iter().enumerate() {
-        c.endpoint(i, origin)?;
-    }
-    Ok(())
+/// The webhooks, checked and ready to start: each configuration with its endpoint.
+#[derive(Debug)]
+pub struct Prepared(Vec<(WebhookConfig, Endpoint)>);
+
+/// Checks every webhook and reads its secret and CA file (an error names the hook), without
+/// starting anything.
+pub fn prepare(configs: &[WebhookConfig], origin: &str) -> Result<Prepared> {
+    configs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Ok((c.clone(), c.endpoint(i, origin)?)))
+        .collect::<Result<_>>()
+        .map(Prepared)
 }
 
 /// The running webhook workers.
@@ -202,12 +209,11 @@ async fn join_all(tasks: Vec<tokio::task::JoinHandle<()>>) {
 /// Starts one delivery worker per webhook, fed from `events`; `federation` names the sender
 /// in every body. Returns at once.
 pub fn start(
-    configs: &[WebhookConfig],
-    origin: &str,
+    prepared: Prepared,
     events: &EventLog,
     federation: &str,
     state_dir: &Path,
-) -> Result<Webhooks> {
+) -> Webhooks {
     let (finish_tx, mut finish) = tokio::sync::oneshot::channel();
     let stop = tokio::sync::watch::Sender::new(false);
     let mut hooks = Webhooks {
@@ -215,13 +221,12 @@ pub fn start(
         stop,
         tasks: vec![],
     };
-    if configs.is_empty() {
-        return Ok(hooks);
+    if prepared.0.is_empty() {
+        return hooks;
     }
     let log = DeliveryLog::open(state_dir);
     let mut outlets = Vec::new();
-    for (i, c) in configs.iter().enumerate() {
-        let endpoint = c.endpoint(i, origin)?;
+    for (c, endpoint) in prepared.0 {
         let (tx, rx) = mpsc::channel(QUEUE);
         hooks.tasks.push(tokio::spawn(delivery::work(
             endpoint,
@@ -229,7 +234,8 @@ pub fn start(
             log.clone(),
             hooks.stop.subscribe(),
         )));
-        outlets.push((c.clone(), tx, Noticer::new(c.budget_warning)));
+        let noticer = Noticer::new(c.budget_warning);
+        outlets.push((c, tx, noticer));
     }
     let mut stream = events.subscribe();
     let federation = federation.to_string();
@@ -310,5 +316,5 @@ pub fn start(
             }
         }
     }));
-    Ok(hooks)
+    hooks
 }

@@ -158,6 +158,13 @@ impl Federation {
         certs
     }
 
+    /// Waits for the run to finish without an error; its committed rounds.
+    pub fn finished_ok(&mut self) -> Vec<Value> {
+        let fin = self.expect("finished", |e| e["event"] == "finished");
+        assert!(fin["error"].is_null(), "{fin}");
+        self.committed().into_iter().cloned().collect()
+    }
+
     pub fn exit_status(&mut self) -> std::process::ExitStatus {
         self.sb
             .coordinator()
