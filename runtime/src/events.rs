@@ -130,6 +130,25 @@ pub enum Event {
         /// The silo.
         silo: String,
     },
+    /// A consortium certificate was refused a link: its declared name was not its own, or its
+    /// identity already had a live link (a copied kit). Announced at most once per identity
+    /// per 10 s; every refusal is in the log and the `fedsilo_link_refusals_total` metric.
+    LinkRefused {
+        /// The peer's address.
+        peer: String,
+        /// The certificate's identity (`name (role, region)`).
+        certificate: String,
+        /// Why.
+        reason: String,
+    },
+    /// A dead link (silent beyond the silence limit) was replaced by a new link of the same
+    /// identity.
+    LinkReplaced {
+        /// The identity's name.
+        node: String,
+        /// How long the old link had been silent, seconds.
+        silent_secs: f64,
+    },
     /// A silo stopped answering heartbeats.
     SiloUnhealthy {
         /// The silo.
@@ -416,6 +435,14 @@ fn render(event: &Event, layout: &mut Option<TableLayout>) -> Option<String> {
         }
         Event::SiloJoined { silo, region } => format!("+ silo {silo} joined (region {region})"),
         Event::SiloLeft { silo } => format!("- silo {silo} left"),
+        Event::LinkRefused {
+            peer,
+            certificate,
+            reason,
+        } => format!("! link from {peer} ({certificate}) refused: {reason}"),
+        Event::LinkReplaced { node, silent_secs } => {
+            format!("! {node}: a dead link (silent {silent_secs:.1} s) was replaced by a new one")
+        }
         Event::AggregatorJoined { aggregator, region } => format!("+ aggregator {aggregator} joined (region {region})"),
         Event::AggregatorLeft { aggregator } => format!("- aggregator {aggregator} left"),
         Event::SiloUnhealthy { silo, silent_secs } => {

@@ -25,6 +25,7 @@ pub mod audit;
 pub mod certs;
 pub mod cluster;
 pub mod compression;
+pub mod connection_budget;
 pub mod control;
 pub mod data;
 pub mod decision;

@@ -13,6 +13,10 @@ async fn main() -> std::process::ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    // Room for connections up to the hard limit; the listeners keep a reserve within it.
+    if let Err(e) = fedsilo::connection_budget::raise_open_files_limit() {
+        tracing::warn!("cannot raise the open-files limit: {e}");
+    }
     match cli::run(cli).await {
         Ok(code) => code,
         Err(e) => {

@@ -225,12 +225,25 @@ impl ModelStore {
             })
     }
 
-    /// The current version and its checkpoint, if anything was committed.
-    pub fn current(&self) -> Result<Option<(u64, Checkpoint)>> {
-        match self.current_version()? {
-            Some(v) => Ok(Some((v, Checkpoint::load(&self.model_path(v))?))),
-            None => Ok(None),
+    /// Reads committed version `v`'s checkpoint and checks that it is the file the audit journal
+    /// committed: its SHA-256 must be `sha256`. Every load of a committed version (resume,
+    /// rollback, the LoRA base) goes through here, so a modified file stops the load with an
+    /// error naming the file and both digests.
+    pub fn load_committed(&self, v: u64, sha256: &str) -> Result<Checkpoint> {
+        let path = self.model_path(v);
+        let bytes = std::fs::read(&path).map_err(|e| Error::io("reading", &path, e))?;
+        let actual = Digest::of_bytes(&bytes).hex();
+        if actual != sha256 {
+            return Err(Error::Checkpoint {
+                origin: path.display().to_string(),
+                message: format!(
+                    "its SHA-256 is {actual}, but the audit journal committed version {v} with \
+                     {sha256}: the file was modified or replaced (`fedsilo audit verify` shows \
+                     the journal; restore the file from a backup)"
+                ),
+            });
         }
+        Checkpoint::from_bytes(&bytes, &path.display().to_string())
     }
 }
 
@@ -313,12 +326,32 @@ mod tests {
         let did = s.reconcile(Some((2, &sha2))).unwrap();
         assert_eq!(did.len(), 2, "{did:?}");
         assert_eq!(s.current_version().unwrap(), Some(2));
-        assert_eq!(s.current().unwrap().unwrap().1.params[0], 2.0);
+        assert_eq!(s.load_committed(2, &sha2).unwrap().params[0], 2.0);
         assert!(!dir.path().join("models/staging/v3.safetensors").exists());
         // Nothing to do the second time; a wrong SHA-256 is refused.
         assert!(s.reconcile(Some((2, &sha2))).unwrap().is_empty());
         let e = s.reconcile(Some((1, &sha2))).unwrap_err().to_string();
         assert!(e.contains("v1.safetensors") && e.contains("SHA-256"), "{e}");
         let _ = sha1;
+    }
+
+    #[test]
+    fn a_committed_version_loads_only_as_the_journal_committed_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = ModelStore::open(dir.path()).unwrap();
+        let sha = s.stage(1, &ckpt(1.0), None).unwrap();
+        s.publish(1).unwrap();
+        assert_eq!(s.load_committed(1, &sha).unwrap().params[0], 1.0);
+        // One byte changed in the tensor data (the file's last byte).
+        let path = s.model_path(1);
+        let mut bytes = std::fs::read(&path).unwrap();
+        *bytes.last_mut().unwrap() ^= 0x01;
+        std::fs::write(&path, &bytes).unwrap();
+        let e = s.load_committed(1, &sha).unwrap_err().to_string();
+        let actual = Digest::of_bytes(&bytes).hex();
+        assert!(
+            e.contains("v1.safetensors") && e.contains(&sha) && e.contains(&actual),
+            "{e}"
+        );
     }
 }

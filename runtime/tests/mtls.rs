@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fedsilo::certs::CertificateAuthority;
-use fedsilo::cluster::{ClusterConfig, ClusterNode, PeerEvent};
+use fedsilo::cluster::{ClusterConfig, ClusterNode, LinkLimits, PeerEvent};
 use fedsilo::identity::{Identity, Role};
 use fedsilo::tls::NodeCredentials;
 use ractor::Actor;
@@ -58,10 +58,14 @@ fn valid(ca: &CertificateAuthority, who: &Identity) -> NodeCredentials {
 }
 
 async fn coordinator(ca: &CertificateAuthority, handshake_timeout: Duration) -> ClusterNode {
+    coordinator_with(ca, LinkLimits::with_handshake_timeout(handshake_timeout)).await
+}
+
+async fn coordinator_with(ca: &CertificateAuthority, limits: LinkLimits) -> ClusterNode {
     ClusterNode::start(ClusterConfig {
         credentials: valid(ca, &id("coordinator", Role::Coordinator)),
         listen: Some("127.0.0.1:0".parse().unwrap()),
-        handshake_timeout,
+        limits,
     })
     .await
     .unwrap()
@@ -127,7 +131,7 @@ async fn good_silo(ca: &CertificateAuthority, name: &str, server: &ClusterNode) 
     let silo = ClusterNode::start(ClusterConfig {
         credentials: valid(ca, &id(name, Role::Silo)),
         listen: None,
-        handshake_timeout: Duration::from_secs(5),
+        limits: LinkLimits::with_handshake_timeout(Duration::from_secs(5)),
     })
     .await
     .unwrap();
@@ -208,7 +212,7 @@ async fn bad_peers_are_refused_and_good_ones_keep_being_served() {
     let expired_node = ClusterNode::start(ClusterConfig {
         credentials: expired,
         listen: None,
-        handshake_timeout: WAIT,
+        limits: LinkLimits::with_handshake_timeout(WAIT),
     })
     .await
     .unwrap();
@@ -266,18 +270,20 @@ async fn futures_connect(addr: std::net::SocketAddr, n: usize) -> Vec<TcpStream>
     v
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_declaring_another_name_than_its_certificate_is_dropped() {
-    let (ca, _) = CertificateAuthority::generate("consortium", 1).unwrap();
-    let server = coordinator(&ca, Duration::from_secs(10)).await;
-    let mut events = server.directory().subscribe();
-    // A raw ractor_cluster node that calls itself "mallory" but holds bank-a's certificate.
-    let (mallory, _) = Actor::spawn(
+/// A raw ractor_cluster node that declares `declared` as its name, linked with `holder`'s
+/// certificate: what a consortium member can do with its own kit and ractor_cluster.
+async fn impostor(
+    ca: &CertificateAuthority,
+    server: &ClusterNode,
+    declared: &str,
+    holder: &Identity,
+) -> ractor::ActorRef<ractor_cluster::NodeServerMessage> {
+    let (node, _) = Actor::spawn(
         None,
         NodeServer::new(
             0,
             fedsilo::cluster::cookie(),
-            "mallory".into(),
+            declared.into(),
             "host".into(),
             None,
             None,
@@ -286,17 +292,28 @@ async fn a_node_declaring_another_name_than_its_certificate_is_dropped() {
     )
     .await
     .unwrap();
-    let bank_a = valid(&ca, &id("bank-a", Role::Silo));
+    let kit = valid(ca, holder);
     ractor_cluster::client_connect_enc(
-        &mallory,
+        &node,
         server.local_addr().unwrap(),
-        TlsConnector::from(bank_a.client_config().unwrap()),
+        TlsConnector::from(kit.client_config().unwrap()),
         ServerName::try_from("coordinator").unwrap(),
     )
     .await
     .unwrap();
-    let PeerEvent::Dropped { reason, .. } =
-        next_event(&mut events, |e| matches!(e, PeerEvent::Dropped { .. })).await
+    node
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_declaring_another_name_than_its_certificate_is_refused_before_ractor_sees_it() {
+    let (ca, _) = CertificateAuthority::generate("consortium", 1).unwrap();
+    let server = coordinator(&ca, Duration::from_secs(10)).await;
+    let mut events = server.directory().subscribe();
+    // A raw ractor_cluster node that calls itself "mallory" but holds bank-a's certificate.
+    let mallory = impostor(&ca, &server, "mallory", &id("bank-a", Role::Silo)).await;
+    let PeerEvent::Refused {
+        reason, identity, ..
+    } = next_event(&mut events, |e| matches!(e, PeerEvent::Refused { .. })).await
     else {
         unreachable!()
     };
@@ -304,11 +321,158 @@ async fn a_node_declaring_another_name_than_its_certificate_is_dropped() {
         reason.contains("mallory") && reason.contains("bank-a"),
         "{reason}"
     );
+    assert_eq!(identity, Some(id("bank-a", Role::Silo)));
     // The session never becomes a bound peer.
-    next_event(&mut events, |e| {
-        matches!(e, PeerEvent::Disconnected { identity: None, .. })
-    })
-    .await;
     assert!(server.directory().bound_peers().is_empty());
     mallory.stop(None);
+}
+
+/// The hijack of issue 15: another member's certificate declaring bank-a's name, again and
+/// again (each attempt draws a fresh connection id, so about half would win ractor's election
+/// if it ever saw them). Then a copy of bank-a's own kit. bank-a's honest session survives all
+/// of it, and is the only bank-a session the coordinator has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_certificate_can_displace_a_live_session() {
+    let (ca, _) = CertificateAuthority::generate("consortium", 1).unwrap();
+    let server = coordinator(&ca, Duration::from_secs(10)).await;
+    let mut events = server.directory().subscribe();
+    let honest = good_silo(&ca, "bank-a", &server).await;
+    let honest_id = match next_event(&mut events, |e| matches!(e, PeerEvent::Bound { .. })).await {
+        PeerEvent::Bound { node_id, .. } => node_id,
+        _ => unreachable!(),
+    };
+    let holders = [
+        id("bank-b", Role::Silo),
+        id("operator", Role::Operator),
+        id("bank-a", Role::Silo), // a copied kit
+    ];
+    for round in 0..12 {
+        let holder = &holders[round % holders.len()];
+        let node = impostor(&ca, &server, "bank-a", holder).await;
+        let PeerEvent::Refused { reason, .. } = next_event(&mut events, |e| {
+            matches!(
+                e,
+                PeerEvent::Refused { .. }
+                    | PeerEvent::Disconnected {
+                        identity: Some(_),
+                        ..
+                    }
+                    | PeerEvent::Bound { .. }
+                    | PeerEvent::Replaced { .. }
+            )
+        })
+        .await
+        else {
+            panic!("attempt {round} with {holder}'s certificate did something else than be refused")
+        };
+        if holder.name == "bank-a" {
+            assert!(reason.contains("already connected"), "{reason}");
+        } else {
+            assert!(reason.contains("certificate says"), "{reason}");
+        }
+        node.stop(None);
+    }
+    assert_eq!(
+        server.directory().identity_of(honest_id),
+        Some(id("bank-a", Role::Silo))
+    );
+    assert_eq!(server.directory().bound_peers().len(), 1);
+    drop(honest);
+}
+
+/// A TCP relay between a client and the coordinator that can be frozen: what a silo whose
+/// process or network froze looks like from the coordinator (the socket stays open, nothing
+/// arrives).
+async fn freezable_relay(
+    target: std::net::SocketAddr,
+) -> (std::net::SocketAddr, Arc<tokio::sync::Notify>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let freeze = Arc::new(tokio::sync::Notify::new());
+    let f = freeze.clone();
+    tokio::spawn(async move {
+        let (mut client, _) = listener.accept().await.unwrap();
+        let mut upstream = TcpStream::connect(target).await.unwrap();
+        tokio::select! {
+            _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+            _ = f.notified() => {
+                // Frozen: hold both sockets open, move no byte, until the test ends.
+                std::future::pending::<()>().await;
+            }
+        }
+    });
+    (addr, freeze)
+}
+
+/// A link whose peer went silent (frozen, partitioned) is dead once the silence limit passes:
+/// the same identity may then link again, replacing it, and the replacement is announced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_link_may_be_replaced_by_its_own_identity() {
+    let (ca, _) = CertificateAuthority::generate("consortium", 1).unwrap();
+    let limits = LinkLimits {
+        handshake_timeout: Duration::from_secs(10),
+        silence_limit: Duration::from_secs(2),
+        idle_timeout: Duration::from_secs(3600),
+        ..LinkLimits::default()
+    };
+    let server = coordinator_with(&ca, limits).await;
+    let mut events = server.directory().subscribe();
+    let (relay, freeze) = freezable_relay(server.local_addr().unwrap()).await;
+    let first = ClusterNode::start(ClusterConfig {
+        credentials: valid(&ca, &id("bank-a", Role::Silo)),
+        listen: None,
+        limits: LinkLimits::default(),
+    })
+    .await
+    .unwrap();
+    first
+        .connect(&relay.to_string(), "coordinator", WAIT)
+        .await
+        .unwrap();
+    let PeerEvent::Bound { label: old, .. } =
+        next_event(&mut events, |e| matches!(e, PeerEvent::Bound { .. })).await
+    else {
+        unreachable!()
+    };
+    freeze.notify_one();
+    // The restarted silo links directly. Until the old link has been silent 2 s it is refused;
+    // then it replaces the old one.
+    let second = ClusterNode::start(ClusterConfig {
+        credentials: valid(&ca, &id("bank-a", Role::Silo)),
+        listen: None,
+        limits: LinkLimits::default(),
+    })
+    .await
+    .unwrap();
+    let addr = server.local_addr().unwrap().to_string();
+    let linked = tokio::time::timeout(WAIT, async {
+        loop {
+            if second.connect(&addr, "coordinator", WAIT).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(linked.is_ok(), "the restarted silo never linked");
+    let PeerEvent::Replaced {
+        old_label,
+        identity,
+        silent_for,
+        ..
+    } = next_event(&mut events, |e| matches!(e, PeerEvent::Replaced { .. })).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(old_label, old);
+    assert_eq!(identity.name, "bank-a");
+    assert!(silent_for >= Duration::from_secs(2), "{silent_for:?}");
+    // The old session is closed; one bank-a session remains.
+    next_event(
+        &mut events,
+        |e| matches!(e, PeerEvent::Disconnected { label, .. } if *label == old),
+    )
+    .await;
+    let peers = server.directory().bound_peers();
+    assert_eq!(peers.len(), 1, "{peers:?}");
 }

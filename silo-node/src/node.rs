@@ -72,7 +72,7 @@ pub async fn run(s: SiloSettings) -> anyhow::Result<()> {
     let node = ClusterNode::start(ClusterConfig {
         credentials: creds,
         listen: None,
-        handshake_timeout: fedsilo::cluster::node::DEFAULT_HANDSHAKE_TIMEOUT,
+        limits: fedsilo::cluster::LinkLimits::default(),
     })
     .await?;
     let metrics = std::sync::Arc::new(fedsilo::metrics::SiloMetrics::new());

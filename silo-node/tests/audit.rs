@@ -152,6 +152,24 @@ fn the_journal_of_a_real_run_verifies_and_every_tampering_is_named() {
             Box::new(|s: &Path| std::fs::write(s.join("CURRENT"), "1\n").unwrap()),
             vec!["CURRENT".into(), "names version 1".into()],
         ),
+        (
+            // The journal ends with the last commit: one step back looks like the crash window
+            // between the journal and CURRENT, but the committed file is already in models/.
+            "CURRENT moved back one version",
+            Box::new(move |s: &Path| {
+                let mut ls = lines(s);
+                while !ls.last().unwrap().contains("\"kind\":\"committed\"") {
+                    ls.pop();
+                }
+                write_lines(s, &ls);
+                std::fs::write(s.join("CURRENT"), format!("{}\n", rounds - 1)).unwrap()
+            }),
+            vec![
+                "CURRENT".into(),
+                format!("names version {}", rounds - 1),
+                format!("made {rounds} current last"),
+            ],
+        ),
     ];
     for (what, tamper, want) in cases {
         let tmp = tempfile::tempdir().unwrap();

@@ -394,7 +394,17 @@ impl Actor for CoordinatorActor {
             args,
         };
         state.adapters = adapters_in(&state, 0, &[], &std::collections::HashMap::new())?;
-        if let Some((version, ckpt)) = state.args.store.current()? {
+        state.committed_sha = state
+            .args
+            .history
+            .versions
+            .iter()
+            .filter(|(_, j)| j.status == Status::Committed)
+            .map(|(v, j)| (*v, j.file_sha256.clone()))
+            .collect();
+        // Every committed version is loaded only as the journal committed it (its SHA-256).
+        if let Some(version) = state.args.store.current_version()? {
+            let ckpt = load_committed(&state, version)?;
             if ckpt.spec != spec {
                 return Err(format!(
                     "state directory {} holds a model `{}` but the configuration asks for `{}`; use another state_dir",
@@ -412,7 +422,7 @@ impl Actor for CoordinatorActor {
             if state.lora.is_some() {
                 // Under LoRA the frozen base is the federation's version 0, whatever the
                 // configuration now says.
-                let v0 = Checkpoint::load(&state.args.store.model_path(0))?;
+                let v0 = load_committed(&state, 0)?;
                 state.initial_digest = Digest::of_f32(&v0.params);
                 state.initial = Arc::new(v0.params);
             }
@@ -446,12 +456,6 @@ impl Actor for CoordinatorActor {
             .find(|m| m.version == state.model.version)
             .map(|m| m.validation.clone())
             .unwrap_or_default();
-        state.committed_sha = history
-            .versions
-            .iter()
-            .filter(|(_, j)| j.status == Status::Committed)
-            .map(|(v, j)| (*v, j.file_sha256.clone()))
-            .collect();
         state.applied = history.applied.clone();
         if let Some((by, reason)) = history.paused {
             // Say so: nothing else would show why no round starts.
@@ -1855,6 +1859,19 @@ fn check_decision(state: &CoordinatorState, d: &Decision) -> Result<(), String> 
     }
 }
 
+/// Committed version `v`'s checkpoint, checked against the SHA-256 the journal committed.
+fn load_committed(state: &CoordinatorState, v: u64) -> crate::Result<Checkpoint> {
+    let Some(sha) = state.committed_sha.get(&v) else {
+        return Err(Error::Checkpoint {
+            origin: state.args.store.model_path(v).display().to_string(),
+            message: format!(
+                "version {v} is named as committed (CURRENT or a rollback) but the audit journal never committed it"
+            ),
+        });
+    };
+    state.args.store.load_committed(v, sha)
+}
+
 /// Carries out a decision [`check_decision`] allowed and the journal recorded.
 fn apply_decision(state: &mut CoordinatorState, d: &Decision) -> crate::Result<()> {
     match d.kind {
@@ -1911,8 +1928,7 @@ fn apply_decision(state: &mut CoordinatorState, d: &Decision) -> crate::Result<(
             });
         }
         DecisionKind::Rollback => {
-            let path = state.args.store.model_path(d.version);
-            let ckpt = Checkpoint::load(&path)?;
+            let ckpt = load_committed(state, d.version)?;
             // A candidate awaiting approval was built on the version being left: withdrawn.
             if let Some(a) = state.awaiting.take() {
                 let reason = format!(

@@ -15,6 +15,8 @@ use crate::identity::{Identity, Role};
 pub struct Peer {
     /// Its identity and DER (hex), read from the certificate the TLS handshake verified.
     pub certificate: Option<(Identity, String)>,
+    /// The client's address, for the log of refusals.
+    pub addr: String,
 }
 
 /// An authenticated caller.
@@ -142,9 +144,11 @@ mod tests {
         let none = HeaderMap::new();
         let op = Peer {
             certificate: Some((id(Role::Operator), "00".into())),
+            ..Default::default()
         };
         let silo = Peer {
             certificate: Some((id(Role::Silo), "00".into())),
+            ..Default::default()
         };
         let caller = authenticate(&none, &op, None).unwrap();
         assert_eq!(caller.scope(), Scope::Operate);

@@ -16,18 +16,21 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::{authenticate, require, Caller, Denied, Peer};
 use super::tokens::{Scope, TokenFile};
+use crate::cluster::refusal_log::RefusalLog;
 use crate::control::{ControlError, ControlRequest, FederationControl};
 use crate::decision::Kind as DecisionKind;
 use crate::registry::Registry;
@@ -46,11 +49,18 @@ pub struct AdminApi {
     pub state_dir: PathBuf,
     /// Bearer tokens, if any are accepted.
     pub tokens: Option<TokenFile>,
+    /// Refused requests (401, 403), logged rate-limited and counted.
+    pub refusals: RefusalLog,
 }
 
 /// An error answer: a status and `{"error": "..."}`.
 #[derive(Debug)]
 pub struct ApiError(StatusCode, String);
+
+/// Largest request body (a JSON reason).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Time a whole request body may take to arrive, counted once the caller is authenticated.
+pub const BODY_DEADLINE: Duration = Duration::from_secs(10);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -61,7 +71,36 @@ impl IntoResponse for ApiError {
                 header::HeaderValue::from_static("Bearer realm=\"fedsilo\""),
             );
         }
+        // A refused request's body is never read: the connection cannot carry another request.
+        if self.0.is_client_error() {
+            r.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+        }
         r
+    }
+}
+
+/// Reads a request body once its caller has been authenticated: at most [`MAX_BODY_BYTES`],
+/// all of it within [`BODY_DEADLINE`]. Handlers take the body unread ([`Body`]) and call this
+/// after [`guard`], so an unauthenticated client can never make the server wait for a body.
+async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+    let limited = http_body_util::Limited::new(body, MAX_BODY_BYTES);
+    match tokio::time::timeout(BODY_DEADLINE, limited.collect()).await {
+        Err(_) => Err(ApiError(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the request body did not arrive within {BODY_DEADLINE:?}"),
+        )),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+        )),
+        Ok(Err(e)) => Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("reading the request body: {e}"),
+        )),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
     }
 }
 
@@ -96,9 +135,17 @@ fn guard(
     peer: &Peer,
     needed: Scope,
 ) -> Result<Caller, ApiError> {
-    let caller = authenticate(headers, peer, api.tokens.as_ref())?;
-    require(&caller, needed)?;
-    Ok(caller)
+    let checked = authenticate(headers, peer, api.tokens.as_ref())
+        .and_then(|caller| require(&caller, needed).map(|()| caller));
+    checked.map_err(|denied| {
+        let why = match &denied {
+            Denied::Unauthenticated(m) => format!("admin API 401: {m}"),
+            Denied::Forbidden(m) => format!("admin API 403: {m}"),
+        };
+        let identity = peer.certificate.as_ref().map(|(id, _)| id);
+        api.refusals.warn(&peer.addr, identity, &why);
+        denied.into()
+    })
 }
 
 /// `?limit=N` (default 50, at most 1000), read after the caller is authenticated.
@@ -264,7 +311,7 @@ async fn decide(
     peer: &Peer,
     headers: &HeaderMap,
     version: &str,
-    body: &Bytes,
+    body: Body,
     kind: DecisionKind,
 ) -> Answer {
     // Rolling the live model back is an operator's act; approving a candidate the board's.
@@ -274,12 +321,13 @@ async fn decide(
     };
     let caller = guard(api, headers, peer, needed)?;
     let version = self::version(version)?;
+    let body = read_body(body).await?;
     let result = api
         .control
         .request(ControlRequest::Decide {
             kind,
             version,
-            reason: reason(body)?,
+            reason: reason(&body)?,
             by: caller.by(),
             certificate: caller.certificate(),
         })
@@ -294,8 +342,8 @@ fn decision(kind: DecisionKind) -> axum::routing::MethodRouter<Arc<AdminApi>> {
               Extension(peer): Extension<Peer>,
               headers: HeaderMap,
               Path(version): Path<String>,
-              body: Bytes| async move {
-            decide(&api, &peer, &headers, &version, &body, kind).await
+              body: Body| async move {
+            decide(&api, &peer, &headers, &version, body, kind).await
         },
     )
 }
@@ -317,9 +365,10 @@ async fn pause(
     State(api): Api,
     Extension(peer): Extension<Peer>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Answer {
     let caller = guard(&api, &headers, &peer, Scope::Operate)?;
+    let body = read_body(body).await?;
     let result = api.control.pause(&caller.by(), &reason(&body)?).await?;
     Ok(Json(json!({ "result": result })))
 }

@@ -1,7 +1,10 @@
 //! The admin API's HTTPS listener: TLS 1.3 with the coordinator's certificate, an optional
 //! client certificate (verified against the consortium CA), HTTP/1.1. Bounded against
-//! connections that never authenticate: at most 128 at once, each with 10 s to finish its TLS
-//! handshake and 10 s to send a request's headers.
+//! connections that never authenticate: at most 128 at once and 32 per peer address (more are
+//! closed at once, as when the process's descriptor budget is spent), each with 10 s to finish
+//! its TLS handshake and 10 s to send a request's headers (also between requests: an idle
+//! connection is closed). Credentials are checked on the headers, before any body is read,
+//! and a body must arrive whole within 10 s ([`super::routes`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,17 +14,20 @@ use axum::Extension;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 use super::auth::Peer;
 use super::routes::{router, AdminApi};
+use crate::connection_budget::{ConnectionLimits, Limiter};
 use crate::identity::Identity;
 use crate::tls::NodeCredentials;
 
 /// How long a client may take to finish the TLS handshake, and to send a request's headers.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections served at once; more wait in the kernel's backlog.
-const MAX_CONNECTIONS: usize = 128;
+/// Connections served at once, in total and per peer address.
+pub const CONNECTIONS: ConnectionLimits = ConnectionLimits {
+    total: 128,
+    per_peer: 32,
+};
 
 /// The bound listener, not serving yet (bind before starting anything that needs it).
 #[derive(Debug)]
@@ -52,21 +58,27 @@ impl AdminListener {
         api: AdminApi,
     ) -> crate::Result<tokio::task::JoinHandle<()>> {
         let acceptor = tokio_rustls::TlsAcceptor::from(credentials.admin_server_config()?);
-        let app = router(Arc::new(api));
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let api = Arc::new(api);
+        let app = router(api.clone());
+        let limiter = Limiter::new("admin API", CONNECTIONS);
         let listener = self.listener;
         Ok(tokio::spawn(async move {
             loop {
-                // Semaphore::acquire fails only when closed, and this one never is.
-                let Ok(slot) = slots.clone().acquire_owned().await else {
-                    return;
-                };
                 let (tcp, from) = match listener.accept().await {
                     Ok(c) => c,
                     Err(e) => {
                         // Out of descriptors and the like: back off, keep serving.
                         tracing::warn!("admin API: accept failed: {e}");
                         tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let slot = match limiter.admit(from.ip()) {
+                    Ok(p) => p,
+                    Err(refusal) => {
+                        drop(tcp);
+                        api.refusals
+                            .warn(&from.to_string(), None, &refusal.to_string());
                         continue;
                     }
                 };
@@ -109,7 +121,10 @@ async fn serve_connection(
                 .ok()
                 .map(|id| (id, hex::encode(der)))
         });
-    let service = TowerToHyperService::new(app.layer(Extension(Peer { certificate })));
+    let service = TowerToHyperService::new(app.layer(Extension(Peer {
+        certificate,
+        addr: from.to_string(),
+    })));
     if let Err(e) = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(CLIENT_TIMEOUT)

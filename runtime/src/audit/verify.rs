@@ -286,13 +286,23 @@ fn check_store(dir: &Path, entries: &[Checked]) -> Option<Problem> {
     let named = std::fs::read_to_string(dir.join("CURRENT"))
         .ok()
         .and_then(|t| t.trim().parse::<u64>().ok());
-    // CURRENT one step behind the journal's last entry is a crash before that move: not
-    // tampering. Anything journaled after the move means the move was made.
-    if named != current && !(named == previous && current.is_some() && move_is_last) {
+    // CURRENT one step behind the journal's last commit is a crash before that move only while
+    // the committed file is still staged (the coordinator finishes the commit when it starts).
+    // A file already in models/ with CURRENT behind is indistinguishable from CURRENT edited
+    // back, so it fails, saying both.
+    let crash_window = named == previous
+        && move_is_last
+        && current.is_some_and(|v| committed.get(&v).is_some_and(|(sha, _)| staged(v, sha)));
+    if named != current && !crash_window {
+        let line = current
+            .and_then(|v| committed.get(&v))
+            .map_or(String::new(), |(_, l)| format!(" (audit.jsonl:{l})"));
         return Some(Problem {
             at: "CURRENT".into(),
             what: format!(
-                "names version {}, the journal made {} current last",
+                "names version {}, the journal made {} current last{line}: CURRENT was edited, \
+                 or the coordinator stopped between the journal entry and CURRENT (starting it \
+                 finishes the move)",
                 named.map_or("none".into(), |v| v.to_string()),
                 current.map_or("none".into(), |v| v.to_string())
             ),

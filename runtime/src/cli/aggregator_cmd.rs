@@ -9,8 +9,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use fedsilo::actors::regional::{RegionalAggregatorActor, RegionalArgs};
 use fedsilo::cluster::link::keep_linked;
-use fedsilo::cluster::node::DEFAULT_HANDSHAKE_TIMEOUT;
-use fedsilo::cluster::{ClusterConfig, ClusterNode, AGGREGATOR_GROUP};
+use fedsilo::cluster::{ClusterConfig, ClusterNode, LinkLimits, AGGREGATOR_GROUP};
 use fedsilo::identity::Role;
 use fedsilo::protocol::transfer::DEFAULT_CHUNK_VALUES;
 use fedsilo::tls::NodeCredentials;
@@ -67,7 +66,7 @@ pub async fn run(a: AggregatorArgs) -> anyhow::Result<ExitCode> {
     let node = ClusterNode::start(ClusterConfig {
         credentials: creds,
         listen: Some(a.listen),
-        handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+        limits: LinkLimits::default(),
     })
     .await?;
     let addr = node.local_addr().map(|x| x.to_string()).unwrap_or_default();

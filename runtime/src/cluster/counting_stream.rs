@@ -3,21 +3,50 @@
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use ractor_cluster::{BoxRead, BoxWrite, ClusterBidiStream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Byte counters of one link. Counts are of the cluster frames (TLS plaintext): what the peer
-/// sent us (`received`) and what we sent it (`sent`).
-#[derive(Debug, Default)]
+/// sent us (`received`) and what we sent it (`sent`), and when the peer was last heard from
+/// (ractor_cluster pings every 1–5 s, so a live peer is never silent for long).
+#[derive(Debug)]
 pub struct ByteCounters {
     received: AtomicU64,
     sent: AtomicU64,
+    /// Milliseconds since [`epoch`] when bytes last arrived (or the link was made).
+    last_heard_ms: AtomicU64,
+}
+
+/// The process's reference instant for `last_heard_ms`.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    epoch().elapsed().as_millis() as u64
+}
+
+impl Default for ByteCounters {
+    fn default() -> Self {
+        Self {
+            received: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            last_heard_ms: AtomicU64::new(now_ms()),
+        }
+    }
 }
 
 impl ByteCounters {
+    /// How long since the peer last sent a byte (or since the link was made, if it never did).
+    pub fn silent_for(&self) -> Duration {
+        Duration::from_millis(now_ms().saturating_sub(self.last_heard_ms.load(Ordering::Relaxed)))
+    }
+
     /// Bytes received from the peer so far.
     pub fn received(&self) -> u64 {
         self.received.load(Ordering::Relaxed)
@@ -50,9 +79,14 @@ impl<S: AsyncRead + Unpin> AsyncRead for CountingStream<S> {
         let before = buf.filled().len();
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = buf.filled().len() - before;
-        self.counters
-            .received
-            .fetch_add(n as u64, Ordering::Relaxed);
+        if n > 0 {
+            self.counters
+                .received
+                .fetch_add(n as u64, Ordering::Relaxed);
+            self.counters
+                .last_heard_ms
+                .store(now_ms(), Ordering::Relaxed);
+        }
         res
     }
 }

@@ -1,5 +1,9 @@
 //! Our own accept loop: one task per connection, the TLS handshake under a timeout, the peer's
-//! certificate read into an identity, and only then the stream handed to ractor_cluster.
+//! certificate read into an identity, its declared node name read from its first frame and
+//! admitted by the [`PeerDirectory`], and only then the stream handed to ractor_cluster. The
+//! same task then watches the link: a session that does not authenticate in time, or whose
+//! peer falls silent beyond the idle timeout, is closed. A connection beyond the listener's
+//! caps or the process's descriptor budget ([`crate::connection_budget`]) is closed at once.
 //!
 //! This replaces ractor_cluster's built-in listener, which handshakes inline (one silent TCP
 //! peer would block every other incoming connection) and never looks at who the peer is.
@@ -14,25 +18,40 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use super::counting_stream::{ByteCounters, CountingStream, LabelledStream};
+use super::directory::Admission;
+use super::first_frame::{read_declared_name, Replay};
+use super::node::LinkLimits;
 use super::PeerDirectory;
+use crate::connection_budget::Limiter;
 use crate::identity::Identity;
 
 /// Accepts connections on `listener` until the task is aborted.
 pub async fn accept_loop(
     listener: TcpListener,
+    limiter: Arc<Limiter>,
     acceptor: TlsAcceptor,
     server: ActorRef<NodeServerMessage>,
     directory: Arc<PeerDirectory>,
-    handshake_timeout: Duration,
+    limits: LinkLimits,
 ) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                let permit = match limiter.admit(peer.ip()) {
+                    Ok(p) => p,
+                    Err(refusal) => {
+                        drop(stream);
+                        directory.refused(&peer.to_string(), None, &refusal.to_string());
+                        continue;
+                    }
+                };
                 let acceptor = acceptor.clone();
                 let server = server.clone();
                 let directory = directory.clone();
+                let limits = limits.clone();
                 tokio::spawn(async move {
-                    handshake(stream, peer, acceptor, server, directory, handshake_timeout).await
+                    handshake(stream, peer, acceptor, server, directory, limits).await;
+                    drop(permit);
                 });
             }
             Err(e) => {
@@ -50,20 +69,23 @@ async fn handshake(
     acceptor: TlsAcceptor,
     server: ActorRef<NodeServerMessage>,
     directory: Arc<PeerDirectory>,
-    timeout: Duration,
+    limits: LinkLimits,
 ) {
     let peer_addr = peer.to_string();
     let _ = stream.set_nodelay(true);
-    let tls = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+    let timeout = limits.handshake_timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut tls = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
         Err(_) => {
             directory.refused(
                 &peer_addr,
+                None,
                 &format!("TLS handshake not completed within {timeout:?}"),
             );
             return;
         }
         Ok(Err(e)) => {
-            directory.refused(&peer_addr, &format!("TLS handshake failed: {e}"));
+            directory.refused(&peer_addr, None, &format!("TLS handshake failed: {e}"));
             return;
         }
         Ok(Ok(tls)) => tls,
@@ -79,15 +101,41 @@ async fn handshake(
     let identity = match identity {
         Ok(id) => id,
         Err(reason) => {
-            directory.refused(&peer_addr, &reason);
+            directory.refused(&peer_addr, None, &reason);
             return;
         }
     };
-    tracing::debug!(peer = %peer_addr, identity = %identity, "TLS handshake complete");
+    // The declared name, before ractor_cluster can elect between sessions that share it.
+    let (declared, first_frame) =
+        match tokio::time::timeout_at(deadline, read_declared_name(&mut tls)).await {
+            Err(_) => {
+                directory.refused(
+                    &peer_addr,
+                    Some(&identity),
+                    &format!("no node name announced within {timeout:?} of connecting"),
+                );
+                return;
+            }
+            Ok(Err(e)) => {
+                directory.refused(&peer_addr, Some(&identity), &e.to_string());
+                return;
+            }
+            Ok(Ok(d)) => d,
+        };
+    tracing::debug!(peer = %peer_addr, identity = %identity, declared = %declared.full, "TLS handshake complete");
     let counters = Arc::new(ByteCounters::default());
-    directory.record_handshake(&peer_addr, identity, counters.clone());
+    let admitted = directory.admit(
+        &peer_addr,
+        &identity,
+        declared.node(),
+        counters.clone(),
+        limits.silence_limit,
+    );
+    if matches!(admitted, Admission::Refuse(_)) {
+        return;
+    }
     let stream = LabelledStream {
-        stream: CountingStream::new(tls, counters),
+        stream: CountingStream::new(Replay::new(first_frame, tls), counters),
         label: peer_addr.clone(),
     };
     if let Err(e) = server.cast(NodeServerMessage::ConnectionOpenedExternal {
@@ -95,5 +143,43 @@ async fn handshake(
         is_server: true,
     }) {
         tracing::error!(peer = %peer_addr, "node server gone: {e}");
+        directory.forget(&peer_addr);
+        return;
+    }
+    supervise(&peer_addr, &directory, deadline, &limits).await;
+}
+
+/// Watches an admitted link until it is gone: one that is not bound to a session by `deadline`
+/// (the handshake deadline), or whose peer stays silent beyond the idle timeout, is closed.
+async fn supervise(
+    label: &str,
+    directory: &PeerDirectory,
+    deadline: tokio::time::Instant,
+    limits: &LinkLimits,
+) {
+    let tick = (limits.silence_limit.min(limits.handshake_timeout) / 4)
+        .clamp(Duration::from_millis(100), Duration::from_secs(5));
+    loop {
+        tokio::time::sleep(tick).await;
+        let Some(silent_for) = directory.silent_for(label) else {
+            return; // disconnected, replaced or forgotten
+        };
+        if !directory.is_bound(label) {
+            if tokio::time::Instant::now() >= deadline {
+                directory.close(
+                    label,
+                    "the session did not authenticate within the handshake timeout",
+                );
+                return;
+            }
+        } else if silent_for >= limits.idle_timeout {
+            tracing::warn!(
+                peer = label,
+                "closing a link silent for {:.1} s",
+                silent_for.as_secs_f64()
+            );
+            directory.close(label, "peer silent beyond the idle timeout");
+            return;
+        }
     }
 }

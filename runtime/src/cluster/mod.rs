@@ -6,9 +6,12 @@
 //! - [`listener`] — bytes: our own TCP accept loop. Each connection's TLS handshake runs in its
 //!   own task under a timeout, so a silent peer delays nobody; a peer without a valid
 //!   certificate from the consortium CA is refused and logged with its address.
-//! - [`directory`] — who is talking: the [`PeerDirectory`] records the identity read from each
-//!   verified certificate, and binds it to the ractor session once the peer's declared node name
-//!   has been checked against it (a mismatch drops the session).
+//! - [`first_frame`] — the node name a peer declares, read before ractor_cluster sees the
+//!   session (ractor elects between same-named sessions before anyone can check them).
+//! - [`directory`] — who is talking: the [`PeerDirectory`] admits a connection only if its
+//!   declared name is its certificate's and its identity has no other live link, and binds the
+//!   ractor session to that identity.
+//! - [`refusal_log`] — every refusal logged with address and identity, rate-limited.
 //! - [`node`] — the [`ClusterNode`] a process runs: a `NodeServer` in `Isolated` mode (never
 //!   dials peers of peers), our listener, and outgoing connections made the same way.
 //! - [`counting_stream`] — the byte counters on every link, so what a silo sends is measured on
@@ -19,12 +22,14 @@
 
 pub mod counting_stream;
 pub mod directory;
+pub mod first_frame;
 pub mod link;
 pub mod listener;
 pub mod node;
+pub mod refusal_log;
 
 pub use directory::{PeerDirectory, PeerEvent};
-pub use node::{cookie, ClusterConfig, ClusterNode};
+pub use node::{cookie, ClusterConfig, ClusterNode, LinkLimits};
 
 /// Process group of trainer actors (one per silo).
 pub const TRAINER_GROUP: &str = "fedsilo.trainer";

@@ -19,6 +19,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use super::counting_stream::{ByteCounters, CountingStream, LabelledStream};
 use super::directory::AuthDecision;
 use super::{PeerDirectory, PeerEvent};
+use crate::connection_budget::{ConnectionLimits, Limiter};
 use crate::identity::Identity;
 use crate::tls::NodeCredentials;
 use crate::{Error, Result};
@@ -28,6 +29,54 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest cluster frame this node accepts. Model tensors travel in chunks well below it.
 pub const MAX_FRAME_BYTES: u64 = 64 * 1024 * 1024;
 
+/// Default time a link's peer may be silent before a new link of its identity may replace it.
+/// ractor_cluster pings every 1–5 s, so a live peer is never silent that long.
+pub const DEFAULT_SILENCE_LIMIT: Duration = Duration::from_secs(15);
+/// Default time a link's peer may be silent before the link is closed.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Time limits of the links a [`ClusterNode`] accepts.
+#[derive(Debug, Clone)]
+pub struct LinkLimits {
+    /// How long a peer has from connecting to an authenticated session (TLS handshake, node
+    /// name, ractor's challenge).
+    pub handshake_timeout: Duration,
+    /// A link silent this long is dead: a new link of the same identity replaces it. Until
+    /// then a second link of that identity is refused.
+    pub silence_limit: Duration,
+    /// A link silent this long is closed.
+    pub idle_timeout: Duration,
+    /// Connections held at once, in total and per peer address (beyond: closed at once).
+    pub connections: ConnectionLimits,
+}
+
+/// Default connection caps of a cluster listener.
+pub const DEFAULT_CONNECTIONS: ConnectionLimits = ConnectionLimits {
+    total: 512,
+    per_peer: 64,
+};
+
+impl Default for LinkLimits {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            silence_limit: DEFAULT_SILENCE_LIMIT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            connections: DEFAULT_CONNECTIONS,
+        }
+    }
+}
+
+impl LinkLimits {
+    /// The defaults with another handshake timeout.
+    pub fn with_handshake_timeout(handshake_timeout: Duration) -> Self {
+        Self {
+            handshake_timeout,
+            ..Self::default()
+        }
+    }
+}
+
 /// How to start a [`ClusterNode`].
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -35,8 +84,8 @@ pub struct ClusterConfig {
     pub credentials: NodeCredentials,
     /// Where to accept links (`None`: outgoing links only).
     pub listen: Option<SocketAddr>,
-    /// How long a peer has to complete its TLS handshake.
-    pub handshake_timeout: Duration,
+    /// Time limits of accepted links.
+    pub limits: LinkLimits,
 }
 
 /// A running cluster node.
@@ -63,7 +112,9 @@ struct IdentityGuard {
 }
 
 impl NodeEventSubscription for IdentityGuard {
-    fn node_session_opened(&self, _ses: NodeServerSessionInformation) {}
+    fn node_session_opened(&self, ses: NodeServerSessionInformation) {
+        self.directory.session_opened(&ses.peer_addr, ses.actor);
+    }
 
     fn node_session_disconnected(&self, ses: NodeServerSessionInformation) {
         self.directory.disconnected(ses.node_id, &ses.peer_addr);
@@ -121,12 +172,14 @@ impl ClusterNode {
                 let local = listener
                     .local_addr()
                     .map_err(|e| Error::Cluster(format!("listener address: {e}")))?;
+                let limiter = Limiter::new("cluster listener", config.limits.connections);
                 let task = tokio::spawn(super::listener::accept_loop(
                     listener,
+                    limiter,
                     acceptor,
                     server.clone(),
                     directory.clone(),
-                    config.handshake_timeout,
+                    config.limits.clone(),
                 ));
                 tracing::info!(%local, node = %identity, "listening (mTLS, TLS 1.3)");
                 (Some(local), Some(task))

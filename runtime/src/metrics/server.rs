@@ -1,16 +1,25 @@
 //! `GET /metrics` over plain HTTP, on an address the operator chooses (bind it to loopback or
 //! a management network: the figures are operational, the endpoint is not authenticated).
+//!
+//! Bounded like every listener of the process: at most 64 connections, 16 per peer address,
+//! within the descriptor budget ([`crate::connection_budget`]); a connection has 10 s to send a
+//! request's headers, also between requests, so an idle one is closed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::header::CONTENT_TYPE;
 use axum::routing::get;
 use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use prometheus_client::encoding::text::encode;
 
 use super::{FederationMetrics, SiloMetrics};
+use crate::cluster::refusal_log::RefusalLog;
 use crate::cluster::PeerDirectory;
+use crate::connection_budget::{ConnectionLimits, Limiter};
 
 /// What an endpoint exposes.
 #[derive(Debug, Clone)]
@@ -34,9 +43,10 @@ impl Exposition {
         }
         // Byte counters live in the sessions; read at scrape time.
         let (received, sent) = directory.open_session_bytes();
+        let refused = directory.refusal_count();
         let body = out.trim_end_matches("# EOF\n").to_string();
         format!(
-            "{body}# HELP fedsilo_session_bytes_received Bytes received over the sessions open now.\n# TYPE fedsilo_session_bytes_received gauge\nfedsilo_session_bytes_received {received}\n# HELP fedsilo_session_bytes_sent Bytes sent over the sessions open now.\n# TYPE fedsilo_session_bytes_sent gauge\nfedsilo_session_bytes_sent {sent}\n# EOF\n"
+            "{body}# HELP fedsilo_link_refusals Cluster connections refused (TLS, certificate, declared name, duplicate identity).\n# TYPE fedsilo_link_refusals counter\nfedsilo_link_refusals_total {refused}\n# HELP fedsilo_session_bytes_received Bytes received over the sessions open now.\n# TYPE fedsilo_session_bytes_received gauge\nfedsilo_session_bytes_received {received}\n# HELP fedsilo_session_bytes_sent Bytes sent over the sessions open now.\n# TYPE fedsilo_session_bytes_sent gauge\nfedsilo_session_bytes_sent {sent}\n# EOF\n"
         )
     }
 }
@@ -46,7 +56,7 @@ impl Exposition {
 pub async fn serve(addr: SocketAddr, what: Exposition) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    let app = Router::new().route(
+    let app: Router = Router::new().route(
         "/metrics",
         get(move || {
             let what = what.clone();
@@ -61,10 +71,44 @@ pub async fn serve(addr: SocketAddr, what: Exposition) -> std::io::Result<Socket
             }
         }),
     );
+    let limiter = Limiter::new("metrics endpoint", CONNECTIONS);
+    let refusals = Arc::new(RefusalLog::default());
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("metrics endpoint stopped: {e}");
+        loop {
+            let (tcp, from) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!("metrics endpoint: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let permit = match limiter.admit(from.ip()) {
+                Ok(p) => p,
+                Err(refusal) => {
+                    drop(tcp);
+                    refusals.warn(&from.to_string(), None, &refusal.to_string());
+                    continue;
+                }
+            };
+            let service = TowerToHyperService::new(app.clone());
+            tokio::spawn(async move {
+                let _permit = permit;
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(CLIENT_TIMEOUT)
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
         }
     });
     Ok(bound)
 }
+
+/// Time a client has to send a request's headers (also between requests).
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections at once, in total and per peer address.
+const CONNECTIONS: ConnectionLimits = ConnectionLimits {
+    total: 64,
+    per_peer: 16,
+};

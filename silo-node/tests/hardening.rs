@@ -1,0 +1,347 @@
+//! Issue 15, as an attacker would try it against real processes: a consortium member's
+//! certificate, or a copy of a silo's kit, must not take over another silo's session.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+
+use common::*;
+
+/// A child process killed when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_copied_kit_cannot_take_over_a_live_silo() {
+    let mut f = Federation::start(Options {
+        rounds: 1_000_000,
+        ..Default::default()
+    });
+    f.expect("first commit", |e| e["event"] == "round_committed");
+    let addr = f
+        .seen()
+        .iter()
+        .find(|e| e["event"] == "listening")
+        .and_then(|e| e["addr"].as_str())
+        .unwrap()
+        .to_string();
+    // A second silo-node with northeast's own kit, retrying fast.
+    let _copy = Killed(
+        Command::new(bins().silo_node)
+            .arg("--kit")
+            .arg(f.dir.path().join("certs/northeast"))
+            .args(["--coordinator", &addr, "--data"])
+            .arg(example("data/northeast.csv"))
+            .arg("--schema")
+            .arg(example("schema.toml"))
+            .args(["--max-backoff-secs", "0.3"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let refused = f.expect("the copy refused", |e| {
+        e["event"] == "link_refused"
+            && e["certificate"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("northeast"))
+    });
+    assert!(
+        refused["reason"]
+            .as_str()
+            .unwrap()
+            .contains("already connected"),
+        "{refused}"
+    );
+    // The honest northeast keeps its session and keeps training while the copy retries.
+    for _ in 0..3 {
+        let c = f.expect("a commit", |e| e["event"] == "round_committed");
+        assert!(
+            c["participants"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p == "northeast"),
+            "{c}"
+        );
+    }
+    assert!(
+        !f.seen()
+            .iter()
+            .any(|e| e["event"] == "silo_left" && e["silo"] == "northeast"),
+        "the honest northeast session was displaced"
+    );
+}
+
+/// Runs `fedsilo ARGS` to its end (killed after 90 s): success and stderr.
+fn run_fedsilo(args: &[&std::ffi::OsStr]) -> (bool, String) {
+    let mut child = Killed(
+        Command::new(bins().fedsilo)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fedsilo {args:?} did not end"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    (status.success(), err)
+}
+
+#[test]
+fn a_modified_checkpoint_is_never_resumed() {
+    let mut f = Federation::start(Options {
+        rounds: 3,
+        ..Default::default()
+    });
+    f.finished_ok();
+    assert!(f.exit_status().success());
+    let state = f.state_dir();
+    let v = std::fs::read_to_string(state.join("CURRENT"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let file = state.join(format!("models/v{v}.safetensors"));
+    let mut bytes = std::fs::read(&file).unwrap();
+    let committed = fedsilo::model::Digest::of_bytes(&bytes).hex();
+    *bytes.last_mut().unwrap() ^= 0x01;
+    std::fs::write(&file, &bytes).unwrap();
+    let modified = fedsilo::model::Digest::of_bytes(&bytes).hex();
+    let config = f.dir.path().join("federation.toml");
+    let (ok, err) = run_fedsilo(&[
+        "coordinator".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+    ]);
+    assert!(
+        !ok,
+        "the coordinator started on a modified checkpoint: {err}"
+    );
+    assert!(
+        err.contains(&format!("v{v}.safetensors"))
+            && err.contains(&committed)
+            && err.contains(&modified),
+        "the error must name the file and both digests: {err}"
+    );
+    // Nothing was committed on top of it.
+    assert_eq!(
+        std::fs::read_to_string(state.join("CURRENT"))
+            .unwrap()
+            .trim(),
+        v
+    );
+}
+
+/// A TLS client of the admin API that trusts the federation's CA and presents no certificate.
+fn admin_tls(ca: &std::path::Path) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
+/// A slow-body attacker from `source`: full headers announcing a 1 MB body, no credentials,
+/// then a byte every 5 s for as long as the server keeps the connection. Returns what the
+/// server answered first (its status line), or `None` if it closed without answering.
+async fn slow_body(
+    admin: std::net::SocketAddr,
+    source: std::net::IpAddr,
+    tls: tokio_rustls::TlsConnector,
+) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sock = tokio::net::TcpSocket::new_v4().ok()?;
+    sock.bind(std::net::SocketAddr::new(source, 0)).ok()?;
+    let tcp = sock.connect(admin).await.ok()?;
+    let name = rustls::pki_types::ServerName::try_from("coordinator").unwrap();
+    let mut s = tls.connect(name, tcp).await.ok()?;
+    s.write_all(
+        b"POST /v1/pause HTTP/1.1\r\nhost: coordinator\r\ncontent-type: application/json\r\ncontent-length: 1000000\r\n\r\n{",
+    )
+    .await
+    .ok()?;
+    let mut buf = vec![0u8; 512];
+    loop {
+        tokio::select! {
+            n = s.read(&mut buf) => {
+                let n = n.ok()?;
+                if n == 0 { return None; }
+                let text = String::from_utf8_lossy(&buf[..n]).to_string();
+                return text.lines().next().map(str::to_string);
+            }
+            _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {
+                if s.write_all(b" ").await.is_err() { return None; }
+            }
+        }
+    }
+}
+
+#[test]
+fn slow_bodies_without_credentials_cannot_lock_out_the_operator() {
+    fedsilo::tls::install_crypto_provider();
+    let keys = tempfile::tempdir().unwrap();
+    let tokens = keys.path().join("tokens.toml");
+    let (ok, out) = fedsilo(&[
+        "admin",
+        "token",
+        "add",
+        "--tokens",
+        arg(&tokens),
+        "--name",
+        "oncall",
+        "--scope",
+        "read",
+    ]);
+    assert!(ok, "{out}");
+    let token = out
+        .lines()
+        .find(|l| l.starts_with("fedsilo_"))
+        .unwrap()
+        .to_string();
+    let port = free_port();
+    let extra = format!(
+        "[admin]\nlisten = \"127.0.0.1:{port}\"\ntokens = \"{}\"\n",
+        tokens.display()
+    );
+    let mut f = Federation::start(Options {
+        rounds: 1_000_000,
+        extra: Box::leak(extra.into_boxed_str()),
+        ..Default::default()
+    });
+    f.expect("first commit", |e| e["event"] == "round_committed");
+    let ca = f.dir.path().join("certs/coordinator/ca.pem");
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let tls = admin_tls(&ca);
+        // One attacker on its own: the server answers 401 on the headers, before the body.
+        let first = slow_body(admin, "127.0.0.3".parse().unwrap(), tls.clone()).await;
+        assert_eq!(
+            first.as_deref(),
+            Some("HTTP/1.1 401 Unauthorized"),
+            "{first:?}"
+        );
+        // 500 of them at once, from two addresses, held open as long as the server lets them.
+        let mut attackers = tokio::task::JoinSet::new();
+        for i in 0..500 {
+            let source = format!("127.0.0.{}", 3 + i % 2).parse().unwrap();
+            attackers.spawn(slow_body(admin, source, tls.clone()));
+        }
+        let client = fedsilo::admin::AdminClient::with_token(
+            &format!("https://{admin}"),
+            &ca,
+            Some(token),
+            "coordinator",
+        )
+        .unwrap();
+        let status = client
+            .get("/v1/status")
+            .await
+            .expect("the operator got through");
+        assert_eq!(status.status, 200);
+        // Every attacker was answered 401 or closed: none is waiting for its body.
+        while let Some(r) = attackers.join_next().await {
+            let answer = r.unwrap();
+            assert!(
+                answer.is_none() || answer.as_deref() == Some("HTTP/1.1 401 Unauthorized"),
+                "{answer:?}"
+            );
+        }
+    });
+}
+
+/// Raises this process's soft open-files limit (the flood below needs ~2,300 sockets).
+fn raise_own_limit() {
+    fedsilo::connection_budget::raise_open_files_limit().unwrap();
+}
+
+/// Idle TCP connections from many loopback addresses until `n` are open (or refused).
+async fn idle_flood(target: std::net::SocketAddr, n: usize) -> Vec<tokio::net::TcpStream> {
+    let mut held = Vec::new();
+    for i in 0..n {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        // 40 sources: each stays under the per-peer caps, so only the descriptor budget can
+        // bound the total.
+        sock.bind(format!("127.0.1.{}:0", 1 + i % 40).parse().unwrap())
+            .unwrap();
+        if let Ok(s) = sock.connect(target).await {
+            held.push(s);
+        }
+    }
+    held
+}
+
+#[test]
+fn descriptor_floods_refuse_connections_never_a_commit() {
+    raise_own_limit();
+    let metrics = free_port();
+    let mut f = Federation::start(Options {
+        rounds: 1_000_000,
+        coordinator_args: vec!["--metrics-listen".into(), format!("127.0.0.1:{metrics}")],
+        ..Default::default()
+    });
+    f.expect("first commit", |e| e["event"] == "round_committed");
+    let pid = f.coordinator().pid();
+    // The limit the red team used: 1024 descriptors, soft and hard.
+    let ok = Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), "--nofile=1024:1024"])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "prlimit failed");
+    let cluster: std::net::SocketAddr = f
+        .seen()
+        .iter()
+        .find(|e| e["event"] == "listening")
+        .and_then(|e| e["addr"].as_str())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let held = rt.block_on(async {
+        let mut a = idle_flood(format!("127.0.0.1:{metrics}").parse().unwrap(), 1100).await;
+        a.extend(idle_flood(cluster, 1100).await);
+        a
+    });
+    assert!(held.len() >= 1100, "the flood itself could not connect");
+    // Rounds keep committing (each commit opens files: checkpoint, journal, CURRENT).
+    let before = f.committed().len();
+    for _ in 0..3 {
+        f.expect("a commit during the flood", |e| {
+            e["event"] == "round_committed"
+        });
+    }
+    assert!(f.committed().len() >= before + 3);
+    assert!(
+        f.coordinator()
+            .wait_exit(std::time::Duration::ZERO)
+            .is_err(),
+        "the coordinator exited"
+    );
+    drop(held);
+}
