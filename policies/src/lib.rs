@@ -16,6 +16,7 @@
 //! `policies/examples/*.toml` for annotated samples.
 
 pub mod admission;
+pub mod duration;
 mod error;
 pub mod explain;
 mod locate;

@@ -11,6 +11,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use crate::duration::{self, is_duration, MAX_ROUND_COUNT};
 use crate::locate::Locator;
 use crate::privacy::{NoiseMode, PrivacyRules};
 use crate::secure_aggregation::SecureAggregationRules;
@@ -142,6 +143,17 @@ pub struct RoundTiming {
     pub deadline_secs: f64,
     /// Once quorum is reached, how many more seconds to wait for the rest (≥ 0, < deadline).
     pub grace_secs: f64,
+}
+
+impl RoundTiming {
+    /// The deadline as a `Duration` (validated at load; never panics).
+    pub fn deadline(&self) -> std::time::Duration {
+        duration::to_duration(self.deadline_secs)
+    }
+    /// The grace period as a `Duration` (validated at load; never panics).
+    pub fn grace(&self) -> std::time::Duration {
+        duration::to_duration(self.grace_secs)
+    }
 }
 
 impl Default for RoundTiming {
@@ -345,11 +357,18 @@ impl Policy {
                 ));
             }
         }
-        if !positive(p.max_heartbeat_age_secs) {
+        if !is_duration(p.max_heartbeat_age_secs) {
             return Err(at.invalid(
                 &["participation", "max_heartbeat_age_secs"],
                 &p.max_heartbeat_age_secs.to_string(),
-                "a positive number of seconds",
+                duration::ALLOWED,
+            ));
+        }
+        if p.cooldown_rounds > MAX_ROUND_COUNT {
+            return Err(at.invalid(
+                &["participation", "cooldown_rounds"],
+                &p.cooldown_rounds.to_string(),
+                &format!("at most {MAX_ROUND_COUNT} rounds"),
             ));
         }
         if let Some(dup) = duplicate(&p.deny) {
@@ -360,11 +379,11 @@ impl Policy {
             ));
         }
         let r = &self.rounds;
-        if !positive(r.deadline_secs) {
+        if !is_duration(r.deadline_secs) {
             return Err(at.invalid(
                 &["rounds", "deadline_secs"],
                 &r.deadline_secs.to_string(),
-                "a positive number of seconds",
+                duration::ALLOWED,
             ));
         }
         if !(r.grace_secs.is_finite() && r.grace_secs >= 0.0 && r.grace_secs < r.deadline_secs) {
@@ -407,8 +426,12 @@ impl Policy {
                 ("window", q.window),
                 ("rounds", q.rounds),
             ] {
-                if v == 0 {
-                    return Err(at.invalid(&["admission", "quarantine", key], "0", "at least 1"));
+                if v == 0 || v > MAX_ROUND_COUNT {
+                    return Err(at.invalid(
+                        &["admission", "quarantine", key],
+                        &v.to_string(),
+                        &format!("between 1 and {MAX_ROUND_COUNT}"),
+                    ));
                 }
             }
             if q.after as u64 > q.window {

@@ -68,6 +68,21 @@ fn open_descriptors() -> Option<usize> {
     std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count())
 }
 
+/// The address a peer's share is counted under: IPv4 as it is, IPv6 by its /64 prefix (a
+/// single host commonly holds a whole /64).
+pub fn peer_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
 /// How much a listener may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
@@ -167,8 +182,9 @@ impl Limiter {
     }
 
     /// Admits a connection accepted from `peer`, or says why not (the caller closes it). The
-    /// permit releases its place when dropped.
+    /// permit releases its place when dropped. IPv6 peers count per /64 (one host's share).
     pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<Permit, LimitRefusal> {
+        let peer = peer_key(peer);
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         let by_peer = held.by_peer.get(&peer).copied().unwrap_or(0);
         let limit = soft_open_files_limit();
@@ -276,5 +292,16 @@ mod tests {
             Err(LimitRefusal::ListenerFull { max: 4, .. })
         ));
         assert_eq!(lim.held(), 4);
+    }
+
+    #[test]
+    fn ipv6_peers_share_their_64() {
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(peer_key(a), peer_key(b));
+        assert_ne!(peer_key(a), peer_key(c));
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(peer_key(mapped), "10.0.0.1".parse::<IpAddr>().unwrap());
     }
 }

@@ -56,6 +56,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use fedsilo_policies::duration;
 use serde::Deserialize;
 
 use crate::compression::Compression;
@@ -214,13 +215,15 @@ pub struct FederationConfig {
     pub webhooks: Vec<crate::webhooks::WebhookConfig>,
 }
 
+/// A duration key's value, checked against the one range every duration has
+/// ([`fedsilo_policies::duration`]).
 fn secs(origin: &str, key: &str, v: f64) -> Result<Duration> {
-    if v.is_finite() && v > 0.0 {
-        Ok(Duration::from_secs_f64(v))
+    if duration::is_duration(v) {
+        Ok(duration::to_duration(v))
     } else {
         Err(Error::Config {
             origin: origin.into(),
-            message: format!("`{key}` = {v}: must be a positive number of seconds"),
+            message: format!("`{key}` = {v}: must be {}", duration::ALLOWED),
         })
     }
 }
@@ -310,6 +313,18 @@ impl FederationConfig {
         if let Some(i) = self.model.hidden.iter().position(|h| *h == 0) {
             return Err(bad(format!(
                 "`model.hidden[{i}]` = 0: layer widths must be at least 1"
+            )));
+        }
+        if let Some(i) = self
+            .model
+            .hidden
+            .iter()
+            .position(|h| *h > crate::model::MAX_WIDTH)
+        {
+            return Err(bad(format!(
+                "`model.hidden[{i}]` = {}: layer widths must be at most {}",
+                self.model.hidden[i],
+                crate::model::MAX_WIDTH
             )));
         }
         Ok(())

@@ -118,6 +118,8 @@ pub async fn run(
         inputs: schema.encoded_width(),
         hidden: cfg.model.hidden.clone(),
     };
+    spec.validate()
+        .map_err(|e| anyhow::anyhow!("{origin}: [model]: {e}"))?;
     let initial = match &cfg.model.initial {
         None => None,
         Some(path) => Some(pretrained(path, &spec)?),
@@ -298,7 +300,7 @@ pub async fn run(
         chunk: cfg.network.chunk_values,
         heartbeat_interval: cfg.heartbeat_interval(&origin)?,
         heartbeat_timeout: cfg.heartbeat_timeout(&origin)?,
-        wait_for_silos: Duration::from_secs_f64(cfg.federation.wait_for_silos_secs),
+        wait_for_silos: fedsilo_policies::duration::to_duration(cfg.federation.wait_for_silos_secs),
         compare_local: cfg.federation.compare_local,
         aggregation: cfg.aggregation.clone(),
         region: node.identity().region.clone(),

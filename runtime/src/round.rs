@@ -490,8 +490,8 @@ async fn regional_parts(
 pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
     let started = Instant::now();
     let round = ctx.round;
-    let deadline = started + Duration::from_secs_f64(ctx.policy.rounds.deadline_secs);
-    let grace = Duration::from_secs_f64(ctx.policy.rounds.grace_secs);
+    let deadline = started + ctx.policy.rounds.deadline();
+    let grace = ctx.policy.rounds.grace();
     let names: Vec<String> = ctx.cohort.iter().map(|s| s.name.clone()).collect();
     // The coordinator recorded the round's start (journal, synced) before spawning this task.
     let sent_before: BTreeMap<String, u64> = ctx

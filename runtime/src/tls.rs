@@ -29,6 +29,28 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
+/// A server configuration no client can complete a handshake with (it has no certificate to
+/// present). For ractor_cluster's own listener, which every `NodeServer` runs: fedsilo accepts
+/// links only through its own listener, so that one must be sealed.
+pub fn sealed_server_config() -> Result<Arc<ServerConfig>> {
+    #[derive(Debug)]
+    struct NoCertificate;
+    impl rustls::server::ResolvesServerCert for NoCertificate {
+        fn resolve(
+            &self,
+            _: rustls::server::ClientHello<'_>,
+        ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+            None
+        }
+    }
+    let config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| Error::Cluster(format!("TLS 1.3: {e}")))?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(NoCertificate));
+    Ok(Arc::new(config))
+}
+
 /// A node's TLS credentials. Invariant: `identity` is the identity of `chain[0]`.
 #[derive(Debug, Clone)]
 pub struct NodeCredentials {

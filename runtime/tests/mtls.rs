@@ -476,3 +476,157 @@ async fn a_dead_link_may_be_replaced_by_its_own_identity() {
     let peers = server.directory().bound_peers();
     assert_eq!(peers.len(), 1, "{peers:?}");
 }
+
+/// A raw TLS client holding `holder`'s certificate that writes `frames` and keeps the stream
+/// open until the server closes it.
+async fn raw_frames(
+    server: &ClusterNode,
+    ca: &CertificateAuthority,
+    holder: &Identity,
+    frames: Vec<u8>,
+) -> tokio::task::JoinHandle<()> {
+    let tcp = TcpStream::connect(server.local_addr().unwrap())
+        .await
+        .unwrap();
+    let kit = valid(ca, holder);
+    let mut tls = TlsConnector::from(kit.client_config().unwrap())
+        .connect(ServerName::try_from("coordinator").unwrap(), tcp)
+        .await
+        .unwrap();
+    tls.write_all(&frames).await.unwrap();
+    tls.flush().await.unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 256];
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut tls, &mut buf)).await
+        {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+}
+
+/// The review's bypass of a first-frame check: a frame that carries bank-b's name *and* a node
+/// message (ractor keeps the last `oneof` variant, so it would still wait for a name), then a
+/// name frame for bank-a with connection id 1. And the same with an honest first frame: ractor
+/// accepts a name only once. bank-a's session survives both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_smuggled_past_the_first_frame_displaces_nobody() {
+    use fedsilo::cluster::auth_frames::encode_name_frame;
+    let (ca, _) = CertificateAuthority::generate("consortium", 1).unwrap();
+    let server = coordinator(&ca, Duration::from_secs(10)).await;
+    let mut events = server.directory().subscribe();
+    let honest = good_silo(&ca, "bank-a", &server).await;
+    let PeerEvent::Bound {
+        node_id: honest_id,
+        label: honest_label,
+        ..
+    } = next_event(&mut events, |e| matches!(e, PeerEvent::Bound { .. })).await
+    else {
+        unreachable!()
+    };
+    let bank_b = id("bank-b", Role::Silo);
+    // 1. An ambiguous first frame.
+    let mut first = encode_name_frame("bank-b@fedsilo", 7);
+    first.extend_from_slice(&[0x12, 0x00]);
+    let len = (first.len() - 8) as u64;
+    first[..8].copy_from_slice(&len.to_be_bytes());
+    first.extend(encode_name_frame("bank-a@fedsilo", 1));
+    let a = raw_frames(&server, &ca, &bank_b, first).await;
+    let PeerEvent::Refused { reason, .. } =
+        next_event(&mut events, |e| matches!(e, PeerEvent::Refused { .. })).await
+    else {
+        unreachable!()
+    };
+    assert!(reason.contains("not exactly a node name"), "{reason}");
+    a.await.unwrap();
+    // 2. An honest first frame, then a second name.
+    let mut frames = encode_name_frame("bank-b@fedsilo", 7);
+    frames.extend(encode_name_frame("bank-a@fedsilo", 1));
+    let b = raw_frames(&server, &ca, &bank_b, frames).await;
+    // ractor refuses the second name and closes that session; it never binds.
+    b.await.unwrap();
+    assert_eq!(
+        server.directory().identity_of(honest_id),
+        Some(id("bank-a", Role::Silo))
+    );
+    assert_eq!(server.directory().bound_peers().len(), 1);
+    // The honest session was never disconnected meanwhile.
+    while let Ok(e) = events.try_recv() {
+        assert!(
+            !matches!(&e, PeerEvent::Disconnected { label, .. } if *label == honest_label),
+            "the honest session was displaced: {e:?}"
+        );
+    }
+    drop(honest);
+}
+
+/// A server (here: a ractor node holding an aggregator's certificate) that calls itself
+/// `coordinator` in its challenge is refused by the dialling silo before ractor can elect
+/// between it and the silo's real coordinator link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dialled_server_claiming_another_name_is_refused() {
+    let (ca, _) = CertificateAuthority::generate("consortium", 1).unwrap();
+    let server = coordinator(&ca, Duration::from_secs(10)).await;
+    let silo = good_silo(&ca, "bank-a", &server).await;
+    let coord = silo
+        .directory()
+        .bound_peers()
+        .into_iter()
+        .find(|(_, i)| i.name == "coordinator")
+        .map(|(n, _)| n)
+        .expect("the silo's coordinator link");
+    // The impostor: a ractor NodeServer named `coordinator`, serving the aggregator's
+    // certificate on its own listener.
+    let agg = valid(&ca, &id("agg-eu", Role::Aggregator));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (impostor, _) = Actor::spawn(
+        None,
+        NodeServer::new(
+            port,
+            fedsilo::cluster::cookie(),
+            "coordinator".into(),
+            "fedsilo".into(),
+            Some(ractor_cluster::IncomingEncryptionMode::Tls(
+                tokio_rustls::TlsAcceptor::from(agg.server_config().unwrap()),
+            )),
+            None,
+        )
+        .with_listen_addr(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+        (),
+    )
+    .await
+    .unwrap();
+    let err = tokio::time::timeout(WAIT, async {
+        loop {
+            match silo
+                .connect(
+                    &format!("127.0.0.1:{port}"),
+                    "agg-eu",
+                    Duration::from_secs(5),
+                )
+                .await
+            {
+                // The listener may not be up yet.
+                Err(e) if e.to_string().contains("cannot reach") => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("no answer from the impostor");
+    assert!(err.is_err(), "linked to an impostor: {err:?}");
+    // The silo's coordinator link is untouched.
+    assert_eq!(
+        silo.directory().identity_of(coord).map(|i| i.name),
+        Some("coordinator".to_string())
+    );
+    impostor.stop(None);
+}

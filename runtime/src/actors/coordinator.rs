@@ -419,9 +419,10 @@ impl Actor for CoordinatorActor {
                 .get("fedsilo.round")
                 .and_then(|r| r.parse().ok())
                 .unwrap_or(0);
-            if state.lora.is_some() {
-                // Under LoRA the frozen base is the federation's version 0, whatever the
-                // configuration now says.
+            if state.lora.is_some() && state.committed_sha.contains_key(&0) {
+                // Under LoRA the frozen base is the federation's version 0 where one was
+                // committed, whatever the configuration now says. Otherwise it is the configured
+                // base, and the adapters below must reproduce the checkpoint from it.
                 let v0 = load_committed(&state, 0)?;
                 state.initial_digest = Digest::of_f32(&v0.params);
                 state.initial = Arc::new(v0.params);
@@ -1439,7 +1440,7 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
         // Whatever happens to the round task (even a panic), the coordinator hears back.
         let outcome = task.await.unwrap_or_else(|e| RoundOutcome::Abandoned {
             round,
-            reason: format!("the round task failed: {e}"),
+            reason: task_failure(e),
             attendance: Attendance::default(),
         });
         let _ = me.cast(CoordinatorMessage::RoundDone(Box::new(outcome)));
@@ -1857,6 +1858,22 @@ fn check_decision(state: &CoordinatorState, d: &Decision) -> Result<(), String> 
             Ok(())
         }
     }
+}
+
+/// Why a spawned task ended without a result, with a panic's own message (a panic is a bug:
+/// the round is abandoned with it, and the log says so).
+pub fn task_failure(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return format!("the round task was cancelled: {e}");
+    }
+    let payload = e.into_panic();
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into());
+    tracing::error!("the round task panicked: {message}");
+    format!("the round task panicked (a fedsilo bug; please report it): {message}")
 }
 
 /// Committed version `v`'s checkpoint, checked against the SHA-256 the journal committed.
@@ -2361,6 +2378,23 @@ fn finish(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_round_task_is_reported_with_its_message() {
+        let e = tokio::spawn(async {
+            let v: Vec<u8> = Vec::new();
+            if v.is_empty() {
+                panic!("deadline overflow at round 7");
+            }
+        })
+        .await
+        .unwrap_err();
+        let why = task_failure(e);
+        assert!(
+            why.contains("panicked") && why.contains("deadline overflow at round 7"),
+            "{why}"
+        );
+    }
 
     #[test]
     fn pooled_statistics_equal_the_statistics_of_the_pool() {

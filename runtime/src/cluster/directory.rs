@@ -1,7 +1,7 @@
 //! Which verified identity stands behind which ractor session.
 //!
 //! Lifecycle of a link on the accepting side: the TLS handshake completes and the listener reads
-//! the peer's first cluster frame (its declared node name, [`super::first_frame`]); then
+//! the peer's first cluster frame (its declared node name, [`super::auth_frames`]); then
 //! [`PeerDirectory::admit`] decides, under one lock, whether the connection may become a session
 //! at all — the declared name must equal the certificate's, and an identity that already has a
 //! live link gets no second one ([`admission`]). Only an admitted connection reaches
@@ -11,7 +11,9 @@
 //! the binding goes.
 //!
 //! Invariants: a node id is bound only to an identity read from a certificate that TLS verified
-//! on that very connection; at most one link per identity is on file at any time. A link whose
+//! on that very connection; an accepted connection is admitted only while no other live link of
+//! its identity is on file (links this node dials are filed without that check: it dials each
+//! peer once, by the name TLS verified). A link whose
 //! peer has been silent longer than the silence limit is dead (ractor_cluster pings every
 //! 1–5 s), and a new link for its identity replaces it: the old session is stopped and a
 //! [`PeerEvent::Replaced`] is emitted.

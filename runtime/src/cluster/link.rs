@@ -51,6 +51,16 @@ pub async fn keep_linked(
                         Ok(PeerEvent::Disconnected {
                             identity: Some(i), ..
                         }) if i.name == id.name => break,
+                        // Events were lost (a flood of refusals, say): ask the directory.
+                        Err(RecvError::Lagged(_))
+                            if !node
+                                .directory()
+                                .bound_peers()
+                                .iter()
+                                .any(|(_, i)| i.name == id.name) =>
+                        {
+                            break
+                        }
                         Ok(_) | Err(RecvError::Lagged(_)) => {}
                         Err(RecvError::Closed) => break,
                     }

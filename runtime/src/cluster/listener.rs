@@ -17,9 +17,9 @@ use ractor_cluster::NodeServerMessage;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+use super::auth_frames::{read_declared_name, Replay};
 use super::counting_stream::{ByteCounters, CountingStream, LabelledStream};
 use super::directory::Admission;
-use super::first_frame::{read_declared_name, Replay};
 use super::node::LinkLimits;
 use super::PeerDirectory;
 use crate::connection_budget::Limiter;
@@ -63,6 +63,15 @@ pub async fn accept_loop(
     }
 }
 
+/// A label no other link of this process has had or will have: the peer's address and a
+/// sequence number (addresses are reused; a late event about an old link must not touch a new
+/// one).
+pub fn link_label(addr: &SocketAddr) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{addr}#{n}")
+}
+
 async fn handshake(
     stream: TcpStream,
     peer: SocketAddr,
@@ -71,7 +80,7 @@ async fn handshake(
     directory: Arc<PeerDirectory>,
     limits: LinkLimits,
 ) {
-    let peer_addr = peer.to_string();
+    let peer_addr = link_label(&peer);
     let _ = stream.set_nodelay(true);
     let timeout = limits.handshake_timeout;
     let deadline = tokio::time::Instant::now() + timeout;
@@ -124,6 +133,7 @@ async fn handshake(
         };
     tracing::debug!(peer = %peer_addr, identity = %identity, declared = %declared.full, "TLS handshake complete");
     let counters = Arc::new(ByteCounters::default());
+    let mut events = directory.subscribe();
     let admitted = directory.admit(
         &peer_addr,
         &identity,
@@ -131,9 +141,25 @@ async fn handshake(
         counters.clone(),
         limits.silence_limit,
     );
-    if matches!(admitted, Admission::Refuse(_)) {
-        return;
+    match admitted {
+        Admission::Refuse(_) => return,
+        Admission::Admit => {}
+        Admission::Replace { old_label, .. } => {
+            // The old session must be gone before ractor sees the new one, or its election
+            // could keep the old one by connection id. Bounded: a session that does not stop
+            // in time is left to ractor.
+            let gone = async {
+                while directory.is_bound(&old_label) {
+                    match events.recv().await {
+                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(5), gone).await;
+        }
     }
+    drop(events);
     let stream = LabelledStream {
         stream: CountingStream::new(Replay::new(first_frame, tls), counters),
         label: peer_addr.clone(),

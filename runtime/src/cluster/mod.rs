@@ -6,8 +6,9 @@
 //! - [`listener`] — bytes: our own TCP accept loop. Each connection's TLS handshake runs in its
 //!   own task under a timeout, so a silent peer delays nobody; a peer without a valid
 //!   certificate from the consortium CA is refused and logged with its address.
-//! - [`first_frame`] — the node name a peer declares, read before ractor_cluster sees the
-//!   session (ractor elects between same-named sessions before anyone can check them).
+//! - [`auth_frames`] — the node names peers declare in ractor_cluster's authentication frames,
+//!   checked against their certificates before ractor acts on them, on accepted and dialled
+//!   links alike (ractor elects between same-named sessions before anyone can check them).
 //! - [`directory`] — who is talking: the [`PeerDirectory`] admits a connection only if its
 //!   declared name is its certificate's and its identity has no other live link, and binds the
 //!   ractor session to that identity.
@@ -20,9 +21,9 @@
 //! If you need to know *who* sent something, ask the directory for the identity bound to the
 //! sending actor's node id ([`PeerDirectory::identity_of`]); never trust a name inside a message.
 
+pub mod auth_frames;
 pub mod counting_stream;
 pub mod directory;
-pub mod first_frame;
 pub mod link;
 pub mod listener;
 pub mod node;

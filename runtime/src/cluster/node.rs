@@ -16,6 +16,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+use super::auth_frames::ChallengeGuard;
 use super::counting_stream::{ByteCounters, CountingStream, LabelledStream};
 use super::directory::AuthDecision;
 use super::{PeerDirectory, PeerEvent};
@@ -139,14 +140,15 @@ impl ClusterNode {
         let server_config = config.credentials.server_config()?;
         let acceptor = TlsAcceptor::from(server_config);
         // ractor_cluster always runs a listener of its own; keep it on an ephemeral loopback
-        // port behind TLS. Sessions it accepts have no handshake on record in the directory and
-        // are refused at authentication.
+        // port behind a TLS configuration no client can complete a handshake with: links come
+        // only through our listener, where names are checked before ractor sees them.
+        let sealed = TlsAcceptor::from(crate::tls::sealed_server_config()?);
         let node_server = NodeServer::new(
             0,
             cookie(),
             identity.name.clone(),
             "fedsilo".to_string(),
-            Some(IncomingEncryptionMode::Tls(acceptor.clone())),
+            Some(IncomingEncryptionMode::Tls(sealed)),
             Some(NodeConnectionMode::Isolated),
         )
         .with_listen_addr(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
@@ -220,6 +222,8 @@ impl ClusterNode {
         expected_name: &str,
         timeout: Duration,
     ) -> Result<Identity> {
+        // The label of the link once dialled, to clean up after a failure or a timeout.
+        let dialled: std::sync::Mutex<Option<String>> = Default::default();
         let work = async {
             let tcp = TcpStream::connect(addr).await.map_err(|e| {
                 Error::Cluster(format!("cannot reach {expected_name} at {addr}: {e}"))
@@ -250,15 +254,18 @@ impl ClusterNode {
                     .ok_or_else(|| Error::Cluster(format!("{addr} sent no certificate")))?;
                 Identity::from_cert_der(der, &format!("{expected_name} at {addr}"))?
             };
-            let label = format!("{local}>{peer}");
+            let label = format!("{}>{peer}", super::listener::link_label(&local));
             let counters = Arc::new(ByteCounters::default());
             self.directory
                 .record_handshake(&label, identity.clone(), counters.clone());
             let mut events = self.directory.subscribe();
+            // The server's challenge must name the node its certificate names, before ractor
+            // can elect between sessions by that name.
             let stream = LabelledStream {
-                stream: CountingStream::new(tls, counters),
+                stream: CountingStream::new(ChallengeGuard::new(tls, &identity.name), counters),
                 label: label.clone(),
             };
+            *dialled.lock().unwrap_or_else(|p| p.into_inner()) = Some(label.clone());
             self.server
                 .cast(NodeServerMessage::ConnectionOpenedExternal {
                     stream: Box::new(stream),
@@ -276,19 +283,34 @@ impl ClusterNode {
                     Ok(PeerEvent::Disconnected { label: l, .. }) if l == label => {
                         return Err(Error::Cluster(format!(
                             "{expected_name} at {addr} closed the link before authentication \
-                             (does it accept our certificate? is it issued by the same consortium CA and still valid?)"
+                             (does it accept our certificate? is it issued by the same consortium CA and still valid? \
+                             is this identity already linked from elsewhere? a second link is refused while the first is alive, \
+                             and an old link counts as dead after {:?} of silence)",
+                            DEFAULT_SILENCE_LIMIT
                         )))
+                    }
+                    Err(RecvError::Lagged(_)) if self.directory.is_bound(&label) => {
+                        return Ok(identity)
                     }
                     Ok(_) | Err(RecvError::Lagged(_)) => continue,
                     Err(RecvError::Closed) => return Err(Error::Cluster("directory closed".into())),
                 }
             }
         };
-        tokio::time::timeout(timeout, work).await.map_err(|_| {
-            Error::Cluster(format!(
+        let outcome = match tokio::time::timeout(timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Cluster(format!(
                 "no authenticated link to {expected_name} at {addr} within {timeout:?}"
-            ))
-        })?
+            ))),
+        };
+        if outcome.is_err() {
+            // A link that did not come up leaves no session, descriptor or entry behind.
+            let label = dialled.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(label) = label {
+                self.directory.close(&label, "the link did not come up");
+            }
+        }
+        outcome
     }
 
     /// Stops the listener and the node server (closing every session).

@@ -15,4 +15,4 @@ pub mod tensor_file;
 
 pub use digest::Digest;
 pub use init::initial_params;
-pub use spec::{Layout, ModelSpec, TensorSpec};
+pub use spec::{Layout, ModelSpec, TensorSpec, MAX_PARAMETERS, MAX_WIDTH};

@@ -44,6 +44,11 @@ pub struct Layout {
     pub len: usize,
 }
 
+/// The widest layer a model may have.
+pub const MAX_WIDTH: usize = 1 << 20;
+/// The most parameters a model may have (400 MB of `f32`).
+pub const MAX_PARAMETERS: usize = 100_000_000;
+
 impl ModelSpec {
     /// Layer widths from input to output: `[inputs, hidden..., 1]`.
     pub fn widths(&self) -> Vec<usize> {
@@ -53,7 +58,9 @@ impl ModelSpec {
         w
     }
 
-    /// Validates sizes; `origin` names the source in the message.
+    /// Validates sizes: every width at least 1 and at most [`MAX_WIDTH`], at most
+    /// [`MAX_PARAMETERS`] parameters in all (checked without overflow), so a model is refused
+    /// before anything is allocated for it.
     pub fn validate(&self) -> Result<(), String> {
         if self.inputs == 0 {
             return Err("model has no inputs".into());
@@ -61,7 +68,24 @@ impl ModelSpec {
         if let Some(i) = self.hidden.iter().position(|h| *h == 0) {
             return Err(format!("hidden layer {i} has width 0"));
         }
-        Ok(())
+        let widths = self.widths();
+        if let Some(w) = widths.iter().find(|w| **w > MAX_WIDTH) {
+            return Err(format!(
+                "a layer of width {w}: widths are at most {MAX_WIDTH}"
+            ));
+        }
+        let params = widths.windows(2).try_fold(0usize, |acc, w| {
+            w[0].checked_mul(w[1])
+                .and_then(|m| m.checked_add(w[1]))
+                .and_then(|n| acc.checked_add(n))
+        });
+        match params {
+            Some(n) if n <= MAX_PARAMETERS => Ok(()),
+            _ => Err(format!(
+                "model `{}` has more than {MAX_PARAMETERS} parameters, the most fedsilo trains",
+                self.describe()
+            )),
+        }
     }
 
     /// The parameter layout: for each layer `i`, `dense{i}.weight` `[in, out]` then

@@ -67,7 +67,7 @@ async fn ask_all(
 /// When a step of the key exchange must be over: a sixth of the round's deadline (at least
 /// five seconds), so that a silo that never answers leaves time to train.
 fn step_deadline(ctx: &RoundContext, round_deadline: Instant) -> Instant {
-    let budget = Duration::from_secs_f64((ctx.policy.rounds.deadline_secs / 6.0).max(5.0));
+    let budget = (ctx.policy.rounds.deadline() / 6).max(Duration::from_secs(5));
     round_deadline.min(Instant::now() + budget)
 }
 

@@ -27,6 +27,7 @@ pub mod signature;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use fedsilo_policies::duration;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
@@ -116,10 +117,8 @@ impl WebhookConfig {
             ("max_retry_secs", self.max_retry_secs),
             ("timeout_secs", self.timeout_secs),
         ] {
-            if !(v.is_finite() && v > 0.0) {
-                return Err(bad(format!(
-                    "{key} = {v}: must be a positive number of seconds"
-                )));
+            if !duration::is_duration(v) {
+                return Err(bad(format!("{key} = {v}: must be {}", duration::ALLOWED)));
             }
         }
         if !(self.budget_warning > 0.0 && self.budget_warning <= 1.0) {
@@ -137,7 +136,7 @@ impl WebhookConfig {
                 self.secret_file.display()
             )));
         }
-        let timeout = Duration::from_secs_f64(self.timeout_secs);
+        let timeout = duration::to_duration(self.timeout_secs);
         let client = HttpClient::with_roots(
             roots(true, self.ca.as_deref()).map_err(|e| bad(e.to_string()))?,
             timeout,
@@ -146,8 +145,8 @@ impl WebhookConfig {
             url: self.url.clone(),
             secret: secret.as_bytes().to_vec(),
             max_attempts: self.max_attempts,
-            first_backoff: Duration::from_secs_f64(self.first_retry_secs),
-            max_backoff: Duration::from_secs_f64(self.max_retry_secs),
+            first_backoff: duration::to_duration(self.first_retry_secs),
+            max_backoff: duration::to_duration(self.max_retry_secs),
             client,
         })
     }
