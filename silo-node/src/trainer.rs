@@ -22,8 +22,8 @@ use fedsilo::model::{Digest, ModelSpec};
 use fedsilo::privacy::budget::PrivacyBook;
 use fedsilo::privacy::noise::{add_gaussian, secure_rng};
 use fedsilo::protocol::{
-    decode, encode, LoraTrain, ModelRef, PersonalizedMetrics, Request, Response, Scaling,
-    TrainPlan, TrainReport, TrainerMessage,
+    decode, encode, FeatureStats, LoraTrain, ModelRef, PersonalizedMetrics, Request, Response,
+    Scaling, TrainPlan, TrainReport, TrainerMessage,
 };
 use fedsilo::secagg::participant::Participant;
 use fedsilo::secagg::quantize::packed_width;
@@ -730,9 +730,10 @@ impl Actor for TrainerActor {
         state.args.metrics.request(kind);
         let response = match request {
             Request::Ping { seq } => Response::Pong { seq },
-            Request::FeatureStats => {
-                Response::FeatureStats(local_stats(&state.args.data.schema, &state.args.data.train))
-            }
+            Request::FeatureStats => Response::FeatureStats(FeatureStats {
+                unusable: state.args.data.single_class(),
+                ..local_stats(&state.args.data.schema, &state.args.data.train)
+            }),
             Request::PutModel {
                 model,
                 offset,
@@ -1022,7 +1023,7 @@ mod tests {
 
     async fn trainer_with(credentials: Option<NodeCredentials>) -> ActorRef<TrainerMessage> {
         let schema = Schema::from_toml_str(
-            "[target]\ncolumn = \"y\"\npositive = \"1\"\n[[feature]]\ncolumn = \"a\"\nkind = \"numeric\"\n",
+            "[target]\ncolumn = \"y\"\npositive = \"1\"\nnegative = [\"0\"]\n[[feature]]\ncolumn = \"a\"\nkind = \"numeric\"\n",
             "s",
         )
         .unwrap();

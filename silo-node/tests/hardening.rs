@@ -81,8 +81,13 @@ fn a_copied_kit_cannot_take_over_a_live_silo() {
 
 /// Runs `fedsilo ARGS` to its end (killed after 90 s): success and stderr.
 fn run_fedsilo(args: &[&std::ffi::OsStr]) -> (bool, String) {
+    run(bins().fedsilo, args)
+}
+
+/// Runs `program ARGS` to its end (killed after 90 s): success and stderr.
+fn run(program: std::path::PathBuf, args: &[&std::ffi::OsStr]) -> (bool, String) {
     let mut child = Killed(
-        Command::new(bins().fedsilo)
+        Command::new(program)
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -94,10 +99,7 @@ fn run_fedsilo(args: &[&std::ffi::OsStr]) -> (bool, String) {
         if let Some(s) = child.0.try_wait().unwrap() {
             break s;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "fedsilo {args:?} did not end"
-        );
+        assert!(std::time::Instant::now() < deadline, "{args:?} did not end");
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
     let mut err = String::new();
@@ -358,4 +360,105 @@ fn descriptor_floods_refuse_connections_never_a_commit() {
         "the coordinator exited"
     );
     drop(held);
+}
+
+/// `data/{silo}.csv` of the churn example with its label column rewritten by `f`.
+fn relabelled(
+    dir: &std::path::Path,
+    silo: &str,
+    f: impl Fn(usize, &str) -> String,
+) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(example(&format!("data/{silo}.csv"))).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    let col = header.split(',').position(|c| c == "churn").unwrap();
+    let mut out = format!("{header}\n");
+    for (i, line) in lines.enumerate() {
+        let mut cells: Vec<String> = line.split(',').map(String::from).collect();
+        cells[col] = f(i, &cells[col]);
+        out.push_str(&cells.join(","));
+        out.push('\n');
+    }
+    let path = dir.join(format!("{silo}.csv"));
+    std::fs::write(&path, out).unwrap();
+    path
+}
+
+#[test]
+fn a_label_the_schema_does_not_declare_stops_the_silo_naming_file_line_and_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = fedsilo(&[
+        "certs",
+        "init",
+        "--out",
+        arg(&dir.path().join("certs")),
+        "--coordinator",
+        "coordinator",
+        "--silo",
+        "west",
+    ]);
+    assert!(ok, "{out}");
+    // One label capitalised on data line 10 (file line 11).
+    let data = relabelled(dir.path(), "west", |i, v| {
+        if i == 9 {
+            "Yes".into()
+        } else {
+            v.to_string()
+        }
+    });
+    let (ok, err) = run_silo(&[
+        "--kit".as_ref(),
+        dir.path().join("certs/west").as_os_str(),
+        "--coordinator".as_ref(),
+        "127.0.0.1:9".as_ref(),
+        "--data".as_ref(),
+        data.as_os_str(),
+        "--schema".as_ref(),
+        example("schema.toml").as_os_str(),
+        "--once".as_ref(),
+    ]);
+    assert!(!ok, "the silo started on a label it had to guess: {err}");
+    assert!(
+        err.contains("west.csv")
+            && err.contains("line 11")
+            && err.contains("`Yes`")
+            && err.contains("positive \"yes\"; negative \"no\""),
+        "{err}"
+    );
+}
+
+/// Runs `silo-node ARGS` to its end (killed after 90 s): success and stderr.
+fn run_silo(args: &[&std::ffi::OsStr]) -> (bool, String) {
+    run(bins().silo_node, args)
+}
+
+#[test]
+fn a_silo_whose_training_split_has_one_class_is_left_out_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let only_no = relabelled(dir.path(), "west", |_, _| "no".into());
+    let mut f = Federation::start(Options {
+        min_silos: 2,
+        quorum: 2,
+        rounds: 2,
+        data: vec![("west", only_no)],
+        ..Default::default()
+    });
+    let blocked = f.expect("west blocked", |e| {
+        e["event"] == "silo_blocked" && e["silo"] == "west"
+    });
+    let reason = blocked["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("single class") && reason.contains("negative (no)"),
+        "{reason}"
+    );
+    for round in f.finished_ok() {
+        assert!(
+            !round["participants"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p == "west"),
+            "{round}"
+        );
+    }
 }

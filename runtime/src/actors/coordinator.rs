@@ -1053,7 +1053,10 @@ fn check_health(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorMessa
             tokio::spawn(async move {
                 let result = match call(&actor, &Request::FeatureStats, timeout * 4, &silo).await {
                     Ok(Response::FeatureStats(st)) if st.schema_digest == digest => {
-                        Ok(Some(st.software_version))
+                        match st.unusable {
+                            Some(why) => Err(format!("refused at the schema check: {why}")),
+                            None => Ok(Some(st.software_version)),
+                        }
                     }
                     Ok(Response::FeatureStats(st)) => {
                         Err(schema_mismatch(&st.schema_digest, &digest))
@@ -1549,6 +1552,10 @@ async fn agree_scaling(
             Ok(Response::FeatureStats(st)) => {
                 if st.schema_digest != schema_digest {
                     blocked.push((name, schema_mismatch(&st.schema_digest, &schema_digest)));
+                    continue;
+                }
+                if let Some(why) = st.unusable {
+                    blocked.push((name, format!("refused at the schema check: {why}")));
                     continue;
                 }
                 if st.count.len() != numeric

@@ -3,4 +3,4 @@
 
 mod schema;
 
-pub use schema::{Feature, FeatureKind, Schema, Target};
+pub use schema::{Feature, FeatureKind, Label, Schema, Target};

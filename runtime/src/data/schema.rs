@@ -4,6 +4,7 @@
 //! [target]
 //! column = "churn"
 //! positive = "yes"
+//! negative = ["no"]        # every other label value; anything else in the file is an error
 //!
 //! [[feature]]
 //! column = "total_day_minutes"
@@ -27,14 +28,52 @@ use serde::{Deserialize, Serialize};
 use crate::model::Digest;
 use crate::{Error, Result};
 
-/// The prediction target: a binary label.
+/// The prediction target: a binary label. Both classes are declared: a label value is never
+/// guessed (a `Yes` where the schema says `yes` is an error, not a 0).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
     /// Column name in the CSV header.
     pub column: String,
-    /// The value that means "positive" (label 1); any other non-empty value is 0.
+    /// The value that means "positive" (label 1).
     pub positive: String,
+    /// The values that mean "negative" (label 0). Required.
+    #[serde(default)]
+    pub negative: Vec<String>,
+}
+
+/// What a label cell says, by [`Target::label`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Label {
+    /// The positive value: 1.
+    Positive,
+    /// A negative value: 0.
+    Negative,
+    /// Empty: the row has no label.
+    Missing,
+    /// A value the schema does not declare.
+    Unknown,
+}
+
+impl Target {
+    /// Reads a (trimmed) label cell; exact, case-sensitive.
+    pub fn label(&self, cell: &str) -> Label {
+        if cell.is_empty() {
+            Label::Missing
+        } else if cell == self.positive {
+            Label::Positive
+        } else if self.negative.iter().any(|n| n == cell) {
+            Label::Negative
+        } else {
+            Label::Unknown
+        }
+    }
+
+    /// The declared values, for error messages: `positive "yes"; negative "no"`.
+    pub fn allowed(&self) -> String {
+        let neg: Vec<String> = self.negative.iter().map(|n| format!("{n:?}")).collect();
+        format!("positive {:?}; negative {}", self.positive, neg.join(", "))
+    }
 }
 
 /// How a feature is encoded.
@@ -128,6 +167,40 @@ impl Schema {
             message,
         };
         let s: Schema = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+        let t = &s.target;
+        if t.positive.trim().is_empty() || t.positive.trim() != t.positive {
+            return Err(bad(format!(
+                "[target] positive = {:?}: must be a non-empty value without surrounding spaces",
+                t.positive
+            )));
+        }
+        if t.negative.is_empty() {
+            return Err(bad(format!(
+                "[target] needs `negative = [...]`, the label values that mean 0 (fedsilo never \
+                 guesses labels): e.g. positive = {:?}, negative = [\"no\"]",
+                t.positive
+            )));
+        }
+        for n in &t.negative {
+            if n.trim().is_empty() || n.trim() != n {
+                return Err(bad(format!(
+                    "[target] negative value {n:?}: must be non-empty, without surrounding spaces"
+                )));
+            }
+            if *n == t.positive {
+                return Err(bad(format!(
+                    "[target] {n:?} is both the positive value and a negative one"
+                )));
+            }
+        }
+        if t.negative
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            != t.negative.len()
+        {
+            return Err(bad("[target] negative repeats a value".into()));
+        }
         if s.features.is_empty() {
             return Err(bad("no [[feature]] declared".into()));
         }
@@ -190,6 +263,7 @@ mod tests {
 [target]
 column = "y"
 positive = "yes"
+negative = ["no"]
 [[feature]]
 column = "a"
 kind = "numeric"
@@ -216,5 +290,27 @@ levels = ["x", "y", "z"]
             .unwrap_err()
             .to_string();
         assert!(e.contains("declared twice"), "{e}");
+    }
+
+    #[test]
+    fn both_classes_are_declared_and_read_exactly() {
+        let e = Schema::from_toml_str(&S.replace("negative = [\"no\"]\n", ""), "s.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("s.toml") && e.contains("negative"), "{e}");
+        let e = Schema::from_toml_str(&S.replace("[\"no\"]", "[\"yes\"]"), "s")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("both the positive value and a negative one"),
+            "{e}"
+        );
+        let t = Schema::from_toml_str(S, "s").unwrap().target;
+        assert_eq!(t.label("yes"), Label::Positive);
+        assert_eq!(t.label("no"), Label::Negative);
+        assert_eq!(t.label(""), Label::Missing);
+        assert_eq!(t.label("Yes"), Label::Unknown);
+        assert_eq!(t.label("1"), Label::Unknown);
+        assert_eq!(t.allowed(), "positive \"yes\"; negative \"no\"");
     }
 }

@@ -84,6 +84,9 @@ pub struct FeatureStats {
     pub sum: Vec<f64>,
     /// Sum of squares per numeric feature.
     pub sum_sq: Vec<f64>,
+    /// Why this silo cannot take part with its data (e.g. a training split of one class),
+    /// said at the schema check; `None` when it can.
+    pub unusable: Option<String>,
 }
 
 /// What a silo reports after local training. The update itself is fetched in chunks.

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use fedsilo::data::{FeatureKind, Schema};
+use fedsilo::data::{FeatureKind, Label, Schema};
 use fedsilo::{Error, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -47,6 +47,31 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// Why the training split cannot train a binary model, if it cannot: all its labels are
+    /// one class. Said at the schema check, so the coordinator leaves the silo out with the
+    /// reason instead of training a model that learned nothing.
+    pub fn single_class(&self) -> Option<String> {
+        let n = self.train.len();
+        if n == 0 {
+            return None; // an evaluate-only silo trains on nothing
+        }
+        let positives = self.train.labels.iter().filter(|l| **l > 0.5).count();
+        let t = &self.schema.target;
+        let only = if positives == 0 {
+            Some(format!("negative ({})", t.negative.join(", ")))
+        } else if positives == n {
+            Some(format!("positive ({})", t.positive))
+        } else {
+            None
+        };
+        only.map(|class| {
+            format!(
+                "its training split has a single class: all {n} rows are {class} in column `{}`; a binary model needs both",
+                t.column
+            )
+        })
+    }
+
     /// Reads `path` under `schema`, shuffles rows with `seed` and keeps `holdout` (0 < f ≤ 1)
     /// of them as the held-out split (1: every row, for a central hold-out that never trains).
     /// Errors name the file, line and column.
@@ -95,10 +120,21 @@ impl Dataset {
             let line = i + 2;
             let rec = rec.map_err(|e| bad(format!("line {line}: {e}")))?;
             let target = rec.get(target_col).unwrap_or("").trim();
-            if target.is_empty() {
-                skipped_rows += 1;
-                continue;
-            }
+            let label = match schema.target.label(target) {
+                Label::Missing => {
+                    skipped_rows += 1;
+                    continue;
+                }
+                Label::Unknown => {
+                    return Err(bad(format!(
+                        "line {line}, column `{}`: label `{target}` is not declared in the schema's [target] ({}); labels are compared exactly, case included",
+                        schema.target.column,
+                        schema.target.allowed()
+                    )))
+                }
+                Label::Positive => 1.0,
+                Label::Negative => 0.0,
+            };
             for (name, c) in &numeric_cols {
                 let cell = rec.get(*c).unwrap_or("").trim();
                 let v = if cell.is_empty() || cell.eq_ignore_ascii_case("na") {
@@ -124,11 +160,7 @@ impl Dataset {
                 }
                 all.categorical.push(idx);
             }
-            all.labels.push(if target == schema.target.positive {
-                1.0
-            } else {
-                0.0
-            });
+            all.labels.push(label);
         }
         if all.len() < 2 {
             return Err(bad(format!("{} usable rows; need at least 2", all.len())));
@@ -170,7 +202,7 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    const SCHEMA: &str = "[target]\ncolumn = \"y\"\npositive = \"yes\"\n[[feature]]\ncolumn = \"a\"\nkind = \"numeric\"\n[[feature]]\ncolumn = \"c\"\nkind = \"categorical\"\nlevels = [\"p\", \"q\"]\n";
+    const SCHEMA: &str = "[target]\ncolumn = \"y\"\npositive = \"yes\"\nnegative = [\"no\"]\n[[feature]]\ncolumn = \"a\"\nkind = \"numeric\"\n[[feature]]\ncolumn = \"c\"\nkind = \"categorical\"\nlevels = [\"p\", \"q\"]\n";
 
     fn file(text: &str) -> tempfile::NamedTempFile {
         let mut f = tempfile::NamedTempFile::new().unwrap();
@@ -198,6 +230,32 @@ mod tests {
         assert_eq!(d.unseen_levels, 5);
         let pos: f32 = d.train.labels.iter().chain(&d.holdout.labels).sum();
         assert_eq!(pos, 3.0);
+    }
+
+    #[test]
+    fn a_label_the_schema_does_not_declare_is_an_error_and_one_class_is_named() {
+        let schema = Schema::from_toml_str(SCHEMA, "s").unwrap();
+        let f = file("a,c,y\n1,p,yes\n2,p,no\n3,q,Yes\n");
+        let e = Dataset::load(f.path(), &schema, 0.5, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&f.path().display().to_string())
+                && e.contains("line 4")
+                && e.contains("`Yes`")
+                && e.contains("positive \"yes\"; negative \"no\""),
+            "{e}"
+        );
+        let f = file("a,c,y\n1,p,no\n2,p,no\n3,q,no\n4,q,no\n");
+        let d = Dataset::load(f.path(), &schema, 0.25, 1).unwrap();
+        let why = d.single_class().unwrap();
+        assert!(
+            why.contains("single class") && why.contains("negative (no)"),
+            "{why}"
+        );
+        let f = file("a,c,y\n1,p,no\n2,p,yes\n3,q,no\n4,q,yes\n5,q,yes\n6,p,no\n");
+        let d = Dataset::load(f.path(), &schema, 0.2, 1).unwrap();
+        assert_eq!(d.single_class(), None);
     }
 
     #[test]

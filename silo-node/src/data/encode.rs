@@ -50,6 +50,7 @@ pub fn local_stats(schema: &Schema, split: &Split) -> FeatureStats {
         count: vec![0; n],
         sum: vec![0.0; n],
         sum_sq: vec![0.0; n],
+        unusable: None,
     };
     for r in 0..split.len() {
         for i in 0..n {

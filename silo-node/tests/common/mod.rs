@@ -52,6 +52,8 @@ pub struct Options {
     pub example: &'static str,
     /// Extra arguments for `fedsilo coordinator`.
     pub coordinator_args: Vec<String>,
+    /// Data files replacing a silo's example CSV, by silo name.
+    pub data: Vec<(&'static str, PathBuf)>,
 }
 
 impl Default for Options {
@@ -73,6 +75,7 @@ impl Default for Options {
             initial: None,
             example: "churn",
             coordinator_args: vec![],
+            data: vec![],
         }
     }
 }
@@ -120,7 +123,12 @@ impl Federation {
             .into_iter()
             .map(|(name, args)| SiloSpec {
                 name: name.to_string(),
-                data: example_in(o.example, &format!("data/{name}.csv")),
+                data: o
+                    .data
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, p)| p.clone())
+                    .unwrap_or_else(|| example_in(o.example, &format!("data/{name}.csv"))),
                 args,
                 ..Default::default()
             })
