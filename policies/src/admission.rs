@@ -1,4 +1,13 @@
-//! Admission rules for each arriving update, and the quarantine of repeat offenders.
+//! Admission rules for each arriving update, the cohort screen once collection ends, and the
+//! quarantine of repeat offenders.
+//!
+//! Two kinds of rule, decided at two moments. [`admit`] judges an update on its own as it
+//! arrives (round, base, shape, finite values, examples, absolute norm bound): the answer cannot
+//! depend on who else answered. [`screen_cohort`] judges updates *relative to each other* —
+//! the norm ratio to the cohort's median, the robust z-score, the cosine to the coordinate-wise
+//! median — once every update of the round is in, over the cohort in silo order, so the verdicts
+//! are the same whatever order the updates arrived in (an attacker gains nothing by answering
+//! first, and an honest silo is never scored against a partial cohort).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -36,21 +45,11 @@ pub struct Expected {
     pub len: usize,
 }
 
-/// The round so far, for anomaly scoring.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct RoundSoFar {
-    /// Norms of the updates admitted earlier this round.
-    pub norms: Vec<f64>,
-    /// Cosine similarity of this update to the sum of those admitted earlier (`None` for the
-    /// first one).
-    pub cosine_to_aggregate: Option<f64>,
-}
-
-/// Decides whether an update is admitted. Rules, in order: right round, right base version and
-/// digest, right shape, all values finite, enough examples (`participation.min_examples`),
-/// norm within `admission.max_update_norm`, anomaly score within its threshold. The norm
-/// z-score needs at least two updates admitted before it; the cosine rule one.
-pub fn admit(policy: &Policy, u: &UpdateFacts, want: &Expected, so_far: &RoundSoFar) -> Verdict {
+/// Decides whether an update is admitted on its own. Rules, in order: right round, right base
+/// version and digest, right shape, all values finite, enough examples
+/// (`participation.min_examples`), norm within `admission.max_update_norm`. Rules relative to
+/// the cohort are [`screen_cohort`]'s.
+pub fn admit(policy: &Policy, u: &UpdateFacts, want: &Expected) -> Verdict {
     if u.round != want.round {
         return Verdict::deny(format!(
             "stale: update for round {}, this is round {}",
@@ -91,37 +90,87 @@ pub fn admit(policy: &Policy, u: &UpdateFacts, want: &Expected, so_far: &RoundSo
             ));
         }
     }
-    match policy.admission.anomaly {
-        Some(Anomaly::NormZscore { threshold }) if so_far.norms.len() >= 2 => {
-            let n = so_far.norms.len() as f64;
-            let mean = so_far.norms.iter().sum::<f64>() / n;
-            let sd = (so_far.norms.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
-            let z = if sd > 0.0 {
-                (u.norm - mean) / sd
-            } else if u.norm > mean * (1.0 + 1e-9) {
-                f64::INFINITY
-            } else {
-                0.0
-            };
-            if z > threshold {
-                return Verdict::deny(format!(
-                    "anomalous: norm {:.4} has z-score {z:.2} among this round's updates (mean {mean:.4}), threshold {threshold}",
-                    u.norm
+    Verdict::allow("admitted")
+}
+
+/// One update of a round's cohort, as [`screen_cohort`] sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CohortMember {
+    /// The silo.
+    pub silo: String,
+    /// The update's L2 norm.
+    pub norm: f64,
+    /// Its cosine similarity to the cohort's coordinate-wise median (computed only when the
+    /// policy has a cosine rule).
+    pub cosine_to_median: Option<f64>,
+}
+
+/// Fewest updates for a cohort rule to judge: with two, "the median" is their mean and neither
+/// can be told from the other.
+pub const MIN_COHORT: usize = 3;
+
+/// The median of `v` (mean of the middle two for an even count). `v` is non-empty, finite.
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+/// Screens a round's cohort once every update is in: returns the silos refused, each with its
+/// reason, by `admission.max_norm_ratio` (default on, see [`Policy::max_norm_ratio`]), the
+/// robust norm z-score and the cosine to the coordinate-wise median. The verdicts depend on the
+/// set of members only, never on their order. Below [`MIN_COHORT`] members nothing is refused.
+pub fn screen_cohort(policy: &Policy, members: &[CohortMember]) -> Vec<(String, String)> {
+    if members.len() < MIN_COHORT {
+        return Vec::new();
+    }
+    let norms: Vec<f64> = members.iter().map(|m| m.norm).collect();
+    let med = median(&norms);
+    let deviations: Vec<f64> = norms.iter().map(|n| (n - med).abs()).collect();
+    let mad = median(&deviations);
+    let mut refused = Vec::new();
+    for m in members {
+        let mut why = None;
+        if let Some(ratio) = policy.max_norm_ratio() {
+            if med > 0.0 && m.norm > ratio * med {
+                why = Some(format!(
+                    "norm {:.4} is {:.1}× the cohort's median norm {med:.4}, more than admission.max_norm_ratio = {ratio}",
+                    m.norm,
+                    m.norm / med
                 ));
             }
         }
-        Some(Anomaly::Cosine { threshold }) => {
-            if let Some(cos) = so_far.cosine_to_aggregate {
-                if cos.is_nan() || cos < threshold {
-                    return Verdict::deny(format!(
-                        "anomalous: cosine similarity {cos:.3} to this round's aggregate is below {threshold}"
+        match (why.is_none(), policy.admission.anomaly) {
+            (true, Some(Anomaly::NormZscore { threshold })) if mad > 0.0 => {
+                let z = (m.norm - med) / (1.4826 * mad);
+                if z > threshold {
+                    why = Some(format!(
+                        "anomalous: norm {:.4} has robust z-score {z:.2} in the cohort (median {med:.4}, MAD {mad:.4}), threshold {threshold}",
+                        m.norm
                     ));
                 }
             }
+            (true, Some(Anomaly::Cosine { threshold })) => {
+                if let Some(cos) = m.cosine_to_median {
+                    if cos.is_nan() || cos < threshold {
+                        why = Some(format!(
+                            "anomalous: cosine similarity {cos:.3} to the cohort's coordinate-wise median is below {threshold}"
+                        ));
+                    }
+                }
+            }
+            _ => {}
         }
-        _ => {}
+        if let Some(w) = why {
+            refused.push((m.silo.clone(), w));
+        }
     }
-    Verdict::allow("admitted")
+    refused
 }
 
 fn short(d: &str) -> &str {
@@ -198,8 +247,7 @@ mod tests {
     fn each_rule_refuses_with_its_reason() {
         let p = policy();
         let (u, e) = good();
-        let none = RoundSoFar::default();
-        assert!(admit(&p, &u, &e, &none).allow);
+        assert!(admit(&p, &u, &e).allow);
         let cases: Vec<(UpdateFacts, &str)> = vec![
             (
                 UpdateFacts {
@@ -259,28 +307,88 @@ mod tests {
             ),
         ];
         for (bad, want) in cases {
-            let v = admit(&p, &bad, &e, &none);
+            let v = admit(&p, &bad, &e);
             assert!(
                 !v.allow && v.reasons[0].contains(want),
                 "{bad:?}: {:?}",
                 v.reasons
             );
         }
-        let so_far = RoundSoFar {
-            norms: vec![1.0, 1.1, 0.9, 1.0],
-            cosine_to_aggregate: None,
-        };
-        let v = admit(
-            &p,
-            &UpdateFacts {
-                norm: 5.0,
-                ..u.clone()
-            },
-            &e,
-            &so_far,
+    }
+
+    fn members(norms: &[(&str, f64)]) -> Vec<CohortMember> {
+        norms
+            .iter()
+            .map(|(s, n)| CohortMember {
+                silo: s.to_string(),
+                norm: *n,
+                cosine_to_median: None,
+            })
+            .collect()
+    }
+
+    /// The red team's case: an attacker with norm 2.47 among honest norms ≈ 0.15, the largest
+    /// honest silo somewhat above the others. Refused whatever the order; the honest ones never.
+    #[test]
+    fn the_cohort_screen_does_not_depend_on_order() {
+        let p = Policy::from_toml_str(
+            "[admission]\nanomaly = { kind = \"norm-zscore\", threshold = 3.5 }\n",
+            "t",
+        )
+        .unwrap();
+        let cohort = [
+            ("attacker", 2.47),
+            ("midwest", 0.14),
+            ("northeast", 0.13),
+            ("south", 0.21),
+            ("west", 0.15),
+        ];
+        let mut forward = members(&cohort);
+        let first = screen_cohort(&p, &forward);
+        assert_eq!(first.len(), 1, "{first:?}");
+        assert_eq!(first[0].0, "attacker");
+        assert!(first[0].1.contains("max_norm_ratio"), "{first:?}");
+        forward.reverse();
+        assert_eq!(screen_cohort(&p, &forward), first);
+        forward.rotate_left(2);
+        assert_eq!(screen_cohort(&p, &forward), first);
+        // The robust z-score alone (the ratio rule off) refuses the same attacker, not south.
+        let p = Policy::from_toml_str(
+            "[admission]\nmax_norm_ratio = 0\nanomaly = { kind = \"norm-zscore\", threshold = 3.5 }\n",
+            "t",
+        )
+        .unwrap();
+        let r = screen_cohort(&p, &members(&cohort));
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert!(
+            r[0].0 == "attacker" && r[0].1.contains("robust z-score"),
+            "{r:?}"
         );
-        assert!(!v.allow && v.reasons[0].contains("z-score"), "{v:?}");
-        assert!(admit(&p, &UpdateFacts { norm: 1.05, ..u }, &e, &so_far).allow);
+        assert_eq!(p.warnings().len(), 1);
+    }
+
+    #[test]
+    fn the_default_bounds_norms_by_the_cohort_and_small_cohorts_are_not_judged() {
+        let p = policy_default();
+        assert_eq!(p.max_norm_ratio(), Some(crate::DEFAULT_MAX_NORM_RATIO));
+        let r = screen_cohort(
+            &p,
+            &members(&[("a", 1.0), ("b", 1.2), ("c", 0.9), ("evil", 10.0)]),
+        );
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].0, "evil");
+        // An honest spread of 3× passes.
+        assert!(screen_cohort(
+            &p,
+            &members(&[("a", 1.0), ("b", 3.0), ("c", 0.9), ("d", 1.5)])
+        )
+        .is_empty());
+        // Two updates: nothing to compare against.
+        assert!(screen_cohort(&p, &members(&[("a", 1.0), ("evil", 100.0)])).is_empty());
+    }
+
+    fn policy_default() -> Policy {
+        Policy::from_toml_str("", "t").unwrap()
     }
 
     #[test]
@@ -290,29 +398,13 @@ mod tests {
             "t",
         )
         .unwrap();
-        let (u, e) = good();
-        let v = admit(
-            &p,
-            &u,
-            &e,
-            &RoundSoFar {
-                norms: vec![],
-                cosine_to_aggregate: Some(-0.8),
-            },
-        );
-        assert!(!v.allow && v.reasons[0].contains("cosine"));
-        assert!(
-            admit(
-                &p,
-                &u,
-                &e,
-                &RoundSoFar {
-                    norms: vec![],
-                    cosine_to_aggregate: Some(0.4)
-                }
-            )
-            .allow
-        );
+        let mut m = members(&[("a", 1.0), ("b", 1.0), ("flip", 1.0)]);
+        m[0].cosine_to_median = Some(0.9);
+        m[1].cosine_to_median = Some(0.4);
+        m[2].cosine_to_median = Some(-0.8);
+        let r = screen_cohort(&p, &m);
+        assert_eq!(r.len(), 1);
+        assert!(r[0].0 == "flip" && r[0].1.contains("cosine"), "{r:?}");
     }
 
     #[test]

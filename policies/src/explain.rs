@@ -149,10 +149,13 @@ pub fn summary(policy: &Policy) -> String {
     let a = &policy.admission;
     let _ = writeln!(
         out,
-        "admission      min examples {}; norm ≤ {}; anomaly {}; quarantine {}",
+        "admission      min examples {}; norm ≤ {}; norm ≤ {} the cohort's median; anomaly {}; quarantine {}",
         p.min_examples,
         a.max_update_norm
             .map_or("any".to_string(), |n| n.to_string()),
+        policy
+            .max_norm_ratio()
+            .map_or("any multiple of".to_string(), |r| format!("{r}×")),
         match a.anomaly {
             None => "none".to_string(),
             Some(crate::Anomaly::NormZscore { threshold }) => format!("norm z-score ≤ {threshold}"),

@@ -31,6 +31,6 @@ mod verdict;
 pub use error::PolicyError;
 pub use policy::{
     parse_version, AdmissionRules, Anomaly, ParticipationRules, Policy, Quarantine, Residency,
-    RoundTiming,
+    RoundTiming, DEFAULT_MAX_NORM_RATIO,
 };
 pub use verdict::Verdict;

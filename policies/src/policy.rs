@@ -169,13 +169,14 @@ impl Default for RoundTiming {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Anomaly {
-    /// z-score of the update's L2 norm among this round's admitted updates; refused above
-    /// `threshold`.
+    /// Robust z-score of the update's L2 norm within the round's cohort — (norm − median) /
+    /// (1.4826 · MAD) over every update collected — refused above `threshold`.
     NormZscore {
         /// Largest z-score admitted (> 0).
         threshold: f64,
     },
-    /// Cosine similarity to the running aggregate of this round; refused below `threshold`.
+    /// Cosine similarity to the coordinate-wise median of the round's cohort; refused below
+    /// `threshold`.
     Cosine {
         /// Smallest similarity admitted, in [-1, 1].
         threshold: f64,
@@ -204,10 +205,21 @@ pub struct AdmissionRules {
     /// Anomaly score and threshold (default: none).
     #[serde(default)]
     pub anomaly: Option<Anomaly>,
+    /// An update whose norm is more than this many times the cohort's median norm is refused
+    /// (≥ 1; `0` turns the rule off, which is logged). Default: [`DEFAULT_MAX_NORM_RATIO`]
+    /// wherever the coordinator sees individual updates (not under `[secure_aggregation]` or
+    /// `[privacy]`, where clipping bounds every update).
+    #[serde(default)]
+    pub max_norm_ratio: Option<f64>,
     /// Quarantine (default: none).
     #[serde(default)]
     pub quarantine: Option<Quarantine>,
 }
+
+/// The default of `admission.max_norm_ratio`: a scaled or sign-flipped-and-scaled update from
+/// one silo of four is refused, while honest non-IID silos (whose norms differ by their data and
+/// steps) stay well within it.
+pub const DEFAULT_MAX_NORM_RATIO: f64 = 4.0;
 
 /// Residency: where each region's updates may be processed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -226,6 +238,25 @@ fn default_min_regional() -> usize {
 }
 
 impl Policy {
+    /// The cohort norm-ratio bound in force, if any ([`AdmissionRules::max_norm_ratio`]).
+    pub fn max_norm_ratio(&self) -> Option<f64> {
+        match self.admission.max_norm_ratio {
+            Some(r) if r == 0.0 => None,
+            Some(r) => Some(r),
+            None if self.secure_aggregation.is_some() || self.privacy.is_some() => None,
+            None => Some(DEFAULT_MAX_NORM_RATIO),
+        }
+    }
+
+    /// What an operator should know about this policy's protections: a default turned off.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.admission.max_norm_ratio == Some(0.0) {
+            w.push("admission.max_norm_ratio = 0: updates are not bounded relative to the cohort; one silo can scale its update to steer the model".to_string());
+        }
+        w
+    }
+
     /// Reads and validates a policy file.
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
         let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Io {
@@ -403,6 +434,15 @@ impl Policy {
                 ));
             }
         }
+        if let Some(r) = a.max_norm_ratio {
+            if !(r == 0.0 || (r.is_finite() && r >= 1.0)) {
+                return Err(at.invalid(
+                    &["admission", "max_norm_ratio"],
+                    &r.to_string(),
+                    "a ratio of at least 1 (e.g. 4), or 0 to turn the rule off",
+                ));
+            }
+        }
         match a.anomaly {
             Some(Anomaly::NormZscore { threshold }) if !positive(threshold) => {
                 return Err(at.invalid(
@@ -494,6 +534,13 @@ impl Policy {
             if a.anomaly.is_some() {
                 return Err(at.invalid(&["admission", "anomaly"], "(set)", individual));
             }
+            if let Some(r) = a.max_norm_ratio.filter(|r| *r > 0.0) {
+                return Err(at.invalid(
+                    &["admission", "max_norm_ratio"],
+                    &r.to_string(),
+                    individual,
+                ));
+            }
             if self.residency.is_some() {
                 return Err(at.invalid(
                     &["residency"],
@@ -529,6 +576,13 @@ impl Policy {
                     &["admission", "anomaly"],
                     "(set)",
                     "no anomaly rule with [privacy]: refusing by the raw update leaks it outside the DP guarantee",
+                ));
+            }
+            if let Some(r) = a.max_norm_ratio.filter(|r| *r > 0.0) {
+                return Err(at.invalid(
+                    &["admission", "max_norm_ratio"],
+                    &r.to_string(),
+                    "no norm rule with [privacy]: privacy.clip_norm already bounds every update",
                 ));
             }
         }

@@ -141,6 +141,10 @@ pub async fn run(
         );
     }
     let policy = Policy::load(&cfg.federation.policy)?;
+    for w in policy.warnings() {
+        tracing::warn!("{}: {w}", cfg.federation.policy.display());
+        eprintln!("fedsilo: warning: {}: {w}", cfg.federation.policy.display());
+    }
     if let (Kernel::Custom { name }, Some(_)) = (cfg.aggregation.kernel, &policy.residency) {
         bail!(
             "{} and {origin} disagree: the custom kernel `{name}` with [residency] is not supported: regional aggregators (`fedsilo aggregator`) run only the built-in kernels",

@@ -681,6 +681,36 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
         missing.push((p, NOT_COLLECTED.into()));
     }
     jobs.abort_all();
+    // Rules relative to the cohort judge it whole, now that collection has ended: the same
+    // verdicts whatever order the updates arrived in.
+    if secure.is_none() && admitted.iter().any(|(s, _)| !ctx.routes.contains_key(s)) {
+        match ask(&ctx.aggregator, "aggregator", |reply| {
+            AggregatorMessage::Screen { round, reply }
+        })
+        .await
+        {
+            Ok(screened) => {
+                for (silo, reason) in screened {
+                    admitted.retain(|(s, _)| *s != silo);
+                    ctx.events.emit(Event::UpdateRefused {
+                        round,
+                        silo: silo.clone(),
+                        reason: reason.clone(),
+                    });
+                    refused.push((silo.clone(), reason.clone()));
+                    missing.push((silo, reason));
+                }
+            }
+            Err(e) => {
+                let _ = ctx.aggregator.cast(AggregatorMessage::Abort { round });
+                return RoundOutcome::Abandoned {
+                    round,
+                    reason: format!("screening the cohort failed: {e}"),
+                    attendance: Attendance::of(&missing, &refused),
+                };
+            }
+        }
+    }
     // Regional aggregates: only those combining enough silos cross to this node.
     let regional = regional_parts(&ctx, &mut admitted, &mut missing).await;
     // Fetching the masked updates, and then unmasking, each get at least half a minute, even

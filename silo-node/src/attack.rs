@@ -5,6 +5,7 @@
 //! (`fedsilo::kernels`) are meant to withstand exactly these:
 //!
 //! - **sign-flip** — the honest update negated and scaled ×10;
+//! - **scale** — the honest update scaled ×10 (a silo claiming more than its share);
 //! - **nan** — NaN everywhere, as a broken trainer would send;
 //! - **gaussian** — pure noise, every value drawn from N(0, 1);
 //! - **alie** — "a little is enough" (Baruch et al. 2019): the attacker estimates the mean μ
@@ -22,6 +23,8 @@ use fedsilo::privacy::noise::add_gaussian;
 pub enum Attack {
     /// −10 × the honest update.
     SignFlip,
+    /// +10 × the honest update.
+    Scale,
     /// N(0, 1) noise in place of the update.
     Gaussian,
     /// μ − σ of honest updates, per coordinate.
@@ -40,6 +43,7 @@ impl Attack {
         let first = &honest[0];
         match self {
             Attack::SignFlip => first.iter().map(|v| -10.0 * v).collect(),
+            Attack::Scale => first.iter().map(|v| 10.0 * v).collect(),
             Attack::Nan => vec![f32::NAN; first.len()],
             Attack::Gaussian => {
                 let mut v = vec![0.0f32; first.len()];

@@ -25,7 +25,9 @@ fn a_poisoned_candidate_fails_the_gate_and_the_current_version_stays() {
             ("south", vec!["--evaluate-only".to_string()]),
         ],
         rounds: 4,
-        policy_extra: "[validation]\nmax_auc_drop = 0.01\ncentral_holdout = \"south\"\nmax_central_auc_drop = 0.01\n".into(),
+        // The gate's own defence: the default cohort norm bound, which would refuse the poisoned
+        // update before the gate sees a candidate, is turned off.
+        policy_extra: "[validation]\nmax_auc_drop = 0.01\ncentral_holdout = \"south\"\nmax_central_auc_drop = 0.01\n[admission]\nmax_norm_ratio = 0\n".into(),
         ..Default::default()
     });
     let rejected = f.expect("round 3 rejected", |e| e["event"] == "round_rejected");

@@ -1,24 +1,32 @@
 //! The Aggregator actor: admits or refuses each arriving update by the policy's admission rules,
-//! and combines the admitted ones with the federation's kernel.
+//! screens the whole cohort once collection ends, and combines what is left with the
+//! federation's kernel.
 //!
 //! Admission is decided here, where the update is: the norm and finiteness are computed from
-//! the values themselves (never taken from the silo's report), the anomaly score against this
-//! round's admitted updates and their running sum. The weighted mean folds each update in as it
-//! arrives (O(model) memory whatever the number of silos); robust kernels, and a mean whose
-//! weights are capped by `participation.max_weight_share`, need every update, so those are kept
-//! until the round ends. With `clip_norm`, each admitted update is clipped before combining.
-//! Under the policy's silo-level DP every update weighs the same, and in central mode each is
-//! clipped to the policy's `privacy.clip_norm` (the round adds the noise to the combination).
+//! the values themselves (never taken from the silo's report). Rules on one update apply as it
+//! arrives ([`admit`]); rules relative to the others — norm ratio to the median, robust
+//! z-score, cosine to the coordinate-wise median — apply to the whole cohort at
+//! [`AggregatorMessage::Screen`] ([`screen_cohort`]).
+//!
+//! **Order.** Every update is held until the round ends, and the cohort is screened and
+//! combined in silo-name order: the result — refusals and the aggregate, to the last bit — is
+//! the same whatever order the updates arrived in, so an auditor re-running a round with
+//! `fedsilo aggregate` gets the same digest. The price is memory: a round holds every update
+//! (n × model), as robust kernels always needed. With `clip_norm`, each update is clipped
+//! before combining. Under the policy's silo-level DP every update weighs the same, and in
+//! central mode each is clipped to the policy's `privacy.clip_norm` (the round adds the noise
+//! to the combination).
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use fedsilo_policies::admission::{admit, Expected, RoundSoFar, UpdateFacts};
+use fedsilo_policies::admission::{admit, screen_cohort, CohortMember, Expected, UpdateFacts};
 use fedsilo_policies::participation::capped_shares;
 use fedsilo_policies::privacy::NoiseMode;
 use fedsilo_policies::Policy;
 
 use crate::kernels::clip::{clip_l2, l2_norm};
-use crate::kernels::{Aggregation, Kernel, WeightedMean};
+use crate::kernels::order_statistics::median;
+use crate::kernels::Aggregation;
 
 /// What a round's combination produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,6 +89,14 @@ pub enum AggregatorMessage {
         /// The aggregate, or why there is none (e.g. too few updates for Bulyan's f).
         reply: RpcReplyPort<Result<Aggregate, String>>,
     },
+    /// Collection has ended: screen the cohort by the rules relative to it, drop what they
+    /// refuse, and reply with the refused silos and reasons (in silo order).
+    Screen {
+        /// Round number.
+        round: u64,
+        /// The refusals.
+        reply: RpcReplyPort<Vec<(String, String)>>,
+    },
     /// Discard the round's state.
     Abort {
         /// Round number.
@@ -94,10 +110,14 @@ impl ractor::Message for AggregatorMessage {}
 #[derive(Debug)]
 pub struct AggregatorActor;
 
+/// One admitted update, held until the round ends.
 #[derive(Debug)]
-enum Held {
-    Streaming(WeightedMean),
-    Buffered(Vec<Vec<f32>>, Vec<f64>),
+struct Member {
+    silo: String,
+    update: Vec<f32>,
+    /// Its weight under the policy (example count, or 1 under silo-level DP).
+    weight: f64,
+    norm: f64,
 }
 
 #[derive(Debug)]
@@ -106,11 +126,7 @@ struct OpenRound {
     aggregation: Aggregation,
     policy: Box<Policy>,
     expected: Expected,
-    held: Held,
-    silos: Vec<String>,
-    clipped: Vec<(String, f64)>,
-    norms: Vec<f64>,
-    running_sum: Option<Vec<f64>>,
+    members: Vec<Member>,
 }
 
 /// Its state: the open round, if any.
@@ -123,7 +139,7 @@ impl OpenRound {
     fn add(
         &mut self,
         silo: String,
-        mut update: Vec<f32>,
+        update: Vec<f32>,
         weight: f64,
         claimed: (u64, u64, String),
     ) -> Result<(), Refusal> {
@@ -132,20 +148,6 @@ impl OpenRound {
             f64::NAN
         } else {
             l2_norm(&update)
-        };
-        let cosine_to_aggregate = match (&self.running_sum, first_non_finite) {
-            (Some(sum), None) if !self.norms.is_empty() && sum.len() == update.len() => {
-                let dot: f64 = sum.iter().zip(&update).map(|(a, b)| a * *b as f64).sum();
-                let sum_norm = sum.iter().map(|a| a * a).sum::<f64>().sqrt();
-                // A zero update (or a sum that cancelled out) has no direction: score it as
-                // orthogonal rather than skip it.
-                Some(if sum_norm > 0.0 && norm > 0.0 {
-                    dot / (sum_norm * norm)
-                } else {
-                    0.0
-                })
-            }
-            _ => None,
         };
         let facts = UpdateFacts {
             round: claimed.0,
@@ -156,27 +158,67 @@ impl OpenRound {
             first_non_finite,
             norm,
         };
-        let so_far = RoundSoFar {
-            norms: self.norms.clone(),
-            cosine_to_aggregate,
-        };
-        let verdict = admit(&self.policy, &facts, &self.expected, &so_far);
+        let verdict = admit(&self.policy, &facts, &self.expected);
         if !verdict.allow {
             return Err(Refusal {
                 reason: verdict.reasons.join("; "),
                 by_policy: true,
             });
         }
-        if let Some(sum) = &mut self.running_sum {
-            sum.iter_mut()
-                .zip(&update)
-                .for_each(|(s, u)| *s += *u as f64);
+        if self.members.iter().any(|m| m.silo == silo) {
+            return Err(Refusal {
+                reason: format!("a second update from {silo} this round"),
+                by_policy: false,
+            });
         }
-        self.norms.push(norm);
-        // Silo-level DP: every silo counts once, and with central noise the bound is
-        // enforced here.
+        self.members.push(Member {
+            weight: self.policy.update_weight(weight),
+            silo,
+            update,
+            norm,
+        });
+        Ok(())
+    }
+
+    /// Puts the cohort in silo order: what follows depends on the set, not the arrival order.
+    fn sort(&mut self) {
+        self.members.sort_by(|a, b| a.silo.cmp(&b.silo));
+    }
+
+    /// Screens the cohort by the rules relative to it; drops and returns what they refuse.
+    fn screen(&mut self) -> Vec<(String, String)> {
+        self.sort();
+        let cosine = matches!(
+            self.policy.admission.anomaly,
+            Some(fedsilo_policies::Anomaly::Cosine { .. })
+        );
+        let reference = (cosine && self.members.len() >= 3).then(|| {
+            let views: Vec<&[f32]> = self.members.iter().map(|m| m.update.as_slice()).collect();
+            median(&views)
+        });
+        let cohort: Vec<CohortMember> = self
+            .members
+            .iter()
+            .map(|m| CohortMember {
+                silo: m.silo.clone(),
+                norm: m.norm,
+                cosine_to_median: reference.as_ref().map(|r| cosine_similarity(&m.update, r)),
+            })
+            .collect();
+        let refused = screen_cohort(&self.policy, &cohort);
+        self.members
+            .retain(|m| !refused.iter().any(|(s, _)| *s == m.silo));
+        refused
+    }
+
+    fn finish(mut self) -> Result<Aggregate, String> {
+        if self.members.is_empty() {
+            return Err("no update was added".into());
+        }
+        self.sort();
+        // Central DP: the bound is enforced here. Clipping is per update, so its order is
+        // irrelevant; it is done in silo order anyway.
         let dp = self.policy.privacy.as_ref();
-        let weight = self.policy.update_weight(weight);
         let central_clip = dp
             .filter(|d| d.mode == NoiseMode::Central)
             .map(|d| d.clip_norm);
@@ -184,52 +226,53 @@ impl OpenRound {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        let mut clipped = Vec::new();
         if let Some(c) = clip {
-            if clip_l2(&mut update, c) > c {
-                self.clipped.push((silo.clone(), norm));
+            for m in &mut self.members {
+                if clip_l2(&mut m.update, c) > c {
+                    clipped.push((m.silo.clone(), m.norm));
+                }
             }
         }
-        match &mut self.held {
-            Held::Streaming(acc) => acc.fold(&update, weight).map_err(|e| Refusal {
-                reason: e.to_string(),
-                by_policy: false,
-            })?,
-            Held::Buffered(ups, ws) => {
-                ups.push(update);
-                ws.push(weight);
-            }
-        }
-        self.silos.push(silo);
-        Ok(())
-    }
-
-    fn finish(self) -> Result<Aggregate, String> {
-        let (values, selected) = match self.held {
-            Held::Streaming(acc) => (acc.finish().ok_or("no update was added")?, None),
-            Held::Buffered(ups, ws) => {
-                let views: Vec<&[f32]> = ups.iter().map(|u| u.as_slice()).collect();
-                let cap = self.policy.participation.max_weight_share;
-                let ws = if cap < 1.0 {
-                    capped_shares(&ws, cap)
-                } else {
-                    ws
-                };
-                let c = self
-                    .aggregation
-                    .kernel
-                    .combine(&views, &ws)
-                    .map_err(|e| e.to_string())?;
-                let names = c
-                    .selected
-                    .map(|sel| sel.into_iter().map(|i| self.silos[i].clone()).collect());
-                (c.values, names)
-            }
+        let views: Vec<&[f32]> = self.members.iter().map(|m| m.update.as_slice()).collect();
+        let ws: Vec<f64> = self.members.iter().map(|m| m.weight).collect();
+        let cap = self.policy.participation.max_weight_share;
+        let ws = if cap < 1.0 {
+            capped_shares(&ws, cap)
+        } else {
+            ws
         };
+        let c = self
+            .aggregation
+            .kernel
+            .combine(&views, &ws)
+            .map_err(|e| e.to_string())?;
+        let selected = c.selected.map(|sel| {
+            sel.into_iter()
+                .map(|i| self.members[i].silo.clone())
+                .collect()
+        });
         Ok(Aggregate {
-            values,
+            values: c.values,
             selected,
-            clipped: self.clipped,
+            clipped,
         })
+    }
+}
+
+/// Cosine similarity of `a` and `b` (0 when either is zero: no direction).
+fn cosine_similarity(a: &[f32], b: &[f32]) -> f64 {
+    let (mut dot, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
+    for (x, y) in a.iter().zip(b) {
+        let (x, y) = (*x as f64, *y as f64);
+        dot += x * y;
+        na += x * x;
+        nb += y * y;
+    }
+    if na > 0.0 && nb > 0.0 {
+        dot / (na.sqrt() * nb.sqrt())
+    } else {
+        0.0
     }
 }
 
@@ -260,25 +303,13 @@ impl Actor for AggregatorActor {
                 policy,
                 expected,
             } => {
-                let capped = policy.participation.max_weight_share < 1.0;
-                let held = match aggregation.kernel {
-                    Kernel::Mean if !capped => Held::Streaming(WeightedMean::new(len)),
-                    _ => Held::Buffered(Vec::new(), Vec::new()),
-                };
-                let cosine = matches!(
-                    policy.admission.anomaly,
-                    Some(fedsilo_policies::Anomaly::Cosine { .. })
-                );
+                let _ = len; // every update's length is checked against `expected.len`
                 state.open = Some(OpenRound {
                     round,
                     aggregation,
                     policy,
                     expected,
-                    held,
-                    silos: Vec::new(),
-                    clipped: Vec::new(),
-                    norms: Vec::new(),
-                    running_sum: cosine.then(|| vec![0.0; len]),
+                    members: Vec::new(),
                 });
             }
             AggregatorMessage::Fold {
@@ -327,6 +358,20 @@ impl Actor for AggregatorActor {
                 };
                 let _ = reply.send(result);
             }
+            AggregatorMessage::Screen { round, reply } => {
+                let refused = match &mut state.open {
+                    Some(o) if o.round == round => o.screen(),
+                    _ => Vec::new(),
+                };
+                for (silo, reason) in &refused {
+                    tracing::info!(
+                        round,
+                        silo,
+                        "aggregator: refused by the cohort screen: {reason}"
+                    );
+                }
+                let _ = reply.send(refused);
+            }
             AggregatorMessage::Abort { round } => {
                 if state.open.as_ref().is_some_and(|o| o.round == round) {
                     state.open = None;
@@ -340,6 +385,7 @@ impl Actor for AggregatorActor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::Kernel;
 
     async fn open(policy: Policy, aggregation: Aggregation) -> ActorRef<AggregatorMessage> {
         let (a, _) = Actor::spawn(None, AggregatorActor, ()).await.unwrap();
@@ -421,6 +467,79 @@ mod tests {
             .unwrap();
         // Uncapped the mean would be 0.9; capped at half the weight it is 0.5.
         assert!((g.values[0] - 0.5).abs() < 1e-6, "{:?}", g.values);
+    }
+
+    /// The same cohort in different arrival orders: the same refusals and the same aggregate,
+    /// to the last bit. An attacker answering first or last is screened out alike.
+    #[tokio::test]
+    async fn arrival_order_changes_nothing() {
+        use rand::{Rng, SeedableRng};
+        let len = 4096;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut cohort: Vec<(String, Vec<f32>, f64)> = (0..5)
+            .map(|i| {
+                let v: Vec<f32> = (0..len).map(|_| rng.random_range(-0.01f32..0.01)).collect();
+                (format!("silo-{i}"), v, 100.0 + 37.0 * i as f64)
+            })
+            .collect();
+        // A scaled, sign-flipped update.
+        let attack: Vec<f32> = cohort[0].1.iter().map(|x| -10.0 * x).collect();
+        cohort.push(("mallory".into(), attack, 120.0));
+        let run = |order: Vec<usize>| {
+            let cohort = cohort.clone();
+            async move {
+                let (a, _) = Actor::spawn(None, AggregatorActor, ()).await.unwrap();
+                a.cast(AggregatorMessage::Begin {
+                    round: 1,
+                    len,
+                    aggregation: Aggregation::default(),
+                    policy: Box::new(Policy::default()),
+                    expected: Expected {
+                        round: 1,
+                        base_version: 0,
+                        base_digest: "d".into(),
+                        len,
+                    },
+                })
+                .unwrap();
+                for i in order {
+                    let (silo, update, w) = cohort[i].clone();
+                    ractor::call!(a, |reply| AggregatorMessage::Fold {
+                        round: 1,
+                        silo,
+                        update,
+                        weight: w,
+                        claimed: (1, 0, "d".into()),
+                        reply
+                    })
+                    .unwrap()
+                    .unwrap();
+                }
+                let refused =
+                    ractor::call!(a, |reply| AggregatorMessage::Screen { round: 1, reply })
+                        .unwrap();
+                let g = ractor::call!(a, |reply| AggregatorMessage::Finish { round: 1, reply })
+                    .unwrap()
+                    .unwrap();
+                (refused, g.values)
+            }
+        };
+        let (first_refused, first) = run(vec![5, 0, 1, 2, 3, 4]).await;
+        assert_eq!(first_refused.len(), 1, "{first_refused:?}");
+        assert_eq!(first_refused[0].0, "mallory");
+        for order in [
+            vec![0, 1, 2, 3, 4, 5],
+            vec![4, 2, 5, 0, 3, 1],
+            vec![3, 4, 0, 1, 2, 5],
+        ] {
+            let (refused, values) = run(order).await;
+            assert_eq!(refused, first_refused);
+            let same = values
+                .iter()
+                .zip(&first)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "the aggregate depends on the arrival order");
+        }
     }
 
     #[tokio::test]

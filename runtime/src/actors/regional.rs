@@ -260,6 +260,26 @@ impl RegionalState {
                     return err("no update was admitted here this round".into());
                 }
                 let local = self.local.clone();
+                // The region's cohort, screened whole (the same verdicts whatever the arrival
+                // order); what it refuses is not combined, and the summary leaves it out.
+                let screened =
+                    ask_within(&local, "aggregator", Duration::from_secs(600), |reply| {
+                        AggregatorMessage::Screen { round, reply }
+                    })
+                    .await
+                    .unwrap_or_default();
+                for (silo, reason) in &screened {
+                    tracing::info!(
+                        round,
+                        silo,
+                        "refused by the regional cohort screen: {reason}"
+                    );
+                }
+                open.admitted
+                    .retain(|(s, _)| !screened.iter().any(|(r, _)| r == s));
+                if open.admitted.is_empty() {
+                    return err("every update was refused by the cohort screen".into());
+                }
                 match ask_within(&local, "aggregator", Duration::from_secs(600), |reply| {
                     AggregatorMessage::Finish { round, reply }
                 })
