@@ -241,7 +241,7 @@ impl Policy {
     /// The cohort norm-ratio bound in force, if any ([`AdmissionRules::max_norm_ratio`]).
     pub fn max_norm_ratio(&self) -> Option<f64> {
         match self.admission.max_norm_ratio {
-            Some(r) if r == 0.0 => None,
+            Some(0.0) => None,
             Some(r) => Some(r),
             None if self.secure_aggregation.is_some() || self.privacy.is_some() => None,
             None => Some(DEFAULT_MAX_NORM_RATIO),
