@@ -367,6 +367,8 @@ impl EventLog {
     /// Opens (appends to) `<state_dir>/events.jsonl`.
     pub fn open(state_dir: &Path, format: EventFormat) -> Result<Self> {
         let path = state_dir.join("events.jsonl");
+        // A line torn by a crash is cut off, so the next event starts on a line of its own.
+        crate::line_file::read_complete(&path).map_err(|e| Error::io("reading", &path, e))?;
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

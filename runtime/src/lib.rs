@@ -43,6 +43,7 @@ pub mod privacy;
 pub mod protocol;
 pub mod registry;
 pub mod report;
+pub mod republish;
 pub mod round;
 pub mod secagg;
 pub mod status;

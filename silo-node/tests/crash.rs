@@ -1,8 +1,10 @@
 //! Crash safety of the coordinator: SIGKILLed at random moments — while agreeing the feature
 //! scaling, mid-round, mid-commit — and restarted, 30 times within one long federation. After
 //! all of it the committed lineage has no gap and no repeat, no round number is reused, the
-//! audit chain verifies against the consortium CA, and every committed checkpoint matches the
-//! SHA-256 the journal recorded for it.
+//! audit chain verifies against the consortium CA, every committed checkpoint matches the
+//! SHA-256 the journal recorded for it, and every committed round is in `rounds.jsonl`, in
+//! `events.jsonl` (what metrics, webhooks, the report and `/v1/rounds` read) and in the registry
+//! exactly once, however the crashes fell between the journal and the logs.
 
 mod common;
 
@@ -89,6 +91,45 @@ fn thirty_random_coordinator_crashes_lose_and_repeat_nothing() {
         unended.is_empty() && unstarted.is_empty(),
         "every started round ends exactly once: started, never ended {unended:?}; ended, never started {unstarted:?}"
     );
+    // Every round the journal committed is in each log exactly once, and in the registry.
+    let committed_rounds: Vec<u64> = commits
+        .iter()
+        .filter(|c| c["round"].as_u64() > Some(0))
+        .map(|c| c["version"].as_u64().unwrap())
+        .collect();
+    let versions_in = |file: &str, keep: &dyn Fn(&Value) -> bool| -> Vec<u64> {
+        let mut v: Vec<u64> = std::fs::read_to_string(state.join(file))
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| keep(e))
+            .filter_map(|e| e["version"].as_u64())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        versions_in("rounds.jsonl", &|_| true),
+        committed_rounds,
+        "rounds.jsonl against the journal's commits"
+    );
+    assert_eq!(
+        versions_in("events.jsonl", &|e| e["event"] == "round_committed"),
+        committed_rounds,
+        "round_committed events against the journal's commits"
+    );
+    let registry = fedsilo::registry::RegistryReader::open(&state).unwrap();
+    for v in &committed_rounds {
+        let m = registry
+            .get(*v)
+            .unwrap()
+            .expect("a committed version in the registry");
+        assert_eq!(
+            m.status,
+            fedsilo::registry::Status::Committed,
+            "version {v}"
+        );
+    }
     // The chain, the signatures, the checkpoints' SHA-256 and CURRENT.
     let ca = f.dir.path().join("certs/coordinator/ca.pem");
     let (ok, text) = fedsilo(&[

@@ -557,3 +557,56 @@ fn the_same_federation_commits_the_same_digests_whatever_the_arrival_order() {
     assert_eq!(a.len(), 4);
     assert_eq!(a, b, "the committed digests depend on the arrival order");
 }
+
+/// The crash window between the journal and the logs, made exactly: a finished run's last
+/// commit is cut from `rounds.jsonl` and `events.jsonl` (as if the coordinator had been killed
+/// right after journaling it). The next start publishes it to both, once; a second start adds
+/// nothing.
+#[test]
+fn a_commit_the_logs_never_heard_of_is_published_once_at_the_next_start() {
+    let mut f = Federation::start(Options {
+        rounds: 3,
+        ..Default::default()
+    });
+    let last = f.finished_ok().last().unwrap()["version"].as_u64().unwrap();
+    assert!(f.exit_status().success());
+    let state = f.state_dir();
+    let drop_last = |file: &str, is_it: &dyn Fn(&serde_json::Value) -> bool| {
+        let text = std::fs::read_to_string(state.join(file)).unwrap();
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                !serde_json::from_str::<serde_json::Value>(l)
+                    .is_ok_and(|v| is_it(&v) && v["version"].as_u64() == Some(last))
+            })
+            .collect();
+        std::fs::write(state.join(file), kept.join("\n") + "\n").unwrap();
+    };
+    drop_last("rounds.jsonl", &|_| true);
+    drop_last("events.jsonl", &|v| v["event"] == "round_committed");
+    let count = |file: &str, is_it: &dyn Fn(&serde_json::Value) -> bool| {
+        std::fs::read_to_string(state.join(file))
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| is_it(v) && v["version"].as_u64() == Some(last))
+            .count()
+    };
+    assert_eq!(count("rounds.jsonl", &|_| true), 0);
+    let config = f.dir.path().join("federation.toml");
+    for start in 0..2 {
+        // Every round is done: the coordinator resumes, repairs and finishes.
+        let (ok, err) = run_fedsilo(&[
+            "coordinator".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+        ]);
+        assert!(ok, "start {start}: {err}");
+        assert_eq!(count("rounds.jsonl", &|_| true), 1, "start {start}");
+        assert_eq!(
+            count("events.jsonl", &|v| v["event"] == "round_committed"),
+            1,
+            "start {start}"
+        );
+    }
+}

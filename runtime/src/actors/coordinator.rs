@@ -441,6 +441,7 @@ impl Actor for CoordinatorActor {
                 next_round: state.next_round,
             });
         }
+        republish_committed(&state)?;
         // Numbers, the waiting candidate and checkpoint hashes come from the journal (the
         // registry was reconciled with it before the coordinator started).
         let history = state.args.history.clone();
@@ -1881,6 +1882,42 @@ pub fn task_failure(e: tokio::task::JoinError) -> String {
         .unwrap_or_else(|| "(no message)".into());
     tracing::error!("the round task panicked: {message}");
     format!("the round task panicked (a fedsilo bug; please report it): {message}")
+}
+
+/// After a crash: every round the journal committed that `rounds.jsonl` or `events.jsonl` lacks
+/// is re-derived from the registry and published to the log that lacks it, once, in version
+/// order ([`crate::republish`]).
+fn republish_committed(state: &CoordinatorState) -> crate::Result<()> {
+    let committed: Vec<u64> = state
+        .args
+        .history
+        .versions
+        .iter()
+        .filter(|(_, j)| j.status == Status::Committed && j.round >= 1)
+        .map(|(v, _)| *v)
+        .collect();
+    let missing = crate::republish::missing_from_logs(state.args.store.dir(), &committed)?;
+    for v in missing.any() {
+        let Some(meta) = state.args.registry.get(v)? else {
+            continue;
+        };
+        let summary = summary_of(&meta);
+        tracing::warn!(
+            version = v,
+            "round {} was committed before the coordinator stopped but not logged; publishing it now",
+            meta.round
+        );
+        if missing.rounds_log.contains(&v) {
+            state.args.store.append_round(&summary)?;
+        }
+        if missing.events_log.contains(&v) {
+            state
+                .args
+                .events
+                .emit(Event::RoundCommitted(Box::new(summary)));
+        }
+    }
+    Ok(())
 }
 
 /// Committed version `v`'s checkpoint, checked against the SHA-256 the journal committed.
