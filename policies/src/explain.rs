@@ -128,7 +128,7 @@ pub fn summary(policy: &Policy) -> String {
         p.max_silos.map_or("∞".to_string(), |m| m.to_string()),
         p.quorum,
         p.sample_fraction * 100.0,
-        p.max_weight_share * 100.0
+        policy.max_weight_share() * 100.0
     );
     let _ = writeln!(
         out,

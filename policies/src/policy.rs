@@ -76,9 +76,10 @@ pub struct ParticipationRules {
     #[serde(default)]
     pub min_examples: u64,
     /// No silo may carry more than this share of an aggregate's weight, in (0, 1]; weights
-    /// above are capped and the rest renormalised.
-    #[serde(default = "one")]
-    pub max_weight_share: f64,
+    /// above are capped and the rest renormalised. Default: half, or 1 / quorum if that is
+    /// more ([`Policy::max_weight_share`]), so no single silo outweighs the rest of a round.
+    #[serde(default)]
+    pub max_weight_share: Option<f64>,
     /// Certificate roles that may train (default: `silo`).
     #[serde(default = "default_roles")]
     pub roles: Vec<String>,
@@ -123,7 +124,7 @@ impl Default for ParticipationRules {
             quorum: 2,
             sample_fraction: 1.0,
             min_examples: 0,
-            max_weight_share: 1.0,
+            max_weight_share: None,
             roles: default_roles(),
             allowed_regions: None,
             min_protocol_version: 1,
@@ -221,6 +222,10 @@ pub struct AdmissionRules {
 /// steps) stay well within it.
 pub const DEFAULT_MAX_NORM_RATIO: f64 = 4.0;
 
+/// The default of `participation.max_weight_share` (with a quorum of at least 2): no silo
+/// carries more than half of an aggregate, however many examples it claims.
+pub const DEFAULT_MAX_WEIGHT_SHARE: f64 = 0.5;
+
 /// Residency: where each region's updates may be processed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -238,6 +243,15 @@ fn default_min_regional() -> usize {
 }
 
 impl Policy {
+    /// The largest share of an aggregate's weight one silo may carry: the configured
+    /// `participation.max_weight_share`, else [`DEFAULT_MAX_WEIGHT_SHARE`] or 1 / quorum,
+    /// whichever is more (with fewer updates than that the shares could not add up to 1).
+    pub fn max_weight_share(&self) -> f64 {
+        let p = &self.participation;
+        p.max_weight_share
+            .unwrap_or_else(|| DEFAULT_MAX_WEIGHT_SHARE.max(1.0 / p.quorum.max(1) as f64))
+    }
+
     /// The cohort norm-ratio bound in force, if any ([`AdmissionRules::max_norm_ratio`]).
     pub fn max_norm_ratio(&self) -> Option<f64> {
         match self.admission.max_norm_ratio {
@@ -335,17 +349,18 @@ impl Policy {
                 "a fraction in (0, 1]",
             ));
         }
-        if !(p.max_weight_share > 0.0 && p.max_weight_share <= 1.0) {
+        let share = p.max_weight_share.unwrap_or(1.0);
+        if !(share > 0.0 && share <= 1.0) {
             return Err(at.invalid(
                 &["participation", "max_weight_share"],
-                &p.max_weight_share.to_string(),
+                &share.to_string(),
                 "a share in (0, 1]",
             ));
         }
-        if p.max_weight_share * (p.quorum as f64) < 1.0 - 1e-12 {
+        if share * (p.quorum as f64) < 1.0 - 1e-12 {
             return Err(at.invalid(
                 &["participation", "max_weight_share"],
-                &p.max_weight_share.to_string(),
+                &share.to_string(),
                 &format!(
                     "at least 1 / participation.quorum ({:.4}): with {} updates the shares could not add up to 1",
                     1.0 / p.quorum as f64,

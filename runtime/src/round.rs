@@ -94,6 +94,9 @@ pub struct BaseModel {
 pub struct RoundContext {
     /// Round number.
     pub round: u64,
+    /// Training rows each silo reported at its schema check: an update may claim no more
+    /// examples (its weight) than that.
+    pub reported_rows: BTreeMap<String, u64>,
     /// Base model.
     pub base: BaseModel,
     /// Architecture.
@@ -290,6 +293,14 @@ async fn admit(
     }
     if report.examples == 0 {
         return refuse("trained on 0 examples".into());
+    }
+    if let Some(rows) = ctx.reported_rows.get(&silo.name) {
+        if report.examples > *rows {
+            return refuse(format!(
+                "claims {} examples, but reported {rows} training rows at its schema check",
+                report.examples
+            ));
+        }
     }
     if ctx.policy.secure_aggregation.is_some() {
         // Masked updates are fetched together once collection closes, each weighed against

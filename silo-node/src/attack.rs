@@ -6,6 +6,8 @@
 //!
 //! - **sign-flip** — the honest update negated and scaled ×10;
 //! - **scale** — the honest update scaled ×10 (a silo claiming more than its share);
+//! - **inflate** — the honest update, but 100× the examples it trained on claimed as its
+//!   weight;
 //! - **nan** — NaN everywhere, as a broken trainer would send;
 //! - **gaussian** — pure noise, every value drawn from N(0, 1);
 //! - **alie** — "a little is enough" (Baruch et al. 2019): the attacker estimates the mean μ
@@ -25,6 +27,8 @@ pub enum Attack {
     SignFlip,
     /// +10 × the honest update.
     Scale,
+    /// The honest update with 100× its example count claimed.
+    Inflate,
     /// N(0, 1) noise in place of the update.
     Gaussian,
     /// μ − σ of honest updates, per coordinate.
@@ -44,6 +48,7 @@ impl Attack {
         match self {
             Attack::SignFlip => first.iter().map(|v| -10.0 * v).collect(),
             Attack::Scale => first.iter().map(|v| 10.0 * v).collect(),
+            Attack::Inflate => first.clone(),
             Attack::Nan => vec![f32::NAN; first.len()],
             Attack::Gaussian => {
                 let mut v = vec![0.0f32; first.len()];

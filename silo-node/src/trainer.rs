@@ -572,7 +572,10 @@ fn built_in(
         let update: Vec<f32> = params.iter().zip(base).map(|(n, b)| n - b).collect();
         (update, out, spent)
     };
-    let (mut update, out, spent) = honest(x, y, seed);
+    let (mut update, mut out, spent) = honest(x, y, seed);
+    if attack == Some(Attack::Inflate) {
+        out.examples *= 100;
+    }
     if let Some(attack) = attack {
         let mut samples = vec![update];
         if attack == Attack::Alie {

@@ -610,3 +610,39 @@ fn a_commit_the_logs_never_heard_of_is_published_once_at_the_next_start() {
         );
     }
 }
+
+/// A silo that claims 100× the examples it trained on (to outweigh the others) is refused:
+/// no update may claim more examples than the training rows its silo reported at its schema
+/// check.
+#[test]
+fn example_counts_are_bounded_by_what_the_silo_reported() {
+    let mut f = Federation::start(Options {
+        silos: vec![
+            ("northeast", vec![]),
+            ("midwest", vec![]),
+            ("west", vec!["--attack".into(), "inflate".into()]),
+        ],
+        min_silos: 3,
+        quorum: 2,
+        rounds: 2,
+        ..Default::default()
+    });
+    let refused = f.expect("west refused", |e| {
+        e["event"] == "update_refused" && e["silo"] == "west"
+    });
+    let reason = refused["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("examples") && reason.contains("schema check"),
+        "{reason}"
+    );
+    for r in f.finished_ok() {
+        assert!(
+            !r["participants"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p == "west"),
+            "{r}"
+        );
+    }
+}

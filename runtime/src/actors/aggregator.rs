@@ -236,7 +236,7 @@ impl OpenRound {
         }
         let views: Vec<&[f32]> = self.members.iter().map(|m| m.update.as_slice()).collect();
         let ws: Vec<f64> = self.members.iter().map(|m| m.weight).collect();
-        let cap = self.policy.participation.max_weight_share;
+        let cap = self.policy.max_weight_share();
         let ws = if cap < 1.0 {
             capped_shares(&ws, cap)
         } else {

@@ -220,9 +220,9 @@ pub enum CoordinatorMessage {
         silo: String,
         /// Its session at the time of the check.
         node_id: u64,
-        /// `Ok(Some(software version))`: same schema; `Ok(None)`: no answer (ask again);
-        /// `Err`: block, with why.
-        result: Result<Option<String>, String>,
+        /// `Ok(Some((software version, training rows)))`: same schema; `Ok(None)`: no answer
+        /// (ask again); `Err`: block, with why.
+        result: Result<Option<(String, u64)>, String>,
     },
     /// An operator or a platform actor steers the federation (see [`crate::control`]); the
     /// reply says what was done, or why it cannot be done now.
@@ -260,6 +260,8 @@ struct SiloEntry {
     region: String,
     role: String,
     software_version: String,
+    /// Training rows it reported at its schema check: the most examples an update may claim.
+    reported_rows: Option<u64>,
     last_ok: Instant,
     healthy: bool,
     ping_inflight: bool,
@@ -654,9 +656,10 @@ async fn step(
             if let Some(e) = state.silos.get_mut(&silo) {
                 if e.handle.node_id == node_id {
                     match result {
-                        Ok(Some(version)) => {
+                        Ok(Some((version, rows))) => {
                             e.schema = SchemaCheck::Passed;
                             e.software_version = version;
+                            e.reported_rows = Some(rows);
                         }
                         Ok(None) => e.schema = SchemaCheck::Pending,
                         Err(reason) => {
@@ -1032,6 +1035,7 @@ fn refresh_membership(state: &mut CoordinatorState) {
                 region: identity_region.clone(),
                 role: identity_role.clone(),
                 software_version: "0.0.0".into(),
+                reported_rows: None,
                 schema: SchemaCheck::Pending,
                 blocked: None,
             },
@@ -1056,7 +1060,7 @@ fn check_health(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorMessa
                     Ok(Response::FeatureStats(st)) if st.schema_digest == digest => {
                         match st.unusable {
                             Some(why) => Err(format!("refused at the schema check: {why}")),
-                            None => Ok(Some(st.software_version)),
+                            None => Ok(Some((st.software_version, st.rows))),
                         }
                     }
                     Ok(Response::FeatureStats(st)) => {
@@ -1367,8 +1371,14 @@ async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Coordi
         }
         _ => (state.model.clone(), None),
     };
+    let reported_rows = state
+        .silos
+        .iter()
+        .filter_map(|(n, e)| e.reported_rows.map(|r| (n.clone(), r)))
+        .collect();
     let ctx = RoundContext {
         round,
+        reported_rows,
         base,
         lora: lora.clone(),
         spec: s.spec.clone(),

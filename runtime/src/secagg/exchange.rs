@@ -222,7 +222,7 @@ impl Session {
             .iter()
             .map(|(_, r)| ctx.policy.update_weight(r.examples as f64))
             .collect();
-        let cap = ctx.policy.participation.max_weight_share;
+        let cap = ctx.policy.max_weight_share();
         let shares = if cap < 1.0 {
             capped_shares(&raw, cap)
         } else {
