@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use fedsilo::control::FederationControl;
 use fedsilo::events::Event;
+use fedsilo_policies::admission::median;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 /// Messages of the drift monitor.
@@ -38,17 +39,6 @@ pub struct DriftState {
 
 /// The actor.
 pub struct DriftMonitor;
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let n = s.len();
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
-}
 
 impl Actor for DriftMonitor {
     type Msg = DriftMessage;

@@ -110,7 +110,7 @@ pub struct CohortMember {
 pub const MIN_COHORT: usize = 3;
 
 /// The median of `v` (mean of the middle two for an even count). `v` is non-empty, finite.
-fn median(v: &[f64]) -> f64 {
+pub fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     let n = s.len();

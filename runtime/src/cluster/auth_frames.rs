@@ -223,10 +223,60 @@ pub async fn read_declared_name<S: AsyncRead + Unpin>(
     Ok((declared, raw))
 }
 
+/// Writes go straight to the wrapped stream: both readers here only look at what comes in.
+macro_rules! write_through {
+    ($t:ident) => {
+        impl<S: AsyncWrite + Unpin> AsyncWrite for $t<S> {
+            fn poll_write(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<std::io::Result<usize>> {
+                Pin::new(&mut self.inner).poll_write(cx, buf)
+            }
+            fn poll_flush(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+            ) -> Poll<std::io::Result<()>> {
+                Pin::new(&mut self.inner).poll_flush(cx)
+            }
+            fn poll_shutdown(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+            ) -> Poll<std::io::Result<()>> {
+                Pin::new(&mut self.inner).poll_shutdown(cx)
+            }
+        }
+    };
+}
+
+/// Bytes already read from the wire and checked, waiting to be handed on.
+#[derive(Debug, Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    pos: usize,
+}
+
+impl Pending {
+    /// Hands on as much as fits; whether anything was pending.
+    fn serve(&mut self, buf: &mut ReadBuf<'_>) -> bool {
+        if self.pos >= self.bytes.len() {
+            return false;
+        }
+        let n = buf.remaining().min(self.bytes.len() - self.pos);
+        buf.put_slice(&self.bytes[self.pos..self.pos + n]);
+        self.pos += n;
+        if self.pos == self.bytes.len() {
+            self.bytes = Vec::new();
+            self.pos = 0;
+        }
+        true
+    }
+}
+
 /// A stream that yields `prefix` before reading from `inner`; writes go straight to `inner`.
 pub struct Replay<S> {
-    prefix: Vec<u8>,
-    pos: usize,
+    prefix: Pending,
     inner: S,
 }
 
@@ -234,8 +284,10 @@ impl<S> Replay<S> {
     /// Replays `prefix`, then reads `inner`.
     pub fn new(prefix: Vec<u8>, inner: S) -> Self {
         Self {
-            prefix,
-            pos: 0,
+            prefix: Pending {
+                bytes: prefix,
+                pos: 0,
+            },
             inner,
         }
     }
@@ -247,36 +299,14 @@ impl<S: AsyncRead + Unpin> AsyncRead for Replay<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        if self.pos < self.prefix.len() {
-            let n = buf.remaining().min(self.prefix.len() - self.pos);
-            let start = self.pos;
-            buf.put_slice(&self.prefix[start..start + n]);
-            self.pos += n;
-            if self.pos == self.prefix.len() {
-                self.prefix = Vec::new();
-                self.pos = 0;
-            }
+        if self.prefix.serve(buf) {
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Replay<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
+write_through!(Replay);
 
 /// The read half of a link this node dialled: passes the server's frames on unchanged, but
 /// reads each one until the server's challenge, and fails the stream (so ractor_cluster closes
@@ -287,8 +317,7 @@ pub struct ChallengeGuard<S> {
     inner: S,
     expected: String,
     /// Bytes of frames already checked, not yet handed on.
-    ready: Vec<u8>,
-    ready_pos: usize,
+    ready: Pending,
     /// Bytes of the frame being read.
     partial: Vec<u8>,
     passthrough: bool,
@@ -300,8 +329,7 @@ impl<S> ChallengeGuard<S> {
         Self {
             inner,
             expected: expected.to_string(),
-            ready: Vec::new(),
-            ready_pos: 0,
+            ready: Pending::default(),
             partial: Vec::new(),
             passthrough: false,
         }
@@ -341,12 +369,12 @@ impl<S> ChallengeGuard<S> {
             }
             let rest = self.partial.split_off(end);
             let checked = std::mem::replace(&mut self.partial, rest);
-            self.ready.extend_from_slice(&checked);
+            self.ready.bytes.extend_from_slice(&checked);
         }
         if self.passthrough {
             // Whatever follows the challenge is no longer inspected.
             let rest = std::mem::take(&mut self.partial);
-            self.ready.extend_from_slice(&rest);
+            self.ready.bytes.extend_from_slice(&rest);
         }
         Ok(())
     }
@@ -359,15 +387,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for ChallengeGuard<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         loop {
-            if self.ready_pos < self.ready.len() {
-                let n = buf.remaining().min(self.ready.len() - self.ready_pos);
-                let start = self.ready_pos;
-                buf.put_slice(&self.ready[start..start + n]);
-                self.ready_pos += n;
-                if self.ready_pos == self.ready.len() {
-                    self.ready.clear();
-                    self.ready_pos = 0;
-                }
+            if self.ready.serve(buf) {
                 return Poll::Ready(Ok(()));
             }
             if self.passthrough {
@@ -395,21 +415,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for ChallengeGuard<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for ChallengeGuard<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
+write_through!(ChallengeGuard);
 
 #[cfg(test)]
 mod tests {
