@@ -349,6 +349,7 @@ pub async fn run(
             state_dir: cfg.federation.state_dir.clone(),
             tokens,
             refusals: Default::default(),
+            metrics: Some(events.metrics()),
         };
         let bound = listener.local_addr()?;
         admin_task = Some(listener.serve(&admin_credentials, api)?);

@@ -318,6 +318,7 @@ fn admin_http() {
             state_dir: dir.path().to_path_buf(),
             tokens: Some(fedsilo::admin::tokens::TokenFile::open(&tokens).unwrap()),
             refusals: Default::default(),
+            metrics: None,
         };
         router(Arc::new(api)).layer(axum::Extension(Peer::default()))
     });

@@ -226,6 +226,7 @@ fn slow_bodies_without_credentials_cannot_lock_out_the_operator() {
         .unwrap()
         .to_string();
     let port = free_port();
+    let metrics = free_port();
     let extra = format!(
         "[admin]\nlisten = \"127.0.0.1:{port}\"\ntokens = \"{}\"\n",
         tokens.display()
@@ -233,6 +234,7 @@ fn slow_bodies_without_credentials_cannot_lock_out_the_operator() {
     let mut f = Federation::start(Options {
         rounds: 1_000_000,
         extra: Box::leak(extra.into_boxed_str()),
+        coordinator_args: vec!["--metrics-listen".into(), format!("127.0.0.1:{metrics}")],
         ..Default::default()
     });
     f.expect("first commit", |e| e["event"] == "round_committed");
@@ -280,13 +282,35 @@ fn slow_bodies_without_credentials_cannot_lock_out_the_operator() {
             .expect("the operator got through");
         assert_eq!(status.status, 200);
         // Every attacker was answered 401 or closed: none is waiting for its body.
+        let mut answered = 0;
         while let Some(r) = attackers.join_next().await {
             let answer = r.unwrap().expect("an attacker's connection was held open");
             assert!(
                 answer.is_none() || answer.as_deref() == Some("HTTP/1.1 401 Unauthorized"),
                 "{answer:?}"
             );
+            answered += usize::from(answer.is_some());
         }
+        // The refusals are counted where an operator watches.
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut m = tokio::net::TcpStream::connect(("127.0.0.1", metrics))
+            .await
+            .unwrap();
+        m.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut text = String::new();
+        m.read_to_string(&mut text).await.unwrap();
+        let counted: usize = text
+            .lines()
+            .find(|l| l.starts_with("fedsilo_admin_refusals_total{status=\"401\"}"))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no admin refusal metric: {text}"));
+        assert!(
+            counted > answered,
+            "{counted} counted, {answered} answered 401 (+1 alone)"
+        );
     });
 }
 

@@ -51,6 +51,8 @@ pub struct AdminApi {
     pub tokens: Option<TokenFile>,
     /// Refused requests (401, 403), logged rate-limited and counted.
     pub refusals: RefusalLog,
+    /// The coordinator's metrics, where refusals are counted by status (`None`: not counted).
+    pub metrics: Option<Arc<crate::metrics::FederationMetrics>>,
 }
 
 /// An error answer: a status and `{"error": "..."}`.
@@ -138,10 +140,13 @@ fn guard(
     let checked = authenticate(headers, peer, api.tokens.as_ref())
         .and_then(|caller| require(&caller, needed).map(|()| caller));
     checked.map_err(|denied| {
-        let why = match &denied {
-            Denied::Unauthenticated(m) => format!("admin API 401: {m}"),
-            Denied::Forbidden(m) => format!("admin API 403: {m}"),
+        let (status, why) = match &denied {
+            Denied::Unauthenticated(m) => (401, format!("admin API 401: {m}")),
+            Denied::Forbidden(m) => (403, format!("admin API 403: {m}")),
         };
+        if let Some(m) = &api.metrics {
+            m.admin_refused(status);
+        }
         let identity = peer.certificate.as_ref().map(|(id, _)| id);
         api.refusals.warn(&peer.addr, identity, &why);
         denied.into()

@@ -22,6 +22,12 @@ struct Refusal {
     reason: &'static str,
 }
 
+/// An admin API refusal, by HTTP status.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AdminRefusal {
+    status: u16,
+}
+
 /// A phase of a round.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Phase {
@@ -39,6 +45,7 @@ pub struct FederationMetrics {
     bytes_from_silos: Counter,
     version: Gauge,
     epsilon: Gauge<f64, AtomicU64>,
+    admin_refused: Family<AdminRefusal, Counter>,
     registry: Registry,
 }
 
@@ -66,6 +73,13 @@ fn class(reason: &str) -> &'static str {
 }
 
 impl FederationMetrics {
+    /// Counts an admin API request refused with `status` (401 or 403).
+    pub fn admin_refused(&self, status: u16) {
+        self.admin_refused
+            .get_or_create(&AdminRefusal { status })
+            .inc();
+    }
+
     /// Empty metrics, registered.
     pub fn new() -> Self {
         let rounds = Family::<Outcome, Counter>::default();
@@ -115,7 +129,14 @@ impl FederationMetrics {
             "Silo-level DP: the epsilon spent so far, as of the last committed round",
             epsilon.clone(),
         );
+        let admin_refused = Family::<AdminRefusal, Counter>::default();
+        registry.register(
+            "admin_refusals",
+            "Admin API requests refused for their credentials, by HTTP status (401, 403)",
+            admin_refused.clone(),
+        );
         FederationMetrics {
+            admin_refused,
             rounds,
             refused,
             quarantined,
