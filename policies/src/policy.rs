@@ -217,9 +217,8 @@ pub struct AdmissionRules {
     pub quarantine: Option<Quarantine>,
 }
 
-/// The default of `admission.max_norm_ratio`: a scaled or sign-flipped-and-scaled update from
-/// one silo of four is refused, while honest non-IID silos (whose norms differ by their data and
-/// steps) stay well within it.
+/// The default of `admission.max_norm_ratio`: a scaled update from one silo of four is refused,
+/// while honest non-IID silos (norms differing by their data and steps) stay well within it.
 pub const DEFAULT_MAX_NORM_RATIO: f64 = 4.0;
 
 /// The default of `participation.max_weight_share` (with a quorum of at least 2): no silo
