@@ -1557,8 +1557,15 @@ async fn agree_scaling(
         vec![0f64; numeric],
     );
     let (mut silos, mut rows, mut blocked) = (Vec::new(), 0u64, Vec::new());
+    // Summed in silo order, not arrival order: the agreed scaling, and so every model after
+    // it, is the same whoever answered first.
+    let mut answers = BTreeMap::new();
     while let Some(j) = jobs.join_next().await {
-        let Ok((name, r)) = j else { continue };
+        if let Ok((name, r)) = j {
+            answers.insert(name, r);
+        }
+    }
+    for (name, r) in answers {
         match r {
             Ok(Response::FeatureStats(st)) => {
                 if st.schema_digest != schema_digest {
