@@ -227,6 +227,32 @@ impl Limiter {
     }
 }
 
+/// Accepts the next connection on `listener` that `limiter` admits. A connection beyond the
+/// limits is closed at once and handed to `refused` (to log and count it); an accept error (out
+/// of descriptors, say) is logged and waited out for 100 ms, so the loop never spins and never
+/// stops. Every listener of the process accepts through here.
+pub async fn accept_admitted(
+    listener: &tokio::net::TcpListener,
+    limiter: &Arc<Limiter>,
+    refused: impl Fn(std::net::SocketAddr, &LimitRefusal),
+) -> (tokio::net::TcpStream, std::net::SocketAddr, Permit) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => match limiter.admit(peer.ip()) {
+                Ok(permit) => return (stream, peer, permit),
+                Err(refusal) => {
+                    drop(stream);
+                    refused(peer, &refusal);
+                }
+            },
+            Err(e) => {
+                tracing::warn!("{}: accept failed: {e}", limiter.listener);
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 /// A held place; released on drop.
 #[derive(Debug)]
 pub struct Permit {

@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 
 use super::auth::Peer;
 use super::routes::{router, AdminApi};
-use crate::connection_budget::{ConnectionLimits, Limiter};
+use crate::connection_budget::{accept_admitted, ConnectionLimits, Limiter};
 use crate::identity::Identity;
 use crate::tls::NodeCredentials;
 
@@ -64,24 +64,11 @@ impl AdminListener {
         let listener = self.listener;
         Ok(tokio::spawn(async move {
             loop {
-                let (tcp, from) = match listener.accept().await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        // Out of descriptors and the like: back off, keep serving.
-                        tracing::warn!("admin API: accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let slot = match limiter.admit(from.ip()) {
-                    Ok(p) => p,
-                    Err(refusal) => {
-                        drop(tcp);
-                        api.refusals
-                            .warn(&from.to_string(), None, &refusal.to_string());
-                        continue;
-                    }
-                };
+                let (tcp, from, slot) = accept_admitted(&listener, &limiter, |peer, refusal| {
+                    api.refusals
+                        .warn(&peer.to_string(), None, &refusal.to_string())
+                })
+                .await;
                 let (acceptor, app) = (acceptor.clone(), app.clone());
                 tokio::spawn(async move {
                     let _slot = slot;

@@ -22,7 +22,7 @@ use super::counting_stream::{ByteCounters, CountingStream, LabelledStream};
 use super::directory::Admission;
 use super::node::LinkLimits;
 use super::PeerDirectory;
-use crate::connection_budget::Limiter;
+use crate::connection_budget::{accept_admitted, Limiter};
 use crate::identity::Identity;
 
 /// Accepts connections on `listener` until the task is aborted.
@@ -35,31 +35,18 @@ pub async fn accept_loop(
     limits: LinkLimits,
 ) {
     loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let permit = match limiter.admit(peer.ip()) {
-                    Ok(p) => p,
-                    Err(refusal) => {
-                        drop(stream);
-                        directory.refused(&peer.to_string(), None, &refusal.to_string());
-                        continue;
-                    }
-                };
-                let acceptor = acceptor.clone();
-                let server = server.clone();
-                let directory = directory.clone();
-                let limits = limits.clone();
-                tokio::spawn(async move {
-                    handshake(stream, peer, acceptor, server, directory, limits).await;
-                    drop(permit);
-                });
-            }
-            Err(e) => {
-                // Typically EMFILE; keep the loop alive but do not spin.
-                tracing::error!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
+        let (stream, peer, permit) = accept_admitted(&listener, &limiter, |peer, refusal| {
+            directory.refused(&peer.to_string(), None, &refusal.to_string())
+        })
+        .await;
+        let acceptor = acceptor.clone();
+        let server = server.clone();
+        let directory = directory.clone();
+        let limits = limits.clone();
+        tokio::spawn(async move {
+            handshake(stream, peer, acceptor, server, directory, limits).await;
+            drop(permit);
+        });
     }
 }
 

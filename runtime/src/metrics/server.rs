@@ -19,7 +19,7 @@ use prometheus_client::encoding::text::encode;
 use super::{FederationMetrics, SiloMetrics};
 use crate::cluster::refusal_log::RefusalLog;
 use crate::cluster::PeerDirectory;
-use crate::connection_budget::{ConnectionLimits, Limiter};
+use crate::connection_budget::{accept_admitted, ConnectionLimits, Limiter};
 
 /// What an endpoint exposes.
 #[derive(Debug, Clone)]
@@ -75,22 +75,10 @@ pub async fn serve(addr: SocketAddr, what: Exposition) -> std::io::Result<Socket
     let refusals = Arc::new(RefusalLog::default());
     tokio::spawn(async move {
         loop {
-            let (tcp, from) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!("metrics endpoint: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let permit = match limiter.admit(from.ip()) {
-                Ok(p) => p,
-                Err(refusal) => {
-                    drop(tcp);
-                    refusals.warn(&from.to_string(), None, &refusal.to_string());
-                    continue;
-                }
-            };
+            let (tcp, _, permit) = accept_admitted(&listener, &limiter, |peer, refusal| {
+                refusals.warn(&peer.to_string(), None, &refusal.to_string())
+            })
+            .await;
             let service = TowerToHyperService::new(app.clone());
             tokio::spawn(async move {
                 let _permit = permit;
