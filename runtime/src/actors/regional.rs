@@ -263,11 +263,14 @@ impl RegionalState {
                 // The region's cohort, screened whole (the same verdicts whatever the arrival
                 // order); what it refuses is not combined, and the summary leaves it out.
                 let screened =
-                    ask_within(&local, "aggregator", Duration::from_secs(600), |reply| {
+                    match ask_within(&local, "aggregator", Duration::from_secs(600), |reply| {
                         AggregatorMessage::Screen { round, reply }
                     })
                     .await
-                    .unwrap_or_default();
+                    {
+                        Ok(s) => s,
+                        Err(e) => return err(format!("screening the cohort failed: {e}")),
+                    };
                 for (silo, reason) in &screened {
                     tracing::info!(
                         round,
