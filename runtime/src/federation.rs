@@ -108,8 +108,9 @@ pub struct NetworkSection {
     /// Values per transfer chunk.
     #[serde(default = "default_chunk")]
     pub chunk_values: usize,
-    /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP; bind it to loopback or
-    /// a management network). Default: not served.
+    /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP, unauthenticated): a
+    /// loopback address only; scrapers on other hosts use the admin API's `GET /metrics`.
+    /// Default: not served.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
 }
@@ -283,6 +284,10 @@ impl FederationConfig {
             "federation.wait_for_silos_secs",
             self.federation.wait_for_silos_secs,
         )?;
+        if let Some(m) = self.network.metrics_listen {
+            crate::metrics::check_listen(m)
+                .map_err(|e| bad(format!("`network.metrics_listen` = {m}: {e}")))?;
+        }
         if self.network.chunk_values == 0 || self.network.chunk_values > (8 << 20) {
             return Err(bad(format!(
                 "`network.chunk_values` = {}: must be between 1 and {} (frames stay below the 64 MiB limit)",

@@ -350,6 +350,10 @@ pub async fn run(
             tokens,
             refusals: Default::default(),
             metrics: Some(events.metrics()),
+            exposition: Some(crate::metrics::Exposition::Coordinator(
+                events.metrics(),
+                node.directory().clone(),
+            )),
         };
         let bound = listener.local_addr()?;
         admin_task = Some(listener.serve(&admin_credentials, api)?);

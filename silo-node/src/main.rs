@@ -103,8 +103,8 @@ struct Cli {
     /// round). Default: the system temporary directory.
     #[arg(long, requires = "trainer")]
     trainer_workdir: Option<PathBuf>,
-    /// Serve Prometheus metrics at http://ADDR/metrics (plain HTTP: bind it to loopback or a
-    /// management network), e.g. 127.0.0.1:9465.
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9465 (plain HTTP and
+    /// unauthenticated, so a loopback address only).
     #[arg(long)]
     metrics_listen: Option<std::net::SocketAddr>,
     /// Fault injection for tests: exit abruptly when the coordinator delivers the secure

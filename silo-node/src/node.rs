@@ -56,6 +56,9 @@ pub struct SiloSettings {
 
 /// Runs the silo until interrupted (or, with `once`, until the coordinator goes away).
 pub async fn run(s: SiloSettings) -> anyhow::Result<()> {
+    if let Some(m) = s.metrics_listen {
+        fedsilo::metrics::check_listen(m).context("--metrics-listen")?;
+    }
     let creds = NodeCredentials::load_kit(&s.kit).context("loading the silo's certificate kit")?;
     let me = creds.identity().clone();
     if me.role != Role::Silo {

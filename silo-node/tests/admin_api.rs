@@ -131,6 +131,7 @@ fn every_endpoint_checks_its_caller_and_an_approval_workflow_runs_through_the_ap
         "/v1/rounds",
         "/v1/versions",
         "/v1/audit?limit=5",
+        "/metrics",
     ] {
         for c in [&read, &alice] {
             let (s, body) = call(&rt, c, "GET", path);
@@ -165,6 +166,13 @@ fn every_endpoint_checks_its_caller_and_an_approval_workflow_runs_through_the_ap
             .iter()
             .any(|v| v["version"] == 1 && v["status"] == "awaiting-approval"),
         "{versions}"
+    );
+    // The metrics, for a scraper on another host: the Prometheus text a read token may see.
+    let scraped = rt.block_on(read.get("/metrics")).unwrap();
+    assert!(
+        scraped.text().contains("fedsilo_current_version") && scraped.text().ends_with("# EOF\n"),
+        "{}",
+        scraped.text()
     );
     let (_, audit) = call(&rt, &read, "GET", "/v1/audit?limit=3");
     assert_eq!(audit["entries"].as_array().unwrap().len(), 3, "{audit}");

@@ -319,6 +319,7 @@ fn admin_http() {
             tokens: Some(fedsilo::admin::tokens::TokenFile::open(&tokens).unwrap()),
             refusals: Default::default(),
             metrics: None,
+            exposition: None,
         };
         router(Arc::new(api)).layer(axum::Extension(Peer::default()))
     });

@@ -670,3 +670,71 @@ fn example_counts_are_bounded_by_what_the_silo_reported() {
         );
     }
 }
+
+#[test]
+fn the_unauthenticated_metrics_endpoints_bind_to_loopback_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let fed = dir.path().join("federation.toml");
+    let base = std::fs::read_to_string(example("federation.toml"))
+        .unwrap()
+        .replace("schema.toml", example("schema.toml").to_str().unwrap());
+    // In the file: named with the key, before anything listens.
+    std::fs::write(
+        &fed,
+        base.replace("[network]\n", "[network]\nmetrics_listen = \"0.0.0.0:0\"\n"),
+    )
+    .unwrap();
+    assert!(base.contains("[network]\n"));
+    let (ok, err) = run_fedsilo(&["coordinator".as_ref(), "--config".as_ref(), fed.as_os_str()]);
+    assert!(!ok, "the coordinator served metrics on 0.0.0.0");
+    assert!(
+        err.contains("`network.metrics_listen` = 0.0.0.0:0")
+            && err.contains("not a loopback address")
+            && err.contains("admin API"),
+        "{err}"
+    );
+    // On the command line, to the coordinator and to a silo.
+    std::fs::write(&fed, &base).unwrap();
+    let (ok, err) = run_fedsilo(&[
+        "coordinator".as_ref(),
+        "--config".as_ref(),
+        fed.as_os_str(),
+        "--metrics-listen".as_ref(),
+        "[::]:0".as_ref(),
+    ]);
+    assert!(
+        !ok && err.contains("[::]:0 is not a loopback address"),
+        "{err}"
+    );
+    let certs = dir.path().join("certs");
+    let (ok, out) = fedsilo(&[
+        "certs",
+        "init",
+        "--out",
+        arg(&certs),
+        "--consortium",
+        "t",
+        "--coordinator",
+        "coordinator:us",
+        "--silo",
+        "west:us-west",
+    ]);
+    assert!(ok, "{out}");
+    let (ok, err) = run_silo(&[
+        "--kit".as_ref(),
+        certs.join("west").as_os_str(),
+        "--coordinator".as_ref(),
+        "127.0.0.1:1".as_ref(),
+        "--data".as_ref(),
+        example("data/west.csv").as_os_str(),
+        "--schema".as_ref(),
+        example("schema.toml").as_os_str(),
+        "--metrics-listen".as_ref(),
+        "10.1.2.3:9465".as_ref(),
+        "--once".as_ref(),
+    ]);
+    assert!(
+        !ok && err.contains("--metrics-listen") && err.contains("10.1.2.3:9465 is not a loopback"),
+        "{err}"
+    );
+}

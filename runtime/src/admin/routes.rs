@@ -7,6 +7,7 @@
 //! | GET | `/v1/rounds?limit=N` | read |
 //! | GET | `/v1/versions` | read |
 //! | GET | `/v1/audit?limit=N` | read |
+//! | GET | `/metrics` | read (Prometheus text format) |
 //! | POST | `/v1/candidates/{version}/approve` | approve |
 //! | POST | `/v1/candidates/{version}/reject` | approve |
 //! | POST | `/v1/versions/{version}/rollback` | operate |
@@ -53,6 +54,8 @@ pub struct AdminApi {
     pub refusals: RefusalLog,
     /// The coordinator's metrics, where refusals are counted by status (`None`: not counted).
     pub metrics: Option<Arc<crate::metrics::FederationMetrics>>,
+    /// What `GET /metrics` shows (`None`: 404).
+    pub exposition: Option<crate::metrics::Exposition>,
 }
 
 /// An error answer: a status and `{"error": "..."}`.
@@ -384,6 +387,30 @@ async fn resume(State(api): Api, Extension(peer): Extension<Peer>, headers: Head
     Ok(Json(json!({ "result": result })))
 }
 
+/// The Prometheus metrics, for a scraper on another host (the plain-HTTP endpoint binds to
+/// loopback only).
+async fn metrics(
+    State(api): Api,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    guard(&api, &headers, &peer, Scope::Read)?;
+    let what = api.exposition.as_ref().ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "this coordinator exposes no metrics".into(),
+        )
+    })?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            crate::metrics::Exposition::CONTENT_TYPE,
+        )],
+        what.render(),
+    )
+        .into_response())
+}
+
 async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
@@ -404,6 +431,7 @@ pub fn router(api: Arc<AdminApi>) -> Router {
         .route("/v1/rounds", get(rounds).post(start_round))
         .route("/v1/versions", get(versions))
         .route("/v1/audit", get(audit))
+        .route("/metrics", get(metrics))
         .route(
             "/v1/candidates/{version}/approve",
             decision(DecisionKind::Approve),
@@ -476,6 +504,7 @@ mod tests {
             ("/v1/versions/{version}/rollback", "post"),
             ("/v1/pause", "post"),
             ("/v1/resume", "post"),
+            ("/metrics", "get"),
         ] {
             let op = &doc["paths"][path][method];
             assert!(op.is_object(), "{method} {path} is not described");
@@ -488,7 +517,7 @@ mod tests {
         }
         let described = doc["paths"].as_object().unwrap().len();
         assert_eq!(
-            described, 10,
+            described, 11,
             "a path is described that the router does not serve"
         );
     }

@@ -51,6 +51,8 @@ enum AdminCommand {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
+    /// The coordinator's Prometheus metrics, in the text format (scope read).
+    Metrics,
     /// Approve the candidate awaiting approval (scope approve).
     Approve {
         /// The candidate version.
@@ -165,6 +167,7 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<ExitCode> {
         Rounds { limit } => (("GET", format!("/v1/rounds?limit={limit}")), None),
         Versions => (("GET", "/v1/versions".to_string()), None),
         Audit { limit } => (("GET", format!("/v1/audit?limit={limit}")), None),
+        Metrics => (("GET", "/metrics".to_string()), None),
         Approve { version, reason } => (
             ("POST", format!("/v1/candidates/{version}/approve")),
             Some(json!({ "reason": reason })),
@@ -202,7 +205,10 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<ExitCode> {
         Some(b) => client.post(&path, &b).await?,
     };
     let json = response.json();
-    if (200..300).contains(&response.status) {
+    if (200..300).contains(&response.status) && path == "/metrics" {
+        print!("{}", response.text());
+        Ok(ExitCode::SUCCESS)
+    } else if (200..300).contains(&response.status) {
         println!(
             "{}",
             serde_json::to_string_pretty(&json).unwrap_or_else(|_| response.text())

@@ -1,5 +1,10 @@
-//! `GET /metrics` over plain HTTP, on an address the operator chooses (bind it to loopback or
-//! a management network: the figures are operational, the endpoint is not authenticated).
+//! `GET /metrics` over plain HTTP, on a loopback address only.
+//!
+//! The endpoint is not authenticated, and what it shows (silo names, refusals, round timings)
+//! is for the operators of this host, so [`serve`] refuses any other address
+//! ([`MetricsError::NotLoopback`]). A Prometheus on another host scrapes the coordinator's
+//! admin API instead (`GET /metrics`, HTTPS, a `read` token or an operator certificate: see
+//! `docs/operations.md`), or a local agent forwards what it scrapes here.
 //!
 //! Bounded like every listener of the process: at most 64 connections, 16 per peer address,
 //! within the descriptor budget ([`crate::connection_budget`]); a connection has 10 s to send a
@@ -30,9 +35,33 @@ pub enum Exposition {
     Silo(Arc<SiloMetrics>, Arc<PeerDirectory>),
 }
 
+/// Why metrics cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// The address is not a loopback address.
+    #[error("{0} is not a loopback address: the plain-HTTP metrics endpoint is unauthenticated, so it binds to 127.0.0.1 or [::1] only (remote scrapers use the admin API's authenticated GET /metrics)")]
+    NotLoopback(SocketAddr),
+    /// The address cannot be bound.
+    #[error("cannot bind {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+}
+
+/// Checks that `addr` may serve the unauthenticated endpoint (a loopback address).
+pub fn check_listen(addr: SocketAddr) -> Result<(), MetricsError> {
+    if addr.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(MetricsError::NotLoopback(addr))
+    }
+}
+
 impl Exposition {
+    /// The OpenMetrics text format's content type.
+    pub const CONTENT_TYPE: &'static str =
+        "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
     /// The text format.
-    fn render(&self) -> String {
+    pub fn render(&self) -> String {
         let mut out = String::new();
         let (registry, directory) = match self {
             Exposition::Coordinator(m, d) => (m.registry(), d),
@@ -51,24 +80,21 @@ impl Exposition {
     }
 }
 
-/// Binds `addr` and serves `GET /metrics` until the process ends. Returns the bound address
-/// (port 0 picks a free one).
-pub async fn serve(addr: SocketAddr, what: Exposition) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
+/// Binds `addr` (a loopback address, see [`check_listen`]) and serves `GET /metrics` until the
+/// process ends. Returns the bound address (port 0 picks a free one).
+pub async fn serve(addr: SocketAddr, what: Exposition) -> Result<SocketAddr, MetricsError> {
+    check_listen(addr)?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| MetricsError::Bind(addr, e))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| MetricsError::Bind(addr, e))?;
     let app: Router = Router::new().route(
         "/metrics",
         get(move || {
             let what = what.clone();
-            async move {
-                (
-                    [(
-                        CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    what.render(),
-                )
-            }
+            async move { ([(CONTENT_TYPE, Exposition::CONTENT_TYPE)], what.render()) }
         }),
     );
     let limiter = Limiter::new("metrics endpoint", CONNECTIONS);
@@ -100,3 +126,25 @@ const CONNECTIONS: ConnectionLimits = ConnectionLimits {
     total: 64,
     per_peer: 16,
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_addresses_serve_the_unauthenticated_endpoint() {
+        for ok in ["127.0.0.1:9464", "127.0.0.2:0", "[::1]:9464"] {
+            assert!(check_listen(ok.parse().unwrap()).is_ok(), "{ok}");
+        }
+        for refused in [
+            "0.0.0.0:9464",
+            "[::]:9464",
+            "10.0.0.5:9464",
+            "192.168.1.2:0",
+        ] {
+            let e = check_listen(refused.parse().unwrap()).unwrap_err();
+            assert!(matches!(e, MetricsError::NotLoopback(_)), "{refused}");
+            assert!(e.to_string().contains("admin API"), "{e}");
+        }
+    }
+}
