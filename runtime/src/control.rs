@@ -8,61 +8,9 @@ use ractor::rpc::CallResult;
 use ractor::ActorRef;
 use tokio::sync::watch;
 
-use crate::actors::coordinator::CoordinatorMessage;
+use crate::coordinator::CoordinatorMessage;
+pub use crate::coordinator::{ControlError, ControlRequest};
 use crate::status::FederationStatus;
-
-/// What is asked of the coordinator. `by` names who asked (an operator certificate, an API
-/// token, an actor) and goes into the audit journal.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ControlRequest {
-    /// Start no new round until resumed (a round in flight finishes). Survives a restart.
-    Pause {
-        /// Who.
-        by: String,
-        /// Why.
-        reason: String,
-    },
-    /// Start rounds again.
-    Resume {
-        /// Who.
-        by: String,
-    },
-    /// While paused: start one round now (the federation stays paused afterwards).
-    StartRound {
-        /// Who.
-        by: String,
-    },
-    /// Approve or reject the candidate awaiting approval, or roll back to an earlier
-    /// committed version (not while a round is in flight).
-    Decide {
-        /// What.
-        kind: crate::decision::Kind,
-        /// The candidate the caller reviewed, or the version to make current again.
-        version: u64,
-        /// Why (recorded).
-        reason: String,
-        /// Who.
-        by: String,
-        /// Their certificate (DER, hex), when they authenticated with one.
-        certificate: String,
-    },
-}
-
-/// Why a request was not carried out.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ControlError {
-    /// The federation's state does not allow it now (nothing awaits approval, a round is in
-    /// flight, ...). The message says what the state is.
-    #[error("{0}")]
-    Conflict(String),
-    /// The coordinator could not carry it out (its journal or registry failed); it stops, and
-    /// a restart reconciles its state with the journal.
-    #[error("{0}")]
-    Failed(String),
-    /// The coordinator did not answer (it stopped, or is stuck).
-    #[error("the coordinator is not answering: {0}")]
-    Unavailable(String),
-}
 
 /// How long a control request may wait for the coordinator.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);

@@ -38,6 +38,9 @@ pub enum Error {
     /// The audit journal could not be read or extended.
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
+    /// The privacy book could not be read or extended.
+    #[error(transparent)]
+    PrivacyBook(#[from] crate::privacy::budget::BookError),
     /// A wire message could not be decoded or is not acceptable.
     #[error("protocol error from {peer}: {message}")]
     Protocol {

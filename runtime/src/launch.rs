@@ -28,10 +28,6 @@ use fedsilo_policies::Policy;
 use ractor::{Actor, ActorRef};
 
 use crate::actors::aggregator::AggregatorActor;
-use crate::actors::coordinator::{
-    CoordinatorActor, CoordinatorArgs as ActorArgs, CoordinatorMessage, CoordinatorSettings,
-    PretrainedModel, RunResult,
-};
 use crate::actors::policy::{PolicyActor, PolicySource};
 use crate::actors::validator::ValidatorActor;
 use crate::admin::tokens::TokenFile;
@@ -43,6 +39,10 @@ use crate::cluster::{
     VALIDATOR_GROUP,
 };
 use crate::control::FederationControl;
+use crate::coordinator::{
+    CoordinatorActor, CoordinatorArgs as ActorArgs, CoordinatorMessage, CoordinatorSettings,
+    PretrainedModel, RunResult,
+};
 use crate::data::Schema;
 use crate::events::{Event, EventFormat, EventLog};
 use crate::federation::FederationConfig;

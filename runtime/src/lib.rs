@@ -12,7 +12,8 @@
 //! - [`model`] — flat parameters with a named layout, safetensors checkpoints;
 //! - [`data`] — the declared schema of the federation's data;
 //! - [`kernels`] — aggregation kernels;
-//! - [`actors`] — Coordinator, Aggregator, Validator, Policy;
+//! - [`coordinator`] — the federation's state machine, one concern per file;
+//! - [`actors`] — Aggregator, Validator, Policy, regional aggregator;
 //! - [`round`] — one federated round, end to end; [`events`] — what a run reports;
 //! - [`federation`] — the coordinator's configuration file.
 
@@ -27,6 +28,7 @@ pub mod cluster;
 pub mod compression;
 pub mod connection_budget;
 pub mod control;
+pub mod coordinator;
 pub mod data;
 pub mod decision;
 pub mod error;

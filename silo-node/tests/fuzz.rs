@@ -372,7 +372,7 @@ fn replace(b: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
 struct Silent;
 
 impl ractor::Actor for Silent {
-    type Msg = fedsilo::actors::coordinator::CoordinatorMessage;
+    type Msg = fedsilo::coordinator::CoordinatorMessage;
     type State = ();
     type Arguments = ();
     async fn pre_start(

@@ -1,9 +1,8 @@
 //! # The coordinator-side actors
 //!
-//! One file per actor; each owns its state and nothing else, and its messages are the enum
+//! One file per actor (the Coordinator, larger, has a folder of its own: [`crate::coordinator`]); each owns its state and nothing else, and its messages are the enum
 //! beside it.
 //!
-//! - [`coordinator`] — the round state machine; the only actor that advances the model version.
 //! - [`aggregator`] — folds admitted updates into the round's kernel (streaming FedAvg).
 //! - [`validator`] — evaluates a candidate at the silos and says accept or reject.
 //! - [`policy`] — hosts the policy's pure rules and logs every verdict.
@@ -12,7 +11,6 @@
 //! the network, is [`crate::protocol::TrainerMessage`].
 
 pub mod aggregator;
-pub mod coordinator;
 pub mod policy;
 pub mod regional;
 pub mod validator;

@@ -10,6 +10,7 @@ pub mod checkpoint;
 mod digest;
 mod init;
 pub mod lora;
+pub mod scaling;
 mod spec;
 pub mod tensor_file;
 

@@ -67,5 +67,5 @@ pub fn local_stats(schema: &Schema, split: &Split) -> FeatureStats {
 
 /// The scaling a silo would use alone (from its own statistics).
 pub fn scaling_from(stats: &FeatureStats) -> Scaling {
-    fedsilo::actors::coordinator::combine_stats(&stats.count, &stats.sum, &stats.sum_sq)
+    fedsilo::model::scaling::combine_stats(&stats.count, &stats.sum, &stats.sum_sq)
 }

@@ -1,0 +1,399 @@
+//! Operators' say over the federation: pause and resume, a round started by hand, and
+//! decisions — approve or reject the candidate awaiting approval, roll back to an earlier
+//! committed version — whether they come through the admin API ([`control`]) or as signed
+//! files in the decision inbox ([`apply_decisions`], between rounds only).
+//!
+//! A decision is checked before it has any effect ([`check_decision`]), journaled, then
+//! carried out ([`apply_decision`]). Once journaled, a failure to carry it out stops the
+//! coordinator so that a restart reconciles the state with the journal.
+
+use std::time::Instant;
+
+use super::ledger::{summary_of, Disposition};
+use super::messages::{ControlError, ControlRequest};
+use super::phase::{Awaiting, Hold};
+use super::state::CoordinatorState;
+use crate::audit::entry::now_ms;
+use crate::audit::Record;
+use crate::decision::{self, Decision, Kind as DecisionKind};
+use crate::events::Event;
+use crate::model::Digest;
+use crate::registry::Status;
+use crate::status::Pause;
+
+/// Carries out a control request; `Ok`: what was done; `Err`: why it cannot be done now
+/// (`Conflict`), or that the journal or registry failed (`Failed`: the coordinator stops).
+pub fn control(
+    state: &mut CoordinatorState,
+    request: ControlRequest,
+) -> Result<String, ControlError> {
+    match request {
+        ControlRequest::Pause { by, reason } => pause(state, by, reason),
+        ControlRequest::Resume { by } => resume(state, by),
+        ControlRequest::StartRound { by } => start_round(state, by),
+        ControlRequest::Decide {
+            kind,
+            version,
+            reason,
+            by,
+            certificate,
+        } => decide(
+            state,
+            Decision {
+                kind,
+                version,
+                reason,
+                operator: by,
+                certificate,
+                time_ms: now_ms(),
+                expect_sha256: None,
+                expect_current: None,
+            },
+        ),
+    }
+}
+
+fn journal_error(e: crate::audit::AuditError) -> ControlError {
+    ControlError::Failed(format!("cannot record it in the audit journal: {e}"))
+}
+
+fn pause(state: &mut CoordinatorState, by: String, reason: String) -> Result<String, ControlError> {
+    if let Some(p) = state.hold.pause() {
+        return Err(ControlError::Conflict(format!(
+            "already paused by {}: {}",
+            p.by, p.reason
+        )));
+    }
+    state
+        .ledger
+        .journal
+        .record_synced(Record::Paused {
+            by: by.clone(),
+            reason: reason.clone(),
+        })
+        .map_err(journal_error)?;
+    state.ledger.events.emit(Event::FederationPaused {
+        by: by.clone(),
+        reason: reason.clone(),
+    });
+    let answer = match state.phase.round_in_flight() {
+        Some(r) => format!("paused; round {r} in flight finishes, no new round starts"),
+        None => "paused; no new round starts until resumed".to_string(),
+    };
+    state.hold = Hold::Paused {
+        pause: Pause { by, reason },
+        step: false,
+    };
+    Ok(answer)
+}
+
+fn resume(state: &mut CoordinatorState, by: String) -> Result<String, ControlError> {
+    if state.hold == Hold::Running {
+        return Err(ControlError::Conflict("not paused".into()));
+    }
+    state
+        .ledger
+        .journal
+        .record_synced(Record::Resumed { by: by.clone() })
+        .map_err(journal_error)?;
+    state.ledger.events.emit(Event::FederationResumed { by });
+    state.hold = Hold::Running;
+    state.run.idle_since = Instant::now();
+    Ok("resumed; rounds start again".into())
+}
+
+fn start_round(state: &mut CoordinatorState, by: String) -> Result<String, ControlError> {
+    let round = state.run.next_round;
+    if let Some(why) = state
+        .phase
+        .refuses_step(&state.hold, round, state.settings.rounds)
+    {
+        return Err(ControlError::Conflict(why));
+    }
+    if let Hold::Paused { step, .. } = &mut state.hold {
+        *step = true;
+    }
+    state.run.idle_since = Instant::now();
+    state
+        .ledger
+        .events
+        .emit(Event::RoundRequested { by, round });
+    Ok(format!(
+        "round {round} starts as soon as enough silos are eligible"
+    ))
+}
+
+fn decide(state: &mut CoordinatorState, d: Decision) -> Result<String, ControlError> {
+    if let (DecisionKind::Rollback, Some(r)) = (d.kind, state.phase.round_in_flight()) {
+        return Err(ControlError::Conflict(format!(
+            "round {r} is in flight and trains from v{}: roll back when it ends (pause first)",
+            state.versions.model.version
+        )));
+    }
+    let from = state.versions.model.version;
+    check_decision(state, &d).map_err(ControlError::Conflict)?;
+    let hash = serde_json::to_vec(&d)
+        .map(|b| Digest::of_bytes(&b).hex())
+        .map_err(|e| ControlError::Failed(format!("cannot encode the decision: {e}")))?;
+    journal_applied(state, &d, hash).map_err(journal_error)?;
+    apply_decision(state, &d).map_err(|e| {
+        ControlError::Failed(format!("the decision was journaled but not applied: {e}"))
+    })?;
+    let version = d.version;
+    Ok(match d.kind {
+        DecisionKind::Approve => format!("v{version} approved; it is current"),
+        DecisionKind::Reject => format!(
+            "v{version} rejected; v{} stays current",
+            state.versions.model.version
+        ),
+        DecisionKind::Rollback => {
+            format!("rolled back from v{from} to v{version}; the next round trains from it")
+        }
+    })
+}
+
+/// Records that decision `d` (hash `hash`) applies, before it is carried out.
+fn journal_applied(
+    state: &mut CoordinatorState,
+    d: &Decision,
+    hash: String,
+) -> Result<(), crate::audit::AuditError> {
+    state
+        .ledger
+        .journal
+        .record_synced(Record::DecisionApplied {
+            hash: hash.clone(),
+            decision: d.kind.as_str().to_string(),
+            version: d.version,
+            by: d.operator.clone(),
+        })?;
+    state.ledger.applied.insert(hash);
+    Ok(())
+}
+
+/// Applies the operators' decisions waiting in the inbox (between rounds only). A decision
+/// that cannot apply is refused before it has any effect — recorded, moved aside — and the
+/// federation goes on.
+pub fn apply_decisions(state: &mut CoordinatorState) -> crate::Result<()> {
+    for path in decision::pending(state.ledger.store.dir()) {
+        let file = path
+            .file_name()
+            .map_or(String::new(), |n| n.to_string_lossy().to_string());
+        let checked = decision::read_verified(&path, &state.ledger.ca).and_then(|(d, hash)| {
+            if state.ledger.applied.contains(&hash) {
+                return Err(
+                    "this decision was already applied (the audit journal has it): a replayed file"
+                        .into(),
+                );
+            }
+            check_decision(state, &d).map(|_| (d, hash))
+        });
+        match checked {
+            Ok((d, hash)) => {
+                journal_applied(state, &d, hash)?;
+                decision::settle(&path, true);
+                apply_decision(state, &d)?;
+            }
+            Err(reason) => {
+                state
+                    .ledger
+                    .journal
+                    .record_synced(Record::DecisionRefused {
+                        file: file.clone(),
+                        reason: reason.clone(),
+                    })?;
+                state
+                    .ledger
+                    .events
+                    .emit(Event::DecisionRefused { file, reason });
+                decision::settle(&path, false);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether decision `d` can apply now (no effect).
+pub fn check_decision(state: &CoordinatorState, d: &Decision) -> Result<(), String> {
+    let current = state.versions.model.version;
+    match d.kind {
+        DecisionKind::Approve | DecisionKind::Reject => {
+            let awaiting = state.phase.awaiting().map(|a| &a.meta);
+            let Some(m) = awaiting.filter(|m| m.version == d.version) else {
+                return Err(format!(
+                    "version {} is not awaiting approval ({})",
+                    d.version,
+                    awaiting.map_or("no candidate is".into(), |m| format!("v{} is", m.version))
+                ));
+            };
+            if d.expect_sha256
+                .as_ref()
+                .is_some_and(|s| *s != m.file_sha256)
+            {
+                return Err(format!(
+                    "the decision was made on another v{} than the one awaiting (its SHA-256 differs)",
+                    d.version
+                ));
+            }
+            Ok(())
+        }
+        DecisionKind::Rollback => {
+            if d.expect_current.is_some_and(|c| c != current) {
+                return Err(format!(
+                    "made when v{} was current; v{current} is current now",
+                    d.expect_current.unwrap_or_default(),
+                ));
+            }
+            if d.version == current {
+                return Err(format!("version {} is already current", d.version));
+            }
+            let Some(sha) = state.ledger.committed_sha.get(&d.version) else {
+                return Err(format!(
+                    "version {} was never committed; only a committed version can be made current again",
+                    d.version
+                ));
+            };
+            let path = state.ledger.store.model_path(d.version);
+            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            if Digest::of_bytes(&bytes).hex() != *sha {
+                return Err(format!(
+                    "{}: its SHA-256 differs from the one the audit journal committed: the file was modified",
+                    path.display()
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Carries out a decision [`check_decision`] allowed and the journal recorded.
+pub fn apply_decision(state: &mut CoordinatorState, d: &Decision) -> crate::Result<()> {
+    match d.kind {
+        DecisionKind::Approve => {
+            if let Some(a) = state.phase.take_awaiting() {
+                approve(state, *a, d)?;
+            }
+        }
+        DecisionKind::Reject => {
+            if let Some(a) = state.phase.take_awaiting() {
+                let reason = format!("rejected by {}: {}", d.operator, d.reason);
+                let (round, current) = (a.meta.round, state.versions.model.version);
+                withdraw(state, *a, d, &reason, current)?;
+                state.ledger.events.emit(Event::RoundRejected {
+                    round,
+                    version: Some(d.version),
+                    current,
+                    reason,
+                });
+            }
+        }
+        DecisionKind::Rollback => rollback(state, d)?,
+    }
+    Ok(())
+}
+
+/// The candidate awaiting approval is committed and made current.
+fn approve(state: &mut CoordinatorState, a: Awaiting, d: &Decision) -> crate::Result<()> {
+    state.ledger.journal.record(Record::Approved {
+        version: d.version,
+        by: d.operator.clone(),
+        reason: d.reason.clone(),
+    })?;
+    let mut meta = a.meta;
+    meta.status = Status::Committed;
+    meta.decided_by = d.operator.clone();
+    meta.reason = format!("approved by {}: {}", d.operator, d.reason);
+    let meta = state
+        .ledger
+        .keep(&a.ckpt, a.optimizer.as_ref(), meta, Disposition::Committed)?;
+    // What its round did (rebuilt from the registry if the coordinator restarted since).
+    let summary = a.summary.unwrap_or_else(|| Box::new(summary_of(&meta)));
+    state.ledger.store.append_round(&summary)?;
+    let seed = state.settings.seed;
+    state.versions.make_checkpoint_current(
+        meta.version,
+        a.ckpt,
+        a.optimizer,
+        meta.validation,
+        seed,
+    )?;
+    state.run.committed += 1;
+    state.run.last_waiting.clear();
+    state.ledger.events.emit(Event::Approved {
+        version: d.version,
+        by: d.operator.clone(),
+    });
+    // Its round's outcome, now that it is one.
+    state.ledger.events.emit(Event::RoundCommitted(summary));
+    Ok(())
+}
+
+/// An earlier committed version is made current again (a candidate awaiting approval, built
+/// on the version being left, is withdrawn).
+fn rollback(state: &mut CoordinatorState, d: &Decision) -> crate::Result<()> {
+    let ckpt = state.ledger.load_committed(d.version)?;
+    if let Some(a) = state.phase.take_awaiting() {
+        let reason = format!(
+            "withdrawn: {} rolled back to v{} ({})",
+            d.operator, d.version, d.reason
+        );
+        withdraw(state, *a, d, &reason, d.version)?;
+    }
+    let from = state.versions.model.version;
+    let target = state.ledger.registry.get(d.version)?;
+    state.ledger.journal.record_synced(Record::RolledBack {
+        from,
+        to: d.version,
+        file_sha256: state
+            .ledger
+            .committed_sha
+            .get(&d.version)
+            .cloned()
+            .unwrap_or_default(),
+        by: d.operator.clone(),
+        reason: d.reason.clone(),
+    })?;
+    state.ledger.store.publish(d.version)?;
+    let optimizer = match &state.settings.aggregation.server_optimizer {
+        Some(o) => Some(
+            state
+                .ledger
+                .store
+                .optimizer(d.version)?
+                .unwrap_or_else(|| o.initial_state(ckpt.params.len())),
+        ),
+        None => None,
+    };
+    let figures = target.map(|m| m.validation).unwrap_or_default();
+    let seed = state.settings.seed;
+    state
+        .versions
+        .make_checkpoint_current(d.version, ckpt, optimizer, figures, seed)?;
+    state.ledger.events.emit(Event::RolledBack {
+        from,
+        to: d.version,
+        by: d.operator.clone(),
+    });
+    Ok(())
+}
+
+/// Rejects the candidate awaiting approval on an operator's decision (journal, registry).
+fn withdraw(
+    state: &mut CoordinatorState,
+    a: Awaiting,
+    d: &Decision,
+    reason: &str,
+    current: u64,
+) -> crate::Result<()> {
+    let mut meta = a.meta;
+    meta.decided_by = d.operator.clone();
+    state.ledger.settle(
+        meta,
+        Disposition::Rejected {
+            current,
+            reason: reason.to_string(),
+        },
+    )?;
+    state.run.last_waiting.clear();
+    Ok(())
+}

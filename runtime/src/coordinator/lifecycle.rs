@@ -1,0 +1,194 @@
+//! How a run ends: after its last round (or when the privacy budget leaves too few silos),
+//! optionally a local-only baseline at every silo for the comparison table, then
+//! [`finish`] — the `finished` event, the result to whoever started the coordinator, and the
+//! actor stops. Also how a spawned task that died is reported ([`task_failure`]).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ractor::ActorRef;
+
+use super::messages::CoordinatorMessage;
+use super::phase::Phase;
+use super::settings::RunResult;
+use super::state::CoordinatorState;
+use crate::compression::Compression;
+use crate::events::{ComparisonRow, Event};
+use crate::model::Digest;
+use crate::protocol::transfer::put_model;
+use crate::protocol::{call, EvalMetrics, ModelRef, Request, Response, TrainPlan};
+use crate::round::SiloHandle;
+
+/// The run is over (last round done or budget exhausted): the local-only comparison if asked
+/// for, then finish.
+pub fn end_run(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorMessage>) {
+    if state.settings.compare_local && state.run.committed > 0 {
+        start_comparison(state, myself);
+    } else {
+        finish(state, myself, None);
+    }
+}
+
+/// Ends the run (once): the phase becomes `Finished`, the `finished` event and the result go
+/// out, and the actor stops.
+pub fn finish(
+    state: &mut CoordinatorState,
+    myself: &ActorRef<CoordinatorMessage>,
+    error: Option<String>,
+) {
+    if state.phase.finished() {
+        return;
+    }
+    state.phase = Phase::Finished {
+        error: error.clone(),
+    };
+    let result = RunResult {
+        rounds_committed: state.run.committed,
+        version: state.versions.model.version,
+        error: error.clone(),
+    };
+    state.ledger.events.emit(Event::Finished {
+        rounds_committed: result.rounds_committed,
+        version: result.version,
+        error,
+    });
+    let _ = state.links.done.send(result);
+    myself.stop(Some("federation finished".into()));
+}
+
+/// Why a spawned task ended without a result, with a panic's own message (a panic is a bug:
+/// the round is abandoned with it, and the log says so).
+pub fn task_failure(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return format!("the round task was cancelled: {e}");
+    }
+    let payload = e.into_panic();
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into());
+    tracing::error!("the round task panicked: {message}");
+    format!("the round task panicked (a fedsilo bug; please report it): {message}")
+}
+
+/// Asks every silo not blocked to train the initial model on its own data for as many rounds
+/// as the run had, and to score it (off the mailbox); the table comes back as
+/// [`CoordinatorMessage::ComparisonDone`].
+fn start_comparison(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorMessage>) {
+    state.phase = Phase::Comparing;
+    let silos: Vec<SiloHandle> = state
+        .members
+        .silos
+        .values()
+        .filter(|e| e.blocked.is_none())
+        .map(|e| e.handle.clone())
+        .collect();
+    let initial = state.versions.initial.clone();
+    let model = ModelRef {
+        version: 0,
+        digest: Digest::of_f32(&initial),
+    };
+    let s = &state.settings;
+    let (spec, chunk, rounds) = (s.spec.clone(), s.chunk, s.rounds as u32);
+    let plan = TrainPlan {
+        epochs: s.epochs,
+        batch_size: s.batch_size,
+        learning_rate: s.learning_rate,
+        seed: s.seed,
+        noise: None,
+        prox_mu: s.prox_mu,
+        compression: Compression::None,
+        lora: None,
+    };
+    let timeout = Duration::from_secs(600);
+    let federated = state.versions.last_eval.clone();
+    let me = myself.clone();
+    tokio::spawn(async move {
+        let mut jobs = tokio::task::JoinSet::new();
+        for silo in silos {
+            let (initial, spec, plan) = (initial.clone(), spec.clone(), plan.clone());
+            jobs.spawn(async move {
+                let r = async {
+                    put_model(&silo.actor, model, &initial, chunk, timeout, &silo.name).await?;
+                    let req = Request::LocalBaseline {
+                        initial: model,
+                        spec,
+                        plan,
+                        rounds,
+                    };
+                    call(&silo.actor, &req, timeout, &silo.name).await
+                }
+                .await;
+                (silo.name, r)
+            });
+        }
+        let mut local: BTreeMap<String, Result<EvalMetrics, String>> = BTreeMap::new();
+        while let Some(Ok((name, r))) = jobs.join_next().await {
+            let m = match r {
+                Ok(Response::Evaluated(m)) => Ok(m),
+                Ok(other) => Err(format!("expected Evaluated, got {}", other.kind())),
+                Err(e) => Err(e.to_string()),
+            };
+            local.insert(name, m);
+        }
+        let _ = me.cast(CoordinatorMessage::ComparisonDone(comparison(
+            &local, &federated,
+        )));
+    });
+}
+
+/// The comparison table: each silo's local-only figures beside the federated ones.
+fn comparison(
+    local: &BTreeMap<String, Result<EvalMetrics, String>>,
+    federated: &BTreeMap<String, EvalMetrics>,
+) -> Vec<ComparisonRow> {
+    let mut names: Vec<String> = local.keys().chain(federated.keys()).cloned().collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|silo| {
+            let fed = federated.get(&silo).cloned();
+            let (loc, note) = match local.get(&silo) {
+                Some(Ok(m)) => (Some(m.clone()), None),
+                Some(Err(e)) => (None, Some(format!("local baseline failed: {e}"))),
+                None => (None, Some("not connected at the end".to_string())),
+            };
+            let examples = fed
+                .as_ref()
+                .or(loc.as_ref())
+                .map(|m| m.examples)
+                .unwrap_or(0);
+            ComparisonRow {
+                silo,
+                examples,
+                local: loc,
+                federated: fed,
+                note,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_round_task_is_reported_with_its_message() {
+        let e = tokio::spawn(async {
+            let v: Vec<u8> = Vec::new();
+            if v.is_empty() {
+                panic!("deadline overflow at round 7");
+            }
+        })
+        .await
+        .unwrap_err();
+        let why = task_failure(e);
+        assert!(
+            why.contains("panicked") && why.contains("deadline overflow at round 7"),
+            "{why}"
+        );
+    }
+}

@@ -1,0 +1,359 @@
+//! Who is in the federation: the silos whose trainers joined the `fedsilo.trainer` process
+//! group over a session bound to a certificate of role `silo`, the regional aggregators of
+//! `fedsilo.aggregator`, their health (a ping every heartbeat interval: a frozen peer never
+//! closes its session) and the schema check every joining silo must pass.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use fedsilo_policies::admission::QuarantineBook;
+use ractor::ActorRef;
+use tokio::sync::watch;
+
+use super::messages::CoordinatorMessage;
+use super::state::CoordinatorState;
+use crate::cluster::{AGGREGATOR_GROUP, TRAINER_GROUP};
+use crate::events::Event;
+use crate::identity::Role;
+use crate::model::Digest;
+use crate::protocol::{call, Request, Response, TrainerMessage};
+use crate::round::{RegionalHandle, SiloHandle};
+
+/// Where a silo stands with the schema check every joining silo must pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaCheck {
+    /// Not asked yet (or the last attempt failed in transit): ask on the next tick.
+    Pending,
+    /// Asked, no answer yet.
+    Asking,
+    /// Same schema digest as the federation.
+    Passed,
+}
+
+/// A connected silo.
+pub struct SiloEntry {
+    /// Its session and trainer.
+    pub handle: SiloHandle,
+    /// Region from its certificate.
+    pub region: String,
+    /// Role from its certificate.
+    pub role: String,
+    /// The fedsilo version it reported.
+    pub software_version: String,
+    /// Training rows it reported at its schema check: the most examples an update may claim.
+    pub reported_rows: Option<u64>,
+    /// Its last answered ping.
+    pub last_ok: Instant,
+    /// Answering pings.
+    pub healthy: bool,
+    /// A ping is out.
+    pub ping_inflight: bool,
+    /// The schema check.
+    pub schema: SchemaCheck,
+    /// Left out of every round, with why.
+    pub blocked: Option<String>,
+}
+
+/// The federation's members.
+pub struct Members {
+    /// Connected silos, by name.
+    pub silos: BTreeMap<String, SiloEntry>,
+    /// Regional aggregators linked to this coordinator, by name.
+    pub aggregators: BTreeMap<String, RegionalHandle>,
+    /// Names of silos whose heartbeats stopped (rounds watch it).
+    pub unhealthy: watch::Sender<BTreeSet<String>>,
+    /// The last ping's sequence number.
+    pub ping_seq: u64,
+    /// Last failed round per silo name (kept across reconnects, for the cool-down rule).
+    pub failures: BTreeMap<String, u64>,
+    /// Quarantines by admission rules.
+    pub quarantine: QuarantineBook,
+}
+
+impl Default for Members {
+    fn default() -> Self {
+        Self {
+            silos: BTreeMap::new(),
+            aggregators: BTreeMap::new(),
+            unhealthy: watch::Sender::new(BTreeSet::new()),
+            ping_seq: 0,
+            failures: BTreeMap::new(),
+            quarantine: QuarantineBook::default(),
+        }
+    }
+}
+
+/// Re-reads the regional aggregators from their process group, reporting arrivals and
+/// departures.
+pub fn refresh_aggregators(state: &mut CoordinatorState) {
+    let dir = state.links.directory.clone();
+    let mut now = BTreeMap::new();
+    for cell in ractor::pg::get_members(&AGGREGATOR_GROUP.to_string()) {
+        let id = cell.get_id();
+        if id.is_local() {
+            continue;
+        }
+        let Some(identity) = dir.identity_of(id.node()) else {
+            continue;
+        };
+        if identity.role != Role::Aggregator {
+            tracing::warn!(peer = %identity, "a non-aggregator node registered an aggregator; ignored");
+            continue;
+        }
+        now.insert(
+            identity.name.clone(),
+            RegionalHandle {
+                name: identity.name,
+                region: identity.region,
+                actor: cell.into(),
+            },
+        );
+    }
+    let events = &state.ledger.events;
+    for (name, h) in &now {
+        if !state.members.aggregators.contains_key(name) {
+            events.emit(Event::AggregatorJoined {
+                aggregator: name.clone(),
+                region: h.region.clone(),
+            });
+        }
+    }
+    for name in state.members.aggregators.keys() {
+        if !now.contains_key(name) {
+            events.emit(Event::AggregatorLeft {
+                aggregator: name.clone(),
+            });
+        }
+    }
+    state.members.aggregators = now;
+}
+
+/// The silos' trainers now in the process group, one session per certificate name (the one
+/// already known wins).
+fn present_silos(state: &CoordinatorState) -> BTreeMap<String, SiloHandle> {
+    let dir = &state.links.directory;
+    let mut present: BTreeMap<String, SiloHandle> = BTreeMap::new();
+    for cell in ractor::pg::get_members(&TRAINER_GROUP.to_string()) {
+        let id = cell.get_id();
+        if id.is_local() {
+            continue;
+        }
+        let node_id = id.node();
+        let Some(identity) = dir.identity_of(node_id) else {
+            continue;
+        };
+        if identity.role != Role::Silo {
+            tracing::warn!(peer = %identity, "a non-silo node registered a trainer; ignored");
+            continue;
+        }
+        let handle = SiloHandle {
+            name: identity.name.clone(),
+            node_id,
+            actor: ActorRef::<TrainerMessage>::from(cell),
+        };
+        match present.get(&identity.name) {
+            // Two sessions with one certificate: keep the one we already knew.
+            Some(existing)
+                if state
+                    .members
+                    .silos
+                    .get(&identity.name)
+                    .is_some_and(|e| e.handle.node_id == existing.node_id) => {}
+            _ => {
+                present.insert(identity.name.clone(), handle);
+            }
+        }
+    }
+    present
+}
+
+/// Re-reads the silos from their process group: departures and arrivals are reported, and a
+/// silo that reconnected is a new member (its schema is checked again).
+pub fn refresh_membership(state: &mut CoordinatorState) {
+    let present = present_silos(state);
+    let gone: Vec<String> = state
+        .members
+        .silos
+        .iter()
+        .filter(|(name, e)| {
+            present
+                .get(*name)
+                .is_none_or(|h| h.node_id != e.handle.node_id)
+        })
+        .map(|(n, _)| n.clone())
+        .collect();
+    for name in gone {
+        state.members.silos.remove(&name);
+        state.members.unhealthy.send_modify(|u| {
+            u.remove(&name);
+        });
+        state.ledger.events.emit(Event::SiloLeft { silo: name });
+    }
+    for (name, handle) in present {
+        if state.members.silos.contains_key(&name) {
+            continue;
+        }
+        let (region, role) = state
+            .links
+            .directory
+            .identity_of(handle.node_id)
+            .map(|i| (i.region, i.role.as_str().to_string()))
+            .unwrap_or_default();
+        state.ledger.events.emit(Event::SiloJoined {
+            silo: name.clone(),
+            region: region.clone(),
+        });
+        state.members.silos.insert(
+            name,
+            SiloEntry {
+                handle,
+                last_ok: Instant::now(),
+                healthy: true,
+                ping_inflight: false,
+                region,
+                role,
+                software_version: "0.0.0".into(),
+                reported_rows: None,
+                schema: SchemaCheck::Pending,
+                blocked: None,
+            },
+        );
+    }
+}
+
+/// Asks every silo not checked yet for its schema digest, marks silent silos unhealthy and
+/// pings every silo that has no ping out.
+pub fn check_health(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorMessage>) {
+    let timeout = state.settings.heartbeat_timeout;
+    let digest = state.links.schema.digest();
+    let events = state.ledger.events.clone();
+    let members = &mut state.members;
+    for (name, e) in members.silos.iter_mut() {
+        if e.schema == SchemaCheck::Pending && e.blocked.is_none() {
+            e.schema = SchemaCheck::Asking;
+            let (actor, node_id, silo, me) = (
+                e.handle.actor.clone(),
+                e.handle.node_id,
+                name.clone(),
+                myself.clone(),
+            );
+            tokio::spawn(async move {
+                let result = schema_check(&actor, &silo, digest, timeout * 4).await;
+                let _ = me.cast(CoordinatorMessage::SchemaChecked {
+                    silo,
+                    node_id,
+                    result,
+                });
+            });
+        }
+        let silent = e.last_ok.elapsed();
+        if e.healthy && silent > timeout {
+            e.healthy = false;
+            members.unhealthy.send_modify(|u| {
+                u.insert(name.clone());
+            });
+            events.emit(Event::SiloUnhealthy {
+                silo: name.clone(),
+                silent_secs: silent.as_secs_f64(),
+            });
+        }
+        if !e.ping_inflight {
+            e.ping_inflight = true;
+            members.ping_seq += 1;
+            let (seq, actor, node_id, silo, me) = (
+                members.ping_seq,
+                e.handle.actor.clone(),
+                e.handle.node_id,
+                name.clone(),
+                myself.clone(),
+            );
+            tokio::spawn(async move {
+                let ok = matches!(call(&actor, &Request::Ping { seq }, timeout, &silo).await, Ok(Response::Pong { seq: s }) if s == seq);
+                let _ = me.cast(CoordinatorMessage::PingResult { silo, node_id, ok });
+            });
+        }
+    }
+}
+
+/// One silo's schema check: `Ok(Some((software version, training rows)))` when it holds the
+/// federation's schema, `Ok(None)` to ask again, `Err` to block it with why.
+async fn schema_check(
+    actor: &ActorRef<TrainerMessage>,
+    silo: &str,
+    digest: Digest,
+    timeout: std::time::Duration,
+) -> Result<Option<(String, u64)>, String> {
+    match call(actor, &Request::FeatureStats, timeout, silo).await {
+        Ok(Response::FeatureStats(st)) if st.schema_digest == digest => match st.unusable {
+            Some(why) => Err(format!("refused at the schema check: {why}")),
+            None => Ok(Some((st.software_version, st.rows))),
+        },
+        Ok(Response::FeatureStats(st)) => Err(schema_mismatch(&st.schema_digest, &digest)),
+        Ok(other) => Err(format!("answered the schema check with {}", other.kind())),
+        Err(e) => {
+            tracing::warn!(silo, "schema check failed, will ask again: {e}");
+            Ok(None)
+        }
+    }
+}
+
+/// A heartbeat answered (or not) by `silo`'s session `node_id`.
+pub fn on_ping(state: &mut CoordinatorState, silo: String, node_id: u64, ok: bool) {
+    let Some(e) = state.members.silos.get_mut(&silo) else {
+        return;
+    };
+    if e.handle.node_id != node_id {
+        return;
+    }
+    e.ping_inflight = false;
+    if ok {
+        e.last_ok = Instant::now();
+        if !e.healthy {
+            e.healthy = true;
+            state.members.unhealthy.send_modify(|u| {
+                u.remove(&silo);
+            });
+            state.ledger.events.emit(Event::SiloHealthy { silo });
+        }
+    }
+}
+
+/// `silo`'s session `node_id` answered its schema check.
+pub fn on_schema_checked(
+    state: &mut CoordinatorState,
+    silo: String,
+    node_id: u64,
+    result: Result<Option<(String, u64)>, String>,
+) {
+    let Some(e) = state.members.silos.get_mut(&silo) else {
+        return;
+    };
+    if e.handle.node_id != node_id {
+        return;
+    }
+    match result {
+        Ok(Some((version, rows))) => {
+            e.schema = SchemaCheck::Passed;
+            e.software_version = version;
+            e.reported_rows = Some(rows);
+        }
+        Ok(None) => e.schema = SchemaCheck::Pending,
+        Err(reason) => {
+            e.schema = SchemaCheck::Pending;
+            e.blocked = Some(reason.clone());
+            state
+                .ledger
+                .events
+                .emit(Event::SiloBlocked { silo, reason });
+        }
+    }
+}
+
+/// Why a silo with another schema digest is blocked.
+pub fn schema_mismatch(theirs: &Digest, ours: &Digest) -> String {
+    format!(
+        "its schema (digest {}) differs from the federation's ({}): check that it runs with the same schema.toml",
+        theirs.short(),
+        ours.short()
+    )
+}

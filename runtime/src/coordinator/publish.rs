@@ -1,0 +1,53 @@
+//! The coordinator's status, published after every step into a `watch` channel that the
+//! admin API and platform actors read ([`crate::control::FederationControl`]).
+
+use super::membership::SchemaCheck;
+use super::state::CoordinatorState;
+use crate::status::{AwaitingCandidate, FederationStatus, SiloStatus};
+
+/// The status now.
+pub fn status(state: &CoordinatorState) -> FederationStatus {
+    let quarantine_round = state.run.next_round;
+    let members = &state.members;
+    let silos = members
+        .silos
+        .iter()
+        .map(|(name, e)| SiloStatus {
+            name: name.clone(),
+            region: e.region.clone(),
+            healthy: e.healthy,
+            last_heartbeat_secs: e.last_ok.elapsed().as_secs_f64(),
+            schema_verified: e.schema == SchemaCheck::Passed,
+            software_version: e.software_version.clone(),
+            blocked: e.blocked.clone(),
+            quarantined_until: members.quarantine.quarantined_until(name, quarantine_round),
+        })
+        .collect();
+    let s = &state.settings;
+    FederationStatus {
+        federation: s.name.clone(),
+        coordinator: s.node.clone(),
+        state: state
+            .phase
+            .run_state(&state.hold, state.versions.scaling.is_some()),
+        paused: state.hold.pause().cloned(),
+        round_in_flight: state.phase.round_in_flight(),
+        next_round: state.run.next_round,
+        rounds: s.rounds,
+        current_version: state.versions.model.version,
+        committed_this_run: state.run.committed,
+        awaiting_approval: state.phase.awaiting().map(|a| AwaitingCandidate {
+            version: a.meta.version,
+            round: a.meta.round,
+            file_sha256: a.meta.file_sha256.clone(),
+        }),
+        waiting_for: state.run.last_waiting.clone(),
+        silos,
+        error: state.phase.error().cloned(),
+    }
+}
+
+/// Publishes the status.
+pub fn publish(state: &CoordinatorState) {
+    state.links.status.send_replace(status(state));
+}

@@ -1,0 +1,125 @@
+//! What a coordinator is started with: the run's settings (from `federation.toml`), the
+//! handles of the actors and files it works with, and what it reports when the run ends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::ActorRef;
+use tokio::sync::{mpsc, watch};
+
+use crate::actors::aggregator::AggregatorMessage;
+use crate::actors::policy::PolicyMessage;
+use crate::actors::validator::ValidatorMessage;
+use crate::audit::signature::CaCheck;
+use crate::audit::{History, Journal};
+use crate::cluster::PeerDirectory;
+use crate::compression::Compression;
+use crate::data::Schema;
+use crate::events::EventLog;
+use crate::kernels::Aggregation;
+use crate::model::lora::LoraPlan;
+use crate::model::ModelSpec;
+use crate::registry::Registry;
+use crate::status::FederationStatus;
+use crate::store::ModelStore;
+
+/// A pretrained initial model, checked against the architecture.
+#[derive(Debug, Clone)]
+pub struct PretrainedModel {
+    /// Its parameters, in the layout's order.
+    pub params: Vec<f32>,
+    /// Where it came from (file and SHA-256), for the record.
+    pub origin: String,
+}
+
+/// Settings of a run.
+#[derive(Debug, Clone)]
+pub struct CoordinatorSettings {
+    /// The federation's name (`federation.name`).
+    pub name: String,
+    /// Run rounds up to this round number.
+    pub rounds: u64,
+    /// Architecture.
+    pub spec: ModelSpec,
+    /// Local epochs per round.
+    pub epochs: u32,
+    /// Mini-batch size.
+    pub batch_size: u32,
+    /// Learning rate.
+    pub learning_rate: f32,
+    /// FedProx μ (0: plain local SGD).
+    pub prox_mu: f32,
+    /// A pretrained model to start from instead of a seeded random one.
+    pub initial: Option<PretrainedModel>,
+    /// How silos compress their updates.
+    pub compression: Compression,
+    /// Personalisation epochs (0: off).
+    pub personalize_epochs: u32,
+    /// LoRA: train and send only adapters on the frozen initial model.
+    pub lora: Option<LoraPlan>,
+    /// Seed for the initial model and training.
+    pub seed: u64,
+    /// Transfer chunk size, values.
+    pub chunk: usize,
+    /// Heartbeat period.
+    pub heartbeat_interval: Duration,
+    /// Silence limit.
+    pub heartbeat_timeout: Duration,
+    /// Give up when no round could start for this long.
+    pub wait_for_silos: Duration,
+    /// Ask for local-only baselines at the end.
+    pub compare_local: bool,
+    /// Kernel, clipping, server optimiser.
+    pub aggregation: Aggregation,
+    /// This coordinator's region (from its certificate): whether it may process an update
+    /// itself under the residency rules.
+    pub region: String,
+    /// This coordinator's node name (from its certificate).
+    pub node: String,
+    /// Fault injection for tests: route this silo's update to an aggregator the policy does
+    /// not allow, to show the aggregator refuses it.
+    pub misroute: Option<String>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    /// Rounds committed in this run.
+    pub rounds_committed: u64,
+    /// Current version.
+    pub version: u64,
+    /// The error, if the run failed.
+    pub error: Option<String>,
+}
+
+/// Start-up arguments.
+pub struct CoordinatorArgs {
+    /// Settings.
+    pub settings: CoordinatorSettings,
+    /// Verified peers.
+    pub directory: Arc<PeerDirectory>,
+    /// The schema (digest check at scaling agreement).
+    pub schema: Schema,
+    /// Policy actor.
+    pub policy: ActorRef<PolicyMessage>,
+    /// Aggregator actor.
+    pub aggregator: ActorRef<AggregatorMessage>,
+    /// Validator actor.
+    pub validator: ActorRef<ValidatorMessage>,
+    /// Event sink.
+    pub events: Arc<EventLog>,
+    /// State directory.
+    pub store: ModelStore,
+    /// The audit journal (opened, verified and reconciled with the store by the caller).
+    pub journal: Arc<Journal>,
+    /// What the journal held when the coordinator started.
+    pub history: History,
+    /// Metadata of every version (the coordinator is its one writer).
+    pub registry: Arc<Registry>,
+    /// The consortium CA, to check operators' decisions against.
+    pub ca: CaCheck,
+    /// Receives the result when the run ends.
+    pub done: mpsc::UnboundedSender<RunResult>,
+    /// Where the coordinator publishes its status after every step.
+    pub status: watch::Sender<FederationStatus>,
+}

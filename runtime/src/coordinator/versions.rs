@@ -1,0 +1,168 @@
+//! The model the federation stands on: the current version (its parameters, and under LoRA
+//! its adapters on the frozen base), the agreed feature scaling, the server optimiser's state,
+//! and the held-out figures the validation gate compares a candidate with.
+//!
+//! [`Versions::make_current`] is the one place a version becomes current in memory — after a
+//! commit, an approval, a rollback or a restart — so the model, its adapters, its optimiser
+//! state and its figures always move together.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::kernels::server_optimizer::OptimizerState;
+use crate::model::checkpoint::Checkpoint;
+use crate::model::lora::{adapters_from_hex, Adapters, ADAPTERS_KEY};
+use crate::model::{initial_params, Digest, ModelSpec};
+use crate::protocol::{EvalMetrics, Scaling};
+use crate::round::BaseModel;
+
+use super::settings::CoordinatorSettings;
+
+/// The current version and what goes with it.
+pub struct Versions {
+    /// The current version: number, parameters, digest.
+    pub model: BaseModel,
+    /// Version 0's parameters (under LoRA, the frozen base).
+    pub initial: Arc<Vec<f32>>,
+    /// Their digest.
+    pub initial_digest: Digest,
+    /// LoRA: the adapters' layout (`None` without LoRA).
+    pub lora: Option<Adapters>,
+    /// LoRA: the current version's adapters on the frozen `initial` (empty without LoRA).
+    pub adapters: Vec<f32>,
+    /// The agreed feature scaling (`None` until the first cohort agrees on it).
+    pub scaling: Option<Scaling>,
+    /// The server optimiser's state (when one is configured).
+    pub optimizer: Option<OptimizerState>,
+    /// The number the next candidate gets (rejected candidates use numbers too).
+    pub next_version: u64,
+    /// The current version's held-out figures, for the validation gate.
+    pub baseline: BTreeMap<String, EvalMetrics>,
+    /// The figures of the last version made current in this run (the comparison's
+    /// "federated" column).
+    pub last_eval: BTreeMap<String, EvalMetrics>,
+}
+
+impl Versions {
+    /// Version 0 of `settings`: the pretrained model, or a seeded random one.
+    pub fn initial(settings: &CoordinatorSettings, spec: &ModelSpec) -> crate::Result<Self> {
+        let initial = Arc::new(match &settings.initial {
+            Some(p) => p.params.clone(),
+            None => initial_params(spec, settings.seed),
+        });
+        let lora = match &settings.lora {
+            Some(plan) => {
+                Some(
+                    Adapters::new(spec, plan).map_err(|message| crate::Error::Config {
+                        origin: "[plan.lora]".into(),
+                        message,
+                    })?,
+                )
+            }
+            None => None,
+        };
+        let adapters = lora
+            .as_ref()
+            .map(|l| l.init(settings.seed))
+            .unwrap_or_default();
+        Ok(Self {
+            model: BaseModel {
+                version: 0,
+                digest: Digest::of_f32(&initial),
+                params: initial.clone(),
+            },
+            lora,
+            adapters,
+            initial_digest: Digest::of_f32(&initial),
+            initial,
+            scaling: None,
+            optimizer: None,
+            next_version: 1,
+            baseline: BTreeMap::new(),
+            last_eval: BTreeMap::new(),
+        })
+    }
+
+    /// Makes `version` current: its parameters, its adapters (under LoRA), the optimiser
+    /// state that produced it (`None`: the one in use stays) and its held-out figures.
+    pub fn make_current(
+        &mut self,
+        version: u64,
+        params: Vec<f32>,
+        adapters: Vec<f32>,
+        optimizer: Option<OptimizerState>,
+        figures: BTreeMap<String, EvalMetrics>,
+    ) {
+        self.model = BaseModel {
+            version,
+            digest: Digest::of_f32(&params),
+            params: Arc::new(params),
+        };
+        if self.lora.is_some() {
+            self.adapters = adapters;
+        }
+        if optimizer.is_some() {
+            self.optimizer = optimizer;
+        }
+        self.last_eval = figures.clone();
+        self.baseline = figures;
+        self.next_version = self.next_version.max(version + 1);
+    }
+
+    /// The adapters of version `version` (its checkpoint's `params` and `meta`): fresh ones
+    /// for version 0, else the ones its metadata holds, which must reproduce the checkpoint
+    /// when merged into the frozen base. Empty without LoRA. An error says the LoRA plan or
+    /// the base changed.
+    pub fn adapters_in(
+        &self,
+        version: u64,
+        params: &[f32],
+        meta: &HashMap<String, String>,
+        seed: u64,
+    ) -> crate::Result<Vec<f32>> {
+        let Some(layout) = &self.lora else {
+            return Ok(Vec::new());
+        };
+        if version == 0 {
+            return Ok(layout.init(seed));
+        }
+        let bad = |message: String| crate::Error::Checkpoint {
+            origin: format!("version {version}"),
+            message,
+        };
+        let hex = meta.get(ADAPTERS_KEY).ok_or_else(|| {
+            bad("holds no LoRA adapters: it was not made under [plan.lora]".into())
+        })?;
+        let values =
+            adapters_from_hex(hex).ok_or_else(|| bad("its LoRA adapters are not hex".into()))?;
+        if values.len() != layout.len || values.iter().any(|v| !v.is_finite()) {
+            return Err(bad(format!(
+                "holds {} adapter values, [plan.lora] now asks for {}: the LoRA plan changed",
+                values.len(),
+                layout.len
+            )));
+        }
+        if Digest::of_f32(&layout.merge(&self.initial, &values)) != Digest::of_f32(params) {
+            return Err(bad(
+                "its adapters merged into the frozen base do not give the checkpoint: the base or [plan.lora] changed"
+                    .into(),
+            ));
+        }
+        Ok(values)
+    }
+
+    /// Makes committed checkpoint `ckpt` of `version` current (a rollback or a restart): its
+    /// adapters are read back and checked first.
+    pub fn make_checkpoint_current(
+        &mut self,
+        version: u64,
+        ckpt: Checkpoint,
+        optimizer: Option<OptimizerState>,
+        figures: BTreeMap<String, EvalMetrics>,
+        seed: u64,
+    ) -> crate::Result<()> {
+        let adapters = self.adapters_in(version, &ckpt.params, &ckpt.metadata, seed)?;
+        self.make_current(version, ckpt.params, adapters, optimizer, figures);
+        Ok(())
+    }
+}
