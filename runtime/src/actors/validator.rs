@@ -17,7 +17,7 @@ use crate::protocol::transfer::{ensure_model, put_model};
 use crate::protocol::{
     call, EvalMetrics, LoraTrain, ModelRef, Personalize, Request, Response, Scaling,
 };
-use crate::round::{until_silent, SiloHandle};
+use crate::protocol::{until_silent, SiloHandle};
 
 /// What the validator concluded about a candidate.
 #[derive(Debug, Clone)]

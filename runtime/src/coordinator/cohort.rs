@@ -9,7 +9,7 @@ use fedsilo_policies::participation::Candidate;
 use fedsilo_policies::Policy;
 
 use super::membership::{Members, SchemaCheck};
-use crate::round::RegionalHandle;
+use crate::protocol::regional::RegionalHandle;
 
 /// Where `silo` (of `region`) would have its update aggregated under `policy`: `Ok(Some)` a
 /// regional aggregator, `Ok(None)` this coordinator (of region `own_region`), `Err` nowhere

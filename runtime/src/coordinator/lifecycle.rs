@@ -16,8 +16,8 @@ use crate::compression::Compression;
 use crate::events::{ComparisonRow, Event};
 use crate::model::Digest;
 use crate::protocol::transfer::put_model;
+use crate::protocol::SiloHandle;
 use crate::protocol::{call, EvalMetrics, ModelRef, Request, Response, TrainPlan};
-use crate::round::SiloHandle;
 
 /// The run is over (last round done or budget exhausted): the local-only comparison if asked
 /// for, then finish.

@@ -16,8 +16,9 @@ use crate::cluster::{AGGREGATOR_GROUP, TRAINER_GROUP};
 use crate::events::Event;
 use crate::identity::Role;
 use crate::model::Digest;
+use crate::protocol::regional::RegionalHandle;
+use crate::protocol::SiloHandle;
 use crate::protocol::{call, Request, Response, TrainerMessage};
-use crate::round::{RegionalHandle, SiloHandle};
 
 /// Where a silo stands with the schema check every joining silo must pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

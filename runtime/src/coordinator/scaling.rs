@@ -19,9 +19,9 @@ use crate::audit::entry::now_ms;
 use crate::events::Event;
 use crate::model::scaling::combine_stats;
 use crate::model::Digest;
+use crate::protocol::SiloHandle;
 use crate::protocol::{call, Request, Response};
 use crate::registry::{Status, VersionMeta};
-use crate::round::SiloHandle;
 
 /// Asks `cohort` for its feature statistics (off the mailbox); the answer comes back as
 /// [`CoordinatorMessage::ScalingDone`].

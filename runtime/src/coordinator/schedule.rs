@@ -25,8 +25,9 @@ use crate::events::Event;
 use crate::model::Digest;
 use crate::privacy::budget::RoundSpend;
 use crate::privacy::mechanism::{check_aggregation, silo_share};
+use crate::protocol::SiloHandle;
 use crate::protocol::{LoraTrain, ModelRef, Personalize, TrainPlan, UpdateNoise};
-use crate::round::{run_round, Attendance, BaseModel, RoundContext, RoundOutcome, SiloHandle};
+use crate::round::{run_round, Attendance, BaseModel, RoundContext, RoundOutcome};
 
 /// Starts the next piece of work if the coordinator is idle and may (see the module doc).
 pub async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorMessage>) {

@@ -15,9 +15,11 @@
 pub mod codec;
 pub mod messages;
 pub mod regional;
+pub mod silo_handle;
 pub mod trainer_message;
 pub mod transfer;
 
 pub use codec::{decode, encode, PROTOCOL_VERSION};
 pub use messages::*;
+pub use silo_handle::{until_silent, SiloHandle};
 pub use trainer_message::{call, TrainerMessage};

@@ -18,6 +18,17 @@ use super::{decode, encode, ModelRef, TrainReport};
 use crate::model::Digest;
 use crate::{Error, Result};
 
+/// A regional aggregator node: its certificate name and region, and its actor (remote).
+#[derive(Debug, Clone)]
+pub struct RegionalHandle {
+    /// Name from its verified certificate.
+    pub name: String,
+    /// Region from its verified certificate.
+    pub region: String,
+    /// Its regional aggregator actor.
+    pub actor: ActorRef<RegionalMessage>,
+}
+
 /// A request from the coordinator to a regional aggregator.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum RegionalRequest {

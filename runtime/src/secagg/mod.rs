@@ -6,12 +6,11 @@
 //! → masked updates summed ([`quantize`], [`prg`], [`masking`]) → survivors reveal the shares
 //! that remove the masks, from the sum only.
 //!
-//! The silo's side is [`participant`], the server's [`collector`]; [`exchange`] moves their
-//! [`messages`] over the cluster within the round, and [`requirements`] is what the policy
-//! asks of the aggregation settings.
+//! The silo's side is [`participant`], the server's [`collector`]; the round
+//! (`crate::round::secure`) moves their [`messages`] over the cluster, and [`requirements`] is
+//! what the policy asks of the aggregation settings.
 
 pub mod collector;
-pub mod exchange;
 pub mod keys;
 pub mod masking;
 pub mod messages;

@@ -1,6 +1,7 @@
 //! The coordinator's side of a securely aggregated round, over the network: it relays keys
 //! and encrypted shares between the cohort's silos, fetches masked updates, and asks the
-//! survivors for the shares that unmask their sum. The [`Collector`] holds the state; this
+//! survivors for the shares that unmask their sum ([`crate::secagg`] has the cryptography and
+//! the protocol's steps). The [`Collector`] holds the state; this
 //! module only moves messages, every call bounded by the round deadline and dropped at once
 //! when the silo's heartbeats stop.
 
@@ -11,11 +12,11 @@ use fedsilo_policies::participation::capped_shares;
 use fedsilo_policies::secure_aggregation::SecureAggregationRules;
 use tokio::task::JoinSet;
 
-use super::collector::Collector;
-use super::messages::RingSpec;
-use super::quantize::{packed_width, Quantizer};
-use crate::protocol::{call, Request, Response, TrainReport};
-use crate::round::{until_silent, RoundContext, SiloHandle};
+use super::context::RoundContext;
+use crate::protocol::{call, until_silent, Request, Response, SiloHandle, TrainReport};
+use crate::secagg::collector::Collector;
+use crate::secagg::messages::RingSpec;
+use crate::secagg::quantize::{packed_width, Quantizer};
 
 /// A round's secure aggregation once the keys and shares went round.
 #[derive(Debug)]

@@ -1,0 +1,356 @@
+//! Collecting updates: the base model goes to every dispatched silo in chunks, then `Train`;
+//! reports come in as silos finish, and each update is fetched, checked (round, shape, examples
+//! against what the silo reported, digest) and folded into the Aggregator at once — or, under
+//! residency, collected by the silo's regional aggregator, or under secure aggregation left
+//! masked at the silo until collection closes.
+//!
+//! Collection ends when every silo has answered, at quorum + grace, at the deadline, or as
+//! soon as quorum can no longer be reached (a silo leaving is noticed immediately through the
+//! peer directory, a silent one through the heartbeat watch). Then the rules relative to the
+//! cohort judge it whole ([`screen`]): the same verdicts whatever order the updates arrived in.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fedsilo_policies::participation::quorum_still_possible;
+use ractor_cluster::NodeId;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::context::{BaseModel, RoundContext};
+use super::outcome::{Attendance, RoundOutcome, NOT_COLLECTED};
+use crate::actors::aggregator::{AggregatorMessage, Refusal};
+use crate::actors::ask;
+use crate::cluster::PeerEvent;
+use crate::events::Event;
+use crate::model::Digest;
+use crate::protocol::regional::{call_regional, RegionalRequest, RegionalResponse};
+use crate::protocol::transfer::{ensure_model, fetch_update, put_model};
+use crate::protocol::{
+    call, until_silent, LoraTrain, ModelRef, Request, Response, SiloHandle, TrainReport,
+};
+use crate::Error;
+
+/// The cohort's standing as the round goes: updates admitted, silos missing (with why), and
+/// the subset refused by admission rules (these count towards quarantine).
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Admitted updates, by silo, in the order they were admitted.
+    pub admitted: Vec<(String, TrainReport)>,
+    /// Every silo whose update is not aggregated, with the reason.
+    pub missing: Vec<(String, String)>,
+    /// Refused by an admission rule.
+    pub refused: Vec<(String, String)>,
+}
+
+impl Tally {
+    /// `silo`'s update is not aggregated, for `reason` (`by_policy`: an admission rule's
+    /// refusal); reported as an `update_refused` event. An admitted update is withdrawn.
+    pub fn refuse(&mut self, ctx: &RoundContext, silo: String, reason: String, by_policy: bool) {
+        self.admitted.retain(|(s, _)| *s != silo);
+        ctx.events.emit(Event::UpdateRefused {
+            round: ctx.round,
+            silo: silo.clone(),
+            reason: reason.clone(),
+        });
+        if by_policy {
+            self.refused.push((silo.clone(), reason.clone()));
+        }
+        self.missing.push((silo, reason));
+    }
+
+    /// Who did not contribute so far.
+    pub fn attendance(&self) -> Attendance {
+        Attendance::of(&self.missing, &self.refused)
+    }
+
+    /// The round ends without a candidate, for `reason`.
+    pub fn abandoned(&self, ctx: &RoundContext, reason: String) -> RoundOutcome {
+        RoundOutcome::Abandoned {
+            round: ctx.round,
+            reason,
+            attendance: self.attendance(),
+        }
+    }
+}
+
+async fn train_at(
+    silo: SiloHandle,
+    base: BaseModel,
+    lora: Option<(LoraTrain, Arc<Vec<f32>>)>,
+    req: Request,
+    chunk: usize,
+    deadline: Instant,
+) -> Result<TrainReport, Error> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if let Some((l, frozen)) = &lora {
+        ensure_model(&silo.actor, l.frozen, frozen, chunk, left, &silo.name).await?;
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    let model = ModelRef {
+        version: base.version,
+        digest: base.digest,
+    };
+    put_model(&silo.actor, model, &base.params, chunk, left, &silo.name).await?;
+    let left = deadline.saturating_duration_since(Instant::now());
+    match call(&silo.actor, &req, left, &silo.name).await? {
+        Response::Trained(r) => Ok(r),
+        other => Err(Error::Protocol {
+            peer: silo.name.clone(),
+            message: format!("expected Trained, got {}", other.kind()),
+        }),
+    }
+}
+
+/// A dispatched silo's training result: its report, or why there is none.
+type Trained = (SiloHandle, Result<TrainReport, String>);
+
+/// Sends the base model and `Train` to every silo of `dispatch`, each in its own task; the
+/// results arrive on the returned channel.
+fn dispatch(
+    ctx: &RoundContext,
+    dispatch: &[SiloHandle],
+    deadline: Instant,
+) -> (JoinSet<()>, mpsc::Receiver<Trained>) {
+    let (tx, rx) = mpsc::channel(ctx.cohort.len().max(1));
+    let mut jobs = JoinSet::new();
+    for silo in dispatch {
+        let req = Request::Train {
+            round: ctx.round,
+            base: ModelRef {
+                version: ctx.base.version,
+                digest: ctx.base.digest,
+            },
+            spec: ctx.spec.clone(),
+            plan: ctx.plan.clone(),
+            scaling: ctx.scaling.clone(),
+        };
+        let (silo, base, tx, chunk) = (silo.clone(), ctx.base.clone(), tx.clone(), ctx.chunk);
+        let lora = ctx.lora.clone();
+        let (silent, directory) = (ctx.unhealthy.clone(), ctx.directory.clone());
+        jobs.spawn(async move {
+            let r = tokio::select! {
+                r = train_at(silo.clone(), base, lora, req, chunk, deadline) => r.map_err(|e| {
+                    let gone = matches!(e, Error::PeerGone { .. }) || directory.identity_of(silo.node_id).is_none();
+                    if gone {
+                        format!("left the federation mid-round ({e})")
+                    } else {
+                        e.to_string()
+                    }
+                }),
+                _ = until_silent(silent, &silo.name) => Err("stopped answering heartbeats mid-round".to_string()),
+            };
+            let _ = tx.send((silo, r)).await;
+        });
+    }
+    (jobs, rx)
+}
+
+/// Dispatches `silos` and collects their updates into `tally` until collection ends (see the
+/// module documentation). `unopened`: regional aggregators that could not open the round.
+pub async fn collect(
+    ctx: &RoundContext,
+    silos: &[SiloHandle],
+    unopened: &[String],
+    tally: &mut Tally,
+    deadline: Instant,
+) {
+    let grace = ctx.policy.rounds.grace();
+    let mut departures = ctx.directory.subscribe();
+    let (mut jobs, mut rx) = dispatch(ctx, silos, deadline);
+    let mut pending: HashSet<String> = silos.iter().map(|s| s.name.clone()).collect();
+    let mut grace_until: Option<Instant> = None;
+    let by_node: BTreeMap<NodeId, String> = ctx
+        .cohort
+        .iter()
+        .map(|s| (s.node_id, s.name.clone()))
+        .collect();
+    let quorum = ctx.policy.participation.quorum;
+    while !pending.is_empty() {
+        if !quorum_still_possible(&ctx.policy, tally.admitted.len(), pending.len()) {
+            break;
+        }
+        let until = grace_until.map_or(deadline, |g| g.min(deadline));
+        tokio::select! {
+            got = rx.recv() => {
+                let Some((silo, result)) = got else { break };
+                if !pending.remove(&silo.name) {
+                    continue;
+                }
+                let unopened = ctx.routes.get(&silo.name).filter(|a| unopened.contains(&a.name));
+                let outcome = match (result, unopened) {
+                    (Ok(_), Some(agg)) => Err(Refusal { reason: format!("aggregator {} could not open the round", agg.name), by_policy: false }),
+                    (Ok(report), None) => admit(ctx, &silo, &report, deadline).await.map(|_| report),
+                    (Err(reason), _) => Err(Refusal { reason, by_policy: false }),
+                };
+                match outcome {
+                    Ok(report) => {
+                        tally.admitted.push((silo.name.clone(), report));
+                        if tally.admitted.len() >= quorum && grace_until.is_none() {
+                            grace_until = Some(Instant::now() + grace);
+                        }
+                    }
+                    Err(Refusal { reason, by_policy }) => tally.refuse(ctx, silo.name.clone(), reason, by_policy),
+                }
+            }
+            ev = departures.recv() => match ev {
+                Ok(PeerEvent::Disconnected { node_id, .. }) => {
+                    if let Some(name) = by_node.get(&node_id) {
+                        if pending.remove(name) {
+                            let reason = "left the federation mid-round (session closed)".to_string();
+                            tally.refuse(ctx, name.clone(), reason, false);
+                        }
+                    }
+                }
+                Ok(_) | Err(RecvError::Lagged(_)) | Err(RecvError::Closed) => {}
+            },
+            _ = tokio::time::sleep_until(until.into()) => {
+                let why = if Instant::now() >= deadline {
+                    format!("no update before the round deadline ({}s)", ctx.policy.rounds.deadline_secs)
+                } else {
+                    format!("late: quorum was reached and the {}s grace period ended", ctx.policy.rounds.grace_secs)
+                };
+                for p in pending.drain() {
+                    tally.refuse(ctx, p, why.clone(), false);
+                }
+            }
+        }
+    }
+    for p in pending.drain() {
+        tally.refuse(ctx, p, NOT_COLLECTED.into(), false);
+    }
+    jobs.abort_all();
+}
+
+/// Rules relative to the cohort judge it whole, now that collection has ended: the
+/// Aggregator's screen of the updates it holds. `Err`: the screen failed (the round is
+/// abandoned).
+pub async fn screen(ctx: &RoundContext, tally: &mut Tally) -> Result<(), String> {
+    if !tally
+        .admitted
+        .iter()
+        .any(|(s, _)| !ctx.routes.contains_key(s))
+    {
+        return Ok(());
+    }
+    let round = ctx.round;
+    match ask(&ctx.aggregator, "aggregator", |reply| {
+        AggregatorMessage::Screen { round, reply }
+    })
+    .await
+    {
+        Ok(screened) => {
+            for (silo, reason) in screened {
+                tally.refuse(ctx, silo, reason, true);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            let _ = ctx.aggregator.cast(AggregatorMessage::Abort { round });
+            Err(format!("screening the cohort failed: {e}"))
+        }
+    }
+}
+
+/// Fetches and checks one silo's update, then folds it into the aggregator.
+async fn admit(
+    ctx: &RoundContext,
+    silo: &SiloHandle,
+    report: &TrainReport,
+    deadline: Instant,
+) -> Result<(), Refusal> {
+    let len = ctx.base.params.len();
+    let refuse = |reason: String| {
+        Err(Refusal {
+            reason,
+            by_policy: true,
+        })
+    };
+    let transport = |reason: String| Refusal {
+        reason,
+        by_policy: false,
+    };
+    // Checks the report allows before fetching anything; the aggregator re-checks the values.
+    if report.round != ctx.round {
+        return refuse(format!(
+            "stale: update for round {}, this is round {}",
+            report.round, ctx.round
+        ));
+    }
+    if report.update_len != len as u64 {
+        return refuse(format!(
+            "wrong shape: {} values, the model has {len}",
+            report.update_len
+        ));
+    }
+    if report.examples == 0 {
+        return refuse("trained on 0 examples".into());
+    }
+    if let Some(rows) = ctx.reported_rows.get(&silo.name) {
+        if report.examples > *rows {
+            return refuse(format!(
+                "claims {} examples, but reported {rows} training rows at its schema check",
+                report.examples
+            ));
+        }
+    }
+    if ctx.policy.secure_aggregation.is_some() {
+        // Masked updates are fetched together once collection closes, each weighed against
+        // the largest weight admitted.
+        return Ok(());
+    }
+    if let Some(agg) = ctx.routes.get(&silo.name) {
+        // Residency: the regional aggregator fetches the update over its own session with the
+        // silo; it never passes through this node.
+        let left = deadline.saturating_duration_since(Instant::now());
+        let req = RegionalRequest::Collect {
+            round: ctx.round,
+            silo: silo.name.clone(),
+            report: report.clone(),
+            timeout_ms: left.as_millis() as u64,
+        };
+        return match call_regional(&agg.actor, &req, left + Duration::from_secs(5), &agg.name).await
+        {
+            Ok(RegionalResponse::Collected) => Ok(()),
+            Ok(RegionalResponse::Refused { reason }) => {
+                refuse(format!("refused by aggregator {}: {reason}", agg.name))
+            }
+            Ok(other) => Err(transport(format!(
+                "aggregator {} answered {other:?}",
+                agg.name
+            ))),
+            Err(e) => Err(transport(e.to_string())),
+        };
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    // Only the fetch races the heartbeat watch: once the fold is sent it must complete, or
+    // the aggregate would hold an update the summary does not count.
+    let update = tokio::select! {
+        r = tokio::time::timeout_at(deadline.into(), fetch_update(&silo.actor, ctx.round, len, ctx.chunk, left, &silo.name)) => {
+            match r {
+                Ok(r) => r.map_err(|e| transport(format!("fetching the update failed: {e}")))?,
+                Err(_) => return Err(transport("its update could not be fetched before the round deadline".into())),
+            }
+        }
+        _ = until_silent(ctx.unhealthy.clone(), &silo.name) => {
+            return Err(transport("stopped answering heartbeats while its update was fetched".to_string()))
+        }
+    };
+    if Digest::of_f32(&update) != report.update_digest {
+        return refuse("update does not match the digest the silo reported".into());
+    }
+    ask(&ctx.aggregator, "aggregator", |reply| {
+        AggregatorMessage::Fold {
+            round: ctx.round,
+            silo: silo.name.clone(),
+            update,
+            weight: report.examples as f64,
+            claimed: (report.round, report.base.version, report.base.digest.hex()),
+            reply,
+        }
+    })
+    .await
+    .map_err(|e| transport(e.to_string()))?
+}
