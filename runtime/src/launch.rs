@@ -38,6 +38,7 @@ use crate::cluster::{
     ClusterConfig, ClusterNode, PeerDirectory, AGGREGATOR_GROUP, COORDINATOR_GROUP, POLICY_GROUP,
     VALIDATOR_GROUP,
 };
+use crate::compatibility::{self, Configured};
 use crate::control::FederationControl;
 use crate::coordinator::{
     CoordinatorActor, CoordinatorArgs as ActorArgs, CoordinatorMessage, CoordinatorSettings,
@@ -47,7 +48,6 @@ use crate::data::Schema;
 use crate::events::{Event, EventFormat, EventLog};
 use crate::federation::FederationConfig;
 use crate::identity::Role;
-use crate::kernels::Kernel;
 use crate::model::{Digest, ModelSpec};
 use crate::registry::Registry;
 use crate::status::FederationStatus;
@@ -145,55 +145,22 @@ pub async fn run(
         tracing::warn!("{}: {w}", cfg.federation.policy.display());
         eprintln!("fedsilo: warning: {}: {w}", cfg.federation.policy.display());
     }
-    if let (Kernel::Custom { name }, Some(_)) = (cfg.aggregation.kernel, &policy.residency) {
-        bail!(
-            "{} and {origin} disagree: the custom kernel `{name}` with [residency] is not supported: regional aggregators (`fedsilo aggregator`) run only the built-in kernels",
-            cfg.federation.policy.display()
-        );
-    }
-    if cfg.plan.lora.is_some() && policy.residency.is_some() {
-        bail!(
-            "{} and {origin} disagree: [plan.lora] with [residency] is not supported yet: regional aggregators combine full updates",
-            cfg.federation.policy.display()
-        );
-    }
-    if let Some(dp) = &policy.privacy {
-        crate::privacy::mechanism::check_aggregation(dp, &cfg.aggregation).map_err(|e| {
-            anyhow::anyhow!(
-                "{} and {} disagree: {e}",
-                cfg.federation.policy.display(),
-                origin
-            )
-        })?;
-    }
     let compression = cfg
         .plan
         .compression()
         .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
-    if let (Some(_), true) = (
-        &policy.secure_aggregation,
-        compression != crate::compression::Compression::None,
-    ) {
-        let c = compression.describe();
-        bail!(
-            "{} and {origin} disagree: plan.compression = {c:?} cannot apply under [secure_aggregation]: masked updates travel as ring values, and a compressed update cannot be masked (remove one of them)",
+    // The same rules hold at every policy reload (the Policy actor checks them).
+    let configured = Configured {
+        aggregation: cfg.aggregation.clone(),
+        lora: cfg.plan.lora.is_some(),
+        compression,
+    };
+    compatibility::check(&configured, &policy).map_err(|e| {
+        anyhow::anyhow!(
+            "{} and {origin} disagree: {e}",
             cfg.federation.policy.display()
-        );
-    }
-    if let Some(sa) = &policy.secure_aggregation {
-        crate::secagg::requirements::check_aggregation(
-            sa,
-            &cfg.aggregation,
-            policy.participation.max_silos,
         )
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "{} and {} disagree: {e}",
-                cfg.federation.policy.display(),
-                origin
-            )
-        })?;
-    }
+    })?;
     let store = ModelStore::open(&cfg.federation.state_dir)?;
     let events = Arc::new(EventLog::open(&cfg.federation.state_dir, events_format)?);
     // The journal first: it is checked end to end, and a commit it recorded that a crash left
@@ -265,7 +232,7 @@ pub async fn run(
             policy,
             PolicySource {
                 path: Some(cfg.federation.policy.clone()),
-                aggregation: Some(cfg.aggregation.clone()),
+                configured: Some(configured),
             },
         ),
     )

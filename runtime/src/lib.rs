@@ -25,6 +25,7 @@ pub mod admin;
 pub mod audit;
 pub mod certs;
 pub mod cluster;
+pub mod compatibility;
 pub mod compression;
 pub mod connection_budget;
 pub mod control;

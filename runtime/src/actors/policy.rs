@@ -10,9 +10,7 @@ use fedsilo_policies::participation::{self, Candidate, Selection};
 use fedsilo_policies::{Policy, Verdict};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use crate::kernels::Aggregation;
-use crate::privacy::mechanism::check_aggregation;
-use crate::secagg::requirements::check_aggregation as check_secure_aggregation;
+use crate::compatibility::{self, Configured};
 
 /// Messages of the Policy actor.
 #[derive(Debug)]
@@ -59,8 +57,9 @@ pub enum Reload {
 pub struct PolicySource {
     /// The policy file, if any.
     pub path: Option<std::path::PathBuf>,
-    /// The federation's aggregation: a new policy whose `[privacy]` it cannot carry is refused.
-    pub aggregation: Option<Aggregation>,
+    /// The federation's configuration: a new policy it cannot carry is refused
+    /// ([`crate::compatibility`]).
+    pub configured: Option<Configured>,
 }
 
 /// The actor's state.
@@ -136,47 +135,16 @@ fn refresh(state: &mut PolicyState) -> Reload {
     let Some(path) = &state.source.path else {
         return Reload::Unchanged;
     };
-    let aggregation = state.source.aggregation.as_ref();
-    let loaded = Policy::load(path)
-        .map_err(|e| e.to_string())
-        .and_then(|p| match (&p.privacy, aggregation) {
-            (Some(dp), Some(agg)) => check_aggregation(dp, agg)
-                .map(|_| p)
-                .map_err(|e| format!("{}: {e}", path.display())),
-            _ => Ok(p),
-        })
-        .and_then(|p| match (&p.secure_aggregation, aggregation) {
-            (Some(sa), Some(agg)) => {
-                check_secure_aggregation(sa, agg, p.participation.max_silos)
-                    .map(|_| p)
-                    .map_err(|e| format!("{}: {e}", path.display()))
-            }
-            _ => Ok(p),
-        })
-        .and_then(|p| match (&state.policy.privacy, &p.privacy) {
-            (Some(old), None) => Err(format!(
-                "{}: removes [privacy] from a federation that has been spending a privacy budget; a federation keeps its `{}` DP to the end (its spend is in privacy.jsonl)",
-                path.display(),
-                old.mode.as_str()
-            )),
-            (Some(old), Some(new)) if old.mode != new.mode => Err(format!(
-                "{}: changes privacy.mode from `{}` to `{}` mid-federation; the mode is fixed once the federation has spent budget under it",
-                path.display(),
-                old.mode.as_str(),
-                new.mode.as_str()
-            )),
-            _ => Ok(p),
-        })
-        .and_then(|p| {
-            if state.policy.secure_aggregation.is_some() && p.secure_aggregation.is_none() {
-                Err(format!(
-                    "{}: removes [secure_aggregation] mid-federation; the silos joined a federation whose aggregator sees only sums, and a reload cannot take that away (start a new federation to change it)",
-                    path.display()
-                ))
-            } else {
-                Ok(p)
-            }
-        });
+    let loaded = Policy::load(path).map_err(|e| e.to_string()).and_then(|p| {
+        let checked = match &state.source.configured {
+            Some(c) => compatibility::check(c, &p),
+            None => Ok(()),
+        };
+        checked
+            .and_then(|()| compatibility::check_change(&state.policy, &p))
+            .map(|()| p)
+            .map_err(|e| format!("{}: {e}", path.display()))
+    });
     match loaded {
         Ok(p) if p.digest == state.policy.digest => Reload::Unchanged,
         Ok(p) => {
@@ -206,7 +174,16 @@ fn refresh(state: &mut PolicyState) -> Reload {
 mod tests {
     use super::*;
     use crate::actors::ask;
-    use crate::kernels::Kernel;
+    use crate::compression::Compression;
+    use crate::kernels::{Aggregation, Kernel};
+
+    fn configured(aggregation: Aggregation) -> Option<Configured> {
+        Some(Configured {
+            aggregation,
+            lora: false,
+            compression: Compression::None,
+        })
+    }
 
     #[tokio::test]
     async fn a_new_policy_whose_privacy_cannot_apply_is_refused() {
@@ -226,7 +203,7 @@ mod tests {
                 policy.clone(),
                 PolicySource {
                     path: Some(path.clone()),
-                    aggregation: Some(aggregation),
+                    configured: configured(aggregation),
                 },
             ),
         )
@@ -262,7 +239,7 @@ mod tests {
                 Policy::load(&path).unwrap(),
                 PolicySource {
                     path: Some(path.clone()),
-                    aggregation: Some(Aggregation::default()),
+                    configured: configured(Aggregation::default()),
                 },
             ),
         )
@@ -301,7 +278,7 @@ mod tests {
             let policy = Policy::load(&path).unwrap();
             let source = PolicySource {
                 path: Some(path.clone()),
-                aggregation: Some(Aggregation {
+                configured: configured(Aggregation {
                     kernel,
                     ..Aggregation::default()
                 }),
@@ -326,5 +303,71 @@ mod tests {
         }
         actor.stop(None);
         handle.await.unwrap();
+    }
+
+    /// The rules the start checks hold at every reload too: a new policy the configuration
+    /// cannot carry is refused and the one in force stays.
+    #[tokio::test]
+    async fn a_reload_is_held_to_every_rule_the_start_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.toml");
+        let plain = "[participation]\nmin_silos = 2\nquorum = 2\n";
+        let residency = format!(
+            "regions = [\"eu\", \"us\"]\n{plain}[residency.allowed]\neu = [\"eu\"]\nus = [\"us\"]\n"
+        );
+        let cases = [
+            (
+                Configured {
+                    aggregation: Aggregation::default(),
+                    lora: false,
+                    compression: Compression::TopK { fraction: 0.1 },
+                },
+                format!("{plain}[secure_aggregation]\n"),
+                "cannot apply under [secure_aggregation]",
+            ),
+            (
+                Configured {
+                    aggregation: Aggregation::default(),
+                    lora: true,
+                    compression: Compression::None,
+                },
+                residency.clone(),
+                "[plan.lora] with [residency]",
+            ),
+            (
+                Configured {
+                    aggregation: Aggregation {
+                        kernel: Kernel::Custom { name: "mine" },
+                        ..Aggregation::default()
+                    },
+                    lora: false,
+                    compression: Compression::None,
+                },
+                residency,
+                "custom kernel `mine` with [residency]",
+            ),
+        ];
+        for (configured, new, expect) in cases {
+            std::fs::write(&path, plain).unwrap();
+            let policy = Policy::load(&path).unwrap();
+            let source = PolicySource {
+                path: Some(path.clone()),
+                configured: Some(configured),
+            };
+            let (actor, handle) = Actor::spawn(None, PolicyActor, (policy.clone(), source))
+                .await
+                .unwrap();
+            std::fs::write(&path, new).unwrap();
+            match ask(&actor, "policy", PolicyMessage::Refresh).await.unwrap() {
+                Reload::Refused(e) => assert!(e.contains(expect), "{e}"),
+                other => panic!("{expect}: expected a refusal, got {other:?}"),
+            }
+            let now = ask(&actor, "policy", PolicyMessage::Snapshot)
+                .await
+                .unwrap();
+            assert_eq!(now.digest, policy.digest, "{expect}: the old policy stays");
+            actor.stop(None);
+            handle.await.unwrap();
+        }
     }
 }
