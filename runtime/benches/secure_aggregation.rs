@@ -16,8 +16,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use fedsilo::audit::signature::CaCheck;
 use fedsilo::certs::CertificateAuthority;
+use fedsilo::identity::signature::CaCheck;
 use fedsilo::identity::{Identity, Role};
 use fedsilo::kernels::WeightedMean;
 use fedsilo::protocol::{decode, encode, Request, Response};

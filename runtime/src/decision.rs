@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::entry::{now_ms, seal, unseal};
-use crate::audit::signature::{self, CaCheck};
+use crate::identity::signature::{self, CaCheck};
 use crate::identity::{Identity, Role};
 use crate::model::Digest;
 use crate::tls::NodeCredentials;
@@ -181,8 +181,8 @@ pub fn settle(path: &Path, applied: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::signature::tests::kit;
     use crate::certs::CertificateAuthority;
+    use crate::identity::signature::tests::kit;
 
     #[test]
     fn a_signed_decision_verifies_and_forgeries_are_named() {

@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-use crate::metrics::FederationMetrics;
 use crate::privacy::budget::RoundSpend;
 use crate::protocol::EvalMetrics;
 use crate::{Error, Result};
@@ -344,11 +343,18 @@ struct TableLayout {
     epsilon: bool,
 }
 
-/// Writes events to the journal file and stdout, and hands them to subscribers.
+/// Fed every event, synchronously, as it is emitted (the coordinator's metrics): unlike a
+/// subscriber, an observer never misses one.
+pub trait Observer: Send + Sync {
+    /// Takes one event into account.
+    fn observe(&self, event: &Event);
+}
+
+/// Writes events to the journal file and stdout, and hands them to observers and subscribers.
 pub struct EventLog {
     format: EventFormat,
     inner: Mutex<Inner>,
-    metrics: Arc<FederationMetrics>,
+    observers: Vec<Arc<dyn Observer>>,
     subscribers: tokio::sync::broadcast::Sender<Event>,
 }
 
@@ -364,8 +370,13 @@ impl std::fmt::Debug for EventLog {
 }
 
 impl EventLog {
-    /// Opens (appends to) `<state_dir>/events.jsonl`.
-    pub fn open(state_dir: &Path, format: EventFormat) -> Result<Self> {
+    /// Opens (appends to) `<state_dir>/events.jsonl`; every event is also handed to
+    /// `observers`.
+    pub fn open(
+        state_dir: &Path,
+        format: EventFormat,
+        observers: Vec<Arc<dyn Observer>>,
+    ) -> Result<Self> {
         let path = state_dir.join("events.jsonl");
         // A line torn by a crash is cut off, so the next event starts on a line of its own.
         crate::line_file::read_complete(&path).map_err(|e| Error::io("reading", &path, e))?;
@@ -377,7 +388,7 @@ impl EventLog {
         Ok(Self {
             format,
             inner: Mutex::new(Inner { file, table: None }),
-            metrics: Arc::default(),
+            observers,
             subscribers: tokio::sync::broadcast::channel(SUBSCRIBER_BACKLOG).0,
         })
     }
@@ -389,14 +400,11 @@ impl EventLog {
         self.subscribers.subscribe()
     }
 
-    /// The metrics the events feed.
-    pub fn metrics(&self) -> Arc<FederationMetrics> {
-        self.metrics.clone()
-    }
-
     /// Records and shows an event.
     pub fn emit(&self, event: Event) {
-        self.metrics.observe(&event);
+        for o in &self.observers {
+            o.observe(&event);
+        }
         let json = serde_json::to_string(&event)
             .unwrap_or_else(|e| format!("{{\"event\":\"unserialisable\",\"error\":\"{e}\"}}"));
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());

@@ -32,7 +32,6 @@ use crate::actors::policy::{PolicyActor, PolicySource};
 use crate::actors::validator::ValidatorActor;
 use crate::admin::tokens::TokenFile;
 use crate::admin::{AdminApi, AdminListener};
-use crate::audit::signature::CaCheck;
 use crate::audit::{History, Journal};
 use crate::cluster::{
     ClusterConfig, ClusterNode, PeerDirectory, AGGREGATOR_GROUP, COORDINATOR_GROUP, POLICY_GROUP,
@@ -47,6 +46,7 @@ use crate::coordinator::{
 use crate::data::Schema;
 use crate::events::{Event, EventFormat, EventLog};
 use crate::federation::FederationConfig;
+use crate::identity::signature::CaCheck;
 use crate::identity::Role;
 use crate::model::{Digest, ModelSpec};
 use crate::registry::Registry;
@@ -162,7 +162,12 @@ pub async fn run(
         )
     })?;
     let store = ModelStore::open(&cfg.federation.state_dir)?;
-    let events = Arc::new(EventLog::open(&cfg.federation.state_dir, events_format)?);
+    let metrics = Arc::new(crate::metrics::FederationMetrics::default());
+    let events = Arc::new(EventLog::open(
+        &cfg.federation.state_dir,
+        events_format,
+        vec![metrics.clone()],
+    )?);
     // The journal first: it is checked end to end, and a commit it recorded that a crash left
     // half-done is finished, before anything else happens.
     let (journal, entries) = Journal::open(
@@ -218,7 +223,7 @@ pub async fn run(
     });
     if let Some(m) = cfg.network.metrics_listen {
         let what =
-            crate::metrics::Exposition::Coordinator(events.metrics(), node.directory().clone());
+            crate::metrics::Exposition::Coordinator(metrics.clone(), node.directory().clone());
         let bound = crate::metrics::serve(m, what)
             .await
             .with_context(|| format!("network.metrics_listen {m}: cannot serve metrics there"))?;
@@ -316,9 +321,9 @@ pub async fn run(
             state_dir: cfg.federation.state_dir.clone(),
             tokens,
             refusals: Default::default(),
-            metrics: Some(events.metrics()),
+            metrics: Some(metrics.clone()),
             exposition: Some(crate::metrics::Exposition::Coordinator(
-                events.metrics(),
+                metrics.clone(),
                 node.directory().clone(),
             )),
         };

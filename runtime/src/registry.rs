@@ -16,34 +16,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::verify::Checked;
 use crate::audit::{History, Record};
+use crate::model::eval::EvalMetrics;
 use crate::privacy::budget::RoundSpend;
-use crate::protocol::EvalMetrics;
 use crate::{Error, Result};
 
 const VERSIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("versions");
 
-/// Where a version stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Status {
-    /// Passed the gate and was made current (it may have been superseded since).
-    Committed,
-    /// Failed the validation gate, or an operator rejected it.
-    Rejected,
-    /// Passed the gate; waits for an operator's `fedsilo models approve`.
-    AwaitingApproval,
-}
-
-impl Status {
-    /// `committed`, `rejected`, `awaiting-approval`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Committed => "committed",
-            Status::Rejected => "rejected",
-            Status::AwaitingApproval => "awaiting-approval",
-        }
-    }
-}
+pub use crate::audit::history::Status;
 
 /// Everything recorded about one version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -14,9 +14,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fedsilo::audit::signature::CaCheck;
 use fedsilo::compression::top_k::ErrorFeedback;
 use fedsilo::compression::{compress, Compression, Encoded};
+use fedsilo::identity::signature::CaCheck;
 use fedsilo::kernels::clip::{clip_l2, l2_norm};
 use fedsilo::model::{Digest, ModelSpec};
 use fedsilo::privacy::budget::PrivacyBook;

@@ -6,7 +6,30 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::record::Record;
 use super::verify::Checked;
-use crate::registry::Status;
+use serde::{Deserialize, Serialize};
+
+/// Where a version stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// Passed the gate and was made current (it may have been superseded since).
+    Committed,
+    /// Failed the validation gate, or an operator rejected it.
+    Rejected,
+    /// Passed the gate; waits for an operator's `fedsilo models approve`.
+    AwaitingApproval,
+}
+
+impl Status {
+    /// `committed`, `rejected`, `awaiting-approval`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Committed => "committed",
+            Status::Rejected => "rejected",
+            Status::AwaitingApproval => "awaiting-approval",
+        }
+    }
+}
 
 /// A version as the journal knows it.
 #[derive(Debug, Clone, PartialEq)]

@@ -78,7 +78,7 @@ impl Journal {
             .map_or("audit.jsonl".into(), |n| n.to_string_lossy().to_string());
         // Against the consortium CA: a journal re-signed with a self-made certificate is not
         // extended.
-        let ca = super::signature::CaCheck::new(creds.roots());
+        let ca = crate::identity::signature::CaCheck::new(creds.roots());
         let checked = verify_chain(&text, &name, Some(&ca));
         if let Some(p) = checked.problem {
             return Err(AuditError::Broken(p.to_string()));
@@ -164,7 +164,7 @@ mod tests {
     use crate::audit::verify::verify_chain;
 
     fn creds() -> NodeCredentials {
-        crate::audit::signature::tests::credentials("coordinator")
+        crate::identity::signature::tests::credentials("coordinator")
     }
 
     #[test]
@@ -192,7 +192,7 @@ mod tests {
         j.record_synced(Record::PolicyRefused { error: "x".into() })
             .unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        let ca = crate::audit::signature::CaCheck::new(c.roots());
+        let ca = crate::identity::signature::CaCheck::new(c.roots());
         let v = verify_chain(&text, "audit.jsonl", Some(&ca));
         assert!(v.problem.is_none(), "{:?}", v.problem);
         assert_eq!(v.entries.len(), 5);
@@ -219,7 +219,7 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         let join = |ls: Vec<&str>| ls.join("\n") + "\n";
-        let problem = |t: &str, ca: Option<&crate::audit::signature::CaCheck>| {
+        let problem = |t: &str, ca: Option<&crate::identity::signature::CaCheck>| {
             verify_chain(t, "audit.jsonl", ca)
                 .problem
                 .map(|p| p.to_string())
@@ -266,7 +266,7 @@ mod tests {
         let other = creds();
         let p = problem(
             &text,
-            Some(&crate::audit::signature::CaCheck::new(other.roots())),
+            Some(&crate::identity::signature::CaCheck::new(other.roots())),
         );
         assert!(
             p.contains("audit.jsonl:1") && p.contains("consortium CA"),

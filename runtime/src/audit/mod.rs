@@ -11,7 +11,7 @@ pub mod entry;
 pub mod history;
 pub mod journal;
 pub mod record;
-pub mod signature;
+
 pub mod verify;
 
 pub use history::History;

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::EvalMetrics;
+use crate::model::eval::EvalMetrics;
 
 /// One audited fact. Serialised with a `kind` tag; the journal never rewrites a record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -13,7 +13,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use super::entry::{unseal, Body, GENESIS};
 use super::record::Record;
-use super::signature::{self, CaCheck};
+use crate::identity::signature::{self, CaCheck};
 use crate::identity::{Identity, Role};
 use crate::model::Digest;
 

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use fedsilo::audit::signature::CaCheck;
 use fedsilo::audit::verify::{verify_chain, verify_state, Checked};
 use fedsilo::audit::Record;
+use fedsilo::identity::signature::CaCheck;
 
 /// The audit journal: verify it, or show it.
 #[derive(Debug, Args)]

@@ -10,9 +10,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use crate::audit::signature::CaCheck;
 use crate::audit::{Journal, Record};
 use crate::events::{Event, EventLog, RoundSummary};
+use crate::identity::signature::CaCheck;
 use crate::kernels::server_optimizer::OptimizerState;
 use crate::model::checkpoint::Checkpoint;
 use crate::registry::{Registry, Status, VersionMeta};

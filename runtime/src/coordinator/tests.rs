@@ -21,7 +21,6 @@ use super::recovery::recover;
 use super::settings::{CoordinatorArgs, CoordinatorSettings, RunResult};
 use super::state::CoordinatorState;
 use super::{lifecycle, scaling};
-use crate::audit::signature::CaCheck;
 use crate::audit::{History, Journal};
 use crate::certs::{self, NodeSpec};
 use crate::cluster::PeerDirectory;
@@ -29,6 +28,7 @@ use crate::compression::Compression;
 use crate::data::Schema;
 use crate::decision::Kind;
 use crate::events::{EventFormat, EventLog};
+use crate::identity::signature::CaCheck;
 use crate::identity::Role;
 use crate::kernels::Aggregation;
 use crate::model::{Digest, ModelSpec};
@@ -134,7 +134,7 @@ impl Fixture {
             policy: nobody().await,
             aggregator: nobody().await,
             validator: nobody().await,
-            events: Arc::new(EventLog::open(&self.state_dir, EventFormat::Json)?),
+            events: Arc::new(EventLog::open(&self.state_dir, EventFormat::Json, vec![])?),
             store,
             journal: Arc::new(journal),
             history,

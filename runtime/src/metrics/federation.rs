@@ -8,7 +8,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
-use crate::events::Event;
+use crate::events::{Event, Observer};
 
 /// A round's outcome.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -69,6 +69,12 @@ fn class(reason: &str) -> &'static str {
         "privacy_budget"
     } else {
         "refused"
+    }
+}
+
+impl Observer for FederationMetrics {
+    fn observe(&self, event: &Event) {
+        self.observe_event(event);
     }
 }
 
@@ -150,7 +156,7 @@ impl FederationMetrics {
     }
 
     /// Counts what `event` says.
-    pub fn observe(&self, event: &Event) {
+    fn observe_event(&self, event: &Event) {
         let outcome = |o| {
             self.rounds.get_or_create(&Outcome { outcome: o }).inc();
         };

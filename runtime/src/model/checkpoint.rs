@@ -10,8 +10,8 @@ use std::path::Path;
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 
+use super::scaling::Scaling;
 use super::{Layout, ModelSpec};
-use crate::protocol::Scaling;
 use crate::{Error, Result};
 
 /// A model with everything needed to use it.

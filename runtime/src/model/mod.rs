@@ -8,6 +8,7 @@
 
 pub mod checkpoint;
 mod digest;
+pub mod eval;
 mod init;
 pub mod lora;
 pub mod scaling;

@@ -4,7 +4,16 @@
 //! combines the silos' statistics with [`combine_stats`]; a silo uses it on its own for a
 //! local-only baseline.
 
-use crate::protocol::Scaling;
+use serde::{Deserialize, Serialize};
+
+/// Feature standardisation agreed by the federation: `(x − mean) / std` per numeric feature.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scaling {
+    /// Mean of each numeric feature, in schema order.
+    pub mean: Vec<f32>,
+    /// Standard deviation of each numeric feature (> 0).
+    pub std: Vec<f32>,
+}
 
 /// Mean and standard deviation from pooled counts, sums and sums of squares. A feature with no
 /// values or no spread gets mean 0 / std 1 (it then passes through unscaled).

@@ -9,8 +9,8 @@
 
 use fedsilo_policies::privacy::{NoiseMode, PrivacyRules};
 
+use super::noise::UpdateNoise;
 use crate::kernels::{Aggregation, Kernel};
-use crate::protocol::UpdateNoise;
 
 /// Whether `aggregation` can carry the silo-level DP of `rules`: the noise is calibrated to a
 /// sum, so only the mean qualifies (a robust kernel's output is not a sum, and its sensitivity

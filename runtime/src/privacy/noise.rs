@@ -9,6 +9,18 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
+use serde::{Deserialize, Serialize};
+
+/// Silo-level DP a silo applies to its own update before sending it (the policy's
+/// `privacy.mode = "distributed"`): clip to `clip_norm`, then add N(0, std²) to every value,
+/// from the silo's own secure generator.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct UpdateNoise {
+    /// L2 bound C.
+    pub clip_norm: f64,
+    /// Standard deviation of this silo's share, z·C/√m for a cohort of m.
+    pub std: f64,
+}
 
 /// A cryptographically secure generator seeded from the operating system's entropy.
 pub fn secure_rng() -> ChaCha20Rng {

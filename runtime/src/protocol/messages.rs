@@ -4,8 +4,11 @@
 use serde::{Deserialize, Serialize};
 
 use crate::compression::{CompressedChunk, Compression};
+pub use crate::model::eval::{EvalMetrics, PersonalizedMetrics};
 use crate::model::lora::LoraPlan;
+pub use crate::model::scaling::Scaling;
 use crate::model::{Digest, ModelSpec};
+pub use crate::privacy::noise::UpdateNoise;
 use crate::secagg::keys::Advertisement;
 use crate::secagg::messages::{RelayedShares, RevealedShare, RingSpec, SealedShares};
 
@@ -49,26 +52,6 @@ pub struct LoraTrain {
     pub frozen: ModelRef,
 }
 
-/// Silo-level DP a silo applies to its own update before sending it (the policy's
-/// `privacy.mode = "distributed"`): clip to `clip_norm`, then add N(0, std²) to every value,
-/// from the silo's own secure generator.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct UpdateNoise {
-    /// L2 bound C.
-    pub clip_norm: f64,
-    /// Standard deviation of this silo's share, z·C/√m for a cohort of m.
-    pub std: f64,
-}
-
-/// Feature standardisation agreed by the federation: `(x − mean) / std` per numeric feature.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Scaling {
-    /// Mean of each numeric feature, in schema order.
-    pub mean: Vec<f32>,
-    /// Standard deviation of each numeric feature (> 0).
-    pub std: Vec<f32>,
-}
-
 /// Per-feature sufficient statistics of one silo's training split. No rows, only sums.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FeatureStats {
@@ -108,34 +91,6 @@ pub struct TrainReport {
     pub update_digest: Digest,
     /// L2 norm of the update.
     pub update_norm: f64,
-}
-
-/// Metrics of a model on one silo's held-out split.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EvalMetrics {
-    /// Held-out examples scored.
-    pub examples: u64,
-    /// Mean binary cross-entropy.
-    pub loss: f64,
-    /// Accuracy at threshold 0.5.
-    pub accuracy: f64,
-    /// ROC AUC; `None` when the split has a single class.
-    pub auc: Option<f64>,
-    /// With personalisation: the same figures for the silo's personalised model (the global
-    /// body with the silo's own head).
-    #[serde(default)]
-    pub personalized: Option<PersonalizedMetrics>,
-}
-
-/// A personalised model's held-out figures (flat, so that a frame cannot nest them).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PersonalizedMetrics {
-    /// Mean binary cross-entropy.
-    pub loss: f64,
-    /// Accuracy at threshold 0.5.
-    pub accuracy: f64,
-    /// ROC AUC; `None` when the split has a single class.
-    pub auc: Option<f64>,
 }
 
 /// FedPer-style personalisation asked of a silo when it scores a model: fine-tune its own head

@@ -242,9 +242,9 @@ impl Collector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::signature::tests::kit;
-    use crate::audit::signature::CaCheck;
     use crate::certs::CertificateAuthority;
+    use crate::identity::signature::tests::kit;
+    use crate::identity::signature::CaCheck;
     use crate::identity::Role;
     use crate::secagg::keys::RoundKeys;
     use crate::secagg::messages::RingSpec;

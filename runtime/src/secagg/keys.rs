@@ -13,7 +13,7 @@ use aws_lc_rs::encoding::{AsBigEndian, Curve25519SeedBin};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::audit::signature::{self, CaCheck};
+use crate::identity::signature::{self, CaCheck};
 use crate::identity::{Identity, Role};
 use crate::tls::NodeCredentials;
 
@@ -196,8 +196,8 @@ fn nonce(context: &[u8]) -> Nonce {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::signature::tests::kit;
     use crate::certs::CertificateAuthority;
+    use crate::identity::signature::tests::kit;
 
     #[test]
     fn peers_agree_the_same_seeds_and_a_substituted_key_is_detected() {

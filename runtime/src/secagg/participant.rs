@@ -22,7 +22,7 @@ use super::messages::{
 };
 use super::quantize::{pack, Quantizer};
 use super::shamir::split;
-use crate::audit::signature::CaCheck;
+use crate::identity::signature::CaCheck;
 use crate::privacy::noise::secure_rng;
 use crate::tls::NodeCredentials;
 

@@ -1,4 +1,7 @@
-//! Signing journal entries with the coordinator's certificate key, and checking them.
+//! Signatures made with a node's certificate key, and the consortium CA's check that a
+//! certificate is one it issued: what the audit journal, operators' decision files and secure
+//! aggregation's key advertisements are verified with. A silo checks with it too, so it lives
+//! with the identities rather than in the journal.
 //!
 //! Signatures are ECDSA P-256 with SHA-256 (ASN.1 DER), over the exact bytes of an entry's
 //! body; they are checked against the public key of the certificate the journal names for its

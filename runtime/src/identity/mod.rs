@@ -6,6 +6,8 @@
 //! and role and region as URI subject-alternative names `fedsilo:role/<role>` and
 //! `fedsilo:region/<region>`.
 
+pub mod signature;
+
 use std::fmt;
 use std::str::FromStr;
 
