@@ -1,0 +1,170 @@
+//! The models a silo holds: received in chunks (each checked against its total and order,
+//! the whole against its digest), a small cache of recent ones, a pinned LoRA base, and the
+//! checks that a model, its spec and the scaling fit this silo's schema.
+
+use std::sync::Arc;
+
+use fedsilo::model::lora::Adapters;
+use fedsilo::model::{Digest, ModelSpec};
+use fedsilo::protocol::{LoraTrain, ModelRef, Response, Scaling};
+
+use super::state::{err, TrainerState};
+
+/// Models kept at once (base, candidate, one spare).
+const MODEL_CACHE: usize = 3;
+/// Largest model a silo accepts, in values (1 GiB of f32).
+const MAX_MODEL_VALUES: u64 = 1 << 28;
+
+/// A LoRA round's adapter layout, frozen base and adapters.
+pub(super) type LoraParts = (Adapters, Arc<Vec<f32>>, Arc<Vec<f32>>);
+
+impl TrainerState {
+    /// Model `m`, if it was received (or is the pinned base).
+    pub(super) fn model(&self, m: &ModelRef) -> Result<Arc<Vec<f32>>, String> {
+        self.models
+            .iter()
+            .chain(&self.pinned)
+            .find(|(r, _)| r == m)
+            .map(|(_, p)| p.clone())
+            .ok_or_else(|| {
+                format!(
+                    "model v{} ({}) was not received; send it with PutModel first",
+                    m.version,
+                    m.digest.short()
+                )
+            })
+    }
+
+    /// A LoRA round's parts: the adapters' layout, the frozen base (kept from now on, outside
+    /// the model cache) and the adapters `m`.
+    pub(super) fn lora_parts(
+        &mut self,
+        m: &ModelRef,
+        spec: &ModelSpec,
+        lora: &LoraTrain,
+    ) -> Result<LoraParts, String> {
+        let layout = Adapters::new(spec, &lora.plan)?;
+        let frozen = self.model(&lora.frozen)?;
+        let adapters = self.model(m)?;
+        if frozen.len() != spec.layout().len {
+            return Err("the frozen base model does not fit its spec".into());
+        }
+        if adapters.len() != layout.len {
+            return Err(format!(
+                "{} adapter values, the plan's adapters have {}",
+                adapters.len(),
+                layout.len
+            ));
+        }
+        self.pinned = Some((lora.frozen, frozen.clone()));
+        Ok((layout, frozen, adapters))
+    }
+
+    /// The full model to score: `m` itself, or under LoRA the adapters `m` merged into the
+    /// frozen base.
+    pub(super) fn scored_model(
+        &mut self,
+        m: &ModelRef,
+        spec: &ModelSpec,
+        lora: Option<&LoraTrain>,
+    ) -> Result<Arc<Vec<f32>>, String> {
+        match lora {
+            Some(l) => {
+                let (layout, frozen, adapters) = self.lora_parts(m, spec, l)?;
+                Ok(Arc::new(layout.merge(&frozen, &adapters)))
+            }
+            None => {
+                let p = self.model(m)?;
+                if p.len() != spec.layout().len {
+                    return Err("model size does not fit its spec".into());
+                }
+                Ok(p)
+            }
+        }
+    }
+
+    /// Whether a model of `spec`, under `scaling`, fits this silo's schema.
+    pub(super) fn check_spec(&self, spec: &ModelSpec, scaling: &Scaling) -> Result<(), String> {
+        let schema = &self.args.data.schema;
+        spec.validate()?;
+        if spec.inputs != schema.encoded_width() {
+            return Err(format!(
+                "model expects {} inputs, this silo's schema encodes {} (schemas differ?)",
+                spec.inputs,
+                schema.encoded_width()
+            ));
+        }
+        let n = schema.numeric_count();
+        if scaling.mean.len() != n || scaling.std.len() != n {
+            return Err(format!(
+                "scaling has {} values, the schema has {n} numeric features",
+                scaling.mean.len()
+            ));
+        }
+        if scaling.std.iter().any(|s| !(s.is_finite() && *s > 0.0))
+            || scaling.mean.iter().any(|m| !m.is_finite())
+        {
+            return Err(
+                "scaling has a non-finite mean or a non-positive standard deviation".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Stores one chunk of a model sent with `PutModel`.
+    pub(super) fn put_chunk(
+        &mut self,
+        model: ModelRef,
+        offset: u64,
+        total: u64,
+        values: Vec<f32>,
+    ) -> Response {
+        if total > MAX_MODEL_VALUES {
+            return err(format!(
+                "model of {total} values exceeds this silo's limit of {MAX_MODEL_VALUES}"
+            ));
+        }
+        if offset == 0 {
+            self.staging = Some((model, total, Vec::with_capacity(total as usize)));
+        }
+        let Some((m, t, buf)) = &mut self.staging else {
+            return err(format!(
+                "chunk at offset {offset} of a model whose first chunk never came"
+            ));
+        };
+        if *m != model || *t != total || buf.len() as u64 != offset {
+            return err(format!(
+                "out-of-order chunk: offset {offset}, have {} values of v{}",
+                buf.len(),
+                m.version
+            ));
+        }
+        if offset + values.len() as u64 > total {
+            return err(format!(
+                "chunk overruns the model: {} + {} > {total}",
+                offset,
+                values.len()
+            ));
+        }
+        buf.extend_from_slice(&values);
+        let received = buf.len() as u64;
+        if received == total {
+            let Some((m, _, buf)) = self.staging.take() else {
+                return err("internal: staging vanished");
+            };
+            if Digest::of_f32(&buf) != m.digest {
+                return err(format!(
+                    "model v{} does not match its digest {}",
+                    m.version,
+                    m.digest.short()
+                ));
+            }
+            self.models.retain(|(r, _)| *r != m);
+            self.models.push_back((m, Arc::new(buf)));
+            while self.models.len() > MODEL_CACHE {
+                self.models.pop_front();
+            }
+        }
+        Response::ModelChunkStored { received }
+    }
+}

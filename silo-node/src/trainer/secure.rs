@@ -1,0 +1,111 @@
+//! The silo's side of secure aggregation, step by step ([`fedsilo::secagg::participant`]):
+//! keys advertised once per round, shares checked against the consortium CA, the masked update
+//! served in chunks, and the shares revealed for unmasking.
+
+use fedsilo::identity::signature::CaCheck;
+use fedsilo::protocol::{Request, Response};
+use fedsilo::secagg::participant::Participant;
+use fedsilo::secagg::quantize::packed_width;
+
+use super::state::{err, TrainerState};
+
+impl TrainerState {
+    /// The secure-aggregation state of `round`.
+    pub(super) fn participant(&mut self, round: u64) -> Result<&mut Participant, String> {
+        self.secagg
+            .as_mut()
+            .filter(|p| p.round() == round)
+            .ok_or_else(|| format!("no secure-aggregation keys for round {round} here"))
+    }
+
+    /// Answers the secure-aggregation steps (see [`fedsilo::secagg::participant`]).
+    pub(super) fn secure_aggregation(&mut self, request: Request) -> Response {
+        let result = match request {
+            Request::SecAggAdvertise { round } => match &self.args.credentials {
+                None => Err("this silo has no credentials to sign secure-aggregation keys".into()),
+                Some(_) if self.last_keyed.is_some_and(|r| round <= r) => Err(format!(
+                    "keys for round {round} asked after round {}: a round is keyed once, and rounds only move forward",
+                    self.last_keyed.unwrap_or_default()
+                )),
+                Some(creds) => Participant::new(round, creds).map(|p| {
+                    let ad = p.advertisement().clone();
+                    self.secagg = Some(p);
+                    self.last_keyed = Some(round);
+                    Response::SecAggAdvertised(ad)
+                }),
+            },
+            Request::SecAggShare {
+                round,
+                threshold,
+                advertisements,
+            } => {
+                let ca = self
+                    .args
+                    .credentials
+                    .as_ref()
+                    .map(|c| CaCheck::new(c.roots()));
+                self.participant(round).and_then(|p| {
+                    let ca = ca.ok_or("this silo has no consortium root to check keys against")?;
+                    p.share(&ca, threshold as usize, &advertisements)
+                        .map(Response::SecAggShares)
+                })
+            }
+            Request::SecAggDeliver {
+                round,
+                ring,
+                shares,
+            } => {
+                if self.args.exit_after_sharing == Some(round) {
+                    eprintln!(
+                        "silo {}: fault injection: exiting after key sharing in round {round}",
+                        self.args.name
+                    );
+                    std::process::exit(3);
+                }
+                self.participant(round)
+                    .and_then(|p| p.receive(ring, &shares))
+                    .map(|_| Response::SecAggReady)
+            }
+            Request::FetchMasked {
+                round,
+                weight,
+                offset,
+                len,
+            } => match self.update.take() {
+                Some((r, u)) if r == round => {
+                    let out = self.participant(round).and_then(|p| {
+                        let width = packed_width(p.bits()?) as u64;
+                        let masked = p.mask(&u, weight)?;
+                        let end = offset.saturating_add(len);
+                        if end.saturating_mul(width) > masked.len() as u64 {
+                            return Err(format!(
+                                "asked for values {offset}..{end} of a masked update of {}",
+                                masked.len() as u64 / width
+                            ));
+                        }
+                        Ok(Response::MaskedChunk {
+                            bytes: masked[(offset * width) as usize..(end * width) as usize]
+                                .to_vec(),
+                        })
+                    });
+                    self.update = Some((r, u));
+                    out
+                }
+                other => {
+                    self.update = other;
+                    Err(format!("no update for round {round} here"))
+                }
+            },
+            Request::SecAggUnmask {
+                round,
+                survivors,
+                dropped,
+            } => self
+                .participant(round)
+                .and_then(|p| p.reveal(&survivors, &dropped))
+                .map(Response::SecAggRevealed),
+            other => Err(format!("not a secure-aggregation request: {other:?}")),
+        };
+        result.unwrap_or_else(err)
+    }
+}

@@ -1,0 +1,183 @@
+//! The Trainer's state: what it was started with, the models it holds, the update it trained
+//! and how it will be served, and the silo's own DP-SGD book.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fedsilo::compression::top_k::ErrorFeedback;
+use fedsilo::compression::{compress, Compression, Encoded};
+use fedsilo::kernels::clip::l2_norm;
+use fedsilo::metrics::SiloMetrics;
+use fedsilo::model::Digest;
+use fedsilo::privacy::budget::PrivacyBook;
+use fedsilo::protocol::{encode, ModelRef, Response, TrainPlan};
+use fedsilo::secagg::participant::Participant;
+use fedsilo::tls::NodeCredentials;
+use ractor::RpcReplyPort;
+use rand::SeedableRng;
+
+use crate::attack::Attack;
+use crate::data::Dataset;
+use crate::external::ExternalTrainer;
+use crate::train::dp_sgd::{schedule, DpSgd};
+use crate::train::personal::PersonalHead;
+
+/// Start-up arguments of the trainer.
+#[derive(Debug)]
+pub struct TrainerArgs {
+    /// This silo's name (from its certificate).
+    pub name: String,
+    /// Its data.
+    pub data: Arc<Dataset>,
+    /// Fault injection for tests: wait this long before each training job.
+    pub train_delay: Duration,
+    /// Robustness experiments: replace every update with a forged one, from the given round on.
+    pub attack: Option<(Attack, u64)>,
+    /// Record-level DP-SGD, on the silo's own terms.
+    pub dp_sgd: Option<SiloDpSgd>,
+    /// The silo's certificate and key: secure-aggregation keys are signed with it, and peers'
+    /// are checked against its consortium root (`None`: secure aggregation is refused).
+    pub credentials: Option<NodeCredentials>,
+    /// Fault injection: exit when the shares of this secure-aggregation round are delivered.
+    pub exit_after_sharing: Option<u64>,
+    /// Train with this external program instead of the built-in trainer.
+    pub external: Option<ExternalTrainer>,
+    /// The node's metrics.
+    pub metrics: Arc<SiloMetrics>,
+}
+
+/// Record-level DP-SGD as this silo runs it, whatever the coordinator asks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SiloDpSgd {
+    /// Per-example clipping and noise.
+    pub dp: DpSgd,
+    /// δ at which the spend is reported and budgeted.
+    pub delta: f64,
+    /// The largest ε this silo lets its data spend; a round that would pass it is refused.
+    pub epsilon_budget: Option<f64>,
+    /// Where the spend is recorded, synced before each training job (kept across restarts).
+    pub ledger: PathBuf,
+}
+
+/// Its state.
+#[derive(Debug)]
+pub struct TrainerState {
+    pub(super) args: TrainerArgs,
+    pub(super) staging: Option<(ModelRef, u64, Vec<f32>)>,
+    pub(super) models: VecDeque<(ModelRef, Arc<Vec<f32>>)>,
+    pub(super) update: Option<(u64, Vec<f32>)>,
+    pub(super) busy: Option<u64>,
+    /// The DP-SGD spend of this silo's data (with `dp_sgd`).
+    pub(super) book: Option<PrivacyBook>,
+    /// This round's secure-aggregation keys, shares and masked update.
+    pub(super) secagg: Option<Participant>,
+    /// The last round keys were advertised for: a round is never keyed twice, or the
+    /// coordinator could sum one update under two sets of masks and subtract.
+    pub(super) last_keyed: Option<u64>,
+    /// A round trained under secure aggregation: its update leaves this silo only masked.
+    pub(super) masked_only: Option<u64>,
+    /// The round whose update is to be compressed once trained, how, and the rounding seed.
+    pub(super) compress_next: Option<(u64, Compression, u64)>,
+    /// The compressed update of a round, served in chunks by `FetchUpdate`.
+    pub(super) encoded: Option<(u64, Encoded)>,
+    /// What top-k compression has not sent yet (kept across rounds in memory).
+    pub(super) feedback: ErrorFeedback,
+    /// This silo's own head (personalisation), shared with the scoring jobs.
+    pub(super) head: Arc<std::sync::Mutex<PersonalHead>>,
+    /// LoRA: the frozen base, kept outside the model cache for the federation's life.
+    pub(super) pinned: Option<(ModelRef, Arc<Vec<f32>>)>,
+}
+
+/// Answers `reply` with `r`, encoded.
+pub(super) fn reply_with(reply: RpcReplyPort<Vec<u8>>, r: Response) {
+    let _ = reply.send(encode(&r));
+}
+
+/// An error answer.
+pub(super) fn err(message: impl Into<String>) -> Response {
+    Response::Error {
+        message: message.into(),
+    }
+}
+
+impl TrainerState {
+    /// A trainer that holds nothing yet (its DP-SGD book opened, if it keeps one).
+    pub(super) fn new(args: TrainerArgs) -> Result<Self, fedsilo::privacy::budget::BookError> {
+        Ok(TrainerState {
+            staging: None,
+            models: VecDeque::new(),
+            update: None,
+            busy: None,
+            secagg: None,
+            last_keyed: None,
+            masked_only: None,
+            compress_next: None,
+            encoded: None,
+            feedback: ErrorFeedback::default(),
+            head: Arc::default(),
+            pinned: None,
+            book: match &args.dp_sgd {
+                Some(cfg) => Some(PrivacyBook::open(&cfg.ledger)?),
+                None => None,
+            },
+            args,
+        })
+    }
+
+    /// Compresses round `round`'s update as the plan asks and keeps it to serve; the report in
+    /// `response` then describes the update the coordinator will decode (its digest and norm).
+    /// Returns that decoded update.
+    pub(super) fn compress(
+        &mut self,
+        round: u64,
+        values: Vec<f32>,
+        scheme: Compression,
+        seed: u64,
+        response: &mut Response,
+    ) -> Vec<f32> {
+        // A non-finite update is sent as it is, to be refused by the coordinator like any
+        // other: quantisation would hide it, and it must not reach the error feedback.
+        if values.iter().any(|v| !v.is_finite()) {
+            return values;
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let Some(encoded) = compress(&values, scheme, &mut self.feedback, &mut rng) else {
+            return values;
+        };
+        let decoded = encoded.decode();
+        if let Response::Trained(report) = response {
+            report.update_digest = Digest::of_f32(&decoded);
+            report.update_norm = l2_norm(&decoded);
+        }
+        self.encoded = Some((round, encoded));
+        decoded
+    }
+
+    /// With DP-SGD: refuses a round that would take this silo past its own budget, else
+    /// records the round's spend (synced) before any training starts.
+    pub(super) fn charge_dp_sgd(&mut self, round: u64, plan: &TrainPlan) -> Result<(), String> {
+        let (Some(cfg), Some(book)) = (&self.args.dp_sgd, &mut self.book) else {
+            return Ok(());
+        };
+        let n = self.args.data.train.labels.len();
+        let (q, steps) = schedule(n, plan.batch_size as usize, plan.epochs);
+        let z = cfg.dp.noise_multiplier as f64;
+        let name = &self.args.name;
+        if let Some(budget) = cfg.epsilon_budget {
+            let after = book.after(name, q, z, steps, cfg.delta);
+            if after > budget {
+                return Err(format!(
+                    "privacy budget: DP-SGD for round {round} ({steps} steps at q = {q:.4}, z = {z}) would take this silo's ε from {:.3} to {after:.3}, above its --dp-epsilon-budget {budget} at δ = {:e}",
+                    book.spent(name, cfg.delta),
+                    cfg.delta
+                ));
+            }
+        }
+        book.record(round, "dp-sgd", q, z, steps, std::slice::from_ref(name))
+            .map_err(|e| {
+                format!("cannot record the DP-SGD spend, so this silo does not train: {e}")
+            })
+    }
+}

@@ -1,0 +1,254 @@
+//! The Trainer actor against raw frames and forged requests.
+
+use super::*;
+use crate::data::Dataset;
+use fedsilo::compression::Compression;
+use fedsilo::data::Schema;
+use fedsilo::model::initial_params;
+use fedsilo::model::{Digest, ModelSpec};
+use fedsilo::protocol::call;
+use fedsilo::protocol::{decode, encode, ModelRef, Request, Response, Scaling, TrainPlan};
+use fedsilo::tls::NodeCredentials;
+use ractor::{Actor, ActorRef};
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+async fn trainer() -> ActorRef<TrainerMessage> {
+    trainer_with(None).await
+}
+
+/// One epoch of plain SGD.
+fn plan() -> TrainPlan {
+    TrainPlan {
+        epochs: 1,
+        batch_size: 8,
+        learning_rate: 0.1,
+        seed: 1,
+        noise: None,
+        prox_mu: 0.0,
+        compression: Compression::None,
+        lora: None,
+    }
+}
+
+/// A logistic model over the test data's one feature, and its reference.
+fn tiny_model() -> (ModelSpec, Vec<f32>, ModelRef) {
+    let spec = ModelSpec {
+        inputs: 1,
+        hidden: vec![],
+    };
+    let p = initial_params(&spec, 1);
+    let model = ModelRef {
+        version: 0,
+        digest: Digest::of_f32(&p),
+    };
+    (spec, p, model)
+}
+
+async fn trainer_with(credentials: Option<NodeCredentials>) -> ActorRef<TrainerMessage> {
+    let schema = Schema::from_toml_str(
+        "[target]\ncolumn = \"y\"\npositive = \"1\"\nnegative = [\"0\"]\n[[feature]]\ncolumn = \"a\"\nkind = \"numeric\"\n",
+        "s",
+    )
+    .unwrap();
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    writeln!(f, "a,y").unwrap();
+    for i in 0..40 {
+        writeln!(f, "{i},{}", i % 2).unwrap();
+    }
+    let data = Dataset::load(f.path(), &schema, 0.25, 1).unwrap();
+    let args = TrainerArgs {
+        name: "t".into(),
+        data: Arc::new(data),
+        train_delay: Duration::ZERO,
+        attack: None,
+        dp_sgd: None,
+        credentials,
+        exit_after_sharing: None,
+        external: None,
+        metrics: Arc::default(),
+    };
+    Actor::spawn(None, TrainerActor, args).await.unwrap().0
+}
+
+async fn raw(t: &ActorRef<TrainerMessage>, frame: Vec<u8>) -> Response {
+    let bytes = t
+        .call(
+            |reply| TrainerMessage::Rpc { frame, reply },
+            Some(Duration::from_secs(5)),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    decode(&bytes, "t").unwrap()
+}
+
+/// Under secure aggregation a round is keyed once and its update never leaves in the
+/// clear, not even after the next round's keys: otherwise the coordinator could sum one
+/// update under two sets of masks and subtract, or simply ask for it.
+#[tokio::test]
+async fn a_securely_aggregated_update_is_keyed_once_and_never_fetched_in_the_clear() {
+    fedsilo::tls::install_crypto_provider();
+    let (ca, _) = fedsilo::certs::CertificateAuthority::generate("c", 30).unwrap();
+    let id = fedsilo::identity::Identity {
+        name: "t".into(),
+        role: fedsilo::identity::Role::Silo,
+        region: "eu".into(),
+    };
+    let t = trainer_with(Some(ca.credentials(&id, 30).unwrap())).await;
+    let ask = |req: Request| {
+        let t = t.clone();
+        async move { call(&t, &req, Duration::from_secs(5), "t").await }
+    };
+    assert!(ask(Request::SecAggAdvertise { round: 2 }).await.is_ok());
+    for again in [2, 1] {
+        let e = ask(Request::SecAggAdvertise { round: again })
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("keyed once"), "{e}");
+    }
+    let (spec, p, model) = tiny_model();
+    ask(Request::PutModel {
+        model,
+        offset: 0,
+        total: p.len() as u64,
+        values: p.clone(),
+    })
+    .await
+    .unwrap();
+    let Response::Trained(r) = ask(Request::Train {
+        round: 2,
+        base: model,
+        spec,
+        plan: plan(),
+        scaling: Scaling {
+            mean: vec![0.0],
+            std: vec![1.0],
+        },
+    })
+    .await
+    .unwrap() else {
+        panic!()
+    };
+    // Nothing about the update itself is reported.
+    assert_eq!((r.update_norm, r.update_digest), (0.0, Digest::of_f32(&[])));
+    let fetch = Request::FetchUpdate {
+        round: 2,
+        offset: 0,
+        len: 2,
+    };
+    for _ in 0..2 {
+        let e = ask(fetch.clone()).await.unwrap_err();
+        assert!(e.to_string().contains("only masked"), "{e}");
+        // The next round's keys do not release it.
+        ask(Request::SecAggAdvertise { round: 3 }).await.ok();
+    }
+}
+
+#[tokio::test]
+async fn malformed_and_incompatible_frames_get_an_error_and_the_actor_keeps_serving() {
+    let t = trainer().await;
+    let Response::Error { message } = raw(&t, b"garbage".to_vec()).await else {
+        panic!()
+    };
+    assert!(message.contains("not a fedsilo frame"), "{message}");
+    let mut f = encode(&Request::Ping { seq: 1 });
+    f[4] = 7;
+    let Response::Error { message } = raw(&t, f).await else {
+        panic!()
+    };
+    assert!(message.contains("version 7"), "{message}");
+    let mut f = encode(&Request::Ping { seq: 1 });
+    f.truncate(f.len() - 1);
+    f.push(0xff);
+    assert!(matches!(
+        raw(&t, f).await,
+        Response::Error { .. } | Response::Pong { .. }
+    ));
+    assert_eq!(
+        raw(&t, encode(&Request::Ping { seq: 9 })).await,
+        Response::Pong { seq: 9 }
+    );
+}
+
+#[tokio::test]
+async fn models_are_checked_chunk_by_chunk_and_against_their_digest() {
+    let t = trainer().await;
+    let (spec, p, model) = tiny_model();
+    let put = |offset: u64, values: Vec<f32>, model: ModelRef| Request::PutModel {
+        model,
+        offset,
+        total: p.len() as u64,
+        values,
+    };
+    // A chunk that does not start at 0 without a first chunk.
+    let e = call(&t, &put(1, vec![0.0], model), Duration::from_secs(5), "t")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("never came"), "{e}");
+    // Wrong digest.
+    let wrong = ModelRef {
+        version: 0,
+        digest: Digest::of_f32(&[1.0]),
+    };
+    let e = call(&t, &put(0, p.clone(), wrong), Duration::from_secs(5), "t")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("does not match its digest"), "{e}");
+    // Training from a model never received.
+    let scaling = Scaling {
+        mean: vec![0.0],
+        std: vec![1.0],
+    };
+    let plan = plan();
+    let train = Request::Train {
+        round: 1,
+        base: model,
+        spec: spec.clone(),
+        plan,
+        scaling: scaling.clone(),
+    };
+    let e = call(&t, &train, Duration::from_secs(5), "t")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not received"), "{e}");
+    // The right model, then training works and the update can be fetched.
+    call(&t, &put(0, p.clone(), model), Duration::from_secs(5), "t")
+        .await
+        .unwrap();
+    let Response::Trained(r) = call(&t, &train, Duration::from_secs(5), "t").await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(r.examples, 30);
+    let Response::UpdateChunk { values } = call(
+        &t,
+        &Request::FetchUpdate {
+            round: 1,
+            offset: 0,
+            len: 2,
+        },
+        Duration::from_secs(5),
+        "t",
+    )
+    .await
+    .unwrap() else {
+        panic!()
+    };
+    assert_eq!(Digest::of_f32(&values), r.update_digest);
+    // A spec that does not fit the silo's schema.
+    let bad = Request::Evaluate {
+        model,
+        spec: ModelSpec {
+            inputs: 5,
+            hidden: vec![],
+        },
+        scaling,
+        personalize: None,
+        lora: None,
+    };
+    let e = call(&t, &bad, Duration::from_secs(5), "t")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("inputs"), "{e}");
+}
