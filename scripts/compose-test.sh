@@ -3,7 +3,7 @@
 # brings up the churn federation (a coordinator and three silos), waits for rounds that all
 # three silos join, stops silo-west and checks that the other two carry on without it. On the
 # way it scrapes the published metrics and asks the published admin API for the silos, with the
-# operator kit copied out of the certs volume, as the README describes.
+# operator kit copied out of the certs volume, as docs/operations.md describes.
 #
 #   scripts/compose-test.sh                 # about 20 s once the image is built
 #   TIMEOUT=600 scripts/compose-test.sh     # seconds each wait may take (default 240)

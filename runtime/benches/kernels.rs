@@ -3,7 +3,7 @@
 //! Every group also measures this machine's plain read bandwidth over the same bytes (a
 //! vectorised sum of every input, on all cores) so a kernel's input throughput can be read as a
 //! fraction of it: criterion reports each benchmark's throughput in bytes of input per second.
-//! `scripts/bench-summary.py` turns the results into the README's table.
+//! `scripts/bench-summary.py` turns the results into the table of docs/performance.md.
 //!
 //!   cargo bench -p fedsilo --bench kernels            # everything (a few minutes)
 //!   cargo bench -p fedsilo --bench kernels -- n10_    # one size

@@ -41,7 +41,7 @@
 //! kernel = "trimmed-mean"
 //! trim = 0.2
 //!
-//! [admin]                      # optional: the admin HTTP API (HTTPS, see the README)
+//! [admin]                      # optional: the admin HTTP API (HTTPS, see docs/operations.md)
 //! listen = "127.0.0.1:8443"
 //! tokens = "admin-tokens.toml" # optional: bearer tokens (`fedsilo admin token add`)
 //!

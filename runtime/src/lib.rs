@@ -49,6 +49,7 @@ pub mod report;
 pub mod republish;
 pub mod round;
 pub mod secagg;
+pub mod state_dir;
 pub mod status;
 pub mod store;
 pub mod tls;

@@ -29,7 +29,7 @@ struct Cli {
     #[arg(long, default_value = "coordinator")]
     coordinator_name: String,
     /// The regional aggregator to serve this silo's updates to, host:port (federations that
-    /// aggregate by region; see the README's residency section).
+    /// aggregate by region; see docs/configuration.md, residency).
     #[arg(long)]
     aggregator: Option<String>,
     /// The regional aggregator's node name; its certificate must carry it (role aggregator).

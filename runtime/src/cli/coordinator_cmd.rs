@@ -10,7 +10,7 @@ use fedsilo::federation::FederationConfig;
 
 /// Run the coordinator of a federation.
 ///
-/// Reads the federation file (see the README for every key), listens for silos over mutual
+/// Reads the federation file (docs/configuration.md lists every key), listens for silos over mutual
 /// TLS, agrees feature scaling with them, runs the configured number of rounds and exits.
 /// Every event goes to <state_dir>/events.jsonl; committed models to <state_dir>/models/.
 /// Restarted on the same state directory, it resumes from the last committed version.

@@ -21,19 +21,18 @@ use super::recovery::recover;
 use super::settings::{CoordinatorArgs, CoordinatorSettings, RunResult};
 use super::state::CoordinatorState;
 use super::{lifecycle, scaling};
-use crate::audit::{History, Journal};
 use crate::certs::{self, NodeSpec};
 use crate::cluster::PeerDirectory;
 use crate::compression::Compression;
 use crate::data::Schema;
 use crate::decision::Kind;
-use crate::events::{EventFormat, EventLog};
+use crate::events::EventFormat;
 use crate::identity::signature::CaCheck;
 use crate::identity::Role;
 use crate::kernels::Aggregation;
 use crate::model::{Digest, ModelSpec};
 use crate::protocol::{EvalMetrics, Scaling};
-use crate::registry::{Registry, Status, VersionMeta};
+use crate::registry::{Status, VersionMeta};
 use crate::round::{Attendance, RoundOutcome};
 use crate::status::RunState;
 use crate::store::ModelStore;
@@ -111,20 +110,7 @@ impl Fixture {
     /// reconciled, registry reconciled), or the error the start stops with.
     async fn start(&mut self) -> crate::Result<CoordinatorState> {
         let creds = NodeCredentials::load_kit(&self.kit)?;
-        let store = ModelStore::open(&self.state_dir)?;
-        let (journal, entries) = Journal::open(
-            &self.state_dir.join("audit.jsonl"),
-            &creds,
-            store.current_version()?.unwrap_or(0),
-        )?;
-        let history = History::of(&entries);
-        let last = history
-            .last_commit
-            .as_ref()
-            .map(|(v, sha)| (*v, sha.as_str()));
-        store.reconcile(last)?;
-        let registry = Arc::new(Registry::open(&self.state_dir)?);
-        registry.reconcile(&entries, &history)?;
+        let dir = crate::state_dir::open(&self.state_dir, &creds, EventFormat::Json, vec![])?;
         let (done, done_rx) = mpsc::unbounded_channel();
         self.done = Some(done_rx);
         recover(CoordinatorArgs {
@@ -134,11 +120,11 @@ impl Fixture {
             policy: nobody().await,
             aggregator: nobody().await,
             validator: nobody().await,
-            events: Arc::new(EventLog::open(&self.state_dir, EventFormat::Json, vec![])?),
-            store,
-            journal: Arc::new(journal),
-            history,
-            registry,
+            events: dir.events,
+            store: dir.store,
+            journal: Arc::new(dir.journal),
+            history: dir.history,
+            registry: dir.registry,
             ca: CaCheck::new(creds.roots()),
             done,
             status: watch::channel(Default::default()).0,

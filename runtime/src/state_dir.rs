@@ -1,0 +1,86 @@
+//! # The coordinator's state directory
+//!
+//! Everything a federation is, on disk, and which module writes it:
+//!
+//! ```text
+//! <state_dir>/
+//!   audit.jsonl                  signed, hash-chained journal of every decision   audit::journal
+//!   models/v<N>.safetensors      one checkpoint per committed version             store
+//!   models/v<N>.optimizer.safetensors   server optimiser moments, if any          store
+//!   models/staging/              a version being committed                         store
+//!   models/candidates/           rejected and awaiting-approval candidates         store
+//!   CURRENT                      the current version number (atomic rename)        store
+//!   rounds.jsonl                 one line per committed round (fsynced)            store
+//!   registry.redb                every version's metadata                          registry
+//!   events.jsonl                 every event                                       events
+//!   privacy.jsonl                silo-level DP spend per silo                      privacy::budget
+//!   decisions/                   operators' signed decision files (the inbox)      decision
+//!   webhooks.jsonl               every webhook delivery's outcome                  webhooks
+//!   report.html                  the run report                                    report
+//! ```
+//!
+//! The journal is the source of truth. [`open`] opens it first (checked end to end), then
+//! finishes or drops a commit a crash left half-done in the store and brings the registry in
+//! line with it, before anything else reads the directory.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::audit::{History, Journal};
+use crate::events::{EventFormat, EventLog, Observer};
+use crate::registry::Registry;
+use crate::store::ModelStore;
+use crate::tls::NodeCredentials;
+
+/// The state directory, opened and reconciled with its journal.
+pub struct StateDir {
+    /// Checkpoints, `CURRENT`, `rounds.jsonl`.
+    pub store: ModelStore,
+    /// `events.jsonl` and its observers.
+    pub events: Arc<EventLog>,
+    /// The audit journal, extended with a signer entry for this coordinator.
+    pub journal: Journal,
+    /// What the journal held.
+    pub history: History,
+    /// Version metadata.
+    pub registry: Arc<Registry>,
+    /// What recovery did (each line also logged).
+    pub recovered: Vec<String>,
+}
+
+/// Opens `dir` for the coordinator whose kit is `creds` (see the module documentation).
+pub fn open(
+    dir: &Path,
+    creds: &NodeCredentials,
+    format: EventFormat,
+    observers: Vec<Arc<dyn Observer>>,
+) -> crate::Result<StateDir> {
+    let store = ModelStore::open(dir)?;
+    let events = Arc::new(EventLog::open(dir, format, observers)?);
+    // The journal first: it is checked end to end, and a commit it recorded that a crash left
+    // half-done is finished, before anything else happens.
+    let (journal, entries) = Journal::open(
+        &dir.join("audit.jsonl"),
+        creds,
+        store.current_version()?.unwrap_or(0),
+    )?;
+    let history = History::of(&entries);
+    let last = history
+        .last_commit
+        .as_ref()
+        .map(|(v, sha)| (*v, sha.as_str()));
+    let mut recovered = store.reconcile(last)?;
+    let registry = Arc::new(Registry::open(dir)?);
+    recovered.extend(registry.reconcile(&entries, &history)?);
+    for did in &recovered {
+        tracing::warn!("{did}");
+    }
+    Ok(StateDir {
+        store,
+        events,
+        journal,
+        history,
+        registry,
+        recovered,
+    })
+}
