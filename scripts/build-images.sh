@@ -3,8 +3,11 @@
 # exactly the shared libraries they link (found with ldd, copied at their absolute paths), the
 # dynamic loader, an empty /tmp and /etc/nsswitch.conf. Nothing is pulled from any registry.
 #
-#   scripts/build-images.sh                 # builds the binaries first if missing or outdated
+#   scripts/build-images.sh                 # builds the release binaries first (cargo: a no-op
+#                                           # when they are current)
 #   IMAGE=fedsilo:dev scripts/build-images.sh
+#   FAULTS=1 IMAGE=fedsilo:test scripts/build-images.sh   # the compose test's image: binaries
+#                                           # with the test-only fault-injection feature
 #
 # Safe to re-run: the root filesystem is staged afresh and docker reuses its layer cache when
 # nothing changed.
@@ -23,19 +26,20 @@ command -v docker >/dev/null 2>&1 || {
 }
 command -v ldd >/dev/null 2>&1 || { echo "build-images: ldd not found (install libc-bin)" >&2; exit 1; }
 
-# Never an outdated binary in the image: build when one is missing or older than a source file.
-# (Not unconditionally: after `cargo test --release` the binaries are current, and a plain
-# `cargo build` would recompile crates whose features differ without dev-dependencies.)
-stale=""
-for b in "${BINARIES[@]}"; do
-  if [ ! -x "$BIN/$b" ] || [ -n "$(find Cargo.toml Cargo.lock runtime silo-node policies -type f -newer "$BIN/$b" -print -quit)" ]; then
-    stale="$BIN/$b"
-  fi
-done
-if [ -n "$stale" ]; then
-  echo "build-images: $stale is missing or older than the sources; building the release binaries"
-  scripts/ensure-deps.sh
+# Never an outdated binary, nor one with other features, in the image: cargo rebuilds exactly
+# what differs. A production image has no fault-injection flags; only FAULTS=1 adds them.
+scripts/ensure-deps.sh
+if [ "${FAULTS:-0}" = 1 ]; then
+  echo "build-images: release binaries with the test-only fault-injection feature"
+  cargo build --release --bins --quiet --features silo-node/fault-injection,fedsilo/fault-injection
+else
+  echo "build-images: release binaries"
   cargo build --release --bins --quiet
+  # A production image never carries a fault-injection flag.
+  if "$BIN/silo-node" --attack nan --help >/dev/null 2>&1; then
+    echo "build-images: $BIN/silo-node accepts --attack: built with fault-injection; refusing to make a production image" >&2
+    exit 1
+  fi
 fi
 
 echo "build-images: staging the root filesystem in $ROOTFS"

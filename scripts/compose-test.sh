@@ -35,7 +35,9 @@ print(s.getsockname()[1])')
 export FEDSILO_ADMIN_PORT
 WORK=$(mktemp -d)
 
-compose() { docker-compose -p "$PROJECT" "$@"; }
+# The deployment's compose file, with the test's image and slow silos (deploy/compose/test.yml).
+export FEDSILO_IMAGE=fedsilo:test
+compose() { docker-compose -p "$PROJECT" -f docker-compose.yml -f deploy/compose/test.yml "$@"; }
 
 cleanup() {
   local status=$?
@@ -93,7 +95,7 @@ wait_for() {
 }
 
 started=$SECONDS
-scripts/build-images.sh
+FAULTS=1 IMAGE=$FEDSILO_IMAGE scripts/build-images.sh
 echo "starting compose project $PROJECT (admin API and metrics at 127.0.0.1:$FEDSILO_ADMIN_PORT)"
 compose up -d
 

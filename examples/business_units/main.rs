@@ -17,8 +17,8 @@ use anyhow::{bail, ensure, Context};
 use fedsilo::admin::{tokens, AdminClient, Scope};
 use fedsilo::report::weighted_auc;
 use serde_json::{json, Value};
-use silo_node::sandbox::{adapt_federation_file, ExampleRun, Sandbox, SandboxSpec, SiloSpec};
-use silo_node::webhook_receiver::WebhookReceiver;
+use testkit::sandbox::{adapt_federation_file, ExampleRun, Sandbox, SandboxSpec, SiloSpec};
+use testkit::webhook_receiver::WebhookReceiver;
 
 const UNITS: [&str; 3] = ["dsl", "fiber", "voice"];
 /// The board rejects a candidate that loses more than this much held-out AUC at any unit.

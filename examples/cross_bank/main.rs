@@ -11,7 +11,7 @@
 use anyhow::{bail, ensure, Context};
 use fedsilo::privacy::budget::PrivacyBook;
 use serde_json::Value;
-use silo_node::sandbox::{
+use testkit::sandbox::{
     adapt_federation_file, AggregatorSpec, ExampleRun, Sandbox, SandboxSpec, SiloSpec,
 };
 

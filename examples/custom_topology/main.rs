@@ -29,7 +29,7 @@ use fedsilo::launch::{Extension, RunningFederation};
 use fedsilo::status::RunState;
 use geometric_median::GeometricMedian;
 use serde_json::Value;
-use silo_node::sandbox::ExampleRun;
+use testkit::sandbox::ExampleRun;
 
 const REGIONS: [&str; 4] = ["northeast", "midwest", "south", "west"];
 /// From this round on, west's trainer sends N(0, 1) noise instead of its update.
@@ -166,7 +166,6 @@ async fn main() -> anyhow::Result<()> {
         cfg,
         &origin.display().to_string(),
         EventFormat::Table,
-        None,
         extensions,
     )
     .await?

@@ -7,8 +7,8 @@
 use std::path::Path;
 
 use silo_node::attack::Attack;
-use silo_node::robustness::{run, Inputs, KERNELS};
-use silo_node::sandbox::Binaries;
+use testkit::robustness::{run, Inputs, KERNELS};
+use testkit::sandbox::Binaries;
 
 fn main() -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;

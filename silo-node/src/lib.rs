@@ -8,12 +8,11 @@
 extern crate blas_src;
 extern crate openblas_src;
 
+#[cfg(feature = "fault-injection")]
 pub mod attack;
 pub mod data;
 pub mod external;
+pub mod faults;
 pub mod node;
-pub mod robustness;
-pub mod sandbox;
 pub mod train;
 pub mod trainer;
-pub mod webhook_receiver;

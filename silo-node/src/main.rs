@@ -58,9 +58,6 @@ struct Cli {
     /// Longest wait between reconnection attempts, seconds.
     #[arg(long, default_value_t = 10.0)]
     max_backoff_secs: f64,
-    /// Fault injection for tests: wait this many milliseconds before each training job.
-    #[arg(long, default_value_t = 0, hide = true)]
-    train_delay_ms: u64,
     /// Record-level DP-SGD: clip each example's gradient to this L2 norm (with
     /// --dp-noise-multiplier). The silo applies it on its own terms, whatever the coordinator
     /// asks, and prints the ε spent so far after each round.
@@ -80,18 +77,12 @@ struct Cli {
     /// round, so that a restart never forgets what was spent (required with --dp-clip).
     #[arg(long, requires = "dp_clip")]
     dp_ledger: Option<PathBuf>,
-    /// Robustness experiments only: make this silo Byzantine (sign-flip, gaussian, alie).
-    #[arg(long, value_enum, hide = true)]
-    attack: Option<silo_node::attack::Attack>,
-    /// Robustness experiments only: mount the --attack from this round on (honest before).
-    #[arg(long, default_value_t = 0, hide = true)]
-    attack_from_round: u64,
     /// Train with this program instead of the built-in trainer (e.g. a PyTorch script). Each
     /// round it runs as `PROGRAM [--trainer-arg ...] WORKDIR`, reads base.safetensors,
     /// train.safetensors and plan.json there and writes weights.safetensors and metrics.json;
     /// the node checks them and applies the federation's clipping, noise and masking itself.
     /// See examples/trainers/.
-    #[arg(long, conflicts_with_all = ["dp_clip", "attack"])]
+    #[arg(long, conflicts_with = "dp_clip")]
     trainer: Option<PathBuf>,
     /// An argument for --trainer, before the work directory (repeat for several).
     #[arg(long = "trainer-arg", requires = "trainer", allow_hyphen_values = true)]
@@ -107,10 +98,10 @@ struct Cli {
     /// unauthenticated, so a loopback address only).
     #[arg(long)]
     metrics_listen: Option<std::net::SocketAddr>,
-    /// Fault injection for tests: exit abruptly when the coordinator delivers the secure
-    /// aggregation shares of this round (a silo lost after key sharing).
-    #[arg(long, hide = true)]
-    exit_after_sharing: Option<u64>,
+    /// Fault injection (only in builds with the `fault-injection` feature, for tests).
+    #[cfg(feature = "fault-injection")]
+    #[command(flatten)]
+    faults: silo_node::faults::FaultArgs,
     /// Log filter (tracing syntax), e.g. `info` or `silo_node=debug`. RUST_LOG overrides.
     #[arg(long, default_value = "warn")]
     log: String,
@@ -147,9 +138,10 @@ async fn main() -> std::process::ExitCode {
         split_seed: cli.split_seed,
         once: cli.once,
         max_backoff: Duration::from_secs_f64(cli.max_backoff_secs.max(0.1)),
-        train_delay: Duration::from_millis(cli.train_delay_ms),
-        attack: cli.attack.map(|a| (a, cli.attack_from_round)),
-        exit_after_sharing: cli.exit_after_sharing,
+        #[cfg(feature = "fault-injection")]
+        faults: cli.faults.faults(),
+        #[cfg(not(feature = "fault-injection"))]
+        faults: Default::default(),
         metrics_listen: cli.metrics_listen,
         external: match cli.trainer {
             None => None,

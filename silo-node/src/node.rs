@@ -40,14 +40,10 @@ pub struct SiloSettings {
     pub once: bool,
     /// Longest wait between reconnection attempts.
     pub max_backoff: Duration,
-    /// Fault injection: delay before each training job.
-    pub train_delay: Duration,
-    /// Robustness experiments: forge every update this way, from the given round on.
-    pub attack: Option<(crate::attack::Attack, u64)>,
+    /// Fault injection (tests only; empty without the `fault-injection` feature).
+    pub faults: crate::faults::Faults,
     /// Record-level DP-SGD on the silo's own terms (its budget and ledger included).
     pub dp_sgd: Option<crate::trainer::SiloDpSgd>,
-    /// Fault injection: exit when the shares of this secure-aggregation round are delivered.
-    pub exit_after_sharing: Option<u64>,
     /// Train with this external program instead of the built-in trainer.
     pub external: Option<crate::external::ExternalTrainer>,
     /// Serve Prometheus metrics at http://ADDR/metrics.
@@ -92,11 +88,9 @@ pub async fn run(s: SiloSettings) -> anyhow::Result<()> {
         TrainerArgs {
             name: me.name.clone(),
             data: Arc::new(data),
-            train_delay: s.train_delay,
-            attack: s.attack,
+            faults: s.faults,
             dp_sgd: s.dp_sgd,
             credentials: Some(signing),
-            exit_after_sharing: s.exit_after_sharing,
             metrics: metrics.clone(),
             external: s.external.map(|mut t| {
                 t.owner = me.name.clone();

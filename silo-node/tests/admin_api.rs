@@ -12,7 +12,7 @@ use common::{arg, fedsilo, free_port, Federation, Options};
 use fedsilo::admin::AdminClient;
 use fedsilo::tls::NodeCredentials;
 use serde_json::{json, Value};
-use silo_node::webhook_receiver::WebhookReceiver;
+use testkit::webhook_receiver::WebhookReceiver;
 
 const SECRET: &str = "a-webhook-secret-of-some-length";
 

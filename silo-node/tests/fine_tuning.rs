@@ -35,9 +35,9 @@ fn fedprox_keeps_local_updates_closer_to_the_global_model() {
     // A bad μ is refused before anything starts.
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("federation.toml");
-    let text = silo_node::sandbox::FederationFile {
+    let text = testkit::sandbox::FederationFile {
         extra: "prox_mu = -1\n".into(),
-        ..silo_node::sandbox::FederationFile::new(&common::example("schema.toml"))
+        ..testkit::sandbox::FederationFile::new(&common::example("schema.toml"))
     }
     .render();
     std::fs::write(&cfg, text).unwrap();
@@ -198,9 +198,9 @@ fn a_federation_fine_tunes_a_pretrained_checkpoint() {
     let wrong = dir.path().join("wrong.safetensors");
     pretrain("8", &wrong);
     let cfg = dir.path().join("federation.toml");
-    let text = silo_node::sandbox::FederationFile {
+    let text = testkit::sandbox::FederationFile {
         initial: Some(wrong),
-        ..silo_node::sandbox::FederationFile::new(&common::example("schema.toml"))
+        ..testkit::sandbox::FederationFile::new(&common::example("schema.toml"))
     }
     .render();
     std::fs::write(&cfg, text).unwrap();

@@ -222,11 +222,9 @@ fn trainer() {
             TrainerArgs {
                 name: "fuzz".into(),
                 data: Arc::new(data),
-                train_delay: Duration::ZERO,
-                attack: None,
+                faults: Default::default(),
                 dp_sgd: None,
                 credentials: None,
-                exit_after_sharing: None,
                 external: None,
                 metrics: Arc::default(),
             },

@@ -4,9 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use silo_node::sandbox::{
-    AggregatorSpec, Binaries, FederationFile, Sandbox, SandboxSpec, SiloSpec,
-};
+use testkit::sandbox::{AggregatorSpec, Binaries, FederationFile, Sandbox, SandboxSpec, SiloSpec};
 
 fn example(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

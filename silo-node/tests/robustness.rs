@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use silo_node::attack::Attack;
-use silo_node::robustness::{run, Inputs};
-use silo_node::sandbox::Binaries;
+use testkit::robustness::{run, Inputs};
+use testkit::sandbox::Binaries;
 
 #[test]
 fn trimmed_mean_withstands_sign_flipping_silos_and_fedavg_does_not() {

@@ -8,7 +8,7 @@ mod common;
 use common::{arg, example, fedsilo, weighted_auc, Federation, Options};
 use fedsilo::model::checkpoint::Checkpoint;
 use serde_json::Value;
-use silo_node::sandbox::FederationFile;
+use testkit::sandbox::FederationFile;
 
 /// Runs the default churn federation (3 silos, 3 rounds) under `extra` policy tables: the
 /// held-out AUC of the last round, every committed round, and the L2 distance between the

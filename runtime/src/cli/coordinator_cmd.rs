@@ -49,7 +49,8 @@ pub struct CoordinatorArgs {
     #[arg(long)]
     initial: Option<PathBuf>,
     /// Fault injection for tests: route this silo's update to an aggregator the policy does not
-    /// allow (the aggregator must refuse it).
+    /// allow (the aggregator must refuse it). Only in builds with `fault-injection`.
+    #[cfg(feature = "fault-injection")]
     #[arg(long, hide = true)]
     fault_misroute: Option<String>,
     /// How to show events on stdout.
@@ -97,7 +98,11 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         }
     }
     cfg.validate(&origin)?;
-    let result = fedsilo::launch::run(cfg, &origin, a.events, a.fault_misroute, vec![]).await?;
+    #[cfg(feature = "fault-injection")]
+    let result =
+        fedsilo::launch::run_misrouting(cfg, &origin, a.events, a.fault_misroute, vec![]).await?;
+    #[cfg(not(feature = "fault-injection"))]
+    let result = fedsilo::launch::run(cfg, &origin, a.events, vec![]).await?;
     Ok(match result {
         Some(r) if r.error.is_none() => ExitCode::SUCCESS,
         _ => ExitCode::FAILURE,

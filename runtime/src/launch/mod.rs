@@ -15,7 +15,7 @@
 //!         }
 //!     });
 //! });
-//! let result = run(cfg, "federation.toml", fedsilo::events::EventFormat::Table, None, vec![watch]).await?;
+//! let result = run(cfg, "federation.toml", fedsilo::events::EventFormat::Table, vec![watch]).await?;
 //! # Ok(()) }
 //! ```
 
@@ -69,8 +69,30 @@ pub type Extension = Box<dyn FnOnce(RunningFederation) + Send>;
 
 /// Runs a coordinator node for `cfg` (validated; `origin` names it in errors) until the
 /// federation finishes or the process is interrupted (SIGINT or SIGTERM: `None`).
-/// `misroute` is fault injection for tests. Extensions run once the coordinator has started.
+/// Extensions run once the coordinator has started.
 pub async fn run(
+    cfg: FederationConfig,
+    origin: &str,
+    events_format: EventFormat,
+    extensions: Vec<Extension>,
+) -> anyhow::Result<Option<RunResult>> {
+    start(cfg, origin, events_format, None, extensions).await
+}
+
+/// [`run`], with fault injection for tests: `misroute`'s update goes to an aggregator the
+/// policy does not allow (which must refuse it). Only with the `fault-injection` feature.
+#[cfg(feature = "fault-injection")]
+pub async fn run_misrouting(
+    cfg: FederationConfig,
+    origin: &str,
+    events_format: EventFormat,
+    misroute: Option<String>,
+    extensions: Vec<Extension>,
+) -> anyhow::Result<Option<RunResult>> {
+    start(cfg, origin, events_format, misroute, extensions).await
+}
+
+async fn start(
     cfg: FederationConfig,
     origin: &str,
     events_format: EventFormat,

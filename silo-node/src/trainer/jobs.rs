@@ -12,9 +12,9 @@ use fedsilo::privacy::noise::{add_gaussian, secure_rng};
 use fedsilo::protocol::{ModelRef, Response, Scaling, TrainPlan, TrainReport};
 use ndarray::Array1;
 
-use crate::attack::{Attack, ALIE_SAMPLES};
 use crate::data::{encode as encode_rows, local_stats, scaling_from, Dataset};
 use crate::external::ExternalTrainer;
+use crate::faults::{forge, RoundAttack};
 use crate::train::dp_sgd::{train_dp, DpSgd};
 use crate::train::lora::train_adapters;
 use crate::train::{evaluate, train, Mlp, Sgd, TrainOutcome};
@@ -49,7 +49,7 @@ pub(super) enum Method {
     /// The built-in MLP trainer, with the silo's own DP-SGD if configured (and, in
     /// robustness experiments, a forged update).
     BuiltIn {
-        attack: Option<Attack>,
+        attack: RoundAttack,
         dp: Option<DpSgd>,
     },
     /// An external program ([`crate::external`]).
@@ -136,7 +136,7 @@ fn built_in(
     spec: &ModelSpec,
     plan: &TrainPlan,
     seed: u64,
-    attack: Option<Attack>,
+    attack: RoundAttack,
     dp: Option<DpSgd>,
 ) -> (Vec<f32>, TrainOutcome, Option<(f64, u64)>) {
     let mlp = Mlp::new(spec);
@@ -160,29 +160,16 @@ fn built_in(
         let update: Vec<f32> = params.iter().zip(base).map(|(n, b)| n - b).collect();
         (update, out, spent)
     };
-    let (mut update, mut out, spent) = honest(x, y, seed);
-    if attack == Some(Attack::Inflate) {
-        out.examples *= 100;
-    }
-    if let Some(attack) = attack {
-        let mut samples = vec![update];
-        if attack == Attack::Alie {
-            use rand::seq::SliceRandom;
-            use rand::SeedableRng;
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-            let mut rows: Vec<usize> = (0..x.nrows()).collect();
-            for s in 1..ALIE_SAMPLES {
-                rows.shuffle(&mut rng);
-                let half = &rows[..rows.len() / 2];
-                let (xs, ys) = (
-                    x.select(ndarray::Axis(0), half),
-                    y.select(ndarray::Axis(0), half),
-                );
-                samples.push(honest(&xs, &ys, seed.wrapping_add(s as u64)).0);
-            }
-        }
-        update = attack.forge(&samples, seed);
-    }
+    let (update, mut out, spent) = honest(x, y, seed);
+    let retrain = |rows: &[usize], seed: u64| {
+        let (xs, ys) = (
+            x.select(ndarray::Axis(0), rows),
+            y.select(ndarray::Axis(0), rows),
+        );
+        honest(&xs, &ys, seed).0
+    };
+    let (update, examples) = forge(attack, update, out.examples, x.nrows(), seed, &retrain);
+    out.examples = examples;
     (update, out, spent)
 }
 

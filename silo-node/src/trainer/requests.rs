@@ -246,11 +246,7 @@ fn start_training(
         (Some((layout, frozen)), _) => Method::Lora { layout, frozen },
         (None, Some(ext)) => Method::External(ext.clone()),
         (None, None) => Method::BuiltIn {
-            attack: state
-                .args
-                .attack
-                .filter(|(_, from)| round >= *from)
-                .map(|(a, _)| a),
+            attack: state.args.faults.attack(round),
             dp: state.args.dp_sgd.as_ref().map(|c| c.dp),
         },
     };
@@ -267,7 +263,7 @@ fn start_training(
     let params: Arc<Vec<f32>> = params;
     Ok(Training {
         round,
-        delay: state.args.train_delay,
+        delay: state.args.faults.train_delay(),
         masked,
         job: Box::new(move || {
             train_job(

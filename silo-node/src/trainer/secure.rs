@@ -55,13 +55,7 @@ impl TrainerState {
                 ring,
                 shares,
             } => {
-                if self.args.exit_after_sharing == Some(round) {
-                    eprintln!(
-                        "silo {}: fault injection: exiting after key sharing in round {round}",
-                        self.args.name
-                    );
-                    std::process::exit(3);
-                }
+                self.args.faults.after_sharing(round, &self.args.name);
                 self.participant(round)
                     .and_then(|p| p.receive(ring, &shares))
                     .map(|_| Response::SecAggReady)

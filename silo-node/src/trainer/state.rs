@@ -4,7 +4,6 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use fedsilo::compression::top_k::ErrorFeedback;
 use fedsilo::compression::{compress, Compression, Encoded};
@@ -18,7 +17,6 @@ use fedsilo::tls::NodeCredentials;
 use ractor::RpcReplyPort;
 use rand::SeedableRng;
 
-use crate::attack::Attack;
 use crate::data::Dataset;
 use crate::external::ExternalTrainer;
 use crate::train::dp_sgd::{schedule, DpSgd};
@@ -31,17 +29,13 @@ pub struct TrainerArgs {
     pub name: String,
     /// Its data.
     pub data: Arc<Dataset>,
-    /// Fault injection for tests: wait this long before each training job.
-    pub train_delay: Duration,
-    /// Robustness experiments: replace every update with a forged one, from the given round on.
-    pub attack: Option<(Attack, u64)>,
+    /// Fault injection (tests only; empty without the `fault-injection` feature).
+    pub faults: crate::faults::Faults,
     /// Record-level DP-SGD, on the silo's own terms.
     pub dp_sgd: Option<SiloDpSgd>,
     /// The silo's certificate and key: secure-aggregation keys are signed with it, and peers'
     /// are checked against its consortium root (`None`: secure aggregation is refused).
     pub credentials: Option<NodeCredentials>,
-    /// Fault injection: exit when the shares of this secure-aggregation round are delivered.
-    pub exit_after_sharing: Option<u64>,
     /// Train with this external program instead of the built-in trainer.
     pub external: Option<ExternalTrainer>,
     /// The node's metrics.

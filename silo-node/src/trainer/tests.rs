@@ -61,11 +61,9 @@ async fn trainer_with(credentials: Option<NodeCredentials>) -> ActorRef<TrainerM
     let args = TrainerArgs {
         name: "t".into(),
         data: Arc::new(data),
-        train_delay: Duration::ZERO,
-        attack: None,
+        faults: Default::default(),
         dp_sgd: None,
         credentials,
-        exit_after_sharing: None,
         external: None,
         metrics: Arc::default(),
     };

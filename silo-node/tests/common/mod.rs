@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
-use silo_node::sandbox::{Binaries, FederationFile, Sandbox, SandboxSpec, SiloSpec};
+use testkit::sandbox::{Binaries, FederationFile, Sandbox, SandboxSpec, SiloSpec};
 
 pub fn bins() -> Binaries {
     let dir = Path::new(env!("CARGO_BIN_EXE_silo-node"))

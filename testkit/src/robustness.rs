@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::attack::Attack;
 use crate::sandbox::{Binaries, FederationFile, Sandbox, SiloSpec};
+use silo_node::attack::Attack;
 
 /// Silos in the experiment.
 pub const SILOS: usize = 10;
