@@ -44,8 +44,8 @@ impl NodeSpec {
             Some((n, r)) => (n, r),
             None => (spec, DEFAULT_REGION),
         };
-        validate_name("node name", name)?;
-        validate_name("region", region)?;
+        validate_name("node name", name).map_err(|e| e.to_string())?;
+        validate_name("region", region).map_err(|e| e.to_string())?;
         Ok(NodeSpec {
             identity: Identity {
                 name: name.to_string(),

@@ -161,9 +161,10 @@ pub fn read_verified(path: &Path, ca: &CaCheck) -> Result<(Decision, String), St
         return Err("it is dated in the future".into());
     }
     // Valid now, not merely at the time the signer claims.
-    ca.issued(&der, SystemTime::now())?;
+    ca.issued(&der, SystemTime::now())
+        .map_err(|e| e.to_string())?;
     let sig = hex::decode(sealed.sig).map_err(|_| "its signature is not hex".to_string())?;
-    signature::verify(&der, sealed.body.as_bytes(), &sig)?;
+    signature::verify(&der, sealed.body.as_bytes(), &sig).map_err(|e| e.to_string())?;
     Ok((d, sealed.hash.to_string()))
 }
 

@@ -120,9 +120,9 @@ fn write(path: &Path, tokens: Vec<TokenEntry>) -> Result<()> {
 /// when missing) and returns the token, which is shown this once.
 pub fn add(path: &Path, name: &str, scope: Scope) -> Result<String> {
     let mut tokens = if path.exists() { read(path)? } else { vec![] };
-    crate::identity::validate_name("token name", name).map_err(|message| Error::Config {
+    crate::identity::validate_name("token name", name).map_err(|e| Error::Config {
         origin: path.display().to_string(),
-        message,
+        message: e.to_string(),
     })?;
     if tokens.iter().any(|t| t.name == name) {
         return Err(Error::Config {

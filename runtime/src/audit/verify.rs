@@ -122,7 +122,7 @@ fn check_line(
         }
         if let Some(ca) = ca {
             let when = UNIX_EPOCH + Duration::from_millis(body.time_ms);
-            ca.issued(&der, when)?;
+            ca.issued(&der, when).map_err(|e| e.to_string())?;
         }
         *signer = Some(der);
     }
@@ -130,7 +130,7 @@ fn check_line(
         .as_deref()
         .ok_or("no signer entry precedes it: the journal's start was cut off")?;
     let sig = hex::decode(sealed.sig).map_err(|_| "its signature is not hex".to_string())?;
-    signature::verify(cert, sealed.body.as_bytes(), &sig)?;
+    signature::verify(cert, sealed.body.as_bytes(), &sig).map_err(|e| e.to_string())?;
     Ok((body, hash))
 }
 

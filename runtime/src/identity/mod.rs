@@ -56,17 +56,31 @@ impl fmt::Display for Role {
     }
 }
 
+/// A role or a name that cannot be a node's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    /// Not one of the four roles.
+    #[error("unknown role `{0}` (allowed: coordinator, aggregator, silo, operator)")]
+    UnknownRole(String),
+    /// Not a DNS label.
+    #[error("{what} `{name}` is not allowed: use 1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'")]
+    BadName {
+        /// What it names ("node name", "region", ...).
+        what: String,
+        /// The name.
+        name: String,
+    },
+}
+
 impl FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
+    type Err = IdentityError;
+    fn from_str(s: &str) -> std::result::Result<Self, IdentityError> {
         match s {
             "coordinator" => Ok(Role::Coordinator),
             "aggregator" => Ok(Role::Aggregator),
             "silo" => Ok(Role::Silo),
             "operator" => Ok(Role::Operator),
-            other => Err(format!(
-                "unknown role `{other}` (allowed: coordinator, aggregator, silo, operator)"
-            )),
+            other => Err(IdentityError::UnknownRole(other.to_string())),
         }
     }
 }
@@ -90,7 +104,7 @@ impl fmt::Display for Identity {
 
 /// Checks that `s` is usable as a node name or region: 1–63 characters of `a-z`, `0-9` and
 /// `-`, not starting or ending with `-` (a DNS label, so it can be a TLS server name).
-pub fn validate_name(what: &str, s: &str) -> std::result::Result<(), String> {
+pub fn validate_name(what: &str, s: &str) -> std::result::Result<(), IdentityError> {
     let ok = !s.is_empty()
         && s.len() <= 63
         && s.bytes()
@@ -100,9 +114,10 @@ pub fn validate_name(what: &str, s: &str) -> std::result::Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "{what} `{s}` is not allowed: use 1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'"
-        ))
+        Err(IdentityError::BadName {
+            what: what.to_string(),
+            name: s.to_string(),
+        })
     }
 }
 
@@ -124,16 +139,16 @@ impl Identity {
             .and_then(|cn| cn.as_str().ok())
             .ok_or_else(|| bad("no subject common name".into()))?
             .to_string();
-        validate_name("node name", &name).map_err(bad)?;
+        validate_name("node name", &name).map_err(|e| bad(e.to_string()))?;
         let mut role = None;
         let mut region = None;
         if let Ok(Some(san)) = cert.subject_alternative_name() {
             for gn in &san.value.general_names {
                 if let GeneralName::URI(uri) = gn {
                     if let Some(r) = uri.strip_prefix(ROLE_URI_PREFIX) {
-                        role = Some(Role::from_str(r).map_err(bad)?);
+                        role = Some(Role::from_str(r).map_err(|e| bad(e.to_string()))?);
                     } else if let Some(r) = uri.strip_prefix(REGION_URI_PREFIX) {
-                        validate_name("region", r).map_err(bad)?;
+                        validate_name("region", r).map_err(|e| bad(e.to_string()))?;
                         region = Some(r.to_string());
                     }
                 }

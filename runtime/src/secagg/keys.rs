@@ -75,7 +75,8 @@ impl Advertisement {
                 self.silo, id.name, id.role
             ));
         }
-        ca.issued(&self.certificate, std::time::SystemTime::now())?;
+        ca.issued(&self.certificate, std::time::SystemTime::now())
+            .map_err(|e| e.to_string())?;
         signature::verify(&self.certificate, &self.signed_bytes(), &self.signature).map_err(|e| {
             format!(
                 "advertisement of {}: {e}: the keys were substituted",
