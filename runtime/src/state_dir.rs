@@ -44,16 +44,19 @@ pub struct StateDir {
     pub history: History,
     /// Version metadata.
     pub registry: Arc<Registry>,
-    /// What recovery did (each line also logged).
+    /// What recovery did (each line also logged and printed as it was done).
     pub recovered: Vec<String>,
 }
 
 /// Opens `dir` for the coordinator whose kit is `creds` (see the module documentation).
+/// `refuse` looks at the journal's history before anything is reconciled: a reason stops the
+/// start with the directory untouched.
 pub fn open(
     dir: &Path,
     creds: &NodeCredentials,
     format: EventFormat,
     observers: Vec<Arc<dyn Observer>>,
+    refuse: impl FnOnce(&History) -> Option<String>,
 ) -> crate::Result<StateDir> {
     let store = ModelStore::open(dir)?;
     let events = Arc::new(EventLog::open(dir, format, observers)?);
@@ -65,16 +68,27 @@ pub fn open(
         store.current_version()?.unwrap_or(0),
     )?;
     let history = History::of(&entries);
+    if let Some(message) = refuse(&history) {
+        return Err(crate::Error::Config {
+            origin: dir.display().to_string(),
+            message,
+        });
+    }
     let last = history
         .last_commit
         .as_ref()
         .map(|(v, sha)| (*v, sha.as_str()));
-    let mut recovered = store.reconcile(last)?;
+    // What recovery does is said as it is done, so a later failure cannot hide it.
+    let say = |did: Vec<String>| {
+        for d in &did {
+            tracing::warn!("{d}");
+            eprintln!("fedsilo: recovery: {d}");
+        }
+        did
+    };
+    let mut recovered = say(store.reconcile(last)?);
     let registry = Arc::new(Registry::open(dir)?);
-    recovered.extend(registry.reconcile(&entries, &history)?);
-    for did in &recovered {
-        tracing::warn!("{did}");
-    }
+    recovered.extend(say(registry.reconcile(&entries, &history)?));
     Ok(StateDir {
         store,
         events,

@@ -82,7 +82,14 @@ struct Cli {
     /// train.safetensors and plan.json there and writes weights.safetensors and metrics.json;
     /// the node checks them and applies the federation's clipping, noise and masking itself.
     /// See examples/trainers/.
-    #[arg(long, conflicts_with = "dp_clip")]
+    #[cfg_attr(
+        feature = "fault-injection",
+        arg(long, conflicts_with_all = ["dp_clip", "attack"])
+    )]
+    #[cfg_attr(
+        not(feature = "fault-injection"),
+        arg(long, conflicts_with = "dp_clip")
+    )]
     trainer: Option<PathBuf>,
     /// An argument for --trainer, before the work directory (repeat for several).
     #[arg(long = "trainer-arg", requires = "trainer", allow_hyphen_values = true)]

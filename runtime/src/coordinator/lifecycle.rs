@@ -39,9 +39,12 @@ pub fn finish(
     if state.phase.finished() {
         return;
     }
-    state.phase = Phase::Finished {
-        error: error.clone(),
-    };
+    let was = std::mem::replace(
+        &mut state.phase,
+        Phase::Finished {
+            error: error.clone(),
+        },
+    );
     let result = RunResult {
         rounds_committed: state.run.committed,
         version: state.versions.model.version,
@@ -53,6 +56,16 @@ pub fn finish(
         error,
     });
     let _ = state.links.done.send(result);
+    // A round in flight will never end: stop its task and record it as abandoned.
+    if let Phase::Round { round, task } = was {
+        if let Some(t) = task {
+            t.abort();
+        }
+        let why = "the coordinator was stopped during the round";
+        if let Err(e) = state.ledger.abandon(round, why) {
+            tracing::error!(round, "cannot record the round as abandoned: {e}");
+        }
+    }
     myself.stop(Some("federation finished".into()));
 }
 

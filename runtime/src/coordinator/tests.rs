@@ -110,7 +110,8 @@ impl Fixture {
     /// reconciled, registry reconciled), or the error the start stops with.
     async fn start(&mut self) -> crate::Result<CoordinatorState> {
         let creds = NodeCredentials::load_kit(&self.kit)?;
-        let dir = crate::state_dir::open(&self.state_dir, &creds, EventFormat::Json, vec![])?;
+        let dir =
+            crate::state_dir::open(&self.state_dir, &creds, EventFormat::Json, vec![], |_| None)?;
         let (done, done_rx) = mpsc::unbounded_channel();
         self.done = Some(done_rx);
         recover(CoordinatorArgs {
@@ -766,6 +767,22 @@ async fn a_waiting_candidate_modified_while_stopped_stops_the_start() {
             .contains("differs from the one the audit journal recorded"),
         "{e}"
     );
+}
+
+#[tokio::test]
+async fn finishing_during_a_round_abandons_it() {
+    let mut f = Fixture::new();
+    let mut s = ready(&mut f).await;
+    dispatched(&mut s);
+    let me: ActorRef<CoordinatorMessage> = nobody().await;
+    lifecycle::finish(
+        &mut s,
+        &me,
+        Some("cannot record it in the audit journal".into()),
+    );
+    assert!(s.phase.finished());
+    assert_eq!(f.journal(), ["committed", "abandoned"]);
+    assert_eq!(f.events("round_abandoned").len(), 1);
 }
 
 #[tokio::test]

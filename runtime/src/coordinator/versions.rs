@@ -51,14 +51,10 @@ impl Versions {
             None => initial_params(spec, settings.seed),
         });
         let lora = match &settings.lora {
-            Some(plan) => {
-                Some(
-                    Adapters::new(spec, plan).map_err(|message| crate::Error::Config {
-                        origin: "[plan.lora]".into(),
-                        message,
-                    })?,
-                )
-            }
+            Some(plan) => Some(Adapters::new(spec, plan).map_err(|e| crate::Error::Config {
+                origin: "[plan.lora]".into(),
+                message: e.to_string(),
+            })?),
             None => None,
         };
         let adapters = lora

@@ -25,7 +25,7 @@ mod refusals;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use ractor::{Actor, ActorRef};
 
 use crate::actors::aggregator::{AggregatorActor, AggregatorMessage};
@@ -102,22 +102,21 @@ async fn start(
     cfg.validate(origin)?;
     let prepared = prepare(&cfg, origin)?;
     let metrics = Arc::new(FederationMetrics::default());
+    let resumable = cfg.admin.is_some() || !extensions.is_empty();
     let dir = crate::state_dir::open(
         &cfg.federation.state_dir,
         &prepared.creds,
         events_format,
         vec![metrics.clone()],
+        |history| {
+            match &history.paused {
+            Some((by, reason)) if !resumable => Some(format!(
+                "the federation was paused by {by} ({reason}) and nothing here could resume it: serve the admin API ([admin] listen, or --admin-listen) and POST /v1/resume"
+            )),
+            _ => None,
+        }
+        },
     )?;
-    for did in &dir.recovered {
-        eprintln!("fedsilo: recovery: {did}");
-    }
-    if let (Some((by, reason)), None, true) =
-        (&dir.history.paused, &cfg.admin, extensions.is_empty())
-    {
-        bail!(
-            "the federation was paused by {by} ({reason}) and nothing here could resume it: serve the admin API ([admin] listen, or --admin-listen) and POST /v1/resume"
-        );
-    }
     // Bound before anything starts: a port in use stops nothing that has begun.
     let admin_listener = match &cfg.admin {
         Some(admin) => Some(

@@ -117,7 +117,7 @@ impl Checkpoint {
             .map_err(|e| bad(format!("metadata `fedsilo.hidden`: {e}")))?
             .unwrap_or_default();
         let spec = ModelSpec { inputs, hidden };
-        spec.validate().map_err(bad)?;
+        spec.validate().map_err(|e| bad(e.to_string()))?;
         let st = SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
         let read = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
             let t = st

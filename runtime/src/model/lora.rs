@@ -6,6 +6,7 @@
 //! zero, so fresh adapters leave the base model exactly as it is. The merge is plain loops in
 //! a fixed order, so the coordinator and every silo compute the same bits.
 
+use super::ModelError;
 use serde::{Deserialize, Serialize};
 
 use super::ModelSpec;
@@ -81,38 +82,31 @@ pub struct Adapters {
 impl Adapters {
     /// The adapters `plan` asks for on `model`; a rank of 0, a layer that does not exist or
     /// one named twice is an error that says what is allowed.
-    pub fn new(model: &ModelSpec, plan: &LoraPlan) -> Result<Self, String> {
+    pub fn new(model: &ModelSpec, plan: &LoraPlan) -> Result<Self, ModelError> {
         let layout = model.layout();
         let dense = layout.tensors.len() / 2;
         if plan.rank == 0 || plan.rank > MAX_RANK {
-            return Err(format!(
-                "plan.lora.rank = {}: must be between 1 and {MAX_RANK}",
-                plan.rank
-            ));
+            return Err(ModelError::LoraRank(plan.rank));
         }
         if plan.layers.is_empty() {
-            return Err(
-                "plan.lora.layers is empty: name at least one dense layer, e.g. [0]".into(),
-            );
+            return Err(ModelError::LoraNoLayers);
         }
         let alpha = plan.alpha.unwrap_or(plan.rank as f32);
         if !(alpha.is_finite() && alpha > 0.0) {
-            return Err(format!(
-                "plan.lora.alpha = {alpha}: must be a positive number"
-            ));
+            return Err(ModelError::LoraAlpha(alpha));
         }
         let mut layers = Vec::new();
         let mut at = 0;
         for (k, &l) in plan.layers.iter().enumerate() {
             if plan.layers[..k].contains(&l) {
-                return Err(format!("plan.lora.layers names layer {l} twice"));
+                return Err(ModelError::LoraLayerTwice(l));
             }
             let Some(w) = (l < dense).then(|| &layout.tensors[2 * l]) else {
-                return Err(format!(
-                    "plan.lora.layers: layer {l} does not exist; the model `{}` has dense layers 0 to {}",
-                    model.describe(),
-                    dense.saturating_sub(1)
-                ));
+                return Err(ModelError::LoraNoSuchLayer {
+                    layer: l,
+                    model: model.describe(),
+                    last: dense.saturating_sub(1),
+                });
             };
             let (fan_in, fan_out) = (w.shape[0], w.shape[1]);
             layers.push(AdaptedLayer {
@@ -240,7 +234,7 @@ mod tests {
             ),
         ] {
             let e = Adapters::new(&churn(), &plan).unwrap_err();
-            assert!(e.contains(hint), "{e}");
+            assert!(e.to_string().contains(hint), "{e}");
         }
     }
 

@@ -8,6 +8,7 @@
 
 pub mod checkpoint;
 mod digest;
+mod error;
 pub mod eval;
 mod init;
 pub mod lora;
@@ -16,5 +17,6 @@ mod spec;
 pub mod tensor_file;
 
 pub use digest::Digest;
+pub use error::ModelError;
 pub use init::initial_params;
 pub use spec::{Layout, ModelSpec, TensorSpec, MAX_PARAMETERS, MAX_WIDTH};

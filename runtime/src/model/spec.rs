@@ -61,18 +61,17 @@ impl ModelSpec {
     /// Validates sizes: every width at least 1 and at most [`MAX_WIDTH`], at most
     /// [`MAX_PARAMETERS`] parameters in all (checked without overflow), so a model is refused
     /// before anything is allocated for it.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), super::ModelError> {
+        use super::ModelError;
         if self.inputs == 0 {
-            return Err("model has no inputs".into());
+            return Err(ModelError::NoInputs);
         }
         if let Some(i) = self.hidden.iter().position(|h| *h == 0) {
-            return Err(format!("hidden layer {i} has width 0"));
+            return Err(ModelError::EmptyLayer(i));
         }
         let widths = self.widths();
         if let Some(w) = widths.iter().find(|w| **w > MAX_WIDTH) {
-            return Err(format!(
-                "a layer of width {w}: widths are at most {MAX_WIDTH}"
-            ));
+            return Err(ModelError::TooWide(*w));
         }
         let params = widths.windows(2).try_fold(0usize, |acc, w| {
             w[0].checked_mul(w[1])
@@ -81,10 +80,7 @@ impl ModelSpec {
         });
         match params {
             Some(n) if n <= MAX_PARAMETERS => Ok(()),
-            _ => Err(format!(
-                "model `{}` has more than {MAX_PARAMETERS} parameters, the most fedsilo trains",
-                self.describe()
-            )),
+            _ => Err(ModelError::TooLarge(self.describe())),
         }
     }
 

@@ -43,7 +43,7 @@ impl TrainerState {
         spec: &ModelSpec,
         lora: &LoraTrain,
     ) -> Result<LoraParts, String> {
-        let layout = Adapters::new(spec, &lora.plan)?;
+        let layout = Adapters::new(spec, &lora.plan).map_err(|e| e.to_string())?;
         let frozen = self.model(&lora.frozen)?;
         let adapters = self.model(m)?;
         if frozen.len() != spec.layout().len {
@@ -86,7 +86,7 @@ impl TrainerState {
     /// Whether a model of `spec`, under `scaling`, fits this silo's schema.
     pub(super) fn check_spec(&self, spec: &ModelSpec, scaling: &Scaling) -> Result<(), String> {
         let schema = &self.args.data.schema;
-        spec.validate()?;
+        spec.validate().map_err(|e| e.to_string())?;
         if spec.inputs != schema.encoded_width() {
             return Err(format!(
                 "model expects {} inputs, this silo's schema encodes {} (schemas differ?)",
