@@ -13,7 +13,7 @@ use aws_lc_rs::encoding::{AsBigEndian, Curve25519SeedBin};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::identity::signature::{self, CaCheck};
+use crate::identity::signature::{self, CaCheck, SignatureError};
 use crate::identity::{Identity, Role};
 use crate::tls::NodeCredentials;
 
@@ -60,37 +60,95 @@ impl Advertisement {
 
     /// Checks the advertisement: a certificate the consortium CA issued to silo `self.silo`,
     /// valid now, signing exactly these keys for this round.
-    pub fn verify(&self, ca: &CaCheck, round: u64) -> Result<(), String> {
+    pub fn verify(&self, ca: &CaCheck, round: u64) -> Result<(), KeyError> {
         if self.round != round {
-            return Err(format!(
-                "advertisement of {} is for round {}, not {round}",
-                self.silo, self.round
-            ));
+            return Err(KeyError::WrongRound {
+                silo: self.silo.clone(),
+                theirs: self.round,
+                ours: round,
+            });
         }
         let id = Identity::from_cert_der(&self.certificate, "an advertisement's certificate")
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| KeyError::Certificate(e.to_string()))?;
         if id.role != Role::Silo || id.name != self.silo {
-            return Err(format!(
-                "advertisement for `{}` carries the certificate of `{}` (role {})",
-                self.silo, id.name, id.role
-            ));
+            return Err(KeyError::WrongCertificate {
+                silo: self.silo.clone(),
+                name: id.name,
+                role: id.role.to_string(),
+            });
         }
         ca.issued(&self.certificate, std::time::SystemTime::now())
-            .map_err(|e| e.to_string())?;
-        signature::verify(&self.certificate, &self.signed_bytes(), &self.signature).map_err(|e| {
-            format!(
-                "advertisement of {}: {e}: the keys were substituted",
-                self.silo
-            )
-        })
+            .map_err(KeyError::NotIssued)?;
+        signature::verify(&self.certificate, &self.signed_bytes(), &self.signature).map_err(
+            |reason| KeyError::Substituted {
+                silo: self.silo.clone(),
+                reason,
+            },
+        )
+    }
+}
+
+/// Why a key operation or an advertisement fails.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// A local cryptographic operation failed (key generation, export, agreement, AEAD).
+    #[error("{0}")]
+    Crypto(&'static str),
+    /// The advertisement is for another round.
+    #[error("advertisement of {silo} is for round {theirs}, not {ours}")]
+    WrongRound {
+        /// Who advertised.
+        silo: String,
+        /// The round it names.
+        theirs: u64,
+        /// This round.
+        ours: u64,
+    },
+    /// Its certificate cannot be read.
+    #[error("{0}")]
+    Certificate(String),
+    /// Its certificate is another node's, or not a silo's.
+    #[error("advertisement for `{silo}` carries the certificate of `{name}` (role {role})")]
+    WrongCertificate {
+        /// Who it claims to be.
+        silo: String,
+        /// Whose certificate it carries.
+        name: String,
+        /// That certificate's role.
+        role: String,
+    },
+    /// Its certificate was not issued by the consortium CA, or is not valid now.
+    #[error(transparent)]
+    NotIssued(SignatureError),
+    /// Its signature does not cover these keys.
+    #[error("advertisement of {silo}: {reason}: the keys were substituted")]
+    Substituted {
+        /// Who advertised.
+        silo: String,
+        /// What the signature check said.
+        reason: SignatureError,
+    },
+    /// This silo could not sign its own advertisement.
+    #[error("signing the advertisement: {0}")]
+    Signing(String),
+    /// Sealed shares that do not authenticate.
+    #[error("the encrypted shares do not authenticate: altered in transit")]
+    Altered,
+}
+
+/// While the rest of secure aggregation still reports errors as text.
+impl From<KeyError> for String {
+    fn from(e: KeyError) -> String {
+        e.to_string()
     }
 }
 
 impl RoundKeys {
     /// Fresh key pairs.
-    pub fn generate() -> Result<Self, String> {
+    pub fn generate() -> Result<Self, KeyError> {
         let gen = || {
-            PrivateKey::generate(&X25519).map_err(|_| "X25519 key generation failed".to_string())
+            PrivateKey::generate(&X25519)
+                .map_err(|_| KeyError::Crypto("X25519 key generation failed"))
         };
         Ok(RoundKeys {
             c: gen()?,
@@ -99,11 +157,15 @@ impl RoundKeys {
     }
 
     /// This silo's advertisement for `round`, signed with `creds`.
-    pub fn advertise(&self, creds: &NodeCredentials, round: u64) -> Result<Advertisement, String> {
+    pub fn advertise(
+        &self,
+        creds: &NodeCredentials,
+        round: u64,
+    ) -> Result<Advertisement, KeyError> {
         let public = |k: &PrivateKey| {
             k.compute_public_key()
                 .map(|p| p.as_ref().to_vec())
-                .map_err(|_| "X25519 public key failed".to_string())
+                .map_err(|_| KeyError::Crypto("X25519 public key failed"))
         };
         let mut ad = Advertisement {
             round,
@@ -113,47 +175,51 @@ impl RoundKeys {
             certificate: creds.cert_der().to_vec(),
             signature: Vec::new(),
         };
-        let signer = creds.signer().map_err(|e| e.to_string())?;
-        ad.signature = signer.sign(&ad.signed_bytes()).map_err(|e| e.to_string())?;
+        let signer = creds
+            .signer()
+            .map_err(|e| KeyError::Signing(e.to_string()))?;
+        ad.signature = signer
+            .sign(&ad.signed_bytes())
+            .map_err(|e| KeyError::Signing(e.to_string()))?;
         Ok(ad)
     }
 
     /// The pairwise mask seed shared with the peer of `ad` (the same at both ends).
-    pub fn mask_seed(&self, ad: &Advertisement) -> Result<[u8; 32], String> {
+    pub fn mask_seed(&self, ad: &Advertisement) -> Result<[u8; 32], KeyError> {
         derive(&self.s, &ad.s_public, b"fedsilo-secagg-mask-seed")
     }
 
     /// The key to encrypt shares for (or decrypt shares from) the peer of `ad`.
-    pub fn share_key(&self, ad: &Advertisement) -> Result<[u8; 32], String> {
+    pub fn share_key(&self, ad: &Advertisement) -> Result<[u8; 32], KeyError> {
         derive(&self.c, &ad.c_public, b"fedsilo-secagg-share-key")
     }
 
     /// The private half of the mask-agreement key, to escrow in Shamir shares: from it the
     /// unmasking server recomputes a dropped silo's pairwise seeds ([`mask_seed_from_secret`]).
-    pub fn mask_secret(&self) -> Result<[u8; 32], String> {
+    pub fn mask_secret(&self) -> Result<[u8; 32], KeyError> {
         let bin: Curve25519SeedBin = self
             .s
             .as_be_bytes()
-            .map_err(|_| "cannot export the X25519 mask key".to_string())?;
+            .map_err(|_| KeyError::Crypto("cannot export the X25519 mask key"))?;
         bin.as_ref()
             .try_into()
-            .map_err(|_| "the X25519 mask key is not 32 bytes".to_string())
+            .map_err(|_| KeyError::Crypto("the X25519 mask key is not 32 bytes"))
     }
 }
 
 /// The pairwise mask seed between the silo whose mask secret is `secret` (recovered from
 /// shares) and the peer of `ad`: what [`RoundKeys::mask_seed`] gave both ends.
-pub fn mask_seed_from_secret(secret: &[u8; 32], ad: &Advertisement) -> Result<[u8; 32], String> {
+pub fn mask_seed_from_secret(secret: &[u8; 32], ad: &Advertisement) -> Result<[u8; 32], KeyError> {
     let key = PrivateKey::from_private_key(&X25519, secret)
-        .map_err(|_| "a recovered mask key is not an X25519 key".to_string())?;
+        .map_err(|_| KeyError::Crypto("a recovered mask key is not an X25519 key"))?;
     derive(&key, &ad.s_public, b"fedsilo-secagg-mask-seed")
 }
 
-fn derive(mine: &PrivateKey, theirs: &[u8], label: &[u8]) -> Result<[u8; 32], String> {
+fn derive(mine: &PrivateKey, theirs: &[u8], label: &[u8]) -> Result<[u8; 32], KeyError> {
     agree(
         mine,
         UnparsedPublicKey::new(&X25519, theirs),
-        "X25519 agreement failed (a malformed public key)".to_string(),
+        KeyError::Crypto("X25519 agreement failed (a malformed public key)"),
         |secret| {
             let mut h = Sha256::new();
             h.update(label);
@@ -165,25 +231,25 @@ fn derive(mine: &PrivateKey, theirs: &[u8], label: &[u8]) -> Result<[u8; 32], St
 
 /// Encrypts `plain` (a silo's shares for one peer) under `key`; `context` (round, from, to) is
 /// authenticated and makes the nonce unique per key.
-pub fn seal(key: &[u8; 32], context: &[u8], plain: &[u8]) -> Result<Vec<u8>, String> {
+pub fn seal(key: &[u8; 32], context: &[u8], plain: &[u8]) -> Result<Vec<u8>, KeyError> {
     let k = LessSafeKey::new(
-        UnboundKey::new(&CHACHA20_POLY1305, key).map_err(|_| "bad AEAD key".to_string())?,
+        UnboundKey::new(&CHACHA20_POLY1305, key).map_err(|_| KeyError::Crypto("bad AEAD key"))?,
     );
     let mut out = plain.to_vec();
     k.seal_in_place_append_tag(nonce(context), Aad::from(context), &mut out)
-        .map_err(|_| "encryption failed".to_string())?;
+        .map_err(|_| KeyError::Crypto("encryption failed"))?;
     Ok(out)
 }
 
 /// Decrypts what [`seal`] made; any change to the ciphertext or the context is an error.
-pub fn open(key: &[u8; 32], context: &[u8], sealed: &[u8]) -> Result<Vec<u8>, String> {
+pub fn open(key: &[u8; 32], context: &[u8], sealed: &[u8]) -> Result<Vec<u8>, KeyError> {
     let k = LessSafeKey::new(
-        UnboundKey::new(&CHACHA20_POLY1305, key).map_err(|_| "bad AEAD key".to_string())?,
+        UnboundKey::new(&CHACHA20_POLY1305, key).map_err(|_| KeyError::Crypto("bad AEAD key"))?,
     );
     let mut buf = sealed.to_vec();
     let plain = k
         .open_in_place(nonce(context), Aad::from(context), &mut buf)
-        .map_err(|_| "the encrypted shares do not authenticate: altered in transit".to_string())?;
+        .map_err(|_| KeyError::Altered)?;
     Ok(plain.to_vec())
 }
 
@@ -229,20 +295,29 @@ mod tests {
         let mut forged = adb.clone();
         forged.s_public = evil.advertise(&b, 3).unwrap().s_public;
         let e = forged.verify(&check, 3).unwrap_err();
-        assert!(e.contains("substituted"), "{e}");
+        assert!(
+            matches!(&e, KeyError::Substituted { silo, reason: SignatureError::Mismatch } if silo == "bank-b"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("substituted"), "{e}");
         // Replayed into another round, or under another silo's name.
-        assert!(adb.verify(&check, 4).unwrap_err().contains("round 3"));
+        assert_eq!(
+            adb.verify(&check, 4),
+            Err(KeyError::WrongRound {
+                silo: "bank-b".into(),
+                theirs: 3,
+                ours: 4
+            })
+        );
         let mut renamed = adb.clone();
         renamed.silo = "bank-a".into();
-        assert!(renamed
-            .verify(&check, 3)
-            .unwrap_err()
-            .contains("certificate of `bank-b`"));
+        let e = renamed.verify(&check, 3).unwrap_err();
+        assert!(e.to_string().contains("certificate of `bank-b`"), "{e}");
         // Signed under another consortium.
         let (other, _) = CertificateAuthority::generate("x", 30).unwrap();
         let c = kit(&other, "bank-c", Role::Silo);
         let adc = RoundKeys::generate().unwrap().advertise(&c, 3).unwrap();
-        assert!(adc.verify(&check, 3).is_err());
+        assert!(matches!(adc.verify(&check, 3), Err(KeyError::NotIssued(_))));
     }
 
     #[test]
@@ -254,7 +329,7 @@ mod tests {
         assert_eq!(open(&key, ctx, &sealed).unwrap(), b"shares");
         let mut bad = sealed.clone();
         bad[0] ^= 1;
-        assert!(open(&key, ctx, &bad).unwrap_err().contains("altered"));
+        assert_eq!(open(&key, ctx, &bad), Err(KeyError::Altered));
         assert!(open(&key, b"round 3: bank-c -> bank-b", &sealed).is_err());
         assert!(open(&[6u8; 32], ctx, &sealed).is_err());
     }
