@@ -52,7 +52,7 @@ pub fn check(configured: &Configured, policy: &Policy) -> Result<(), Incompatibl
             &configured.aggregation,
             policy.participation.max_silos,
         )
-        .map_err(Incompatible)?;
+        .map_err(|e| Incompatible(e.to_string()))?;
     }
     Ok(())
 }

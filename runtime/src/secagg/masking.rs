@@ -36,6 +36,29 @@ pub fn mask_update(q: &Quantizer, x: Vec<u64>, seeds: &MaskSeeds) -> Vec<u64> {
     y
 }
 
+/// Why masks cannot be removed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MaskError {
+    /// A silo would have both its self mask and its pairwise masks revealed.
+    #[error("silo {0} is both a survivor and dropped: its self mask and its pairwise masks must never both be revealed")]
+    BothRevealed(u32),
+    /// A pairwise seed was not recovered.
+    #[error("no recovered seed between dropped silo {dropped} and survivor {survivor}")]
+    MissingSeed {
+        /// The dropped silo.
+        dropped: u32,
+        /// The survivor.
+        survivor: u32,
+    },
+}
+
+/// While the rest of secure aggregation still reports errors as text.
+impl From<MaskError> for String {
+    fn from(e: MaskError) -> String {
+        e.to_string()
+    }
+}
+
 /// The server's unmasking. `sum` is the ring sum of the survivors' masked updates;
 /// `self_seeds` holds each survivor's self seed (its keys are the survivors), `dropped[d][i]`
 /// the seed s_di between dropped silo d and survivor i. Leaves the plain sum of the survivors'
@@ -45,18 +68,17 @@ pub fn remove_masks(
     sum: &mut [u64],
     self_seeds: &BTreeMap<u32, [u8; 32]>,
     dropped: &BTreeMap<u32, BTreeMap<u32, [u8; 32]>>,
-) -> Result<(), String> {
+) -> Result<(), MaskError> {
     if let Some(both) = dropped.keys().find(|d| self_seeds.contains_key(d)) {
-        return Err(format!(
-            "silo {both} is both a survivor and dropped: its self mask and its pairwise masks must never both be revealed"
-        ));
+        return Err(MaskError::BothRevealed(*both));
     }
     let mut masks: Vec<([u8; 32], bool)> = self_seeds.values().map(|b| (*b, true)).collect();
     // Survivor i added +PRG(s_id) if d > i, −PRG(s_id) if d < i: undo it.
     for (d, seeds) in dropped {
         for i in self_seeds.keys() {
-            let s = seeds.get(i).ok_or_else(|| {
-                format!("no recovered seed between dropped silo {d} and survivor {i}")
+            let s = seeds.get(i).ok_or(MaskError::MissingSeed {
+                dropped: *d,
+                survivor: *i,
             })?;
             masks.push((*s, d > i));
         }
@@ -176,6 +198,6 @@ mod tests {
         let selfs = [(0, s.seeds[&0].self_seed)].into_iter().collect();
         let dropped = [(0, BTreeMap::new())].into_iter().collect();
         let e = remove_masks(&s.q, &mut sum, &selfs, &dropped).unwrap_err();
-        assert!(e.contains("never both"), "{e}");
+        assert!(matches!(e, MaskError::BothRevealed(_)), "{e}");
     }
 }

@@ -31,6 +31,31 @@ pub enum QuantizeError {
         /// Levels per value that would be left.
         levels: u64,
     },
+    /// Packed bytes that are not the expected number of ring values.
+    #[error("{bytes} bytes are not {values} ring values of {width} bytes")]
+    Packed {
+        /// Bytes received.
+        bytes: usize,
+        /// Values expected.
+        values: usize,
+        /// Bytes per value.
+        width: usize,
+    },
+    /// A packed value above the ring's largest.
+    #[error("value {value} is outside the {bits}-bit ring")]
+    OutsideRing {
+        /// The value.
+        value: u64,
+        /// Ring bits.
+        bits: u32,
+    },
+}
+
+/// While the rest of secure aggregation still reports errors as text.
+impl From<QuantizeError> for String {
+    fn from(e: QuantizeError) -> String {
+        e.to_string()
+    }
 }
 
 /// A fixed-point code for one federation: ring width, clipping range, most silos summed.
@@ -116,14 +141,14 @@ impl Quantizer {
 
     /// Adds the ring values packed in `bytes` (what [`pack`] made) into `sum`. A length that is
     /// not `sum.len()` values, or a value outside the ring, is an error and `sum` is untouched.
-    pub fn add_packed(&self, sum: &mut [u64], bytes: &[u8]) -> Result<(), String> {
+    pub fn add_packed(&self, sum: &mut [u64], bytes: &[u8]) -> Result<(), QuantizeError> {
         let w = packed_width(self.bits);
         if bytes.len() != sum.len() * w {
-            return Err(format!(
-                "{} bytes are not {} ring values of {w} bytes",
-                bytes.len(),
-                sum.len()
-            ));
+            return Err(QuantizeError::Packed {
+                bytes: bytes.len(),
+                values: sum.len(),
+                width: w,
+            });
         }
         let m = mask(self.bits);
         let value = |c: &[u8]| {
@@ -133,7 +158,10 @@ impl Quantizer {
         };
         if self.bits as usize != 8 * w {
             if let Some(x) = bytes.chunks_exact(w).map(value).find(|x| *x > m) {
-                return Err(format!("value {x} is outside the {}-bit ring", self.bits));
+                return Err(QuantizeError::OutsideRing {
+                    value: x,
+                    bits: self.bits,
+                });
             }
         }
         if w == 4 {
@@ -220,6 +248,7 @@ mod tests {
         assert!(q
             .add_packed(&mut sum, &[1, 2, 3])
             .unwrap_err()
+            .to_string()
             .contains("not 4 ring values"));
         assert_eq!(sum, v, "untouched by a refused packing");
         // 20 bits travel in 3 bytes; a value above 2^20 − 1 is refused.
@@ -230,7 +259,7 @@ mod tests {
         let e = q20
             .add_packed(&mut one, &[0xff, 0xff, 0xff, 0, 0, 0])
             .unwrap_err();
-        assert!(e.contains("outside"), "{e}");
+        assert!(matches!(e, QuantizeError::OutsideRing { .. }), "{e}");
         assert_eq!(one, vec![5, 1 << 19]);
     }
 

@@ -3,8 +3,22 @@
 
 use fedsilo_policies::secure_aggregation::SecureAggregationRules;
 
-use super::quantize::Quantizer;
+use super::quantize::{QuantizeError, Quantizer};
 use crate::kernels::{Aggregation, Kernel};
+
+/// Aggregation settings secure aggregation cannot work with.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum Unsupported {
+    /// A kernel other than the mean.
+    #[error("[secure_aggregation] needs aggregation.kernel = \"mean\": `{0}` needs each silo's update, and the aggregator only ever sees their sum")]
+    Kernel(String),
+    /// Clipping at the aggregator.
+    #[error("[secure_aggregation] cannot clip updates at the aggregator (aggregation.clip_norm = {0}): it never sees one; let the silos clip with [privacy] mode = \"distributed\", or rely on secure_aggregation.range")]
+    Clipping(f64),
+    /// A ring too small for the cohort.
+    #[error(transparent)]
+    Ring(#[from] QuantizeError),
+}
 
 /// Whether `aggregation` can run under `rules` with cohorts of at most `max_silos` (when the
 /// policy caps them): the mean only, no server-side clipping, and a ring sized for the cohort.
@@ -12,20 +26,15 @@ pub fn check_aggregation(
     rules: &SecureAggregationRules,
     aggregation: &Aggregation,
     max_silos: Option<usize>,
-) -> Result<(), String> {
+) -> Result<(), Unsupported> {
     if !matches!(aggregation.kernel, Kernel::Mean) {
-        return Err(format!(
-            "[secure_aggregation] needs aggregation.kernel = \"mean\": `{}` needs each silo's update, and the aggregator only ever sees their sum",
-            aggregation.kernel.name()
-        ));
+        return Err(Unsupported::Kernel(aggregation.kernel.name().to_string()));
     }
     if let Some(c) = aggregation.clip_norm {
-        return Err(format!(
-            "[secure_aggregation] cannot clip updates at the aggregator (aggregation.clip_norm = {c}): it never sees one; let the silos clip with [privacy] mode = \"distributed\", or rely on secure_aggregation.range"
-        ));
+        return Err(Unsupported::Clipping(c));
     }
     if let Some(m) = max_silos {
-        Quantizer::new(rules.bits, rules.range, m).map_err(|e| e.to_string())?;
+        Quantizer::new(rules.bits, rules.range, m)?;
     }
     Ok(())
 }
@@ -47,19 +56,22 @@ mod tests {
             ..Aggregation::default()
         };
         let e = check_aggregation(&rules, &trimmed, None).unwrap_err();
-        assert!(
-            e.contains("trimmed-mean") && e.contains("only ever sees their sum"),
-            "{e}"
-        );
+        assert_eq!(e, Unsupported::Kernel("trimmed-mean".into()));
+        assert!(e.to_string().contains("only ever sees their sum"), "{e}");
         let clipped = Aggregation {
             clip_norm: Some(1.0),
             ..Aggregation::default()
         };
-        assert!(check_aggregation(&rules, &clipped, None)
-            .unwrap_err()
-            .contains("clip"));
+        assert_eq!(
+            check_aggregation(&rules, &clipped, None),
+            Err(Unsupported::Clipping(1.0))
+        );
         let narrow = SecureAggregationRules { bits: 16, ..rules };
         let e = check_aggregation(&narrow, &Aggregation::default(), Some(1000)).unwrap_err();
-        assert!(e.contains("raise the bits"), "{e}");
+        assert!(
+            matches!(e, Unsupported::Ring(QuantizeError::Overflow { .. })),
+            "{e}"
+        );
+        assert!(e.to_string().contains("raise the bits"), "{e}");
     }
 }
