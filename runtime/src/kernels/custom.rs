@@ -52,22 +52,21 @@ const BUILT_IN: [&str; 6] = [
 
 /// Registers `rule` as kernel `name` (a lowercase name not taken by a built-in or another
 /// registered kernel).
-pub fn register(name: &str, rule: impl CombineRule) -> Result<(), String> {
+pub fn register(name: &str, rule: impl CombineRule) -> Result<(), super::SettingsError> {
+    use super::SettingsError;
     let ok = !name.is_empty()
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if !ok {
-        return Err(format!(
-            "kernel name {name:?}: use lowercase letters, digits and dashes"
-        ));
+        return Err(SettingsError::BadName(name.to_string()));
     }
     if BUILT_IN.contains(&name) {
-        return Err(format!("kernel `{name}` is built in"));
+        return Err(SettingsError::BuiltIn(name.to_string()));
     }
     let mut r = REGISTRY.write().unwrap_or_else(|p| p.into_inner());
     if r.contains_key(name) {
-        return Err(format!("kernel `{name}` is registered already"));
+        return Err(SettingsError::Taken(name.to_string()));
     }
     // Registered once per process and kept for its life.
     let name: &'static str = Box::leak(name.to_string().into_boxed_str());
@@ -91,6 +90,7 @@ pub fn names() -> Vec<&'static str> {
 mod tests {
     use super::*;
     use crate::kernels::Kernel;
+    use crate::kernels::SettingsError;
 
     struct First;
     impl CombineRule for First {
@@ -142,7 +142,16 @@ mod tests {
             .to_string();
         assert!(e.contains("returned 1 values (expected 2"), "{e}");
         let e = Kernel::parse("test-nope", None, None, None).unwrap_err();
-        assert!(e.contains("test-first") && e.contains("test-short"), "{e}");
-        assert!(Kernel::parse("test-first", Some(0.1), None, None).is_err());
+        assert!(
+            matches!(&e, SettingsError::Unknown { registered, .. } if registered.contains("test-first") && registered.contains("test-short")),
+            "{e}"
+        );
+        assert_eq!(
+            Kernel::parse("test-first", Some(0.1), None, None),
+            Err(SettingsError::NotApplicable {
+                key: "trim",
+                kernel: "test-first".into()
+            })
+        );
     }
 }

@@ -77,3 +77,54 @@ pub fn validate(updates: &[&[f32]], weights: Option<&[f64]>) -> Result<usize, Ke
     }
     Ok(d)
 }
+
+/// An `[aggregation]` setting, or a custom kernel's registration, that cannot be used. Each
+/// variant names the key and what is allowed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SettingsError {
+    /// A kernel without a parameter it needs.
+    #[error("kernel `{kernel}` needs `{key}` ({meaning})")]
+    Missing {
+        /// The kernel.
+        kernel: String,
+        /// The key.
+        key: &'static str,
+        /// What it is.
+        meaning: &'static str,
+    },
+    /// A parameter the kernel does not take.
+    #[error("`{key}` does not apply to kernel `{kernel}`")]
+    NotApplicable {
+        /// The key.
+        key: &'static str,
+        /// The kernel.
+        kernel: String,
+    },
+    /// A value outside its range.
+    #[error("{key} = {value}: {allowed}")]
+    OutOfRange {
+        /// The key, as written in messages.
+        key: &'static str,
+        /// The value.
+        value: String,
+        /// What is allowed.
+        allowed: &'static str,
+    },
+    /// A kernel name that is neither built in nor registered.
+    #[error("unknown kernel `{name}` (allowed: mean, trimmed-mean, median, krum, multi-krum, bulyan{registered})")]
+    Unknown {
+        /// The name.
+        name: String,
+        /// The registered kernels, each after ", ".
+        registered: String,
+    },
+    /// A custom kernel name that is not lowercase letters, digits and dashes.
+    #[error("kernel name {0:?}: use lowercase letters, digits and dashes")]
+    BadName(String),
+    /// A custom kernel named like a built-in one.
+    #[error("kernel `{0}` is built in")]
+    BuiltIn(String),
+    /// A custom kernel name registered twice.
+    #[error("kernel `{0}` is registered already")]
+    Taken(String),
+}

@@ -26,7 +26,7 @@ use super::krum::multi_krum;
 use super::order_statistics::{median, trimmed_mean};
 use super::server_optimizer::ServerOptimizer;
 use super::weighted_mean::weighted_mean;
-use super::KernelError;
+use super::{KernelError, SettingsError};
 
 /// A combining rule and its parameters. Invariant: parameters are in range (checked at parse).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -127,25 +127,38 @@ impl Kernel {
         trim: Option<f64>,
         byzantine: Option<usize>,
         keep: Option<usize>,
-    ) -> Result<Self, String> {
-        let unused = |what: &str, v: bool| {
+    ) -> Result<Self, SettingsError> {
+        let unused = |key: &'static str, v: bool| {
             if v {
-                Err(format!("`{what}` does not apply to kernel `{name}`"))
+                Err(SettingsError::NotApplicable {
+                    key,
+                    kernel: name.to_string(),
+                })
             } else {
                 Ok(())
             }
         };
         let need_f = || {
-            byzantine.ok_or_else(|| {
-                format!("kernel `{name}` needs `byzantine` (f, the Byzantine silos to tolerate)")
+            byzantine.ok_or_else(|| SettingsError::Missing {
+                kernel: name.to_string(),
+                key: "byzantine",
+                meaning: "f, the Byzantine silos to tolerate",
             })
         };
         let k = match name {
             "mean" => Kernel::Mean,
             "trimmed-mean" => {
-                let trim = trim.ok_or("kernel `trimmed-mean` needs `trim` (β in [0, 0.5))")?;
+                let trim = trim.ok_or(SettingsError::Missing {
+                    kernel: name.to_string(),
+                    key: "trim",
+                    meaning: "β in [0, 0.5)",
+                })?;
                 if !(0.0..0.5).contains(&trim) {
-                    return Err(format!("`trim` = {trim}: must be in [0, 0.5)"));
+                    return Err(SettingsError::OutOfRange {
+                        key: "`trim`",
+                        value: trim.to_string(),
+                        allowed: "must be in [0, 0.5)",
+                    });
                 }
                 Kernel::TrimmedMean { trim }
             }
@@ -154,10 +167,17 @@ impl Kernel {
                 byzantine: need_f()?,
             },
             "multi-krum" => {
-                let keep =
-                    keep.ok_or("kernel `multi-krum` needs `keep` (m, the updates to average)")?;
+                let keep = keep.ok_or(SettingsError::Missing {
+                    kernel: name.to_string(),
+                    key: "keep",
+                    meaning: "m, the updates to average",
+                })?;
                 if keep == 0 {
-                    return Err("`keep` = 0: must be at least 1".into());
+                    return Err(SettingsError::OutOfRange {
+                        key: "`keep`",
+                        value: "0".into(),
+                        allowed: "must be at least 1",
+                    });
                 }
                 Kernel::MultiKrum {
                     byzantine: need_f()?,
@@ -170,13 +190,14 @@ impl Kernel {
             other => match super::custom::lookup(other) {
                 Some((name, _)) => Kernel::Custom { name },
                 None => {
-                    let custom: String = super::custom::names()
+                    let registered: String = super::custom::names()
                         .iter()
                         .map(|n| format!(", {n}"))
                         .collect();
-                    return Err(format!(
-                        "unknown kernel `{other}` (allowed: mean, trimmed-mean, median, krum, multi-krum, bulyan{custom})"
-                    ));
+                    return Err(SettingsError::Unknown {
+                        name: other.to_string(),
+                        registered,
+                    });
                 }
             },
         };

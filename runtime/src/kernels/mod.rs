@@ -30,6 +30,6 @@ pub mod weighted_mean;
 #[cfg(test)]
 mod reference;
 
-pub use error::{validate, KernelError};
+pub use error::{validate, KernelError, SettingsError};
 pub use kernel::{Aggregation, Combined, Kernel};
 pub use weighted_mean::{weighted_mean, WeightedMean};

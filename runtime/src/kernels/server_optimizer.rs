@@ -70,28 +70,30 @@ pub struct OptimizerState {
 
 impl ServerOptimizer {
     /// Checks the settings; the message names the key and what is allowed.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), super::SettingsError> {
         let unit = |x: f32| (0.0..1.0).contains(&x);
+        let bad = |key, value: f32, allowed| {
+            Err(super::SettingsError::OutOfRange {
+                key,
+                value: value.to_string(),
+                allowed,
+            })
+        };
         if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
-            return Err(format!(
-                "server_optimizer.learning_rate = {}: must be > 0",
-                self.learning_rate
-            ));
+            return bad(
+                "server_optimizer.learning_rate",
+                self.learning_rate,
+                "must be > 0",
+            );
         }
         if !unit(self.beta1) {
-            return Err(format!(
-                "server_optimizer.beta1 = {}: must be in [0, 1)",
-                self.beta1
-            ));
+            return bad("server_optimizer.beta1", self.beta1, "must be in [0, 1)");
         }
         if !unit(self.beta2) {
-            return Err(format!(
-                "server_optimizer.beta2 = {}: must be in [0, 1)",
-                self.beta2
-            ));
+            return bad("server_optimizer.beta2", self.beta2, "must be in [0, 1)");
         }
         if !(self.tau.is_finite() && self.tau > 0.0) {
-            return Err(format!("server_optimizer.tau = {}: must be > 0", self.tau));
+            return bad("server_optimizer.tau", self.tau, "must be > 0");
         }
         Ok(())
     }
@@ -185,6 +187,12 @@ mod tests {
     fn bad_settings_name_the_key() {
         let mut o = opt(OptimizerKind::Adam);
         o.beta1 = 1.0;
-        assert!(o.validate().unwrap_err().contains("beta1"));
+        assert!(matches!(
+            o.validate(),
+            Err(crate::kernels::SettingsError::OutOfRange {
+                key: "server_optimizer.beta1",
+                ..
+            })
+        ));
     }
 }
