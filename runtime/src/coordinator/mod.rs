@@ -27,6 +27,7 @@
 //! | `governance` | pause, resume, a round by hand, approve, reject, roll back |
 //! | `lifecycle` | the end of a run: comparison, `finish` |
 //! | `publish` | the status for the admin API |
+//! | `fixture`, `tests` | the state machine's unit tests (no processes, no sockets) |
 //!
 //! The *federation* (members, versions, ledger, hold) lives as long as the coordinator; a
 //! *run* ([`state::Run`]) is one series of rounds. The state directory's files and which
@@ -49,6 +50,8 @@ mod settings;
 pub mod state;
 mod versions;
 
+#[cfg(test)]
+mod fixture;
 #[cfg(test)]
 mod tests;
 
