@@ -151,7 +151,7 @@ async fn open_steps(
     .await
     {
         let r = match r {
-            Ok(Response::SecAggShares(v)) => collector.shared(&s.name, v),
+            Ok(Response::SecAggShares(v)) => collector.shared(&s.name, v).map_err(String::from),
             Ok(other) => Err(unexpected("escrow", &other)),
             Err(e) => Err(format!("secure aggregation (escrow): {e}")),
         };
@@ -287,7 +287,7 @@ impl Session {
                     None => continue,
                 },
             };
-            match r.and_then(|v| self.collector.fold(&name, &v, weight)) {
+            match r.and_then(|v| self.collector.fold(&name, &v, weight).map_err(String::from)) {
                 Ok(()) => {}
                 Err(e) => lost.push((name, format!("secure aggregation (masked update): {e}"))),
             }
@@ -317,7 +317,9 @@ impl Session {
         .await
         {
             let r = match r {
-                Ok(Response::SecAggRevealed(v)) => self.collector.revealed(&s.name, v),
+                Ok(Response::SecAggRevealed(v)) => {
+                    self.collector.revealed(&s.name, v).map_err(String::from)
+                }
                 Ok(other) => Err(unexpected("unmasking", &other)),
                 Err(e) => Err(e),
             };
@@ -332,5 +334,6 @@ impl Session {
         tokio::task::spawn_blocking(move || collector.finish())
             .await
             .map_err(|e| format!("secure aggregation: unmasking failed: {e}"))?
+            .map_err(String::from)
     }
 }

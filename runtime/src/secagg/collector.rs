@@ -7,11 +7,116 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::keys::{mask_seed_from_secret, Advertisement};
-use super::masking::remove_masks;
+use super::keys::{mask_seed_from_secret, Advertisement, KeyError};
+use super::masking::{remove_masks, MaskError};
 use super::messages::{RelayedShares, RevealedShare, SealedShares, Secret};
-use super::quantize::Quantizer;
+use super::quantize::{QuantizeError, Quantizer};
 use super::shamir::{combine, Share};
+
+/// Why the collector refuses a step of the protocol.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CollectError {
+    /// An advertisement for another round.
+    #[error("{silo} advertised keys for round {theirs}, this is round {ours}")]
+    WrongRound {
+        /// Who advertised.
+        silo: String,
+        /// The round it names.
+        theirs: u64,
+        /// This round.
+        ours: u64,
+    },
+    /// Fewer than t silos took a step: nothing can be unmasked.
+    #[error("secure aggregation: only {got} silo(s) {what}, the threshold is {threshold}: the round is abandoned, no update can be unmasked")]
+    BelowThreshold {
+        /// How many did.
+        got: usize,
+        /// What they did.
+        what: &'static str,
+        /// t.
+        threshold: usize,
+    },
+    /// Shares from a silo that did not advertise, or a second time.
+    #[error("unexpected shares from {0}")]
+    UnexpectedShares(String),
+    /// Shares not addressed to exactly the other advertisers.
+    #[error("{from} sent shares for {sent}; one for each of {expected} was expected")]
+    WrongRecipients {
+        /// Who sent them.
+        from: String,
+        /// For whom.
+        sent: String,
+        /// For whom they should have been.
+        expected: String,
+    },
+    /// A masked update from a silo that escrowed nothing.
+    #[error("{0} did not escrow its secrets this round")]
+    NotEscrowed(String),
+    /// A second masked update, or one after collection closed.
+    #[error("a second masked update from {0}")]
+    SecondUpdate(String),
+    /// A weight that is not a positive number.
+    #[error("{silo}'s weight {weight} is not a positive number")]
+    BadWeight {
+        /// The silo.
+        silo: String,
+        /// Its weight.
+        weight: f64,
+    },
+    /// A masked update that is not ring values of the model's size.
+    #[error("{silo}'s masked update: {source}")]
+    Masked {
+        /// The silo.
+        silo: String,
+        /// What is wrong with it.
+        source: QuantizeError,
+    },
+    /// Unmasking shares before collection closed.
+    #[error("shares revealed before collection closed")]
+    RevealedEarly,
+    /// Unmasking shares from a non-survivor, or a second time.
+    #[error("unexpected unmasking shares from {0}")]
+    UnexpectedReveal(String),
+    /// A share the unmasking did not ask for.
+    #[error("{from} revealed a share the unmasking did not ask for ({secret} of {of})")]
+    UnaskedShare {
+        /// Who revealed it.
+        from: String,
+        /// Which secret.
+        secret: String,
+        /// Whose.
+        of: String,
+    },
+    /// `finish` before `unmasking`.
+    #[error("unmasking was never planned")]
+    NotPlanned,
+    /// A secret that its shares do not recover.
+    #[error("recovering {of}'s {secret}: {reason}")]
+    Recovery {
+        /// Whose secret.
+        of: String,
+        /// Which.
+        secret: String,
+        /// Why not.
+        reason: String,
+    },
+    /// A survivor without an advertisement.
+    #[error("no advertisement of {0}")]
+    NoAdvertisement(String),
+    /// A key operation failed.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The masks cannot be removed.
+    #[error(transparent)]
+    Mask(#[from] MaskError),
+}
+
+/// While the rest of secure aggregation still reports errors as text.
+impl From<CollectError> for String {
+    fn from(e: CollectError) -> String {
+        e.to_string()
+    }
+}
 
 /// Server state for one round.
 #[derive(Debug)]
@@ -55,13 +160,14 @@ impl Collector {
     }
 
     /// Takes the advertisements that arrived (U1). Fewer than t: the round cannot go on.
-    pub fn advertised(&mut self, ads: Vec<Advertisement>) -> Result<(), String> {
+    pub fn advertised(&mut self, ads: Vec<Advertisement>) -> Result<(), CollectError> {
         for ad in ads {
             if ad.round != self.round {
-                return Err(format!(
-                    "{} advertised keys for round {}, this is round {}",
-                    ad.silo, ad.round, self.round
-                ));
+                return Err(CollectError::WrongRound {
+                    silo: ad.silo,
+                    theirs: ad.round,
+                    ours: self.round,
+                });
             }
             self.ads.insert(ad.silo.clone(), ad);
         }
@@ -80,9 +186,9 @@ impl Collector {
     }
 
     /// Takes `from`'s encrypted shares: exactly one for every other silo of U1.
-    pub fn shared(&mut self, from: &str, sealed: Vec<SealedShares>) -> Result<(), String> {
+    pub fn shared(&mut self, from: &str, sealed: Vec<SealedShares>) -> Result<(), CollectError> {
         if !self.ads.contains_key(from) || self.shared.contains(from) {
-            return Err(format!("unexpected shares from {from}"));
+            return Err(CollectError::UnexpectedShares(from.to_string()));
         }
         let to: BTreeSet<&str> = sealed.iter().map(|s| s.to.as_str()).collect();
         let want: BTreeSet<&str> = self
@@ -92,9 +198,11 @@ impl Collector {
             .filter(|s| *s != from)
             .collect();
         if to != want || sealed.len() != want.len() {
-            return Err(format!(
-                "{from} sent shares for {to:?}; one for each of {want:?} was expected"
-            ));
+            return Err(CollectError::WrongRecipients {
+                from: from.to_string(),
+                sent: format!("{to:?}"),
+                expected: format!("{want:?}"),
+            });
         }
         for s in sealed {
             self.inbox.entry(s.to).or_default().push(RelayedShares {
@@ -107,7 +215,7 @@ impl Collector {
     }
 
     /// After the sharing step: at least t silos (U2) must have escrowed their secrets.
-    pub fn sharing_closed(&mut self) -> Result<(), String> {
+    pub fn sharing_closed(&mut self) -> Result<(), CollectError> {
         // Shares from silos that advertised but did not escrow are never relayed.
         self.at_least(self.shared.len(), "escrowed their secrets")
     }
@@ -127,26 +235,32 @@ impl Collector {
 
     /// Adds `silo`'s masked update (weighed `weight` by its silo), packed as it travels, to
     /// the sum.
-    pub fn fold(&mut self, silo: &str, packed: &[u8], weight: f64) -> Result<(), String> {
+    pub fn fold(&mut self, silo: &str, packed: &[u8], weight: f64) -> Result<(), CollectError> {
         if !self.shared.contains(silo) {
-            return Err(format!("{silo} did not escrow its secrets this round"));
+            return Err(CollectError::NotEscrowed(silo.to_string()));
         }
         if self.plan.is_some() || self.weights.contains_key(silo) {
-            return Err(format!("a second masked update from {silo}"));
+            return Err(CollectError::SecondUpdate(silo.to_string()));
         }
         if !(weight.is_finite() && weight > 0.0) {
-            return Err(format!("{silo}'s weight {weight} is not a positive number"));
+            return Err(CollectError::BadWeight {
+                silo: silo.to_string(),
+                weight,
+            });
         }
         self.q
             .add_packed(&mut self.sum, packed)
-            .map_err(|e| format!("{silo}'s masked update: {e}"))?;
+            .map_err(|source| CollectError::Masked {
+                silo: silo.to_string(),
+                source,
+            })?;
         self.weights.insert(silo.to_string(), weight);
         Ok(())
     }
 
     /// Closes collection: the survivors (U3, whose masked updates are in the sum) and the silos
     /// that escrowed secrets but sent nothing. Fewer than t survivors: the round is abandoned.
-    pub fn unmasking(&mut self) -> Result<(Vec<String>, Vec<String>), String> {
+    pub fn unmasking(&mut self) -> Result<(Vec<String>, Vec<String>), CollectError> {
         self.at_least(self.weights.len(), "sent masked updates")?;
         let survivors: BTreeSet<String> = self.weights.keys().cloned().collect();
         let dropped: BTreeSet<String> = self.shared.difference(&survivors).cloned().collect();
@@ -160,12 +274,12 @@ impl Collector {
 
     /// Takes the shares survivor `from` revealed; each must be one the plan asks for, at
     /// `from`'s point.
-    pub fn revealed(&mut self, from: &str, shares: Vec<RevealedShare>) -> Result<(), String> {
+    pub fn revealed(&mut self, from: &str, shares: Vec<RevealedShare>) -> Result<(), CollectError> {
         let Some((survivors, dropped)) = &self.plan else {
-            return Err("shares revealed before collection closed".into());
+            return Err(CollectError::RevealedEarly);
         };
         if !survivors.contains(from) || !self.revealers.insert(from.to_string()) {
-            return Err(format!("unexpected unmasking shares from {from}"));
+            return Err(CollectError::UnexpectedReveal(from.to_string()));
         }
         let x = self.index.get(from).map_or(0, |i| *i as u64 + 1);
         for r in &shares {
@@ -174,10 +288,11 @@ impl Collector {
                 Secret::MaskKey => dropped.contains(&r.of),
             };
             if !asked || r.share.x != x {
-                return Err(format!(
-                    "{from} revealed a share the unmasking did not ask for ({:?} of {})",
-                    r.secret, r.of
-                ));
+                return Err(CollectError::UnaskedShare {
+                    from: from.to_string(),
+                    secret: format!("{:?}", r.secret),
+                    of: r.of.clone(),
+                });
             }
         }
         for r in shares {
@@ -191,18 +306,21 @@ impl Collector {
 
     /// The weighted mean of the survivors' updates, Σ wᵢxᵢ / Σ wᵢ (each wᵢxᵢ clipped to the
     /// range and quantised).
-    pub fn finish(mut self) -> Result<Vec<f32>, String> {
+    pub fn finish(mut self) -> Result<Vec<f32>, CollectError> {
         let Some((survivors, dropped)) = self.plan.take() else {
-            return Err("unmasking was never planned".into());
+            return Err(CollectError::NotPlanned);
         };
         self.at_least(self.revealers.len(), "revealed their unmasking shares")?;
-        let mut recover = |of: &String, secret: Secret| -> Result<[u8; 32], String> {
+        let mut recover = |of: &String, secret: Secret| -> Result<[u8; 32], CollectError> {
             let shares = self
                 .revealed
                 .remove(&(of.clone(), secret))
                 .unwrap_or_default();
-            combine(&shares, self.threshold)
-                .map_err(|e| format!("recovering {of}'s {secret:?}: {e}"))
+            combine(&shares, self.threshold).map_err(|e| CollectError::Recovery {
+                of: of.clone(),
+                secret: format!("{secret:?}"),
+                reason: e.to_string(),
+            })
         };
         let idx = |s: &String| self.index.get(s).copied().unwrap_or(u32::MAX);
         let mut self_seeds = BTreeMap::new();
@@ -217,7 +335,7 @@ impl Collector {
                 let ad = self
                     .ads
                     .get(s)
-                    .ok_or_else(|| format!("no advertisement of {s}"))?;
+                    .ok_or_else(|| CollectError::NoAdvertisement(s.clone()))?;
                 seeds.insert(idx(s), mask_seed_from_secret(&secret, ad)?);
             }
             pair.insert(idx(d), seeds);
@@ -227,12 +345,13 @@ impl Collector {
         Ok(self.q.decode_mean(&self.sum, survivors.len(), total))
     }
 
-    fn at_least(&self, got: usize, what: &str) -> Result<(), String> {
+    fn at_least(&self, got: usize, what: &'static str) -> Result<(), CollectError> {
         if got < self.threshold {
-            Err(format!(
-                "secure aggregation: only {got} silo(s) {what}, the threshold is {}: the round is abandoned, no update can be unmasked",
-                self.threshold
-            ))
+            Err(CollectError::BelowThreshold {
+                got,
+                what,
+                threshold: self.threshold,
+            })
         } else {
             Ok(())
         }
@@ -411,23 +530,26 @@ mod tests {
             // Leaving a peer out is refused, and nothing of it is kept.
             let last = sealed.pop().unwrap();
             let e = c.shared(&name, sealed.clone()).unwrap_err();
-            assert!(e.contains("was expected"), "{e}");
+            assert!(matches!(e, CollectError::WrongRecipients { .. }), "{e}");
             sealed.push(last);
             c.shared(&name, sealed).unwrap();
         }
         // Sharing twice is refused.
-        assert!(c
-            .shared("bank-0", vec![])
-            .unwrap_err()
-            .contains("unexpected shares"));
+        assert_eq!(
+            c.shared("bank-0", vec![]),
+            Err(CollectError::UnexpectedShares("bank-0".into()))
+        );
         for (i, p) in s.parts.iter_mut().enumerate().take(2) {
             p.receive(RING, &c.relayed_to(&format!("bank-{i}")))
                 .unwrap();
             let m = p.mask(&s.updates[i], 1.0).unwrap().to_vec();
-            assert!(c
-                .fold(&format!("bank-{i}"), &m[4..], 1.0)
-                .unwrap_err()
-                .contains("ring values"));
+            assert!(matches!(
+                c.fold(&format!("bank-{i}"), &m[4..], 1.0),
+                Err(CollectError::Masked {
+                    source: QuantizeError::Packed { .. },
+                    ..
+                })
+            ));
             c.fold(&format!("bank-{i}"), &m, 1.0).unwrap();
             assert!(p
                 .mask(&s.updates[i], 0.5)
@@ -439,6 +561,6 @@ mod tests {
         let mut shares = s.parts[0].reveal(&survivors, &dropped).unwrap();
         shares[0].secret = Secret::MaskKey;
         let e = c.revealed("bank-0", shares).unwrap_err();
-        assert!(e.contains("did not ask for"), "{e}");
+        assert!(matches!(e, CollectError::UnaskedShare { .. }), "{e}");
     }
 }

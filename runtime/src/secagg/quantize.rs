@@ -13,7 +13,7 @@ use thiserror::Error;
 pub const MIN_LEVELS: u64 = 256;
 
 /// Why a quantiser cannot be made.
-#[derive(Debug, Error, PartialEq)]
+#[derive(Debug, Clone, Error, PartialEq)]
 pub enum QuantizeError {
     /// The bit width is outside 16..=64.
     #[error("secure aggregation: ring of {0} bits; allowed 16 to 64")]
