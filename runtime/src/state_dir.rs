@@ -98,3 +98,34 @@ pub fn open(
         recovered,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certs::{self, NodeSpec};
+    use crate::identity::Role;
+
+    #[test]
+    fn a_refused_start_reconciles_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = [NodeSpec::parse(Role::Coordinator, "coordinator").unwrap()];
+        certs::init(&dir.path().join("certs"), "t", &nodes, 30, false).unwrap();
+        let creds = NodeCredentials::load_kit(&dir.path().join("certs/coordinator")).unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        let refused = open(&state, &creds, EventFormat::Json, vec![], |_| {
+            Some("paused and nothing could resume it".into())
+        });
+        let Err(e) = refused else {
+            panic!("the start was not refused");
+        };
+        assert!(e.to_string().contains("nothing could resume it"), "{e}");
+        assert!(
+            !state.join("registry.redb").exists(),
+            "the registry was opened and reconciled before the refusal"
+        );
+        let opened = open(&state, &creds, EventFormat::Json, vec![], |_| None).unwrap();
+        assert!(opened.recovered.is_empty());
+        assert!(state.join("registry.redb").exists());
+    }
+}

@@ -310,6 +310,7 @@ fn approve(state: &mut CoordinatorState, a: Awaiting, d: &Decision) -> crate::Re
     let summary = a.summary.unwrap_or_else(|| Box::new(summary_of(&meta)));
     state.ledger.store.append_round(&summary)?;
     let seed = state.settings.seed;
+    state.run.last_eval = meta.validation.clone();
     state.versions.make_checkpoint_current(
         meta.version,
         a.ckpt,
@@ -365,6 +366,7 @@ fn rollback(state: &mut CoordinatorState, d: &Decision) -> crate::Result<()> {
         None => None,
     };
     let figures = target.map(|m| m.validation).unwrap_or_default();
+    state.run.last_eval = figures.clone();
     let seed = state.settings.seed;
     state
         .versions

@@ -115,7 +115,7 @@ fn start_comparison(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorM
         lora: None,
     };
     let timeout = Duration::from_secs(600);
-    let federated = state.versions.last_eval.clone();
+    let federated = state.run.last_eval.clone();
     let me = myself.clone();
     tokio::spawn(async move {
         let mut jobs = tokio::task::JoinSet::new();

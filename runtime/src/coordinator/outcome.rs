@@ -201,6 +201,7 @@ fn on_candidate(
     let (version, eval) = (summary.version, summary.eval.clone());
     state.ledger.announce_commit(summary)?;
     let adapters = adapters.unwrap_or_default();
+    state.run.last_eval = eval.clone();
     state
         .versions
         .make_current(version, params, adapters, optimizer, eval);

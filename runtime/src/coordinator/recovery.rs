@@ -5,8 +5,6 @@
 //! a round or version number, and publishes to `rounds.jsonl` and `events.jsonl` any commit a
 //! crash kept from them ([`crate::republish`]).
 
-use std::collections::BTreeMap;
-
 use super::ledger::{summary_of, Ledger};
 use super::membership::Members;
 use super::phase::{Awaiting, Hold, Phase};
@@ -138,7 +136,6 @@ fn resume_current(state: &mut CoordinatorState) -> crate::Result<()> {
     state
         .versions
         .make_checkpoint_current(version, ckpt, optimizer, figures, seed)?;
-    state.versions.last_eval = BTreeMap::new();
     state.phase = Phase::Ready;
     state.run.next_round = round + 1;
     state.ledger.events.emit(Event::Resumed {

@@ -24,6 +24,7 @@ use crate::actors::policy::PolicyMessage;
 use crate::actors::validator::ValidatorMessage;
 use crate::cluster::PeerDirectory;
 use crate::data::Schema;
+use crate::model::eval::EvalMetrics;
 use crate::privacy::budget::PrivacyBook;
 use crate::status::FederationStatus;
 
@@ -63,6 +64,9 @@ pub struct Run {
     pub exhausted: bool,
     /// The policy the last round was dispatched under (its outcome is judged by it).
     pub round_policy: Policy,
+    /// The held-out figures of the last version this run made current (committed, approved
+    /// or rolled back to): the comparison's "federated" column.
+    pub last_eval: BTreeMap<String, EvalMetrics>,
 }
 
 impl Run {
@@ -77,6 +81,7 @@ impl Run {
             over_budget: BTreeSet::new(),
             exhausted: false,
             round_policy: Policy::default(),
+            last_eval: BTreeMap::new(),
         }
     }
 }

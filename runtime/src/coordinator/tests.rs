@@ -83,6 +83,7 @@ async fn a_candidate_that_passes_the_gate_is_committed_and_made_current() {
         metrics(0.8),
         "the gate compares with v1 now"
     );
+    assert_eq!(s.run.last_eval, metrics(0.8), "the run's latest figures");
     assert_eq!(f.current(), Some(1));
     assert_eq!(f.journal(), ["committed", "committed"]);
     assert_eq!(meta(&s, 1).unwrap().status, Status::Committed);
@@ -412,6 +413,10 @@ async fn a_restart_resumes_the_committed_version_and_numbers() {
     assert_eq!(s.versions.model.params, params);
     assert_eq!((s.run.next_round, s.versions.next_version), (2, 2));
     assert_eq!(s.versions.baseline, metrics(0.8));
+    assert!(
+        s.run.last_eval.is_empty(),
+        "a new run has made nothing current yet"
+    );
     assert_eq!(f.events("resumed").len(), 1);
 }
 

@@ -4,7 +4,8 @@
 //!
 //! [`Versions::make_current`] is the one place a version becomes current in memory — after a
 //! commit, an approval, a rollback or a restart — so the model, its adapters, its optimiser
-//! state and its figures always move together.
+//! state and its figures always move together. (What a *run* made current is the run's own
+//! record: `Run::last_eval`.)
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -38,9 +39,6 @@ pub struct Versions {
     pub next_version: u64,
     /// The current version's held-out figures, for the validation gate.
     pub baseline: BTreeMap<String, EvalMetrics>,
-    /// The figures of the last version made current in this run (the comparison's
-    /// "federated" column).
-    pub last_eval: BTreeMap<String, EvalMetrics>,
 }
 
 impl Versions {
@@ -75,7 +73,6 @@ impl Versions {
             optimizer: None,
             next_version: 1,
             baseline: BTreeMap::new(),
-            last_eval: BTreeMap::new(),
         })
     }
 
@@ -100,9 +97,7 @@ impl Versions {
         if optimizer.is_some() {
             self.optimizer = optimizer;
         }
-        self.last_eval = figures.clone();
         self.baseline = figures;
-        self.next_version = self.next_version.max(version + 1);
     }
 
     /// The adapters of version `version` (its checkpoint's `params` and `meta`): fresh ones
