@@ -83,40 +83,115 @@ pub struct Selection {
     pub excluded: Vec<(String, String)>,
 }
 
+/// The first participation rule that keeps a candidate out of a round.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Ineligible {
+    /// Listed in `participation.deny`.
+    #[error("revoked: listed in participation.deny")]
+    Denied,
+    /// Blocked by the coordinator (e.g. at the schema check), with why.
+    #[error("{0}")]
+    Blocked(String),
+    /// A certificate role the policy does not admit.
+    #[error("certificate role `{role}` is not in participation.roles {allowed:?}")]
+    Role {
+        /// Its role.
+        role: String,
+        /// The roles admitted.
+        allowed: Vec<String>,
+    },
+    /// A region outside the consortium's.
+    #[error("region `{region}` is not one of the consortium's regions {regions:?}")]
+    Region {
+        /// Its region.
+        region: String,
+        /// The consortium's regions.
+        regions: Vec<String>,
+    },
+    /// A region outside `participation.allowed_regions`.
+    #[error("region `{region}` is not in participation.allowed_regions {allowed:?}")]
+    RegionNotAllowed {
+        /// Its region.
+        region: String,
+        /// The regions allowed.
+        allowed: Vec<String>,
+    },
+    /// An older protocol.
+    #[error("speaks protocol version {have}, participation.min_protocol_version is {need}")]
+    Protocol {
+        /// Its version.
+        have: u32,
+        /// The least allowed.
+        need: u32,
+    },
+    /// Older software.
+    #[error("runs software {have}, participation.min_software_version is {need}")]
+    Software {
+        /// Its version.
+        have: String,
+        /// The least allowed.
+        need: String,
+    },
+    /// No heartbeat answered yet.
+    #[error("has not answered a heartbeat yet")]
+    NoHeartbeat,
+    /// Heartbeats missed.
+    #[error("missed heartbeats: last answer {age:.1} s ago, participation.max_heartbeat_age_secs is {max}")]
+    MissedHeartbeats {
+        /// Seconds since the last answer.
+        age: f64,
+        /// The limit.
+        max: f64,
+    },
+    /// Quarantined after repeated refusals.
+    #[error("quarantined until round {0} (repeatedly refused updates)")]
+    Quarantined(u64),
+    /// Cooling down after a failure.
+    #[error(
+        "cooling down after failing round {failed} (participation.cooldown_rounds = {rounds})"
+    )]
+    CoolingDown {
+        /// The round it failed.
+        failed: u64,
+        /// The cool-down.
+        rounds: u64,
+    },
+}
+
 /// Whether `c` may take part in `round`, and if not, the first rule that says no.
-pub fn eligibility(policy: &Policy, c: &Candidate, round: u64) -> Result<(), String> {
+pub fn eligibility(policy: &Policy, c: &Candidate, round: u64) -> Result<(), Ineligible> {
     let p = &policy.participation;
     if p.deny.contains(&c.name) {
-        return Err("revoked: listed in participation.deny".into());
+        return Err(Ineligible::Denied);
     }
     if let Some(b) = &c.blocked {
-        return Err(b.clone());
+        return Err(Ineligible::Blocked(b.clone()));
     }
     if !p.roles.contains(&c.role) {
-        return Err(format!(
-            "certificate role `{}` is not in participation.roles {:?}",
-            c.role, p.roles
-        ));
+        return Err(Ineligible::Role {
+            role: c.role.clone(),
+            allowed: p.roles.clone(),
+        });
     }
     if !policy.regions.is_empty() && !policy.regions.contains(&c.region) {
-        return Err(format!(
-            "region `{}` is not one of the consortium's regions {:?}",
-            c.region, policy.regions
-        ));
+        return Err(Ineligible::Region {
+            region: c.region.clone(),
+            regions: policy.regions.clone(),
+        });
     }
     if let Some(allowed) = &p.allowed_regions {
         if !allowed.contains(&c.region) {
-            return Err(format!(
-                "region `{}` is not in participation.allowed_regions {allowed:?}",
-                c.region
-            ));
+            return Err(Ineligible::RegionNotAllowed {
+                region: c.region.clone(),
+                allowed: allowed.clone(),
+            });
         }
     }
     if c.protocol_version < p.min_protocol_version {
-        return Err(format!(
-            "speaks protocol version {}, participation.min_protocol_version is {}",
-            c.protocol_version, p.min_protocol_version
-        ));
+        return Err(Ineligible::Protocol {
+            have: c.protocol_version,
+            need: p.min_protocol_version,
+        });
     }
     if let Some(min) = &p.min_software_version {
         let ok = match (parse_version(&c.software_version), parse_version(min)) {
@@ -124,35 +199,33 @@ pub fn eligibility(policy: &Policy, c: &Candidate, round: u64) -> Result<(), Str
             _ => false,
         };
         if !ok {
-            return Err(format!(
-                "runs software {}, participation.min_software_version is {min}",
-                c.software_version
-            ));
+            return Err(Ineligible::Software {
+                have: c.software_version.clone(),
+                need: min.clone(),
+            });
         }
     }
     match c.heartbeat_age_secs {
-        None => return Err("has not answered a heartbeat yet".into()),
+        None => return Err(Ineligible::NoHeartbeat),
         Some(age) if age > p.max_heartbeat_age_secs => {
-            return Err(format!(
-                "missed heartbeats: last answer {age:.1} s ago, participation.max_heartbeat_age_secs is {}",
-                p.max_heartbeat_age_secs
-            ))
+            return Err(Ineligible::MissedHeartbeats {
+                age,
+                max: p.max_heartbeat_age_secs,
+            })
         }
         _ => {}
     }
     if let Some(until) = c.quarantined_until {
         if round < until {
-            return Err(format!(
-                "quarantined until round {until} (repeatedly refused updates)"
-            ));
+            return Err(Ineligible::Quarantined(until));
         }
     }
     if let Some(failed) = c.last_failure_round {
         if p.cooldown_rounds > 0 && round <= failed + p.cooldown_rounds {
-            return Err(format!(
-                "cooling down after failing round {failed} (participation.cooldown_rounds = {})",
-                p.cooldown_rounds
-            ));
+            return Err(Ineligible::CoolingDown {
+                failed,
+                rounds: p.cooldown_rounds,
+            });
         }
     }
     Ok(())
@@ -169,7 +242,7 @@ pub fn select_cohort(policy: &Policy, candidates: &[Candidate], round: u64) -> S
     for c in candidates {
         match eligibility(policy, c, round) {
             Ok(()) => eligible.push(c.name.clone()),
-            Err(why) => excluded.push((c.name.clone(), why)),
+            Err(why) => excluded.push((c.name.clone(), why.to_string())),
         }
     }
     eligible.sort();
@@ -399,7 +472,7 @@ deny = ["revoked"]
             ),
         ];
         for (cand, want) in cases {
-            let why = eligibility(&p, &cand, 10).unwrap_err();
+            let why = eligibility(&p, &cand, 10).unwrap_err().to_string();
             assert!(why.contains(want), "{cand:?}: {why}");
         }
         assert!(eligibility(&p, &base, 10).is_ok());

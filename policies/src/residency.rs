@@ -22,13 +22,21 @@ pub fn may_process(policy: &Policy, silo_region: &str, aggregator_region: &str) 
     }
 }
 
+/// No aggregator may process a region's updates.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no aggregator in a region allowed for `{region}` updates")]
+pub struct NoRoute {
+    /// The silo's region.
+    pub region: String,
+}
+
 /// Chooses the aggregator for a silo of `silo_region` among `aggregators` (`(name, region)`):
 /// one in the silo's own region if allowed, else the first allowed one in the policy's order.
 pub fn route<'a>(
     policy: &Policy,
     silo_region: &str,
     aggregators: &'a [(String, String)],
-) -> Result<&'a str, String> {
+) -> Result<&'a str, NoRoute> {
     let allowed = |a: &&(String, String)| may_process(policy, silo_region, &a.1).allow;
     if let Some(a) = aggregators
         .iter()
@@ -46,9 +54,9 @@ pub fn route<'a>(
     } else if let Some(a) = aggregators.first() {
         return Ok(&a.0);
     }
-    Err(format!(
-        "no aggregator in a region allowed for `{silo_region}` updates"
-    ))
+    Err(NoRoute {
+        region: silo_region.to_string(),
+    })
 }
 
 /// Whether a regional aggregate of `silos` updates may travel on to the global aggregator.

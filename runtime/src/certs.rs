@@ -26,7 +26,8 @@ use rcgen::{
 use time::{Duration, OffsetDateTime};
 
 use crate::identity::{
-    validate_name, Identity, Role, DEFAULT_REGION, REGION_URI_PREFIX, ROLE_URI_PREFIX,
+    validate_name, Identity, IdentityError, Role, DEFAULT_REGION, REGION_URI_PREFIX,
+    ROLE_URI_PREFIX,
 };
 use crate::{Error, Result};
 
@@ -39,13 +40,13 @@ pub struct NodeSpec {
 
 impl NodeSpec {
     /// Parses `NAME[:REGION]` for a node of `role`.
-    pub fn parse(role: Role, spec: &str) -> std::result::Result<Self, String> {
+    pub fn parse(role: Role, spec: &str) -> std::result::Result<Self, IdentityError> {
         let (name, region) = match spec.split_once(':') {
             Some((n, r)) => (n, r),
             None => (spec, DEFAULT_REGION),
         };
-        validate_name("node name", name).map_err(|e| e.to_string())?;
-        validate_name("region", region).map_err(|e| e.to_string())?;
+        validate_name("node name", name)?;
+        validate_name("region", region)?;
         Ok(NodeSpec {
             identity: Identity {
                 name: name.to_string(),

@@ -40,7 +40,7 @@ pub fn check(configured: &Configured, policy: &Policy) -> Result<(), Incompatibl
     }
     if let Some(dp) = &policy.privacy {
         crate::privacy::mechanism::check_aggregation(dp, &configured.aggregation)
-            .map_err(Incompatible)?;
+            .map_err(|e| Incompatible(e.to_string()))?;
     }
     if policy.secure_aggregation.is_some() && configured.compression != Compression::None {
         let c = configured.compression.describe();

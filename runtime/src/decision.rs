@@ -13,8 +13,8 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::entry::{now_ms, seal, unseal};
-use crate::identity::signature::{self, CaCheck};
+use crate::audit::entry::{now_ms, seal, unseal, EntryError};
+use crate::identity::signature::{self, CaCheck, SignatureError};
 use crate::identity::{Identity, Role};
 use crate::model::Digest;
 use crate::tls::NodeCredentials;
@@ -67,6 +67,73 @@ pub struct Decision {
     pub expect_current: Option<u64>,
 }
 
+/// Why a decision cannot be submitted, or is refused on reading.
+#[derive(Debug, thiserror::Error)]
+pub enum DecisionError {
+    /// The kit that would sign is not an operator's.
+    #[error("the kit is for `{name}`, role {role}: decisions are signed with an operator's kit (`fedsilo certs issue --operator NAME`)")]
+    NotAnOperatorKit {
+        /// Whose kit.
+        name: String,
+        /// Its role.
+        role: Role,
+    },
+    /// The kit's key cannot sign.
+    #[error("{0}")]
+    Key(String),
+    /// Writing the inbox failed.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file or folder.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file cannot be read.
+    #[error("unreadable: {0}")]
+    Unreadable(std::io::Error),
+    /// The file is not a sealed line.
+    #[error(transparent)]
+    Entry(#[from] EntryError),
+    /// Its hash is not its content's.
+    #[error("its content does not match its hash: the file was edited")]
+    Edited,
+    /// Its body is not a decision.
+    #[error("not a decision: {0}")]
+    NotADecision(serde_json::Error),
+    /// The certificate is not hex.
+    #[error("its certificate is not hex")]
+    CertificateNotHex,
+    /// The certificate is not a node's.
+    #[error("{0}")]
+    Certificate(String),
+    /// Signed by someone who is not an operator.
+    #[error("signed by `{name}`, role {role}: only an operator decides")]
+    NotAnOperator {
+        /// The signer.
+        name: String,
+        /// Its role.
+        role: Role,
+    },
+    /// Names another operator than the signer.
+    #[error("names operator `{named}` but is signed by `{signer}`")]
+    OtherOperator {
+        /// The operator the decision names.
+        named: String,
+        /// Who signed it.
+        signer: String,
+    },
+    /// Dated more than five minutes ahead.
+    #[error("it is dated in the future")]
+    Future,
+    /// The signature is not hex.
+    #[error("its signature is not hex")]
+    SignatureNotHex,
+    /// The certificate or the signature does not check.
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+}
+
 /// The inbox of a state directory.
 pub fn inbox(state_dir: &Path) -> PathBuf {
     state_dir.join("decisions")
@@ -80,13 +147,12 @@ pub fn submit(
     version: u64,
     reason: &str,
     expect: (Option<String>, Option<u64>),
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, DecisionError> {
     if creds.identity().role != Role::Operator {
-        return Err(format!(
-            "the kit is for `{}`, role {}: decisions are signed with an operator's kit (`fedsilo certs issue --operator NAME`)",
-            creds.identity().name,
-            creds.identity().role
-        ));
+        return Err(DecisionError::NotAnOperatorKit {
+            name: creds.identity().name.clone(),
+            role: creds.identity().role,
+        });
     }
     let d = Decision {
         kind,
@@ -98,11 +164,16 @@ pub fn submit(
         expect_sha256: expect.0,
         expect_current: expect.1,
     };
-    let body = serde_json::to_string(&d).map_err(|e| e.to_string())?;
-    let signer = creds.signer().map_err(|e| e.to_string())?;
-    let line = seal(&body, |b| signer.sign(b).map_err(|e| e.to_string()))?;
+    let body = serde_json::to_string(&d).map_err(DecisionError::NotADecision)?;
+    let signer = creds
+        .signer()
+        .map_err(|e| DecisionError::Key(e.to_string()))?;
+    let line = seal(&body, |b| signer.sign(b))?;
     let dir = inbox(state_dir);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(|source| DecisionError::Write {
+        path: dir.clone(),
+        source,
+    })?;
     let name = format!(
         "{}-{}-v{version}-{}.json",
         d.time_ms,
@@ -113,7 +184,10 @@ pub fn submit(
     let tmp = dir.join(format!(".{name}.tmp"));
     std::fs::write(&tmp, format!("{line}\n"))
         .and_then(|_| std::fs::rename(&tmp, &path))
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        .map_err(|source| DecisionError::Write {
+            path: path.clone(),
+            source,
+        })?;
     Ok(path)
 }
 
@@ -134,37 +208,35 @@ pub fn pending(state_dir: &Path) -> Vec<PathBuf> {
 /// Reads a decision and checks it: intact, signed by the certificate it carries, which the
 /// consortium CA issued to an operator of that name and which is valid now. Returns it with
 /// its hash (the SHA-256 of its signed body), by which it is applied at most once.
-pub fn read_verified(path: &Path, ca: &CaCheck) -> Result<(Decision, String), String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("unreadable: {e}"))?;
+pub fn read_verified(path: &Path, ca: &CaCheck) -> Result<(Decision, String), DecisionError> {
+    let text = std::fs::read_to_string(path).map_err(DecisionError::Unreadable)?;
     let sealed = unseal(text.trim_end())?;
     if sealed.hash != Digest::of_bytes(sealed.body.as_bytes()).hex() {
-        return Err("its content does not match its hash: the file was edited".into());
+        return Err(DecisionError::Edited);
     }
-    let d: Decision =
-        serde_json::from_str(&sealed.body).map_err(|e| format!("not a decision: {e}"))?;
-    let der = hex::decode(&d.certificate).map_err(|_| "its certificate is not hex".to_string())?;
-    let id =
-        Identity::from_cert_der(&der, "the decision's certificate").map_err(|e| e.to_string())?;
+    let d: Decision = serde_json::from_str(&sealed.body).map_err(DecisionError::NotADecision)?;
+    let der = hex::decode(&d.certificate).map_err(|_| DecisionError::CertificateNotHex)?;
+    let id = Identity::from_cert_der(&der, "the decision's certificate")
+        .map_err(|e| DecisionError::Certificate(e.to_string()))?;
     if id.role != Role::Operator {
-        return Err(format!(
-            "signed by `{}`, role {}: only an operator decides",
-            id.name, id.role
-        ));
+        return Err(DecisionError::NotAnOperator {
+            name: id.name,
+            role: id.role,
+        });
     }
     if id.name != d.operator {
-        return Err(format!(
-            "names operator `{}` but is signed by `{}`",
-            d.operator, id.name
-        ));
+        return Err(DecisionError::OtherOperator {
+            named: d.operator,
+            signer: id.name,
+        });
     }
     if d.time_ms > now_ms() + 5 * 60 * 1000 {
-        return Err("it is dated in the future".into());
+        return Err(DecisionError::Future);
     }
     // Valid now, not merely at the time the signer claims.
-    ca.issued(&der, SystemTime::now())
-        .map_err(|e| e.to_string())?;
-    let sig = hex::decode(sealed.sig).map_err(|_| "its signature is not hex".to_string())?;
-    signature::verify(&der, sealed.body.as_bytes(), &sig).map_err(|e| e.to_string())?;
+    ca.issued(&der, SystemTime::now())?;
+    let sig = hex::decode(sealed.sig).map_err(|_| DecisionError::SignatureNotHex)?;
+    signature::verify(&der, sealed.body.as_bytes(), &sig)?;
     Ok((d, sealed.hash.to_string()))
 }
 
@@ -210,21 +282,24 @@ mod tests {
         // Edited after signing.
         let text = std::fs::read_to_string(&p).unwrap();
         std::fs::write(&p, text.replace("\"version\":7", "\"version\":8")).unwrap();
-        assert!(read_verified(&p, &check).unwrap_err().contains("edited"));
+        assert!(matches!(
+            read_verified(&p, &check),
+            Err(DecisionError::Edited)
+        ));
         // A silo's kit cannot decide, not even by writing the file itself.
         let silo = kit(&ca, "bank-a", Role::Silo);
-        assert!(
-            submit(dir.path(), &silo, Kind::Rollback, 1, "", (None, None))
-                .unwrap_err()
-                .contains("operator's kit")
-        );
+        assert!(matches!(
+            submit(dir.path(), &silo, Kind::Rollback, 1, "", (None, None)),
+            Err(DecisionError::NotAnOperatorKit { .. })
+        ));
         // An operator of another consortium is refused.
         let (other, _) = CertificateAuthority::generate("x", 30).unwrap();
         let mallory = kit(&other, "alice", Role::Operator);
         let q = submit(dir.path(), &mallory, Kind::Rollback, 1, "", (None, None)).unwrap();
-        assert!(read_verified(&q, &check)
-            .unwrap_err()
-            .contains("consortium CA"));
+        assert!(matches!(
+            read_verified(&q, &check),
+            Err(DecisionError::Signature(SignatureError::NotIssued(_)))
+        ));
         settle(&q, false);
         assert!(
             dir.path()

@@ -185,7 +185,7 @@ pub struct PlanSection {
 
 impl PlanSection {
     /// The compression scheme (`none` when unset).
-    pub fn compression(&self) -> Result<Compression, String> {
+    pub fn compression(&self) -> Result<Compression, crate::compression::UnknownScheme> {
         self.compression
             .as_deref()
             .map_or(Ok(Compression::None), Compression::parse)

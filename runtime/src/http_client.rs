@@ -19,14 +19,67 @@ const MAX_BODY: usize = 16 << 20;
 
 /// Why a request failed (no answer; an answer of any status is a [`Response`]).
 #[derive(Debug, thiserror::Error)]
-#[error("{method} {url}: {message}")]
+#[error("{method} {url}: {failure}")]
 pub struct HttpError {
     /// The method.
     pub method: String,
     /// The URL.
     pub url: String,
     /// What went wrong.
-    pub message: String,
+    pub failure: Failure,
+}
+
+/// What went wrong with a request, step by step.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// The URL does not parse.
+    #[error("not a URL: {0}")]
+    NotAUrl(hyper::http::uri::InvalidUri),
+    /// Neither http nor https.
+    #[error("unsupported scheme {0:?}: use http:// or https://")]
+    Scheme(String),
+    /// No host in the URL.
+    #[error("the URL names no host")]
+    NoHost,
+    /// The request cannot be built (e.g. a header value with a newline).
+    #[error("cannot build the request: {0}")]
+    Build(hyper::http::Error),
+    /// No connection.
+    #[error("cannot connect to {host}:{port}: {source}")]
+    Connect {
+        /// The host.
+        host: String,
+        /// The port.
+        port: u16,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// https without TLS settings.
+    #[error("https:// needs TLS settings (a CA or a kit)")]
+    NoTls,
+    /// The name to verify is not a server name.
+    #[error("server name {name:?}: {reason}")]
+    ServerName {
+        /// The name.
+        name: String,
+        /// Why it is not one.
+        reason: String,
+    },
+    /// The TLS handshake failed (e.g. the certificate does not verify).
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
+    /// The HTTP handshake failed.
+    #[error("HTTP handshake failed: {0}")]
+    Handshake(hyper::Error),
+    /// Sending the request failed.
+    #[error("request failed: {0}")]
+    Request(hyper::Error),
+    /// Reading the answer failed, or it is over the size limit.
+    #[error("reading the answer failed: {0}")]
+    Body(String),
+    /// No answer in time.
+    #[error("no answer within {0:.1} s")]
+    Timeout(f64),
 }
 
 /// An answer.
@@ -139,25 +192,20 @@ impl HttpClient {
         headers: &[(&str, String)],
         body: Vec<u8>,
     ) -> Result<Response, HttpError> {
-        let fail = |message: String| HttpError {
+        let fail = |failure: Failure| HttpError {
             method: method.to_string(),
             url: url.to_string(),
-            message,
+            failure,
         };
-        let uri: Uri = url.parse().map_err(|e| fail(format!("not a URL: {e}")))?;
+        let uri: Uri = url.parse().map_err(|e| fail(Failure::NotAUrl(e)))?;
         let https = match uri.scheme_str() {
             Some("https") => true,
             Some("http") => false,
-            other => {
-                return Err(fail(format!(
-                    "unsupported scheme {:?}: use http:// or https://",
-                    other.unwrap_or("")
-                )))
-            }
+            other => return Err(fail(Failure::Scheme(other.unwrap_or("").to_string()))),
         };
         let host = uri
             .host()
-            .ok_or_else(|| fail("the URL names no host".into()))?
+            .ok_or_else(|| fail(Failure::NoHost))?
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();
@@ -175,23 +223,26 @@ impl HttpClient {
         }
         let request = request
             .body(Full::new(Bytes::from(body)))
-            .map_err(|e| fail(format!("cannot build the request: {e}")))?;
+            .map_err(|e| fail(Failure::Build(e)))?;
         let exchange = async {
             let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
                 .await
-                .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
+                .map_err(|source| Failure::Connect {
+                    host: host.clone(),
+                    port,
+                    source,
+                })?;
             if https {
-                let config = self
-                    .tls
-                    .clone()
-                    .ok_or("https:// needs TLS settings (a CA or a kit)")?;
+                let config = self.tls.clone().ok_or(Failure::NoTls)?;
                 let name = self.server_name.clone().unwrap_or_else(|| host.clone());
-                let name = ServerName::try_from(name.clone())
-                    .map_err(|e| format!("server name {name:?}: {e}"))?;
+                let name = ServerName::try_from(name.clone()).map_err(|e| Failure::ServerName {
+                    name,
+                    reason: e.to_string(),
+                })?;
                 let tls = tokio_rustls::TlsConnector::from(config)
                     .connect(name, tcp)
                     .await
-                    .map_err(|e| format!("TLS handshake failed: {e}"))?;
+                    .map_err(Failure::Tls)?;
                 round_trip(tls, request).await
             } else {
                 round_trip(tcp, request).await
@@ -199,34 +250,31 @@ impl HttpClient {
         };
         match tokio::time::timeout(self.timeout, exchange).await {
             Ok(Ok(r)) => Ok(r),
-            Ok(Err(message)) => Err(fail(message)),
-            Err(_) => Err(fail(format!(
-                "no answer within {:.1} s",
-                self.timeout.as_secs_f64()
-            ))),
+            Ok(Err(failure)) => Err(fail(failure)),
+            Err(_) => Err(fail(Failure::Timeout(self.timeout.as_secs_f64()))),
         }
     }
 }
 
 /// One request over `io`, then the connection is dropped.
-async fn round_trip<T>(io: T, request: Request<Full<Bytes>>) -> Result<Response, String>
+async fn round_trip<T>(io: T, request: Request<Full<Bytes>>) -> Result<Response, Failure>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
-        .map_err(|e| format!("HTTP handshake failed: {e}"))?;
+        .map_err(Failure::Handshake)?;
     let driver = tokio::spawn(connection);
     let answer = async {
         let response = sender
             .send_request(request)
             .await
-            .map_err(|e| format!("request failed: {e}"))?;
+            .map_err(Failure::Request)?;
         let status = response.status().as_u16();
         let body = Limited::new(response.into_body(), MAX_BODY)
             .collect()
             .await
-            .map_err(|e| format!("reading the answer failed: {e}"))?
+            .map_err(|e| Failure::Body(e.to_string()))?
             .to_bytes()
             .to_vec();
         Ok(Response { status, body })

@@ -20,6 +20,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensorError;
 use safetensors::SafeTensors;
 
 use crate::events::RoundSummary;
@@ -75,7 +76,7 @@ impl ModelStore {
         if let Some(st) = optimizer {
             let data = optimizer_bytes(st).map_err(|e| Error::Checkpoint {
                 origin: self.optimizer_path(v).display().to_string(),
-                message: e,
+                message: e.to_string(),
             })?;
             write_atomic(&staging.join(format!("v{v}.optimizer.safetensors")), &data)?;
         }
@@ -275,20 +276,14 @@ fn read_optimizer(path: &Path) -> Result<Option<OptimizerState>> {
     }))
 }
 
-fn optimizer_bytes(st: &OptimizerState) -> std::result::Result<Vec<u8>, String> {
+fn optimizer_bytes(st: &OptimizerState) -> std::result::Result<Vec<u8>, SafeTensorError> {
     let bytes = |x: &[f32]| -> Vec<u8> { x.iter().flat_map(|f| f.to_le_bytes()).collect() };
     let (m, vv) = (bytes(&st.m), bytes(&st.v));
     let views = vec![
-        (
-            "m",
-            TensorView::new(Dtype::F32, vec![st.m.len()], &m).map_err(|e| e.to_string())?,
-        ),
-        (
-            "v",
-            TensorView::new(Dtype::F32, vec![st.v.len()], &vv).map_err(|e| e.to_string())?,
-        ),
+        ("m", TensorView::new(Dtype::F32, vec![st.m.len()], &m)?),
+        ("v", TensorView::new(Dtype::F32, vec![st.v.len()], &vv)?),
     ];
-    safetensors::serialize(views, None).map_err(|e| e.to_string())
+    safetensors::serialize(views, None)
 }
 
 #[cfg(test)]

@@ -28,6 +28,81 @@ use fedsilo::model::ModelSpec;
 use fedsilo::protocol::TrainPlan;
 use ndarray::{Array1, Array2};
 
+/// Why an external trainer's round gave no update. The program is named in every message,
+/// with the end of its output where it failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExternalError {
+    /// The work directory cannot be made.
+    #[error("cannot make a work directory in {}: {source}", dir.display())]
+    Workdir {
+        /// The parent directory.
+        dir: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// An input file for the program cannot be written.
+    #[error("writing {file}: {reason}")]
+    Input {
+        /// The file.
+        file: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The program cannot be started or watched.
+    #[error("cannot start the trainer {}: {source}", program.display())]
+    Start {
+        /// The program.
+        program: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The program ran past the timeout and was stopped.
+    #[error("the trainer {} did not finish within {after:?}; it was stopped{tail}", program.display())]
+    Timeout {
+        /// The program.
+        program: PathBuf,
+        /// The timeout.
+        after: Duration,
+        /// The end of its output.
+        tail: String,
+    },
+    /// The program exited with an error.
+    #[error("the trainer {} failed ({status}){tail}", program.display())]
+    Failed {
+        /// The program.
+        program: PathBuf,
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// The end of its output.
+        tail: String,
+    },
+    /// The program wrote no weights.
+    #[error("the trainer {} exited without writing weights.safetensors", program.display())]
+    NoWeights {
+        /// The program.
+        program: PathBuf,
+    },
+    /// The weights it wrote are not the model's (names, shapes, dtypes, finite values).
+    #[error("{0}")]
+    Weights(fedsilo::Error),
+    /// It wrote no readable metrics.json.
+    #[error("the trainer {} wrote no metrics.json: {source}", program.display())]
+    NoMetrics {
+        /// The program.
+        program: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Its metrics.json is malformed or its loss not finite.
+    #[error("metrics.json of {}: {reason}", program.display())]
+    Metrics {
+        /// The program.
+        program: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
 /// How a silo runs its external trainer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExternalTrainer {
@@ -116,7 +191,7 @@ impl ExternalTrainer {
         plan: &TrainPlan,
         x: &Array2<f32>,
         y: &Array1<f32>,
-    ) -> Result<ExternalOutcome, String> {
+    ) -> Result<ExternalOutcome, ExternalError> {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::Builder::new()
             .prefix(&format!(
@@ -126,18 +201,16 @@ impl ExternalTrainer {
             ))
             .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir_in(&self.workdir)
-            .map_err(|e| {
-                format!(
-                    "cannot make a work directory in {}: {e}",
-                    self.workdir.display()
-                )
+            .map_err(|source| ExternalError::Workdir {
+                dir: self.workdir.clone(),
+                source,
             })?;
         let path = |f: &str| dir.path().join(f);
         let layout = spec.layout();
         let base_set = TensorSet::from_layout(&layout, base);
         base_set
             .write_like(&base_set.values, &path("base.safetensors"), HashMap::new())
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| input("base.safetensors", e))?;
         write_data(&path("train.safetensors"), x, y)?;
         let plan_file = PlanFile {
             round,
@@ -149,39 +222,33 @@ impl ExternalTrainer {
             inputs: spec.inputs,
             hidden: &spec.hidden,
         };
-        let json = serde_json::to_vec_pretty(&plan_file).map_err(|e| e.to_string())?;
-        std::fs::write(path("plan.json"), json).map_err(|e| format!("writing plan.json: {e}"))?;
+        let json = serde_json::to_vec_pretty(&plan_file).map_err(|e| input("plan.json", e))?;
+        std::fs::write(path("plan.json"), json).map_err(|e| input("plan.json", e))?;
         self.execute(dir.path())?;
         let origin = format!("{} (weights.safetensors)", self.program.display());
         if !path("weights.safetensors").exists() {
-            return Err(format!(
-                "the trainer {} exited without writing weights.safetensors",
-                self.program.display()
-            ));
+            return Err(ExternalError::NoWeights {
+                program: self.program.clone(),
+            });
         }
-        let set = TensorSet::read(&path("weights.safetensors")).map_err(|e| e.to_string())?;
-        let params = set.to_layout(&layout, &origin).map_err(|e| e.to_string())?;
-        let metrics: MetricsFile = std::fs::read(path("metrics.json"))
-            .map_err(|e| {
-                format!(
-                    "the trainer {} wrote no metrics.json: {e}",
-                    self.program.display()
-                )
-            })
-            .and_then(|b| {
-                serde_json::from_slice(&b).map_err(|e| {
-                    format!(
-                        "metrics.json of {}: {e} (expected {{\"train_loss\": number}})",
-                        self.program.display()
-                    )
-                })
+        let params = TensorSet::read(&path("weights.safetensors"))
+            .and_then(|set| set.to_layout(&layout, &origin))
+            .map_err(ExternalError::Weights)?;
+        let bytes =
+            std::fs::read(path("metrics.json")).map_err(|source| ExternalError::NoMetrics {
+                program: self.program.clone(),
+                source,
+            })?;
+        let metrics: MetricsFile =
+            serde_json::from_slice(&bytes).map_err(|e| ExternalError::Metrics {
+                program: self.program.clone(),
+                reason: format!("{e} (expected {{\"train_loss\": number}})"),
             })?;
         if !metrics.train_loss.is_finite() {
-            return Err(format!(
-                "metrics.json of {}: train_loss is {}",
-                self.program.display(),
-                metrics.train_loss
-            ));
+            return Err(ExternalError::Metrics {
+                program: self.program.clone(),
+                reason: format!("train_loss is {}", metrics.train_loss),
+            });
         }
         Ok(ExternalOutcome {
             params,
@@ -190,10 +257,11 @@ impl ExternalTrainer {
     }
 
     /// Runs the program in `dir`, its output kept in `trainer.log`; stops it at the timeout.
-    fn execute(&self, dir: &Path) -> Result<(), String> {
+    fn execute(&self, dir: &Path) -> Result<(), ExternalError> {
         let log = std::fs::File::create(dir.join("trainer.log"))
-            .map_err(|e| format!("creating trainer.log: {e}"))?;
-        let err_log = log.try_clone().map_err(|e| e.to_string())?;
+            .and_then(|log| Ok((log.try_clone()?, log)))
+            .map_err(|e| input("trainer.log", e))?;
+        let (err_log, log) = log;
         use std::os::unix::process::CommandExt;
         // Its own process group, so that a timeout stops whatever it started too. The working
         // directory stays the node's, so relative paths in the arguments mean what they say.
@@ -205,10 +273,13 @@ impl ExternalTrainer {
             .stdout(log)
             .stderr(err_log)
             .spawn()
-            .map_err(|e| format!("cannot start the trainer {}: {e}", self.program.display()))?;
+            .map_err(|source| self.start_error(source))?;
         let until = Instant::now() + self.timeout;
         let status = loop {
-            match child.try_wait().map_err(|e| e.to_string())? {
+            match child
+                .try_wait()
+                .map_err(|source| self.start_error(source))?
+            {
                 Some(s) => break s,
                 None if Instant::now() >= until => {
                     // SAFETY: killpg only sends a signal, to the child's own process group.
@@ -217,24 +288,30 @@ impl ExternalTrainer {
                     }
                     let _ = child.kill();
                     let _ = child.wait();
-                    return Err(format!(
-                        "the trainer {} did not finish within {:?}; it was stopped{}",
-                        self.program.display(),
-                        self.timeout,
-                        tail(&dir.join("trainer.log"))
-                    ));
+                    return Err(ExternalError::Timeout {
+                        program: self.program.clone(),
+                        after: self.timeout,
+                        tail: tail(&dir.join("trainer.log")),
+                    });
                 }
                 None => std::thread::sleep(Duration::from_millis(20)),
             }
         };
         if !status.success() {
-            return Err(format!(
-                "the trainer {} failed ({status}){}",
-                self.program.display(),
-                tail(&dir.join("trainer.log"))
-            ));
+            return Err(ExternalError::Failed {
+                program: self.program.clone(),
+                status,
+                tail: tail(&dir.join("trainer.log")),
+            });
         }
         Ok(())
+    }
+
+    fn start_error(&self, source: std::io::Error) -> ExternalError {
+        ExternalError::Start {
+            program: self.program.clone(),
+            source,
+        }
     }
 }
 
@@ -261,7 +338,7 @@ fn tail(path: &Path) -> String {
 }
 
 /// The encoded training split as `x` `[rows, inputs]` and `y` `[rows]`.
-fn write_data(path: &Path, x: &Array2<f32>, y: &Array1<f32>) -> Result<(), String> {
+fn write_data(path: &Path, x: &Array2<f32>, y: &Array1<f32>) -> Result<(), ExternalError> {
     let set = TensorSet {
         tensors: vec![
             ("x".into(), vec![x.nrows(), x.ncols()]),
@@ -270,7 +347,14 @@ fn write_data(path: &Path, x: &Array2<f32>, y: &Array1<f32>) -> Result<(), Strin
         values: x.iter().chain(y.iter()).copied().collect(),
     };
     set.write_like(&set.values, path, HashMap::new())
-        .map_err(|e| e.to_string())
+        .map_err(|e| input("train.safetensors", e))
+}
+
+fn input(file: &'static str, e: impl std::fmt::Display) -> ExternalError {
+    ExternalError::Input {
+        file,
+        reason: e.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -349,6 +433,7 @@ mod tests {
             trainer(&["--fail-with", mode], timeout)
                 .run(1, &spec, &base, &plan, &x, &y)
                 .unwrap_err()
+                .to_string()
         };
         let e = run("wrong-shape", Duration::from_secs(60));
         assert!(e.contains("dense0.weight") && e.contains("shape"), "{e}");
@@ -376,7 +461,7 @@ mod tests {
             ..trainer(&[], Duration::from_secs(1))
         };
         let e = missing.run(1, &spec, &base, &plan, &x, &y).unwrap_err();
-        assert!(e.contains("cannot start the trainer"), "{e}");
+        assert!(matches!(e, ExternalError::Start { .. }), "{e}");
         // Nothing is left behind, and a dead node's directory is swept, a live one's not.
         let work = tempfile::tempdir().unwrap();
         let t = ExternalTrainer {

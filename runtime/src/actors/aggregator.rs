@@ -26,7 +26,7 @@ use fedsilo_policies::Policy;
 
 use crate::kernels::clip::{clip_l2, l2_norm};
 use crate::kernels::order_statistics::median;
-use crate::kernels::Aggregation;
+use crate::kernels::{Aggregation, KernelError};
 
 /// What a round's combination produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,7 +87,7 @@ pub enum AggregatorMessage {
         /// Round number.
         round: u64,
         /// The aggregate, or why there is none (e.g. too few updates for Bulyan's f).
-        reply: RpcReplyPort<Result<Aggregate, String>>,
+        reply: RpcReplyPort<Result<Aggregate, FinishError>>,
     },
     /// Collection has ended: screen the cohort by the rules relative to it, drop what they
     /// refuse, and reply with the refused silos and reasons (in silo order).
@@ -211,9 +211,9 @@ impl OpenRound {
         refused
     }
 
-    fn finish(mut self) -> Result<Aggregate, String> {
+    fn finish(mut self) -> Result<Aggregate, FinishError> {
         if self.members.is_empty() {
-            return Err("no update was added".into());
+            return Err(FinishError::Empty);
         }
         self.sort();
         // Central DP: the bound is enforced here. Clipping is per update, so its order is
@@ -242,11 +242,7 @@ impl OpenRound {
         } else {
             ws
         };
-        let c = self
-            .aggregation
-            .kernel
-            .combine(&views, &ws)
-            .map_err(|e| e.to_string())?;
+        let c = self.aggregation.kernel.combine(&views, &ws)?;
         let selected = c.selected.map(|sel| {
             sel.into_iter()
                 .map(|i| self.members[i].silo.clone())
@@ -258,6 +254,34 @@ impl OpenRound {
             clipped,
         })
     }
+}
+
+/// Why the Aggregator has no aggregate for a round.
+#[derive(Debug, thiserror::Error)]
+pub enum FinishError {
+    /// Nothing was added.
+    #[error("no update was added")]
+    Empty,
+    /// The kernel refused the updates (e.g. too few for Bulyan's f).
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    /// The kernel's task panicked.
+    #[error("kernel failed: {0}")]
+    Panicked(String),
+    /// The round asked for is not the one open.
+    #[error("finish for round {round}, aggregator is on round {open}")]
+    OtherRound {
+        /// The round asked for.
+        round: u64,
+        /// The round open.
+        open: u64,
+    },
+    /// No round is open.
+    #[error("finish for round {round}, no round open")]
+    NoRound {
+        /// The round asked for.
+        round: u64,
+    },
 }
 
 /// Cosine similarity of `a` and `b` (0 when either is zero: no direction).
@@ -343,18 +367,16 @@ impl Actor for AggregatorActor {
                         let kernel = o.aggregation.kernel.describe();
                         let r = tokio::task::spawn_blocking(move || o.finish())
                             .await
-                            .unwrap_or_else(|e| Err(format!("kernel failed: {e}")));
+                            .unwrap_or_else(|e| Err(FinishError::Panicked(e.to_string())));
                         tracing::info!(round, kernel, ok = r.is_ok(), "aggregator: combined");
                         r
                     }
                     Some(o) => {
                         let r = o.round;
                         state.open = Some(o);
-                        Err(format!(
-                            "finish for round {round}, aggregator is on round {r}"
-                        ))
+                        Err(FinishError::OtherRound { round, open: r })
                     }
-                    None => Err(format!("finish for round {round}, no round open")),
+                    None => Err(FinishError::NoRound { round }),
                 };
                 let _ = reply.send(result);
             }

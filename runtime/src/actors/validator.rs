@@ -13,11 +13,11 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::model::ModelSpec;
-use crate::protocol::transfer::{ensure_model, put_model};
+use crate::protocol::transfer::{ensure_model, put_model, unexpected};
 use crate::protocol::{
     call, EvalMetrics, LoraTrain, ModelRef, Personalize, Request, Response, Scaling,
 };
-use crate::protocol::{until_silent, SiloHandle};
+use crate::protocol::{until_silent, SiloFailure, SiloHandle};
 
 /// What the validator concluded about a candidate.
 #[derive(Debug, Clone)]
@@ -85,16 +85,12 @@ async fn evaluate_at(
     chunk: usize,
     timeout: Duration,
     silent: watch::Receiver<BTreeSet<String>>,
-) -> (String, Result<EvalMetrics, String>) {
+) -> (String, Result<EvalMetrics, SiloFailure>) {
     let work = async {
         if let Some((l, frozen)) = &c.lora {
-            ensure_model(&silo.actor, l.frozen, frozen, chunk, timeout, &silo.name)
-                .await
-                .map_err(|e| e.to_string())?;
+            ensure_model(&silo.actor, l.frozen, frozen, chunk, timeout, &silo.name).await?;
         }
-        put_model(&silo.actor, c.model, &c.params, chunk, timeout, &silo.name)
-            .await
-            .map_err(|e| e.to_string())?;
+        put_model(&silo.actor, c.model, &c.params, chunk, timeout, &silo.name).await?;
         let req = Request::Evaluate {
             model: c.model,
             spec: c.spec.clone(),
@@ -102,15 +98,14 @@ async fn evaluate_at(
             personalize: c.personalize,
             lora: c.lora.as_ref().map(|(l, _)| l.clone()),
         };
-        match call(&silo.actor, &req, timeout, &silo.name).await {
-            Ok(Response::Evaluated(m)) => Ok(m),
-            Ok(other) => Err(format!("expected Evaluated, got {}", other.kind())),
-            Err(e) => Err(e.to_string()),
+        match call(&silo.actor, &req, timeout, &silo.name).await? {
+            Response::Evaluated(m) => Ok(m),
+            other => Err(unexpected(&silo.name, "Evaluated", &other).into()),
         }
     };
     let r = tokio::select! {
-        r = tokio::time::timeout(timeout, work) => r.unwrap_or_else(|_| Err(format!("no evaluation within {timeout:?}"))),
-        _ = until_silent(silent, &silo.name) => Err("stopped answering heartbeats".to_string()),
+        r = tokio::time::timeout(timeout, work) => r.unwrap_or(Err(SiloFailure::Timeout { what: "evaluation", after: timeout })),
+        _ = until_silent(silent, &silo.name) => Err(SiloFailure::Silent("")),
     };
     (silo.name, r)
 }
@@ -183,7 +178,7 @@ impl Actor for ValidatorActor {
                 Ok((silo, Ok(m))) => {
                     per_silo.insert(silo, m);
                 }
-                Ok((silo, Err(e))) => failures.push((silo, e)),
+                Ok((silo, Err(e))) => failures.push((silo, e.to_string())),
                 Err(e) => failures.push(("?".into(), format!("evaluation task failed: {e}"))),
             }
         }

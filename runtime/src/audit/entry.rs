@@ -45,15 +45,33 @@ pub struct Sealed<'a> {
     pub sig: &'a str,
 }
 
+/// Why a line cannot be sealed or split.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryError {
+    /// The body to seal is not a JSON object.
+    #[error("an entry body is a JSON object")]
+    NotAnObject,
+    /// The signer failed.
+    #[error("cannot sign: {0}")]
+    Sign(String),
+    /// The line has no `hash` field.
+    #[error("no \"hash\" field: not a journal entry")]
+    NoHash,
+    /// The line has no `sig` field after its hash.
+    #[error("no \"sig\" field after \"hash\"")]
+    NoSignature,
+    /// Something follows the signature.
+    #[error("the line does not end after its signature")]
+    Trailing,
+}
+
 /// The line for `body` with its hash and signature (`sign` signs the body's bytes).
-pub fn seal(
+pub fn seal<E: std::fmt::Display>(
     body: &str,
-    sign: impl FnOnce(&[u8]) -> Result<Vec<u8>, String>,
-) -> Result<String, String> {
-    let open = body
-        .strip_suffix('}')
-        .ok_or("an entry body is a JSON object")?;
-    let sig = sign(body.as_bytes())?;
+    sign: impl FnOnce(&[u8]) -> Result<Vec<u8>, E>,
+) -> Result<String, EntryError> {
+    let open = body.strip_suffix('}').ok_or(EntryError::NotAnObject)?;
+    let sig = sign(body.as_bytes()).map_err(|e| EntryError::Sign(e.to_string()))?;
     Ok(format!(
         "{open},\"hash\":\"{}\",\"sig\":\"{}\"}}",
         Digest::of_bytes(body.as_bytes()).hex(),
@@ -62,17 +80,13 @@ pub fn seal(
 }
 
 /// Splits a line into body, hash and signature.
-pub fn unseal(line: &str) -> Result<Sealed<'_>, String> {
-    let at = line
-        .rfind(",\"hash\":\"")
-        .ok_or("no \"hash\" field: not a journal entry")?;
+pub fn unseal(line: &str) -> Result<Sealed<'_>, EntryError> {
+    let at = line.rfind(",\"hash\":\"").ok_or(EntryError::NoHash)?;
     let tail = &line[at + 9..];
     let (hash, rest) = tail
         .split_once("\",\"sig\":\"")
-        .ok_or("no \"sig\" field after \"hash\"")?;
-    let sig = rest
-        .strip_suffix("\"}")
-        .ok_or("the line does not end after its signature")?;
+        .ok_or(EntryError::NoSignature)?;
+    let sig = rest.strip_suffix("\"}").ok_or(EntryError::Trailing)?;
     Ok(Sealed {
         body: format!("{}}}", &line[..at]),
         hash,
@@ -98,7 +112,7 @@ mod tests {
         let mut signed = Vec::new();
         let line = seal(&body, |b| {
             signed = b.to_vec();
-            Ok(vec![1, 2, 3])
+            Ok::<_, String>(vec![1, 2, 3])
         })
         .unwrap();
         let s = unseal(&line).unwrap();
@@ -106,7 +120,7 @@ mod tests {
         assert_eq!(s.body.as_bytes(), signed.as_slice());
         assert_eq!(s.hash, Digest::of_bytes(body.as_bytes()).hex());
         assert_eq!(s.sig, "010203");
-        assert!(unseal("{\"seq\":1}").is_err());
-        assert!(unseal(&line[..line.len() - 2]).is_err());
+        assert_eq!(unseal("{\"seq\":1}"), Err(EntryError::NoHash));
+        assert_eq!(unseal(&line[..line.len() - 2]), Err(EntryError::Trailing));
     }
 }

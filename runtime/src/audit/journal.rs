@@ -39,6 +39,9 @@ pub enum AuditError {
     /// The coordinator's key could not sign.
     #[error("audit journal: cannot sign: {0}")]
     Sign(String),
+    /// The entry could not be sealed.
+    #[error("audit journal: {0}")]
+    Seal(#[from] super::entry::EntryError),
 }
 
 struct Inner {
@@ -143,8 +146,7 @@ impl Journal {
             record,
         };
         let text = serde_json::to_string(&body).map_err(|e| AuditError::Sign(e.to_string()))?;
-        let line = seal(&text, |b| self.signer.sign(b).map_err(|e| e.to_string()))
-            .map_err(AuditError::Sign)?;
+        let line = seal(&text, |b| self.signer.sign(b))?;
         inner
             .file
             .write_all(format!("{line}\n").as_bytes())

@@ -11,9 +11,10 @@
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::entry::{unseal, Body, GENESIS};
+use super::entry::{unseal, Body, EntryError, GENESIS};
+use super::journal::AuditError;
 use super::record::Record;
-use crate::identity::signature::{self, CaCheck};
+use crate::identity::signature::{self, CaCheck, SignatureError};
 use crate::identity::{Identity, Role};
 use crate::model::Digest;
 
@@ -74,13 +75,64 @@ pub fn verify_chain(text: &str, name: &str, ca: Option<&CaCheck>) -> Verificatio
                     hash,
                 });
             }
-            Err(what) => {
-                out.problem = Some(Problem { at, what });
+            Err(e) => {
+                out.problem = Some(Problem {
+                    at,
+                    what: e.to_string(),
+                });
                 break;
             }
         }
     }
     out
+}
+
+/// Why one journal line does not verify (the `what` of a [`Problem`]).
+#[derive(Debug, thiserror::Error)]
+pub enum LineError {
+    /// The line is not a sealed entry.
+    #[error(transparent)]
+    Entry(#[from] EntryError),
+    /// The body is not a record.
+    #[error("the entry is not a valid record: {0}")]
+    NotARecord(serde_json::Error),
+    /// Out of sequence.
+    #[error("seq {found} where {expected} was expected: an entry before it was deleted, or entries were reordered")]
+    Sequence {
+        /// The line's `seq`.
+        found: u64,
+        /// The one expected.
+        expected: u64,
+    },
+    /// The chain is broken.
+    #[error("its `prev` is not the previous entry's hash: an entry before it was edited, deleted or moved")]
+    Chain,
+    /// The hash is not the body's.
+    #[error("its hash does not match its content: the entry was edited")]
+    Hash,
+    /// The signer entry's certificate is not hex.
+    #[error("the signer's certificate is not hex")]
+    CertificateNotHex,
+    /// The signer entry's certificate is not a node's.
+    #[error("{0}")]
+    Certificate(String),
+    /// The signer is not a coordinator.
+    #[error("signer `{name}` has role {role}, only a coordinator signs the journal")]
+    NotACoordinator {
+        /// The signer's name.
+        name: String,
+        /// Its role.
+        role: Role,
+    },
+    /// No signer entry before this one.
+    #[error("no signer entry precedes it: the journal's start was cut off")]
+    NoSigner,
+    /// The signature is not hex.
+    #[error("its signature is not hex")]
+    SignatureNotHex,
+    /// The certificate or the signature does not check.
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
 }
 
 fn check_line(
@@ -89,57 +141,52 @@ fn check_line(
     prev: &str,
     signer: &mut Option<Vec<u8>>,
     ca: Option<&CaCheck>,
-) -> Result<(Body, String), String> {
+) -> Result<(Body, String), LineError> {
     let sealed = unseal(line)?;
-    let body: Body = serde_json::from_str(&sealed.body)
-        .map_err(|e| format!("the entry is not a valid record: {e}"))?;
+    let body: Body = serde_json::from_str(&sealed.body).map_err(LineError::NotARecord)?;
     if body.seq != seq {
-        return Err(format!(
-            "seq {} where {seq} was expected: an entry before it was deleted, or entries were reordered",
-            body.seq
-        ));
+        return Err(LineError::Sequence {
+            found: body.seq,
+            expected: seq,
+        });
     }
     if body.prev != prev {
-        return Err(
-            "its `prev` is not the previous entry's hash: an entry before it was edited, deleted or moved"
-                .into(),
-        );
+        return Err(LineError::Chain);
     }
     let hash = Digest::of_bytes(sealed.body.as_bytes()).hex();
     if sealed.hash != hash {
-        return Err("its hash does not match its content: the entry was edited".into());
+        return Err(LineError::Hash);
     }
     if let Record::Signer { certificate, .. } = &body.record {
-        let der = hex::decode(certificate)
-            .map_err(|_| "the signer's certificate is not hex".to_string())?;
-        let id =
-            Identity::from_cert_der(&der, "the signer's certificate").map_err(|e| e.to_string())?;
+        let der = hex::decode(certificate).map_err(|_| LineError::CertificateNotHex)?;
+        let id = Identity::from_cert_der(&der, "the signer's certificate")
+            .map_err(|e| LineError::Certificate(e.to_string()))?;
         if id.role != Role::Coordinator {
-            return Err(format!(
-                "signer `{}` has role {}, only a coordinator signs the journal",
-                id.name, id.role
-            ));
+            return Err(LineError::NotACoordinator {
+                name: id.name,
+                role: id.role,
+            });
         }
         if let Some(ca) = ca {
             let when = UNIX_EPOCH + Duration::from_millis(body.time_ms);
-            ca.issued(&der, when).map_err(|e| e.to_string())?;
+            ca.issued(&der, when)?;
         }
         *signer = Some(der);
     }
-    let cert = signer
-        .as_deref()
-        .ok_or("no signer entry precedes it: the journal's start was cut off")?;
-    let sig = hex::decode(sealed.sig).map_err(|_| "its signature is not hex".to_string())?;
-    signature::verify(cert, sealed.body.as_bytes(), &sig).map_err(|e| e.to_string())?;
+    let cert = signer.as_deref().ok_or(LineError::NoSigner)?;
+    let sig = hex::decode(sealed.sig).map_err(|_| LineError::SignatureNotHex)?;
+    signature::verify(cert, sealed.body.as_bytes(), &sig)?;
     Ok((body, hash))
 }
 
 /// Checks a state directory: its journal (`audit.jsonl`), then every checkpoint file and
 /// `CURRENT` against the journal.
-pub fn verify_state(dir: &Path, ca: Option<&CaCheck>) -> Result<Verification, String> {
+pub fn verify_state(dir: &Path, ca: Option<&CaCheck>) -> Result<Verification, AuditError> {
     let path = dir.join("audit.jsonl");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(&path).map_err(|source| AuditError::Io {
+        path: path.clone(),
+        source,
+    })?;
     let mut v = verify_chain(&text, "audit.jsonl", ca);
     if v.problem.is_some() {
         return Ok(v);

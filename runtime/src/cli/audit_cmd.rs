@@ -59,7 +59,7 @@ pub fn run(a: AuditArgs) -> anyhow::Result<ExitCode> {
                 .map(CaCheck::load)
                 .transpose()
                 .map_err(anyhow::Error::msg)?;
-            let v = verify_state(&state_dir, ca.as_ref()).map_err(anyhow::Error::msg)?;
+            let v = verify_state(&state_dir, ca.as_ref())?;
             if let Some(p) = &v.problem {
                 println!(
                     "audit verify: FAILED after {} good entries: {p}",

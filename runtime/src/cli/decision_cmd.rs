@@ -49,8 +49,7 @@ pub fn run(a: DecisionArgs, kind: Kind) -> anyhow::Result<ExitCode> {
                 .flatten(),
         ),
     };
-    let path = submit(&a.state_dir, &creds, kind, a.version, &a.reason, expect)
-        .map_err(anyhow::Error::msg)?;
+    let path = submit(&a.state_dir, &creds, kind, a.version, &a.reason, expect)?;
     println!(
         "{} of version {} by {} submitted ({}); the coordinator applies it at its next step and records it in the audit journal",
         kind.as_str(),

@@ -9,6 +9,8 @@
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use super::ChunkError;
+
 /// Values per scale.
 pub const BLOCK: usize = 256;
 
@@ -107,38 +109,40 @@ impl Quantized {
     /// Decodes the chunk, which must hold `len` values starting at `offset`. Malformed chunks
     /// (another width, offset or length, a scale that is negative or not finite, a code out of
     /// range) are refused with what is wrong.
-    pub fn decode(&self, offset: u64, len: usize) -> Result<Vec<f32>, String> {
+    pub fn decode(&self, offset: u64, len: usize) -> Result<Vec<f32>, ChunkError> {
         if self.bits != 8 && self.bits != 4 {
-            return Err(format!("{}-bit codes; 8 or 4 expected", self.bits));
+            return Err(ChunkError::Bits(self.bits));
         }
-        if self.offset != offset || len == 0 {
-            return Err(format!(
-                "a chunk at value {} of {len} values, value {offset} was asked for",
-                self.offset
-            ));
+        if self.offset != offset {
+            return Err(ChunkError::Offset {
+                at: self.offset,
+                asked: offset,
+            });
+        }
+        if len == 0 {
+            return Err(ChunkError::Empty);
         }
         let first = offset as usize / BLOCK;
         let last = (offset as usize + len - 1) / BLOCK;
         if self.scales.len() != last - first + 1 {
-            return Err(format!(
-                "{} scales for {} blocks",
-                self.scales.len(),
-                last - first + 1
-            ));
+            return Err(ChunkError::Scales {
+                got: self.scales.len(),
+                blocks: last - first + 1,
+            });
         }
         if let Some(s) = self.scales.iter().find(|s| !(s.is_finite() && **s >= 0.0)) {
-            return Err(format!("a block scale of {s}"));
+            return Err(ChunkError::Scale(*s));
         }
         let want = if self.bits == 8 { len } else { len.div_ceil(2) };
         if self.codes.len() != want {
-            return Err(format!(
-                "{} bytes of codes for {len} values of {} bits",
-                self.codes.len(),
-                self.bits
-            ));
+            return Err(ChunkError::Codes {
+                got: self.codes.len(),
+                len,
+                bits: self.bits,
+            });
         }
         if self.bits == 4 && len % 2 == 1 && self.codes[len / 2] >> 4 != 0 {
-            return Err("the padding nibble after the last 4-bit code is not zero".into());
+            return Err(ChunkError::Padding);
         }
         let l = levels(self.bits);
         let code = |i: usize| -> i32 {
@@ -153,10 +157,10 @@ impl Quantized {
             .map(|i| {
                 let q = code(i);
                 if q.abs() > l {
-                    return Err(format!(
-                        "code {q} at value {} is out of range",
-                        offset as usize + i
-                    ));
+                    return Err(ChunkError::Code {
+                        code: q,
+                        at: offset as usize + i,
+                    });
                 }
                 let s = self.scales[(offset as usize + i) / BLOCK - first];
                 Ok(q as f32 * s / l as f32)
@@ -228,28 +232,45 @@ mod tests {
             }
             assert_eq!(joined, q.decode());
             let c = q.chunk(300, 97).unwrap();
-            assert!(c.decode(301, 97).unwrap_err().contains("asked for"));
+            assert!(c
+                .decode(301, 97)
+                .unwrap_err()
+                .to_string()
+                .contains("asked for"));
             let mut bad = c.clone();
             bad.scales[0] = f32::NAN;
-            assert!(bad.decode(300, 97).unwrap_err().contains("scale"));
+            assert!(bad
+                .decode(300, 97)
+                .unwrap_err()
+                .to_string()
+                .contains("scale"));
             let mut short = c.clone();
             short.codes.pop();
             assert!(short
                 .decode(300, 97)
                 .unwrap_err()
+                .to_string()
                 .contains("bytes of codes"));
             if bits == 4 {
                 // 97 values: the last byte carries one code and a padding nibble.
                 let mut padded = c.clone();
                 *padded.codes.last_mut().expect("codes") |= 0x30;
-                assert!(padded.decode(300, 97).unwrap_err().contains("padding"));
+                assert!(padded
+                    .decode(300, 97)
+                    .unwrap_err()
+                    .to_string()
+                    .contains("padding"));
             }
         }
         let mut c = quantize(&x, 8, &mut ChaCha8Rng::seed_from_u64(4))
             .chunk(0, 10)
             .unwrap();
         c.codes[3] = 0x80; // −128, outside [−127, 127]
-        assert!(c.decode(0, 10).unwrap_err().contains("out of range"));
+        assert!(c
+            .decode(0, 10)
+            .unwrap_err()
+            .to_string()
+            .contains("out of range"));
         assert!(quantize(&x, 8, &mut ChaCha8Rng::seed_from_u64(4))
             .chunk(990, 20)
             .is_none());

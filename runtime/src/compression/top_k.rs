@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::ChunkError;
+
 /// An update reduced to its k largest values, as the silo keeps it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SparseUpdate {
@@ -92,32 +94,31 @@ impl Sparse {
     /// Decodes the chunk, which must hold `len` values starting at `offset`. Malformed chunks
     /// (another offset, gaps and values of different counts, positions repeated or past the
     /// chunk, values not finite) are refused with what is wrong.
-    pub fn decode(&self, offset: u64, len: usize) -> Result<Vec<f32>, String> {
+    pub fn decode(&self, offset: u64, len: usize) -> Result<Vec<f32>, ChunkError> {
         if self.offset != offset {
-            return Err(format!(
-                "a chunk at value {}, value {offset} was asked for",
-                self.offset
-            ));
+            return Err(ChunkError::Offset {
+                at: self.offset,
+                asked: offset,
+            });
         }
         if self.gaps.len() != self.values.len() {
-            return Err(format!(
-                "{} positions for {} values",
-                self.gaps.len(),
-                self.values.len()
-            ));
+            return Err(ChunkError::Positions {
+                positions: self.gaps.len(),
+                values: self.values.len(),
+            });
         }
         let mut out = vec![0.0f32; len];
         let mut at: u64 = 0;
         for (k, (g, v)) in self.gaps.iter().zip(&self.values).enumerate() {
             if k > 0 && *g == 0 {
-                return Err(format!("position {} is given twice", at));
+                return Err(ChunkError::Repeated(at));
             }
             at += *g as u64;
             if at >= len as u64 {
-                return Err(format!("position {at} is past the chunk of {len} values"));
+                return Err(ChunkError::Past { at, len });
             }
             if !v.is_finite() {
-                return Err(format!("a non-finite value ({v}) at position {at}"));
+                return Err(ChunkError::NonFinite { value: *v, at });
             }
             out[at as usize] = *v;
         }
@@ -218,19 +219,39 @@ mod tests {
         assert_eq!(joined, s.decode());
         let c = s.chunk(97, 97).unwrap();
         assert!(!c.gaps.is_empty());
-        assert!(c.decode(0, 97).unwrap_err().contains("asked for"));
+        assert!(c
+            .decode(0, 97)
+            .unwrap_err()
+            .to_string()
+            .contains("asked for"));
         let mut past = c.clone();
         past.gaps[0] = 500;
-        assert!(past.decode(97, 97).unwrap_err().contains("past the chunk"));
+        assert!(past
+            .decode(97, 97)
+            .unwrap_err()
+            .to_string()
+            .contains("past the chunk"));
         let mut twice = c.clone();
         assert!(twice.gaps.len() > 1, "the chunk keeps several values");
         twice.gaps[1] = 0;
-        assert!(twice.decode(97, 97).unwrap_err().contains("twice"));
+        assert!(twice
+            .decode(97, 97)
+            .unwrap_err()
+            .to_string()
+            .contains("twice"));
         let mut nan = c.clone();
         nan.values[0] = f32::NAN;
-        assert!(nan.decode(97, 97).unwrap_err().contains("non-finite"));
+        assert!(nan
+            .decode(97, 97)
+            .unwrap_err()
+            .to_string()
+            .contains("non-finite"));
         let mut uneven = c;
         uneven.values.pop();
-        assert!(uneven.decode(97, 97).unwrap_err().contains("positions for"));
+        assert!(uneven
+            .decode(97, 97)
+            .unwrap_err()
+            .to_string()
+            .contains("positions for"));
     }
 }

@@ -22,7 +22,7 @@ pub fn route_for(
     region: &str,
     own_region: &str,
     misroute: Option<&str>,
-) -> Result<Option<RegionalHandle>, String> {
+) -> Result<Option<RegionalHandle>, NowhereAllowed> {
     if policy.residency.is_none() {
         return Ok(None);
     }
@@ -45,9 +45,18 @@ pub fn route_for(
     if fedsilo_policies::residency::may_process(policy, region, own_region).allow {
         return Ok(None);
     }
-    Err(format!(
-        "residency: no aggregator allowed to process `{region}` updates is linked"
-    ))
+    Err(NowhereAllowed {
+        region: region.to_string(),
+    })
+}
+
+/// Under `[residency]`, no linked aggregator (and not this coordinator) may process a
+/// region's updates: its silos sit the round out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("residency: no aggregator allowed to process `{region}` updates is linked")]
+pub struct NowhereAllowed {
+    /// The silo's region.
+    pub region: String,
 }
 
 /// What the candidates list is built from besides the members.
@@ -94,7 +103,7 @@ pub fn candidates(members: &Members, e: &Eligibility<'_>) -> Vec<Candidate> {
                         e.own_region,
                         e.misroute,
                     ) {
-                        Some(why)
+                        Some(why.to_string())
                     } else if !s.healthy {
                         Some(format!(
                             "missed heartbeats: last answer {:.1} s ago (network.heartbeat_timeout_secs)",

@@ -131,7 +131,7 @@ fn decide(state: &mut CoordinatorState, d: Decision) -> Result<String, ControlEr
         )));
     }
     let from = state.versions.model.version;
-    check_decision(state, &d).map_err(ControlError::Conflict)?;
+    check_decision(state, &d).map_err(|r| ControlError::Conflict(r.to_string()))?;
     let hash = serde_json::to_vec(&d)
         .map(|b| Digest::of_bytes(&b).hex())
         .map_err(|e| ControlError::Failed(format!("cannot encode the decision: {e}")))?;
@@ -179,22 +179,22 @@ pub fn apply_decisions(state: &mut CoordinatorState) -> crate::Result<()> {
         let file = path
             .file_name()
             .map_or(String::new(), |n| n.to_string_lossy().to_string());
-        let checked = decision::read_verified(&path, &state.ledger.ca).and_then(|(d, hash)| {
-            if state.ledger.applied.contains(&hash) {
-                return Err(
-                    "this decision was already applied (the audit journal has it): a replayed file"
-                        .into(),
-                );
-            }
-            check_decision(state, &d).map(|_| (d, hash))
-        });
+        let checked = decision::read_verified(&path, &state.ledger.ca)
+            .map_err(Refusal::from)
+            .and_then(|(d, hash)| {
+                if state.ledger.applied.contains(&hash) {
+                    return Err(Refusal::Replayed);
+                }
+                check_decision(state, &d).map(|_| (d, hash))
+            });
         match checked {
             Ok((d, hash)) => {
                 journal_applied(state, &d, hash)?;
                 decision::settle(&path, true);
                 apply_decision(state, &d)?;
             }
-            Err(reason) => {
+            Err(refusal) => {
+                let reason = refusal.to_string();
                 state
                     .ledger
                     .journal
@@ -213,53 +213,93 @@ pub fn apply_decisions(state: &mut CoordinatorState) -> crate::Result<()> {
     Ok(())
 }
 
+/// Why a decision cannot apply now.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// The signed file does not verify.
+    #[error(transparent)]
+    Invalid(#[from] decision::DecisionError),
+    /// Its hash is in the journal already.
+    #[error("this decision was already applied (the audit journal has it): a replayed file")]
+    Replayed,
+    /// Approve/reject of a version that is not awaiting approval.
+    #[error("version {version} is not awaiting approval ({})", awaiting.map_or("no candidate is".into(), |v| format!("v{v} is")))]
+    NotAwaiting {
+        /// The version named.
+        version: u64,
+        /// The one awaiting, if any.
+        awaiting: Option<u64>,
+    },
+    /// Approve/reject of another file under the same number.
+    #[error("the decision was made on another v{0} than the one awaiting (its SHA-256 differs)")]
+    OtherCandidate(u64),
+    /// A rollback made when another version was current.
+    #[error("made when v{then} was current; v{now} is current now")]
+    CurrentMoved {
+        /// Current when the operator decided.
+        then: u64,
+        /// Current now.
+        now: u64,
+    },
+    /// A rollback to the current version.
+    #[error("version {0} is already current")]
+    AlreadyCurrent(u64),
+    /// A rollback to a version that was never committed.
+    #[error("version {0} was never committed; only a committed version can be made current again")]
+    NeverCommitted(u64),
+    /// The checkpoint to roll back to cannot be read.
+    #[error("{}: {source}", path.display())]
+    Unreadable {
+        /// The checkpoint.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The checkpoint to roll back to was modified.
+    #[error("{}: its SHA-256 differs from the one the audit journal committed: the file was modified", path.display())]
+    Modified {
+        /// The checkpoint.
+        path: std::path::PathBuf,
+    },
+}
+
 /// Whether decision `d` can apply now (no effect).
-pub fn check_decision(state: &CoordinatorState, d: &Decision) -> Result<(), String> {
+pub fn check_decision(state: &CoordinatorState, d: &Decision) -> Result<(), Refusal> {
     let current = state.versions.model.version;
     match d.kind {
         DecisionKind::Approve | DecisionKind::Reject => {
             let awaiting = state.phase.awaiting().map(|a| &a.meta);
             let Some(m) = awaiting.filter(|m| m.version == d.version) else {
-                return Err(format!(
-                    "version {} is not awaiting approval ({})",
-                    d.version,
-                    awaiting.map_or("no candidate is".into(), |m| format!("v{} is", m.version))
-                ));
+                return Err(Refusal::NotAwaiting {
+                    version: d.version,
+                    awaiting: awaiting.map(|m| m.version),
+                });
             };
             if d.expect_sha256
                 .as_ref()
                 .is_some_and(|s| *s != m.file_sha256)
             {
-                return Err(format!(
-                    "the decision was made on another v{} than the one awaiting (its SHA-256 differs)",
-                    d.version
-                ));
+                return Err(Refusal::OtherCandidate(d.version));
             }
             Ok(())
         }
         DecisionKind::Rollback => {
-            if d.expect_current.is_some_and(|c| c != current) {
-                return Err(format!(
-                    "made when v{} was current; v{current} is current now",
-                    d.expect_current.unwrap_or_default(),
-                ));
+            if let Some(then) = d.expect_current.filter(|c| *c != current) {
+                return Err(Refusal::CurrentMoved { then, now: current });
             }
             if d.version == current {
-                return Err(format!("version {} is already current", d.version));
+                return Err(Refusal::AlreadyCurrent(d.version));
             }
             let Some(sha) = state.ledger.committed_sha.get(&d.version) else {
-                return Err(format!(
-                    "version {} was never committed; only a committed version can be made current again",
-                    d.version
-                ));
+                return Err(Refusal::NeverCommitted(d.version));
             };
             let path = state.ledger.store.model_path(d.version);
-            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let bytes = match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(source) => return Err(Refusal::Unreadable { path, source }),
+            };
             if Digest::of_bytes(&bytes).hex() != *sha {
-                return Err(format!(
-                    "{}: its SHA-256 differs from the one the audit journal committed: the file was modified",
-                    path.display()
-                ));
+                return Err(Refusal::Modified { path });
             }
             Ok(())
         }

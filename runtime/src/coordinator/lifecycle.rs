@@ -15,7 +15,7 @@ use super::state::CoordinatorState;
 use crate::compression::Compression;
 use crate::events::{ComparisonRow, Event};
 use crate::model::Digest;
-use crate::protocol::transfer::put_model;
+use crate::protocol::transfer::{put_model, unexpected};
 use crate::protocol::SiloHandle;
 use crate::protocol::{call, EvalMetrics, ModelRef, Request, Response, TrainPlan};
 
@@ -136,12 +136,12 @@ fn start_comparison(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorM
                 (silo.name, r)
             });
         }
-        let mut local: BTreeMap<String, Result<EvalMetrics, String>> = BTreeMap::new();
+        let mut local: BTreeMap<String, Result<EvalMetrics, crate::Error>> = BTreeMap::new();
         while let Some(Ok((name, r))) = jobs.join_next().await {
             let m = match r {
                 Ok(Response::Evaluated(m)) => Ok(m),
-                Ok(other) => Err(format!("expected Evaluated, got {}", other.kind())),
-                Err(e) => Err(e.to_string()),
+                Ok(other) => Err(unexpected(&name, "Evaluated", &other)),
+                Err(e) => Err(e),
             };
             local.insert(name, m);
         }
@@ -153,7 +153,7 @@ fn start_comparison(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorM
 
 /// The comparison table: each silo's local-only figures beside the federated ones.
 fn comparison(
-    local: &BTreeMap<String, Result<EvalMetrics, String>>,
+    local: &BTreeMap<String, Result<EvalMetrics, crate::Error>>,
     federated: &BTreeMap<String, EvalMetrics>,
 ) -> Vec<ComparisonRow> {
     let mut names: Vec<String> = local.keys().chain(federated.keys()).cloned().collect();

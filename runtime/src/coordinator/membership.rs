@@ -276,6 +276,25 @@ pub fn check_health(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorM
     }
 }
 
+/// Why a silo is blocked at its schema check (it stays connected; an operator sees why).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Blocked {
+    /// It holds the federation's schema but its data cannot be used.
+    #[error("refused at the schema check: {0}")]
+    Unusable(String),
+    /// It holds another schema.
+    #[error("its schema (digest {}) differs from the federation's ({}): check that it runs with the same schema.toml", theirs.short(), ours.short())]
+    Schema {
+        /// The silo's schema digest.
+        theirs: Digest,
+        /// The federation's.
+        ours: Digest,
+    },
+    /// It answered with something else.
+    #[error("answered the schema check with {0}")]
+    Answer(&'static str),
+}
+
 /// One silo's schema check: `Ok(Some((software version, training rows)))` when it holds the
 /// federation's schema, `Ok(None)` to ask again, `Err` to block it with why.
 async fn schema_check(
@@ -283,14 +302,17 @@ async fn schema_check(
     silo: &str,
     digest: Digest,
     timeout: std::time::Duration,
-) -> Result<Option<(String, u64)>, String> {
+) -> Result<Option<(String, u64)>, Blocked> {
     match call(actor, &Request::FeatureStats, timeout, silo).await {
         Ok(Response::FeatureStats(st)) if st.schema_digest == digest => match st.unusable {
-            Some(why) => Err(format!("refused at the schema check: {why}")),
+            Some(why) => Err(Blocked::Unusable(why)),
             None => Ok(Some((st.software_version, st.rows))),
         },
-        Ok(Response::FeatureStats(st)) => Err(schema_mismatch(&st.schema_digest, &digest)),
-        Ok(other) => Err(format!("answered the schema check with {}", other.kind())),
+        Ok(Response::FeatureStats(st)) => Err(Blocked::Schema {
+            theirs: st.schema_digest,
+            ours: digest,
+        }),
+        Ok(other) => Err(Blocked::Answer(other.kind())),
         Err(e) => {
             tracing::warn!(silo, "schema check failed, will ask again: {e}");
             Ok(None)
@@ -324,7 +346,7 @@ pub fn on_schema_checked(
     state: &mut CoordinatorState,
     silo: String,
     node_id: u64,
-    result: Result<Option<(String, u64)>, String>,
+    result: Result<Option<(String, u64)>, Blocked>,
 ) {
     let Some(e) = state.members.silos.get_mut(&silo) else {
         return;
@@ -339,7 +361,8 @@ pub fn on_schema_checked(
             e.reported_rows = Some(rows);
         }
         Ok(None) => e.schema = SchemaCheck::Pending,
-        Err(reason) => {
+        Err(blocked) => {
+            let reason = blocked.to_string();
             e.schema = SchemaCheck::Pending;
             e.blocked = Some(reason.clone());
             state
@@ -348,13 +371,4 @@ pub fn on_schema_checked(
                 .emit(Event::SiloBlocked { silo, reason });
         }
     }
-}
-
-/// Why a silo with another schema digest is blocked.
-pub fn schema_mismatch(theirs: &Digest, ours: &Digest) -> String {
-    format!(
-        "its schema (digest {}) differs from the federation's ({}): check that it runs with the same schema.toml",
-        theirs.short(),
-        ours.short()
-    )
 }

@@ -36,7 +36,7 @@ pub enum CoordinatorMessage {
         node_id: u64,
         /// `Ok(Some((software version, training rows)))`: same schema; `Ok(None)`: no answer
         /// (ask again); `Err`: block, with why.
-        result: Result<Option<(String, u64)>, String>,
+        result: Result<Option<(String, u64)>, super::membership::Blocked>,
     },
     /// An operator or a platform actor steers the federation (see [`crate::control`]); the
     /// reply says what was done, or why it cannot be done now.

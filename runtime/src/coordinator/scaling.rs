@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use ractor::ActorRef;
 
 use super::ledger::Disposition;
-use super::membership::schema_mismatch;
+use super::membership::Blocked;
 use super::messages::{CoordinatorMessage, ScalingOutcome};
 use super::outcome::checkpoint;
 use super::phase::Phase;
@@ -94,11 +94,15 @@ async fn agree(
         match r {
             Ok(Response::FeatureStats(st)) => {
                 if st.schema_digest != schema_digest {
-                    blocked.push((name, schema_mismatch(&st.schema_digest, &schema_digest)));
+                    let why = Blocked::Schema {
+                        theirs: st.schema_digest,
+                        ours: schema_digest,
+                    };
+                    blocked.push((name, why.to_string()));
                     continue;
                 }
                 if let Some(why) = st.unusable {
-                    blocked.push((name, format!("refused at the schema check: {why}")));
+                    blocked.push((name, Blocked::Unusable(why).to_string()));
                     continue;
                 }
                 if st.count.len() != numeric

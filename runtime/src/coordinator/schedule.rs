@@ -23,8 +23,9 @@ use crate::actors::policy::{PolicyMessage, Reload};
 use crate::audit::Record;
 use crate::events::Event;
 use crate::model::Digest;
+use crate::privacy::budget::BookError;
 use crate::privacy::budget::RoundSpend;
-use crate::privacy::mechanism::{check_aggregation, silo_share};
+use crate::privacy::mechanism::{check_aggregation, silo_share, NotASum};
 use crate::protocol::SiloHandle;
 use crate::protocol::{LoraTrain, ModelRef, Personalize, TrainPlan, UpdateNoise};
 use crate::round::{run_round, Attendance, BaseModel, RoundContext, RoundOutcome};
@@ -69,7 +70,7 @@ pub async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Co
     };
     let over_budget = match budget_check(state, &current, round) {
         Ok(over) => over,
-        Err(why) => return finish(state, myself, Some(why)),
+        Err(why) => return finish(state, myself, Some(why.to_string())),
     };
     if state.run.exhausted {
         return end_run(state, myself);
@@ -175,7 +176,7 @@ fn budget_check(
     state: &mut CoordinatorState,
     policy: &Policy,
     round: u64,
-) -> Result<BTreeMap<String, String>, String> {
+) -> Result<BTreeMap<String, String>, NotASum> {
     let Some(dp) = &policy.privacy else {
         return Ok(BTreeMap::new());
     };
@@ -271,13 +272,18 @@ async fn dispatch(
             }
             Ok(None) => {}
             // Never fall back to aggregating here: an update with nowhere allowed to go stays home.
-            Err(why) => excluded.push((h.name.clone(), why)),
+            Err(why) => excluded.push((h.name.clone(), why.to_string())),
         }
     }
     cohort.retain(|h| !excluded.iter().any(|(n, _)| *n == h.name));
     let (privacy_spend, noise) = match charge_privacy(state, &policy, &mut cohort, &mut excluded) {
         Ok(charged) => charged,
-        Err(why) => return finish(state, myself, Some(why)),
+        Err(e) => {
+            let why = format!(
+                "cannot record round {round}'s privacy spend, so it is not dispatched: {e}"
+            );
+            return finish(state, myself, Some(why));
+        }
     };
     let mut ctx = context(state, round, policy, cohort, excluded, noise);
     ctx.routes = routes;
@@ -323,13 +329,14 @@ async fn dispatch(
 }
 
 /// Under silo-level DP: the cohort's spend, charged (on disk) before dispatch, and the share
-/// of noise each silo adds in distributed mode. `Err`: the spend could not be recorded.
+/// of noise each silo adds in distributed mode. `Err`: the spend could not be recorded (the
+/// round is not dispatched).
 fn charge_privacy(
     state: &mut CoordinatorState,
     policy: &Policy,
     cohort: &mut Vec<SiloHandle>,
     excluded: &mut Vec<(String, String)>,
-) -> Result<(Option<RoundSpend>, Option<UpdateNoise>), String> {
+) -> Result<(Option<RoundSpend>, Option<UpdateNoise>), BookError> {
     let Some(dp) = &policy.privacy else {
         return Ok((None, None));
     };
@@ -345,10 +352,7 @@ fn charge_privacy(
     let spend = state
         .run
         .privacy
-        .charge(dp, round, plan.noise_multiplier, &plan.admitted)
-        .map_err(|e| {
-            format!("cannot record round {round}'s privacy spend, so it is not dispatched: {e}")
-        })?;
+        .charge(dp, round, plan.noise_multiplier, &plan.admitted)?;
     let _ = state.ledger.journal.record(Record::PrivacyCharged {
         round,
         silos: plan.admitted.clone(),

@@ -109,29 +109,38 @@ struct RawFeature {
     levels: Option<Vec<String>>,
 }
 
+/// A `[[feature]]` table that does not describe a feature.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FeatureError {
+    /// Levels on a numeric feature.
+    #[error("feature `{0}`: `levels` is only for kind = \"categorical\"")]
+    LevelsOnNumeric(String),
+    /// A categorical feature without levels.
+    #[error("feature `{0}`: kind = \"categorical\" needs `levels = [...]`")]
+    NoLevels(String),
+    /// Neither numeric nor categorical.
+    #[error("feature `{column}`: unknown kind `{kind}` (allowed: numeric, categorical)")]
+    UnknownKind {
+        /// The column.
+        column: String,
+        /// The kind written.
+        kind: String,
+    },
+}
+
 impl TryFrom<RawFeature> for Feature {
-    type Error = String;
-    fn try_from(r: RawFeature) -> std::result::Result<Self, String> {
+    type Error = FeatureError;
+    fn try_from(r: RawFeature) -> std::result::Result<Self, FeatureError> {
         let kind = match (r.kind.as_str(), r.levels) {
             ("numeric", None) => FeatureKind::Numeric,
-            ("numeric", Some(_)) => {
-                return Err(format!(
-                    "feature `{}`: `levels` is only for kind = \"categorical\"",
-                    r.column
-                ))
-            }
+            ("numeric", Some(_)) => return Err(FeatureError::LevelsOnNumeric(r.column)),
             ("categorical", Some(levels)) => FeatureKind::Categorical { levels },
-            ("categorical", None) => {
-                return Err(format!(
-                    "feature `{}`: kind = \"categorical\" needs `levels = [...]`",
-                    r.column
-                ))
-            }
+            ("categorical", None) => return Err(FeatureError::NoLevels(r.column)),
             (other, _) => {
-                return Err(format!(
-                    "feature `{}`: unknown kind `{other}` (allowed: numeric, categorical)",
-                    r.column
-                ))
+                return Err(FeatureError::UnknownKind {
+                    kind: other.to_string(),
+                    column: r.column,
+                })
             }
         };
         Ok(Feature {

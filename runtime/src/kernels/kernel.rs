@@ -345,20 +345,27 @@ impl Default for Aggregation {
     }
 }
 
+/// An `[aggregation]` table that cannot be used: which setting, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("aggregation: {0}")]
+pub struct AggregationError(#[from] pub SettingsError);
+
 impl TryFrom<RawAggregation> for Aggregation {
-    type Error = String;
-    fn try_from(r: RawAggregation) -> Result<Self, String> {
-        let kernel = Kernel::parse(&r.kernel, r.trim, r.byzantine, r.keep)
-            .map_err(|e| format!("aggregation: {e}"))?;
+    type Error = AggregationError;
+    fn try_from(r: RawAggregation) -> Result<Self, AggregationError> {
+        let kernel = Kernel::parse(&r.kernel, r.trim, r.byzantine, r.keep)?;
         if let Some(c) = r.clip_norm {
             if !(c.is_finite() && c > 0.0) {
-                return Err(format!(
-                    "aggregation: `clip_norm` = {c}: must be a positive number"
-                ));
+                return Err(SettingsError::OutOfRange {
+                    key: "`clip_norm`",
+                    value: c.to_string(),
+                    allowed: "must be a positive number",
+                }
+                .into());
             }
         }
         if let Some(o) = &r.server_optimizer {
-            o.validate().map_err(|e| format!("aggregation: {e}"))?;
+            o.validate()?;
         }
         Ok(Aggregation {
             kernel,
@@ -390,14 +397,12 @@ impl Aggregation {
 mod tests {
     use super::*;
 
-    fn parse(t: &str) -> Result<Aggregation, String> {
+    fn parse(t: &str) -> Result<Aggregation, toml::de::Error> {
         #[derive(Deserialize)]
         struct W {
             aggregation: Aggregation,
         }
-        toml::from_str::<W>(t)
-            .map(|w| w.aggregation)
-            .map_err(|e| e.to_string())
+        toml::from_str::<W>(t).map(|w| w.aggregation)
     }
 
     #[test]
@@ -442,7 +447,7 @@ mod tests {
                 "clip_norm",
             ),
         ] {
-            let e = parse(t).unwrap_err();
+            let e = parse(t).unwrap_err().to_string();
             assert!(e.contains(want), "{t}: {e}");
         }
     }

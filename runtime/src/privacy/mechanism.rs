@@ -15,16 +15,25 @@ use crate::kernels::{Aggregation, Kernel};
 /// Whether `aggregation` can carry the silo-level DP of `rules`: the noise is calibrated to a
 /// sum, so only the mean qualifies (a robust kernel's output is not a sum, and its sensitivity
 /// to one silo is not C).
-pub fn check_aggregation(rules: &PrivacyRules, aggregation: &Aggregation) -> Result<(), String> {
+pub fn check_aggregation(rules: &PrivacyRules, aggregation: &Aggregation) -> Result<(), NotASum> {
     if matches!(aggregation.kernel, Kernel::Mean) {
         Ok(())
     } else {
-        Err(format!(
-            "privacy.mode = \"{}\" needs aggregation.kernel = \"mean\": the noise is calibrated to the sum of clipped updates, and `{}` does not combine by summing (use record-level DP-SGD at the silos with robust kernels)",
-            rules.mode.as_str(),
-            aggregation.kernel.name()
-        ))
+        Err(NotASum {
+            mode: rules.mode.as_str(),
+            kernel: aggregation.kernel.name(),
+        })
     }
+}
+
+/// Silo-level DP asked of a kernel that does not combine by summing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("privacy.mode = \"{mode}\" needs aggregation.kernel = \"mean\": the noise is calibrated to the sum of clipped updates, and `{kernel}` does not combine by summing (use record-level DP-SGD at the silos with robust kernels)")]
+pub struct NotASum {
+    /// The policy's noise mode.
+    pub mode: &'static str,
+    /// The kernel configured.
+    pub kernel: &'static str,
 }
 
 /// The noise a silo adds to its own update in distributed mode, for a cohort of `cohort`.
@@ -79,9 +88,7 @@ mod tests {
             ..Aggregation::default()
         };
         let e = check_aggregation(&r, &trimmed).unwrap_err();
-        assert!(
-            e.contains("kernel = \"mean\"") && e.contains("trimmed-mean"),
-            "{e}"
-        );
+        assert_eq!(e.kernel, "trimmed-mean");
+        assert!(e.to_string().contains("kernel = \"mean\""), "{e}");
     }
 }

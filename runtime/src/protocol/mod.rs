@@ -21,5 +21,5 @@ pub mod transfer;
 
 pub use codec::{decode, encode, PROTOCOL_VERSION};
 pub use messages::*;
-pub use silo_handle::{until_silent, SiloHandle};
+pub use silo_handle::{until_silent, SiloFailure, SiloHandle};
 pub use trainer_message::{call, TrainerMessage};

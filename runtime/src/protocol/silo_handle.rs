@@ -21,6 +21,33 @@ pub struct SiloHandle {
     pub actor: ActorRef<TrainerMessage>,
 }
 
+/// Why a silo gave no answer to a request of a round (its training, an evaluation, a
+/// local-only baseline). Recorded per silo; the round goes on with the others.
+#[derive(Debug, thiserror::Error)]
+pub enum SiloFailure {
+    /// The call failed: transport, timeout of a step, the silo's own error, or an unexpected
+    /// answer.
+    #[error(transparent)]
+    Call(#[from] crate::Error),
+    /// Its session closed, or the directory no longer knows it.
+    #[error("left the federation mid-round ({0})")]
+    Left(crate::Error),
+    /// The whole exchange took longer than allowed.
+    #[error("no {what} within {after:?}")]
+    Timeout {
+        /// What was awaited ("evaluation").
+        what: &'static str,
+        /// The limit.
+        after: std::time::Duration,
+    },
+    /// The task making the call ended abnormally.
+    #[error("the call failed: {0}")]
+    Aborted(String),
+    /// The coordinator's heartbeats found it silent.
+    #[error("stopped answering heartbeats{0}")]
+    Silent(&'static str),
+}
+
 /// Resolves once `name` is in the set of silos whose heartbeats have stopped (never, if the
 /// sender is gone).
 pub async fn until_silent(mut silent: watch::Receiver<BTreeSet<String>>, name: &str) {

@@ -11,7 +11,8 @@ use crate::{Error, Result};
 /// Default number of `f32` values per chunk (4 MiB of payload).
 pub const DEFAULT_CHUNK_VALUES: usize = 1 << 20;
 
-fn unexpected(peer: &str, wanted: &str, got: &Response) -> Error {
+/// The error for an answer of another kind than the request calls for.
+pub fn unexpected(peer: &str, wanted: &str, got: &Response) -> Error {
     Error::Protocol {
         peer: peer.to_string(),
         message: format!("expected {wanted}, got {}", got.kind()),

@@ -27,9 +27,10 @@ use crate::cluster::PeerEvent;
 use crate::events::Event;
 use crate::model::Digest;
 use crate::protocol::regional::{call_regional, RegionalRequest, RegionalResponse};
-use crate::protocol::transfer::{ensure_model, fetch_update, put_model};
+use crate::protocol::transfer::{ensure_model, fetch_update, put_model, unexpected};
 use crate::protocol::{
-    call, until_silent, LoraTrain, ModelRef, Request, Response, SiloHandle, TrainReport,
+    call, until_silent, LoraTrain, ModelRef, Request, Response, SiloFailure, SiloHandle,
+    TrainReport,
 };
 use crate::Error;
 
@@ -97,15 +98,12 @@ async fn train_at(
     let left = deadline.saturating_duration_since(Instant::now());
     match call(&silo.actor, &req, left, &silo.name).await? {
         Response::Trained(r) => Ok(r),
-        other => Err(Error::Protocol {
-            peer: silo.name.clone(),
-            message: format!("expected Trained, got {}", other.kind()),
-        }),
+        other => Err(unexpected(&silo.name, "Trained", &other)),
     }
 }
 
 /// A dispatched silo's training result: its report, or why there is none.
-type Trained = (SiloHandle, Result<TrainReport, String>);
+type Trained = (SiloHandle, Result<TrainReport, SiloFailure>);
 
 /// Sends the base model and `Train` to every silo of `dispatch`, each in its own task; the
 /// results arrive on the returned channel.
@@ -135,12 +133,12 @@ fn dispatch(
                 r = train_at(silo.clone(), base, lora, req, chunk, deadline) => r.map_err(|e| {
                     let gone = matches!(e, Error::PeerGone { .. }) || directory.identity_of(silo.node_id).is_none();
                     if gone {
-                        format!("left the federation mid-round ({e})")
+                        SiloFailure::Left(e)
                     } else {
-                        e.to_string()
+                        SiloFailure::Call(e)
                     }
                 }),
-                _ = until_silent(silent, &silo.name) => Err("stopped answering heartbeats mid-round".to_string()),
+                _ = until_silent(silent, &silo.name) => Err(SiloFailure::Silent(" mid-round")),
             };
             let _ = tx.send((silo, r)).await;
         });
@@ -183,7 +181,7 @@ pub async fn collect(
                 let outcome = match (result, unopened) {
                     (Ok(_), Some(agg)) => Err(Refusal { reason: format!("aggregator {} could not open the round", agg.name), by_policy: false }),
                     (Ok(report), None) => admit(ctx, &silo, &report, deadline).await.map(|_| report),
-                    (Err(reason), _) => Err(Refusal { reason, by_policy: false }),
+                    (Err(failure), _) => Err(Refusal { reason: failure.to_string(), by_policy: false }),
                 };
                 match outcome {
                     Ok(report) => {
@@ -225,9 +223,9 @@ pub async fn collect(
 }
 
 /// Rules relative to the cohort judge it whole, now that collection has ended: the
-/// Aggregator's screen of the updates it holds. `Err`: the screen failed (the round is
-/// abandoned).
-pub async fn screen(ctx: &RoundContext, tally: &mut Tally) -> Result<(), String> {
+/// Aggregator's screen of the updates it holds. `Err`: the Aggregator did not answer (the
+/// round is abandoned).
+pub async fn screen(ctx: &RoundContext, tally: &mut Tally) -> Result<(), Error> {
     if !tally
         .admitted
         .iter()
@@ -249,7 +247,7 @@ pub async fn screen(ctx: &RoundContext, tally: &mut Tally) -> Result<(), String>
         }
         Err(e) => {
             let _ = ctx.aggregator.cast(AggregatorMessage::Abort { round });
-            Err(format!("screening the cohort failed: {e}"))
+            Err(e)
         }
     }
 }

@@ -221,7 +221,7 @@ async fn aggregate(
                 selected: None,
                 clipped: Vec::new(),
             }),
-            Err(reason) => Err(tally.abandoned(ctx, reason)),
+            Err(e) => Err(tally.abandoned(ctx, e.to_string())),
         };
     }
     if local_weight(ctx, tally) <= 0.0 {

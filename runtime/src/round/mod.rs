@@ -52,8 +52,8 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
     };
     collect::collect(&ctx, &dispatched, &unopened, &mut tally, deadline).await;
     if secure.is_none() {
-        if let Err(reason) = collect::screen(&ctx, &mut tally).await {
-            return tally.abandoned(&ctx, reason);
+        if let Err(e) = collect::screen(&ctx, &mut tally).await {
+            return tally.abandoned(&ctx, format!("screening the cohort failed: {e}"));
         }
     }
     // Regional aggregates: only those combining enough silos cross to this node.
@@ -106,7 +106,7 @@ async fn secure_open(
             for (silo, why) in lost {
                 tally.refuse(ctx, silo, why, false);
             }
-            Err(tally.abandoned(ctx, reason))
+            Err(tally.abandoned(ctx, reason.to_string()))
         }
     }
 }

@@ -13,10 +13,12 @@ use fedsilo_policies::secure_aggregation::SecureAggregationRules;
 use tokio::task::JoinSet;
 
 use super::context::RoundContext;
-use crate::protocol::{call, until_silent, Request, Response, SiloHandle, TrainReport};
-use crate::secagg::collector::Collector;
+use crate::protocol::{
+    call, until_silent, Request, Response, SiloFailure, SiloHandle, TrainReport,
+};
+use crate::secagg::collector::{CollectError, Collector};
 use crate::secagg::messages::RingSpec;
-use crate::secagg::quantize::{packed_width, Quantizer};
+use crate::secagg::quantize::{packed_width, QuantizeError, Quantizer};
 
 /// A round's secure aggregation once the keys and shares went round.
 #[derive(Debug)]
@@ -24,6 +26,79 @@ pub struct Session {
     collector: Collector,
     ring: RingSpec,
     silos: BTreeMap<String, SiloHandle>,
+}
+
+/// What went wrong with secure aggregation: for one silo (it is lost to the round) or for the
+/// round (it is abandoned).
+#[derive(Debug, thiserror::Error)]
+pub enum SecureError {
+    /// The silo did not answer a step.
+    #[error("secure aggregation ({step}): {source}")]
+    Silo {
+        /// The step.
+        step: &'static str,
+        /// Why.
+        source: SiloFailure,
+    },
+    /// The silo answered a step with something else.
+    #[error("secure aggregation ({step}): answered {kind}")]
+    Unexpected {
+        /// The step.
+        step: &'static str,
+        /// What it answered.
+        kind: &'static str,
+    },
+    /// The silo advertised keys under another name.
+    #[error("secure aggregation: advertised keys under the name {0}")]
+    OtherName(String),
+    /// The silo sent a chunk of masked values of the wrong size.
+    #[error("sent {got} bytes of masked values, {want} values of {width} bytes were asked for")]
+    ChunkSize {
+        /// Bytes sent.
+        got: usize,
+        /// Values asked for.
+        want: usize,
+        /// Bytes per value.
+        width: usize,
+    },
+    /// The silo's admitted report has no escrowed secrets behind it.
+    #[error("secure aggregation: did not escrow its secrets")]
+    NotEscrowed,
+    /// Fetching the masked update failed.
+    #[error(transparent)]
+    Fetch(SiloFailure),
+    /// The masked update could not be had.
+    #[error("secure aggregation (masked update): {0}")]
+    Masked(Box<SecureError>),
+    /// The cohort is smaller than the threshold.
+    #[error("secure aggregation: {n} silo(s) dispatched, the threshold is {t}: the sum could never be unmasked")]
+    BelowThreshold {
+        /// Silos dispatched.
+        n: usize,
+        /// The threshold.
+        t: usize,
+    },
+    /// Too few silos are ready after the exchange.
+    #[error("secure aggregation: only {ready} silo(s) took their shares, the threshold is {t}: the round is abandoned")]
+    TooFewReady {
+        /// Silos ready.
+        ready: usize,
+        /// The threshold.
+        t: usize,
+    },
+    /// The ring cannot hold the cohort's sum.
+    #[error(transparent)]
+    Ring(#[from] QuantizeError),
+    /// The collector refused a step.
+    #[error(transparent)]
+    Collect(#[from] CollectError),
+    /// Unmasking panicked.
+    #[error("secure aggregation: unmasking failed: {0}")]
+    Panicked(String),
+}
+
+fn silo(step: &'static str) -> impl Fn(SiloFailure) -> SecureError {
+    move |source| SecureError::Silo { step, source }
 }
 
 /// Silos lost along the way, with the reason.
@@ -35,7 +110,7 @@ async fn ask_all(
     silos: &[SiloHandle],
     deadline: Instant,
     request: impl Fn(&SiloHandle) -> Request,
-) -> Vec<(SiloHandle, Result<Response, String>)> {
+) -> Vec<(SiloHandle, Result<Response, SiloFailure>)> {
     let mut jobs = JoinSet::new();
     let mut by_task = BTreeMap::new();
     for s in silos {
@@ -43,8 +118,8 @@ async fn ask_all(
         let task = jobs.spawn(async move {
             let left = deadline.saturating_duration_since(Instant::now());
             let r = tokio::select! {
-                r = call(&silo.actor, &req, left, &silo.name) => r.map_err(|e| e.to_string()),
-                _ = until_silent(silent, &silo.name) => Err("stopped answering heartbeats during secure aggregation".to_string()),
+                r = call(&silo.actor, &req, left, &silo.name) => r.map_err(SiloFailure::Call),
+                _ = until_silent(silent, &silo.name) => Err(SiloFailure::Silent(" during secure aggregation")),
             };
             (silo, r)
         });
@@ -57,7 +132,7 @@ async fn ask_all(
             // Every silo gets an answer, even if its call failed in an unexpected way.
             Err(e) => {
                 if let Some(s) = by_task.remove(&e.id()) {
-                    out.push((s, Err(format!("the call failed: {e}"))));
+                    out.push((s, Err(SiloFailure::Aborted(e.to_string()))));
                 }
             }
         }
@@ -72,8 +147,11 @@ fn step_deadline(ctx: &RoundContext, round_deadline: Instant) -> Instant {
     round_deadline.min(Instant::now() + budget)
 }
 
-fn unexpected(step: &str, got: &Response) -> String {
-    format!("secure aggregation ({step}): answered {}", got.kind())
+fn unexpected(step: &'static str, got: &Response) -> SecureError {
+    SecureError::Unexpected {
+        step,
+        kind: got.kind(),
+    }
 }
 
 /// Steps 1–3: keys advertised and relayed, secrets escrowed, shares delivered. Returns the
@@ -84,7 +162,7 @@ pub async fn open(
     ctx: &RoundContext,
     rules: &SecureAggregationRules,
     deadline: Instant,
-) -> Result<(Session, Vec<SiloHandle>, Lost), (String, Lost)> {
+) -> Result<(Session, Vec<SiloHandle>, Lost), (SecureError, Lost)> {
     let mut lost = Lost::new();
     match open_steps(ctx, rules, deadline, &mut lost).await {
         Ok((session, ready)) => Ok((session, ready, lost)),
@@ -97,15 +175,13 @@ async fn open_steps(
     rules: &SecureAggregationRules,
     deadline: Instant,
     lost: &mut Lost,
-) -> Result<(Session, Vec<SiloHandle>), String> {
+) -> Result<(Session, Vec<SiloHandle>), SecureError> {
     let n = ctx.cohort.len();
     let t = rules.threshold_for(n);
     if t > n {
-        return Err(format!(
-            "secure aggregation: {n} silo(s) dispatched, the threshold is {t}: the sum could never be unmasked"
-        ));
+        return Err(SecureError::BelowThreshold { n, t });
     }
-    let q = Quantizer::new(rules.bits, rules.range, n).map_err(|e| e.to_string())?;
+    let q = Quantizer::new(rules.bits, rules.range, n)?;
     let ring = RingSpec {
         bits: rules.bits,
         range: rules.range,
@@ -127,15 +203,11 @@ async fn open_steps(
                 ads.push(ad);
                 advertised.push(s);
             }
-            Ok(Response::SecAggAdvertised(ad)) => lost.push((
-                s.name.clone(),
-                format!(
-                    "secure aggregation: advertised keys under the name {}",
-                    ad.silo
-                ),
-            )),
-            Ok(other) => lost.push((s.name.clone(), unexpected("keys", &other))),
-            Err(e) => lost.push((s.name.clone(), format!("secure aggregation (keys): {e}"))),
+            Ok(Response::SecAggAdvertised(ad)) => {
+                lost.push((s.name.clone(), SecureError::OtherName(ad.silo).to_string()))
+            }
+            Ok(other) => lost.push((s.name.clone(), unexpected("keys", &other).to_string())),
+            Err(e) => lost.push((s.name.clone(), silo("keys")(e).to_string())),
         }
     }
     collector.advertised(ads)?;
@@ -151,13 +223,13 @@ async fn open_steps(
     .await
     {
         let r = match r {
-            Ok(Response::SecAggShares(v)) => collector.shared(&s.name, v).map_err(String::from),
+            Ok(Response::SecAggShares(v)) => collector.shared(&s.name, v).map_err(Into::into),
             Ok(other) => Err(unexpected("escrow", &other)),
-            Err(e) => Err(format!("secure aggregation (escrow): {e}")),
+            Err(e) => Err(silo("escrow")(e)),
         };
         match r {
             Ok(()) => sharers.push(s),
-            Err(e) => lost.push((s.name.clone(), e)),
+            Err(e) => lost.push((s.name.clone(), e.to_string())),
         }
     }
     collector.sharing_closed()?;
@@ -177,18 +249,15 @@ async fn open_steps(
     {
         match r {
             Ok(Response::SecAggReady) => ready.push(s),
-            Ok(other) => lost.push((s.name.clone(), unexpected("delivery", &other))),
-            Err(e) => lost.push((
-                s.name.clone(),
-                format!("secure aggregation (delivery): {e}"),
-            )),
+            Ok(other) => lost.push((s.name.clone(), unexpected("delivery", &other).to_string())),
+            Err(e) => lost.push((s.name.clone(), silo("delivery")(e).to_string())),
         }
     }
     if ready.len() < t {
-        return Err(format!(
-            "secure aggregation: only {} silo(s) took their shares, the threshold is {t}: the round is abandoned",
-            ready.len()
-        ));
+        return Err(SecureError::TooFewReady {
+            ready: ready.len(),
+            t,
+        });
     }
     // Keep the cohort's order for dispatch.
     ready.sort_by_key(|s| ctx.cohort.iter().position(|c| c.name == s.name));
@@ -237,10 +306,7 @@ impl Session {
         let mut lost = Lost::new();
         for (name, w) in &weights {
             let Some(s) = self.silos.get(*name).cloned() else {
-                lost.push((
-                    (*name).clone(),
-                    "secure aggregation: did not escrow its secrets".into(),
-                ));
+                lost.push(((*name).clone(), SecureError::NotEscrowed.to_string()));
                 continue;
             };
             let (weight, round, silent) = (w / top, ctx.round, ctx.unhealthy.clone());
@@ -259,12 +325,12 @@ impl Session {
                             len: want as u64,
                         };
                         let left = deadline.saturating_duration_since(Instant::now());
-                        match call(&s.actor, &req, left, &s.name).await.map_err(|e| e.to_string())? {
+                        match call(&s.actor, &req, left, &s.name).await.map_err(|e| SecureError::Fetch(e.into()))? {
                             Response::MaskedChunk { bytes } if bytes.len() == want * width => {
                                 packed.extend_from_slice(&bytes);
                             }
                             Response::MaskedChunk { bytes } => {
-                                return Err(format!("sent {} bytes of masked values, {want} values of {width} bytes were asked for", bytes.len()));
+                                return Err(SecureError::ChunkSize { got: bytes.len(), want, width });
                             }
                             other => return Err(unexpected("masked update", &other)),
                         }
@@ -273,7 +339,7 @@ impl Session {
                 };
                 let r = tokio::select! {
                     r = fetch => r,
-                    _ = until_silent(silent, &s.name) => Err("stopped answering heartbeats while its masked update was fetched".to_string()),
+                    _ = until_silent(silent, &s.name) => Err(SecureError::Fetch(SiloFailure::Silent(" while its masked update was fetched"))),
                 };
                 (s.name.clone(), weight, r)
             });
@@ -283,13 +349,17 @@ impl Session {
             let (name, weight, r) = match j {
                 Ok((_, got)) => got,
                 Err(e) => match by_task.remove(&e.id()) {
-                    Some(name) => (name, 0.0, Err(format!("the fetch failed: {e}"))),
+                    Some(name) => (
+                        name,
+                        0.0,
+                        Err(SecureError::Fetch(SiloFailure::Aborted(e.to_string()))),
+                    ),
                     None => continue,
                 },
             };
-            match r.and_then(|v| self.collector.fold(&name, &v, weight).map_err(String::from)) {
+            match r.and_then(|v| self.collector.fold(&name, &v, weight).map_err(Into::into)) {
                 Ok(()) => {}
-                Err(e) => lost.push((name, format!("secure aggregation (masked update): {e}"))),
+                Err(e) => lost.push((name, SecureError::Masked(Box::new(e)).to_string())),
             }
         }
         lost
@@ -302,7 +372,7 @@ impl Session {
         mut self,
         ctx: &RoundContext,
         deadline: Instant,
-    ) -> Result<Vec<f32>, String> {
+    ) -> Result<Vec<f32>, SecureError> {
         let (survivors, dropped) = self.collector.unmasking()?;
         let asked: Vec<SiloHandle> = survivors
             .iter()
@@ -318,10 +388,10 @@ impl Session {
         {
             let r = match r {
                 Ok(Response::SecAggRevealed(v)) => {
-                    self.collector.revealed(&s.name, v).map_err(String::from)
+                    self.collector.revealed(&s.name, v).map_err(Into::into)
                 }
                 Ok(other) => Err(unexpected("unmasking", &other)),
-                Err(e) => Err(e),
+                Err(e) => Err(silo("unmasking")(e)),
             };
             if let Err(e) = r {
                 tracing::warn!(
@@ -333,7 +403,7 @@ impl Session {
         let collector = self.collector;
         tokio::task::spawn_blocking(move || collector.finish())
             .await
-            .map_err(|e| format!("secure aggregation: unmasking failed: {e}"))?
-            .map_err(String::from)
+            .map_err(|e| SecureError::Panicked(e.to_string()))?
+            .map_err(Into::into)
     }
 }

@@ -111,13 +111,6 @@ pub enum CollectError {
     Mask(#[from] MaskError),
 }
 
-/// While the rest of secure aggregation still reports errors as text.
-impl From<CollectError> for String {
-    fn from(e: CollectError) -> String {
-        e.to_string()
-    }
-}
-
 /// Server state for one round.
 #[derive(Debug)]
 pub struct Collector {
@@ -367,7 +360,7 @@ mod tests {
     use crate::identity::Role;
     use crate::secagg::keys::RoundKeys;
     use crate::secagg::messages::RingSpec;
-    use crate::secagg::participant::Participant;
+    use crate::secagg::participant::{Participant, ParticipateError};
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha20Rng;
 
@@ -405,7 +398,11 @@ mod tests {
 
     /// Runs a round of `s` in which the silos in `gone` stop answering right after escrowing
     /// their shares. `Ok`: the unmasked mean, and the exact quantised mean it must equal.
-    fn round(s: &mut Silos, t: usize, gone: &[usize]) -> Result<(Vec<f32>, Vec<f32>), String> {
+    fn round(
+        s: &mut Silos,
+        t: usize,
+        gone: &[usize],
+    ) -> Result<(Vec<f32>, Vec<f32>), Box<dyn std::error::Error>> {
         let len = s.updates[0].len();
         let q = Quantizer::new(RING.bits, RING.range, RING.max_silos as usize).unwrap();
         let mut c = Collector::new(5, t, q, len);
@@ -464,7 +461,7 @@ mod tests {
             }
         }
         let mut s = silos(6, 100);
-        let e = round(&mut s, 4, &[1, 2, 4]).unwrap_err();
+        let e = round(&mut s, 4, &[1, 2, 4]).unwrap_err().to_string();
         assert!(
             e.contains("only 3 silo(s) sent masked updates, the threshold is 4"),
             "{e}"
@@ -483,6 +480,8 @@ mod tests {
             .unwrap()
             .s_public;
         let e = s.parts[0].share(&s.ca, 2, &ads).unwrap_err();
+        assert!(matches!(e, ParticipateError::Key(_)), "{e}");
+        let e = e.to_string();
         assert!(e.contains("bank-1") && e.contains("substituted"), "{e}");
     }
 
@@ -491,7 +490,17 @@ mod tests {
         let mut s = silos(4, 10);
         let ads: Vec<Advertisement> = s.parts.iter().map(|p| p.advertisement().clone()).collect();
         let e = s.parts[0].share(&s.ca, 2, &ads).unwrap_err();
-        assert!(e.contains("between 3 and 4"), "{e}");
+        assert!(
+            matches!(
+                e,
+                ParticipateError::Threshold {
+                    threshold: 2,
+                    n: 4,
+                    min: 3
+                }
+            ),
+            "{e}"
+        );
         let q = Quantizer::new(32, 1.0, 6).unwrap();
         let mut c = Collector::new(5, 3, q, 10);
         c.advertised(ads.clone()).unwrap();
@@ -504,16 +513,20 @@ mod tests {
         p.receive(RING, &c.relayed_to("bank-0")).unwrap();
         let names = |v: &[usize]| v.iter().map(|i| format!("bank-{i}")).collect::<Vec<_>>();
         let e = p.reveal(&names(&[0, 1, 2]), &names(&[2, 3])).unwrap_err();
-        assert!(e.contains("both"), "{e}");
+        assert!(
+            matches!(e, ParticipateError::Both(ref s) if s == "bank-2"),
+            "{e}"
+        );
         p.reveal(&names(&[0, 1, 2]), &names(&[3])).unwrap();
         // Asked again with bank-3 now a survivor and bank-2 dropped: refused.
         let e = p.reveal(&names(&[0, 1, 3]), &names(&[2])).unwrap_err();
-        assert!(e.contains("already answered"), "{e}");
+        assert!(matches!(e, ParticipateError::SecondReveal), "{e}");
         // A tampered relayed share does not decrypt.
         let mut relayed = c.relayed_to("bank-1");
         relayed[0].ciphertext[3] ^= 1;
         let e = s.parts[1].receive(RING, &relayed).unwrap_err();
-        assert!(e.contains("altered"), "{e}");
+        assert!(matches!(e, ParticipateError::Undecryptable { .. }), "{e}");
+        assert!(e.to_string().contains("altered"), "{e}");
     }
 
     #[test]
@@ -551,10 +564,10 @@ mod tests {
                 })
             ));
             c.fold(&format!("bank-{i}"), &m, 1.0).unwrap();
-            assert!(p
-                .mask(&s.updates[i], 0.5)
-                .unwrap_err()
-                .contains("second masking"));
+            assert!(matches!(
+                p.mask(&s.updates[i], 0.5),
+                Err(ParticipateError::Remask { .. })
+            ));
         }
         let (survivors, dropped) = c.unmasking().unwrap();
         assert_eq!(dropped, vec!["bank-2".to_string()]);

@@ -136,13 +136,6 @@ pub enum KeyError {
     Altered,
 }
 
-/// While the rest of secure aggregation still reports errors as text.
-impl From<KeyError> for String {
-    fn from(e: KeyError) -> String {
-        e.to_string()
-    }
-}
-
 impl RoundKeys {
     /// Fresh key pairs.
     pub fn generate() -> Result<Self, KeyError> {

@@ -52,13 +52,6 @@ pub enum MaskError {
     },
 }
 
-/// While the rest of secure aggregation still reports errors as text.
-impl From<MaskError> for String {
-    fn from(e: MaskError) -> String {
-        e.to_string()
-    }
-}
-
 /// The server's unmasking. `sum` is the ring sum of the survivors' masked updates;
 /// `self_seeds` holds each survivor's self seed (its keys are the survivors), `dropped[d][i]`
 /// the seed s_di between dropped silo d and survivor i. Leaves the plain sum of the survivors'

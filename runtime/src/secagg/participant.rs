@@ -14,17 +14,147 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::keys::{open, seal, Advertisement, RoundKeys};
+use super::keys::{open, seal, Advertisement, KeyError, RoundKeys};
 use super::masking::{mask_update, MaskSeeds};
 use super::messages::{
     minimum_threshold, share_context, Escrow, RelayedShares, RevealedShare, RingSpec, SealedShares,
     Secret,
 };
-use super::quantize::{pack, Quantizer};
-use super::shamir::split;
+use super::quantize::{pack, QuantizeError, Quantizer};
+use super::shamir::{split, ShamirError};
 use crate::identity::signature::CaCheck;
 use crate::privacy::noise::secure_rng;
 use crate::tls::NodeCredentials;
+
+/// Why a silo refuses a step of secure aggregation (the coordinator hears the reason).
+#[derive(Debug, thiserror::Error)]
+pub enum ParticipateError {
+    /// A step that needs the key list before it came.
+    #[error("round {0}: no key list was received yet")]
+    NoKeyList(u64),
+    /// A second key list.
+    #[error("round {0}: the shares were already made; a second key list is refused")]
+    SecondKeyList(u64),
+    /// The shares or the ring are needed and were not delivered.
+    #[error("round {0}: no shares were delivered yet")]
+    NotDelivered(u64),
+    /// A second delivery.
+    #[error("round {0}: shares were already delivered")]
+    SecondDelivery(u64),
+    /// Two advertisements under one name.
+    #[error("two advertisements for {0}")]
+    TwoAdvertisements(String),
+    /// This silo's own advertisement is missing or changed.
+    #[error("the key list does not carry {0}'s own advertisement unchanged")]
+    OwnAdvertisement(String),
+    /// A threshold a minority could unmask with, or above the cohort.
+    #[error("threshold {threshold} for {n} silos: must be between {min} and {n}, or a minority could unmask a single silo")]
+    Threshold {
+        /// Asked.
+        threshold: usize,
+        /// Silos advertised.
+        n: usize,
+        /// The least allowed.
+        min: usize,
+    },
+    /// The ring is too small for the cohort.
+    #[error("the ring is sized for {ring} silos, {advertised} advertised")]
+    RingTooSmall {
+        /// Silos the ring holds.
+        ring: u32,
+        /// Silos advertised.
+        advertised: usize,
+    },
+    /// Shares from a silo without keys.
+    #[error("shares from {0}, who advertised no keys")]
+    UnknownSender(String),
+    /// Shares from itself or twice from one peer.
+    #[error("unexpected or repeated shares from {0}")]
+    RepeatedShares(String),
+    /// Shares that do not decrypt.
+    #[error("shares from {from}: {source}")]
+    Undecryptable {
+        /// The peer.
+        from: String,
+        /// Why.
+        source: KeyError,
+    },
+    /// Shares that decrypt to something else.
+    #[error("shares from {from}: malformed ({reason})")]
+    Malformed {
+        /// The peer.
+        from: String,
+        /// The decoder's message.
+        reason: String,
+    },
+    /// Shares for another point.
+    #[error("shares from {0} are not at this silo's point")]
+    WrongPoint(String),
+    /// Too few peers shared to ever unmask.
+    #[error("only {held} peers shared their secrets, threshold {threshold}: the round cannot be unmasked")]
+    TooFewShares {
+        /// Peers that shared.
+        held: usize,
+        /// The threshold.
+        threshold: usize,
+    },
+    /// A weight outside (0, 1].
+    #[error("weight {0}: must be in (0, 1]")]
+    Weight(f64),
+    /// A second masking with another weight.
+    #[error("the update was masked with weight {before}; a second masking with {now} would reveal the difference")]
+    Remask {
+        /// The first weight.
+        before: f64,
+        /// The one asked now.
+        now: f64,
+    },
+    /// The update is not finite.
+    #[error("the update has a non-finite value ({value}) at index {index}: refusing to mask it")]
+    NonFinite {
+        /// Where.
+        index: usize,
+        /// What.
+        value: f32,
+    },
+    /// Unmasking asked again with other lists.
+    #[error("unmasking was already answered with other survivors: refusing to reveal both masks of a silo")]
+    SecondReveal,
+    /// A silo named survivor and dropped.
+    #[error("{0} is named both a survivor and dropped: its self mask and its key must never both be revealed")]
+    Both(String),
+    /// This silo is not among the survivors.
+    #[error("{0} is not among the survivors it is asked to unmask")]
+    NotSurvivor(String),
+    /// Too few survivors.
+    #[error("{survivors} survivors, threshold {threshold}: too few to unmask")]
+    TooFewSurvivors {
+        /// Survivors named.
+        survivors: usize,
+        /// The threshold.
+        threshold: usize,
+    },
+    /// A silo whose secrets this one does not hold.
+    #[error("{of} did not share its secrets with {me}")]
+    NotHeld {
+        /// The silo.
+        of: String,
+        /// This silo.
+        me: String,
+    },
+    /// Encoding the shares failed.
+    #[error("encoding shares: {0}")]
+    Encode(String),
+    /// A key operation failed.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// Splitting a secret failed.
+    #[error(transparent)]
+    Shamir(#[from] ShamirError),
+    /// The ring is unusable.
+    #[error(transparent)]
+    Ring(#[from] QuantizeError),
+}
 
 /// What the silo agreed once the advertisements were checked.
 struct Agreed {
@@ -62,7 +192,7 @@ impl std::fmt::Debug for Participant {
 
 impl Participant {
     /// Fresh keys for `round`, and their advertisement signed with `creds`.
-    pub fn new(round: u64, creds: &NodeCredentials) -> Result<Self, String> {
+    pub fn new(round: u64, creds: &NodeCredentials) -> Result<Self, ParticipateError> {
         let keys = RoundKeys::generate()?;
         let advertisement = keys.advertise(creds, round)?;
         Ok(Participant {
@@ -80,12 +210,12 @@ impl Participant {
     }
 
     /// The ring width, once the shares (and the ring) were delivered.
-    pub fn bits(&self) -> Result<u32, String> {
+    pub fn bits(&self) -> Result<u32, ParticipateError> {
         self.agreed
             .as_ref()
             .and_then(|a| a.quantizer)
             .map(|q| q.bits())
-            .ok_or_else(|| format!("round {}: no shares were delivered yet", self.round))
+            .ok_or(ParticipateError::NotDelivered(self.round))
     }
 
     /// What to advertise.
@@ -99,32 +229,27 @@ impl Participant {
         ca: &CaCheck,
         threshold: usize,
         advertisements: &[Advertisement],
-    ) -> Result<Vec<SealedShares>, String> {
+    ) -> Result<Vec<SealedShares>, ParticipateError> {
         if self.agreed.is_some() {
-            return Err(format!(
-                "round {}: the shares were already made; a second key list is refused",
-                self.round
-            ));
+            return Err(ParticipateError::SecondKeyList(self.round));
         }
         let mut ads: BTreeMap<String, &Advertisement> = BTreeMap::new();
         for ad in advertisements {
             ad.verify(ca, self.round)?;
             if ads.insert(ad.silo.clone(), ad).is_some() {
-                return Err(format!("two advertisements for {}", ad.silo));
+                return Err(ParticipateError::TwoAdvertisements(ad.silo.clone()));
             }
         }
         if ads.get(&self.me) != Some(&&self.advertisement) {
-            return Err(format!(
-                "the key list does not carry {}'s own advertisement unchanged",
-                self.me
-            ));
+            return Err(ParticipateError::OwnAdvertisement(self.me.clone()));
         }
         let n = ads.len();
         if threshold < minimum_threshold(n) || threshold > n {
-            return Err(format!(
-                "threshold {threshold} for {n} silos: must be between {} and {n}, or a minority could unmask a single silo",
-                minimum_threshold(n)
-            ));
+            return Err(ParticipateError::Threshold {
+                threshold,
+                n,
+                min: minimum_threshold(n),
+            });
         }
         let index: BTreeMap<String, u32> = ads
             .keys()
@@ -133,9 +258,8 @@ impl Participant {
             .collect();
         let mut rng = secure_rng();
         let self_seed: [u8; 32] = rand::Rng::random(&mut rng);
-        let self_shares = split(&self_seed, threshold, n, &mut rng).map_err(|e| e.to_string())?;
-        let key_shares =
-            split(&self.keys.mask_secret()?, threshold, n, &mut rng).map_err(|e| e.to_string())?;
+        let self_shares = split(&self_seed, threshold, n, &mut rng)?;
+        let key_shares = split(&self.keys.mask_secret()?, threshold, n, &mut rng)?;
         let mut pair_seeds = BTreeMap::new();
         let mut held = BTreeMap::new();
         let mut sealed = Vec::new();
@@ -150,7 +274,7 @@ impl Participant {
             }
             pair_seeds.insert(peer.clone(), self.keys.mask_seed(ad)?);
             let plain = bincode::serde::encode_to_vec(&escrow, bincode::config::standard())
-                .map_err(|e| format!("encoding shares: {e}"))?;
+                .map_err(|e| ParticipateError::Encode(e.to_string()))?;
             let key = self.keys.share_key(ad)?;
             sealed.push(SealedShares {
                 to: peer.clone(),
@@ -173,53 +297,59 @@ impl Participant {
 
     /// Takes the shares peers escrowed with this silo, and the ring to sum in. The peers that
     /// sent shares are the ones this silo masks with.
-    pub fn receive(&mut self, ring: RingSpec, shares: &[RelayedShares]) -> Result<(), String> {
+    pub fn receive(
+        &mut self,
+        ring: RingSpec,
+        shares: &[RelayedShares],
+    ) -> Result<(), ParticipateError> {
         let (round, me, keys) = (self.round, self.me.clone(), &self.keys);
         let a = self
             .agreed
             .as_mut()
-            .ok_or_else(|| format!("round {round}: no key list was received yet"))?;
+            .ok_or(ParticipateError::NoKeyList(round))?;
         if a.quantizer.is_some() {
-            return Err(format!("round {round}: shares were already delivered"));
+            return Err(ParticipateError::SecondDelivery(round));
         }
-        let q = Quantizer::new(ring.bits, ring.range, ring.max_silos as usize)
-            .map_err(|e| e.to_string())?;
+        let q = Quantizer::new(ring.bits, ring.range, ring.max_silos as usize)?;
         if (ring.max_silos as usize) < a.index.len() {
-            return Err(format!(
-                "the ring is sized for {} silos, {} advertised",
-                ring.max_silos,
-                a.index.len()
-            ));
+            return Err(ParticipateError::RingTooSmall {
+                ring: ring.max_silos,
+                advertised: a.index.len(),
+            });
         }
         let my_x = a.index[&me] as u64 + 1;
         let mut held = BTreeMap::new();
         for r in shares {
             let Some(ad) = a.ads.get(&r.from) else {
-                return Err(format!("shares from {}, who advertised no keys", r.from));
+                return Err(ParticipateError::UnknownSender(r.from.clone()));
             };
             if r.from == me || held.contains_key(&r.from) {
-                return Err(format!("unexpected or repeated shares from {}", r.from));
+                return Err(ParticipateError::RepeatedShares(r.from.clone()));
             }
             let key = keys.share_key(ad)?;
-            let plain = open(&key, &share_context(round, &r.from, &me), &r.ciphertext)
-                .map_err(|e| format!("shares from {}: {e}", r.from))?;
+            let plain = open(&key, &share_context(round, &r.from, &me), &r.ciphertext).map_err(
+                |source| ParticipateError::Undecryptable {
+                    from: r.from.clone(),
+                    source,
+                },
+            )?;
             let (escrow, _): (Escrow, usize) =
-                bincode::serde::decode_from_slice(&plain, bincode::config::standard())
-                    .map_err(|e| format!("shares from {}: malformed ({e})", r.from))?;
+                bincode::serde::decode_from_slice(&plain, bincode::config::standard()).map_err(
+                    |e| ParticipateError::Malformed {
+                        from: r.from.clone(),
+                        reason: e.to_string(),
+                    },
+                )?;
             if escrow.self_mask.x != my_x || escrow.mask_key.x != my_x {
-                return Err(format!(
-                    "shares from {} are not at this silo's point",
-                    r.from
-                ));
+                return Err(ParticipateError::WrongPoint(r.from.clone()));
             }
             held.insert(r.from.clone(), escrow);
         }
         if held.len() + 1 < a.threshold {
-            return Err(format!(
-                "only {} peers shared their secrets, threshold {}: the round cannot be unmasked",
-                held.len(),
-                a.threshold
-            ));
+            return Err(ParticipateError::TooFewShares {
+                held: held.len(),
+                threshold: a.threshold,
+            });
         }
         a.held.extend(held);
         a.quantizer = Some(q);
@@ -229,28 +359,29 @@ impl Participant {
     /// The masked update, packed ([`pack`]): `update` × `weight`, each value clipped to the ring's range,
     /// quantised, plus the self mask and the pairwise masks with every peer that shared. The
     /// same weight gives the same masked update (it may be fetched again); another is refused.
-    pub fn mask(&mut self, update: &[f32], weight: f64) -> Result<&[u8], String> {
-        let name = self.me.clone();
+    pub fn mask(&mut self, update: &[f32], weight: f64) -> Result<&[u8], ParticipateError> {
+        let (name, round) = (self.me.clone(), self.round);
         let a = self.agreed_mut()?;
         let Some(q) = a.quantizer else {
-            return Err("no shares were delivered for this round".into());
+            return Err(ParticipateError::NotDelivered(round));
         };
         if !(weight.is_finite() && weight > 0.0 && weight <= 1.0) {
-            return Err(format!("weight {weight}: must be in (0, 1]"));
+            return Err(ParticipateError::Weight(weight));
         }
         if let Some((w, _)) = &a.masked {
             if *w != weight {
-                return Err(format!(
-                    "the update was masked with weight {w}; a second masking with {weight} would reveal the difference"
-                ));
+                return Err(ParticipateError::Remask {
+                    before: *w,
+                    now: weight,
+                });
             }
         } else {
             // Checked once, when the update is first masked (later chunks reuse it).
             if let Some(i) = update.iter().position(|v| !v.is_finite()) {
-                return Err(format!(
-                    "the update has a non-finite value ({}) at index {i}: refusing to mask it",
-                    update[i]
-                ));
+                return Err(ParticipateError::NonFinite {
+                    index: i,
+                    value: update[i],
+                });
             }
             let me = a.index[&name];
             let seeds = MaskSeeds {
@@ -276,41 +407,36 @@ impl Participant {
         &mut self,
         survivors: &[String],
         dropped: &[String],
-    ) -> Result<Vec<RevealedShare>, String> {
+    ) -> Result<Vec<RevealedShare>, ParticipateError> {
         let me = self.me.clone();
         let a = self.agreed_mut()?;
         let asked = (survivors.to_vec(), dropped.to_vec());
         if let Some(before) = &a.revealed {
             if *before != asked {
-                return Err("unmasking was already answered with other survivors: refusing to reveal both masks of a silo".into());
+                return Err(ParticipateError::SecondReveal);
             }
         }
         let s: BTreeSet<&String> = survivors.iter().collect();
         let d: BTreeSet<&String> = dropped.iter().collect();
         if let Some(both) = s.intersection(&d).next() {
-            return Err(format!(
-                "{both} is named both a survivor and dropped: its self mask and its key must never both be revealed"
-            ));
+            return Err(ParticipateError::Both((*both).clone()));
         }
         if !s.contains(&me) {
-            return Err(format!(
-                "{me} is not among the survivors it is asked to unmask"
-            ));
+            return Err(ParticipateError::NotSurvivor(me));
         }
         if s.len() < a.threshold {
-            return Err(format!(
-                "{} survivors, threshold {}: too few to unmask",
-                s.len(),
-                a.threshold
-            ));
+            return Err(ParticipateError::TooFewSurvivors {
+                survivors: s.len(),
+                threshold: a.threshold,
+            });
         }
         let mut out = Vec::new();
         for (names, secret) in [(&s, Secret::SelfMask), (&d, Secret::MaskKey)] {
             for of in names.iter() {
-                let e = a
-                    .held
-                    .get(*of)
-                    .ok_or_else(|| format!("{of} did not share its secrets with {me}"))?;
+                let e = a.held.get(*of).ok_or_else(|| ParticipateError::NotHeld {
+                    of: (*of).clone(),
+                    me: me.clone(),
+                })?;
                 out.push(RevealedShare {
                     of: (*of).clone(),
                     secret,
@@ -325,10 +451,10 @@ impl Participant {
         Ok(out)
     }
 
-    fn agreed_mut(&mut self) -> Result<&mut Agreed, String> {
+    fn agreed_mut(&mut self) -> Result<&mut Agreed, ParticipateError> {
         let round = self.round;
         self.agreed
             .as_mut()
-            .ok_or_else(|| format!("round {round}: no key list was received yet"))
+            .ok_or(ParticipateError::NoKeyList(round))
     }
 }

@@ -51,13 +51,6 @@ pub enum QuantizeError {
     },
 }
 
-/// While the rest of secure aggregation still reports errors as text.
-impl From<QuantizeError> for String {
-    fn from(e: QuantizeError) -> String {
-        e.to_string()
-    }
-}
-
 /// A fixed-point code for one federation: ring width, clipping range, most silos summed.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Quantizer {

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use super::notice::Notice;
 use super::signature::{sign, DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use crate::audit::entry::now_ms;
-use crate::http_client::HttpClient;
+use crate::http_client::{Failure, HttpClient};
 
 /// How an endpoint is reached and retried.
 #[derive(Debug, Clone)]
@@ -111,8 +111,24 @@ fn retryable(status: u16) -> bool {
     status >= 500 || status == 429 || status == 408
 }
 
+/// Why an attempt did not deliver. Never shows the URL: its path may be the receiver's secret.
+#[derive(Debug, thiserror::Error)]
+enum Undelivered {
+    /// The receiver answered with a status other than 2xx.
+    #[error("answered {status}: {body}")]
+    Answered {
+        /// The status.
+        status: u16,
+        /// The start of its body.
+        body: String,
+    },
+    /// No answer.
+    #[error(transparent)]
+    NoAnswer(Failure),
+}
+
 /// Sends one delivery, with retries. Returns the attempts made and the outcome.
-async fn deliver(endpoint: &Endpoint, d: &Delivery) -> (u32, Result<u16, String>) {
+async fn deliver(endpoint: &Endpoint, d: &Delivery) -> (u32, Result<u16, Undelivered>) {
     let mut wait = endpoint.first_backoff;
     let mut attempt = 0;
     loop {
@@ -133,13 +149,12 @@ async fn deliver(endpoint: &Endpoint, d: &Delivery) -> (u32, Result<u16, String>
             Ok(r) if (200..300).contains(&r.status) => return (attempt, Ok(r.status)),
             Ok(r) => (
                 retryable(r.status),
-                Err(format!(
-                    "answered {}: {}",
-                    r.status,
-                    r.text().chars().take(200).collect::<String>()
-                )),
+                Err(Undelivered::Answered {
+                    status: r.status,
+                    body: r.text().chars().take(200).collect(),
+                }),
             ),
-            Err(e) => (true, Err(e.message)),
+            Err(e) => (true, Err(Undelivered::NoAnswer(e.failure))),
         };
         if !again || attempt >= endpoint.max_attempts {
             return (attempt, result);
@@ -148,7 +163,10 @@ async fn deliver(endpoint: &Endpoint, d: &Delivery) -> (u32, Result<u16, String>
             "webhook {}: {} attempt {attempt} failed ({}); retrying in {:.1} s",
             shown(&endpoint.url),
             d.id,
-            result.as_ref().err().map_or("", |e| e.as_str()),
+            result
+                .as_ref()
+                .err()
+                .map_or(String::new(), |e| e.to_string()),
             wait.as_secs_f64()
         );
         tokio::time::sleep(wait).await;
@@ -213,7 +231,7 @@ pub async fn work(
                 "outcome": if result.is_ok() { "delivered" } else { "failed" },
                 "attempts": attempts,
                 "status": result.as_ref().ok(),
-                "error": result.as_ref().err(),
+                "error": result.as_ref().err().map(|e| e.to_string()),
             }),
         );
     }

@@ -12,6 +12,7 @@ use fedsilo::privacy::noise::{add_gaussian, secure_rng};
 use fedsilo::protocol::{ModelRef, Response, Scaling, TrainPlan, TrainReport};
 use ndarray::Array1;
 
+use super::refusal::Refusal;
 use crate::data::{encode as encode_rows, local_stats, scaling_from, Dataset};
 use crate::external::ExternalTrainer;
 use crate::faults::{forge, RoundAttack};
@@ -72,7 +73,7 @@ pub(super) fn train_job(
     plan: &TrainPlan,
     scaling: &Scaling,
     method: Method,
-) -> Result<Trained, String> {
+) -> Result<Trained, Refusal> {
     let started = Instant::now();
     let x = encode_rows(&data.schema, &data.train, scaling);
     let y = Array1::from(data.train.labels.clone());

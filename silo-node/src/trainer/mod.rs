@@ -19,6 +19,7 @@
 
 mod jobs;
 mod models;
+mod refusal;
 mod requests;
 mod secure;
 mod state;

@@ -8,6 +8,7 @@ use fedsilo::model::lora::Adapters;
 use fedsilo::model::{Digest, ModelSpec};
 use fedsilo::protocol::{LoraTrain, ModelRef, Response, Scaling};
 
+use super::refusal::Refusal;
 use super::state::{err, TrainerState};
 
 /// Models kept at once (base, candidate, one spare).
@@ -20,18 +21,15 @@ pub(super) type LoraParts = (Adapters, Arc<Vec<f32>>, Arc<Vec<f32>>);
 
 impl TrainerState {
     /// Model `m`, if it was received (or is the pinned base).
-    pub(super) fn model(&self, m: &ModelRef) -> Result<Arc<Vec<f32>>, String> {
+    pub(super) fn model(&self, m: &ModelRef) -> Result<Arc<Vec<f32>>, Refusal> {
         self.models
             .iter()
             .chain(&self.pinned)
             .find(|(r, _)| r == m)
             .map(|(_, p)| p.clone())
-            .ok_or_else(|| {
-                format!(
-                    "model v{} ({}) was not received; send it with PutModel first",
-                    m.version,
-                    m.digest.short()
-                )
+            .ok_or(Refusal::NotReceived {
+                version: m.version,
+                digest: m.digest,
             })
     }
 
@@ -42,19 +40,18 @@ impl TrainerState {
         m: &ModelRef,
         spec: &ModelSpec,
         lora: &LoraTrain,
-    ) -> Result<LoraParts, String> {
-        let layout = Adapters::new(spec, &lora.plan).map_err(|e| e.to_string())?;
+    ) -> Result<LoraParts, Refusal> {
+        let layout = Adapters::new(spec, &lora.plan)?;
         let frozen = self.model(&lora.frozen)?;
         let adapters = self.model(m)?;
         if frozen.len() != spec.layout().len {
-            return Err("the frozen base model does not fit its spec".into());
+            return Err(Refusal::Size("the frozen base model"));
         }
         if adapters.len() != layout.len {
-            return Err(format!(
-                "{} adapter values, the plan's adapters have {}",
-                adapters.len(),
-                layout.len
-            ));
+            return Err(Refusal::Adapters {
+                got: adapters.len(),
+                want: layout.len,
+            });
         }
         self.pinned = Some((lora.frozen, frozen.clone()));
         Ok((layout, frozen, adapters))
@@ -67,7 +64,7 @@ impl TrainerState {
         m: &ModelRef,
         spec: &ModelSpec,
         lora: Option<&LoraTrain>,
-    ) -> Result<Arc<Vec<f32>>, String> {
+    ) -> Result<Arc<Vec<f32>>, Refusal> {
         match lora {
             Some(l) => {
                 let (layout, frozen, adapters) = self.lora_parts(m, spec, l)?;
@@ -76,7 +73,7 @@ impl TrainerState {
             None => {
                 let p = self.model(m)?;
                 if p.len() != spec.layout().len {
-                    return Err("model size does not fit its spec".into());
+                    return Err(Refusal::Size("model"));
                 }
                 Ok(p)
             }
@@ -84,29 +81,26 @@ impl TrainerState {
     }
 
     /// Whether a model of `spec`, under `scaling`, fits this silo's schema.
-    pub(super) fn check_spec(&self, spec: &ModelSpec, scaling: &Scaling) -> Result<(), String> {
+    pub(super) fn check_spec(&self, spec: &ModelSpec, scaling: &Scaling) -> Result<(), Refusal> {
         let schema = &self.args.data.schema;
-        spec.validate().map_err(|e| e.to_string())?;
+        spec.validate()?;
         if spec.inputs != schema.encoded_width() {
-            return Err(format!(
-                "model expects {} inputs, this silo's schema encodes {} (schemas differ?)",
-                spec.inputs,
-                schema.encoded_width()
-            ));
+            return Err(Refusal::Inputs {
+                model: spec.inputs,
+                schema: schema.encoded_width(),
+            });
         }
         let n = schema.numeric_count();
         if scaling.mean.len() != n || scaling.std.len() != n {
-            return Err(format!(
-                "scaling has {} values, the schema has {n} numeric features",
-                scaling.mean.len()
-            ));
+            return Err(Refusal::ScalingLength {
+                got: scaling.mean.len(),
+                want: n,
+            });
         }
         if scaling.std.iter().any(|s| !(s.is_finite() && *s > 0.0))
             || scaling.mean.iter().any(|m| !m.is_finite())
         {
-            return Err(
-                "scaling has a non-finite mean or a non-positive standard deviation".into(),
-            );
+            return Err(Refusal::ScalingValues);
         }
         Ok(())
     }

@@ -15,6 +15,7 @@ use fedsilo::protocol::{
 use ndarray::Array1;
 
 use super::jobs::{local_baseline, name_seed, train_job, Method, Trained};
+use super::refusal::Refusal;
 use super::state::{err, TrainerState};
 use crate::data::{encode as encode_rows, local_stats};
 use crate::train::{evaluate, Mlp, Sgd};
@@ -31,7 +32,7 @@ pub(super) struct Training {
     /// Under secure aggregation: the report says nothing of the update.
     pub masked: bool,
     /// The training itself.
-    pub job: Box<dyn FnOnce() -> Result<Trained, String> + Send>,
+    pub job: Box<dyn FnOnce() -> Result<Trained, Refusal> + Send>,
 }
 
 /// How a request is answered.
@@ -163,7 +164,7 @@ fn score(
     scaling: Scaling,
     personalize: Option<Personalize>,
     lora: Option<&LoraTrain>,
-) -> Result<Job, String> {
+) -> Result<Job, Refusal> {
     state.check_spec(&spec, &scaling)?;
     let params = state.scored_model(&model, &spec, lora)?;
     let (data, head) = (state.args.data.clone(), state.head.clone());
@@ -209,17 +210,17 @@ fn start_training(
     spec: ModelSpec,
     plan: TrainPlan,
     scaling: Scaling,
-) -> Result<Training, String> {
+) -> Result<Training, Refusal> {
     if let Some(r) = state.busy {
-        return Err(format!("busy training round {r}"));
+        return Err(Refusal::Busy(r));
     }
     if state.args.data.train.labels.is_empty() {
-        return Err("this node is a central hold-out (--evaluate-only): it scores candidates and never trains".into());
+        return Err(Refusal::EvaluateOnly);
     }
     state.check_spec(&spec, &scaling)?;
     let (params, lora) = match &plan.lora {
         Some(_) if state.args.external.is_some() || state.args.dp_sgd.is_some() => {
-            return Err("LoRA rounds train with the built-in trainer: this silo runs an external trainer or its own DP-SGD".into())
+            return Err(Refusal::LoraNeedsBuiltIn)
         }
         Some(l) => {
             let (layout, frozen, theta) = state.lora_parts(&base, &spec, l)?;
@@ -228,7 +229,7 @@ fn start_training(
         None => {
             let p = state.model(&base)?;
             if p.len() != spec.layout().len {
-                return Err("base model size does not fit its spec".into());
+                return Err(Refusal::Size("base model"));
             }
             (p, None)
         }
@@ -281,7 +282,7 @@ pub(super) type Finished = (Option<(u64, Vec<f32>)>, Response, Option<(f64, u64)
 pub(super) fn trained(
     round: u64,
     masked: bool,
-    job: Result<Result<Trained, String>, tokio::task::JoinError>,
+    job: Result<Result<Trained, Refusal>, tokio::task::JoinError>,
 ) -> Finished {
     match job {
         Ok(Ok((u, mut report, spent))) => {

@@ -7,32 +7,37 @@ use fedsilo::protocol::{Request, Response};
 use fedsilo::secagg::participant::Participant;
 use fedsilo::secagg::quantize::packed_width;
 
+use super::refusal::Refusal;
 use super::state::{err, TrainerState};
 
 impl TrainerState {
     /// The secure-aggregation state of `round`.
-    pub(super) fn participant(&mut self, round: u64) -> Result<&mut Participant, String> {
+    pub(super) fn participant(&mut self, round: u64) -> Result<&mut Participant, Refusal> {
         self.secagg
             .as_mut()
             .filter(|p| p.round() == round)
-            .ok_or_else(|| format!("no secure-aggregation keys for round {round} here"))
+            .ok_or(Refusal::NoKeys(round))
     }
 
     /// Answers the secure-aggregation steps (see [`fedsilo::secagg::participant`]).
     pub(super) fn secure_aggregation(&mut self, request: Request) -> Response {
         let result = match request {
             Request::SecAggAdvertise { round } => match &self.args.credentials {
-                None => Err("this silo has no credentials to sign secure-aggregation keys".into()),
-                Some(_) if self.last_keyed.is_some_and(|r| round <= r) => Err(format!(
-                    "keys for round {round} asked after round {}: a round is keyed once, and rounds only move forward",
-                    self.last_keyed.unwrap_or_default()
-                )),
-                Some(creds) => Participant::new(round, creds).map(|p| {
-                    let ad = p.advertisement().clone();
-                    self.secagg = Some(p);
-                    self.last_keyed = Some(round);
-                    Response::SecAggAdvertised(ad)
-                }),
+                None => Err(Refusal::NoCredentials),
+                Some(_) if self.last_keyed.is_some_and(|r| round <= r) => {
+                    Err(Refusal::KeyedTwice {
+                        round,
+                        last: self.last_keyed.unwrap_or_default(),
+                    })
+                }
+                Some(creds) => Participant::new(round, creds)
+                    .map_err(Refusal::from)
+                    .map(|p| {
+                        let ad = p.advertisement().clone();
+                        self.secagg = Some(p);
+                        self.last_keyed = Some(round);
+                        Response::SecAggAdvertised(ad)
+                    }),
             },
             Request::SecAggShare {
                 round,
@@ -45,9 +50,9 @@ impl TrainerState {
                     .as_ref()
                     .map(|c| CaCheck::new(c.roots()));
                 self.participant(round).and_then(|p| {
-                    let ca = ca.ok_or("this silo has no consortium root to check keys against")?;
-                    p.share(&ca, threshold as usize, &advertisements)
-                        .map(Response::SecAggShares)
+                    let ca = ca.ok_or(Refusal::NoRoot)?;
+                    Ok(p.share(&ca, threshold as usize, &advertisements)
+                        .map(Response::SecAggShares)?)
                 })
             }
             Request::SecAggDeliver {
@@ -57,7 +62,7 @@ impl TrainerState {
             } => {
                 self.args.faults.after_sharing(round, &self.args.name);
                 self.participant(round)
-                    .and_then(|p| p.receive(ring, &shares))
+                    .and_then(|p| Ok(p.receive(ring, &shares)?))
                     .map(|_| Response::SecAggReady)
             }
             Request::FetchMasked {
@@ -72,10 +77,12 @@ impl TrainerState {
                         let masked = p.mask(&u, weight)?;
                         let end = offset.saturating_add(len);
                         if end.saturating_mul(width) > masked.len() as u64 {
-                            return Err(format!(
-                                "asked for values {offset}..{end} of a masked update of {}",
-                                masked.len() as u64 / width
-                            ));
+                            return Err(Refusal::Range {
+                                start: offset,
+                                end,
+                                what: "a masked update",
+                                len: masked.len() as u64 / width,
+                            });
                         }
                         Ok(Response::MaskedChunk {
                             bytes: masked[(offset * width) as usize..(end * width) as usize]
@@ -87,7 +94,7 @@ impl TrainerState {
                 }
                 other => {
                     self.update = other;
-                    Err(format!("no update for round {round} here"))
+                    Err(Refusal::NoUpdate(round))
                 }
             },
             Request::SecAggUnmask {
@@ -96,9 +103,9 @@ impl TrainerState {
                 dropped,
             } => self
                 .participant(round)
-                .and_then(|p| p.reveal(&survivors, &dropped))
+                .and_then(|p| Ok(p.reveal(&survivors, &dropped)?))
                 .map(Response::SecAggRevealed),
-            other => Err(format!("not a secure-aggregation request: {other:?}")),
+            other => Err(Refusal::NotSecureAggregation(other.kind())),
         };
         result.unwrap_or_else(err)
     }

@@ -17,6 +17,7 @@ use fedsilo::tls::NodeCredentials;
 use ractor::RpcReplyPort;
 use rand::SeedableRng;
 
+use super::refusal::Refusal;
 use crate::data::Dataset;
 use crate::external::ExternalTrainer;
 use crate::train::dp_sgd::{schedule, DpSgd};
@@ -90,9 +91,9 @@ pub(super) fn reply_with(reply: RpcReplyPort<Vec<u8>>, r: Response) {
 }
 
 /// An error answer.
-pub(super) fn err(message: impl Into<String>) -> Response {
+pub(super) fn err(message: impl std::fmt::Display) -> Response {
     Response::Error {
-        message: message.into(),
+        message: message.to_string(),
     }
 }
 
@@ -151,7 +152,7 @@ impl TrainerState {
 
     /// With DP-SGD: refuses a round that would take this silo past its own budget, else
     /// records the round's spend (synced) before any training starts.
-    pub(super) fn charge_dp_sgd(&mut self, round: u64, plan: &TrainPlan) -> Result<(), String> {
+    pub(super) fn charge_dp_sgd(&mut self, round: u64, plan: &TrainPlan) -> Result<(), Refusal> {
         let (Some(cfg), Some(book)) = (&self.args.dp_sgd, &mut self.book) else {
             return Ok(());
         };
@@ -162,16 +163,18 @@ impl TrainerState {
         if let Some(budget) = cfg.epsilon_budget {
             let after = book.after(name, q, z, steps, cfg.delta);
             if after > budget {
-                return Err(format!(
-                    "privacy budget: DP-SGD for round {round} ({steps} steps at q = {q:.4}, z = {z}) would take this silo's ε from {:.3} to {after:.3}, above its --dp-epsilon-budget {budget} at δ = {:e}",
-                    book.spent(name, cfg.delta),
-                    cfg.delta
-                ));
+                return Err(Refusal::Budget {
+                    round,
+                    steps,
+                    q,
+                    z,
+                    spent: book.spent(name, cfg.delta),
+                    after,
+                    budget,
+                    delta: cfg.delta,
+                });
             }
         }
-        book.record(round, "dp-sgd", q, z, steps, std::slice::from_ref(name))
-            .map_err(|e| {
-                format!("cannot record the DP-SGD spend, so this silo does not train: {e}")
-            })
+        Ok(book.record(round, "dp-sgd", q, z, steps, std::slice::from_ref(name))?)
     }
 }
