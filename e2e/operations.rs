@@ -1,11 +1,9 @@
 //! End-to-end tests of operating a federation: Prometheus metrics on the coordinator and on a
 //! silo node, scraped while the federation runs.
 
-mod common;
-
 use std::io::{Read, Write};
 
-use common::{free_port, Federation, Options};
+use crate::common::{free_port, Federation, Options};
 
 /// `GET /metrics` over plain HTTP/1.0: the body.
 fn scrape(port: u16) -> String {
@@ -128,12 +126,12 @@ fn the_run_report_renders_every_chart_in_a_headless_browser() {
     let state = f.state_dir();
     assert!(state.join("report.html").exists());
     let out = f.dir.path().join("on-demand.html");
-    let (ok, said) = common::fedsilo(&[
+    let (ok, said) = crate::common::fedsilo(&[
         "report",
         "--state-dir",
-        common::arg(&state),
+        crate::common::arg(&state),
         "--out",
-        common::arg(&out),
+        crate::common::arg(&out),
     ]);
     assert!(ok, "{said}");
     let page = std::fs::read_to_string(&out).unwrap();

@@ -3,11 +3,9 @@
 //! deleted or added checkpoint, a rewritten CURRENT — is caught by `fedsilo audit verify`, which
 //! names what is wrong.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{arg, fedsilo, Federation, Options};
+use crate::common::{arg, fedsilo, Federation, Options};
 
 /// Runs `fedsilo audit verify` on `state` against `ca`.
 fn verify(state: &Path, ca: &Path) -> (bool, String) {

@@ -3,12 +3,10 @@
 //! start-a-round and resume; signed webhook notices that survive a failing receiver; a dead
 //! receiver that does not hold up a single round.
 
-mod common;
-
 use std::net::TcpListener;
 use std::path::Path;
 
-use common::{arg, fedsilo, free_port, Federation, Options};
+use crate::common::{arg, fedsilo, free_port, Federation, Options};
 use fedsilo::admin::AdminClient;
 use fedsilo::tls::NodeCredentials;
 use serde_json::{json, Value};
@@ -412,8 +410,8 @@ fn a_dead_webhook_receiver_does_not_hold_up_rounds() {
 fn a_webhook_or_admin_typo_is_named_before_anything_starts() {
     let dir = tempfile::tempdir().unwrap();
     let fed = dir.path().join("federation.toml");
-    let base = std::fs::read_to_string(common::example("federation.toml")).unwrap();
-    let schema = common::example("schema.toml");
+    let base = std::fs::read_to_string(crate::common::example("federation.toml")).unwrap();
+    let schema = crate::common::example("schema.toml");
     let base = base.replace("schema.toml", schema.to_str().unwrap());
     for (extra, expect) in [
         (

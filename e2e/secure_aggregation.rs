@@ -3,9 +3,7 @@
 //! sharing still unmasks the survivors' sum — or abandons the round, with the reason, when
 //! fewer than t are left.
 
-mod common;
-
-use common::{arg, example, fedsilo, weighted_auc, Federation, Options};
+use crate::common::{arg, example, fedsilo, weighted_auc, Federation, Options};
 use fedsilo::model::checkpoint::Checkpoint;
 use serde_json::Value;
 use testkit::sandbox::FederationFile;

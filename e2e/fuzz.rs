@@ -14,10 +14,8 @@
 //! (safetensors), `csv_schema` (schema TOML and CSV data), `config` (federation and policy
 //! TOML) and `admin_http` (raw HTTP requests through the admin API's server stack).
 //!
-//! `cargo test --release -p silo-node --test fuzz -- --ignored refresh_corpus` rewrites the
+//! `cargo test --release -p silo-node --test e2e -- --ignored fuzz::refresh_corpus` rewrites the
 //! generated part of the corpus.
-
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -172,7 +170,7 @@ fn checkpoint() {
 
 #[test]
 fn csv_schema() {
-    let schema = fedsilo::data::Schema::load(&common::example("schema.toml")).unwrap();
+    let schema = fedsilo::data::Schema::load(&crate::common::example("schema.toml")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data.csv");
     let schemas = corpus("schema");
@@ -212,9 +210,9 @@ fn trainer() {
     use ractor::Actor;
     use silo_node::trainer::{TrainerActor, TrainerArgs};
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let schema = fedsilo::data::Schema::load(&common::example("schema.toml")).unwrap();
+    let schema = fedsilo::data::Schema::load(&crate::common::example("schema.toml")).unwrap();
     let data =
-        silo_node::data::Dataset::load(&common::example("data/west.csv"), &schema, 0.2, 1).unwrap();
+        silo_node::data::Dataset::load(&crate::common::example("data/west.csv"), &schema, 0.2, 1).unwrap();
     let t = rt.block_on(async {
         Actor::spawn(
             None,
@@ -293,12 +291,12 @@ fn admin_http() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens.toml");
-    let (ok, out) = common::fedsilo(&[
+    let (ok, out) = crate::common::fedsilo(&[
         "admin",
         "token",
         "add",
         "--tokens",
-        common::arg(&tokens),
+        crate::common::arg(&tokens),
         "--name",
         "fuzz",
         "--scope",
@@ -467,31 +465,31 @@ fn refresh_corpus() {
         "mlp-3-2-1.safetensors",
         &ckpt.to_bytes().unwrap(),
     );
-    let west = std::fs::read_to_string(common::example("data/west.csv")).unwrap();
+    let west = std::fs::read_to_string(crate::common::example("data/west.csv")).unwrap();
     let head: Vec<&str> = west.lines().take(30).collect();
     write("csv", "west-head.csv", (head.join("\n") + "\n").as_bytes());
     for (name, path) in [
-        ("churn.toml", common::example("schema.toml")),
-        ("loans.toml", common::example_in("loans", "schema.toml")),
+        ("churn.toml", crate::common::example("schema.toml")),
+        ("loans.toml", crate::common::example_in("loans", "schema.toml")),
     ] {
         write("schema", name, &std::fs::read(path).unwrap());
     }
     for (name, path) in [
-        ("churn.toml", common::example("policy.toml")),
-        ("dp.toml", common::example("policy-dp.toml")),
-        ("secagg.toml", common::example("policy-secagg.toml")),
-        ("approval.toml", common::example("policy-approval.toml")),
+        ("churn.toml", crate::common::example("policy.toml")),
+        ("dp.toml", crate::common::example("policy-dp.toml")),
+        ("secagg.toml", crate::common::example("policy-secagg.toml")),
+        ("approval.toml", crate::common::example("policy-approval.toml")),
         (
             "cross_bank.toml",
-            common::example_in("cross_bank", "policy.toml"),
+            crate::common::example_in("cross_bank", "policy.toml"),
         ),
     ] {
         write("policy", name, &std::fs::read(path).unwrap());
     }
     for (name, path) in [
-        ("churn.toml", common::example("federation.toml")),
-        ("churn-lora.toml", common::example("federation-lora.toml")),
-        ("loans.toml", common::example_in("loans", "federation.toml")),
+        ("churn.toml", crate::common::example("federation.toml")),
+        ("churn-lora.toml", crate::common::example("federation-lora.toml")),
+        ("loans.toml", crate::common::example_in("loans", "federation.toml")),
     ] {
         write("federation", name, &std::fs::read(path).unwrap());
     }

@@ -2,9 +2,7 @@
 //! processes over mutual TLS on loopback, on the churn data. Every wait is for an event the
 //! coordinator prints (`--events json`), bounded; every process is killed when its guard drops.
 
-mod common;
-
-use common::{example, free_port, Federation, Options};
+use crate::common::{example, free_port, Federation, Options};
 
 #[test]
 fn a_federation_commits_rounds_and_the_held_out_loss_falls() {

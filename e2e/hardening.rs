@@ -1,11 +1,9 @@
 //! Issue 15, as an attacker would try it against real processes: a consortium member's
 //! certificate, or a copy of a silo's kit, must not take over another silo's session.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 
-use common::*;
+use crate::common::*;
 
 /// A child process killed when dropped.
 struct Killed(Child);

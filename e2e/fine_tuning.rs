@@ -1,9 +1,7 @@
 //! End-to-end tests of the fine-tuning features on the churn federation (real processes):
 //! FedProx's proximal term reaches the silos and holds their local models near the global one.
 
-mod common;
-
-use common::{Federation, Options};
+use crate::common::{Federation, Options};
 use serde_json::Value;
 
 /// The committed rounds of the default churn federation with `plan` lines appended to the
@@ -37,11 +35,11 @@ fn fedprox_keeps_local_updates_closer_to_the_global_model() {
     let cfg = dir.path().join("federation.toml");
     let text = testkit::sandbox::FederationFile {
         extra: "prox_mu = -1\n".into(),
-        ..testkit::sandbox::FederationFile::new(&common::example("schema.toml"))
+        ..testkit::sandbox::FederationFile::new(&crate::common::example("schema.toml"))
     }
     .render();
     std::fs::write(&cfg, text).unwrap();
-    let (ok, out) = common::fedsilo(&["coordinator", "--config", common::arg(&cfg)]);
+    let (ok, out) = crate::common::fedsilo(&["coordinator", "--config", crate::common::arg(&cfg)]);
     assert!(!ok && out.contains("plan.prox_mu"), "{out}");
 }
 
@@ -56,7 +54,7 @@ fn bytes_and_auc(rounds: &[Value]) -> (f64, f64) {
     let last = rounds.last().unwrap();
     (
         sent.iter().sum::<f64>() / sent.len() as f64,
-        common::weighted_auc(last),
+        crate::common::weighted_auc(last),
     )
 }
 
@@ -85,7 +83,7 @@ fn compressed_updates_cost_fewer_bytes_and_about_the_same_auc() {
 }
 
 fn python_trainer(extra: &[&str]) -> Vec<String> {
-    let script = common::example("../trainers/mlp_trainer.py");
+    let script = crate::common::example("../trainers/mlp_trainer.py");
     let mut args = vec![
         "--trainer".to_string(),
         "python3".into(),
@@ -120,7 +118,7 @@ fn external_trainers_take_part_and_a_broken_one_is_refused_while_its_silo_stays_
         let why = r["missing"].to_string();
         assert!(why.contains("midwest") && why.contains("NaN"), "{why}");
     }
-    let auc = common::weighted_auc(&committed[2]);
+    let auc = crate::common::weighted_auc(&committed[2]);
     println!("held-out AUC after 3 rounds with a Python-trained silo: {auc:.4}");
     assert!(auc > 0.75, "{auc}");
     // The refusing silo never went down: it scored every candidate.
@@ -132,12 +130,12 @@ fn pretrain(hidden: &str, out: &std::path::Path) {
 }
 
 fn pretrain_on(example: &str, data: &str, hidden: &str, out: &std::path::Path) {
-    let bin = common::bins().fedsilo.with_file_name("fedsilo-pretrain");
+    let bin = crate::common::bins().fedsilo.with_file_name("fedsilo-pretrain");
     let status = std::process::Command::new(bin)
-        .args(["--data", common::arg(&common::example_in(example, data))])
+        .args(["--data", crate::common::arg(&crate::common::example_in(example, data))])
         .args([
             "--schema",
-            common::arg(&common::example_in(example, "schema.toml")),
+            crate::common::arg(&crate::common::example_in(example, "schema.toml")),
         ])
         .args([
             "--hidden",
@@ -145,7 +143,7 @@ fn pretrain_on(example: &str, data: &str, hidden: &str, out: &std::path::Path) {
             "--epochs",
             "10",
             "--out",
-            common::arg(out),
+            crate::common::arg(out),
         ])
         .status()
         .unwrap();
@@ -180,17 +178,17 @@ fn a_federation_fine_tunes_a_pretrained_checkpoint() {
         .to_layout(&v0.spec.layout(), "pretrained")
         .unwrap();
     assert_eq!(v0.params, pre, "version 0 is the pretrained model");
-    let (ok, models) = common::fedsilo(&[
+    let (ok, models) = crate::common::fedsilo(&[
         "models",
         "show",
         "0",
         "--state-dir",
-        common::arg(&f.state_dir()),
+        crate::common::arg(&f.state_dir()),
     ]);
     assert!(ok && models.contains("pretrained"), "{models}");
     let (a_random, a_tuned) = (
-        common::weighted_auc(&random[0]),
-        common::weighted_auc(&tuned[0]),
+        crate::common::weighted_auc(&random[0]),
+        crate::common::weighted_auc(&tuned[0]),
     );
     println!("round 1 held-out AUC: random start {a_random:.4}, pretrained start {a_tuned:.4}");
     assert!(a_tuned > a_random + 0.02, "{a_tuned} vs {a_random}");
@@ -200,11 +198,11 @@ fn a_federation_fine_tunes_a_pretrained_checkpoint() {
     let cfg = dir.path().join("federation.toml");
     let text = testkit::sandbox::FederationFile {
         initial: Some(wrong),
-        ..testkit::sandbox::FederationFile::new(&common::example("schema.toml"))
+        ..testkit::sandbox::FederationFile::new(&crate::common::example("schema.toml"))
     }
     .render();
     std::fs::write(&cfg, text).unwrap();
-    let (ok, out) = common::fedsilo(&["coordinator", "--config", common::arg(&cfg)]);
+    let (ok, out) = crate::common::fedsilo(&["coordinator", "--config", crate::common::arg(&cfg)]);
     assert!(
         !ok && out.contains("model.initial") && out.contains("dense0"),
         "{out}"
@@ -280,7 +278,7 @@ fn lora_rounds_send_only_adapters_and_versions_are_merged_models() {
         .unwrap()
         .replace("rank = 2", "rank = 3");
     std::fs::write(&cfg, text).unwrap();
-    let (ok, out) = common::fedsilo(&["coordinator", "--config", common::arg(&cfg)]);
+    let (ok, out) = crate::common::fedsilo(&["coordinator", "--config", crate::common::arg(&cfg)]);
     assert!(!ok && out.contains("the LoRA plan changed"), "{out}");
 }
 
@@ -308,7 +306,7 @@ fn the_loans_example_pretrains_on_the_public_slice_and_fine_tunes_adapters() {
     let rounds = f.finished_ok();
     assert_eq!(rounds.len(), 3);
     let (bytes, auc) = bytes_and_auc(&rounds);
-    let first = common::weighted_auc(&rounds[0]);
+    let first = crate::common::weighted_auc(&rounds[0]);
     println!("loans, pretrained + LoRA r=4: round 1 AUC {first:.4}, round 3 {auc:.4}, {bytes:.0} bytes/silo/round");
     // The model is 36-16-1 (609 values, 2436 bytes); rank-4 adapters on the first layer are
     // 4·(36 + 16) = 208 values, 832 bytes. A silo sends well under the full update alone.

@@ -3,11 +3,9 @@
 //! operator's name; a forged decision is refused while the federation goes on; `fedsilo models`
 //! lists, shows, exports and compares the versions.
 
-mod common;
-
 use std::path::Path;
 
-use common::{arg, fedsilo, Federation, Options};
+use crate::common::{arg, fedsilo, Federation, Options};
 use serde_json::Value;
 
 /// `fedsilo ARGS --state-dir STATE`.

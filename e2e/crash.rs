@@ -6,11 +6,9 @@
 //! `events.jsonl` (what metrics, webhooks, the report and `/v1/rounds` read) and in the registry
 //! exactly once, however the crashes fell between the journal and the logs.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{arg, fedsilo, free_port, Federation, Options};
+use crate::common::{arg, fedsilo, free_port, Federation, Options};
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 

@@ -4,9 +4,7 @@
 //! current version stays (and the next round trains from it), and the journal records the
 //! rejection with the version kept current.
 
-mod common;
-
-use common::{Federation, Options};
+use crate::common::{Federation, Options};
 use fedsilo::audit::verify::verify_chain;
 use fedsilo::audit::Record;
 use fedsilo::registry::{RegistryReader, Status};

@@ -2,9 +2,7 @@
 //! exactly the rounds it allows, with the refusal recorded; distributed noise is added at the
 //! silos, and the held-out AUC with DP is reported beside the same federation without it.
 
-mod common;
-
-use common::{weighted_auc, Federation, Options};
+use crate::common::{weighted_auc, Federation, Options};
 use fedsilo::model::checkpoint::Checkpoint;
 use fedsilo::privacy::rdp::epsilon;
 use serde_json::Value;
