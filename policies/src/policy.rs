@@ -307,9 +307,23 @@ impl Policy {
         self.regions.iter().map(String::as_str).collect()
     }
 
+    /// Every rule on the file's values, table by table, in the order the tables are documented;
+    /// the first broken one is the error.
     fn validate(&self, at: &Locator) -> Result<(), PolicyError> {
-        let p = &self.participation;
-        let positive = |v: f64| v.is_finite() && v > 0.0;
+        self.validate_regions(at)?;
+        self.validate_participation(at)?;
+        self.validate_rounds(at)?;
+        self.validate_admission(at)?;
+        self.validate_residency(at)?;
+        if let Some(v) = &self.validation {
+            v.validate(at)?;
+        }
+        self.validate_secure_aggregation(at)?;
+        self.validate_privacy(at)
+    }
+
+    /// `regions`: each once, each a certificate label.
+    fn validate_regions(&self, at: &Locator) -> Result<(), PolicyError> {
         if let Some(dup) = duplicate(&self.regions) {
             return Err(at.invalid(&["regions"], &format!("{:?}", dup), "each region once"));
         }
@@ -322,6 +336,12 @@ impl Policy {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// `[participation]`.
+    fn validate_participation(&self, at: &Locator) -> Result<(), PolicyError> {
+        let p = &self.participation;
         if p.min_silos == 0 {
             return Err(at.invalid(&["participation", "min_silos"], "0", "at least 1"));
         }
@@ -423,6 +443,11 @@ impl Policy {
                 "each node once",
             ));
         }
+        Ok(())
+    }
+
+    /// `[rounds]`.
+    fn validate_rounds(&self, at: &Locator) -> Result<(), PolicyError> {
         let r = &self.rounds;
         if !is_duration(r.deadline_secs) {
             return Err(at.invalid(
@@ -438,6 +463,12 @@ impl Policy {
                 &format!("≥ 0 and below rounds.deadline_secs ({})", r.deadline_secs),
             ));
         }
+        Ok(())
+    }
+
+    /// `[admission]`.
+    fn validate_admission(&self, at: &Locator) -> Result<(), PolicyError> {
+        let positive = |v: f64| v.is_finite() && v > 0.0;
         let a = &self.admission;
         if let Some(n) = a.max_update_norm {
             if !positive(n) {
@@ -499,6 +530,11 @@ impl Policy {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// `[residency]`, against `regions`.
+    fn validate_residency(&self, at: &Locator) -> Result<(), PolicyError> {
         if let Some(res) = &self.residency {
             if self.regions.is_empty() {
                 return Err(at.invalid(
@@ -531,9 +567,12 @@ impl Policy {
                 return Err(at.invalid(&["residency", "min_regional_silos"], "0", "at least 1"));
             }
         }
-        if let Some(v) = &self.validation {
-            v.validate(at)?;
-        }
+        Ok(())
+    }
+
+    /// `[secure_aggregation]`, and what it rules out elsewhere (rules on individual updates, regional aggregation, central DP).
+    fn validate_secure_aggregation(&self, at: &Locator) -> Result<(), PolicyError> {
+        let a = &self.admission;
         if let Some(sa) = &self.secure_aggregation {
             sa.validate(at, self.participation.max_silos)?;
             // The aggregator holds only masked updates: nothing may need one in the clear.
@@ -574,6 +613,12 @@ impl Policy {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// `[privacy]`, and the admission rules it rules out.
+    fn validate_privacy(&self, at: &Locator) -> Result<(), PolicyError> {
+        let a = &self.admission;
         if let Some(dp) = &self.privacy {
             dp.validate(at)?;
             // Refusing an update for its norm or direction makes who takes part depend on
