@@ -130,9 +130,14 @@ fn pretrain(hidden: &str, out: &std::path::Path) {
 }
 
 fn pretrain_on(example: &str, data: &str, hidden: &str, out: &std::path::Path) {
-    let bin = crate::common::bins().fedsilo.with_file_name("fedsilo-pretrain");
+    let bin = crate::common::bins()
+        .fedsilo
+        .with_file_name("fedsilo-pretrain");
     let status = std::process::Command::new(bin)
-        .args(["--data", crate::common::arg(&crate::common::example_in(example, data))])
+        .args([
+            "--data",
+            crate::common::arg(&crate::common::example_in(example, data)),
+        ])
         .args([
             "--schema",
             crate::common::arg(&crate::common::example_in(example, "schema.toml")),

@@ -212,7 +212,8 @@ fn trainer() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let schema = fedsilo::data::Schema::load(&crate::common::example("schema.toml")).unwrap();
     let data =
-        silo_node::data::Dataset::load(&crate::common::example("data/west.csv"), &schema, 0.2, 1).unwrap();
+        silo_node::data::Dataset::load(&crate::common::example("data/west.csv"), &schema, 0.2, 1)
+            .unwrap();
     let t = rt.block_on(async {
         Actor::spawn(
             None,
@@ -470,7 +471,10 @@ fn refresh_corpus() {
     write("csv", "west-head.csv", (head.join("\n") + "\n").as_bytes());
     for (name, path) in [
         ("churn.toml", crate::common::example("schema.toml")),
-        ("loans.toml", crate::common::example_in("loans", "schema.toml")),
+        (
+            "loans.toml",
+            crate::common::example_in("loans", "schema.toml"),
+        ),
     ] {
         write("schema", name, &std::fs::read(path).unwrap());
     }
@@ -478,7 +482,10 @@ fn refresh_corpus() {
         ("churn.toml", crate::common::example("policy.toml")),
         ("dp.toml", crate::common::example("policy-dp.toml")),
         ("secagg.toml", crate::common::example("policy-secagg.toml")),
-        ("approval.toml", crate::common::example("policy-approval.toml")),
+        (
+            "approval.toml",
+            crate::common::example("policy-approval.toml"),
+        ),
         (
             "cross_bank.toml",
             crate::common::example_in("cross_bank", "policy.toml"),
@@ -488,8 +495,14 @@ fn refresh_corpus() {
     }
     for (name, path) in [
         ("churn.toml", crate::common::example("federation.toml")),
-        ("churn-lora.toml", crate::common::example("federation-lora.toml")),
-        ("loans.toml", crate::common::example_in("loans", "federation.toml")),
+        (
+            "churn-lora.toml",
+            crate::common::example("federation-lora.toml"),
+        ),
+        (
+            "loans.toml",
+            crate::common::example_in("loans", "federation.toml"),
+        ),
     ] {
         write("federation", name, &std::fs::read(path).unwrap());
     }

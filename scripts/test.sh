@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-deps.sh --test
+scripts/ensure-model.sh
 cargo test --workspace --release "$@"
 # The docker-compose deployment, from images built here (skipped, saying why, without a Docker
 # engine).

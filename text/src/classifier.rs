@@ -1,0 +1,41 @@
+//! The classifier: the encoder's token states averaged over the real tokens (mean pooling, as
+//! sentence-transformers trains MiniLM), then one linear layer to the task's logits — two for
+//! a binary task, one per class otherwise.
+
+use burn::nn::{Linear, LinearConfig};
+use burn::prelude::*;
+
+use crate::encoder::{Encoder, Tokens};
+
+/// Encoder and head.
+#[derive(Module, Debug)]
+pub struct TextClassifier {
+    /// The pretrained encoder (frozen but for its LoRA adapters).
+    pub encoder: Encoder,
+    /// `[hidden, classes]`.
+    pub head: Linear,
+}
+
+impl TextClassifier {
+    /// A classifier over `encoder` with a fresh head for `classes` classes.
+    pub fn new(encoder: Encoder, hidden: usize, classes: usize, device: &Device) -> Self {
+        TextClassifier {
+            encoder,
+            head: LinearConfig::new(hidden, classes).init(device),
+        }
+    }
+
+    /// Mean-pooled sentence embeddings `[batch, hidden]`.
+    pub fn embed(&self, t: &Tokens) -> Tensor<2> {
+        let h = self.encoder.forward(t);
+        let m = t.mask.clone().float().unsqueeze_dim::<3>(2);
+        let summed = (h * m.clone()).sum_dim(1);
+        let counts = m.sum_dim(1).clamp_min(1e-9);
+        (summed / counts).squeeze_dim::<2>(1)
+    }
+
+    /// Logits `[batch, classes]`.
+    pub fn forward(&self, t: &Tokens) -> Tensor<2> {
+        self.head.forward(self.embed(t))
+    }
+}

@@ -1,0 +1,35 @@
+//! # fedsilo-text — the built-in text classifier
+//!
+//! A pretrained BERT-family encoder (all-MiniLM-L6-v2 by default) with a classification head on
+//! its mean-pooled token states, fine-tuned with LoRA on the attention and feed-forward
+//! projections and AdamW, on the CPU. Only the silo uses this crate: the coordinator sees the
+//! trainable tensors (the adapters and the head) as named f32 values, like any other model's.
+//!
+//! Why burn: training a transformer needs a backward pass through every op (LayerNorm, softmax,
+//! GELU, attention); burn's autodiff provides it, its `flex` backend runs on the CPU in pure Rust
+//! (gemm, SIMD, rayon), and LoRA is part of its core (`Module::apply_lora`). Hand-written
+//! backward passes are what this project stopped doing for models it does not own.
+//!
+//! - [`config`] — the encoder's `config.json`, checked for what this crate supports;
+//! - [`encoder`] — embeddings + burn's post-norm `TransformerEncoder` (BERT's layer);
+//! - [`classifier`] — mean pooling and the head;
+//! - [`pretrained`] — loading `model.safetensors` (Hugging Face names) into the encoder;
+//! - [`lora`] — which projections get adapters, and their rank and alpha;
+//! - [`tokenize`] — `tokenizer.json` to padded id batches;
+//! - [`exchange`] — the trainable tensors as named f32 values, out and back in;
+//! - [`train`] — AdamW fine-tuning and scoring.
+
+pub mod classifier;
+pub mod config;
+pub mod encoder;
+pub mod error;
+pub mod exchange;
+pub mod lora;
+pub mod pretrained;
+pub mod tokenize;
+pub mod train;
+
+pub use error::TextError;
+
+#[cfg(test)]
+mod tests;

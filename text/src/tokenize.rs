@@ -1,0 +1,84 @@
+//! Texts to token-id batches with the model's own `tokenizer.json` (the Hugging Face
+//! `tokenizers` crate, offline). Batches are padded to their longest text (not to a fixed
+//! length, which `tokenizer.json` files often preset) and truncated to `max_length` tokens.
+
+use std::path::Path;
+
+use burn::prelude::*;
+use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+
+use crate::encoder::Tokens;
+use crate::TextError;
+
+/// A tokenizer with its length limit.
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    path: std::path::PathBuf,
+}
+
+impl std::fmt::Debug for TextTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextTokenizer")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TextTokenizer {
+    /// Loads `tokenizer.json`; texts are cut to `max_length` tokens (special tokens included).
+    pub fn load(path: &Path, max_length: usize) -> Result<Self, TextError> {
+        let bad = |reason: String| TextError::Tokenizer {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if max_length < 2 {
+            return Err(TextError::Setting {
+                key: "max_length",
+                value: max_length.to_string(),
+                allowed: "at least 2 tokens (the two special tokens)",
+            });
+        }
+        let mut inner = Tokenizer::from_file(path).map_err(|e| bad(e.to_string()))?;
+        inner.with_padding(Some(PaddingParams {
+            strategy: PaddingStrategy::BatchLongest,
+            ..Default::default()
+        }));
+        inner
+            .with_truncation(Some(TruncationParams {
+                max_length,
+                ..Default::default()
+            }))
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(TextTokenizer {
+            inner,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The ids of `texts`, as one batch on `device`.
+    pub fn encode(&self, texts: &[&str], device: &Device) -> Result<Tokens, TextError> {
+        if texts.is_empty() {
+            return Err(TextError::Data("no text to encode".into()));
+        }
+        let encodings =
+            self.inner
+                .encode_batch(texts.to_vec(), true)
+                .map_err(|e| TextError::Tokenizer {
+                    path: self.path.clone(),
+                    reason: e.to_string(),
+                })?;
+        let (b, l) = (encodings.len(), encodings[0].get_ids().len());
+        let flat = |f: fn(&tokenizers::Encoding) -> &[u32]| -> Vec<i64> {
+            encodings
+                .iter()
+                .flat_map(|e| f(e).iter().map(|&x| x as i64))
+                .collect()
+        };
+        let tensor = |v: Vec<i64>| Tensor::<2, Int>::from_data(TensorData::new(v, [b, l]), device);
+        Ok(Tokens {
+            ids: tensor(flat(tokenizers::Encoding::get_ids)),
+            types: tensor(flat(tokenizers::Encoding::get_type_ids)),
+            mask: tensor(flat(tokenizers::Encoding::get_attention_mask)),
+        })
+    }
+}

@@ -1,0 +1,158 @@
+//! Fine-tuning and scoring. Training is plain mini-batch AdamW on the cross-entropy of the
+//! head's logits, shuffled by a seeded generator (the same seed, data and model give the same
+//! batches); frozen weights get no gradient and no optimiser state. A fresh optimiser per call:
+//! a federated round starts from the global model, not from a silo's old moments.
+
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::prelude::*;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+use crate::classifier::TextClassifier;
+use crate::tokenize::TextTokenizer;
+use crate::TextError;
+
+/// How to train.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainSettings {
+    /// Passes over the data.
+    pub epochs: u32,
+    /// Examples per step.
+    pub batch_size: usize,
+    /// AdamW's learning rate.
+    pub learning_rate: f64,
+    /// AdamW's decoupled weight decay.
+    pub weight_decay: f64,
+    /// Seed of the shuffling.
+    pub seed: u64,
+}
+
+impl Default for TrainSettings {
+    fn default() -> Self {
+        TrainSettings {
+            epochs: 1,
+            batch_size: 16,
+            learning_rate: 1e-3,
+            weight_decay: 0.01,
+            seed: 0,
+        }
+    }
+}
+
+/// What training did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trained {
+    /// Mean loss of the last epoch.
+    pub last_epoch_loss: f64,
+    /// Examples seen per epoch.
+    pub examples: usize,
+    /// Optimiser steps taken.
+    pub steps: u64,
+}
+
+fn check(texts: &[String], labels: &[usize], classes: usize) -> Result<(), TextError> {
+    if texts.len() != labels.len() {
+        return Err(TextError::Data(format!(
+            "{} texts but {} labels",
+            texts.len(),
+            labels.len()
+        )));
+    }
+    if texts.is_empty() {
+        return Err(TextError::Data("no training example".into()));
+    }
+    if let Some(i) = labels.iter().position(|l| *l >= classes) {
+        return Err(TextError::Data(format!(
+            "example {i}: label {} of a {classes}-class head",
+            labels[i]
+        )));
+    }
+    Ok(())
+}
+
+/// Trains `model` (on an autodiff device) on `texts` with `labels` (class indices).
+pub fn fit(
+    mut model: TextClassifier,
+    tokenizer: &TextTokenizer,
+    texts: &[String],
+    labels: &[usize],
+    s: &TrainSettings,
+) -> Result<(TextClassifier, Trained), TextError> {
+    let classes = model.head.weight.dims()[1];
+    check(texts, labels, classes)?;
+    if s.batch_size == 0 || s.epochs == 0 {
+        return Err(TextError::Setting {
+            key: "batch_size, epochs",
+            value: format!("{}, {}", s.batch_size, s.epochs),
+            allowed: "at least 1 each",
+        });
+    }
+    if !(s.learning_rate.is_finite() && s.learning_rate > 0.0) {
+        return Err(TextError::Setting {
+            key: "learning_rate",
+            value: s.learning_rate.to_string(),
+            allowed: "a positive number",
+        });
+    }
+    let device = model.head.weight.device();
+    let mut optim = AdamWConfig::new()
+        .with_weight_decay(s.weight_decay as f32)
+        .with_epsilon(1e-8)
+        .init();
+    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(s.seed);
+    let mut order: Vec<usize> = (0..texts.len()).collect();
+    let (mut last, mut steps) = (0.0, 0u64);
+    for _ in 0..s.epochs {
+        order.shuffle(&mut rng);
+        let (mut sum, mut n) = (0.0f64, 0usize);
+        for batch in order.chunks(s.batch_size) {
+            let docs: Vec<&str> = batch.iter().map(|i| texts[*i].as_str()).collect();
+            let tokens = tokenizer.encode(&docs, &device)?;
+            let y: Vec<i64> = batch.iter().map(|i| labels[*i] as i64).collect();
+            let y = Tensor::<1, Int>::from_data(TensorData::new(y, [batch.len()]), &device);
+            let loss = loss_fn.forward(model.forward(&tokens), y);
+            let value: f32 = loss.clone().into_scalar();
+            sum += value as f64 * batch.len() as f64;
+            n += batch.len();
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(s.learning_rate, model, grads);
+            steps += 1;
+        }
+        last = sum / n.max(1) as f64;
+    }
+    Ok((
+        model,
+        Trained {
+            last_epoch_loss: last,
+            examples: texts.len(),
+            steps,
+        },
+    ))
+}
+
+/// Class probabilities of `texts`, `batch_size` at a time, without dropout.
+pub fn predict(
+    model: &TextClassifier,
+    tokenizer: &TextTokenizer,
+    texts: &[String],
+    batch_size: usize,
+) -> Result<Vec<Vec<f32>>, TextError> {
+    let model = model.valid();
+    let device = model.head.weight.device();
+    let mut out = Vec::with_capacity(texts.len());
+    for chunk in texts.chunks(batch_size.max(1)) {
+        let docs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        let tokens = tokenizer.encode(&docs, &device)?;
+        let p = burn::tensor::activation::softmax(model.forward(&tokens), 1);
+        let [b, c] = p.dims();
+        let v = p
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| TextError::Data(format!("{e:?}")))?;
+        out.extend((0..b).map(|i| v[i * c..(i + 1) * c].to_vec()));
+    }
+    Ok(out)
+}

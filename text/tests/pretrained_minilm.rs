@@ -1,0 +1,120 @@
+//! The real all-MiniLM-L6-v2 (installed by `scripts/ensure-model.sh`, which the test command
+//! runs): its token ids and mean-pooled sentence embeddings agree with a reference recorded by
+//! an independent NumPy implementation of BERT (`fixtures/minilm_reference.py`), alone and
+//! padded in a batch; and what the embeddings say about meaning holds.
+
+use std::path::PathBuf;
+
+use burn::prelude::*;
+use fedsilo_text::classifier::TextClassifier;
+use fedsilo_text::pretrained::{load_encoder, ModelDir};
+use fedsilo_text::tokenize::TextTokenizer;
+use serde_json::Value;
+
+fn model_dir() -> ModelDir {
+    let dir = std::env::var_os("FEDSILO_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.cache/models/all-MiniLM-L6-v2")
+        });
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "{} has no model.safetensors: run scripts/ensure-model.sh (the test command does)",
+        dir.display()
+    );
+    ModelDir::new(dir)
+}
+
+fn reference() -> Vec<(String, Vec<u32>, Vec<f32>)> {
+    let text = include_str!("fixtures/minilm_reference.json");
+    let v: Value = serde_json::from_str(text).unwrap();
+    v["sentences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let ids = s["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i.as_u64().unwrap() as u32)
+                .collect();
+            let e = s["embedding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect();
+            (s["text"].as_str().unwrap().to_string(), ids, e)
+        })
+        .collect()
+}
+
+fn cos(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let n = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (n(a) * n(b))
+}
+
+#[test]
+fn minilm_matches_an_independent_reference_alone_and_padded() {
+    let model = model_dir();
+    let device = Device::flex();
+    let (config, encoder) = load_encoder(&model, &device).unwrap();
+    assert_eq!((config.hidden_size, config.num_hidden_layers), (384, 6));
+    let tok = TextTokenizer::load(&model.tokenizer(), 128).unwrap();
+    let clf = TextClassifier::new(encoder, config.hidden_size, 2, &device);
+    let refs = reference();
+    let texts: Vec<&str> = refs.iter().map(|(t, _, _)| t.as_str()).collect();
+    // One batch: the shorter sentences are padded, which mean pooling must ignore.
+    let batch = tok.encode(&texts, &device).unwrap();
+    let [b, l] = batch.ids.dims();
+    let ids: Vec<i64> = batch
+        .ids
+        .clone()
+        .into_data()
+        .convert::<i64>()
+        .try_into_vec()
+        .unwrap();
+    let pooled: Vec<f32> = clf
+        .embed(&batch)
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec()
+        .unwrap();
+    let h = config.hidden_size;
+    let mut worst = 0.0f32;
+    for (i, (text, want_ids, want)) in refs.iter().enumerate() {
+        let got_ids: Vec<u32> = ids[i * l..(i + 1) * l]
+            .iter()
+            .filter(|&&x| x != 0)
+            .map(|&x| x as u32)
+            .collect();
+        assert_eq!(&got_ids, want_ids, "{text}");
+        let alone = tok.encode(&[text.as_str()], &device).unwrap();
+        let alone: Vec<f32> = clf
+            .embed(&alone)
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec()
+            .unwrap();
+        for (j, w) in want.iter().enumerate() {
+            worst = worst
+                .max((alone[j] - w).abs())
+                .max((pooled[i * h + j] - w).abs());
+        }
+    }
+    assert_eq!(b, refs.len());
+    assert!(
+        worst < 2e-4,
+        "largest difference from the reference: {worst}"
+    );
+    // Meaning: eating food is nearer eating bread than riding a horse.
+    let e = |i: usize| &pooled[i * h..(i + 1) * h];
+    assert!(
+        cos(e(0), e(1)) > 0.7 && cos(e(0), e(2)) < 0.4,
+        "{} {}",
+        cos(e(0), e(1)),
+        cos(e(0), e(2))
+    );
+}
