@@ -104,7 +104,8 @@ fn main() {
         std::process::exit(2);
     }
     let device = Device::flex().autodiff();
-    let tok = TextTokenizer::load(&model.tokenizer(), LENGTH).expect("tokenizer");
+    let (config, base) = load_encoder(&model, &device).expect("model");
+    let tok = TextTokenizer::load(&model.tokenizer(), LENGTH, &config).expect("tokenizer");
     let texts = texts();
     let probe = tok.encode(&[texts[0].as_str()], &device).expect("encode");
     assert_eq!(
@@ -120,7 +121,6 @@ fn main() {
         weight_decay: 0.01,
         seed: 1,
     };
-    let (config, base) = load_encoder(&model, &device).expect("model");
     let (h, f, layers) = (
         config.hidden_size as f64,
         config.intermediate_size as f64,

@@ -38,7 +38,23 @@ pub struct EncoderConfig {
     /// The architecture family (`bert`).
     #[serde(default = "bert")]
     pub model_type: String,
+    /// How positions are embedded (only `absolute` is implemented).
+    #[serde(default = "absolute")]
+    pub position_embedding_type: String,
 }
+
+/// The largest value of each size this crate accepts: far above the BERT family's (BERT-large:
+/// vocabulary 30,522, width 1,024, 24 layers, 16 heads, 4,096, 512 positions), far below what
+/// would exhaust memory before the weights are even read.
+const LIMITS: [(&str, usize); 7] = [
+    ("vocab_size", 262_144),
+    ("hidden_size", 4_096),
+    ("num_hidden_layers", 48),
+    ("num_attention_heads", 64),
+    ("intermediate_size", 16_384),
+    ("max_position_embeddings", 8_192),
+    ("type_vocab_size", 16),
+];
 
 fn two() -> usize {
     2
@@ -54,6 +70,9 @@ fn gelu() -> String {
 }
 fn bert() -> String {
     "bert".into()
+}
+fn absolute() -> String {
+    "absolute".into()
 }
 
 impl EncoderConfig {
@@ -88,17 +107,24 @@ impl EncoderConfig {
                 self.hidden_act
             ));
         }
-        for (key, v) in [
-            ("vocab_size", self.vocab_size),
-            ("hidden_size", self.hidden_size),
-            ("num_hidden_layers", self.num_hidden_layers),
-            ("num_attention_heads", self.num_attention_heads),
-            ("intermediate_size", self.intermediate_size),
-            ("max_position_embeddings", self.max_position_embeddings),
-            ("type_vocab_size", self.type_vocab_size),
-        ] {
-            if v == 0 || v > 1 << 20 {
-                return Err(format!("{key} = {v}: must be between 1 and 1048576"));
+        if self.position_embedding_type != "absolute" {
+            return Err(format!(
+                "position_embedding_type {:?}: only \"absolute\" is implemented",
+                self.position_embedding_type
+            ));
+        }
+        let values = [
+            self.vocab_size,
+            self.hidden_size,
+            self.num_hidden_layers,
+            self.num_attention_heads,
+            self.intermediate_size,
+            self.max_position_embeddings,
+            self.type_vocab_size,
+        ];
+        for ((key, max), v) in LIMITS.iter().zip(values) {
+            if v == 0 || v > *max {
+                return Err(format!("{key} = {v}: must be between 1 and {max}"));
             }
         }
         if !self.hidden_size.is_multiple_of(self.num_attention_heads) {

@@ -55,6 +55,14 @@ pub enum TextError {
         /// Why.
         reason: String,
     },
+    /// Training diverged: the loss is no longer a number.
+    #[error("training diverged at step {step}: the loss is {loss} (lower the learning rate)")]
+    Diverged {
+        /// The optimiser step, from 1.
+        step: u64,
+        /// The loss.
+        loss: f32,
+    },
     /// Training data that cannot be used.
     #[error("{0}")]
     Data(String),

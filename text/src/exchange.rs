@@ -1,7 +1,10 @@
 //! The trainable tensors — LoRA's `A` and `B` of every adapted projection, and the head — as
 //! named f32 values, in the model's own (deterministic) order: what a silo sends after
-//! training and receives before the next round. Frozen weights never appear. Values coming in
-//! are checked: every trainable tensor present once, with its shape, finite.
+//! training and receives before the next round. Frozen weights never appear. Which tensors
+//! those are is decided by their paths, not by whether burn tracks their gradients (it tracks
+//! none on a device without autodiff). Values coming in are checked before anything changes:
+//! every trainable tensor present once, with its shape, finite and at most [`MAX_ABS`] in
+//! magnitude; a refused set leaves the model as it was.
 
 use std::collections::BTreeMap;
 
@@ -9,6 +12,16 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
 
 use crate::TextError;
+
+/// The largest magnitude accepted for a trainable value: adapters and a head are small (their
+/// values sit well below 10); 10⁴ leaves room and keeps a hostile value from overflowing a
+/// forward pass.
+pub const MAX_ABS: f32 = 1e4;
+
+/// Whether the parameter at `path` trains (and travels).
+pub fn is_trainable(path: &str) -> bool {
+    path.ends_with(".lora.a") || path.ends_with(".lora.b") || path.starts_with("head.")
+}
 
 /// One tensor by name.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,18 +47,20 @@ impl ModuleVisitor for Export {
         self.path.pop();
     }
     fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-        if !p.is_require_grad() {
+        let name = self.path.join(".");
+        if !is_trainable(&name) {
             return;
         }
         let t = p.val();
         let shape = t.dims().to_vec();
+        // The tensor was just converted to f32: reading it as f32 cannot fail.
         let values = t
             .into_data()
             .convert::<f32>()
             .try_into_vec::<f32>()
             .unwrap_or_default();
         self.out.push(Named {
-            name: self.path.join("."),
+            name,
             shape,
             values,
         });
@@ -77,10 +92,10 @@ impl ModuleMapper for Import<'_> {
         self.path.pop();
     }
     fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        if !p.is_require_grad() || self.error.is_some() {
+        let name = self.path.join(".");
+        if !is_trainable(&name) || self.error.is_some() {
             return p;
         }
-        let name = self.path.join(".");
         let Some(n) = self.values.get(name.as_str()) else {
             self.error = Some(TextError::Exchange {
                 name,
@@ -103,6 +118,13 @@ impl ModuleMapper for Import<'_> {
             });
             return p;
         }
+        if let Some(i) = n.values.iter().position(|v| v.abs() > MAX_ABS) {
+            self.error = Some(TextError::Exchange {
+                name,
+                reason: format!("value {} at index {i} is beyond ±{MAX_ABS}", n.values[i]),
+            });
+            return p;
+        }
         self.used += 1;
         let t = Tensor::<D>::from_data(
             TensorData::new(n.values.clone(), shape.clone()),
@@ -113,9 +135,10 @@ impl ModuleMapper for Import<'_> {
     }
 }
 
-/// `model` with its trainable tensors set to `values` (matched by name). Refused, naming the
-/// tensor, when one is missing, unknown, of another shape or not finite.
-pub fn set_trainable<M: Module>(model: M, values: &[Named]) -> Result<M, TextError> {
+/// A copy of `model` with its trainable tensors set to `values` (matched by name). Refused,
+/// naming the tensor, when one is missing, unknown, given twice, of another shape, not finite
+/// or beyond [`MAX_ABS`]; `model` itself is never changed.
+pub fn set_trainable<M: Module>(model: &M, values: &[Named]) -> Result<M, TextError> {
     let mut by_name = BTreeMap::new();
     for n in values {
         if by_name.insert(n.name.as_str(), n).is_some() {
@@ -131,7 +154,8 @@ pub fn set_trainable<M: Module>(model: M, values: &[Named]) -> Result<M, TextErr
         used: 0,
         error: None,
     };
-    let model = model.map(&mut import);
+    // Modules share their tensors: the copy is cheap, and the original survives a refusal.
+    let model = model.clone().map(&mut import);
     if let Some(e) = import.error {
         return Err(e);
     }

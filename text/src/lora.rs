@@ -89,6 +89,13 @@ impl LoraSettings {
                 allowed: "attention, feed_forward or both",
             });
         }
+        if self.layers.as_ref().is_some_and(Vec::is_empty) {
+            return Err(TextError::Setting {
+                key: "lora.layers",
+                value: "[]".into(),
+                allowed: "at least one layer index (leave it out for all layers)",
+            });
+        }
         if let Some(bad) = self.layers.iter().flatten().find(|l| **l >= layers) {
             return Err(TextError::Setting {
                 key: "lora.layers",

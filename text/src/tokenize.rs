@@ -1,12 +1,15 @@
 //! Texts to token-id batches with the model's own `tokenizer.json` (the Hugging Face
 //! `tokenizers` crate, offline). Batches are padded to their longest text (not to a fixed
 //! length, which `tokenizer.json` files often preset) and truncated to `max_length` tokens.
+//! A tokenizer is paired with its encoder's configuration when loaded: ids beyond the
+//! vocabulary or a length beyond the position embeddings would index outside the weights.
 
 use std::path::Path;
 
 use burn::prelude::*;
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
+use crate::config::EncoderConfig;
 use crate::encoder::Tokens;
 use crate::TextError;
 
@@ -25,8 +28,9 @@ impl std::fmt::Debug for TextTokenizer {
 }
 
 impl TextTokenizer {
-    /// Loads `tokenizer.json`; texts are cut to `max_length` tokens (special tokens included).
-    pub fn load(path: &Path, max_length: usize) -> Result<Self, TextError> {
+    /// Loads `tokenizer.json` for an encoder of `config`; texts are cut to `max_length` tokens
+    /// (special tokens included).
+    pub fn load(path: &Path, max_length: usize, config: &EncoderConfig) -> Result<Self, TextError> {
         let bad = |reason: String| TextError::Tokenizer {
             path: path.to_path_buf(),
             reason,
@@ -38,9 +42,33 @@ impl TextTokenizer {
                 allowed: "at least 2 tokens (the two special tokens)",
             });
         }
+        if max_length > config.max_position_embeddings {
+            return Err(TextError::Setting {
+                key: "max_length",
+                value: max_length.to_string(),
+                allowed: "at most the encoder's max_position_embeddings",
+            });
+        }
         let mut inner = Tokenizer::from_file(path).map_err(|e| bad(e.to_string()))?;
+        let vocabulary = inner.get_vocab_size(true);
+        if vocabulary > config.vocab_size {
+            return Err(bad(format!(
+                "{vocabulary} tokens, the encoder embeds {}: not this model's tokenizer",
+                config.vocab_size
+            )));
+        }
+        // The file's own padding token, if it names one (BERT's is [PAD], id 0).
+        let (pad_id, pad_token) = match inner.get_padding() {
+            Some(p) => (p.pad_id, p.pad_token.clone()),
+            None => match inner.token_to_id("[PAD]") {
+                Some(id) => (id, "[PAD]".to_string()),
+                None => return Err(bad("no padding token ([PAD])".into())),
+            },
+        };
         inner.with_padding(Some(PaddingParams {
             strategy: PaddingStrategy::BatchLongest,
+            pad_id,
+            pad_token,
             ..Default::default()
         }));
         inner

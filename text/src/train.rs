@@ -1,7 +1,9 @@
 //! Fine-tuning and scoring. Training is plain mini-batch AdamW on the cross-entropy of the
 //! head's logits, shuffled by a seeded generator (the same seed, data and model give the same
 //! batches); frozen weights get no gradient and no optimiser state. A fresh optimiser per call:
-//! a federated round starts from the global model, not from a silo's old moments.
+//! a federated round starts from the global model, not from a silo's old moments. The device's
+//! generator is seeded too (dropout), and a loss that stops being a number ends training with
+//! an error instead of sending a broken update.
 
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamWConfig, GradientsParams};
@@ -95,7 +97,18 @@ pub fn fit(
             allowed: "a positive number",
         });
     }
+    if !(s.weight_decay.is_finite()
+        && s.weight_decay >= 0.0
+        && s.learning_rate * s.weight_decay < 1.0)
+    {
+        return Err(TextError::Setting {
+            key: "weight_decay",
+            value: s.weight_decay.to_string(),
+            allowed: "0 or more, with learning_rate × weight_decay below 1",
+        });
+    }
     let device = model.head.weight.device();
+    device.seed(s.seed);
     let mut optim = AdamWConfig::new()
         .with_weight_decay(s.weight_decay as f32)
         .with_epsilon(1e-8)
@@ -114,6 +127,12 @@ pub fn fit(
             let y = Tensor::<1, Int>::from_data(TensorData::new(y, [batch.len()]), &device);
             let loss = loss_fn.forward(model.forward(&tokens), y);
             let value: f32 = loss.clone().into_scalar();
+            if !value.is_finite() {
+                return Err(TextError::Diverged {
+                    step: steps + 1,
+                    loss: value,
+                });
+            }
             sum += value as f64 * batch.len() as f64;
             n += batch.len();
             let grads = GradientsParams::from_grads(loss.backward(), &model);

@@ -62,7 +62,7 @@ fn minilm_matches_an_independent_reference_alone_and_padded() {
     let device = Device::flex();
     let (config, encoder) = load_encoder(&model, &device).unwrap();
     assert_eq!((config.hidden_size, config.num_hidden_layers), (384, 6));
-    let tok = TextTokenizer::load(&model.tokenizer(), 128).unwrap();
+    let tok = TextTokenizer::load(&model.tokenizer(), 128, &config).unwrap();
     let clf = TextClassifier::new(encoder, config.hidden_size, 2, &device);
     let refs = reference();
     let texts: Vec<&str> = refs.iter().map(|(t, _, _)| t.as_str()).collect();
