@@ -56,3 +56,65 @@ fn business_units_decide_every_candidate_through_the_admin_api() {
 fn custom_topology_pauses_on_drift_and_its_kernel_holds() {
     run("custom_topology", 5);
 }
+
+/// The customer-review example's retailers (issue 17): `examples/reviews/split.py` shares the
+/// 5,000 reviews among four retailers by a seeded, label-skewed Dirichlet rule. Run twice, it
+/// writes the same files; every review lands in exactly one retailer, in the source's own
+/// train/held-out half; and the retailers really differ in their labels.
+#[test]
+fn the_review_retailers_are_a_seeded_label_skewed_split_of_every_review() {
+    let script = crate::common::example_in("reviews", "split.py");
+    let split = |dir: &std::path::Path| {
+        let out = Command::new("python3")
+            .arg(&script)
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    split(a.path());
+    split(b.path());
+    let mut rows = 0;
+    let mut great_share = Vec::new();
+    for retailer in ["retailer-a", "retailer-b", "retailer-c", "retailer-d"] {
+        let (mut n, mut great) = (0usize, 0usize);
+        for part in ["train.csv", "holdout.csv"] {
+            let p = a.path().join(retailer).join(part);
+            let text = std::fs::read_to_string(&p).unwrap();
+            assert_eq!(
+                text,
+                std::fs::read_to_string(b.path().join(retailer).join(part)).unwrap()
+            );
+            let mut r = csv_rows(&text);
+            assert_eq!(r.remove(0), vec!["review".to_string(), "label".into()]);
+            for row in &r {
+                assert!(row[1] == "great" || row[1] == "other", "{row:?}");
+                assert!(!row[0].contains("<br"), "{}", row[0]);
+            }
+            n += r.len();
+            great += r.iter().filter(|row| row[1] == "great").count();
+        }
+        assert!(n >= 300, "{retailer}: {n} reviews");
+        rows += n;
+        great_share.push(great as f64 / n as f64);
+    }
+    assert_eq!(rows, 5000);
+    let spread = great_share.iter().cloned().fold(0.0, f64::max)
+        - great_share.iter().cloned().fold(1.0, f64::min);
+    assert!(spread > 0.5, "label shares {great_share:?}");
+}
+
+/// The rows of a CSV text (quoted fields with commas and doubled quotes).
+fn csv_rows(text: &str) -> Vec<Vec<String>> {
+    csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(text.as_bytes())
+        .records()
+        .map(|r| r.unwrap().iter().map(str::to_string).collect())
+        .collect()
+}
