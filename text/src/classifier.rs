@@ -7,6 +7,14 @@ use burn::prelude::*;
 
 use crate::encoder::{Encoder, Tokens};
 
+/// The mean of the token states `h` `[batch, length, hidden]` over the tokens (`mask` 1).
+fn pool(h: Tensor<3>, mask: &Tensor<2, Int>) -> Tensor<2> {
+    let m = mask.clone().float().unsqueeze_dim::<3>(2);
+    let summed = (h * m.clone()).sum_dim(1);
+    let counts = m.sum_dim(1).clamp_min(1e-9);
+    (summed / counts).squeeze_dim::<2>(1)
+}
+
 /// Encoder and head.
 #[derive(Module, Debug)]
 pub struct TextClassifier {
@@ -27,11 +35,16 @@ impl TextClassifier {
 
     /// Mean-pooled sentence embeddings `[batch, hidden]`.
     pub fn embed(&self, t: &Tokens) -> Tensor<2> {
-        let h = self.encoder.forward(t);
-        let m = t.mask.clone().float().unsqueeze_dim::<3>(2);
-        let summed = (h * m.clone()).sum_dim(1);
-        let counts = m.sum_dim(1).clamp_min(1e-9);
-        (summed / counts).squeeze_dim::<2>(1)
+        pool(self.encoder.forward(t), &t.mask)
+    }
+
+    /// Logits `[batch, classes]` from the states after layer `from` (see
+    /// [`crate::prefix`]): layers `from..` run, then pooling and the head.
+    pub fn forward_from(&self, states: Tensor<3>, mask: &Tensor<2, Int>, from: usize) -> Tensor<2> {
+        let h = self
+            .encoder
+            .layers(states, mask, from, self.encoder.depth());
+        self.head.forward(pool(h, mask))
     }
 
     /// Logits `[batch, classes]`.

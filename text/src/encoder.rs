@@ -77,6 +77,14 @@ impl EncoderConfig {
 impl Encoder {
     /// Token states `[batch, length, hidden]`.
     pub fn forward(&self, t: &Tokens) -> Tensor<3> {
+        let x = self.embed(t);
+        let padding = t.mask.clone().equal_elem(0);
+        self.encoder
+            .forward(TransformerEncoderInput::new(x).mask_pad(padding))
+    }
+
+    /// The embedding block's output `[batch, length, hidden]`.
+    pub fn embed(&self, t: &Tokens) -> Tensor<3> {
         let [b, l] = t.ids.dims();
         let device = t.ids.device();
         let positions = Tensor::<1, Int>::arange(0..l as i64, &device)
@@ -86,9 +94,20 @@ impl Encoder {
         let x = e.word_embeddings.forward(t.ids.clone())
             + e.position_embeddings.forward(positions)
             + e.token_type_embeddings.forward(t.types.clone());
-        let x = e.dropout.forward(e.layer_norm.forward(x));
-        let padding = t.mask.clone().equal_elem(0);
-        self.encoder
-            .forward(TransformerEncoderInput::new(x).mask_pad(padding))
+        e.dropout.forward(e.layer_norm.forward(x))
+    }
+
+    /// The states after layers `from..to` of states `x` (the embedding block's output when
+    /// `from` is 0), padding excluded by `mask` (1 for a token).
+    pub fn layers(&self, x: Tensor<3>, mask: &Tensor<2, Int>, from: usize, to: usize) -> Tensor<3> {
+        let padding = mask.clone().equal_elem(0);
+        self.encoder.layers[from..to]
+            .iter()
+            .fold(x, |x, layer| layer.forward(x, Some(padding.clone()), None))
+    }
+
+    /// The number of layers.
+    pub fn depth(&self) -> usize {
+        self.encoder.layers.len()
     }
 }

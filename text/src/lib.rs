@@ -17,6 +17,7 @@
 //! - [`lora`] — which projections get adapters, and their rank and alpha;
 //! - [`tokenize`] — `tokenizer.json` to padded id batches;
 //! - [`exchange`] — the trainable tensors as named f32 values, out and back in;
+//! - [`prefix`] — the frozen layers below the lowest adapter, computed once per example;
 //! - [`train`] — AdamW fine-tuning and scoring.
 
 pub mod classifier;
@@ -25,6 +26,7 @@ pub mod encoder;
 pub mod error;
 pub mod exchange;
 pub mod lora;
+pub mod prefix;
 pub mod pretrained;
 pub mod tokenize;
 pub mod train;

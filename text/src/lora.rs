@@ -66,6 +66,15 @@ impl LoraSettings {
         )
     }
 
+    /// The layers below the lowest adapted one: frozen whole, so their output per example can
+    /// be computed once ([`crate::prefix`]). 0 when every layer is adapted.
+    pub fn frozen_prefix(&self) -> usize {
+        self.layers
+            .as_ref()
+            .and_then(|l| l.iter().min().copied())
+            .unwrap_or(0)
+    }
+
     /// Checks the settings against an encoder of `layers` layers.
     pub fn check(&self, layers: usize) -> Result<(), TextError> {
         if self.rank == 0 || self.rank > 256 {

@@ -602,3 +602,49 @@ fn regex_lite(pattern: &str) -> impl Fn(&str) -> bool {
     let group = burn::module::ParamGroup::from_regex(pattern).unwrap();
     move |path: &str| group.matches(&burn::module::ParamId::new(), Some(path))
 }
+
+#[test]
+fn training_above_a_cached_frozen_prefix_is_training_the_whole_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = Device::flex().autodiff();
+    // Adapters on layer 1 only: the embeddings and layer 0 are the frozen prefix.
+    let lora = LoraSettings {
+        rank: 2,
+        alpha: 4.0,
+        layers: Some(vec![1]),
+        ..LoraSettings::default()
+    };
+    assert_eq!(lora.frozen_prefix(), 1);
+    let (model, tok) = classifier(dir.path(), &lora, &device);
+    let (texts, labels) = toy_data();
+    let s = TrainSettings {
+        epochs: 5,
+        batch_size: 3,
+        learning_rate: 0.01,
+        weight_decay: 0.01,
+        seed: 3,
+    };
+    let (plain, plain_report) = fit(model.clone(), &tok, &texts, &labels, &s).unwrap();
+    let mut cache = crate::prefix::PrefixCache::new(lora.frozen_prefix());
+    let (cached, cached_report) =
+        crate::train::fit_cached(model.clone(), &tok, &texts, &labels, &s, Some(&mut cache))
+            .unwrap();
+    assert_eq!(cache.len(), texts.len());
+    assert!(
+        (plain_report.last_epoch_loss - cached_report.last_epoch_loss).abs() < 1e-4,
+        "{plain_report:?} vs {cached_report:?}"
+    );
+    for (a, b) in trainable(&plain).iter().zip(trainable(&cached)) {
+        assert_eq!(a.name, b.name);
+        let worst = a
+            .values
+            .iter()
+            .zip(&b.values)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 1e-3, "{}: {worst}", a.name);
+    }
+    // A second round reuses every cached example.
+    crate::train::fit_cached(cached, &tok, &texts, &labels, &s, Some(&mut cache)).unwrap();
+    assert_eq!(cache.len(), texts.len());
+}

@@ -12,6 +12,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use crate::classifier::TextClassifier;
+use crate::prefix::{frozen_copy, PrefixCache};
 use crate::tokenize::TextTokenizer;
 use crate::TextError;
 
@@ -75,11 +76,24 @@ fn check(texts: &[String], labels: &[usize], classes: usize) -> Result<(), TextE
 
 /// Trains `model` (on an autodiff device) on `texts` with `labels` (class indices).
 pub fn fit(
+    model: TextClassifier,
+    tokenizer: &TextTokenizer,
+    texts: &[String],
+    labels: &[usize],
+    s: &TrainSettings,
+) -> Result<(TextClassifier, Trained), TextError> {
+    fit_cached(model, tokenizer, texts, labels, s, None)
+}
+
+/// [`fit`], running only the layers above `cache`'s frozen prefix (see [`crate::prefix`]);
+/// the prefix's states are taken from the cache, and computed into it when missing.
+pub fn fit_cached(
     mut model: TextClassifier,
     tokenizer: &TextTokenizer,
     texts: &[String],
     labels: &[usize],
     s: &TrainSettings,
+    mut cache: Option<&mut PrefixCache>,
 ) -> Result<(TextClassifier, Trained), TextError> {
     let classes = model.head.weight.dims()[1];
     check(texts, labels, classes)?;
@@ -114,6 +128,7 @@ pub fn fit(
         .with_epsilon(1e-8)
         .init();
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    let frozen = cache.as_ref().map(|_| frozen_copy(&model.encoder));
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(s.seed);
     let mut order: Vec<usize> = (0..texts.len()).collect();
     let (mut last, mut steps) = (0.0, 0u64);
@@ -122,10 +137,16 @@ pub fn fit(
         let (mut sum, mut n) = (0.0f64, 0usize);
         for batch in order.chunks(s.batch_size) {
             let docs: Vec<&str> = batch.iter().map(|i| texts[*i].as_str()).collect();
-            let tokens = tokenizer.encode(&docs, &device)?;
+            let logits = match (cache.as_deref_mut(), &frozen) {
+                (Some(c), Some(f)) => {
+                    let (states, mask) = c.batch(f, tokenizer, &docs, &device)?;
+                    model.forward_from(states, &mask, c.depth())
+                }
+                _ => model.forward(&tokenizer.encode(&docs, &device)?),
+            };
             let y: Vec<i64> = batch.iter().map(|i| labels[*i] as i64).collect();
             let y = Tensor::<1, Int>::from_data(TensorData::new(y, [batch.len()]), &device);
-            let loss = loss_fn.forward(model.forward(&tokens), y);
+            let loss = loss_fn.forward(logits, y);
             let value: f32 = loss.clone().into_scalar();
             if !value.is_finite() {
                 return Err(TextError::Diverged {
