@@ -123,12 +123,6 @@ impl Checkpoint {
             let t = st
                 .tensor(name)
                 .map_err(|_| bad(format!("tensor `{name}` missing")))?;
-            if t.dtype() != Dtype::F32 {
-                return Err(bad(format!(
-                    "tensor `{name}` is {:?}, expected F32",
-                    t.dtype()
-                )));
-            }
             if t.shape() != shape {
                 return Err(bad(format!(
                     "tensor `{name}` has shape {:?}, expected {:?}",
@@ -136,11 +130,12 @@ impl Checkpoint {
                     shape
                 )));
             }
-            let v: Vec<f32> = t
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
+            let v = super::tensor_file::as_f32(&t).ok_or_else(|| {
+                bad(format!(
+                    "tensor `{name}` is {:?}, expected F32, F16 or BF16",
+                    t.dtype()
+                ))
+            })?;
             if let Some(i) = v.iter().position(|x| !x.is_finite()) {
                 return Err(bad(format!("tensor `{name}` value {i} is {}", v[i])));
             }
@@ -258,5 +253,44 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("dense0.weight") && e.contains("NaN"), "{e}");
+    }
+
+    #[test]
+    fn a_bf16_checkpoint_loads_as_f32() {
+        let c = sample();
+        let bytes = c.to_bytes().unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+        let halves: Vec<(String, Vec<usize>, Vec<u8>)> = st
+            .tensors()
+            .into_iter()
+            .map(|(name, t)| {
+                let v = crate::model::tensor_file::as_f32(&t).unwrap();
+                let b = v
+                    .iter()
+                    .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
+                    .collect();
+                (name, t.shape().to_vec(), b)
+            })
+            .collect();
+        let views: Vec<(&str, safetensors::tensor::TensorView)> = halves
+            .iter()
+            .map(|(n, s, b)| {
+                let view = safetensors::tensor::TensorView::new(Dtype::BF16, s.clone(), b);
+                (n.as_str(), view.unwrap())
+            })
+            .collect();
+        let half_bytes = safetensors::serialize(views, header.metadata().clone()).unwrap();
+        let back = Checkpoint::from_bytes(&half_bytes, "bf16.safetensors").unwrap();
+        let rounded: Vec<f32> = c
+            .params
+            .iter()
+            .map(|x| half::bf16::from_f32(*x).to_f32())
+            .collect();
+        assert_eq!(back.params, rounded);
+        assert_ne!(
+            back.params, c.params,
+            "the sample has values bf16 cannot hold exactly"
+        );
     }
 }

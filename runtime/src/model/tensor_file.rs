@@ -27,14 +27,40 @@ fn in_name_order(layout: &Layout) -> Vec<&TensorSpec> {
     order
 }
 
+/// A tensor's values as f32 when it is stored as F32, F16 or BF16 (exactly: every half-precision
+/// value is an f32 value); `None` for other dtypes.
+pub fn as_f32(t: &TensorView<'_>) -> Option<Vec<f32>> {
+    let data = t.data();
+    match t.dtype() {
+        Dtype::F32 => Some(
+            data.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        ),
+        Dtype::F16 => Some(
+            data.chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+        ),
+        Dtype::BF16 => Some(
+            data.chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
 impl TensorSet {
-    /// Reads a safetensors file; every tensor must be F32. Errors name the file and tensor.
+    /// Reads a safetensors file; tensors stored as F32, F16 or BF16 are read as f32 (exactly:
+    /// every half-precision value is an f32 value). Errors name the file and tensor.
     pub fn read(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;
         Self::from_bytes(&bytes, &path.display().to_string())
     }
 
-    /// Parses safetensors bytes read from `origin` (named in errors); every tensor must be F32.
+    /// Parses safetensors bytes read from `origin` (named in errors); F32, F16 and BF16 tensors
+    /// are read as f32.
     pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<Self> {
         let bad = |m: String| Error::Checkpoint {
             origin: origin.to_string(),
@@ -53,17 +79,13 @@ impl TensorSet {
             let t = st
                 .tensor(&name)
                 .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
-            if t.dtype() != Dtype::F32 {
+            let Some(v) = as_f32(&t) else {
                 return Err(bad(format!(
-                    "tensor `{name}` is {:?}; only F32 is supported",
+                    "tensor `{name}` is {:?}; F32, F16 and BF16 are supported",
                     t.dtype()
                 )));
-            }
-            values.extend(
-                t.data()
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-            );
+            };
+            values.extend(v);
             tensors.push((name, t.shape().to_vec()));
         }
         Ok(TensorSet { tensors, values })
@@ -180,5 +202,43 @@ impl TensorSet {
             .collect::<Result<Vec<_>>>()?;
         let data = safetensors::serialize(views, Some(metadata)).map_err(|e| bad(e.to_string()))?;
         super::checkpoint::write_atomic(path, &data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn half_precision_tensors_load_exactly_as_f32_and_other_dtypes_are_named() {
+        let wanted = [0.5f32, -2.25, 1024.0, 0.0];
+        let f16: Vec<u8> = wanted
+            .iter()
+            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+            .collect();
+        let bf16: Vec<u8> = wanted
+            .iter()
+            .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+            .collect();
+        let f32b: Vec<u8> = wanted.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let views = vec![
+            ("a", TensorView::new(Dtype::F16, vec![4], &f16).unwrap()),
+            (
+                "b",
+                TensorView::new(Dtype::BF16, vec![2, 2], &bf16).unwrap(),
+            ),
+            ("c", TensorView::new(Dtype::F32, vec![4], &f32b).unwrap()),
+        ];
+        let bytes = safetensors::serialize(views, None).unwrap();
+        let set = TensorSet::from_bytes(&bytes, "mixed.safetensors").unwrap();
+        assert_eq!(set.values, [wanted, wanted, wanted].concat());
+        assert_eq!(set.tensors[1], ("b".to_string(), vec![2, 2]));
+        let ints: Vec<u8> = [1i64, 2].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let views = vec![("ids", TensorView::new(Dtype::I64, vec![2], &ints).unwrap())];
+        let bytes = safetensors::serialize(views, None).unwrap();
+        let e = TensorSet::from_bytes(&bytes, "ids.safetensors")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ids.safetensors") && e.contains("I64"), "{e}");
     }
 }
