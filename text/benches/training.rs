@@ -35,12 +35,7 @@ const LENGTH: usize = 128;
 const STEPS: usize = 3;
 
 fn model_dir() -> ModelDir {
-    let dir = std::env::var_os("FEDSILO_MODEL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.cache/models/all-MiniLM-L6-v2")
-        });
-    ModelDir::new(dir)
+    ModelDir::installed(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
 }
 
 /// GFLOP/s of a 1024³ sgemm (best of three).

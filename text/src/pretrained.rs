@@ -29,6 +29,16 @@ impl ModelDir {
         ModelDir { dir: dir.into() }
     }
 
+    /// The model `scripts/ensure-model.sh` installs: `$FEDSILO_MODEL_DIR`, or
+    /// `.cache/models/all-MiniLM-L6-v2` in the checkout at `root`.
+    pub fn installed(root: &Path) -> Self {
+        ModelDir::new(
+            std::env::var_os("FEDSILO_MODEL_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root.join(".cache/models/all-MiniLM-L6-v2")),
+        )
+    }
+
     /// `config.json`.
     pub fn config(&self) -> PathBuf {
         self.dir.join("config.json")

@@ -12,17 +12,13 @@ use fedsilo_text::tokenize::TextTokenizer;
 use serde_json::Value;
 
 fn model_dir() -> ModelDir {
-    let dir = std::env::var_os("FEDSILO_MODEL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.cache/models/all-MiniLM-L6-v2")
-        });
+    let model = ModelDir::installed(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."));
     assert!(
-        dir.join("model.safetensors").is_file(),
+        model.weights().is_file(),
         "{} has no model.safetensors: run scripts/ensure-model.sh (the test command does)",
-        dir.display()
+        model.dir.display()
     );
-    ModelDir::new(dir)
+    model
 }
 
 fn reference() -> Vec<(String, Vec<u32>, Vec<f32>)> {
