@@ -97,16 +97,8 @@ fn main() {
             device.seed(1);
             let (encoder, depth) = match &lora {
                 Some(l) => (l.apply(base.clone(), 6).expect("lora"), l.frozen_prefix()),
-                // Head only: every encoder weight frozen, all six layers cached.
-                None => (
-                    LoraSettings {
-                        layers: Some(vec![5]),
-                        ..LoraSettings::default()
-                    }
-                    .apply(base.clone(), 6)
-                    .expect("freeze"),
-                    6,
-                ),
+                // Head only: all six layers are the cached prefix, so only the head trains.
+                None => (base.clone(), 6),
             };
             let clf = TextClassifier::new(encoder, config.hidden_size, 2, &device);
             let mut cache = PrefixCache::new(depth);

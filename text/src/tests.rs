@@ -647,4 +647,18 @@ fn training_above_a_cached_frozen_prefix_is_training_the_whole_model() {
     // A second round reuses every cached example.
     crate::train::fit_cached(cached, &tok, &texts, &labels, &s, Some(&mut cache)).unwrap();
     assert_eq!(cache.len(), texts.len());
+    // A prefix over the adapted layer would freeze its adapters: refused.
+    let mut deep = crate::prefix::PrefixCache::new(2);
+    let e =
+        crate::train::fit_cached(model, &tok, &texts, &labels, &s, Some(&mut deep)).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            TextError::Setting {
+                key: "prefix depth",
+                ..
+            }
+        ),
+        "{e}"
+    );
 }

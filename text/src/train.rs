@@ -128,6 +128,9 @@ pub fn fit_cached(
         .with_epsilon(1e-8)
         .init();
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    if let Some(c) = cache.as_ref() {
+        check_prefix(&model, c.depth())?;
+    }
     let frozen = cache.as_ref().map(|_| frozen_copy(&model.encoder));
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(s.seed);
     let mut order: Vec<usize> = (0..texts.len()).collect();
@@ -170,6 +173,35 @@ pub fn fit_cached(
             steps,
         },
     ))
+}
+
+/// A cached prefix may only cover layers without adapters: above them, adapters would be run
+/// frozen and never train.
+fn check_prefix(model: &TextClassifier, depth: usize) -> Result<(), TextError> {
+    if depth > model.encoder.depth() {
+        return Err(TextError::Setting {
+            key: "prefix depth",
+            value: depth.to_string(),
+            allowed: "at most the encoder's number of layers",
+        });
+    }
+    let lowest = crate::exchange::trainable(model)
+        .iter()
+        .filter_map(|n| {
+            n.name
+                .strip_prefix("encoder.encoder.layers.")
+                .and_then(|r| r.split('.').next())
+                .and_then(|i| i.parse::<usize>().ok())
+        })
+        .min();
+    match lowest {
+        Some(l) if depth > l => Err(TextError::Setting {
+            key: "prefix depth",
+            value: depth.to_string(),
+            allowed: "at most the lowest layer with adapters (LoraSettings::frozen_prefix)",
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Class probabilities of `texts`, `batch_size` at a time, without dropout.
