@@ -22,6 +22,7 @@ pub mod explain;
 mod locate;
 pub mod participation;
 mod policy;
+mod policy_rules;
 pub mod privacy;
 pub mod residency;
 pub mod secure_aggregation;

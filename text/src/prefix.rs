@@ -11,7 +11,6 @@
 
 use std::collections::HashMap;
 
-use burn::module::Module;
 use burn::prelude::*;
 
 use crate::encoder::Encoder;
@@ -129,9 +128,4 @@ impl PrefixCache {
         }
         Ok(())
     }
-}
-
-/// An inference-mode copy of `encoder` for computing prefixes (no dropout, no gradients).
-pub fn frozen_copy(encoder: &Encoder) -> Encoder {
-    encoder.valid()
 }

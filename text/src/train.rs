@@ -12,7 +12,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use crate::classifier::TextClassifier;
-use crate::prefix::{frozen_copy, PrefixCache};
+use crate::prefix::PrefixCache;
 use crate::tokenize::TextTokenizer;
 use crate::TextError;
 
@@ -131,7 +131,8 @@ pub fn fit_cached(
     if let Some(c) = cache.as_ref() {
         check_prefix(&model, c.depth())?;
     }
-    let frozen = cache.as_ref().map(|_| frozen_copy(&model.encoder));
+    // An inference-mode copy (no dropout, no gradients) computes the prefixes.
+    let frozen = cache.as_ref().map(|_| model.encoder.valid());
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(s.seed);
     let mut order: Vec<usize> = (0..texts.len()).collect();
     let (mut last, mut steps) = (0.0, 0u64);

@@ -135,14 +135,16 @@ fn fetch_update(state: &TrainerState, round: u64, offset: u64, len: u64) -> Resp
         ));
     }
     let Some((_, u)) = state.update.as_ref().filter(|(r, _)| *r == round) else {
-        return err(format!("no update for round {round} here"));
+        return err(Refusal::NoUpdate(round));
     };
     let end = offset.saturating_add(len);
     if end > u.len() as u64 {
-        return err(format!(
-            "asked for values {offset}..{end} of an update of {}",
-            u.len()
-        ));
+        return err(Refusal::Range {
+            start: offset,
+            end,
+            what: "an update",
+            len: u.len() as u64,
+        });
     }
     match state.encoded.as_ref().filter(|(r, _)| *r == round) {
         Some((_, e)) => match e.chunk(offset as usize, len as usize) {
