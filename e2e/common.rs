@@ -54,6 +54,13 @@ pub struct Options {
     pub coordinator_args: Vec<String>,
     /// Data files replacing a silo's example CSV, by silo name.
     pub data: Vec<(&'static str, PathBuf)>,
+    /// A described model: its manifest and the directory of its files (every silo gets
+    /// `--manifest` and `--model-dir`; `initial` must be set).
+    pub manifest: Option<(PathBuf, PathBuf)>,
+    /// `plan.learning_rate`.
+    pub learning_rate: f32,
+    /// `federation.compare_local`.
+    pub compare_local: bool,
 }
 
 impl Default for Options {
@@ -76,6 +83,9 @@ impl Default for Options {
             example: "churn",
             coordinator_args: vec![],
             data: vec![],
+            manifest: None,
+            learning_rate: 0.1,
+            compare_local: false,
         }
     }
 }
@@ -115,12 +125,26 @@ impl Federation {
             chunk_values: o.chunk,
             extra: o.extra.to_string(),
             initial: o.initial.clone(),
+            manifest: o.manifest.as_ref().map(|(m, _)| m.clone()),
+            learning_rate: o.learning_rate,
+            compare_local: o.compare_local,
             ..FederationFile::new(&example_in(o.example, "schema.toml"))
         }
         .render();
         let silos = o
             .silos
             .into_iter()
+            .map(|(name, mut args)| {
+                if let Some((m, dir)) = &o.manifest {
+                    args.extend([
+                        "--manifest".into(),
+                        arg(m).into(),
+                        "--model-dir".into(),
+                        arg(dir).into(),
+                    ]);
+                }
+                (name, args)
+            })
             .map(|(name, args)| SiloSpec {
                 name: name.to_string(),
                 data: o

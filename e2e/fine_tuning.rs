@@ -270,7 +270,7 @@ fn lora_rounds_send_only_adapters_and_versions_are_merged_models() {
         layers: vec![0],
         alpha: Some(4.0),
     };
-    let layout = Adapters::new(&v0.spec, &plan).unwrap();
+    let layout = Adapters::new(v0.spec.mlp().unwrap(), &plan).unwrap();
     assert_eq!(adapters.len(), 76);
     assert_eq!(layout.merge(&v0.params, &adapters), v3.params);
     // The other layers are the base's, untouched.

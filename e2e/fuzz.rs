@@ -220,7 +220,7 @@ fn trainer() {
             TrainerActor,
             TrainerArgs {
                 name: "fuzz".into(),
-                data: Arc::new(data),
+                data: silo_node::trainer::LocalData::Tabular(Arc::new(data)),
                 faults: Default::default(),
                 dp_sgd: None,
                 credentials: None,
@@ -452,7 +452,7 @@ fn refresh_corpus() {
     };
     let ckpt = fedsilo::model::checkpoint::Checkpoint {
         params: fedsilo::model::initial_params(&spec, 1),
-        spec,
+        spec: spec.into(),
         scaling: fedsilo::protocol::Scaling {
             mean: vec![0.0; 3],
             std: vec![1.0; 3],

@@ -32,4 +32,5 @@ mod privacy;
 mod residency;
 mod robustness;
 mod secure_aggregation;
+mod text_model;
 mod validation;

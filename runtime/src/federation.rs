@@ -143,16 +143,22 @@ pub struct AdminSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
-    /// Schema file.
-    pub schema: PathBuf,
-    /// Hidden layer widths.
+    /// Schema file: the built-in MLP on tabular data (or `manifest`).
+    #[serde(default)]
+    pub schema: Option<PathBuf>,
+    /// A model's manifest (`fedsilo-model` writes one): any architecture its silos' trainer
+    /// knows, e.g. a pretrained text encoder with LoRA; needs `initial` (or `schema`).
+    #[serde(default)]
+    pub manifest: Option<PathBuf>,
+    /// Hidden layer widths (the built-in MLP).
     #[serde(default)]
     pub hidden: Vec<usize>,
     /// Initialisation seed.
     #[serde(default)]
     pub seed: u64,
     /// A pretrained model to start from (safetensors, one F32 tensor per layer:
-    /// `dense{i}.weight` `[in, out]`, `dense{i}.bias` `[out]`) instead of a random one.
+    /// `dense{i}.weight` `[in, out]`, `dense{i}.bias` `[out]`) instead of a random one; with
+    /// `manifest`, the initial values of its trainable tensors (required).
     #[serde(default)]
     pub initial: Option<PathBuf>,
 }
@@ -243,13 +249,20 @@ impl FederationConfig {
             &mut cfg.federation.policy,
             &mut cfg.federation.state_dir,
             &mut cfg.network.kit,
-            &mut cfg.model.schema,
         ] {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
         }
-        if let Some(p) = cfg.model.initial.as_mut().filter(|p| p.is_relative()) {
+        for p in [
+            cfg.model.initial.as_mut(),
+            cfg.model.schema.as_mut(),
+            cfg.model.manifest.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|p| p.is_relative())
+        {
             *p = base.join(&*p);
         }
         if let Some(p) = cfg
@@ -314,6 +327,13 @@ impl FederationConfig {
                 "`plan.prox_mu` = {}: must be 0 (plain local SGD) or a positive number, e.g. 0.01",
                 self.plan.prox_mu
             )));
+        }
+        match (&self.model.schema, &self.model.manifest) {
+            (Some(_), Some(_)) => return Err(bad("`model.schema` and `model.manifest` both set: a federation trains either the built-in MLP on a schema or the model its manifest describes".into())),
+            (None, None) => return Err(bad("[model] needs `schema = \"schema.toml\"` (the built-in MLP on tabular data) or `manifest = \"model/manifest.toml\"` (a model prepared with fedsilo-model)".into())),
+            (None, Some(_)) if !self.model.hidden.is_empty() => return Err(bad("`model.hidden` is for the built-in MLP; a model with a manifest has its own architecture".into())),
+            (None, Some(_)) if self.model.initial.is_none() => return Err(bad("`model.manifest` needs `model.initial`: the starting values of its trainable tensors (fedsilo-model writes initial.safetensors beside the manifest)".into())),
+            _ => {}
         }
         if let Some(i) = self.model.hidden.iter().position(|h| *h == 0) {
             return Err(bad(format!(

@@ -297,7 +297,8 @@ mod tests {
             spec: ModelSpec {
                 inputs: 1,
                 hidden: vec![],
-            },
+            }
+            .into(),
             params: vec![x, 0.0],
             scaling: Scaling {
                 mean: vec![0.0],

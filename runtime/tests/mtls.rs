@@ -473,8 +473,15 @@ async fn a_dead_link_may_be_replaced_by_its_own_identity() {
         |e| matches!(e, PeerEvent::Disconnected { label, .. } if *label == old),
     )
     .await;
+    // The new session binds its identity after its handshake: wait for that, not a moment.
+    let one = tokio::time::timeout(WAIT, async {
+        while server.directory().bound_peers().len() != 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
     let peers = server.directory().bound_peers();
-    assert_eq!(peers.len(), 1, "{peers:?}");
+    assert!(one.is_ok(), "{peers:?}");
 }
 
 /// A raw TLS client holding `holder`'s certificate that writes `frames` and keeps the stream

@@ -11,6 +11,7 @@ extern crate openblas_src;
 #[cfg(feature = "fault-injection")]
 pub mod attack;
 pub mod data;
+pub mod described;
 pub mod external;
 pub mod faults;
 pub mod node;

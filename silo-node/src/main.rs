@@ -12,9 +12,14 @@ use silo_node::node::{run, SiloSettings};
 /// coordinator over mutual TLS with its own certificate, and trains the model it is sent. Only
 /// model updates, example counts, feature sums and metrics ever leave it.
 ///
-/// Example:
+/// Examples:
 ///   silo-node --kit certs/bank-a --coordinator 10.0.0.5:7443 \
 ///             --data bank-a.csv --schema schema.toml
+///
+///   # a text model prepared with fedsilo-model (its files checked by digest)
+///   silo-node --kit certs/retailer-a --coordinator 10.0.0.5:7443 \
+///             --data reviews.csv --manifest model/manifest.toml \
+///             --model-dir /opt/models/all-MiniLM-L6-v2
 #[derive(Debug, Parser)]
 #[command(name = "silo-node", version, verbatim_doc_comment)]
 struct Cli {
@@ -38,9 +43,22 @@ struct Cli {
     /// This silo's data: a CSV file with a header row.
     #[arg(long)]
     data: PathBuf,
-    /// The federation's schema (TOML): target, numeric and categorical features.
-    #[arg(long)]
-    schema: PathBuf,
+    /// The federation's schema (TOML): target, numeric and categorical features (the built-in
+    /// MLP on tabular data).
+    #[arg(
+        long,
+        required_unless_present = "manifest",
+        conflicts_with = "manifest"
+    )]
+    schema: Option<PathBuf>,
+    /// A model's manifest (written by fedsilo-model): the federation trains that model, on the
+    /// text or label columns it names. Needs --model-dir.
+    #[arg(long, requires = "model_dir")]
+    manifest: Option<PathBuf>,
+    /// The directory holding the manifest's files (e.g. model.safetensors, tokenizer.json),
+    /// each checked against the SHA-256 the manifest pins.
+    #[arg(long, requires = "manifest")]
+    model_dir: Option<PathBuf>,
     /// Fraction of rows held out for evaluation (never trained on).
     #[arg(long, default_value_t = 0.2)]
     holdout: f64,
@@ -140,7 +158,17 @@ async fn main() -> std::process::ExitCode {
             _ => None,
         },
         data: cli.data,
-        schema: cli.schema,
+        model: match (cli.schema, cli.manifest, cli.model_dir) {
+            (_, Some(manifest), Some(model_dir)) => silo_node::node::LocalModel::Manifest {
+                manifest,
+                model_dir,
+            },
+            (Some(schema), _, _) => silo_node::node::LocalModel::Schema(schema),
+            _ => {
+                eprintln!("silo-node: error: give --schema FILE (tabular data) or --manifest FILE --model-dir DIR (a prepared model)");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
         holdout: if cli.evaluate_only { 1.0 } else { cli.holdout },
         split_seed: cli.split_seed,
         once: cli.once,

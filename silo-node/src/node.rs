@@ -14,7 +14,8 @@ use fedsilo::tls::NodeCredentials;
 use ractor::Actor;
 
 use crate::data::Dataset;
-use crate::trainer::{TrainerActor, TrainerArgs};
+use crate::trainer::{LocalData, TrainerActor, TrainerArgs};
+use fedsilo::model::manifest::Manifest;
 
 /// What a silo node needs to run.
 #[derive(Debug, Clone)]
@@ -30,8 +31,9 @@ pub struct SiloSettings {
     pub coordinator_name: String,
     /// The silo's CSV file.
     pub data: PathBuf,
-    /// The federation's schema.
-    pub schema: PathBuf,
+    /// What the silo trains: the federation's schema (the built-in MLP) or a model's manifest
+    /// with the directory holding its pinned files.
+    pub model: LocalModel,
     /// Held-out fraction.
     pub holdout: f64,
     /// Seed of the train/held-out split.
@@ -50,6 +52,50 @@ pub struct SiloSettings {
     pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
+/// What a silo trains, as its command line says.
+#[derive(Debug, Clone)]
+pub enum LocalModel {
+    /// Tabular data under this schema file.
+    Schema(PathBuf),
+    /// The model this manifest describes, its files in `model_dir`.
+    Manifest {
+        /// The manifest file.
+        manifest: PathBuf,
+        /// The directory of its assets (checked by digest).
+        model_dir: PathBuf,
+    },
+}
+
+/// Reads the silo's data (and for a described model, builds its trainer).
+fn local_data(s: &SiloSettings) -> anyhow::Result<LocalData> {
+    match &s.model {
+        LocalModel::Schema(path) => {
+            let schema = Schema::load(path)?;
+            let data = Dataset::load(&s.data, &schema, s.holdout, s.split_seed)?;
+            tracing::info!(
+                train = data.train.len(),
+                holdout = data.holdout.len(),
+                "data loaded"
+            );
+            Ok(LocalData::Tabular(Arc::new(data)))
+        }
+        LocalModel::Manifest {
+            manifest,
+            model_dir,
+        } => {
+            if s.dp_sgd.is_some() || s.external.is_some() {
+                bail!("--manifest trains with the model's own trainer: --dp-clip and --trainer are for tabular data under --schema (silo-level DP from the federation's policy applies to any model)");
+            }
+            let m = Manifest::load(manifest)
+                .with_context(|| format!("--manifest {}", manifest.display()))?;
+            let trainer = crate::described::load(m, model_dir, &s.data, s.holdout, s.split_seed)
+                .with_context(|| format!("--manifest {}", manifest.display()))?;
+            tracing::info!(train = trainer.train_rows(), "model and data loaded");
+            Ok(LocalData::Described(Arc::from(trainer)))
+        }
+    }
+}
+
 /// Runs the silo until interrupted (or, with `once`, until the coordinator goes away).
 pub async fn run(s: SiloSettings) -> anyhow::Result<()> {
     if let Some(m) = s.metrics_listen {
@@ -64,9 +110,7 @@ pub async fn run(s: SiloSettings) -> anyhow::Result<()> {
             me.role
         );
     }
-    let schema = Schema::load(&s.schema)?;
-    let data = Dataset::load(&s.data, &schema, s.holdout, s.split_seed)?;
-    tracing::info!(silo = %me, train = data.train.len(), holdout = data.holdout.len(), "data loaded");
+    let data = local_data(&s)?;
     let signing = creds.clone();
     let node = ClusterNode::start(ClusterConfig {
         credentials: creds,
@@ -87,7 +131,7 @@ pub async fn run(s: SiloSettings) -> anyhow::Result<()> {
         TrainerActor,
         TrainerArgs {
             name: me.name.clone(),
-            data: Arc::new(data),
+            data,
             faults: s.faults,
             dp_sgd: s.dp_sgd,
             credentials: Some(signing),

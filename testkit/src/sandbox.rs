@@ -154,6 +154,10 @@ pub struct FederationFile {
     pub seed: u64,
     /// `model.initial`: a pretrained model to start from.
     pub initial: Option<PathBuf>,
+    /// `model.manifest`: a described model instead of the schema's MLP (`hidden` unused).
+    pub manifest: Option<PathBuf>,
+    /// `federation.compare_local`: each silo's local-only baseline at the end.
+    pub compare_local: bool,
     /// `plan.epochs`.
     pub epochs: u32,
     /// `plan.learning_rate`.
@@ -176,6 +180,8 @@ impl FederationFile {
             hidden: vec![16],
             seed: 3,
             initial: None,
+            manifest: None,
+            compare_local: false,
             epochs: 1,
             learning_rate: 0.1,
             extra: String::new(),
@@ -185,19 +191,27 @@ impl FederationFile {
     /// The TOML text.
     pub fn render(&self) -> String {
         let hidden: Vec<String> = self.hidden.iter().map(|h| h.to_string()).collect();
+        let model = match &self.manifest {
+            Some(m) => format!("manifest = \"{}\"", m.display()),
+            None => format!(
+                "schema = \"{}\"\nhidden = [{}]",
+                self.schema.display(),
+                hidden.join(", ")
+            ),
+        };
         format!(
-            "[federation]\nname = \"sandbox\"\nrounds = {}\npolicy = \"policy.toml\"\nstate_dir = \"state\"\nwait_for_silos_secs = {}\n\
+            "[federation]\nname = \"sandbox\"\nrounds = {}\npolicy = \"policy.toml\"\nstate_dir = \"state\"\nwait_for_silos_secs = {}\ncompare_local = {}\n\
              [network]\nlisten = \"127.0.0.1:{}\"\nkit = \"certs/coordinator\"\nheartbeat_interval_secs = {}\nheartbeat_timeout_secs = {}\nchunk_values = {}\n\
-             [model]\nschema = \"{}\"\nhidden = [{}]\nseed = {}\n{}\
+             [model]\n{}\nseed = {}\n{}\
              [plan]\nepochs = {}\nbatch_size = 32\nlearning_rate = {}\n{}\n",
             self.rounds,
             self.wait_for_silos_secs,
+            self.compare_local,
             self.port,
             self.heartbeat_interval_secs,
             self.heartbeat_timeout_secs,
             self.chunk_values,
-            self.schema.display(),
-            hidden.join(", "),
+            model,
             self.seed,
             self.initial
                 .as_ref()
@@ -220,8 +234,8 @@ pub struct SiloSpec {
     pub aggregator: Option<String>,
     /// Its CSV file.
     pub data: PathBuf,
-    /// Extra `silo-node` arguments (e.g. `--attack sign-flip`; a `--schema` here replaces the
-    /// federation's).
+    /// Extra `silo-node` arguments (e.g. `--attack sign-flip`; a `--schema` or `--manifest`
+    /// here replaces the federation's schema).
     pub args: Vec<String>,
 }
 
@@ -459,7 +473,7 @@ impl Sandbox {
                 .arg(dir.join("certs").join(&s.name))
                 .args(["--coordinator", &addr, "--data"])
                 .arg(&s.data);
-            if !s.args.iter().any(|a| a == "--schema") {
+            if !s.args.iter().any(|a| a == "--schema" || a == "--manifest") {
                 cmd.arg("--schema").arg(spec.schema);
             }
             if let Some(a) = &s.aggregator {

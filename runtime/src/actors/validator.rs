@@ -12,7 +12,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::model::ModelSpec;
+use crate::model::Architecture;
 use crate::protocol::transfer::{ensure_model, put_model, unexpected};
 use crate::protocol::{
     call, EvalMetrics, LoraTrain, ModelRef, Personalize, Request, Response, Scaling,
@@ -44,7 +44,7 @@ pub struct Candidate {
     /// Parameters.
     pub params: Arc<Vec<f32>>,
     /// Architecture.
-    pub spec: ModelSpec,
+    pub spec: Architecture,
     /// Agreed scaling.
     pub scaling: Scaling,
     /// Personalisation the silos apply when they score it.

@@ -114,7 +114,7 @@ impl Fixture {
         recover(CoordinatorArgs {
             settings: settings(),
             directory: Arc::new(PeerDirectory::default()),
-            schema: schema(),
+            data: (&schema()).into(),
             policy: nobody().await,
             aggregator: nobody().await,
             validator: nobody().await,
@@ -177,7 +177,7 @@ pub(super) fn settings() -> CoordinatorSettings {
     CoordinatorSettings {
         name: "test".into(),
         rounds: 10,
-        spec: spec(),
+        spec: spec().into(),
         epochs: 1,
         batch_size: 8,
         learning_rate: 0.1,

@@ -226,7 +226,7 @@ pub fn refresh_membership(state: &mut CoordinatorState) {
 /// pings every silo that has no ping out.
 pub fn check_health(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorMessage>) {
     let timeout = state.settings.heartbeat_timeout;
-    let digest = state.links.schema.digest();
+    let digest = state.links.data.digest;
     let events = state.ledger.events.clone();
     let members = &mut state.members;
     for (name, e) in members.silos.iter_mut() {

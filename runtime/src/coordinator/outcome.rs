@@ -16,14 +16,14 @@ use crate::events::{Event, RoundSummary};
 use crate::kernels::server_optimizer::OptimizerState;
 use crate::model::checkpoint::Checkpoint;
 use crate::model::lora::{adapters_to_hex, ADAPTERS_KEY};
-use crate::model::{Digest, ModelSpec};
+use crate::model::{Architecture, Digest};
 use crate::protocol::Scaling;
 use crate::registry::{Status, VersionMeta};
 use crate::round::{Attendance, RoundOutcome};
 
 /// A checkpoint of `params` made in `round` from version `parent`.
 pub fn checkpoint(
-    spec: &ModelSpec,
+    spec: &Architecture,
     params: &[f32],
     scaling: &Scaling,
     round: u64,

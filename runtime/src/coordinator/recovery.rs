@@ -36,7 +36,7 @@ pub fn recover(args: CoordinatorArgs) -> crate::Result<CoordinatorState> {
         settings: args.settings,
         links: Links {
             directory: args.directory,
-            schema: args.schema,
+            data: args.data,
             policy: args.policy,
             aggregator: args.aggregator,
             validator: args.validator,

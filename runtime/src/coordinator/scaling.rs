@@ -32,8 +32,8 @@ pub fn start(
     quorum: usize,
 ) {
     let (schema_digest, numeric, timeout) = (
-        state.links.schema.digest(),
-        state.links.schema.numeric_count(),
+        state.links.data.digest,
+        state.links.data.numeric,
         state.settings.heartbeat_timeout * 6,
     );
     state.phase = Phase::Starting {

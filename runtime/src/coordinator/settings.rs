@@ -13,12 +13,12 @@ use crate::actors::validator::ValidatorMessage;
 use crate::audit::{History, Journal};
 use crate::cluster::PeerDirectory;
 use crate::compression::Compression;
-use crate::data::Schema;
+use crate::data::DataContract;
 use crate::events::EventLog;
 use crate::identity::signature::CaCheck;
 use crate::kernels::Aggregation;
 use crate::model::lora::LoraPlan;
-use crate::model::ModelSpec;
+use crate::model::Architecture;
 use crate::registry::Registry;
 use crate::status::FederationStatus;
 use crate::store::ModelStore;
@@ -39,8 +39,9 @@ pub struct CoordinatorSettings {
     pub name: String,
     /// Run rounds up to this round number.
     pub rounds: u64,
-    /// Architecture.
-    pub spec: ModelSpec,
+    /// Architecture: the built-in MLP, or a model described by its manifest (which needs
+    /// `initial`: only trainers know how to initialise it).
+    pub spec: Architecture,
     /// Local epochs per round.
     pub epochs: u32,
     /// Mini-batch size.
@@ -98,8 +99,8 @@ pub struct CoordinatorArgs {
     pub settings: CoordinatorSettings,
     /// Verified peers.
     pub directory: Arc<PeerDirectory>,
-    /// The schema (digest check at scaling agreement).
-    pub schema: Schema,
+    /// What every silo's data must agree on (the schema check, the scaling agreement).
+    pub data: DataContract,
     /// Policy actor.
     pub policy: ActorRef<PolicyMessage>,
     /// Aggregator actor.

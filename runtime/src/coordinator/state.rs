@@ -23,7 +23,7 @@ use crate::actors::aggregator::AggregatorMessage;
 use crate::actors::policy::PolicyMessage;
 use crate::actors::validator::ValidatorMessage;
 use crate::cluster::PeerDirectory;
-use crate::data::Schema;
+use crate::data::DataContract;
 use crate::model::eval::EvalMetrics;
 use crate::privacy::budget::PrivacyBook;
 use crate::status::FederationStatus;
@@ -32,8 +32,8 @@ use crate::status::FederationStatus;
 pub struct Links {
     /// Verified peers.
     pub directory: Arc<PeerDirectory>,
-    /// The federation's schema.
-    pub schema: Schema,
+    /// What every silo's data must agree on.
+    pub data: DataContract,
     /// The Policy actor.
     pub policy: ActorRef<PolicyMessage>,
     /// The Aggregator actor.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::kernels::server_optimizer::OptimizerState;
 use crate::model::checkpoint::Checkpoint;
 use crate::model::lora::{adapters_from_hex, Adapters, ADAPTERS_KEY};
-use crate::model::{initial_params, Digest, ModelSpec};
+use crate::model::{initial_params, Architecture, Digest};
 use crate::protocol::{EvalMetrics, Scaling};
 use crate::round::BaseModel;
 
@@ -43,18 +43,33 @@ pub struct Versions {
 
 impl Versions {
     /// Version 0 of `settings`: the pretrained model, or a seeded random one.
-    pub fn initial(settings: &CoordinatorSettings, spec: &ModelSpec) -> crate::Result<Self> {
-        let initial = Arc::new(match &settings.initial {
-            Some(p) => p.params.clone(),
-            None => initial_params(spec, settings.seed),
-        });
-        let lora = match &settings.lora {
-            Some(plan) => Some(Adapters::new(spec, plan).map_err(|e| crate::Error::Config {
-                origin: "[plan.lora]".into(),
-                message: e.to_string(),
-            })?),
-            None => None,
+    pub fn initial(settings: &CoordinatorSettings, spec: &Architecture) -> crate::Result<Self> {
+        let config = |origin: &str, message: String| crate::Error::Config {
+            origin: origin.into(),
+            message,
         };
+        let initial = Arc::new(match (&settings.initial, spec) {
+            (Some(p), _) => p.params.clone(),
+            (None, Architecture::Mlp(mlp)) => initial_params(mlp, settings.seed),
+            (None, Architecture::Described(d)) => {
+                return Err(config(
+                    "[model]",
+                    format!("a `{}` model needs `initial`: only its trainer knows how to initialise it (`fedsilo-model` writes one)", d.architecture),
+                ))
+            }
+        });
+        let lora =
+            match (&settings.lora, spec.mlp()) {
+                (Some(plan), Some(mlp)) => Some(
+                    Adapters::new(mlp, plan).map_err(|e| config("[plan.lora]", e.to_string()))?,
+                ),
+                (Some(_), None) => return Err(config(
+                    "[plan.lora]",
+                    "is for the built-in MLP; a model with a manifest declares its own adapters"
+                        .into(),
+                )),
+                (None, _) => None,
+            };
         let adapters = lora
             .as_ref()
             .map(|l| l.init(settings.seed))

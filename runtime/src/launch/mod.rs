@@ -159,7 +159,7 @@ async fn start(
         CoordinatorArgs {
             settings,
             directory: node.directory().clone(),
-            schema: prepared.schema.clone(),
+            data: prepared.data,
             policy: actors.policy.clone(),
             aggregator: actors.aggregator.clone(),
             validator: actors.validator.clone(),

@@ -11,10 +11,11 @@ use fedsilo_policies::Policy;
 use crate::admin::tokens::TokenFile;
 use crate::compatibility::{self, Configured};
 use crate::coordinator::PretrainedModel;
-use crate::data::Schema;
+use crate::data::{DataContract, Schema};
 use crate::federation::FederationConfig;
 use crate::identity::Role;
-use crate::model::{Digest, ModelSpec};
+use crate::model::manifest::Manifest;
+use crate::model::{Architecture, Digest, ModelSpec};
 use crate::tls::NodeCredentials;
 use crate::webhooks;
 
@@ -24,10 +25,10 @@ pub struct Prepared {
     pub hooks: webhooks::Prepared,
     /// Admin API bearer tokens, if configured.
     pub tokens: Option<TokenFile>,
-    /// The federation's schema.
-    pub schema: Schema,
-    /// The model it implies.
-    pub spec: ModelSpec,
+    /// What every silo's data must agree on.
+    pub data: DataContract,
+    /// The model: the MLP the schema implies, or the one a manifest describes.
+    pub spec: Architecture,
     /// A pretrained initial model, if configured.
     pub initial: Option<PretrainedModel>,
     /// The coordinator's certificate kit.
@@ -48,11 +49,7 @@ pub fn prepare(cfg: &FederationConfig, origin: &str) -> anyhow::Result<Prepared>
     };
     // The model first: a schema or pretrained file that does not fit is an error before any
     // certificate is read or port opened.
-    let schema = Schema::load(&cfg.model.schema)?;
-    let spec = ModelSpec {
-        inputs: schema.encoded_width(),
-        hidden: cfg.model.hidden.clone(),
-    };
+    let (data, spec) = model(cfg)?;
     spec.validate()
         .map_err(|e| anyhow::anyhow!("{origin}: [model]: {e}"))?;
     let initial = match &cfg.model.initial {
@@ -60,7 +57,10 @@ pub fn prepare(cfg: &FederationConfig, origin: &str) -> anyhow::Result<Prepared>
         Some(path) => Some(pretrained(path, &spec)?),
     };
     if let Some(plan) = &cfg.plan.lora {
-        crate::model::lora::Adapters::new(&spec, plan)
+        let Some(mlp) = spec.mlp() else {
+            bail!("{origin}: [plan.lora] is for the built-in MLP; a model with a manifest declares its own adapters");
+        };
+        crate::model::lora::Adapters::new(mlp, plan)
             .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
         if cfg.aggregation.server_optimizer.is_some() {
             bail!("{origin}: [plan.lora] with [aggregation.server_optimizer] is not supported: the optimiser's state is kept for full models");
@@ -99,7 +99,7 @@ pub fn prepare(cfg: &FederationConfig, origin: &str) -> anyhow::Result<Prepared>
     Ok(Prepared {
         hooks,
         tokens,
-        schema,
+        data,
         spec,
         initial,
         creds,
@@ -108,21 +108,52 @@ pub fn prepare(cfg: &FederationConfig, origin: &str) -> anyhow::Result<Prepared>
     })
 }
 
-/// Reads `model.initial`: the tensors of `spec`'s layout, F32, finite; errors name the file
-/// and the tensor.
-fn pretrained(path: &Path, spec: &ModelSpec) -> anyhow::Result<PretrainedModel> {
+/// The data contract and the model `[model]` names: a schema and the MLP it implies, or a
+/// manifest and the model it describes.
+fn model(cfg: &FederationConfig) -> anyhow::Result<(DataContract, Architecture)> {
+    if let Some(path) = &cfg.model.manifest {
+        let manifest =
+            Manifest::load(path).with_context(|| format!("model.manifest: {}", path.display()))?;
+        if cfg.plan.personalize_epochs > 0 {
+            bail!("{}: plan.personalize_epochs is for the built-in MLP (it fine-tunes the last dense layer); a `{}` model does not support it yet", path.display(), manifest.architecture);
+        }
+        return Ok((
+            (&manifest).into(),
+            Architecture::Described(manifest.described()),
+        ));
+    }
+    let Some(path) = &cfg.model.schema else {
+        bail!("[model] needs `schema` or `manifest`");
+    };
+    let schema = Schema::load(path)?;
+    let spec = ModelSpec {
+        inputs: schema.encoded_width(),
+        hidden: cfg.model.hidden.clone(),
+    };
+    Ok(((&schema).into(), Architecture::Mlp(spec)))
+}
+
+/// Reads `model.initial`: the tensors of `spec`'s layout, finite; errors name the file and
+/// the tensor.
+fn pretrained(path: &Path, spec: &Architecture) -> anyhow::Result<PretrainedModel> {
     let origin = path.display().to_string();
     let bytes = std::fs::read(path)
         .with_context(|| format!("model.initial: reading the pretrained model {origin}"))?;
     let set = crate::model::tensor_file::TensorSet::from_bytes(&bytes, &origin)
         .with_context(|| format!("model.initial: reading the pretrained model {origin}"))?;
-    let params = set.to_layout(&spec.layout(), &origin).with_context(|| {
-        format!(
-            "model.initial: {origin} is not a `{}` (hidden = {:?} in the federation file)",
-            spec.describe(),
-            spec.hidden
-        )
-    })?;
+    let params = set
+        .to_layout(&spec.layout(), &origin)
+        .with_context(|| match spec {
+            Architecture::Mlp(mlp) => format!(
+                "model.initial: {origin} is not a `{}` (hidden = {:?} in the federation file)",
+                mlp.describe(),
+                mlp.hidden
+            ),
+            Architecture::Described(_) => format!(
+                "model.initial: {origin} does not hold the trainable tensors of the manifest, `{}`",
+                spec.describe()
+            ),
+        })?;
     Ok(PretrainedModel {
         params,
         origin: format!("{origin} (sha256 {})", Digest::of_bytes(&bytes).hex()),

@@ -11,14 +11,14 @@ use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 
 use super::scaling::Scaling;
-use super::{Layout, ModelSpec};
+use super::{Architecture, Described, Digest, Layout, ModelSpec};
 use crate::{Error, Result};
 
 /// A model with everything needed to use it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Checkpoint {
     /// Architecture.
-    pub spec: ModelSpec,
+    pub spec: Architecture,
     /// Flat parameters, in `spec.layout()` order.
     pub params: Vec<f32>,
     /// Feature scaling the model was trained with.
@@ -29,6 +29,67 @@ pub struct Checkpoint {
 
 fn le_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// The MLP's spec from a checkpoint's metadata.
+fn mlp_spec(
+    metadata: &HashMap<String, String>,
+    bad: &dyn Fn(String) -> Error,
+) -> Result<ModelSpec> {
+    let inputs: usize = metadata
+        .get("fedsilo.inputs")
+        .ok_or_else(|| bad("metadata `fedsilo.inputs` missing".into()))?
+        .parse()
+        .map_err(|e| bad(format!("metadata `fedsilo.inputs`: {e}")))?;
+    let hidden = metadata
+        .get("fedsilo.hidden")
+        .map(|h| {
+            h.split(',')
+                .filter(|s| !s.is_empty())
+                .map(|s| s.parse::<usize>())
+                .collect::<std::result::Result<Vec<_>, _>>()
+        })
+        .transpose()
+        .map_err(|e| bad(format!("metadata `fedsilo.hidden`: {e}")))?
+        .unwrap_or_default();
+    Ok(ModelSpec { inputs, hidden })
+}
+
+/// A described model's layout from a checkpoint's metadata: the order of its tensors from
+/// `fedsilo.tensors`, their shapes from the file.
+fn described(
+    metadata: &HashMap<String, String>,
+    digest: &str,
+    st: &SafeTensors<'_>,
+    bad: &dyn Fn(String) -> Error,
+) -> Result<Architecture> {
+    let manifest = Digest::from_hex(digest).ok_or_else(|| {
+        bad(format!(
+            "metadata `fedsilo.manifest` = {digest:?} is not a digest"
+        ))
+    })?;
+    let architecture = metadata
+        .get("fedsilo.architecture")
+        .ok_or_else(|| bad("metadata `fedsilo.architecture` missing".into()))?
+        .clone();
+    let names: Vec<String> = serde_json::from_str(
+        metadata
+            .get("fedsilo.tensors")
+            .ok_or_else(|| bad("metadata `fedsilo.tensors` missing".into()))?,
+    )
+    .map_err(|e| bad(format!("metadata `fedsilo.tensors`: {e}")))?;
+    let tensors = names
+        .into_iter()
+        .map(|n| match st.tensor(&n) {
+            Ok(t) => Ok((n, t.shape().to_vec())),
+            Err(_) => Err(bad(format!("tensor `{n}` missing"))),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Architecture::Described(Described {
+        architecture,
+        manifest,
+        tensors,
+    }))
 }
 
 impl Checkpoint {
@@ -77,16 +138,29 @@ impl Checkpoint {
             })
             .collect::<Result<Vec<_>>>()?;
         let mut meta = self.metadata.clone();
-        meta.insert("fedsilo.inputs".into(), self.spec.inputs.to_string());
-        meta.insert(
-            "fedsilo.hidden".into(),
-            self.spec
-                .hidden
-                .iter()
-                .map(|h| h.to_string())
-                .collect::<Vec<_>>()
-                .join(","),
-        );
+        match &self.spec {
+            Architecture::Mlp(spec) => {
+                meta.insert("fedsilo.inputs".into(), spec.inputs.to_string());
+                meta.insert(
+                    "fedsilo.hidden".into(),
+                    spec.hidden
+                        .iter()
+                        .map(|h| h.to_string())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                );
+            }
+            Architecture::Described(d) => {
+                meta.insert("fedsilo.architecture".into(), d.architecture.clone());
+                meta.insert("fedsilo.manifest".into(), d.manifest.hex());
+                // The order of the flat vector (safetensors sorts names).
+                let order: Vec<&str> = d.tensors.iter().map(|(n, _)| n.as_str()).collect();
+                meta.insert(
+                    "fedsilo.tensors".into(),
+                    serde_json::to_string(&order).map_err(|e| bad(e.to_string()))?,
+                );
+            }
+        }
         safetensors::serialize(views, Some(meta)).map_err(|e| bad(e.to_string()))
     }
 
@@ -100,24 +174,6 @@ impl Checkpoint {
         let (_, header) = SafeTensors::read_metadata(bytes)
             .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
         let metadata = header.metadata().clone().unwrap_or_default();
-        let inputs: usize = metadata
-            .get("fedsilo.inputs")
-            .ok_or_else(|| bad("metadata `fedsilo.inputs` missing".into()))?
-            .parse()
-            .map_err(|e| bad(format!("metadata `fedsilo.inputs`: {e}")))?;
-        let hidden = metadata
-            .get("fedsilo.hidden")
-            .map(|h| {
-                h.split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(|s| s.parse::<usize>())
-                    .collect::<std::result::Result<Vec<_>, _>>()
-            })
-            .transpose()
-            .map_err(|e| bad(format!("metadata `fedsilo.hidden`: {e}")))?
-            .unwrap_or_default();
-        let spec = ModelSpec { inputs, hidden };
-        spec.validate().map_err(|e| bad(e.to_string()))?;
         let st = SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
         let read = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
             let t = st
@@ -141,6 +197,11 @@ impl Checkpoint {
             }
             Ok(v)
         };
+        let spec = match metadata.get("fedsilo.manifest") {
+            None => Architecture::Mlp(mlp_spec(&metadata, &bad)?),
+            Some(digest) => described(&metadata, digest, &st, &bad)?,
+        };
+        spec.validate().map_err(|e| bad(e.to_string()))?;
         let layout: Layout = spec.layout();
         let mut params = Vec::with_capacity(layout.len);
         for t in &layout.tensors {
@@ -206,7 +267,7 @@ mod tests {
         };
         let params = crate::model::initial_params(&spec, 1);
         Checkpoint {
-            spec,
+            spec: spec.into(),
             params,
             scaling: Scaling {
                 mean: vec![1.0, 2.0],
@@ -229,6 +290,32 @@ mod tests {
             back.metadata.get("fedsilo.version").map(|s| s.as_str()),
             Some("3")
         );
+    }
+
+    #[test]
+    fn a_described_model_keeps_its_order_and_manifest() {
+        let spec = Architecture::Described(Described {
+            architecture: "fedsilo.text-classifier".into(),
+            manifest: Digest::of_bytes(b"manifest"),
+            tensors: vec![("z.lora.a".into(), vec![2, 3]), ("a.head".into(), vec![3])],
+        });
+        let c = Checkpoint {
+            params: (0..9).map(|i| i as f32).collect(),
+            spec,
+            scaling: Scaling {
+                mean: vec![],
+                std: vec![],
+            },
+            metadata: HashMap::new(),
+        };
+        let back = Checkpoint::from_bytes(&c.to_bytes().unwrap(), "x").unwrap();
+        assert_eq!(back.spec, c.spec);
+        assert_eq!(back.params, c.params);
+        let mut bytes = c.to_bytes().unwrap();
+        let at = bytes.windows(7).position(|w| w == b"a.head\"").unwrap();
+        bytes[at] = b'b'; // the file's tensor renamed: the listed one is missing
+        let e = Checkpoint::from_bytes(&bytes, "x").unwrap_err().to_string();
+        assert!(e.contains("missing"), "{e}");
     }
 
     #[test]

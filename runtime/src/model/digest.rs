@@ -28,7 +28,13 @@ impl Digest {
         Digest(Sha256::digest(bytes).into())
     }
 
-    /// Lowercase hex.
+    /// The digest written as 64 hex digits (`None`: anything else).
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let bytes = hex::decode(text).ok()?;
+        Some(Digest(bytes.try_into().ok()?))
+    }
+
+    /// Lower-case hex.
     pub fn hex(&self) -> String {
         hex::encode(self.0)
     }

@@ -7,7 +7,7 @@ use crate::compression::{CompressedChunk, Compression};
 pub use crate::model::eval::{EvalMetrics, PersonalizedMetrics};
 use crate::model::lora::LoraPlan;
 pub use crate::model::scaling::Scaling;
-use crate::model::{Digest, ModelSpec};
+use crate::model::{Architecture, Digest};
 pub use crate::privacy::noise::UpdateNoise;
 use crate::secagg::keys::Advertisement;
 use crate::secagg::messages::{RelayedShares, RevealedShare, RingSpec, SealedShares};
@@ -136,7 +136,7 @@ pub enum Request {
         /// The base model.
         base: ModelRef,
         /// Its architecture.
-        spec: ModelSpec,
+        spec: Architecture,
         /// Hyper-parameters.
         plan: TrainPlan,
         /// Agreed feature scaling.
@@ -156,7 +156,7 @@ pub enum Request {
         /// The model.
         model: ModelRef,
         /// Its architecture.
-        spec: ModelSpec,
+        spec: Architecture,
         /// Agreed feature scaling.
         scaling: Scaling,
         /// Also score the silo's personalised model.
@@ -176,7 +176,7 @@ pub enum Request {
         /// Starting model (sent with `PutModel`).
         initial: ModelRef,
         /// Architecture.
-        spec: ModelSpec,
+        spec: Architecture,
         /// Hyper-parameters per round.
         plan: TrainPlan,
         /// Number of rounds to match.

@@ -16,7 +16,7 @@ use crate::cluster::PeerDirectory;
 use crate::events::EventLog;
 use crate::kernels::server_optimizer::OptimizerState;
 use crate::kernels::Aggregation;
-use crate::model::{Digest, ModelSpec};
+use crate::model::{Architecture, Digest};
 use crate::privacy::budget::RoundSpend;
 use crate::protocol::regional::RegionalHandle;
 use crate::protocol::{EvalMetrics, LoraTrain, Personalize, Scaling, SiloHandle, TrainPlan};
@@ -43,7 +43,7 @@ pub struct RoundContext {
     /// Base model.
     pub base: BaseModel,
     /// Architecture.
-    pub spec: ModelSpec,
+    pub spec: Architecture,
     /// Local training plan.
     pub plan: TrainPlan,
     /// Personalisation the silos apply when they score the candidate.

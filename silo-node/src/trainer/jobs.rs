@@ -78,7 +78,7 @@ pub(super) fn train_job(
     let x = encode_rows(&data.schema, &data.train, scaling);
     let y = Array1::from(data.train.labels.clone());
     let seed = plan.seed ^ name_seed(name);
-    let (mut update, out, spent) = match method {
+    let (update, out, spent) = match method {
         Method::External(ext) => {
             // The silo's own shuffling seed, as the built-in trainer uses.
             let own = TrainPlan {
@@ -109,23 +109,47 @@ pub(super) fn train_job(
             (update, out, None)
         }
     };
+    Ok(finish_update(
+        update,
+        round,
+        base_ref,
+        out.examples,
+        out.last_epoch_loss,
+        started,
+        plan,
+        spent,
+    ))
+}
+
+/// A trained update made ready to leave: clipped and noised if the plan asks for silo-level
+/// DP (nothing leaves the silo unclipped or un-noised), with its report. Every trainer's
+/// update passes here.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn finish_update(
+    mut update: Vec<f32>,
+    round: u64,
+    base: ModelRef,
+    examples: usize,
+    loss: f64,
+    started: Instant,
+    plan: &TrainPlan,
+    spent: Option<(f64, u64)>,
+) -> Trained {
     if let Some(noise) = plan.noise {
-        // Distributed silo-level DP: nothing leaves the silo unclipped or un-noised.
         clip_l2(&mut update, noise.clip_norm);
         add_gaussian(&mut update, noise.std, &mut secure_rng());
     }
-    let norm = l2_norm(&update);
     let report = TrainReport {
         round,
-        base: base_ref,
-        examples: out.examples as u64,
-        train_loss: out.last_epoch_loss,
+        base,
+        examples: examples as u64,
+        train_loss: loss,
         train_seconds: started.elapsed().as_secs_f64(),
         update_len: update.len() as u64,
         update_digest: Digest::of_f32(&update),
-        update_norm: norm,
+        update_norm: l2_norm(&update),
     };
-    Ok((update, report, spent))
+    (update, report, spent)
 }
 
 /// Trains with the built-in MLP trainer: the update, what training did, and the DP-SGD spend.

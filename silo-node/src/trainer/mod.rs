@@ -15,8 +15,10 @@
 //! | `models` | models received in chunks, the cache, spec and scaling checks |
 //! | `requests` | the answer to each request, now or from a background job |
 //! | `jobs` | training (built-in, LoRA, external) and the local baseline |
+//! | `described` | the same for a model with a manifest, through its [`crate::described`] trainer |
 //! | `secure` | the silo's side of secure aggregation |
 
+mod described;
 mod jobs;
 mod models;
 mod refusal;
@@ -27,7 +29,7 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-pub use state::{SiloDpSgd, TrainerArgs, TrainerState};
+pub use state::{LocalData, SiloDpSgd, TrainerArgs, TrainerState};
 
 use fedsilo::protocol::{decode, Request, Response, TrainerMessage};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};

@@ -10,6 +10,7 @@ use fedsilo::protocol::{LoraTrain, ModelRef, Response, Scaling};
 
 use super::refusal::Refusal;
 use super::state::{err, TrainerState};
+use crate::data::Dataset;
 
 /// Models kept at once (base, candidate, one spare).
 const MODEL_CACHE: usize = 3;
@@ -81,8 +82,13 @@ impl TrainerState {
     }
 
     /// Whether a model of `spec`, under `scaling`, fits this silo's schema.
-    pub(super) fn check_spec(&self, spec: &ModelSpec, scaling: &Scaling) -> Result<(), Refusal> {
-        let schema = &self.args.data.schema;
+    pub(super) fn check_spec(
+        &self,
+        data: &Dataset,
+        spec: &ModelSpec,
+        scaling: &Scaling,
+    ) -> Result<(), Refusal> {
+        let schema = &data.schema;
         spec.validate()?;
         if spec.inputs != schema.encoded_width() {
             return Err(Refusal::Inputs {

@@ -7,6 +7,7 @@ use fedsilo::model::{Digest, ModelError};
 use fedsilo::privacy::budget::BookError;
 use fedsilo::secagg::participant::ParticipateError;
 
+use crate::described::DescribedError;
 use crate::external::ExternalError;
 
 /// A refusal, or a failure to do what was asked.
@@ -125,6 +126,18 @@ pub enum Refusal {
     /// A secure-aggregation step refused.
     #[error(transparent)]
     Participate(#[from] ParticipateError),
+    /// A model of another kind than this silo trains (the MLP asked of a text silo, another
+    /// manifest, ...).
+    #[error("asked to use {asked}, but this silo was started for {holds}: check its --schema or --manifest")]
+    WrongModel {
+        /// What was asked.
+        asked: String,
+        /// What this silo holds.
+        holds: String,
+    },
+    /// The described model's trainer refused or failed.
+    #[error(transparent)]
+    Described(#[from] DescribedError),
     /// Not a secure-aggregation request (an internal routing error).
     #[error("not a secure-aggregation request: {0}")]
     NotSecureAggregation(&'static str),

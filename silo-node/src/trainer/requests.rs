@@ -7,17 +7,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fedsilo::compression::Compression;
-use fedsilo::model::{Digest, ModelSpec};
+use fedsilo::model::{Architecture, Digest, ModelSpec};
 use fedsilo::protocol::{
     FeatureStats, LoraTrain, ModelRef, Personalize, PersonalizedMetrics, Request, Response,
     Scaling, TrainPlan,
 };
 use ndarray::Array1;
 
+use super::described;
 use super::jobs::{local_baseline, name_seed, train_job, Method, Trained};
 use super::refusal::Refusal;
-use super::state::{err, TrainerState};
-use crate::data::{encode as encode_rows, local_stats};
+use super::state::{err, LocalData, TrainerState};
+use crate::data::{encode as encode_rows, local_stats, Dataset};
 use crate::train::{evaluate, Mlp, Sgd};
 
 /// Work that answers a request later, on a blocking thread.
@@ -50,9 +51,12 @@ pub(super) fn answer(state: &mut TrainerState, request: Request) -> Answer {
     let now = Answer::Now;
     match request {
         Request::Ping { seq } => now(Response::Pong { seq }),
-        Request::FeatureStats => now(Response::FeatureStats(FeatureStats {
-            unusable: state.args.data.single_class(),
-            ..local_stats(&state.args.data.schema, &state.args.data.train)
+        Request::FeatureStats => now(Response::FeatureStats(match &state.args.data {
+            LocalData::Tabular(data) => FeatureStats {
+                unusable: data.single_class(),
+                ..local_stats(&data.schema, &data.train)
+            },
+            LocalData::Described(t) => described::feature_stats(t.as_ref()),
         })),
         Request::PutModel {
             model,
@@ -81,48 +85,99 @@ pub(super) fn answer(state: &mut TrainerState, request: Request) -> Answer {
             scaling,
             personalize,
             lora,
-        } => match score(state, model, spec, scaling, personalize, lora.as_ref()) {
-            Ok(job) => Answer::Blocking("evaluation", job),
-            Err(e) => now(err(e)),
-        },
+        } => {
+            let job = match &spec {
+                Architecture::Described(d) => described::score(state, model, d),
+                Architecture::Mlp(mlp) => tabular(state, &spec).and_then(|data| {
+                    score(
+                        state,
+                        data,
+                        model,
+                        mlp.clone(),
+                        scaling,
+                        personalize,
+                        lora.as_ref(),
+                    )
+                }),
+            };
+            match job {
+                Ok(job) => Answer::Blocking("evaluation", job),
+                Err(e) => now(err(e)),
+            }
+        }
         Request::Train {
             round,
             base,
             spec,
             plan,
             scaling,
-        } => match start_training(state, round, base, spec, plan, scaling) {
-            Ok(training) => Answer::Train(training),
-            Err(e) => now(err(e)),
-        },
+        } => {
+            let training = match &spec {
+                Architecture::Described(d) => {
+                    described::start_training(state, round, base, d, plan)
+                }
+                Architecture::Mlp(mlp) => tabular(state, &spec).and_then(|data| {
+                    start_training(state, data, round, base, mlp.clone(), plan, scaling)
+                }),
+            };
+            match training {
+                Ok(training) => Answer::Train(training),
+                Err(e) => now(err(e)),
+            }
+        }
         Request::LocalBaseline {
             initial,
             spec,
             plan,
             rounds,
         } => {
-            let n = state.args.data.schema.numeric_count();
-            let unscaled = Scaling {
-                mean: vec![0.0; n],
-                std: vec![1.0; n],
-            };
-            let checked = state
-                .model(&initial)
-                .and_then(|p| state.check_spec(&spec, &unscaled).map(|_| p));
-            match checked {
-                Err(e) => now(err(e)),
-                Ok(params) => {
-                    let (data, name) = (state.args.data.clone(), state.args.name.clone());
-                    Answer::Blocking(
-                        "local baseline",
-                        Box::new(move || {
-                            local_baseline(&data, &name, &params, &spec, &plan, rounds)
-                        }),
-                    )
+            let job = match &spec {
+                Architecture::Described(d) => {
+                    described::local_baseline(state, initial, d, plan, rounds)
                 }
+                Architecture::Mlp(mlp) => tabular(state, &spec).and_then(|data| {
+                    tabular_baseline(state, data, initial, mlp.clone(), plan, rounds)
+                }),
+            };
+            match job {
+                Ok(job) => Answer::Blocking("local baseline", job),
+                Err(e) => now(err(e)),
             }
         }
     }
+}
+
+/// This silo's tabular data, if it trains the MLP `spec` asks for.
+fn tabular(state: &TrainerState, spec: &Architecture) -> Result<Arc<Dataset>, Refusal> {
+    match &state.args.data {
+        LocalData::Tabular(d) => Ok(d.clone()),
+        LocalData::Described(_) => Err(Refusal::WrongModel {
+            asked: spec.describe(),
+            holds: state.args.data.describe(),
+        }),
+    }
+}
+
+/// The MLP trained on this silo's rows alone, as a job.
+fn tabular_baseline(
+    state: &TrainerState,
+    data: Arc<Dataset>,
+    initial: ModelRef,
+    spec: ModelSpec,
+    plan: TrainPlan,
+    rounds: u32,
+) -> Result<Job, Refusal> {
+    let n = data.schema.numeric_count();
+    let unscaled = Scaling {
+        mean: vec![0.0; n],
+        std: vec![1.0; n],
+    };
+    let params = state.model(&initial)?;
+    state.check_spec(&data, &spec, &unscaled)?;
+    let name = state.args.name.clone();
+    Ok(Box::new(move || {
+        local_baseline(&data, &name, &params, &spec, &plan, rounds)
+    }))
 }
 
 /// A chunk of round `round`'s update (compressed, if it was); never the update of a securely
@@ -161,15 +216,16 @@ fn fetch_update(state: &TrainerState, round: u64, offset: u64, len: u64) -> Resp
 /// it), as a job.
 fn score(
     state: &mut TrainerState,
+    data: Arc<Dataset>,
     model: ModelRef,
     spec: ModelSpec,
     scaling: Scaling,
     personalize: Option<Personalize>,
     lora: Option<&LoraTrain>,
 ) -> Result<Job, Refusal> {
-    state.check_spec(&spec, &scaling)?;
+    state.check_spec(&data, &spec, &scaling)?;
     let params = state.scored_model(&model, &spec, lora)?;
-    let (data, head) = (state.args.data.clone(), state.head.clone());
+    let head = state.head.clone();
     // A central hold-out has no training split to personalise on; a silo under its own
     // DP-SGD does not fine-tune outside it.
     let has_training = !data.train.labels.is_empty() && state.args.dp_sgd.is_none();
@@ -207,6 +263,7 @@ fn score(
 /// training (the trainer is busy from here until it is done).
 fn start_training(
     state: &mut TrainerState,
+    data: Arc<Dataset>,
     round: u64,
     base: ModelRef,
     spec: ModelSpec,
@@ -216,10 +273,10 @@ fn start_training(
     if let Some(r) = state.busy {
         return Err(Refusal::Busy(r));
     }
-    if state.args.data.train.labels.is_empty() {
+    if data.train.labels.is_empty() {
         return Err(Refusal::EvaluateOnly);
     }
-    state.check_spec(&spec, &scaling)?;
+    state.check_spec(&data, &spec, &scaling)?;
     let (params, lora) = match &plan.lora {
         Some(_) if state.args.external.is_some() || state.args.dp_sgd.is_some() => {
             return Err(Refusal::LoraNeedsBuiltIn)
@@ -259,7 +316,7 @@ fn start_training(
     if masked {
         state.masked_only = Some(round);
     }
-    let (data, name) = (state.args.data.clone(), state.args.name.clone());
+    let name = state.args.name.clone();
     // Masked updates travel as ring values: never compressed.
     state.compress_next = (!masked && plan.compression != Compression::None)
         .then(|| (round, plan.compression, plan.seed ^ name_seed(&name)));

@@ -19,6 +19,7 @@ use rand::SeedableRng;
 
 use super::refusal::Refusal;
 use crate::data::Dataset;
+use crate::described::ModelTrainer;
 use crate::external::ExternalTrainer;
 use crate::train::dp_sgd::{schedule, DpSgd};
 use crate::train::personal::PersonalHead;
@@ -28,8 +29,8 @@ use crate::train::personal::PersonalHead;
 pub struct TrainerArgs {
     /// This silo's name (from its certificate).
     pub name: String,
-    /// Its data.
-    pub data: Arc<Dataset>,
+    /// Its data, and for a described model its trainer.
+    pub data: LocalData,
     /// Fault injection (tests only; empty without the `fault-injection` feature).
     pub faults: crate::faults::Faults,
     /// Record-level DP-SGD, on the silo's own terms.
@@ -41,6 +42,38 @@ pub struct TrainerArgs {
     pub external: Option<ExternalTrainer>,
     /// The node's metrics.
     pub metrics: Arc<SiloMetrics>,
+}
+
+/// What a silo trains on: tabular rows under a schema (the built-in MLP, LoRA on it, or an
+/// external program), or a described model's trainer, which holds its own data.
+#[derive(Debug, Clone)]
+pub enum LocalData {
+    /// Rows under the federation's schema.
+    Tabular(Arc<Dataset>),
+    /// A model with a manifest, and its trainer.
+    Described(Arc<dyn ModelTrainer>),
+}
+
+impl LocalData {
+    /// Training rows.
+    pub fn train_rows(&self) -> usize {
+        match self {
+            LocalData::Tabular(d) => d.train.len(),
+            LocalData::Described(t) => t.train_rows(),
+        }
+    }
+
+    /// What this silo trains, for refusals: `the schema's MLP` or the manifest.
+    pub fn describe(&self) -> String {
+        match self {
+            LocalData::Tabular(_) => "tabular data under a schema (the built-in MLP)".into(),
+            LocalData::Described(t) => format!(
+                "the `{}` model of manifest {}",
+                t.manifest().architecture,
+                t.manifest().digest.short()
+            ),
+        }
+    }
 }
 
 /// Record-level DP-SGD as this silo runs it, whatever the coordinator asks.
@@ -156,7 +189,7 @@ impl TrainerState {
         let (Some(cfg), Some(book)) = (&self.args.dp_sgd, &mut self.book) else {
             return Ok(());
         };
-        let n = self.args.data.train.labels.len();
+        let n = self.args.data.train_rows();
         let (q, steps) = schedule(n, plan.batch_size as usize, plan.epochs);
         let z = cfg.dp.noise_multiplier as f64;
         let name = &self.args.name;

@@ -60,7 +60,7 @@ async fn trainer_with(credentials: Option<NodeCredentials>) -> ActorRef<TrainerM
     let data = Dataset::load(f.path(), &schema, 0.25, 1).unwrap();
     let args = TrainerArgs {
         name: "t".into(),
-        data: Arc::new(data),
+        data: super::LocalData::Tabular(Arc::new(data)),
         faults: Default::default(),
         dp_sgd: None,
         credentials,
@@ -118,7 +118,7 @@ async fn a_securely_aggregated_update_is_keyed_once_and_never_fetched_in_the_cle
     let Response::Trained(r) = ask(Request::Train {
         round: 2,
         base: model,
-        spec,
+        spec: spec.into(),
         plan: plan(),
         scaling: Scaling {
             mean: vec![0.0],
@@ -203,7 +203,7 @@ async fn models_are_checked_chunk_by_chunk_and_against_their_digest() {
     let train = Request::Train {
         round: 1,
         base: model,
-        spec: spec.clone(),
+        spec: spec.clone().into(),
         plan,
         scaling: scaling.clone(),
     };
@@ -240,7 +240,8 @@ async fn models_are_checked_chunk_by_chunk_and_against_their_digest() {
         spec: ModelSpec {
             inputs: 5,
             hidden: vec![],
-        },
+        }
+        .into(),
         scaling,
         personalize: None,
         lora: None,

@@ -1,0 +1,231 @@
+//! End-to-end tests of a described model: the built-in text classifier (all-MiniLM-L6-v2
+//! with LoRA on its top two layers, prepared by `fedsilo-model`) federated by real processes
+//! over mutual TLS, on a slice of the customer reviews (2 silos × 64 reviews, 32 tokens,
+//! 2 rounds), with secure aggregation and silo-level DP noise on; and the silo's refusals
+//! of a swapped model file, an unknown label and a manifest other than the federation's.
+//!
+//! The model comes from `scripts/ensure-model.sh`, which the test command runs first.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use fedsilo::model::checkpoint::Checkpoint;
+use fedsilo::model::Architecture;
+
+use crate::common::{arg, fedsilo, Federation, Options};
+
+fn model_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/models/all-MiniLM-L6-v2");
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "{}: the pretrained model is not installed; run scripts/ensure-model.sh",
+        dir.display()
+    );
+    dir
+}
+
+/// `rows` reviews of the example's data (review, score), from row `from`.
+fn slice(dir: &Path, name: &str, from: usize, rows: usize) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/reviews/data/fine_foods_reviews.csv");
+    let mut r = csv::Reader::from_path(&src).unwrap();
+    let path = dir.join(format!("{name}.csv"));
+    let mut w = csv::Writer::from_path(&path).unwrap();
+    w.write_record(["review", "score"]).unwrap();
+    for rec in r.records().skip(from).take(rows) {
+        let rec = rec.unwrap();
+        w.write_record([&rec[1], &rec[2]]).unwrap();
+    }
+    w.flush().unwrap();
+    path
+}
+
+/// Runs `fedsilo-model text` for the slice's model: (manifest, initial values).
+fn prepare(dir: &Path) -> (PathBuf, PathBuf) {
+    let out = dir.join("model");
+    let done = Command::new(env!("CARGO_BIN_EXE_fedsilo-model"))
+        .args(["text", "--model-dir", arg(&model_dir())])
+        .args([
+            "--text",
+            "review",
+            "--label",
+            "score",
+            "--classes",
+            "other,great",
+        ])
+        .args([
+            "--lora-rank",
+            "4",
+            "--lora-layers",
+            "4,5",
+            "--max-length",
+            "32",
+        ])
+        .args(["--out", arg(&out)])
+        .output()
+        .unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    // A second run would overwrite what a federation may use: refused.
+    let again = Command::new(env!("CARGO_BIN_EXE_fedsilo-model"))
+        .args(["text", "--model-dir", arg(&model_dir())])
+        .args([
+            "--text",
+            "review",
+            "--label",
+            "score",
+            "--classes",
+            "other,great",
+        ])
+        .args(["--out", arg(&out)])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("does not overwrite"));
+    (out.join("manifest.toml"), out.join("initial.safetensors"))
+}
+
+#[test]
+fn a_text_model_federates_with_secure_aggregation_and_silo_level_dp() {
+    let work = tempfile::tempdir().unwrap();
+    let (manifest, initial) = prepare(work.path());
+    let a = slice(work.path(), "retailer-a", 0, 64);
+    let b = slice(work.path(), "retailer-b", 64, 64);
+    let mut f = Federation::start(Options {
+        silos: vec![("retailer-a", vec![]), ("retailer-b", vec![])],
+        min_silos: 2,
+        quorum: 2,
+        rounds: 2,
+        deadline: 300.0,
+        data: vec![("retailer-a", a), ("retailer-b", b)],
+        manifest: Some((manifest.clone(), model_dir())),
+        initial: Some(initial),
+        learning_rate: 0.002,
+        compare_local: true,
+        policy_extra: "[secure_aggregation]\nthreshold = 2\n[privacy]\nmode = \"distributed\"\nclip_norm = 5.0\nnoise_multiplier = 0.01\n".into(),
+        ..Default::default()
+    });
+    let committed = f.finished_ok();
+    assert_eq!(committed.len(), 2, "{committed:?}");
+    for c in &committed {
+        assert!(
+            c["aggregation"]
+                .as_str()
+                .unwrap()
+                .contains("secure aggregation"),
+            "{c}"
+        );
+        assert_eq!(c["privacy"]["mode"], "distributed", "{c}");
+    }
+    // Both silos scored the candidate on their held-out reviews.
+    let scored = &committed[1]["eval"];
+    for silo in ["retailer-a", "retailer-b"] {
+        let auc = scored[silo]["auc"].as_f64();
+        assert!(
+            auc.is_some_and(|a| (0.0..=1.0).contains(&a)),
+            "{silo}: {scored}"
+        );
+    }
+    // The local-only baseline ran the same trainer at each silo.
+    let cmp = f
+        .seen()
+        .iter()
+        .find(|e| e["event"] == "comparison")
+        .cloned();
+    let rows = cmp
+        .as_ref()
+        .and_then(|c| c["rows"].as_array())
+        .expect("a comparison");
+    assert_eq!(rows.len(), 2, "{cmp:?}");
+    for r in rows {
+        assert!(
+            r["local"]["auc"].as_f64().is_some() && r["federated"]["auc"].as_f64().is_some(),
+            "{r}"
+        );
+    }
+    // The checkpoint is the manifest's trainable tensors, nothing of the frozen base.
+    let ckpt = Checkpoint::load(&f.state_dir().join("models/v2.safetensors")).unwrap();
+    let Architecture::Described(d) = &ckpt.spec else {
+        panic!("{:?}", ckpt.spec)
+    };
+    let text = std::fs::read(&manifest).unwrap();
+    assert_eq!(d.manifest, fedsilo::model::Digest::of_bytes(&text));
+    assert_eq!(ckpt.params.len(), d.layout().len);
+    assert!(ckpt.params.len() < 100_000, "{}", ckpt.params.len());
+    assert!(f.exit_status().success());
+}
+
+/// Starts a silo-node (no coordinator listens: it must fail before connecting) and returns
+/// what it printed.
+fn silo_refuses(dir: &Path, manifest: &Path, model: &Path, data: &Path) -> String {
+    let certs = dir.join("certs");
+    if !certs.exists() {
+        let (ok, out) = fedsilo(&[
+            "certs",
+            "init",
+            "--out",
+            arg(&certs),
+            "--coordinator",
+            "coordinator",
+            "--silo",
+            "s1",
+        ]);
+        assert!(ok, "{out}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_silo-node"))
+        .args([
+            "--kit",
+            arg(&certs.join("s1")),
+            "--coordinator",
+            "127.0.0.1:9",
+            "--once",
+        ])
+        .args([
+            "--data",
+            arg(data),
+            "--manifest",
+            arg(manifest),
+            "--model-dir",
+            arg(model),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+#[test]
+fn a_silo_refuses_a_swapped_model_file_an_unknown_label_and_a_missing_column() {
+    let work = tempfile::tempdir().unwrap();
+    let (manifest, _) = prepare(work.path());
+    let data = slice(work.path(), "s1", 0, 16);
+    // The tokenizer swapped for another file: the digest pinned in the manifest differs.
+    let swapped = work.path().join("swapped");
+    std::fs::create_dir(&swapped).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::os::unix::fs::symlink(model_dir().join(f), swapped.join(f)).unwrap();
+    }
+    let mut tok = std::fs::read_to_string(model_dir().join("tokenizer.json")).unwrap();
+    tok.push(' ');
+    std::fs::write(swapped.join("tokenizer.json"), tok).unwrap();
+    let said = silo_refuses(work.path(), &manifest, &swapped, &data);
+    assert!(
+        said.contains("tokenizer.json") && said.contains("not the file the federation trains on"),
+        "{said}"
+    );
+    // A label the manifest does not declare, named with its line.
+    let bad = work.path().join("bad.csv");
+    std::fs::write(&bad, "review,score\ngood,great\nbad,other\nhmm,Great\n").unwrap();
+    let said = silo_refuses(work.path(), &manifest, &model_dir(), &bad);
+    assert!(
+        said.contains("line 4") && said.contains("`Great`"),
+        "{said}"
+    );
+    // The text column missing.
+    std::fs::write(&bad, "text,score\ngood,great\nbad,other\n").unwrap();
+    let said = silo_refuses(work.path(), &manifest, &model_dir(), &bad);
+    assert!(said.contains("column `review`"), "{said}");
+}

@@ -1,0 +1,229 @@
+//! `fedsilo-model`: prepares a model for a federation — its manifest (what trains and travels,
+//! the task, the data columns, the pinned files) and the initial values of its trainable
+//! tensors. The coordinator and every silo are then given the same manifest.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use fedsilo::model::manifest::Manifest;
+use fedsilo::model::tensor_file::TensorSet;
+use fedsilo_text::exchange::trainable;
+use fedsilo_text::lora::{LoraSettings, Target};
+use silo_node::described::assets::sha256_file;
+use silo_node::described::recipe::{TextRecipe, TEXT_CLASSIFIER};
+use silo_node::described::text::{build, check_layout, ASSETS};
+
+/// Prepare a model for a federation: write its manifest and initial trainable values.
+///
+/// Example (the customer-review example's model):
+///   fedsilo-model text --model-dir .cache/models/all-MiniLM-L6-v2 \
+///       --text review --label score --classes other,great \
+///       --lora-rank 8 --lora-layers 4,5 --out model/
+///
+/// Then, in the federation file: [model] manifest = "model/manifest.toml",
+/// initial = "model/initial.safetensors"; and each silo runs with
+/// --manifest model/manifest.toml --model-dir <its copy of the model directory>.
+#[derive(Debug, Parser)]
+#[command(version, verbatim_doc_comment)]
+struct Cli {
+    #[command(subcommand)]
+    model: Kind,
+}
+
+#[derive(Debug, Subcommand)]
+enum Kind {
+    /// A text classifier: a pretrained BERT-family encoder (config.json, model.safetensors,
+    /// tokenizer.json) with mean pooling and a head, fine-tuned with LoRA.
+    Text(TextArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct TextArgs {
+    /// The pretrained encoder's directory (config.json, model.safetensors, tokenizer.json);
+    /// each file is pinned in the manifest by its SHA-256.
+    #[arg(long)]
+    model_dir: PathBuf,
+    /// A text column of the silos' CSV (repeat for several; joined with a space).
+    #[arg(long = "text", required = true)]
+    text: Vec<String>,
+    /// The label column.
+    #[arg(long)]
+    label: String,
+    /// The label values, class 0 first (two: binary, negative then positive), e.g.
+    /// `other,great`.
+    #[arg(long, value_delimiter = ',', required = true)]
+    classes: Vec<String>,
+    /// LoRA rank (0: no adapters; only the head trains on the frozen encoder).
+    #[arg(long, default_value_t = 8)]
+    lora_rank: usize,
+    /// LoRA alpha (the adapters add alpha/rank · A·B). Default: twice the rank.
+    #[arg(long)]
+    lora_alpha: Option<f64>,
+    /// The encoder layers that get adapters (0-based), e.g. `4,5`; the layers below the lowest
+    /// are computed once per text and cached. Default: every layer.
+    #[arg(long, value_delimiter = ',')]
+    lora_layers: Vec<usize>,
+    /// Which projections get adapters: attention, feed-forward (or both).
+    #[arg(long, value_delimiter = ',', default_value = "attention,feed-forward")]
+    lora_targets: Vec<String>,
+    /// Tokens per text (longer texts are truncated).
+    #[arg(long, default_value_t = 128)]
+    max_length: usize,
+    /// AdamW's weight decay.
+    #[arg(long, default_value_t = 0.01)]
+    weight_decay: f64,
+    /// Seed of the adapters' and the head's initial values.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// The directory to write manifest.toml and initial.safetensors into (created; existing
+    /// files are not overwritten).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.model {
+        Kind::Text(a) => text(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fedsilo-model: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn recipe(a: &TextArgs) -> anyhow::Result<TextRecipe> {
+    let lora = if a.lora_rank == 0 {
+        None
+    } else {
+        let targets = a
+            .lora_targets
+            .iter()
+            .map(|t| match t.as_str() {
+                "attention" => Ok(Target::Attention),
+                "feed-forward" => Ok(Target::FeedForward),
+                other => bail!("--lora-targets {other}: allowed are attention and feed-forward"),
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Some(LoraSettings {
+            rank: a.lora_rank,
+            alpha: a.lora_alpha.unwrap_or(2.0 * a.lora_rank as f64),
+            targets,
+            layers: (!a.lora_layers.is_empty()).then(|| a.lora_layers.clone()),
+        })
+    };
+    let r = TextRecipe {
+        base: a
+            .model_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default(),
+        max_length: a.max_length,
+        lora,
+        weight_decay: a.weight_decay,
+    };
+    // The same checks a silo makes when it reads the settings back.
+    TextRecipe::from_table(&r.to_table())?;
+    Ok(r)
+}
+
+fn text(a: &TextArgs) -> anyhow::Result<()> {
+    let recipe = recipe(a)?;
+    let (manifest_path, initial_path) = (
+        a.out.join("manifest.toml"),
+        a.out.join("initial.safetensors"),
+    );
+    for p in [&manifest_path, &initial_path] {
+        if p.exists() {
+            bail!("{} exists: fedsilo-model does not overwrite a model a federation may be using; choose another --out", p.display());
+        }
+    }
+    let built = build(&recipe, &a.model_dir, a.classes.len(), a.seed)
+        .with_context(|| format!("--model-dir {}", a.model_dir.display()))?;
+    let tensors = trainable(&built.model);
+    let mut doc = toml::Table::new();
+    doc.insert("architecture".into(), TEXT_CLASSIFIER.into());
+    let mut task = toml::Table::new();
+    task.insert(
+        "kind".into(),
+        if a.classes.len() == 2 {
+            "binary"
+        } else {
+            "multiclass"
+        }
+        .into(),
+    );
+    task.insert("classes".into(), a.classes.clone().into());
+    doc.insert("task".into(), task.into());
+    let mut data = toml::Table::new();
+    data.insert("text".into(), a.text.clone().into());
+    data.insert("label".into(), a.label.clone().into());
+    doc.insert("data".into(), data.into());
+    let trainable_tables: Vec<toml::Value> = tensors
+        .iter()
+        .map(|t| {
+            let mut e = toml::Table::new();
+            e.insert("name".into(), t.name.clone().into());
+            let shape: Vec<toml::Value> = t.shape.iter().map(|d| (*d as i64).into()).collect();
+            e.insert("shape".into(), shape.into());
+            e.into()
+        })
+        .collect();
+    doc.insert("trainable".into(), trainable_tables.into());
+    let mut assets = Vec::new();
+    for name in ASSETS {
+        let path = a.model_dir.join(name);
+        let sha = sha256_file(&path).with_context(|| format!("reading {}", path.display()))?;
+        let mut e = toml::Table::new();
+        e.insert("name".into(), name.into());
+        e.insert("sha256".into(), sha.into());
+        assets.push(toml::Value::from(e));
+    }
+    doc.insert("asset".into(), assets.into());
+    doc.insert("settings".into(), recipe.to_table().into());
+    let text = format!(
+        "# Written by fedsilo-model {}: a `{TEXT_CLASSIFIER}` on {}.\n# Give this file to the coordinator ([model] manifest) and to every silo (--manifest).\n{}",
+        env!("CARGO_PKG_VERSION"),
+        recipe.base,
+        toml::to_string(&doc).context("writing the manifest")?
+    );
+    let manifest = Manifest::parse(&text).context("the manifest just written")?;
+    check_layout(&manifest, &tensors)?;
+    let layout = manifest.described().layout();
+    let values: Vec<f32> = tensors
+        .iter()
+        .flat_map(|t| t.values.iter().copied())
+        .collect();
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let set = TensorSet::from_layout(&layout, &values);
+    let meta = HashMap::from([
+        ("fedsilo.manifest".to_string(), manifest.digest.hex()),
+        (
+            "fedsilo.architecture".to_string(),
+            TEXT_CLASSIFIER.to_string(),
+        ),
+    ]);
+    set.write_like(&set.values, &initial_path, meta)?;
+    std::fs::write(&manifest_path, &text)
+        .with_context(|| format!("writing {}", manifest_path.display()))?;
+    println!(
+        "wrote {} (manifest {}) and {}",
+        manifest_path.display(),
+        manifest.digest.short(),
+        initial_path.display()
+    );
+    println!(
+        "  {} trainable tensors, {} values ({:.2} MB per update); frozen below layer {}",
+        tensors.len(),
+        layout.len,
+        layout.len as f64 * 4.0 / 1e6,
+        built.frozen_prefix
+    );
+    Ok(())
+}

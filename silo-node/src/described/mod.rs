@@ -1,0 +1,102 @@
+//! # Trainers of described models
+//!
+//! A model with a manifest ([`fedsilo::model::manifest`]) is trained by a [`ModelTrainer`]:
+//! it holds the silo's data read under the manifest and whatever frozen base the architecture
+//! needs (checked by digest), and it trains, scores and predicts with the flat vector of the
+//! manifest's trainable tensors — the only thing that travels. The trainer actor needs no more:
+//! clipping, noise, masking and compression apply to that vector as to the MLP's.
+//!
+//! | file | concern |
+//! |---|---|
+//! | `text` | the built-in text classifier ([`TextTrainer`]): fedsilo-text behind this trait |
+//! | `recipe` | its `[settings]`: LoRA, sequence length, weight decay |
+//! | `text_data` | a text CSV read under the manifest's columns and classes |
+//! | `assets` | the manifest's files, checked by SHA-256 |
+//! | `scoring` | held-out figures from class probabilities |
+//!
+//! The built-in tabular MLP and the external program trainer are not behind this trait yet:
+//! they keep their own paths in `trainer::jobs`.
+
+pub mod assets;
+pub mod recipe;
+pub mod scoring;
+pub mod text;
+pub mod text_data;
+
+use std::path::Path;
+
+use fedsilo::model::manifest::Manifest;
+use fedsilo::protocol::{EvalMetrics, TrainPlan};
+
+pub use text::TextTrainer;
+
+/// Why a described model cannot be loaded, trained or scored.
+#[derive(Debug, thiserror::Error)]
+pub enum DescribedError {
+    /// The text classifier refused (its file, tensor or setting named).
+    #[error(transparent)]
+    Text(#[from] fedsilo_text::TextError),
+    /// The silo's CSV.
+    #[error(transparent)]
+    Data(#[from] text_data::TextDataError),
+    /// A pinned file.
+    #[error(transparent)]
+    Asset(#[from] assets::AssetError),
+    /// The manifest's settings.
+    #[error(transparent)]
+    Recipe(#[from] recipe::RecipeError),
+    /// No trainer in this silo knows the architecture.
+    #[error("architecture `{0}`: this silo-node's built-in trainers know `{known}`", known = recipe::TEXT_CLASSIFIER)]
+    UnknownArchitecture(String),
+    /// The model built from the manifest's settings does not have the manifest's tensors.
+    #[error("the manifest's trainable tensors do not match the model its settings build: {0}")]
+    Layout(String),
+    /// The plan asks for something this trainer does not do.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// What a round's local training left.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fitted {
+    /// The trained values, in the manifest's layout.
+    pub params: Vec<f32>,
+    /// Mean loss of the last epoch.
+    pub loss: f64,
+    /// Examples trained on.
+    pub examples: usize,
+}
+
+/// A trainer of one described model on one silo's data. See the module documentation.
+pub trait ModelTrainer: Send + Sync + std::fmt::Debug {
+    /// The manifest it was built for.
+    fn manifest(&self) -> &Manifest;
+    /// Training rows (0: an evaluate-only silo).
+    fn train_rows(&self) -> usize;
+    /// Why its training rows cannot train the task, if they cannot.
+    fn unusable(&self) -> Option<String>;
+    /// Trains from `base` (the trainable values) for `plan`, shuffling with `seed`.
+    fn train(&self, base: &[f32], plan: &TrainPlan, seed: u64) -> Result<Fitted, DescribedError>;
+    /// Scores `params` on the held-out rows with the metrics of the task.
+    fn evaluate(&self, params: &[f32]) -> Result<EvalMetrics, DescribedError>;
+    /// Class probabilities for each row of the CSV at `path` (the manifest's columns; the
+    /// label column may be absent).
+    fn predict(&self, params: &[f32], path: &Path) -> Result<Vec<Vec<f32>>, DescribedError>;
+}
+
+/// The trainer for `manifest`'s architecture, over the assets in `model_dir` and the silo's
+/// CSV at `data` (split as `holdout` and `split_seed` say).
+pub fn load(
+    manifest: Manifest,
+    model_dir: &Path,
+    data: &Path,
+    holdout: f64,
+    split_seed: u64,
+) -> Result<Box<dyn ModelTrainer>, DescribedError> {
+    match manifest.architecture.as_str() {
+        recipe::TEXT_CLASSIFIER => Ok(Box::new(TextTrainer::load(
+            manifest, model_dir, data, holdout, split_seed,
+        )?)),
+        other => Err(DescribedError::UnknownArchitecture(other.to_string())),
+    }
+}

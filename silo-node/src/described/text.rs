@@ -1,0 +1,273 @@
+//! The built-in text classifier behind [`ModelTrainer`]: fedsilo-text's pretrained encoder
+//! (its files checked against the manifest's digests), LoRA and head as the manifest's
+//! `[settings]` say, AdamW at the plan's learning rate. The frozen layers below the lowest
+//! adapter are computed once per text and kept for the silo's life ([`PrefixCache`]): the
+//! base never changes, so a round costs only the trained layers.
+//!
+//! The model and the cache sit behind one lock: training and scoring take turns (the
+//! coordinator never asks for both at once; if it did, one would wait).
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use burn::prelude::*;
+use fedsilo::model::manifest::Manifest;
+use fedsilo::protocol::{EvalMetrics, TrainPlan};
+use fedsilo_text::classifier::TextClassifier;
+use fedsilo_text::exchange::{set_trainable, trainable, Named};
+use fedsilo_text::prefix::PrefixCache;
+use fedsilo_text::pretrained::{load_encoder, ModelDir};
+use fedsilo_text::tokenize::TextTokenizer;
+use fedsilo_text::train::{fit_cached, predict, TrainSettings};
+
+use super::recipe::TextRecipe;
+use super::scoring::class_metrics;
+use super::text_data::TextData;
+use super::{assets, DescribedError, Fitted, ModelTrainer};
+
+/// The files the text classifier reads from its model directory, each pinned by the manifest.
+pub const ASSETS: [&str; 3] = ["config.json", "model.safetensors", "tokenizer.json"];
+
+/// Texts scored per batch.
+const SCORE_BATCH: usize = 32;
+
+/// A text classifier built from a recipe, before any data: what `fedsilo-model` writes a
+/// manifest from and what every silo rebuilds.
+pub struct Built {
+    /// The classifier (LoRA applied, a fresh head).
+    pub model: TextClassifier,
+    /// Its tokenizer.
+    pub tokenizer: TextTokenizer,
+    /// Layers below the lowest adapter (all of them without adapters).
+    pub frozen_prefix: usize,
+}
+
+/// Builds the classifier `recipe` describes over the encoder in `model_dir`, with a head of
+/// `classes` outputs, on an autodiff CPU device seeded with `seed`.
+pub fn build(
+    recipe: &TextRecipe,
+    model_dir: &Path,
+    classes: usize,
+    seed: u64,
+) -> Result<Built, DescribedError> {
+    let device = Device::flex().autodiff();
+    device.seed(seed);
+    let dir = ModelDir::new(model_dir);
+    let (config, base) = load_encoder(&dir, &device)?;
+    let tokenizer = TextTokenizer::load(&dir.tokenizer(), recipe.max_length, &config)?;
+    let layers = config.num_hidden_layers;
+    let (encoder, frozen_prefix) = match &recipe.lora {
+        Some(l) => (l.apply(base, layers)?, l.frozen_prefix()),
+        None => (base, layers),
+    };
+    Ok(Built {
+        model: TextClassifier::new(encoder, config.hidden_size, classes, &device),
+        tokenizer,
+        frozen_prefix,
+    })
+}
+
+struct Held {
+    model: TextClassifier,
+    cache: PrefixCache,
+}
+
+/// See the module documentation.
+pub struct TextTrainer {
+    manifest: Manifest,
+    recipe: TextRecipe,
+    data: TextData,
+    tokenizer: TextTokenizer,
+    held: Mutex<Held>,
+}
+
+impl std::fmt::Debug for TextTrainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextTrainer")
+            .field("manifest", &self.manifest.digest)
+            .field("recipe", &self.recipe)
+            .field("train", &self.data.train.len())
+            .field("holdout", &self.data.holdout.len())
+            .finish()
+    }
+}
+
+impl TextTrainer {
+    /// Checks the manifest's assets in `model_dir`, builds the model its settings describe,
+    /// checks that its trainable tensors are the manifest's, and reads the silo's CSV.
+    pub fn load(
+        manifest: Manifest,
+        model_dir: &Path,
+        data: &Path,
+        holdout: f64,
+        split_seed: u64,
+    ) -> Result<Self, DescribedError> {
+        let recipe = TextRecipe::from_table(&manifest.settings)?;
+        assets::verify(&manifest, model_dir, &ASSETS)?;
+        let classes = manifest.task.classes().len();
+        let built = build(&recipe, model_dir, classes, 0)?;
+        check_layout(&manifest, &trainable(&built.model))?;
+        let data = TextData::load(data, &manifest, holdout, split_seed)?;
+        Ok(TextTrainer {
+            held: Mutex::new(Held {
+                model: built.model,
+                cache: PrefixCache::new(built.frozen_prefix),
+            }),
+            tokenizer: built.tokenizer,
+            manifest,
+            recipe,
+            data,
+        })
+    }
+
+    /// The model with its trainable tensors set to `params` (the manifest's layout).
+    fn with(
+        &self,
+        model: &TextClassifier,
+        params: &[f32],
+    ) -> Result<TextClassifier, DescribedError> {
+        Ok(set_trainable(model, &unflatten(&self.manifest, params)?)?)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The manifest's trainable tensors must be the model's: same names, same shapes.
+pub fn check_layout(manifest: &Manifest, model: &[Named]) -> Result<(), DescribedError> {
+    let theirs: std::collections::BTreeMap<&str, &[usize]> = model
+        .iter()
+        .map(|n| (n.name.as_str(), n.shape.as_slice()))
+        .collect();
+    for t in &manifest.trainable {
+        match theirs.get(t.name.as_str()) {
+            None => {
+                return Err(DescribedError::Layout(format!(
+                    "`{}` is not a trainable tensor of this model",
+                    t.name
+                )))
+            }
+            Some(s) if *s != t.shape.as_slice() => {
+                return Err(DescribedError::Layout(format!(
+                    "`{}` has shape {:?} in the manifest, {s:?} in the model",
+                    t.name, t.shape
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    if model.len() != manifest.trainable.len() {
+        let listed: std::collections::BTreeSet<&str> =
+            manifest.trainable.iter().map(|t| t.name.as_str()).collect();
+        let extra = model
+            .iter()
+            .find(|n| !listed.contains(n.name.as_str()))
+            .map_or("?", |n| n.name.as_str());
+        return Err(DescribedError::Layout(format!(
+            "the model trains `{extra}`, which the manifest does not list"
+        )));
+    }
+    Ok(())
+}
+
+/// The flat vector as named tensors, in the manifest's order.
+fn unflatten(manifest: &Manifest, params: &[f32]) -> Result<Vec<Named>, DescribedError> {
+    let layout = manifest.described().layout();
+    if params.len() != layout.len {
+        return Err(DescribedError::Layout(format!(
+            "{} values received, the manifest's tensors hold {}",
+            params.len(),
+            layout.len
+        )));
+    }
+    Ok(layout
+        .tensors
+        .iter()
+        .map(|t| Named {
+            name: t.name.clone(),
+            shape: t.shape.clone(),
+            values: params[t.offset..t.offset + t.len()].to_vec(),
+        })
+        .collect())
+}
+
+/// Named tensors as the flat vector, in the manifest's order.
+fn flatten(manifest: &Manifest, named: Vec<Named>) -> Result<Vec<f32>, DescribedError> {
+    let mut by_name: std::collections::HashMap<String, Vec<f32>> =
+        named.into_iter().map(|n| (n.name, n.values)).collect();
+    let mut out = Vec::new();
+    for t in &manifest.trainable {
+        let v = by_name.remove(&t.name).ok_or_else(|| {
+            DescribedError::Layout(format!("the trained model lost `{}`", t.name))
+        })?;
+        out.extend(v);
+    }
+    Ok(out)
+}
+
+impl ModelTrainer for TextTrainer {
+    fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    fn train_rows(&self) -> usize {
+        self.data.train.len()
+    }
+
+    fn unusable(&self) -> Option<String> {
+        self.data.single_class(&self.manifest)
+    }
+
+    fn train(&self, base: &[f32], plan: &TrainPlan, seed: u64) -> Result<Fitted, DescribedError> {
+        if plan.prox_mu > 0.0 {
+            return Err(DescribedError::Unsupported(format!(
+                "plan.prox_mu = {}: FedProx is not supported by the text classifier yet",
+                plan.prox_mu
+            )));
+        }
+        let settings = TrainSettings {
+            epochs: plan.epochs,
+            batch_size: plan.batch_size as usize,
+            learning_rate: plan.learning_rate as f64,
+            weight_decay: self.recipe.weight_decay,
+            seed,
+        };
+        let mut held = self.lock();
+        let model = self.with(&held.model, base)?;
+        let (trained, out) = fit_cached(
+            model,
+            &self.tokenizer,
+            &self.data.train.texts,
+            &self.data.train.labels,
+            &settings,
+            Some(&mut held.cache),
+        )?;
+        Ok(Fitted {
+            params: flatten(&self.manifest, trainable(&trained))?,
+            loss: out.last_epoch_loss,
+            examples: out.examples,
+        })
+    }
+
+    fn evaluate(&self, params: &[f32]) -> Result<EvalMetrics, DescribedError> {
+        let held = self.lock();
+        let model = self.with(&held.model, params)?;
+        drop(held);
+        let probs = predict(
+            &model,
+            &self.tokenizer,
+            &self.data.holdout.texts,
+            SCORE_BATCH,
+        )?;
+        Ok(class_metrics(&probs, &self.data.holdout.labels))
+    }
+
+    fn predict(&self, params: &[f32], path: &Path) -> Result<Vec<Vec<f32>>, DescribedError> {
+        let texts = super::text_data::read_texts(path, &self.manifest)?;
+        let held = self.lock();
+        let model = self.with(&held.model, params)?;
+        drop(held);
+        Ok(predict(&model, &self.tokenizer, &texts, SCORE_BATCH)?)
+    }
+}

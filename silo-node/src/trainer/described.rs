@@ -1,0 +1,152 @@
+//! The Trainer's answers for a described model (one with a manifest): its schema check, a
+//! round's training, scoring and the local baseline, each handed to the silo's
+//! [`ModelTrainer`]. The trainer sees only the flat trainable vector; what the actor does
+//! around it — the busy flag, compression, secure aggregation, the silo-level DP noise in
+//! [`super::jobs::finish_update`] — is the same as for the MLP.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use fedsilo::compression::Compression;
+use fedsilo::model::{Described, Digest};
+use fedsilo::protocol::{FeatureStats, ModelRef, Response, TrainPlan};
+
+use super::jobs::{finish_update, name_seed, Trained};
+use super::refusal::Refusal;
+use super::requests::{Job, Training};
+use super::state::TrainerState;
+use crate::described::ModelTrainer;
+
+/// The schema check's answer: the manifest's digest stands for the schema, and no feature
+/// sums (nothing is scaled).
+pub(super) fn feature_stats(t: &dyn ModelTrainer) -> FeatureStats {
+    FeatureStats {
+        schema_digest: t.manifest().digest,
+        software_version: env!("CARGO_PKG_VERSION").to_string(),
+        rows: t.train_rows() as u64,
+        count: vec![],
+        sum: vec![],
+        sum_sq: vec![],
+        unusable: t.unusable(),
+    }
+}
+
+/// This silo's trainer, if it holds the model `d` describes.
+fn trainer_for(state: &TrainerState, d: &Described) -> Result<Arc<dyn ModelTrainer>, Refusal> {
+    let wrong = || Refusal::WrongModel {
+        asked: format!(
+            "the `{}` model of manifest {}",
+            d.architecture,
+            d.manifest.short()
+        ),
+        holds: state.args.data.describe(),
+    };
+    match &state.args.data {
+        super::LocalData::Described(t) if t.manifest().digest == d.manifest => Ok(t.clone()),
+        _ => Err(wrong()),
+    }
+}
+
+/// The model `m`, checked to be of `d`'s size.
+fn held(state: &TrainerState, m: &ModelRef, d: &Described) -> Result<Arc<Vec<f32>>, Refusal> {
+    let p = state.model(m)?;
+    if p.len() != d.layout().len {
+        return Err(Refusal::Size("model"));
+    }
+    Ok(p)
+}
+
+/// Readies a round's training of a described model.
+pub(super) fn start_training(
+    state: &mut TrainerState,
+    round: u64,
+    base: ModelRef,
+    d: &Described,
+    plan: TrainPlan,
+) -> Result<Training, Refusal> {
+    if let Some(r) = state.busy {
+        return Err(Refusal::Busy(r));
+    }
+    let trainer = trainer_for(state, d)?;
+    if trainer.train_rows() == 0 {
+        return Err(Refusal::EvaluateOnly);
+    }
+    if plan.lora.is_some() {
+        return Err(Refusal::WrongModel {
+            asked: "LoRA on the built-in MLP ([plan.lora])".into(),
+            holds: state.args.data.describe(),
+        });
+    }
+    let params = held(state, &base, d)?;
+    state.busy = Some(round);
+    let masked = state.secagg.as_ref().is_some_and(|p| p.round() == round);
+    if masked {
+        state.masked_only = Some(round);
+    }
+    let name = state.args.name.clone();
+    state.compress_next = (!masked && plan.compression != Compression::None)
+        .then(|| (round, plan.compression, plan.seed ^ name_seed(&name)));
+    Ok(Training {
+        round,
+        delay: state.args.faults.train_delay(),
+        masked,
+        job: Box::new(move || -> Result<Trained, Refusal> {
+            let started = Instant::now();
+            let seed = plan.seed ^ name_seed(&name);
+            let fitted = trainer.train(&params, &plan, seed)?;
+            let update: Vec<f32> = fitted
+                .params
+                .iter()
+                .zip(params.iter())
+                .map(|(n, b)| n - b)
+                .collect();
+            Ok(finish_update(
+                update,
+                round,
+                base,
+                fitted.examples,
+                fitted.loss,
+                started,
+                &plan,
+                None,
+            ))
+        }),
+    })
+}
+
+/// Scores `model` on the held-out rows, as a job.
+pub(super) fn score(state: &TrainerState, model: ModelRef, d: &Described) -> Result<Job, Refusal> {
+    let trainer = trainer_for(state, d)?;
+    let params = held(state, &model, d)?;
+    Ok(Box::new(move || match trainer.evaluate(&params) {
+        Ok(m) => Response::Evaluated(m),
+        Err(e) => super::state::err(Refusal::from(e)),
+    }))
+}
+
+/// Trains `initial` on this silo's rows alone for `rounds` rounds of `plan` and scores it.
+pub(super) fn local_baseline(
+    state: &TrainerState,
+    initial: ModelRef,
+    d: &Described,
+    plan: TrainPlan,
+    rounds: u32,
+) -> Result<Job, Refusal> {
+    let trainer = trainer_for(state, d)?;
+    let params = held(state, &initial, d)?;
+    let name = state.args.name.clone();
+    Ok(Box::new(move || {
+        let mut p = params.to_vec();
+        for r in 0..rounds as u64 {
+            let seed = plan.seed.wrapping_add(r) ^ Digest::of_bytes(name.as_bytes()).0[0] as u64;
+            match trainer.train(&p, &plan, seed) {
+                Ok(f) => p = f.params,
+                Err(e) => return super::state::err(Refusal::from(e)),
+            }
+        }
+        match trainer.evaluate(&p) {
+            Ok(m) => Response::Evaluated(m),
+            Err(e) => super::state::err(Refusal::from(e)),
+        }
+    }))
+}
