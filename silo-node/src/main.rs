@@ -59,6 +59,10 @@ struct Cli {
     /// each checked against the SHA-256 the manifest pins.
     #[arg(long, requires = "manifest")]
     model_dir: Option<PathBuf>,
+    /// The held-out rows in a file of their own, never trained on (with --manifest; --data is
+    /// then all training rows). Default: a --holdout fraction of --data.
+    #[arg(long, requires = "manifest", conflicts_with_all = ["holdout", "evaluate_only"])]
+    holdout_data: Option<PathBuf>,
     /// Fraction of rows held out for evaluation (never trained on).
     #[arg(long, default_value_t = 0.2)]
     holdout: f64,
@@ -99,7 +103,9 @@ struct Cli {
     /// round it runs as `PROGRAM [--trainer-arg ...] WORKDIR`, reads base.safetensors,
     /// train.safetensors and plan.json there and writes weights.safetensors and metrics.json;
     /// the node checks them and applies the federation's clipping, noise and masking itself.
-    /// See examples/trainers/.
+    /// With --manifest it trains that model, whatever its architecture: request.json,
+    /// base.safetensors and train.csv or rows.csv in, weights.safetensors and metrics.json or
+    /// probabilities.json out (docs/fine-tuning.md). See examples/trainers/.
     #[cfg_attr(
         feature = "fault-injection",
         arg(long, conflicts_with_all = ["dp_clip", "attack"])
@@ -162,6 +168,7 @@ async fn main() -> std::process::ExitCode {
             (_, Some(manifest), Some(model_dir)) => silo_node::node::LocalModel::Manifest {
                 manifest,
                 model_dir,
+                holdout_data: cli.holdout_data,
             },
             (Some(schema), _, _) => silo_node::node::LocalModel::Schema(schema),
             _ => {

@@ -14,6 +14,7 @@ use fedsilo::tls::NodeCredentials;
 use ractor::Actor;
 
 use crate::data::Dataset;
+use crate::described::Holdout;
 use crate::trainer::{LocalData, TrainerActor, TrainerArgs};
 use fedsilo::model::manifest::Manifest;
 
@@ -63,11 +64,14 @@ pub enum LocalModel {
         manifest: PathBuf,
         /// The directory of its assets (checked by digest).
         model_dir: PathBuf,
+        /// A file of held-out rows (instead of a fraction of the data file).
+        holdout_data: Option<PathBuf>,
     },
 }
 
-/// Reads the silo's data (and for a described model, builds its trainer).
-fn local_data(s: &SiloSettings) -> anyhow::Result<LocalData> {
+/// Reads the silo's data (and for a described model, builds its trainer: the program of
+/// `--trainer` if there is one, working in directories named after the silo `me`).
+fn local_data(s: &SiloSettings, me: &str) -> anyhow::Result<LocalData> {
     match &s.model {
         LocalModel::Schema(path) => {
             let schema = Schema::load(path)?;
@@ -82,13 +86,22 @@ fn local_data(s: &SiloSettings) -> anyhow::Result<LocalData> {
         LocalModel::Manifest {
             manifest,
             model_dir,
+            holdout_data,
         } => {
-            if s.dp_sgd.is_some() || s.external.is_some() {
-                bail!("--manifest trains with the model's own trainer: --dp-clip and --trainer are for tabular data under --schema (silo-level DP from the federation's policy applies to any model)");
-            }
             let m = Manifest::load(manifest)
                 .with_context(|| format!("--manifest {}", manifest.display()))?;
-            let trainer = crate::described::load(m, model_dir, &s.data, s.holdout, s.split_seed)
+            let holdout = match holdout_data {
+                Some(h) => Holdout::File(h.clone()),
+                None => Holdout::Fraction {
+                    fraction: s.holdout,
+                    seed: s.split_seed,
+                },
+            };
+            let external = s.external.clone().map(|mut t| {
+                t.owner = me.to_string();
+                t
+            });
+            let trainer = crate::described::load(m, model_dir, &s.data, &holdout, external)
                 .with_context(|| format!("--manifest {}", manifest.display()))?;
             tracing::info!(train = trainer.train_rows(), "model and data loaded");
             Ok(LocalData::Described(Arc::from(trainer)))
@@ -110,7 +123,7 @@ pub async fn run(s: SiloSettings) -> anyhow::Result<()> {
             me.role
         );
     }
-    let data = local_data(&s)?;
+    let data = local_data(&s, &me.name)?;
     let signing = creds.clone();
     let node = ClusterNode::start(ClusterConfig {
         credentials: creds,

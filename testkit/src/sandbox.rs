@@ -117,7 +117,7 @@ pub fn adapt_federation_file(path: &Path, rounds: u64) -> anyhow::Result<String>
     network.insert("listen".into(), "127.0.0.1:0".into());
     network.insert("kit".into(), "certs/coordinator".into());
     let mut model = section(&mut t, "model")?;
-    for key in ["schema", "initial"] {
+    for key in ["schema", "initial", "manifest"] {
         if let Some(p) = model.get(key).and_then(|v| v.as_str()) {
             let abs = base.join(p).display().to_string();
             model.insert(key.into(), abs.into());

@@ -18,7 +18,8 @@
 //! - [`tokenize`] — `tokenizer.json` to padded id batches;
 //! - [`exchange`] — the trainable tensors as named f32 values, out and back in;
 //! - [`prefix`] — the frozen layers below the lowest adapter, computed once per example;
-//! - [`train`] — AdamW fine-tuning and scoring.
+//! - [`train`] — AdamW fine-tuning and scoring;
+//! - [`private`] — the same under record-level DP-SGD (per-example clipping and noise).
 
 pub mod classifier;
 pub mod config;
@@ -28,6 +29,7 @@ pub mod exchange;
 pub mod lora;
 pub mod prefix;
 pub mod pretrained;
+pub mod private;
 pub mod tokenize;
 pub mod train;
 

@@ -95,32 +95,7 @@ pub fn fit_cached(
     s: &TrainSettings,
     mut cache: Option<&mut PrefixCache>,
 ) -> Result<(TextClassifier, Trained), TextError> {
-    let classes = model.head.weight.dims()[1];
-    check(texts, labels, classes)?;
-    if s.batch_size == 0 || s.epochs == 0 {
-        return Err(TextError::Setting {
-            key: "batch_size, epochs",
-            value: format!("{}, {}", s.batch_size, s.epochs),
-            allowed: "at least 1 each",
-        });
-    }
-    if !(s.learning_rate.is_finite() && s.learning_rate > 0.0) {
-        return Err(TextError::Setting {
-            key: "learning_rate",
-            value: s.learning_rate.to_string(),
-            allowed: "a positive number",
-        });
-    }
-    if !(s.weight_decay.is_finite()
-        && s.weight_decay >= 0.0
-        && s.learning_rate * s.weight_decay < 1.0)
-    {
-        return Err(TextError::Setting {
-            key: "weight_decay",
-            value: s.weight_decay.to_string(),
-            allowed: "0 or more, with learning_rate × weight_decay below 1",
-        });
-    }
+    check_settings(&model, texts, labels, s)?;
     let device = model.head.weight.device();
     device.seed(s.seed);
     let mut optim = AdamWConfig::new()
@@ -141,13 +116,13 @@ pub fn fit_cached(
         let (mut sum, mut n) = (0.0f64, 0usize);
         for batch in order.chunks(s.batch_size) {
             let docs: Vec<&str> = batch.iter().map(|i| texts[*i].as_str()).collect();
-            let logits = match (cache.as_deref_mut(), &frozen) {
-                (Some(c), Some(f)) => {
-                    let (states, mask) = c.batch(f, tokenizer, &docs, &device)?;
-                    model.forward_from(states, &mask, c.depth())
-                }
-                _ => model.forward(&tokenizer.encode(&docs, &device)?),
-            };
+            let logits = logits(
+                &model,
+                tokenizer,
+                &docs,
+                cache.as_deref_mut(),
+                frozen.as_ref(),
+            )?;
             let y: Vec<i64> = batch.iter().map(|i| labels[*i] as i64).collect();
             let y = Tensor::<1, Int>::from_data(TensorData::new(y, [batch.len()]), &device);
             let loss = loss_fn.forward(logits, y);
@@ -176,9 +151,64 @@ pub fn fit_cached(
     ))
 }
 
+/// The logits of `docs`: from the cached prefix's states when there is a cache (`frozen`
+/// computes missing ones), else through the whole model.
+pub(crate) fn logits(
+    model: &TextClassifier,
+    tokenizer: &TextTokenizer,
+    docs: &[&str],
+    cache: Option<&mut PrefixCache>,
+    frozen: Option<&crate::encoder::Encoder>,
+) -> Result<Tensor<2>, TextError> {
+    let device = model.head.weight.device();
+    Ok(match (cache, frozen) {
+        (Some(c), Some(f)) => {
+            let (states, mask) = c.batch(f, tokenizer, docs, &device)?;
+            model.forward_from(states, &mask, c.depth())
+        }
+        _ => model.forward(&tokenizer.encode(docs, &device)?),
+    })
+}
+
+/// Checks `s` for training on `texts` with `labels` under `model`'s head.
+pub(crate) fn check_settings(
+    model: &TextClassifier,
+    texts: &[String],
+    labels: &[usize],
+    s: &TrainSettings,
+) -> Result<(), TextError> {
+    let classes = model.head.weight.dims()[1];
+    check(texts, labels, classes)?;
+    if s.batch_size == 0 || s.epochs == 0 {
+        return Err(TextError::Setting {
+            key: "batch_size, epochs",
+            value: format!("{}, {}", s.batch_size, s.epochs),
+            allowed: "at least 1 each",
+        });
+    }
+    if !(s.learning_rate.is_finite() && s.learning_rate > 0.0) {
+        return Err(TextError::Setting {
+            key: "learning_rate",
+            value: s.learning_rate.to_string(),
+            allowed: "a positive number",
+        });
+    }
+    if !(s.weight_decay.is_finite()
+        && s.weight_decay >= 0.0
+        && s.learning_rate * s.weight_decay < 1.0)
+    {
+        return Err(TextError::Setting {
+            key: "weight_decay",
+            value: s.weight_decay.to_string(),
+            allowed: "0 or more, with learning_rate × weight_decay below 1",
+        });
+    }
+    Ok(())
+}
+
 /// A cached prefix may only cover layers without adapters: above them, adapters would be run
 /// frozen and never train.
-fn check_prefix(model: &TextClassifier, depth: usize) -> Result<(), TextError> {
+pub(crate) fn check_prefix(model: &TextClassifier, depth: usize) -> Result<(), TextError> {
     if depth > model.encoder.depth() {
         return Err(TextError::Setting {
             key: "prefix depth",

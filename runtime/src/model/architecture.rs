@@ -55,6 +55,12 @@ pub enum Architecture {
     Described(Described),
 }
 
+impl From<Described> for Architecture {
+    fn from(d: Described) -> Self {
+        Architecture::Described(d)
+    }
+}
+
 impl From<ModelSpec> for Architecture {
     fn from(spec: ModelSpec) -> Self {
         Architecture::Mlp(spec)

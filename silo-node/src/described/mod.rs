@@ -9,16 +9,20 @@
 //! | file | concern |
 //! |---|---|
 //! | `text` | the built-in text classifier ([`TextTrainer`]): fedsilo-text behind this trait |
+//! | `external` | any architecture, trained by the silo's own program ([`ExternalModel`]) |
+//! | `rows` | a CSV as whole rows, split by the silo, for an external program |
 //! | `recipe` | its `[settings]`: LoRA, sequence length, weight decay |
 //! | `text_data` | a text CSV read under the manifest's columns and classes |
 //! | `assets` | the manifest's files, checked by SHA-256 |
 //! | `scoring` | held-out figures from class probabilities |
 //!
-//! The built-in tabular MLP and the external program trainer are not behind this trait yet:
+//! The built-in tabular MLP (and its external-program variant) are not behind this trait yet:
 //! they keep their own paths in `trainer::jobs`.
 
 pub mod assets;
+pub mod external;
 pub mod recipe;
+pub mod rows;
 pub mod scoring;
 pub mod text;
 pub mod text_data;
@@ -28,6 +32,10 @@ use std::path::Path;
 use fedsilo::model::manifest::Manifest;
 use fedsilo::protocol::{EvalMetrics, TrainPlan};
 
+use crate::train::dp_sgd::DpSgd;
+
+pub use external::ExternalModel;
+pub use rows::Holdout;
 pub use text::TextTrainer;
 
 /// Why a described model cannot be loaded, trained or scored.
@@ -46,11 +54,14 @@ pub enum DescribedError {
     #[error(transparent)]
     Recipe(#[from] recipe::RecipeError),
     /// No trainer in this silo knows the architecture.
-    #[error("architecture `{0}`: this silo-node's built-in trainers know `{known}`", known = recipe::TEXT_CLASSIFIER)]
+    #[error("architecture `{0}`: this silo-node's built-in trainers know `{known}`; train another with --trainer PROGRAM", known = recipe::TEXT_CLASSIFIER)]
     UnknownArchitecture(String),
     /// The model built from the manifest's settings does not have the manifest's tensors.
     #[error("the manifest's trainable tensors do not match the model its settings build: {0}")]
     Layout(String),
+    /// The external program failed, or wrote something the manifest does not allow.
+    #[error(transparent)]
+    External(#[from] crate::external::ExternalError),
     /// The plan asks for something this trainer does not do.
     #[error("{0}")]
     Unsupported(String),
@@ -75,8 +86,16 @@ pub trait ModelTrainer: Send + Sync + std::fmt::Debug {
     fn train_rows(&self) -> usize;
     /// Why its training rows cannot train the task, if they cannot.
     fn unusable(&self) -> Option<String>;
-    /// Trains from `base` (the trainable values) for `plan`, shuffling with `seed`.
-    fn train(&self, base: &[f32], plan: &TrainPlan, seed: u64) -> Result<Fitted, DescribedError>;
+    /// Trains from `base` (the trainable values) for `plan`, shuffling with `seed`; with `dp`,
+    /// under the silo's own record-level DP-SGD (lots and noise from the operating system's
+    /// generator, not the seed).
+    fn train(
+        &self,
+        base: &[f32],
+        plan: &TrainPlan,
+        seed: u64,
+        dp: Option<DpSgd>,
+    ) -> Result<Fitted, DescribedError>;
     /// Scores `params` on the held-out rows with the metrics of the task.
     fn evaluate(&self, params: &[f32]) -> Result<EvalMetrics, DescribedError>;
     /// Class probabilities for each row of the CSV at `path` (the manifest's columns; the
@@ -85,17 +104,23 @@ pub trait ModelTrainer: Send + Sync + std::fmt::Debug {
 }
 
 /// The trainer for `manifest`'s architecture, over the assets in `model_dir` and the silo's
-/// CSV at `data` (split as `holdout` and `split_seed` say).
+/// CSV at `data` (its held-out rows as `holdout` says): the silo's own program when it names
+/// one (`external`), else the built-in trainer of the architecture.
 pub fn load(
     manifest: Manifest,
     model_dir: &Path,
     data: &Path,
-    holdout: f64,
-    split_seed: u64,
+    holdout: &Holdout,
+    external: Option<crate::external::ExternalTrainer>,
 ) -> Result<Box<dyn ModelTrainer>, DescribedError> {
+    if let Some(runner) = external {
+        return Ok(Box::new(ExternalModel::load(
+            manifest, model_dir, data, holdout, runner,
+        )?));
+    }
     match manifest.architecture.as_str() {
         recipe::TEXT_CLASSIFIER => Ok(Box::new(TextTrainer::load(
-            manifest, model_dir, data, holdout, split_seed,
+            manifest, model_dir, data, holdout,
         )?)),
         other => Err(DescribedError::UnknownArchitecture(other.to_string())),
     }

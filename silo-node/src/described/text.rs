@@ -12,15 +12,20 @@ use std::sync::Mutex;
 
 use burn::prelude::*;
 use fedsilo::model::manifest::Manifest;
+use fedsilo::privacy::noise::{add_gaussian, secure_rng};
 use fedsilo::protocol::{EvalMetrics, TrainPlan};
 use fedsilo_text::classifier::TextClassifier;
 use fedsilo_text::exchange::{set_trainable, trainable, Named};
 use fedsilo_text::prefix::PrefixCache;
 use fedsilo_text::pretrained::{load_encoder, ModelDir};
+use fedsilo_text::private::{self, fit_private};
 use fedsilo_text::tokenize::TextTokenizer;
 use fedsilo_text::train::{fit_cached, predict, TrainSettings};
 
+use crate::train::dp_sgd::DpSgd;
+
 use super::recipe::TextRecipe;
+use super::rows::Holdout;
 use super::scoring::class_metrics;
 use super::text_data::TextData;
 use super::{assets, DescribedError, Fitted, ModelTrainer};
@@ -99,15 +104,14 @@ impl TextTrainer {
         manifest: Manifest,
         model_dir: &Path,
         data: &Path,
-        holdout: f64,
-        split_seed: u64,
+        holdout: &Holdout,
     ) -> Result<Self, DescribedError> {
         let recipe = TextRecipe::from_table(&manifest.settings)?;
         assets::verify(&manifest, model_dir, &ASSETS)?;
         let classes = manifest.task.classes().len();
         let built = build(&recipe, model_dir, classes, 0)?;
         check_layout(&manifest, &trainable(&built.model))?;
-        let data = TextData::load(data, &manifest, holdout, split_seed)?;
+        let data = TextData::read(data, holdout, &manifest)?;
         Ok(TextTrainer {
             held: Mutex::new(Held {
                 model: built.model,
@@ -219,7 +223,13 @@ impl ModelTrainer for TextTrainer {
         self.data.single_class(&self.manifest)
     }
 
-    fn train(&self, base: &[f32], plan: &TrainPlan, seed: u64) -> Result<Fitted, DescribedError> {
+    fn train(
+        &self,
+        base: &[f32],
+        plan: &TrainPlan,
+        seed: u64,
+        dp: Option<DpSgd>,
+    ) -> Result<Fitted, DescribedError> {
         if plan.prox_mu > 0.0 {
             return Err(DescribedError::Unsupported(format!(
                 "plan.prox_mu = {}: FedProx is not supported by the text classifier yet",
@@ -235,14 +245,31 @@ impl ModelTrainer for TextTrainer {
         };
         let mut held = self.lock();
         let model = self.with(&held.model, base)?;
-        let (trained, out) = fit_cached(
-            model,
-            &self.tokenizer,
-            &self.data.train.texts,
-            &self.data.train.labels,
-            &settings,
-            Some(&mut held.cache),
-        )?;
+        let (texts, labels) = (&self.data.train.texts, &self.data.train.labels);
+        let (trained, out) = match dp {
+            None => fit_cached(
+                model,
+                &self.tokenizer,
+                texts,
+                labels,
+                &settings,
+                Some(&mut held.cache),
+            )?,
+            Some(dp) => fit_private(
+                model,
+                &self.tokenizer,
+                texts,
+                labels,
+                &settings,
+                private::DpSgd {
+                    clip: dp.clip as f64,
+                    noise_multiplier: dp.noise_multiplier as f64,
+                },
+                Some(&mut held.cache),
+                &mut secure_rng(),
+                &mut |v, std| add_gaussian(v, std, &mut secure_rng()),
+            )?,
+        };
         Ok(Fitted {
             params: flatten(&self.manifest, trainable(&trained))?,
             loss: out.last_epoch_loss,

@@ -1,30 +1,19 @@
-//! A silo's text CSV, read under a model's manifest: the text column(s) joined with a space,
-//! the label column mapped to the task's classes. A label the task does not declare is an
-//! error naming the file, line, column and the allowed values (never guessed, case included);
-//! an empty label skips the row; an empty text is kept (the tokenizer gives it the special
-//! tokens only). Rows are split into training and held-out rows as the tabular data is: shuffled
-//! with the split seed, the held-out fraction rounded, at least one row on each side.
+//! A silo's text CSV, read under a model's manifest: the rows read, labelled and split as
+//! [`super::rows`] does it (a label the task does not declare is an error naming the file,
+//! line, column and the allowed classes; an empty label skips the row; the split is seeded, or
+//! a held-out file of the silo's own), then each row's text columns joined with a space (an
+//! empty text is kept: the tokenizer gives it the special tokens only).
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use fedsilo::model::manifest::Manifest;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
+
+use super::rows::Holdout;
+use super::rows::Rows;
+pub use super::rows::TextDataError;
 
 /// The longest text cell kept, in bytes (the tokenizer truncates far below this anyway).
 pub const MAX_TEXT_BYTES: usize = 64 * 1024;
-
-/// Why a text CSV cannot be used: the file and what is wrong.
-#[derive(Debug, thiserror::Error)]
-#[error("{origin}: {message}")]
-pub struct TextDataError {
-    /// The file.
-    pub origin: String,
-    /// What is wrong, with the line and column where there is one.
-    pub message: String,
-}
 
 /// Texts and their class indices.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -57,20 +46,14 @@ pub struct TextData {
     pub skipped_rows: usize,
 }
 
-/// Where the manifest's columns are in a file.
-struct Columns {
-    text: Vec<usize>,
-    label: Option<usize>,
-}
-
-/// Opens `path` and finds the manifest's text columns (each required) and its label column.
-fn open(
+/// The indices of the manifest's text columns in `header`, each required.
+fn text_columns(
     path: &Path,
+    header: &csv::StringRecord,
     manifest: &Manifest,
-) -> Result<(csv::Reader<std::fs::File>, Columns), TextDataError> {
-    let origin = path.display().to_string();
+) -> Result<Vec<usize>, TextDataError> {
     let bad = |message: String| TextDataError {
-        origin: origin.clone(),
+        origin: path.display().to_string(),
         message,
     };
     if manifest.data.text.is_empty() {
@@ -79,27 +62,19 @@ fn open(
                 .into(),
         ));
     }
-    let mut rdr = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_path(path)
-        .map_err(|e| bad(e.to_string()))?;
-    let headers = rdr.headers().map_err(|e| bad(e.to_string()))?.clone();
-    let index: HashMap<&str, usize> = headers.iter().enumerate().map(|(i, h)| (h, i)).collect();
-    let text = manifest
+    manifest
         .data
         .text
         .iter()
         .map(|name| {
-            index.get(name.as_str()).copied().ok_or_else(|| {
+            header.iter().position(|h| h == name).ok_or_else(|| {
                 bad(format!(
                     "column `{name}` named in the manifest's [data] is missing; the file has: {}",
-                    headers.iter().collect::<Vec<_>>().join(", ")
+                    header.iter().collect::<Vec<_>>().join(", ")
                 ))
             })
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    let label = index.get(manifest.data.label.as_str()).copied();
-    Ok((rdr, Columns { text, label }))
+        .collect()
 }
 
 /// A row's text columns joined with a space, cut at [`MAX_TEXT_BYTES`].
@@ -124,100 +99,57 @@ fn joined(rec: &csv::StringRecord, columns: &[usize]) -> String {
 
 /// The texts of every row of `path` (for scoring: the label column may be absent).
 pub fn read_texts(path: &Path, manifest: &Manifest) -> Result<Vec<String>, TextDataError> {
-    let (mut rdr, columns) = open(path, manifest)?;
-    rdr.records()
-        .enumerate()
-        .map(|(i, rec)| {
-            rec.map(|r| joined(&r, &columns.text))
-                .map_err(|e| TextDataError {
-                    origin: path.display().to_string(),
-                    message: format!("line {}: {e}", i + 2),
-                })
-        })
-        .collect()
+    let (header, rows) = Rows::unlabelled(path)?;
+    let columns = text_columns(path, &header, manifest)?;
+    Ok(rows.iter().map(|r| joined(r, &columns)).collect())
 }
 
 impl TextData {
-    /// Reads `path` under `manifest` and splits it (see the module documentation);
-    /// `holdout` in (0, 1] (1: every row is held out, for a central hold-out).
+    /// Reads the silo's rows as `holdout` says (see the module documentation).
+    pub fn read(
+        data: &Path,
+        holdout: &Holdout,
+        manifest: &Manifest,
+    ) -> Result<Self, TextDataError> {
+        let rows = Rows::read(data, holdout, manifest)?;
+        let columns = text_columns(data, &rows.header, manifest)?;
+        let texts = |records: &[csv::StringRecord]| -> Vec<String> {
+            records.iter().map(|r| joined(r, &columns)).collect()
+        };
+        Ok(TextData {
+            train: TextSplit {
+                texts: texts(&rows.train),
+                labels: rows.train_labels.clone(),
+            },
+            holdout: TextSplit {
+                texts: texts(&rows.holdout),
+                labels: rows.holdout_labels.clone(),
+            },
+            skipped_rows: rows.skipped,
+        })
+    }
+
+    /// [`TextData::read`] with a seeded fraction `holdout` of `path` held out.
     pub fn load(
         path: &Path,
         manifest: &Manifest,
         holdout: f64,
         seed: u64,
     ) -> Result<Self, TextDataError> {
-        let origin = path.display().to_string();
-        let bad = |message: String| TextDataError {
-            origin: origin.clone(),
-            message,
-        };
-        if !(holdout > 0.0 && holdout <= 1.0) {
-            return Err(bad(format!("holdout fraction {holdout} must be in (0, 1]")));
-        }
-        let (mut rdr, columns) = open(path, manifest)?;
-        let (text_cols, label_col) = (
-            columns.text,
-            columns.label.ok_or_else(|| {
-                bad(format!(
-                    "column `{}` named in the manifest's [data] as the label is missing",
-                    manifest.data.label
-                ))
-            })?,
-        );
-        let classes = manifest.task.classes();
-        let mut all = TextSplit::default();
-        let mut skipped_rows = 0;
-        for (i, rec) in rdr.records().enumerate() {
-            let line = i + 2;
-            let rec = rec.map_err(|e| bad(format!("line {line}: {e}")))?;
-            let cell = rec.get(label_col).unwrap_or("").trim();
-            if cell.is_empty() {
-                skipped_rows += 1;
-                continue;
-            }
-            let Some(label) = manifest.task.class_of(cell) else {
-                return Err(bad(format!(
-                    "line {line}, column `{}`: label `{cell}` is not one of the manifest's classes ({}); labels are compared exactly, case included",
-                    manifest.data.label,
-                    classes.iter().map(|c| format!("{c:?}")).collect::<Vec<_>>().join(", ")
-                )));
-            };
-            all.texts.push(joined(&rec, &text_cols));
-            all.labels.push(label);
-        }
-        if all.len() < 2 {
-            return Err(bad(format!("{} usable rows; need at least 2", all.len())));
-        }
-        let mut order: Vec<usize> = (0..all.len()).collect();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
-        let n_hold = if holdout >= 1.0 {
-            all.len()
-        } else {
-            ((all.len() as f64 * holdout).round() as usize).clamp(1, all.len() - 1)
-        };
-        let pick = |rows: &[usize]| TextSplit {
-            texts: rows.iter().map(|&r| all.texts[r].clone()).collect(),
-            labels: rows.iter().map(|&r| all.labels[r]).collect(),
-        };
-        Ok(TextData {
-            holdout: pick(&order[..n_hold]),
-            train: pick(&order[n_hold..]),
-            skipped_rows,
-        })
+        Self::read(
+            path,
+            &Holdout::Fraction {
+                fraction: holdout,
+                seed,
+            },
+            manifest,
+        )
     }
 
     /// Why the training rows cannot train the task, if they cannot: all one class. Said at
     /// the schema check, as for tabular data.
     pub fn single_class(&self, manifest: &Manifest) -> Option<String> {
-        let first = *self.train.labels.first()?;
-        self.train.labels.iter().all(|l| *l == first).then(|| {
-            format!(
-                "its training split has a single class: all {} rows are {:?} in column `{}`; a classifier needs at least two",
-                self.train.len(),
-                manifest.task.classes()[first],
-                manifest.data.label
-            )
-        })
+        super::rows::single_class(&self.train.labels, manifest)
     }
 }
 
@@ -283,7 +215,7 @@ shape = [4, 2]
             e.contains("line 3") && e.contains("`Great`") && e.contains("\"great\""),
             "{e}"
         );
-        let f = file("title,text,score\na,b,great\n");
+        let f = file("title,text,score\na,b,great\nc,d,other\n");
         let e = TextData::load(f.path(), &manifest(), 0.5, 1)
             .unwrap_err()
             .to_string();
@@ -291,6 +223,20 @@ shape = [4, 2]
             e.contains("column `review`") && e.contains("title, text, score"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_split_the_silo_made_is_kept() {
+        let train = file("title,review,score\na,b,great\nc,d,other\n");
+        let hold = file("title,review,score\ne,f,other\ng,h,great\ni,j,great\n");
+        let d = TextData::read(
+            train.path(),
+            &Holdout::File(hold.path().to_path_buf()),
+            &manifest(),
+        )
+        .unwrap();
+        assert_eq!(d.train.labels, vec![1, 0]);
+        assert_eq!(d.holdout.texts, vec!["e f", "g h", "i j"]);
     }
 
     #[test]

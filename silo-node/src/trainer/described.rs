@@ -16,6 +16,7 @@ use super::refusal::Refusal;
 use super::requests::{Job, Training};
 use super::state::TrainerState;
 use crate::described::ModelTrainer;
+use crate::train::dp_sgd::schedule;
 
 /// The schema check's answer: the manifest's digest stands for the schema, and no feature
 /// sums (nothing is scaled).
@@ -47,10 +48,15 @@ fn trainer_for(state: &TrainerState, d: &Described) -> Result<Arc<dyn ModelTrain
     }
 }
 
-/// The model `m`, checked to be of `d`'s size.
-fn held(state: &TrainerState, m: &ModelRef, d: &Described) -> Result<Arc<Vec<f32>>, Refusal> {
+/// The model `m`, checked to be of the size of this silo's own manifest (the request's list of
+/// tensors is never used: only its manifest digest, already checked).
+fn held(
+    state: &TrainerState,
+    m: &ModelRef,
+    trainer: &dyn ModelTrainer,
+) -> Result<Arc<Vec<f32>>, Refusal> {
     let p = state.model(m)?;
-    if p.len() != d.layout().len {
+    if p.len() != trainer.manifest().described().layout().len {
         return Err(Refusal::Size("model"));
     }
     Ok(p)
@@ -77,7 +83,11 @@ pub(super) fn start_training(
             holds: state.args.data.describe(),
         });
     }
-    let params = held(state, &base, d)?;
+    let params = held(state, &base, trainer.as_ref())?;
+    // The silo's own DP-SGD, charged (and synced) before any training starts.
+    state.charge_dp_sgd(round, &plan)?;
+    let dp = state.args.dp_sgd.as_ref().map(|c| c.dp);
+    let spent = dp.map(|_| schedule(trainer.train_rows(), plan.batch_size as usize, plan.epochs));
     state.busy = Some(round);
     let masked = state.secagg.as_ref().is_some_and(|p| p.round() == round);
     if masked {
@@ -93,7 +103,7 @@ pub(super) fn start_training(
         job: Box::new(move || -> Result<Trained, Refusal> {
             let started = Instant::now();
             let seed = plan.seed ^ name_seed(&name);
-            let fitted = trainer.train(&params, &plan, seed)?;
+            let fitted = trainer.train(&params, &plan, seed, dp)?;
             let update: Vec<f32> = fitted
                 .params
                 .iter()
@@ -108,7 +118,7 @@ pub(super) fn start_training(
                 fitted.loss,
                 started,
                 &plan,
-                None,
+                spent,
             ))
         }),
     })
@@ -117,7 +127,7 @@ pub(super) fn start_training(
 /// Scores `model` on the held-out rows, as a job.
 pub(super) fn score(state: &TrainerState, model: ModelRef, d: &Described) -> Result<Job, Refusal> {
     let trainer = trainer_for(state, d)?;
-    let params = held(state, &model, d)?;
+    let params = held(state, &model, trainer.as_ref())?;
     Ok(Box::new(move || match trainer.evaluate(&params) {
         Ok(m) => Response::Evaluated(m),
         Err(e) => super::state::err(Refusal::from(e)),
@@ -133,13 +143,13 @@ pub(super) fn local_baseline(
     rounds: u32,
 ) -> Result<Job, Refusal> {
     let trainer = trainer_for(state, d)?;
-    let params = held(state, &initial, d)?;
+    let params = held(state, &initial, trainer.as_ref())?;
     let name = state.args.name.clone();
     Ok(Box::new(move || {
         let mut p = params.to_vec();
         for r in 0..rounds as u64 {
             let seed = plan.seed.wrapping_add(r) ^ Digest::of_bytes(name.as_bytes()).0[0] as u64;
-            match trainer.train(&p, &plan, seed) {
+            match trainer.train(&p, &plan, seed, None) {
                 Ok(f) => p = f.params,
                 Err(e) => return super::state::err(Refusal::from(e)),
             }

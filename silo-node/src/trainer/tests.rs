@@ -251,3 +251,152 @@ async fn models_are_checked_chunk_by_chunk_and_against_their_digest() {
         .unwrap_err();
     assert!(e.to_string().contains("inputs"), "{e}");
 }
+
+/// A described model's trainer stand-in: two values, each round adds one to each.
+#[derive(Debug)]
+struct Plus1(fedsilo::model::manifest::Manifest);
+
+impl crate::described::ModelTrainer for Plus1 {
+    fn manifest(&self) -> &fedsilo::model::manifest::Manifest {
+        &self.0
+    }
+    fn train_rows(&self) -> usize {
+        7
+    }
+    fn unusable(&self) -> Option<String> {
+        None
+    }
+    fn train(
+        &self,
+        base: &[f32],
+        _: &TrainPlan,
+        _: u64,
+        _: Option<crate::train::dp_sgd::DpSgd>,
+    ) -> Result<crate::described::Fitted, crate::described::DescribedError> {
+        Ok(crate::described::Fitted {
+            params: base.iter().map(|v| v + 1.0).collect(),
+            loss: 0.5,
+            examples: 7,
+        })
+    }
+    fn evaluate(
+        &self,
+        params: &[f32],
+    ) -> Result<fedsilo::protocol::EvalMetrics, crate::described::DescribedError> {
+        Ok(fedsilo::protocol::EvalMetrics {
+            examples: 3,
+            loss: params[0] as f64,
+            accuracy: 1.0,
+            auc: Some(0.75),
+            personalized: None,
+        })
+    }
+    fn predict(
+        &self,
+        _: &[f32],
+        _: &std::path::Path,
+    ) -> Result<Vec<Vec<f32>>, crate::described::DescribedError> {
+        Ok(vec![])
+    }
+}
+
+/// A silo that trains a described model answers through its trainer, and refuses the MLP
+/// and any other manifest; a tabular silo refuses a described model.
+#[tokio::test]
+async fn a_described_model_goes_to_its_trainer_and_nothing_else_does() {
+    let manifest = fedsilo::model::manifest::Manifest::parse(
+        "architecture = \"x\"\n[task]\nkind = \"binary\"\nclasses = [\"n\", \"p\"]\n[data]\nlabel = \"y\"\n[[trainable]]\nname = \"w\"\nshape = [2]\n",
+    )
+    .unwrap();
+    let described = manifest.described();
+    let args = TrainerArgs {
+        name: "t".into(),
+        data: super::LocalData::Described(Arc::new(Plus1(manifest.clone()))),
+        faults: Default::default(),
+        dp_sgd: None,
+        credentials: None,
+        external: None,
+        metrics: Arc::default(),
+    };
+    let t = Actor::spawn(None, TrainerActor, args).await.unwrap().0;
+    let ask = |req: Request| {
+        let t = t.clone();
+        async move { call(&t, &req, Duration::from_secs(5), "t").await }
+    };
+    let Response::FeatureStats(st) = ask(Request::FeatureStats).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        (st.schema_digest, st.rows, st.count.len()),
+        (manifest.digest, 7, 0)
+    );
+    let p = vec![0.25f32, -1.0];
+    let model = ModelRef {
+        version: 0,
+        digest: Digest::of_f32(&p),
+    };
+    ask(Request::PutModel {
+        model,
+        offset: 0,
+        total: 2,
+        values: p.clone(),
+    })
+    .await
+    .unwrap();
+    let none = Scaling {
+        mean: vec![],
+        std: vec![],
+    };
+    let train = |spec: fedsilo::model::Architecture| Request::Train {
+        round: 1,
+        base: model,
+        spec,
+        plan: plan(),
+        scaling: none.clone(),
+    };
+    let mut other = described.clone();
+    other.manifest = Digest::of_bytes(b"another manifest");
+    let (mlp, _, _) = tiny_model();
+    for wrong in [fedsilo::model::Architecture::Described(other), mlp.into()] {
+        let e = ask(train(wrong)).await.unwrap_err().to_string();
+        assert!(e.contains("this silo was started for the `x` model"), "{e}");
+    }
+    let Response::Trained(r) = ask(train(described.clone().into())).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!((r.examples, r.update_len), (7, 2));
+    let Response::UpdateChunk { values } = ask(Request::FetchUpdate {
+        round: 1,
+        offset: 0,
+        len: 2,
+    })
+    .await
+    .unwrap() else {
+        panic!()
+    };
+    assert_eq!(values, vec![1.0, 1.0]);
+    let Response::Evaluated(m) = ask(Request::Evaluate {
+        model,
+        spec: described.clone().into(),
+        scaling: none.clone(),
+        personalize: None,
+        lora: None,
+    })
+    .await
+    .unwrap() else {
+        panic!()
+    };
+    assert_eq!((m.auc, m.loss), (Some(0.75), 0.25));
+    // A tabular silo refuses the described model.
+    let tabular = trainer().await;
+    let e = call(
+        &tabular,
+        &train(described.into()),
+        Duration::from_secs(5),
+        "t",
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("tabular data under a schema"), "{e}");
+}
