@@ -41,49 +41,36 @@ fn slice(dir: &Path, name: &str, from: usize, rows: usize) -> PathBuf {
     path
 }
 
-/// Runs `fedsilo-model text` for the slice's model: (manifest, initial values).
+/// `fedsilo-model text` for the reviews' columns into `out`, with `extra` arguments.
+fn fedsilo_model(out: &Path, extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_fedsilo-model"))
+        .args(["text", "--model-dir", arg(&model_dir())])
+        .args(["--text", "review", "--label", "score"])
+        .args(["--classes", "other,great", "--out", arg(out)])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// Prepares the slice's model: (manifest, initial values).
 fn prepare(dir: &Path) -> (PathBuf, PathBuf) {
     let out = dir.join("model");
-    let done = Command::new(env!("CARGO_BIN_EXE_fedsilo-model"))
-        .args(["text", "--model-dir", arg(&model_dir())])
-        .args([
-            "--text",
-            "review",
-            "--label",
-            "score",
-            "--classes",
-            "other,great",
-        ])
-        .args([
-            "--lora-rank",
-            "4",
-            "--lora-layers",
-            "4,5",
-            "--max-length",
-            "32",
-        ])
-        .args(["--out", arg(&out)])
-        .output()
-        .unwrap();
+    let lora = [
+        "--lora-rank",
+        "4",
+        "--lora-layers",
+        "4,5",
+        "--max-length",
+        "32",
+    ];
+    let done = fedsilo_model(&out, &lora);
     assert!(
         done.status.success(),
         "{}",
         String::from_utf8_lossy(&done.stderr)
     );
     // A second run would overwrite what a federation may use: refused.
-    let again = Command::new(env!("CARGO_BIN_EXE_fedsilo-model"))
-        .args(["text", "--model-dir", arg(&model_dir())])
-        .args([
-            "--text",
-            "review",
-            "--label",
-            "score",
-            "--classes",
-            "other,great",
-        ])
-        .args(["--out", arg(&out)])
-        .output()
-        .unwrap();
+    let again = fedsilo_model(&out, &[]);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("does not overwrite"));
     (out.join("manifest.toml"), out.join("initial.safetensors"))
