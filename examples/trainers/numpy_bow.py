@@ -135,6 +135,7 @@ def main(argv):
         onehot = np.eye(len(classes), dtype=np.float32)[y]
         rng = np.random.default_rng(req["seed"])
         lr, batch = req["learning_rate"], max(1, req["batch_size"])
+        mu, w0, b0 = req.get("prox_mu", 0.0), w.copy(), b.copy()
         loss = 0.0
         for _ in range(req["epochs"]):
             order = rng.permutation(len(rows))
@@ -144,8 +145,9 @@ def main(argv):
                 p = softmax(x[idx] @ w + b)
                 total += -np.log(np.clip(p[np.arange(len(idx)), y[idx]], 1e-7, 1.0)).sum()
                 g = (p - onehot[idx]) / len(idx)
-                w -= lr * (x[idx].T @ g)
-                b -= lr * g.sum(axis=0)
+                # FedProx: the proximal term's gradient mu * (theta - theta_0).
+                w -= lr * (x[idx].T @ g + mu * (w - w0))
+                b -= lr * (g.sum(axis=0) + mu * (b - b0))
             loss = total / len(rows)
         if fail == "wrong-shape":
             w = w[:-1]

@@ -118,6 +118,7 @@ fn main() {
         learning_rate: 1e-4,
         weight_decay: 0.01,
         seed: 1,
+        prox_mu: 0.0,
     };
     let (h, f, layers) = (
         config.hidden_size as f64,

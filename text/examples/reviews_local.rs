@@ -108,6 +108,7 @@ fn main() {
                 learning_rate: 2e-3,
                 weight_decay: 0.01,
                 seed: 1,
+                prox_mu: 0.0,
             };
             let (clf, _) =
                 fit_cached(clf, &tok, texts, labels, &s, Some(&mut cache)).expect("train");

@@ -30,6 +30,7 @@ pub mod lora;
 pub mod prefix;
 pub mod pretrained;
 pub mod private;
+pub(crate) mod proximal;
 pub mod tokenize;
 pub mod train;
 

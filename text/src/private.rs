@@ -10,15 +10,15 @@
 //! gradient, so nothing about them needs protecting. The noise and the lots come from the
 //! caller (fedsilo draws both from the operating system's generator), not from the plan's seed.
 
-use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::module::ParamId;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use rand::{Rng, RngCore};
 
 use crate::classifier::TextClassifier;
-use crate::exchange::is_trainable;
 use crate::prefix::PrefixCache;
+use crate::proximal::{add_proximal, put, take, trainable_params};
 use crate::tokenize::TextTokenizer;
 use crate::train::{check_prefix, check_settings, logits, TrainSettings, Trained};
 use crate::TextError;
@@ -42,44 +42,16 @@ pub fn schedule(n: usize, batch_size: usize, epochs: u32) -> (f64, u64) {
     )
 }
 
-/// The trainable parameters' ids and shapes, in the model's order.
-struct Trainables {
-    path: Vec<String>,
-    out: Vec<(ParamId, Vec<usize>)>,
-}
-
-impl ModuleVisitor for Trainables {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_owned());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-        if is_trainable(&self.path.join(".")) {
-            self.out.push((p.id, p.lazy_shape().dims::<D>().to_vec()));
-        }
-    }
-}
-
 /// One parameter's gradient as values (zeros when it got none).
-fn values(grads: &GradientsParams, id: ParamId, shape: &[usize]) -> Result<Vec<f32>, TextError> {
-    let t = match shape.len() {
-        1 => grads.get::<1>(id).map(|t| t.into_data()),
-        2 => grads.get::<2>(id).map(|t| t.into_data()),
-        d => {
-            return Err(TextError::Data(format!(
-                "DP-SGD: a trainable tensor of {d} dimensions"
-            )))
-        }
-    };
-    match t {
-        None => Ok(vec![0.0; shape.iter().product()]),
-        Some(data) => data
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .map_err(|e| TextError::Data(format!("{e:?}"))),
-    }
+fn values(
+    grads: &mut GradientsParams,
+    id: ParamId,
+    shape: &[usize],
+) -> Result<Vec<f32>, TextError> {
+    Ok(match take(grads, id, shape)? {
+        Some((v, _)) => v,
+        None => vec![0.0; shape.iter().product()],
+    })
 }
 
 /// [`crate::train::fit_cached`] under DP-SGD (see the module documentation). `noise` adds
@@ -119,18 +91,24 @@ pub fn fit_private(
         .init();
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let frozen = cache.as_ref().map(|_| model.encoder.valid());
-    let mut visitor = Trainables {
-        path: Vec::new(),
-        out: Vec::new(),
-    };
-    model.visit(&mut visitor);
-    let params = visitor.out;
+    let anchor = trainable_params(&model);
+    let params: Vec<(ParamId, Vec<usize>)> =
+        anchor.iter().map(|t| (t.id, t.shape.clone())).collect();
     let n = texts.len();
     let (q, steps) = schedule(n, s.batch_size, s.epochs);
     let lot = s.batch_size.clamp(1, n) as f32;
     let (mut loss_sum, mut loss_n) = (0.0f64, 0usize);
-    // The backend device of gradients, from the first one computed.
-    let mut grad_device = None;
+    // The device gradients live on, from a backward pass through no data: every step, even
+    // one whose lot is empty by chance, is then noised and taken, as the accountant assumes.
+    let gd = {
+        let shape = model.head.weight.dims().to_vec();
+        let mut probe =
+            GradientsParams::from_grads(model.head.weight.val().sum().backward(), &model);
+        match take(&mut probe, model.head.weight.id, &shape)? {
+            Some((_, d)) => d,
+            None => return Err(TextError::Data("DP-SGD: the head has no gradient".into())),
+        }
+    };
     for step in 0..steps {
         let mut sums: Vec<Vec<f32>> = params
             .iter()
@@ -159,17 +137,11 @@ pub fn fit_private(
             }
             loss_sum += value as f64;
             loss_n += 1;
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            if grad_device.is_none() {
-                grad_device = params.iter().find_map(|(id, shape)| match shape.len() {
-                    1 => grads.get::<1>(*id).map(|t| t.device()),
-                    _ => grads.get::<2>(*id).map(|t| t.device()),
-                });
+            let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+            let mut g = Vec::with_capacity(params.len());
+            for (id, shape) in &params {
+                g.push(values(&mut grads, *id, shape)?);
             }
-            let g = params
-                .iter()
-                .map(|(id, shape)| values(&grads, *id, shape))
-                .collect::<Result<Vec<_>, _>>()?;
             let norm = g
                 .iter()
                 .flatten()
@@ -187,20 +159,15 @@ pub fn fit_private(
                 }
             }
         }
-        // Until the first text is sampled there is no gradient to update with: such a step
-        // (its lot empty by chance, whatever the data) takes no step at all.
-        let Some(gd) = grad_device.as_ref() else {
-            continue;
-        };
         let mut update = GradientsParams::new();
         for ((id, shape), mut sum) in params.iter().zip(sums) {
             noise(&mut sum, dp.noise_multiplier * dp.clip);
             sum.iter_mut().for_each(|v| *v /= lot);
-            let data = TensorData::new(sum, shape.clone());
-            match shape.len() {
-                1 => update.register::<1>(*id, Tensor::from_data(data, gd)),
-                _ => update.register::<2>(*id, Tensor::from_data(data, gd)),
-            }
+            put(&mut update, *id, shape, sum, &gd);
+        }
+        if s.prox_mu > 0.0 {
+            // FedProx's gradient depends on no text: added after the noise, it costs nothing.
+            add_proximal(&mut update, &model, &anchor, s.prox_mu)?;
         }
         model = optim.step(s.learning_rate, model, update);
     }

@@ -354,6 +354,7 @@ fn only_the_adapters_and_the_head_train_and_the_loss_falls() {
         learning_rate: 0.01,
         weight_decay: 0.0,
         seed: 7,
+        prox_mu: 0.0,
     };
     let (_, first) = fit(
         model.clone(),
@@ -532,6 +533,7 @@ fn a_diverging_run_is_an_error_not_an_update() {
         learning_rate: 1e38,
         weight_decay: 0.0,
         seed: 1,
+        prox_mu: 0.0,
     };
     let e = fit(model.clone(), &tok, &texts, &labels, &s).unwrap_err();
     assert!(matches!(e, TextError::Diverged { .. }), "{e}");
@@ -623,6 +625,7 @@ fn training_above_a_cached_frozen_prefix_is_training_the_whole_model() {
         learning_rate: 0.01,
         weight_decay: 0.01,
         seed: 3,
+        prox_mu: 0.0,
     };
     let (plain, plain_report) = fit(model.clone(), &tok, &texts, &labels, &s).unwrap();
     let mut cache = crate::prefix::PrefixCache::new(lora.frozen_prefix());
@@ -685,6 +688,7 @@ fn dp_sgd_clips_each_text_and_adds_the_noise_it_is_told() {
         learning_rate: 0.01,
         weight_decay: 0.0,
         seed: 7,
+        prox_mu: 0.0,
     };
     // The norm of each step's sum, from the values the noise is asked to cover.
     let sums = |clip: f64, z: f64| {
@@ -721,7 +725,8 @@ fn dp_sgd_clips_each_text_and_adds_the_noise_it_is_told() {
     let (norms, stds, report) = sums(clip, z);
     let (_, steps) = schedule(10, 4, 3);
     assert_eq!(report.steps, steps);
-    assert!(!norms.is_empty() && norms.len() as u64 <= steps);
+    // Every step is noised and taken, an empty lot too.
+    assert_eq!(norms.len() as u64, steps);
     assert!(
         stds.iter().all(|s| (*s - z * clip).abs() < 1e-12),
         "{stds:?}"
@@ -762,4 +767,55 @@ fn dp_sgd_clips_each_text_and_adds_the_noise_it_is_told() {
     let p = predict(&trained, &tok, &texts, 4).unwrap();
     let right = p.iter().zip(&labels).filter(|(q, y)| q[**y] > 0.5).count();
     assert!(right >= 8, "{right} of 10 right: {p:?}");
+}
+
+/// FedProx keeps the trained tensors nearer the round's start than plain training from the
+/// same start and seed, and a negative μ is refused.
+#[test]
+fn fedprox_keeps_the_adapters_near_the_global_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = Device::flex().autodiff();
+    let lora = LoraSettings {
+        rank: 2,
+        alpha: 4.0,
+        ..LoraSettings::default()
+    };
+    let (model, tok) = classifier(dir.path(), &lora, &device);
+    let start: Vec<f32> = trainable(&model)
+        .into_iter()
+        .flat_map(|n| n.values)
+        .collect();
+    let (texts, labels) = toy_data();
+    let moved = |mu: f64| -> f64 {
+        let s = TrainSettings {
+            epochs: 20,
+            batch_size: 4,
+            learning_rate: 0.01,
+            weight_decay: 0.0,
+            seed: 3,
+            prox_mu: mu,
+        };
+        let (trained, _) = fit(model.clone(), &tok, &texts, &labels, &s).unwrap();
+        trainable(&trained)
+            .into_iter()
+            .flat_map(|n| n.values)
+            .zip(&start)
+            .map(|(a, b)| ((a - b) as f64).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    };
+    let (plain, prox) = (moved(0.0), moved(20.0));
+    assert!(
+        prox < 0.7 * plain,
+        "moved {plain} plain, {prox} with FedProx"
+    );
+    let bad = TrainSettings {
+        prox_mu: -1.0,
+        ..TrainSettings::default()
+    };
+    let e = fit(model, &tok, &texts, &labels, &bad).unwrap_err();
+    assert!(
+        matches!(e, TextError::Setting { key: "prox_mu", .. }),
+        "{e}"
+    );
 }

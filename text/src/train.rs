@@ -13,6 +13,7 @@ use rand::SeedableRng;
 
 use crate::classifier::TextClassifier;
 use crate::prefix::PrefixCache;
+use crate::proximal::{add_proximal, trainable_params};
 use crate::tokenize::TextTokenizer;
 use crate::TextError;
 
@@ -29,6 +30,8 @@ pub struct TrainSettings {
     pub weight_decay: f64,
     /// Seed of the shuffling.
     pub seed: u64,
+    /// FedProx's μ ([`crate::proximal`]; 0: plain training).
+    pub prox_mu: f64,
 }
 
 impl Default for TrainSettings {
@@ -39,6 +42,7 @@ impl Default for TrainSettings {
             learning_rate: 1e-3,
             weight_decay: 0.01,
             seed: 0,
+            prox_mu: 0.0,
         }
     }
 }
@@ -108,6 +112,7 @@ pub fn fit_cached(
     }
     // An inference-mode copy (no dropout, no gradients) computes the prefixes.
     let frozen = cache.as_ref().map(|_| model.encoder.valid());
+    let anchor = (s.prox_mu > 0.0).then(|| trainable_params(&model));
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(s.seed);
     let mut order: Vec<usize> = (0..texts.len()).collect();
     let (mut last, mut steps) = (0.0, 0u64);
@@ -135,7 +140,10 @@ pub fn fit_cached(
             }
             sum += value as f64 * batch.len() as f64;
             n += batch.len();
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+            if let Some(a) = &anchor {
+                add_proximal(&mut grads, &model, a, s.prox_mu)?;
+            }
             model = optim.step(s.learning_rate, model, grads);
             steps += 1;
         }
@@ -201,6 +209,13 @@ pub(crate) fn check_settings(
             key: "weight_decay",
             value: s.weight_decay.to_string(),
             allowed: "0 or more, with learning_rate × weight_decay below 1",
+        });
+    }
+    if !(s.prox_mu.is_finite() && s.prox_mu >= 0.0) {
+        return Err(TextError::Setting {
+            key: "prox_mu",
+            value: s.prox_mu.to_string(),
+            allowed: "0 (plain training) or a positive number",
         });
     }
     Ok(())

@@ -114,9 +114,6 @@ fn model(cfg: &FederationConfig) -> anyhow::Result<(DataContract, Architecture)>
     if let Some(path) = &cfg.model.manifest {
         let manifest =
             Manifest::load(path).with_context(|| format!("model.manifest: {}", path.display()))?;
-        if cfg.plan.prox_mu > 0.0 {
-            bail!("{}: plan.prox_mu (FedProx) is not supported with a model described by a manifest yet; set it to 0", path.display());
-        }
         if cfg.plan.personalize_epochs > 0 {
             bail!("{}: plan.personalize_epochs is for the built-in MLP (it fine-tunes the last dense layer); a `{}` model does not support it yet", path.display(), manifest.architecture);
         }
@@ -144,6 +141,21 @@ fn pretrained(path: &Path, spec: &Architecture) -> anyhow::Result<PretrainedMode
         .with_context(|| format!("model.initial: reading the pretrained model {origin}"))?;
     let set = crate::model::tensor_file::TensorSet::from_bytes(&bytes, &origin)
         .with_context(|| format!("model.initial: reading the pretrained model {origin}"))?;
+    // fedsilo-model writes the manifest's digest into the initial values: another manifest's
+    // values, even of the same shapes, are not this model's.
+    if let Architecture::Described(d) = spec {
+        let written = safetensors::SafeTensors::read_metadata(&bytes)
+            .ok()
+            .and_then(|(_, h)| h.metadata().clone())
+            .and_then(|m| m.get("fedsilo.manifest").cloned());
+        if let Some(w) = written.filter(|w| *w != d.manifest.hex()) {
+            bail!(
+                "model.initial: {origin} was written for manifest {}, not model.manifest's {}",
+                &w[..w.len().min(12)],
+                d.manifest.short()
+            );
+        }
+    }
     let params = set
         .to_layout(&spec.layout(), &origin)
         .with_context(|| match spec {

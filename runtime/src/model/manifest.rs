@@ -185,12 +185,12 @@ pub enum ManifestError {
         /// What the task needs.
         wanted: &'static str,
     },
-    /// A class empty or named twice.
-    #[error("task.classes: {0:?} is empty or named twice")]
+    /// A class empty, with surrounding spaces, or named twice.
+    #[error("task.classes: {0:?} is empty, has spaces around it, or is named twice")]
     Class(String),
-    /// No label column, or an empty column name.
-    #[error("data: column names may not be empty")]
-    Column,
+    /// An empty column name, the label among the text columns, or a column named twice.
+    #[error("[data]: {0}")]
+    Column(String),
     /// Nothing trains.
     #[error("no [[trainable]] tensors: at least one must train")]
     NothingTrains,
@@ -260,8 +260,23 @@ impl Manifest {
             return Err(ManifestError::Architecture(raw.architecture));
         }
         let task = task(raw.task)?;
-        if raw.data.label.is_empty() || raw.data.text.iter().any(String::is_empty) {
-            return Err(ManifestError::Column);
+        if raw.data.label.is_empty() {
+            return Err(ManifestError::Column("data.label is empty".into()));
+        }
+        if let Some(i) = raw.data.text.iter().position(String::is_empty) {
+            return Err(ManifestError::Column(format!("data.text[{i}] is empty")));
+        }
+        if raw.data.text.contains(&raw.data.label) {
+            return Err(ManifestError::Column(format!(
+                "the label column `{}` is also a text column: the model would read its own answer",
+                raw.data.label
+            )));
+        }
+        let mut cols = std::collections::HashSet::new();
+        if let Some(c) = raw.data.text.iter().find(|c| !cols.insert(c.as_str())) {
+            return Err(ManifestError::Column(format!(
+                "data.text names `{c}` twice"
+            )));
         }
         check_trainable(&raw.trainable)?;
         let mut seen = std::collections::HashSet::new();
@@ -436,7 +451,17 @@ lora_rank = 8
                 "plain file name",
             ),
             ("sha256 = \"53aa", "sha256 = \"zz", "64 hex"),
-            ("label = \"score\"", "label = \"\"", "column names"),
+            ("label = \"score\"", "label = \"\"", "data.label is empty"),
+            (
+                "label = \"score\"",
+                "label = \"review\"",
+                "also a text column",
+            ),
+            (
+                "text = [\"review\"]",
+                "text = [\"review\", \"review\"]",
+                "twice",
+            ),
             ("[settings]", "[setting]", "unknown field"),
             (
                 "shape = [384, 1]",

@@ -139,10 +139,10 @@ fn text(a: &TextArgs) -> anyhow::Result<()> {
         a.out.join("manifest.toml"),
         a.out.join("initial.safetensors"),
     );
-    for p in [&manifest_path, &initial_path] {
-        if p.exists() {
-            bail!("{} exists: fedsilo-model does not overwrite a model a federation may be using; choose another --out", p.display());
-        }
+    // The manifest is written last: without it, an initial.safetensors is what a killed
+    // earlier run left, and is replaced.
+    if manifest_path.exists() {
+        bail!("{} exists: fedsilo-model does not overwrite a model a federation may be using; choose another --out", manifest_path.display());
     }
     let built = build(&recipe, &a.model_dir, a.classes.len(), a.seed)
         .with_context(|| format!("--model-dir {}", a.model_dir.display()))?;
@@ -209,8 +209,14 @@ fn text(a: &TextArgs) -> anyhow::Result<()> {
             TEXT_CLASSIFIER.to_string(),
         ),
     ]);
-    set.write_like(&set.values, &initial_path, meta)?;
-    std::fs::write(&manifest_path, &text)
+    // Each file whole or not at all: written beside, then renamed into place.
+    let staged = a.out.join(".initial.safetensors.tmp");
+    set.write_like(&set.values, &staged, meta)?;
+    std::fs::rename(&staged, &initial_path)
+        .with_context(|| format!("writing {}", initial_path.display()))?;
+    let staged = a.out.join(".manifest.toml.tmp");
+    std::fs::write(&staged, &text)
+        .and_then(|_| std::fs::rename(&staged, &manifest_path))
         .with_context(|| format!("writing {}", manifest_path.display()))?;
     println!(
         "wrote {} (manifest {}) and {}",

@@ -9,7 +9,7 @@
 //!
 //! Each call runs `PROGRAM [--trainer-arg ...] WORKDIR` in a private work directory holding
 //! `request.json` (`mode`: `train` or `predict`; the plan's `epochs`, `batch_size`,
-//! `learning_rate`, `seed`; the manifest's `architecture`, `classes`, `text` and `label`
+//! `learning_rate`, `seed`, `prox_mu` (FedProx's μ, the program's to honour); the manifest's `architecture`, `classes`, `text` and `label`
 //! columns, `trainable` tensors and `settings`; `model_dir`, the directory of the pinned files)
 //! and `base.safetensors` (the trainable tensors). `train` adds `train.csv` (the training
 //! rows, every column) and expects `weights.safetensors` (the trained tensors) and `metrics.json`
@@ -46,6 +46,7 @@ struct Request<'a> {
     batch_size: u32,
     learning_rate: f32,
     seed: u64,
+    prox_mu: f32,
     architecture: &'a str,
     classes: Vec<&'a str>,
     text: &'a [String],
@@ -102,6 +103,27 @@ impl ExternalModel {
         })
     }
 
+    /// The file `name` the program wrote in `dir`, refused unread when larger than `most`
+    /// bytes (a runaway program must not exhaust the silo's memory).
+    fn read_bounded(
+        &self,
+        dir: &Path,
+        name: &'static str,
+        most: u64,
+    ) -> Result<Vec<u8>, DescribedError> {
+        let path = dir.join(name);
+        let len = std::fs::metadata(&path)
+            .map_err(|e| self.output(name, format!("not written: {e}")))?
+            .len();
+        if len > most {
+            return Err(self.output(
+                name,
+                format!("{len} bytes, more than the {most} it may hold"),
+            ));
+        }
+        std::fs::read(&path).map_err(|e| self.output(name, format!("unreadable: {e}")))
+    }
+
     /// Runs the program once in a fresh directory: `request.json`, `base.safetensors` and
     /// `rows` in; `read` takes what it wrote out.
     fn call<T>(
@@ -127,6 +149,7 @@ impl ExternalModel {
             batch_size: plan.batch_size,
             learning_rate: plan.learning_rate,
             seed,
+            prox_mu: plan.prox_mu,
             architecture: &self.manifest.architecture,
             classes: self.manifest.task.classes(),
             text: &self.manifest.data.text,
@@ -176,8 +199,9 @@ impl ExternalModel {
                 drop: header.iter().position(|h| h == self.manifest.data.label),
             },
             |dir| {
-                let bytes = std::fs::read(dir.join("probabilities.json"))
-                    .map_err(|e| self.output("probabilities.json", format!("not written: {e}")))?;
+                // Room for every value written out at length, and no more.
+                let most = 1024 + records.len() as u64 * (classes as u64 + 1) * 32;
+                let bytes = self.read_bounded(dir, "probabilities.json", most)?;
                 serde_json::from_slice(&bytes).map_err(|e| {
                     self.output(
                         "probabilities.json",
@@ -197,6 +221,13 @@ impl ExternalModel {
                 return Err(self.output(
                     "probabilities.json",
                     format!("row {i} has {} values for {classes} classes", p.len()),
+                ));
+            }
+            let sum: f64 = p.iter().map(|v| *v as f64).sum();
+            if (sum - 1.0).abs() > 1e-3 {
+                return Err(self.output(
+                    "probabilities.json",
+                    format!("row {i} sums to {sum}, not 1: one probability per class, as a softmax gives"),
                 ));
             }
             if let Some(v) = p
@@ -252,16 +283,26 @@ impl ModelTrainer for ExternalModel {
             },
             |dir| {
                 let origin = format!("{} (weights.safetensors)", self.runner.program.display());
-                if !dir.join("weights.safetensors").exists() {
+                let Ok(meta) = std::fs::metadata(dir.join("weights.safetensors")) else {
                     return Err(DescribedError::External(ExternalError::NoWeights {
                         program: self.runner.program.clone(),
                     }));
+                };
+                // The tensors as F32 and a generous header: nothing larger is read.
+                let most = (1u64 << 20) + 4 * layout.len as u64;
+                if meta.len() > most {
+                    return Err(self.output(
+                        "weights.safetensors",
+                        format!(
+                            "{} bytes, more than the manifest's tensors take ({most} at most)",
+                            meta.len()
+                        ),
+                    ));
                 }
                 let params = TensorSet::read(&dir.join("weights.safetensors"))
                     .and_then(|set| set.to_layout(&layout, &origin))
                     .map_err(|e| DescribedError::External(ExternalError::Weights(e)))?;
-                let bytes = std::fs::read(dir.join("metrics.json"))
-                    .map_err(|e| self.output("metrics.json", format!("not written: {e}")))?;
+                let bytes = self.read_bounded(dir, "metrics.json", 64 * 1024)?;
                 let m: Metrics = serde_json::from_slice(&bytes).map_err(|e| {
                     self.output(
                         "metrics.json",
@@ -289,7 +330,7 @@ impl ModelTrainer for ExternalModel {
     }
 
     fn predict(&self, params: &[f32], path: &Path) -> Result<Vec<Vec<f32>>, DescribedError> {
-        let (header, records) = Rows::unlabelled(path)?;
+        let (header, records) = Rows::unlabelled(path, &self.manifest)?;
         self.probabilities(params, &header, &records)
     }
 }
@@ -412,7 +453,7 @@ mod tests {
         for (fail, said) in [
             ("wrong-shape", "tensor `w`"),
             ("nan", "NaN"),
-            ("bad-probabilities", "not a probability"),
+            ("bad-probabilities", "not 1"),
         ] {
             let dir = tempfile::tempdir().unwrap();
             let (m, initial) = model(dir.path(), Some(fail));

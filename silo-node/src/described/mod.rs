@@ -86,6 +86,25 @@ pub trait ModelTrainer: Send + Sync + std::fmt::Debug {
     fn train_rows(&self) -> usize;
     /// Why its training rows cannot train the task, if they cannot.
     fn unusable(&self) -> Option<String>;
+    /// Whether `plan` is one this trainer can train with; asked before anything is charged to
+    /// the silo's privacy ledger, so that a plan refused later cannot spend its budget.
+    fn check_plan(&self, plan: &TrainPlan) -> Result<(), DescribedError> {
+        let ok = plan.epochs >= 1
+            && plan.batch_size >= 1
+            && plan.learning_rate.is_finite()
+            && plan.learning_rate > 0.0
+            && plan.prox_mu.is_finite()
+            && plan.prox_mu >= 0.0;
+        if ok {
+            Ok(())
+        } else {
+            Err(DescribedError::Unsupported(format!(
+                "plan of {} epochs, batch size {}, learning rate {}, prox_mu {}: epochs and batch size at least 1, a positive learning rate, prox_mu 0 or more",
+                plan.epochs, plan.batch_size, plan.learning_rate, plan.prox_mu
+            )))
+        }
+    }
+
     /// Trains from `base` (the trainable values) for `plan`, shuffling with `seed`; with `dp`,
     /// under the silo's own record-level DP-SGD (lots and noise from the operating system's
     /// generator, not the seed).

@@ -66,6 +66,25 @@ fn bad(path: &Path, message: String) -> TextDataError {
     }
 }
 
+/// A column the manifest names must appear at most once: with two `label` columns, scoring
+/// would hand the program the second one.
+fn check_header(
+    path: &Path,
+    header: &StringRecord,
+    manifest: &Manifest,
+) -> Result<(), TextDataError> {
+    let named = std::iter::once(&manifest.data.label).chain(&manifest.data.text);
+    for c in named {
+        if header.iter().filter(|h| h == c).count() > 1 {
+            return Err(bad(
+                path,
+                format!("column `{c}` appears more than once in the header"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A file's labelled rows.
 struct Labelled {
     header: StringRecord,
@@ -79,6 +98,7 @@ struct Labelled {
 fn labelled(path: &Path, manifest: &Manifest) -> Result<Labelled, TextDataError> {
     let mut rdr = csv::Reader::from_path(path).map_err(|e| bad(path, e.to_string()))?;
     let header = rdr.headers().map_err(|e| bad(path, e.to_string()))?.clone();
+    check_header(path, &header, manifest)?;
     let label = header
         .iter()
         .position(|h| h == manifest.data.label)
@@ -216,9 +236,13 @@ impl Rows {
     }
 
     /// Every row of `path` and its header, labels or not (for scoring).
-    pub fn unlabelled(path: &Path) -> Result<(StringRecord, Vec<StringRecord>), TextDataError> {
+    pub fn unlabelled(
+        path: &Path,
+        manifest: &Manifest,
+    ) -> Result<(StringRecord, Vec<StringRecord>), TextDataError> {
         let mut rdr = csv::Reader::from_path(path).map_err(|e| bad(path, e.to_string()))?;
         let header = rdr.headers().map_err(|e| bad(path, e.to_string()))?.clone();
+        check_header(path, &header, manifest)?;
         let rows = rdr
             .records()
             .enumerate()

@@ -230,18 +230,13 @@ impl ModelTrainer for TextTrainer {
         seed: u64,
         dp: Option<DpSgd>,
     ) -> Result<Fitted, DescribedError> {
-        if plan.prox_mu > 0.0 {
-            return Err(DescribedError::Unsupported(format!(
-                "plan.prox_mu = {}: FedProx is not supported by the text classifier yet",
-                plan.prox_mu
-            )));
-        }
         let settings = TrainSettings {
             epochs: plan.epochs,
             batch_size: plan.batch_size as usize,
             learning_rate: plan.learning_rate as f64,
             weight_decay: self.recipe.weight_decay,
             seed,
+            prox_mu: plan.prox_mu as f64,
         };
         let mut held = self.lock();
         let model = self.with(&held.model, base)?;

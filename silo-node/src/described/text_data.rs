@@ -99,7 +99,7 @@ fn joined(rec: &csv::StringRecord, columns: &[usize]) -> String {
 
 /// The texts of every row of `path` (for scoring: the label column may be absent).
 pub fn read_texts(path: &Path, manifest: &Manifest) -> Result<Vec<String>, TextDataError> {
-    let (header, rows) = Rows::unlabelled(path)?;
+    let (header, rows) = Rows::unlabelled(path, manifest)?;
     let columns = text_columns(path, &header, manifest)?;
     Ok(rows.iter().map(|r| joined(r, &columns)).collect())
 }
@@ -237,6 +237,18 @@ shape = [4, 2]
         .unwrap();
         assert_eq!(d.train.labels, vec![1, 0]);
         assert_eq!(d.holdout.texts, vec!["e f", "g h", "i j"]);
+    }
+
+    #[test]
+    fn a_column_named_twice_is_refused() {
+        // Two `score` columns: scoring would strip one and hand the other to the model.
+        let f = file("title,review,score,score\na,b,great,great\nc,d,other,other\n");
+        let e = TextData::load(f.path(), &manifest(), 0.5, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`score` appears more than once"), "{e}");
+        let e = read_texts(f.path(), &manifest()).unwrap_err().to_string();
+        assert!(e.contains("more than once"), "{e}");
     }
 
     #[test]

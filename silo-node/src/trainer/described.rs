@@ -84,8 +84,12 @@ pub(super) fn start_training(
         });
     }
     let params = held(state, &base, trainer.as_ref())?;
-    // The silo's own DP-SGD, charged (and synced) before any training starts.
-    state.charge_dp_sgd(round, &plan)?;
+    // The plan checked first: a round refused after its charge would spend budget for nothing.
+    trainer.check_plan(&plan)?;
+    if state.args.dp_sgd.is_some() && state.args.data.train_rows() > 0 {
+        // The silo's own DP-SGD, charged (and synced) before any training starts.
+        state.charge_dp_sgd(round, &plan)?;
+    }
     let dp = state.args.dp_sgd.as_ref().map(|c| c.dp);
     let spent = dp.map(|_| schedule(trainer.train_rows(), plan.batch_size as usize, plan.epochs));
     state.busy = Some(round);

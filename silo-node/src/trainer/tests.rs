@@ -400,3 +400,91 @@ async fn a_described_model_goes_to_its_trainer_and_nothing_else_does() {
     .to_string();
     assert!(e.contains("tabular data under a schema"), "{e}");
 }
+
+/// A plan the described model's trainer would refuse is refused before the silo's own DP-SGD
+/// charges its ledger: a hostile coordinator cannot spend a silo's budget with rounds that
+/// never train.
+#[tokio::test]
+async fn a_refused_plan_spends_no_privacy_budget() {
+    let manifest = fedsilo::model::manifest::Manifest::parse(
+        "architecture = \"x\"\n[task]\nkind = \"binary\"\nclasses = [\"n\", \"p\"]\n[data]\nlabel = \"y\"\n[[trainable]]\nname = \"w\"\nshape = [2]\n",
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger.jsonl");
+    let args = TrainerArgs {
+        name: "t".into(),
+        data: super::LocalData::Described(Arc::new(Plus1(manifest.clone()))),
+        faults: Default::default(),
+        dp_sgd: Some(super::SiloDpSgd {
+            dp: crate::train::dp_sgd::DpSgd {
+                clip: 1.0,
+                noise_multiplier: 1.0,
+            },
+            delta: 1e-5,
+            epsilon_budget: None,
+            ledger: ledger.clone(),
+        }),
+        credentials: None,
+        external: None,
+        metrics: Arc::default(),
+    };
+    let t = Actor::spawn(None, TrainerActor, args).await.unwrap().0;
+    let ask = |req: Request| {
+        let t = t.clone();
+        async move { call(&t, &req, Duration::from_secs(5), "t").await }
+    };
+    let p = vec![0.0f32, 0.0];
+    let model = ModelRef {
+        version: 0,
+        digest: Digest::of_f32(&p),
+    };
+    ask(Request::PutModel {
+        model,
+        offset: 0,
+        total: 2,
+        values: p,
+    })
+    .await
+    .unwrap();
+    let train = |plan: TrainPlan, round: u64| Request::Train {
+        round,
+        base: model,
+        spec: manifest.described().into(),
+        plan,
+        scaling: Scaling {
+            mean: vec![],
+            std: vec![],
+        },
+    };
+    let charges = || {
+        std::fs::read_to_string(&ledger)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("dp-sgd"))
+            .count()
+    };
+    for bad in [
+        TrainPlan {
+            epochs: 0,
+            ..plan()
+        },
+        TrainPlan {
+            learning_rate: f32::NAN,
+            ..plan()
+        },
+        TrainPlan {
+            prox_mu: -1.0,
+            ..plan()
+        },
+    ] {
+        let e = ask(train(bad, 1)).await.unwrap_err().to_string();
+        assert!(e.contains("a positive learning rate"), "{e}");
+    }
+    assert_eq!(charges(), 0);
+    assert!(matches!(
+        ask(train(plan(), 1)).await.unwrap(),
+        Response::Trained(_)
+    ));
+    assert_eq!(charges(), 1);
+}
