@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::prelude::*;
 
 use crate::TextError;
@@ -36,7 +36,7 @@ pub struct Named {
 
 struct Export {
     path: Vec<String>,
-    out: Vec<Named>,
+    out: Vec<(ParamId, Named)>,
 }
 
 impl ModuleVisitor for Export {
@@ -59,16 +59,27 @@ impl ModuleVisitor for Export {
             .convert::<f32>()
             .try_into_vec::<f32>()
             .unwrap_or_default();
-        self.out.push(Named {
-            name,
-            shape,
-            values,
-        });
+        self.out.push((
+            p.id,
+            Named {
+                name,
+                shape,
+                values,
+            },
+        ));
     }
 }
 
 /// The trainable tensors of `model`, in its order.
 pub fn trainable<M: Module>(model: &M) -> Vec<Named> {
+    trainable_params(model)
+        .into_iter()
+        .map(|(_, n)| n)
+        .collect()
+}
+
+/// [`trainable`] with each tensor's parameter id (for work on gradients).
+pub(crate) fn trainable_params<M: Module>(model: &M) -> Vec<(ParamId, Named)> {
     let mut e = Export {
         path: Vec::new(),
         out: Vec::new(),

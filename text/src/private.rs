@@ -5,8 +5,9 @@
 //! independently with probability q = L / n, L the expected lot size), computes each sampled
 //! text's gradient of the adapters and the head (one backward pass per text: burn has no
 //! per-example gradients), clips it to L2 norm C over all of them together, sums, adds
-//! Gaussian noise N(0, (z·C)²) to every coordinate, divides by L and takes an AdamW step —
-//! `epochs · ⌈n / L⌉` steps, the schedule the privacy accountant charges. Frozen weights get no
+//! Gaussian noise N(0, (z·C)²) to every coordinate, divides by L and takes an AdamW step.
+//! The lot size and the number of steps are the caller's: exactly those its privacy accountant
+//! charged (fedsilo's silo computes both with one function). Frozen weights get no
 //! gradient, so nothing about them needs protecting. The noise and the lots come from the
 //! caller (fedsilo draws both from the operating system's generator), not from the plan's seed.
 
@@ -30,16 +31,10 @@ pub struct DpSgd {
     pub clip: f64,
     /// Noise multiplier z (≥ 0): the noise's standard deviation is z·C.
     pub noise_multiplier: f64,
-}
-
-/// The lot schedule over `n` texts: sampling rate q = L / n for an expected lot size
-/// L = `batch_size` (at most n), and `epochs · ⌈n / L⌉` steps.
-pub fn schedule(n: usize, batch_size: usize, epochs: u32) -> (f64, u64) {
-    let lot = batch_size.clamp(1, n.max(1));
-    (
-        lot as f64 / n.max(1) as f64,
-        epochs as u64 * n.div_ceil(lot) as u64,
-    )
+    /// Expected lot size L (1 to the number of texts): each text is sampled with q = L / n.
+    pub lot: usize,
+    /// Steps to take (`epochs` of the settings is not used).
+    pub steps: u64,
 }
 
 /// One parameter's gradient as values (zeros when it got none).
@@ -92,11 +87,19 @@ pub fn fit_private(
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let frozen = cache.as_ref().map(|_| model.encoder.valid());
     let anchor = trainable_params(&model);
-    let params: Vec<(ParamId, Vec<usize>)> =
-        anchor.iter().map(|t| (t.id, t.shape.clone())).collect();
+    let params: Vec<(ParamId, Vec<usize>)> = anchor
+        .iter()
+        .map(|(id, t)| (*id, t.shape.clone()))
+        .collect();
     let n = texts.len();
-    let (q, steps) = schedule(n, s.batch_size, s.epochs);
-    let lot = s.batch_size.clamp(1, n) as f32;
+    if dp.lot == 0 || dp.lot > n {
+        return Err(TextError::Setting {
+            key: "DP-SGD lot",
+            value: dp.lot.to_string(),
+            allowed: "1 to the number of texts",
+        });
+    }
+    let (q, steps, lot) = (dp.lot as f64 / n as f64, dp.steps, dp.lot as f32);
     let (mut loss_sum, mut loss_n) = (0.0f64, 0usize);
     // The device gradients live on, from a backward pass through no data: every step, even
     // one whose lot is empty by chance, is then noised and taken, as the accountant assumes.

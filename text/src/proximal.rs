@@ -5,59 +5,14 @@
 //! example, so under DP-SGD it is added after the noise and costs no privacy. The loss
 //! reported stays the data's.
 
-use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::module::{Module, ParamId};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 
-use crate::exchange::is_trainable;
+use crate::exchange::Named;
 use crate::TextError;
 
-/// A trainable parameter: its id, shape and values.
-#[derive(Debug, Clone)]
-pub(crate) struct Trainable {
-    pub id: ParamId,
-    pub shape: Vec<usize>,
-    pub values: Vec<f32>,
-}
-
-struct Collect {
-    path: Vec<String>,
-    out: Vec<Trainable>,
-}
-
-impl ModuleVisitor for Collect {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_owned());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-        if is_trainable(&self.path.join(".")) {
-            let t = p.val();
-            self.out.push(Trainable {
-                id: p.id,
-                shape: t.dims().to_vec(),
-                // Converted to f32 just before: reading it as f32 cannot fail.
-                values: t
-                    .into_data()
-                    .convert::<f32>()
-                    .try_into_vec::<f32>()
-                    .unwrap_or_default(),
-            });
-        }
-    }
-}
-
-/// The trainable parameters of `model`, in its order.
-pub(crate) fn trainable_params<M: Module>(model: &M) -> Vec<Trainable> {
-    let mut c = Collect {
-        path: Vec::new(),
-        out: Vec::new(),
-    };
-    model.visit(&mut c);
-    c.out
-}
+pub(crate) use crate::exchange::trainable_params;
 
 /// A parameter's gradient, taken out of `grads`, as values and the tensor's device.
 pub(crate) fn take(
@@ -104,18 +59,18 @@ pub(crate) fn put(
 pub(crate) fn add_proximal<M: Module>(
     grads: &mut GradientsParams,
     model: &M,
-    anchor: &[Trainable],
+    anchor: &[(ParamId, Named)],
     mu: f64,
 ) -> Result<(), TextError> {
     let now = trainable_params(model);
-    for (a, n) in anchor.iter().zip(&now) {
-        let Some((mut g, device)) = take(grads, a.id, &a.shape)? else {
+    for ((id, a), (_, n)) in anchor.iter().zip(&now) {
+        let Some((mut g, device)) = take(grads, *id, &a.shape)? else {
             continue;
         };
         for ((gi, ni), ai) in g.iter_mut().zip(&n.values).zip(&a.values) {
             *gi += (mu * (*ni as f64 - *ai as f64)) as f32;
         }
-        put(grads, a.id, &a.shape, g, &device);
+        put(grads, *id, &a.shape, g, &device);
     }
     Ok(())
 }

@@ -141,20 +141,8 @@ fn pretrained(path: &Path, spec: &Architecture) -> anyhow::Result<PretrainedMode
         .with_context(|| format!("model.initial: reading the pretrained model {origin}"))?;
     let set = crate::model::tensor_file::TensorSet::from_bytes(&bytes, &origin)
         .with_context(|| format!("model.initial: reading the pretrained model {origin}"))?;
-    // fedsilo-model writes the manifest's digest into the initial values: another manifest's
-    // values, even of the same shapes, are not this model's.
     if let Architecture::Described(d) = spec {
-        let written = safetensors::SafeTensors::read_metadata(&bytes)
-            .ok()
-            .and_then(|(_, h)| h.metadata().clone())
-            .and_then(|m| m.get("fedsilo.manifest").cloned());
-        if let Some(w) = written.filter(|w| *w != d.manifest.hex()) {
-            bail!(
-                "model.initial: {origin} was written for manifest {}, not model.manifest's {}",
-                &w[..w.len().min(12)],
-                d.manifest.short()
-            );
-        }
+        written_for(&bytes, d, &origin)?;
     }
     let params = set
         .to_layout(&spec.layout(), &origin)
@@ -173,4 +161,63 @@ fn pretrained(path: &Path, spec: &Architecture) -> anyhow::Result<PretrainedMode
         params,
         origin: format!("{origin} (sha256 {})", Digest::of_bytes(&bytes).hex()),
     })
+}
+
+/// fedsilo-model writes the manifest's digest into the initial values: another manifest's
+/// values, even of the same shapes, are not this model's. A file without the mark (written by
+/// other tools) is judged by its tensors alone.
+fn written_for(bytes: &[u8], d: &crate::model::Described, origin: &str) -> anyhow::Result<()> {
+    let written = safetensors::SafeTensors::read_metadata(bytes)
+        .ok()
+        .and_then(|(_, h)| h.metadata().clone())
+        .and_then(|m| m.get("fedsilo.manifest").cloned());
+    match written {
+        Some(w) if w != d.manifest.hex() => bail!(
+            "model.initial: {origin} was written for manifest {}, not model.manifest's {}",
+            w.chars().take(12).collect::<String>(),
+            d.manifest.short()
+        ),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::tensor_file::TensorSet;
+    use std::collections::HashMap;
+
+    #[test]
+    fn initial_values_of_another_manifest_are_refused() {
+        let d = crate::model::Described {
+            architecture: "x".into(),
+            manifest: Digest::of_bytes(b"ours"),
+            tensors: vec![("w".into(), vec![2])],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let set = TensorSet::from_layout(&d.layout(), &[0.5, 1.0]);
+        let write = |mark: Option<String>| {
+            let path = dir.path().join("initial.safetensors");
+            let meta: HashMap<String, String> = mark
+                .map(|m| ("fedsilo.manifest".to_string(), m))
+                .into_iter()
+                .collect();
+            set.write_like(&set.values, &path, meta).unwrap();
+            std::fs::read(&path).unwrap()
+        };
+        assert!(written_for(&write(Some(d.manifest.hex())), &d, "i").is_ok());
+        assert!(written_for(&write(None), &d, "i").is_ok());
+        let e = written_for(&write(Some(Digest::of_bytes(b"theirs").hex())), &d, "i")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("written for manifest") && e.contains(&d.manifest.short()),
+            "{e}"
+        );
+        // A mark that is not even hex (multi-byte characters) is named, not a panic.
+        let e = written_for(&write(Some("é".repeat(20))), &d, "i")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("éééé"), "{e}");
+    }
 }

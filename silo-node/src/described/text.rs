@@ -22,7 +22,7 @@ use fedsilo_text::private::{self, fit_private};
 use fedsilo_text::tokenize::TextTokenizer;
 use fedsilo_text::train::{fit_cached, predict, TrainSettings};
 
-use crate::train::dp_sgd::DpSgd;
+use crate::train::dp_sgd::{lot, schedule, DpSgd};
 
 use super::recipe::TextRecipe;
 use super::rows::Holdout;
@@ -256,9 +256,15 @@ impl ModelTrainer for TextTrainer {
                 texts,
                 labels,
                 &settings,
-                private::DpSgd {
-                    clip: dp.clip as f64,
-                    noise_multiplier: dp.noise_multiplier as f64,
+                {
+                    // The schedule the silo's ledger was charged with, from the same function.
+                    let (_, steps) = schedule(texts.len(), settings.batch_size, settings.epochs);
+                    private::DpSgd {
+                        clip: dp.clip as f64,
+                        noise_multiplier: dp.noise_multiplier as f64,
+                        lot: lot(texts.len(), settings.batch_size),
+                        steps,
+                    }
                 },
                 Some(&mut held.cache),
                 &mut secure_rng(),

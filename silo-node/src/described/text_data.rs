@@ -129,23 +129,6 @@ impl TextData {
         })
     }
 
-    /// [`TextData::read`] with a seeded fraction `holdout` of `path` held out.
-    pub fn load(
-        path: &Path,
-        manifest: &Manifest,
-        holdout: f64,
-        seed: u64,
-    ) -> Result<Self, TextDataError> {
-        Self::read(
-            path,
-            &Holdout::Fraction {
-                fraction: holdout,
-                seed,
-            },
-            manifest,
-        )
-    }
-
     /// Why the training rows cannot train the task, if they cannot: all one class. Said at
     /// the schema check, as for tabular data.
     pub fn single_class(&self, manifest: &Manifest) -> Option<String> {
@@ -156,6 +139,28 @@ impl TextData {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The file with a seeded `fraction` held out.
+    fn load(path: &Path, fraction: f64, seed: u64) -> Result<TextData, TextDataError> {
+        TextData::read(path, &Holdout::Fraction { fraction, seed }, &manifest())
+    }
+
+    #[test]
+    fn a_held_out_file_with_other_columns_is_refused() {
+        let train = file("title,review,score\na,b,great\nc,d,other\n");
+        let hold = file("review,title,score\ne,f,other\ng,h,great\n");
+        let e = TextData::read(
+            train.path(),
+            &Holdout::File(hold.path().to_path_buf()),
+            &manifest(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("differ from the data file's (title, review, score)"),
+            "{e}"
+        );
+    }
 
     fn manifest() -> Manifest {
         Manifest::parse(
@@ -186,7 +191,7 @@ shape = [4, 2]
         let f = file(
             "title,review,score\nGood,\"Tasty, really\",great\nMeh,bland,other\nx,y,\nA,b,great\n",
         );
-        let d = TextData::load(f.path(), &manifest(), 0.34, 1).unwrap();
+        let d = load(f.path(), 0.34, 1).unwrap();
         assert_eq!(d.skipped_rows, 1);
         assert_eq!(d.train.len() + d.holdout.len(), 3);
         assert_eq!(d.holdout.len(), 1);
@@ -202,23 +207,19 @@ shape = [4, 2]
         assert_eq!(all[1], ("Good Tasty, really".to_string(), 1));
         assert_eq!(all[2], ("Meh bland".to_string(), 0));
         // The same seed splits the same way.
-        assert_eq!(d, TextData::load(f.path(), &manifest(), 0.34, 1).unwrap());
+        assert_eq!(d, load(f.path(), 0.34, 1).unwrap());
     }
 
     #[test]
     fn an_unknown_label_or_missing_column_is_named() {
         let f = file("title,review,score\na,b,great\nc,d,Great\n");
-        let e = TextData::load(f.path(), &manifest(), 0.5, 1)
-            .unwrap_err()
-            .to_string();
+        let e = load(f.path(), 0.5, 1).unwrap_err().to_string();
         assert!(
             e.contains("line 3") && e.contains("`Great`") && e.contains("\"great\""),
             "{e}"
         );
         let f = file("title,text,score\na,b,great\nc,d,other\n");
-        let e = TextData::load(f.path(), &manifest(), 0.5, 1)
-            .unwrap_err()
-            .to_string();
+        let e = load(f.path(), 0.5, 1).unwrap_err().to_string();
         assert!(
             e.contains("column `review`") && e.contains("title, text, score"),
             "{e}"
@@ -243,9 +244,7 @@ shape = [4, 2]
     fn a_column_named_twice_is_refused() {
         // Two `score` columns: scoring would strip one and hand the other to the model.
         let f = file("title,review,score,score\na,b,great,great\nc,d,other,other\n");
-        let e = TextData::load(f.path(), &manifest(), 0.5, 1)
-            .unwrap_err()
-            .to_string();
+        let e = load(f.path(), 0.5, 1).unwrap_err().to_string();
         assert!(e.contains("`score` appears more than once"), "{e}");
         let e = read_texts(f.path(), &manifest()).unwrap_err().to_string();
         assert!(e.contains("more than once"), "{e}");
@@ -254,7 +253,7 @@ shape = [4, 2]
     #[test]
     fn one_class_is_unusable() {
         let f = file("title,review,score\na,b,great\nc,d,great\ne,f,great\n");
-        let d = TextData::load(f.path(), &manifest(), 0.3, 1).unwrap();
+        let d = load(f.path(), 0.3, 1).unwrap();
         let why = d.single_class(&manifest()).unwrap();
         assert!(
             why.contains("\"great\"") && why.contains("`score`"),

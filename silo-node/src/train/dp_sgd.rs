@@ -37,10 +37,15 @@ pub struct DpSgdOutcome {
     pub steps: u64,
 }
 
+/// The expected lot size over `n` rows: `batch_size`, at least 1 and at most n.
+pub fn lot(n: usize, batch_size: usize) -> usize {
+    batch_size.clamp(1, n.max(1))
+}
+
 /// The lot schedule of a DP-SGD run over `n` rows: sampling rate q = L / n for an expected lot
 /// size L = `batch_size` (at most n), and `epochs · ⌈n / L⌉` steps.
 pub fn schedule(n: usize, batch_size: usize, epochs: u32) -> (f64, u64) {
-    let lot = batch_size.clamp(1, n.max(1));
+    let lot = lot(n, batch_size);
     (
         lot as f64 / n.max(1) as f64,
         epochs as u64 * n.div_ceil(lot) as u64,
@@ -62,7 +67,7 @@ pub fn train_dp<R: Rng + ?Sized>(
 ) -> DpSgdOutcome {
     let n = x.nrows();
     let (q, steps) = schedule(n, sgd.batch_size, sgd.epochs);
-    let lot = (sgd.batch_size).clamp(1, n.max(1));
+    let lot = lot(n, sgd.batch_size);
     let mut grad = vec![0.0f32; mlp.len()];
     let mut sum = vec![0.0f32; mlp.len()];
     let (mut loss_sum, mut loss_n) = (0.0f64, 0usize);

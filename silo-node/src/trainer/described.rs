@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use fedsilo::compression::Compression;
 use fedsilo::model::{Described, Digest};
 use fedsilo::protocol::{FeatureStats, ModelRef, Response, TrainPlan};
 
@@ -86,20 +85,13 @@ pub(super) fn start_training(
     let params = held(state, &base, trainer.as_ref())?;
     // The plan checked first: a round refused after its charge would spend budget for nothing.
     trainer.check_plan(&plan)?;
-    if state.args.dp_sgd.is_some() && state.args.data.train_rows() > 0 {
-        // The silo's own DP-SGD, charged (and synced) before any training starts.
-        state.charge_dp_sgd(round, &plan)?;
-    }
+    // The silo's own DP-SGD, charged (and synced) before any training starts.
+    state.charge_dp_sgd(round, &plan)?;
     let dp = state.args.dp_sgd.as_ref().map(|c| c.dp);
     let spent = dp.map(|_| schedule(trainer.train_rows(), plan.batch_size as usize, plan.epochs));
     state.busy = Some(round);
-    let masked = state.secagg.as_ref().is_some_and(|p| p.round() == round);
-    if masked {
-        state.masked_only = Some(round);
-    }
+    let masked = state.round_output(round, &plan);
     let name = state.args.name.clone();
-    state.compress_next = (!masked && plan.compression != Compression::None)
-        .then(|| (round, plan.compression, plan.seed ^ name_seed(&name)));
     Ok(Training {
         round,
         delay: state.args.faults.train_delay(),

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fedsilo::compression::Compression;
 use fedsilo::model::{Architecture, Digest, ModelSpec};
 use fedsilo::protocol::{
     FeatureStats, LoraTrain, ModelRef, Personalize, PersonalizedMetrics, Request, Response,
@@ -15,7 +14,7 @@ use fedsilo::protocol::{
 use ndarray::Array1;
 
 use super::described;
-use super::jobs::{local_baseline, name_seed, train_job, Method, Trained};
+use super::jobs::{local_baseline, train_job, Method, Trained};
 use super::refusal::Refusal;
 use super::state::{err, LocalData, TrainerState};
 use crate::data::{encode as encode_rows, local_stats, Dataset};
@@ -310,16 +309,8 @@ fn start_training(
             dp: state.args.dp_sgd.as_ref().map(|c| c.dp),
         },
     };
-    // Under secure aggregation nothing about the update itself leaves in the clear: not even
-    // its norm.
-    let masked = state.secagg.as_ref().is_some_and(|p| p.round() == round);
-    if masked {
-        state.masked_only = Some(round);
-    }
+    let masked = state.round_output(round, &plan);
     let name = state.args.name.clone();
-    // Masked updates travel as ring values: never compressed.
-    state.compress_next = (!masked && plan.compression != Compression::None)
-        .then(|| (round, plan.compression, plan.seed ^ name_seed(&name)));
     let params: Arc<Vec<f32>> = params;
     Ok(Training {
         round,

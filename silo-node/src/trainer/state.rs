@@ -183,6 +183,24 @@ impl TrainerState {
         decoded
     }
 
+    /// How round `round`'s update will leave, whatever trained it: under secure aggregation
+    /// only masked — nothing about it in the clear, not even its norm, and never compressed
+    /// (masked updates travel as ring values); otherwise compressed as the plan asks. Returns
+    /// whether it is masked.
+    pub(super) fn round_output(&mut self, round: u64, plan: &TrainPlan) -> bool {
+        let masked = self.secagg.as_ref().is_some_and(|p| p.round() == round);
+        if masked {
+            self.masked_only = Some(round);
+        }
+        let seed = plan.seed ^ super::jobs::name_seed(&self.args.name);
+        self.compress_next = (!masked && plan.compression != Compression::None).then_some((
+            round,
+            plan.compression,
+            seed,
+        ));
+        masked
+    }
+
     /// With DP-SGD: refuses a round that would take this silo past its own budget, else
     /// records the round's spend (synced) before any training starts.
     pub(super) fn charge_dp_sgd(&mut self, round: u64, plan: &TrainPlan) -> Result<(), Refusal> {

@@ -300,25 +300,36 @@ impl crate::described::ModelTrainer for Plus1 {
     }
 }
 
-/// A silo that trains a described model answers through its trainer, and refuses the MLP
-/// and any other manifest; a tabular silo refuses a described model.
-#[tokio::test]
-async fn a_described_model_goes_to_its_trainer_and_nothing_else_does() {
+/// A trainer holding [`Plus1`] for a two-value manifest (with the silo's own DP-SGD if `dp`),
+/// and the manifest.
+async fn described_trainer(
+    dp: Option<super::SiloDpSgd>,
+) -> (ActorRef<TrainerMessage>, fedsilo::model::manifest::Manifest) {
     let manifest = fedsilo::model::manifest::Manifest::parse(
         "architecture = \"x\"\n[task]\nkind = \"binary\"\nclasses = [\"n\", \"p\"]\n[data]\nlabel = \"y\"\n[[trainable]]\nname = \"w\"\nshape = [2]\n",
     )
     .unwrap();
-    let described = manifest.described();
     let args = TrainerArgs {
         name: "t".into(),
         data: super::LocalData::Described(Arc::new(Plus1(manifest.clone()))),
         faults: Default::default(),
-        dp_sgd: None,
+        dp_sgd: dp,
         credentials: None,
         external: None,
         metrics: Arc::default(),
     };
-    let t = Actor::spawn(None, TrainerActor, args).await.unwrap().0;
+    (
+        Actor::spawn(None, TrainerActor, args).await.unwrap().0,
+        manifest,
+    )
+}
+
+/// A silo that trains a described model answers through its trainer, and refuses the MLP
+/// and any other manifest; a tabular silo refuses a described model.
+#[tokio::test]
+async fn a_described_model_goes_to_its_trainer_and_nothing_else_does() {
+    let (t, manifest) = described_trainer(None).await;
+    let described = manifest.described();
     let ask = |req: Request| {
         let t = t.clone();
         async move { call(&t, &req, Duration::from_secs(5), "t").await }
@@ -406,30 +417,18 @@ async fn a_described_model_goes_to_its_trainer_and_nothing_else_does() {
 /// never train.
 #[tokio::test]
 async fn a_refused_plan_spends_no_privacy_budget() {
-    let manifest = fedsilo::model::manifest::Manifest::parse(
-        "architecture = \"x\"\n[task]\nkind = \"binary\"\nclasses = [\"n\", \"p\"]\n[data]\nlabel = \"y\"\n[[trainable]]\nname = \"w\"\nshape = [2]\n",
-    )
-    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let ledger = dir.path().join("ledger.jsonl");
-    let args = TrainerArgs {
-        name: "t".into(),
-        data: super::LocalData::Described(Arc::new(Plus1(manifest.clone()))),
-        faults: Default::default(),
-        dp_sgd: Some(super::SiloDpSgd {
-            dp: crate::train::dp_sgd::DpSgd {
-                clip: 1.0,
-                noise_multiplier: 1.0,
-            },
-            delta: 1e-5,
-            epsilon_budget: None,
-            ledger: ledger.clone(),
-        }),
-        credentials: None,
-        external: None,
-        metrics: Arc::default(),
-    };
-    let t = Actor::spawn(None, TrainerActor, args).await.unwrap().0;
+    let (t, manifest) = described_trainer(Some(super::SiloDpSgd {
+        dp: crate::train::dp_sgd::DpSgd {
+            clip: 1.0,
+            noise_multiplier: 1.0,
+        },
+        delta: 1e-5,
+        epsilon_budget: None,
+        ledger: ledger.clone(),
+    }))
+    .await;
     let ask = |req: Request| {
         let t = t.clone();
         async move { call(&t, &req, Duration::from_secs(5), "t").await }
