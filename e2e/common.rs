@@ -54,6 +54,8 @@ pub struct Options {
     pub coordinator_args: Vec<String>,
     /// Data files replacing a silo's example CSV, by silo name.
     pub data: Vec<(&'static str, PathBuf)>,
+    /// Silos started only by `start_held_back` (see `SiloSpec::held_back`).
+    pub held_back: Vec<&'static str>,
     /// A described model: its manifest and the directory of its files (every silo gets
     /// `--manifest` and `--model-dir`; `initial` must be set).
     pub manifest: Option<(PathBuf, PathBuf)>,
@@ -83,6 +85,7 @@ impl Default for Options {
             example: "churn",
             coordinator_args: vec![],
             data: vec![],
+            held_back: vec![],
             manifest: None,
             learning_rate: 0.1,
             compare_local: false,
@@ -153,6 +156,7 @@ impl Federation {
                     .find(|(n, _)| *n == name)
                     .map(|(_, p)| p.clone())
                     .unwrap_or_else(|| example_in(o.example, &format!("data/{name}.csv"))),
+                held_back: o.held_back.contains(&name),
                 args,
                 ..Default::default()
             })

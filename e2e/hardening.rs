@@ -458,16 +458,20 @@ fn run_silo(args: &[&std::ffi::OsStr]) -> (bool, String) {
 fn a_silo_whose_training_split_has_one_class_is_left_out_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let only_no = relabelled(dir.path(), "west", |_, _| "no".into());
+    // West alone first: the others start once it is blocked, so the rounds cannot finish
+    // before the coordinator has heard from it.
     let mut f = Federation::start(Options {
         min_silos: 2,
         quorum: 2,
         rounds: 2,
         data: vec![("west", only_no)],
+        held_back: vec!["northeast", "midwest"],
         ..Default::default()
     });
     let blocked = f.expect("west blocked", |e| {
         e["event"] == "silo_blocked" && e["silo"] == "west"
     });
+    f.start_held_back().unwrap();
     let reason = blocked["reason"].as_str().unwrap();
     assert!(
         reason.contains("single class") && reason.contains("negative (no)"),

@@ -53,6 +53,7 @@ fn start(
         }),
         data: example(&format!("data/{name}.csv")),
         args: vec![],
+        ..Default::default()
     };
     let fed = federation(rounds);
     Sandbox::start_spec(SandboxSpec {

@@ -77,7 +77,7 @@ fn prepare(dir: &Path) -> (PathBuf, PathBuf) {
 }
 
 #[test]
-fn a_text_model_federates_with_dp_sgd_silo_level_dp_and_secure_aggregation_together() {
+fn a_text_model_federates_with_dp_sgd_silo_level_dp_secure_aggregation_and_personalisation() {
     let work = tempfile::tempdir().unwrap();
     let (manifest, initial) = prepare(work.path());
     let a = slice(work.path(), "retailer-a", 0, 64);
@@ -96,7 +96,8 @@ fn a_text_model_federates_with_dp_sgd_silo_level_dp_and_secure_aggregation_toget
         .to_vec()
     };
     let mut f = Federation::start(Options {
-        silos: vec![("retailer-a", dp("retailer-a")), ("retailer-b", dp("retailer-b"))],
+        // Retailer b trains without DP-SGD, so it personalises its head; a does not.
+        silos: vec![("retailer-a", dp("retailer-a")), ("retailer-b", vec![])],
         min_silos: 2,
         quorum: 2,
         rounds: 2,
@@ -106,6 +107,7 @@ fn a_text_model_federates_with_dp_sgd_silo_level_dp_and_secure_aggregation_toget
         initial: Some(initial),
         learning_rate: 0.002,
         compare_local: true,
+        extra: "personalize_epochs = 2\n",
         policy_extra: "[secure_aggregation]\nthreshold = 2\n[privacy]\nmode = \"distributed\"\nclip_norm = 5.0\nnoise_multiplier = 0.01\n".into(),
         ..Default::default()
     });
@@ -129,6 +131,13 @@ fn a_text_model_federates_with_dp_sgd_silo_level_dp_and_secure_aggregation_toget
             auc.is_some_and(|a| (0.0..=1.0).contains(&a)),
             "{silo}: {scored}"
         );
+    }
+    // Retailer b also scored the candidate under its own fine-tuned head; retailer a, under
+    // DP-SGD, does not fine-tune outside its budget.
+    for c in &committed {
+        let mine = c["eval"]["retailer-b"]["personalized"]["auc"].as_f64();
+        assert!(mine.is_some_and(|a| (0.0..=1.0).contains(&a)), "{c}");
+        assert!(c["eval"]["retailer-a"]["personalized"].is_null(), "{c}");
     }
     // The local-only baseline ran the same trainer at each silo.
     let cmp = f
@@ -157,15 +166,13 @@ fn a_text_model_federates_with_dp_sgd_silo_level_dp_and_secure_aggregation_toget
     assert_eq!(ckpt.params.len(), d.layout().len);
     assert!(ckpt.params.len() < 100_000, "{}", ckpt.params.len());
     assert!(f.exit_status().success());
-    // Each silo charged two rounds of DP-SGD to its ledger, as the accountant counts them.
-    for name in ["retailer-a", "retailer-b"] {
-        let path = work.path().join(format!("{name}.privacy.jsonl"));
-        let book = fedsilo::privacy::budget::PrivacyBook::open(&path).unwrap();
-        let spent = book.max_spent(1e-5);
-        assert!(spent > 0.0 && spent.is_finite(), "{name}: ε = {spent}");
-        let lines = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(lines.lines().count(), 2, "{lines}");
-    }
+    // Retailer a charged two rounds of DP-SGD to its ledger, as the accountant counts them.
+    let path = work.path().join("retailer-a.privacy.jsonl");
+    let book = fedsilo::privacy::budget::PrivacyBook::open(&path).unwrap();
+    let spent = book.max_spent(1e-5);
+    assert!(spent > 0.0 && spent.is_finite(), "retailer-a: ε = {spent}");
+    let lines = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(lines.lines().count(), 2, "{lines}");
 }
 
 /// Starts a silo-node (no coordinator listens: it must fail before connecting) and returns

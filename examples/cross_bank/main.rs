@@ -68,6 +68,7 @@ fn main() -> anyhow::Result<()> {
             ]
             .map(String::from)
             .to_vec(),
+            ..Default::default()
         })
         .collect();
     println!(

@@ -237,6 +237,9 @@ pub struct SiloSpec {
     /// Extra `silo-node` arguments (e.g. `--attack sign-flip`; a `--schema` or `--manifest`
     /// here replaces the federation's schema).
     pub args: Vec<String>,
+    /// Not started with the others but by [`Sandbox::start_held_back`], so that a test can
+    /// order what the coordinator sees without racing the processes.
+    pub held_back: bool,
 }
 
 /// One regional aggregator to start (`fedsilo aggregator`).
@@ -339,6 +342,8 @@ pub struct Sandbox {
     seen: Vec<Value>,
     aggregators: Vec<(String, Proc)>,
     coordinator_args: Vec<String>,
+    /// Silos prepared but not started yet ([`SiloSpec::held_back`]).
+    held_back: Vec<(String, Command)>,
     /// How long [`Sandbox::expect`] waits.
     pub timeout: Duration,
 }
@@ -433,6 +438,7 @@ impl Sandbox {
             seen: vec![],
             aggregators: vec![],
             coordinator_args: spec.coordinator_args.clone(),
+            held_back: vec![],
             timeout: Duration::from_secs(90),
         };
         let listening = sb.expect("listening", |e| e["event"] == "listening")?;
@@ -482,15 +488,27 @@ impl Sandbox {
                     .with_context(|| format!("no aggregator {a} in the sandbox"))?;
                 cmd.args(["--aggregator", a_addr, "--aggregator-name", a]);
             }
-            let child = cmd
-                .args(spec.silo_args)
+            cmd.args(spec.silo_args)
                 .args(&s.args)
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()?;
-            sb.silos.push((s.name, Proc { child }));
+                .stderr(Stdio::null());
+            if s.held_back {
+                sb.held_back.push((s.name, cmd));
+            } else {
+                let child = cmd.spawn()?;
+                sb.silos.push((s.name, Proc { child }));
+            }
         }
         Ok(sb)
+    }
+
+    /// Starts the silos marked [`SiloSpec::held_back`].
+    pub fn start_held_back(&mut self) -> anyhow::Result<()> {
+        for (name, mut cmd) in std::mem::take(&mut self.held_back) {
+            let child = cmd.spawn()?;
+            self.silos.push((name, Proc { child }));
+        }
+        Ok(())
     }
 
     /// Prints the local-only vs federated comparison, if the run made one: held-out AUC per

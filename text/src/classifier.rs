@@ -41,10 +41,15 @@ impl TextClassifier {
     /// Logits `[batch, classes]` from the states after layer `from` (see
     /// [`crate::prefix`]): layers `from..` run, then pooling and the head.
     pub fn forward_from(&self, states: Tensor<3>, mask: &Tensor<2, Int>, from: usize) -> Tensor<2> {
+        self.head.forward(self.embed_from(states, mask, from))
+    }
+
+    /// Mean-pooled sentence embeddings `[batch, hidden]` from the states after layer `from`.
+    pub fn embed_from(&self, states: Tensor<3>, mask: &Tensor<2, Int>, from: usize) -> Tensor<2> {
         let h = self
             .encoder
             .layers(states, mask, from, self.encoder.depth());
-        self.head.forward(pool(h, mask))
+        pool(h, mask)
     }
 
     /// Logits `[batch, classes]`.

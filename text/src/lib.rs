@@ -19,6 +19,7 @@
 //! - [`exchange`] — the trainable tensors as named f32 values, out and back in;
 //! - [`prefix`] — the frozen layers below the lowest adapter, computed once per example;
 //! - [`train`] — AdamW fine-tuning and scoring;
+//! - [`head`] — the head alone on frozen embeddings (personalisation);
 //! - [`private`] — the same under record-level DP-SGD (per-example clipping and noise).
 
 pub mod classifier;
@@ -26,6 +27,7 @@ pub mod config;
 pub mod encoder;
 pub mod error;
 pub mod exchange;
+pub mod head;
 pub mod lora;
 pub mod prefix;
 pub mod pretrained;

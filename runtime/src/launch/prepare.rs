@@ -114,9 +114,6 @@ fn model(cfg: &FederationConfig) -> anyhow::Result<(DataContract, Architecture)>
     if let Some(path) = &cfg.model.manifest {
         let manifest =
             Manifest::load(path).with_context(|| format!("model.manifest: {}", path.display()))?;
-        if cfg.plan.personalize_epochs > 0 {
-            bail!("{}: plan.personalize_epochs is for the built-in MLP (it fine-tunes the last dense layer); a `{}` model does not support it yet", path.display(), manifest.architecture);
-        }
         return Ok((
             (&manifest).into(),
             Architecture::Described(manifest.described()),

@@ -30,7 +30,7 @@ pub mod text_data;
 use std::path::Path;
 
 use fedsilo::model::manifest::Manifest;
-use fedsilo::protocol::{EvalMetrics, TrainPlan};
+use fedsilo::protocol::{EvalMetrics, Personalize, TrainPlan};
 
 use crate::train::dp_sgd::DpSgd;
 
@@ -78,6 +78,16 @@ pub struct Fitted {
     pub examples: usize,
 }
 
+/// A personalised model: the whole trainable vector and its head's values alone (what the
+/// silo keeps between rounds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Personalised {
+    /// The global model with this silo's fine-tuned head, in the manifest's layout.
+    pub params: Vec<f32>,
+    /// The head's values, in the manifest's order.
+    pub head: Vec<f32>,
+}
+
 /// A trainer of one described model on one silo's data. See the module documentation.
 pub trait ModelTrainer: Send + Sync + std::fmt::Debug {
     /// The manifest it was built for.
@@ -115,6 +125,20 @@ pub trait ModelTrainer: Send + Sync + std::fmt::Debug {
         seed: u64,
         dp: Option<DpSgd>,
     ) -> Result<Fitted, DescribedError>;
+    /// FedPer personalisation: `params` with its head — started from `own` (this silo's head,
+    /// from an earlier round) when given and of the right size — fine-tuned alone on the
+    /// training rows as `p` says; the whole model and the head's values. `Ok(None)`: this
+    /// architecture has no head the trainer can tune alone.
+    fn personalise(
+        &self,
+        params: &[f32],
+        own: Option<&[f32]>,
+        p: &Personalize,
+    ) -> Result<Option<Personalised>, DescribedError> {
+        let _ = (params, own, p);
+        Ok(None)
+    }
+
     /// Scores `params` on the held-out rows with the metrics of the task.
     fn evaluate(&self, params: &[f32]) -> Result<EvalMetrics, DescribedError>;
     /// Class probabilities for each row of the CSV at `path` (the manifest's columns; the

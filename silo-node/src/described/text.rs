@@ -13,9 +13,10 @@ use std::sync::Mutex;
 use burn::prelude::*;
 use fedsilo::model::manifest::Manifest;
 use fedsilo::privacy::noise::{add_gaussian, secure_rng};
-use fedsilo::protocol::{EvalMetrics, TrainPlan};
+use fedsilo::protocol::{EvalMetrics, Personalize, TrainPlan};
 use fedsilo_text::classifier::TextClassifier;
 use fedsilo_text::exchange::{set_trainable, trainable, Named};
+use fedsilo_text::head::fit_head;
 use fedsilo_text::prefix::PrefixCache;
 use fedsilo_text::pretrained::{load_encoder, ModelDir};
 use fedsilo_text::private::{self, fit_private};
@@ -28,7 +29,7 @@ use super::recipe::TextRecipe;
 use super::rows::Holdout;
 use super::scoring::class_metrics;
 use super::text_data::TextData;
-use super::{assets, DescribedError, Fitted, ModelTrainer};
+use super::{assets, DescribedError, Fitted, ModelTrainer, Personalised};
 
 /// The files the text classifier reads from its model directory, each pinned by the manifest.
 pub const ASSETS: [&str; 3] = ["config.json", "model.safetensors", "tokenizer.json"];
@@ -196,6 +197,18 @@ fn unflatten(manifest: &Manifest, params: &[f32]) -> Result<Vec<Named>, Describe
         .collect())
 }
 
+/// Where the head's tensors (`head.*`) sit in the flat vector, in the manifest's order.
+fn head_ranges(manifest: &Manifest) -> Vec<std::ops::Range<usize>> {
+    manifest
+        .described()
+        .layout()
+        .tensors
+        .iter()
+        .filter(|t| t.name.starts_with("head."))
+        .map(|t| t.offset..t.offset + t.len())
+        .collect()
+}
+
 /// Named tensors as the flat vector, in the manifest's order.
 fn flatten(manifest: &Manifest, named: Vec<Named>) -> Result<Vec<f32>, DescribedError> {
     let mut by_name: std::collections::HashMap<String, Vec<f32>> =
@@ -276,6 +289,49 @@ impl ModelTrainer for TextTrainer {
             loss: out.last_epoch_loss,
             examples: out.examples,
         })
+    }
+
+    fn personalise(
+        &self,
+        params: &[f32],
+        own: Option<&[f32]>,
+        p: &Personalize,
+    ) -> Result<Option<Personalised>, DescribedError> {
+        let head = head_ranges(&self.manifest);
+        let mut start = params.to_vec();
+        if let Some(own) = own.filter(|h| h.len() == head.iter().map(|r| r.len()).sum::<usize>()) {
+            let mut from = own;
+            for r in &head {
+                let (this, rest) = from.split_at(r.len());
+                start[r.clone()].copy_from_slice(this);
+                from = rest;
+            }
+        }
+        let settings = TrainSettings {
+            epochs: p.epochs,
+            batch_size: p.batch_size.max(1) as usize,
+            learning_rate: p.learning_rate as f64,
+            weight_decay: self.recipe.weight_decay,
+            seed: p.seed,
+            prox_mu: 0.0,
+        };
+        let mut held = self.lock();
+        let model = self.with(&held.model, &start)?;
+        let (trained, _) = fit_head(
+            model,
+            &self.tokenizer,
+            &self.data.train.texts,
+            &self.data.train.labels,
+            &settings,
+            Some(&mut held.cache),
+        )?;
+        drop(held);
+        let params = flatten(&self.manifest, trainable(&trained))?;
+        let head = head
+            .iter()
+            .flat_map(|r| params[r.clone()].to_vec())
+            .collect();
+        Ok(Some(Personalised { params, head }))
     }
 
     fn evaluate(&self, params: &[f32]) -> Result<EvalMetrics, DescribedError> {

@@ -4,10 +4,14 @@
 //! split, and scores the result beside the candidate. The fine-tuned head is kept only if the
 //! candidate becomes the model the next round trains from: a rejected candidate leaves the
 //! silo's head as it was.
+//!
+//! [`PersonalHead`] keeps the heads of any architecture (the MLP's last layer, a text
+//! classifier's head), keyed by the architecture they belong to; how a head is fine-tuned is
+//! the trainer's business — for the MLP, [`PersonalHead::personalise`] here.
 
 use std::collections::VecDeque;
 
-use fedsilo::model::{Digest, ModelSpec};
+use fedsilo::model::{Architecture, Digest, ModelSpec};
 use ndarray::{Array1, Array2};
 
 use super::{train, Mlp, Sgd};
@@ -19,11 +23,29 @@ const STAGED: usize = 3;
 /// global head).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PersonalHead {
-    head: Option<(ModelSpec, Vec<f32>)>,
-    staged: VecDeque<(Digest, ModelSpec, Vec<f32>)>,
+    head: Option<(Architecture, Vec<f32>)>,
+    staged: VecDeque<(Digest, Architecture, Vec<f32>)>,
 }
 
 impl PersonalHead {
+    /// This silo's own head for models of `arch`, if it has one.
+    pub fn own(&self, arch: &Architecture) -> Option<&[f32]> {
+        match &self.head {
+            Some((a, h)) if a == arch => Some(h),
+            _ => None,
+        }
+    }
+
+    /// `head`, fine-tuned on candidate `model` (of `arch`), waits until [`PersonalHead::adopt`]
+    /// names `model`.
+    pub fn stage(&mut self, model: Digest, arch: Architecture, head: Vec<f32>) {
+        self.staged.retain(|(d, _, _)| *d != model);
+        self.staged.push_back((model, arch, head));
+        while self.staged.len() > STAGED {
+            self.staged.pop_front();
+        }
+    }
+
     /// The personalised model for `global` (of `spec`, digest `model`): the global body with
     /// this silo's head, the head fine-tuned on `(x, y)` as `sgd` says (its `train_from` is set
     /// here). The fine-tuned head waits until [`PersonalHead::adopt`] names `model`.
@@ -36,12 +58,13 @@ impl PersonalHead {
         y: &Array1<f32>,
         sgd: Sgd,
     ) -> Vec<f32> {
+        let arch = Architecture::Mlp(spec.clone());
         let layout = spec.layout();
         // The last layer's weight then bias: the end of the flat vector.
         let from = layout.tensors.iter().rev().nth(1).map_or(0, |t| t.offset);
         let mut params = global.to_vec();
-        if let Some((s, head)) = &self.head {
-            if s == spec && head.len() == params.len() - from {
+        if let Some(head) = self.own(&arch) {
+            if head.len() == params.len() - from {
                 params[from..].copy_from_slice(head);
             }
         }
@@ -50,20 +73,15 @@ impl PersonalHead {
             ..sgd
         };
         train(&Mlp::new(spec), &mut params, x, y, sgd);
-        self.staged.retain(|(d, _, _)| *d != model);
-        self.staged
-            .push_back((model, spec.clone(), params[from..].to_vec()));
-        while self.staged.len() > STAGED {
-            self.staged.pop_front();
-        }
+        self.stage(model, arch, params[from..].to_vec());
         params
     }
 
     /// The round trains from `model`: the head fine-tuned on it, if any, becomes this silo's.
     pub fn adopt(&mut self, model: Digest) {
         if let Some(i) = self.staged.iter().position(|(d, _, _)| *d == model) {
-            if let Some((_, spec, head)) = self.staged.remove(i) {
-                self.head = Some((spec, head));
+            if let Some((_, arch, head)) = self.staged.remove(i) {
+                self.head = Some((arch, head));
             }
         }
     }

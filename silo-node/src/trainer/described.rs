@@ -7,8 +7,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use fedsilo::model::{Described, Digest};
-use fedsilo::protocol::{FeatureStats, ModelRef, Response, TrainPlan};
+use fedsilo::model::{Architecture, Described, Digest};
+use fedsilo::protocol::{
+    EvalMetrics, FeatureStats, ModelRef, Personalize, PersonalizedMetrics, Response, TrainPlan,
+};
 
 use super::jobs::{finish_update, name_seed, Trained};
 use super::refusal::Refusal;
@@ -90,6 +92,13 @@ pub(super) fn start_training(
     let dp = state.args.dp_sgd.as_ref().map(|c| c.dp);
     let spent = dp.map(|_| schedule(trainer.train_rows(), plan.batch_size as usize, plan.epochs));
     state.busy = Some(round);
+    // The round trains from this model: it was committed, so the head personalised on it is
+    // this silo's from now on.
+    state
+        .head
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .adopt(base.digest);
     let masked = state.round_output(round, &plan);
     let name = state.args.name.clone();
     Ok(Training {
@@ -120,14 +129,59 @@ pub(super) fn start_training(
     })
 }
 
-/// Scores `model` on the held-out rows, as a job.
-pub(super) fn score(state: &TrainerState, model: ModelRef, d: &Described) -> Result<Job, Refusal> {
+/// Scores `model` on the held-out rows (and, with personalisation, this silo's own head on
+/// it), as a job.
+pub(super) fn score(
+    state: &TrainerState,
+    model: ModelRef,
+    d: &Described,
+    personalize: Option<Personalize>,
+) -> Result<Job, Refusal> {
     let trainer = trainer_for(state, d)?;
     let params = held(state, &model, trainer.as_ref())?;
-    Ok(Box::new(move || match trainer.evaluate(&params) {
-        Ok(m) => Response::Evaluated(m),
-        Err(e) => super::state::err(Refusal::from(e)),
+    // An evaluate-only silo has no training split to personalise on; a silo under its own
+    // DP-SGD does not fine-tune outside it.
+    let personalize =
+        personalize.filter(|_| trainer.train_rows() > 0 && state.args.dp_sgd.is_none());
+    let heads = state.head.clone();
+    let arch = Architecture::Described(d.clone());
+    Ok(Box::new(move || {
+        let scored = trainer.evaluate(&params).and_then(|mut metrics| {
+            if let Some(p) = personalize {
+                let own = heads
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .own(&arch)
+                    .map(<[f32]>::to_vec);
+                match trainer.personalise(&params, own.as_deref(), &p)? {
+                    Some(mine) => {
+                        metrics.personalized = Some(personalized(trainer.evaluate(&mine.params)?));
+                        heads
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .stage(model.digest, arch, mine.head);
+                    }
+                    None => tracing::warn!(
+                        "personalisation asked, but the `{}` trainer has no head to fine-tune alone; scored the global model only",
+                        trainer.manifest().architecture
+                    ),
+                }
+            }
+            Ok(metrics)
+        });
+        match scored {
+            Ok(m) => Response::Evaluated(m),
+            Err(e) => super::state::err(Refusal::from(e)),
+        }
     }))
+}
+
+fn personalized(m: EvalMetrics) -> PersonalizedMetrics {
+    PersonalizedMetrics {
+        loss: m.loss,
+        accuracy: m.accuracy,
+        auc: m.auc,
+    }
 }
 
 /// Trains `initial` on this silo's rows alone for `rounds` rounds of `plan` and scores it.

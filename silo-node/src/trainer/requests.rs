@@ -86,7 +86,7 @@ pub(super) fn answer(state: &mut TrainerState, request: Request) -> Answer {
             lora,
         } => {
             let job = match &spec {
-                Architecture::Described(d) => described::score(state, model, d),
+                Architecture::Described(d) => described::score(state, model, d, personalize),
                 Architecture::Mlp(mlp) => tabular(state, &spec).and_then(|data| {
                     score(
                         state,

@@ -286,7 +286,7 @@ impl crate::described::ModelTrainer for Plus1 {
         Ok(fedsilo::protocol::EvalMetrics {
             examples: 3,
             loss: params[0] as f64,
-            accuracy: 1.0,
+            accuracy: params[1] as f64,
             auc: Some(0.75),
             personalized: None,
         })
@@ -297,6 +297,19 @@ impl crate::described::ModelTrainer for Plus1 {
         _: &std::path::Path,
     ) -> Result<Vec<Vec<f32>>, crate::described::DescribedError> {
         Ok(vec![])
+    }
+    /// The head is the second value; fine-tuning adds ten to it.
+    fn personalise(
+        &self,
+        params: &[f32],
+        own: Option<&[f32]>,
+        _: &fedsilo::protocol::Personalize,
+    ) -> Result<Option<crate::described::Personalised>, crate::described::DescribedError> {
+        let head = own.map_or(params[1], |h| h[0]) + 10.0;
+        Ok(Some(crate::described::Personalised {
+            params: vec![params[0], head],
+            head: vec![head],
+        }))
     }
 }
 
@@ -486,4 +499,86 @@ async fn a_refused_plan_spends_no_privacy_budget() {
         Response::Trained(_)
     ));
     assert_eq!(charges(), 1);
+}
+
+/// Personalisation of a described model: the trainer's head is fine-tuned on each candidate
+/// scored, becomes the silo's own only once a round trains from that candidate, and a silo
+/// under its own DP-SGD does not personalise.
+#[tokio::test]
+async fn a_described_models_personal_head_is_kept_once_its_candidate_is_trained_from() {
+    let dir = tempfile::tempdir().unwrap();
+    for dp in [false, true] {
+        let (t, manifest) = described_trainer(dp.then(|| super::SiloDpSgd {
+            dp: crate::train::dp_sgd::DpSgd {
+                clip: 1.0,
+                noise_multiplier: 1.0,
+            },
+            delta: 1e-5,
+            epsilon_budget: None,
+            ledger: dir.path().join("ledger.jsonl"),
+        }))
+        .await;
+        let spec: fedsilo::model::Architecture = manifest.described().into();
+        let ask = |req: Request| {
+            let t = t.clone();
+            async move { call(&t, &req, Duration::from_secs(5), "t").await }
+        };
+        let p = vec![0.25f32, -1.0];
+        let model = ModelRef {
+            version: 0,
+            digest: Digest::of_f32(&p),
+        };
+        ask(Request::PutModel {
+            model,
+            offset: 0,
+            total: 2,
+            values: p,
+        })
+        .await
+        .unwrap();
+        let none = Scaling {
+            mean: vec![],
+            std: vec![],
+        };
+        let evaluate = || Request::Evaluate {
+            model,
+            spec: spec.clone(),
+            scaling: none.clone(),
+            personalize: Some(fedsilo::protocol::Personalize {
+                epochs: 1,
+                batch_size: 4,
+                learning_rate: 0.1,
+                seed: 1,
+            }),
+            lora: None,
+        };
+        let personal = |r: Response| match r {
+            Response::Evaluated(m) => {
+                assert_eq!(m.accuracy, -1.0, "the global model is scored as sent");
+                m.personalized.map(|p| p.accuracy)
+            }
+            other => panic!("{other:?}"),
+        };
+        let first = personal(ask(evaluate()).await.unwrap());
+        let again = personal(ask(evaluate()).await.unwrap());
+        ask(Request::Train {
+            round: 1,
+            base: model,
+            spec: spec.clone(),
+            plan: plan(),
+            scaling: none.clone(),
+        })
+        .await
+        .unwrap();
+        let adopted = personal(ask(evaluate()).await.unwrap());
+        if dp {
+            assert_eq!((first, again, adopted), (None, None, None));
+        } else {
+            assert_eq!(
+                (first, again, adopted),
+                (Some(9.0), Some(9.0), Some(19.0)),
+                "the head from the global model until its candidate is trained from, then the silo's"
+            );
+        }
+    }
 }

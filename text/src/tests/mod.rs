@@ -666,4 +666,5 @@ fn training_above_a_cached_frozen_prefix_is_training_the_whole_model() {
     );
 }
 
+mod head;
 mod private;
