@@ -10,7 +10,7 @@
 //!   non-private ceiling a real federation cannot compute (here all data is on one machine).
 //!
 //! The last two are trained in this process with the silo's own trainer
-//! ([`silo_node::described::TextTrainer`]), the federation by real `fedsilo` and `silo-node`
+//! ([`silo_node::model_trainers::TextTrainer`]), the federation by real `fedsilo` and `silo-node`
 //! processes over mutual TLS.
 //!
 //!   examples/reviews/run.sh              # 3 rounds
@@ -26,8 +26,8 @@ use fedsilo::model::manifest::Manifest;
 use fedsilo::model::tensor_file::TensorSet;
 use fedsilo::protocol::TrainPlan;
 use serde_json::Value;
-use silo_node::described::scoring::class_metrics;
-use silo_node::described::{Holdout, ModelTrainer, TextTrainer};
+use silo_node::model_trainers::scoring::class_metrics;
+use silo_node::model_trainers::{DescribedTrainer, Holdout, ModelTrainer, TextTrainer};
 use testkit::sandbox::{adapt_federation_file, ExampleRun, Sandbox, SandboxSpec, SiloSpec};
 
 const RETAILERS: [&str; 4] = ["retailer-a", "retailer-b", "retailer-c", "retailer-d"];
@@ -241,7 +241,9 @@ fn main() -> anyhow::Result<()> {
         &pooled_train,
         &Holdout::File(data.join(RETAILERS[0]).join("holdout.csv")),
     )?;
-    let pooled_params = pooled.train(&lora_initial, &plan(epochs), 1, None)?.params;
+    let pooled_params = pooled
+        .train(&lora_initial, &plan(epochs), 1, None)?
+        .applied_to(&lora_initial);
 
     println!(
         "\nheld-out ROC AUC per retailer ({rounds} passes over each training set; pooled: the non-private ceiling)"
@@ -260,7 +262,10 @@ fn main() -> anyhow::Result<()> {
             &Holdout::File(holdout.clone()),
         )?;
         let fitted = head.train(&head_initial, &plan(epochs), 1, None)?;
-        let head_auc = head.evaluate(&fitted.params)?.auc.unwrap_or(f64::NAN);
+        let head_auc = head
+            .evaluate(&fitted.applied_to(&head_initial))?
+            .auc
+            .unwrap_or(f64::NAN);
         let pooled_auc = class_metrics(
             &pooled.predict(&pooled_params, &holdout)?,
             &labels(&holdout)?,

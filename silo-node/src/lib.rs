@@ -11,9 +11,9 @@ extern crate openblas_src;
 #[cfg(feature = "fault-injection")]
 pub mod attack;
 pub mod data;
-pub mod described;
 pub mod external;
 pub mod faults;
+pub mod model_trainers;
 pub mod node;
 pub mod train;
 pub mod trainer;

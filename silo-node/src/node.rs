@@ -14,7 +14,7 @@ use fedsilo::tls::NodeCredentials;
 use ractor::Actor;
 
 use crate::data::Dataset;
-use crate::described::Holdout;
+use crate::model_trainers::Holdout;
 use crate::trainer::{LocalData, TrainerActor, TrainerArgs};
 use fedsilo::model::manifest::Manifest;
 
@@ -101,7 +101,7 @@ fn local_data(s: &SiloSettings, me: &str) -> anyhow::Result<LocalData> {
                 t.owner = me.to_string();
                 t
             });
-            let trainer = crate::described::load(m, model_dir, &s.data, &holdout, external)
+            let trainer = crate::model_trainers::load(m, model_dir, &s.data, &holdout, external)
                 .with_context(|| format!("--manifest {}", manifest.display()))?;
             tracing::info!(train = trainer.train_rows(), "model and data loaded");
             Ok(LocalData::Described(Arc::from(trainer)))

@@ -12,9 +12,9 @@ use fedsilo::model::manifest::Manifest;
 use fedsilo::model::tensor_file::TensorSet;
 use fedsilo_text::exchange::trainable;
 use fedsilo_text::lora::{LoraSettings, Target};
-use silo_node::described::assets::sha256_file;
-use silo_node::described::recipe::{TextRecipe, TEXT_CLASSIFIER};
-use silo_node::described::text::{build, check_layout, ASSETS};
+use silo_node::model_trainers::assets::sha256_file;
+use silo_node::model_trainers::recipe::{TextRecipe, TEXT_CLASSIFIER};
+use silo_node::model_trainers::text::{build, check_layout, ASSETS};
 
 /// Prepare a model for a federation: write its manifest and initial trainable values.
 ///

@@ -7,14 +7,11 @@
 //!
 //! [`PersonalHead`] keeps the heads of any architecture (the MLP's last layer, a text
 //! classifier's head), keyed by the architecture they belong to; how a head is fine-tuned is
-//! the trainer's business — for the MLP, [`PersonalHead::personalise`] here.
+//! the trainer's business (`ModelTrainer::personalise`).
 
 use std::collections::VecDeque;
 
-use fedsilo::model::{Architecture, Digest, ModelSpec};
-use ndarray::{Array1, Array2};
-
-use super::{train, Mlp, Sgd};
+use fedsilo::model::{Architecture, Digest};
 
 /// Candidates whose fine-tuned heads wait to learn whether they were committed.
 const STAGED: usize = 3;
@@ -46,37 +43,6 @@ impl PersonalHead {
         }
     }
 
-    /// The personalised model for `global` (of `spec`, digest `model`): the global body with
-    /// this silo's head, the head fine-tuned on `(x, y)` as `sgd` says (its `train_from` is set
-    /// here). The fine-tuned head waits until [`PersonalHead::adopt`] names `model`.
-    pub fn personalise(
-        &mut self,
-        model: Digest,
-        spec: &ModelSpec,
-        global: &[f32],
-        x: &Array2<f32>,
-        y: &Array1<f32>,
-        sgd: Sgd,
-    ) -> Vec<f32> {
-        let arch = Architecture::Mlp(spec.clone());
-        let layout = spec.layout();
-        // The last layer's weight then bias: the end of the flat vector.
-        let from = layout.tensors.iter().rev().nth(1).map_or(0, |t| t.offset);
-        let mut params = global.to_vec();
-        if let Some(head) = self.own(&arch) {
-            if head.len() == params.len() - from {
-                params[from..].copy_from_slice(head);
-            }
-        }
-        let sgd = Sgd {
-            train_from: from,
-            ..sgd
-        };
-        train(&Mlp::new(spec), &mut params, x, y, sgd);
-        self.stage(model, arch, params[from..].to_vec());
-        params
-    }
-
     /// The round trains from `model`: the head fine-tuned on it, if any, becomes this silo's.
     pub fn adopt(&mut self, model: Digest) {
         if let Some(i) = self.staged.iter().position(|(d, _, _)| *d == model) {
@@ -90,63 +56,44 @@ impl PersonalHead {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::evaluate;
-    use fedsilo::model::initial_params;
+    use fedsilo::model::ModelSpec;
 
     #[test]
-    fn only_the_head_is_trained_and_it_is_kept_between_rounds() {
-        let (x, y) = crate::train::separable(300, 4);
-        let spec = ModelSpec {
-            inputs: 2,
-            hidden: vec![6],
+    fn a_head_is_the_silos_once_its_candidate_is_trained_from_and_only_for_its_architecture() {
+        let mlp = |h: usize| {
+            Architecture::Mlp(ModelSpec {
+                inputs: 2,
+                hidden: vec![h],
+            })
         };
-        let global = initial_params(&spec, 5);
-        let sgd = Sgd {
-            epochs: 5,
-            batch_size: 16,
-            learning_rate: 0.5,
-            prox_mu: 0.0,
-            train_from: 0,
-            seed: 1,
-        };
+        let (v1, v2) = (Digest::of_bytes(b"v1"), Digest::of_bytes(b"v2"));
         let mut mine = PersonalHead::default();
-        let v1 = Digest::of_f32(&global);
-        let first = mine.personalise(v1, &spec, &global, &x, &y, sgd);
-        let head_from = 2 * 6 + 6;
+        mine.stage(v1, mlp(6), vec![1.0, 2.0]);
+        assert_eq!(mine.own(&mlp(6)), None, "staged, not yet the silo's");
+        mine.adopt(v2);
         assert_eq!(
-            first[..head_from],
-            global[..head_from],
-            "the body is frozen"
+            mine.own(&mlp(6)),
+            None,
+            "another candidate was trained from"
         );
-        assert_ne!(first[head_from..], global[head_from..], "the head moved");
-        let mlp = Mlp::new(&spec);
-        let (g, p) = (
-            evaluate(&mlp, &global, &x, &y).loss,
-            evaluate(&mlp, &first, &x, &y).loss,
-        );
-        assert!(p < g, "personalised {p} vs global {g}");
-        // Until the candidate is trained from, the silo's head stays the global one.
-        let again = mine.personalise(v1, &spec, &global, &x, &y, Sgd { epochs: 0, ..sgd });
-        assert_eq!(again[head_from..], global[head_from..]);
-        // Once it is, the next round's head starts where fine-tuning ended.
-        mine.personalise(v1, &spec, &global, &x, &y, sgd);
         mine.adopt(v1);
-        let second = mine.personalise(v1, &spec, &global, &x, &y, Sgd { epochs: 0, ..sgd });
-        assert_eq!(second[head_from..], first[head_from..]);
-        // Another architecture starts again from the global head.
-        let other = ModelSpec {
-            inputs: 2,
-            hidden: vec![3],
-        };
-        let g2 = initial_params(&other, 5);
-        let fresh = mine.personalise(
-            Digest::of_f32(&g2),
-            &other,
-            &g2,
-            &x,
-            &y,
-            Sgd { epochs: 0, ..sgd },
+        assert_eq!(mine.own(&mlp(6)), Some(&[1.0, 2.0][..]));
+        assert_eq!(
+            mine.own(&mlp(3)),
+            None,
+            "another architecture starts from the global head"
         );
-        assert_eq!(fresh, g2);
+        // Restaging a candidate replaces its head; only the last few wait.
+        mine.stage(v2, mlp(6), vec![3.0]);
+        mine.stage(v2, mlp(6), vec![4.0]);
+        for i in 0..STAGED {
+            mine.stage(Digest::of_bytes(&[i as u8]), mlp(6), vec![]);
+        }
+        mine.adopt(v2);
+        assert_eq!(
+            mine.own(&mlp(6)),
+            Some(&[1.0, 2.0][..]),
+            "v2's head was dropped"
+        );
     }
 }

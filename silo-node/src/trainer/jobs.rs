@@ -1,36 +1,25 @@
-//! The work a silo does off its mailbox: a round's training (the built-in MLP trainer with the
-//! silo's own DP-SGD, LoRA adapters, or an external program), then distributed DP noise; and
-//! the local-only baseline for the comparison at the end of a run.
+//! The work a silo does off its mailbox, the same for every model: a round's training, the
+//! scoring of a model (with the silo's own head when it personalises), and the local-only
+//! baseline for the comparison at the end of a run — each handed to a [`ModelTrainer`], which
+//! sees only the flat trainable vector. What happens around it is the actor's: the busy flag,
+//! the silo's DP-SGD ledger, and the update made ready to leave ([`finish_update`]: silo-level
+//! DP, then compression or masking in the actor).
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use fedsilo::kernels::clip::{clip_l2, l2_norm};
-use fedsilo::model::lora::Adapters;
-use fedsilo::model::{Digest, ModelSpec};
+use fedsilo::model::{Architecture, Digest};
 use fedsilo::privacy::noise::{add_gaussian, secure_rng};
-use fedsilo::protocol::{ModelRef, Response, Scaling, TrainPlan, TrainReport};
-use ndarray::Array1;
+use fedsilo::protocol::{
+    EvalMetrics, ModelRef, Personalize, PersonalizedMetrics, Response, TrainPlan, TrainReport,
+};
 
 use super::refusal::Refusal;
-use crate::data::{encode as encode_rows, local_stats, scaling_from, Dataset};
-use crate::external::ExternalTrainer;
-use crate::faults::{forge, RoundAttack};
-use crate::train::dp_sgd::{train_dp, DpSgd};
-use crate::train::lora::train_adapters;
-use crate::train::{evaluate, train, Mlp, Sgd, TrainOutcome};
-
-/// The built-in trainer's settings for `plan`, shuffled with `seed`.
-pub(super) fn sgd(plan: &TrainPlan, seed: u64) -> Sgd {
-    Sgd {
-        epochs: plan.epochs,
-        batch_size: plan.batch_size as usize,
-        learning_rate: plan.learning_rate,
-        prox_mu: plan.prox_mu,
-        train_from: 0,
-        seed,
-    }
-}
+use super::requests::{Job, Training};
+use super::state::{err, TrainerState};
+use crate::model_trainers::ModelTrainer;
+use crate::train::dp_sgd::schedule;
 
 /// A seed unique to this silo, mixed into every shuffling seed.
 pub(super) fn name_seed(name: &str) -> u64 {
@@ -44,81 +33,60 @@ pub(super) fn name_seed(name: &str) -> u64 {
 /// A trained round: the update, its report, and the DP-SGD spend (sampling rate, steps).
 pub(super) type Trained = (Vec<f32>, TrainReport, Option<(f64, u64)>);
 
-/// How this silo trains a round.
-#[derive(Debug, Clone)]
-pub(super) enum Method {
-    /// The built-in MLP trainer, with the silo's own DP-SGD if configured (and, in
-    /// robustness experiments, a forged update).
-    BuiltIn {
-        attack: RoundAttack,
-        dp: Option<DpSgd>,
-    },
-    /// An external program ([`crate::external`]).
-    External(ExternalTrainer),
-    /// LoRA: the round's model is the adapters, trained on top of the frozen base.
-    Lora {
-        layout: Adapters,
-        frozen: Arc<Vec<f32>>,
-    },
-}
-
-#[allow(clippy::too_many_arguments)]
-pub(super) fn train_job(
-    data: &Dataset,
-    name: &str,
+/// Readies round `round`'s training of `trainer` from `params` (the model `base`): refuses
+/// while busy, on a silo with no training rows, or a plan the trainer cannot train (before
+/// the silo's DP-SGD charges its ledger); then charges, marks the silo busy, and adopts the
+/// head personalised on `base`.
+pub(super) fn start_training(
+    state: &mut TrainerState,
     round: u64,
-    base_ref: ModelRef,
-    base: &[f32],
-    spec: &ModelSpec,
-    plan: &TrainPlan,
-    scaling: &Scaling,
-    method: Method,
-) -> Result<Trained, Refusal> {
-    let started = Instant::now();
-    let x = encode_rows(&data.schema, &data.train, scaling);
-    let y = Array1::from(data.train.labels.clone());
-    let seed = plan.seed ^ name_seed(name);
-    let (update, out, spent) = match method {
-        Method::External(ext) => {
-            // The silo's own shuffling seed, as the built-in trainer uses.
-            let own = TrainPlan {
-                seed,
-                ..plan.clone()
-            };
-            let got = ext.run(round, spec, base, &own, &x, &y)?;
-            let update: Vec<f32> = got.params.iter().zip(base).map(|(n, b)| n - b).collect();
-            let out = TrainOutcome {
-                last_epoch_loss: got.train_loss,
-                examples: x.nrows(),
-            };
-            (update, out, None)
-        }
-        Method::BuiltIn { attack, dp } => built_in(&x, &y, base, spec, plan, seed, attack, dp),
-        Method::Lora { layout, frozen } => {
-            let mut adapters = base.to_vec();
-            let out = train_adapters(
-                &layout,
-                &Mlp::new(spec),
-                &frozen,
-                &mut adapters,
-                &x,
-                &y,
-                sgd(plan, seed),
-            );
-            let update = adapters.iter().zip(base).map(|(n, b)| n - b).collect();
-            (update, out, None)
-        }
-    };
-    Ok(finish_update(
-        update,
+    base: ModelRef,
+    params: Arc<Vec<f32>>,
+    trainer: Arc<dyn ModelTrainer>,
+    plan: TrainPlan,
+) -> Result<Training, Refusal> {
+    if let Some(r) = state.busy {
+        return Err(Refusal::Busy(r));
+    }
+    if trainer.train_rows() == 0 {
+        return Err(Refusal::EvaluateOnly);
+    }
+    // The plan checked first: a round refused after its charge would spend budget for nothing.
+    trainer.check_plan(&plan)?;
+    // The silo's own DP-SGD, charged (and synced) before any training starts.
+    state.charge_dp_sgd(round, &plan)?;
+    let dp = state.args.dp_sgd.as_ref().map(|c| c.dp);
+    let spent = dp.map(|_| schedule(trainer.train_rows(), plan.batch_size as usize, plan.epochs));
+    state.busy = Some(round);
+    // The round trains from this model: it was committed, so the head personalised on it is
+    // this silo's from now on.
+    state
+        .head
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .adopt(base.digest);
+    let masked = state.round_output(round, &plan);
+    let name = state.args.name.clone();
+    Ok(Training {
         round,
-        base_ref,
-        out.examples,
-        out.last_epoch_loss,
-        started,
-        plan,
-        spent,
-    ))
+        delay: state.args.faults.train_delay(),
+        masked,
+        job: Box::new(move || -> Result<Trained, Refusal> {
+            let started = Instant::now();
+            let seed = plan.seed ^ name_seed(&name);
+            let fitted = trainer.train(&params, &plan, seed, dp)?;
+            Ok(finish_update(
+                fitted.update,
+                round,
+                base,
+                fitted.examples,
+                fitted.loss,
+                started,
+                &plan,
+                spent,
+            ))
+        }),
+    })
 }
 
 /// A trained update made ready to leave: clipped and noised if the plan asks for silo-level
@@ -152,72 +120,84 @@ pub(super) fn finish_update(
     (update, report, spent)
 }
 
-/// Trains with the built-in MLP trainer: the update, what training did, and the DP-SGD spend.
-#[allow(clippy::too_many_arguments)]
-fn built_in(
-    x: &ndarray::Array2<f32>,
-    y: &Array1<f32>,
-    base: &[f32],
-    spec: &ModelSpec,
-    plan: &TrainPlan,
-    seed: u64,
-    attack: RoundAttack,
-    dp: Option<DpSgd>,
-) -> (Vec<f32>, TrainOutcome, Option<(f64, u64)>) {
-    let mlp = Mlp::new(spec);
-    let honest = |x: &ndarray::Array2<f32>, y: &Array1<f32>, seed: u64| {
-        let mut params = base.to_vec();
-        let (out, spent): (TrainOutcome, Option<(f64, u64)>) = match dp {
-            Some(settings) => {
-                let o = train_dp(
-                    &mlp,
-                    &mut params,
-                    x,
-                    y,
-                    sgd(plan, seed),
-                    settings,
-                    &mut secure_rng(),
-                );
-                (o.outcome, Some((o.sampling_rate, o.steps)))
+/// Scores `params` (the model `model`, of `arch`) on the held-out rows, as a job; with
+/// `personalize`, also the model under this silo's own head, fine-tuned on its training rows.
+/// The fine-tuned head is staged, to become the silo's if a round trains from `model`.
+pub(super) fn score(
+    state: &TrainerState,
+    model: ModelRef,
+    arch: Architecture,
+    params: Arc<Vec<f32>>,
+    trainer: Arc<dyn ModelTrainer>,
+    personalize: Option<Personalize>,
+) -> Job {
+    // An evaluate-only silo has no training split to personalise on; a silo under its own
+    // DP-SGD does not fine-tune outside it.
+    let personalize =
+        personalize.filter(|_| trainer.train_rows() > 0 && state.args.dp_sgd.is_none());
+    let heads = state.head.clone();
+    Box::new(move || {
+        let scored = trainer.evaluate(&params).and_then(|mut metrics| {
+            let Some(p) = personalize else {
+                return Ok(metrics);
+            };
+            let own = heads
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .own(&arch)
+                .map(<[f32]>::to_vec);
+            match trainer.personalise(&params, own.as_deref(), &p)? {
+                Some(mine) => {
+                    metrics.personalized = Some(personalized(trainer.evaluate(&mine.params)?));
+                    heads
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .stage(model.digest, arch, mine.head);
+                }
+                None => tracing::warn!(
+                    "personalisation asked, but the trainer of {} has no head to fine-tune alone; scored the global model only",
+                    arch.describe()
+                ),
             }
-            None => (train(&mlp, &mut params, x, y, sgd(plan, seed)), None),
-        };
-        let update: Vec<f32> = params.iter().zip(base).map(|(n, b)| n - b).collect();
-        (update, out, spent)
-    };
-    let (update, mut out, spent) = honest(x, y, seed);
-    let retrain = |rows: &[usize], seed: u64| {
-        let (xs, ys) = (
-            x.select(ndarray::Axis(0), rows),
-            y.select(ndarray::Axis(0), rows),
-        );
-        honest(&xs, &ys, seed).0
-    };
-    let (update, examples) = forge(attack, update, out.examples, x.nrows(), seed, &retrain);
-    out.examples = examples;
-    (update, out, spent)
+            Ok(metrics)
+        });
+        match scored {
+            Ok(m) => Response::Evaluated(m),
+            Err(e) => err(Refusal::from(e)),
+        }
+    })
 }
 
-/// Trains `initial` on this silo's data alone for `rounds` rounds, with its own scaling, and
-/// scores it on its held-out split.
-pub(super) fn local_baseline(
-    data: &Dataset,
-    name: &str,
-    initial: &[f32],
-    spec: &ModelSpec,
-    plan: &TrainPlan,
-    rounds: u32,
-) -> Response {
-    let scaling = scaling_from(&local_stats(&data.schema, &data.train));
-    let mlp = Mlp::new(spec);
-    let x = encode_rows(&data.schema, &data.train, &scaling);
-    let y = Array1::from(data.train.labels.clone());
-    let mut params = initial.to_vec();
-    for r in 0..rounds as u64 {
-        let seed = plan.seed.wrapping_add(r) ^ Digest::of_bytes(name.as_bytes()).0[0] as u64;
-        train(&mlp, &mut params, &x, &y, sgd(plan, seed));
+fn personalized(m: EvalMetrics) -> PersonalizedMetrics {
+    PersonalizedMetrics {
+        loss: m.loss,
+        accuracy: m.accuracy,
+        auc: m.auc,
     }
-    let xh = encode_rows(&data.schema, &data.holdout, &scaling);
-    let yh = Array1::from(data.holdout.labels.clone());
-    Response::Evaluated(evaluate(&mlp, &params, &xh, &yh))
+}
+
+/// Trains `initial` on this silo's rows alone for `rounds` rounds of `plan` (without the
+/// silo's DP-SGD: nothing leaves) and scores it, as a job.
+pub(super) fn local_baseline(
+    state: &TrainerState,
+    initial: Arc<Vec<f32>>,
+    trainer: Arc<dyn ModelTrainer>,
+    plan: TrainPlan,
+    rounds: u32,
+) -> Job {
+    let name = state.args.name.clone();
+    Box::new(move || {
+        let mut p = initial.to_vec();
+        for r in 0..rounds as u64 {
+            let seed = plan.seed.wrapping_add(r) ^ Digest::of_bytes(name.as_bytes()).0[0] as u64;
+            match trainer.train(&p, &plan, seed, None) {
+                Ok(f) => p = f.applied_to(&p),
+                Err(e) => return err(Refusal::from(e)),
+            }
+        }
+        match trainer.evaluate(&p) {
+            Ok(m) => Response::Evaluated(m),
+            Err(e) => err(Refusal::from(e)),
+        }
+    })
 }

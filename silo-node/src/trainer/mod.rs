@@ -13,12 +13,10 @@
 //! |---|---|
 //! | `state` | what the trainer was started with and holds; compression of an update |
 //! | `models` | models received in chunks, the cache, spec and scaling checks |
-//! | `requests` | the answer to each request, now or from a background job |
-//! | `jobs` | training (built-in, LoRA, external) and the local baseline |
-//! | `described` | the same for a model with a manifest, through its [`crate::described`] trainer |
+//! | `requests` | the answer to each request, now or from a background job; which [`crate::model_trainers`] trainer serves it |
+//! | `jobs` | a round's training, scoring (with personalisation) and the local baseline, for any trainer |
 //! | `secure` | the silo's side of secure aggregation |
 
-mod described;
 mod jobs;
 mod models;
 mod refusal;

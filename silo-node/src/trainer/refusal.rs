@@ -7,8 +7,7 @@ use fedsilo::model::{Digest, ModelError};
 use fedsilo::privacy::budget::BookError;
 use fedsilo::secagg::participant::ParticipateError;
 
-use crate::described::DescribedError;
-use crate::external::ExternalError;
+use crate::model_trainers::TrainError;
 
 /// A refusal, or a failure to do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -88,9 +87,6 @@ pub enum Refusal {
     /// The DP-SGD spend cannot be recorded.
     #[error("cannot record the DP-SGD spend, so this silo does not train: {0}")]
     Book(#[from] BookError),
-    /// The external trainer failed.
-    #[error(transparent)]
-    External(#[from] ExternalError),
     /// No secure-aggregation keys for that round.
     #[error("no secure-aggregation keys for round {0} here")]
     NoKeys(u64),
@@ -135,9 +131,9 @@ pub enum Refusal {
         /// What this silo holds.
         holds: String,
     },
-    /// The described model's trainer refused or failed.
+    /// The model's trainer refused or failed (an external program's failure included).
     #[error(transparent)]
-    Described(#[from] DescribedError),
+    Trainer(#[from] TrainError),
     /// Not a secure-aggregation request (an internal routing error).
     #[error("not a secure-aggregation request: {0}")]
     NotSecureAggregation(&'static str),

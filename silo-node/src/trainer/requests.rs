@@ -6,19 +6,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fedsilo::model::{Architecture, Digest, ModelSpec};
-use fedsilo::protocol::{
-    FeatureStats, LoraTrain, ModelRef, Personalize, PersonalizedMetrics, Request, Response,
-    Scaling, TrainPlan,
-};
-use ndarray::Array1;
+use fedsilo::model::{Architecture, Described, Digest};
+use fedsilo::protocol::{FeatureStats, LoraTrain, ModelRef, Request, Response, Scaling, TrainPlan};
 
-use super::described;
-use super::jobs::{local_baseline, train_job, Method, Trained};
+use super::jobs::{local_baseline, score, start_training, Trained};
 use super::refusal::Refusal;
 use super::state::{err, LocalData, TrainerState};
-use crate::data::{encode as encode_rows, local_stats, Dataset};
-use crate::train::{evaluate, Mlp, Sgd};
+use crate::data::{local_stats, scaling_from, Dataset};
+use crate::model_trainers::tabular::{How, TabularTrainer};
+use crate::model_trainers::{DescribedTrainer, ModelTrainer};
 
 /// Work that answers a request later, on a blocking thread.
 pub(super) type Job = Box<dyn FnOnce() -> Response + Send>;
@@ -55,7 +51,7 @@ pub(super) fn answer(state: &mut TrainerState, request: Request) -> Answer {
                 unusable: data.single_class(),
                 ..local_stats(&data.schema, &data.train)
             },
-            LocalData::Described(t) => described::feature_stats(t.as_ref()),
+            LocalData::Described(t) => described_stats(t.as_ref()),
         })),
         Request::PutModel {
             model,
@@ -84,66 +80,79 @@ pub(super) fn answer(state: &mut TrainerState, request: Request) -> Answer {
             scaling,
             personalize,
             lora,
-        } => {
-            let job = match &spec {
-                Architecture::Described(d) => described::score(state, model, d, personalize),
-                Architecture::Mlp(mlp) => tabular(state, &spec).and_then(|data| {
-                    score(
-                        state,
-                        data,
-                        model,
-                        mlp.clone(),
-                        scaling,
-                        personalize,
-                        lora.as_ref(),
-                    )
-                }),
-            };
-            match job {
-                Ok(job) => Answer::Blocking("evaluation", job),
-                Err(e) => now(err(e)),
-            }
-        }
+        } => match for_scoring(state, &model, &spec, scaling, lora.as_ref()) {
+            Ok((trainer, params)) => Answer::Blocking(
+                "evaluation",
+                score(state, model, spec, params, trainer, personalize),
+            ),
+            Err(e) => now(err(e)),
+        },
         Request::Train {
             round,
             base,
             spec,
             plan,
             scaling,
-        } => {
-            let training = match &spec {
-                Architecture::Described(d) => {
-                    described::start_training(state, round, base, d, plan)
-                }
-                Architecture::Mlp(mlp) => tabular(state, &spec).and_then(|data| {
-                    start_training(state, data, round, base, mlp.clone(), plan, scaling)
-                }),
-            };
-            match training {
-                Ok(training) => Answer::Train(training),
-                Err(e) => now(err(e)),
-            }
-        }
+        } => match for_training(state, round, &base, &spec, &plan, scaling)
+            .and_then(|(trainer, params)| start_training(state, round, base, params, trainer, plan))
+        {
+            Ok(training) => Answer::Train(training),
+            Err(e) => now(err(e)),
+        },
         Request::LocalBaseline {
             initial,
             spec,
             plan,
             rounds,
-        } => {
-            let job = match &spec {
-                Architecture::Described(d) => {
-                    described::local_baseline(state, initial, d, plan, rounds)
-                }
-                Architecture::Mlp(mlp) => tabular(state, &spec).and_then(|data| {
-                    tabular_baseline(state, data, initial, mlp.clone(), plan, rounds)
-                }),
-            };
-            match job {
-                Ok(job) => Answer::Blocking("local baseline", job),
-                Err(e) => now(err(e)),
-            }
-        }
+        } => match for_baseline(state, &initial, &spec) {
+            Ok((trainer, params)) => Answer::Blocking(
+                "local baseline",
+                local_baseline(state, params, trainer, plan, rounds),
+            ),
+            Err(e) => now(err(e)),
+        },
     }
+}
+
+/// A request's model as this silo holds it: the trainer for it and the values it starts from.
+type Resolved = (Arc<dyn ModelTrainer>, Arc<Vec<f32>>);
+
+/// The schema check's answer for a described model: the manifest's digest stands for the
+/// schema, and no feature sums (nothing is scaled).
+fn described_stats(t: &dyn DescribedTrainer) -> FeatureStats {
+    FeatureStats {
+        schema_digest: t.manifest().digest,
+        software_version: env!("CARGO_PKG_VERSION").to_string(),
+        rows: t.train_rows() as u64,
+        count: vec![],
+        sum: vec![],
+        sum_sq: vec![],
+        unusable: t.unusable(),
+    }
+}
+
+/// The model `m` of the described model `d`, and this silo's trainer for it (if that is the
+/// model it was started for); `m` must be of the size of the silo's own manifest (the
+/// request's list of tensors is never used: only its manifest digest).
+fn described(state: &TrainerState, d: &Described, m: &ModelRef) -> Result<Resolved, Refusal> {
+    let trainer = match &state.args.data {
+        LocalData::Described(t) if t.manifest().digest == d.manifest => t.clone(),
+        _ => {
+            return Err(Refusal::WrongModel {
+                asked: format!(
+                    "the `{}` model of manifest {}",
+                    d.architecture,
+                    d.manifest.short()
+                ),
+                holds: state.args.data.describe(),
+            })
+        }
+    };
+    let p = state.model(m)?;
+    if p.len() != trainer.manifest().described().layout().len {
+        return Err(Refusal::Size("model"));
+    }
+    Ok((trainer, p))
 }
 
 /// This silo's tabular data, if it trains the MLP `spec` asks for.
@@ -157,26 +166,97 @@ fn tabular(state: &TrainerState, spec: &Architecture) -> Result<Arc<Dataset>, Re
     }
 }
 
-/// The MLP trained on this silo's rows alone, as a job.
-fn tabular_baseline(
-    state: &TrainerState,
-    data: Arc<Dataset>,
-    initial: ModelRef,
-    spec: ModelSpec,
-    plan: TrainPlan,
-    rounds: u32,
-) -> Result<Job, Refusal> {
-    let n = data.schema.numeric_count();
-    let unscaled = Scaling {
-        mean: vec![0.0; n],
-        std: vec![1.0; n],
+/// What scores `model`: under LoRA, the adapters merged into the frozen base.
+fn for_scoring(
+    state: &mut TrainerState,
+    model: &ModelRef,
+    spec: &Architecture,
+    scaling: Scaling,
+    lora: Option<&LoraTrain>,
+) -> Result<Resolved, Refusal> {
+    let mlp = match spec {
+        Architecture::Described(d) => return described(state, d, model),
+        Architecture::Mlp(mlp) => mlp,
     };
-    let params = state.model(&initial)?;
-    state.check_spec(&data, &spec, &unscaled)?;
-    let name = state.args.name.clone();
-    Ok(Box::new(move || {
-        local_baseline(&data, &name, &params, &spec, &plan, rounds)
-    }))
+    let data = tabular(state, spec)?;
+    state.check_spec(&data, mlp, &scaling)?;
+    let params = state.scored_model(model, mlp, lora)?;
+    let how = How::BuiltIn { attack: None };
+    let trainer = TabularTrainer::new(data, mlp.clone(), scaling, how);
+    Ok((Arc::new(trainer), params))
+}
+
+/// What trains round `round` from `base`: a described model's trainer, or the MLP trained by
+/// fedsilo's SGD, as LoRA adapters, or by the silo's own program.
+fn for_training(
+    state: &mut TrainerState,
+    round: u64,
+    base: &ModelRef,
+    spec: &Architecture,
+    plan: &TrainPlan,
+    scaling: Scaling,
+) -> Result<Resolved, Refusal> {
+    let mlp = match spec {
+        Architecture::Described(_) if plan.lora.is_some() => {
+            return Err(Refusal::WrongModel {
+                asked: "LoRA on the built-in MLP ([plan.lora])".into(),
+                holds: state.args.data.describe(),
+            })
+        }
+        Architecture::Described(d) => return described(state, d, base),
+        Architecture::Mlp(mlp) => mlp,
+    };
+    let data = tabular(state, spec)?;
+    state.check_spec(&data, mlp, &scaling)?;
+    let (params, how) = match (&plan.lora, &state.args.external) {
+        (Some(_), _) if state.args.external.is_some() || state.args.dp_sgd.is_some() => {
+            return Err(Refusal::LoraNeedsBuiltIn)
+        }
+        (Some(l), _) => {
+            let (layout, frozen, theta) = state.lora_parts(base, mlp, l)?;
+            (theta, How::Lora { layout, frozen })
+        }
+        (None, external) => {
+            let p = state.model(base)?;
+            if p.len() != mlp.layout().len {
+                return Err(Refusal::Size("base model"));
+            }
+            let how = match external {
+                Some(runner) => How::External {
+                    runner: runner.clone(),
+                    round,
+                },
+                None => How::BuiltIn {
+                    attack: state.args.faults.attack(round),
+                },
+            };
+            (p, how)
+        }
+    };
+    let trainer = TabularTrainer::new(data, mlp.clone(), scaling, how);
+    Ok((Arc::new(trainer), params))
+}
+
+/// What trains `initial` on this silo's rows alone: the MLP with the silo's own scaling.
+fn for_baseline(
+    state: &TrainerState,
+    initial: &ModelRef,
+    spec: &Architecture,
+) -> Result<Resolved, Refusal> {
+    let mlp = match spec {
+        Architecture::Described(d) => return described(state, d, initial),
+        Architecture::Mlp(mlp) => mlp,
+    };
+    let data = tabular(state, spec)?;
+    let scaling = scaling_from(&local_stats(&data.schema, &data.train));
+    state.check_spec(&data, mlp, &scaling)?;
+    let params = state.model(initial)?;
+    if params.len() != mlp.layout().len {
+        return Err(Refusal::Size("model"));
+    }
+    let how = How::BuiltIn { attack: None };
+    let trainer = TabularTrainer::new(data, mlp.clone(), scaling, how);
+    Ok((Arc::new(trainer), params))
 }
 
 /// A chunk of round `round`'s update (compressed, if it was); never the update of a securely
@@ -209,119 +289,6 @@ fn fetch_update(state: &TrainerState, round: u64, offset: u64, len: u64) -> Resp
             values: u[offset as usize..end as usize].to_vec(),
         },
     }
-}
-
-/// Scoring `model` on the held-out split (and, with personalisation, this silo's own head on
-/// it), as a job.
-fn score(
-    state: &mut TrainerState,
-    data: Arc<Dataset>,
-    model: ModelRef,
-    spec: ModelSpec,
-    scaling: Scaling,
-    personalize: Option<Personalize>,
-    lora: Option<&LoraTrain>,
-) -> Result<Job, Refusal> {
-    state.check_spec(&data, &spec, &scaling)?;
-    let params = state.scored_model(&model, &spec, lora)?;
-    let head = state.head.clone();
-    // A central hold-out has no training split to personalise on; a silo under its own
-    // DP-SGD does not fine-tune outside it.
-    let has_training = !data.train.labels.is_empty() && state.args.dp_sgd.is_none();
-    Ok(Box::new(move || {
-        let x = encode_rows(&data.schema, &data.holdout, &scaling);
-        let y = Array1::from(data.holdout.labels.clone());
-        let mlp = Mlp::new(&spec);
-        let mut metrics = evaluate(&mlp, &params, &x, &y);
-        if let Some(p) = personalize.filter(|_| has_training) {
-            let xt = encode_rows(&data.schema, &data.train, &scaling);
-            let yt = Array1::from(data.train.labels.clone());
-            let sgd = Sgd {
-                epochs: p.epochs,
-                batch_size: p.batch_size as usize,
-                learning_rate: p.learning_rate,
-                prox_mu: 0.0,
-                train_from: 0,
-                seed: p.seed,
-            };
-            let mut h = head.lock().unwrap_or_else(|p| p.into_inner());
-            let mine = h.personalise(model.digest, &spec, &params, &xt, &yt, sgd);
-            drop(h);
-            let p = evaluate(&mlp, &mine, &x, &y);
-            metrics.personalized = Some(PersonalizedMetrics {
-                loss: p.loss,
-                accuracy: p.accuracy,
-                auc: p.auc,
-            });
-        }
-        Response::Evaluated(metrics)
-    }))
-}
-
-/// Checks a `Train` request, charges the silo's own DP-SGD, and readies the round's
-/// training (the trainer is busy from here until it is done).
-fn start_training(
-    state: &mut TrainerState,
-    data: Arc<Dataset>,
-    round: u64,
-    base: ModelRef,
-    spec: ModelSpec,
-    plan: TrainPlan,
-    scaling: Scaling,
-) -> Result<Training, Refusal> {
-    if let Some(r) = state.busy {
-        return Err(Refusal::Busy(r));
-    }
-    if data.train.labels.is_empty() {
-        return Err(Refusal::EvaluateOnly);
-    }
-    state.check_spec(&data, &spec, &scaling)?;
-    let (params, lora) = match &plan.lora {
-        Some(_) if state.args.external.is_some() || state.args.dp_sgd.is_some() => {
-            return Err(Refusal::LoraNeedsBuiltIn)
-        }
-        Some(l) => {
-            let (layout, frozen, theta) = state.lora_parts(&base, &spec, l)?;
-            (theta, Some((layout, frozen)))
-        }
-        None => {
-            let p = state.model(&base)?;
-            if p.len() != spec.layout().len {
-                return Err(Refusal::Size("base model"));
-            }
-            (p, None)
-        }
-    };
-    state.charge_dp_sgd(round, &plan)?;
-    state.busy = Some(round);
-    // The round trains from this model: it was committed, so the head personalised on it is
-    // this silo's from now on.
-    state
-        .head
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .adopt(base.digest);
-    let method = match (lora, &state.args.external) {
-        (Some((layout, frozen)), _) => Method::Lora { layout, frozen },
-        (None, Some(ext)) => Method::External(ext.clone()),
-        (None, None) => Method::BuiltIn {
-            attack: state.args.faults.attack(round),
-            dp: state.args.dp_sgd.as_ref().map(|c| c.dp),
-        },
-    };
-    let masked = state.round_output(round, &plan);
-    let name = state.args.name.clone();
-    let params: Arc<Vec<f32>> = params;
-    Ok(Training {
-        round,
-        delay: state.args.faults.train_delay(),
-        masked,
-        job: Box::new(move || {
-            train_job(
-                &data, &name, round, base, &params, &spec, &plan, &scaling, method,
-            )
-        }),
-    })
 }
 
 /// What a finished training job leaves: the update to keep (with its round), the response,

@@ -19,8 +19,8 @@ use rand::SeedableRng;
 
 use super::refusal::Refusal;
 use crate::data::Dataset;
-use crate::described::ModelTrainer;
 use crate::external::ExternalTrainer;
+use crate::model_trainers::DescribedTrainer;
 use crate::train::dp_sgd::{schedule, DpSgd};
 use crate::train::personal::PersonalHead;
 
@@ -51,7 +51,7 @@ pub enum LocalData {
     /// Rows under the federation's schema.
     Tabular(Arc<Dataset>),
     /// A model with a manifest, and its trainer.
-    Described(Arc<dyn ModelTrainer>),
+    Described(Arc<dyn DescribedTrainer>),
 }
 
 impl LocalData {

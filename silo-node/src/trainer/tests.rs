@@ -256,15 +256,25 @@ async fn models_are_checked_chunk_by_chunk_and_against_their_digest() {
 #[derive(Debug)]
 struct Plus1(fedsilo::model::manifest::Manifest);
 
-impl crate::described::ModelTrainer for Plus1 {
+impl crate::model_trainers::DescribedTrainer for Plus1 {
     fn manifest(&self) -> &fedsilo::model::manifest::Manifest {
         &self.0
     }
-    fn train_rows(&self) -> usize {
-        7
-    }
     fn unusable(&self) -> Option<String> {
         None
+    }
+    fn predict(
+        &self,
+        _: &[f32],
+        _: &std::path::Path,
+    ) -> Result<Vec<Vec<f32>>, crate::model_trainers::TrainError> {
+        Ok(vec![])
+    }
+}
+
+impl crate::model_trainers::ModelTrainer for Plus1 {
+    fn train_rows(&self) -> usize {
+        7
     }
     fn train(
         &self,
@@ -272,9 +282,9 @@ impl crate::described::ModelTrainer for Plus1 {
         _: &TrainPlan,
         _: u64,
         _: Option<crate::train::dp_sgd::DpSgd>,
-    ) -> Result<crate::described::Fitted, crate::described::DescribedError> {
-        Ok(crate::described::Fitted {
-            params: base.iter().map(|v| v + 1.0).collect(),
+    ) -> Result<crate::model_trainers::Fitted, crate::model_trainers::TrainError> {
+        Ok(crate::model_trainers::Fitted {
+            update: vec![1.0; base.len()],
             loss: 0.5,
             examples: 7,
         })
@@ -282,7 +292,7 @@ impl crate::described::ModelTrainer for Plus1 {
     fn evaluate(
         &self,
         params: &[f32],
-    ) -> Result<fedsilo::protocol::EvalMetrics, crate::described::DescribedError> {
+    ) -> Result<fedsilo::protocol::EvalMetrics, crate::model_trainers::TrainError> {
         Ok(fedsilo::protocol::EvalMetrics {
             examples: 3,
             loss: params[0] as f64,
@@ -291,22 +301,16 @@ impl crate::described::ModelTrainer for Plus1 {
             personalized: None,
         })
     }
-    fn predict(
-        &self,
-        _: &[f32],
-        _: &std::path::Path,
-    ) -> Result<Vec<Vec<f32>>, crate::described::DescribedError> {
-        Ok(vec![])
-    }
     /// The head is the second value; fine-tuning adds ten to it.
     fn personalise(
         &self,
         params: &[f32],
         own: Option<&[f32]>,
         _: &fedsilo::protocol::Personalize,
-    ) -> Result<Option<crate::described::Personalised>, crate::described::DescribedError> {
+    ) -> Result<Option<crate::model_trainers::Personalised>, crate::model_trainers::TrainError>
+    {
         let head = own.map_or(params[1], |h| h[0]) + 10.0;
-        Ok(Some(crate::described::Personalised {
+        Ok(Some(crate::model_trainers::Personalised {
             params: vec![params[0], head],
             head: vec![head],
         }))

@@ -29,7 +29,7 @@ use super::recipe::TextRecipe;
 use super::rows::Holdout;
 use super::scoring::class_metrics;
 use super::text_data::TextData;
-use super::{assets, DescribedError, Fitted, ModelTrainer, Personalised};
+use super::{assets, DescribedTrainer, Fitted, ModelTrainer, Personalised, TrainError};
 
 /// The files the text classifier reads from its model directory, each pinned by the manifest.
 pub const ASSETS: [&str; 3] = ["config.json", "model.safetensors", "tokenizer.json"];
@@ -55,7 +55,7 @@ pub fn build(
     model_dir: &Path,
     classes: usize,
     seed: u64,
-) -> Result<Built, DescribedError> {
+) -> Result<Built, TrainError> {
     let device = Device::flex().autodiff();
     device.seed(seed);
     let dir = ModelDir::new(model_dir);
@@ -106,7 +106,7 @@ impl TextTrainer {
         model_dir: &Path,
         data: &Path,
         holdout: &Holdout,
-    ) -> Result<Self, DescribedError> {
+    ) -> Result<Self, TrainError> {
         let recipe = TextRecipe::from_table(&manifest.settings)?;
         assets::verify(&manifest, model_dir, &ASSETS)?;
         let classes = manifest.task.classes().len();
@@ -126,11 +126,7 @@ impl TextTrainer {
     }
 
     /// The model with its trainable tensors set to `params` (the manifest's layout).
-    fn with(
-        &self,
-        model: &TextClassifier,
-        params: &[f32],
-    ) -> Result<TextClassifier, DescribedError> {
+    fn with(&self, model: &TextClassifier, params: &[f32]) -> Result<TextClassifier, TrainError> {
         Ok(set_trainable(model, &unflatten(&self.manifest, params)?)?)
     }
 
@@ -140,7 +136,7 @@ impl TextTrainer {
 }
 
 /// The manifest's trainable tensors must be the model's: same names, same shapes.
-pub fn check_layout(manifest: &Manifest, model: &[Named]) -> Result<(), DescribedError> {
+pub fn check_layout(manifest: &Manifest, model: &[Named]) -> Result<(), TrainError> {
     let theirs: std::collections::BTreeMap<&str, &[usize]> = model
         .iter()
         .map(|n| (n.name.as_str(), n.shape.as_slice()))
@@ -148,13 +144,13 @@ pub fn check_layout(manifest: &Manifest, model: &[Named]) -> Result<(), Describe
     for t in &manifest.trainable {
         match theirs.get(t.name.as_str()) {
             None => {
-                return Err(DescribedError::Layout(format!(
+                return Err(TrainError::Layout(format!(
                     "`{}` is not a trainable tensor of this model",
                     t.name
                 )))
             }
             Some(s) if *s != t.shape.as_slice() => {
-                return Err(DescribedError::Layout(format!(
+                return Err(TrainError::Layout(format!(
                     "`{}` has shape {:?} in the manifest, {s:?} in the model",
                     t.name, t.shape
                 )))
@@ -169,7 +165,7 @@ pub fn check_layout(manifest: &Manifest, model: &[Named]) -> Result<(), Describe
             .iter()
             .find(|n| !listed.contains(n.name.as_str()))
             .map_or("?", |n| n.name.as_str());
-        return Err(DescribedError::Layout(format!(
+        return Err(TrainError::Layout(format!(
             "the model trains `{extra}`, which the manifest does not list"
         )));
     }
@@ -177,10 +173,10 @@ pub fn check_layout(manifest: &Manifest, model: &[Named]) -> Result<(), Describe
 }
 
 /// The flat vector as named tensors, in the manifest's order.
-fn unflatten(manifest: &Manifest, params: &[f32]) -> Result<Vec<Named>, DescribedError> {
+fn unflatten(manifest: &Manifest, params: &[f32]) -> Result<Vec<Named>, TrainError> {
     let layout = manifest.described().layout();
     if params.len() != layout.len {
-        return Err(DescribedError::Layout(format!(
+        return Err(TrainError::Layout(format!(
             "{} values received, the manifest's tensors hold {}",
             params.len(),
             layout.len
@@ -210,30 +206,22 @@ fn head_ranges(manifest: &Manifest) -> Vec<std::ops::Range<usize>> {
 }
 
 /// Named tensors as the flat vector, in the manifest's order.
-fn flatten(manifest: &Manifest, named: Vec<Named>) -> Result<Vec<f32>, DescribedError> {
+fn flatten(manifest: &Manifest, named: Vec<Named>) -> Result<Vec<f32>, TrainError> {
     let mut by_name: std::collections::HashMap<String, Vec<f32>> =
         named.into_iter().map(|n| (n.name, n.values)).collect();
     let mut out = Vec::new();
     for t in &manifest.trainable {
-        let v = by_name.remove(&t.name).ok_or_else(|| {
-            DescribedError::Layout(format!("the trained model lost `{}`", t.name))
-        })?;
+        let v = by_name
+            .remove(&t.name)
+            .ok_or_else(|| TrainError::Layout(format!("the trained model lost `{}`", t.name)))?;
         out.extend(v);
     }
     Ok(out)
 }
 
 impl ModelTrainer for TextTrainer {
-    fn manifest(&self) -> &Manifest {
-        &self.manifest
-    }
-
     fn train_rows(&self) -> usize {
         self.data.train.len()
-    }
-
-    fn unusable(&self) -> Option<String> {
-        self.data.single_class(&self.manifest)
     }
 
     fn train(
@@ -242,7 +230,7 @@ impl ModelTrainer for TextTrainer {
         plan: &TrainPlan,
         seed: u64,
         dp: Option<DpSgd>,
-    ) -> Result<Fitted, DescribedError> {
+    ) -> Result<Fitted, TrainError> {
         let settings = TrainSettings {
             epochs: plan.epochs,
             batch_size: plan.batch_size as usize,
@@ -284,11 +272,12 @@ impl ModelTrainer for TextTrainer {
                 &mut |v, std| add_gaussian(v, std, &mut secure_rng()),
             )?,
         };
-        Ok(Fitted {
-            params: flatten(&self.manifest, trainable(&trained))?,
-            loss: out.last_epoch_loss,
-            examples: out.examples,
-        })
+        Ok(Fitted::from_trained(
+            base,
+            &flatten(&self.manifest, trainable(&trained))?,
+            out.last_epoch_loss,
+            out.examples,
+        ))
     }
 
     fn personalise(
@@ -296,7 +285,7 @@ impl ModelTrainer for TextTrainer {
         params: &[f32],
         own: Option<&[f32]>,
         p: &Personalize,
-    ) -> Result<Option<Personalised>, DescribedError> {
+    ) -> Result<Option<Personalised>, TrainError> {
         let head = head_ranges(&self.manifest);
         let mut start = params.to_vec();
         if let Some(own) = own.filter(|h| h.len() == head.iter().map(|r| r.len()).sum::<usize>()) {
@@ -334,7 +323,7 @@ impl ModelTrainer for TextTrainer {
         Ok(Some(Personalised { params, head }))
     }
 
-    fn evaluate(&self, params: &[f32]) -> Result<EvalMetrics, DescribedError> {
+    fn evaluate(&self, params: &[f32]) -> Result<EvalMetrics, TrainError> {
         let held = self.lock();
         let model = self.with(&held.model, params)?;
         drop(held);
@@ -346,8 +335,18 @@ impl ModelTrainer for TextTrainer {
         )?;
         Ok(class_metrics(&probs, &self.data.holdout.labels))
     }
+}
 
-    fn predict(&self, params: &[f32], path: &Path) -> Result<Vec<Vec<f32>>, DescribedError> {
+impl DescribedTrainer for TextTrainer {
+    fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    fn unusable(&self) -> Option<String> {
+        self.data.single_class(&self.manifest)
+    }
+
+    fn predict(&self, params: &[f32], path: &Path) -> Result<Vec<Vec<f32>>, TrainError> {
         let texts = super::text_data::read_texts(path, &self.manifest)?;
         let held = self.lock();
         let model = self.with(&held.model, params)?;

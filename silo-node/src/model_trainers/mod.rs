@@ -1,29 +1,32 @@
-//! # Trainers of described models
+//! # Model trainers: the silo's one interface to every model it trains
 //!
-//! A model with a manifest ([`fedsilo::model::manifest`]) is trained by a [`ModelTrainer`]:
-//! it holds the silo's data read under the manifest and whatever frozen base the architecture
-//! needs (checked by digest), and it trains, scores and predicts with the flat vector of the
-//! manifest's trainable tensors — the only thing that travels. The trainer actor needs no more:
-//! clipping, noise, masking and compression apply to that vector as to the MLP's.
+//! A silo trains, scores and personalises through a [`ModelTrainer`]: it holds the silo's data
+//! and whatever frozen base its architecture needs, and works on the flat vector of the
+//! model's trainable values — the only thing that travels. The trainer actor needs no more:
+//! clipping, noise, masking and compression apply to that vector whatever the model.
+//!
+//! A model with a manifest ([`fedsilo::model::manifest`]) is a [`DescribedTrainer`] too: it was
+//! built for that manifest at start, reads the silo's CSV under it, and predicts for new rows.
+//! The built-in tabular MLP is built per request instead ([`TabularTrainer`]): its spec and the
+//! federation's feature scaling come with each request.
 //!
 //! | file | concern |
 //! |---|---|
+//! | `tabular` | the built-in MLP on rows under a schema ([`TabularTrainer`]): plain, DP-SGD, LoRA, or an external program |
 //! | `text` | the built-in text classifier ([`TextTrainer`]): fedsilo-text behind this trait |
-//! | `external` | any architecture, trained by the silo's own program ([`ExternalModel`]) |
+//! | `external` | any described architecture, trained by the silo's own program ([`ExternalModel`]) |
 //! | `rows` | a CSV as whole rows, split by the silo, for an external program |
 //! | `recipe` | its `[settings]`: LoRA, sequence length, weight decay |
 //! | `text_data` | a text CSV read under the manifest's columns and classes |
 //! | `assets` | the manifest's files, checked by SHA-256 |
 //! | `scoring` | held-out figures from class probabilities |
-//!
-//! The built-in tabular MLP (and its external-program variant) are not behind this trait yet:
-//! they keep their own paths in `trainer::jobs`.
 
 pub mod assets;
 pub mod external;
 pub mod recipe;
 pub mod rows;
 pub mod scoring;
+pub mod tabular;
 pub mod text;
 pub mod text_data;
 
@@ -36,11 +39,12 @@ use crate::train::dp_sgd::DpSgd;
 
 pub use external::ExternalModel;
 pub use rows::Holdout;
+pub use tabular::TabularTrainer;
 pub use text::TextTrainer;
 
-/// Why a described model cannot be loaded, trained or scored.
+/// Why a model cannot be loaded, trained or scored.
 #[derive(Debug, thiserror::Error)]
-pub enum DescribedError {
+pub enum TrainError {
     /// The text classifier refused (its file, tensor or setting named).
     #[error(transparent)]
     Text(#[from] fedsilo_text::TextError),
@@ -70,12 +74,28 @@ pub enum DescribedError {
 /// What a round's local training left.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fitted {
-    /// The trained values, in the manifest's layout.
-    pub params: Vec<f32>,
+    /// The update: trained values minus the base, in the model's layout.
+    pub update: Vec<f32>,
     /// Mean loss of the last epoch.
     pub loss: f64,
     /// Examples trained on.
     pub examples: usize,
+}
+
+impl Fitted {
+    /// What training from `base` to `trained` left.
+    pub fn from_trained(base: &[f32], trained: &[f32], loss: f64, examples: usize) -> Self {
+        Fitted {
+            update: trained.iter().zip(base).map(|(n, b)| n - b).collect(),
+            loss,
+            examples,
+        }
+    }
+
+    /// The trained values: `base` with the update applied.
+    pub fn applied_to(&self, base: &[f32]) -> Vec<f32> {
+        base.iter().zip(&self.update).map(|(b, u)| b + u).collect()
+    }
 }
 
 /// A personalised model: the whole trainable vector and its head's values alone (what the
@@ -88,17 +108,13 @@ pub struct Personalised {
     pub head: Vec<f32>,
 }
 
-/// A trainer of one described model on one silo's data. See the module documentation.
+/// A trainer of one model on one silo's data. See the module documentation.
 pub trait ModelTrainer: Send + Sync + std::fmt::Debug {
-    /// The manifest it was built for.
-    fn manifest(&self) -> &Manifest;
     /// Training rows (0: an evaluate-only silo).
     fn train_rows(&self) -> usize;
-    /// Why its training rows cannot train the task, if they cannot.
-    fn unusable(&self) -> Option<String>;
     /// Whether `plan` is one this trainer can train with; asked before anything is charged to
     /// the silo's privacy ledger, so that a plan refused later cannot spend its budget.
-    fn check_plan(&self, plan: &TrainPlan) -> Result<(), DescribedError> {
+    fn check_plan(&self, plan: &TrainPlan) -> Result<(), TrainError> {
         let ok = plan.epochs >= 1
             && plan.batch_size >= 1
             && plan.learning_rate.is_finite()
@@ -108,7 +124,7 @@ pub trait ModelTrainer: Send + Sync + std::fmt::Debug {
         if ok {
             Ok(())
         } else {
-            Err(DescribedError::Unsupported(format!(
+            Err(TrainError::Unsupported(format!(
                 "plan of {} epochs, batch size {}, learning rate {}, prox_mu {}: epochs and batch size at least 1, a positive learning rate, prox_mu 0 or more",
                 plan.epochs, plan.batch_size, plan.learning_rate, plan.prox_mu
             )))
@@ -117,14 +133,14 @@ pub trait ModelTrainer: Send + Sync + std::fmt::Debug {
 
     /// Trains from `base` (the trainable values) for `plan`, shuffling with `seed`; with `dp`,
     /// under the silo's own record-level DP-SGD (lots and noise from the operating system's
-    /// generator, not the seed).
+    /// generator, not the seed). Returns the update, not the trained values.
     fn train(
         &self,
         base: &[f32],
         plan: &TrainPlan,
         seed: u64,
         dp: Option<DpSgd>,
-    ) -> Result<Fitted, DescribedError>;
+    ) -> Result<Fitted, TrainError>;
     /// FedPer personalisation: `params` with its head — started from `own` (this silo's head,
     /// from an earlier round) when given and of the right size — fine-tuned alone on the
     /// training rows as `p` says; the whole model and the head's values. `Ok(None)`: this
@@ -134,16 +150,24 @@ pub trait ModelTrainer: Send + Sync + std::fmt::Debug {
         params: &[f32],
         own: Option<&[f32]>,
         p: &Personalize,
-    ) -> Result<Option<Personalised>, DescribedError> {
+    ) -> Result<Option<Personalised>, TrainError> {
         let _ = (params, own, p);
         Ok(None)
     }
 
     /// Scores `params` on the held-out rows with the metrics of the task.
-    fn evaluate(&self, params: &[f32]) -> Result<EvalMetrics, DescribedError>;
+    fn evaluate(&self, params: &[f32]) -> Result<EvalMetrics, TrainError>;
+}
+
+/// The trainer of a model with a manifest, built for it when the silo starts.
+pub trait DescribedTrainer: ModelTrainer {
+    /// The manifest it was built for.
+    fn manifest(&self) -> &Manifest;
+    /// Why its training rows cannot train the task, if they cannot.
+    fn unusable(&self) -> Option<String>;
     /// Class probabilities for each row of the CSV at `path` (the manifest's columns; the
     /// label column may be absent).
-    fn predict(&self, params: &[f32], path: &Path) -> Result<Vec<Vec<f32>>, DescribedError>;
+    fn predict(&self, params: &[f32], path: &Path) -> Result<Vec<Vec<f32>>, TrainError>;
 }
 
 /// The trainer for `manifest`'s architecture, over the assets in `model_dir` and the silo's
@@ -155,7 +179,7 @@ pub fn load(
     data: &Path,
     holdout: &Holdout,
     external: Option<crate::external::ExternalTrainer>,
-) -> Result<Box<dyn ModelTrainer>, DescribedError> {
+) -> Result<Box<dyn DescribedTrainer>, TrainError> {
     if let Some(runner) = external {
         return Ok(Box::new(ExternalModel::load(
             manifest, model_dir, data, holdout, runner,
@@ -165,6 +189,6 @@ pub fn load(
         recipe::TEXT_CLASSIFIER => Ok(Box::new(TextTrainer::load(
             manifest, model_dir, data, holdout,
         )?)),
-        other => Err(DescribedError::UnknownArchitecture(other.to_string())),
+        other => Err(TrainError::UnknownArchitecture(other.to_string())),
     }
 }

@@ -26,7 +26,7 @@ use fedsilo::protocol::{EvalMetrics, TrainPlan};
 use super::rows::Holdout;
 use super::rows::{write_csv, Rows};
 use super::scoring::class_metrics;
-use super::{DescribedError, Fitted, ModelTrainer};
+use super::{DescribedTrainer, Fitted, ModelTrainer, TrainError};
 use crate::external::{input, ExternalError, ExternalTrainer};
 use crate::train::dp_sgd::DpSgd;
 
@@ -77,7 +77,7 @@ impl ExternalModel {
         data: &Path,
         holdout: &Holdout,
         runner: ExternalTrainer,
-    ) -> Result<Self, DescribedError> {
+    ) -> Result<Self, TrainError> {
         let names: Vec<&str> = manifest.assets.iter().map(|a| a.name.as_str()).collect();
         super::assets::verify(&manifest, model_dir, &names)?;
         let rows = Rows::read(data, holdout, &manifest)?;
@@ -95,8 +95,8 @@ impl ExternalModel {
         })
     }
 
-    fn output(&self, file: &'static str, reason: impl Into<String>) -> DescribedError {
-        DescribedError::External(ExternalError::Output {
+    fn output(&self, file: &'static str, reason: impl Into<String>) -> TrainError {
+        TrainError::External(ExternalError::Output {
             program: self.runner.program.clone(),
             file,
             reason: reason.into(),
@@ -110,7 +110,7 @@ impl ExternalModel {
         dir: &Path,
         name: &'static str,
         most: u64,
-    ) -> Result<Vec<u8>, DescribedError> {
+    ) -> Result<Vec<u8>, TrainError> {
         let path = dir.join(name);
         let len = std::fs::metadata(&path)
             .map_err(|e| self.output(name, format!("not written: {e}")))?
@@ -133,8 +133,8 @@ impl ExternalModel {
         seed: u64,
         params: &[f32],
         rows: RowsFile<'_>,
-        read: impl FnOnce(&Path) -> Result<T, DescribedError>,
-    ) -> Result<T, DescribedError> {
+        read: impl FnOnce(&Path) -> Result<T, TrainError>,
+    ) -> Result<T, TrainError> {
         let dir = self.runner.private_dir()?;
         let path = |f: &str| dir.path().join(f);
         let layout = self.manifest.described().layout();
@@ -175,7 +175,7 @@ impl ExternalModel {
         params: &[f32],
         header: &csv::StringRecord,
         records: &[csv::StringRecord],
-    ) -> Result<Vec<Vec<f32>>, DescribedError> {
+    ) -> Result<Vec<Vec<f32>>, TrainError> {
         let plan = TrainPlan {
             epochs: 0,
             batch_size: 0,
@@ -245,16 +245,8 @@ impl ExternalModel {
 }
 
 impl ModelTrainer for ExternalModel {
-    fn manifest(&self) -> &Manifest {
-        &self.manifest
-    }
-
     fn train_rows(&self) -> usize {
         self.rows.train.len()
-    }
-
-    fn unusable(&self) -> Option<String> {
-        self.rows.single_class(&self.manifest)
     }
 
     fn train(
@@ -263,9 +255,9 @@ impl ModelTrainer for ExternalModel {
         plan: &TrainPlan,
         seed: u64,
         dp: Option<DpSgd>,
-    ) -> Result<Fitted, DescribedError> {
+    ) -> Result<Fitted, TrainError> {
         if dp.is_some() {
-            return Err(DescribedError::Unsupported(
+            return Err(TrainError::Unsupported(
                 "record-level DP-SGD (--dp-clip) runs in fedsilo's own trainers, not in an external program".into(),
             ));
         }
@@ -284,7 +276,7 @@ impl ModelTrainer for ExternalModel {
             |dir| {
                 let origin = format!("{} (weights.safetensors)", self.runner.program.display());
                 let Ok(meta) = std::fs::metadata(dir.join("weights.safetensors")) else {
-                    return Err(DescribedError::External(ExternalError::NoWeights {
+                    return Err(TrainError::External(ExternalError::NoWeights {
                         program: self.runner.program.clone(),
                     }));
                 };
@@ -301,7 +293,7 @@ impl ModelTrainer for ExternalModel {
                 }
                 let params = TensorSet::read(&dir.join("weights.safetensors"))
                     .and_then(|set| set.to_layout(&layout, &origin))
-                    .map_err(|e| DescribedError::External(ExternalError::Weights(e)))?;
+                    .map_err(|e| TrainError::External(ExternalError::Weights(e)))?;
                 let bytes = self.read_bounded(dir, "metrics.json", 64 * 1024)?;
                 let m: Metrics = serde_json::from_slice(&bytes).map_err(|e| {
                     self.output(
@@ -317,19 +309,30 @@ impl ModelTrainer for ExternalModel {
                 Ok((params, m.train_loss))
             },
         )?;
-        Ok(Fitted {
-            params,
+        Ok(Fitted::from_trained(
+            base,
+            &params,
             loss,
-            examples: self.rows.train.len(),
-        })
+            self.rows.train.len(),
+        ))
     }
 
-    fn evaluate(&self, params: &[f32]) -> Result<EvalMetrics, DescribedError> {
+    fn evaluate(&self, params: &[f32]) -> Result<EvalMetrics, TrainError> {
         let probs = self.probabilities(params, &self.rows.header, &self.rows.holdout)?;
         Ok(class_metrics(&probs, &self.rows.holdout_labels))
     }
+}
 
-    fn predict(&self, params: &[f32], path: &Path) -> Result<Vec<Vec<f32>>, DescribedError> {
+impl DescribedTrainer for ExternalModel {
+    fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    fn unusable(&self) -> Option<String> {
+        self.rows.single_class(&self.manifest)
+    }
+
+    fn predict(&self, params: &[f32], path: &Path) -> Result<Vec<Vec<f32>>, TrainError> {
         let (header, records) = Rows::unlabelled(path, &self.manifest)?;
         self.probabilities(params, &header, &records)
     }
@@ -423,10 +426,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (m, initial) = model(dir.path(), None);
         assert_eq!((m.train_rows(), m.rows.holdout.len()), (15, 5));
-        let fitted = m.train(&initial, &plan(), 1, None).unwrap();
-        assert_eq!(fitted.params.len(), 16 * 2 + 2);
-        assert_ne!(fitted.params, initial);
-        let metrics = m.evaluate(&fitted.params).unwrap();
+        let trained = m
+            .train(&initial, &plan(), 1, None)
+            .unwrap()
+            .applied_to(&initial);
+        assert_eq!(trained.len(), 16 * 2 + 2);
+        assert_ne!(trained, initial);
+        let metrics = m.evaluate(&trained).unwrap();
         assert_eq!(metrics.examples, 5);
         assert_eq!(metrics.accuracy, 1.0, "{metrics:?}");
         // DP-SGD is the built-in trainers'.
@@ -459,7 +465,7 @@ mod tests {
             let (m, initial) = model(dir.path(), Some(fail));
             let e = match m.train(&initial, &plan(), 1, None) {
                 Err(e) => e.to_string(),
-                Ok(f) => m.evaluate(&f.params).unwrap_err().to_string(),
+                Ok(f) => m.evaluate(&f.applied_to(&initial)).unwrap_err().to_string(),
             };
             assert!(e.contains(said), "{fail}: {e}");
         }
