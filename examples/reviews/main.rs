@@ -27,7 +27,7 @@ use fedsilo::model::tensor_file::TensorSet;
 use fedsilo::protocol::TrainPlan;
 use serde_json::Value;
 use silo_node::model_trainers::scoring::class_metrics;
-use silo_node::model_trainers::{DescribedTrainer, Holdout, ModelTrainer, TextTrainer};
+use silo_node::model_trainers::{Holdout, ModelTrainer, TextTrainer};
 use testkit::sandbox::{adapt_federation_file, ExampleRun, Sandbox, SandboxSpec, SiloSpec};
 
 const RETAILERS: [&str; 4] = ["retailer-a", "retailer-b", "retailer-c", "retailer-d"];

@@ -84,88 +84,15 @@ impl Dataset {
         if !(holdout > 0.0 && holdout <= 1.0) {
             return Err(bad(format!("holdout fraction {holdout} must be in (0, 1]")));
         }
-        let mut rdr = csv::ReaderBuilder::new()
-            .has_headers(true)
-            .from_path(path)
-            .map_err(|e| bad(e.to_string()))?;
-        let headers = rdr.headers().map_err(|e| bad(e.to_string()))?.clone();
-        let index: HashMap<&str, usize> = headers.iter().enumerate().map(|(i, h)| (h, i)).collect();
-        let col = |name: &str| {
-            index.get(name).copied().ok_or_else(|| {
-                bad(format!(
-                    "column `{name}` named in the schema is missing; the file has: {}",
-                    headers.iter().collect::<Vec<_>>().join(", ")
-                ))
-            })
-        };
-        let target_col = col(&schema.target.column)?;
-        let mut numeric_cols = Vec::new();
-        let mut cat_cols = Vec::new();
-        for f in &schema.features {
-            match &f.kind {
-                FeatureKind::Numeric => numeric_cols.push((f.column.clone(), col(&f.column)?)),
-                FeatureKind::Categorical { levels } => {
-                    let lv: HashMap<String, u16> = levels
-                        .iter()
-                        .enumerate()
-                        .map(|(i, l)| (l.clone(), i as u16))
-                        .collect();
-                    cat_cols.push((f.column.clone(), col(&f.column)?, lv));
-                }
-            }
-        }
-        let mut all = Split::default();
-        let (mut skipped_rows, mut unseen_levels) = (0, 0);
-        for (i, rec) in rdr.records().enumerate() {
-            let line = i + 2;
-            let rec = rec.map_err(|e| bad(format!("line {line}: {e}")))?;
-            let target = rec.get(target_col).unwrap_or("").trim();
-            let label = match schema.target.label(target) {
-                Label::Missing => {
-                    skipped_rows += 1;
-                    continue;
-                }
-                Label::Unknown => {
-                    return Err(bad(format!(
-                        "line {line}, column `{}`: label `{target}` is not declared in the schema's [target] ({}); labels are compared exactly, case included",
-                        schema.target.column,
-                        schema.target.allowed()
-                    )))
-                }
-                Label::Positive => 1.0,
-                Label::Negative => 0.0,
-            };
-            for (name, c) in &numeric_cols {
-                let cell = rec.get(*c).unwrap_or("").trim();
-                let v = if cell.is_empty() || cell.eq_ignore_ascii_case("na") {
-                    f32::NAN
-                } else {
-                    let v: f32 = cell.parse().map_err(|_| {
-                        bad(format!("line {line}, column `{name}`: `{cell}` is not a number (numeric feature)"))
-                    })?;
-                    if !v.is_finite() {
-                        return Err(bad(format!(
-                            "line {line}, column `{name}`: `{cell}` is not finite"
-                        )));
-                    }
-                    v
-                };
-                all.numeric.push(v);
-            }
-            for (_, c, levels) in &cat_cols {
-                let cell = rec.get(*c).unwrap_or("").trim();
-                let idx = levels.get(cell).copied();
-                if idx.is_none() && !cell.is_empty() {
-                    unseen_levels += 1;
-                }
-                all.categorical.push(idx);
-            }
-            all.labels.push(label);
-        }
+        let read = read_rows(path, schema, true)?;
+        let all = read.rows;
         if all.len() < 2 {
             return Err(bad(format!("{} usable rows; need at least 2", all.len())));
         }
-        let (n_num, n_cat) = (numeric_cols.len(), cat_cols.len());
+        let (n_num, n_cat) = (
+            schema.numeric_count(),
+            schema.features.len() - schema.numeric_count(),
+        );
         let mut order: Vec<usize> = (0..all.len()).collect();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
         let n_hold = if holdout >= 1.0 {
@@ -184,17 +111,136 @@ impl Dataset {
                 .collect(),
             labels: rows.iter().map(|&r| all.labels[r]).collect(),
         };
-        if unseen_levels > 0 {
-            tracing::warn!(file = %origin, unseen_levels, "cells with a level the schema does not declare were encoded as all zeros");
-        }
         Ok(Dataset {
             schema: schema.clone(),
             holdout: pick(&order[..n_hold]),
             train: pick(&order[n_hold..]),
-            skipped_rows,
-            unseen_levels,
+            skipped_rows: read.skipped_rows,
+            unseen_levels: read.unseen_levels,
         })
     }
+}
+
+/// Rows read from a CSV, in the file's order.
+struct Read {
+    rows: Split,
+    skipped_rows: usize,
+    unseen_levels: usize,
+}
+
+/// Every row of `path` under `schema`'s features. With `labelled`, the target column must be
+/// there, rows with an empty target are skipped and an undeclared one is an error; without,
+/// the target column is ignored (present or not) and each row's label is `NaN` (unknown).
+/// Errors name the file, line and column.
+fn read_rows(path: &Path, schema: &Schema, labelled: bool) -> Result<Read> {
+    let origin = path.display().to_string();
+    let bad = |message: String| Error::Data {
+        origin: origin.clone(),
+        message,
+    };
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_path(path)
+        .map_err(|e| bad(e.to_string()))?;
+    let headers = rdr.headers().map_err(|e| bad(e.to_string()))?.clone();
+    let index: HashMap<&str, usize> = headers.iter().enumerate().map(|(i, h)| (h, i)).collect();
+    let col = |name: &str| {
+        index.get(name).copied().ok_or_else(|| {
+            bad(format!(
+                "column `{name}` named in the schema is missing; the file has: {}",
+                headers.iter().collect::<Vec<_>>().join(", ")
+            ))
+        })
+    };
+    let target_col = if labelled {
+        Some(col(&schema.target.column)?)
+    } else {
+        None
+    };
+    let mut numeric_cols = Vec::new();
+    let mut cat_cols = Vec::new();
+    for f in &schema.features {
+        match &f.kind {
+            FeatureKind::Numeric => numeric_cols.push((f.column.clone(), col(&f.column)?)),
+            FeatureKind::Categorical { levels } => {
+                let lv: HashMap<String, u16> = levels
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| (l.clone(), i as u16))
+                    .collect();
+                cat_cols.push((f.column.clone(), col(&f.column)?, lv));
+            }
+        }
+    }
+    let mut all = Split::default();
+    let (mut skipped_rows, mut unseen_levels) = (0, 0);
+    for (i, rec) in rdr.records().enumerate() {
+        let line = i + 2;
+        let rec = rec.map_err(|e| bad(format!("line {line}: {e}")))?;
+        let label = match target_col {
+            None => f32::NAN,
+            Some(t) => {
+                let target = rec.get(t).unwrap_or("").trim();
+                match schema.target.label(target) {
+                    Label::Missing => {
+                        skipped_rows += 1;
+                        continue;
+                    }
+                    Label::Unknown => {
+                        return Err(bad(format!(
+                            "line {line}, column `{}`: label `{target}` is not declared in the schema's [target] ({}); labels are compared exactly, case included",
+                            schema.target.column,
+                            schema.target.allowed()
+                        )))
+                    }
+                    Label::Positive => 1.0,
+                    Label::Negative => 0.0,
+                }
+            }
+        };
+        for (name, c) in &numeric_cols {
+            let cell = rec.get(*c).unwrap_or("").trim();
+            let v = if cell.is_empty() || cell.eq_ignore_ascii_case("na") {
+                f32::NAN
+            } else {
+                let v: f32 = cell.parse().map_err(|_| {
+                    bad(format!(
+                        "line {line}, column `{name}`: `{cell}` is not a number (numeric feature)"
+                    ))
+                })?;
+                if !v.is_finite() {
+                    return Err(bad(format!(
+                        "line {line}, column `{name}`: `{cell}` is not finite"
+                    )));
+                }
+                v
+            };
+            all.numeric.push(v);
+        }
+        for (_, c, levels) in &cat_cols {
+            let cell = rec.get(*c).unwrap_or("").trim();
+            let idx = levels.get(cell).copied();
+            if idx.is_none() && !cell.is_empty() {
+                unseen_levels += 1;
+            }
+            all.categorical.push(idx);
+        }
+        all.labels.push(label);
+    }
+    if unseen_levels > 0 {
+        tracing::warn!(file = %origin, unseen_levels, "cells with a level the schema does not declare were encoded as all zeros");
+    }
+    Ok(Read {
+        rows: all,
+        skipped_rows,
+        unseen_levels,
+    })
+}
+
+/// Every row of `path` under `schema`'s features, in the file's order, for scoring: the
+/// target column may be absent (it is ignored), and the labels are `NaN`.
+pub fn unlabelled(path: &Path, schema: &Schema) -> Result<Split> {
+    Ok(read_rows(path, schema, false)?.rows)
 }
 
 #[cfg(test)]

@@ -4,5 +4,5 @@
 mod dataset;
 mod encode;
 
-pub use dataset::{Dataset, Split};
+pub use dataset::{unlabelled, Dataset, Split};
 pub use encode::{encode, local_stats, scaling_from};

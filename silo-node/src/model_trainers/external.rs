@@ -321,6 +321,11 @@ impl ModelTrainer for ExternalModel {
         let probs = self.probabilities(params, &self.rows.header, &self.rows.holdout)?;
         Ok(class_metrics(&probs, &self.rows.holdout_labels))
     }
+
+    fn predict(&self, params: &[f32], path: &Path) -> Result<Vec<Vec<f32>>, TrainError> {
+        let (header, records) = Rows::unlabelled(path, &self.manifest)?;
+        self.probabilities(params, &header, &records)
+    }
 }
 
 impl DescribedTrainer for ExternalModel {
@@ -330,11 +335,6 @@ impl DescribedTrainer for ExternalModel {
 
     fn unusable(&self) -> Option<String> {
         self.rows.single_class(&self.manifest)
-    }
-
-    fn predict(&self, params: &[f32], path: &Path) -> Result<Vec<Vec<f32>>, TrainError> {
-        let (header, records) = Rows::unlabelled(path, &self.manifest)?;
-        self.probabilities(params, &header, &records)
     }
 }
 

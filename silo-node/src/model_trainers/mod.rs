@@ -6,7 +6,7 @@
 //! clipping, noise, masking and compression apply to that vector whatever the model.
 //!
 //! A model with a manifest ([`fedsilo::model::manifest`]) is a [`DescribedTrainer`] too: it was
-//! built for that manifest at start, reads the silo's CSV under it, and predicts for new rows.
+//! built for that manifest at start and reads the silo's CSV under it.
 //! The built-in tabular MLP is built per request instead ([`TabularTrainer`]): its spec and the
 //! federation's feature scaling come with each request.
 //!
@@ -63,6 +63,9 @@ pub enum TrainError {
     /// The model built from the manifest's settings does not have the manifest's tensors.
     #[error("the manifest's trainable tensors do not match the model its settings build: {0}")]
     Layout(String),
+    /// The rows to score cannot be read under the schema.
+    #[error(transparent)]
+    Rows(#[from] fedsilo::Error),
     /// The external program failed, or wrote something the manifest does not allow.
     #[error(transparent)]
     External(#[from] crate::external::ExternalError),
@@ -157,6 +160,9 @@ pub trait ModelTrainer: Send + Sync + std::fmt::Debug {
 
     /// Scores `params` on the held-out rows with the metrics of the task.
     fn evaluate(&self, params: &[f32]) -> Result<EvalMetrics, TrainError>;
+    /// Class probabilities for each row of the CSV at `path`, in the file's order (the model's
+    /// columns; the label column may be absent).
+    fn predict(&self, params: &[f32], path: &Path) -> Result<Vec<Vec<f32>>, TrainError>;
 }
 
 /// The trainer of a model with a manifest, built for it when the silo starts.
@@ -165,9 +171,6 @@ pub trait DescribedTrainer: ModelTrainer {
     fn manifest(&self) -> &Manifest;
     /// Why its training rows cannot train the task, if they cannot.
     fn unusable(&self) -> Option<String>;
-    /// Class probabilities for each row of the CSV at `path` (the manifest's columns; the
-    /// label column may be absent).
-    fn predict(&self, params: &[f32], path: &Path) -> Result<Vec<Vec<f32>>, TrainError>;
 }
 
 /// The trainer for `manifest`'s architecture, over the assets in `model_dir` and the silo's

@@ -5,6 +5,7 @@
 //! request: the MLP's spec, the scaling and (for LoRA) the frozen base come with the request,
 //! and the trainer actor checks them against the schema before building one.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use fedsilo::model::lora::Adapters;
@@ -14,7 +15,7 @@ use fedsilo::protocol::{EvalMetrics, Personalize, Scaling, TrainPlan};
 use ndarray::{Array1, Array2};
 
 use super::{Fitted, ModelTrainer, Personalised, TrainError};
-use crate::data::{encode, Dataset, Split};
+use crate::data::{encode, unlabelled, Dataset, Split};
 use crate::external::ExternalTrainer;
 use crate::faults::{forge, RoundAttack};
 use crate::train::dp_sgd::{train_dp, DpSgd};
@@ -169,6 +170,14 @@ impl ModelTrainer for TabularTrainer {
         let (x, y) = self.encoded(&self.data.holdout);
         Ok(evaluate(&Mlp::new(&self.spec), params, &x, &y))
     }
+
+    /// The schema's classes in its order: `[negative, positive]`.
+    fn predict(&self, params: &[f32], path: &Path) -> Result<Vec<Vec<f32>>, TrainError> {
+        let rows = unlabelled(path, &self.data.schema)?;
+        let (x, _) = self.encoded(&rows);
+        let p = Mlp::new(&self.spec).predict(params, x.view());
+        Ok(p.iter().map(|p| vec![1.0 - p, *p]).collect())
+    }
 }
 
 /// Trains with fedsilo's SGD: the update and what training did.
@@ -241,7 +250,7 @@ mod tests {
     }
 
     #[test]
-    fn personalisation_trains_only_the_head_from_the_silos_own() {
+    fn personalisation_trains_only_the_head_and_prediction_reads_unlabelled_rows() {
         let data = separable(300);
         let spec = ModelSpec {
             inputs: 2,
@@ -284,6 +293,18 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(kept.head, first.head);
+        // Prediction reads rows without their label, in the file's order, as the held-out
+        // scoring does; a file missing a feature is refused by name.
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, b"b,a\n-2,8\n2,-8\n").unwrap();
+        let probs = t.predict(&first.params, f.path()).unwrap();
+        assert_eq!(probs.len(), 2);
+        assert!(probs.iter().all(|p| (p[0] + p[1] - 1.0).abs() < 1e-6));
+        assert!(probs[0][1] > probs[1][1], "{probs:?}");
+        let mut g = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut g, b"a,y\n1,yes\n").unwrap();
+        let e = t.predict(&first.params, g.path()).unwrap_err().to_string();
+        assert!(e.contains("column `b`"), "{e}");
         // A head of the wrong size is not the silo's: the global one is used.
         let short = t
             .personalise(&global, Some(&first.head[1..]), &none)

@@ -335,6 +335,14 @@ impl ModelTrainer for TextTrainer {
         )?;
         Ok(class_metrics(&probs, &self.data.holdout.labels))
     }
+
+    fn predict(&self, params: &[f32], path: &Path) -> Result<Vec<Vec<f32>>, TrainError> {
+        let texts = super::text_data::read_texts(path, &self.manifest)?;
+        let held = self.lock();
+        let model = self.with(&held.model, params)?;
+        drop(held);
+        Ok(predict(&model, &self.tokenizer, &texts, SCORE_BATCH)?)
+    }
 }
 
 impl DescribedTrainer for TextTrainer {
@@ -344,13 +352,5 @@ impl DescribedTrainer for TextTrainer {
 
     fn unusable(&self) -> Option<String> {
         self.data.single_class(&self.manifest)
-    }
-
-    fn predict(&self, params: &[f32], path: &Path) -> Result<Vec<Vec<f32>>, TrainError> {
-        let texts = super::text_data::read_texts(path, &self.manifest)?;
-        let held = self.lock();
-        let model = self.with(&held.model, params)?;
-        drop(held);
-        Ok(predict(&model, &self.tokenizer, &texts, SCORE_BATCH)?)
     }
 }

@@ -263,13 +263,6 @@ impl crate::model_trainers::DescribedTrainer for Plus1 {
     fn unusable(&self) -> Option<String> {
         None
     }
-    fn predict(
-        &self,
-        _: &[f32],
-        _: &std::path::Path,
-    ) -> Result<Vec<Vec<f32>>, crate::model_trainers::TrainError> {
-        Ok(vec![])
-    }
 }
 
 impl crate::model_trainers::ModelTrainer for Plus1 {
@@ -300,6 +293,13 @@ impl crate::model_trainers::ModelTrainer for Plus1 {
             auc: Some(0.75),
             personalized: None,
         })
+    }
+    fn predict(
+        &self,
+        _: &[f32],
+        _: &std::path::Path,
+    ) -> Result<Vec<Vec<f32>>, crate::model_trainers::TrainError> {
+        Ok(vec![])
     }
     /// The head is the second value; fine-tuning adds ten to it.
     fn personalise(
