@@ -324,3 +324,29 @@ fn the_loans_example_pretrains_on_the_public_slice_and_fine_tunes_adapters() {
         "round 1 AUC {first}: the pretrained start is lost"
     );
 }
+
+/// A schema that describes a text model's data (a class list of three) cannot start an MLP
+/// federation: the coordinator says why, naming the file.
+#[test]
+fn an_mlp_federation_refuses_a_schema_of_several_classes_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("schema.toml");
+    std::fs::write(
+        &schema,
+        "[target]\ncolumn = \"topic\"\nclasses = [\"billing\", \"outage\", \"other\"]\n\
+         [[feature]]\ncolumn = \"ticket\"\nkind = \"text\"\n\
+         [[feature]]\ncolumn = \"tenure\"\nkind = \"numeric\"\n",
+    )
+    .unwrap();
+    let cfg = dir.path().join("federation.toml");
+    std::fs::write(
+        &cfg,
+        testkit::sandbox::FederationFile::new(&schema).render(),
+    )
+    .unwrap();
+    let (ok, out) = crate::common::fedsilo(&["coordinator", "--config", crate::common::arg(&cfg)]);
+    assert!(
+        !ok && out.contains("model.schema") && out.contains("3 classes"),
+        "{out}"
+    );
+}

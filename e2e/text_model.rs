@@ -135,6 +135,7 @@ fn a_text_model_federates_with_dp_sgd_silo_level_dp_secure_aggregation_and_perso
     // Retailer b also scored the candidate under its own fine-tuned head; retailer a, under
     // DP-SGD, does not fine-tune outside its budget.
     for c in &committed {
+        assert!(c["eval"]["retailer-a"]["auc"].as_f64().is_some(), "{c}");
         let mine = c["eval"]["retailer-b"]["personalized"]["auc"].as_f64();
         assert!(mine.is_some_and(|a| (0.0..=1.0).contains(&a)), "{c}");
         assert!(c["eval"]["retailer-a"]["personalized"].is_null(), "{c}");
@@ -245,6 +246,77 @@ fn a_silo_refuses_a_swapped_model_file_an_unknown_label_and_a_missing_column() {
     std::fs::write(&bad, "text,score\ngood,great\nbad,other\n").unwrap();
     let said = silo_refuses(work.path(), &manifest, &model_dir(), &bad);
     assert!(said.contains("column `review`"), "{said}");
+}
+
+/// The CSV described once, in the schema format tabular federations use: `fedsilo-model
+/// --schema` writes the same manifest as the columns and classes given by hand, and refuses a
+/// schema without text or with a target that is not one value per class.
+#[test]
+fn a_schema_describes_a_text_models_data_as_it_does_a_tabular_one() {
+    let work = tempfile::tempdir().unwrap();
+    let from_schema = |name: &str, schema: &str| {
+        let path = work.path().join(format!("{name}.toml"));
+        std::fs::write(&path, schema).unwrap();
+        let out = work.path().join(name);
+        let done = Command::new(env!("CARGO_BIN_EXE_fedsilo-model"))
+            .args(["text", "--model-dir", arg(&model_dir())])
+            .args(["--schema", arg(&path), "--out", arg(&out)])
+            .args([
+                "--lora-rank",
+                "4",
+                "--lora-layers",
+                "4,5",
+                "--max-length",
+                "32",
+            ])
+            .output()
+            .unwrap();
+        (done, out.join("manifest.toml"))
+    };
+    let schema = "[target]\ncolumn = \"score\"\nclasses = [\"other\", \"great\"]\n\
+                  [[feature]]\ncolumn = \"review\"\nkind = \"text\"\n\
+                  [[feature]]\ncolumn = \"stars\"\nkind = \"numeric\"\n";
+    let (done, manifest) = from_schema("described", schema);
+    let said = String::from_utf8_lossy(&done.stderr).to_string();
+    assert!(done.status.success(), "{said}");
+    assert!(said.contains("stars not used"), "{said}");
+    let (by_hand, _) = prepare(work.path());
+    assert_eq!(
+        std::fs::read_to_string(&manifest).unwrap(),
+        std::fs::read_to_string(&by_hand).unwrap(),
+        "the schema and the flags describe the same model"
+    );
+    // A binary target with one negative value is the same classes, negative first.
+    let binary = schema.replace(
+        "classes = [\"other\", \"great\"]",
+        "positive = \"great\"\nnegative = [\"other\"]",
+    );
+    let (done, manifest) = from_schema("binary", &binary);
+    assert!(done.status.success());
+    assert_eq!(
+        std::fs::read_to_string(&manifest).unwrap(),
+        std::fs::read_to_string(&by_hand).unwrap()
+    );
+    for (name, bad, said) in [
+        (
+            "no-text",
+            schema.replace(
+                "kind = \"text\"",
+                "kind = \"categorical\"\nlevels = [\"a\"]",
+            ),
+            "no feature has kind = \"text\"",
+        ),
+        (
+            "two-negatives",
+            binary.replace("[\"other\"]", "[\"other\", \"meh\"]"),
+            "several negative values",
+        ),
+    ] {
+        let (done, manifest) = from_schema(name, &bad);
+        let e = String::from_utf8_lossy(&done.stderr).to_string();
+        assert!(!done.status.success() && e.contains(said), "{name}: {e}");
+        assert!(!manifest.exists());
+    }
 }
 
 /// A model of an architecture no silo-node knows, trained by each silo's own program (numpy

@@ -53,7 +53,7 @@ pub fn embeddings(
 /// Trains `model`'s head alone on `texts` with `labels`, as `s` says (its `prox_mu` must be 0:
 /// there is no global head to stay near). The encoder and adapters come back unchanged.
 pub fn fit_head(
-    mut model: TextClassifier,
+    model: TextClassifier,
     tokenizer: &TextTokenizer,
     texts: &[String],
     labels: &[usize],
@@ -61,6 +61,20 @@ pub fn fit_head(
     cache: Option<&mut PrefixCache>,
 ) -> Result<(TextClassifier, Trained), TextError> {
     check_settings(&model, texts, labels, s)?;
+    let embedded = embeddings(&model, tokenizer, texts, cache)?;
+    train_head(model, &embedded, labels, s)
+}
+
+/// Trains `model`'s head alone on `embedded` (row-major `[labels, hidden]`, from
+/// [`embeddings`]) with `labels`, as `s` says — no encoder pass, so it needs neither the
+/// tokenizer nor the prefix cache.
+pub fn train_head(
+    mut model: TextClassifier,
+    embedded: &[f32],
+    labels: &[usize],
+    s: &TrainSettings,
+) -> Result<(TextClassifier, Trained), TextError> {
+    s.check()?;
     if s.prox_mu != 0.0 {
         return Err(TextError::Setting {
             key: "prox_mu",
@@ -68,8 +82,20 @@ pub fn fit_head(
             allowed: "0 when only the head trains",
         });
     }
-    let hidden = model.head.weight.dims()[0];
-    let embedded = embeddings(&model, tokenizer, texts, cache)?;
+    let [hidden, classes] = model.head.weight.dims();
+    if labels.is_empty() || embedded.len() != labels.len() * hidden {
+        return Err(TextError::Data(format!(
+            "{} embedding values for {} labels of width {hidden}",
+            embedded.len(),
+            labels.len()
+        )));
+    }
+    if let Some(i) = labels.iter().position(|l| *l >= classes) {
+        return Err(TextError::Data(format!(
+            "example {i}: label {} of a {classes}-class head",
+            labels[i]
+        )));
+    }
     let device = model.head.weight.device();
     let mut head = model.head.clone();
     let mut optim = AdamWConfig::new()
@@ -78,7 +104,7 @@ pub fn fit_head(
         .init();
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(s.seed);
-    let mut order: Vec<usize> = (0..texts.len()).collect();
+    let mut order: Vec<usize> = (0..labels.len()).collect();
     let (mut last, mut steps) = (0.0, 0u64);
     for _ in 0..s.epochs {
         order.shuffle(&mut rng);
@@ -104,14 +130,14 @@ pub fn fit_head(
             head = optim.step(s.learning_rate, head, grads);
             steps += 1;
         }
-        last = sum / texts.len() as f64;
+        last = sum / labels.len() as f64;
     }
     model.head = head;
     Ok((
         model,
         Trained {
             last_epoch_loss: last,
-            examples: texts.len(),
+            examples: labels.len(),
             steps,
         },
     ))

@@ -187,38 +187,48 @@ pub(crate) fn check_settings(
 ) -> Result<(), TextError> {
     let classes = model.head.weight.dims()[1];
     check(texts, labels, classes)?;
-    if s.batch_size == 0 || s.epochs == 0 {
-        return Err(TextError::Setting {
-            key: "batch_size, epochs",
-            value: format!("{}, {}", s.batch_size, s.epochs),
-            allowed: "at least 1 each",
-        });
+    s.check()
+}
+
+impl TrainSettings {
+    /// Whether these settings can train at all, whatever the data: at least one epoch and
+    /// example per step, a positive learning rate, a weight decay that does not flip the
+    /// weights' sign (learning rate × weight decay below 1), μ of 0 or more.
+    pub fn check(&self) -> Result<(), TextError> {
+        let s = self;
+        if s.batch_size == 0 || s.epochs == 0 {
+            return Err(TextError::Setting {
+                key: "batch_size, epochs",
+                value: format!("{}, {}", s.batch_size, s.epochs),
+                allowed: "at least 1 each",
+            });
+        }
+        if !(s.learning_rate.is_finite() && s.learning_rate > 0.0) {
+            return Err(TextError::Setting {
+                key: "learning_rate",
+                value: s.learning_rate.to_string(),
+                allowed: "a positive number",
+            });
+        }
+        if !(s.weight_decay.is_finite()
+            && s.weight_decay >= 0.0
+            && s.learning_rate * s.weight_decay < 1.0)
+        {
+            return Err(TextError::Setting {
+                key: "weight_decay",
+                value: s.weight_decay.to_string(),
+                allowed: "0 or more, with learning_rate × weight_decay below 1",
+            });
+        }
+        if !(s.prox_mu.is_finite() && s.prox_mu >= 0.0) {
+            return Err(TextError::Setting {
+                key: "prox_mu",
+                value: s.prox_mu.to_string(),
+                allowed: "0 (plain training) or a positive number",
+            });
+        }
+        Ok(())
     }
-    if !(s.learning_rate.is_finite() && s.learning_rate > 0.0) {
-        return Err(TextError::Setting {
-            key: "learning_rate",
-            value: s.learning_rate.to_string(),
-            allowed: "a positive number",
-        });
-    }
-    if !(s.weight_decay.is_finite()
-        && s.weight_decay >= 0.0
-        && s.learning_rate * s.weight_decay < 1.0)
-    {
-        return Err(TextError::Setting {
-            key: "weight_decay",
-            value: s.weight_decay.to_string(),
-            allowed: "0 or more, with learning_rate × weight_decay below 1",
-        });
-    }
-    if !(s.prox_mu.is_finite() && s.prox_mu >= 0.0) {
-        return Err(TextError::Setting {
-            key: "prox_mu",
-            value: s.prox_mu.to_string(),
-            allowed: "0 (plain training) or a positive number",
-        });
-    }
-    Ok(())
 }
 
 /// A cached prefix may only cover layers without adapters: above them, adapters would be run

@@ -7,4 +7,4 @@ mod schema;
 
 pub use contract::DataContract;
 
-pub use schema::{Feature, FeatureKind, Label, Schema, Target};
+pub use schema::{Feature, FeatureKind, Label, NotForMlp, Schema, Target};

@@ -123,6 +123,17 @@ fn model(cfg: &FederationConfig) -> anyhow::Result<(DataContract, Architecture)>
         bail!("[model] needs `schema` or `manifest`");
     };
     let schema = Schema::load(path)?;
+    schema
+        .for_mlp()
+        .with_context(|| format!("model.schema: {}", path.display()))?;
+    let ignored = schema.text_columns();
+    if !ignored.is_empty() {
+        tracing::warn!(
+            "{}: the built-in MLP ignores the text column(s) {}",
+            path.display(),
+            ignored.join(", ")
+        );
+    }
     let spec = ModelSpec {
         inputs: schema.encoded_width(),
         hidden: cfg.model.hidden.clone(),

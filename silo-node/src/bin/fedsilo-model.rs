@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use fedsilo::data::{FeatureKind, Schema};
 use fedsilo::model::manifest::Manifest;
 use fedsilo::model::tensor_file::TensorSet;
 use fedsilo_text::exchange::trainable;
@@ -22,6 +23,11 @@ use silo_node::model_trainers::text::{build, check_layout, ASSETS};
 ///   fedsilo-model text --model-dir .cache/models/all-MiniLM-L6-v2 \
 ///       --text review --label score --classes other,great \
 ///       --lora-rank 8 --lora-layers 4,5 --out model/
+///
+/// Or take the columns and classes from the CSV's schema.toml (its kind = "text" features,
+/// its [target] column and classes), the same file a tabular federation uses:
+///   fedsilo-model text --model-dir .cache/models/all-MiniLM-L6-v2 \
+///       --schema schema.toml --out model/
 ///
 /// Then, in the federation file: [model] manifest = "model/manifest.toml",
 /// initial = "model/initial.safetensors"; and each silo runs with
@@ -46,15 +52,19 @@ struct TextArgs {
     /// each file is pinned in the manifest by its SHA-256.
     #[arg(long)]
     model_dir: PathBuf,
+    /// The silos' CSV described once (schema.toml): its `kind = "text"` features are the text
+    /// columns, its [target] the label and classes. Instead of --text, --label and --classes.
+    #[arg(long, conflicts_with_all = ["text", "label", "classes"])]
+    schema: Option<PathBuf>,
     /// A text column of the silos' CSV (repeat for several; joined with a space).
-    #[arg(long = "text", required = true)]
+    #[arg(long = "text", required_unless_present = "schema")]
     text: Vec<String>,
     /// The label column.
-    #[arg(long)]
-    label: String,
+    #[arg(long, required_unless_present = "schema")]
+    label: Option<String>,
     /// The label values, class 0 first (two: binary, negative then positive), e.g.
     /// `other,great`.
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(long, value_delimiter = ',', required_unless_present = "schema")]
     classes: Vec<String>,
     /// LoRA rank (0: no adapters; only the head trains on the frozen encoder).
     #[arg(long, default_value_t = 8)]
@@ -133,8 +143,50 @@ fn recipe(a: &TextArgs) -> anyhow::Result<TextRecipe> {
     Ok(r)
 }
 
+/// The CSV's text columns, label column and classes: from --schema, or as given.
+fn columns(a: &TextArgs) -> anyhow::Result<(Vec<String>, String, Vec<String>)> {
+    let Some(path) = &a.schema else {
+        let label = a
+            .label
+            .clone()
+            .context("--label is required without --schema")?;
+        return Ok((a.text.clone(), label, a.classes.clone()));
+    };
+    let schema = Schema::load(path)?;
+    let text: Vec<String> = schema
+        .text_columns()
+        .into_iter()
+        .map(String::from)
+        .collect();
+    if text.is_empty() {
+        bail!("--schema {}: no feature has kind = \"text\"; a text model needs at least one text column", path.display());
+    }
+    let t = &schema.target;
+    let Some(classes) = t.classes() else {
+        bail!("--schema {}: [target] has several negative values ({}); a text model needs one value per class: write classes = [...] instead", path.display(), t.negative.join(", "));
+    };
+    let unused: Vec<&str> = schema
+        .features
+        .iter()
+        .filter(|f| f.kind != FeatureKind::Text)
+        .map(|f| f.column.as_str())
+        .collect();
+    if !unused.is_empty() {
+        eprintln!(
+            "fedsilo-model: note: the text model reads only the text column(s); {} not used",
+            unused.join(", ")
+        );
+    }
+    Ok((
+        text,
+        t.column.clone(),
+        classes.into_iter().map(String::from).collect(),
+    ))
+}
+
 fn text(a: &TextArgs) -> anyhow::Result<()> {
     let recipe = recipe(a)?;
+    let (text_columns, label, classes) = columns(a)?;
     let (manifest_path, initial_path) = (
         a.out.join("manifest.toml"),
         a.out.join("initial.safetensors"),
@@ -144,7 +196,7 @@ fn text(a: &TextArgs) -> anyhow::Result<()> {
     if manifest_path.exists() {
         bail!("{} exists: fedsilo-model does not overwrite a model a federation may be using; choose another --out", manifest_path.display());
     }
-    let built = build(&recipe, &a.model_dir, a.classes.len(), a.seed)
+    let built = build(&recipe, &a.model_dir, classes.len(), a.seed)
         .with_context(|| format!("--model-dir {}", a.model_dir.display()))?;
     let tensors = trainable(&built.model);
     let mut doc = toml::Table::new();
@@ -152,18 +204,18 @@ fn text(a: &TextArgs) -> anyhow::Result<()> {
     let mut task = toml::Table::new();
     task.insert(
         "kind".into(),
-        if a.classes.len() == 2 {
+        if classes.len() == 2 {
             "binary"
         } else {
             "multiclass"
         }
         .into(),
     );
-    task.insert("classes".into(), a.classes.clone().into());
+    task.insert("classes".into(), classes.into());
     doc.insert("task".into(), task.into());
     let mut data = toml::Table::new();
-    data.insert("text".into(), a.text.clone().into());
-    data.insert("label".into(), a.label.clone().into());
+    data.insert("text".into(), text_columns.into());
+    data.insert("label".into(), label.into());
     doc.insert("data".into(), data.into());
     let trainable_tables: Vec<toml::Value> = tensors
         .iter()

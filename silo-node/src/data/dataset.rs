@@ -57,10 +57,14 @@ impl Dataset {
         }
         let positives = self.train.labels.iter().filter(|l| **l > 0.5).count();
         let t = &self.schema.target;
+        let (negative, positive) = match t.classes.as_slice() {
+            [negative, positive] => (negative.clone(), positive.clone()),
+            _ => (t.negative.join(", "), t.positive.clone()),
+        };
         let only = if positives == 0 {
-            Some(format!("negative ({})", t.negative.join(", ")))
+            Some(format!("negative ({negative})"))
         } else if positives == n {
-            Some(format!("positive ({})", t.positive))
+            Some(format!("positive ({positive})"))
         } else {
             None
         };
@@ -84,15 +88,13 @@ impl Dataset {
         if !(holdout > 0.0 && holdout <= 1.0) {
             return Err(bad(format!("holdout fraction {holdout} must be in (0, 1]")));
         }
+        schema.for_mlp().map_err(|e| bad(e.to_string()))?;
         let read = read_rows(path, schema, true)?;
         let all = read.rows;
         if all.len() < 2 {
             return Err(bad(format!("{} usable rows; need at least 2", all.len())));
         }
-        let (n_num, n_cat) = (
-            schema.numeric_count(),
-            schema.features.len() - schema.numeric_count(),
-        );
+        let (n_num, n_cat) = (schema.numeric_count(), schema.categorical_count());
         let mut order: Vec<usize> = (0..all.len()).collect();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
         let n_hold = if holdout >= 1.0 {
@@ -170,6 +172,8 @@ fn read_rows(path: &Path, schema: &Schema, labelled: bool) -> Result<Read> {
                     .collect();
                 cat_cols.push((f.column.clone(), col(&f.column)?, lv));
             }
+            // Read by text models only; the MLP does not need the column.
+            FeatureKind::Text => {}
         }
     }
     let mut all = Split::default();
@@ -320,5 +324,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("column `c`"), "{e}");
+    }
+
+    /// A schema that also describes text for a text model: the MLP reads around the text
+    /// column (its encoding has no column for it), and refuses a target of several classes.
+    #[test]
+    fn the_mlp_reads_around_text_columns_and_refuses_several_classes() {
+        let text = format!("{SCHEMA}[[feature]]\ncolumn = \"note\"\nkind = \"text\"\n");
+        let schema = Schema::from_toml_str(&text, "s").unwrap();
+        let f = file("a,note,c,y\n1,\"great, fast\",p,yes\n2,slow,q,no\n3,,p,no\n4,ok,q,yes\n");
+        let d = Dataset::load(f.path(), &schema, 0.5, 1).unwrap();
+        assert_eq!(d.train.len() + d.holdout.len(), 4);
+        let x = crate::data::encode(
+            &schema,
+            &d.train,
+            &fedsilo::protocol::Scaling {
+                mean: vec![0.0],
+                std: vec![1.0],
+            },
+        );
+        assert_eq!(x.ncols(), 3, "a, and c's two levels");
+        let several = text.replace(
+            "positive = \"yes\"\nnegative = [\"no\"]\n",
+            "classes = [\"no\", \"yes\", \"maybe\"]\n",
+        );
+        let schema = Schema::from_toml_str(&several, "s").unwrap();
+        let e = Dataset::load(f.path(), &schema, 0.5, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("3 classes") && e.contains("binary"), "{e}");
     }
 }

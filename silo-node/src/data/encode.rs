@@ -7,11 +7,12 @@ use ndarray::Array2;
 use super::Split;
 
 /// Encodes a split: numeric features standardised with `scaling` (missing → 0, the mean),
-/// categorical features one-hot in the schema's level order. Shape `[rows × encoded_width]`.
+/// categorical features one-hot in the schema's level order, text columns left out. Shape
+/// `[rows × encoded_width]`.
 pub fn encode(schema: &Schema, split: &Split, scaling: &Scaling) -> Array2<f32> {
     let width = schema.encoded_width();
     let n_num = schema.numeric_count();
-    let n_cat = schema.features.len() - n_num;
+    let n_cat = schema.categorical_count();
     let mut x = Array2::<f32>::zeros((split.len(), width));
     for (r, mut row) in x.rows_mut().into_iter().enumerate() {
         let (mut col, mut ni, mut ci) = (0, 0, 0);
@@ -34,6 +35,8 @@ pub fn encode(schema: &Schema, split: &Split, scaling: &Scaling) -> Array2<f32> 
                     ci += 1;
                     col += levels.len();
                 }
+                // Read by text models only.
+                FeatureKind::Text => {}
             }
         }
     }

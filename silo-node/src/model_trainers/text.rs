@@ -16,7 +16,7 @@ use fedsilo::privacy::noise::{add_gaussian, secure_rng};
 use fedsilo::protocol::{EvalMetrics, Personalize, TrainPlan};
 use fedsilo_text::classifier::TextClassifier;
 use fedsilo_text::exchange::{set_trainable, trainable, Named};
-use fedsilo_text::head::fit_head;
+use fedsilo_text::head::{embeddings, train_head};
 use fedsilo_text::prefix::PrefixCache;
 use fedsilo_text::pretrained::{load_encoder, ModelDir};
 use fedsilo_text::private::{self, fit_private};
@@ -219,9 +219,30 @@ fn flatten(manifest: &Manifest, named: Vec<Named>) -> Result<Vec<f32>, TrainErro
     Ok(out)
 }
 
+impl TextTrainer {
+    /// fedsilo-text's settings for `plan`, shuffled with `seed`.
+    fn settings(&self, plan: &TrainPlan, seed: u64) -> TrainSettings {
+        TrainSettings {
+            epochs: plan.epochs,
+            batch_size: plan.batch_size as usize,
+            learning_rate: plan.learning_rate as f64,
+            weight_decay: self.recipe.weight_decay,
+            seed,
+            prox_mu: plan.prox_mu as f64,
+        }
+    }
+}
+
 impl ModelTrainer for TextTrainer {
     fn train_rows(&self) -> usize {
         self.data.train.len()
+    }
+
+    /// Everything fedsilo-text would refuse before the first step (a learning rate that, with
+    /// the manifest's weight decay, would flip the weights' sign, included), so that the
+    /// silo's DP-SGD never charges a round that cannot train.
+    fn check_plan(&self, plan: &TrainPlan) -> Result<(), TrainError> {
+        Ok(self.settings(plan, 0).check()?)
     }
 
     fn train(
@@ -231,14 +252,7 @@ impl ModelTrainer for TextTrainer {
         seed: u64,
         dp: Option<DpSgd>,
     ) -> Result<Fitted, TrainError> {
-        let settings = TrainSettings {
-            epochs: plan.epochs,
-            batch_size: plan.batch_size as usize,
-            learning_rate: plan.learning_rate as f64,
-            weight_decay: self.recipe.weight_decay,
-            seed,
-            prox_mu: plan.prox_mu as f64,
-        };
+        let settings = self.settings(plan, seed);
         let mut held = self.lock();
         let model = self.with(&held.model, base)?;
         let (texts, labels) = (&self.data.train.texts, &self.data.train.labels);
@@ -304,17 +318,18 @@ impl ModelTrainer for TextTrainer {
             seed: p.seed,
             prox_mu: 0.0,
         };
+        settings.check()?;
+        // The lock only while the cache is used: the head trains on the embeddings without it.
         let mut held = self.lock();
         let model = self.with(&held.model, &start)?;
-        let (trained, _) = fit_head(
-            model,
+        let embedded = embeddings(
+            &model,
             &self.tokenizer,
             &self.data.train.texts,
-            &self.data.train.labels,
-            &settings,
             Some(&mut held.cache),
         )?;
         drop(held);
+        let (trained, _) = train_head(model, &embedded, &self.data.train.labels, &settings)?;
         let params = flatten(&self.manifest, trainable(&trained))?;
         let head = head
             .iter()

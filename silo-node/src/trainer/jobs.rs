@@ -137,34 +137,42 @@ pub(super) fn score(
         personalize.filter(|_| trainer.train_rows() > 0 && state.args.dp_sgd.is_none());
     let heads = state.head.clone();
     Box::new(move || {
-        let scored = trainer.evaluate(&params).and_then(|mut metrics| {
-            let Some(p) = personalize else {
-                return Ok(metrics);
-            };
+        let mut metrics = match trainer.evaluate(&params) {
+            Ok(m) => m,
+            Err(e) => return err(Refusal::from(e)),
+        };
+        if let Some(p) = personalize {
             let own = heads
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .own(&arch)
                 .map(<[f32]>::to_vec);
-            match trainer.personalise(&params, own.as_deref(), &p)? {
-                Some(mine) => {
-                    metrics.personalized = Some(personalized(trainer.evaluate(&mine.params)?));
+            // Personalisation failing (a diverging head, say) costs its own figures, not the
+            // global model's score.
+            let mine = trainer
+                .personalise(&params, own.as_deref(), &p)
+                .and_then(|m| {
+                    m.map(|m| trainer.evaluate(&m.params).map(|e| (m.head, e)))
+                        .transpose()
+                });
+            match mine {
+                Ok(Some((head, scored))) => {
+                    metrics.personalized = Some(personalized(scored));
                     heads
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .stage(model.digest, arch, mine.head);
+                        .stage(model.digest, arch, head);
                 }
-                None => tracing::warn!(
+                Ok(None) => tracing::warn!(
                     "personalisation asked, but the trainer of {} has no head to fine-tune alone; scored the global model only",
                     arch.describe()
                 ),
+                Err(e) => tracing::warn!(
+                    "personalisation failed, scored the global model only: {e}"
+                ),
             }
-            Ok(metrics)
-        });
-        match scored {
-            Ok(m) => Response::Evaluated(m),
-            Err(e) => err(Refusal::from(e)),
         }
+        Response::Evaluated(metrics)
     })
 }
 

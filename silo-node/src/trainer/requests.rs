@@ -14,7 +14,7 @@ use super::refusal::Refusal;
 use super::state::{err, LocalData, TrainerState};
 use crate::data::{local_stats, scaling_from, Dataset};
 use crate::model_trainers::tabular::{How, TabularTrainer};
-use crate::model_trainers::{DescribedTrainer, ModelTrainer};
+use crate::model_trainers::{DescribedTrainer, ModelTrainer, TrainError};
 
 /// Work that answers a request later, on a blocking thread.
 pub(super) type Job = Box<dyn FnOnce() -> Response + Send>;
@@ -93,7 +93,8 @@ pub(super) fn answer(state: &mut TrainerState, request: Request) -> Answer {
             spec,
             plan,
             scaling,
-        } => match for_training(state, round, &base, &spec, &plan, scaling)
+        } => match ready_to_train(state)
+            .and_then(|()| for_training(state, round, &base, &spec, &plan, scaling))
             .and_then(|(trainer, params)| start_training(state, round, base, params, trainer, plan))
         {
             Ok(training) => Answer::Train(training),
@@ -111,6 +112,15 @@ pub(super) fn answer(state: &mut TrainerState, request: Request) -> Answer {
             ),
             Err(e) => now(err(e)),
         },
+    }
+}
+
+/// Busy, or a silo without training rows, is said before anything about the request's model.
+fn ready_to_train(state: &TrainerState) -> Result<(), Refusal> {
+    match state.busy {
+        Some(r) => Err(Refusal::Busy(r)),
+        None if state.args.data.train_rows() == 0 => Err(Refusal::EvaluateOnly),
+        None => Ok(()),
     }
 }
 
@@ -215,6 +225,13 @@ fn for_training(
         (Some(l), _) => {
             let (layout, frozen, theta) = state.lora_parts(base, mlp, l)?;
             (theta, How::Lora { layout, frozen })
+        }
+        // Record-level DP-SGD runs in fedsilo's own trainer; the command line refuses the
+        // pair, and so does the actor, before anything is charged.
+        (None, Some(_)) if state.args.dp_sgd.is_some() => {
+            return Err(Refusal::Trainer(TrainError::Unsupported(
+                "record-level DP-SGD (--dp-clip) runs in fedsilo's own trainer, not in an external program".into(),
+            )))
         }
         (None, external) => {
             let p = state.model(base)?;

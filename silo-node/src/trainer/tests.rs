@@ -47,6 +47,17 @@ fn tiny_model() -> (ModelSpec, Vec<f32>, ModelRef) {
 }
 
 async fn trainer_with(credentials: Option<NodeCredentials>) -> ActorRef<TrainerMessage> {
+    tabular_silo(0.25, credentials, None, None).await
+}
+
+/// A tabular silo of 40 rows (`holdout` of them held out), with the silo's own DP-SGD and an
+/// external program if given.
+async fn tabular_silo(
+    holdout: f64,
+    credentials: Option<NodeCredentials>,
+    dp_sgd: Option<super::SiloDpSgd>,
+    external: Option<crate::external::ExternalTrainer>,
+) -> ActorRef<TrainerMessage> {
     let schema = Schema::from_toml_str(
         "[target]\ncolumn = \"y\"\npositive = \"1\"\nnegative = [\"0\"]\n[[feature]]\ncolumn = \"a\"\nkind = \"numeric\"\n",
         "s",
@@ -57,14 +68,14 @@ async fn trainer_with(credentials: Option<NodeCredentials>) -> ActorRef<TrainerM
     for i in 0..40 {
         writeln!(f, "{i},{}", i % 2).unwrap();
     }
-    let data = Dataset::load(f.path(), &schema, 0.25, 1).unwrap();
+    let data = Dataset::load(f.path(), &schema, holdout, 1).unwrap();
     let args = TrainerArgs {
         name: "t".into(),
         data: super::LocalData::Tabular(Arc::new(data)),
         faults: Default::default(),
-        dp_sgd: None,
+        dp_sgd,
         credentials,
-        external: None,
+        external,
         metrics: Arc::default(),
     };
     Actor::spawn(None, TrainerActor, args).await.unwrap().0
@@ -306,9 +317,14 @@ impl crate::model_trainers::ModelTrainer for Plus1 {
         &self,
         params: &[f32],
         own: Option<&[f32]>,
-        _: &fedsilo::protocol::Personalize,
+        p: &fedsilo::protocol::Personalize,
     ) -> Result<Option<crate::model_trainers::Personalised>, crate::model_trainers::TrainError>
     {
+        if p.epochs == 99 {
+            return Err(crate::model_trainers::TrainError::Unsupported(
+                "99 epochs".into(),
+            ));
+        }
         let head = own.map_or(params[1], |h| h[0]) + 10.0;
         Ok(Some(crate::model_trainers::Personalised {
             params: vec![params[0], head],
@@ -575,6 +591,18 @@ async fn a_described_models_personal_head_is_kept_once_its_candidate_is_trained_
         .await
         .unwrap();
         let adopted = personal(ask(evaluate()).await.unwrap());
+        // A personalisation that fails costs its own figures, not the global score.
+        let Request::Evaluate { personalize, .. } = evaluate() else {
+            unreachable!()
+        };
+        let failing = Request::Evaluate {
+            model,
+            spec: spec.clone(),
+            scaling: none.clone(),
+            personalize: personalize.map(|p| fedsilo::protocol::Personalize { epochs: 99, ..p }),
+            lora: None,
+        };
+        assert_eq!(personal(ask(failing).await.unwrap()), None);
         if dp {
             assert_eq!((first, again, adopted), (None, None, None));
         } else {
@@ -585,4 +613,70 @@ async fn a_described_models_personal_head_is_kept_once_its_candidate_is_trained_
             );
         }
     }
+}
+
+/// A tabular silo says it is a central hold-out before anything about the request's model, and
+/// refuses its own DP-SGD with an external program before the ledger is charged.
+#[tokio::test]
+async fn a_tabular_silo_refuses_in_order_and_charges_nothing_for_a_refused_round() {
+    let ask = |t: ActorRef<TrainerMessage>, req: Request| async move {
+        call(&t, &req, Duration::from_secs(5), "t").await
+    };
+    let (spec, p, model) = tiny_model();
+    let none = Scaling {
+        mean: vec![0.0],
+        std: vec![1.0],
+    };
+    let train = |spec: ModelSpec| Request::Train {
+        round: 1,
+        base: model,
+        spec: spec.into(),
+        plan: plan(),
+        scaling: none.clone(),
+    };
+    let holdout = tabular_silo(1.0, None, None, None).await;
+    let wrong = ModelSpec {
+        inputs: 5,
+        hidden: vec![],
+    };
+    let e = ask(holdout, train(wrong)).await.unwrap_err().to_string();
+    assert!(e.contains("central hold-out"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger.jsonl");
+    let silo = tabular_silo(
+        0.25,
+        None,
+        Some(super::SiloDpSgd {
+            dp: crate::train::dp_sgd::DpSgd {
+                clip: 1.0,
+                noise_multiplier: 1.0,
+            },
+            delta: 1e-5,
+            epsilon_budget: None,
+            ledger: ledger.clone(),
+        }),
+        Some(crate::external::ExternalTrainer {
+            program: "/bin/false".into(),
+            args: vec![],
+            timeout: Duration::from_secs(5),
+            workdir: dir.path().into(),
+            owner: "t".into(),
+        }),
+    )
+    .await;
+    ask(
+        silo.clone(),
+        Request::PutModel {
+            model,
+            offset: 0,
+            total: p.len() as u64,
+            values: p,
+        },
+    )
+    .await
+    .unwrap();
+    let e = ask(silo, train(spec)).await.unwrap_err().to_string();
+    assert!(e.contains("fedsilo's own trainer"), "{e}");
+    let spent = std::fs::read_to_string(&ledger).unwrap_or_default();
+    assert_eq!(spent.lines().count(), 0, "{spent}");
 }

@@ -85,3 +85,47 @@ fn only_the_head_moves_the_loss_falls_and_the_cache_changes_nothing() {
         "{e}"
     );
 }
+
+/// What fedsilo-text refuses before the first step is refused without data too — the silo
+/// asks this before its DP-SGD charges a round.
+#[test]
+fn settings_that_cannot_train_are_refused_without_data() {
+    let ok = TrainSettings::default();
+    assert!(ok.check().is_ok());
+    for (bad, key) in [
+        (
+            TrainSettings {
+                learning_rate: 100.0,
+                ..ok.clone()
+            },
+            "weight_decay",
+        ),
+        (
+            TrainSettings {
+                learning_rate: f64::NAN,
+                ..ok.clone()
+            },
+            "learning_rate",
+        ),
+        (
+            TrainSettings {
+                epochs: 0,
+                ..ok.clone()
+            },
+            "batch_size, epochs",
+        ),
+        (
+            TrainSettings {
+                prox_mu: -1.0,
+                ..ok.clone()
+            },
+            "prox_mu",
+        ),
+    ] {
+        let e = bad.check().unwrap_err();
+        assert!(
+            matches!(e, TextError::Setting { key: k, .. } if k == key),
+            "{e}"
+        );
+    }
+}
