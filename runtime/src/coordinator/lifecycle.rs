@@ -85,6 +85,9 @@ pub fn task_failure(e: tokio::task::JoinError) -> String {
     format!("the round task panicked (a fedsilo bug; please report it): {message}")
 }
 
+/// How long a silo may take for each round of its local-only baseline.
+const LOCAL_BASELINE_PER_ROUND: Duration = Duration::from_secs(600);
+
 /// Asks every silo not blocked to train the initial model on its own data for as many rounds
 /// as the run had, and to score it (off the mailbox); the table comes back as
 /// [`CoordinatorMessage::ComparisonDone`].
@@ -114,7 +117,9 @@ fn start_comparison(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorM
         compression: Compression::None,
         lora: None,
     };
-    let timeout = Duration::from_secs(600);
+    // The baseline is as many rounds of local training as the run had: a silo gets the bound
+    // of one call for each (a 3-round text baseline on 2 cores outlasted a single 600 s).
+    let timeout = LOCAL_BASELINE_PER_ROUND * rounds.max(1);
     let federated = state.run.last_eval.clone();
     let me = myself.clone();
     tokio::spawn(async move {

@@ -81,6 +81,22 @@ async fn tabular_silo(
     Actor::spawn(None, TrainerActor, args).await.unwrap().0
 }
 
+/// Sends `values` whole, as model version 0; its reference.
+async fn put_model(t: &ActorRef<TrainerMessage>, values: Vec<f32>) -> ModelRef {
+    let model = ModelRef {
+        version: 0,
+        digest: Digest::of_f32(&values),
+    };
+    let put = Request::PutModel {
+        model,
+        offset: 0,
+        total: values.len() as u64,
+        values,
+    };
+    call(t, &put, Duration::from_secs(5), "t").await.unwrap();
+    model
+}
+
 async fn raw(t: &ActorRef<TrainerMessage>, frame: Vec<u8>) -> Response {
     let bytes = t
         .call(
@@ -117,15 +133,8 @@ async fn a_securely_aggregated_update_is_keyed_once_and_never_fetched_in_the_cle
             .unwrap_err();
         assert!(e.to_string().contains("keyed once"), "{e}");
     }
-    let (spec, p, model) = tiny_model();
-    ask(Request::PutModel {
-        model,
-        offset: 0,
-        total: p.len() as u64,
-        values: p.clone(),
-    })
-    .await
-    .unwrap();
+    let (spec, p, _) = tiny_model();
+    let model = put_model(&t, p).await;
     let Response::Trained(r) = ask(Request::Train {
         round: 2,
         base: model,
@@ -374,19 +383,7 @@ async fn a_described_model_goes_to_its_trainer_and_nothing_else_does() {
         (st.schema_digest, st.rows, st.count.len()),
         (manifest.digest, 7, 0)
     );
-    let p = vec![0.25f32, -1.0];
-    let model = ModelRef {
-        version: 0,
-        digest: Digest::of_f32(&p),
-    };
-    ask(Request::PutModel {
-        model,
-        offset: 0,
-        total: 2,
-        values: p.clone(),
-    })
-    .await
-    .unwrap();
+    let model = put_model(&t, vec![0.25, -1.0]).await;
     let none = Scaling {
         mean: vec![],
         std: vec![],
@@ -466,19 +463,7 @@ async fn a_refused_plan_spends_no_privacy_budget() {
         let t = t.clone();
         async move { call(&t, &req, Duration::from_secs(5), "t").await }
     };
-    let p = vec![0.0f32, 0.0];
-    let model = ModelRef {
-        version: 0,
-        digest: Digest::of_f32(&p),
-    };
-    ask(Request::PutModel {
-        model,
-        offset: 0,
-        total: 2,
-        values: p,
-    })
-    .await
-    .unwrap();
+    let model = put_model(&t, vec![0.0, 0.0]).await;
     let train = |plan: TrainPlan, round: u64| Request::Train {
         round,
         base: model,
@@ -543,19 +528,7 @@ async fn a_described_models_personal_head_is_kept_once_its_candidate_is_trained_
             let t = t.clone();
             async move { call(&t, &req, Duration::from_secs(5), "t").await }
         };
-        let p = vec![0.25f32, -1.0];
-        let model = ModelRef {
-            version: 0,
-            digest: Digest::of_f32(&p),
-        };
-        ask(Request::PutModel {
-            model,
-            offset: 0,
-            total: 2,
-            values: p,
-        })
-        .await
-        .unwrap();
+        let model = put_model(&t, vec![0.25, -1.0]).await;
         let none = Scaling {
             mean: vec![],
             std: vec![],
@@ -664,17 +637,7 @@ async fn a_tabular_silo_refuses_in_order_and_charges_nothing_for_a_refused_round
         }),
     )
     .await;
-    ask(
-        silo.clone(),
-        Request::PutModel {
-            model,
-            offset: 0,
-            total: p.len() as u64,
-            values: p,
-        },
-    )
-    .await
-    .unwrap();
+    put_model(&silo, p).await;
     let e = ask(silo, train(spec)).await.unwrap_err().to_string();
     assert!(e.contains("fedsilo's own trainer"), "{e}");
     let spent = std::fs::read_to_string(&ledger).unwrap_or_default();
