@@ -6,7 +6,7 @@
 //! matrix product per batch instead of the encoder.
 
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamWConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -98,10 +98,7 @@ pub fn train_head(
     }
     let device = model.head.weight.device();
     let mut head = model.head.clone();
-    let mut optim = AdamWConfig::new()
-        .with_weight_decay(s.weight_decay as f32)
-        .with_epsilon(1e-8)
-        .init();
+    let mut optim = s.optimizer().init();
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(s.seed);
     let mut order: Vec<usize> = (0..labels.len()).collect();

@@ -13,7 +13,7 @@
 
 use burn::module::ParamId;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamWConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use rand::{Rng, RngCore};
 
@@ -80,10 +80,7 @@ pub fn fit_private(
     }
     let device = model.head.weight.device();
     device.seed(s.seed);
-    let mut optim = AdamWConfig::new()
-        .with_weight_decay(s.weight_decay as f32)
-        .with_epsilon(1e-8)
-        .init();
+    let mut optim = s.optimizer().init();
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let frozen = cache.as_ref().map(|_| model.encoder.valid());
     let anchor = trainable_params(&model);

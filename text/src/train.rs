@@ -102,10 +102,7 @@ pub fn fit_cached(
     check_settings(&model, texts, labels, s)?;
     let device = model.head.weight.device();
     device.seed(s.seed);
-    let mut optim = AdamWConfig::new()
-        .with_weight_decay(s.weight_decay as f32)
-        .with_epsilon(1e-8)
-        .init();
+    let mut optim = s.optimizer().init();
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     if let Some(c) = cache.as_ref() {
         check_prefix(&model, c.depth())?;
@@ -191,6 +188,14 @@ pub(crate) fn check_settings(
 }
 
 impl TrainSettings {
+    /// AdamW with these settings' decoupled weight decay (every trainer here uses it: plain,
+    /// DP-SGD and head-only).
+    pub(crate) fn optimizer(&self) -> AdamWConfig {
+        AdamWConfig::new()
+            .with_weight_decay(self.weight_decay as f32)
+            .with_epsilon(1e-8)
+    }
+
     /// Whether these settings can train at all, whatever the data: at least one epoch and
     /// example per step, a positive learning rate, a weight decay that does not flip the
     /// weights' sign (learning rate × weight decay below 1), μ of 0 or more.

@@ -9,12 +9,7 @@ use crate::prefix::PrefixCache;
 fn only_the_head_moves_the_loss_falls_and_the_cache_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let device = Device::flex().autodiff();
-    let lora = LoraSettings {
-        rank: 2,
-        alpha: 4.0,
-        layers: Some(vec![1]),
-        ..LoraSettings::default()
-    };
+    let lora = tiny_lora(Some(vec![1]));
     let (model, tok) = classifier(dir.path(), &lora, &device);
     let (texts, labels) = toy_data();
     let s = TrainSettings {

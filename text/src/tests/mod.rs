@@ -265,6 +265,16 @@ fn a_missing_or_misshapen_tensor_is_named() {
     }
 }
 
+/// Rank-2 adapters (alpha 4) on both projections of `layers` (every layer if `None`).
+fn tiny_lora(layers: Option<Vec<usize>>) -> LoraSettings {
+    LoraSettings {
+        rank: 2,
+        alpha: 4.0,
+        layers,
+        ..LoraSettings::default()
+    }
+}
+
 fn classifier(dir: &Path, lora: &LoraSettings, device: &Device) -> (TextClassifier, TextTokenizer) {
     let (model, _) = tiny_model_dir(dir, 3);
     let (c, enc) = load_encoder(&model, device).unwrap();
@@ -330,11 +340,7 @@ fn toy_data() -> (Vec<String>, Vec<usize>) {
 fn only_the_adapters_and_the_head_train_and_the_loss_falls() {
     let dir = tempfile::tempdir().unwrap();
     let device = Device::flex().autodiff();
-    let lora = LoraSettings {
-        rank: 2,
-        alpha: 4.0,
-        ..LoraSettings::default()
-    };
+    let lora = tiny_lora(None);
     let (model, tok) = classifier(dir.path(), &lora, &device);
     let names: Vec<String> = trainable(&model).into_iter().map(|n| n.name).collect();
     // 2 layers × (4 attention + 2 feed-forward) projections × (A, B), and the head's weight and bias.
@@ -610,12 +616,7 @@ fn training_above_a_cached_frozen_prefix_is_training_the_whole_model() {
     let dir = tempfile::tempdir().unwrap();
     let device = Device::flex().autodiff();
     // Adapters on layer 1 only: the embeddings and layer 0 are the frozen prefix.
-    let lora = LoraSettings {
-        rank: 2,
-        alpha: 4.0,
-        layers: Some(vec![1]),
-        ..LoraSettings::default()
-    };
+    let lora = tiny_lora(Some(vec![1]));
     assert_eq!(lora.frozen_prefix(), 1);
     let (model, tok) = classifier(dir.path(), &lora, &device);
     let (texts, labels) = toy_data();

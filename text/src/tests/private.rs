@@ -11,11 +11,7 @@ fn dp_sgd_clips_each_text_and_adds_the_noise_it_is_told() {
     use crate::private::{fit_private, DpSgd};
     let dir = tempfile::tempdir().unwrap();
     let device = Device::flex().autodiff();
-    let lora = LoraSettings {
-        rank: 2,
-        alpha: 4.0,
-        ..LoraSettings::default()
-    };
+    let lora = tiny_lora(None);
     let (model, tok) = classifier(dir.path(), &lora, &device);
     let tensors = trainable(&model).len();
     let (texts, labels) = toy_data();
@@ -117,11 +113,7 @@ fn dp_sgd_clips_each_text_and_adds_the_noise_it_is_told() {
 fn fedprox_keeps_the_adapters_near_the_global_model() {
     let dir = tempfile::tempdir().unwrap();
     let device = Device::flex().autodiff();
-    let lora = LoraSettings {
-        rank: 2,
-        alpha: 4.0,
-        ..LoraSettings::default()
-    };
+    let lora = tiny_lora(None);
     let (model, tok) = classifier(dir.path(), &lora, &device);
     let start: Vec<f32> = trainable(&model)
         .into_iter()
