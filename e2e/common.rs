@@ -239,6 +239,6 @@ pub fn arg(p: &Path) -> &str {
 }
 
 /// Example-weighted held-out AUC of a committed round.
-pub fn weighted_auc(round: &Value) -> f64 {
-    fedsilo::report::weighted_auc(&round["eval"]).unwrap()
+pub fn weighted_score(round: &Value) -> f64 {
+    fedsilo::report::weighted_score(&round["eval"]).unwrap()
 }

@@ -54,7 +54,7 @@ fn bytes_and_auc(rounds: &[Value]) -> (f64, f64) {
     let last = rounds.last().unwrap();
     (
         sent.iter().sum::<f64>() / sent.len() as f64,
-        crate::common::weighted_auc(last),
+        crate::common::weighted_score(last),
     )
 }
 
@@ -118,7 +118,7 @@ fn external_trainers_take_part_and_a_broken_one_is_refused_while_its_silo_stays_
         let why = r["missing"].to_string();
         assert!(why.contains("midwest") && why.contains("NaN"), "{why}");
     }
-    let auc = crate::common::weighted_auc(&committed[2]);
+    let auc = crate::common::weighted_score(&committed[2]);
     println!("held-out AUC after 3 rounds with a Python-trained silo: {auc:.4}");
     assert!(auc > 0.75, "{auc}");
     // The refusing silo never went down: it scored every candidate.
@@ -192,8 +192,8 @@ fn a_federation_fine_tunes_a_pretrained_checkpoint() {
     ]);
     assert!(ok && models.contains("pretrained"), "{models}");
     let (a_random, a_tuned) = (
-        crate::common::weighted_auc(&random[0]),
-        crate::common::weighted_auc(&tuned[0]),
+        crate::common::weighted_score(&random[0]),
+        crate::common::weighted_score(&tuned[0]),
     );
     println!("round 1 held-out AUC: random start {a_random:.4}, pretrained start {a_tuned:.4}");
     assert!(a_tuned > a_random + 0.02, "{a_tuned} vs {a_random}");
@@ -311,7 +311,7 @@ fn the_loans_example_pretrains_on_the_public_slice_and_fine_tunes_adapters() {
     let rounds = f.finished_ok();
     assert_eq!(rounds.len(), 3);
     let (bytes, auc) = bytes_and_auc(&rounds);
-    let first = crate::common::weighted_auc(&rounds[0]);
+    let first = crate::common::weighted_score(&rounds[0]);
     println!("loans, pretrained + LoRA r=4: round 1 AUC {first:.4}, round 3 {auc:.4}, {bytes:.0} bytes/silo/round");
     // The model is 36-16-1 (609 values, 2436 bytes); rank-4 adapters on the first layer are
     // 4·(36 + 16) = 208 values, 832 bytes. A silo sends well under the full update alone.

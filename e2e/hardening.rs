@@ -520,7 +520,7 @@ fn poisoned_run(attack: Option<&str>, policy_extra: &str) -> (f64, Vec<bool>) {
                 .any(|p| p == "west")
         })
         .collect();
-    (weighted_auc(rounds.last().unwrap()), refused_each_round)
+    (weighted_score(rounds.last().unwrap()), refused_each_round)
 }
 
 /// The default policy resists one poisoning silo of four: its −10× and +10× updates are

@@ -2,7 +2,7 @@
 //! exactly the rounds it allows, with the refusal recorded; distributed noise is added at the
 //! silos, and the held-out AUC with DP is reported beside the same federation without it.
 
-use crate::common::{weighted_auc, Federation, Options};
+use crate::common::{weighted_score, Federation, Options};
 use fedsilo::model::checkpoint::Checkpoint;
 use fedsilo::privacy::rdp::epsilon;
 use serde_json::Value;
@@ -120,8 +120,8 @@ fn distributed_noise_is_added_at_the_silos_and_auc_is_reported_beside_the_run_wi
         assert!(c["privacy"].is_null());
     }
     let (a_plain, a_dp) = (
-        weighted_auc(&plain[rounds as usize - 1]),
-        weighted_auc(&dp[rounds as usize - 1]),
+        weighted_score(&plain[rounds as usize - 1]),
+        weighted_score(&dp[rounds as usize - 1]),
     );
     let spent = dp[rounds as usize - 1]["privacy"]["epsilon"]
         .as_f64()

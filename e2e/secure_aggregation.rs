@@ -3,7 +3,7 @@
 //! sharing still unmasks the survivors' sum — or abandons the round, with the reason, when
 //! fewer than t are left.
 
-use crate::common::{arg, example, fedsilo, weighted_auc, Federation, Options};
+use crate::common::{arg, example, fedsilo, weighted_score, Federation, Options};
 use fedsilo::model::checkpoint::Checkpoint;
 use serde_json::Value;
 use testkit::sandbox::FederationFile;
@@ -32,7 +32,7 @@ fn final_auc(extra: &str) -> (f64, Vec<Value>, f64) {
         .map(|(a, b)| ((b - a) as f64).powi(2))
         .sum::<f64>()
         .sqrt();
-    (weighted_auc(&committed[2]), committed, step)
+    (weighted_score(&committed[2]), committed, step)
 }
 
 #[test]
@@ -88,7 +88,7 @@ fn silos_lost_after_key_sharing_are_unmasked_around_until_fewer_than_t_are_left(
         "west is reported missing: {r2}"
     );
     let r1 = f.committed()[0].clone();
-    let (a1, a2) = (weighted_auc(&r1), weighted_auc(&r2));
+    let (a1, a2) = (weighted_score(&r1), weighted_score(&r2));
     // A wrongly unmasked sum would be noise across the whole ring: the model would collapse.
     assert!(a2 > 0.6 && a2 > a1 - 0.05, "AUC {a1} then {a2}");
     // Round 3: south dies when its shares are delivered; two silos are below t = 3.

@@ -382,3 +382,121 @@ fn an_external_program_federates_a_model_of_its_own_architecture() {
     assert_eq!(ckpt.params.len(), 256 * 2 + 2);
     assert!(f.exit_status().success());
 }
+
+/// `rows` job titles with their holder's income in thousands (`e2e/fixtures/job_titles.csv`),
+/// from row `from`.
+fn incomes(dir: &Path, name: &str, from: usize, rows: usize) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../e2e/fixtures/job_titles.csv");
+    let text = std::fs::read_to_string(src).unwrap();
+    let mut lines = text.lines();
+    let mut out = format!("{}\n", lines.next().unwrap());
+    for l in lines.skip(from).take(rows) {
+        out.push_str(l);
+        out.push('\n');
+    }
+    let path = dir.join(format!("{name}.csv"));
+    std::fs::write(&path, out).unwrap();
+    path
+}
+
+/// A regression federated end to end: `fedsilo-model --regression` writes a one-output
+/// manifest, two silos fine-tune it on job titles against incomes, and every figure the
+/// federation keeps — rounds, the gate, the local-only comparison, the registry — is the
+/// regression's (R², mean absolute error, squared-error loss), never a classifier's.
+#[test]
+fn a_text_regression_federates_and_is_judged_by_its_r2() {
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("model");
+    let done = Command::new(env!("CARGO_BIN_EXE_fedsilo-model"))
+        .args(["text", "--model-dir", arg(&model_dir())])
+        .args(["--text", "job_title", "--label", "income_k", "--regression"])
+        .args(["--target-mean", "80", "--target-std", "50"])
+        .args([
+            "--lora-rank",
+            "4",
+            "--lora-layers",
+            "4,5",
+            "--max-length",
+            "16",
+        ])
+        .args(["--out", arg(&out)])
+        .output()
+        .unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let manifest = out.join("manifest.toml");
+    let task = fedsilo::model::manifest::Manifest::load(&manifest)
+        .unwrap()
+        .task;
+    assert_eq!(
+        task,
+        fedsilo::model::manifest::Task::Regression {
+            mean: 80.0,
+            std: 50.0
+        }
+    );
+    let mut f = Federation::start(Options {
+        silos: vec![("bank-a", vec![]), ("bank-b", vec![])],
+        min_silos: 2,
+        quorum: 2,
+        rounds: 2,
+        deadline: 300.0,
+        data: vec![
+            ("bank-a", incomes(work.path(), "bank-a", 0, 128)),
+            ("bank-b", incomes(work.path(), "bank-b", 128, 128)),
+        ],
+        manifest: Some((manifest, model_dir())),
+        initial: Some(out.join("initial.safetensors")),
+        learning_rate: 0.005,
+        compare_local: true,
+        // The gate's drop rules read R² for a regression.
+        policy_extra: "[validation]\nmax_auc_drop = 1.0\nmax_silo_auc_drop = 1.0\n".into(),
+        ..Default::default()
+    });
+    let committed = f.finished_ok();
+    assert_eq!(committed.len(), 2, "{committed:?}");
+    let regression_figures = |m: &serde_json::Value, what: &str| {
+        let (r2, mae, loss) = (m["r2"].as_f64(), m["mae"].as_f64(), m["loss"].as_f64());
+        assert!(r2.is_some_and(|r| r.is_finite() && r <= 1.0), "{what}: {m}");
+        // Squared error is the loss: at least the absolute error squared (Jensen).
+        let (mae, loss) = (mae.unwrap(), loss.unwrap());
+        assert!(mae > 0.0 && loss >= mae * mae * (1.0 - 1e-9), "{what}: {m}");
+        assert!(m["auc"].is_null() && m["accuracy"].is_null(), "{what}: {m}");
+    };
+    for c in &committed {
+        for silo in ["bank-a", "bank-b"] {
+            regression_figures(&c["eval"][silo], silo);
+        }
+    }
+    let cmp = f
+        .seen()
+        .iter()
+        .find(|e| e["event"] == "comparison")
+        .cloned()
+        .expect("a comparison");
+    let rows = cmp["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{cmp}");
+    for r in rows {
+        regression_figures(&r["local"], "local only");
+        regression_figures(&r["federated"], "federated");
+        eprintln!(
+            "{}: R² local {} federated {}; MAE local {} federated {} (k$)",
+            r["silo"],
+            r["local"]["r2"],
+            r["federated"]["r2"],
+            r["local"]["mae"],
+            r["federated"]["mae"]
+        );
+    }
+    assert!(f.exit_status().success());
+    let (ok, list) = fedsilo(&["models", "list", "--state-dir", arg(&f.state_dir())]);
+    assert!(ok && list.contains("R²") && !list.contains("AUC"), "{list}");
+    let (ok, show) = fedsilo(&["models", "show", "2", "--state-dir", arg(&f.state_dir())]);
+    assert!(
+        ok && show.contains("R² ") && show.contains("MAE "),
+        "{show}"
+    );
+}

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
 use fedsilo::admin::{tokens, AdminClient, Scope};
-use fedsilo::report::weighted_auc;
+use fedsilo::report::weighted_score;
 use serde_json::{json, Value};
 use testkit::sandbox::{adapt_federation_file, ExampleRun, Sandbox, SandboxSpec, SiloSpec};
 use testkit::webhook_receiver::WebhookReceiver;
@@ -48,8 +48,8 @@ fn review(versions: &[Value], version: u64, current: u64) -> anyhow::Result<(boo
     }
     let (unit, drop) = worst.unwrap_or_default();
     let (a, b) = (
-        weighted_auc(&cur["validation"]).unwrap_or(f64::NAN),
-        weighted_auc(&cand["validation"]).unwrap_or(f64::NAN),
+        weighted_score(&cur["validation"]).unwrap_or(f64::NAN),
+        weighted_score(&cand["validation"]).unwrap_or(f64::NAN),
     );
     if cur["validation"].as_object().is_none_or(|v| v.is_empty()) {
         return Ok((true, format!("first candidate: AUC {b:.3}")));

@@ -31,7 +31,7 @@ const DP_DELTA: f64 = 1e-5;
 
 /// Example-weighted held-out AUC of a committed round (NaN if no silo scored it).
 fn auc(round: &Value) -> f64 {
-    fedsilo::report::weighted_auc(&round["eval"]).unwrap_or(f64::NAN)
+    fedsilo::report::weighted_score(&round["eval"]).unwrap_or(f64::NAN)
 }
 
 fn main() -> anyhow::Result<()> {

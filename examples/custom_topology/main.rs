@@ -217,12 +217,12 @@ async fn main() -> anyhow::Result<()> {
     let before = committed
         .iter()
         .find(|r| r["round"] == BROKEN_FROM - 1)
-        .map(|r| fedsilo::report::weighted_auc(&r["eval"]).unwrap_or(f64::NAN))
+        .map(|r| fedsilo::report::weighted_score(&r["eval"]).unwrap_or(f64::NAN))
         .context("no round before the break")?;
     let worst = committed
         .iter()
         .filter(|r| r["round"].as_u64().is_some_and(|n| n >= BROKEN_FROM))
-        .map(|r| fedsilo::report::weighted_auc(&r["eval"]).unwrap_or(f64::NAN))
+        .map(|r| fedsilo::report::weighted_score(&r["eval"]).unwrap_or(f64::NAN))
         .fold(f64::INFINITY, f64::min);
     println!(
         "\nheld-out AUC before west broke: {before:.3}; lowest after, with its noise in every round: {worst:.3}"

@@ -191,7 +191,7 @@ fn main() -> anyhow::Result<()> {
                 "  round {}: {kind} after {:.0} s (held-out AUC over all retailers {:.3})",
                 e["round"],
                 started.elapsed().as_secs_f64(),
-                fedsilo::report::weighted_auc(&e["eval"]).unwrap_or(f64::NAN)
+                fedsilo::report::weighted_score(&e["eval"]).unwrap_or(f64::NAN)
             ),
             None => {}
         }

@@ -2,20 +2,24 @@
 """A fedsilo external trainer for a model of its own architecture (numpy only).
 
 The model: hashed bag-of-words features of the text columns, and a softmax regression on them
-(`w` [buckets, classes], `b` [classes]) -- architecture `example.bow-softmax`. It shows the
+(`w` [buckets, classes], `b` [classes]) -- architecture `example.bow-softmax`; with
+`--regression`, a linear model of a numeric label instead (`w` [buckets, 1], `b` [1], squared
+error). It shows the
 contract an external program keeps for a model with a manifest (see docs/fine-tuning.md,
 "External programs for any model"); a PyTorch + PEFT program keeps the same one.
 
 Prepare the model once (writes OUT/manifest.toml and OUT/initial.safetensors):
     numpy_bow.py --init OUT --text review --label score --classes other,great [--buckets 512]
+    numpy_bow.py --init OUT --text review --label stars --regression [--buckets 512]
 Then each silo runs with
     silo-node ... --manifest OUT/manifest.toml --model-dir OUT \
                   --trainer python3 --trainer-arg examples/trainers/numpy_bow.py
 and silo-node calls `numpy_bow.py WORKDIR`: WORKDIR holds request.json, base.safetensors and
 train.csv (mode "train": write weights.safetensors and metrics.json) or rows.csv (mode
-"predict": write probabilities.json).
+"predict": write probabilities.json, or predictions.json for a regression).
 
---fail-with MODE misbehaves on purpose (for fedsilo's tests): wrong-shape, nan, bad-probabilities.
+--fail-with MODE misbehaves on purpose (for fedsilo's tests): wrong-shape, nan, bad-probabilities,
+huge-prediction.
 """
 import csv
 import json
@@ -78,19 +82,24 @@ def softmax(z):
 
 
 def init(args):
+    regression = "--regression" in args
+    args = [a for a in args if a != "--regression"]
     opts = dict(zip(args[0::2], args[1::2]))
     out = opts["--init"]
     buckets = int(opts.get("--buckets", "512"))
-    classes = opts["--classes"].split(",")
-    kind = "binary" if len(classes) == 2 else "multiclass"
+    if regression:
+        classes, task = [None], 'kind = "regression"'
+    else:
+        classes = opts["--classes"].split(",")
+        kind = "binary" if len(classes) == 2 else "multiclass"
+        task = f'kind = "{kind}"\nclasses = {json.dumps(classes)}'
     import os
 
     os.makedirs(out, exist_ok=True)
     manifest = f"""architecture = "example.bow-softmax"
 
 [task]
-kind = "{kind}"
-classes = {json.dumps(classes)}
+{task}
 
 [data]
 text = {json.dumps(opts["--text"].split(","))}
@@ -130,9 +139,14 @@ def main(argv):
     if req["mode"] == "train":
         rows = list(csv.DictReader(open(f"{workdir}/train.csv", newline="")))
         x = features(rows, req["text"], buckets)
-        classes = req["classes"]
-        y = np.array([classes.index(r[req["label"]].strip()) for r in rows])
-        onehot = np.eye(len(classes), dtype=np.float32)[y]
+        regression = req["task"] == "regression"
+        if regression:
+            onehot = np.array([[float(r[req["label"]])] for r in rows], dtype=np.float32)
+            y = None
+        else:
+            classes = req["classes"]
+            y = np.array([classes.index(r[req["label"]].strip()) for r in rows])
+            onehot = np.eye(len(classes), dtype=np.float32)[y]
         rng = np.random.default_rng(req["seed"])
         lr, batch = req["learning_rate"], max(1, req["batch_size"])
         mu, w0, b0 = req.get("prox_mu", 0.0), w.copy(), b.copy()
@@ -142,9 +156,14 @@ def main(argv):
             total = 0.0
             for start in range(0, len(order), batch):
                 idx = order[start : start + batch]
-                p = softmax(x[idx] @ w + b)
-                total += -np.log(np.clip(p[np.arange(len(idx)), y[idx]], 1e-7, 1.0)).sum()
-                g = (p - onehot[idx]) / len(idx)
+                if regression:
+                    p = x[idx] @ w + b
+                    total += ((p - onehot[idx]) ** 2).sum()
+                    g = 2.0 * (p - onehot[idx]) / len(idx)
+                else:
+                    p = softmax(x[idx] @ w + b)
+                    total += -np.log(np.clip(p[np.arange(len(idx)), y[idx]], 1e-7, 1.0)).sum()
+                    g = (p - onehot[idx]) / len(idx)
                 # FedProx: the proximal term's gradient mu * (theta - theta_0).
                 w -= lr * (x[idx].T @ g + mu * (w - w0))
                 b -= lr * (g.sum(axis=0) + mu * (b - b0))
@@ -157,6 +176,12 @@ def main(argv):
         json.dump({"train_loss": float(loss)}, open(f"{workdir}/metrics.json", "w"))
     else:
         rows = list(csv.DictReader(open(f"{workdir}/rows.csv", newline="")))
+        if req["task"] == "regression":
+            p = features(rows, req["text"], buckets) @ w + b
+            if fail == "huge-prediction":
+                p[0, 0] = 1e13
+            json.dump(p.tolist(), open(f"{workdir}/predictions.json", "w"))
+            return
         p = softmax(features(rows, req["text"], buckets) @ w + b)
         if fail == "bad-probabilities":
             p = p * 2.0

@@ -427,8 +427,9 @@ impl EventLog {
     }
 }
 
-fn auc(m: Option<&EvalMetrics>) -> String {
-    match m.and_then(|m| m.auc) {
+/// The headline score (AUC, or a regression's R²) to three places, `-` without one.
+fn score(m: Option<&EvalMetrics>) -> String {
+    match m.and_then(EvalMetrics::score) {
         Some(a) => format!("{a:.3}"),
         None => "-".into(),
     }
@@ -482,8 +483,9 @@ fn render(event: &Event, layout: &mut Option<TableLayout>) -> Option<String> {
                     "{:>5} {:>7} {:>6} {:>10} {:>9}",
                     "round", "version", "silos", "train loss", "eval loss"
                 ));
+                let name = crate::model::eval::score_name(s.eval.values());
                 for c in cols.iter() {
-                    text.push_str(&format!(" {:>10}", format!("AUC {}", truncate(c, 6))));
+                    text.push_str(&format!(" {:>10}", format!("{name} {}", truncate(c, 6))));
                 }
                 text.push_str(&format!(" {:>8} {:>9} {:>10}", "wall s", "overhead", "max sent"));
                 if layout.epsilon {
@@ -497,7 +499,7 @@ fn render(event: &Event, layout: &mut Option<TableLayout>) -> Option<String> {
                 s.round, s.version, silos, s.mean_train_loss, s.eval_loss
             ));
             for c in cols.iter() {
-                text.push_str(&format!(" {:>10}", auc(s.eval.get(c))));
+                text.push_str(&format!(" {:>10}", score(s.eval.get(c))));
             }
             let max_sent = s.bytes_from_silos.values().copied().max().unwrap_or(0);
             text.push_str(&format!(
@@ -550,14 +552,18 @@ fn render(event: &Event, layout: &mut Option<TableLayout>) -> Option<String> {
             format!("{round:>5}  round refused, privacy budget exhausted: {reason}")
         }
         Event::Comparison { rows } => {
-            let mut t = String::from("\nHeld-out ROC AUC per silo: trained alone vs federated\n");
+            let all = rows.iter().flat_map(|r| r.local.iter().chain(&r.federated));
+            let mut t = match crate::model::eval::score_name(all) {
+                "R²" => String::from("\nHeld-out R² per silo: trained alone vs federated\n"),
+                _ => String::from("\nHeld-out ROC AUC per silo: trained alone vs federated\n"),
+            };
             t.push_str(&format!(
                 "{:<14} {:>9} {:>12} {:>10} {:>8}\n",
                 "silo", "held-out", "local only", "federated", "gain"
             ));
             for r in rows {
-                let l = r.local.as_ref().and_then(|m| m.auc);
-                let f = r.federated.as_ref().and_then(|m| m.auc);
+                let l = r.local.as_ref().and_then(EvalMetrics::score);
+                let f = r.federated.as_ref().and_then(EvalMetrics::score);
                 let gain = match (l, f) {
                     (Some(l), Some(f)) => format!("{:+.3}", f - l),
                     _ => "-".into(),
@@ -566,8 +572,8 @@ fn render(event: &Event, layout: &mut Option<TableLayout>) -> Option<String> {
                     "{:<14} {:>9} {:>12} {:>10} {:>8}",
                     r.silo,
                     r.examples,
-                    auc(r.local.as_ref()),
-                    auc(r.federated.as_ref()),
+                    score(r.local.as_ref()),
+                    score(r.federated.as_ref()),
                     gain
                 ));
                 if let Some(n) = &r.note {
@@ -599,5 +605,42 @@ fn human_bytes(b: u64) -> String {
         format!("{:.1} KiB", b as f64 / 1024.0)
     } else {
         format!("{b} B")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figures(auc: Option<f64>, r2: Option<f64>) -> EvalMetrics {
+        EvalMetrics {
+            examples: 10,
+            loss: 1.0,
+            accuracy: auc.map(|_| 0.8),
+            auc,
+            r2,
+            mae: r2.map(|_| 0.5),
+            personalized: None,
+        }
+    }
+
+    fn comparison(local: EvalMetrics, federated: EvalMetrics) -> String {
+        let rows = vec![ComparisonRow {
+            silo: "a".into(),
+            examples: 10,
+            local: Some(local),
+            federated: Some(federated),
+            note: None,
+        }];
+        render(&Event::Comparison { rows }, &mut None).unwrap_or_default()
+    }
+
+    #[test]
+    fn the_comparison_names_the_models_headline_score() {
+        let c = comparison(figures(Some(0.7), None), figures(Some(0.8), None));
+        assert!(c.contains("ROC AUC") && c.contains("+0.100"), "{c}");
+        let r = comparison(figures(None, Some(0.2)), figures(None, Some(0.5)));
+        assert!(r.contains("Held-out R²") && !r.contains("AUC"), "{r}");
+        assert!(r.contains("0.200") && r.contains("+0.300"), "{r}");
     }
 }

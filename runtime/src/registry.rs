@@ -58,11 +58,12 @@ pub struct VersionMeta {
 }
 
 impl VersionMeta {
-    /// Example-weighted held-out AUC over the silos that scored it.
-    pub fn mean_auc(&self) -> Option<f64> {
+    /// Example-weighted held-out score (AUC, or a regression's R²) over the silos that
+    /// scored it.
+    pub fn mean_score(&self) -> Option<f64> {
         let (mut num, mut den) = (0.0, 0.0);
         for m in self.validation.values() {
-            if let Some(a) = m.auc {
+            if let Some(a) = m.score() {
                 num += a * m.examples as f64;
                 den += m.examples as f64;
             }
@@ -316,7 +317,9 @@ mod tests {
                 EvalMetrics {
                     examples: 10,
                     loss: 0.5,
-                    accuracy: 0.8,
+                    accuracy: Some(0.8),
+                    r2: None,
+                    mae: None,
                     auc: Some(0.75),
                     personalized: None,
                 },
@@ -373,7 +376,7 @@ mod tests {
         let all = r.list().unwrap();
         assert_eq!(all.len(), 2);
         assert_eq!(all[1].status, Status::Rejected);
-        assert_eq!(r.get(0).unwrap().unwrap().mean_auc(), Some(0.75));
+        assert_eq!(r.get(0).unwrap().unwrap().mean_score(), Some(0.75));
         assert!(r.get(7).unwrap().is_none());
         w.put(&meta(2, Status::Committed)).unwrap();
         assert_eq!(r.list().unwrap().len(), 3);

@@ -111,7 +111,7 @@ fn main() {
         LENGTH,
         "the bench texts must fill {LENGTH} tokens"
     );
-    let labels: Vec<usize> = (0..BATCH).map(|i| i % 2).collect();
+    let labels = fedsilo_text::Targets::Classes((0..BATCH).map(|i| i % 2).collect());
     let settings = TrainSettings {
         epochs: 1,
         batch_size: BATCH,

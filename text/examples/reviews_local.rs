@@ -110,8 +110,15 @@ fn main() {
                 seed: 1,
                 prox_mu: 0.0,
             };
-            let (clf, _) =
-                fit_cached(clf, &tok, texts, labels, &s, Some(&mut cache)).expect("train");
+            let (clf, _) = fit_cached(
+                clf,
+                &tok,
+                texts,
+                &fedsilo_text::Targets::Classes(labels.clone()),
+                &s,
+                Some(&mut cache),
+            )
+            .expect("train");
             let score = |t: &[String]| -> Vec<f32> {
                 predict(&clf, &tok, t, 64)
                     .expect("predict")

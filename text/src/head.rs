@@ -5,7 +5,6 @@
 //! dropout), and the head — a linear layer — is trained on them with AdamW: a pass costs a
 //! matrix product per batch instead of the encoder.
 
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use rand::seq::SliceRandom;
@@ -13,6 +12,7 @@ use rand::SeedableRng;
 
 use crate::classifier::TextClassifier;
 use crate::prefix::PrefixCache;
+use crate::targets::Targets;
 use crate::tokenize::TextTokenizer;
 use crate::train::{check_settings, TrainSettings, Trained};
 use crate::TextError;
@@ -56,7 +56,7 @@ pub fn fit_head(
     model: TextClassifier,
     tokenizer: &TextTokenizer,
     texts: &[String],
-    labels: &[usize],
+    labels: &Targets,
     s: &TrainSettings,
     cache: Option<&mut PrefixCache>,
 ) -> Result<(TextClassifier, Trained), TextError> {
@@ -71,7 +71,7 @@ pub fn fit_head(
 pub fn train_head(
     mut model: TextClassifier,
     embedded: &[f32],
-    labels: &[usize],
+    labels: &Targets,
     s: &TrainSettings,
 ) -> Result<(TextClassifier, Trained), TextError> {
     s.check()?;
@@ -82,7 +82,7 @@ pub fn train_head(
             allowed: "0 when only the head trains",
         });
     }
-    let [hidden, classes] = model.head.weight.dims();
+    let [hidden, outputs] = model.head.weight.dims();
     if labels.is_empty() || embedded.len() != labels.len() * hidden {
         return Err(TextError::Data(format!(
             "{} embedding values for {} labels of width {hidden}",
@@ -90,16 +90,10 @@ pub fn train_head(
             labels.len()
         )));
     }
-    if let Some(i) = labels.iter().position(|l| *l >= classes) {
-        return Err(TextError::Data(format!(
-            "example {i}: label {} of a {classes}-class head",
-            labels[i]
-        )));
-    }
+    labels.check(outputs)?;
     let device = model.head.weight.device();
     let mut head = model.head.clone();
     let mut optim = s.optimizer().init();
-    let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(s.seed);
     let mut order: Vec<usize> = (0..labels.len()).collect();
     let (mut last, mut steps) = (0.0, 0u64);
@@ -112,9 +106,7 @@ pub fn train_head(
                 .flat_map(|i| embedded[i * hidden..(i + 1) * hidden].iter().copied())
                 .collect();
             let x = Tensor::<2>::from_data(TensorData::new(x, [batch.len(), hidden]), &device);
-            let y: Vec<i64> = batch.iter().map(|i| labels[*i] as i64).collect();
-            let y = Tensor::<1, Int>::from_data(TensorData::new(y, [batch.len()]), &device);
-            let loss = loss_fn.forward(head.forward(x), y);
+            let loss = labels.loss(head.forward(x), batch);
             let value: f32 = loss.clone().into_scalar();
             if !value.is_finite() {
                 return Err(TextError::Diverged {

@@ -18,6 +18,7 @@
 //! - [`tokenize`] — `tokenizer.json` to padded id batches;
 //! - [`exchange`] — the trainable tensors as named f32 values, out and back in;
 //! - [`prefix`] — the frozen layers below the lowest adapter, computed once per example;
+//! - [`targets`] — class labels or standardised numbers (regression), and their loss;
 //! - [`train`] — AdamW fine-tuning and scoring;
 //! - [`head`] — the head alone on frozen embeddings (personalisation);
 //! - [`private`] — the same under record-level DP-SGD (per-example clipping and noise).
@@ -33,10 +34,12 @@ pub mod prefix;
 pub mod pretrained;
 pub mod private;
 pub(crate) mod proximal;
+pub mod targets;
 pub mod tokenize;
 pub mod train;
 
 pub use error::TextError;
+pub use targets::Targets;
 
 #[cfg(test)]
 mod tests;

@@ -12,7 +12,6 @@
 //! caller (fedsilo draws both from the operating system's generator), not from the plan's seed.
 
 use burn::module::ParamId;
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use rand::{Rng, RngCore};
@@ -20,6 +19,7 @@ use rand::{Rng, RngCore};
 use crate::classifier::TextClassifier;
 use crate::prefix::PrefixCache;
 use crate::proximal::{add_proximal, put, take, trainable_params};
+use crate::targets::Targets;
 use crate::tokenize::TextTokenizer;
 use crate::train::{check_prefix, check_settings, logits, TrainSettings, Trained};
 use crate::TextError;
@@ -56,7 +56,7 @@ pub fn fit_private(
     mut model: TextClassifier,
     tokenizer: &TextTokenizer,
     texts: &[String],
-    labels: &[usize],
+    labels: &Targets,
     s: &TrainSettings,
     dp: DpSgd,
     mut cache: Option<&mut PrefixCache>,
@@ -81,7 +81,6 @@ pub fn fit_private(
     let device = model.head.weight.device();
     device.seed(s.seed);
     let mut optim = s.optimizer().init();
-    let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let frozen = cache.as_ref().map(|_| model.encoder.valid());
     let anchor = trainable_params(&model);
     let params: Vec<(ParamId, Vec<usize>)> = anchor
@@ -114,20 +113,18 @@ pub fn fit_private(
             .iter()
             .map(|(_, shape)| vec![0.0; shape.iter().product()])
             .collect();
-        for i in 0..n {
+        for (i, text) in texts.iter().enumerate() {
             if rng.random::<f64>() >= q {
                 continue;
             }
             let out = logits(
                 &model,
                 tokenizer,
-                &[texts[i].as_str()],
+                &[text.as_str()],
                 cache.as_deref_mut(),
                 frozen.as_ref(),
             )?;
-            let y =
-                Tensor::<1, Int>::from_data(TensorData::new(vec![labels[i] as i64], [1]), &device);
-            let loss = loss_fn.forward(out, y);
+            let loss = labels.loss(out, &[i]);
             let value: f32 = loss.clone().into_scalar();
             if !value.is_finite() {
                 return Err(TextError::Diverged {

@@ -1,11 +1,11 @@
-//! Fine-tuning and scoring. Training is plain mini-batch AdamW on the cross-entropy of the
-//! head's logits, shuffled by a seeded generator (the same seed, data and model give the same
+//! Fine-tuning and scoring. Training is plain mini-batch AdamW on the task's loss (the
+//! cross-entropy of a classifier's logits, the squared error of a regression's output: see
+//! [`crate::targets`]), shuffled by a seeded generator (the same seed, data and model give the same
 //! batches); frozen weights get no gradient and no optimiser state. A fresh optimiser per call:
 //! a federated round starts from the global model, not from a silo's old moments. The device's
 //! generator is seeded too (dropout), and a loss that stops being a number ends training with
 //! an error instead of sending a broken update.
 
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
 use rand::seq::SliceRandom;
@@ -14,6 +14,7 @@ use rand::SeedableRng;
 use crate::classifier::TextClassifier;
 use crate::prefix::PrefixCache;
 use crate::proximal::{add_proximal, trainable_params};
+use crate::targets::Targets;
 use crate::tokenize::TextTokenizer;
 use crate::TextError;
 
@@ -58,7 +59,7 @@ pub struct Trained {
     pub steps: u64,
 }
 
-fn check(texts: &[String], labels: &[usize], classes: usize) -> Result<(), TextError> {
+fn check(texts: &[String], labels: &Targets, outputs: usize) -> Result<(), TextError> {
     if texts.len() != labels.len() {
         return Err(TextError::Data(format!(
             "{} texts but {} labels",
@@ -69,21 +70,15 @@ fn check(texts: &[String], labels: &[usize], classes: usize) -> Result<(), TextE
     if texts.is_empty() {
         return Err(TextError::Data("no training example".into()));
     }
-    if let Some(i) = labels.iter().position(|l| *l >= classes) {
-        return Err(TextError::Data(format!(
-            "example {i}: label {} of a {classes}-class head",
-            labels[i]
-        )));
-    }
-    Ok(())
+    labels.check(outputs)
 }
 
-/// Trains `model` (on an autodiff device) on `texts` with `labels` (class indices).
+/// Trains `model` (on an autodiff device) on `texts` with `labels`.
 pub fn fit(
     model: TextClassifier,
     tokenizer: &TextTokenizer,
     texts: &[String],
-    labels: &[usize],
+    labels: &Targets,
     s: &TrainSettings,
 ) -> Result<(TextClassifier, Trained), TextError> {
     fit_cached(model, tokenizer, texts, labels, s, None)
@@ -95,7 +90,7 @@ pub fn fit_cached(
     mut model: TextClassifier,
     tokenizer: &TextTokenizer,
     texts: &[String],
-    labels: &[usize],
+    labels: &Targets,
     s: &TrainSettings,
     mut cache: Option<&mut PrefixCache>,
 ) -> Result<(TextClassifier, Trained), TextError> {
@@ -103,7 +98,6 @@ pub fn fit_cached(
     let device = model.head.weight.device();
     device.seed(s.seed);
     let mut optim = s.optimizer().init();
-    let loss_fn = CrossEntropyLossConfig::new().init(&device);
     if let Some(c) = cache.as_ref() {
         check_prefix(&model, c.depth())?;
     }
@@ -125,9 +119,7 @@ pub fn fit_cached(
                 cache.as_deref_mut(),
                 frozen.as_ref(),
             )?;
-            let y: Vec<i64> = batch.iter().map(|i| labels[*i] as i64).collect();
-            let y = Tensor::<1, Int>::from_data(TensorData::new(y, [batch.len()]), &device);
-            let loss = loss_fn.forward(logits, y);
+            let loss = labels.loss(logits, batch);
             let value: f32 = loss.clone().into_scalar();
             if !value.is_finite() {
                 return Err(TextError::Diverged {
@@ -179,11 +171,11 @@ pub(crate) fn logits(
 pub(crate) fn check_settings(
     model: &TextClassifier,
     texts: &[String],
-    labels: &[usize],
+    labels: &Targets,
     s: &TrainSettings,
 ) -> Result<(), TextError> {
-    let classes = model.head.weight.dims()[1];
-    check(texts, labels, classes)?;
+    let outputs = model.head.weight.dims()[1];
+    check(texts, labels, outputs)?;
     s.check()
 }
 
@@ -265,7 +257,8 @@ pub(crate) fn check_prefix(model: &TextClassifier, depth: usize) -> Result<(), T
     }
 }
 
-/// Class probabilities of `texts`, `batch_size` at a time, without dropout.
+/// Class probabilities of `texts`, `batch_size` at a time, without dropout — or, from a
+/// regression's single-output head, its (standardised) value in a row of one.
 pub fn predict(
     model: &TextClassifier,
     tokenizer: &TextTokenizer,
@@ -278,7 +271,12 @@ pub fn predict(
     for chunk in texts.chunks(batch_size.max(1)) {
         let docs: Vec<&str> = chunk.iter().map(String::as_str).collect();
         let tokens = tokenizer.encode(&docs, &device)?;
-        let p = burn::tensor::activation::softmax(model.forward(&tokens), 1);
+        let outputs = model.forward(&tokens);
+        let p = if outputs.dims()[1] == 1 {
+            outputs
+        } else {
+            burn::tensor::activation::softmax(outputs, 1)
+        };
         let [b, c] = p.dims();
         let v = p
             .into_data()

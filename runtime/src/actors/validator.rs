@@ -122,9 +122,7 @@ pub fn decide(per_silo: &BTreeMap<String, EvalMetrics>) -> (bool, String, f64) {
         .sum::<f64>()
         / n.max(1.0);
     for (silo, m) in per_silo {
-        let finite =
-            m.loss.is_finite() && m.accuracy.is_finite() && m.auc.is_none_or(|a| a.is_finite());
-        if !finite {
+        if !m.is_finite() {
             return (false, format!("non-finite metrics at {silo}: {m:?}"), loss);
         }
     }
@@ -209,7 +207,9 @@ mod tests {
         EvalMetrics {
             examples: 10,
             loss,
-            accuracy: 0.9,
+            accuracy: Some(0.9),
+            r2: None,
+            mae: None,
             auc: Some(0.8),
             personalized: None,
         }

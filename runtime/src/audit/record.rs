@@ -325,8 +325,8 @@ impl std::fmt::Display for Record {
                     write!(f, " ({reason})")?;
                 }
                 for (s, m) in figures {
-                    match m.auc {
-                        Some(a) => write!(f, "; {s} AUC {a:.3}")?,
+                    match m.score() {
+                        Some(a) => write!(f, "; {s} {} {a:.3}", m.score_name())?,
                         None => write!(f, "; {s} loss {:.4}", m.loss)?,
                     }
                 }

@@ -113,7 +113,14 @@ fn list(state_dir: &Path) -> anyhow::Result<ExitCode> {
     let all = RegistryReader::open(state_dir)?.list()?;
     println!(
         "{:>8} {:<18} {:>6} {:>5} {:>5} {:>8} {:>8}  {:<23}  reason",
-        "version", "status", "parent", "round", "silos", "AUC", "ε", "created (UTC)"
+        "version",
+        "status",
+        "parent",
+        "round",
+        "silos",
+        fedsilo::model::eval::score_name(all.iter().flat_map(|m| m.validation.values())),
+        "ε",
+        "created (UTC)"
     );
     for m in &all {
         let mark = if Some(m.version) == cur { "*" } else { " " };
@@ -124,7 +131,7 @@ fn list(state_dir: &Path) -> anyhow::Result<ExitCode> {
             m.parent,
             m.round,
             m.participants.len(),
-            m.mean_auc().map_or("-".into(), |a| format!("{a:.4}")),
+            m.mean_score().map_or("-".into(), |a| format!("{a:.4}")),
             m.privacy
                 .as_ref()
                 .map_or("-".into(), |p| format!("{:.3}", p.epsilon)),
@@ -190,10 +197,15 @@ fn show(state_dir: &Path, v: u64, json: bool) -> anyhow::Result<ExitCode> {
     }
     for (s, e) in &m.validation {
         println!(
-            "validation   {s}: AUC {} loss {:.4} accuracy {:.4} on {} held-out",
-            e.auc.map_or("-".into(), |a| format!("{a:.4}")),
+            "validation   {s}: {} {} loss {:.4} {} on {} held-out",
+            e.score_name(),
+            e.score().map_or("-".into(), |a| format!("{a:.4}")),
             e.loss,
-            e.accuracy,
+            match (e.accuracy, e.mae) {
+                (Some(a), _) => format!("accuracy {a:.4}"),
+                (None, Some(m)) => format!("MAE {m:.4}"),
+                (None, None) => "accuracy -".into(),
+            },
             e.examples
         );
     }
@@ -323,11 +335,14 @@ fn diff(state_dir: &Path, a: u64, b: u64) -> anyhow::Result<ExitCode> {
     silos.sort();
     silos.dedup();
     for s in silos {
-        let auc = |m: &VersionMeta| m.validation.get(s).and_then(|e| e.auc);
-        match (auc(&ma), auc(&mb)) {
-            (Some(x), Some(y)) => println!("AUC {s:<8} {x:.4} → {y:.4} ({:+.4})", y - x),
+        let score = |m: &VersionMeta| m.validation.get(s).and_then(|e| e.score());
+        let name = fedsilo::model::eval::score_name(
+            [&ma, &mb].into_iter().filter_map(|m| m.validation.get(s)),
+        );
+        match (score(&ma), score(&mb)) {
+            (Some(x), Some(y)) => println!("{name} {s:<8} {x:.4} → {y:.4} ({:+.4})", y - x),
             (x, y) => println!(
-                "AUC {s:<8} {} → {}",
+                "{name} {s:<8} {} → {}",
                 x.map_or("-".into(), |v| format!("{v:.4}")),
                 y.map_or("-".into(), |v| format!("{v:.4}"))
             ),

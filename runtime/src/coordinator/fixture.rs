@@ -80,7 +80,9 @@ pub(super) fn metrics(auc: f64) -> BTreeMap<String, EvalMetrics> {
         EvalMetrics {
             examples: 100,
             loss: 0.4,
-            accuracy: 0.8,
+            accuracy: Some(0.8),
+            r2: None,
+            mae: None,
             auc: Some(auc),
             personalized: None,
         },

@@ -1,5 +1,11 @@
 //! How a model scored on one silo's held-out split: the figures the validation gate, the
 //! registry, the report and the comparison table all read.
+//!
+//! A classifier's headline score is its ROC AUC, a regression's its R² (the share of the
+//! label's variance on the split that the model explains: 1 is perfect, 0 is predicting the
+//! split's mean, below 0 is worse than that). Both are "higher is better" and near [0, 1], so
+//! the gate's drop rules, the registry's mean and the tables read one [`EvalMetrics::score`]
+//! whatever the task; [`EvalMetrics::score_name`] says which it is.
 
 use serde::{Deserialize, Serialize};
 
@@ -8,12 +14,20 @@ use serde::{Deserialize, Serialize};
 pub struct EvalMetrics {
     /// Held-out examples scored.
     pub examples: u64,
-    /// Mean binary cross-entropy.
+    /// Mean loss: cross-entropy for a classifier, squared error (in the label's units) for a
+    /// regression.
     pub loss: f64,
-    /// Accuracy at threshold 0.5.
-    pub accuracy: f64,
-    /// ROC AUC; `None` when the split has a single class.
+    /// A classifier's accuracy (threshold 0.5, or the most probable class); `None` for a
+    /// regression.
+    pub accuracy: Option<f64>,
+    /// A classifier's ROC AUC; `None` when the split has a single class, and for a regression.
     pub auc: Option<f64>,
+    /// A regression's R²; `None` when the split's labels are all equal, and for a classifier.
+    #[serde(default)]
+    pub r2: Option<f64>,
+    /// A regression's mean absolute error, in the label's units.
+    #[serde(default)]
+    pub mae: Option<f64>,
     /// With personalisation: the same figures for the silo's personalised model (the global
     /// body with the silo's own head).
     #[serde(default)]
@@ -23,10 +37,97 @@ pub struct EvalMetrics {
 /// A personalised model's held-out figures (flat, so that a frame cannot nest them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PersonalizedMetrics {
-    /// Mean binary cross-entropy.
+    /// Mean loss, as [`EvalMetrics::loss`].
     pub loss: f64,
-    /// Accuracy at threshold 0.5.
-    pub accuracy: f64,
-    /// ROC AUC; `None` when the split has a single class.
+    /// Accuracy; `None` for a regression.
+    pub accuracy: Option<f64>,
+    /// ROC AUC; `None` when the split has a single class, and for a regression.
     pub auc: Option<f64>,
+    /// R² of a regression.
+    #[serde(default)]
+    pub r2: Option<f64>,
+    /// Mean absolute error of a regression.
+    #[serde(default)]
+    pub mae: Option<f64>,
+}
+
+impl EvalMetrics {
+    /// The headline score: AUC for a classifier, R² for a regression (see the module
+    /// documentation).
+    pub fn score(&self) -> Option<f64> {
+        self.auc.or(self.r2)
+    }
+
+    /// What [`score`](Self::score) is: `"R²"` when it is a regression's, else `"AUC"`.
+    pub fn score_name(&self) -> &'static str {
+        if self.is_regression() {
+            "R²"
+        } else {
+            "AUC"
+        }
+    }
+
+    /// Whether these are a regression's figures.
+    pub fn is_regression(&self) -> bool {
+        self.accuracy.is_none() && self.auc.is_none() && (self.mae.is_some() || self.r2.is_some())
+    }
+
+    /// Every figure is a number (none infinite or NaN): what the validator accepts.
+    pub fn is_finite(&self) -> bool {
+        let opt = |v: Option<f64>| v.is_none_or(f64::is_finite);
+        self.loss.is_finite()
+            && opt(self.accuracy)
+            && opt(self.auc)
+            && opt(self.r2)
+            && opt(self.mae)
+            && self.personalized.as_ref().is_none_or(|p| {
+                p.loss.is_finite() && opt(p.accuracy) && opt(p.auc) && opt(p.r2) && opt(p.mae)
+            })
+    }
+}
+
+/// The name of the headline score of a set of figures: `"R²"` when any is a regression's.
+pub fn score_name<'a>(all: impl IntoIterator<Item = &'a EvalMetrics>) -> &'static str {
+    if all.into_iter().any(EvalMetrics::is_regression) {
+        "R²"
+    } else {
+        "AUC"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics(accuracy: Option<f64>, auc: Option<f64>, r2: Option<f64>) -> EvalMetrics {
+        EvalMetrics {
+            examples: 10,
+            loss: 0.5,
+            accuracy,
+            auc,
+            r2,
+            mae: r2.map(|_| 0.3),
+            personalized: None,
+        }
+    }
+
+    #[test]
+    fn the_headline_is_auc_for_a_classifier_and_r2_for_a_regression() {
+        let c = metrics(Some(0.9), Some(0.8), None);
+        assert_eq!((c.score(), c.score_name()), (Some(0.8), "AUC"));
+        let r = metrics(None, None, Some(0.4));
+        assert_eq!((r.score(), r.score_name()), (Some(0.4), "R²"));
+        assert_eq!(score_name([&c, &r]), "R²");
+        assert_eq!(score_name([&c]), "AUC");
+        let mut bad = r.clone();
+        bad.mae = Some(f64::NAN);
+        assert!(r.is_finite() && !bad.is_finite());
+    }
+
+    #[test]
+    fn figures_stored_before_regression_existed_still_read() {
+        let old = r#"{"examples":3,"loss":0.4,"accuracy":0.9,"auc":0.8}"#;
+        let m: EvalMetrics = serde_json::from_str(old).unwrap();
+        assert_eq!((m.accuracy, m.r2, m.score()), (Some(0.9), None, Some(0.8)));
+    }
 }

@@ -9,8 +9,13 @@
 //! architecture = "fedsilo.text-classifier"   # which trainer understands it
 //!
 //! [task]
-//! kind = "binary"                            # binary | multiclass
+//! kind = "binary"                            # binary | multiclass | regression
 //! classes = ["other", "great"]               # binary: [negative, positive]
+//! # regression instead: no classes; the label is a number, and the
+//! # trainer learns it standardised as (y − mean) / std:
+//! # kind = "regression"
+//! # mean = 4.2
+//! # std = 1.3
 //!
 //! [data]                                     # what a silo's CSV holds
 //! text = ["review"]                          # the text column(s), joined with a space
@@ -52,7 +57,7 @@ pub const MAX_TENSORS: usize = 4096;
 pub const MAX_CLASSES: usize = 1000;
 
 /// What the model predicts.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Task {
     /// Two classes: `negative` (0) and `positive` (1).
     Binary {
@@ -66,14 +71,51 @@ pub enum Task {
         /// The label values, class 0 first.
         classes: Vec<String>,
     },
+    /// A number. Trainers learn `(y − mean) / std`, so that a head starting near 0 starts
+    /// near the data's centre whatever its units; predictions are in the label's units.
+    Regression {
+        /// The label's rough centre (default 0).
+        mean: f64,
+        /// Its rough spread (> 0; default 1).
+        std: f64,
+    },
 }
 
+/// The largest label magnitude a regression task reads (beyond it, a cell is a mistake).
+pub const MAX_TARGET: f64 = 1e12;
+
 impl Task {
-    /// The label values, class 0 first.
+    /// The label values, class 0 first (none for regression).
     pub fn classes(&self) -> Vec<&str> {
         match self {
             Task::Binary { negative, positive } => vec![negative, positive],
             Task::Multiclass { classes } => classes.iter().map(String::as_str).collect(),
+            Task::Regression { .. } => Vec::new(),
+        }
+    }
+
+    /// The model's outputs per example: one per class, one for regression.
+    pub fn outputs(&self) -> usize {
+        match self {
+            Task::Regression { .. } => 1,
+            _ => self.classes().len(),
+        }
+    }
+
+    /// Whether the label is a number.
+    pub fn is_regression(&self) -> bool {
+        matches!(self, Task::Regression { .. })
+    }
+
+    /// The value of a (trimmed) regression label cell; `None` when it is not a finite number
+    /// of magnitude at most [`MAX_TARGET`], or the task is a classification.
+    pub fn value_of(&self, cell: &str) -> Option<f64> {
+        match self {
+            Task::Regression { .. } => cell
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite() && v.abs() <= MAX_TARGET),
+            _ => None,
         }
     }
 
@@ -119,7 +161,12 @@ pub struct Trainable {
 #[serde(deny_unknown_fields)]
 struct RawTask {
     kind: String,
+    #[serde(default)]
     classes: Vec<String>,
+    #[serde(default)]
+    mean: Option<f64>,
+    #[serde(default)]
+    std: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -174,9 +221,19 @@ pub enum ManifestError {
     /// `architecture` is empty or not a plain identifier.
     #[error("architecture = {0:?}: letters, digits, '.', '-' and '_' only, 1 to 64 of them")]
     Architecture(String),
-    /// `task.kind` is neither binary nor multiclass.
-    #[error("task.kind = {0:?}: allowed are \"binary\" and \"multiclass\"")]
+    /// `task.kind` is neither binary, multiclass nor regression.
+    #[error("task.kind = {0:?}: allowed are \"binary\", \"multiclass\" and \"regression\"")]
     TaskKind(String),
+    /// A regression task's `mean` or `std` is not usable, or a classification has them.
+    #[error("task.{key} = {value}: {allowed}")]
+    Standardise {
+        /// `mean` or `std`.
+        key: &'static str,
+        /// What was written.
+        value: String,
+        /// What is allowed.
+        allowed: &'static str,
+    },
     /// Wrong number of classes for the task.
     #[error("task.classes has {found} values: {wanted}")]
     ClassCount {
@@ -331,7 +388,41 @@ fn task(raw: RawTask) -> Result<Task, ManifestError> {
         return Err(ManifestError::Class(c.clone()));
     }
     let n = raw.classes.len();
+    if raw.kind != "regression" {
+        for (key, v) in [("mean", raw.mean), ("std", raw.std)] {
+            if let Some(v) = v {
+                return Err(ManifestError::Standardise {
+                    key,
+                    value: v.to_string(),
+                    allowed: "only a regression task has it",
+                });
+            }
+        }
+    }
     match raw.kind.as_str() {
+        "regression" if n == 0 => {
+            let mean = raw.mean.unwrap_or(0.0);
+            let std = raw.std.unwrap_or(1.0);
+            if !(mean.is_finite() && mean.abs() <= MAX_TARGET) {
+                return Err(ManifestError::Standardise {
+                    key: "mean",
+                    value: mean.to_string(),
+                    allowed: "a finite number of magnitude at most 1e12, near the label's centre",
+                });
+            }
+            if !(std.is_finite() && std > 0.0 && std <= MAX_TARGET) {
+                return Err(ManifestError::Standardise {
+                    key: "std",
+                    value: std.to_string(),
+                    allowed: "a positive number up to 1e12, near the label's spread",
+                });
+            }
+            Ok(Task::Regression { mean, std })
+        }
+        "regression" => Err(ManifestError::ClassCount {
+            found: n,
+            wanted: "a regression task has none: its label is a number",
+        }),
         "binary" if n == 2 => {
             let mut c = raw.classes.into_iter();
             let (negative, positive) = (c.next().unwrap_or_default(), c.next().unwrap_or_default());
@@ -424,6 +515,52 @@ lora_rank = 8
         assert_eq!(m.settings["lora_rank"].as_integer(), Some(8));
     }
 
+    #[test]
+    fn a_regression_task_reads_numbers_and_its_standardisation() {
+        let text = GOOD.replacen(
+            "kind = \"binary\"\nclasses = [\"other\", \"great\"]",
+            "kind = \"regression\"\nmean = 4.2\nstd = 1.5",
+            1,
+        );
+        let m = Manifest::parse(&text).unwrap();
+        assert_eq!(
+            m.task,
+            Task::Regression {
+                mean: 4.2,
+                std: 1.5
+            }
+        );
+        assert_eq!((m.task.outputs(), m.task.classes().len()), (1, 0));
+        assert_eq!(m.task.value_of("3.5"), Some(3.5));
+        for bad in ["great", "NaN", "inf", "1e13", ""] {
+            assert_eq!(m.task.value_of(bad), None, "{bad}");
+        }
+        let plain = GOOD.replacen(
+            "kind = \"binary\"\nclasses = [\"other\", \"great\"]",
+            "kind = \"regression\"",
+            1,
+        );
+        let m = Manifest::parse(&plain).unwrap();
+        assert_eq!(
+            m.task,
+            Task::Regression {
+                mean: 0.0,
+                std: 1.0
+            }
+        );
+        for (std, said) in [
+            ("0.0", "task.std"),
+            ("nan", "task.std"),
+            ("-1.0", "task.std"),
+        ] {
+            let e = Manifest::parse(&text.replacen("std = 1.5", &format!("std = {std}"), 1))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(said), "{std}: {e}");
+        }
+        assert_eq!(Manifest::parse(GOOD).unwrap().task.value_of("1"), None);
+    }
+
     fn broken(from: &str, to: &str) -> ManifestError {
         let text = GOOD.replacen(from, to, 1);
         assert_ne!(text, GOOD, "{from} not in the fixture");
@@ -463,6 +600,12 @@ lora_rank = 8
                 "twice",
             ),
             ("[settings]", "[setting]", "unknown field"),
+            ("kind = \"binary\"", "kind = \"regression\"", "has none"),
+            (
+                "kind = \"binary\"",
+                "kind = \"binary\"\nstd = 2.0",
+                "only a regression",
+            ),
             (
                 "shape = [384, 1]",
                 "shape = [4294967296, 4294967296]",

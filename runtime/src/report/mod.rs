@@ -68,18 +68,41 @@ impl RunData {
     }
 }
 
-/// Example-weighted held-out AUC of per-silo figures (a round's `eval`, a version's
-/// `validation`); silos without an AUC do not count.
-pub fn weighted_auc(eval: &Value) -> Option<f64> {
+/// A silo's headline score in stored figures: its AUC, or a regression's R².
+fn score(m: &Value) -> Option<f64> {
+    m["auc"].as_f64().or_else(|| m["r2"].as_f64())
+}
+
+/// Example-weighted held-out score (AUC, or a regression's R²) of per-silo figures (a
+/// round's `eval`, a version's `validation`); silos without one do not count.
+pub fn weighted_score(eval: &Value) -> Option<f64> {
     let eval = eval.as_object()?;
     let (mut num, mut den) = (0.0, 0.0);
     for m in eval.values() {
-        if let (Some(a), Some(n)) = (m["auc"].as_f64(), m["examples"].as_f64()) {
+        if let (Some(a), Some(n)) = (score(m), m["examples"].as_f64()) {
             num += a * n;
             den += n;
         }
     }
     (den > 0.0).then(|| num / den)
+}
+
+impl RunData {
+    /// The run's headline score: `"R²"` when its rounds were scored as a regression, else
+    /// `"AUC"`.
+    pub fn score_name(&self) -> &'static str {
+        let regression = self
+            .committed
+            .iter()
+            .filter_map(|r| r["eval"].as_object())
+            .flat_map(|e| e.values())
+            .any(|m| m["r2"].is_number() || (m["mae"].is_number() && m["auc"].is_null()));
+        if regression {
+            "R²"
+        } else {
+            "AUC"
+        }
+    }
 }
 
 /// The charts of a run: (heading, what it shows, SVG).
@@ -90,17 +113,19 @@ pub fn charts(d: &RunData) -> Vec<(String, String, String)> {
         .map(|r| r["round"].as_u64().unwrap_or(0))
         .collect();
     let f = |k: &str| -> Vec<Option<f64>> { d.committed.iter().map(|r| r[k].as_f64()).collect() };
+    let name = d.score_name();
+    let what = if name == "AUC" { "ROC AUC" } else { "R²" };
     let mut out = vec![];
     out.push((
-        "Global held-out AUC".to_string(),
-        "ROC AUC of each committed version on every silo's held-out rows, weighted by their number.".to_string(),
+        format!("Global held-out {name}"),
+        format!("{what} of each committed version on every silo's held-out rows, weighted by their number."),
         lines(
-            "Global held-out AUC per round",
-            "AUC",
+            &format!("Global held-out {name} per round"),
+            name,
             &rounds,
             &[(
-                "weighted AUC".into(),
-                d.committed.iter().map(|r| weighted_auc(&r["eval"])).collect(),
+                format!("weighted {name}"),
+                d.committed.iter().map(|r| weighted_score(&r["eval"])).collect(),
             )],
         ),
     ));
@@ -129,17 +154,19 @@ pub fn charts(d: &RunData) -> Vec<(String, String, String)> {
         .map(|s| {
             (
                 s.clone(),
-                d.committed
-                    .iter()
-                    .map(|r| r["eval"][s]["auc"].as_f64())
-                    .collect(),
+                d.committed.iter().map(|r| score(&r["eval"][s])).collect(),
             )
         })
         .collect();
     out.push((
-        "Per-silo held-out AUC".to_string(),
-        "Each silo's own held-out ROC AUC of the committed version.".to_string(),
-        lines("Held-out AUC per silo", "AUC", &rounds, &per_silo),
+        format!("Per-silo held-out {name}"),
+        format!("Each silo's own held-out {what} of the committed version."),
+        lines(
+            &format!("Held-out {name} per silo"),
+            name,
+            &rounds,
+            &per_silo,
+        ),
     ));
     let count = |k: &str| -> Vec<f64> {
         d.committed
@@ -242,14 +269,15 @@ table{{border-collapse:collapse;font-size:.9rem;margin:.5rem 0 1.5rem}} td,th{{b
     );
     let _ = write!(
         h,
-        r#"<table class="summary"><tr><td>model</td><td>{}</td></tr><tr><td>aggregation</td><td>{}</td></tr><tr><td>committed rounds</td><td>{}</td></tr><tr><td>rejected or abandoned</td><td>{}</td></tr><tr><td>current version</td><td>{}</td></tr><tr><td>global held-out AUC</td><td>{}</td></tr><tr><td>run</td><td>{}</td></tr></table>"#,
+        r#"<table class="summary"><tr><td>model</td><td>{}</td></tr><tr><td>aggregation</td><td>{}</td></tr><tr><td>committed rounds</td><td>{}</td></tr><tr><td>rejected or abandoned</td><td>{}</td></tr><tr><td>current version</td><td>{}</td></tr><tr><td>global held-out {}</td><td>{}</td></tr><tr><td>run</td><td>{}</td></tr></table>"#,
         escape(&d.model),
         escape(&d.aggregation),
         d.committed.len(),
         d.other.len(),
         last.and_then(|r| r["version"].as_u64())
             .map_or("-".into(), |v| v.to_string()),
-        last.and_then(|r| weighted_auc(&r["eval"]))
+        d.score_name(),
+        last.and_then(|r| weighted_score(&r["eval"]))
             .map_or("-".into(), |a| format!("{a:.4}")),
         escape(&finished)
     );
@@ -292,13 +320,9 @@ table{{border-collapse:collapse;font-size:.9rem;margin:.5rem 0 1.5rem}} td,th{{b
         h.push_str("</table>");
     }
     if let Some(rows) = d.comparison.as_ref().and_then(|c| c["rows"].as_array()) {
-        h.push_str("<h2>Trained alone vs federated (held-out AUC)</h2><table><tr><th>silo</th><th>held-out rows</th><th>local only</th><th>federated</th></tr>");
+        let _ = write!(h, "<h2>Trained alone vs federated (held-out {})</h2><table><tr><th>silo</th><th>held-out rows</th><th>local only</th><th>federated</th></tr>", d.score_name());
         for r in rows {
-            let auc = |k: &str| {
-                r[k]["auc"]
-                    .as_f64()
-                    .map_or("-".into(), |a| format!("{a:.3}"))
-            };
+            let auc = |k: &str| score(&r[k]).map_or("-".into(), |a| format!("{a:.3}"));
             let _ = write!(
                 h,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -352,7 +376,7 @@ mod tests {
         std::fs::write(dir.path().join("events.jsonl"), text + "not json\n").unwrap();
         let d = RunData::read(dir.path()).unwrap();
         assert_eq!(d.committed.len(), 2);
-        assert!((weighted_auc(&d.committed[1]["eval"]).unwrap() - 0.775).abs() < 1e-12);
+        assert!((weighted_score(&d.committed[1]["eval"]).unwrap() - 0.775).abs() < 1e-12);
         // The refusals chart spans every round, also the abandoned one its refusal came from.
         let charts = charts(&d);
         let refused = &charts.iter().find(|c| c.0 == "Refused updates").unwrap().2;
@@ -369,5 +393,26 @@ mod tests {
             !page.contains("src=") && !page.contains("href="),
             "self-contained: no external asset"
         );
+    }
+
+    #[test]
+    fn a_regression_run_is_reported_by_its_r2() {
+        let dir = tempfile::tempdir().unwrap();
+        let round = |r: u64, r2: f64| {
+            json!({"event": "round_committed", "round": r, "version": r, "participants": ["a", "b"],
+                   "missing": [], "mean_train_loss": 0.5, "eval_loss": 0.4,
+                   "eval": {"a": {"auc": null, "accuracy": null, "r2": r2, "mae": 3.0, "examples": 10},
+                            "b": {"auc": null, "accuracy": null, "r2": r2 + 0.2, "mae": 2.0, "examples": 30}},
+                   "slowest_train_seconds": 1.0, "overhead_seconds": 0.2, "privacy": null})
+        };
+        let events = [round(1, 0.1), round(2, 0.3)];
+        let text: String = events.iter().map(|e| format!("{e}\n")).collect();
+        std::fs::write(dir.path().join("events.jsonl"), text).unwrap();
+        let d = RunData::read(dir.path()).unwrap();
+        assert_eq!(d.score_name(), "R²");
+        assert!((weighted_score(&d.committed[1]["eval"]).unwrap() - 0.45).abs() < 1e-12);
+        let page = render(&d, "incomes");
+        assert!(page.contains("Global held-out R²") && page.contains("0.4500"));
+        assert!(!page.contains("AUC"), "a regression has no AUC to show");
     }
 }

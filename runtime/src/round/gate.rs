@@ -108,7 +108,7 @@ pub async fn judge(
         (Some(rules), true) => {
             let scores = |m: &BTreeMap<String, EvalMetrics>| {
                 m.iter()
-                    .map(|(s, e)| (s.clone(), (e.examples, e.auc)))
+                    .map(|(s, e)| (s.clone(), (e.examples, e.score())))
                     .collect::<BTreeMap<_, _>>()
             };
             rules.gate(&scores(&validation.per_silo), &scores(&ctx.baseline))

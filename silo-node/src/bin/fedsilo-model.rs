@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use fedsilo::data::{FeatureKind, Schema};
-use fedsilo::model::manifest::Manifest;
+use fedsilo::model::manifest::{Manifest, Task};
 use fedsilo::model::tensor_file::TensorSet;
 use fedsilo_text::exchange::trainable;
 use fedsilo_text::lora::{LoraSettings, Target};
@@ -23,6 +23,10 @@ use silo_node::model_trainers::text::{build, check_layout, ASSETS};
 ///   fedsilo-model text --model-dir .cache/models/all-MiniLM-L6-v2 \
 ///       --text review --label score --classes other,great \
 ///       --lora-rank 8 --lora-layers 4,5 --out model/
+///
+/// A regression of a numeric label (e.g. a review's stars), standardised as (y − 4) / 1:
+///   fedsilo-model text --model-dir .cache/models/all-MiniLM-L6-v2 \
+///       --text review --label stars --regression --target-mean 4 --target-std 1 --out model/
 ///
 /// Or take the columns and classes from the CSV's schema.toml (its kind = "text" features,
 /// its [target] column and classes), the same file a tabular federation uses:
@@ -64,8 +68,18 @@ struct TextArgs {
     label: Option<String>,
     /// The label values, class 0 first (two: binary, negative then positive), e.g.
     /// `other,great`.
-    #[arg(long, value_delimiter = ',', required_unless_present = "schema")]
+    #[arg(long, value_delimiter = ',', required_unless_present_any = ["schema", "regression"])]
     classes: Vec<String>,
+    /// The label is a number, not a class: a one-output head trained on the squared error.
+    #[arg(long, conflicts_with_all = ["classes", "schema"])]
+    regression: bool,
+    /// A regression's label centre: the head learns (y − mean) / std, so that it starts near
+    /// the data whatever the label's units. Roughly the label's mean.
+    #[arg(long, requires = "regression", allow_negative_numbers = true)]
+    target_mean: Option<f64>,
+    /// A regression's label spread (> 0), roughly its standard deviation.
+    #[arg(long, requires = "regression")]
+    target_std: Option<f64>,
     /// LoRA rank (0: no adapters; only the head trains on the frozen encoder).
     #[arg(long, default_value_t = 8)]
     lora_rank: usize,
@@ -143,7 +157,8 @@ fn recipe(a: &TextArgs) -> anyhow::Result<TextRecipe> {
     Ok(r)
 }
 
-/// The CSV's text columns, label column and classes: from --schema, or as given.
+/// The CSV's text columns, label column and its classes (none for a regression): from
+/// --schema, or as given.
 fn columns(a: &TextArgs) -> anyhow::Result<(Vec<String>, String, Vec<String>)> {
     let Some(path) = &a.schema else {
         let label = a
@@ -196,22 +211,29 @@ fn text(a: &TextArgs) -> anyhow::Result<()> {
     if manifest_path.exists() {
         bail!("{} exists: fedsilo-model does not overwrite a model a federation may be using; choose another --out", manifest_path.display());
     }
-    let built = build(&recipe, &a.model_dir, classes.len(), a.seed)
+    let outputs = if a.regression { 1 } else { classes.len() };
+    let built = build(&recipe, &a.model_dir, outputs, a.seed)
         .with_context(|| format!("--model-dir {}", a.model_dir.display()))?;
     let tensors = trainable(&built.model);
     let mut doc = toml::Table::new();
     doc.insert("architecture".into(), TEXT_CLASSIFIER.into());
     let mut task = toml::Table::new();
-    task.insert(
-        "kind".into(),
-        if classes.len() == 2 {
-            "binary"
-        } else {
-            "multiclass"
-        }
-        .into(),
-    );
-    task.insert("classes".into(), classes.into());
+    if a.regression {
+        task.insert("kind".into(), "regression".into());
+        task.insert("mean".into(), a.target_mean.unwrap_or(0.0).into());
+        task.insert("std".into(), a.target_std.unwrap_or(1.0).into());
+    } else {
+        task.insert(
+            "kind".into(),
+            if classes.len() == 2 {
+                "binary"
+            } else {
+                "multiclass"
+            }
+            .into(),
+        );
+        task.insert("classes".into(), classes.into());
+    }
     doc.insert("task".into(), task.into());
     let mut data = toml::Table::new();
     data.insert("text".into(), text_columns.into());
@@ -246,6 +268,12 @@ fn text(a: &TextArgs) -> anyhow::Result<()> {
         toml::to_string(&doc).context("writing the manifest")?
     );
     let manifest = Manifest::parse(&text).context("the manifest just written")?;
+    if let Task::Regression { mean, std } = manifest.task {
+        println!(
+            "  a regression of `{}`, learnt as ({} − {mean}) / {std}",
+            manifest.data.label, manifest.data.label
+        );
+    }
     check_layout(&manifest, &tensors)?;
     let layout = manifest.described().layout();
     let values: Vec<f32> = tensors

@@ -4,28 +4,31 @@
 //! training rows to train on, and for scoring only the rows to score (never their labels); it
 //! checks everything that comes back against the manifest — every trainable tensor present
 //! with its name and shape, F32, F16 or BF16, finite; probabilities one row per row asked, one
-//! column per class, each in [0, 1] — before anything leaves, and computes the held-out figures
-//! itself.
+//! column per class, each in [0, 1], or a regression's one finite value per row — before
+//! anything leaves, and computes the held-out figures itself.
 //!
 //! Each call runs `PROGRAM [--trainer-arg ...] WORKDIR` in a private work directory holding
 //! `request.json` (`mode`: `train` or `predict`; the plan's `epochs`, `batch_size`,
-//! `learning_rate`, `seed`, `prox_mu` (FedProx's μ, the program's to honour); the manifest's `architecture`, `classes`, `text` and `label`
+//! `learning_rate`, `seed`, `prox_mu` (FedProx's μ, the program's to honour); the manifest's
+//! `architecture`, `task` (`binary`, `multiclass` or `regression`), `classes`, `text` and `label`
 //! columns, `trainable` tensors and `settings`; `model_dir`, the directory of the pinned files)
 //! and `base.safetensors` (the trainable tensors). `train` adds `train.csv` (the training
 //! rows, every column) and expects `weights.safetensors` (the trained tensors) and `metrics.json`
 //! (`{"train_loss": …}`); `predict` adds `rows.csv` (the rows to score, without the label
-//! column) and expects `probabilities.json` (`[[p0, p1, …], …]`).
+//! column) and expects `probabilities.json` (`[[p0, p1, …], …]`) — for a regression
+//! `predictions.json` instead (`[[value], …]`, in the label's units).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use fedsilo::model::manifest::Manifest;
+use fedsilo::model::manifest::{Manifest, Task, MAX_TARGET};
 use fedsilo::model::tensor_file::TensorSet;
 use fedsilo::protocol::{EvalMetrics, TrainPlan};
 
 use super::rows::Holdout;
+use super::rows::Labels;
 use super::rows::{write_csv, Rows};
-use super::scoring::class_metrics;
+use super::scoring::{class_metrics, value_metrics};
 use super::{DescribedTrainer, Fitted, ModelTrainer, TrainError};
 use crate::external::{input, ExternalError, ExternalTrainer};
 use crate::train::dp_sgd::DpSgd;
@@ -48,6 +51,7 @@ struct Request<'a> {
     seed: u64,
     prox_mu: f32,
     architecture: &'a str,
+    task: &'static str,
     classes: Vec<&'a str>,
     text: &'a [String],
     label: &'a str,
@@ -151,6 +155,11 @@ impl ExternalModel {
             seed,
             prox_mu: plan.prox_mu,
             architecture: &self.manifest.architecture,
+            task: match self.manifest.task {
+                Task::Binary { .. } => "binary",
+                Task::Multiclass { .. } => "multiclass",
+                Task::Regression { .. } => "regression",
+            },
             classes: self.manifest.task.classes(),
             text: &self.manifest.data.text,
             label: &self.manifest.data.label,
@@ -169,8 +178,8 @@ impl ExternalModel {
         read(dir.path())
     }
 
-    /// Class probabilities of `records` (no labels given), checked.
-    fn probabilities(
+    /// Class probabilities of `records` (no labels given) — a regression's values — checked.
+    fn outputs(
         &self,
         params: &[f32],
         header: &csv::StringRecord,
@@ -186,7 +195,13 @@ impl ExternalModel {
             compression: fedsilo::compression::Compression::None,
             lora: None,
         };
-        let classes = self.manifest.task.classes().len();
+        let classes = self.manifest.task.outputs();
+        let regression = self.manifest.task.is_regression();
+        let (file, shape) = if regression {
+            ("predictions.json", "[[value], …]")
+        } else {
+            ("probabilities.json", "[[p0, p1, …], …]")
+        };
         let probs: Vec<Vec<f32>> = self.call(
             "predict",
             &plan,
@@ -201,32 +216,43 @@ impl ExternalModel {
             |dir| {
                 // Room for every value written out at length, and no more.
                 let most = 1024 + records.len() as u64 * (classes as u64 + 1) * 32;
-                let bytes = self.read_bounded(dir, "probabilities.json", most)?;
+                let bytes = self.read_bounded(dir, file, most)?;
                 serde_json::from_slice(&bytes).map_err(|e| {
                     self.output(
-                        "probabilities.json",
-                        format!("{e} (expected [[p0, p1, …], …], one row per row of rows.csv)"),
+                        file,
+                        format!("{e} (expected {shape}, one row per row of rows.csv)"),
                     )
                 })
             },
         )?;
         if probs.len() != records.len() {
             return Err(self.output(
-                "probabilities.json",
+                file,
                 format!("{} rows for {} rows asked", probs.len(), records.len()),
             ));
         }
         for (i, p) in probs.iter().enumerate() {
+            if regression {
+                match p.as_slice() {
+                    [v] if v.is_finite() && (*v as f64).abs() <= MAX_TARGET => continue,
+                    _ => {
+                        return Err(self.output(
+                            file,
+                            format!("row {i} is {p:?}: a regression's row is one finite value, at most 1e12 in magnitude"),
+                        ))
+                    }
+                }
+            }
             if p.len() != classes {
                 return Err(self.output(
-                    "probabilities.json",
+                    file,
                     format!("row {i} has {} values for {classes} classes", p.len()),
                 ));
             }
             let sum: f64 = p.iter().map(|v| *v as f64).sum();
             if (sum - 1.0).abs() > 1e-3 {
                 return Err(self.output(
-                    "probabilities.json",
+                    file,
                     format!("row {i} sums to {sum}, not 1: one probability per class, as a softmax gives"),
                 ));
             }
@@ -234,10 +260,7 @@ impl ExternalModel {
                 .iter()
                 .find(|v| !(v.is_finite() && (0.0..=1.0).contains(*v)))
             {
-                return Err(self.output(
-                    "probabilities.json",
-                    format!("row {i} holds {v}, not a probability"),
-                ));
+                return Err(self.output(file, format!("row {i} holds {v}, not a probability")));
             }
         }
         Ok(probs)
@@ -318,13 +341,19 @@ impl ModelTrainer for ExternalModel {
     }
 
     fn evaluate(&self, params: &[f32]) -> Result<EvalMetrics, TrainError> {
-        let probs = self.probabilities(params, &self.rows.header, &self.rows.holdout)?;
-        Ok(class_metrics(&probs, &self.rows.holdout_labels))
+        let out = self.outputs(params, &self.rows.header, &self.rows.holdout)?;
+        Ok(match &self.rows.holdout_labels {
+            Labels::Classes(c) => class_metrics(&out, c),
+            Labels::Values(v) => {
+                let predicted: Vec<f64> = out.iter().map(|r| r[0] as f64).collect();
+                value_metrics(&predicted, v)
+            }
+        })
     }
 
     fn predict(&self, params: &[f32], path: &Path) -> Result<Vec<Vec<f32>>, TrainError> {
         let (header, records) = Rows::unlabelled(path, &self.manifest)?;
-        self.probabilities(params, &header, &records)
+        self.outputs(params, &header, &records)
     }
 }
 
@@ -351,20 +380,22 @@ mod tests {
     /// The numpy trainer's model (16 buckets) and a silo's reviews, as an [`ExternalModel`]
     /// whose program misbehaves as `fail` says.
     fn model(dir: &Path, fail: Option<&str>) -> (ExternalModel, Vec<f32>) {
+        model_of(dir, fail, false)
+    }
+
+    /// [`model`], a regression of the reviews' stars (5 and 1) when `regression`.
+    fn model_of(dir: &Path, fail: Option<&str>, regression: bool) -> (ExternalModel, Vec<f32>) {
         let out = dir.join("bow");
+        let task: &[&str] = if regression {
+            &["--regression"]
+        } else {
+            &["--classes", "other,great"]
+        };
         let made = std::process::Command::new("python3")
             .args([SCRIPT, "--init"])
             .arg(&out)
-            .args([
-                "--text",
-                "review",
-                "--label",
-                "score",
-                "--classes",
-                "other,great",
-                "--buckets",
-                "16",
-            ])
+            .args(["--text", "review", "--label", "score", "--buckets", "16"])
+            .args(task)
             .output()
             .unwrap();
         assert!(
@@ -380,10 +411,11 @@ mod tests {
         let data = dir.join("reviews.csv");
         let mut text = String::from("review,score\n");
         for i in 0..20 {
-            text.push_str(if i % 2 == 0 {
-                "great tasty love,great\n"
-            } else {
-                "bad stale awful,other\n"
+            text.push_str(match (i % 2 == 0, regression) {
+                (true, false) => "great tasty love,great\n",
+                (false, false) => "bad stale awful,other\n",
+                (true, true) => "great tasty love,5\n",
+                (false, true) => "bad stale awful,1\n",
             });
         }
         std::fs::write(&data, text).unwrap();
@@ -434,7 +466,7 @@ mod tests {
         assert_ne!(trained, initial);
         let metrics = m.evaluate(&trained).unwrap();
         assert_eq!(metrics.examples, 5);
-        assert_eq!(metrics.accuracy, 1.0, "{metrics:?}");
+        assert_eq!(metrics.accuracy, Some(1.0), "{metrics:?}");
         // DP-SGD is the built-in trainers'.
         let dp = DpSgd {
             clip: 1.0,
@@ -469,5 +501,37 @@ mod tests {
             };
             assert!(e.contains(said), "{fail}: {e}");
         }
+    }
+
+    #[test]
+    fn a_program_fits_a_regression_and_its_predictions_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let (m, initial) = model_of(dir.path(), None, true);
+        let plan = TrainPlan {
+            learning_rate: 0.1,
+            ..plan()
+        };
+        let trained = m
+            .train(&initial, &plan, 1, None)
+            .unwrap()
+            .applied_to(&initial);
+        let metrics = m.evaluate(&trained).unwrap();
+        assert_eq!((metrics.accuracy, metrics.auc), (None, None), "{metrics:?}");
+        assert!(metrics.r2.is_some_and(|r| r > 0.9), "{metrics:?}");
+        assert!(metrics.mae.is_some_and(|e| e < 0.5), "{metrics:?}");
+        assert_eq!(metrics.score_name(), "R²");
+        let rows = dir.path().join("score.csv");
+        std::fs::write(&rows, "review\ngreat tasty love\nbad stale awful\n").unwrap();
+        let p = m.predict(&trained, &rows).unwrap();
+        assert!(
+            p[0][0] > 4.0 && p[1][0] < 2.0,
+            "in the label's units: {p:?}"
+        );
+        let (bad, _) = model_of(&dir.path().join("nan"), Some("huge-prediction"), true);
+        let e = bad.evaluate(&trained).unwrap_err().to_string();
+        assert!(
+            e.contains("predictions.json") && e.contains("one finite value"),
+            "{e}"
+        );
     }
 }

@@ -160,8 +160,9 @@ pub trait ModelTrainer: Send + Sync + std::fmt::Debug {
 
     /// Scores `params` on the held-out rows with the metrics of the task.
     fn evaluate(&self, params: &[f32]) -> Result<EvalMetrics, TrainError>;
-    /// Class probabilities for each row of the CSV at `path`, in the file's order (the model's
-    /// columns; the label column may be absent).
+    /// Class probabilities — or a regression's value, in the label's units, in a row of one —
+    /// for each row of the CSV at `path`, in the file's order (the model's columns; the label
+    /// column may be absent).
     fn predict(&self, params: &[f32], path: &Path) -> Result<Vec<Vec<f32>>, TrainError>;
 }
 

@@ -1,6 +1,7 @@
 //! A silo's CSV under a manifest, as whole rows: the silo reads the label column (a label the
 //! task does not declare is an error naming the file, line, column and the allowed classes,
-//! compared exactly, case included; an empty label skips the row) and splits the rows into
+//! compared exactly, case included; a regression's label must be a finite number; an empty
+//! label skips the row) and splits the rows into
 //! training and held-out ones itself — shuffled with the split seed, the held-out fraction
 //! rounded with at least one row on each side, as for tabular data — or takes the held-out
 //! rows from a file of their own. The text trainer joins the text columns of these rows; an
@@ -40,6 +41,57 @@ pub enum Holdout {
     File(std::path::PathBuf),
 }
 
+/// The labels of rows, as the task reads them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Labels {
+    /// Class indices into the task's classes.
+    Classes(Vec<usize>),
+    /// A regression's numbers, in the label's units.
+    Values(Vec<f64>),
+}
+
+impl Default for Labels {
+    fn default() -> Self {
+        Labels::Classes(Vec::new())
+    }
+}
+
+impl Labels {
+    /// How many rows are labelled.
+    pub fn len(&self) -> usize {
+        match self {
+            Labels::Classes(c) => c.len(),
+            Labels::Values(v) => v.len(),
+        }
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The labels of rows `ix`, in that order.
+    pub fn pick(&self, ix: &[usize]) -> Labels {
+        match self {
+            Labels::Classes(c) => Labels::Classes(ix.iter().map(|&i| c[i]).collect()),
+            Labels::Values(v) => Labels::Values(ix.iter().map(|&i| v[i]).collect()),
+        }
+    }
+
+    /// These labels followed by `other`'s (of the same kind; `None` when they differ).
+    pub fn chain(&self, other: &Labels) -> Option<Labels> {
+        match (self, other) {
+            (Labels::Classes(a), Labels::Classes(b)) => {
+                Some(Labels::Classes(a.iter().chain(b).copied().collect()))
+            }
+            (Labels::Values(a), Labels::Values(b)) => {
+                Some(Labels::Values(a.iter().chain(b).copied().collect()))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Rows with their labels, split.
 #[derive(Debug, Clone)]
 pub struct Rows {
@@ -49,12 +101,12 @@ pub struct Rows {
     pub label: usize,
     /// Training rows.
     pub train: Vec<StringRecord>,
-    /// Their classes.
-    pub train_labels: Vec<usize>,
+    /// Their labels.
+    pub train_labels: Labels,
     /// Held-out rows.
     pub holdout: Vec<StringRecord>,
-    /// Their classes.
-    pub holdout_labels: Vec<usize>,
+    /// Their labels.
+    pub holdout_labels: Labels,
     /// Rows skipped because their label was empty.
     pub skipped: usize,
 }
@@ -90,7 +142,7 @@ struct Labelled {
     header: StringRecord,
     label: usize,
     rows: Vec<StringRecord>,
-    labels: Vec<usize>,
+    labels: Labels,
     skipped: usize,
 }
 
@@ -112,12 +164,27 @@ fn labelled(path: &Path, manifest: &Manifest) -> Result<Labelled, TextDataError>
                 ),
             )
         })?;
-    let (mut rows, mut labels, mut skipped) = (Vec::new(), Vec::new(), 0);
+    let (mut rows, mut classes, mut values, mut skipped) = (Vec::new(), Vec::new(), Vec::new(), 0);
     for (i, rec) in rdr.records().enumerate() {
         let rec = rec.map_err(|e| bad(path, format!("line {}: {e}", i + 2)))?;
         let cell = rec.get(label).unwrap_or("").trim();
         if cell.is_empty() {
             skipped += 1;
+            continue;
+        }
+        if manifest.task.is_regression() {
+            let v = manifest.task.value_of(cell).ok_or_else(|| {
+                bad(
+                    path,
+                    format!(
+                        "line {}, column `{}`: label `{cell}` is not a number; a regression's label is a finite number of magnitude at most 1e12",
+                        i + 2,
+                        manifest.data.label,
+                    ),
+                )
+            })?;
+            rows.push(rec);
+            values.push(v);
             continue;
         }
         let class = manifest.task.class_of(cell).ok_or_else(|| {
@@ -132,8 +199,13 @@ fn labelled(path: &Path, manifest: &Manifest) -> Result<Labelled, TextDataError>
             )
         })?;
         rows.push(rec);
-        labels.push(class);
+        classes.push(class);
     }
+    let labels = if manifest.task.is_regression() {
+        Labels::Values(values)
+    } else {
+        Labels::Classes(classes)
+    };
     if rows.len() < 2 {
         return Err(bad(
             path,
@@ -149,17 +221,32 @@ fn labelled(path: &Path, manifest: &Manifest) -> Result<Labelled, TextDataError>
     })
 }
 
-/// Why rows of these classes cannot train the task, if they cannot: all one class.
-pub fn single_class(labels: &[usize], manifest: &Manifest) -> Option<String> {
-    let first = *labels.first()?;
-    labels.iter().all(|l| *l == first).then(|| {
-        format!(
-            "its training split has a single class: all {} rows are {:?} in column `{}`; a classifier needs at least two",
-            labels.len(),
-            manifest.task.classes()[first],
-            manifest.data.label
-        )
-    })
+/// Why rows with these labels cannot train the task, if they cannot: all one class, or a
+/// regression's label the same number in every row (nothing to learn).
+pub fn single_class(labels: &Labels, manifest: &Manifest) -> Option<String> {
+    match labels {
+        Labels::Classes(labels) => {
+            let first = *labels.first()?;
+            labels.iter().all(|l| *l == first).then(|| {
+                format!(
+                    "its training split has a single class: all {} rows are {:?} in column `{}`; a classifier needs at least two",
+                    labels.len(),
+                    manifest.task.classes().get(first).copied().unwrap_or("?"),
+                    manifest.data.label
+                )
+            })
+        }
+        Labels::Values(values) => {
+            let first = *values.first()?;
+            values.iter().all(|v| *v == first).then(|| {
+                format!(
+                    "its training split's label is {first} in all {} rows of column `{}`; a regression needs labels that vary",
+                    values.len(),
+                    manifest.data.label
+                )
+            })
+        }
+    }
 }
 
 impl Rows {
@@ -214,10 +301,10 @@ impl Rows {
                 } else {
                     ((rows.len() as f64 * fraction).round() as usize).clamp(1, rows.len() - 1)
                 };
-                let pick = |ix: &[usize]| -> (Vec<StringRecord>, Vec<usize>) {
+                let pick = |ix: &[usize]| -> (Vec<StringRecord>, Labels) {
                     (
                         ix.iter().map(|&i| rows[i].clone()).collect(),
-                        ix.iter().map(|&i| labels[i]).collect(),
+                        labels.pick(ix),
                     )
                 };
                 let (holdout, holdout_labels) = pick(&order[..n_hold]);

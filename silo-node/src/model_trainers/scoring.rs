@@ -1,8 +1,14 @@
-//! A classifier's held-out figures from its class probabilities: mean cross-entropy, accuracy
-//! of the most probable class, and ROC AUC — of class 1 for a binary task, the mean of each
-//! class against the rest for a multiclass one (over the classes present, `None` when the
-//! split has a single class). The same figures the tabular MLP reports, so the gate, registry
-//! and report read them alike.
+//! Held-out figures from a model's outputs, by task.
+//!
+//! A classifier's, from its class probabilities: mean cross-entropy, accuracy of the most
+//! probable class, and ROC AUC — of class 1 for a binary task, the mean of each class against
+//! the rest for a multiclass one (over the classes present, `None` when the split has a single
+//! class). The same figures the tabular MLP reports, so the gate, registry and report read
+//! them alike.
+//!
+//! A regression's, from its predicted values: mean squared error as the loss, mean absolute
+//! error, and R² = 1 − SSE / SST against the split's own mean (`None` when every label is the
+//! same: nothing to explain), all in the label's units.
 
 use fedsilo::protocol::EvalMetrics;
 
@@ -44,8 +50,39 @@ pub fn class_metrics(probs: &[Vec<f32>], labels: &[usize]) -> EvalMetrics {
     EvalMetrics {
         examples: n as u64,
         loss: loss / n.max(1) as f64,
-        accuracy: hits as f64 / n.max(1) as f64,
+        accuracy: Some(hits as f64 / n.max(1) as f64),
         auc,
+        r2: None,
+        mae: None,
+        personalized: None,
+    }
+}
+
+/// The figures of `predicted` values against `targets` (a regression's).
+pub fn value_metrics(predicted: &[f64], targets: &[f64]) -> EvalMetrics {
+    let n = targets.len().min(predicted.len());
+    let (predicted, targets) = (&predicted[..n], &targets[..n]);
+    let denom = n.max(1) as f64;
+    let sse: f64 = predicted
+        .iter()
+        .zip(targets)
+        .map(|(p, y)| (p - y) * (p - y))
+        .sum();
+    let mae = predicted
+        .iter()
+        .zip(targets)
+        .map(|(p, y)| (p - y).abs())
+        .sum::<f64>()
+        / denom;
+    let mean = targets.iter().sum::<f64>() / denom;
+    let sst: f64 = targets.iter().map(|y| (y - mean) * (y - mean)).sum();
+    EvalMetrics {
+        examples: n as u64,
+        loss: sse / denom,
+        accuracy: None,
+        auc: None,
+        r2: (n > 0 && sst > 0.0).then(|| 1.0 - sse / sst),
+        mae: Some(mae),
         personalized: None,
     }
 }
@@ -61,7 +98,7 @@ mod tests {
             &[0, 1, 1],
         );
         assert_eq!(m.examples, 3);
-        assert!((m.accuracy - 2.0 / 3.0).abs() < 1e-12);
+        assert!((m.accuracy.unwrap() - 2.0 / 3.0).abs() < 1e-12);
         assert_eq!(m.auc, Some(1.0));
         let want = -((0.9f32 as f64).ln() + (0.8f32 as f64).ln() + (0.4f32 as f64).ln()) / 3.0;
         assert!((m.loss - want).abs() < 1e-9, "{} {want}", m.loss);
@@ -73,7 +110,24 @@ mod tests {
             ],
             &[0, 1, 2],
         );
-        assert_eq!((m.accuracy, m.auc), (1.0, Some(1.0)));
+        assert_eq!((m.accuracy, m.auc), (Some(1.0), Some(1.0)));
         assert_eq!(class_metrics(&[vec![0.5, 0.5]], &[1]).auc, None);
+    }
+
+    #[test]
+    fn regression_figures() {
+        let m = value_metrics(&[1.0, 2.0, 4.0], &[1.0, 3.0, 5.0]);
+        assert_eq!(m.examples, 3);
+        assert!((m.loss - 2.0 / 3.0).abs() < 1e-12, "{}", m.loss);
+        assert!((m.mae.unwrap() - 2.0 / 3.0).abs() < 1e-12);
+        // SST = (1-3)² + 0 + (5-3)² = 8; SSE = 2.
+        assert!((m.r2.unwrap() - 0.75).abs() < 1e-12);
+        assert_eq!((m.accuracy, m.auc, m.score_name()), (None, None, "R²"));
+        let mean_only = value_metrics(&[3.0, 3.0, 3.0], &[1.0, 3.0, 5.0]);
+        assert!(
+            mean_only.r2.unwrap().abs() < 1e-12,
+            "the mean explains nothing"
+        );
+        assert_eq!(value_metrics(&[1.0, 2.0], &[2.0, 2.0]).r2, None);
     }
 }

@@ -4,6 +4,10 @@
 //! adapter are computed once per text and kept for the silo's life ([`PrefixCache`]): the
 //! base never changes, so a round costs only the trained layers.
 //!
+//! A regression (`kind = "regression"` in the manifest) has a one-output head trained on the
+//! label standardised by the manifest's `mean` and `std`; its predictions and held-out
+//! figures are in the label's units.
+//!
 //! The model and the cache sit behind one lock: training and scoring take turns (the
 //! coordinator never asks for both at once; if it did, one would wait).
 
@@ -11,7 +15,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use burn::prelude::*;
-use fedsilo::model::manifest::Manifest;
+use fedsilo::model::manifest::{Manifest, Task};
 use fedsilo::privacy::noise::{add_gaussian, secure_rng};
 use fedsilo::protocol::{EvalMetrics, Personalize, TrainPlan};
 use fedsilo_text::classifier::TextClassifier;
@@ -22,12 +26,14 @@ use fedsilo_text::pretrained::{load_encoder, ModelDir};
 use fedsilo_text::private::{self, fit_private};
 use fedsilo_text::tokenize::TextTokenizer;
 use fedsilo_text::train::{fit_cached, predict, TrainSettings};
+use fedsilo_text::Targets;
 
 use crate::train::dp_sgd::{lot, schedule, DpSgd};
 
 use super::recipe::TextRecipe;
 use super::rows::Holdout;
-use super::scoring::class_metrics;
+use super::rows::Labels;
+use super::scoring::{class_metrics, value_metrics};
 use super::text_data::TextData;
 use super::{assets, DescribedTrainer, Fitted, ModelTrainer, Personalised, TrainError};
 
@@ -49,11 +55,12 @@ pub struct Built {
 }
 
 /// Builds the classifier `recipe` describes over the encoder in `model_dir`, with a head of
-/// `classes` outputs, on an autodiff CPU device seeded with `seed`.
+/// `outputs` outputs (one per class; one for a regression), on an autodiff CPU device seeded
+/// with `seed`.
 pub fn build(
     recipe: &TextRecipe,
     model_dir: &Path,
-    classes: usize,
+    outputs: usize,
     seed: u64,
 ) -> Result<Built, TrainError> {
     let device = Device::flex().autodiff();
@@ -67,7 +74,7 @@ pub fn build(
         None => (base, layers),
     };
     Ok(Built {
-        model: TextClassifier::new(encoder, config.hidden_size, classes, &device),
+        model: TextClassifier::new(encoder, config.hidden_size, outputs, &device),
         tokenizer,
         frozen_prefix,
     })
@@ -83,6 +90,8 @@ pub struct TextTrainer {
     manifest: Manifest,
     recipe: TextRecipe,
     data: TextData,
+    /// The training rows' labels as the model trains on them (a regression's standardised).
+    train_targets: Targets,
     tokenizer: TextTokenizer,
     held: Mutex<Held>,
 }
@@ -109,11 +118,11 @@ impl TextTrainer {
     ) -> Result<Self, TrainError> {
         let recipe = TextRecipe::from_table(&manifest.settings)?;
         assets::verify(&manifest, model_dir, &ASSETS)?;
-        let classes = manifest.task.classes().len();
-        let built = build(&recipe, model_dir, classes, 0)?;
+        let built = build(&recipe, model_dir, manifest.task.outputs(), 0)?;
         check_layout(&manifest, &trainable(&built.model))?;
         let data = TextData::read(data, holdout, &manifest)?;
         Ok(TextTrainer {
+            train_targets: targets(&manifest.task, &data.train.labels),
             held: Mutex::new(Held {
                 model: built.model,
                 cache: PrefixCache::new(built.frozen_prefix),
@@ -133,6 +142,31 @@ impl TextTrainer {
     fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Labels as the model trains on them: classes as they are, a regression's numbers
+/// standardised by the task's `mean` and `std`.
+fn targets(task: &Task, labels: &Labels) -> Targets {
+    match (labels, task) {
+        (Labels::Values(v), Task::Regression { mean, std }) => {
+            Targets::Values(v.iter().map(|y| ((y - mean) / std) as f32).collect())
+        }
+        (Labels::Values(v), _) => Targets::Values(v.iter().map(|y| *y as f32).collect()),
+        (Labels::Classes(c), _) => Targets::Classes(c.clone()),
+    }
+}
+
+/// The model's outputs in the task's terms: class probabilities as they are, a regression's
+/// standardised value back in the label's units.
+fn in_units(task: &Task, mut outputs: Vec<Vec<f32>>) -> Vec<Vec<f32>> {
+    if let Task::Regression { mean, std } = task {
+        for row in &mut outputs {
+            for v in row.iter_mut() {
+                *v = (mean + std * *v as f64) as f32;
+            }
+        }
+    }
+    outputs
 }
 
 /// The manifest's trainable tensors must be the model's: same names, same shapes.
@@ -255,7 +289,7 @@ impl ModelTrainer for TextTrainer {
         let settings = self.settings(plan, seed);
         let mut held = self.lock();
         let model = self.with(&held.model, base)?;
-        let (texts, labels) = (&self.data.train.texts, &self.data.train.labels);
+        let (texts, labels) = (&self.data.train.texts, &self.train_targets);
         let (trained, out) = match dp {
             None => fit_cached(
                 model,
@@ -329,7 +363,7 @@ impl ModelTrainer for TextTrainer {
             Some(&mut held.cache),
         )?;
         drop(held);
-        let (trained, _) = train_head(model, &embedded, &self.data.train.labels, &settings)?;
+        let (trained, _) = train_head(model, &embedded, &self.train_targets, &settings)?;
         let params = flatten(&self.manifest, trainable(&trained))?;
         let head = head
             .iter()
@@ -342,13 +376,23 @@ impl ModelTrainer for TextTrainer {
         let held = self.lock();
         let model = self.with(&held.model, params)?;
         drop(held);
-        let probs = predict(
+        let out = predict(
             &model,
             &self.tokenizer,
             &self.data.holdout.texts,
             SCORE_BATCH,
         )?;
-        Ok(class_metrics(&probs, &self.data.holdout.labels))
+        let out = in_units(&self.manifest.task, out);
+        Ok(match &self.data.holdout.labels {
+            Labels::Classes(c) => class_metrics(&out, c),
+            Labels::Values(v) => {
+                let predicted: Vec<f64> = out
+                    .iter()
+                    .map(|r| r.first().map_or(f64::NAN, |v| *v as f64))
+                    .collect();
+                value_metrics(&predicted, v)
+            }
+        })
     }
 
     fn predict(&self, params: &[f32], path: &Path) -> Result<Vec<Vec<f32>>, TrainError> {
@@ -356,7 +400,8 @@ impl ModelTrainer for TextTrainer {
         let held = self.lock();
         let model = self.with(&held.model, params)?;
         drop(held);
-        Ok(predict(&model, &self.tokenizer, &texts, SCORE_BATCH)?)
+        let out = predict(&model, &self.tokenizer, &texts, SCORE_BATCH)?;
+        Ok(in_units(&self.manifest.task, out))
     }
 }
 

@@ -1,6 +1,7 @@
 //! A silo's text CSV, read under a model's manifest: the rows read, labelled and split as
-//! [`super::rows`] does it (a label the task does not declare is an error naming the file,
-//! line, column and the allowed classes; an empty label skips the row; the split is seeded, or
+//! [`super::rows`] does it (a label the task does not declare — or, for a regression, one that
+//! is not a number — is an error naming the file, line, column and what is allowed; an empty
+//! label skips the row; the split is seeded, or
 //! a held-out file of the silo's own), then each row's text columns joined with a space (an
 //! empty text is kept: the tokenizer gives it the special tokens only).
 
@@ -9,19 +10,19 @@ use std::path::Path;
 use fedsilo::model::manifest::Manifest;
 
 use super::rows::Holdout;
-use super::rows::Rows;
 pub use super::rows::TextDataError;
+use super::rows::{Labels, Rows};
 
 /// The longest text cell kept, in bytes (the tokenizer truncates far below this anyway).
 pub const MAX_TEXT_BYTES: usize = 64 * 1024;
 
-/// Texts and their class indices.
+/// Texts and their labels.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TextSplit {
     /// One text per example.
     pub texts: Vec<String>,
-    /// Its class (index into the task's classes).
-    pub labels: Vec<usize>,
+    /// Their classes (indices into the task's classes), or a regression's numbers.
+    pub labels: Labels,
 }
 
 impl TextSplit {
@@ -129,7 +130,8 @@ impl TextData {
         })
     }
 
-    /// Why the training rows cannot train the task, if they cannot: all one class. Said at
+    /// Why the training rows cannot train the task, if they cannot: all one class (or one
+    /// number, for a regression). Said at
     /// the schema check, as for tabular data.
     pub fn single_class(&self, manifest: &Manifest) -> Option<String> {
         super::rows::single_class(&self.train.labels, manifest)
@@ -162,9 +164,7 @@ mod tests {
         );
     }
 
-    fn manifest() -> Manifest {
-        Manifest::parse(
-            r#"
+    const MANIFEST: &str = r#"
 architecture = "fedsilo.text-classifier"
 [task]
 kind = "binary"
@@ -175,9 +175,10 @@ label = "score"
 [[trainable]]
 name = "head.weight"
 shape = [4, 2]
-"#,
-        )
-        .unwrap()
+"#;
+
+    fn manifest() -> Manifest {
+        Manifest::parse(MANIFEST).unwrap()
     }
 
     fn file(text: &str) -> tempfile::NamedTempFile {
@@ -195,13 +196,16 @@ shape = [4, 2]
         assert_eq!(d.skipped_rows, 1);
         assert_eq!(d.train.len() + d.holdout.len(), 3);
         assert_eq!(d.holdout.len(), 1);
+        let Some(Labels::Classes(labels)) = d.train.labels.chain(&d.holdout.labels) else {
+            panic!("{d:?}")
+        };
         let mut all: Vec<(String, usize)> = d
             .train
             .texts
             .iter()
             .chain(&d.holdout.texts)
             .cloned()
-            .zip(d.train.labels.iter().chain(&d.holdout.labels).copied())
+            .zip(labels)
             .collect();
         all.sort();
         assert_eq!(all[1], ("Good Tasty, really".to_string(), 1));
@@ -236,7 +240,7 @@ shape = [4, 2]
             &manifest(),
         )
         .unwrap();
-        assert_eq!(d.train.labels, vec![1, 0]);
+        assert_eq!(d.train.labels, Labels::Classes(vec![1, 0]));
         assert_eq!(d.holdout.texts, vec!["e f", "g h", "i j"]);
     }
 
@@ -257,6 +261,63 @@ shape = [4, 2]
         let why = d.single_class(&manifest()).unwrap();
         assert!(
             why.contains("\"great\"") && why.contains("`score`"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn a_regression_reads_numbers_and_names_what_is_not_one() {
+        let regression = || {
+            Manifest::parse(&MANIFEST.replacen(
+                "kind = \"binary\"\nclasses = [\"other\", \"great\"]",
+                "kind = \"regression\"\nmean = 3.0",
+                1,
+            ))
+            .unwrap()
+        };
+        let f = file("title,review,score\na,b,4.5\nc,d,\ne,f,-1e3\n");
+        let d = TextData::read(
+            f.path(),
+            &Holdout::Fraction {
+                fraction: 0.5,
+                seed: 1,
+            },
+            &regression(),
+        )
+        .unwrap();
+        let Some(Labels::Values(mut v)) = d.train.labels.chain(&d.holdout.labels) else {
+            panic!("{d:?}")
+        };
+        v.sort_by(f64::total_cmp);
+        assert_eq!((v, d.skipped_rows), (vec![-1000.0, 4.5], 1));
+        let f = file("title,review,score\na,b,4.5\nc,d,great\n");
+        let e = TextData::read(
+            f.path(),
+            &Holdout::Fraction {
+                fraction: 0.5,
+                seed: 1,
+            },
+            &regression(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("line 3") && e.contains("`great` is not a number"),
+            "{e}"
+        );
+        let f = file("title,review,score\na,b,2\nc,d,2\ne,f,2\n");
+        let d = TextData::read(
+            f.path(),
+            &Holdout::Fraction {
+                fraction: 0.3,
+                seed: 1,
+            },
+            &regression(),
+        )
+        .unwrap();
+        let why = d.single_class(&regression()).unwrap();
+        assert!(
+            why.contains("labels that vary") && why.contains("`score`"),
             "{why}"
         );
     }

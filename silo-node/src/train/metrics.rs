@@ -56,7 +56,9 @@ pub fn evaluate(mlp: &Mlp, params: &[f32], x: &Array2<f32>, y: &Array1<f32>) -> 
     EvalMetrics {
         examples: y.len() as u64,
         loss,
-        accuracy: correct as f64 / n,
+        accuracy: Some(correct as f64 / n),
+        r2: None,
+        mae: None,
         auc: roc_auc(
             p.as_slice().unwrap_or(&p.to_vec()),
             y.as_slice().unwrap_or(&y.to_vec()),

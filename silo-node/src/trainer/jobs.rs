@@ -181,6 +181,8 @@ fn personalized(m: EvalMetrics) -> PersonalizedMetrics {
         loss: m.loss,
         accuracy: m.accuracy,
         auc: m.auc,
+        r2: m.r2,
+        mae: m.mae,
     }
 }
 

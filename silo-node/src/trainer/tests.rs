@@ -309,7 +309,9 @@ impl crate::model_trainers::ModelTrainer for Plus1 {
         Ok(fedsilo::protocol::EvalMetrics {
             examples: 3,
             loss: params[0] as f64,
-            accuracy: params[1] as f64,
+            accuracy: Some(params[1] as f64),
+            r2: None,
+            mae: None,
             auc: Some(0.75),
             personalized: None,
         })
@@ -547,8 +549,8 @@ async fn a_described_models_personal_head_is_kept_once_its_candidate_is_trained_
         };
         let personal = |r: Response| match r {
             Response::Evaluated(m) => {
-                assert_eq!(m.accuracy, -1.0, "the global model is scored as sent");
-                m.personalized.map(|p| p.accuracy)
+                assert_eq!(m.accuracy, Some(-1.0), "the global model is scored as sent");
+                m.personalized.and_then(|p| p.accuracy)
             }
             other => panic!("{other:?}"),
         };

@@ -12,6 +12,7 @@ fn only_the_head_moves_the_loss_falls_and_the_cache_changes_nothing() {
     let lora = tiny_lora(Some(vec![1]));
     let (model, tok) = classifier(dir.path(), &lora, &device);
     let (texts, labels) = toy_data();
+    let targets = crate::Targets::Classes(labels.clone());
     let s = TrainSettings {
         epochs: 40,
         batch_size: 4,
@@ -25,7 +26,7 @@ fn only_the_head_moves_the_loss_falls_and_the_cache_changes_nothing() {
         model.clone(),
         &tok,
         &texts,
-        &labels,
+        &targets,
         &TrainSettings {
             epochs: 1,
             ..s.clone()
@@ -33,7 +34,7 @@ fn only_the_head_moves_the_loss_falls_and_the_cache_changes_nothing() {
         None,
     )
     .unwrap();
-    let (trained, report) = fit_head(model.clone(), &tok, &texts, &labels, &s, None).unwrap();
+    let (trained, report) = fit_head(model.clone(), &tok, &texts, &targets, &s, None).unwrap();
     assert_eq!((report.examples, report.steps), (10, 40 * 3));
     assert!(
         report.last_epoch_loss < first.last_epoch_loss * 0.8,
@@ -60,7 +61,7 @@ fn only_the_head_moves_the_loss_falls_and_the_cache_changes_nothing() {
         assert!((a - b).abs() < 1e-4, "{a} vs {b}");
     }
     let (via_cache, _) =
-        fit_head(model.clone(), &tok, &texts, &labels, &s, Some(&mut cache)).unwrap();
+        fit_head(model.clone(), &tok, &texts, &targets, &s, Some(&mut cache)).unwrap();
     for (a, b) in trainable(&trained).iter().zip(trainable(&via_cache)) {
         for (x, y) in a.values.iter().zip(&b.values) {
             assert!((x - y).abs() < 1e-3, "{}: {x} vs {y}", a.name);
@@ -70,7 +71,7 @@ fn only_the_head_moves_the_loss_falls_and_the_cache_changes_nothing() {
         model,
         &tok,
         &texts,
-        &labels,
+        &targets,
         &TrainSettings { prox_mu: 0.1, ..s },
         None,
     )

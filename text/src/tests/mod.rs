@@ -276,11 +276,24 @@ fn tiny_lora(layers: Option<Vec<usize>>) -> LoraSettings {
 }
 
 fn classifier(dir: &Path, lora: &LoraSettings, device: &Device) -> (TextClassifier, TextTokenizer) {
+    with_outputs(dir, lora, device, 2)
+}
+
+/// The tiny model with a head of `outputs` outputs (1: a regression).
+fn with_outputs(
+    dir: &Path,
+    lora: &LoraSettings,
+    device: &Device,
+    outputs: usize,
+) -> (TextClassifier, TextTokenizer) {
     let (model, _) = tiny_model_dir(dir, 3);
     let (c, enc) = load_encoder(&model, device).unwrap();
     let enc = lora.apply(enc, c.num_hidden_layers).unwrap();
     let tok = TextTokenizer::load(&model.tokenizer(), 16, &c).unwrap();
-    (TextClassifier::new(enc, c.hidden_size, 2, device), tok)
+    (
+        TextClassifier::new(enc, c.hidden_size, outputs, device),
+        tok,
+    )
 }
 
 #[test]
@@ -354,6 +367,7 @@ fn only_the_adapters_and_the_head_train_and_the_loss_falls() {
     let frozen_before = values(model.encoder.embeddings.word_embeddings.weight.val());
     let key_before = values(model.encoder.encoder.layers[0].mha.key.weight.base());
     let (texts, labels) = toy_data();
+    let targets = crate::Targets::Classes(labels.clone());
     let s = TrainSettings {
         epochs: 30,
         batch_size: 4,
@@ -366,14 +380,14 @@ fn only_the_adapters_and_the_head_train_and_the_loss_falls() {
         model.clone(),
         &tok,
         &texts,
-        &labels,
+        &targets,
         &TrainSettings {
             epochs: 1,
             ..s.clone()
         },
     )
     .unwrap();
-    let (trained, report) = fit(model, &tok, &texts, &labels, &s).unwrap();
+    let (trained, report) = fit(model, &tok, &texts, &targets, &s).unwrap();
     assert_eq!(report.examples, 10);
     assert!(
         report.last_epoch_loss < first.last_epoch_loss / 3.0,
@@ -533,6 +547,7 @@ fn a_diverging_run_is_an_error_not_an_update() {
     let device = Device::flex().autodiff();
     let (model, tok) = classifier(dir.path(), &LoraSettings::default(), &device);
     let (texts, labels) = toy_data();
+    let targets = crate::Targets::Classes(labels.clone());
     let s = TrainSettings {
         epochs: 20,
         batch_size: 2,
@@ -541,14 +556,14 @@ fn a_diverging_run_is_an_error_not_an_update() {
         seed: 1,
         prox_mu: 0.0,
     };
-    let e = fit(model.clone(), &tok, &texts, &labels, &s).unwrap_err();
+    let e = fit(model.clone(), &tok, &texts, &targets, &s).unwrap_err();
     assert!(matches!(e, TextError::Diverged { .. }), "{e}");
     let wd = TrainSettings {
         learning_rate: 0.1,
         weight_decay: 20.0,
         ..s
     };
-    let e = fit(model, &tok, &texts, &labels, &wd).unwrap_err();
+    let e = fit(model, &tok, &texts, &targets, &wd).unwrap_err();
     assert!(
         matches!(
             e,
@@ -620,6 +635,7 @@ fn training_above_a_cached_frozen_prefix_is_training_the_whole_model() {
     assert_eq!(lora.frozen_prefix(), 1);
     let (model, tok) = classifier(dir.path(), &lora, &device);
     let (texts, labels) = toy_data();
+    let targets = crate::Targets::Classes(labels.clone());
     let s = TrainSettings {
         epochs: 5,
         batch_size: 3,
@@ -628,10 +644,10 @@ fn training_above_a_cached_frozen_prefix_is_training_the_whole_model() {
         seed: 3,
         prox_mu: 0.0,
     };
-    let (plain, plain_report) = fit(model.clone(), &tok, &texts, &labels, &s).unwrap();
+    let (plain, plain_report) = fit(model.clone(), &tok, &texts, &targets, &s).unwrap();
     let mut cache = crate::prefix::PrefixCache::new(lora.frozen_prefix());
     let (cached, cached_report) =
-        crate::train::fit_cached(model.clone(), &tok, &texts, &labels, &s, Some(&mut cache))
+        crate::train::fit_cached(model.clone(), &tok, &texts, &targets, &s, Some(&mut cache))
             .unwrap();
     assert_eq!(cache.len(), texts.len());
     assert!(
@@ -649,12 +665,12 @@ fn training_above_a_cached_frozen_prefix_is_training_the_whole_model() {
         assert!(worst < 1e-3, "{}: {worst}", a.name);
     }
     // A second round reuses every cached example.
-    crate::train::fit_cached(cached, &tok, &texts, &labels, &s, Some(&mut cache)).unwrap();
+    crate::train::fit_cached(cached, &tok, &texts, &targets, &s, Some(&mut cache)).unwrap();
     assert_eq!(cache.len(), texts.len());
     // A prefix over the adapted layer would freeze its adapters: refused.
     let mut deep = crate::prefix::PrefixCache::new(2);
     let e =
-        crate::train::fit_cached(model, &tok, &texts, &labels, &s, Some(&mut deep)).unwrap_err();
+        crate::train::fit_cached(model, &tok, &texts, &targets, &s, Some(&mut deep)).unwrap_err();
     assert!(
         matches!(
             e,
@@ -669,3 +685,4 @@ fn training_above_a_cached_frozen_prefix_is_training_the_whole_model() {
 
 mod head;
 mod private;
+mod regression;

@@ -15,6 +15,7 @@ fn dp_sgd_clips_each_text_and_adds_the_noise_it_is_told() {
     let (model, tok) = classifier(dir.path(), &lora, &device);
     let tensors = trainable(&model).len();
     let (texts, labels) = toy_data();
+    let targets = crate::Targets::Classes(labels.clone());
     let s = TrainSettings {
         epochs: 3,
         batch_size: 4,
@@ -47,7 +48,7 @@ fn dp_sgd_clips_each_text_and_adds_the_noise_it_is_told() {
             model.clone(),
             &tok,
             &texts,
-            &labels,
+            &targets,
             &s,
             dp,
             None,
@@ -85,7 +86,7 @@ fn dp_sgd_clips_each_text_and_adds_the_noise_it_is_told() {
         model,
         &tok,
         &texts,
-        &labels,
+        &targets,
         &learn,
         DpSgd {
             clip: 10.0,
@@ -120,6 +121,7 @@ fn fedprox_keeps_the_adapters_near_the_global_model() {
         .flat_map(|n| n.values)
         .collect();
     let (texts, labels) = toy_data();
+    let targets = crate::Targets::Classes(labels.clone());
     let moved = |mu: f64| -> f64 {
         let s = TrainSettings {
             epochs: 20,
@@ -129,7 +131,7 @@ fn fedprox_keeps_the_adapters_near_the_global_model() {
             seed: 3,
             prox_mu: mu,
         };
-        let (trained, _) = fit(model.clone(), &tok, &texts, &labels, &s).unwrap();
+        let (trained, _) = fit(model.clone(), &tok, &texts, &targets, &s).unwrap();
         trainable(&trained)
             .into_iter()
             .flat_map(|n| n.values)
@@ -147,7 +149,7 @@ fn fedprox_keeps_the_adapters_near_the_global_model() {
         prox_mu: -1.0,
         ..TrainSettings::default()
     };
-    let e = fit(model, &tok, &texts, &labels, &bad).unwrap_err();
+    let e = fit(model, &tok, &texts, &targets, &bad).unwrap_err();
     assert!(
         matches!(e, TextError::Setting { key: "prox_mu", .. }),
         "{e}"
