@@ -59,6 +59,10 @@ pub struct Options {
     /// A described model: its manifest and the directory of its files (every silo gets
     /// `--manifest` and `--model-dir`; `initial` must be set).
     pub manifest: Option<(PathBuf, PathBuf)>,
+    /// `model.files`: the coordinator holds the manifest's files to send to silos lacking them.
+    pub model_files: Option<PathBuf>,
+    /// A silo's own `--model-dir`, instead of the manifest's directory, by silo name.
+    pub model_dirs: Vec<(&'static str, PathBuf)>,
     /// `plan.learning_rate`.
     pub learning_rate: f32,
     /// `federation.compare_local`.
@@ -87,6 +91,8 @@ impl Default for Options {
             data: vec![],
             held_back: vec![],
             manifest: None,
+            model_files: None,
+            model_dirs: vec![],
             learning_rate: 0.1,
             compare_local: false,
         }
@@ -129,6 +135,7 @@ impl Federation {
             extra: o.extra.to_string(),
             initial: o.initial.clone(),
             manifest: o.manifest.as_ref().map(|(m, _)| m.clone()),
+            model_files: o.model_files.clone(),
             learning_rate: o.learning_rate,
             compare_local: o.compare_local,
             ..FederationFile::new(&example_in(o.example, "schema.toml"))
@@ -139,6 +146,11 @@ impl Federation {
             .into_iter()
             .map(|(name, mut args)| {
                 if let Some((m, dir)) = &o.manifest {
+                    let dir = o
+                        .model_dirs
+                        .iter()
+                        .find(|(n, _)| *n == name)
+                        .map_or(dir, |(_, d)| d);
                     args.extend([
                         "--manifest".into(),
                         arg(m).into(),

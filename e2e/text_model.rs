@@ -403,6 +403,9 @@ fn incomes(dir: &Path, name: &str, from: usize, rows: usize) -> PathBuf {
 /// manifest, two silos fine-tune it on job titles against incomes, and every figure the
 /// federation keeps — rounds, the gate, the local-only comparison, the registry — is the
 /// regression's (R², mean absolute error, squared-error loss), never a classifier's.
+///
+/// Bank b starts without the model's files: the coordinator (`[model] files`) sends them
+/// once, and bank b checks each against its own manifest before it loads the model.
 #[test]
 fn a_text_regression_federates_and_is_judged_by_its_r2() {
     let work = tempfile::tempdir().unwrap();
@@ -448,7 +451,9 @@ fn a_text_regression_federates_and_is_judged_by_its_r2() {
             ("bank-a", incomes(work.path(), "bank-a", 0, 128)),
             ("bank-b", incomes(work.path(), "bank-b", 128, 128)),
         ],
-        manifest: Some((manifest, model_dir())),
+        manifest: Some((manifest.clone(), model_dir())),
+        model_files: Some(model_dir()),
+        model_dirs: vec![("bank-b", work.path().join("bank-b-models"))],
         initial: Some(out.join("initial.safetensors")),
         learning_rate: 0.005,
         compare_local: true,
@@ -458,6 +463,29 @@ fn a_text_regression_federates_and_is_judged_by_its_r2() {
     });
     let committed = f.finished_ok();
     assert_eq!(committed.len(), 2, "{committed:?}");
+    // Bank b received the three files, once; bank a had them.
+    let sent: Vec<serde_json::Value> = f
+        .seen()
+        .iter()
+        .filter(|e| e["event"] == "model_files_sent")
+        .cloned()
+        .collect();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["silo"], "bank-b", "{sent:?}");
+    let pinned = fedsilo::model::manifest::Manifest::load(&manifest).unwrap();
+    assert_eq!(
+        sent[0]["files"].as_array().unwrap().len(),
+        pinned.assets.len()
+    );
+    for a in &pinned.assets {
+        let got = work.path().join("bank-b-models").join(&a.name);
+        assert_eq!(
+            fedsilo::model::files::sha256_file(&got).unwrap(),
+            a.sha256,
+            "{}",
+            a.name
+        );
+    }
     let regression_figures = |m: &serde_json::Value, what: &str| {
         let (r2, mae, loss) = (m["r2"].as_f64(), m["mae"].as_f64(), m["loss"].as_f64());
         assert!(r2.is_some_and(|r| r.is_finite() && r <= 1.0), "{what}: {m}");
@@ -498,5 +526,46 @@ fn a_text_regression_federates_and_is_judged_by_its_r2() {
     assert!(
         ok && show.contains("R² ") && show.contains("MAE "),
         "{show}"
+    );
+}
+
+/// A silo that lacks the model's files, under a coordinator that holds none to send, is
+/// blocked with what to do — not left waiting — and the federation goes on without it.
+#[test]
+fn a_silo_without_the_models_files_is_blocked_when_none_can_be_sent() {
+    let work = tempfile::tempdir().unwrap();
+    let (manifest, initial) = prepare(work.path());
+    let mut f = Federation::start(Options {
+        silos: vec![("retailer-a", vec![]), ("retailer-b", vec![])],
+        min_silos: 1,
+        quorum: 1,
+        rounds: 1,
+        deadline: 300.0,
+        data: vec![
+            ("retailer-a", slice(work.path(), "retailer-a", 0, 32)),
+            ("retailer-b", slice(work.path(), "retailer-b", 32, 32)),
+        ],
+        manifest: Some((manifest, model_dir())),
+        model_dirs: vec![("retailer-b", work.path().join("empty"))],
+        initial: Some(initial),
+        learning_rate: 0.002,
+        // Retailer a starts once b is blocked: the one round cannot end before b's check.
+        held_back: vec!["retailer-a"],
+        ..Default::default()
+    });
+    let blocked = f.expect("retailer-b blocked", |e| {
+        e["event"] == "silo_blocked" && e["silo"] == "retailer-b"
+    });
+    f.start_held_back().unwrap();
+    let why = blocked["reason"].as_str().unwrap();
+    assert!(
+        why.contains("--model-dir") && why.contains("[model] files"),
+        "{why}"
+    );
+    let committed = f.finished_ok();
+    assert_eq!(committed.len(), 1);
+    assert_eq!(
+        committed[0]["participants"],
+        serde_json::json!(["retailer-a"])
     );
 }

@@ -124,6 +124,15 @@ pub enum Event {
         /// Its name.
         aggregator: String,
     },
+    /// A silo that lacked some of the model's pinned files received them.
+    ModelFilesSent {
+        /// The silo.
+        silo: String,
+        /// The files' names.
+        files: Vec<String>,
+        /// Their bytes in all.
+        bytes: u64,
+    },
     /// A silo left (session closed).
     SiloLeft {
         /// The silo.
@@ -466,6 +475,11 @@ fn render(event: &Event, layout: &mut Option<TableLayout>) -> Option<String> {
             silos.len()
         ),
         Event::SiloBlocked { silo, reason } => format!("! silo {silo} blocked: {reason}"),
+        Event::ModelFilesSent { silo, files, bytes } => format!(
+            "sent {} ({}) to silo {silo}: the model's files it lacked, checked there against its manifest",
+            files.join(", "),
+            human_bytes(*bytes)
+        ),
         Event::RoundStarted { .. } => return None,
         Event::UpdateRefused { round, silo, reason } => {
             format!("  round {round}: update of {silo} refused: {reason}")

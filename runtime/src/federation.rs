@@ -161,7 +161,15 @@ pub struct ModelSection {
     /// `manifest`, the initial values of its trainable tensors (required).
     #[serde(default)]
     pub initial: Option<PathBuf>,
+    /// With `manifest`: the directory holding the files it pins (the frozen base, the
+    /// tokenizer), each checked at start; a silo that lacks one receives it from the
+    /// coordinator, checked against its own manifest's digest.
+    #[serde(default)]
+    pub files: Option<PathBuf>,
 }
+
+/// The most epochs a round (or a personalisation) may ask of a silo.
+pub const MAX_EPOCHS: u32 = 1000;
 
 /// `[plan]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -258,6 +266,7 @@ impl FederationConfig {
             cfg.model.initial.as_mut(),
             cfg.model.schema.as_mut(),
             cfg.model.manifest.as_mut(),
+            cfg.model.files.as_mut(),
         ]
         .into_iter()
         .flatten()
@@ -313,6 +322,16 @@ impl FederationConfig {
                 "`plan.epochs` and `plan.batch_size` must be at least 1".into(),
             ));
         }
+        for (key, v) in [
+            ("plan.epochs", self.plan.epochs),
+            ("plan.personalize_epochs", self.plan.personalize_epochs),
+        ] {
+            if v > MAX_EPOCHS {
+                return Err(bad(format!(
+                    "`{key}` = {v}: at most {MAX_EPOCHS} passes over a silo's data per round (silos refuse more)"
+                )));
+            }
+        }
         if !(self.plan.learning_rate.is_finite() && self.plan.learning_rate > 0.0) {
             return Err(bad(format!(
                 "`plan.learning_rate` = {}: must be a positive number",
@@ -333,6 +352,7 @@ impl FederationConfig {
             (None, None) => return Err(bad("[model] needs `schema = \"schema.toml\"` (the built-in MLP on tabular data) or `manifest = \"model/manifest.toml\"` (a model prepared with fedsilo-model)".into())),
             (None, Some(_)) if !self.model.hidden.is_empty() => return Err(bad("`model.hidden` is for the built-in MLP; a model with a manifest has its own architecture".into())),
             (None, Some(_)) if self.model.initial.is_none() => return Err(bad("`model.manifest` needs `model.initial`: the starting values of its trainable tensors (fedsilo-model writes initial.safetensors beside the manifest)".into())),
+            (Some(_), None) if self.model.files.is_some() => return Err(bad("`model.files` is the directory of a manifest's pinned files; the built-in MLP has none (set `model.manifest`, or remove `files`)".into())),
             _ => {}
         }
         if let Some(i) = self.model.hidden.iter().position(|h| *h == 0) {

@@ -92,6 +92,7 @@ proptest! {
                 }
                 // The model the coordinator would build: refused before any allocation, or
                 // small enough to lay out.
+                prop_assert!(cfg.plan.epochs <= fedsilo::federation::MAX_EPOCHS);
                 let spec = ModelSpec { inputs: 22, hidden: cfg.model.hidden.clone() };
                 if spec.validate().is_ok() {
                     prop_assert!(spec.layout().len <= fedsilo::model::MAX_PARAMETERS);

@@ -56,7 +56,9 @@ struct Cli {
     #[arg(long, requires = "model_dir")]
     manifest: Option<PathBuf>,
     /// The directory holding the manifest's files (e.g. model.safetensors, tokenizer.json),
-    /// each checked against the SHA-256 the manifest pins.
+    /// each checked against the SHA-256 the manifest pins. Files it lacks are received from
+    /// the coordinator (when its federation file sets [model] files) and written here, each
+    /// kept only if its SHA-256 is the one this silo's manifest pins.
     #[arg(long, requires = "manifest")]
     model_dir: Option<PathBuf>,
     /// The held-out rows in a file of their own, never trained on (with --manifest; --data is

@@ -101,8 +101,38 @@ fn local_data(s: &SiloSettings, me: &str) -> anyhow::Result<LocalData> {
                 t.owner = me.to_string();
                 t
             });
+            let context = || format!("--manifest {}", manifest.display());
+            let needed = crate::model_trainers::needed_files(&m, external.is_some())
+                .with_context(context)?;
+            let absent = fedsilo::model::files::absent(&m, model_dir, &needed)
+                .with_context(|| format!("--model-dir {}", model_dir.display()))?;
+            if !absent.is_empty() {
+                // The data is checked now: a CSV that cannot be used stops the start, rather
+                // than after the files have travelled.
+                let rows = crate::model_trainers::rows::Rows::read(&s.data, &holdout, &m)
+                    .with_context(context)?;
+                std::fs::create_dir_all(model_dir)
+                    .with_context(|| format!("--model-dir {}", model_dir.display()))?;
+                let names: Vec<&str> = absent.iter().map(|a| a.name.as_str()).collect();
+                eprintln!(
+                    "silo {me}: {} not in {}: the coordinator will send them, each checked against the manifest's SHA-256",
+                    names.join(", "),
+                    model_dir.display()
+                );
+                return Ok(LocalData::Awaiting(Arc::new(
+                    crate::trainer::AwaitingFiles::new(
+                        m,
+                        model_dir.clone(),
+                        s.data.clone(),
+                        holdout,
+                        external,
+                        rows.train.len(),
+                        absent,
+                    ),
+                )));
+            }
             let trainer = crate::model_trainers::load(m, model_dir, &s.data, &holdout, external)
-                .with_context(|| format!("--manifest {}", manifest.display()))?;
+                .with_context(context)?;
             tracing::info!(train = trainer.train_rows(), "model and data loaded");
             Ok(LocalData::Described(Arc::from(trainer)))
         }

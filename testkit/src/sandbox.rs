@@ -117,7 +117,7 @@ pub fn adapt_federation_file(path: &Path, rounds: u64) -> anyhow::Result<String>
     network.insert("listen".into(), "127.0.0.1:0".into());
     network.insert("kit".into(), "certs/coordinator".into());
     let mut model = section(&mut t, "model")?;
-    for key in ["schema", "initial", "manifest"] {
+    for key in ["schema", "initial", "manifest", "files"] {
         if let Some(p) = model.get(key).and_then(|v| v.as_str()) {
             let abs = base.join(p).display().to_string();
             model.insert(key.into(), abs.into());
@@ -156,6 +156,9 @@ pub struct FederationFile {
     pub initial: Option<PathBuf>,
     /// `model.manifest`: a described model instead of the schema's MLP (`hidden` unused).
     pub manifest: Option<PathBuf>,
+    /// `model.files`: the directory of the manifest's pinned files, sent to silos that lack
+    /// them.
+    pub model_files: Option<PathBuf>,
     /// `federation.compare_local`: each silo's local-only baseline at the end.
     pub compare_local: bool,
     /// `plan.epochs`.
@@ -181,6 +184,7 @@ impl FederationFile {
             seed: 3,
             initial: None,
             manifest: None,
+            model_files: None,
             compare_local: false,
             epochs: 1,
             learning_rate: 0.1,
@@ -192,7 +196,14 @@ impl FederationFile {
     pub fn render(&self) -> String {
         let hidden: Vec<String> = self.hidden.iter().map(|h| h.to_string()).collect();
         let model = match &self.manifest {
-            Some(m) => format!("manifest = \"{}\"", m.display()),
+            Some(m) => match &self.model_files {
+                Some(f) => format!(
+                    "manifest = \"{}\"\nfiles = \"{}\"",
+                    m.display(),
+                    f.display()
+                ),
+                None => format!("manifest = \"{}\"", m.display()),
+            },
             None => format!(
                 "schema = \"{}\"\nhidden = [{}]",
                 self.schema.display(),

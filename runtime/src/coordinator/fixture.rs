@@ -185,6 +185,7 @@ pub(super) fn settings() -> CoordinatorSettings {
         learning_rate: 0.1,
         prox_mu: 0.0,
         initial: None,
+        model_files: None,
         compression: Compression::None,
         personalize_epochs: 0,
         lora: None,

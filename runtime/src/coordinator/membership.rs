@@ -1,7 +1,9 @@
 //! Who is in the federation: the silos whose trainers joined the `fedsilo.trainer` process
 //! group over a session bound to a certificate of role `silo`, the regional aggregators of
 //! `fedsilo.aggregator`, their health (a ping every heartbeat interval: a frozen peer never
-//! closes its session) and the schema check every joining silo must pass.
+//! closes its session) and the schema check every joining silo must pass — sending a silo
+//! of a described model the pinned files it lacks first, when the coordinator holds them
+//! (`[model] files`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
@@ -14,9 +16,12 @@ use super::messages::CoordinatorMessage;
 use super::state::CoordinatorState;
 use crate::cluster::{AGGREGATOR_GROUP, TRAINER_GROUP};
 use crate::events::Event;
+use crate::events::EventLog;
 use crate::identity::Role;
+use crate::model::files::ModelFiles;
 use crate::model::Digest;
 use crate::protocol::regional::RegionalHandle;
+use crate::protocol::transfer::{put_file, FileSendError};
 use crate::protocol::SiloHandle;
 use crate::protocol::{call, Request, Response, TrainerMessage};
 
@@ -228,6 +233,7 @@ pub fn check_health(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorM
     let timeout = state.settings.heartbeat_timeout;
     let digest = state.links.data.digest;
     let events = state.ledger.events.clone();
+    let files = state.settings.model_files.clone();
     let members = &mut state.members;
     for (name, e) in members.silos.iter_mut() {
         if e.schema == SchemaCheck::Pending && e.blocked.is_none() {
@@ -238,8 +244,13 @@ pub fn check_health(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorM
                 name.clone(),
                 myself.clone(),
             );
+            let (files, events) = (files.clone(), events.clone());
             tokio::spawn(async move {
-                let result = schema_check(&actor, &silo, digest, timeout * 4).await;
+                let files = Files {
+                    held: files.as_deref(),
+                    events: &events,
+                };
+                let result = schema_check(&actor, &silo, digest, timeout * 4, files).await;
                 let _ = me.cast(CoordinatorMessage::SchemaChecked {
                     silo,
                     node_id,
@@ -293,21 +304,40 @@ pub enum Blocked {
     /// It answered with something else.
     #[error("answered the schema check with {0}")]
     Answer(&'static str),
+    /// It lacks files of the model that cannot be sent to it.
+    #[error("the model's files: {0}")]
+    Files(String),
+}
+
+/// What a schema check needs to send a silo the model's files it lacks.
+struct Files<'a> {
+    /// The files this coordinator holds (`[model] files`), if any.
+    held: Option<&'a ModelFiles>,
+    /// Where their sending is recorded.
+    events: &'a EventLog,
 }
 
 /// One silo's schema check: `Ok(Some((software version, training rows)))` when it holds the
-/// federation's schema, `Ok(None)` to ask again, `Err` to block it with why.
+/// federation's schema, `Ok(None)` to ask again, `Err` to block it with why. A silo that
+/// lacks some of the model's files is sent them first (and asked again).
 async fn schema_check(
     actor: &ActorRef<TrainerMessage>,
     silo: &str,
     digest: Digest,
     timeout: std::time::Duration,
+    files: Files<'_>,
 ) -> Result<Option<(String, u64)>, Blocked> {
     match call(actor, &Request::FeatureStats, timeout, silo).await {
-        Ok(Response::FeatureStats(st)) if st.schema_digest == digest => match st.unusable {
-            Some(why) => Err(Blocked::Unusable(why)),
-            None => Ok(Some((st.software_version, st.rows))),
-        },
+        Ok(Response::FeatureStats(st)) if st.schema_digest == digest => {
+            if !st.missing_files.is_empty() {
+                return send_files(actor, silo, &st.missing_files, files, timeout).await;
+            }
+            match (st.unusable, st.loading) {
+                (Some(why), _) => Err(Blocked::Unusable(why)),
+                (None, true) => Ok(None),
+                (None, false) => Ok(Some((st.software_version, st.rows))),
+            }
+        }
         Ok(Response::FeatureStats(st)) => Err(Blocked::Schema {
             theirs: st.schema_digest,
             ours: digest,
@@ -318,6 +348,54 @@ async fn schema_check(
             Ok(None)
         }
     }
+}
+
+/// Sends `silo` the pinned files it lacks (`missing`, by SHA-256), one after the other; then
+/// `Ok(None)`: the schema check asks again once the silo has loaded its model. A transfer cut
+/// in transit is tried again at the next check; a silo that refuses a file (its disk, its
+/// digest check) is blocked with its reason rather than sent the file at every heartbeat.
+async fn send_files(
+    actor: &ActorRef<TrainerMessage>,
+    silo: &str,
+    missing: &[String],
+    files: Files<'_>,
+    timeout: std::time::Duration,
+) -> Result<Option<(String, u64)>, Blocked> {
+    let Some(held) = files.held else {
+        return Err(Blocked::Files(format!(
+            "it lacks {} of the files its manifest pins, and this coordinator has none to send (install them in the silo's --model-dir, or set [model] files in the federation file)",
+            missing.len()
+        )));
+    };
+    let (mut names, mut bytes) = (Vec::new(), 0u64);
+    for sha in missing {
+        let Some((asset, path, len)) = held.find(sha) else {
+            return Err(Blocked::Files(format!(
+                "it asks for a file (sha256 {sha}) the manifest does not pin"
+            )));
+        };
+        match put_file(actor, &asset.sha256, &path, len, timeout, silo).await {
+            Ok(()) => {}
+            Err(FileSendError::Refused(why)) => {
+                return Err(Blocked::Files(format!(
+                    "it refused `{}`: {why}",
+                    asset.name
+                )))
+            }
+            Err(e) => {
+                tracing::warn!(silo, "sending `{}` failed, will try again: {e}", asset.name);
+                return Ok(None);
+            }
+        }
+        names.push(asset.name.clone());
+        bytes += len;
+    }
+    files.events.emit(Event::ModelFilesSent {
+        silo: silo.to_string(),
+        files: names,
+        bytes,
+    });
+    Ok(None)
 }
 
 /// A heartbeat answered (or not) by `silo`'s session `node_id`.

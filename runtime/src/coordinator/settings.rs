@@ -52,6 +52,8 @@ pub struct CoordinatorSettings {
     pub prox_mu: f32,
     /// A pretrained model to start from instead of a seeded random one.
     pub initial: Option<PretrainedModel>,
+    /// A described model's pinned files, sent to silos that lack them.
+    pub model_files: Option<Arc<crate::model::files::ModelFiles>>,
     /// How silos compress their updates.
     pub compression: Compression,
     /// Personalisation epochs (0: off).

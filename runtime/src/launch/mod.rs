@@ -318,6 +318,7 @@ fn settings(
         personalize_epochs: cfg.plan.personalize_epochs,
         lora: cfg.plan.lora.clone(),
         initial: prepared.initial.clone(),
+        model_files: prepared.files.clone(),
         compression: prepared.configured.compression,
         seed: cfg.model.seed,
         chunk: cfg.network.chunk_values,

@@ -14,6 +14,7 @@ use crate::coordinator::PretrainedModel;
 use crate::data::{DataContract, Schema};
 use crate::federation::FederationConfig;
 use crate::identity::Role;
+use crate::model::files::ModelFiles;
 use crate::model::manifest::Manifest;
 use crate::model::{Architecture, Digest, ModelSpec};
 use crate::tls::NodeCredentials;
@@ -29,6 +30,8 @@ pub struct Prepared {
     pub data: DataContract,
     /// The model: the MLP the schema implies, or the one a manifest describes.
     pub spec: Architecture,
+    /// The manifest's pinned files, to send to silos that lack them (`model.files`).
+    pub files: Option<std::sync::Arc<ModelFiles>>,
     /// A pretrained initial model, if configured.
     pub initial: Option<PretrainedModel>,
     /// The coordinator's certificate kit.
@@ -55,6 +58,16 @@ pub fn prepare(cfg: &FederationConfig, origin: &str) -> anyhow::Result<Prepared>
     let initial = match &cfg.model.initial {
         None => None,
         Some(path) => Some(pretrained(path, &spec)?),
+    };
+    let files = match (&cfg.model.files, &cfg.model.manifest) {
+        (Some(dir), Some(manifest)) => {
+            let m = Manifest::load(manifest)
+                .with_context(|| format!("model.manifest: {}", manifest.display()))?;
+            let files = ModelFiles::check(&m, dir)
+                .with_context(|| format!("model.files: {}", dir.display()))?;
+            Some(std::sync::Arc::new(files))
+        }
+        _ => None,
     };
     if let Some(plan) = &cfg.plan.lora {
         let Some(mlp) = spec.mlp() else {
@@ -101,6 +114,7 @@ pub fn prepare(cfg: &FederationConfig, origin: &str) -> anyhow::Result<Prepared>
         tokens,
         data,
         spec,
+        files,
         initial,
         creds,
         policy,

@@ -14,6 +14,7 @@ pub mod checkpoint;
 mod digest;
 mod error;
 pub mod eval;
+pub mod files;
 mod init;
 pub mod lora;
 pub mod manifest;

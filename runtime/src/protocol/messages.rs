@@ -70,6 +70,13 @@ pub struct FeatureStats {
     /// Why this silo cannot take part with its data (e.g. a training split of one class),
     /// said at the schema check; `None` when it can.
     pub unusable: Option<String>,
+    /// Files its manifest pins that it does not hold, by SHA-256 (hex): the coordinator sends
+    /// them with `PutFile`, then asks again.
+    #[serde(default)]
+    pub missing_files: Vec<String>,
+    /// Its files have all arrived and its model is being loaded: ask again.
+    #[serde(default)]
+    pub loading: bool,
 }
 
 /// What a silo reports after local training. The update itself is fetched in chunks.
@@ -226,6 +233,21 @@ pub enum Request {
         /// Silos that escrowed but sent nothing: their mask-key shares are revealed.
         dropped: Vec<String>,
     },
+    /// One chunk of a file the silo's manifest pins and its schema check said it lacks
+    /// ([`FeatureStats::missing_files`]). Chunks arrive in order, `offset` counting bytes; the
+    /// silo keeps the file once whole and only if its SHA-256 is `sha256`, a digest its own
+    /// manifest pins (see [`crate::model::files`]).
+    PutFile {
+        /// The file's SHA-256, hex, as the manifest pins it.
+        sha256: String,
+        /// Index of the first byte of this chunk.
+        offset: u64,
+        /// The file's size in bytes.
+        total: u64,
+        /// The bytes.
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
 }
 
 /// A silo's answer.
@@ -273,6 +295,11 @@ pub enum Response {
         /// Whether the silo holds the model.
         held: bool,
     },
+    /// Answer to `PutFile`: bytes received so far of that file.
+    FileChunkStored {
+        /// Bytes received so far.
+        received: u64,
+    },
     /// The request was refused or failed; the message says why.
     Error {
         /// Human-readable reason.
@@ -297,6 +324,7 @@ impl Request {
             Request::FetchMasked { .. } => "fetch_masked",
             Request::SecAggUnmask { .. } => "secagg_unmask",
             Request::Holds { .. } => "holds",
+            Request::PutFile { .. } => "put_file",
         }
     }
 }
@@ -318,6 +346,7 @@ impl Response {
             Response::MaskedChunk { .. } => "MaskedChunk",
             Response::SecAggRevealed(_) => "SecAggRevealed",
             Response::Holds { .. } => "Holds",
+            Response::FileChunkStored { .. } => "FileChunkStored",
             Response::Error { .. } => "Error",
         }
     }

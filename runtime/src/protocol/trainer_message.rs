@@ -31,7 +31,7 @@ pub enum TrainerMessage {
         /// `(round, update)` to keep for `FetchUpdate`.
         update: Option<(u64, Vec<f32>)>,
         /// The response to send.
-        response: Response,
+        response: Box<Response>,
         /// Where to send it.
         reply: RpcReplyPort<Vec<u8>>,
         /// Record-level DP-SGD the job ran, for the silo's own accountant: (sampling rate, steps).

@@ -1,11 +1,13 @@
-//! Chunked transfer of models (coordinator → silo) and updates (silo → coordinator), so no
-//! frame exceeds the cluster's frame limit whatever the model size.
+//! Chunked transfer of models and a described model's pinned files (coordinator → silo) and
+//! updates (silo → coordinator), so no frame exceeds the cluster's frame limit whatever the
+//! model size.
 
 use std::time::Duration;
 
 use ractor::ActorRef;
 
-use super::{call, ModelRef, Request, Response, TrainerMessage};
+use super::trainer_message::call_bytes;
+use super::{call, decode, encode, ModelRef, Request, Response, TrainerMessage};
 use crate::{Error, Result};
 
 /// Default number of `f32` values per chunk (4 MiB of payload).
@@ -71,6 +73,80 @@ pub async fn ensure_model(
             put_model(trainer, model, params, chunk, timeout, peer).await
         }
         other => Err(unexpected(peer, "Holds", &other)),
+    }
+}
+
+/// Why a file did not reach a silo: the silo refused it (its digest check, its disk: sending
+/// again would not help), or the transfer failed (try again), or the file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FileSendError {
+    /// The silo refused a chunk; its reason.
+    #[error("{0}")]
+    Refused(String),
+    /// The session failed or timed out.
+    #[error(transparent)]
+    Transit(Error),
+    /// The coordinator's copy could not be read.
+    #[error(transparent)]
+    Read(Error),
+}
+
+/// Sends the file at `path` (`total` bytes, pinned with `sha256`) to a trainer in chunks of
+/// [`FILE_CHUNK_BYTES`](crate::model::files::FILE_CHUNK_BYTES), read from disk one at a time.
+pub async fn put_file(
+    trainer: &ActorRef<TrainerMessage>,
+    sha256: &str,
+    path: &std::path::Path,
+    total: u64,
+    timeout: Duration,
+    peer: &str,
+) -> std::result::Result<(), FileSendError> {
+    use tokio::io::AsyncReadExt;
+    let io = |source: std::io::Error| {
+        FileSendError::Read(Error::Io {
+            action: "reading",
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let mut file = tokio::fs::File::open(path).await.map_err(io)?;
+    let mut offset = 0u64;
+    loop {
+        let want = (total - offset).min(crate::model::files::FILE_CHUNK_BYTES as u64) as usize;
+        let mut bytes = vec![0u8; want];
+        file.read_exact(&mut bytes).await.map_err(io)?;
+        let req = Request::PutFile {
+            sha256: sha256.to_string(),
+            offset,
+            total,
+            bytes,
+        };
+        let end = offset + want as u64;
+        let answer = call_bytes(trainer, encode(&req), timeout, peer, |frame, reply| {
+            TrainerMessage::Rpc { frame, reply }
+        })
+        .await
+        .and_then(|b| decode::<Response>(&b, peer))
+        .map_err(FileSendError::Transit)?;
+        match answer {
+            Response::FileChunkStored { received } if received == end => {}
+            Response::FileChunkStored { received } => {
+                return Err(FileSendError::Refused(format!(
+                    "it holds {received} bytes of the file, expected {end}"
+                )))
+            }
+            Response::Error { message } => return Err(FileSendError::Refused(message)),
+            other => {
+                return Err(FileSendError::Refused(format!(
+                    "it answered {} to a chunk of the file",
+                    other.kind()
+                )))
+            }
+        }
+        offset = end;
+        if offset >= total {
+            return Ok(());
+        }
     }
 }
 

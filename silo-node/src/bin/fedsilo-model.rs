@@ -9,11 +9,11 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use fedsilo::data::{FeatureKind, Schema};
+use fedsilo::model::files::sha256_file;
 use fedsilo::model::manifest::{Manifest, Task};
 use fedsilo::model::tensor_file::TensorSet;
 use fedsilo_text::exchange::trainable;
 use fedsilo_text::lora::{LoraSettings, Target};
-use silo_node::model_trainers::assets::sha256_file;
 use silo_node::model_trainers::recipe::{TextRecipe, TEXT_CLASSIFIER};
 use silo_node::model_trainers::text::{build, check_layout, ASSETS};
 

@@ -54,6 +54,8 @@ pub fn local_stats(schema: &Schema, split: &Split) -> FeatureStats {
         sum: vec![0.0; n],
         sum_sq: vec![0.0; n],
         unusable: None,
+        missing_files: vec![],
+        loading: false,
     };
     for r in 0..split.len() {
         for i in 0..n {

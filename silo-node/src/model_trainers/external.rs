@@ -83,14 +83,15 @@ impl ExternalModel {
         runner: ExternalTrainer,
     ) -> Result<Self, TrainError> {
         let names: Vec<&str> = manifest.assets.iter().map(|a| a.name.as_str()).collect();
-        super::assets::verify(&manifest, model_dir, &names)?;
+        fedsilo::model::files::verify(&manifest, model_dir, &names)?;
         let rows = Rows::read(data, holdout, &manifest)?;
-        let model_dir =
-            std::fs::canonicalize(model_dir).map_err(|source| super::assets::AssetError::Read {
+        let model_dir = std::fs::canonicalize(model_dir).map_err(|source| {
+            fedsilo::model::files::AssetError::Read {
                 name: "--model-dir".into(),
                 path: model_dir.to_path_buf(),
                 source,
-            })?;
+            }
+        })?;
         Ok(ExternalModel {
             manifest,
             model_dir,

@@ -18,10 +18,8 @@
 //! | `rows` | a CSV as whole rows, split by the silo, for an external program |
 //! | `recipe` | its `[settings]`: LoRA, sequence length, weight decay |
 //! | `text_data` | a text CSV read under the manifest's columns and classes |
-//! | `assets` | the manifest's files, checked by SHA-256 |
-//! | `scoring` | held-out figures from class probabilities |
+//! | `scoring` | held-out figures from class probabilities, or a regression's values |
 
-pub mod assets;
 pub mod external;
 pub mod recipe;
 pub mod rows;
@@ -53,7 +51,7 @@ pub enum TrainError {
     Data(#[from] text_data::TextDataError),
     /// A pinned file.
     #[error(transparent)]
-    Asset(#[from] assets::AssetError),
+    Asset(#[from] fedsilo::model::files::AssetError),
     /// The manifest's settings.
     #[error(transparent)]
     Recipe(#[from] recipe::RecipeError),
@@ -172,6 +170,19 @@ pub trait DescribedTrainer: ModelTrainer {
     fn manifest(&self) -> &Manifest;
     /// Why its training rows cannot train the task, if they cannot.
     fn unusable(&self) -> Option<String>;
+}
+
+/// The pinned files [`load`] reads for `manifest`: every file the manifest pins for the
+/// silo's own program (`external`: it decides what it reads), the built-in trainer's own list
+/// otherwise.
+pub fn needed_files(manifest: &Manifest, external: bool) -> Result<Vec<&str>, TrainError> {
+    if external {
+        return Ok(manifest.assets.iter().map(|a| a.name.as_str()).collect());
+    }
+    match manifest.architecture.as_str() {
+        recipe::TEXT_CLASSIFIER => Ok(text::ASSETS.to_vec()),
+        other => Err(TrainError::UnknownArchitecture(other.to_string())),
+    }
 }
 
 /// The trainer for `manifest`'s architecture, over the assets in `model_dir` and the silo's

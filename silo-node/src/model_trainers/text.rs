@@ -35,7 +35,7 @@ use super::rows::Holdout;
 use super::rows::Labels;
 use super::scoring::{class_metrics, value_metrics};
 use super::text_data::TextData;
-use super::{assets, DescribedTrainer, Fitted, ModelTrainer, Personalised, TrainError};
+use super::{DescribedTrainer, Fitted, ModelTrainer, Personalised, TrainError};
 
 /// The files the text classifier reads from its model directory, each pinned by the manifest.
 pub const ASSETS: [&str; 3] = ["config.json", "model.safetensors", "tokenizer.json"];
@@ -117,7 +117,7 @@ impl TextTrainer {
         holdout: &Holdout,
     ) -> Result<Self, TrainError> {
         let recipe = TextRecipe::from_table(&manifest.settings)?;
-        assets::verify(&manifest, model_dir, &ASSETS)?;
+        fedsilo::model::files::verify(&manifest, model_dir, &ASSETS)?;
         let built = build(&recipe, model_dir, manifest.task.outputs(), 0)?;
         check_layout(&manifest, &trainable(&built.model))?;
         let data = TextData::read(data, holdout, &manifest)?;

@@ -30,6 +30,23 @@ pub(super) fn name_seed(name: &str) -> u64 {
         .fold(0u64, |a, b| (a << 8) | *b as u64)
 }
 
+/// The most passes over its training rows a silo makes for one request — a round's epochs, a
+/// local baseline's rounds × epochs, a personalisation's epochs — whoever asks: a coordinator
+/// (or a careless federation file) cannot keep a silo's CPU busy without end.
+pub(super) const MAX_PASSES: u64 = 10_000;
+
+/// `passes` over the data for `what`, refused above [`MAX_PASSES`].
+pub(super) fn check_passes(what: &'static str, passes: u64) -> Result<(), Refusal> {
+    if passes > MAX_PASSES {
+        return Err(Refusal::TooMuchWork {
+            what,
+            passes,
+            max: MAX_PASSES,
+        });
+    }
+    Ok(())
+}
+
 /// A trained round: the update, its report, and the DP-SGD spend (sampling rate, steps).
 pub(super) type Trained = (Vec<f32>, TrainReport, Option<(f64, u64)>);
 
@@ -51,6 +68,7 @@ pub(super) fn start_training(
     if trainer.train_rows() == 0 {
         return Err(Refusal::EvaluateOnly);
     }
+    check_passes("a round", plan.epochs as u64)?;
     // The plan checked first: a round refused after its charge would spend budget for nothing.
     trainer.check_plan(&plan)?;
     // The silo's own DP-SGD, charged (and synced) before any training starts.
@@ -135,6 +153,16 @@ pub(super) fn score(
     // DP-SGD does not fine-tune outside it.
     let personalize =
         personalize.filter(|_| trainer.train_rows() > 0 && state.args.dp_sgd.is_none());
+    let personalize =
+        personalize.filter(
+            |p| match check_passes("a personalisation", p.epochs as u64) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!("scoring without the personalised head: {e}");
+                    false
+                }
+            },
+        );
     let heads = state.head.clone();
     Box::new(move || {
         let mut metrics = match trainer.evaluate(&params) {

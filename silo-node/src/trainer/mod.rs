@@ -16,7 +16,9 @@
 //! | `requests` | the answer to each request, now or from a background job; which [`crate::model_trainers`] trainer serves it |
 //! | `jobs` | a round's training, scoring (with personalisation) and the local baseline, for any trainer |
 //! | `secure` | the silo's side of secure aggregation |
+//! | `files` | a described model's pinned files received from the coordinator, and the trainer built once they are in |
 
+mod files;
 mod jobs;
 mod models;
 mod refusal;
@@ -27,6 +29,7 @@ mod state;
 #[cfg(test)]
 mod tests;
 
+pub use files::AwaitingFiles;
 pub use state::{LocalData, SiloDpSgd, TrainerArgs, TrainerState};
 
 use fedsilo::protocol::{decode, Request, Response, TrainerMessage};
@@ -65,7 +68,7 @@ impl Actor for TrainerActor {
                 reply,
                 spent,
                 training,
-            } => job_done(state, update, response, reply, spent, training),
+            } => job_done(state, update, *response, reply, spent, training),
             TrainerMessage::Rpc { frame, reply } => {
                 let request = match decode::<Request>(&frame, "coordinator") {
                     Ok(r) => r,
@@ -148,7 +151,7 @@ fn in_background(
             .unwrap_or_else(|e| err(format!("{what} failed: {e}")));
         let _ = myself.cast(TrainerMessage::JobDone {
             update: None,
-            response,
+            response: Box::new(response),
             reply,
             spent: None,
             training: false,
@@ -171,7 +174,7 @@ fn train_in_background(
         let (update, response, spent) = trained(t.round, t.masked, job);
         let _ = myself.cast(TrainerMessage::JobDone {
             update,
-            response,
+            response: Box::new(response),
             reply,
             spent,
             training: true,

@@ -53,6 +53,19 @@ pub enum Refusal {
     /// Scaling with a non-finite mean or a non-positive deviation.
     #[error("scaling has a non-finite mean or a non-positive standard deviation")]
     ScalingValues,
+    /// A described model asked for before its files have all arrived.
+    #[error("this silo is still receiving (or loading) its model's files from the coordinator")]
+    FilesPending,
+    /// More passes over the data than a silo makes for one request.
+    #[error("{what} of {passes} passes over the training rows: this silo makes at most {max} for one request")]
+    TooMuchWork {
+        /// What was asked.
+        what: &'static str,
+        /// Passes it would take.
+        passes: u64,
+        /// The most allowed.
+        max: u64,
+    },
     /// Training asked while a round trains.
     #[error("busy training round {0}")]
     Busy(u64),

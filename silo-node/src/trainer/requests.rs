@@ -9,6 +9,7 @@ use std::time::Duration;
 use fedsilo::model::{Architecture, Described, Digest};
 use fedsilo::protocol::{FeatureStats, LoraTrain, ModelRef, Request, Response, Scaling, TrainPlan};
 
+use super::files::{AwaitingFiles, FileIntake};
 use super::jobs::{local_baseline, score, start_training, Trained};
 use super::refusal::Refusal;
 use super::state::{err, LocalData, TrainerState};
@@ -43,6 +44,7 @@ pub(super) enum Answer {
 
 /// The answer to `request`.
 pub(super) fn answer(state: &mut TrainerState, request: Request) -> Answer {
+    settle(state);
     let now = Answer::Now;
     match request {
         Request::Ping { seq } => now(Response::Pong { seq }),
@@ -52,7 +54,14 @@ pub(super) fn answer(state: &mut TrainerState, request: Request) -> Answer {
                 ..local_stats(&data.schema, &data.train)
             },
             LocalData::Described(t) => described_stats(t.as_ref()),
+            LocalData::Awaiting(a) => awaiting_stats(a, state.intake.as_ref()),
         })),
+        Request::PutFile {
+            sha256,
+            offset,
+            total,
+            bytes,
+        } => now(put_file(state, &sha256, offset, total, &bytes)),
         Request::PutModel {
             model,
             offset,
@@ -105,13 +114,71 @@ pub(super) fn answer(state: &mut TrainerState, request: Request) -> Answer {
             spec,
             plan,
             rounds,
-        } => match for_baseline(state, &initial, &spec) {
-            Ok((trainer, params)) => Answer::Blocking(
-                "local baseline",
-                local_baseline(state, params, trainer, plan, rounds),
-            ),
-            Err(e) => now(err(e)),
+        } => {
+            match super::jobs::check_passes("a local baseline", rounds as u64 * plan.epochs as u64)
+                .and_then(|()| for_baseline(state, &initial, &spec))
+            {
+                Ok((trainer, params)) => Answer::Blocking(
+                    "local baseline",
+                    local_baseline(state, params, trainer, plan, rounds),
+                ),
+                Err(e) => now(err(e)),
+            }
+        }
+    }
+}
+
+/// A model whose files have all arrived and whose trainer is built becomes the silo's model.
+fn settle(state: &mut TrainerState) {
+    if let LocalData::Awaiting(a) = &state.args.data {
+        if let Some(Ok(t)) = a.built.get() {
+            state.args.data = LocalData::Described(t.clone());
+            state.intake = None;
+        }
+    }
+}
+
+/// A chunk of one of the model's files; the trainer is built once the last is in.
+fn put_file(
+    state: &mut TrainerState,
+    sha256: &str,
+    offset: u64,
+    total: u64,
+    bytes: &[u8],
+) -> Response {
+    let (LocalData::Awaiting(a), Some(intake)) = (&state.args.data, state.intake.as_mut()) else {
+        return err("this silo holds every file of its model: nothing to receive");
+    };
+    match intake.put(sha256, offset, total, bytes) {
+        Ok(received) => {
+            if intake.is_complete() {
+                a.build(&state.args.name);
+            }
+            Response::FileChunkStored { received }
+        }
+        Err(e) => {
+            tracing::warn!("refusing a file from the coordinator: {e}");
+            err(e)
+        }
+    }
+}
+
+/// The schema check's answer while the model's files arrive: the manifest's digest, the files
+/// still missing, whether the model is loading, and why it could not be loaded if it could not.
+fn awaiting_stats(a: &AwaitingFiles, intake: Option<&FileIntake>) -> FeatureStats {
+    FeatureStats {
+        schema_digest: a.manifest.digest,
+        software_version: env!("CARGO_PKG_VERSION").to_string(),
+        rows: a.rows as u64,
+        count: vec![],
+        sum: vec![],
+        sum_sq: vec![],
+        unusable: match a.built.get() {
+            Some(Err(e)) => Some(format!("its model cannot be loaded: {e}")),
+            _ => None,
         },
+        missing_files: intake.map(FileIntake::missing).unwrap_or_default(),
+        loading: a.loading(),
     }
 }
 
@@ -138,6 +205,8 @@ fn described_stats(t: &dyn DescribedTrainer) -> FeatureStats {
         sum: vec![],
         sum_sq: vec![],
         unusable: t.unusable(),
+        missing_files: vec![],
+        loading: false,
     }
 }
 
@@ -147,6 +216,9 @@ fn described_stats(t: &dyn DescribedTrainer) -> FeatureStats {
 fn described(state: &TrainerState, d: &Described, m: &ModelRef) -> Result<Resolved, Refusal> {
     let trainer = match &state.args.data {
         LocalData::Described(t) if t.manifest().digest == d.manifest => t.clone(),
+        LocalData::Awaiting(a) if a.manifest.digest == d.manifest => {
+            return Err(Refusal::FilesPending)
+        }
         _ => {
             return Err(Refusal::WrongModel {
                 asked: format!(
@@ -169,7 +241,7 @@ fn described(state: &TrainerState, d: &Described, m: &ModelRef) -> Result<Resolv
 fn tabular(state: &TrainerState, spec: &Architecture) -> Result<Arc<Dataset>, Refusal> {
     match &state.args.data {
         LocalData::Tabular(d) => Ok(d.clone()),
-        LocalData::Described(_) => Err(Refusal::WrongModel {
+        LocalData::Described(_) | LocalData::Awaiting(_) => Err(Refusal::WrongModel {
             asked: spec.describe(),
             holds: state.args.data.describe(),
         }),

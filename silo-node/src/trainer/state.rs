@@ -17,6 +17,7 @@ use fedsilo::tls::NodeCredentials;
 use ractor::RpcReplyPort;
 use rand::SeedableRng;
 
+use super::files::{AwaitingFiles, FileIntake};
 use super::refusal::Refusal;
 use crate::data::Dataset;
 use crate::external::ExternalTrainer;
@@ -52,6 +53,8 @@ pub enum LocalData {
     Tabular(Arc<Dataset>),
     /// A model with a manifest, and its trainer.
     Described(Arc<dyn DescribedTrainer>),
+    /// A model with a manifest whose files are still to arrive from the coordinator.
+    Awaiting(Arc<AwaitingFiles>),
 }
 
 impl LocalData {
@@ -60,6 +63,7 @@ impl LocalData {
         match self {
             LocalData::Tabular(d) => d.train.len(),
             LocalData::Described(t) => t.train_rows(),
+            LocalData::Awaiting(a) => a.rows,
         }
     }
 
@@ -71,6 +75,11 @@ impl LocalData {
                 "the `{}` model of manifest {}",
                 t.manifest().architecture,
                 t.manifest().digest.short()
+            ),
+            LocalData::Awaiting(a) => format!(
+                "the `{}` model of manifest {} (its files not all received yet)",
+                a.manifest.architecture,
+                a.manifest.digest.short()
             ),
         }
     }
@@ -116,6 +125,8 @@ pub struct TrainerState {
     pub(super) head: Arc<std::sync::Mutex<PersonalHead>>,
     /// LoRA: the frozen base, kept outside the model cache for the federation's life.
     pub(super) pinned: Option<(ModelRef, Arc<Vec<f32>>)>,
+    /// A described model's files arriving from the coordinator.
+    pub(super) intake: Option<FileIntake>,
 }
 
 /// Answers `reply` with `r`, encoded.
@@ -146,6 +157,10 @@ impl TrainerState {
             feedback: ErrorFeedback::default(),
             head: Arc::default(),
             pinned: None,
+            intake: match &args.data {
+                LocalData::Awaiting(a) => Some(FileIntake::new(&a.model_dir, &a.absent)),
+                _ => None,
+            },
             book: match &args.dp_sgd {
                 Some(cfg) => Some(PrivacyBook::open(&cfg.ledger)?),
                 None => None,
