@@ -1,7 +1,8 @@
 //! The real all-MiniLM-L6-v2 (installed by `scripts/ensure-model.sh`, which the test command
 //! runs): its token ids and mean-pooled sentence embeddings agree with a reference recorded by
 //! an independent NumPy implementation of BERT (`fixtures/minilm_reference.py`), alone and
-//! padded in a batch; and what the embeddings say about meaning holds.
+//! padded in a batch; what the embeddings say about meaning holds; and fine-tuning it twice
+//! gives the same values.
 
 use std::path::PathBuf;
 
@@ -113,4 +114,70 @@ fn minilm_matches_an_independent_reference_alone_and_padded() {
         cos(e(0), e(1)),
         cos(e(0), e(2))
     );
+}
+
+/// Fine-tuning the real model twice with the same seed, data and starting values gives the
+/// same trained values, bit for bit: a federation's rounds and its references can be
+/// reproduced.
+#[test]
+fn fine_tuning_minilm_is_reproducible() {
+    use fedsilo_text::exchange::trainable;
+    use fedsilo_text::lora::{LoraSettings, Target};
+    use fedsilo_text::prefix::PrefixCache;
+    use fedsilo_text::train::{fit_cached, TrainSettings};
+    use fedsilo_text::Targets;
+    let model = model_dir();
+    // With the frozen prefix cached (as the silo trains) or not.
+    let run = |cached: bool| {
+        let device = Device::flex().autodiff();
+        device.seed(5);
+        let (config, encoder) = load_encoder(&model, &device).unwrap();
+        let lora = LoraSettings {
+            rank: 4,
+            alpha: 8.0,
+            targets: vec![Target::Attention, Target::FeedForward],
+            layers: Some(vec![4, 5]),
+        };
+        let encoder = lora.apply(encoder, config.num_hidden_layers).unwrap();
+        let tok = TextTokenizer::load(&model.tokenizer(), 32, &config).unwrap();
+        let clf = TextClassifier::new(encoder, config.hidden_size, 2, &device);
+        let texts: Vec<String> = (0..40)
+            .map(|i| {
+                if i % 2 == 0 {
+                    format!("great tasty snack number {i}, I love it")
+                } else {
+                    format!("stale and awful, batch {i} went in the bin")
+                }
+            })
+            .collect();
+        let labels = Targets::Classes((0..40).map(|i| (i + 1) % 2).collect());
+        let s = TrainSettings {
+            epochs: 2,
+            batch_size: 8,
+            learning_rate: 2e-3,
+            weight_decay: 0.01,
+            seed: 1,
+            prox_mu: 0.0,
+        };
+        let mut cache = cached.then(|| PrefixCache::new(4));
+        let (trained, _) = fit_cached(clf, &tok, &texts, &labels, &s, cache.as_mut()).unwrap();
+        trainable(&trained)
+            .into_iter()
+            .flat_map(|n| n.values)
+            .collect::<Vec<f32>>()
+    };
+    for cached in [false, true] {
+        let (a, b) = (run(cached), run(cached));
+        let differ = a
+            .iter()
+            .zip(&b)
+            .filter(|(x, y)| x.to_bits() != y.to_bits())
+            .count();
+        assert_eq!(
+            differ,
+            0,
+            "cached {cached}: {differ} of {} values differ",
+            a.len()
+        );
+    }
 }
