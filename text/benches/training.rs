@@ -2,7 +2,9 @@
 //! on a batch of 16 texts of exactly 128 tokens, with LoRA (rank 8 on every attention and
 //! feed-forward projection), with full fine-tuning, and with LoRA on the top two layers only —
 //! once running the whole encoder, once above the cached frozen prefix (`fedsilo_text::prefix`,
-//! steady state: the cache is filled by the warm-up step, as by a silo's first epoch) — reported as examples per second and as
+//! steady state: the cache is filled by the warm-up step, as by a silo's first epoch); and LoRA
+//! and full fine-tuning again without dropout (the manifest's `dropout = 0`: burn draws each
+//! mask element by element) — reported as examples per second and as
 //! achieved GFLOP/s against this machine's single-precision GEMM rate (OpenBLAS `sgemm`,
 //! 1024³, on all cores), measured in the same run, interleaved — so the ratio holds on a noisy
 //! machine. Also: the process's peak memory, and the bytes a silo sends per round (the
@@ -23,10 +25,11 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use fedsilo_text::classifier::TextClassifier;
+use fedsilo_text::config::EncoderConfig;
 use fedsilo_text::exchange::trainable;
 use fedsilo_text::lora::LoraSettings;
 use fedsilo_text::prefix::PrefixCache;
-use fedsilo_text::pretrained::{load_encoder, ModelDir};
+use fedsilo_text::pretrained::{load_encoder, load_weights, ModelDir};
 use fedsilo_text::tokenize::TextTokenizer;
 use fedsilo_text::train::{fit_cached, TrainSettings};
 
@@ -103,6 +106,11 @@ fn main() {
     }
     let device = Device::flex().autodiff();
     let (config, base) = load_encoder(&model, &device).expect("model");
+    let undropped = EncoderConfig {
+        hidden_dropout_prob: 0.0,
+        ..config.clone()
+    };
+    let base_undropped = load_weights(&undropped, &model.weights(), &device).expect("model");
     let tok = TextTokenizer::load(&model.tokenizer(), LENGTH, &config).expect("tokenizer");
     let texts = texts();
     let probe = tok.encode(&[texts[0].as_str()], &device).expect("encode");
@@ -134,7 +142,7 @@ fn main() {
         STEPS
     );
     println!(
-        "{:<18} {:>8} {:>12} {:>10} {:>12} {:>14} {:>14}",
+        "{:<20} {:>8} {:>12} {:>10} {:>12} {:>14} {:>14}",
         "mode",
         "s/step",
         "examples/s",
@@ -151,14 +159,24 @@ fn main() {
         ..LoraSettings::default()
     };
     let upper = 2.0 / config.num_hidden_layers as f64;
-    // (mode, useful passes' worth of forward work, LoRA settings, frozen prefix cached)
-    let modes: [(&str, f64, Option<&LoraSettings>, bool); 4] = [
-        ("LoRA r8", 2.0, Some(&LoraSettings::default()), false),
-        ("full fine-tune", 3.0, None, false),
-        ("LoRA top 2", 1.0 + upper, Some(&top2), false),
-        ("LoRA top 2 cached", 2.0 * upper, Some(&top2), true),
+    // (mode, useful passes' worth of forward work, LoRA settings, frozen prefix cached,
+    // dropout as the model's config says)
+    let modes: [(&str, f64, Option<&LoraSettings>, bool, bool); 6] = [
+        ("LoRA r8", 2.0, Some(&LoraSettings::default()), false, true),
+        ("full fine-tune", 3.0, None, false, true),
+        ("LoRA top 2", 1.0 + upper, Some(&top2), false, true),
+        ("LoRA top 2 cached", 2.0 * upper, Some(&top2), true, true),
+        (
+            "LoRA r8, no dropout",
+            2.0,
+            Some(&LoraSettings::default()),
+            false,
+            false,
+        ),
+        ("full, no dropout", 3.0, None, false, false),
     ];
-    for (mode, passes, lora, cached) in modes {
+    for (mode, passes, lora, cached, dropout) in modes {
+        let base = if dropout { &base } else { &base_undropped };
         let model = match lora {
             Some(l) => {
                 let enc = l
@@ -192,7 +210,7 @@ fn main() {
         let (s, g) = (secs[STEPS / 2], sgemm[STEPS / 2]);
         let rate = passes * forward * BATCH as f64 / s / 1e9;
         println!(
-            "{:<18} {:>8.2} {:>12.2} {:>10.1} {:>12.1} {:>13.0}% {:>8.2} MB of {:.0} MB",
+            "{:<20} {:>8.2} {:>12.2} {:>10.1} {:>12.1} {:>13.0}% {:>8.2} MB of {:.0} MB",
             mode,
             s,
             BATCH as f64 / s,

@@ -99,6 +99,10 @@ struct TextArgs {
     /// AdamW's weight decay.
     #[arg(long, default_value_t = 0.01)]
     weight_decay: f64,
+    /// Dropout in the encoder while training, in [0, 1). Default: the model's own (0.1 for
+    /// MiniLM); 0 trains about a quarter faster on the CPU, without that regularisation.
+    #[arg(long)]
+    dropout: Option<f64>,
     /// Seed of the adapters' and the head's initial values.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -151,6 +155,7 @@ fn recipe(a: &TextArgs) -> anyhow::Result<TextRecipe> {
         max_length: a.max_length,
         lora,
         weight_decay: a.weight_decay,
+        dropout: a.dropout,
     };
     // The same checks a silo makes when it reads the settings back.
     TextRecipe::from_table(&r.to_table())?;

@@ -39,6 +39,10 @@ pub struct TextRecipe {
     pub lora: Option<LoraSettings>,
     /// AdamW's decoupled weight decay.
     pub weight_decay: f64,
+    /// Dropout in the encoder while training (attention and hidden states), in [0, 1);
+    /// `None`: the model's own (`hidden_dropout_prob` of its config.json, 0.1 for MiniLM).
+    /// Drawing the masks takes about a quarter of a step on the CPU (docs/performance.md).
+    pub dropout: Option<f64>,
 }
 
 fn err(key: &str, problem: impl Into<String>) -> RecipeError {
@@ -55,6 +59,10 @@ impl TextRecipe {
         t.insert("base".into(), self.base.clone().into());
         t.insert("max_length".into(), (self.max_length as i64).into());
         t.insert("weight_decay".into(), self.weight_decay.into());
+        // Written only when set: manifests without it keep their digest.
+        if let Some(p) = self.dropout {
+            t.insert("dropout".into(), p.into());
+        }
         match &self.lora {
             None => {
                 t.insert("lora_rank".into(), 0i64.into());
@@ -79,8 +87,9 @@ impl TextRecipe {
 
     /// Reads the settings from a manifest's `[settings]`.
     pub fn from_table(t: &toml::Table) -> Result<Self, RecipeError> {
-        const KEYS: [&str; 7] = [
+        const KEYS: [&str; 8] = [
             "base",
+            "dropout",
             "max_length",
             "lora_rank",
             "lora_alpha",
@@ -118,6 +127,10 @@ impl TextRecipe {
         };
         let max_length = int("max_length", 2, 4096)?.unwrap_or(128);
         let weight_decay = float("weight_decay")?.unwrap_or(0.01);
+        let dropout = float("dropout")?;
+        if let Some(p) = dropout.filter(|p| *p >= 1.0) {
+            return Err(err("dropout", format!("{p}: a probability in [0, 1)")));
+        }
         let rank = int("lora_rank", 0, 256)?.unwrap_or(8);
         let lora = if rank == 0 {
             if let Some(k) = ["lora_alpha", "lora_layers", "lora_targets"]
@@ -180,6 +193,7 @@ impl TextRecipe {
             max_length,
             lora,
             weight_decay,
+            dropout,
         })
     }
 }
@@ -198,22 +212,27 @@ mod tests {
 
     #[test]
     fn settings_round_trip_through_the_table() {
-        for lora in [
-            None,
-            Some(LoraSettings {
-                rank: 4,
-                alpha: 8.0,
-                targets: vec![Target::Attention],
-                layers: Some(vec![5]),
-            }),
+        for (lora, dropout) in [
+            (None, None),
+            (
+                Some(LoraSettings {
+                    rank: 4,
+                    alpha: 8.0,
+                    targets: vec![Target::Attention],
+                    layers: Some(vec![5]),
+                }),
+                Some(0.0),
+            ),
         ] {
             let r = TextRecipe {
                 base: "all-MiniLM-L6-v2".into(),
                 max_length: 64,
                 lora,
                 weight_decay: 0.0,
+                dropout,
             };
             assert_eq!(TextRecipe::from_table(&r.to_table()).unwrap(), r);
+            assert_eq!(r.to_table().contains_key("dropout"), dropout.is_some());
         }
     }
 
@@ -226,6 +245,8 @@ mod tests {
             ("lora_layers = [-1]", "lora_layers"),
             ("max_length = 1", "max_length"),
             ("weight_decay = -1.0", "weight_decay"),
+            ("dropout = 1.0", "dropout"),
+            ("dropout = -0.1", "dropout"),
             ("rank = 8", "rank"),
         ] {
             let t: toml::Table = toml::from_str(text).unwrap();

@@ -19,10 +19,11 @@ use fedsilo::model::manifest::{Manifest, Task};
 use fedsilo::privacy::noise::{add_gaussian, secure_rng};
 use fedsilo::protocol::{EvalMetrics, Personalize, TrainPlan};
 use fedsilo_text::classifier::TextClassifier;
+use fedsilo_text::config::EncoderConfig;
 use fedsilo_text::exchange::{set_trainable, trainable, Named};
 use fedsilo_text::head::{embeddings, train_head};
 use fedsilo_text::prefix::PrefixCache;
-use fedsilo_text::pretrained::{load_encoder, ModelDir};
+use fedsilo_text::pretrained::{load_weights, ModelDir};
 use fedsilo_text::private::{self, fit_private};
 use fedsilo_text::tokenize::TextTokenizer;
 use fedsilo_text::train::{fit_cached, predict, TrainSettings};
@@ -66,7 +67,11 @@ pub fn build(
     let device = Device::flex().autodiff();
     device.seed(seed);
     let dir = ModelDir::new(model_dir);
-    let (config, base) = load_encoder(&dir, &device)?;
+    let mut config = EncoderConfig::load(&dir.config())?;
+    if let Some(p) = recipe.dropout {
+        config.hidden_dropout_prob = p;
+    }
+    let base = load_weights(&config, &dir.weights(), &device)?;
     let tokenizer = TextTokenizer::load(&dir.tokenizer(), recipe.max_length, &config)?;
     let layers = config.num_hidden_layers;
     let (encoder, frozen_prefix) = match &recipe.lora {
@@ -412,5 +417,45 @@ impl DescribedTrainer for TextTrainer {
 
     fn unusable(&self) -> Option<String> {
         self.data.single_class(&self.manifest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fedsilo_text::lora::LoraSettings;
+
+    /// The recipe's dropout replaces the model's own; without one, the model's config holds.
+    #[test]
+    fn the_recipes_dropout_replaces_the_models_own() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../.cache/models/all-MiniLM-L6-v2");
+        assert!(
+            dir.join("config.json").is_file(),
+            "run scripts/ensure-model.sh"
+        );
+        let recipe = |dropout| TextRecipe {
+            base: "all-MiniLM-L6-v2".into(),
+            max_length: 16,
+            lora: Some(LoraSettings {
+                rank: 2,
+                alpha: 4.0,
+                targets: vec![fedsilo_text::lora::Target::Attention],
+                layers: Some(vec![5]),
+            }),
+            weight_decay: 0.0,
+            dropout,
+        };
+        let prob = |dropout| {
+            build(&recipe(dropout), &dir, 2, 0)
+                .unwrap()
+                .model
+                .encoder
+                .embeddings
+                .dropout
+                .prob
+        };
+        assert_eq!(prob(Some(0.0)), 0.0);
+        assert_eq!(prob(None), 0.1, "MiniLM's hidden_dropout_prob");
     }
 }
