@@ -520,6 +520,14 @@ fn a_text_regression_federates_and_is_judged_by_its_r2() {
         );
     }
     assert!(f.exit_status().success());
+    // The gate compared the two versions' R² at both silos (were it reading AUC, which a
+    // regression has none of, no silo would have scored both).
+    let journal = std::fs::read_to_string(f.state_dir().join("audit.jsonl")).unwrap();
+    assert!(
+        journal.lines().any(|l| l.contains("\"validated\"")
+            && l.contains("passed the validation rules on 2 silo(s)")),
+        "{journal}"
+    );
     let (ok, list) = fedsilo(&["models", "list", "--state-dir", arg(&f.state_dir())]);
     assert!(ok && list.contains("R²") && !list.contains("AUC"), "{list}");
     let (ok, show) = fedsilo(&["models", "show", "2", "--state-dir", arg(&f.state_dir())]);

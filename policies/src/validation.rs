@@ -70,11 +70,22 @@ impl ValidationRules {
     }
 
     /// Whether `candidate` may replace `current`, judged on the silos that scored both (a
-    /// first version, with nothing to compare, passes).
+    /// first version, with nothing to compare, passes). The scores are AUCs.
     pub fn gate(
         &self,
         candidate: &BTreeMap<String, Score>,
         current: &BTreeMap<String, Score>,
+    ) -> Verdict {
+        self.gate_scores(candidate, current, "AUC")
+    }
+
+    /// [`gate`](Self::gate) for scores called `name` in the reasons (`"R²"` for a
+    /// regression: the drop rules apply to a model's headline score).
+    pub fn gate_scores(
+        &self,
+        candidate: &BTreeMap<String, Score>,
+        current: &BTreeMap<String, Score>,
+        name: &str,
     ) -> Verdict {
         let mut reasons = Vec::new();
         // The central hold-out has its own rule; the others speak of the silos.
@@ -90,7 +101,7 @@ impl ValidationRules {
                     {
                         if old - new > max {
                             reasons.push(format!(
-                                "AUC on the central hold-out `{h}` fell from {old:.4} to {new:.4}, more than validation.max_central_auc_drop = {max}"
+                                "{name} on the central hold-out `{h}` fell from {old:.4} to {new:.4}, more than validation.max_central_auc_drop = {max}"
                             ));
                         }
                     }
@@ -109,7 +120,7 @@ impl ValidationRules {
             for (s, _, new, old) in &both {
                 if old - new > max {
                     reasons.push(format!(
-                        "AUC at {s} fell from {old:.4} to {new:.4}, more than validation.max_silo_auc_drop = {max}"
+                        "{name} at {s} fell from {old:.4} to {new:.4}, more than validation.max_silo_auc_drop = {max}"
                     ));
                 }
             }
@@ -123,7 +134,7 @@ impl ValidationRules {
                 let (new, old) = (mean(|b| b.2), mean(|b| b.3));
                 if old - new > max {
                     reasons.push(format!(
-                        "held-out AUC over {} silo(s) fell from {old:.4} to {new:.4}, more than validation.max_auc_drop = {max}",
+                        "held-out {name} over {} silo(s) fell from {old:.4} to {new:.4}, more than validation.max_auc_drop = {max}",
                         both.len()
                     ));
                 }
@@ -134,9 +145,9 @@ impl ValidationRules {
             && compared
             && (self.max_auc_drop.is_some() || self.max_silo_auc_drop.is_some())
         {
-            reasons.push(
-                "no silo scored both the candidate and the current version: nothing to compare, so the AUC rules cannot pass".into(),
-            );
+            reasons.push(format!(
+                "no silo scored both the candidate and the current version: nothing to compare, so the {name} rules cannot pass"
+            ));
         }
         if reasons.is_empty() {
             Verdict::allow(if both.is_empty() {
@@ -184,6 +195,9 @@ mod tests {
         assert!(v.reasons[0].contains("fell from 0.8500 to 0.8350"), "{v:?}");
         let v = r.gate(&scores(&[("a", 100, 0.96), ("b", 100, 0.74)]), &cur);
         assert!(!v.allow && v.reasons[0].contains("at b"), "{v:?}");
+        // A regression's R², named as such.
+        let v = r.gate_scores(&scores(&[("a", 100, 0.96), ("b", 100, 0.74)]), &cur, "R²");
+        assert!(v.reasons[0].starts_with("R² at b"), "{v:?}");
         // Nothing to compare with: a first version passes.
         assert!(r.gate(&scores(&[("a", 1, 0.5)]), &BTreeMap::new()).allow);
         // Earlier figures exist but no silo scored both: the rules cannot pass.

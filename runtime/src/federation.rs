@@ -332,6 +332,18 @@ impl FederationConfig {
                 )));
             }
         }
+        let baseline = self
+            .federation
+            .rounds
+            .saturating_mul(u64::from(self.plan.epochs));
+        if self.federation.compare_local && baseline > crate::protocol::MAX_PASSES {
+            return Err(bad(format!(
+                "`federation.compare_local` with {} rounds × {} epochs: each silo's local-only baseline would be {baseline} passes over its data, and silos refuse more than {} for one request (fewer rounds or epochs, or compare_local = false)",
+                self.federation.rounds,
+                self.plan.epochs,
+                crate::protocol::MAX_PASSES
+            )));
+        }
         if !(self.plan.learning_rate.is_finite() && self.plan.learning_rate > 0.0) {
             return Err(bad(format!(
                 "`plan.learning_rate` = {}: must be a positive number",

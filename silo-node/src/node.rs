@@ -119,6 +119,7 @@ fn local_data(s: &SiloSettings, me: &str) -> anyhow::Result<LocalData> {
                     names.join(", "),
                     model_dir.display()
                 );
+                let unusable = rows.single_class(&m);
                 return Ok(LocalData::Awaiting(Arc::new(
                     crate::trainer::AwaitingFiles::new(
                         m,
@@ -128,7 +129,8 @@ fn local_data(s: &SiloSettings, me: &str) -> anyhow::Result<LocalData> {
                         external,
                         rows.train.len(),
                         absent,
-                    ),
+                    )
+                    .with_unusable(unusable),
                 )));
             }
             let trainer = crate::model_trainers::load(m, model_dir, &s.data, &holdout, external)

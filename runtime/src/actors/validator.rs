@@ -122,8 +122,12 @@ pub fn decide(per_silo: &BTreeMap<String, EvalMetrics>) -> (bool, String, f64) {
         .sum::<f64>()
         / n.max(1.0);
     for (silo, m) in per_silo {
-        if !m.is_finite() {
-            return (false, format!("non-finite metrics at {silo}: {m:?}"), loss);
+        if !m.is_valid() {
+            return (
+                false,
+                format!("metrics out of range, or of two kinds, at {silo}: {m:?}"),
+                loss,
+            );
         }
     }
     (

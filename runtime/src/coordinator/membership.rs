@@ -74,6 +74,9 @@ pub struct Members {
     pub failures: BTreeMap<String, u64>,
     /// Quarantines by admission rules.
     pub quarantine: QuarantineBook,
+    /// The model's files sent in full, as (silo, SHA-256): a silo asking again for one is
+    /// blocked rather than sent it at every heartbeat.
+    pub files_sent: std::sync::Arc<std::sync::Mutex<BTreeSet<(String, String)>>>,
 }
 
 impl Default for Members {
@@ -85,6 +88,7 @@ impl Default for Members {
             ping_seq: 0,
             failures: BTreeMap::new(),
             quarantine: QuarantineBook::default(),
+            files_sent: Default::default(),
         }
     }
 }
@@ -234,6 +238,7 @@ pub fn check_health(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorM
     let digest = state.links.data.digest;
     let events = state.ledger.events.clone();
     let files = state.settings.model_files.clone();
+    let sent = state.members.files_sent.clone();
     let members = &mut state.members;
     for (name, e) in members.silos.iter_mut() {
         if e.schema == SchemaCheck::Pending && e.blocked.is_none() {
@@ -244,11 +249,12 @@ pub fn check_health(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorM
                 name.clone(),
                 myself.clone(),
             );
-            let (files, events) = (files.clone(), events.clone());
+            let (files, events, sent) = (files.clone(), events.clone(), sent.clone());
             tokio::spawn(async move {
                 let files = Files {
                     held: files.as_deref(),
                     events: &events,
+                    sent: &sent,
                 };
                 let result = schema_check(&actor, &silo, digest, timeout * 4, files).await;
                 let _ = me.cast(CoordinatorMessage::SchemaChecked {
@@ -315,6 +321,8 @@ struct Files<'a> {
     held: Option<&'a ModelFiles>,
     /// Where their sending is recorded.
     events: &'a EventLog,
+    /// What was sent in full to whom.
+    sent: &'a std::sync::Mutex<BTreeSet<(String, String)>>,
 }
 
 /// One silo's schema check: `Ok(Some((software version, training rows)))` when it holds the
@@ -353,7 +361,8 @@ async fn schema_check(
 /// Sends `silo` the pinned files it lacks (`missing`, by SHA-256), one after the other; then
 /// `Ok(None)`: the schema check asks again once the silo has loaded its model. A transfer cut
 /// in transit is tried again at the next check; a silo that refuses a file (its disk, its
-/// digest check) is blocked with its reason rather than sent the file at every heartbeat.
+/// digest check), asks for more files than the manifest pins, or asks again for one it was
+/// sent in full is blocked with the reason rather than sent files at every heartbeat.
 async fn send_files(
     actor: &ActorRef<TrainerMessage>,
     silo: &str,
@@ -367,13 +376,34 @@ async fn send_files(
             missing.len()
         )));
     };
+    let missing: BTreeSet<String> = missing.iter().map(|s| s.to_lowercase()).collect();
+    if missing.len() > held.files.len() {
+        return Err(Blocked::Files(format!(
+            "it asks for {} files; the manifest pins {}",
+            missing.len(),
+            held.files.len()
+        )));
+    }
+    let sent_before = |sha: &String| {
+        files
+            .sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(silo.to_string(), sha.clone()))
+    };
     let (mut names, mut bytes) = (Vec::new(), 0u64);
-    for sha in missing {
+    for sha in &missing {
         let Some((asset, path, len)) = held.find(sha) else {
             return Err(Blocked::Files(format!(
                 "it asks for a file (sha256 {sha}) the manifest does not pin"
             )));
         };
+        if sent_before(sha) {
+            return Err(Blocked::Files(format!(
+                "it asks again for `{}`, which it was sent in full: its model directory lost it, or it misbehaves (this coordinator sends each file to a silo once)",
+                asset.name
+            )));
+        }
         match put_file(actor, &asset.sha256, &path, len, timeout, silo).await {
             Ok(()) => {}
             Err(FileSendError::Refused(why)) => {
@@ -387,6 +417,11 @@ async fn send_files(
                 return Ok(None);
             }
         }
+        files
+            .sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((silo.to_string(), sha.clone()));
         names.push(asset.name.clone());
         bytes += len;
     }
@@ -448,5 +483,142 @@ pub fn on_schema_checked(
                 .events
                 .emit(Event::SiloBlocked { silo, reason });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::manifest::Manifest;
+    use crate::protocol::{decode, encode};
+    use ractor::{Actor, ActorProcessingErr};
+
+    /// A silo's trainer that takes every chunk of a file, or refuses each with `refuse`.
+    struct FakeSilo;
+
+    impl Actor for FakeSilo {
+        type Msg = TrainerMessage;
+        type State = Option<String>;
+        type Arguments = Option<String>;
+
+        async fn pre_start(
+            &self,
+            _: ActorRef<Self::Msg>,
+            refuse: Option<String>,
+        ) -> Result<Self::State, ActorProcessingErr> {
+            Ok(refuse)
+        }
+
+        async fn handle(
+            &self,
+            _: ActorRef<Self::Msg>,
+            msg: Self::Msg,
+            refuse: &mut Self::State,
+        ) -> Result<(), ActorProcessingErr> {
+            if let TrainerMessage::Rpc { frame, reply } = msg {
+                let answer = match (decode::<Request>(&frame, "t")?, refuse.as_ref()) {
+                    (_, Some(why)) => Response::Error {
+                        message: why.clone(),
+                    },
+                    (Request::PutFile { offset, bytes, .. }, None) => Response::FileChunkStored {
+                        received: offset + bytes.len() as u64,
+                    },
+                    (other, None) => Response::Error {
+                        message: format!("unexpected {}", other.kind()),
+                    },
+                };
+                let _ = reply.send(encode(&answer));
+            }
+            Ok(())
+        }
+    }
+
+    /// A coordinator holding one pinned file, and the digest of that file.
+    fn held(dir: &std::path::Path) -> (ModelFiles, String) {
+        std::fs::write(dir.join("tokenizer.json"), b"{\"vocab\": 3}").unwrap();
+        let sha = crate::model::files::sha256_file(&dir.join("tokenizer.json")).unwrap();
+        let manifest = Manifest::parse(&format!(
+            "architecture = \"x\"\n[task]\nkind = \"binary\"\nclasses = [\"a\", \"b\"]\n[data]\nlabel = \"y\"\n[[trainable]]\nname = \"w\"\nshape = [1]\n[[asset]]\nname = \"tokenizer.json\"\nsha256 = \"{sha}\"\n"
+        ))
+        .unwrap();
+        (ModelFiles::check(&manifest, dir).unwrap(), sha)
+    }
+
+    #[tokio::test]
+    async fn each_file_goes_to_a_silo_once_and_a_silo_that_asks_too_much_is_blocked() {
+        let dir = tempfile::tempdir().unwrap();
+        let (files, sha) = held(dir.path());
+        let events = EventLog::open(dir.path(), crate::events::EventFormat::Json, vec![]).unwrap();
+        let sent = std::sync::Mutex::new(BTreeSet::new());
+        let with = |held| Files {
+            held,
+            events: &events,
+            sent: &sent,
+        };
+        let (silo, _) = Actor::spawn(None, FakeSilo, None).await.unwrap();
+        let t = std::time::Duration::from_secs(5);
+        // Asked twice in one answer (and in capitals): sent once.
+        let twice = vec![sha.clone(), sha.to_uppercase()];
+        let r = send_files(&silo, "s", &twice, with(Some(&files)), t).await;
+        assert_eq!(r, Ok(None));
+        let log = std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap();
+        assert_eq!(log.matches("model_files_sent").count(), 1, "{log}");
+        // Asked again after it arrived in full: blocked, not sent again.
+        let again = send_files(
+            &silo,
+            "s",
+            std::slice::from_ref(&sha),
+            with(Some(&files)),
+            t,
+        )
+        .await;
+        assert!(
+            matches!(&again, Err(Blocked::Files(w)) if w.contains("asks again")),
+            "{again:?}"
+        );
+        // Another silo may have it.
+        let other = send_files(
+            &silo,
+            "s2",
+            std::slice::from_ref(&sha),
+            with(Some(&files)),
+            t,
+        )
+        .await;
+        assert_eq!(other, Ok(None));
+        // More files than the manifest pins, or one it does not pin.
+        let many = vec![sha.clone(), "ab".repeat(32)];
+        let r = send_files(&silo, "s3", &many, with(Some(&files)), t).await;
+        assert!(
+            matches!(&r, Err(Blocked::Files(w)) if w.contains("pins 1")),
+            "{r:?}"
+        );
+        let r = send_files(&silo, "s3", &["ab".repeat(32)], with(Some(&files)), t).await;
+        assert!(
+            matches!(&r, Err(Blocked::Files(w)) if w.contains("does not pin")),
+            "{r:?}"
+        );
+        // Nothing to send from.
+        let r = send_files(&silo, "s4", std::slice::from_ref(&sha), with(None), t).await;
+        assert!(
+            matches!(&r, Err(Blocked::Files(w)) if w.contains("[model] files")),
+            "{r:?}"
+        );
+        // A silo that refuses the file is blocked with its reason, not sent it again.
+        let (refusing, _) = Actor::spawn(None, FakeSilo, Some("disk full".into()))
+            .await
+            .unwrap();
+        let r = send_files(
+            &refusing,
+            "s5",
+            std::slice::from_ref(&sha),
+            with(Some(&files)),
+            t,
+        )
+        .await;
+        assert!(
+            matches!(&r, Err(Blocked::Files(w)) if w.contains("disk full")),
+            "{r:?}"
+        );
     }
 }

@@ -72,18 +72,38 @@ impl EvalMetrics {
         self.accuracy.is_none() && self.auc.is_none() && (self.mae.is_some() || self.r2.is_some())
     }
 
-    /// Every figure is a number (none infinite or NaN): what the validator accepts.
-    pub fn is_finite(&self) -> bool {
-        let opt = |v: Option<f64>| v.is_none_or(f64::is_finite);
-        self.loss.is_finite()
-            && opt(self.accuracy)
-            && opt(self.auc)
-            && opt(self.r2)
-            && opt(self.mae)
-            && self.personalized.as_ref().is_none_or(|p| {
-                p.loss.is_finite() && opt(p.accuracy) && opt(p.auc) && opt(p.r2) && opt(p.mae)
+    /// What the validator accepts: every figure a finite number in its range (a loss and an
+    /// absolute error of 0 or more, accuracy and AUC in [0, 1], R² at most 1), and figures of
+    /// one kind — a classifier's (accuracy, AUC) or a regression's (R², MAE), never both, so
+    /// that a silo cannot slip an R² into a classifier's gate.
+    pub fn is_valid(&self) -> bool {
+        let p = self.personalized.as_ref();
+        figures_valid(self.loss, self.accuracy, self.auc, self.r2, self.mae)
+            && p.is_none_or(|p| figures_valid(p.loss, p.accuracy, p.auc, p.r2, p.mae))
+            && p.is_none_or(|p| {
+                (p.accuracy.is_some() || p.auc.is_some())
+                    == (self.accuracy.is_some() || self.auc.is_some())
             })
     }
+}
+
+fn figures_valid(
+    loss: f64,
+    accuracy: Option<f64>,
+    auc: Option<f64>,
+    r2: Option<f64>,
+    mae: Option<f64>,
+) -> bool {
+    let unit = |v: Option<f64>| v.is_none_or(|v| (0.0..=1.0).contains(&v));
+    let classifier = accuracy.is_some() || auc.is_some();
+    let regression = r2.is_some() || mae.is_some();
+    loss.is_finite()
+        && loss >= 0.0
+        && unit(accuracy)
+        && unit(auc)
+        && r2.is_none_or(|v| v.is_finite() && v <= 1.0)
+        && mae.is_none_or(|v| v.is_finite() && v >= 0.0)
+        && !(classifier && regression)
 }
 
 /// The name of the headline score of a set of figures: `"R²"` when any is a regression's.
@@ -119,9 +139,41 @@ mod tests {
         assert_eq!((r.score(), r.score_name()), (Some(0.4), "R²"));
         assert_eq!(score_name([&c, &r]), "R²");
         assert_eq!(score_name([&c]), "AUC");
-        let mut bad = r.clone();
-        bad.mae = Some(f64::NAN);
-        assert!(r.is_finite() && !bad.is_finite());
+        assert!(c.is_valid() && r.is_valid());
+        for broken in [
+            EvalMetrics {
+                mae: Some(f64::NAN),
+                ..r.clone()
+            },
+            EvalMetrics {
+                mae: Some(-1.0),
+                ..r.clone()
+            },
+            EvalMetrics {
+                r2: Some(1.5),
+                ..r.clone()
+            },
+            EvalMetrics {
+                auc: Some(1.2),
+                ..c.clone()
+            },
+            EvalMetrics {
+                loss: -0.1,
+                ..c.clone()
+            },
+            // A classifier's figures with an R² slipped in, and the reverse.
+            EvalMetrics {
+                r2: Some(1.0),
+                auc: None,
+                ..c.clone()
+            },
+            EvalMetrics {
+                auc: Some(0.9),
+                ..r.clone()
+            },
+        ] {
+            assert!(!broken.is_valid(), "{broken:?}");
+        }
     }
 
     #[test]

@@ -21,6 +21,12 @@ pub struct ModelRef {
     pub digest: Digest,
 }
 
+/// The most passes over its training rows a silo makes for one request — a round's epochs, a
+/// local baseline's rounds × epochs, a personalisation's epochs — whoever asks: a coordinator
+/// (or a careless federation file) cannot keep a silo's CPU busy without end. The federation
+/// file is checked against it at load.
+pub const MAX_PASSES: u64 = 10_000;
+
 /// Local training hyper-parameters for one round.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainPlan {

@@ -111,7 +111,8 @@ pub async fn judge(
                     .map(|(s, e)| (s.clone(), (e.examples, e.score())))
                     .collect::<BTreeMap<_, _>>()
             };
-            rules.gate(&scores(&validation.per_silo), &scores(&ctx.baseline))
+            let name = crate::model::eval::score_name(validation.per_silo.values());
+            rules.gate_scores(&scores(&validation.per_silo), &scores(&ctx.baseline), name)
         }
         _ => fedsilo_policies::Verdict {
             allow: validation.accept,

@@ -4,8 +4,10 @@
 //! lacks (by SHA-256), takes them in chunks (`PutFile`), and builds its trainer once the last
 //! has arrived — on a thread of its own, so that heartbeats are answered meanwhile.
 //!
-//! A file is written beside its final name (`.NAME.part`) and takes that name only once whole
-//! and hashed to the digest the silo's *own* manifest pins; anything else is discarded with a
+//! A file is written beside its final name (`.NAME.PID.part`: silos sharing a directory do not
+//! write into each other's) and hashed as it arrives; it takes its name only once whole and
+//! hashed to the digest the silo's *own* manifest pins (two names pinned with one digest both
+//! get it); anything else is discarded with a
 //! refusal that names the file and both digests. Only files the silo said it lacks are taken,
 //! chunks only in order (a transfer cut off starts again at byte 0), and no file larger than
 //! [`MAX_FILE_BYTES`]. A file that arrived stays: a restarted silo finds it in its model
@@ -17,8 +19,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use fedsilo::model::files::{sha256_file, MAX_FILE_BYTES};
+use fedsilo::model::files::MAX_FILE_BYTES;
 use fedsilo::model::manifest::{Asset, Manifest};
+use sha2::{Digest as _, Sha256};
 
 use crate::external::ExternalTrainer;
 use crate::model_trainers::{DescribedTrainer, Holdout};
@@ -72,7 +75,6 @@ pub enum IntakeError {
 }
 
 /// The file being received.
-#[derive(Debug)]
 struct Incoming {
     sha256: String,
     name: String,
@@ -80,14 +82,25 @@ struct Incoming {
     received: u64,
     part: PathBuf,
     file: std::fs::File,
+    hash: Sha256,
+}
+
+impl std::fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Incoming")
+            .field("name", &self.name)
+            .field("received", &self.received)
+            .field("total", &self.total)
+            .finish()
+    }
 }
 
 /// The files still to come, and the one arriving (see the module documentation).
 #[derive(Debug)]
 pub struct FileIntake {
     dir: PathBuf,
-    /// SHA-256 (lowercase hex) → file name.
-    missing: BTreeMap<String, String>,
+    /// SHA-256 (lowercase hex) → the file names pinned with it.
+    missing: BTreeMap<String, Vec<String>>,
     current: Option<Incoming>,
 }
 
@@ -96,10 +109,12 @@ impl FileIntake {
     pub fn new(dir: &Path, absent: &[Asset]) -> Self {
         FileIntake {
             dir: dir.to_path_buf(),
-            missing: absent
-                .iter()
-                .map(|a| (a.sha256.to_lowercase(), a.name.clone()))
-                .collect(),
+            missing: absent.iter().fold(BTreeMap::new(), |mut m, a| {
+                m.entry(a.sha256.to_lowercase())
+                    .or_insert_with(Vec::new)
+                    .push(a.name.clone());
+                m
+            }),
             current: None,
         }
     }
@@ -132,7 +147,7 @@ impl FileIntake {
         bytes: &[u8],
     ) -> Result<u64, IntakeError> {
         let sha = sha256.to_lowercase();
-        let Some(name) = self.missing.get(&sha).cloned() else {
+        let Some(name) = self.missing.get(&sha).and_then(|n| n.first()).cloned() else {
             return Err(IntakeError::NotNeeded(sha));
         };
         if total > MAX_FILE_BYTES {
@@ -144,7 +159,9 @@ impl FileIntake {
         }
         if offset == 0 {
             self.abandon();
-            let part = self.dir.join(format!(".{name}.part"));
+            let part = self
+                .dir
+                .join(format!(".{name}.{}.part", std::process::id()));
             let file = std::fs::File::create(&part).map_err(|source| IntakeError::Write {
                 name: name.clone(),
                 path: part.clone(),
@@ -157,6 +174,7 @@ impl FileIntake {
                 received: 0,
                 part,
                 file,
+                hash: Sha256::new(),
             });
         }
         let in_order = self
@@ -188,6 +206,7 @@ impl FileIntake {
             self.abandon();
             return Err(IntakeError::Write { name, path, source });
         }
+        c.hash.update(bytes);
         c.received = end;
         if end == total {
             self.finish(&sha)?;
@@ -205,19 +224,32 @@ impl FileIntake {
             path: c.part.clone(),
             source,
         };
-        c.file.sync_all().map_err(write)?;
-        let found = sha256_file(&c.part).map_err(write)?;
-        if found != sha {
-            let _ = std::fs::remove_file(&c.part);
-            return Err(IntakeError::Mismatch {
-                name: c.name,
+        let found = hex::encode(c.hash.clone().finalize());
+        let kept = if found != sha {
+            Err(IntakeError::Mismatch {
+                name: c.name.clone(),
                 found,
                 pinned: sha.to_string(),
-            });
+            })
+        } else {
+            // Every name pinned with this digest gets the bytes; the first by renaming.
+            let names = self.missing.get(sha).cloned().unwrap_or_default();
+            c.file
+                .sync_all()
+                .and_then(|()| {
+                    for other in names.iter().skip(1) {
+                        std::fs::copy(&c.part, self.dir.join(other))?;
+                    }
+                    std::fs::rename(&c.part, self.dir.join(&c.name))
+                })
+                .map_err(write)
+        };
+        if kept.is_err() {
+            let _ = std::fs::remove_file(&c.part);
+        } else {
+            self.missing.remove(sha);
         }
-        std::fs::rename(&c.part, self.dir.join(&c.name)).map_err(write)?;
-        self.missing.remove(sha);
-        Ok(())
+        kept
     }
 }
 
@@ -244,6 +276,9 @@ pub struct AwaitingFiles {
     pub rows: usize,
     /// The files not in `model_dir` at start.
     pub absent: Vec<Asset>,
+    /// Why its training rows cannot train the task, found when the data was checked at start
+    /// (then no file is asked for: the silo is left out first).
+    pub unusable: Option<String>,
     /// The trainer, once built, or why it could not be.
     pub built: OnceLock<Result<Arc<dyn DescribedTrainer>, String>>,
     building: AtomicBool,
@@ -278,9 +313,16 @@ impl AwaitingFiles {
             external,
             rows,
             absent,
+            unusable: None,
             built: OnceLock::new(),
             building: AtomicBool::new(false),
         }
+    }
+
+    /// The same, with why its training rows cannot train the task.
+    pub fn with_unusable(mut self, why: Option<String>) -> Self {
+        self.unusable = why;
+        self
     }
 
     /// Builds the trainer on a thread of its own, once (the files have all arrived); the
@@ -291,15 +333,19 @@ impl AwaitingFiles {
         }
         let (me, silo) = (self.clone(), silo.to_string());
         std::thread::spawn(move || {
-            let result = crate::model_trainers::load(
-                me.manifest.clone(),
-                &me.model_dir,
-                &me.data,
-                &me.holdout,
-                me.external.clone(),
-            )
-            .map(Arc::<dyn DescribedTrainer>::from)
-            .map_err(|e| e.to_string());
+            // A panic while loading must not leave the silo "loading" for ever.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                crate::model_trainers::load(
+                    me.manifest.clone(),
+                    &me.model_dir,
+                    &me.data,
+                    &me.holdout,
+                    me.external.clone(),
+                )
+                .map(Arc::<dyn DescribedTrainer>::from)
+                .map_err(|e| e.to_string())
+            }))
+            .unwrap_or_else(|_| Err("loading the model panicked".to_string()));
             match &result {
                 Ok(t) => println!(
                     "silo {silo}: the model's files arrived and were checked; model loaded ({} training rows)",
@@ -320,6 +366,7 @@ impl AwaitingFiles {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fedsilo::model::files::sha256_file;
 
     fn asset(name: &str, bytes: &[u8]) -> Asset {
         let dir = tempfile::tempdir().unwrap();

@@ -13,6 +13,7 @@ use fedsilo::model::{Architecture, Digest};
 use fedsilo::privacy::noise::{add_gaussian, secure_rng};
 use fedsilo::protocol::{
     EvalMetrics, ModelRef, Personalize, PersonalizedMetrics, Response, TrainPlan, TrainReport,
+    MAX_PASSES,
 };
 
 use super::refusal::Refusal;
@@ -29,11 +30,6 @@ pub(super) fn name_seed(name: &str) -> u64 {
         .take(8)
         .fold(0u64, |a, b| (a << 8) | *b as u64)
 }
-
-/// The most passes over its training rows a silo makes for one request — a round's epochs, a
-/// local baseline's rounds × epochs, a personalisation's epochs — whoever asks: a coordinator
-/// (or a careless federation file) cannot keep a silo's CPU busy without end.
-pub(super) const MAX_PASSES: u64 = 10_000;
 
 /// `passes` over the data for `what`, refused above [`MAX_PASSES`].
 pub(super) fn check_passes(what: &'static str, passes: u64) -> Result<(), Refusal> {

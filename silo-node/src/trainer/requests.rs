@@ -175,9 +175,13 @@ fn awaiting_stats(a: &AwaitingFiles, intake: Option<&FileIntake>) -> FeatureStat
         sum_sq: vec![],
         unusable: match a.built.get() {
             Some(Err(e)) => Some(format!("its model cannot be loaded: {e}")),
-            _ => None,
+            _ => a.unusable.clone(),
         },
-        missing_files: intake.map(FileIntake::missing).unwrap_or_default(),
+        // A silo that cannot take part asks for nothing.
+        missing_files: match a.unusable {
+            Some(_) => vec![],
+            None => intake.map(FileIntake::missing).unwrap_or_default(),
+        },
         loading: a.loading(),
     }
 }
