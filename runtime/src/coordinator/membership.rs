@@ -23,7 +23,7 @@ use crate::model::Digest;
 use crate::protocol::regional::RegionalHandle;
 use crate::protocol::transfer::{put_file, FileSendError};
 use crate::protocol::SiloHandle;
-use crate::protocol::{call, Request, Response, TrainerMessage};
+use crate::protocol::{call, FeatureStats, Request, Response, TrainerMessage};
 
 /// Where a silo stands with the schema check every joining silo must pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -338,7 +338,7 @@ async fn schema_check(
     match call(actor, &Request::FeatureStats, timeout, silo).await {
         Ok(Response::FeatureStats(st)) if st.schema_digest == digest => {
             if !st.missing_files.is_empty() {
-                return send_files(actor, silo, &st.missing_files, files, timeout).await;
+                return send_files(actor, silo, &st, files, timeout).await;
             }
             match (st.unusable, st.loading) {
                 (Some(why), _) => Err(Blocked::Unusable(why)),
@@ -366,10 +366,11 @@ async fn schema_check(
 async fn send_files(
     actor: &ActorRef<TrainerMessage>,
     silo: &str,
-    missing: &[String],
+    stats: &FeatureStats,
     files: Files<'_>,
     timeout: std::time::Duration,
 ) -> Result<Option<(String, u64)>, Blocked> {
+    let missing = &stats.missing_files;
     let Some(held) = files.held else {
         return Err(Blocked::Files(format!(
             "it lacks {} of the files its manifest pins, and this coordinator has none to send (install them in the silo's --model-dir, or set [model] files in the federation file)",
@@ -377,6 +378,11 @@ async fn send_files(
         )));
     };
     let missing: BTreeSet<String> = missing.iter().map(|s| s.to_lowercase()).collect();
+    // A transfer cut off goes on from the bytes the silo holds.
+    let from = |sha: &String| match &stats.partial {
+        Some((s, held)) if s.eq_ignore_ascii_case(sha) => *held,
+        _ => 0,
+    };
     if missing.len() > held.files.len() {
         return Err(Blocked::Files(format!(
             "it asks for {} files; the manifest pins {}",
@@ -404,7 +410,7 @@ async fn send_files(
                 asset.name
             )));
         }
-        match put_file(actor, &asset.sha256, &path, len, timeout, silo).await {
+        match put_file(actor, &asset.sha256, &path, (from(sha), len), timeout, silo).await {
             Ok(()) => {}
             Err(FileSendError::Refused(why)) => {
                 return Err(Blocked::Files(format!(
@@ -493,36 +499,43 @@ mod tests {
     use crate::protocol::{decode, encode};
     use ractor::{Actor, ActorProcessingErr};
 
-    /// A silo's trainer that takes every chunk of a file, or refuses each with `refuse`.
+    /// The offsets of the chunks a fake silo took.
+    type Offsets = std::sync::Arc<std::sync::Mutex<Vec<u64>>>;
+
+    /// A silo's trainer that takes every chunk of a file (noting its offset), or refuses each
+    /// with the reason given.
     struct FakeSilo;
 
     impl Actor for FakeSilo {
         type Msg = TrainerMessage;
-        type State = Option<String>;
-        type Arguments = Option<String>;
+        type State = (Option<String>, Offsets);
+        type Arguments = (Option<String>, Offsets);
 
         async fn pre_start(
             &self,
             _: ActorRef<Self::Msg>,
-            refuse: Option<String>,
+            args: Self::Arguments,
         ) -> Result<Self::State, ActorProcessingErr> {
-            Ok(refuse)
+            Ok(args)
         }
 
         async fn handle(
             &self,
             _: ActorRef<Self::Msg>,
             msg: Self::Msg,
-            refuse: &mut Self::State,
+            (refuse, offsets): &mut Self::State,
         ) -> Result<(), ActorProcessingErr> {
             if let TrainerMessage::Rpc { frame, reply } = msg {
                 let answer = match (decode::<Request>(&frame, "t")?, refuse.as_ref()) {
                     (_, Some(why)) => Response::Error {
                         message: why.clone(),
                     },
-                    (Request::PutFile { offset, bytes, .. }, None) => Response::FileChunkStored {
-                        received: offset + bytes.len() as u64,
-                    },
+                    (Request::PutFile { offset, bytes, .. }, None) => {
+                        offsets.lock().unwrap().push(offset);
+                        Response::FileChunkStored {
+                            received: offset + bytes.len() as u64,
+                        }
+                    }
                     (other, None) => Response::Error {
                         message: format!("unexpected {}", other.kind()),
                     },
@@ -544,6 +557,22 @@ mod tests {
         (ModelFiles::check(&manifest, dir).unwrap(), sha)
     }
 
+    /// A schema check's answer asking for `missing`, holding `partial`.
+    fn asking(missing: &[String], partial: Option<(String, u64)>) -> FeatureStats {
+        FeatureStats {
+            schema_digest: Digest([0; 32]),
+            software_version: "0".into(),
+            rows: 1,
+            count: vec![],
+            sum: vec![],
+            sum_sq: vec![],
+            unusable: None,
+            missing_files: missing.to_vec(),
+            loading: false,
+            partial,
+        }
+    }
+
     #[tokio::test]
     async fn each_file_goes_to_a_silo_once_and_a_silo_that_asks_too_much_is_blocked() {
         let dir = tempfile::tempdir().unwrap();
@@ -555,11 +584,14 @@ mod tests {
             events: &events,
             sent: &sent,
         };
-        let (silo, _) = Actor::spawn(None, FakeSilo, None).await.unwrap();
+        let offsets = Offsets::default();
+        let (silo, _) = Actor::spawn(None, FakeSilo, (None, offsets.clone()))
+            .await
+            .unwrap();
         let t = std::time::Duration::from_secs(5);
         // Asked twice in one answer (and in capitals): sent once.
         let twice = vec![sha.clone(), sha.to_uppercase()];
-        let r = send_files(&silo, "s", &twice, with(Some(&files)), t).await;
+        let r = send_files(&silo, "s", &asking(&twice, None), with(Some(&files)), t).await;
         assert_eq!(r, Ok(None));
         let log = std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap();
         assert_eq!(log.matches("model_files_sent").count(), 1, "{log}");
@@ -567,7 +599,7 @@ mod tests {
         let again = send_files(
             &silo,
             "s",
-            std::slice::from_ref(&sha),
+            &asking(std::slice::from_ref(&sha), None),
             with(Some(&files)),
             t,
         )
@@ -576,42 +608,60 @@ mod tests {
             matches!(&again, Err(Blocked::Files(w)) if w.contains("asks again")),
             "{again:?}"
         );
-        // Another silo may have it.
+        // Another silo may have it; its cut transfer goes on from the byte it holds.
         let other = send_files(
             &silo,
             "s2",
-            std::slice::from_ref(&sha),
+            &asking(std::slice::from_ref(&sha), Some((sha.clone(), 5))),
             with(Some(&files)),
             t,
         )
         .await;
         assert_eq!(other, Ok(None));
+        assert_eq!(
+            *offsets.lock().unwrap(),
+            vec![0, 5],
+            "from 0 for s, from 5 for s2"
+        );
         // More files than the manifest pins, or one it does not pin.
         let many = vec![sha.clone(), "ab".repeat(32)];
-        let r = send_files(&silo, "s3", &many, with(Some(&files)), t).await;
+        let r = send_files(&silo, "s3", &asking(&many, None), with(Some(&files)), t).await;
         assert!(
             matches!(&r, Err(Blocked::Files(w)) if w.contains("pins 1")),
             "{r:?}"
         );
-        let r = send_files(&silo, "s3", &["ab".repeat(32)], with(Some(&files)), t).await;
+        let r = send_files(
+            &silo,
+            "s3",
+            &asking(&["ab".repeat(32)], None),
+            with(Some(&files)),
+            t,
+        )
+        .await;
         assert!(
             matches!(&r, Err(Blocked::Files(w)) if w.contains("does not pin")),
             "{r:?}"
         );
         // Nothing to send from.
-        let r = send_files(&silo, "s4", std::slice::from_ref(&sha), with(None), t).await;
+        let r = send_files(
+            &silo,
+            "s4",
+            &asking(std::slice::from_ref(&sha), None),
+            with(None),
+            t,
+        )
+        .await;
         assert!(
             matches!(&r, Err(Blocked::Files(w)) if w.contains("[model] files")),
             "{r:?}"
         );
         // A silo that refuses the file is blocked with its reason, not sent it again.
-        let (refusing, _) = Actor::spawn(None, FakeSilo, Some("disk full".into()))
-            .await
-            .unwrap();
+        let refusing = (Some("disk full".to_string()), Offsets::default());
+        let (refusing, _) = Actor::spawn(None, FakeSilo, refusing).await.unwrap();
         let r = send_files(
             &refusing,
             "s5",
-            std::slice::from_ref(&sha),
+            &asking(std::slice::from_ref(&sha), None),
             with(Some(&files)),
             t,
         )

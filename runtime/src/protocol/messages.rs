@@ -83,6 +83,10 @@ pub struct FeatureStats {
     /// Its files have all arrived and its model is being loaded: ask again.
     #[serde(default)]
     pub loading: bool,
+    /// The file it was receiving when a transfer stopped, and the bytes of it it holds: the
+    /// coordinator goes on from there.
+    #[serde(default)]
+    pub partial: Option<(String, u64)>,
 }
 
 /// What a silo reports after local training. The update itself is fetched in chunks.

@@ -91,17 +91,19 @@ pub enum FileSendError {
     Read(Error),
 }
 
-/// Sends the file at `path` (`total` bytes, pinned with `sha256`) to a trainer in chunks of
+/// Sends the file at `path` (`total` bytes, pinned with `sha256`) to a trainer from byte
+/// `from` (where a cut transfer stopped; 0 for a whole file) in chunks of
 /// [`FILE_CHUNK_BYTES`](crate::model::files::FILE_CHUNK_BYTES), read from disk one at a time.
+/// Each chunk must arrive within `timeout`.
 pub async fn put_file(
     trainer: &ActorRef<TrainerMessage>,
     sha256: &str,
     path: &std::path::Path,
-    total: u64,
+    (from, total): (u64, u64),
     timeout: Duration,
     peer: &str,
 ) -> std::result::Result<(), FileSendError> {
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
     let io = |source: std::io::Error| {
         FileSendError::Read(Error::Io {
             action: "reading",
@@ -110,7 +112,10 @@ pub async fn put_file(
         })
     };
     let mut file = tokio::fs::File::open(path).await.map_err(io)?;
-    let mut offset = 0u64;
+    let mut offset = if from < total { from } else { 0 };
+    file.seek(std::io::SeekFrom::Start(offset))
+        .await
+        .map_err(io)?;
     loop {
         let want = (total - offset).min(crate::model::files::FILE_CHUNK_BYTES as u64) as usize;
         let mut bytes = vec![0u8; want];

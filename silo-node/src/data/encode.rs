@@ -56,6 +56,7 @@ pub fn local_stats(schema: &Schema, split: &Split) -> FeatureStats {
         unusable: None,
         missing_files: vec![],
         loading: false,
+        partial: None,
     };
     for r in 0..split.len() {
         for i in 0..n {

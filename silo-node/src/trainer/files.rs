@@ -124,6 +124,14 @@ impl FileIntake {
         self.missing.keys().cloned().collect()
     }
 
+    /// The file being received and the bytes of it held (a transfer that stopped goes on
+    /// from there).
+    pub fn partial(&self) -> Option<(String, u64)> {
+        self.current
+            .as_ref()
+            .map(|c| (c.sha256.clone(), c.received))
+    }
+
     /// Whether every file has arrived.
     pub fn is_complete(&self) -> bool {
         self.missing.is_empty()
@@ -390,6 +398,7 @@ mod tests {
         assert_eq!(intake.missing().len(), 2);
         let total = body.len() as u64;
         assert_eq!(intake.put(&base.sha256, 0, total, &body[..10]).unwrap(), 10);
+        assert_eq!(intake.partial(), Some((base.sha256.to_lowercase(), 10)));
         assert!(
             !dir.path().join("model.safetensors").exists(),
             "not before it is whole"
@@ -407,6 +416,7 @@ mod tests {
             body
         );
         assert_eq!(intake.missing(), vec![tok.sha256.to_lowercase()]);
+        assert_eq!(intake.partial(), None);
         // Arrived: not taken again.
         let e = intake.put(&base.sha256, 0, total, body).unwrap_err();
         assert!(matches!(e, IntakeError::NotNeeded(_)), "{e}");

@@ -177,6 +177,7 @@ fn awaiting_stats(a: &AwaitingFiles, intake: Option<&FileIntake>) -> FeatureStat
             Some(Err(e)) => Some(format!("its model cannot be loaded: {e}")),
             _ => a.unusable.clone(),
         },
+        partial: intake.and_then(FileIntake::partial),
         // A silo that cannot take part asks for nothing.
         missing_files: match a.unusable {
             Some(_) => vec![],
@@ -211,6 +212,7 @@ fn described_stats(t: &dyn DescribedTrainer) -> FeatureStats {
         unusable: t.unusable(),
         missing_files: vec![],
         loading: false,
+        partial: None,
     }
 }
 
