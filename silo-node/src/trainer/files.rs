@@ -240,13 +240,18 @@ impl FileIntake {
                 pinned: sha.to_string(),
             })
         } else {
-            // Every name pinned with this digest gets the bytes; the first by renaming.
+            // Every name pinned with this digest gets the bytes, each through a part file of
+            // its own and a rename: a name never holds half a file.
             let names = self.missing.get(sha).cloned().unwrap_or_default();
             c.file
                 .sync_all()
                 .and_then(|()| {
                     for other in names.iter().skip(1) {
-                        std::fs::copy(&c.part, self.dir.join(other))?;
+                        let part = self
+                            .dir
+                            .join(format!(".{other}.{}.part", std::process::id()));
+                        std::fs::copy(&c.part, &part)?;
+                        std::fs::rename(&part, self.dir.join(other))?;
                     }
                     std::fs::rename(&c.part, self.dir.join(&c.name))
                 })
@@ -466,5 +471,24 @@ mod tests {
             std::fs::read(dir.path().join("tokenizer.json")).unwrap(),
             body
         );
+    }
+
+    #[test]
+    fn two_names_pinned_with_one_digest_both_get_the_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = asset("vocab.txt", b"same bytes");
+        let b = Asset {
+            name: "vocab-copy.txt".into(),
+            ..a.clone()
+        };
+        let mut intake = FileIntake::new(dir.path(), &[a.clone(), b]);
+        assert_eq!(intake.missing().len(), 1, "one transfer for one digest");
+        intake.put(&a.sha256, 0, 10, b"same bytes").unwrap();
+        assert!(intake.is_complete());
+        for name in ["vocab.txt", "vocab-copy.txt"] {
+            assert_eq!(std::fs::read(dir.path().join(name)).unwrap(), b"same bytes");
+        }
+        let names = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(names, 2, "no part file left");
     }
 }
