@@ -155,3 +155,37 @@ fn the_red_teams_values_are_refused_with_the_allowed_range() {
         v[key] = keep;
     }
 }
+
+/// The work a federation file may ask of silos is bounded, and `model.files` belongs to a
+/// manifest: each refused at load, naming the key and the bound.
+#[test]
+fn endless_training_and_stray_model_files_are_refused_at_load() {
+    let base: Vec<String> = [
+        "3", "60", "10", "1", "5", "1024", "8", "7", "1", "32", "0.05", "0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let load = |text: String| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("federation.toml");
+        std::fs::write(&path, text).unwrap();
+        FederationConfig::load(&path).map(|_| ())
+    };
+    let mut v = base.clone();
+    v[8] = "1001".into();
+    let e = load(federation_toml(&v)).unwrap_err().to_string();
+    assert!(e.contains("plan.epochs") && e.contains("1000"), "{e}");
+    // 101 rounds × 100 epochs: a local-only baseline of 10,100 passes.
+    let mut v = base.clone();
+    (v[0], v[8]) = ("101".into(), "100".into());
+    let text =
+        federation_toml(&v).replace("name = \"t\"\n", "name = \"t\"\ncompare_local = true\n");
+    let e = load(text).unwrap_err().to_string();
+    assert!(e.contains("compare_local") && e.contains("10100"), "{e}");
+    // The same without the comparison loads.
+    assert!(load(federation_toml(&v)).is_ok());
+    let text = federation_toml(&base).replace("seed = 7\n", "seed = 7\nfiles = \"models\"\n");
+    let e = load(text).unwrap_err().to_string();
+    assert!(e.contains("model.files"), "{e}");
+}

@@ -369,11 +369,11 @@ impl DescribedTrainer for ExternalModel {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::time::Duration;
 
-    const SCRIPT: &str = concat!(
+    pub(crate) const SCRIPT: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../examples/trainers/numpy_bow.py"
     );
@@ -384,9 +384,9 @@ mod tests {
         model_of(dir, fail, false)
     }
 
-    /// [`model`], a regression of the reviews' stars (5 and 1) when `regression`.
-    fn model_of(dir: &Path, fail: Option<&str>, regression: bool) -> (ExternalModel, Vec<f32>) {
-        let out = dir.join("bow");
+    /// `numpy_bow.py --init` into `out` with `buckets` buckets, a classifier of the reviews'
+    /// `score` (other, great) or a regression of it: the manifest and initial values.
+    pub(crate) fn init_bow(out: &Path, buckets: usize, regression: bool) -> (Manifest, Vec<f32>) {
         let task: &[&str] = if regression {
             &["--regression"]
         } else {
@@ -394,8 +394,9 @@ mod tests {
         };
         let made = std::process::Command::new("python3")
             .args([SCRIPT, "--init"])
-            .arg(&out)
-            .args(["--text", "review", "--label", "score", "--buckets", "16"])
+            .arg(out)
+            .args(["--text", "review", "--label", "score"])
+            .args(["--buckets", &buckets.to_string()])
             .args(task)
             .output()
             .unwrap();
@@ -409,7 +410,12 @@ mod tests {
             .unwrap()
             .to_layout(&manifest.described().layout(), "initial")
             .unwrap();
-        let data = dir.join("reviews.csv");
+        (manifest, initial)
+    }
+
+    /// 20 reviews at `path`, alternately pleased and not: `great`/`other`, or 5 and 1 stars
+    /// for a regression.
+    pub(crate) fn reviews(path: &Path, regression: bool) {
         let mut text = String::from("review,score\n");
         for i in 0..20 {
             text.push_str(match (i % 2 == 0, regression) {
@@ -419,7 +425,15 @@ mod tests {
                 (false, true) => "bad stale awful,1\n",
             });
         }
-        std::fs::write(&data, text).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    /// [`model`], a regression of the reviews' stars (5 and 1) when `regression`.
+    fn model_of(dir: &Path, fail: Option<&str>, regression: bool) -> (ExternalModel, Vec<f32>) {
+        let out = dir.join("bow");
+        let (manifest, initial) = init_bow(&out, 16, regression);
+        let data = dir.join("reviews.csv");
+        reviews(&data, regression);
         let mut args = vec![SCRIPT.to_string()];
         if let Some(f) = fail {
             args.extend(["--fail-with".to_string(), f.to_string()]);

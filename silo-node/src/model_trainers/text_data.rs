@@ -147,6 +147,11 @@ mod tests {
         TextData::read(path, &Holdout::Fraction { fraction, seed }, &manifest())
     }
 
+    /// [`load`] with seed 1, under `manifest`.
+    fn load_under(path: &Path, fraction: f64, m: &Manifest) -> Result<TextData, TextDataError> {
+        TextData::read(path, &Holdout::Fraction { fraction, seed: 1 }, m)
+    }
+
     #[test]
     fn a_held_out_file_with_other_columns_is_refused() {
         let train = file("title,review,score\na,b,great\nc,d,other\n");
@@ -276,45 +281,22 @@ shape = [4, 2]
             .unwrap()
         };
         let f = file("title,review,score\na,b,4.5\nc,d,\ne,f,-1e3\n");
-        let d = TextData::read(
-            f.path(),
-            &Holdout::Fraction {
-                fraction: 0.5,
-                seed: 1,
-            },
-            &regression(),
-        )
-        .unwrap();
+        let d = load_under(f.path(), 0.5, &regression()).unwrap();
         let Some(Labels::Values(mut v)) = d.train.labels.chain(&d.holdout.labels) else {
             panic!("{d:?}")
         };
         v.sort_by(f64::total_cmp);
         assert_eq!((v, d.skipped_rows), (vec![-1000.0, 4.5], 1));
         let f = file("title,review,score\na,b,4.5\nc,d,great\n");
-        let e = TextData::read(
-            f.path(),
-            &Holdout::Fraction {
-                fraction: 0.5,
-                seed: 1,
-            },
-            &regression(),
-        )
-        .unwrap_err()
-        .to_string();
+        let e = load_under(f.path(), 0.5, &regression())
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("line 3") && e.contains("`great` is not a number"),
             "{e}"
         );
         let f = file("title,review,score\na,b,2\nc,d,2\ne,f,2\n");
-        let d = TextData::read(
-            f.path(),
-            &Holdout::Fraction {
-                fraction: 0.3,
-                seed: 1,
-            },
-            &regression(),
-        )
-        .unwrap();
+        let d = load_under(f.path(), 0.3, &regression()).unwrap();
         let why = d.single_class(&regression()).unwrap();
         assert!(
             why.contains("labels that vary") && why.contains("`score`"),

@@ -8,31 +8,10 @@ use super::*;
 /// built on a thread of its own (the schema check says "loading" meanwhile) and trains.
 #[tokio::test]
 async fn a_model_whose_files_arrive_from_the_coordinator_is_built_and_trains() {
-    const SCRIPT: &str = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/trainers/numpy_bow.py"
-    );
+    use crate::model_trainers::external::tests::{init_bow, reviews, SCRIPT};
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("bow");
-    let made = std::process::Command::new("python3")
-        .args([SCRIPT, "--init"])
-        .arg(&out)
-        .args([
-            "--text",
-            "review",
-            "--label",
-            "score",
-            "--classes",
-            "other,great",
-        ])
-        .args(["--buckets", "8"])
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    let (_, initial) = init_bow(&out, 8, false);
     // The program reads no file of its own; the manifest pins one anyway, as a vocabulary.
     let vocab = b"great tasty love bad stale awful".to_vec();
     let staged = dir.path().join("vocab.txt");
@@ -42,15 +21,7 @@ async fn a_model_whose_files_arrive_from_the_coordinator_is_built_and_trains() {
         + &format!("\n[[asset]]\nname = \"vocab.txt\"\nsha256 = \"{sha}\"\n");
     let manifest = fedsilo::model::manifest::Manifest::parse(&text).unwrap();
     let data = dir.path().join("reviews.csv");
-    let mut rows = String::from("review,score\n");
-    for i in 0..20 {
-        rows.push_str(if i % 2 == 0 {
-            "great tasty,great\n"
-        } else {
-            "bad stale,other\n"
-        });
-    }
-    std::fs::write(&data, rows).unwrap();
+    reviews(&data, false);
     let models = dir.path().join("models");
     std::fs::create_dir(&models).unwrap();
     let holdout = crate::model_trainers::Holdout::Fraction {
@@ -145,10 +116,6 @@ async fn a_model_whose_files_arrive_from_the_coordinator_is_built_and_trains() {
     assert_eq!(ready.rows, 15);
     let e = ask(put(0, 10)).await.unwrap_err().to_string();
     assert!(e.contains("nothing to receive"), "{e}");
-    let initial = fedsilo::model::tensor_file::TensorSet::read(&out.join("initial.safetensors"))
-        .unwrap()
-        .to_layout(&manifest.described().layout(), "initial")
-        .unwrap();
     let model = put_model(&t, initial).await;
     let r = ask(Request::Train {
         round: 1,

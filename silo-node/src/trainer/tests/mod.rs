@@ -20,6 +20,19 @@ async fn trainer() -> ActorRef<TrainerMessage> {
     trainer_with(None).await
 }
 
+/// The silo's own DP-SGD (clip 1, noise multiplier 1, no budget), spending into `ledger`.
+fn dp_sgd(ledger: std::path::PathBuf) -> super::SiloDpSgd {
+    super::SiloDpSgd {
+        dp: crate::train::dp_sgd::DpSgd {
+            clip: 1.0,
+            noise_multiplier: 1.0,
+        },
+        delta: 1e-5,
+        epsilon_budget: None,
+        ledger,
+    }
+}
+
 /// One epoch of plain SGD.
 fn plan() -> TrainPlan {
     TrainPlan {
@@ -453,16 +466,7 @@ async fn a_described_model_goes_to_its_trainer_and_nothing_else_does() {
 async fn a_refused_plan_spends_no_privacy_budget() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = dir.path().join("ledger.jsonl");
-    let (t, manifest) = described_trainer(Some(super::SiloDpSgd {
-        dp: crate::train::dp_sgd::DpSgd {
-            clip: 1.0,
-            noise_multiplier: 1.0,
-        },
-        delta: 1e-5,
-        epsilon_budget: None,
-        ledger: ledger.clone(),
-    }))
-    .await;
+    let (t, manifest) = described_trainer(Some(dp_sgd(ledger.clone()))).await;
     let ask = |req: Request| {
         let t = t.clone();
         async move { call(&t, &req, Duration::from_secs(5), "t").await }
@@ -517,16 +521,8 @@ async fn a_refused_plan_spends_no_privacy_budget() {
 async fn a_described_models_personal_head_is_kept_once_its_candidate_is_trained_from() {
     let dir = tempfile::tempdir().unwrap();
     for dp in [false, true] {
-        let (t, manifest) = described_trainer(dp.then(|| super::SiloDpSgd {
-            dp: crate::train::dp_sgd::DpSgd {
-                clip: 1.0,
-                noise_multiplier: 1.0,
-            },
-            delta: 1e-5,
-            epsilon_budget: None,
-            ledger: dir.path().join("ledger.jsonl"),
-        }))
-        .await;
+        let (t, manifest) =
+            described_trainer(dp.then(|| dp_sgd(dir.path().join("ledger.jsonl")))).await;
         let spec: fedsilo::model::Architecture = manifest.described().into();
         let ask = |req: Request| {
             let t = t.clone();
@@ -623,15 +619,7 @@ async fn a_tabular_silo_refuses_in_order_and_charges_nothing_for_a_refused_round
     let silo = tabular_silo(
         0.25,
         None,
-        Some(super::SiloDpSgd {
-            dp: crate::train::dp_sgd::DpSgd {
-                clip: 1.0,
-                noise_multiplier: 1.0,
-            },
-            delta: 1e-5,
-            epsilon_budget: None,
-            ledger: ledger.clone(),
-        }),
+        Some(dp_sgd(ledger.clone())),
         Some(crate::external::ExternalTrainer {
             program: "/bin/false".into(),
             args: vec![],
