@@ -149,6 +149,8 @@ async fn main() -> std::process::ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    // Training allocates and frees large tensors every step: keep them for reuse.
+    fedsilo_text::heap::keep_freed_buffers();
     // Room for connections up to the hard limit; the listeners keep a reserve within it.
     if let Err(e) = fedsilo::connection_budget::raise_open_files_limit() {
         tracing::warn!("cannot raise the open-files limit: {e}");

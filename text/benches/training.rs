@@ -3,8 +3,8 @@
 //! feed-forward projection), with full fine-tuning, and with LoRA on the top two layers only —
 //! once running the whole encoder, once above the cached frozen prefix (`fedsilo_text::prefix`,
 //! steady state: the cache is filled by the warm-up step, as by a silo's first epoch); and LoRA
-//! and full fine-tuning again without dropout (the manifest's `dropout = 0`: burn draws each
-//! mask element by element) — reported as examples per second and as
+//! and full fine-tuning again without dropout (the manifest's `dropout = 0`) — reported as
+//! examples per second and as
 //! achieved GFLOP/s against this machine's single-precision GEMM rate (OpenBLAS `sgemm`,
 //! 1024³, on all cores), measured in the same run, interleaved — so the ratio holds on a noisy
 //! machine. Also: the process's peak memory, and the bytes a silo sends per round (the
@@ -12,8 +12,9 @@
 //!
 //! Useful work counted: a forward pass is 2·L·(4h² + 2h·f) + 4·L²·h FLOPs per layer and
 //! example; full fine-tuning does three passes' worth (forward, gradients of activations and
-//! of weights), LoRA two (the frozen weights need no gradient; burn's LoRA computes one
-//! anyway, which is why its rate is lower).
+//! of weights), LoRA two (the frozen weights need no gradient, and `fedsilo_text::projection`
+//! computes none). The process keeps freed buffers for reuse, as `silo-node` does
+//! (`fedsilo_text::heap`).
 //!
 //!   scripts/ensure-model.sh && cargo bench -p fedsilo-text --bench training
 
@@ -104,6 +105,7 @@ fn main() {
         );
         std::process::exit(2);
     }
+    fedsilo_text::heap::keep_freed_buffers();
     let device = Device::flex().autodiff();
     let (config, base) = load_encoder(&model, &device).expect("model");
     let undropped = EncoderConfig {

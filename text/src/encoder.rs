@@ -1,15 +1,13 @@
-//! A BERT encoder: word, position and segment embeddings with a LayerNorm, then burn's
-//! `TransformerEncoder` in post-norm order — `norm(x + attention(x))`, `norm(x + ffn(x))` with
-//! biases everywhere and exact GELU, which is BERT's layer. Field names follow burn's modules;
+//! A BERT encoder: word, position and segment embeddings with a LayerNorm, then the stack of
+//! BERT layers ([`crate::layer`]). Field names follow burn's modules (`encoder.layers.3.mha.query`);
 //! [`crate::pretrained`] maps the Hugging Face names onto them.
 
-use burn::nn::transformer::{
-    TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
-};
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
 use burn::prelude::*;
 
 use crate::config::EncoderConfig;
+use crate::dropout::dropout;
+use crate::layer::Layer;
 
 /// The embedding block.
 #[derive(Module, Debug)]
@@ -26,13 +24,20 @@ pub struct Embeddings {
     pub dropout: Dropout,
 }
 
+/// The layers, bottom first.
+#[derive(Module, Debug)]
+pub struct Layers {
+    /// One per `num_hidden_layers`.
+    pub layers: Vec<Layer>,
+}
+
 /// The encoder.
 #[derive(Module, Debug)]
 pub struct Encoder {
     /// Embeddings.
     pub embeddings: Embeddings,
     /// The transformer layers.
-    pub encoder: TransformerEncoder,
+    pub encoder: Layers,
 }
 
 /// One batch of token ids, all `[batch, length]`, padded on the right.
@@ -60,16 +65,11 @@ impl EncoderConfig {
                     .init(device),
                 dropout: DropoutConfig::new(self.hidden_dropout_prob).init(),
             },
-            encoder: TransformerEncoderConfig::new(
-                self.hidden_size,
-                self.intermediate_size,
-                self.num_attention_heads,
-                self.num_hidden_layers,
-            )
-            .with_norm_first(false)
-            .with_layer_norm_eps(self.layer_norm_eps)
-            .with_dropout(self.hidden_dropout_prob)
-            .init(device),
+            encoder: Layers {
+                layers: (0..self.num_hidden_layers)
+                    .map(|_| Layer::new(self, device))
+                    .collect(),
+            },
         }
     }
 }
@@ -77,10 +77,7 @@ impl EncoderConfig {
 impl Encoder {
     /// Token states `[batch, length, hidden]`.
     pub fn forward(&self, t: &Tokens) -> Tensor<3> {
-        let x = self.embed(t);
-        let padding = t.mask.clone().equal_elem(0);
-        self.encoder
-            .forward(TransformerEncoderInput::new(x).mask_pad(padding))
+        self.layers(self.embed(t), &t.mask, 0, self.depth())
     }
 
     /// The embedding block's output `[batch, length, hidden]`.
@@ -94,7 +91,7 @@ impl Encoder {
         let x = e.word_embeddings.forward(t.ids.clone())
             + e.position_embeddings.forward(positions)
             + e.token_type_embeddings.forward(t.types.clone());
-        e.dropout.forward(e.layer_norm.forward(x))
+        dropout(&e.dropout, e.layer_norm.forward(x))
     }
 
     /// The states after layers `from..to` of states `x` (the embedding block's output when
@@ -103,7 +100,7 @@ impl Encoder {
         let padding = mask.clone().equal_elem(0);
         self.encoder.layers[from..to]
             .iter()
-            .fold(x, |x, layer| layer.forward(x, Some(padding.clone()), None))
+            .fold(x, |x, layer| layer.forward(x, &padding))
     }
 
     /// The number of layers.

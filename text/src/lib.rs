@@ -11,7 +11,10 @@
 //! backward passes are what this project stopped doing for models it does not own.
 //!
 //! - [`config`] — the encoder's `config.json`, checked for what this crate supports;
-//! - [`encoder`] — embeddings + burn's post-norm `TransformerEncoder` (BERT's layer);
+//! - [`encoder`] — embeddings and the stack of layers;
+//! - [`layer`] — BERT's post-norm transformer layer;
+//! - [`projection`] — a linear projection with its LoRA adapter beside the frozen weight;
+//! - [`dropout`] — dropout with masks drawn in bulk;
 //! - [`classifier`] — mean pooling and the head;
 //! - [`pretrained`] — loading `model.safetensors` (Hugging Face names) into the encoder;
 //! - [`lora`] — which projections get adapters, and their rank and alpha;
@@ -21,18 +24,23 @@
 //! - [`targets`] — class labels or standardised numbers (regression), and their loss;
 //! - [`train`] — AdamW fine-tuning and scoring;
 //! - [`head`] — the head alone on frozen embeddings (personalisation);
+//! - [`heap`] — keeping freed tensor buffers for reuse (a process-wide allocator setting);
 //! - [`private`] — the same under record-level DP-SGD (per-example clipping and noise).
 
 pub mod classifier;
 pub mod config;
+pub mod dropout;
 pub mod encoder;
 pub mod error;
 pub mod exchange;
 pub mod head;
+pub mod heap;
+pub mod layer;
 pub mod lora;
 pub mod prefix;
 pub mod pretrained;
 pub mod private;
+pub mod projection;
 pub(crate) mod proximal;
 pub mod targets;
 pub mod tokenize;

@@ -1,8 +1,8 @@
 //! Which weights get LoRA adapters, and how large. The encoder's every weight is frozen; each
-//! chosen projection `W` computes `W + (alpha / rank) · A·B` with `A` `[in, rank]` (random) and
-//! `B` `[rank, out]` (zero, so training starts from the pretrained model). Only `A`, `B` and the
-//! head train and travel. burn's `Module::apply_lora` does the reparameterisation; this module
-//! only says where.
+//! chosen projection `W` computes `x·W + (alpha / rank) · (x·A)·B` with `A` `[in, rank]`
+//! (random) and `B` `[rank, out]` (zero, so training starts from the pretrained model). Only
+//! `A`, `B` and the head train and travel. burn's `Module::apply_lora` attaches the adapters,
+//! [`crate::projection`] computes with them; this module only says where.
 
 use burn::module::{Lora, Module, ParamGroup};
 
