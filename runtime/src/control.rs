@@ -9,7 +9,7 @@ use ractor::ActorRef;
 use tokio::sync::watch;
 
 use crate::coordinator::CoordinatorMessage;
-pub use crate::coordinator::{ControlError, ControlRequest};
+pub use crate::coordinator::{ControlError, ControlRequest, RunRequest};
 use crate::status::FederationStatus;
 
 /// How long a control request may wait for the coordinator.
@@ -73,6 +73,24 @@ impl FederationControl {
             reason: reason.into(),
         })
         .await
+    }
+
+    /// Queues a training run of `rounds` rounds (a serving coordinator); its id and the
+    /// answer in words.
+    pub async fn submit_run(&self, rounds: u64, by: &str) -> Result<(u64, String), ControlError> {
+        let answer = self
+            .request(ControlRequest::Run(RunRequest::Submit {
+                rounds,
+                by: by.into(),
+            }))
+            .await?;
+        // The coordinator answers "run <id> queued …".
+        let id = answer
+            .split_whitespace()
+            .nth(1)
+            .and_then(|w| w.parse().ok())
+            .ok_or_else(|| ControlError::Failed(format!("unexpected answer: {answer}")))?;
+        Ok((id, answer))
     }
 
     /// Resumes it.

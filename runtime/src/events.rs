@@ -295,6 +295,26 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// A training run started ([`crate::runs`]).
+    RunStarted {
+        /// Its id.
+        run: u64,
+        /// Rounds it asks for.
+        rounds: u64,
+        /// The round number its first round gets.
+        first_round: u64,
+    },
+    /// A training run ended; the coordinator serves on (and starts the next queued run).
+    RunEnded {
+        /// Its id.
+        run: u64,
+        /// `finished`, `failed` or `cancelled`.
+        outcome: String,
+        /// Versions it committed.
+        committed: u64,
+        /// Why it failed, or why it was cancelled.
+        reason: Option<String>,
+    },
     /// The federation was resumed: rounds start again.
     FederationResumed {
         /// Who.
@@ -550,6 +570,11 @@ fn render(event: &Event, layout: &mut Option<TableLayout>) -> Option<String> {
         Event::RoundAbandoned { round, reason } => format!("{round:>5}  round abandoned: {reason}"),
         Event::FederationPaused { by, reason } => format!("federation paused by {by}: {reason} (no new round until resumed)"),
         Event::FederationResumed { by } => format!("federation resumed by {by}"),
+        Event::RunStarted { run, rounds, first_round } => format!("run {run} started: {rounds} round(s) from round {first_round}"),
+        Event::RunEnded { run, outcome, committed, reason } => format!(
+            "run {run} {outcome}, {committed} version(s) committed{}; serving on (fedsilo run submit for another)",
+            reason.as_ref().map_or(String::new(), |r| format!(": {r}"))
+        ),
         Event::RoundRequested { by, round } => format!("round {round} requested by {by} while paused"),
         Event::AwaitingApproval { round, version } => format!(
             "{round:>5}  candidate v{version} passed the gate; awaiting approval (fedsilo models approve {version} --kit <operator kit> --state-dir …)"

@@ -8,6 +8,7 @@
 //! state_dir = "state"          # checkpoints, events.jsonl, rounds.jsonl
 //! wait_for_silos_secs = 300    # give up if no round can start for this long
 //! compare_local = true         # at the end, ask each silo for a local-only baseline
+//! serve = false                # true: keep serving and take training runs as jobs
 //!
 //! [network]
 //! listen = "127.0.0.1:7443"
@@ -82,6 +83,10 @@ pub struct FederationSection {
     /// Run the local-only comparison at the end.
     #[serde(default)]
     pub compare_local: bool,
+    /// Keep serving between training runs ([`crate::runs`]): `rounds` is then the first run's
+    /// size (0: none), and further runs are submitted through the admin API.
+    #[serde(default)]
+    pub serve: bool,
 }
 
 fn default_wait() -> f64 {
@@ -295,8 +300,17 @@ impl FederationConfig {
             origin: origin.to_string(),
             message,
         };
-        if self.federation.rounds == 0 {
-            return Err(bad("`federation.rounds` = 0: must be at least 1".into()));
+        if self.federation.rounds == 0 && !self.federation.serve {
+            return Err(bad(
+                "`federation.rounds` = 0: must be at least 1 (0 is allowed only with `federation.serve = true`, where runs are submitted later)".into(),
+            ));
+        }
+        if self.federation.serve && self.federation.rounds > crate::runs::MAX_RUN_ROUNDS {
+            return Err(bad(format!(
+                "`federation.rounds` = {}: with `federation.serve = true` it is the first run's size, at most {}",
+                self.federation.rounds,
+                crate::runs::MAX_RUN_ROUNDS
+            )));
         }
         self.heartbeat_interval(origin)?;
         self.heartbeat_timeout(origin)?;

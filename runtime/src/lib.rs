@@ -15,6 +15,7 @@
 //! - [`coordinator`] — the federation's state machine, one concern per file;
 //! - [`actors`] — Aggregator, Validator, Policy, regional aggregator;
 //! - [`round`] — one federated round, end to end; [`events`] — what a run reports;
+//! - [`runs`] — training runs as jobs: the queue and each run's state machine;
 //! - [`federation`] — the coordinator's configuration file.
 
 extern crate blas_src;
@@ -48,6 +49,7 @@ pub mod registry;
 pub mod report;
 pub mod republish;
 pub mod round;
+pub mod runs;
 pub mod secagg;
 pub mod state_dir;
 pub mod status;

@@ -20,6 +20,8 @@ pub enum RunState {
     Paused,
     /// The run is over.
     Finished,
+    /// Between training runs: serving, waiting for a run to be submitted.
+    Idle,
 }
 
 /// Who paused the federation, and why.
@@ -78,8 +80,12 @@ pub struct FederationStatus {
     pub round_in_flight: Option<u64>,
     /// The number the next round gets.
     pub next_round: u64,
-    /// The run's last round (`federation.rounds`).
+    /// The active run's last round (0 between runs).
     pub rounds: u64,
+    /// The active run's id (a serving coordinator; `None` between runs, or when not serving).
+    pub run: Option<u64>,
+    /// Every training run of a serving coordinator: queued, running, past.
+    pub runs: Vec<crate::runs::RunRecord>,
     /// The current version.
     pub current_version: u64,
     /// Versions committed by this run of the coordinator.

@@ -7,11 +7,15 @@
 //! | GET | `/v1/rounds?limit=N` | read |
 //! | GET | `/v1/versions` | read |
 //! | GET | `/v1/audit?limit=N` | read |
+//! | GET | `/v1/runs` | read |
+//! | GET | `/v1/runs/{id}` | read |
 //! | GET | `/metrics` | read (Prometheus text format) |
 //! | POST | `/v1/candidates/{version}/approve` | approve |
 //! | POST | `/v1/candidates/{version}/reject` | approve |
 //! | POST | `/v1/versions/{version}/rollback` | operate |
 //! | POST | `/v1/rounds` | operate |
+//! | POST | `/v1/runs` | operate |
+//! | POST | `/v1/runs/{id}/cancel` | operate |
 //! | POST | `/v1/pause` | operate |
 //! | POST | `/v1/resume` | operate |
 
@@ -32,7 +36,7 @@ use serde_json::{json, Value};
 use super::auth::{authenticate, require, Caller, Denied, Peer};
 use super::tokens::{Scope, TokenFile};
 use crate::cluster::refusal_log::RefusalLog;
-use crate::control::{ControlError, ControlRequest, FederationControl};
+use crate::control::{ControlError, ControlRequest, FederationControl, RunRequest};
 use crate::decision::Kind as DecisionKind;
 use crate::registry::Registry;
 
@@ -381,6 +385,88 @@ async fn pause(
     Ok(Json(json!({ "result": result })))
 }
 
+/// The body of `POST /v1/runs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Submission {
+    rounds: u64,
+}
+
+/// The training runs, oldest first.
+async fn runs(State(api): Api, Extension(peer): Extension<Peer>, headers: HeaderMap) -> Answer {
+    guard(&api, &headers, &peer, Scope::Read)?;
+    let status = api.control.status();
+    Ok(Json(json!({ "active": status.run, "runs": status.runs })))
+}
+
+/// One training run.
+async fn run(
+    State(api): Api,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Answer {
+    guard(&api, &headers, &peer, Scope::Read)?;
+    let id = run_id(&id)?;
+    match api.control.status().runs.into_iter().find(|r| r.id == id) {
+        Some(r) => Ok(Json(json!(r))),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("there is no run {id}"),
+        )),
+    }
+}
+
+/// A run id from the path, read after the caller is authenticated.
+fn run_id(v: &str) -> Result<u64, ApiError> {
+    v.parse()
+        .map_err(|_| ApiError(StatusCode::BAD_REQUEST, format!("{v:?} is not a run id")))
+}
+
+/// Queues a training run.
+async fn submit_run(
+    State(api): Api,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let caller = guard(&api, &headers, &peer, Scope::Operate)?;
+    let body = read_body(body).await?;
+    let plan: Submission = serde_json::from_slice(&body).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("the body must be JSON like {{\"rounds\": 5}}: {e}"),
+        )
+    })?;
+    let (id, result) = api.control.submit_run(plan.rounds, &caller.by()).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "run": id, "result": result })),
+    ))
+}
+
+/// Cancels a queued or running run.
+async fn cancel_run(
+    State(api): Api,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Answer {
+    let caller = guard(&api, &headers, &peer, Scope::Operate)?;
+    let body = read_body(body).await?;
+    let run = run_id(&id)?;
+    let result = api
+        .control
+        .request(ControlRequest::Run(RunRequest::Cancel {
+            run,
+            by: caller.by(),
+            reason: reason(&body)?,
+        }))
+        .await?;
+    Ok(Json(json!({ "result": result })))
+}
+
 async fn resume(State(api): Api, Extension(peer): Extension<Peer>, headers: HeaderMap) -> Answer {
     let caller = guard(&api, &headers, &peer, Scope::Operate)?;
     let result = api.control.resume(&caller.by()).await?;
@@ -444,6 +530,9 @@ pub fn router(api: Arc<AdminApi>) -> Router {
             "/v1/versions/{version}/rollback",
             decision(DecisionKind::Rollback),
         )
+        .route("/v1/runs", get(runs).post(submit_run))
+        .route("/v1/runs/{id}", get(run))
+        .route("/v1/runs/{id}/cancel", post(cancel_run))
         .route("/v1/pause", post(pause))
         .route("/v1/resume", post(resume))
         .fallback(not_found)
@@ -504,6 +593,10 @@ mod tests {
             ("/v1/versions/{version}/rollback", "post"),
             ("/v1/pause", "post"),
             ("/v1/resume", "post"),
+            ("/v1/runs", "get"),
+            ("/v1/runs", "post"),
+            ("/v1/runs/{id}", "get"),
+            ("/v1/runs/{id}/cancel", "post"),
             ("/metrics", "get"),
         ] {
             let op = &doc["paths"][path][method];
@@ -517,7 +610,7 @@ mod tests {
         }
         let described = doc["paths"].as_object().unwrap().len();
         assert_eq!(
-            described, 11,
+            described, 14,
             "a path is described that the router does not serve"
         );
     }

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::record::Record;
 use super::verify::Checked;
+use crate::runs::{RunBook, RunPlan};
 use serde::{Deserialize, Serialize};
 
 /// Where a version stands.
@@ -65,6 +66,8 @@ pub struct History {
     pub applied: BTreeSet<String>,
     /// The federation is paused: by whom and why.
     pub paused: Option<(String, String)>,
+    /// The training runs: the queue, the running one, the past ones.
+    pub runs: RunBook,
 }
 
 impl History {
@@ -170,6 +173,24 @@ impl History {
                 }
                 Record::Paused { by, reason } => h.paused = Some((by.clone(), reason.clone())),
                 Record::Resumed { .. } => h.paused = None,
+                // The coordinator checked each transition before journaling it; one the book
+                // refuses now (a journal from an older version) changes nothing.
+                Record::RunSubmitted { run, rounds, by } => {
+                    h.runs.submit(*run, RunPlan { rounds: *rounds }, by.clone());
+                }
+                Record::RunStarted { run, first_round } => {
+                    let _ = h.runs.start(*run, *first_round);
+                }
+                Record::RunCancelled { run, by, reason } => {
+                    let _ = h.runs.cancel(*run, by.clone(), reason.clone());
+                }
+                Record::RunEnded {
+                    run,
+                    committed,
+                    error,
+                } => {
+                    let _ = h.runs.end(*run, *committed, error.clone());
+                }
                 _ => {}
             }
         }

@@ -215,6 +215,40 @@ pub enum Record {
         /// Until this round.
         until_round: u64,
     },
+    /// A training run was queued ([`crate::runs`]).
+    RunSubmitted {
+        /// Its id.
+        run: u64,
+        /// Rounds it asks for.
+        rounds: u64,
+        /// Who submitted it.
+        by: String,
+    },
+    /// A queued run started.
+    RunStarted {
+        /// Its id.
+        run: u64,
+        /// The round number its first round gets.
+        first_round: u64,
+    },
+    /// A run was cancelled (a running one ends when its round in flight is over).
+    RunCancelled {
+        /// Its id.
+        run: u64,
+        /// Who.
+        by: String,
+        /// Why.
+        reason: String,
+    },
+    /// A running run ended.
+    RunEnded {
+        /// Its id.
+        run: u64,
+        /// Versions it committed.
+        committed: u64,
+        /// Why it could not go on, if it failed.
+        error: Option<String>,
+    },
 }
 
 impl Record {
@@ -242,7 +276,11 @@ impl Record {
             | DecisionApplied { .. }
             | DecisionRefused { .. }
             | Paused { .. }
-            | Resumed { .. } => None,
+            | Resumed { .. }
+            | RunSubmitted { .. }
+            | RunStarted { .. }
+            | RunCancelled { .. }
+            | RunEnded { .. } => None,
         }
     }
 
@@ -404,6 +442,25 @@ impl std::fmt::Display for Record {
             }
             Paused { by, reason } => write!(f, "paused by {by}: {reason}"),
             Resumed { by } => write!(f, "resumed by {by}"),
+            RunSubmitted { run, rounds, by } => {
+                write!(f, "run {run} of {rounds} round(s) submitted by {by}")
+            }
+            RunStarted { run, first_round } => {
+                write!(f, "run {run} started at round {first_round}")
+            }
+            RunCancelled { run, by, reason } => {
+                write!(f, "run {run} cancelled by {by}: {reason}")
+            }
+            RunEnded {
+                run,
+                committed,
+                error: None,
+            } => write!(f, "run {run} finished, {committed} version(s) committed"),
+            RunEnded {
+                run,
+                committed,
+                error: Some(e),
+            } => write!(f, "run {run} failed after {committed} version(s): {e}"),
         }
     }
 }

@@ -14,6 +14,13 @@ use serde_json::json;
 pub struct AdminArgs {
     #[command(subcommand)]
     command: AdminCommand,
+    #[command(flatten)]
+    api: ApiConnection,
+}
+
+/// How to reach the admin API (shared by `fedsilo admin` and `fedsilo run`).
+#[derive(Debug, Args)]
+pub struct ApiConnection {
     /// The admin API's base URL (`admin.listen` of the coordinator).
     #[arg(long, global = true, default_value = "https://127.0.0.1:8443")]
     url: String,
@@ -187,8 +194,22 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<ExitCode> {
         ),
         Resume => (("POST", "/v1/resume".to_string()), Some(json!({}))),
     };
-    fedsilo::tls::install_crypto_provider();
-    let client = match (&a.kit, &a.ca) {
+    let (method, path) = method_path;
+    a.api.call(method, &path, body).await
+}
+
+impl ApiConnection {
+    /// Calls `method path` with `body` (JSON, for a POST) and prints the answer: the JSON
+    /// pretty-printed (the metrics as text), or the error with its status (exit 1).
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<ExitCode> {
+        let a = self;
+        fedsilo::tls::install_crypto_provider();
+        let client = match (&a.kit, &a.ca) {
         (Some(kit), _) => {
             let creds = NodeCredentials::load_kit(kit)
                 .with_context(|| format!("--kit {}", kit.display()))?;
@@ -199,26 +220,26 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<ExitCode> {
             "give --kit (an operator's kit) or --ca (the consortium CA) with a token in FEDSILO_TOKEN"
         ),
     };
-    let (method, path) = method_path;
-    let response = match body {
-        None => client.get(&path).await?,
-        Some(b) => client.post(&path, &b).await?,
-    };
-    let json = response.json();
-    if (200..300).contains(&response.status) && path == "/metrics" {
-        print!("{}", response.text());
-        Ok(ExitCode::SUCCESS)
-    } else if (200..300).contains(&response.status) {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json).unwrap_or_else(|_| response.text())
-        );
-        Ok(ExitCode::SUCCESS)
-    } else {
-        let why = json["error"]
-            .as_str()
-            .map_or_else(|| response.text(), str::to_string);
-        eprintln!("fedsilo: {method} {path}: {} {why}", response.status);
-        Ok(ExitCode::FAILURE)
+        let response = match body {
+            None => client.get(path).await?,
+            Some(b) => client.post(path, &b).await?,
+        };
+        let json = response.json();
+        if (200..300).contains(&response.status) && path == "/metrics" {
+            print!("{}", response.text());
+            Ok(ExitCode::SUCCESS)
+        } else if (200..300).contains(&response.status) {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json).unwrap_or_else(|_| response.text())
+            );
+            Ok(ExitCode::SUCCESS)
+        } else {
+            let why = json["error"]
+                .as_str()
+                .map_or_else(|| response.text(), str::to_string);
+            eprintln!("fedsilo: {method} {path}: {} {why}", response.status);
+            Ok(ExitCode::FAILURE)
+        }
     }
 }

@@ -11,7 +11,9 @@ use fedsilo::federation::FederationConfig;
 /// Run the coordinator of a federation.
 ///
 /// Reads the federation file (docs/configuration.md lists every key), listens for silos over mutual
-/// TLS, agrees feature scaling with them, runs the configured number of rounds and exits.
+/// TLS, agrees feature scaling with them, runs the configured number of rounds and exits —
+/// or, with `--serve` (`federation.serve`), keeps serving and takes training runs as jobs
+/// (`fedsilo run submit`) until it is stopped.
 /// Every event goes to <state_dir>/events.jsonl; committed models to <state_dir>/models/.
 /// Restarted on the same state directory, it resumes from the last committed version.
 #[derive(Debug, Args)]
@@ -31,6 +33,11 @@ pub struct CoordinatorArgs {
     /// Override `federation.rounds`.
     #[arg(long)]
     rounds: Option<u64>,
+    /// Keep serving between runs (`federation.serve = true`): the admin API, metrics and
+    /// webhooks stay up and runs are submitted with `fedsilo run submit`; stop with Ctrl-C or
+    /// SIGTERM.
+    #[arg(long)]
+    serve: bool,
     /// Override `federation.policy`, the policy file (watched for changes while running).
     #[arg(long)]
     policy: Option<PathBuf>,
@@ -73,6 +80,9 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(r) = a.rounds {
         cfg.federation.rounds = r;
+    }
+    if a.serve {
+        cfg.federation.serve = true;
     }
     if let Some(p) = a.policy {
         cfg.federation.policy = p;

@@ -11,6 +11,7 @@ mod models_cmd;
 mod policy_cmd;
 mod privacy_cmd;
 mod report_cmd;
+mod run_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -61,6 +62,14 @@ enum Command {
     ///   FEDSILO_TOKEN=fedsilo_… fedsilo admin --ca certs/ca.pem approve 4 --reason "CHG-1234"
     #[command(verbatim_doc_comment)]
     Admin(admin_cmd::AdminArgs),
+    /// Training runs on a serving coordinator (`federation.serve = true`): submit, list,
+    /// show, cancel. Runs queue and start one at a time; each is journaled.
+    ///
+    ///   fedsilo run --kit certs/alice submit --rounds 20
+    ///   fedsilo run --kit certs/alice list
+    ///   FEDSILO_TOKEN=fedsilo_… fedsilo run --ca certs/ca.pem cancel 3 --reason "wrong data"
+    #[command(verbatim_doc_comment)]
+    Run(run_cmd::RunArgs),
     /// Write the run report: a self-contained HTML page with charts.
     ///
     /// Charts of the global metric per round, per-silo metrics, participation, refusals,
@@ -84,6 +93,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Audit(a) => audit_cmd::run(a),
         Command::Models(a) => models_cmd::run(a),
         Command::Admin(a) => admin_cmd::run(a).await,
+        Command::Run(a) => run_cmd::run(a).await,
         Command::Report(a) => report_cmd::run(a),
     }
 }

@@ -6,7 +6,7 @@
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use super::governance::{apply_decisions, control};
-use super::lifecycle::finish;
+use super::lifecycle::{finish, run_over};
 use super::membership::{
     check_health, on_ping, on_schema_checked, refresh_aggregators, refresh_membership,
 };
@@ -137,8 +137,8 @@ fn step(
                     "feature scaling could not be agreed within {:.0} s",
                     state.settings.wait_for_silos.as_secs_f64()
                 );
-                finish(state, myself, Some(why));
-                return false;
+                run_over(state, myself, Some(why));
+                return !state.phase.finished();
             }
             true
         }
@@ -159,8 +159,8 @@ fn step(
         }
         CoordinatorMessage::ComparisonDone(rows) => {
             state.ledger.events.emit(Event::Comparison { rows });
-            finish(state, myself, None);
-            false
+            run_over(state, myself, None);
+            !state.phase.finished()
         }
         CoordinatorMessage::Control(request, reply) => {
             let answer = control(state, request);

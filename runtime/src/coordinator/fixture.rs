@@ -60,6 +60,8 @@ pub(super) struct Fixture {
     pub(super) state_dir: PathBuf,
     kit: PathBuf,
     pub(super) done: Option<mpsc::UnboundedReceiver<RunResult>>,
+    /// The coordinator serves (`federation.serve`), with this first run's size.
+    pub(super) serve: Option<u64>,
 }
 
 pub(super) fn spec() -> ModelSpec {
@@ -102,6 +104,15 @@ impl Fixture {
             kit: certs.join("coordinator"),
             _dir: dir,
             done: None,
+            serve: None,
+        }
+    }
+
+    /// A serving coordinator's fixture whose federation file asks for a first run of `rounds`.
+    pub(super) fn serving(rounds: u64) -> Self {
+        Self {
+            serve: Some(rounds),
+            ..Self::new()
         }
     }
 
@@ -113,8 +124,13 @@ impl Fixture {
             crate::state_dir::open(&self.state_dir, &creds, EventFormat::Json, vec![], |_| None)?;
         let (done, done_rx) = mpsc::unbounded_channel();
         self.done = Some(done_rx);
+        let mut settings = settings();
+        if let Some(rounds) = self.serve {
+            settings.serve = true;
+            settings.rounds = rounds;
+        }
         recover(CoordinatorArgs {
-            settings: settings(),
+            settings,
             directory: Arc::new(PeerDirectory::default()),
             data: (&schema()).into(),
             policy: nobody().await,
@@ -195,6 +211,7 @@ pub(super) fn settings() -> CoordinatorSettings {
         heartbeat_timeout: Duration::from_secs(3),
         wait_for_silos: Duration::from_secs(60),
         compare_local: false,
+        serve: false,
         aggregation: Aggregation::default(),
         region: "us".into(),
         node: "coordinator".into(),

@@ -1,4 +1,5 @@
-//! Operators' say over the federation: pause and resume, a round started by hand, and
+//! Operators' say over the federation: pause and resume, a round started by hand, training
+//! runs submitted and cancelled (carried out by [`super::jobs`]), and
 //! decisions — approve or reject the candidate awaiting approval, roll back to an earlier
 //! committed version — whether they come through the admin API ([`control`]) or as signed
 //! files in the decision inbox ([`apply_decisions`], between rounds only).
@@ -9,8 +10,9 @@
 
 use std::time::Instant;
 
+use super::jobs;
 use super::ledger::{summary_of, Disposition};
-use super::messages::{ControlError, ControlRequest};
+use super::messages::{ControlError, ControlRequest, RunRequest};
 use super::phase::{Awaiting, Hold};
 use super::state::CoordinatorState;
 use crate::audit::entry::now_ms;
@@ -31,6 +33,18 @@ pub fn control(
         ControlRequest::Pause { by, reason } => pause(state, by, reason),
         ControlRequest::Resume { by } => resume(state, by),
         ControlRequest::StartRound { by } => start_round(state, by),
+        ControlRequest::Run(RunRequest::Submit { rounds, by }) => {
+            let id = jobs::submit(state, rounds, by)?;
+            let ahead = state
+                .runs
+                .all()
+                .filter(|r| r.id != id && !r.status.is_over())
+                .count();
+            Ok(format!("run {id} queued ({ahead} run(s) ahead of it)"))
+        }
+        ControlRequest::Run(RunRequest::Cancel { run, by, reason }) => {
+            jobs::cancel(state, run, by, reason)
+        }
         ControlRequest::Decide {
             kind,
             version,
@@ -106,7 +120,7 @@ fn start_round(state: &mut CoordinatorState, by: String) -> Result<String, Contr
     let round = state.run.next_round;
     if let Some(why) = state
         .phase
-        .refuses_step(&state.hold, round, state.settings.rounds)
+        .refuses_step(&state.hold, round, state.run.until())
     {
         return Err(ControlError::Conflict(why));
     }

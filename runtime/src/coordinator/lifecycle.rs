@@ -1,6 +1,7 @@
 //! How a run ends: after its last round (or when the privacy budget leaves too few silos),
 //! optionally a local-only baseline at every silo for the comparison table, then
-//! [`finish`] — the `finished` event, the result to whoever started the coordinator, and the
+//! [`run_over`] — a serving coordinator records the run's end and serves on; otherwise
+//! [`finish`]: the `finished` event, the result to whoever started the coordinator, and the
 //! actor stops. Also how a spawned task that died is reported ([`task_failure`]).
 
 use std::collections::BTreeMap;
@@ -20,12 +21,28 @@ use crate::protocol::SiloHandle;
 use crate::protocol::{call, EvalMetrics, ModelRef, Request, Response, TrainPlan};
 
 /// The run is over (last round done or budget exhausted): the local-only comparison if asked
-/// for, then finish.
+/// for, then [`run_over`].
 pub fn end_run(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorMessage>) {
-    if state.settings.compare_local && state.run.committed > 0 {
+    let cancelled = state.run.job.is_some_and(|j| j.cancelled);
+    if state.settings.compare_local && state.run.committed > 0 && !cancelled {
         start_comparison(state, myself);
     } else {
-        finish(state, myself, None);
+        run_over(state, myself, None);
+    }
+}
+
+/// The run ended (`error`: it could not go on). A serving coordinator records it and serves on
+/// (the next queued run starts); otherwise the coordinator [`finish`]es.
+pub fn run_over(
+    state: &mut CoordinatorState,
+    myself: &ActorRef<CoordinatorMessage>,
+    error: Option<String>,
+) {
+    if !state.settings.serve {
+        return finish(state, myself, error);
+    }
+    if let Err(e) = super::jobs::close(state, error) {
+        finish(state, myself, Some(e.to_string()));
     }
 }
 
@@ -106,7 +123,8 @@ fn start_comparison(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorM
         digest: Digest::of_f32(&initial),
     };
     let s = &state.settings;
-    let (spec, chunk, rounds) = (s.spec.clone(), s.chunk, s.rounds as u32);
+    let rounds = state.run.job.map_or(s.rounds, |j| j.rounds);
+    let (spec, chunk, rounds) = (s.spec.clone(), s.chunk, rounds.min(u32::MAX as u64) as u32);
     let plan = TrainPlan {
         epochs: s.epochs,
         batch_size: s.batch_size,

@@ -93,6 +93,29 @@ pub enum ControlRequest {
         /// Their certificate (DER, hex), when they authenticated with one.
         certificate: String,
     },
+    /// Submit or cancel a training run.
+    Run(RunRequest),
+}
+
+/// Submitting and cancelling training runs (a serving coordinator, [`crate::runs`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunRequest {
+    /// Queue a run of `rounds` rounds. The answer starts `run <id> queued`.
+    Submit {
+        /// Rounds.
+        rounds: u64,
+        /// Who.
+        by: String,
+    },
+    /// Cancel a queued run, or end the running one at the next round boundary.
+    Cancel {
+        /// The run.
+        run: u64,
+        /// Who.
+        by: String,
+        /// Why (recorded).
+        reason: String,
+    },
 }
 
 /// Why a request was not carried out.

@@ -25,9 +25,10 @@
 //! | `ledger` | the one order of every write: checkpoint → journal → `CURRENT` → registry |
 //! | `versions` | the current version; `make_current` is the one place it changes |
 //! | `governance` | pause, resume, a round by hand, approve, reject, roll back |
-//! | `lifecycle` | the end of a run: comparison, `finish` |
+//! | `lifecycle` | the end of a run: comparison, `run_over`, `finish` |
+//! | `jobs` | runs as jobs (serving): submit, cancel, start the next queued run, close one |
 //! | `publish` | the status for the admin API |
-//! | `fixture`, `tests` | the state machine's unit tests (no processes, no sockets) |
+//! | `fixture`, `tests`, `run_tests` | the state machine's unit tests (no processes, no sockets) |
 //!
 //! The *federation* (members, versions, ledger, hold) lives as long as the coordinator; a
 //! *run* ([`state::Run`]) is one series of rounds. The state directory's files and which
@@ -36,6 +37,7 @@
 mod actor;
 mod cohort;
 mod governance;
+mod jobs;
 mod ledger;
 mod lifecycle;
 mod membership;
@@ -53,10 +55,12 @@ mod versions;
 #[cfg(test)]
 mod fixture;
 #[cfg(test)]
+mod run_tests;
+#[cfg(test)]
 mod tests;
 
 pub use actor::CoordinatorActor;
 pub use lifecycle::task_failure;
-pub use messages::{ControlError, ControlRequest, CoordinatorMessage, ScalingOutcome};
+pub use messages::{ControlError, ControlRequest, CoordinatorMessage, RunRequest, ScalingOutcome};
 pub use phase::{Hold, Phase};
 pub use settings::{CoordinatorArgs, CoordinatorSettings, PretrainedModel, RunResult};

@@ -14,6 +14,8 @@
 //!                            └──────────────────────────── AwaitingApproval
 //!
 //! Ready ──(last round done, or budget spent)──▶ Comparing ──▶ Finished
+//!                                                          └──▶ Idle (serving: the run ends,
+//! Idle ──(a queued run starts)──▶ Starting or Ready               the next queued one starts)
 //! any   ──(an error the coordinator cannot go on from)─────────▶ Finished
 //! ```
 //!
@@ -58,6 +60,8 @@ pub enum Phase {
     },
     /// Between rounds: the next one starts when the policy's selection allows.
     Ready,
+    /// Between runs (a serving coordinator): the next queued run starts from here.
+    Idle,
     /// Round `round` is in flight.
     Round {
         /// Its number.
@@ -155,6 +159,9 @@ impl Phase {
                 a.meta.version
             ));
         }
+        if matches!(self, Phase::Idle) {
+            return Some("no training run is active: submit one (fedsilo run submit)".into());
+        }
         if next > rounds {
             return Some(format!("all {rounds} rounds of this run are done"));
         }
@@ -171,6 +178,7 @@ impl Phase {
             Phase::Round { .. } => RunState::RoundInFlight,
             Phase::AwaitingApproval(_) => RunState::AwaitingApproval,
             _ if matches!(hold, Hold::Paused { .. }) => RunState::Paused,
+            Phase::Idle => RunState::Idle,
             _ if !scaled => RunState::Starting,
             _ => RunState::Ready,
         }

@@ -33,7 +33,9 @@ pub fn status(state: &CoordinatorState) -> FederationStatus {
         paused: state.hold.pause().cloned(),
         round_in_flight: state.phase.round_in_flight(),
         next_round: state.run.next_round,
-        rounds: s.rounds,
+        rounds: state.run.until(),
+        run: state.run.job.and_then(|j| j.id),
+        runs: state.runs.all().cloned().collect(),
         current_version: state.versions.model.version,
         committed_this_run: state.run.committed,
         awaiting_approval: state.phase.awaiting().map(|a| AwaitingCandidate {

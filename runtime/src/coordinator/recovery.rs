@@ -3,13 +3,15 @@
 //! candidate still awaiting approval waiting (if its file is the one journaled), stays paused
 //! if it was, records a round the previous process never finished as abandoned, never reuses
 //! a round or version number, and publishes to `rounds.jsonl` and `events.jsonl` any commit a
-//! crash kept from them ([`crate::republish`]).
+//! crash kept from them ([`crate::republish`]). A serving coordinator rebuilds its book of runs
+//! from the journal: the queue is kept and the running run resumes ([`super::jobs`]).
 
+use super::jobs;
 use super::ledger::{summary_of, Ledger};
 use super::membership::Members;
 use super::phase::{Awaiting, Hold, Phase};
 use super::settings::CoordinatorArgs;
-use super::state::{CoordinatorState, Links, Run};
+use super::state::{CoordinatorState, Job, Links, Run};
 use super::versions::Versions;
 use crate::audit::History;
 use crate::events::Event;
@@ -59,6 +61,7 @@ pub fn recover(args: CoordinatorArgs) -> crate::Result<CoordinatorState> {
             retry_at: None,
         },
         hold: Hold::Running,
+        runs: Default::default(),
     };
     resume_current(&mut state)?;
     republish_committed(&state, &history)?;
@@ -80,6 +83,18 @@ pub fn recover(args: CoordinatorArgs) -> crate::Result<CoordinatorState> {
         state.phase = Phase::AwaitingApproval(Box::new(awaiting(&state, &history, v)?));
     }
     number_rounds(&mut state, &history)?;
+    if state.settings.serve {
+        state.runs = history.runs.clone();
+        jobs::recover(&mut state)?;
+    } else {
+        let rounds = state.settings.rounds;
+        state.run.begin(Job {
+            id: None,
+            until: rounds,
+            rounds,
+            cancelled: false,
+        });
+    }
     let len = state.versions.model.params.len();
     state.versions.optimizer = match &state.settings.aggregation.server_optimizer {
         Some(o) => Some(

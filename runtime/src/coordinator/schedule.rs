@@ -1,5 +1,6 @@
 //! Starting work when the coordinator is idle: nothing while a task is out or a candidate
-//! awaits an operator; the end of the run after its last round; otherwise the policy file is
+//! awaits an operator; a serving coordinator's next queued run when none is active
+//! ([`super::jobs`]); the end of the run after its last round (or once it is cancelled); otherwise the policy file is
 //! re-read (it takes effect at round boundaries), the privacy budget is checked, the Policy
 //! actor selects a cohort from the [`candidates`](super::cohort::candidates), and either the
 //! cohort agrees on feature scaling (first time) or a round is dispatched.
@@ -13,7 +14,8 @@ use fedsilo_policies::Policy;
 use ractor::ActorRef;
 
 use super::cohort::{candidates, route_for, Eligibility};
-use super::lifecycle::{end_run, finish, task_failure};
+use super::jobs;
+use super::lifecycle::{end_run, finish, run_over, task_failure};
 use super::messages::CoordinatorMessage;
 use super::phase::Phase;
 use super::scaling;
@@ -50,7 +52,17 @@ pub async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Co
         }
         return;
     }
-    if state.run.next_round > state.settings.rounds || state.run.exhausted {
+    if state.settings.serve {
+        match jobs::start_next(state) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => return finish(state, myself, Some(e.to_string())),
+        }
+    }
+    if state.run.next_round > state.run.until()
+        || state.run.exhausted
+        || state.run.job.is_some_and(|j| j.cancelled)
+    {
         end_run(state, myself);
         return;
     }
@@ -158,7 +170,7 @@ async fn select(
             waited.as_secs_f64(),
             selection.verdict.reasons.join("; ")
         );
-        finish(state, myself, Some(why));
+        run_over(state, myself, Some(why));
     } else if state.run.last_waiting != selection.verdict.reasons {
         state.run.last_waiting = selection.verdict.reasons.clone();
         state.ledger.events.emit(Event::WaitingForSilos {

@@ -72,6 +72,9 @@ pub struct CoordinatorSettings {
     pub wait_for_silos: Duration,
     /// Ask for local-only baselines at the end.
     pub compare_local: bool,
+    /// Keep serving between runs, taking runs as jobs ([`crate::runs`]); `rounds` is the
+    /// first run's size. Otherwise one run up to round `rounds`, then the coordinator stops.
+    pub serve: bool,
     /// Kernel, clipping, server optimiser.
     pub aggregation: Aggregation,
     /// This coordinator's region (from its certificate): whether it may process an update

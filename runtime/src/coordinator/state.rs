@@ -2,8 +2,8 @@
 //!
 //! The *federation* — who is a member ([`Members`]), the versions ([`Versions`]), the durable
 //! record ([`Ledger`]), the operators' hold ([`Hold`]) — lives as long as the coordinator.
-//! A *run* ([`Run`]) is one series of rounds towards `federation.rounds`: its counters, its
-//! privacy spend and its waiting clock. What the coordinator is doing right now is the
+//! A *run* ([`Run`]) is one series of rounds (its [`Job`]): its counters, its waiting clock;
+//! the book of runs ([`RunBook`]) and the privacy spend are the federation's. What the coordinator is doing right now is the
 //! [`Phase`]. Keeping these apart is what lets a later federation outlive its runs.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,6 +26,7 @@ use crate::cluster::PeerDirectory;
 use crate::data::DataContract;
 use crate::model::eval::EvalMetrics;
 use crate::privacy::budget::PrivacyBook;
+use crate::runs::RunBook;
 use crate::status::FederationStatus;
 
 /// The actors and channels the coordinator talks to (none of them state of its own).
@@ -46,8 +47,23 @@ pub struct Links {
     pub status: watch::Sender<FederationStatus>,
 }
 
-/// One run: rounds up to `federation.rounds`.
+/// Which run the rounds belong to, and where it stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Job {
+    /// Its id in the book of runs; `None`: the one run of a coordinator that does not serve.
+    pub id: Option<u64>,
+    /// The last round number it may start.
+    pub until: u64,
+    /// The rounds it asked for (a local-only baseline trains as many).
+    pub rounds: u64,
+    /// An operator cancelled it: it ends at the next round boundary.
+    pub cancelled: bool,
+}
+
+/// One run: its rounds, up to `job.until`.
 pub struct Run {
+    /// The run the rounds belong to; `None` between runs (a serving coordinator, idle).
+    pub job: Option<Job>,
     /// The next round's number.
     pub next_round: u64,
     /// Versions committed in this run.
@@ -73,6 +89,7 @@ impl Run {
     /// A run that starts at round 1 (recovery moves it on).
     pub fn new(privacy: PrivacyBook) -> Self {
         Self {
+            job: None,
             next_round: 1,
             committed: 0,
             idle_since: Instant::now(),
@@ -83,6 +100,22 @@ impl Run {
             round_policy: Policy::default(),
             last_eval: BTreeMap::new(),
         }
+    }
+
+    /// Starts `job` from round `next_round`: the counters and clocks of the last run are
+    /// reset; the privacy book (the federation's budget, spent across runs) is kept.
+    pub fn begin(&mut self, job: Job) {
+        self.job = Some(job);
+        self.committed = 0;
+        self.idle_since = Instant::now();
+        self.last_waiting.clear();
+        self.over_budget.clear();
+        self.last_eval.clear();
+    }
+
+    /// The last round number the current run may start (0 between runs).
+    pub fn until(&self) -> u64 {
+        self.job.map_or(0, |j| j.until)
     }
 }
 
@@ -104,6 +137,8 @@ pub struct CoordinatorState {
     pub phase: Phase,
     /// Whether an operator paused it.
     pub hold: Hold,
+    /// Every training run: queued, running, past ([`crate::runs`]).
+    pub runs: RunBook,
 }
 
 impl CoordinatorState {

@@ -326,6 +326,7 @@ fn settings(
         heartbeat_timeout: cfg.heartbeat_timeout(origin)?,
         wait_for_silos: fedsilo_policies::duration::to_duration(cfg.federation.wait_for_silos_secs),
         compare_local: cfg.federation.compare_local,
+        serve: cfg.federation.serve,
         aggregation: cfg.aggregation.clone(),
         region: node.identity().region.clone(),
         misroute,

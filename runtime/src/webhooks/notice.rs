@@ -30,11 +30,13 @@ pub enum NoticeKind {
     FederationResumed,
     /// The run ended.
     FederationFinished,
+    /// A training run ended (finished, failed or cancelled) while the coordinator serves on.
+    RunEnded,
 }
 
 impl NoticeKind {
     /// Every kind.
-    pub const ALL: [NoticeKind; 10] = [
+    pub const ALL: [NoticeKind; 11] = [
         NoticeKind::CandidateAwaitingApproval,
         NoticeKind::VersionCommitted,
         NoticeKind::RoundRejected,
@@ -45,6 +47,7 @@ impl NoticeKind {
         NoticeKind::FederationPaused,
         NoticeKind::FederationResumed,
         NoticeKind::FederationFinished,
+        NoticeKind::RunEnded,
     ];
 
     /// The snake_case name (the `X-Fedsilo-Event` header).
@@ -60,6 +63,7 @@ impl NoticeKind {
             NoticeKind::FederationPaused => "federation_paused",
             NoticeKind::FederationResumed => "federation_resumed",
             NoticeKind::FederationFinished => "federation_finished",
+            NoticeKind::RunEnded => "run_ended",
         }
     }
 }
@@ -127,6 +131,7 @@ impl Noticer {
             Event::FederationPaused { .. } => one(NoticeKind::FederationPaused),
             Event::FederationResumed { .. } => one(NoticeKind::FederationResumed),
             Event::Finished { .. } => one(NoticeKind::FederationFinished),
+            Event::RunEnded { .. } => one(NoticeKind::RunEnded),
             _ => vec![],
         }
     }

@@ -1,0 +1,211 @@
+//! Training runs as jobs, for a serving coordinator (`federation.serve`): submitting and
+//! cancelling runs ([`submit`], [`cancel`]), starting the next queued one when none is active
+//! ([`start_next`]), and ending the active one ([`close`]). Each transition is checked against
+//! the book of runs ([`crate::runs::RunBook`]), journaled (synced), then applied — the order
+//! that lets a restart rebuild the book from the journal.
+//!
+//! A coordinator that does not serve has one run, up to round `federation.rounds`, and none of
+//! this applies: its run has no id and ends the process.
+
+use super::messages::ControlError;
+use super::phase::Phase;
+use super::state::{CoordinatorState, Job};
+use crate::audit::Record;
+use crate::events::Event;
+use crate::runs::{RunPlan, RunStatus};
+
+/// Who submits the first run of a federation that has never had one (`federation.rounds`).
+pub const FEDERATION_FILE: &str = "federation file";
+
+fn journal_error(e: crate::audit::AuditError) -> ControlError {
+    ControlError::Failed(format!("cannot record it in the audit journal: {e}"))
+}
+
+/// Queues a run of `rounds` rounds; its id on success.
+pub fn submit(state: &mut CoordinatorState, rounds: u64, by: String) -> Result<u64, ControlError> {
+    if !state.settings.serve {
+        return Err(ControlError::Conflict(
+            "this coordinator runs one run and stops; runs can be submitted only with `federation.serve = true`".into(),
+        ));
+    }
+    let plan = RunPlan { rounds };
+    state
+        .runs
+        .check_submit(&plan)
+        .map_err(|e| ControlError::Conflict(e.to_string()))?;
+    let id = state.runs.next_id();
+    state
+        .ledger
+        .journal
+        .record_synced(Record::RunSubmitted {
+            run: id,
+            rounds,
+            by: by.clone(),
+        })
+        .map_err(journal_error)?;
+    state.runs.submit(id, plan, by);
+    Ok(id)
+}
+
+/// Cancels run `id`: a queued one at once; the active one ends at the next round boundary (a
+/// round in flight completes and is judged as usual).
+pub fn cancel(
+    state: &mut CoordinatorState,
+    id: u64,
+    by: String,
+    reason: String,
+) -> Result<String, ControlError> {
+    state
+        .runs
+        .check_cancel(id)
+        .map_err(|e| ControlError::Conflict(e.to_string()))?;
+    state
+        .ledger
+        .journal
+        .record_synced(Record::RunCancelled {
+            run: id,
+            by: by.clone(),
+            reason: reason.clone(),
+        })
+        .map_err(journal_error)?;
+    // Checked above: the book accepts it.
+    let _ = state.runs.cancel(id, by, reason);
+    match &mut state.run.job {
+        Some(job) if job.id == Some(id) => {
+            job.cancelled = true;
+            Ok(match state.phase.round_in_flight() {
+                Some(r) => format!("run {id} is cancelled; it ends when round {r} is over"),
+                None => format!("run {id} is cancelled"),
+            })
+        }
+        _ => Ok(format!("run {id} is cancelled; it will not start")),
+    }
+}
+
+/// The job of a run that starts (or resumes) at round `first_round`.
+fn job(id: u64, rounds: u64, first_round: u64) -> Job {
+    Job {
+        id: Some(id),
+        until: first_round + rounds - 1,
+        rounds,
+        cancelled: false,
+    }
+}
+
+/// At start, for a serving coordinator: the run the journal says was running resumes (a run
+/// being cancelled ends at the first boundary); a federation that never had a run gets the
+/// federation file's first one, queued. Without an active run the coordinator is idle.
+pub fn recover(state: &mut CoordinatorState) -> Result<(), crate::audit::AuditError> {
+    let rounds = state.settings.rounds;
+    if state.runs.is_empty() && rounds > 0 && state.runs.check_submit(&RunPlan { rounds }).is_ok() {
+        let id = state.runs.next_id();
+        state.ledger.journal.record_synced(Record::RunSubmitted {
+            run: id,
+            rounds,
+            by: FEDERATION_FILE.into(),
+        })?;
+        state
+            .runs
+            .submit(id, RunPlan { rounds }, FEDERATION_FILE.into());
+    }
+    let Some(active) = state.runs.active().cloned() else {
+        if matches!(state.phase, Phase::Ready | Phase::Starting { .. }) {
+            state.phase = Phase::Idle;
+        }
+        return Ok(());
+    };
+    let first = active.status.first_round().unwrap_or(state.run.next_round);
+    let mut j = job(active.id, active.plan.rounds, first);
+    j.cancelled = matches!(active.status, RunStatus::Cancelling { .. });
+    state.run.begin(j);
+    state.ledger.events.emit(Event::RunStarted {
+        run: active.id,
+        rounds: active.plan.rounds,
+        first_round: first,
+    });
+    Ok(())
+}
+
+/// Starts the oldest queued run if no run is active; `Ok(false)` when there is none to start
+/// (the coordinator stays idle).
+pub fn start_next(state: &mut CoordinatorState) -> Result<bool, ControlError> {
+    if state.run.job.is_some() {
+        return Ok(true);
+    }
+    let Some(next) = state.runs.next_queued().cloned() else {
+        if matches!(state.phase, Phase::Ready | Phase::Starting { .. }) {
+            state.phase = Phase::Idle;
+        }
+        return Ok(false);
+    };
+    let first_round = state.run.next_round;
+    state
+        .runs
+        .check_start(next.id)
+        .map_err(|e| ControlError::Conflict(e.to_string()))?;
+    state
+        .ledger
+        .journal
+        .record_synced(Record::RunStarted {
+            run: next.id,
+            first_round,
+        })
+        .map_err(journal_error)?;
+    let _ = state.runs.start(next.id, first_round);
+    state.run.begin(job(next.id, next.plan.rounds, first_round));
+    if matches!(state.phase, Phase::Idle) {
+        state.phase = if state.versions.scaling.is_some() {
+            Phase::Ready
+        } else {
+            Phase::Starting {
+                agreeing: false,
+                retry_at: None,
+            }
+        };
+    }
+    state.ledger.events.emit(Event::RunStarted {
+        run: next.id,
+        rounds: next.plan.rounds,
+        first_round,
+    });
+    Ok(true)
+}
+
+/// Ends the active run (`error`: why it could not go on); the coordinator goes idle unless a
+/// candidate still awaits an operator (a decision outlives the run that made it).
+pub fn close(state: &mut CoordinatorState, error: Option<String>) -> Result<(), ControlError> {
+    let Some(job) = state.run.job.take() else {
+        return Ok(());
+    };
+    if !matches!(state.phase, Phase::AwaitingApproval(_)) {
+        state.phase = Phase::Idle;
+    }
+    let Some(id) = job.id else {
+        return Ok(());
+    };
+    let committed = state.run.committed;
+    state
+        .ledger
+        .journal
+        .record_synced(Record::RunEnded {
+            run: id,
+            committed,
+            error: error.clone(),
+        })
+        .map_err(journal_error)?;
+    let _ = state.runs.end(id, committed, error);
+    let (outcome, reason) = match state.runs.get(id).map(|r| &r.status) {
+        Some(RunStatus::Cancelled { by, reason, .. }) => {
+            ("cancelled", Some(format!("by {by}: {reason}")))
+        }
+        Some(RunStatus::Failed { error, .. }) => ("failed", Some(error.clone())),
+        _ => ("finished", None),
+    };
+    state.ledger.events.emit(Event::RunEnded {
+        run: id,
+        outcome: outcome.into(),
+        committed,
+        reason,
+    });
+    Ok(())
+}

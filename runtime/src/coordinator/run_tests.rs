@@ -1,0 +1,164 @@
+//! Unit tests of training runs as jobs on a serving coordinator, without processes or sockets:
+//! the book of runs as a start rebuilds it from the journal, runs starting one at a time,
+//! ending, being cancelled around a round in flight, and what a coordinator that does not serve
+//! refuses.
+
+use ractor::ActorRef;
+
+use super::fixture::*;
+use super::governance::control;
+use super::jobs;
+use super::lifecycle;
+use super::messages::{ControlError, ControlRequest, CoordinatorMessage, RunRequest};
+use super::outcome::on_round;
+use super::phase::Phase;
+use super::scaling;
+use crate::runs::RunStatus;
+use crate::status::RunState;
+
+fn submit(rounds: u64) -> ControlRequest {
+    ControlRequest::Run(RunRequest::Submit {
+        rounds,
+        by: "token n8n".into(),
+    })
+}
+
+fn cancel(run: u64) -> ControlRequest {
+    ControlRequest::Run(RunRequest::Cancel {
+        run,
+        by: "alice".into(),
+        reason: "wrong data".into(),
+    })
+}
+
+fn status(s: &super::state::CoordinatorState, id: u64) -> RunStatus {
+    s.runs.get(id).unwrap().status.clone()
+}
+
+#[tokio::test]
+async fn a_new_federation_queues_the_federation_files_run_and_a_restart_resumes_it() {
+    let mut f = Fixture::serving(2);
+    let mut s = f.start().await.unwrap();
+    assert_eq!(status(&s, 1), RunStatus::Queued);
+    assert_eq!(s.runs.get(1).unwrap().submitted_by, jobs::FEDERATION_FILE);
+    assert!(matches!(s.phase, Phase::Idle));
+    assert_eq!(s.phase.run_state(&s.hold, false), RunState::Idle);
+    assert!(jobs::start_next(&mut s).unwrap());
+    assert_eq!(status(&s, 1), RunStatus::Running { first_round: 1 });
+    assert!(matches!(s.phase, Phase::Starting { .. }));
+    assert_eq!(s.run.until(), 2);
+    assert_eq!(f.journal(), ["run_submitted", "run_started"]);
+    drop(s);
+    // Killed here: the restart resumes run 1 and queues nothing new.
+    let s = f.start().await.unwrap();
+    assert_eq!(status(&s, 1), RunStatus::Running { first_round: 1 });
+    assert_eq!(s.run.job.and_then(|j| j.id), Some(1));
+    assert_eq!(s.runs.all().count(), 1);
+    assert!(!matches!(s.phase, Phase::Idle));
+}
+
+#[tokio::test]
+async fn a_run_ends_the_coordinator_idles_and_the_next_run_takes_the_next_rounds() {
+    let mut f = Fixture::serving(1);
+    let mut s = f.start().await.unwrap();
+    jobs::start_next(&mut s).unwrap();
+    scaling::on_done(&mut s, scaling_outcome());
+    let round = dispatched(&mut s);
+    let outcome = candidate(&s, round, 0.5, None);
+    on_round(&mut s, outcome).unwrap();
+    let me: ActorRef<CoordinatorMessage> = nobody().await;
+    // The run's one round is done: what the scheduler does next.
+    assert!(s.run.next_round > s.run.until());
+    lifecycle::end_run(&mut s, &me);
+    assert!(!s.phase.finished(), "a serving coordinator does not stop");
+    assert!(matches!(s.phase, Phase::Idle));
+    assert_eq!(
+        status(&s, 1),
+        RunStatus::Finished {
+            first_round: 1,
+            committed: 1
+        }
+    );
+    assert_eq!(f.events("run_ended")[0]["outcome"], "finished");
+    assert!(!jobs::start_next(&mut s).unwrap(), "nothing queued: idle");
+    let answer = control(&mut s, submit(3)).unwrap();
+    assert!(answer.starts_with("run 2 queued"), "{answer}");
+    assert!(jobs::start_next(&mut s).unwrap());
+    assert_eq!(status(&s, 2), RunStatus::Running { first_round: 2 });
+    assert_eq!(s.run.until(), 4);
+    assert_eq!(s.run.committed, 0);
+    assert!(matches!(s.phase, Phase::Ready));
+}
+
+#[tokio::test]
+async fn cancelling_the_running_run_lets_the_round_in_flight_finish() {
+    let mut f = Fixture::serving(5);
+    let mut s = f.start().await.unwrap();
+    jobs::start_next(&mut s).unwrap();
+    scaling::on_done(&mut s, scaling_outcome());
+    control(&mut s, submit(2)).unwrap();
+    let round = dispatched(&mut s);
+    let answer = control(&mut s, cancel(1)).unwrap();
+    assert!(answer.contains("when round 1 is over"), "{answer}");
+    assert!(matches!(status(&s, 1), RunStatus::Cancelling { .. }));
+    let outcome = candidate(&s, round, 0.5, None);
+    on_round(&mut s, outcome).unwrap();
+    assert_eq!(
+        s.versions.model.version, 1,
+        "the round in flight was judged"
+    );
+    let me: ActorRef<CoordinatorMessage> = nobody().await;
+    lifecycle::end_run(&mut s, &me);
+    assert_eq!(
+        status(&s, 1),
+        RunStatus::Cancelled {
+            by: "alice".into(),
+            reason: "wrong data".into(),
+            committed: 1
+        }
+    );
+    // The queued run starts next, and can be cancelled before it does.
+    control(&mut s, submit(1)).unwrap();
+    control(&mut s, cancel(3)).unwrap();
+    assert!(jobs::start_next(&mut s).unwrap());
+    assert_eq!(s.run.job.and_then(|j| j.id), Some(2));
+    assert!(matches!(status(&s, 3), RunStatus::Cancelled { .. }));
+    // Over is over; unknown is unknown.
+    for (run, why) in [(1, "is cancelled"), (9, "no run 9")] {
+        match control(&mut s, cancel(run)) {
+            Err(ControlError::Conflict(m)) => assert!(m.contains(why), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(f.journal().contains(&"run_cancelled".to_string()));
+}
+
+#[tokio::test]
+async fn a_coordinator_that_does_not_serve_refuses_runs_and_has_one() {
+    let mut f = Fixture::new();
+    let mut s = ready(&mut f).await;
+    assert_eq!(s.run.job.map(|j| (j.id, j.until)), Some((None, 10)));
+    match control(&mut s, submit(1)) {
+        Err(ControlError::Conflict(m)) => assert!(m.contains("federation.serve"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(s.runs.is_empty());
+}
+
+#[tokio::test]
+async fn an_idle_coordinator_refuses_a_round_by_hand_and_bad_plans() {
+    let mut f = Fixture::serving(0);
+    let mut s = f.start().await.unwrap();
+    assert!(s.runs.is_empty(), "rounds = 0: no first run");
+    control(&mut s, pause()).unwrap();
+    match control(&mut s, ControlRequest::StartRound { by: "alice".into() }) {
+        Err(ControlError::Conflict(m)) => assert!(m.contains("no training run is active"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    for rounds in [0, crate::runs::MAX_RUN_ROUNDS + 1] {
+        assert!(matches!(
+            control(&mut s, submit(rounds)),
+            Err(ControlError::Conflict(_))
+        ));
+    }
+}

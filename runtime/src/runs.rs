@@ -1,0 +1,419 @@
+//! Training runs as jobs. A long-lived coordinator (`federation.serve`) trains in *runs*: each
+//! is submitted (through the admin API, `fedsilo run submit`, or the federation file's
+//! `rounds` on a federation's first start), waits in a queue, runs alone — its rounds are the
+//! federation's next round numbers — and ends finished, failed or cancelled. Between runs the
+//! coordinator keeps serving: heartbeats, the admin API, metrics, webhooks.
+//!
+//! This module is the book of runs and its state machine, with no I/O: the coordinator journals
+//! every transition in the audit journal first ([`crate::audit::Record`]'s `Run*` records), and
+//! a restart rebuilds the book by replaying them — the queue survives a crash, and a run that
+//! was running resumes.
+//!
+//! ```text
+//!  submit            start (oldest queued, none running)
+//! ───────▶ Queued ─────────────────────────────────────▶ Running ──end──▶ Finished | Failed
+//!            │ cancel                                       │ cancel
+//!            ▼                                              ▼  (a round in flight completes)
+//!        Cancelled ◀───────────────────end─────────────  Cancelling
+//! ```
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The most runs that may wait in the queue at once: a flood of submissions is refused, not
+/// kept.
+pub const MAX_QUEUED: usize = 100;
+
+/// The most rounds one run may ask for.
+pub const MAX_RUN_ROUNDS: u64 = 100_000;
+
+/// What a run is asked to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunPlan {
+    /// Rounds to commit or attempt (1 to [`MAX_RUN_ROUNDS`]).
+    pub rounds: u64,
+}
+
+/// Where a run stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Waiting for the runs before it.
+    Queued,
+    /// Its rounds are being trained; the first was `first_round`.
+    Running {
+        /// The federation's round number its first round got.
+        first_round: u64,
+    },
+    /// Cancelled while running: it ends when the round in flight (if any) is over.
+    Cancelling {
+        /// Its first round.
+        first_round: u64,
+        /// Who cancelled it.
+        by: String,
+        /// Why.
+        reason: String,
+    },
+    /// All its rounds were attempted (or the privacy budget ran out).
+    Finished {
+        /// Its first round.
+        first_round: u64,
+        /// Versions it committed.
+        committed: u64,
+    },
+    /// It could not go on (no round could start for too long, scaling not agreed, ...).
+    Failed {
+        /// Versions it committed before failing.
+        committed: u64,
+        /// Why.
+        error: String,
+    },
+    /// Cancelled by an operator.
+    Cancelled {
+        /// Who.
+        by: String,
+        /// Why.
+        reason: String,
+        /// Versions it committed before it was cancelled.
+        committed: u64,
+    },
+}
+
+impl RunStatus {
+    /// Whether the run is over (finished, failed or cancelled).
+    pub fn is_over(&self) -> bool {
+        matches!(
+            self,
+            RunStatus::Finished { .. } | RunStatus::Failed { .. } | RunStatus::Cancelled { .. }
+        )
+    }
+
+    /// Its first round, once it started.
+    pub fn first_round(&self) -> Option<u64> {
+        match self {
+            RunStatus::Running { first_round }
+            | RunStatus::Cancelling { first_round, .. }
+            | RunStatus::Finished { first_round, .. } => Some(*first_round),
+            _ => None,
+        }
+    }
+}
+
+/// One run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Its id (1, 2, ... in submission order).
+    pub id: u64,
+    /// What it was asked to do.
+    pub plan: RunPlan,
+    /// Who submitted it (an API token, an operator certificate, or `federation file`).
+    pub submitted_by: String,
+    /// Where it stands.
+    #[serde(flatten)]
+    pub status: RunStatus,
+}
+
+/// Why a transition was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RunError {
+    /// No run has this id.
+    #[error("there is no run {0}")]
+    Unknown(u64),
+    /// The plan cannot be run.
+    #[error("rounds = {0}: a run needs between 1 and {MAX_RUN_ROUNDS} rounds")]
+    Rounds(u64),
+    /// The queue is full.
+    #[error("{MAX_QUEUED} runs are already queued; cancel some or wait for them")]
+    QueueFull,
+    /// The run is not in a state that allows it.
+    #[error("run {id} is {state}: {what}")]
+    State {
+        /// The run.
+        id: u64,
+        /// Its state's name.
+        state: &'static str,
+        /// What cannot be done.
+        what: &'static str,
+    },
+    /// Another run is running.
+    #[error("run {0} is running")]
+    Busy(u64),
+}
+
+/// Every run, by id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunBook {
+    runs: BTreeMap<u64, RunRecord>,
+}
+
+fn state_name(s: &RunStatus) -> &'static str {
+    match s {
+        RunStatus::Queued => "queued",
+        RunStatus::Running { .. } => "running",
+        RunStatus::Cancelling { .. } => "being cancelled",
+        RunStatus::Finished { .. } => "finished",
+        RunStatus::Failed { .. } => "failed",
+        RunStatus::Cancelled { .. } => "cancelled",
+    }
+}
+
+impl RunBook {
+    /// The id the next submitted run gets.
+    pub fn next_id(&self) -> u64 {
+        self.runs.keys().next_back().map_or(1, |id| id + 1)
+    }
+
+    /// Every run, oldest first.
+    pub fn all(&self) -> impl Iterator<Item = &RunRecord> {
+        self.runs.values()
+    }
+
+    /// One run.
+    pub fn get(&self, id: u64) -> Option<&RunRecord> {
+        self.runs.get(&id)
+    }
+
+    /// Whether no run was ever submitted.
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// The run that is running or being cancelled, if any.
+    pub fn active(&self) -> Option<&RunRecord> {
+        self.runs.values().find(|r| {
+            matches!(
+                r.status,
+                RunStatus::Running { .. } | RunStatus::Cancelling { .. }
+            )
+        })
+    }
+
+    /// The oldest queued run, which starts next.
+    pub fn next_queued(&self) -> Option<&RunRecord> {
+        self.runs
+            .values()
+            .find(|r| matches!(r.status, RunStatus::Queued))
+    }
+
+    /// Checks a plan and the queue before a submission is journaled.
+    pub fn check_submit(&self, plan: &RunPlan) -> Result<(), RunError> {
+        if plan.rounds == 0 || plan.rounds > MAX_RUN_ROUNDS {
+            return Err(RunError::Rounds(plan.rounds));
+        }
+        let queued = self
+            .runs
+            .values()
+            .filter(|r| r.status == RunStatus::Queued)
+            .count();
+        if queued >= MAX_QUEUED {
+            return Err(RunError::QueueFull);
+        }
+        Ok(())
+    }
+
+    /// Queues run `id` (replayed as journaled: the id is the journal's).
+    pub fn submit(&mut self, id: u64, plan: RunPlan, by: String) {
+        self.runs.insert(
+            id,
+            RunRecord {
+                id,
+                plan,
+                submitted_by: by,
+                status: RunStatus::Queued,
+            },
+        );
+    }
+
+    fn run_mut(&mut self, id: u64) -> Result<&mut RunRecord, RunError> {
+        self.runs.get_mut(&id).ok_or(RunError::Unknown(id))
+    }
+
+    /// Checks that queued run `id` may start now (no other run active).
+    pub fn check_start(&self, id: u64) -> Result<(), RunError> {
+        if let Some(a) = self.active() {
+            return Err(RunError::Busy(a.id));
+        }
+        let r = self.runs.get(&id).ok_or(RunError::Unknown(id))?;
+        match r.status {
+            RunStatus::Queued => Ok(()),
+            ref s => Err(RunError::State {
+                id,
+                state: state_name(s),
+                what: "only a queued run starts",
+            }),
+        }
+    }
+
+    /// Queued run `id` starts with round `first_round`.
+    pub fn start(&mut self, id: u64, first_round: u64) -> Result<(), RunError> {
+        self.check_start(id)?;
+        self.run_mut(id)?.status = RunStatus::Running { first_round };
+        Ok(())
+    }
+
+    /// Checks that run `id` may be cancelled.
+    pub fn check_cancel(&self, id: u64) -> Result<(), RunError> {
+        let r = self.runs.get(&id).ok_or(RunError::Unknown(id))?;
+        match r.status {
+            RunStatus::Queued | RunStatus::Running { .. } => Ok(()),
+            ref s => Err(RunError::State {
+                id,
+                state: state_name(s),
+                what: "only a queued or running run can be cancelled",
+            }),
+        }
+    }
+
+    /// Cancels run `id`: a queued one is over at once; a running one is being cancelled until
+    /// [`end`](Self::end).
+    pub fn cancel(&mut self, id: u64, by: String, reason: String) -> Result<(), RunError> {
+        self.check_cancel(id)?;
+        let r = self.run_mut(id)?;
+        r.status = match r.status {
+            RunStatus::Running { first_round } => RunStatus::Cancelling {
+                first_round,
+                by,
+                reason,
+            },
+            _ => RunStatus::Cancelled {
+                by,
+                reason,
+                committed: 0,
+            },
+        };
+        Ok(())
+    }
+
+    /// The active run `id` ended, having committed `committed` versions; `error` if it could
+    /// not go on. A run being cancelled ends cancelled whatever the error.
+    pub fn end(&mut self, id: u64, committed: u64, error: Option<String>) -> Result<(), RunError> {
+        let r = self.run_mut(id)?;
+        r.status = match (&r.status, error) {
+            (RunStatus::Cancelling { by, reason, .. }, _) => RunStatus::Cancelled {
+                by: by.clone(),
+                reason: reason.clone(),
+                committed,
+            },
+            (RunStatus::Running { .. }, Some(error)) => RunStatus::Failed { committed, error },
+            (RunStatus::Running { first_round }, None) => RunStatus::Finished {
+                first_round: *first_round,
+                committed,
+            },
+            (s, _) => {
+                return Err(RunError::State {
+                    id,
+                    state: state_name(s),
+                    what: "only an active run ends",
+                })
+            }
+        };
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(rounds: u64) -> RunPlan {
+        RunPlan { rounds }
+    }
+
+    #[test]
+    fn runs_queue_in_order_and_run_one_at_a_time() {
+        let mut b = RunBook::default();
+        assert_eq!(b.next_id(), 1);
+        b.submit(1, plan(3), "ops".into());
+        b.submit(2, plan(1), "ops".into());
+        assert_eq!(b.next_id(), 3);
+        assert_eq!(b.next_queued().map(|r| r.id), Some(1));
+        b.start(1, 10).unwrap();
+        assert_eq!(b.active().map(|r| r.id), Some(1));
+        assert_eq!(b.start(2, 13), Err(RunError::Busy(1)));
+        assert_eq!(b.next_queued().map(|r| r.id), Some(2));
+        b.end(1, 3, None).unwrap();
+        assert_eq!(
+            b.get(1).unwrap().status,
+            RunStatus::Finished {
+                first_round: 10,
+                committed: 3
+            }
+        );
+        assert!(b.active().is_none());
+        b.start(2, 13).unwrap();
+        b.end(2, 0, Some("no silo".into())).unwrap();
+        assert!(matches!(b.get(2).unwrap().status, RunStatus::Failed { .. }));
+        assert!(b.get(2).unwrap().status.is_over());
+    }
+
+    #[test]
+    fn a_queued_run_is_cancelled_at_once_a_running_one_when_it_ends() {
+        let mut b = RunBook::default();
+        b.submit(1, plan(5), "ops".into());
+        b.submit(2, plan(5), "ops".into());
+        b.cancel(2, "alice".into(), "wrong data".into()).unwrap();
+        assert!(b.get(2).unwrap().status.is_over());
+        assert!(b.next_queued().map(|r| r.id) == Some(1));
+        b.start(1, 1).unwrap();
+        b.cancel(1, "bob".into(), "stop".into()).unwrap();
+        // Still the active run until its round in flight is over.
+        assert_eq!(b.active().map(|r| r.id), Some(1));
+        b.end(1, 2, Some("ignored".into())).unwrap();
+        assert_eq!(
+            b.get(1).unwrap().status,
+            RunStatus::Cancelled {
+                by: "bob".into(),
+                reason: "stop".into(),
+                committed: 2
+            }
+        );
+    }
+
+    #[test]
+    fn refused_transitions_name_the_run_and_its_state() {
+        let mut b = RunBook::default();
+        assert_eq!(
+            b.cancel(9, "x".into(), "y".into()),
+            Err(RunError::Unknown(9))
+        );
+        b.submit(1, plan(1), "ops".into());
+        b.start(1, 1).unwrap();
+        b.end(1, 1, None).unwrap();
+        let e = b.cancel(1, "x".into(), "y".into()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "run 1 is finished: only a queued or running run can be cancelled"
+        );
+        assert!(b.start(1, 2).is_err());
+        assert!(b.end(1, 1, None).is_err());
+    }
+
+    #[test]
+    fn plans_and_floods_are_checked() {
+        let mut b = RunBook::default();
+        assert_eq!(b.check_submit(&plan(0)), Err(RunError::Rounds(0)));
+        assert!(b.check_submit(&plan(MAX_RUN_ROUNDS + 1)).is_err());
+        for id in 1..=MAX_QUEUED as u64 {
+            b.check_submit(&plan(1)).unwrap();
+            b.submit(id, plan(1), "ops".into());
+        }
+        assert_eq!(b.check_submit(&plan(1)), Err(RunError::QueueFull));
+        b.cancel(1, "ops".into(), "room".into()).unwrap();
+        assert!(b.check_submit(&plan(1)).is_ok());
+    }
+
+    #[test]
+    fn a_record_serialises_flat_with_its_state() {
+        let r = RunRecord {
+            id: 4,
+            plan: plan(2),
+            submitted_by: "ops".into(),
+            status: RunStatus::Running { first_round: 7 },
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["state"], "running");
+        assert_eq!(v["first_round"], 7);
+        assert_eq!(v["plan"]["rounds"], 2);
+    }
+}
