@@ -31,6 +31,7 @@ mod operations;
 mod privacy;
 mod residency;
 mod robustness;
+mod runs;
 mod secure_aggregation;
 mod text_model;
 mod validation;

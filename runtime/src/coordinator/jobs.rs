@@ -95,7 +95,11 @@ fn job(id: u64, rounds: u64, first_round: u64) -> Job {
 /// At start, for a serving coordinator: the run the journal says was running resumes (a run
 /// being cancelled ends at the first boundary); a federation that never had a run gets the
 /// federation file's first one, queued. Without an active run the coordinator is idle.
-pub fn recover(state: &mut CoordinatorState) -> Result<(), crate::audit::AuditError> {
+/// `committed_rounds`: the rounds of every version the journal committed.
+pub fn recover(
+    state: &mut CoordinatorState,
+    committed_rounds: &[u64],
+) -> Result<(), crate::audit::AuditError> {
     let rounds = state.settings.rounds;
     if state.runs.is_empty() && rounds > 0 && state.runs.check_submit(&RunPlan { rounds }).is_ok() {
         let id = state.runs.next_id();
@@ -118,6 +122,8 @@ pub fn recover(state: &mut CoordinatorState) -> Result<(), crate::audit::AuditEr
     let mut j = job(active.id, active.plan.rounds, first);
     j.cancelled = matches!(active.status, RunStatus::Cancelling { .. });
     state.run.begin(j);
+    // What it committed before the restart still counts.
+    state.run.committed = committed_rounds.iter().filter(|r| **r >= first).count() as u64;
     state.ledger.events.emit(Event::RunStarted {
         run: active.id,
         rounds: active.plan.rounds,

@@ -85,7 +85,13 @@ pub fn recover(args: CoordinatorArgs) -> crate::Result<CoordinatorState> {
     number_rounds(&mut state, &history)?;
     if state.settings.serve {
         state.runs = history.runs.clone();
-        jobs::recover(&mut state)?;
+        let committed: Vec<u64> = history
+            .versions
+            .values()
+            .filter(|j| j.status == Status::Committed)
+            .map(|j| j.round)
+            .collect();
+        jobs::recover(&mut state, &committed)?;
     } else {
         let rounds = state.settings.rounds;
         state.run.begin(Job {

@@ -48,11 +48,16 @@ async fn a_new_federation_queues_the_federation_files_run_and_a_restart_resumes_
     assert!(matches!(s.phase, Phase::Starting { .. }));
     assert_eq!(s.run.until(), 2);
     assert_eq!(f.journal(), ["run_submitted", "run_started"]);
+    scaling::on_done(&mut s, scaling_outcome());
+    let round = dispatched(&mut s);
+    let outcome = candidate(&s, round, 0.5, None);
+    on_round(&mut s, outcome).unwrap();
     drop(s);
-    // Killed here: the restart resumes run 1 and queues nothing new.
+    // Killed here: the restart resumes run 1, with what it committed, and queues nothing new.
     let s = f.start().await.unwrap();
     assert_eq!(status(&s, 1), RunStatus::Running { first_round: 1 });
     assert_eq!(s.run.job.and_then(|j| j.id), Some(1));
+    assert_eq!((s.run.committed, s.run.next_round), (1, 2));
     assert_eq!(s.runs.all().count(), 1);
     assert!(!matches!(s.phase, Phase::Idle));
 }
