@@ -66,6 +66,13 @@ fn a_serving_coordinator_runs_jobs_back_to_back_and_resumes_one_after_a_kill() {
     assert!(ok, "{out}");
     let second = f.expect("run 2 ends", ended(2));
     assert_eq!(second["committed"], 2, "{second}");
+    // Each round's record names its run.
+    let rounds = std::fs::read_to_string(f.state_dir().join("rounds.jsonl")).unwrap();
+    let runs: Vec<u64> = rounds
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["run"].as_u64().unwrap())
+        .collect();
+    assert_eq!(runs, [1, 2, 2]);
     // Bad input is refused by name; the coordinator goes on serving.
     let (ok, out) = run_cmd(&url, &kit, &["submit", "--rounds", "0"]);
     assert!(

@@ -61,6 +61,9 @@ pub struct RoundSummary {
     pub update_norms: BTreeMap<String, f64>,
     /// Silo-level DP: this round's spend and the cumulative spend after it.
     pub privacy: Option<RoundSpend>,
+    /// The training run the round belonged to (a serving coordinator, [`crate::runs`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<u64>,
 }
 
 /// One row of the local-only vs federated comparison.

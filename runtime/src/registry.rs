@@ -55,6 +55,10 @@ pub struct VersionMeta {
     pub created_ms: u64,
     /// Who decided its status (`gate`, or an operator's certificate name).
     pub decided_by: String,
+    /// The training run whose round made it (a serving coordinator; `None` otherwise, and for
+    /// versions recorded before runs existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<u64>,
 }
 
 impl VersionMeta {
@@ -216,6 +220,7 @@ impl Registry {
                         reason: format!("{reason} (filled in from the audit journal)"),
                         created_ms: written.get(v).copied().unwrap_or(0),
                         decided_by: "gate".into(),
+                        run: None,
                     })?;
                     did.push(format!(
                         "version {v} ({}) filled into the model registry from the audit journal",
@@ -329,6 +334,7 @@ mod tests {
             reason: String::new(),
             created_ms: 1,
             decided_by: "gate".into(),
+            run: None,
         }
     }
 

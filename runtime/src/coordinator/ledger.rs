@@ -205,5 +205,6 @@ pub fn summary_of(meta: &VersionMeta) -> RoundSummary {
         examples: meta.participants.iter().cloned().collect(),
         update_norms: BTreeMap::new(),
         privacy: meta.privacy.clone(),
+        run: meta.run,
     }
 }

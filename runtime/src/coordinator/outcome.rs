@@ -99,6 +99,7 @@ fn candidate_meta(state: &CoordinatorState, summary: &RoundSummary) -> VersionMe
         reason: String::new(),
         created_ms: now_ms(),
         decided_by: "gate".into(),
+        run: summary.run,
     }
 }
 

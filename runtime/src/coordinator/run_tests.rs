@@ -85,6 +85,9 @@ async fn a_run_ends_the_coordinator_idles_and_the_next_run_takes_the_next_rounds
         }
     );
     assert_eq!(f.events("run_ended")[0]["outcome"], "finished");
+    // The version and its round record name the run that made them.
+    assert_eq!(meta(&s, 1).and_then(|m| m.run), Some(1));
+    assert_eq!(f.events("round_committed")[0]["run"], 1);
     assert!(!jobs::start_next(&mut s).unwrap(), "nothing queued: idle");
     let answer = control(&mut s, submit(3)).unwrap();
     assert!(answer.starts_with("run 2 queued"), "{answer}");

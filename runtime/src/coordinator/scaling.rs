@@ -201,6 +201,7 @@ pub fn on_done(state: &mut CoordinatorState, outcome: ScalingOutcome) {
         },
         created_ms: now_ms(),
         decided_by: "coordinator".into(),
+        run: None,
     };
     let optimizer = v.optimizer.clone();
     if let Err(e) = state

@@ -414,6 +414,7 @@ fn context(
         .filter(|e| e.healthy && e.blocked.is_none())
         .map(|e| e.handle.clone());
     RoundContext {
+        run: state.run.job.and_then(|j| j.id),
         round,
         reported_rows: state.reported_rows(),
         base,

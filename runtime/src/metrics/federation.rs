@@ -46,6 +46,8 @@ pub struct FederationMetrics {
     version: Gauge,
     epsilon: Gauge<f64, AtomicU64>,
     admin_refused: Family<AdminRefusal, Counter>,
+    runs_ended: Family<Outcome, Counter>,
+    active_run: Gauge,
     registry: Registry,
 }
 
@@ -141,7 +143,21 @@ impl FederationMetrics {
             "Admin API requests refused for their credentials, by HTTP status (401, 403)",
             admin_refused.clone(),
         );
+        let runs_ended = Family::<Outcome, Counter>::default();
+        registry.register(
+            "runs_ended",
+            "Training runs ended (a serving coordinator), by outcome: finished, failed, cancelled",
+            runs_ended.clone(),
+        );
+        let active_run = Gauge::default();
+        registry.register(
+            "active_run",
+            "The id of the training run in progress (0: none)",
+            active_run.clone(),
+        );
         FederationMetrics {
+            runs_ended,
+            active_run,
             admin_refused,
             rounds,
             refused,
@@ -203,6 +219,18 @@ impl FederationMetrics {
             Event::SiloQuarantined { .. } => {
                 self.quarantined.inc();
             }
+            Event::RunStarted { run, .. } => {
+                self.active_run.set(*run as i64);
+            }
+            Event::RunEnded { outcome, .. } => {
+                let outcome = match outcome.as_str() {
+                    "finished" => "finished",
+                    "failed" => "failed",
+                    _ => "cancelled",
+                };
+                self.runs_ended.get_or_create(&Outcome { outcome }).inc();
+                self.active_run.set(0);
+            }
             _ => {}
         }
     }
@@ -247,5 +275,33 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }
+    }
+
+    #[test]
+    fn runs_are_counted_by_outcome_and_the_active_one_is_shown() {
+        let m = FederationMetrics::new();
+        let text = |m: &FederationMetrics| {
+            let mut t = String::new();
+            encode(&mut t, m.registry()).unwrap();
+            t
+        };
+        m.observe(&Event::RunStarted {
+            run: 7,
+            rounds: 3,
+            first_round: 40,
+        });
+        assert!(text(&m).contains("fedsilo_active_run 7"));
+        m.observe(&Event::RunEnded {
+            run: 7,
+            outcome: "cancelled".into(),
+            committed: 1,
+            reason: Some("by alice: stop".into()),
+        });
+        let t = text(&m);
+        assert!(t.contains("fedsilo_active_run 0"), "{t}");
+        assert!(
+            t.contains("fedsilo_runs_ended_total{outcome=\"cancelled\"} 1"),
+            "{t}"
+        );
     }
 }

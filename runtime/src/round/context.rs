@@ -35,6 +35,8 @@ pub struct BaseModel {
 /// Everything a round needs.
 #[derive(Debug, Clone)]
 pub struct RoundContext {
+    /// The training run the round belongs to (a serving coordinator).
+    pub run: Option<u64>,
     /// Round number.
     pub round: u64,
     /// Training rows each silo reported at its schema check: an update may claim no more

@@ -211,5 +211,6 @@ fn summary(
         update_norms,
         examples,
         privacy: ctx.privacy_spend.clone(),
+        run: ctx.run,
     }
 }
