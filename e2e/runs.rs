@@ -70,7 +70,11 @@ fn a_serving_coordinator_runs_jobs_back_to_back_and_resumes_one_after_a_kill() {
     let rounds = std::fs::read_to_string(f.state_dir().join("rounds.jsonl")).unwrap();
     let runs: Vec<u64> = rounds
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["run"].as_u64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["run"]
+                .as_u64()
+                .unwrap()
+        })
         .collect();
     assert_eq!(runs, [1, 2, 2]);
     // Bad input is refused by name; the coordinator goes on serving.
@@ -158,4 +162,41 @@ fn a_serving_coordinator_runs_jobs_back_to_back_and_resumes_one_after_a_kill() {
             "run_ended", // 4 (killed, resumed)
         ]
     );
+}
+
+#[test]
+fn a_schedule_submits_runs_by_itself_one_at_a_time() {
+    let mut f = Federation::start(Options {
+        rounds: 0,
+        silos: vec![("northeast", vec![]), ("west", vec![])],
+        min_silos: 2,
+        quorum: 2,
+        silos_exit_with_coordinator: false,
+        coordinator_args: vec!["--serve".into()],
+        extra: "[schedule]\nevery_secs = 1\nrounds = 2\n",
+        ..Default::default()
+    });
+    for run in [1, 2] {
+        let e = f.expect("a scheduled run ends", ended(run));
+        assert_eq!(
+            (e["outcome"].as_str(), e["committed"].as_u64()),
+            (Some("finished"), Some(2)),
+            "{e}"
+        );
+    }
+    f.coordinator().signal("TERM").unwrap();
+    f.exit_status();
+    let journal = std::fs::read_to_string(f.state_dir().join("audit.jsonl")).unwrap();
+    let submitted: Vec<Value> = journal
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["record"]["kind"] == "run_submitted")
+        .collect();
+    assert!(submitted.len() >= 2);
+    for e in &submitted {
+        assert_eq!(e["record"]["by"], "schedule", "{e}");
+    }
+    // A second run is submitted at least the interval after the first.
+    let t = |i: usize| submitted[i]["time_ms"].as_u64().unwrap();
+    assert!(t(1) >= t(0) + 1000, "{} then {}", t(0), t(1));
 }

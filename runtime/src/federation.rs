@@ -10,6 +10,10 @@
 //! compare_local = true         # at the end, ask each silo for a local-only baseline
 //! serve = false                # true: keep serving and take training runs as jobs
 //!
+//! [schedule]                    # optional, with serve: runs submitted on a schedule
+//! cron = "0 2 * * *"           # or every_secs = 86400; cron is UTC
+//! rounds = 20                  # each scheduled run's size
+//!
 //! [network]
 //! listen = "127.0.0.1:7443"
 //! kit = "certs/coordinator"    # ca.pem, cert.pem, key.pem
@@ -233,6 +237,9 @@ pub struct FederationConfig {
     /// `[[webhooks]]`: where notices are POSTed.
     #[serde(default)]
     pub webhooks: Vec<crate::webhooks::WebhookConfig>,
+    /// `[schedule]`: training runs submitted on a schedule (needs `federation.serve`).
+    #[serde(default)]
+    pub schedule: Option<crate::retraining::ScheduleSection>,
 }
 
 /// A duration key's value, checked against the one range every duration has
@@ -251,6 +258,15 @@ fn secs(origin: &str, key: &str, v: f64) -> Result<Duration> {
 impl FederationConfig {
     /// Reads, resolves and validates a configuration file.
     pub fn load(path: &Path) -> Result<Self> {
+        let cfg = Self::load_unchecked(path)?;
+        cfg.validate(&path.display().to_string())?;
+        Ok(cfg)
+    }
+
+    /// Reads a configuration file and resolves its paths, without validating its values: for a
+    /// caller that overrides some (the command line's flags) and then calls
+    /// [`validate`](Self::validate).
+    pub fn load_unchecked(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io("reading", path, e))?;
         let origin = path.display().to_string();
         let mut cfg: FederationConfig = toml::from_str(&text).map_err(|e| Error::Config {
@@ -290,7 +306,6 @@ impl FederationConfig {
         for w in &mut cfg.webhooks {
             w.resolve(base);
         }
-        cfg.validate(&origin)?;
         Ok(cfg)
     }
 
@@ -304,6 +319,14 @@ impl FederationConfig {
             return Err(bad(
                 "`federation.rounds` = 0: must be at least 1 (0 is allowed only with `federation.serve = true`, where runs are submitted later)".into(),
             ));
+        }
+        if let Some(s) = &self.schedule {
+            if !self.federation.serve {
+                return Err(bad(
+                    "`[schedule]` submits runs to a coordinator that serves: set `federation.serve = true`".into(),
+                ));
+            }
+            crate::retraining::RetrainSchedule::parse(s).map_err(|e| bad(e.to_string()))?;
         }
         if self.federation.serve && self.federation.rounds > crate::runs::MAX_RUN_ROUNDS {
             return Err(bad(format!(

@@ -15,7 +15,8 @@
 //! - [`coordinator`] — the federation's state machine, one concern per file;
 //! - [`actors`] — Aggregator, Validator, Policy, regional aggregator;
 //! - [`round`] — one federated round, end to end; [`events`] — what a run reports;
-//! - [`runs`] — training runs as jobs: the queue and each run's state machine;
+//! - [`runs`] — training runs as jobs: the queue and each run's state machine; [`retraining`] —
+//!   runs submitted on a schedule;
 //! - [`federation`] — the coordinator's configuration file.
 
 extern crate blas_src;
@@ -48,6 +49,7 @@ pub mod protocol;
 pub mod registry;
 pub mod report;
 pub mod republish;
+pub mod retraining;
 pub mod round;
 pub mod runs;
 pub mod secagg;

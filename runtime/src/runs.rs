@@ -107,8 +107,11 @@ pub struct RunRecord {
     pub id: u64,
     /// What it was asked to do.
     pub plan: RunPlan,
-    /// Who submitted it (an API token, an operator certificate, or `federation file`).
+    /// Who submitted it (an API token, an operator certificate, `federation file` or
+    /// `schedule`).
     pub submitted_by: String,
+    /// When, ms since the Unix epoch (the journal entry's time).
+    pub submitted_ms: u64,
     /// Where it stands.
     #[serde(flatten)]
     pub status: RunStatus,
@@ -212,17 +215,24 @@ impl RunBook {
         Ok(())
     }
 
-    /// Queues run `id` (replayed as journaled: the id is the journal's).
-    pub fn submit(&mut self, id: u64, plan: RunPlan, by: String) {
+    /// Queues run `id`, submitted by `by` at `at_ms` (replayed as journaled: the id is the
+    /// journal's).
+    pub fn submit(&mut self, id: u64, plan: RunPlan, by: String, at_ms: u64) {
         self.runs.insert(
             id,
             RunRecord {
                 id,
                 plan,
                 submitted_by: by,
+                submitted_ms: at_ms,
                 status: RunStatus::Queued,
             },
         );
+    }
+
+    /// The last run submitted by `by`, if any.
+    pub fn last_by(&self, by: &str) -> Option<&RunRecord> {
+        self.runs.values().rev().find(|r| r.submitted_by == by)
     }
 
     fn run_mut(&mut self, id: u64) -> Result<&mut RunRecord, RunError> {
@@ -324,8 +334,8 @@ mod tests {
     fn runs_queue_in_order_and_run_one_at_a_time() {
         let mut b = RunBook::default();
         assert_eq!(b.next_id(), 1);
-        b.submit(1, plan(3), "ops".into());
-        b.submit(2, plan(1), "ops".into());
+        b.submit(1, plan(3), "ops".into(), 0);
+        b.submit(2, plan(1), "ops".into(), 0);
         assert_eq!(b.next_id(), 3);
         assert_eq!(b.next_queued().map(|r| r.id), Some(1));
         b.start(1, 10).unwrap();
@@ -350,8 +360,8 @@ mod tests {
     #[test]
     fn a_queued_run_is_cancelled_at_once_a_running_one_when_it_ends() {
         let mut b = RunBook::default();
-        b.submit(1, plan(5), "ops".into());
-        b.submit(2, plan(5), "ops".into());
+        b.submit(1, plan(5), "ops".into(), 0);
+        b.submit(2, plan(5), "ops".into(), 0);
         b.cancel(2, "alice".into(), "wrong data".into()).unwrap();
         assert!(b.get(2).unwrap().status.is_over());
         assert!(b.next_queued().map(|r| r.id) == Some(1));
@@ -377,7 +387,7 @@ mod tests {
             b.cancel(9, "x".into(), "y".into()),
             Err(RunError::Unknown(9))
         );
-        b.submit(1, plan(1), "ops".into());
+        b.submit(1, plan(1), "ops".into(), 0);
         b.start(1, 1).unwrap();
         b.end(1, 1, None).unwrap();
         let e = b.cancel(1, "x".into(), "y".into()).unwrap_err();
@@ -396,7 +406,7 @@ mod tests {
         assert!(b.check_submit(&plan(MAX_RUN_ROUNDS + 1)).is_err());
         for id in 1..=MAX_QUEUED as u64 {
             b.check_submit(&plan(1)).unwrap();
-            b.submit(id, plan(1), "ops".into());
+            b.submit(id, plan(1), "ops".into(), 0);
         }
         assert_eq!(b.check_submit(&plan(1)), Err(RunError::QueueFull));
         b.cancel(1, "ops".into(), "room".into()).unwrap();
@@ -409,6 +419,7 @@ mod tests {
             id: 4,
             plan: plan(2),
             submitted_by: "ops".into(),
+            submitted_ms: 5,
             status: RunStatus::Running { first_round: 7 },
         };
         let v = serde_json::to_value(&r).unwrap();

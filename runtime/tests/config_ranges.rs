@@ -189,3 +189,36 @@ fn endless_training_and_stray_model_files_are_refused_at_load() {
     let e = load(text).unwrap_err().to_string();
     assert!(e.contains("model.files"), "{e}");
 }
+
+/// A schedule needs a serving coordinator, and `rounds = 0` is a serving coordinator's "no first
+/// run": each refused at load otherwise, saying what to set.
+#[test]
+fn schedules_and_empty_first_runs_need_serve() {
+    let base: Vec<String> = [
+        "3", "60", "10", "1", "5", "1024", "8", "7", "1", "32", "0.05", "0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let load = |text: String| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("federation.toml");
+        std::fs::write(&path, text).unwrap();
+        FederationConfig::load(&path).map(|_| ())
+    };
+    let serving = |t: String| t.replace("name = \"t\"\n", "name = \"t\"\nserve = true\n");
+    let nightly = |t: String| format!("{t}\n[schedule]\ncron = \"0 2 * * *\"\nrounds = 20\n");
+    let e = load(nightly(federation_toml(&base)))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("federation.serve = true"), "{e}");
+    assert!(load(serving(nightly(federation_toml(&base)))).is_ok());
+    let bad = serving(federation_toml(&base)) + "\n[schedule]\ncron = \"61 * * * *\"\nrounds = 1\n";
+    let e = load(bad).unwrap_err().to_string();
+    assert!(e.contains("schedule.cron"), "{e}");
+    let mut v = base.clone();
+    v[0] = "0".into();
+    let e = load(federation_toml(&v)).unwrap_err().to_string();
+    assert!(e.contains("federation.serve"), "{e}");
+    assert!(load(serving(federation_toml(&v))).is_ok());
+}

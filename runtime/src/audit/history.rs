@@ -176,7 +176,8 @@ impl History {
                 // The coordinator checked each transition before journaling it; one the book
                 // refuses now (a journal from an older version) changes nothing.
                 Record::RunSubmitted { run, rounds, by } => {
-                    h.runs.submit(*run, RunPlan { rounds: *rounds }, by.clone());
+                    let plan = RunPlan { rounds: *rounds };
+                    h.runs.submit(*run, plan, by.clone(), e.body.time_ms);
                 }
                 Record::RunStarted { run, first_round } => {
                     let _ = h.runs.start(*run, *first_round);

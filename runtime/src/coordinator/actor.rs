@@ -6,6 +6,7 @@
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use super::governance::{apply_decisions, control};
+use super::jobs;
 use super::lifecycle::{finish, run_over};
 use super::membership::{
     check_health, on_ping, on_schema_checked, refresh_aggregators, refresh_membership,
@@ -19,6 +20,7 @@ use super::scaling;
 use super::schedule::maybe_start_work;
 use super::settings::CoordinatorArgs;
 use super::state::CoordinatorState;
+use crate::audit::entry::now_ms;
 use crate::cluster::TRAINER_GROUP;
 use crate::events::Event;
 
@@ -117,6 +119,17 @@ fn step(
             refresh_membership(state);
             refresh_aggregators(state);
             check_health(state, myself);
+            if state.settings.serve {
+                let since = state.run.started_ms;
+                if let Err(e) = jobs::submit_due(state, since, now_ms()) {
+                    finish(
+                        state,
+                        myself,
+                        Some(format!("cannot queue a scheduled run: {e}")),
+                    );
+                    return false;
+                }
+            }
             if !state.phase.busy() {
                 if let Err(e) = apply_decisions(state) {
                     finish(state, myself, Some(format!("cannot apply a decision: {e}")));

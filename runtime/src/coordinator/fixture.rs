@@ -212,6 +212,7 @@ pub(super) fn settings() -> CoordinatorSettings {
         wait_for_silos: Duration::from_secs(60),
         compare_local: false,
         serve: false,
+        schedule: None,
         aggregation: Aggregation::default(),
         region: "us".into(),
         node: "coordinator".into(),

@@ -1,5 +1,6 @@
 //! Training runs as jobs, for a serving coordinator (`federation.serve`): submitting and
-//! cancelling runs ([`submit`], [`cancel`]), starting the next queued one when none is active
+//! cancelling runs ([`submit`], [`cancel`]; the schedule's, [`submit_due`]), starting the next
+//! queued one when none is active
 //! ([`start_next`]), and ending the active one ([`close`]). Each transition is checked against
 //! the book of runs ([`crate::runs::RunBook`]), journaled (synced), then applied — the order
 //! that lets a restart rebuild the book from the journal.
@@ -10,8 +11,10 @@
 use super::messages::ControlError;
 use super::phase::Phase;
 use super::state::{CoordinatorState, Job};
+use crate::audit::entry::now_ms;
 use crate::audit::Record;
 use crate::events::Event;
+use crate::retraining::SCHEDULE;
 use crate::runs::{RunPlan, RunStatus};
 
 /// Who submits the first run of a federation that has never had one (`federation.rounds`).
@@ -28,23 +31,52 @@ pub fn submit(state: &mut CoordinatorState, rounds: u64, by: String) -> Result<u
             "this coordinator runs one run and stops; runs can be submitted only with `federation.serve = true`".into(),
         ));
     }
-    let plan = RunPlan { rounds };
     state
         .runs
-        .check_submit(&plan)
+        .check_submit(&RunPlan { rounds })
         .map_err(|e| ControlError::Conflict(e.to_string()))?;
+    queue(state, rounds, by, now_ms()).map_err(journal_error)
+}
+
+/// Journals and queues a run already checked, submitted at `at_ms`.
+fn queue(
+    state: &mut CoordinatorState,
+    rounds: u64,
+    by: String,
+    at_ms: u64,
+) -> Result<u64, crate::audit::AuditError> {
     let id = state.runs.next_id();
-    state
-        .ledger
-        .journal
-        .record_synced(Record::RunSubmitted {
-            run: id,
-            rounds,
-            by: by.clone(),
-        })
-        .map_err(journal_error)?;
-    state.runs.submit(id, plan, by);
+    state.ledger.journal.record_synced(Record::RunSubmitted {
+        run: id,
+        rounds,
+        by: by.clone(),
+    })?;
+    state.runs.submit(id, RunPlan { rounds }, by, at_ms);
     Ok(id)
+}
+
+/// Submits the schedule's run if one is due at `now_ms` (`[schedule]`): due counting from the
+/// schedule's last run, or from `since_ms` (when the coordinator started) if it never
+/// submitted one. While a scheduled run is still queued or running, the next waits for it —
+/// runs do not pile up behind a slow one. Returns the id submitted, if any.
+pub fn submit_due(
+    state: &mut CoordinatorState,
+    since_ms: u64,
+    now_ms: u64,
+) -> Result<Option<u64>, crate::audit::AuditError> {
+    let Some(schedule) = &state.settings.schedule else {
+        return Ok(None);
+    };
+    let last = state.runs.last_by(SCHEDULE);
+    if last.is_some_and(|r| !r.status.is_over()) {
+        return Ok(None);
+    }
+    let from = last.map_or(since_ms, |r| r.submitted_ms);
+    let rounds = schedule.rounds;
+    if !schedule.due(from, now_ms) || state.runs.check_submit(&RunPlan { rounds }).is_err() {
+        return Ok(None);
+    }
+    queue(state, rounds, SCHEDULE.into(), now_ms).map(Some)
 }
 
 /// Cancels run `id`: a queued one at once; the active one ends at the next round boundary (a
@@ -102,15 +134,7 @@ pub fn recover(
 ) -> Result<(), crate::audit::AuditError> {
     let rounds = state.settings.rounds;
     if state.runs.is_empty() && rounds > 0 && state.runs.check_submit(&RunPlan { rounds }).is_ok() {
-        let id = state.runs.next_id();
-        state.ledger.journal.record_synced(Record::RunSubmitted {
-            run: id,
-            rounds,
-            by: FEDERATION_FILE.into(),
-        })?;
-        state
-            .runs
-            .submit(id, RunPlan { rounds }, FEDERATION_FILE.into());
+        queue(state, rounds, FEDERATION_FILE.into(), now_ms())?;
     }
     let Some(active) = state.runs.active().cloned() else {
         if matches!(state.phase, Phase::Ready | Phase::Starting { .. }) {

@@ -170,3 +170,53 @@ async fn an_idle_coordinator_refuses_a_round_by_hand_and_bad_plans() {
         ));
     }
 }
+
+#[tokio::test]
+async fn a_schedule_submits_when_due_never_two_at_once_and_catches_up_once() {
+    let mut f = Fixture::serving(0);
+    let mut s = f.start().await.unwrap();
+    s.settings.schedule = Some(
+        crate::retraining::RetrainSchedule::parse(&crate::retraining::ScheduleSection {
+            every_secs: Some(60.0),
+            cron: None,
+            rounds: 2,
+        })
+        .unwrap(),
+    );
+    let since = 1_000_000;
+    assert_eq!(
+        jobs::submit_due(&mut s, since, since + 59_999).unwrap(),
+        None
+    );
+    assert_eq!(
+        jobs::submit_due(&mut s, since, since + 60_000).unwrap(),
+        Some(1)
+    );
+    let r = s.runs.get(1).unwrap();
+    assert_eq!((r.submitted_by.as_str(), r.plan.rounds), ("schedule", 2));
+    // Still queued, then running: the next occurrence waits for it.
+    assert_eq!(
+        jobs::submit_due(&mut s, since, since + 500_000).unwrap(),
+        None
+    );
+    jobs::start_next(&mut s).unwrap();
+    assert_eq!(
+        jobs::submit_due(&mut s, since, since + 500_000).unwrap(),
+        None
+    );
+    jobs::close(&mut s, None).unwrap();
+    // Over: one run for the missed occurrences, counted from the last submission.
+    assert_eq!(
+        jobs::submit_due(&mut s, since, since + 500_000).unwrap(),
+        Some(2)
+    );
+    assert_eq!(
+        jobs::submit_due(&mut s, since, since + 500_001).unwrap(),
+        None
+    );
+    // A restart reads the last scheduled submission back from the journal.
+    drop(s);
+    let s = f.start().await.unwrap();
+    assert_eq!(s.runs.last_by("schedule").map(|r| r.id), Some(2));
+    assert!(s.runs.get(2).unwrap().submitted_ms > 0);
+}

@@ -75,6 +75,8 @@ pub struct CoordinatorSettings {
     /// Keep serving between runs, taking runs as jobs ([`crate::runs`]); `rounds` is the
     /// first run's size. Otherwise one run up to round `rounds`, then the coordinator stops.
     pub serve: bool,
+    /// Runs submitted on a schedule (`[schedule]`, with `serve`).
+    pub schedule: Option<crate::retraining::RetrainSchedule>,
     /// Kernel, clipping, server optimiser.
     pub aggregation: Aggregation,
     /// This coordinator's region (from its certificate): whether it may process an update

@@ -64,6 +64,9 @@ pub struct Job {
 pub struct Run {
     /// The run the rounds belong to; `None` between runs (a serving coordinator, idle).
     pub job: Option<Job>,
+    /// When the coordinator started, ms since the Unix epoch (a schedule that never submitted
+    /// a run counts from here).
+    pub started_ms: u64,
     /// The next round's number.
     pub next_round: u64,
     /// Versions committed in this run.
@@ -90,6 +93,7 @@ impl Run {
     pub fn new(privacy: PrivacyBook) -> Self {
         Self {
             job: None,
+            started_ms: crate::audit::entry::now_ms(),
             next_round: 1,
             committed: 0,
             idle_since: Instant::now(),

@@ -327,6 +327,12 @@ fn settings(
         wait_for_silos: fedsilo_policies::duration::to_duration(cfg.federation.wait_for_silos_secs),
         compare_local: cfg.federation.compare_local,
         serve: cfg.federation.serve,
+        schedule: cfg
+            .schedule
+            .as_ref()
+            .map(crate::retraining::RetrainSchedule::parse)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?,
         aggregation: cfg.aggregation.clone(),
         region: node.identity().region.clone(),
         misroute,
