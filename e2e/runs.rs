@@ -56,8 +56,12 @@ fn a_serving_coordinator_runs_jobs_back_to_back_and_resumes_one_after_a_kill() {
     };
     let (ok, out) = admin_cmd(&["pause", "--reason", "queueing"]);
     assert!(ok, "{out}");
-    let (ok, out) = run_cmd(&url, &kit, &["submit", "--rounds", "2"]);
+    let (ok, out) = run_cmd(&url, &kit, &["submit", "--rounds", "2", "--epochs", "2"]);
     assert!(ok && out.contains("\"run\": 2"), "{out}");
+    let (ok, out) = run_cmd(&url, &kit, &["show", "2"]);
+    assert!(ok && out.contains("\"epochs\": 2"), "{out}");
+    let (ok, out) = run_cmd(&url, &kit, &["submit", "--rounds", "1", "--learning-rate", "-1"]);
+    assert!(!ok && out.contains("learning_rate = -1"), "{out}");
     let (ok, out) = run_cmd(&url, &kit, &["submit", "--rounds", "5"]);
     assert!(ok && out.contains("\"run\": 3"), "{out}");
     let (ok, out) = run_cmd(&url, &kit, &["cancel", "3", "--reason", "submitted twice"]);
@@ -194,7 +198,7 @@ fn a_schedule_submits_runs_by_itself_one_at_a_time() {
         .collect();
     assert!(submitted.len() >= 2);
     for e in &submitted {
-        assert_eq!(e["record"]["by"], "schedule", "{e}");
+        assert_eq!(e["record"]["by"], "federation schedule", "{e}");
     }
     // A second run is submitted at least the interval after the first.
     let t = |i: usize| submitted[i]["time_ms"].as_u64().unwrap();

@@ -75,12 +75,16 @@ impl FederationControl {
         .await
     }
 
-    /// Queues a training run of `rounds` rounds (a serving coordinator); its id and the
-    /// answer in words.
-    pub async fn submit_run(&self, rounds: u64, by: &str) -> Result<(u64, String), ControlError> {
+    /// Queues a training run of `plan` (a serving coordinator); its id and the answer in
+    /// words.
+    pub async fn submit_run(
+        &self,
+        plan: crate::runs::RunPlan,
+        by: &str,
+    ) -> Result<(u64, String), ControlError> {
         let answer = self
             .request(ControlRequest::Run(RunRequest::Submit {
-                rounds,
+                plan,
                 by: by.into(),
             }))
             .await?;

@@ -327,6 +327,15 @@ impl FederationConfig {
                 ));
             }
             crate::retraining::RetrainSchedule::parse(s).map_err(|e| bad(e.to_string()))?;
+            let passes = s.rounds.saturating_mul(u64::from(self.plan.epochs));
+            if self.federation.compare_local && passes > crate::protocol::MAX_PASSES {
+                return Err(bad(format!(
+                    "`schedule.rounds` = {} × {} epochs with `federation.compare_local`: each silo's local-only baseline would be {passes} passes over its data, more than the {} silos accept",
+                    s.rounds,
+                    self.plan.epochs,
+                    crate::protocol::MAX_PASSES
+                )));
+            }
         }
         if self.federation.serve && self.federation.rounds > crate::runs::MAX_RUN_ROUNDS {
             return Err(bad(format!(

@@ -12,8 +12,9 @@ use std::str::FromStr;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Deserialize;
 
-/// Who submits a scheduled run (recorded in the journal).
-pub const SCHEDULE: &str = "schedule";
+/// Who submits a scheduled run (recorded in the journal). Its space keeps it apart from every
+/// operator's name (`[a-z0-9-]`) and token (`token NAME`).
+pub const SCHEDULE: &str = "federation schedule";
 
 /// `[schedule]` in the federation file.
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -28,11 +28,40 @@ pub const MAX_QUEUED: usize = 100;
 /// The most rounds one run may ask for.
 pub const MAX_RUN_ROUNDS: u64 = 100_000;
 
+/// A run's own training settings, each replacing the federation file's `[plan]` value for
+/// the run's rounds (`None`: the federation file's). Checked by the coordinator at submission.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSettings {
+    /// Local epochs per round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<u32>,
+    /// Mini-batch size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<u32>,
+    /// Learning rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learning_rate: Option<f32>,
+    /// FedProx μ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prox_mu: Option<f32>,
+}
+
+impl RunSettings {
+    /// Whether nothing is overridden.
+    pub fn is_empty(&self) -> bool {
+        *self == RunSettings::default()
+    }
+}
+
 /// What a run is asked to do.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunPlan {
     /// Rounds to commit or attempt (1 to [`MAX_RUN_ROUNDS`]).
     pub rounds: u64,
+    /// Its own training settings.
+    #[serde(default, skip_serializing_if = "RunSettings::is_empty")]
+    pub settings: RunSettings,
 }
 
 /// Where a run stands.
@@ -101,7 +130,7 @@ impl RunStatus {
 }
 
 /// One run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
     /// Its id (1, 2, ... in submission order).
     pub id: u64,
@@ -145,7 +174,7 @@ pub enum RunError {
 }
 
 /// Every run, by id.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunBook {
     runs: BTreeMap<u64, RunRecord>,
 }
@@ -228,6 +257,24 @@ impl RunBook {
                 status: RunStatus::Queued,
             },
         );
+    }
+
+    /// Every queued and active run, and the last `past` runs that are over, oldest first.
+    pub fn recent(&self, past: usize) -> Vec<RunRecord> {
+        let over = self.runs.values().filter(|r| r.status.is_over()).count();
+        let skip = over.saturating_sub(past);
+        let mut seen = 0;
+        self.runs
+            .values()
+            .filter(|r| {
+                if !r.status.is_over() {
+                    return true;
+                }
+                seen += 1;
+                seen > skip
+            })
+            .cloned()
+            .collect()
     }
 
     /// The last run submitted by `by`, if any.
@@ -327,7 +374,10 @@ mod tests {
     use super::*;
 
     fn plan(rounds: u64) -> RunPlan {
-        RunPlan { rounds }
+        RunPlan {
+            rounds,
+            settings: RunSettings::default(),
+        }
     }
 
     #[test]
@@ -397,6 +447,21 @@ mod tests {
         );
         assert!(b.start(1, 2).is_err());
         assert!(b.end(1, 1, None).is_err());
+    }
+
+    #[test]
+    fn the_recent_runs_are_the_open_ones_and_the_last_past_ones() {
+        let mut b = RunBook::default();
+        for id in 1..=5 {
+            b.submit(id, plan(1), "ops".into(), 0);
+        }
+        for id in [1, 2, 4] {
+            b.cancel(id, "ops".into(), "x".into()).unwrap();
+        }
+        let ids = |v: Vec<RunRecord>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!(ids(b.recent(1)), [3, 4, 5]);
+        assert_eq!(ids(b.recent(0)), [3, 5]);
+        assert_eq!(ids(b.recent(10)), [1, 2, 3, 4, 5]);
     }
 
     #[test]

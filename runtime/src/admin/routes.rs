@@ -385,11 +385,20 @@ async fn pause(
     Ok(Json(json!({ "result": result })))
 }
 
-/// The body of `POST /v1/runs`.
+/// The body of `POST /v1/runs`: `rounds`, and optionally the run's own `epochs`,
+/// `batch_size`, `learning_rate`, `prox_mu`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Submission {
     rounds: u64,
+    #[serde(default)]
+    epochs: Option<u32>,
+    #[serde(default)]
+    batch_size: Option<u32>,
+    #[serde(default)]
+    learning_rate: Option<f32>,
+    #[serde(default)]
+    prox_mu: Option<f32>,
 }
 
 /// The training runs, oldest first.
@@ -399,7 +408,7 @@ async fn runs(State(api): Api, Extension(peer): Extension<Peer>, headers: Header
     Ok(Json(json!({ "active": status.run, "runs": status.runs })))
 }
 
-/// One training run.
+/// One training run (the status carries the open runs and the last 100 past ones).
 async fn run(
     State(api): Api,
     Extension(peer): Extension<Peer>,
@@ -438,7 +447,16 @@ async fn submit_run(
             format!("the body must be JSON like {{\"rounds\": 5}}: {e}"),
         )
     })?;
-    let (id, result) = api.control.submit_run(plan.rounds, &caller.by()).await?;
+    let plan = crate::runs::RunPlan {
+        rounds: plan.rounds,
+        settings: crate::runs::RunSettings {
+            epochs: plan.epochs,
+            batch_size: plan.batch_size,
+            learning_rate: plan.learning_rate,
+            prox_mu: plan.prox_mu,
+        },
+    };
+    let (id, result) = api.control.submit_run(plan, &caller.by()).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "run": id, "result": result })),

@@ -68,6 +68,9 @@ pub struct History {
     pub paused: Option<(String, String)>,
     /// The training runs: the queue, the running one, the past ones.
     pub runs: RunBook,
+    /// When the journal's first entry was written (the federation's first start), ms since the
+    /// Unix epoch.
+    pub first_ms: Option<u64>,
 }
 
 impl History {
@@ -78,6 +81,7 @@ impl History {
         let named = |h: &mut History, v: u64| {
             h.max_version = Some(h.max_version.map_or(v, |m| m.max(v)));
         };
+        h.first_ms = entries.first().map(|e| e.body.time_ms);
         for e in entries {
             match &e.body.record {
                 Record::RoundStarted {
@@ -175,8 +179,16 @@ impl History {
                 Record::Resumed { .. } => h.paused = None,
                 // The coordinator checked each transition before journaling it; one the book
                 // refuses now (a journal from an older version) changes nothing.
-                Record::RunSubmitted { run, rounds, by } => {
-                    let plan = RunPlan { rounds: *rounds };
+                Record::RunSubmitted {
+                    run,
+                    rounds,
+                    by,
+                    settings,
+                } => {
+                    let plan = RunPlan {
+                        rounds: *rounds,
+                        settings: settings.clone(),
+                    };
                     h.runs.submit(*run, plan, by.clone(), e.body.time_ms);
                 }
                 Record::RunStarted { run, first_round } => {

@@ -223,6 +223,9 @@ pub enum Record {
         rounds: u64,
         /// Who submitted it.
         by: String,
+        /// Its own training settings, if any.
+        #[serde(default, skip_serializing_if = "crate::runs::RunSettings::is_empty")]
+        settings: crate::runs::RunSettings,
     },
     /// A queued run started.
     RunStarted {
@@ -442,7 +445,9 @@ impl std::fmt::Display for Record {
             }
             Paused { by, reason } => write!(f, "paused by {by}: {reason}"),
             Resumed { by } => write!(f, "resumed by {by}"),
-            RunSubmitted { run, rounds, by } => {
+            RunSubmitted {
+                run, rounds, by, ..
+            } => {
                 write!(f, "run {run} of {rounds} round(s) submitted by {by}")
             }
             RunStarted { run, first_round } => {

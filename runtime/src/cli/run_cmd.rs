@@ -23,6 +23,18 @@ enum RunCommand {
         /// Rounds to run (1 to 100,000).
         #[arg(long)]
         rounds: u64,
+        /// This run's local epochs per round (default: the federation file's `plan.epochs`).
+        #[arg(long)]
+        epochs: Option<u32>,
+        /// This run's mini-batch size (default: `plan.batch_size`).
+        #[arg(long)]
+        batch_size: Option<u32>,
+        /// This run's learning rate (default: `plan.learning_rate`).
+        #[arg(long, allow_negative_numbers = true)]
+        learning_rate: Option<f32>,
+        /// This run's FedProx μ (default: `plan.prox_mu`).
+        #[arg(long, allow_negative_numbers = true)]
+        prox_mu: Option<f32>,
     },
     /// Every run: queued, running, finished, failed, cancelled (scope read).
     List,
@@ -44,11 +56,26 @@ enum RunCommand {
 /// Runs a `fedsilo run` command.
 pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let (method, path, body) = match a.command {
-        RunCommand::Submit { rounds } => (
-            "POST",
-            "/v1/runs".to_string(),
-            Some(json!({ "rounds": rounds })),
-        ),
+        RunCommand::Submit {
+            rounds,
+            epochs,
+            batch_size,
+            learning_rate,
+            prox_mu,
+        } => {
+            let mut body = json!({ "rounds": rounds });
+            for (key, value) in [
+                ("epochs", epochs.map(|v| json!(v))),
+                ("batch_size", batch_size.map(|v| json!(v))),
+                ("learning_rate", learning_rate.map(|v| json!(v))),
+                ("prox_mu", prox_mu.map(|v| json!(v))),
+            ] {
+                if let Some(v) = value {
+                    body[key] = v;
+                }
+            }
+            ("POST", "/v1/runs".to_string(), Some(body))
+        }
         RunCommand::List => ("GET", "/v1/runs".to_string(), None),
         RunCommand::Show { id } => ("GET", format!("/v1/runs/{id}"), None),
         RunCommand::Cancel { id, reason } => (

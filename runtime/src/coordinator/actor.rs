@@ -120,7 +120,7 @@ fn step(
             refresh_aggregators(state);
             check_health(state, myself);
             if state.settings.serve {
-                let since = state.run.started_ms;
+                let since = state.run.schedule_from_ms;
                 if let Err(e) = jobs::submit_due(state, since, now_ms()) {
                     finish(
                         state,

@@ -276,7 +276,7 @@ pub(super) fn candidate(
         reason: String::new(),
         created_ms: 0,
         decided_by: "gate".into(),
-        run: s.run.job.and_then(|j| j.id),
+        run: s.run.id(),
     };
     RoundOutcome::Candidate {
         params,

@@ -33,8 +33,8 @@ pub fn control(
         ControlRequest::Pause { by, reason } => pause(state, by, reason),
         ControlRequest::Resume { by } => resume(state, by),
         ControlRequest::StartRound { by } => start_round(state, by),
-        ControlRequest::Run(RunRequest::Submit { rounds, by }) => {
-            let id = jobs::submit(state, rounds, by)?;
+        ControlRequest::Run(RunRequest::Submit { plan, by }) => {
+            let id = jobs::submit(state, plan, by)?;
             let ahead = state
                 .runs
                 .all()

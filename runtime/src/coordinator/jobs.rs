@@ -10,12 +10,15 @@
 
 use super::messages::ControlError;
 use super::phase::Phase;
+use super::settings::CoordinatorSettings;
 use super::state::{CoordinatorState, Job};
 use crate::audit::entry::now_ms;
 use crate::audit::Record;
 use crate::events::Event;
+use crate::federation::MAX_EPOCHS;
+use crate::protocol::MAX_PASSES;
 use crate::retraining::SCHEDULE;
-use crate::runs::{RunPlan, RunStatus};
+use crate::runs::{RunPlan, RunSettings, RunStatus};
 
 /// Who submits the first run of a federation that has never had one (`federation.rounds`).
 pub const FEDERATION_FILE: &str = "federation file";
@@ -24,8 +27,12 @@ fn journal_error(e: crate::audit::AuditError) -> ControlError {
     ControlError::Failed(format!("cannot record it in the audit journal: {e}"))
 }
 
-/// Queues a run of `rounds` rounds; its id on success.
-pub fn submit(state: &mut CoordinatorState, rounds: u64, by: String) -> Result<u64, ControlError> {
+/// Queues a run of `plan`; its id on success.
+pub fn submit(
+    state: &mut CoordinatorState,
+    plan: RunPlan,
+    by: String,
+) -> Result<u64, ControlError> {
     if !state.settings.serve {
         return Err(ControlError::Conflict(
             "this coordinator runs one run and stops; runs can be submitted only with `federation.serve = true`".into(),
@@ -33,25 +40,54 @@ pub fn submit(state: &mut CoordinatorState, rounds: u64, by: String) -> Result<u
     }
     state
         .runs
-        .check_submit(&RunPlan { rounds })
+        .check_submit(&plan)
         .map_err(|e| ControlError::Conflict(e.to_string()))?;
-    queue(state, rounds, by, now_ms()).map_err(journal_error)
+    check_settings(&state.settings, &plan).map_err(ControlError::Conflict)?;
+    queue(state, plan, by, now_ms()).map_err(journal_error)
+}
+
+/// A run's own settings within the bounds the federation file's `[plan]` has, and its local-only
+/// baseline (with `compare_local`) within what silos accept for one request.
+fn check_settings(s: &CoordinatorSettings, plan: &RunPlan) -> Result<(), String> {
+    let r = &plan.settings;
+    if let Some(e) = r.epochs.filter(|e| *e == 0 || *e > MAX_EPOCHS) {
+        return Err(format!("epochs = {e}: must be between 1 and {MAX_EPOCHS}"));
+    }
+    if r.batch_size == Some(0) {
+        return Err("batch_size = 0: must be at least 1".into());
+    }
+    if let Some(l) = r.learning_rate.filter(|l| !(l.is_finite() && *l > 0.0)) {
+        return Err(format!("learning_rate = {l}: must be a positive number"));
+    }
+    if let Some(m) = r.prox_mu.filter(|m| !(m.is_finite() && *m >= 0.0)) {
+        return Err(format!("prox_mu = {m}: must be 0 or a positive number"));
+    }
+    let epochs = r.epochs.unwrap_or(s.epochs);
+    let passes = plan.rounds.saturating_mul(u64::from(epochs));
+    if s.compare_local && passes > MAX_PASSES {
+        return Err(format!(
+            "{} rounds × {epochs} epochs: with compare_local each silo's local-only baseline would be {passes} passes over its data, more than the {MAX_PASSES} silos accept",
+            plan.rounds
+        ));
+    }
+    Ok(())
 }
 
 /// Journals and queues a run already checked, submitted at `at_ms`.
 fn queue(
     state: &mut CoordinatorState,
-    rounds: u64,
+    plan: RunPlan,
     by: String,
     at_ms: u64,
 ) -> Result<u64, crate::audit::AuditError> {
     let id = state.runs.next_id();
     state.ledger.journal.record_synced(Record::RunSubmitted {
         run: id,
-        rounds,
+        rounds: plan.rounds,
         by: by.clone(),
+        settings: plan.settings.clone(),
     })?;
-    state.runs.submit(id, RunPlan { rounds }, by, at_ms);
+    state.runs.submit(id, plan, by, at_ms);
     Ok(id)
 }
 
@@ -72,11 +108,14 @@ pub fn submit_due(
         return Ok(None);
     }
     let from = last.map_or(since_ms, |r| r.submitted_ms);
-    let rounds = schedule.rounds;
-    if !schedule.due(from, now_ms) || state.runs.check_submit(&RunPlan { rounds }).is_err() {
+    let plan = RunPlan {
+        rounds: schedule.rounds,
+        settings: RunSettings::default(),
+    };
+    if !schedule.due(from, now_ms) || state.runs.check_submit(&plan).is_err() {
         return Ok(None);
     }
-    queue(state, rounds, SCHEDULE.into(), now_ms).map(Some)
+    queue(state, plan, SCHEDULE.into(), now_ms).map(Some)
 }
 
 /// Cancels run `id`: a queued one at once; the active one ends at the next round boundary (a
@@ -105,6 +144,14 @@ pub fn cancel(
     match &mut state.run.job {
         Some(job) if job.id == Some(id) => {
             job.cancelled = true;
+            if let Some(a) = state.phase.awaiting() {
+                // Nothing more will start in it; the candidate still waits for its decision.
+                let v = a.meta.version;
+                close(state, None)?;
+                return Ok(format!(
+                    "run {id} is cancelled; candidate v{v} still awaits approval or rejection"
+                ));
+            }
             Ok(match state.phase.round_in_flight() {
                 Some(r) => format!("run {id} is cancelled; it ends when round {r} is over"),
                 None => format!("run {id} is cancelled"),
@@ -114,27 +161,39 @@ pub fn cancel(
     }
 }
 
-/// The job of a run that starts (or resumes) at round `first_round`.
-fn job(id: u64, rounds: u64, first_round: u64) -> Job {
+/// The job of run `id` that starts (or resumes) at round `first_round`.
+fn job(id: u64, plan: &RunPlan, first_round: u64) -> Job {
     Job {
         id: Some(id),
-        until: first_round + rounds - 1,
-        rounds,
+        until: first_round.saturating_add(plan.rounds - 1),
+        rounds: plan.rounds,
+        settings: plan.settings.clone(),
         cancelled: false,
     }
 }
 
 /// At start, for a serving coordinator: the run the journal says was running resumes (a run
 /// being cancelled ends at the first boundary); a federation that never had a run gets the
-/// federation file's first one, queued. Without an active run the coordinator is idle.
-/// `committed_rounds`: the rounds of every version the journal committed.
+/// federation file's first one, queued — only if it never trained a round (`never_trained`:
+/// a federation that ran without `serve` before does not train `rounds` more by itself).
+/// Without an active run the coordinator is idle. `committed_rounds`: the rounds of every
+/// version the journal committed.
 pub fn recover(
     state: &mut CoordinatorState,
     committed_rounds: &[u64],
+    never_trained: bool,
 ) -> Result<(), crate::audit::AuditError> {
     let rounds = state.settings.rounds;
-    if state.runs.is_empty() && rounds > 0 && state.runs.check_submit(&RunPlan { rounds }).is_ok() {
-        queue(state, rounds, FEDERATION_FILE.into(), now_ms())?;
+    let plan = RunPlan {
+        rounds,
+        settings: RunSettings::default(),
+    };
+    if never_trained
+        && state.runs.is_empty()
+        && rounds > 0
+        && state.runs.check_submit(&plan).is_ok()
+    {
+        queue(state, plan, FEDERATION_FILE.into(), now_ms())?;
     }
     let Some(active) = state.runs.active().cloned() else {
         if matches!(state.phase, Phase::Ready | Phase::Starting { .. }) {
@@ -143,7 +202,7 @@ pub fn recover(
         return Ok(());
     };
     let first = active.status.first_round().unwrap_or(state.run.next_round);
-    let mut j = job(active.id, active.plan.rounds, first);
+    let mut j = job(active.id, &active.plan, first);
     j.cancelled = matches!(active.status, RunStatus::Cancelling { .. });
     state.run.begin(j);
     // What it committed before the restart still counts.
@@ -182,7 +241,7 @@ pub fn start_next(state: &mut CoordinatorState) -> Result<bool, ControlError> {
         })
         .map_err(journal_error)?;
     let _ = state.runs.start(next.id, first_round);
-    state.run.begin(job(next.id, next.plan.rounds, first_round));
+    state.run.begin(job(next.id, &next.plan, first_round));
     if matches!(state.phase, Phase::Idle) {
         state.phase = if state.versions.scaling.is_some() {
             Phase::Ready
@@ -207,6 +266,8 @@ pub fn close(state: &mut CoordinatorState, error: Option<String>) -> Result<(), 
     let Some(job) = state.run.job.take() else {
         return Ok(());
     };
+    // A round asked for by hand belonged to this run.
+    state.hold.step_taken();
     if !matches!(state.phase, Phase::AwaitingApproval(_)) {
         state.phase = Phase::Idle;
     }

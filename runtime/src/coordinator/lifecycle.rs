@@ -23,9 +23,13 @@ use crate::protocol::{call, EvalMetrics, ModelRef, Request, Response, TrainPlan}
 /// The run is over (last round done or budget exhausted): the local-only comparison if asked
 /// for, then [`run_over`].
 pub fn end_run(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorMessage>) {
-    let cancelled = state.run.job.is_some_and(|j| j.cancelled);
+    let cancelled = state.run.cancelled();
     if state.settings.compare_local && state.run.committed > 0 && !cancelled {
         start_comparison(state, myself);
+    } else if state.settings.serve && state.run.exhausted && !cancelled {
+        // A serving coordinator's later runs would end the same way: say why.
+        let why = "the privacy budget leaves too few silos for another round".to_string();
+        run_over(state, myself, Some(why));
     } else {
         run_over(state, myself, None);
     }
@@ -123,15 +127,16 @@ fn start_comparison(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorM
         digest: Digest::of_f32(&initial),
     };
     let s = &state.settings;
-    let rounds = state.run.job.map_or(s.rounds, |j| j.rounds);
+    let rounds = state.run.job.as_ref().map_or(s.rounds, |j| j.rounds);
     let (spec, chunk, rounds) = (s.spec.clone(), s.chunk, rounds.min(u32::MAX as u64) as u32);
+    let t = state.run.training(s);
     let plan = TrainPlan {
-        epochs: s.epochs,
-        batch_size: s.batch_size,
-        learning_rate: s.learning_rate,
+        epochs: t.epochs,
+        batch_size: t.batch_size,
+        learning_rate: t.learning_rate,
         seed: s.seed,
         noise: None,
-        prox_mu: s.prox_mu,
+        prox_mu: t.prox_mu,
         compression: Compression::None,
         lora: None,
     };

@@ -100,10 +100,10 @@ pub enum ControlRequest {
 /// Submitting and cancelling training runs (a serving coordinator, [`crate::runs`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum RunRequest {
-    /// Queue a run of `rounds` rounds. The answer starts `run <id> queued`.
+    /// Queue a run. The answer starts `run <id> queued`.
     Submit {
-        /// Rounds.
-        rounds: u64,
+        /// Its rounds and own settings.
+        plan: crate::runs::RunPlan,
         /// Who.
         by: String,
     },

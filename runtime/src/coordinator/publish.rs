@@ -5,6 +5,10 @@ use super::membership::SchemaCheck;
 use super::state::CoordinatorState;
 use crate::status::{AwaitingCandidate, FederationStatus, SiloStatus};
 
+/// Past runs the status carries (every queued and active one besides): enough for an
+/// operator's view, bounded however many runs a federation has had.
+const RUNS_SHOWN: usize = 100;
+
 /// The status now.
 pub fn status(state: &CoordinatorState) -> FederationStatus {
     let quarantine_round = state.run.next_round;
@@ -34,8 +38,8 @@ pub fn status(state: &CoordinatorState) -> FederationStatus {
         round_in_flight: state.phase.round_in_flight(),
         next_round: state.run.next_round,
         rounds: state.run.until(),
-        run: state.run.job.and_then(|j| j.id),
-        runs: state.runs.all().cloned().collect(),
+        run: state.run.id(),
+        runs: state.runs.recent(RUNS_SHOWN),
         current_version: state.versions.model.version,
         committed_this_run: state.run.committed,
         awaiting_approval: state.phase.awaiting().map(|a| AwaitingCandidate {

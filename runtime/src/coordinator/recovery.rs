@@ -85,19 +85,24 @@ pub fn recover(args: CoordinatorArgs) -> crate::Result<CoordinatorState> {
     number_rounds(&mut state, &history)?;
     if state.settings.serve {
         state.runs = history.runs.clone();
+        if let Some(first) = history.first_ms {
+            state.run.schedule_from_ms = first;
+        }
         let committed: Vec<u64> = history
             .versions
             .values()
             .filter(|j| j.status == Status::Committed)
             .map(|j| j.round)
             .collect();
-        jobs::recover(&mut state, &committed)?;
+        let never_trained = history.last_round.is_none() && committed.iter().all(|r| *r == 0);
+        jobs::recover(&mut state, &committed, never_trained)?;
     } else {
         let rounds = state.settings.rounds;
         state.run.begin(Job {
             id: None,
             until: rounds,
             rounds,
+            settings: Default::default(),
             cancelled: false,
         });
     }

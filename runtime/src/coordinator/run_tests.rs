@@ -13,12 +13,16 @@ use super::messages::{ControlError, ControlRequest, CoordinatorMessage, RunReque
 use super::outcome::on_round;
 use super::phase::Phase;
 use super::scaling;
-use crate::runs::RunStatus;
+use crate::runs::{RunPlan, RunSettings, RunStatus};
 use crate::status::RunState;
 
 fn submit(rounds: u64) -> ControlRequest {
+    with(rounds, RunSettings::default())
+}
+
+fn with(rounds: u64, settings: RunSettings) -> ControlRequest {
     ControlRequest::Run(RunRequest::Submit {
-        rounds,
+        plan: RunPlan { rounds, settings },
         by: "token n8n".into(),
     })
 }
@@ -56,7 +60,7 @@ async fn a_new_federation_queues_the_federation_files_run_and_a_restart_resumes_
     // Killed here: the restart resumes run 1, with what it committed, and queues nothing new.
     let s = f.start().await.unwrap();
     assert_eq!(status(&s, 1), RunStatus::Running { first_round: 1 });
-    assert_eq!(s.run.job.and_then(|j| j.id), Some(1));
+    assert_eq!(s.run.id(), Some(1));
     assert_eq!((s.run.committed, s.run.next_round), (1, 2));
     assert_eq!(s.runs.all().count(), 1);
     assert!(!matches!(s.phase, Phase::Idle));
@@ -129,7 +133,7 @@ async fn cancelling_the_running_run_lets_the_round_in_flight_finish() {
     control(&mut s, submit(1)).unwrap();
     control(&mut s, cancel(3)).unwrap();
     assert!(jobs::start_next(&mut s).unwrap());
-    assert_eq!(s.run.job.and_then(|j| j.id), Some(2));
+    assert_eq!(s.run.id(), Some(2));
     assert!(matches!(status(&s, 3), RunStatus::Cancelled { .. }));
     // Over is over; unknown is unknown.
     for (run, why) in [(1, "is cancelled"), (9, "no run 9")] {
@@ -145,7 +149,7 @@ async fn cancelling_the_running_run_lets_the_round_in_flight_finish() {
 async fn a_coordinator_that_does_not_serve_refuses_runs_and_has_one() {
     let mut f = Fixture::new();
     let mut s = ready(&mut f).await;
-    assert_eq!(s.run.job.map(|j| (j.id, j.until)), Some((None, 10)));
+    assert_eq!((s.run.id(), s.run.until()), (None, 10));
     match control(&mut s, submit(1)) {
         Err(ControlError::Conflict(m)) => assert!(m.contains("federation.serve"), "{m}"),
         other => panic!("{other:?}"),
@@ -193,7 +197,10 @@ async fn a_schedule_submits_when_due_never_two_at_once_and_catches_up_once() {
         Some(1)
     );
     let r = s.runs.get(1).unwrap();
-    assert_eq!((r.submitted_by.as_str(), r.plan.rounds), ("schedule", 2));
+    assert_eq!(
+        (r.submitted_by.as_str(), r.plan.rounds),
+        ("federation schedule", 2)
+    );
     // Still queued, then running: the next occurrence waits for it.
     assert_eq!(
         jobs::submit_due(&mut s, since, since + 500_000).unwrap(),
@@ -217,6 +224,127 @@ async fn a_schedule_submits_when_due_never_two_at_once_and_catches_up_once() {
     // A restart reads the last scheduled submission back from the journal.
     drop(s);
     let s = f.start().await.unwrap();
-    assert_eq!(s.runs.last_by("schedule").map(|r| r.id), Some(2));
+    assert_eq!(s.runs.last_by("federation schedule").map(|r| r.id), Some(2));
     assert!(s.runs.get(2).unwrap().submitted_ms > 0);
+}
+
+#[tokio::test]
+async fn a_runs_own_settings_train_its_rounds_and_bad_ones_are_refused_by_name() {
+    let mut f = Fixture::serving(1);
+    let mut s = f.start().await.unwrap();
+    let own = RunSettings {
+        epochs: Some(3),
+        learning_rate: Some(0.01),
+        ..Default::default()
+    };
+    control(&mut s, with(2, own.clone())).unwrap();
+    jobs::start_next(&mut s).unwrap();
+    // Run 1 (the federation file's) trains with the file's plan.
+    let file = s.run.training(&s.settings);
+    assert_eq!((file.epochs, file.learning_rate), (1, 0.1));
+    jobs::close(&mut s, None).unwrap();
+    jobs::start_next(&mut s).unwrap();
+    let t = s.run.training(&s.settings);
+    assert_eq!((t.epochs, t.learning_rate, t.batch_size), (3, 0.01, 8));
+    // The settings survive a restart.
+    drop(s);
+    let mut s = f.start().await.unwrap();
+    assert_eq!(s.runs.get(2).unwrap().plan.settings, own);
+    assert_eq!(s.run.training(&s.settings).epochs, 3);
+    for (bad, key) in [
+        (
+            RunSettings {
+                epochs: Some(0),
+                ..Default::default()
+            },
+            "epochs = 0",
+        ),
+        (
+            RunSettings {
+                epochs: Some(1001),
+                ..Default::default()
+            },
+            "epochs = 1001",
+        ),
+        (
+            RunSettings {
+                batch_size: Some(0),
+                ..Default::default()
+            },
+            "batch_size = 0",
+        ),
+        (
+            RunSettings {
+                learning_rate: Some(f32::NAN),
+                ..Default::default()
+            },
+            "learning_rate = NaN",
+        ),
+        (
+            RunSettings {
+                prox_mu: Some(-1.0),
+                ..Default::default()
+            },
+            "prox_mu = -1",
+        ),
+    ] {
+        match control(&mut s, with(1, bad)) {
+            Err(ControlError::Conflict(m)) => assert!(m.contains(key), "{key}: {m}"),
+            other => panic!("{key}: {other:?}"),
+        }
+    }
+    s.settings.compare_local = true;
+    match control(&mut s, with(20_000, RunSettings::default())) {
+        Err(ControlError::Conflict(m)) => assert!(m.contains("compare_local"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_federation_that_trained_before_serving_waits_for_a_submission() {
+    let mut f = Fixture::new();
+    committed(&mut f).await;
+    f.serve = Some(5);
+    let s = f.start().await.unwrap();
+    assert!(s.runs.is_empty(), "no run of `rounds` more by itself");
+    assert!(matches!(s.phase, Phase::Idle));
+}
+
+#[tokio::test]
+async fn cancelling_a_run_whose_candidate_awaits_approval_ends_it_and_keeps_the_candidate() {
+    let mut f = Fixture::serving(3);
+    let mut s = f.start().await.unwrap();
+    jobs::start_next(&mut s).unwrap();
+    scaling::on_done(&mut s, scaling_outcome());
+    s.run.round_policy = approval_policy();
+    let round = dispatched(&mut s);
+    let outcome = candidate(&s, round, 0.5, None);
+    on_round(&mut s, outcome).unwrap();
+    assert!(s.phase.awaiting().is_some());
+    let answer = control(&mut s, cancel(1)).unwrap();
+    assert!(answer.contains("v1 still awaits"), "{answer}");
+    assert!(matches!(status(&s, 1), RunStatus::Cancelled { .. }));
+    assert!(s.run.job.is_none());
+    assert_eq!(s.phase.awaiting().map(|a| a.meta.version), Some(1));
+    // The decision is still taken, after the run.
+    control(&mut s, decide(crate::decision::Kind::Approve, 1)).unwrap();
+    assert_eq!(s.versions.model.version, 1);
+}
+
+#[tokio::test]
+async fn a_round_asked_for_by_hand_does_not_outlive_its_run() {
+    let mut f = Fixture::serving(3);
+    let mut s = f.start().await.unwrap();
+    jobs::start_next(&mut s).unwrap();
+    scaling::on_done(&mut s, scaling_outcome());
+    control(&mut s, pause()).unwrap();
+    control(&mut s, ControlRequest::StartRound { by: "alice".into() }).unwrap();
+    assert!(s.hold.may_dispatch());
+    control(&mut s, cancel(1)).unwrap();
+    let me: ActorRef<CoordinatorMessage> = nobody().await;
+    lifecycle::end_run(&mut s, &me);
+    assert!(
+        !s.hold.may_dispatch(),
+        "the next run would start a round while paused"
+    );
 }

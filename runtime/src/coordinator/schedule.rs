@@ -59,10 +59,7 @@ pub async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Co
             Err(e) => return finish(state, myself, Some(e.to_string())),
         }
     }
-    if state.run.next_round > state.run.until()
-        || state.run.exhausted
-        || state.run.job.is_some_and(|j| j.cancelled)
-    {
+    if state.run.next_round > state.run.until() || state.run.exhausted || state.run.cancelled() {
         end_run(state, myself);
         return;
     }
@@ -406,6 +403,7 @@ fn context(
         _ => (v.model.clone(), None),
     };
     let seed = s.seed.wrapping_mul(1_000_003).wrapping_add(round);
+    let t = state.run.training(s);
     let holdout = policy
         .validation
         .as_ref()
@@ -414,26 +412,26 @@ fn context(
         .filter(|e| e.healthy && e.blocked.is_none())
         .map(|e| e.handle.clone());
     RoundContext {
-        run: state.run.job.and_then(|j| j.id),
+        run: state.run.id(),
         round,
         reported_rows: state.reported_rows(),
         base,
         lora: lora.clone(),
         spec: s.spec.clone(),
         plan: TrainPlan {
-            epochs: s.epochs,
-            batch_size: s.batch_size,
-            learning_rate: s.learning_rate,
+            epochs: t.epochs,
+            batch_size: t.batch_size,
+            learning_rate: t.learning_rate,
             seed,
             noise,
-            prox_mu: s.prox_mu,
+            prox_mu: t.prox_mu,
             compression: s.compression,
             lora: lora.map(|(l, _)| l),
         },
         personalize: (s.personalize_epochs > 0).then_some(Personalize {
             epochs: s.personalize_epochs,
-            batch_size: s.batch_size,
-            learning_rate: s.learning_rate,
+            batch_size: t.batch_size,
+            learning_rate: t.learning_rate,
             seed,
         }),
         scaling: state.scaling_or_empty(),

@@ -48,7 +48,7 @@ pub struct Links {
 }
 
 /// Which run the rounds belong to, and where it stops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Job {
     /// Its id in the book of runs; `None`: the one run of a coordinator that does not serve.
     pub id: Option<u64>,
@@ -56,6 +56,8 @@ pub struct Job {
     pub until: u64,
     /// The rounds it asked for (a local-only baseline trains as many).
     pub rounds: u64,
+    /// Its own training settings, over the federation file's `[plan]`.
+    pub settings: crate::runs::RunSettings,
     /// An operator cancelled it: it ends at the next round boundary.
     pub cancelled: bool,
 }
@@ -64,9 +66,9 @@ pub struct Job {
 pub struct Run {
     /// The run the rounds belong to; `None` between runs (a serving coordinator, idle).
     pub job: Option<Job>,
-    /// When the coordinator started, ms since the Unix epoch (a schedule that never submitted
-    /// a run counts from here).
-    pub started_ms: u64,
+    /// Since when a schedule that never submitted a run counts, ms since the Unix epoch: the
+    /// journal's first entry (the federation's first start), else this start.
+    pub schedule_from_ms: u64,
     /// The next round's number.
     pub next_round: u64,
     /// Versions committed in this run.
@@ -93,7 +95,7 @@ impl Run {
     pub fn new(privacy: PrivacyBook) -> Self {
         Self {
             job: None,
-            started_ms: crate::audit::entry::now_ms(),
+            schedule_from_ms: crate::audit::entry::now_ms(),
             next_round: 1,
             committed: 0,
             idle_since: Instant::now(),
@@ -115,12 +117,48 @@ impl Run {
         self.last_waiting.clear();
         self.over_budget.clear();
         self.last_eval.clear();
+        // Re-judged by the next budget check (the policy may have changed since).
+        self.exhausted = false;
     }
 
     /// The last round number the current run may start (0 between runs).
     pub fn until(&self) -> u64 {
-        self.job.map_or(0, |j| j.until)
+        self.job.as_ref().map_or(0, |j| j.until)
     }
+
+    /// The current run's id (`None` between runs, or when the coordinator does not serve).
+    pub fn id(&self) -> Option<u64> {
+        self.job.as_ref().and_then(|j| j.id)
+    }
+
+    /// Whether an operator cancelled the current run.
+    pub fn cancelled(&self) -> bool {
+        self.job.as_ref().is_some_and(|j| j.cancelled)
+    }
+
+    /// The training settings of the current run's rounds: its own, else `s`'s.
+    pub fn training(&self, s: &CoordinatorSettings) -> Training {
+        let own = self.job.as_ref().map(|j| &j.settings);
+        Training {
+            epochs: own.and_then(|o| o.epochs).unwrap_or(s.epochs),
+            batch_size: own.and_then(|o| o.batch_size).unwrap_or(s.batch_size),
+            learning_rate: own.and_then(|o| o.learning_rate).unwrap_or(s.learning_rate),
+            prox_mu: own.and_then(|o| o.prox_mu).unwrap_or(s.prox_mu),
+        }
+    }
+}
+
+/// The training settings a round is dispatched with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Training {
+    /// Local epochs.
+    pub epochs: u32,
+    /// Mini-batch size.
+    pub batch_size: u32,
+    /// Learning rate.
+    pub learning_rate: f32,
+    /// FedProx μ.
+    pub prox_mu: f32,
 }
 
 /// The Coordinator's state.
