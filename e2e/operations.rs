@@ -1,7 +1,9 @@
 //! End-to-end tests of operating a federation: Prometheus metrics on the coordinator and on a
-//! silo node, scraped while the federation runs.
+//! silo node, scraped while the federation runs; what a silo's log says.
 
 use std::io::{Read, Write};
+
+use serde_json::Value;
 
 use crate::common::{free_port, Federation, Options};
 
@@ -159,4 +161,48 @@ fn the_run_report_renders_every_chart_in_a_headless_browser() {
         "every chart laid out with drawn marks"
     );
     assert_eq!(attr("data-charts-empty"), Some(0));
+}
+
+/// A silo says what it does at its default log level — one line per trained round — in plain
+/// text when its log goes to a file (no colour codes), or as JSON lines with `--log-format
+/// json`.
+#[test]
+fn a_silo_logs_each_round_in_plain_text_or_json() {
+    let mut f = Federation::start(Options {
+        rounds: 2,
+        silos: vec![
+            ("northeast", vec![]),
+            ("west", vec!["--log-format".into(), "json".into()]),
+        ],
+        min_silos: 2,
+        quorum: 2,
+        ..Default::default()
+    });
+    f.finished_ok();
+    f.exit_status();
+    let text = f.silo_log("northeast");
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour codes in a log file:\n{text}"
+    );
+    for round in [1, 2] {
+        assert!(text.contains(&format!("trained round {round}")), "{text}");
+    }
+    let json = f.silo_log("west");
+    let lines: Vec<Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let trained: Vec<&Value> = lines
+        .iter()
+        .filter(|l| {
+            l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("trained round"))
+        })
+        .collect();
+    assert_eq!(trained.len(), 2, "{json}");
+    assert_eq!(trained[0]["level"], "INFO");
+    assert_eq!(trained[0]["fields"]["round"], 1);
+    assert!(trained[0]["fields"]["examples"].as_u64() > Some(0));
 }

@@ -60,7 +60,11 @@ fn a_serving_coordinator_runs_jobs_back_to_back_and_resumes_one_after_a_kill() {
     assert!(ok && out.contains("\"run\": 2"), "{out}");
     let (ok, out) = run_cmd(&url, &kit, &["show", "2"]);
     assert!(ok && out.contains("\"epochs\": 2"), "{out}");
-    let (ok, out) = run_cmd(&url, &kit, &["submit", "--rounds", "1", "--learning-rate", "-1"]);
+    let (ok, out) = run_cmd(
+        &url,
+        &kit,
+        &["submit", "--rounds", "1", "--learning-rate", "-1"],
+    );
     assert!(!ok && out.contains("learning_rate = -1"), "{out}");
     let (ok, out) = run_cmd(&url, &kit, &["submit", "--rounds", "5"]);
     assert!(ok && out.contains("\"run\": 3"), "{out}");

@@ -42,6 +42,7 @@ pub mod identity;
 pub mod kernels;
 pub mod launch;
 pub mod line_file;
+pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod privacy;

@@ -135,20 +135,19 @@ struct Cli {
     #[cfg(feature = "fault-injection")]
     #[command(flatten)]
     faults: silo_node::faults::FaultArgs,
-    /// Log filter (tracing syntax), e.g. `info` or `silo_node=debug`. RUST_LOG overrides.
-    #[arg(long, default_value = "warn")]
+    /// Log filter (tracing syntax), e.g. `warn` or `silo_node=debug`. RUST_LOG overrides. The
+    /// default says what the silo does: one line per round, its links, its data.
+    #[arg(long, default_value = "warn,silo_node=info,fedsilo=info")]
     log: String,
+    /// Log lines as text, or as one JSON object per line for a log shipper.
+    #[arg(long, value_enum, default_value_t = fedsilo::logging::LogFormat::Text)]
+    log_format: fedsilo::logging::LogFormat,
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    fedsilo::logging::init(&cli.log, cli.log_format);
     // Training allocates and frees large tensors every step: keep them for reuse.
     fedsilo_text::heap::keep_freed_buffers();
     // Room for connections up to the hard limit; the listeners keep a reserve within it.

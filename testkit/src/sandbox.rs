@@ -499,10 +499,12 @@ impl Sandbox {
                     .with_context(|| format!("no aggregator {a} in the sandbox"))?;
                 cmd.args(["--aggregator", a_addr, "--aggregator-name", a]);
             }
+            // Each silo's log, for tests that read what it says ([`Sandbox::silo_log`]).
+            let log = std::fs::File::create(dir.join(format!("{}.log", s.name)))?;
             cmd.args(spec.silo_args)
                 .args(&s.args)
                 .stdout(Stdio::null())
-                .stderr(Stdio::null());
+                .stderr(log);
             if s.held_back {
                 sb.held_back.push((s.name, cmd));
             } else {
@@ -537,6 +539,11 @@ impl Sandbox {
                 r["federated"]["auc"].as_f64().unwrap_or(f64::NAN)
             );
         }
+    }
+
+    /// What silo `name` wrote to stderr (its log).
+    pub fn silo_log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default()
     }
 
     /// The receive log of a regional aggregator, one JSON value per line.

@@ -28,6 +28,9 @@ pub struct Cli {
     /// Log filter (tracing syntax), e.g. `info`, `fedsilo=debug`. RUST_LOG overrides it.
     #[arg(long, global = true, default_value = "warn")]
     pub log: String,
+    /// Log lines as text, or as one JSON object per line for a log shipper.
+    #[arg(long, global = true, value_enum, default_value_t = fedsilo::logging::LogFormat::Text)]
+    pub log_format: fedsilo::logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }

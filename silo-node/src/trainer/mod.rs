@@ -117,6 +117,16 @@ fn job_done(
     }
     if let (true, Response::Trained(r)) = (training, &response) {
         state.args.metrics.trained(r.train_seconds);
+        tracing::info!(
+            round = r.round,
+            from_version = r.base.version,
+            examples = r.examples,
+            loss = format_args!("{:.4}", r.train_loss),
+            update_bytes = r.update_len * 4,
+            seconds = format_args!("{:.2}", r.train_seconds),
+            "trained round {}",
+            r.round
+        );
     }
     if training && matches!(response, Response::Error { .. }) {
         state.args.metrics.refused("train");
