@@ -68,6 +68,15 @@ pub enum Error {
     /// A cluster operation failed (connect, handshake, actor spawn...).
     #[error("cluster: {0}")]
     Cluster(String),
+    /// The peer's certificate was refused for a reason retrying cannot change: issued by another
+    /// CA, for another name, expired or not yet valid, revoked — or the peer refused ours.
+    #[error("{peer}: the TLS handshake was refused: {reason}. Retrying would not help: check the kit's ca.pem, the peer's node name and both certificates' validity dates")]
+    TlsRefused {
+        /// Who and where.
+        peer: String,
+        /// rustls's reason.
+        reason: String,
+    },
     /// The peer's actor or session went away before it answered.
     #[error("{peer} went away before answering (its session closed)")]
     PeerGone {

@@ -637,3 +637,69 @@ async fn a_dialled_server_claiming_another_name_is_refused() {
     );
     impostor.stop(None);
 }
+
+/// A link whose peer certificate can never be accepted — another consortium's CA, another node
+/// name — ends at once with a reason that says retrying would not help, instead of retrying
+/// for ever; an unreachable address keeps being retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_refused_for_good_ends_the_link_with_one_clear_error() {
+    use fedsilo::cluster::link::keep_linked;
+    let (ca, _) = CertificateAuthority::generate("consortium", 1).unwrap();
+    let (other, _) = CertificateAuthority::generate("another-consortium", 1).unwrap();
+    let server = coordinator(&ca, Duration::from_secs(10)).await;
+    let addr = server.local_addr().unwrap().to_string();
+    let node = |ca: &CertificateAuthority| {
+        ClusterNode::start(ClusterConfig {
+            credentials: valid(ca, &id("bank-a", Role::Silo)),
+            listen: None,
+            limits: LinkLimits::with_handshake_timeout(Duration::from_secs(5)),
+        })
+    };
+    let foreign = node(&other).await.unwrap();
+    let local = node(&ca).await.unwrap();
+    for (silo, name, why) in [
+        (&foreign, "coordinator", "UnknownIssuer"),
+        (&local, "someone-else", "NotValidForName"),
+    ] {
+        let ended = tokio::time::timeout(
+            WAIT,
+            keep_linked(
+                silo,
+                &addr,
+                name,
+                Role::Coordinator,
+                false,
+                Duration::from_secs(60),
+            ),
+        )
+        .await
+        .expect("it kept retrying");
+        let e = ended.unwrap_err();
+        assert!(
+            matches!(e, fedsilo::Error::TlsRefused { .. }) && e.to_string().contains(why),
+            "{e}"
+        );
+        assert!(e.to_string().contains("Retrying would not help"), "{e}");
+    }
+    // Nothing listening: transient, retried (still trying when the timeout cuts it).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let retried = tokio::time::timeout(
+        Duration::from_millis(800),
+        keep_linked(
+            &local,
+            &closed.to_string(),
+            "coordinator",
+            Role::Coordinator,
+            false,
+            Duration::from_millis(100),
+        ),
+    )
+    .await;
+    assert!(
+        retried.is_err(),
+        "gave up on an unreachable peer: {retried:?}"
+    );
+}

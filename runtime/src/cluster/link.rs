@@ -18,7 +18,8 @@ pub enum LinkEnd {
 /// Keeps a verified link from `node` to the node `name` (which must hold a certificate of
 /// `role`) at `addr`: connects, waits until the session closes, and reconnects with exponential
 /// back-off up to `max_backoff`. With `once`, returns when an established link closes. A peer
-/// presenting another role is an error (a configuration mistake, not a transient fault).
+/// presenting another role, or a certificate refused for good ([`Error::TlsRefused`]: another
+/// CA, another name, expired), is an error (a configuration mistake, not a transient fault).
 pub async fn keep_linked(
     node: &ClusterNode,
     addr: &str,
@@ -70,6 +71,8 @@ pub async fn keep_linked(
                     return Ok(LinkEnd::PeerGone);
                 }
             }
+            // A certificate refused for good: say so once and stop.
+            Err(e @ Error::TlsRefused { .. }) => return Err(e),
             Err(e) => {
                 tracing::warn!("cannot link to {name} at {addr}: {e}; retrying in {backoff:?}")
             }

@@ -242,9 +242,11 @@ impl ClusterNode {
                 })?;
             let connector = TlsConnector::from(self.credentials.client_config()?);
             let tls = connector.connect(server_name, tcp).await.map_err(|e| {
-                Error::Cluster(format!(
-                    "TLS handshake with {expected_name} at {addr} failed: {e}"
-                ))
+                let peer = format!("{expected_name} at {addr}");
+                match permanent(&e) {
+                    Some(reason) => Error::TlsRefused { peer, reason },
+                    None => Error::Cluster(format!("TLS handshake with {peer} failed: {e}")),
+                }
             })?;
             let identity = {
                 let (_, conn) = tls.get_ref();
@@ -332,4 +334,59 @@ impl Drop for ClusterNode {
 /// but it keeps a fedsilo node from talking to unrelated ractor clusters.
 pub fn cookie() -> String {
     format!("fedsilo-{}", crate::protocol::PROTOCOL_VERSION)
+}
+
+/// The reason of a handshake failure that retrying cannot cure, if `e` is one: our check of the
+/// peer's certificate failed (another CA, another name, expired, revoked, a bad signature), or
+/// the peer refused ours with an alert that says so. A refused connection, a reset or a timeout
+/// is not one: the peer may come back.
+fn permanent(e: &std::io::Error) -> Option<String> {
+    use rustls::AlertDescription as A;
+    match e.get_ref()?.downcast_ref::<rustls::Error>()? {
+        rustls::Error::InvalidCertificate(c) => {
+            Some(format!("its certificate is not acceptable ({c:?})"))
+        }
+        rustls::Error::AlertReceived(
+            a @ (A::BadCertificate
+            | A::UnknownCA
+            | A::CertificateRevoked
+            | A::CertificateExpired
+            | A::CertificateUnknown
+            | A::UnsupportedCertificate
+            | A::AccessDenied),
+        ) => Some(format!("it refused our certificate ({a:?})")),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod permanence_tests {
+    use super::permanent;
+
+    fn io(e: rustls::Error) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+    }
+
+    #[test]
+    fn certificate_refusals_are_permanent_and_network_faults_are_not() {
+        let wrong_ca = io(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        ));
+        assert!(permanent(&wrong_ca).unwrap().contains("UnknownIssuer"));
+        let refused = io(rustls::Error::AlertReceived(
+            rustls::AlertDescription::UnknownCA,
+        ));
+        assert!(permanent(&refused)
+            .unwrap()
+            .contains("refused our certificate"));
+        for transient in [
+            std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+            std::io::Error::from(std::io::ErrorKind::TimedOut),
+            io(rustls::Error::AlertReceived(
+                rustls::AlertDescription::InternalError,
+            )),
+        ] {
+            assert_eq!(permanent(&transient), None, "{transient}");
+        }
+    }
 }
