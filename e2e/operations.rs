@@ -206,3 +206,71 @@ fn a_silo_logs_each_round_in_plain_text_or_json() {
     assert_eq!(trained[0]["fields"]["round"], 1);
     assert!(trained[0]["fields"]["examples"].as_u64() > Some(0));
 }
+
+/// The roster: a listed member that never links is reported missing (once), an unlisted one
+/// that links is reported unexpected, and the admin API lists who is expected and present.
+#[test]
+fn a_missing_member_of_the_roster_is_reported_and_listed() {
+    let admin = free_port();
+    let extra = format!(
+        "[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n[[members]]\nname = \"northeast\"\nregion = \"us\"\n\n[[members]]\nname = \"south\"\nregion = \"us\"\n"
+    );
+    let mut f = Federation::start(Options {
+        rounds: 1,
+        silos: vec![("northeast", vec![]), ("west", vec![])],
+        min_silos: 2,
+        quorum: 2,
+        heartbeat_timeout: 2.0,
+        silos_exit_with_coordinator: false,
+        coordinator_args: vec!["--serve".into()],
+        extra: Box::leak(extra.into_boxed_str()),
+        ..Default::default()
+    });
+    let missing = f.expect("south is missing", |e| e["event"] == "member_missing");
+    assert_eq!(missing["member"], "south", "{missing}");
+    let stranger = f
+        .seen()
+        .iter()
+        .find(|e| e["event"] == "unexpected_member")
+        .cloned()
+        .unwrap_or_else(|| f.expect("west is unexpected", |e| e["event"] == "unexpected_member"));
+    assert_eq!(stranger["member"], "west", "{stranger}");
+    let kit = f.operator("alice").join("alice");
+    let url = format!("https://127.0.0.1:{admin}");
+    let (ok, out) = crate::common::fedsilo(&[
+        "admin",
+        "--url",
+        &url,
+        "--kit",
+        crate::common::arg(&kit),
+        "silos",
+    ]);
+    assert!(ok, "{out}");
+    let silos: Value = serde_json::from_str(&out).unwrap();
+    let expected: Vec<(String, bool)> = silos["expected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_string(),
+                e["present"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        expected,
+        [
+            ("northeast".to_string(), true),
+            ("south".to_string(), false)
+        ]
+    );
+    f.coordinator().signal("TERM").unwrap();
+    f.exit_status();
+    let events = std::fs::read_to_string(f.state_dir().join("events.jsonl")).unwrap();
+    let missing_events = events
+        .lines()
+        .filter(|l| l.contains("\"event\":\"member_missing\""))
+        .count();
+    assert_eq!(missing_events, 1, "reported more than once:\n{events}");
+}

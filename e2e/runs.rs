@@ -14,6 +14,15 @@ fn run_cmd(url: &str, kit: &std::path::Path, args: &[&str]) -> (bool, String) {
     fedsilo(&all)
 }
 
+/// The coordinator's audit journal, entry by entry.
+fn journal(f: &Federation) -> Vec<Value> {
+    std::fs::read_to_string(f.state_dir().join("audit.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 fn ended(run: u64) -> impl Fn(&Value) -> bool {
     move |e| e["event"] == "run_ended" && e["run"] == run
 }
@@ -142,15 +151,9 @@ fn a_serving_coordinator_runs_jobs_back_to_back_and_resumes_one_after_a_kill() {
     // Stopped by an operator, it exits cleanly; the journal holds every run's story.
     f.coordinator().signal("TERM").unwrap();
     f.exit_status();
-    let journal = std::fs::read_to_string(f.state_dir().join("audit.jsonl")).unwrap();
-    let kinds: Vec<String> = journal
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["record"]["kind"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
+    let kinds: Vec<String> = journal(&f)
+        .iter()
+        .map(|e| e["record"]["kind"].as_str().unwrap().to_string())
         .filter(|k| k.starts_with("run_"))
         .collect();
     assert_eq!(
@@ -194,10 +197,8 @@ fn a_schedule_submits_runs_by_itself_one_at_a_time() {
     }
     f.coordinator().signal("TERM").unwrap();
     f.exit_status();
-    let journal = std::fs::read_to_string(f.state_dir().join("audit.jsonl")).unwrap();
-    let submitted: Vec<Value> = journal
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+    let submitted: Vec<Value> = journal(&f)
+        .into_iter()
         .filter(|e| e["record"]["kind"] == "run_submitted")
         .collect();
     assert!(submitted.len() >= 2);

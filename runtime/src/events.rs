@@ -141,6 +141,29 @@ pub enum Event {
         /// The silo.
         silo: String,
     },
+    /// A member of the roster (`[[members]]`) is missing: it never linked, its session closed,
+    /// or its heartbeats stopped.
+    MemberMissing {
+        /// Its name.
+        member: String,
+        /// Its region, as the roster says.
+        region: String,
+        /// `silo` or `aggregator`.
+        role: String,
+    },
+    /// A missing member of the roster is back.
+    MemberReturned {
+        /// Its name.
+        member: String,
+    },
+    /// A node the roster does not list linked (it holds a consortium certificate: it may take
+    /// part, but nobody expected it).
+    UnexpectedMember {
+        /// Its name.
+        member: String,
+        /// `silo` or `aggregator`.
+        role: String,
+    },
     /// A consortium certificate was refused a link: its declared name was not its own, or its
     /// identity already had a live link (a copied kit). Announced at most once per identity
     /// per 10 s; every refusal is in the log and the `fedsilo_link_refusals_total` metric.
@@ -478,6 +501,9 @@ fn render(event: &Event, layout: &mut Option<TableLayout>) -> Option<String> {
         }
         Event::SiloJoined { silo, region } => format!("+ silo {silo} joined (region {region})"),
         Event::SiloLeft { silo } => format!("- silo {silo} left"),
+        Event::MemberMissing { member, region, role } => format!("! {role} {member} ({region}) of the roster is missing"),
+        Event::MemberReturned { member } => format!("+ {member} of the roster is back"),
+        Event::UnexpectedMember { member, role } => format!("! {role} {member} linked but is not in the roster ([[members]])"),
         Event::LinkRefused {
             peer,
             certificate,

@@ -137,6 +137,24 @@ fn default_chunk() -> usize {
     crate::protocol::transfer::DEFAULT_CHUNK_VALUES
 }
 
+/// `[[members]]`: a member the federation expects (the roster). The consortium CA still
+/// decides who may join; the roster says who should be there, so that an absent one is noticed.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MemberSpec {
+    /// Its node name (as in its certificate).
+    pub name: String,
+    /// Its region.
+    pub region: String,
+    /// `silo` (default) or `aggregator`.
+    #[serde(default = "silo_role")]
+    pub role: String,
+}
+
+fn silo_role() -> String {
+    "silo".into()
+}
+
 /// `[admin]`: the admin HTTP API.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -240,6 +258,9 @@ pub struct FederationConfig {
     /// `[schedule]`: training runs submitted on a schedule (needs `federation.serve`).
     #[serde(default)]
     pub schedule: Option<crate::retraining::ScheduleSection>,
+    /// `[[members]]`: the roster, the members the federation expects.
+    #[serde(default)]
+    pub members: Vec<MemberSpec>,
 }
 
 /// A duration key's value, checked against the one range every duration has
@@ -319,6 +340,21 @@ impl FederationConfig {
             return Err(bad(
                 "`federation.rounds` = 0: must be at least 1 (0 is allowed only with `federation.serve = true`, where runs are submitted later)".into(),
             ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for m in &self.members {
+            crate::identity::validate_name("`members.name`", &m.name)
+                .and_then(|()| crate::identity::validate_name("`members.region`", &m.region))
+                .map_err(|e| bad(e.to_string()))?;
+            if !matches!(m.role.as_str(), "silo" | "aggregator") {
+                return Err(bad(format!(
+                    "`members.role` = {:?} for {}: must be \"silo\" or \"aggregator\"",
+                    m.role, m.name
+                )));
+            }
+            if !seen.insert(&m.name) {
+                return Err(bad(format!("`[[members]]` lists {} twice", m.name)));
+            }
         }
         if let Some(s) = &self.schedule {
             if !self.federation.serve {

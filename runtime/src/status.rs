@@ -65,6 +65,19 @@ pub struct SiloStatus {
     pub quarantined_until: Option<u64>,
 }
 
+/// A member the roster (`[[members]]`) expects, and whether it is there.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RosterEntry {
+    /// Its name.
+    pub name: String,
+    /// Its region.
+    pub region: String,
+    /// `silo` or `aggregator`.
+    pub role: String,
+    /// Linked and answering heartbeats.
+    pub present: bool,
+}
+
 /// The federation at one moment.
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]
 pub struct FederationStatus {
@@ -86,6 +99,8 @@ pub struct FederationStatus {
     pub run: Option<u64>,
     /// Every training run of a serving coordinator: queued, running, past.
     pub runs: Vec<crate::runs::RunRecord>,
+    /// The members the federation file expects, each present or not (empty: no roster).
+    pub roster: Vec<RosterEntry>,
     /// The current version.
     pub current_version: u64,
     /// Versions committed by this run of the coordinator.

@@ -156,22 +156,29 @@ fn the_red_teams_values_are_refused_with_the_allowed_range() {
     }
 }
 
-/// The work a federation file may ask of silos is bounded, and `model.files` belongs to a
-/// manifest: each refused at load, naming the key and the bound.
-#[test]
-fn endless_training_and_stray_model_files_are_refused_at_load() {
-    let base: Vec<String> = [
+/// The values of a federation file that loads, in `federation_toml`'s order.
+fn valid_values() -> Vec<String> {
+    [
         "3", "60", "10", "1", "5", "1024", "8", "7", "1", "32", "0.05", "0",
     ]
     .iter()
     .map(|s| s.to_string())
-    .collect();
-    let load = |text: String| {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("federation.toml");
-        std::fs::write(&path, text).unwrap();
-        FederationConfig::load(&path).map(|_| ())
-    };
+    .collect()
+}
+
+/// Loads a federation file of `text`.
+fn load(text: String) -> fedsilo::Result<()> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("federation.toml");
+    std::fs::write(&path, text).unwrap();
+    FederationConfig::load(&path).map(|_| ())
+}
+
+/// The work a federation file may ask of silos is bounded, and `model.files` belongs to a
+/// manifest: each refused at load, naming the key and the bound.
+#[test]
+fn endless_training_and_stray_model_files_are_refused_at_load() {
+    let base = valid_values();
     let mut v = base.clone();
     v[8] = "1001".into();
     let e = load(federation_toml(&v)).unwrap_err().to_string();
@@ -194,18 +201,7 @@ fn endless_training_and_stray_model_files_are_refused_at_load() {
 /// run": each refused at load otherwise, saying what to set.
 #[test]
 fn schedules_and_empty_first_runs_need_serve() {
-    let base: Vec<String> = [
-        "3", "60", "10", "1", "5", "1024", "8", "7", "1", "32", "0.05", "0",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let load = |text: String| {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("federation.toml");
-        std::fs::write(&path, text).unwrap();
-        FederationConfig::load(&path).map(|_| ())
-    };
+    let base = valid_values();
     let serving = |t: String| t.replace("name = \"t\"\n", "name = \"t\"\nserve = true\n");
     let nightly = |t: String| format!("{t}\n[schedule]\ncron = \"0 2 * * *\"\nrounds = 20\n");
     let e = load(nightly(federation_toml(&base)))

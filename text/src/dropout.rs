@@ -1,7 +1,9 @@
 //! Dropout with masks drawn in bulk. burn's `Dropout` draws every mask element through its
 //! generic sampler on a ChaCha generator, which cost a quarter of a MiniLM training step
 //! (docs/performance.md). Here one 64-bit seed per call comes from burn's generator — so
-//! `device.seed(s)` still makes a run reproducible — and a SplitMix64 stream expands it into
+//! `device.seed(s)` still makes a run reproducible, as long as no other thread of the process
+//! draws from that process-wide generator meanwhile (a silo trains one job at a time) — and a
+//! SplitMix64 stream expands it into
 //! the mask, two elements per draw, with the `1 / keep` scale folded into the kept values: one
 //! pass to make the mask, one multiplication to apply it.
 //!

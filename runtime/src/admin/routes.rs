@@ -280,7 +280,10 @@ async fn status(State(api): Api, Extension(peer): Extension<Peer>, headers: Head
 
 async fn silos(State(api): Api, Extension(peer): Extension<Peer>, headers: HeaderMap) -> Answer {
     guard(&api, &headers, &peer, Scope::Read)?;
-    Ok(Json(json!({ "silos": api.control.status().silos })))
+    let status = api.control.status();
+    Ok(Json(
+        json!({ "silos": status.silos, "expected": status.roster }),
+    ))
 }
 
 /// Round outcomes, oldest first, from the event log.
@@ -386,7 +389,8 @@ async fn pause(
 }
 
 /// The body of `POST /v1/runs`: `rounds`, and optionally the run's own `epochs`,
-/// `batch_size`, `learning_rate`, `prox_mu`.
+/// `batch_size`, `learning_rate`, `prox_mu` — [`crate::runs::RunSettings`]'s fields spelled
+/// out, because serde cannot refuse unknown fields around a flattened struct.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Submission {
@@ -421,7 +425,7 @@ async fn run(
         Some(r) => Ok(Json(json!(r))),
         None => Err(ApiError(
             StatusCode::NOT_FOUND,
-            format!("there is no run {id}"),
+            format!("there is no run {id} among the open runs and the last 100 past ones"),
         )),
     }
 }

@@ -16,6 +16,7 @@ use super::outcome::on_round;
 use super::phase::Phase;
 use super::publish::publish;
 use super::recovery::recover;
+use super::roster;
 use super::scaling;
 use super::schedule::maybe_start_work;
 use super::settings::CoordinatorArgs;
@@ -119,6 +120,7 @@ fn step(
             refresh_membership(state);
             refresh_aggregators(state);
             check_health(state, myself);
+            roster::check(state);
             if state.settings.serve {
                 let since = state.run.schedule_from_ms;
                 if let Err(e) = jobs::submit_due(state, since, now_ms()) {

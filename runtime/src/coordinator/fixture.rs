@@ -213,6 +213,7 @@ pub(super) fn settings() -> CoordinatorSettings {
         compare_local: false,
         serve: false,
         schedule: None,
+        roster: vec![],
         aggregation: Aggregation::default(),
         region: "us".into(),
         node: "coordinator".into(),

@@ -1,7 +1,7 @@
 //! Training runs as jobs, for a serving coordinator (`federation.serve`): submitting and
 //! cancelling runs ([`submit`], [`cancel`]; the schedule's, [`submit_due`]), starting the next
-//! queued one when none is active
-//! ([`start_next`]), and ending the active one ([`close`]). Each transition is checked against
+//! queued one when none is active ([`start_next`]), ending the active one ([`close`]), and the
+//! book at start ([`recover`]). Each transition is checked against
 //! the book of runs ([`crate::runs::RunBook`]), journaled (synced), then applied — the order
 //! that lets a restart rebuild the book from the journal.
 //!
@@ -92,7 +92,7 @@ fn queue(
 }
 
 /// Submits the schedule's run if one is due at `now_ms` (`[schedule]`): due counting from the
-/// schedule's last run, or from `since_ms` (when the coordinator started) if it never
+/// schedule's last run, or from `since_ms` (the federation's first start) if it never
 /// submitted one. While a scheduled run is still queued or running, the next waits for it —
 /// runs do not pile up behind a slow one. Returns the id submitted, if any.
 pub fn submit_due(

@@ -18,6 +18,7 @@
 //! | `actor` | the actor; `handle` is the only match on messages |
 //! | `recovery` | the state from the state directory at start |
 //! | `membership` | silos and aggregators joining and leaving, heartbeats, schema checks |
+//! | `roster` | the members the federation file expects: who is missing, who is unexpected |
 //! | `cohort` | who may train next (a pure function) and where updates are combined |
 //! | `schedule` | starting work when idle: policy reload, budget, selection, dispatch |
 //! | `scaling` | agreeing on feature scaling, once |
@@ -46,6 +47,7 @@ mod outcome;
 pub mod phase;
 mod publish;
 mod recovery;
+mod roster;
 mod scaling;
 mod schedule;
 mod settings;

@@ -40,6 +40,7 @@ pub fn status(state: &CoordinatorState) -> FederationStatus {
         rounds: state.run.until(),
         run: state.run.id(),
         runs: state.runs.recent(RUNS_SHOWN),
+        roster: state.roster.view(&super::roster::present(state)),
         current_version: state.versions.model.version,
         committed_this_run: state.run.committed,
         awaiting_approval: state.phase.awaiting().map(|a| AwaitingCandidate {

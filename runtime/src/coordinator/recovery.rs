@@ -10,6 +10,7 @@ use super::jobs;
 use super::ledger::{summary_of, Ledger};
 use super::membership::Members;
 use super::phase::{Awaiting, Hold, Phase};
+use super::roster::Roster;
 use super::settings::CoordinatorArgs;
 use super::state::{CoordinatorState, Job, Links, Run};
 use super::versions::Versions;
@@ -26,6 +27,10 @@ use crate::Error;
 pub fn recover(args: CoordinatorArgs) -> crate::Result<CoordinatorState> {
     let spec = args.settings.spec.clone();
     let privacy = PrivacyBook::open(&args.store.dir().join("privacy.jsonl"))?;
+    let (roster, heartbeat_timeout) = (
+        args.settings.roster.clone(),
+        args.settings.heartbeat_timeout,
+    );
     let history = args.history;
     let committed_sha = history
         .versions
@@ -62,6 +67,12 @@ pub fn recover(args: CoordinatorArgs) -> crate::Result<CoordinatorState> {
         },
         hold: Hold::Running,
         runs: Default::default(),
+        roster: Roster::new(
+            roster,
+            std::time::Instant::now(),
+            // Time for members to link after a start, as after a heartbeat gap.
+            2 * heartbeat_timeout,
+        ),
     };
     resume_current(&mut state)?;
     republish_committed(&state, &history)?;

@@ -35,6 +35,14 @@ fn cancel(run: u64) -> ControlRequest {
     })
 }
 
+/// A serving coordinator whose first queued run started, with feature scaling agreed.
+async fn running(f: &mut Fixture) -> super::state::CoordinatorState {
+    let mut s = f.start().await.unwrap();
+    jobs::start_next(&mut s).unwrap();
+    scaling::on_done(&mut s, scaling_outcome());
+    s
+}
+
 fn status(s: &super::state::CoordinatorState, id: u64) -> RunStatus {
     s.runs.get(id).unwrap().status.clone()
 }
@@ -69,9 +77,7 @@ async fn a_new_federation_queues_the_federation_files_run_and_a_restart_resumes_
 #[tokio::test]
 async fn a_run_ends_the_coordinator_idles_and_the_next_run_takes_the_next_rounds() {
     let mut f = Fixture::serving(1);
-    let mut s = f.start().await.unwrap();
-    jobs::start_next(&mut s).unwrap();
-    scaling::on_done(&mut s, scaling_outcome());
+    let mut s = running(&mut f).await;
     let round = dispatched(&mut s);
     let outcome = candidate(&s, round, 0.5, None);
     on_round(&mut s, outcome).unwrap();
@@ -105,9 +111,7 @@ async fn a_run_ends_the_coordinator_idles_and_the_next_run_takes_the_next_rounds
 #[tokio::test]
 async fn cancelling_the_running_run_lets_the_round_in_flight_finish() {
     let mut f = Fixture::serving(5);
-    let mut s = f.start().await.unwrap();
-    jobs::start_next(&mut s).unwrap();
-    scaling::on_done(&mut s, scaling_outcome());
+    let mut s = running(&mut f).await;
     control(&mut s, submit(2)).unwrap();
     let round = dispatched(&mut s);
     let answer = control(&mut s, cancel(1)).unwrap();
@@ -313,9 +317,7 @@ async fn a_federation_that_trained_before_serving_waits_for_a_submission() {
 #[tokio::test]
 async fn cancelling_a_run_whose_candidate_awaits_approval_ends_it_and_keeps_the_candidate() {
     let mut f = Fixture::serving(3);
-    let mut s = f.start().await.unwrap();
-    jobs::start_next(&mut s).unwrap();
-    scaling::on_done(&mut s, scaling_outcome());
+    let mut s = running(&mut f).await;
     s.run.round_policy = approval_policy();
     let round = dispatched(&mut s);
     let outcome = candidate(&s, round, 0.5, None);
@@ -334,9 +336,7 @@ async fn cancelling_a_run_whose_candidate_awaits_approval_ends_it_and_keeps_the_
 #[tokio::test]
 async fn a_round_asked_for_by_hand_does_not_outlive_its_run() {
     let mut f = Fixture::serving(3);
-    let mut s = f.start().await.unwrap();
-    jobs::start_next(&mut s).unwrap();
-    scaling::on_done(&mut s, scaling_outcome());
+    let mut s = running(&mut f).await;
     control(&mut s, pause()).unwrap();
     control(&mut s, ControlRequest::StartRound { by: "alice".into() }).unwrap();
     assert!(s.hold.may_dispatch());

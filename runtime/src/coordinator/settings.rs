@@ -75,6 +75,8 @@ pub struct CoordinatorSettings {
     /// Keep serving between runs, taking runs as jobs ([`crate::runs`]); `rounds` is the
     /// first run's size. Otherwise one run up to round `rounds`, then the coordinator stops.
     pub serve: bool,
+    /// The members the federation expects (`[[members]]`).
+    pub roster: Vec<crate::federation::MemberSpec>,
     /// Runs submitted on a schedule (`[schedule]`, with `serve`).
     pub schedule: Option<crate::retraining::RetrainSchedule>,
     /// Kernel, clipping, server optimiser.

@@ -3,8 +3,9 @@
 //! The *federation* — who is a member ([`Members`]), the versions ([`Versions`]), the durable
 //! record ([`Ledger`]), the operators' hold ([`Hold`]) — lives as long as the coordinator.
 //! A *run* ([`Run`]) is one series of rounds (its [`Job`]): its counters, its waiting clock;
-//! the book of runs ([`RunBook`]) and the privacy spend are the federation's. What the coordinator is doing right now is the
-//! [`Phase`]. Keeping these apart is what lets a later federation outlive its runs.
+//! the book of runs ([`RunBook`]) and the privacy spend are the federation's. What the
+//! coordinator is doing right now is the [`Phase`]. Keeping these apart is what lets a serving
+//! federation outlive its runs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -181,6 +182,8 @@ pub struct CoordinatorState {
     pub hold: Hold,
     /// Every training run: queued, running, past ([`crate::runs`]).
     pub runs: RunBook,
+    /// The members the federation expects, and who of them is missing.
+    pub roster: super::roster::Roster,
 }
 
 impl CoordinatorState {

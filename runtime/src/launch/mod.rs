@@ -327,6 +327,7 @@ fn settings(
         wait_for_silos: fedsilo_policies::duration::to_duration(cfg.federation.wait_for_silos_secs),
         compare_local: cfg.federation.compare_local,
         serve: cfg.federation.serve,
+        roster: cfg.members.clone(),
         schedule: cfg
             .schedule
             .as_ref()

@@ -48,6 +48,7 @@ pub struct FederationMetrics {
     admin_refused: Family<AdminRefusal, Counter>,
     runs_ended: Family<Outcome, Counter>,
     active_run: Gauge,
+    members_missing: Gauge,
     registry: Registry,
 }
 
@@ -155,7 +156,14 @@ impl FederationMetrics {
             "The id of the training run in progress (0: none)",
             active_run.clone(),
         );
+        let members_missing = Gauge::default();
+        registry.register(
+            "members_missing",
+            "Members of the roster ([[members]]) missing now",
+            members_missing.clone(),
+        );
         FederationMetrics {
+            members_missing,
             runs_ended,
             active_run,
             admin_refused,
@@ -218,6 +226,12 @@ impl FederationMetrics {
             }
             Event::SiloQuarantined { .. } => {
                 self.quarantined.inc();
+            }
+            Event::MemberMissing { .. } => {
+                self.members_missing.inc();
+            }
+            Event::MemberReturned { .. } => {
+                self.members_missing.dec();
             }
             Event::RunStarted { run, .. } => {
                 self.active_run.set(*run as i64);

@@ -32,11 +32,13 @@ pub enum NoticeKind {
     FederationFinished,
     /// A training run ended (finished, failed or cancelled) while the coordinator serves on.
     RunEnded,
+    /// A member of the roster is missing.
+    MemberMissing,
 }
 
 impl NoticeKind {
     /// Every kind.
-    pub const ALL: [NoticeKind; 11] = [
+    pub const ALL: [NoticeKind; 12] = [
         NoticeKind::CandidateAwaitingApproval,
         NoticeKind::VersionCommitted,
         NoticeKind::RoundRejected,
@@ -48,6 +50,7 @@ impl NoticeKind {
         NoticeKind::FederationResumed,
         NoticeKind::FederationFinished,
         NoticeKind::RunEnded,
+        NoticeKind::MemberMissing,
     ];
 
     /// The snake_case name (the `X-Fedsilo-Event` header).
@@ -64,6 +67,7 @@ impl NoticeKind {
             NoticeKind::FederationResumed => "federation_resumed",
             NoticeKind::FederationFinished => "federation_finished",
             NoticeKind::RunEnded => "run_ended",
+            NoticeKind::MemberMissing => "member_missing",
         }
     }
 }
@@ -132,6 +136,7 @@ impl Noticer {
             Event::FederationResumed { .. } => one(NoticeKind::FederationResumed),
             Event::Finished { .. } => one(NoticeKind::FederationFinished),
             Event::RunEnded { .. } => one(NoticeKind::RunEnded),
+            Event::MemberMissing { .. } => one(NoticeKind::MemberMissing),
             _ => vec![],
         }
     }
