@@ -104,6 +104,11 @@ fn a_serving_coordinator_runs_jobs_back_to_back_and_resumes_one_after_a_kill() {
     assert!(!ok && out.contains("run 3 is cancelled"), "{out}");
     let (ok, out) = run_cmd(&url, &kit, &["show", "99"]);
     assert!(!ok && out.contains("404"), "{out}");
+    let (ok, out) = run_cmd(&url, &kit, &["cancel", "99"]);
+    assert!(
+        !ok && out.contains("404") && out.contains("no run 99"),
+        "{out}"
+    );
 
     // A long run 4 is killed after its first commit, resumes where it was, and is cancelled
     // while running: it ends at a round boundary.

@@ -126,6 +126,7 @@ impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
         match e {
             ControlError::Conflict(m) => ApiError(StatusCode::CONFLICT, m),
+            ControlError::NotFound(m) => ApiError(StatusCode::NOT_FOUND, m),
             ControlError::Failed(m) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, m),
             ControlError::Unavailable(_) => {
                 ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())

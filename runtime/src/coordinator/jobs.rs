@@ -126,10 +126,10 @@ pub fn cancel(
     by: String,
     reason: String,
 ) -> Result<String, ControlError> {
-    state
-        .runs
-        .check_cancel(id)
-        .map_err(|e| ControlError::Conflict(e.to_string()))?;
+    state.runs.check_cancel(id).map_err(|e| match e {
+        crate::runs::RunError::Unknown(_) => ControlError::NotFound(e.to_string()),
+        _ => ControlError::Conflict(e.to_string()),
+    })?;
     state
         .ledger
         .journal

@@ -125,6 +125,9 @@ pub enum ControlError {
     /// flight, ...). The message says what the state is.
     #[error("{0}")]
     Conflict(String),
+    /// What the request names does not exist (a run id nobody submitted).
+    #[error("{0}")]
+    NotFound(String),
     /// The coordinator could not carry it out (its journal or registry failed); it stops, and
     /// a restart reconciles its state with the journal.
     #[error("{0}")]
