@@ -112,8 +112,15 @@ fn a_serving_coordinator_runs_jobs_back_to_back_and_resumes_one_after_a_kill() {
 
     // A long run 4 is killed after its first commit, resumes where it was, and is cancelled
     // while running: it ends at a round boundary.
-    let (ok, out) = run_cmd(&url, &kit, &["submit", "--rounds", "1000"]);
+    let long = ["submit", "--rounds", "1000", "--key", "CHG-4"];
+    let (ok, out) = run_cmd(&url, &kit, &long);
     assert!(ok && out.contains("\"run\": 4"), "{out}");
+    // A retry with its key finds run 4; nothing new is queued (the journal below says so).
+    let (ok, out) = run_cmd(&url, &kit, &long);
+    assert!(
+        ok && out.contains("\"run\": 4") && out.contains("already"),
+        "{out}"
+    );
     let started = f.expect("run 4 starts", |e| {
         e["event"] == "run_started" && e["run"] == 4
     });

@@ -88,7 +88,7 @@ impl FederationControl {
                 by: by.into(),
             }))
             .await?;
-        // The coordinator answers "run <id> queued …".
+        // The coordinator answers "run <id> queued …" or "run <id> was submitted …".
         let id = answer
             .split_whitespace()
             .nth(1)

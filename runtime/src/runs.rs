@@ -62,7 +62,14 @@ pub struct RunPlan {
     /// Its own training settings.
     #[serde(default, skip_serializing_if = "RunSettings::is_empty")]
     pub settings: RunSettings,
+    /// The submitter's idempotency key: a submission repeating it (a retry after a timeout)
+    /// gets the run the first one made instead of a second run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
+
+/// The longest idempotency key.
+pub const MAX_KEY_LEN: usize = 128;
 
 /// Where a run stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,6 +162,17 @@ pub enum RunError {
     /// The plan cannot be run.
     #[error("rounds = {0}: a run needs between 1 and {MAX_RUN_ROUNDS} rounds")]
     Rounds(u64),
+    /// An idempotency key that is empty, too long or not printable ASCII.
+    #[error("key: 1 to {MAX_KEY_LEN} printable ASCII characters")]
+    Key,
+    /// An idempotency key already used for another plan.
+    #[error("key {key:?} was used for run {run}, with another plan")]
+    KeyReused {
+        /// The key.
+        key: String,
+        /// The run it made.
+        run: u64,
+    },
     /// The queue is full.
     #[error("{MAX_QUEUED} runs are already queued; cancel some or wait for them")]
     QueueFull,
@@ -228,10 +246,28 @@ impl RunBook {
             .find(|r| matches!(r.status, RunStatus::Queued))
     }
 
+    /// The run submitted with idempotency key `key`, if any.
+    pub fn by_key(&self, key: &str) -> Option<&RunRecord> {
+        self.runs
+            .values()
+            .find(|r| r.plan.key.as_deref() == Some(key))
+    }
+
     /// Checks a plan and the queue before a submission is journaled.
     pub fn check_submit(&self, plan: &RunPlan) -> Result<(), RunError> {
         if plan.rounds == 0 || plan.rounds > MAX_RUN_ROUNDS {
             return Err(RunError::Rounds(plan.rounds));
+        }
+        if let Some(k) = &plan.key {
+            if k.is_empty() || k.len() > MAX_KEY_LEN || !k.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(RunError::Key);
+            }
+            if let Some(r) = self.by_key(k).filter(|r| r.plan != *plan) {
+                return Err(RunError::KeyReused {
+                    key: k.clone(),
+                    run: r.id,
+                });
+            }
         }
         let queued = self
             .runs
@@ -377,6 +413,7 @@ mod tests {
         RunPlan {
             rounds,
             settings: RunSettings::default(),
+            key: None,
         }
     }
 

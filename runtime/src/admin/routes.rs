@@ -404,6 +404,8 @@ struct Submission {
     learning_rate: Option<f32>,
     #[serde(default)]
     prox_mu: Option<f32>,
+    #[serde(default)]
+    key: Option<String>,
 }
 
 /// The training runs, oldest first.
@@ -460,6 +462,7 @@ async fn submit_run(
             learning_rate: plan.learning_rate,
             prox_mu: plan.prox_mu,
         },
+        key: plan.key,
     };
     let (id, result) = api.control.submit_run(plan, &caller.by()).await?;
     Ok((

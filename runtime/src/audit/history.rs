@@ -184,10 +184,12 @@ impl History {
                     rounds,
                     by,
                     settings,
+                    key,
                 } => {
                     let plan = RunPlan {
                         rounds: *rounds,
                         settings: settings.clone(),
+                        key: key.clone(),
                     };
                     h.runs.submit(*run, plan, by.clone(), e.body.time_ms);
                 }

@@ -226,6 +226,9 @@ pub enum Record {
         /// Its own training settings, if any.
         #[serde(default, skip_serializing_if = "crate::runs::RunSettings::is_empty")]
         settings: crate::runs::RunSettings,
+        /// The submitter's idempotency key, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
     },
     /// A queued run started.
     RunStarted {

@@ -35,6 +35,10 @@ enum RunCommand {
         /// This run's FedProx μ (default: `plan.prox_mu`).
         #[arg(long, allow_negative_numbers = true)]
         prox_mu: Option<f32>,
+        /// An idempotency key (e.g. a change ticket): submitting again with it after a timeout
+        /// finds the run the first submission made instead of queueing a second one.
+        #[arg(long)]
+        key: Option<String>,
     },
     /// Every run: queued, running, finished, failed, cancelled (scope read).
     List,
@@ -62,6 +66,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             batch_size,
             learning_rate,
             prox_mu,
+            key,
         } => {
             let mut body = json!({ "rounds": rounds });
             for (key, value) in [
@@ -69,6 +74,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                 ("batch_size", batch_size.map(|v| json!(v))),
                 ("learning_rate", learning_rate.map(|v| json!(v))),
                 ("prox_mu", prox_mu.map(|v| json!(v))),
+                ("key", key.map(|v| json!(v))),
             ] {
                 if let Some(v) = value {
                     body[key] = v;

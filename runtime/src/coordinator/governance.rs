@@ -34,13 +34,19 @@ pub fn control(
         ControlRequest::Resume { by } => resume(state, by),
         ControlRequest::StartRound { by } => start_round(state, by),
         ControlRequest::Run(RunRequest::Submit { plan, by }) => {
-            let id = jobs::submit(state, plan, by)?;
-            let ahead = state
-                .runs
-                .all()
-                .filter(|r| r.id != id && !r.status.is_over())
-                .count();
-            Ok(format!("run {id} queued ({ahead} run(s) ahead of it)"))
+            match jobs::submit(state, plan, by)? {
+                jobs::Submitted::Queued(id) => {
+                    let ahead = state
+                        .runs
+                        .all()
+                        .filter(|r| r.id != id && !r.status.is_over())
+                        .count();
+                    Ok(format!("run {id} queued ({ahead} run(s) ahead of it)"))
+                }
+                jobs::Submitted::Again(id) => Ok(format!(
+                    "run {id} was submitted with this key already; nothing new is queued"
+                )),
+            }
         }
         ControlRequest::Run(RunRequest::Cancel { run, by, reason }) => {
             jobs::cancel(state, run, by, reason)

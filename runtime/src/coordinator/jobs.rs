@@ -27,23 +27,39 @@ fn journal_error(e: crate::audit::AuditError) -> ControlError {
     ControlError::Failed(format!("cannot record it in the audit journal: {e}"))
 }
 
-/// Queues a run of `plan`; its id on success.
+/// A submission's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submitted {
+    /// Queued as this run.
+    Queued(u64),
+    /// Its idempotency key made this run already (a retry): nothing new was queued.
+    Again(u64),
+}
+
+/// Queues a run of `plan` (or, for a key already used with the same plan, finds its run).
 pub fn submit(
     state: &mut CoordinatorState,
     plan: RunPlan,
     by: String,
-) -> Result<u64, ControlError> {
+) -> Result<Submitted, ControlError> {
     if !state.settings.serve {
         return Err(ControlError::Conflict(
             "this coordinator runs one run and stops; runs can be submitted only with `federation.serve = true`".into(),
         ));
+    }
+    if let Some(r) = plan.key.as_deref().and_then(|k| state.runs.by_key(k)) {
+        if r.plan == plan {
+            return Ok(Submitted::Again(r.id));
+        }
     }
     state
         .runs
         .check_submit(&plan)
         .map_err(|e| ControlError::Conflict(e.to_string()))?;
     check_settings(&state.settings, &plan).map_err(ControlError::Conflict)?;
-    queue(state, plan, by, now_ms()).map_err(journal_error)
+    queue(state, plan, by, now_ms())
+        .map(Submitted::Queued)
+        .map_err(journal_error)
 }
 
 /// A run's own settings within the bounds the federation file's `[plan]` has, and its local-only
@@ -86,6 +102,7 @@ fn queue(
         rounds: plan.rounds,
         by: by.clone(),
         settings: plan.settings.clone(),
+        key: plan.key.clone(),
     })?;
     state.runs.submit(id, plan, by, at_ms);
     Ok(id)
@@ -111,6 +128,7 @@ pub fn submit_due(
     let plan = RunPlan {
         rounds: schedule.rounds,
         settings: RunSettings::default(),
+        key: None,
     };
     if !schedule.due(from, now_ms) || state.runs.check_submit(&plan).is_err() {
         return Ok(None);
@@ -187,6 +205,7 @@ pub fn recover(
     let plan = RunPlan {
         rounds,
         settings: RunSettings::default(),
+        key: None,
     };
     if never_trained
         && state.runs.is_empty()

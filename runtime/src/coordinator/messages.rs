@@ -100,7 +100,7 @@ pub enum ControlRequest {
 /// Submitting and cancelling training runs (a serving coordinator, [`crate::runs`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum RunRequest {
-    /// Queue a run. The answer starts `run <id> queued`.
+    /// Queue a run. The answer starts `run <id> ` (queued, or found by its idempotency key).
     Submit {
         /// Its rounds and own settings.
         plan: crate::runs::RunPlan,

@@ -22,7 +22,11 @@ fn submit(rounds: u64) -> ControlRequest {
 
 fn with(rounds: u64, settings: RunSettings) -> ControlRequest {
     ControlRequest::Run(RunRequest::Submit {
-        plan: RunPlan { rounds, settings },
+        plan: RunPlan {
+            rounds,
+            settings,
+            key: None,
+        },
         by: "token n8n".into(),
     })
 }
@@ -349,4 +353,43 @@ async fn a_round_asked_for_by_hand_does_not_outlive_its_run() {
         !s.hold.may_dispatch(),
         "the next run would start a round while paused"
     );
+}
+
+#[tokio::test]
+async fn a_retried_submission_with_its_key_finds_its_run_even_after_a_restart() {
+    let mut f = Fixture::serving(0);
+    let mut s = f.start().await.unwrap();
+    let keyed = |rounds: u64, key: &str| {
+        ControlRequest::Run(RunRequest::Submit {
+            plan: RunPlan {
+                rounds,
+                settings: RunSettings::default(),
+                key: Some(key.into()),
+            },
+            by: "token n8n".into(),
+        })
+    };
+    let first = control(&mut s, keyed(3, "CHG-1234")).unwrap();
+    assert!(first.starts_with("run 1 queued"), "{first}");
+    let again = control(&mut s, keyed(3, "CHG-1234")).unwrap();
+    assert!(
+        again.starts_with("run 1 was submitted with this key"),
+        "{again}"
+    );
+    assert_eq!(s.runs.all().count(), 1);
+    match control(&mut s, keyed(4, "CHG-1234")) {
+        Err(ControlError::Conflict(m)) => assert!(m.contains("was used for run 1"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    for bad in ["", "has space", &"k".repeat(129)] {
+        assert!(matches!(
+            control(&mut s, keyed(1, bad)),
+            Err(ControlError::Conflict(_))
+        ));
+    }
+    drop(s);
+    let mut s = f.start().await.unwrap();
+    let again = control(&mut s, keyed(3, "CHG-1234")).unwrap();
+    assert!(again.starts_with("run 1 was submitted"), "{again}");
+    assert_eq!(s.runs.all().count(), 1);
 }
