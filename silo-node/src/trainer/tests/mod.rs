@@ -127,6 +127,14 @@ async fn raw(t: &ActorRef<TrainerMessage>, frame: Vec<u8>) -> Response {
 /// Under secure aggregation a round is keyed once and its update never leaves in the
 /// clear, not even after the next round's keys: otherwise the coordinator could sum one
 /// update under two sets of masks and subtract, or simply ask for it.
+/// The identity scaling of the tiny model's one feature.
+fn unit_scaling() -> Scaling {
+    Scaling {
+        mean: vec![0.0],
+        std: vec![1.0],
+    }
+}
+
 #[tokio::test]
 async fn a_securely_aggregated_update_is_keyed_once_and_never_fetched_in_the_clear() {
     fedsilo::tls::install_crypto_provider();
@@ -155,10 +163,7 @@ async fn a_securely_aggregated_update_is_keyed_once_and_never_fetched_in_the_cle
         base: model,
         spec: spec.into(),
         plan: plan(),
-        scaling: Scaling {
-            mean: vec![0.0],
-            std: vec![1.0],
-        },
+        scaling: unit_scaling(),
     })
     .await
     .unwrap() else {
@@ -230,10 +235,7 @@ async fn models_are_checked_chunk_by_chunk_and_against_their_digest() {
         .unwrap_err();
     assert!(e.to_string().contains("does not match its digest"), "{e}");
     // Training from a model never received.
-    let scaling = Scaling {
-        mean: vec![0.0],
-        std: vec![1.0],
-    };
+    let scaling = unit_scaling();
     let plan = plan();
     let train = Request::Train {
         round: 1,
@@ -596,10 +598,7 @@ async fn a_tabular_silo_refuses_in_order_and_charges_nothing_for_a_refused_round
         call(&t, &req, Duration::from_secs(5), "t").await
     };
     let (spec, p, model) = tiny_model();
-    let none = Scaling {
-        mean: vec![0.0],
-        std: vec![1.0],
-    };
+    let none = unit_scaling();
     let train = |spec: ModelSpec| Request::Train {
         round: 1,
         base: model,
@@ -644,10 +643,7 @@ async fn a_request_for_endless_training_is_refused() {
     let t = trainer().await;
     let (spec, p, _) = tiny_model();
     let model = put_model(&t, p).await;
-    let scaling = Scaling {
-        mean: vec![0.0],
-        std: vec![1.0],
-    };
+    let scaling = unit_scaling();
     let train = |epochs: u32| Request::Train {
         round: 1,
         base: model,
