@@ -226,6 +226,7 @@ fn trainer() {
                 credentials: None,
                 external: None,
                 metrics: Arc::default(),
+                deploy: None,
             },
         )
         .await
@@ -276,7 +277,10 @@ fn trainer() {
     let bytes = call(encode(&Request::Ping { seq: 7 })).expect("the trainer stopped answering");
     assert!(matches!(
         decode::<Response>(&bytes, "t"),
-        Ok(Response::Pong { seq: 7 })
+        Ok(Response::Pong {
+            seq: 7,
+            deployed: None
+        })
     ));
 }
 
@@ -416,7 +420,14 @@ fn refresh_corpus() {
             len: 2,
         }),
     );
-    write("wire", "pong.bin", &encode(&Response::Pong { seq: 1 }));
+    write(
+        "wire",
+        "pong.bin",
+        &encode(&Response::Pong {
+            seq: 1,
+            deployed: None,
+        }),
+    );
     write(
         "wire",
         "error.bin",

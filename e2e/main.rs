@@ -21,6 +21,7 @@ mod common;
 mod admin_api;
 mod audit;
 mod crash;
+mod deployment;
 mod examples;
 mod federation;
 mod fine_tuning;

@@ -7,15 +7,17 @@
 //! the network or a clock: the caller passes in what it observed, so every rule is unit- and
 //! property-testable.
 //!
-//! The document has seven parts: `regions` (the consortium's regions), `[participation]` (who
+//! The document has eight parts: `regions` (the consortium's regions), `[participation]` (who
 //! may take part in a round, how many, how much each may weigh), `[rounds]` (deadline, grace),
 //! `[admission]` (what an arriving update must look like; quarantine of repeat offenders),
 //! `[residency]` (where each region's updates may be processed), `[privacy]`
-//! (silo-level differential privacy and the budget it may spend), and `[validation]` (the gate
-//! a candidate must pass to become current). See
+//! (silo-level differential privacy and the budget it may spend), `[validation]` (the gate
+//! a candidate must pass to become current) and `[deployment]` (whether a new version is
+//! deployed to the silos at once). See
 //! `policies/examples/*.toml` for annotated samples.
 
 pub mod admission;
+pub mod deployment;
 pub mod duration;
 mod error;
 pub mod explain;

@@ -49,6 +49,9 @@ pub struct Policy {
     /// Secure aggregation: the aggregator sees only the sum of the updates.
     #[serde(default)]
     pub secure_aggregation: Option<SecureAggregationRules>,
+    /// Whether a new version is deployed to the silos at once.
+    #[serde(default)]
+    pub deployment: Option<crate::deployment::DeploymentRules>,
     /// SHA-256 of the source text (hex), set by the loader.
     #[serde(skip)]
     pub digest: String,

@@ -97,6 +97,31 @@ impl FederationControl {
         Ok((id, answer))
     }
 
+    /// Orders `version` deployed to `target`. Returns the order's id and what was done.
+    pub async fn deploy(
+        &self,
+        version: u64,
+        target: crate::deploy::Target,
+        by: &str,
+        reason: &str,
+    ) -> Result<(u64, String), ControlError> {
+        let answer = self
+            .request(ControlRequest::Deploy {
+                version,
+                target,
+                by: by.into(),
+                reason: reason.into(),
+            })
+            .await?;
+        // The coordinator answers "deployment <id>: …".
+        let id = answer
+            .split_whitespace()
+            .nth(1)
+            .and_then(|w| w.trim_end_matches(':').parse().ok())
+            .ok_or_else(|| ControlError::Failed(format!("unexpected answer: {answer}")))?;
+        Ok((id, answer))
+    }
+
     /// Resumes it.
     pub async fn resume(&self, by: &str) -> Result<String, ControlError> {
         self.request(ControlRequest::Resume { by: by.into() }).await

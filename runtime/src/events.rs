@@ -341,6 +341,35 @@ pub enum Event {
         /// Why it failed, or why it was cancelled.
         reason: Option<String>,
     },
+    /// A committed version was ordered deployed ([`crate::deploy`]).
+    DeploymentOrdered {
+        /// The order's id.
+        deployment: u64,
+        /// The version.
+        version: u64,
+        /// Where to, in words.
+        target: String,
+        /// Who ordered it.
+        by: String,
+    },
+    /// A silo has a deployed version on its disk (it said so, or its heartbeat shows it).
+    SiloDeployed {
+        /// The silo.
+        silo: String,
+        /// The version.
+        version: u64,
+        /// The order it carried out (`None`: learned from its heartbeat).
+        deployment: Option<u64>,
+    },
+    /// A silo refused a deployment; it is not asked again for that order.
+    DeploymentRefused {
+        /// The silo.
+        silo: String,
+        /// The version.
+        version: u64,
+        /// Its reason.
+        reason: String,
+    },
     /// The federation was resumed: rounds start again.
     FederationResumed {
         /// Who.
@@ -605,6 +634,9 @@ fn render(event: &Event, layout: &mut Option<TableLayout>) -> Option<String> {
             reason.as_ref().map_or(String::new(), |r| format!(": {r}"))
         ),
         Event::RoundRequested { by, round } => format!("round {round} requested by {by} while paused"),
+        Event::DeploymentOrdered { deployment, version, target, by } => format!("deployment {deployment}: v{version} to {target}, ordered by {by}"),
+        Event::SiloDeployed { silo, version, .. } => format!("{silo}: v{version} deployed"),
+        Event::DeploymentRefused { silo, version, reason } => format!("! {silo} refused the deployment of v{version}: {reason}"),
         Event::AwaitingApproval { round, version } => format!(
             "{round:>5}  candidate v{version} passed the gate; awaiting approval (fedsilo models approve {version} --kit <operator kit> --state-dir …)"
         ),

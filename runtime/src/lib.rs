@@ -34,6 +34,7 @@ pub mod control;
 pub mod coordinator;
 pub mod data;
 pub mod decision;
+pub mod deploy;
 pub mod error;
 pub mod events;
 pub mod federation;

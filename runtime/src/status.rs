@@ -63,6 +63,12 @@ pub struct SiloStatus {
     pub blocked: Option<String>,
     /// Quarantined: excluded from rounds before this one.
     pub quarantined_until: Option<u64>,
+    /// The version deployed there, as it last said.
+    pub deployed_version: Option<u64>,
+    /// The version due to it by the last deployment order that covers it, if any.
+    pub deployment_due: Option<u64>,
+    /// Why it refused the order due to it, if it did.
+    pub deployment_refused: Option<String>,
 }
 
 /// A member the roster (`[[members]]`) expects, and whether it is there.
@@ -101,6 +107,8 @@ pub struct FederationStatus {
     pub runs: Vec<crate::runs::RunRecord>,
     /// The members the federation file expects, each present or not (empty: no roster).
     pub roster: Vec<RosterEntry>,
+    /// The last deployment orders, newest last ([`crate::deploy`]).
+    pub deployments: Vec<crate::deploy::Deployment>,
     /// The current version.
     pub current_version: u64,
     /// Versions committed by this run of the coordinator.

@@ -17,5 +17,6 @@ pub mod external;
 pub mod faults;
 pub mod model_trainers;
 pub mod node;
+pub mod score;
 pub mod train;
 pub mod trainer;

@@ -20,6 +20,14 @@ use silo_node::node::{run, SiloSettings};
 ///   silo-node --kit certs/retailer-a --coordinator 10.0.0.5:7443 \
 ///             --data reviews.csv --manifest model/manifest.toml \
 ///             --model-dir /opt/models/all-MiniLM-L6-v2
+///
+///   # keep the versions the coordinator deploys, then score customers with it, offline
+///   silo-node --kit certs/bank-a --coordinator 10.0.0.5:7443 --data bank-a.csv \
+///             --schema schema.toml --deploy-dir /var/lib/fedsilo/deployed
+///   silo-node score --kit certs/bank-a --deploy-dir /var/lib/fedsilo/deployed \
+///             --schema schema.toml --in customers.csv --out scores.csv
+///
+/// `silo-node score --help` tells more about scoring.
 #[derive(Debug, Parser)]
 #[command(name = "silo-node", version, verbatim_doc_comment)]
 struct Cli {
@@ -131,6 +139,11 @@ struct Cli {
     /// unauthenticated, so a loopback address only).
     #[arg(long)]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Keep the model versions the coordinator deploys in this directory (each checked against
+    /// the coordinator's signature and its digest, written atomically); `silo-node score`
+    /// scores with the one deployed. Without it this silo refuses deployments.
+    #[arg(long)]
+    deploy_dir: Option<PathBuf>,
     /// Fault injection (only in builds with the `fault-injection` feature, for tests).
     #[cfg(feature = "fault-injection")]
     #[command(flatten)]
@@ -144,8 +157,106 @@ struct Cli {
     log_format: fedsilo::logging::LogFormat,
 }
 
+/// Score a CSV with the model version deployed at this silo, offline.
+///
+/// Reads the version the coordinator deployed to this silo (`silo-node --deploy-dir`),
+/// checks it again — the coordinator's signature against the kit's consortium CA, the values
+/// against their digest — and writes every input row with its scores and the model's version
+/// and digest. Nothing is sent anywhere; the label column may be absent.
+///
+/// Scores: `p_<positive>` for a binary model (`p_<class>` for each of several classes) and
+/// `predicted`; `prediction` for a regression.
+///
+/// Examples:
+///   silo-node score --kit certs/bank-a --deploy-dir /var/lib/fedsilo/deployed \
+///             --schema schema.toml --in customers.csv --out scores.csv
+///
+///   silo-node score --kit certs/retailer-a --deploy-dir deployed \
+///             --manifest model/manifest.toml --model-dir /opt/models/all-MiniLM-L6-v2 \
+///             --in new-reviews.csv --out scored-reviews.csv
+#[derive(Debug, Parser)]
+#[command(name = "silo-node score", version, verbatim_doc_comment)]
+struct ScoreCli {
+    /// The silo's certificate kit (its ca.pem checks the deployment's signature).
+    #[arg(long)]
+    kit: PathBuf,
+    /// The silo's deployment directory (the node's --deploy-dir).
+    #[arg(long)]
+    deploy_dir: PathBuf,
+    /// The coordinator's node name the deployment must be signed by.
+    #[arg(long, default_value = "coordinator")]
+    coordinator_name: String,
+    /// The rows to score: a CSV file with a header row.
+    #[arg(long = "in")]
+    input: PathBuf,
+    /// Where to write the scored rows (replaced atomically).
+    #[arg(long = "out")]
+    output: PathBuf,
+    /// The federation's schema (the built-in MLP on tabular data).
+    #[arg(
+        long,
+        required_unless_present = "manifest",
+        conflicts_with = "manifest"
+    )]
+    schema: Option<PathBuf>,
+    /// The model's manifest (a described model, e.g. the text classifier). Needs --model-dir.
+    #[arg(long, requires = "model_dir")]
+    manifest: Option<PathBuf>,
+    /// The directory of the manifest's files.
+    #[arg(long, requires = "manifest")]
+    model_dir: Option<PathBuf>,
+}
+
+/// `silo-node score …`.
+fn score(args: impl Iterator<Item = std::ffi::OsString>) -> std::process::ExitCode {
+    let cli = ScoreCli::parse_from(args);
+    let model = match (cli.schema, cli.manifest, cli.model_dir) {
+        (_, Some(manifest), Some(model_dir)) => silo_node::score::ScoredModel::Manifest {
+            manifest,
+            model_dir,
+        },
+        (Some(schema), _, _) => silo_node::score::ScoredModel::Schema(schema),
+        _ => {
+            eprintln!(
+                "silo-node score: error: give --schema FILE or --manifest FILE --model-dir DIR"
+            );
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let settings = silo_node::score::ScoreSettings {
+        kit: cli.kit,
+        deploy_dir: cli.deploy_dir,
+        coordinator_name: cli.coordinator_name,
+        input: cli.input,
+        output: cli.output,
+        model,
+    };
+    match silo_node::score::score(&settings) {
+        Ok(s) => {
+            println!(
+                "scored {} rows with v{} ({}) into {}",
+                s.rows,
+                s.version,
+                &s.digest[..12],
+                settings.output.display()
+            );
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("silo-node score: error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    let mut args = std::env::args_os();
+    if std::env::args_os().nth(1).is_some_and(|a| a == "score") {
+        let program = args.next().unwrap_or_default();
+        let rest = args.skip(1);
+        return score(std::iter::once(program).chain(rest));
+    }
     let cli = Cli::parse();
     fedsilo::logging::init(&cli.log, cli.log_format);
     // Training allocates and frees large tensors every step: keep them for reuse.
@@ -188,6 +299,7 @@ async fn main() -> std::process::ExitCode {
         #[cfg(not(feature = "fault-injection"))]
         faults: Default::default(),
         metrics_listen: cli.metrics_listen,
+        deploy_dir: cli.deploy_dir,
         external: match cli.trainer {
             None => None,
             Some(program) => {

@@ -51,6 +51,8 @@ pub struct SiloSettings {
     pub external: Option<crate::external::ExternalTrainer>,
     /// Serve Prometheus metrics at http://ADDR/metrics.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Keep deployed models here (`None`: deployments are refused).
+    pub deploy_dir: Option<PathBuf>,
 }
 
 /// What a silo trains, as its command line says.
@@ -156,6 +158,13 @@ pub async fn run(s: SiloSettings) -> anyhow::Result<()> {
         );
     }
     let data = local_data(&s, &me.name)?;
+    let deploy = s.deploy_dir.as_ref().map(|d| {
+        fedsilo::deploy::DeployStore::new(
+            d,
+            fedsilo::identity::signature::CaCheck::new(creds.roots()),
+            &s.coordinator_name,
+        )
+    });
     let signing = creds.clone();
     let node = ClusterNode::start(ClusterConfig {
         credentials: creds,
@@ -181,6 +190,7 @@ pub async fn run(s: SiloSettings) -> anyhow::Result<()> {
             dp_sgd: s.dp_sgd,
             credentials: Some(signing),
             metrics: metrics.clone(),
+            deploy,
             external: s.external.map(|mut t| {
                 t.owner = me.name.clone();
                 let swept = t.sweep();

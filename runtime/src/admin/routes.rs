@@ -9,6 +9,7 @@
 //! | GET | `/v1/audit?limit=N` | read |
 //! | GET | `/v1/runs` | read |
 //! | GET | `/v1/runs/{id}` | read |
+//! | GET | `/v1/deployments` | read |
 //! | GET | `/metrics` | read (Prometheus text format) |
 //! | POST | `/v1/candidates/{version}/approve` | approve |
 //! | POST | `/v1/candidates/{version}/reject` | approve |
@@ -16,6 +17,7 @@
 //! | POST | `/v1/rounds` | operate |
 //! | POST | `/v1/runs` | operate |
 //! | POST | `/v1/runs/{id}/cancel` | operate |
+//! | POST | `/v1/deployments` | operate |
 //! | POST | `/v1/pause` | operate |
 //! | POST | `/v1/resume` | operate |
 
@@ -493,6 +495,82 @@ async fn cancel_run(
     Ok(Json(json!({ "result": result })))
 }
 
+/// The body of `POST /v1/deployments`: the version, and where to — every silo (neither
+/// `region` nor `silos`), a region, or named silos.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeploymentOrder {
+    version: u64,
+    #[serde(default)]
+    region: Option<String>,
+    #[serde(default)]
+    silos: Option<Vec<String>>,
+    #[serde(default)]
+    reason: String,
+}
+
+/// The deployment orders (the newest 100) and what each silo holds.
+async fn deployments(
+    State(api): Api,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+) -> Answer {
+    guard(&api, &headers, &peer, Scope::Read)?;
+    let status = api.control.status();
+    let silos: Vec<Value> = status
+        .silos
+        .iter()
+        .map(|s| {
+            json!({
+                "name": s.name,
+                "region": s.region,
+                "deployed_version": s.deployed_version,
+                "deployment_due": s.deployment_due,
+                "deployment_refused": s.deployment_refused,
+            })
+        })
+        .collect();
+    Ok(Json(
+        json!({ "deployments": status.deployments, "silos": silos }),
+    ))
+}
+
+/// Orders a committed version deployed.
+async fn deploy(
+    State(api): Api,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let caller = guard(&api, &headers, &peer, Scope::Operate)?;
+    let body = read_body(body).await?;
+    let order: DeploymentOrder = serde_json::from_slice(&body).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("the body must be JSON like {{\"version\": 3}}, with \"region\" or \"silos\" to deploy to fewer than every silo: {e}"),
+        )
+    })?;
+    let target = match (order.region, order.silos) {
+        (None, None) => crate::deploy::Target::All,
+        (Some(region), None) => crate::deploy::Target::Region { region },
+        (None, Some(silos)) => crate::deploy::Target::Silos { silos },
+        (Some(_), Some(_)) => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "give \"region\" or \"silos\", not both".into(),
+            ))
+        }
+    };
+    let (id, result) = api
+        .control
+        .deploy(order.version, target, &caller.by(), &order.reason)
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "deployment": id, "result": result })),
+    ))
+}
+
 async fn resume(State(api): Api, Extension(peer): Extension<Peer>, headers: HeaderMap) -> Answer {
     let caller = guard(&api, &headers, &peer, Scope::Operate)?;
     let result = api.control.resume(&caller.by()).await?;
@@ -559,6 +637,7 @@ pub fn router(api: Arc<AdminApi>) -> Router {
         .route("/v1/runs", get(runs).post(submit_run))
         .route("/v1/runs/{id}", get(run))
         .route("/v1/runs/{id}/cancel", post(cancel_run))
+        .route("/v1/deployments", get(deployments).post(deploy))
         .route("/v1/pause", post(pause))
         .route("/v1/resume", post(resume))
         .fallback(not_found)
@@ -623,6 +702,8 @@ mod tests {
             ("/v1/runs", "post"),
             ("/v1/runs/{id}", "get"),
             ("/v1/runs/{id}/cancel", "post"),
+            ("/v1/deployments", "get"),
+            ("/v1/deployments", "post"),
             ("/metrics", "get"),
         ] {
             let op = &doc["paths"][path][method];
@@ -636,7 +717,7 @@ mod tests {
         }
         let described = doc["paths"].as_object().unwrap().len();
         assert_eq!(
-            described, 14,
+            described, 15,
             "a path is described that the router does not serve"
         );
     }

@@ -68,6 +68,8 @@ pub struct History {
     pub paused: Option<(String, String)>,
     /// The training runs: the queue, the running one, the past ones.
     pub runs: RunBook,
+    /// Every deployment order, oldest first.
+    pub deployments: crate::deploy::DeploymentBook,
     /// When the journal's first entry was written (the federation's first start), ms since the
     /// Unix epoch.
     pub first_ms: Option<u64>,
@@ -206,6 +208,22 @@ impl History {
                 } => {
                     let _ = h.runs.end(*run, *committed, error.clone());
                 }
+                Record::Deployed {
+                    deployment,
+                    version,
+                    digest,
+                    target,
+                    by,
+                    reason,
+                } => h.deployments.record(crate::deploy::Deployment {
+                    id: *deployment,
+                    version: *version,
+                    digest: digest.clone(),
+                    target: target.clone(),
+                    by: by.clone(),
+                    reason: reason.clone(),
+                    at_ms: e.body.time_ms,
+                }),
                 _ => {}
             }
         }

@@ -255,6 +255,21 @@ pub enum Record {
         /// Why it could not go on, if it failed.
         error: Option<String>,
     },
+    /// A committed version was ordered deployed ([`crate::deploy`]).
+    Deployed {
+        /// The order's id.
+        deployment: u64,
+        /// The version.
+        version: u64,
+        /// Its parameter digest (hex).
+        digest: String,
+        /// Where to.
+        target: crate::deploy::Target,
+        /// Who ordered it (an operator, `policy auto_deploy`, a rollback's operator).
+        by: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl Record {
@@ -286,7 +301,8 @@ impl Record {
             | RunSubmitted { .. }
             | RunStarted { .. }
             | RunCancelled { .. }
-            | RunEnded { .. } => None,
+            | RunEnded { .. }
+            | Deployed { .. } => None,
         }
     }
 
@@ -304,6 +320,10 @@ impl Record {
             Validated { figures, .. } => figures.contains_key(silo),
             Committed { participants, .. } => participants.iter().any(|(s, _)| s == silo),
             PrivacyCharged { silos, .. } => silos.iter().any(|s| s == silo),
+            Deployed {
+                target: crate::deploy::Target::Silos { silos },
+                ..
+            } => silos.iter().any(|s| s == silo),
             _ => false,
         }
     }
@@ -469,6 +489,24 @@ impl std::fmt::Display for Record {
                 committed,
                 error: Some(e),
             } => write!(f, "run {run} failed after {committed} version(s): {e}"),
+            Deployed {
+                deployment,
+                version,
+                target,
+                by,
+                reason,
+                ..
+            } => {
+                write!(
+                    f,
+                    "deployment {deployment}: v{version} to {} by {by}",
+                    target.describe()
+                )?;
+                if !reason.is_empty() {
+                    write!(f, " ({reason})")?;
+                }
+                Ok(())
+            }
         }
     }
 }

@@ -7,6 +7,7 @@ mod audit_cmd;
 mod certs_cmd;
 mod coordinator_cmd;
 mod decision_cmd;
+mod deploy_cmd;
 mod models_cmd;
 mod policy_cmd;
 mod privacy_cmd;
@@ -73,6 +74,14 @@ enum Command {
     ///   FEDSILO_TOKEN=fedsilo_… fedsilo run --ca certs/ca.pem cancel 3 --reason "wrong data"
     #[command(verbatim_doc_comment)]
     Run(run_cmd::RunArgs),
+    /// Deploy a committed version to the silos, which keep it on disk and score with it
+    /// (`silo-node score`). Deliveries are signed by the coordinator and checked by digest.
+    ///
+    ///   fedsilo deploy --kit certs/alice create --version 3 --reason "CHG-1234"
+    ///   fedsilo deploy --kit certs/alice create --version 3 --region eu
+    ///   fedsilo deploy --kit certs/alice list
+    #[command(verbatim_doc_comment)]
+    Deploy(deploy_cmd::DeployArgs),
     /// Write the run report: a self-contained HTML page with charts.
     ///
     /// Charts of the global metric per round, per-silo metrics, participation, refusals,
@@ -97,6 +106,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Models(a) => models_cmd::run(a),
         Command::Admin(a) => admin_cmd::run(a).await,
         Command::Run(a) => run_cmd::run(a).await,
+        Command::Deploy(a) => deploy_cmd::run(a).await,
         Command::Report(a) => report_cmd::run(a),
     }
 }

@@ -5,6 +5,7 @@
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 
+use super::deployments;
 use super::governance::{apply_decisions, control};
 use super::jobs;
 use super::lifecycle::{finish, run_over};
@@ -120,6 +121,7 @@ fn step(
             refresh_membership(state);
             refresh_aggregators(state);
             check_health(state, myself);
+            deployments::deliver_due(state, myself);
             roster::check(state);
             if state.settings.serve {
                 let since = state.run.schedule_from_ms;
@@ -140,8 +142,22 @@ fn step(
             }
             true
         }
-        CoordinatorMessage::PingResult { silo, node_id, ok } => {
-            on_ping(state, silo, node_id, ok);
+        CoordinatorMessage::PingResult {
+            silo,
+            node_id,
+            ok,
+            deployed,
+        } => {
+            on_ping(state, silo, node_id, ok, deployed);
+            false
+        }
+        CoordinatorMessage::Delivered {
+            silo,
+            node_id,
+            deployment,
+            result,
+        } => {
+            deployments::on_delivered(state, silo, node_id, deployment, result);
             false
         }
         CoordinatorMessage::ScalingDone(outcome) => {

@@ -142,6 +142,7 @@ impl Fixture {
             history: dir.history,
             registry: dir.registry,
             ca: CaCheck::new(creds.roots()),
+            credentials: creds,
             done,
             status: watch::channel(Default::default()).0,
         })

@@ -51,6 +51,18 @@ pub fn control(
         ControlRequest::Run(RunRequest::Cancel { run, by, reason }) => {
             jobs::cancel(state, run, by, reason)
         }
+        ControlRequest::Deploy {
+            version,
+            target,
+            by,
+            reason,
+        } => {
+            let what = target.describe();
+            let id = super::deployments::order(state, version, target, &by, &reason)?;
+            Ok(format!(
+                "deployment {id}: v{version} to {what}; each silo gets it at its next heartbeat between rounds"
+            ))
+        }
         ControlRequest::Decide {
             kind,
             version,
@@ -386,7 +398,7 @@ fn approve(state: &mut CoordinatorState, a: Awaiting, d: &Decision) -> crate::Re
     });
     // Its round's outcome, now that it is one.
     state.ledger.events.emit(Event::RoundCommitted(summary));
-    Ok(())
+    super::deployments::on_current(state, d.version)
 }
 
 /// An earlier committed version is made current again (a candidate awaiting approval, built
@@ -436,7 +448,7 @@ fn rollback(state: &mut CoordinatorState, d: &Decision) -> crate::Result<()> {
         to: d.version,
         by: d.operator.clone(),
     });
-    Ok(())
+    super::deployments::on_rollback(state, d.version, &d.operator, &d.reason)
 }
 
 /// Rejects the candidate awaiting approval on an operator's decision (journal, registry).

@@ -58,6 +58,12 @@ pub struct SiloEntry {
     pub schema: SchemaCheck,
     /// Left out of every round, with why.
     pub blocked: Option<String>,
+    /// The version deployed there, as it last said (heartbeat or delivery).
+    pub deployed: Option<crate::protocol::ModelRef>,
+    /// A deployment is being delivered to it.
+    pub deploying: bool,
+    /// The last order it refused, and why (not asked again for that order).
+    pub deploy_refused: Option<(u64, String)>,
 }
 
 /// The federation's members.
@@ -226,6 +232,9 @@ pub fn refresh_membership(state: &mut CoordinatorState) {
                 reported_rows: None,
                 schema: SchemaCheck::Pending,
                 blocked: None,
+                deployed: None,
+                deploying: false,
+                deploy_refused: None,
             },
         );
     }
@@ -286,8 +295,17 @@ pub fn check_health(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorM
                 myself.clone(),
             );
             tokio::spawn(async move {
-                let ok = matches!(call(&actor, &Request::Ping { seq }, timeout, &silo).await, Ok(Response::Pong { seq: s }) if s == seq);
-                let _ = me.cast(CoordinatorMessage::PingResult { silo, node_id, ok });
+                let (ok, deployed) =
+                    match call(&actor, &Request::Ping { seq }, timeout, &silo).await {
+                        Ok(Response::Pong { seq: s, deployed }) if s == seq => (true, deployed),
+                        _ => (false, None),
+                    };
+                let _ = me.cast(CoordinatorMessage::PingResult {
+                    silo,
+                    node_id,
+                    ok,
+                    deployed,
+                });
             });
         }
     }
@@ -440,7 +458,13 @@ async fn send_files(
 }
 
 /// A heartbeat answered (or not) by `silo`'s session `node_id`.
-pub fn on_ping(state: &mut CoordinatorState, silo: String, node_id: u64, ok: bool) {
+pub fn on_ping(
+    state: &mut CoordinatorState,
+    silo: String,
+    node_id: u64,
+    ok: bool,
+    deployed: Option<crate::protocol::ModelRef>,
+) {
     let Some(e) = state.members.silos.get_mut(&silo) else {
         return;
     };
@@ -450,6 +474,17 @@ pub fn on_ping(state: &mut CoordinatorState, silo: String, node_id: u64, ok: boo
     e.ping_inflight = false;
     if ok {
         e.last_ok = Instant::now();
+        // While a delivery is out, its answer says what the silo holds.
+        if !e.deploying && e.deployed != deployed {
+            e.deployed = deployed;
+            if let Some(m) = deployed {
+                state.ledger.events.emit(Event::SiloDeployed {
+                    silo: silo.clone(),
+                    version: m.version,
+                    deployment: None,
+                });
+            }
+        }
         if !e.healthy {
             e.healthy = true;
             state.members.unhealthy.send_modify(|u| {

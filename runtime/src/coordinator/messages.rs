@@ -21,6 +21,19 @@ pub enum CoordinatorMessage {
         node_id: u64,
         /// Whether it answered in time.
         ok: bool,
+        /// The version deployed at the silo, as its answer said.
+        deployed: Option<crate::protocol::ModelRef>,
+    },
+    /// A deployment's delivery to a silo ended.
+    Delivered {
+        /// The silo.
+        silo: String,
+        /// Its session at the time.
+        node_id: u64,
+        /// The order delivered.
+        deployment: u64,
+        /// How it ended.
+        result: super::deployments::Delivery,
     },
     /// Feature-scaling agreement finished.
     ScalingDone(ScalingOutcome),
@@ -95,6 +108,17 @@ pub enum ControlRequest {
     },
     /// Submit or cancel a training run.
     Run(RunRequest),
+    /// Deploy a committed version to silos ([`crate::deploy`]).
+    Deploy {
+        /// The version.
+        version: u64,
+        /// Where to.
+        target: crate::deploy::Target,
+        /// Who.
+        by: String,
+        /// Why (recorded).
+        reason: String,
+    },
 }
 
 /// Submitting and cancelling training runs (a serving coordinator, [`crate::runs`]).

@@ -28,6 +28,7 @@
 //! | `governance` | pause, resume, a round by hand, approve, reject, roll back |
 //! | `lifecycle` | the end of a run: comparison, `run_over`, `finish` |
 //! | `jobs` | runs as jobs (serving): submit, cancel, start the next queued run, close one |
+//! | `deployments` | deployment orders (operator, `auto_deploy`, rollback) and their delivery to each silo |
 //! | `publish` | the status for the admin API |
 //! | `fixture`, `tests`, `run_tests` | the state machine's unit tests (no processes, no sockets) |
 //!
@@ -37,6 +38,7 @@
 
 mod actor;
 mod cohort;
+mod deployments;
 mod governance;
 mod jobs;
 mod ledger;

@@ -207,6 +207,7 @@ fn on_candidate(
         .versions
         .make_current(version, params, adapters, optimizer, eval);
     state.run.committed += 1;
+    super::deployments::on_current(state, version)?;
     Ok(result)
 }
 

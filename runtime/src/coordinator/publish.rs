@@ -8,11 +8,14 @@ use crate::status::{AwaitingCandidate, FederationStatus, SiloStatus};
 /// Past runs the status carries (every queued and active one besides): enough for an
 /// operator's view, bounded however many runs a federation has had.
 const RUNS_SHOWN: usize = 100;
+/// Deployment orders the status carries (the newest).
+const DEPLOYMENTS_SHOWN: usize = 100;
 
 /// The status now.
 pub fn status(state: &CoordinatorState) -> FederationStatus {
     let quarantine_round = state.run.next_round;
     let members = &state.members;
+    let due = |name: &str, region: &str| state.deployments.book.desired(name, region);
     let silos = members
         .silos
         .iter()
@@ -25,6 +28,13 @@ pub fn status(state: &CoordinatorState) -> FederationStatus {
             software_version: e.software_version.clone(),
             blocked: e.blocked.clone(),
             quarantined_until: members.quarantine.quarantined_until(name, quarantine_round),
+            deployed_version: e.deployed.map(|m| m.version),
+            deployment_due: due(name, &e.region).map(|d| d.version),
+            deployment_refused: e
+                .deploy_refused
+                .as_ref()
+                .filter(|(id, _)| due(name, &e.region).is_some_and(|d| d.id == *id))
+                .map(|(_, why)| why.clone()),
         })
         .collect();
     let s = &state.settings;
@@ -41,6 +51,10 @@ pub fn status(state: &CoordinatorState) -> FederationStatus {
         run: state.run.id(),
         runs: state.runs.recent(RUNS_SHOWN),
         roster: state.roster.view(&super::roster::present(state)),
+        deployments: {
+            let all = state.deployments.book.all();
+            all[all.len().saturating_sub(DEPLOYMENTS_SHOWN)..].to_vec()
+        },
         current_version: state.versions.model.version,
         committed_this_run: state.run.committed,
         awaiting_approval: state.phase.awaiting().map(|a| AwaitingCandidate {

@@ -67,6 +67,10 @@ pub fn recover(args: CoordinatorArgs) -> crate::Result<CoordinatorState> {
         },
         hold: Hold::Running,
         runs: Default::default(),
+        deployments: super::deployments::Deployments::new(
+            history.deployments.clone(),
+            args.credentials,
+        ),
         roster: Roster::new(
             roster,
             std::time::Instant::now(),

@@ -128,6 +128,8 @@ pub struct CoordinatorArgs {
     pub registry: Arc<Registry>,
     /// The consortium CA, to check operators' decisions against.
     pub ca: CaCheck,
+    /// The coordinator's certificate and key: deployment notes are signed with it.
+    pub credentials: crate::tls::NodeCredentials,
     /// Receives the result when the run ends.
     pub done: mpsc::UnboundedSender<RunResult>,
     /// Where the coordinator publishes its status after every step.

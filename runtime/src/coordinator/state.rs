@@ -184,6 +184,8 @@ pub struct CoordinatorState {
     pub runs: RunBook,
     /// The members the federation expects, and who of them is missing.
     pub roster: super::roster::Roster,
+    /// Which version goes to which silo ([`crate::deploy`]).
+    pub deployments: super::deployments::Deployments,
 }
 
 impl CoordinatorState {

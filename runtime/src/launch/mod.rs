@@ -169,6 +169,7 @@ async fn start(
             history,
             registry: registry.clone(),
             ca,
+            credentials: prepared.creds.clone(),
             done: done_tx,
             status: status_tx,
         },

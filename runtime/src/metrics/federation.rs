@@ -28,6 +28,12 @@ struct AdminRefusal {
     status: u16,
 }
 
+/// A silo, by name.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Silo {
+    silo: String,
+}
+
 /// A phase of a round.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Phase {
@@ -49,6 +55,7 @@ pub struct FederationMetrics {
     runs_ended: Family<Outcome, Counter>,
     active_run: Gauge,
     members_missing: Gauge,
+    deployed: Family<Silo, Gauge>,
     registry: Registry,
 }
 
@@ -162,7 +169,14 @@ impl FederationMetrics {
             "Members of the roster ([[members]]) missing now",
             members_missing.clone(),
         );
+        let deployed = Family::<Silo, Gauge>::default();
+        registry.register(
+            "silo_deployed_version",
+            "The version deployed at each silo, as it last confirmed",
+            deployed.clone(),
+        );
         FederationMetrics {
+            deployed,
             members_missing,
             runs_ended,
             active_run,
@@ -232,6 +246,11 @@ impl FederationMetrics {
             }
             Event::MemberReturned { .. } => {
                 self.members_missing.dec();
+            }
+            Event::SiloDeployed { silo, version, .. } => {
+                self.deployed
+                    .get_or_create(&Silo { silo: silo.clone() })
+                    .set(i64::try_from(*version).unwrap_or(i64::MAX));
             }
             Event::RunStarted { run, .. } => {
                 self.active_run.set(*run as i64);

@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -18,6 +19,7 @@ pub struct SiloMetrics {
     requests: Family<Kind, Counter>,
     refused: Family<Kind, Counter>,
     train_seconds: Histogram,
+    deployed: Gauge,
     registry: Registry,
 }
 
@@ -49,10 +51,17 @@ impl SiloMetrics {
             "Local training time per round",
             train_seconds.clone(),
         );
+        let deployed = Gauge::default();
+        registry.register(
+            "deployed_version",
+            "The model version deployed at this silo (0: none)",
+            deployed.clone(),
+        );
         SiloMetrics {
             requests,
             refused,
             train_seconds,
+            deployed,
             registry,
         }
     }
@@ -70,6 +79,12 @@ impl SiloMetrics {
     /// Records a training job's time.
     pub fn trained(&self, seconds: f64) {
         self.train_seconds.observe(seconds);
+    }
+
+    /// Records the version deployed at this silo.
+    pub fn deployed(&self, version: u64) {
+        self.deployed
+            .set(i64::try_from(version).unwrap_or(i64::MAX));
     }
 
     /// The registry, to encode.

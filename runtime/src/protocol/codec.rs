@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::{Error, Result};
 
 /// The wire protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 7;
+pub const PROTOCOL_VERSION: u16 = 8;
 const MAGIC: &[u8; 4] = b"FSLO";
 const HEADER: usize = 6;
 /// Largest body a frame may decode to.

@@ -258,6 +258,14 @@ pub enum Request {
         #[serde(with = "serde_bytes")]
         bytes: Vec<u8>,
     },
+    /// Put a committed version to use at the silo: keep it on disk, score with it
+    /// ([`crate::deploy`]). The silo checks the note's signature and the values' digest; when it
+    /// holds neither the values in memory nor on disk it answers `Holds { held: false }`, and
+    /// the coordinator sends them with `PutModel` and asks again.
+    Deploy {
+        /// The coordinator's signed note: version, digest, architecture, scaling.
+        note: crate::deploy::SignedNote,
+    },
 }
 
 /// A silo's answer.
@@ -267,6 +275,8 @@ pub enum Response {
     Pong {
         /// The request's sequence number.
         seq: u64,
+        /// The version deployed at the silo, if any.
+        deployed: Option<ModelRef>,
     },
     /// Answer to `FeatureStats`.
     FeatureStats(FeatureStats),
@@ -310,6 +320,11 @@ pub enum Response {
         /// Bytes received so far.
         received: u64,
     },
+    /// Answer to `Deploy`: the version is on the silo's disk and deployed.
+    Deployed {
+        /// The version.
+        model: ModelRef,
+    },
     /// The request was refused or failed; the message says why.
     Error {
         /// Human-readable reason.
@@ -335,6 +350,7 @@ impl Request {
             Request::SecAggUnmask { .. } => "secagg_unmask",
             Request::Holds { .. } => "holds",
             Request::PutFile { .. } => "put_file",
+            Request::Deploy { .. } => "deploy",
         }
     }
 }
@@ -357,6 +373,7 @@ impl Response {
             Response::SecAggRevealed(_) => "SecAggRevealed",
             Response::Holds { .. } => "Holds",
             Response::FileChunkStored { .. } => "FileChunkStored",
+            Response::Deployed { .. } => "Deployed",
             Response::Error { .. } => "Error",
         }
     }

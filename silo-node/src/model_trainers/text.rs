@@ -161,6 +161,26 @@ fn targets(task: &Task, labels: &Labels) -> Targets {
     }
 }
 
+/// Scores the rows of the CSV at `path` (the manifest's text columns; no label needed) with
+/// the trainable values `params` over the encoder in `model_dir`, without any training data:
+/// what `silo-node score` runs with a deployed version. Class probabilities, or a
+/// regression's value in the label's units, per row in the file's order.
+pub fn score_file(
+    manifest: &Manifest,
+    model_dir: &Path,
+    params: &[f32],
+    path: &Path,
+) -> Result<Vec<Vec<f32>>, TrainError> {
+    let recipe = TextRecipe::from_table(&manifest.settings)?;
+    fedsilo::model::files::verify(manifest, model_dir, &ASSETS)?;
+    let built = build(&recipe, model_dir, manifest.task.outputs(), 0)?;
+    check_layout(manifest, &trainable(&built.model))?;
+    let model = set_trainable(&built.model, &unflatten(manifest, params)?)?;
+    let texts = super::text_data::read_texts(path, manifest)?;
+    let out = predict(&model, &built.tokenizer, &texts, SCORE_BATCH)?;
+    Ok(in_units(&manifest.task, out))
+}
+
 /// The model's outputs in the task's terms: class probabilities as they are, a regression's
 /// standardised value back in the label's units.
 fn in_units(task: &Task, mut outputs: Vec<Vec<f32>>) -> Vec<Vec<f32>> {

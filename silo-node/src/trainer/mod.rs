@@ -17,7 +17,9 @@
 //! | `jobs` | a round's training, scoring (with personalisation) and the local baseline, for any trainer |
 //! | `secure` | the silo's side of secure aggregation |
 //! | `files` | a described model's pinned files received from the coordinator, and the trainer built once they are in |
+//! | `deployment` | a version deployed to this silo: checked, kept on disk, reported with each heartbeat |
 
+mod deployment;
 mod files;
 mod jobs;
 mod models;

@@ -47,7 +47,11 @@ pub(super) fn answer(state: &mut TrainerState, request: Request) -> Answer {
     settle(state);
     let now = Answer::Now;
     match request {
-        Request::Ping { seq } => now(Response::Pong { seq }),
+        Request::Ping { seq } => now(Response::Pong {
+            seq,
+            deployed: state.deployed,
+        }),
+        Request::Deploy { note } => now(super::deployment::deploy(state, &note)),
         Request::FeatureStats => now(Response::FeatureStats(match &state.args.data {
             LocalData::Tabular(data) => FeatureStats {
                 unusable: data.single_class(),
@@ -244,7 +248,7 @@ fn described(state: &TrainerState, d: &Described, m: &ModelRef) -> Result<Resolv
 }
 
 /// This silo's tabular data, if it trains the MLP `spec` asks for.
-fn tabular(state: &TrainerState, spec: &Architecture) -> Result<Arc<Dataset>, Refusal> {
+pub(super) fn tabular(state: &TrainerState, spec: &Architecture) -> Result<Arc<Dataset>, Refusal> {
     match &state.args.data {
         LocalData::Tabular(d) => Ok(d.clone()),
         LocalData::Described(_) | LocalData::Awaiting(_) => Err(Refusal::WrongModel {

@@ -43,6 +43,8 @@ pub struct TrainerArgs {
     pub external: Option<ExternalTrainer>,
     /// The node's metrics.
     pub metrics: Arc<SiloMetrics>,
+    /// Where deployed versions are kept (`None`: this silo refuses deployments).
+    pub deploy: Option<fedsilo::deploy::DeployStore>,
 }
 
 /// What a silo trains on: tabular rows under a schema (the built-in MLP, LoRA on it, or an
@@ -127,6 +129,35 @@ pub struct TrainerState {
     pub(super) pinned: Option<(ModelRef, Arc<Vec<f32>>)>,
     /// A described model's files arriving from the coordinator.
     pub(super) intake: Option<FileIntake>,
+    /// The version deployed at this silo (reported with every heartbeat).
+    pub(super) deployed: Option<ModelRef>,
+}
+
+/// The version deployed in `store` when the silo starts; one that does not check out (changed
+/// on disk) is reported and counts as none, so the coordinator deploys it again.
+fn deployed_at_start(store: &fedsilo::deploy::DeployStore) -> Option<ModelRef> {
+    match store.current() {
+        Ok(Some(d)) => {
+            tracing::info!(
+                version = d.note.version,
+                digest = %d.note.digest.short(),
+                "deployed v{}",
+                d.note.version
+            );
+            Some(ModelRef {
+                version: d.note.version,
+                digest: d.note.digest,
+            })
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(
+                "the deployed model in {} cannot be used, waiting for the coordinator to deploy again: {e}",
+                store.dir().display()
+            );
+            None
+        }
+    }
 }
 
 /// Answers `reply` with `r`, encoded.
@@ -144,6 +175,10 @@ pub(super) fn err(message: impl std::fmt::Display) -> Response {
 impl TrainerState {
     /// A trainer that holds nothing yet (its DP-SGD book opened, if it keeps one).
     pub(super) fn new(args: TrainerArgs) -> Result<Self, fedsilo::privacy::budget::BookError> {
+        let deployed = args.deploy.as_ref().and_then(deployed_at_start);
+        if let Some(m) = deployed {
+            args.metrics.deployed(m.version);
+        }
         Ok(TrainerState {
             staging: None,
             models: VecDeque::new(),
@@ -157,6 +192,7 @@ impl TrainerState {
             feedback: ErrorFeedback::default(),
             head: Arc::default(),
             pinned: None,
+            deployed,
             intake: match &args.data {
                 LocalData::Awaiting(a) => Some(FileIntake::new(&a.model_dir, &a.absent)),
                 _ => None,

@@ -54,6 +54,7 @@ async fn a_model_whose_files_arrive_from_the_coordinator_is_built_and_trains() {
         credentials: None,
         external: None,
         metrics: Arc::default(),
+        deploy: None,
     };
     let t = Actor::spawn(None, TrainerActor, args).await.unwrap().0;
     let ask = |r: Request| {

@@ -92,6 +92,7 @@ async fn tabular_silo(
         credentials,
         external,
         metrics: Arc::default(),
+        deploy: None,
     };
     Actor::spawn(None, TrainerActor, args).await.unwrap().0
 }
@@ -206,7 +207,10 @@ async fn malformed_and_incompatible_frames_get_an_error_and_the_actor_keeps_serv
     ));
     assert_eq!(
         raw(&t, encode(&Request::Ping { seq: 9 })).await,
-        Response::Pong { seq: 9 }
+        Response::Pong {
+            seq: 9,
+            deployed: None
+        }
     );
 }
 
@@ -378,6 +382,7 @@ async fn described_trainer(
         credentials: None,
         external: None,
         metrics: Arc::default(),
+        deploy: None,
     };
     (
         Actor::spawn(None, TrainerActor, args).await.unwrap().0,
