@@ -197,6 +197,15 @@ impl Federation {
         self.sb.expect(what, pred).unwrap()
     }
 
+    /// The first event since event number `from` that matches `pred`, waiting for it if it
+    /// has not come yet (for events of several silos, which come in any order).
+    pub fn since(&mut self, from: usize, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        match self.seen()[from..].iter().find(|e| pred(e)) {
+            Some(e) => e.clone(),
+            None => self.expect(what, pred),
+        }
+    }
+
     /// Issues an operator kit `name` under the federation's CA; returns the certificates
     /// directory (the kit is `<it>/<name>`, the CA `<it>/ca.pem`).
     pub fn operator(&self, name: &str) -> PathBuf {

@@ -51,15 +51,6 @@ fn scored(path: &Path) -> Vec<std::collections::BTreeMap<String, String>> {
         .collect()
 }
 
-/// The first event since event number `from` that matches `pred`, waiting for it if it has
-/// not come yet (events of several silos come in any order).
-fn since(f: &mut Federation, from: usize, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    match f.seen()[from..].iter().find(|e| pred(e)) {
-        Some(e) => e.clone(),
-        None => f.expect(what, pred),
-    }
-}
-
 fn deployed(silo: &'static str, version: u64) -> impl Fn(&Value) -> bool {
     move |e| e["event"] == "silo_deployed" && e["silo"] == silo && e["version"] == version
 }
@@ -118,9 +109,9 @@ fn committed_versions_reach_the_silos_and_are_scored_with_there() {
     let from = f.seen().len();
     let (ok, msg) = deploy_cmd(&["create", "--version", "1", "--reason", "CHG-1"]);
     assert!(ok && msg.contains("\"deployment\": 1"), "{msg}");
-    since(&mut f, from, "northeast has v1", deployed("northeast", 1));
-    since(&mut f, from, "west has v1", deployed("west", 1));
-    let refused = since(&mut f, from, "midwest refuses", |e| {
+    f.since(from, "northeast has v1", deployed("northeast", 1));
+    f.since(from, "west has v1", deployed("west", 1));
+    let refused = f.since(from, "midwest refuses", |e| {
         e["event"] == "deployment_refused" && e["silo"] == "midwest"
     });
     assert!(

@@ -577,3 +577,123 @@ fn a_silo_without_the_models_files_is_blocked_when_none_can_be_sent() {
         serde_json::json!(["retailer-a"])
     );
 }
+
+/// A text model deployed by policy: the silo keeps the version the federation committed and
+/// scores reviews it has never seen, without their label, with it — the same scores whichever
+/// silo of the same version scores them.
+#[test]
+fn a_deployed_text_model_scores_unlabelled_reviews_at_the_silo() {
+    let work = tempfile::tempdir().unwrap();
+    let (manifest, initial) = prepare(work.path());
+    let a = slice(work.path(), "retailer-a", 0, 48);
+    let b = slice(work.path(), "retailer-b", 48, 48);
+    let deploy = |name: &str| -> Vec<String> {
+        vec![
+            "--deploy-dir".into(),
+            arg(&work.path().join("deployed").join(name)).into(),
+        ]
+    };
+    let mut f = Federation::start(Options {
+        silos: vec![
+            ("retailer-a", deploy("retailer-a")),
+            ("retailer-b", deploy("retailer-b")),
+        ],
+        min_silos: 2,
+        quorum: 2,
+        rounds: 1,
+        deadline: 300.0,
+        data: vec![("retailer-a", a), ("retailer-b", b)],
+        manifest: Some((manifest.clone(), model_dir())),
+        initial: Some(initial),
+        learning_rate: 0.002,
+        silos_exit_with_coordinator: false,
+        coordinator_args: vec!["--serve".into()],
+        policy_extra: "[deployment]\nauto_deploy = true\n".into(),
+        ..Default::default()
+    });
+    let ordered = f.expect("v1 ordered by policy", |e| {
+        e["event"] == "deployment_ordered" && e["version"] == 1
+    });
+    assert_eq!(ordered["by"], "policy auto_deploy", "{ordered}");
+    for silo in ["retailer-a", "retailer-b"] {
+        f.since(0, "v1 deployed", |e| {
+            e["event"] == "silo_deployed" && e["silo"] == silo && e["version"] == 1
+        });
+    }
+
+    // New reviews, their label column dropped.
+    let fresh = slice(work.path(), "fresh", 200, 12);
+    let unlabelled = work.path().join("unlabelled.csv");
+    let mut r = csv::Reader::from_path(&fresh).unwrap();
+    let mut w = csv::Writer::from_path(&unlabelled).unwrap();
+    w.write_record(["id", "review"]).unwrap();
+    for (i, rec) in r.records().enumerate() {
+        w.write_record([i.to_string().as_str(), &rec.unwrap()[0]])
+            .unwrap();
+    }
+    w.flush().unwrap();
+    let score = |silo: &str| {
+        let out = work.path().join(format!("{silo}-scores.csv"));
+        let o = Command::new(env!("CARGO_BIN_EXE_silo-node"))
+            .args(["score", "--kit"])
+            .arg(f.dir.path().join("certs").join(silo))
+            .arg("--deploy-dir")
+            .arg(work.path().join("deployed").join(silo))
+            .args([
+                "--manifest",
+                arg(&manifest),
+                "--model-dir",
+                arg(&model_dir()),
+            ])
+            .args(["--in", arg(&unlabelled), "--out", arg(&out)])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let mut r = csv::Reader::from_path(&out).unwrap();
+        assert_eq!(
+            r.headers().unwrap().iter().collect::<Vec<_>>(),
+            [
+                "id",
+                "review",
+                "p_great",
+                "predicted",
+                "model_version",
+                "model_digest"
+            ]
+        );
+        r.records().map(|x| x.unwrap()).collect::<Vec<_>>()
+    };
+    let a = score("retailer-a");
+    let b = score("retailer-b");
+    assert_eq!(a.len(), 12);
+    for (x, y) in a.iter().zip(&b) {
+        let p: f64 = x[2].parse().unwrap();
+        assert!((0.0..=1.0).contains(&p), "{x:?}");
+        assert!(["other", "great"].contains(&&x[3]), "{x:?}");
+        assert_eq!(&x[4], "1");
+        // One version, one model: both silos score alike.
+        assert_eq!(x, y);
+    }
+    // Scored with --schema instead: refused, saying what to give.
+    let o = Command::new(env!("CARGO_BIN_EXE_silo-node"))
+        .args(["score", "--kit"])
+        .arg(f.dir.path().join("certs").join("retailer-a"))
+        .arg("--deploy-dir")
+        .arg(work.path().join("deployed").join("retailer-a"))
+        .args(["--schema", arg(&manifest)])
+        .args([
+            "--in",
+            arg(&unlabelled),
+            "--out",
+            arg(&work.path().join("x.csv")),
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && said.contains("give --manifest"),
+        "{said}"
+    );
+    f.coordinator().signal("TERM").unwrap();
+    f.exit_status();
+}

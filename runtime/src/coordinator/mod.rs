@@ -30,7 +30,7 @@
 //! | `jobs` | runs as jobs (serving): submit, cancel, start the next queued run, close one |
 //! | `deployments` | deployment orders (operator, `auto_deploy`, rollback) and their delivery to each silo |
 //! | `publish` | the status for the admin API |
-//! | `fixture`, `tests`, `run_tests` | the state machine's unit tests (no processes, no sockets) |
+//! | `fixture`, `tests`, `run_tests`, `deploy_tests` | the state machine's unit tests (no processes, no sockets) |
 //!
 //! The *federation* (members, versions, ledger, hold) lives as long as the coordinator; a
 //! *run* ([`state::Run`]) is one series of rounds. The state directory's files and which
@@ -56,6 +56,8 @@ mod settings;
 pub mod state;
 mod versions;
 
+#[cfg(test)]
+mod deploy_tests;
 #[cfg(test)]
 mod fixture;
 #[cfg(test)]
