@@ -19,9 +19,13 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use rustls::pki_types::pem::PemObject;
+
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType, PKCS_ECDSA_P256_SHA256,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams,
+    CertificateSigningRequestParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, RevokedCertParams, SanType, SerialNumber,
+    PKCS_ECDSA_P256_SHA256,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -140,39 +144,81 @@ impl CertificateAuthority {
         let origin = identity.name.as_str();
         let key =
             KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| cert_err(origin, e))?;
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, identity.name.clone());
-        params.distinguished_name = dn;
-        let uri = |s: String| -> Result<SanType> {
-            Ok(SanType::URI(s.try_into().map_err(|e| cert_err(origin, e))?))
-        };
-        params.subject_alt_names = vec![
-            SanType::DnsName(
-                identity
-                    .name
-                    .clone()
-                    .try_into()
-                    .map_err(|e| cert_err(origin, e))?,
-            ),
-            uri(format!("{ROLE_URI_PREFIX}{}", identity.role))?,
-            uri(format!("{REGION_URI_PREFIX}{}", identity.region))?,
-        ];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        params.use_authority_key_identifier_extension = true;
-        params.not_before = not_before;
-        params.not_after = not_after;
-        let cert = params
+        let cert = node_params(identity, not_before, not_after)?
             .signed_by(&key, &self.issuer)
             .map_err(|e| cert_err(origin, e))?;
         Ok(IssuedCert {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
         })
+    }
+
+    /// `fedsilo certs sign`: a certificate for `identity`, valid for `days`, over the public key
+    /// of the certificate signing request `csr_pem` (made by `fedsilo certs request` on the
+    /// node's machine: its private key never comes here). The request's self-signature must
+    /// verify, its key must be ECDSA P-256 (the consortium's signatures are), and the identity
+    /// it asks for must be `identity` — the CA decides who a node is, and refuses to sign a
+    /// request that claims someone else.
+    pub fn sign_request(&self, csr_pem: &str, identity: &Identity, days: i64) -> Result<String> {
+        let origin = format!("the certificate request for {}", identity.name);
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| cert_err(&origin, format!("not a valid signing request: {e}")))?;
+        if csr.public_key.algorithm() != &PKCS_ECDSA_P256_SHA256 {
+            return Err(cert_err(
+                &origin,
+                "its key is not ECDSA P-256; make the request with `fedsilo certs request`",
+            ));
+        }
+        let asked = requested_identity(&csr.params);
+        if asked.as_ref() != Some(identity) {
+            return Err(cert_err(
+                &origin,
+                format!(
+                    "it asks for {}, not {identity}: check who sent it",
+                    asked.map_or("no fedsilo identity".to_string(), |a| a.to_string())
+                ),
+            ));
+        }
+        let now = OffsetDateTime::now_utc();
+        let cert = node_params(
+            identity,
+            now - Duration::minutes(5),
+            now + Duration::days(days),
+        )?
+        .signed_by(&csr.public_key, &self.issuer)
+        .map_err(|e| cert_err(&origin, e))?;
+        Ok(cert.pem())
+    }
+
+    /// A certificate revocation list of `revoked` (serial, when revoked), number `number`,
+    /// signed by this CA, PEM: what `fedsilo certs revoke` writes and the coordinator and the
+    /// aggregators enforce.
+    pub fn revocation_list(
+        &self,
+        revoked: &[(Vec<u8>, OffsetDateTime)],
+        number: u64,
+    ) -> Result<String> {
+        let now = OffsetDateTime::now_utc();
+        let params = CertificateRevocationListParams {
+            this_update: now - Duration::minutes(5),
+            next_update: now + Duration::days(3650),
+            crl_number: SerialNumber::from(number.to_be_bytes().to_vec()),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|(serial, at)| RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(serial),
+                    revocation_time: *at,
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        params
+            .signed_by(&self.issuer)
+            .and_then(|crl| crl.pem())
+            .map_err(|e| cert_err("the revocation list", e))
     }
 
     /// Issues a certificate valid from now for `days`.
@@ -210,6 +256,93 @@ impl CertificateAuthority {
             &origin,
         )
     }
+}
+
+/// `fedsilo certs request`: a new key for `identity` and a certificate signing request for it,
+/// both PEM: (request, key). The key stays on the machine that made it.
+pub fn request(identity: &Identity) -> Result<(String, String)> {
+    let origin = identity.name.as_str();
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| cert_err(origin, e))?;
+    let now = OffsetDateTime::now_utc();
+    let full = node_params(identity, now, now)?;
+    // A request carries who it asks to be; the CA sets the rest when it signs.
+    let mut params = CertificateParams::default();
+    params.distinguished_name = full.distinguished_name;
+    params.subject_alt_names = full.subject_alt_names;
+    let csr = params
+        .serialize_request(&key)
+        .and_then(|r| r.pem())
+        .map_err(|e| cert_err(origin, e))?;
+    Ok((csr, key.serialize_pem()))
+}
+
+/// The identity a signing request asks for: its common name, and the role and region of its
+/// URI subject-alternative names.
+fn requested_identity(params: &CertificateParams) -> Option<Identity> {
+    let name = dn_text(params.distinguished_name.get(&DnType::CommonName)?)?;
+    let mut role = None;
+    let mut region = None;
+    for san in &params.subject_alt_names {
+        if let SanType::URI(u) = san {
+            let u = u.as_str();
+            if let Some(r) = u.strip_prefix(ROLE_URI_PREFIX) {
+                role = r.parse::<Role>().ok();
+            } else if let Some(r) = u.strip_prefix(REGION_URI_PREFIX) {
+                region = Some(r.to_string());
+            }
+        }
+    }
+    Some(Identity {
+        name,
+        role: role?,
+        region: region?,
+    })
+}
+
+fn dn_text(v: &rcgen::DnValue) -> Option<String> {
+    match v {
+        rcgen::DnValue::Utf8String(s) => Some(s.clone()),
+        rcgen::DnValue::PrintableString(s) => Some(s.as_str().to_string()),
+        _ => None,
+    }
+}
+
+/// The parameters of a node certificate for `identity` (the same whether the CA makes the key
+/// or signs a request): CN and DNS SAN the name, URI SANs the role and region, server and
+/// client auth.
+fn node_params(
+    identity: &Identity,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<CertificateParams> {
+    let origin = identity.name.as_str();
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, identity.name.clone());
+    params.distinguished_name = dn;
+    let uri = |s: String| -> Result<SanType> {
+        Ok(SanType::URI(s.try_into().map_err(|e| cert_err(origin, e))?))
+    };
+    params.subject_alt_names = vec![
+        SanType::DnsName(
+            identity
+                .name
+                .clone()
+                .try_into()
+                .map_err(|e| cert_err(origin, e))?,
+        ),
+        uri(format!("{ROLE_URI_PREFIX}{}", identity.role))?,
+        uri(format!("{REGION_URI_PREFIX}{}", identity.region))?,
+    ];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = not_before;
+    params.not_after = not_after;
+    Ok(params)
 }
 
 /// Writes `contents` to `path`; a private file is created with mode 0600 before any byte is
@@ -297,6 +430,146 @@ pub fn issue(out: &Path, nodes: &[NodeSpec], days: i64, force: bool) -> Result<V
         .iter()
         .map(|n| write_node_kit(out, &ca, n, days, force))
         .collect()
+}
+
+/// `fedsilo certs request`: makes `dir/key.pem` (0600) and `dir/request.csr` for `identity` on
+/// the node's own machine; the request goes to the consortium CA, the key never leaves. An
+/// existing key is never replaced. Returns the request's path.
+pub fn write_request(dir: &Path, identity: &Identity) -> Result<PathBuf> {
+    fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
+    let key = dir.join("key.pem");
+    if key.exists() {
+        return Err(Error::Config {
+            origin: key.display().to_string(),
+            message: "a private key is here already; it is never replaced (use another --out, or remove it if it is not in use)".into(),
+        });
+    }
+    let (csr, key_pem) = request(identity)?;
+    write_file(&key, &key_pem, true, false)?;
+    let path = dir.join("request.csr");
+    write_file(&path, &csr, false, true)?;
+    Ok(path)
+}
+
+/// `fedsilo certs sign`: the CA in `ca_dir` signs the request at `csr` for `identity`, and
+/// writes the node's `cert.pem` and `ca.pem` into `out` (beside the key its node kept).
+pub fn sign(
+    ca_dir: &Path,
+    csr: &Path,
+    identity: &Identity,
+    days: i64,
+    out: &Path,
+) -> Result<PathBuf> {
+    let ca = CertificateAuthority::load(&ca_dir.join("ca.pem"), &ca_dir.join("ca.key"))?;
+    let text = fs::read_to_string(csr).map_err(|e| Error::io("reading", csr, e))?;
+    let cert = ca.sign_request(&text, identity, days)?;
+    fs::create_dir_all(out).map_err(|e| Error::io("creating", out, e))?;
+    write_file(&out.join("cert.pem"), &cert, false, true)?;
+    write_file(&out.join("ca.pem"), ca.cert_pem(), false, true)?;
+    Ok(out.join("cert.pem"))
+}
+
+/// One revoked certificate, as `revoked.json` keeps it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RevokedEntry {
+    /// Its serial, hex.
+    pub serial: String,
+    /// Whose it was, if known.
+    pub name: String,
+    /// Why.
+    pub reason: String,
+    /// When, seconds since the Unix epoch.
+    pub at: i64,
+}
+
+/// `fedsilo certs revoke`: adds the certificate at `cert` (or the serial `serial`, hex) to the
+/// CA's `revoked.json` and writes the CA-signed `crl.pem` of every revoked serial, both in
+/// `ca_dir`. Revoking a serial twice changes nothing. Returns the list's path and the entry.
+pub fn revoke(
+    ca_dir: &Path,
+    cert: Option<&Path>,
+    serial: Option<&str>,
+    reason: &str,
+) -> Result<(PathBuf, RevokedEntry)> {
+    let bad = |origin: String, message: String| Error::Config { origin, message };
+    let (serial, name) = match (cert, serial) {
+        (Some(path), None) => {
+            let pem = fs::read(path).map_err(|e| Error::io("reading", path, e))?;
+            let der = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+                .next()
+                .ok_or_else(|| {
+                    bad(
+                        path.display().to_string(),
+                        "no PEM certificate in it".into(),
+                    )
+                })?
+                .map_err(|e| bad(path.display().to_string(), e.to_string()))?;
+            let serial = crate::identity::revocation::serial_of(&der)
+                .map_err(|e| bad(path.display().to_string(), e.to_string()))?;
+            let name = Identity::from_cert_der(&der, &path.display().to_string())
+                .map(|i| i.to_string())
+                .unwrap_or_default();
+            (serial, name)
+        }
+        (None, Some(hex)) => {
+            let cleaned: String = hex.chars().filter(|c| *c != ':').collect();
+            let bytes = ::hex::decode(&cleaned)
+                .map_err(|e| bad("--serial".into(), format!("{hex}: not hex: {e}")))?;
+            let first = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+            if first == bytes.len() || bytes.len() - first > 20 {
+                return Err(bad(
+                    "--serial".into(),
+                    format!("{hex}: a serial is 1 to 20 bytes, not zero"),
+                ));
+            }
+            (bytes[first..].to_vec(), String::new())
+        }
+        _ => {
+            return Err(bad(
+                "certs revoke".into(),
+                "give --cert FILE or --serial HEX".into(),
+            ))
+        }
+    };
+    let ca = CertificateAuthority::load(&ca_dir.join("ca.pem"), &ca_dir.join("ca.key"))?;
+    let book_path = ca_dir.join("revoked.json");
+    let mut book: Vec<RevokedEntry> = match fs::read(&book_path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map_err(|e| bad(book_path.display().to_string(), e.to_string()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(Error::io("reading", &book_path, e)),
+    };
+    let hex_serial = ::hex::encode(&serial);
+    let entry = match book.iter().find(|e| e.serial == hex_serial) {
+        Some(e) => e.clone(),
+        None => {
+            let e = RevokedEntry {
+                serial: hex_serial,
+                name,
+                reason: reason.to_string(),
+                at: OffsetDateTime::now_utc().unix_timestamp(),
+            };
+            book.push(e.clone());
+            e
+        }
+    };
+    let revoked = book
+        .iter()
+        .map(|e| {
+            let at =
+                OffsetDateTime::from_unix_timestamp(e.at).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+            ::hex::decode(&e.serial)
+                .map(|s| (s, at))
+                .map_err(|err| bad(book_path.display().to_string(), err.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let crl = ca.revocation_list(&revoked, book.len() as u64)?;
+    let json = serde_json::to_string_pretty(&book)
+        .map_err(|e| bad(book_path.display().to_string(), e.to_string()))?;
+    crate::model::checkpoint::write_atomic(&book_path, json.as_bytes())?;
+    let crl_path = ca_dir.join("crl.pem");
+    crate::model::checkpoint::write_atomic(&crl_path, crl.as_bytes())?;
+    Ok((crl_path, entry))
 }
 
 fn check_unique(nodes: &[NodeSpec]) -> Result<()> {
@@ -387,5 +660,87 @@ mod tests {
             NodeSpec::parse(Role::Silo, "a:eu").unwrap(),
         ];
         assert!(init(dir.path(), "t", &nodes, 1, false).is_err());
+    }
+
+    fn who(name: &str, role: Role, region: &str) -> Identity {
+        Identity {
+            name: name.into(),
+            role,
+            region: region.into(),
+        }
+    }
+
+    #[test]
+    fn a_node_enrols_with_its_own_key_and_the_ca_decides_who_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_dir = dir.path().join("ca");
+        init(&ca_dir, "t", &[], 30, false).unwrap();
+        let bank = who("bank-c", Role::Silo, "eu");
+        // On the bank's machine: a key that never leaves, and a request.
+        let kit = dir.path().join("bank-c");
+        let csr = write_request(&kit, &bank).unwrap();
+        let key_before = fs::read(kit.join("key.pem")).unwrap();
+        // A second request would replace the key: refused.
+        let e = write_request(&kit, &bank).unwrap_err().to_string();
+        assert!(e.contains("never replaced"), "{e}");
+        // At the CA: signed for exactly what it asks.
+        sign(&ca_dir, &csr, &bank, 30, &kit).unwrap();
+        let creds = crate::tls::NodeCredentials::load_kit(&kit).unwrap();
+        assert_eq!(creds.identity(), &bank);
+        assert_eq!(fs::read(kit.join("key.pem")).unwrap(), key_before);
+        // A request for someone else, or another role or region, is refused by name.
+        for other in [
+            who("bank-a", Role::Silo, "eu"),
+            who("bank-c", Role::Coordinator, "eu"),
+            who("bank-c", Role::Silo, "us"),
+        ] {
+            let e = sign(&ca_dir, &csr, &other, 30, &dir.path().join("x"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("it asks for bank-c"), "{e}");
+        }
+        // A request whose bytes were changed fails its self-signature.
+        let text = fs::read_to_string(&csr).unwrap();
+        let mut lines: Vec<String> = text.lines().map(String::from).collect();
+        let mid = lines.len() / 2;
+        lines[mid] = lines[mid].chars().rev().collect();
+        let tampered = dir.path().join("tampered.csr");
+        fs::write(&tampered, lines.join("\n")).unwrap();
+        let e = sign(&ca_dir, &tampered, &bank, 30, &dir.path().join("y"));
+        assert!(e.is_err());
+    }
+
+    #[test]
+    fn revoking_lists_the_serial_in_a_crl_signed_by_the_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = [
+            NodeSpec::parse(Role::Silo, "bank-a").unwrap(),
+            NodeSpec::parse(Role::Silo, "bank-b").unwrap(),
+        ];
+        init(dir.path(), "t", &nodes, 30, false).unwrap();
+        let cert = dir.path().join("bank-a").join("cert.pem");
+        let (crl, entry) = revoke(dir.path(), Some(&cert), None, "left the consortium").unwrap();
+        assert!(entry.name.starts_with("bank-a"), "{entry:?}");
+        let list = crate::identity::revocation::RevocationList::load(&crl).unwrap();
+        let der = |name: &str| {
+            let pem = fs::read(dir.path().join(name).join("cert.pem")).unwrap();
+            rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap()
+        };
+        assert!(list.revokes(&der("bank-a")));
+        assert!(!list.revokes(&der("bank-b")));
+        // Again: nothing changes; by serial: the same entry.
+        let (_, again) = revoke(dir.path(), None, Some(&entry.serial), "").unwrap();
+        assert_eq!(again, entry);
+        let book: Vec<RevokedEntry> =
+            serde_json::from_slice(&fs::read(dir.path().join("revoked.json")).unwrap()).unwrap();
+        assert_eq!(book.len(), 1);
+        // The CA's own node accepts the list; it refuses the revoked certificate.
+        let coordinator =
+            crate::tls::NodeCredentials::load_kit(&dir.path().join("bank-b")).unwrap();
+        coordinator.server_config_revoking(&list.crls).unwrap();
+        // A serial that is not hex, or zero, is refused.
+        for bad in ["zz", "00"] {
+            assert!(revoke(dir.path(), None, Some(bad), "").is_err(), "{bad}");
+        }
     }
 }

@@ -22,6 +22,7 @@
 //! heartbeat_timeout_secs = 5   # silent this long → unhealthy, left out of rounds
 //! chunk_values = 1048576       # f32 values per transfer frame
 //! metrics_listen = "127.0.0.1:9464"   # optional: Prometheus metrics at GET /metrics
+//! crl = "certs/crl.pem"        # optional: revoked certificates (fedsilo certs revoke)
 //!
 //! [model]
 //! schema = "schema.toml"
@@ -122,6 +123,11 @@ pub struct NetworkSection {
     /// Default: not served.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
+    /// The consortium CA's certificate revocation list (`crl.pem`, from `fedsilo certs
+    /// revoke`): a certificate it names is refused at the handshake, and its open link closed
+    /// when the file changes. Default: none.
+    #[serde(default)]
+    pub crl: Option<PathBuf>,
 }
 
 fn default_handshake() -> f64 {
@@ -309,6 +315,7 @@ impl FederationConfig {
             cfg.model.schema.as_mut(),
             cfg.model.manifest.as_mut(),
             cfg.model.files.as_mut(),
+            cfg.network.crl.as_mut(),
         ]
         .into_iter()
         .flatten()

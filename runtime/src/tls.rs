@@ -160,20 +160,57 @@ impl NodeCredentials {
     /// A server configuration: TLS 1.3 only, client certificate required and verified against
     /// the consortium CA.
     pub fn server_config(&self) -> Result<Arc<ServerConfig>> {
-        self.server_config_with(false)
+        self.server_config_with(false, &[])
+    }
+
+    /// [`NodeCredentials::server_config`] that also refuses the certificates the CA's
+    /// revocation lists `crls` name (rustls checks each list's signature; a client certificate
+    /// no list covers is refused too). A list that is not the consortium CA's, or that revokes
+    /// this node's own certificate, is an error here rather than a refusal of every peer.
+    pub fn server_config_revoking(
+        &self,
+        crls: &[rustls::pki_types::CertificateRevocationListDer<'static>],
+    ) -> Result<Arc<ServerConfig>> {
+        let config = self.server_config_with(false, crls)?;
+        let verifier = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider())
+            .with_crls(crls.iter().cloned())
+            .only_check_end_entity_revocation()
+            .build()
+            .map_err(|e| Error::Cluster(format!("client verifier: {e}")))?;
+        let now = rustls::pki_types::UnixTime::now();
+        verifier
+            .verify_client_cert(&self.chain[0], &self.chain[1..], now)
+            .map_err(|e| Error::Certificate {
+                origin: self.identity.name.clone(),
+                message: format!(
+                    "the revocation list does not fit this node's consortium CA, or revokes this node itself: {e}"
+                ),
+            })?;
+        Ok(config)
     }
 
     /// The admin API's server configuration: TLS 1.3 only, HTTP/1.1; a client certificate is
     /// optional (automation tools authenticate with a bearer token instead) but, when one is
     /// presented, it must verify against the consortium CA.
     pub fn admin_server_config(&self) -> Result<Arc<ServerConfig>> {
-        let mut config = Arc::unwrap_or_clone(self.server_config_with(true)?);
+        let mut config = Arc::unwrap_or_clone(self.server_config_with(true, &[])?);
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }
 
-    fn server_config_with(&self, certificate_optional: bool) -> Result<Arc<ServerConfig>> {
+    fn server_config_with(
+        &self,
+        certificate_optional: bool,
+        crls: &[rustls::pki_types::CertificateRevocationListDer<'static>],
+    ) -> Result<Arc<ServerConfig>> {
         let builder = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider());
+        let builder = if crls.is_empty() {
+            builder
+        } else {
+            builder
+                .with_crls(crls.iter().cloned())
+                .only_check_end_entity_revocation()
+        };
         let builder = if certificate_optional {
             builder.allow_unauthenticated()
         } else {

@@ -66,6 +66,7 @@ async fn coordinator_with(ca: &CertificateAuthority, limits: LinkLimits) -> Clus
         credentials: valid(ca, &id("coordinator", Role::Coordinator)),
         listen: Some("127.0.0.1:0".parse().unwrap()),
         limits,
+        crl: None,
     })
     .await
     .unwrap()
@@ -132,6 +133,7 @@ async fn good_silo(ca: &CertificateAuthority, name: &str, server: &ClusterNode) 
         credentials: valid(ca, &id(name, Role::Silo)),
         listen: None,
         limits: LinkLimits::with_handshake_timeout(Duration::from_secs(5)),
+        crl: None,
     })
     .await
     .unwrap();
@@ -213,6 +215,7 @@ async fn bad_peers_are_refused_and_good_ones_keep_being_served() {
         credentials: expired,
         listen: None,
         limits: LinkLimits::with_handshake_timeout(WAIT),
+        crl: None,
     })
     .await
     .unwrap();
@@ -422,6 +425,7 @@ async fn a_dead_link_may_be_replaced_by_its_own_identity() {
         credentials: valid(&ca, &id("bank-a", Role::Silo)),
         listen: None,
         limits: LinkLimits::default(),
+        crl: None,
     })
     .await
     .unwrap();
@@ -441,6 +445,7 @@ async fn a_dead_link_may_be_replaced_by_its_own_identity() {
         credentials: valid(&ca, &id("bank-a", Role::Silo)),
         listen: None,
         limits: LinkLimits::default(),
+        crl: None,
     })
     .await
     .unwrap();
@@ -653,6 +658,7 @@ async fn a_certificate_refused_for_good_ends_the_link_with_one_clear_error() {
             credentials: valid(ca, &id("bank-a", Role::Silo)),
             listen: None,
             limits: LinkLimits::with_handshake_timeout(Duration::from_secs(5)),
+            crl: None,
         })
     };
     let foreign = node(&other).await.unwrap();
@@ -702,4 +708,98 @@ async fn a_certificate_refused_for_good_ends_the_link_with_one_clear_error() {
         retried.is_err(),
         "gave up on an unreachable peer: {retried:?}"
     );
+}
+
+/// Whether a session of `name` is bound at `server`.
+fn bound(server: &ClusterNode, name: &str) -> bool {
+    server
+        .directory()
+        .bound_peers()
+        .iter()
+        .any(|(_, i)| i.name == name)
+}
+
+/// Revocation: a certificate the consortium CA's revocation list names is refused at the
+/// handshake — the silo hears `certificate_revoked` and stops for good — and a silo revoked
+/// while linked is dropped within seconds of the list changing, while the others stay. A new
+/// list that cannot be used leaves the last good one in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_certificate_is_refused_and_its_open_link_closed() {
+    use fedsilo::cluster::link::keep_linked;
+    let (ca, _) = CertificateAuthority::generate("consortium", 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let crl = dir.path().join("crl.pem");
+    std::fs::write(&crl, ca.revocation_list(&[], 1).unwrap()).unwrap();
+    let server = ClusterNode::start(ClusterConfig {
+        credentials: valid(&ca, &id("coordinator", Role::Coordinator)),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        limits: LinkLimits::with_handshake_timeout(Duration::from_secs(10)),
+        crl: Some(crl.clone()),
+    })
+    .await
+    .unwrap();
+    let addr = server.local_addr().unwrap().to_string();
+    let mut events = server.directory().subscribe();
+    let bank_a = valid(&ca, &id("bank-a", Role::Silo));
+    let serial_a = fedsilo::identity::revocation::serial_of(bank_a.cert_der()).unwrap();
+    let node_of = |creds: NodeCredentials| {
+        ClusterNode::start(ClusterConfig {
+            credentials: creds,
+            listen: None,
+            limits: LinkLimits::with_handshake_timeout(Duration::from_secs(5)),
+            crl: None,
+        })
+    };
+    let a = node_of(bank_a).await.unwrap();
+    a.connect(&addr, "coordinator", WAIT).await.expect("links");
+    let b = good_silo(&ca, "bank-b", &server).await;
+    for _ in 0..2 {
+        next_event(&mut events, |e| matches!(e, PeerEvent::Bound { .. })).await;
+    }
+
+    // A list that is not the CA's (another CA signed it): reported, the last good one stays.
+    let (other, _) = CertificateAuthority::generate("intruders", 1).unwrap();
+    let forged = other.revocation_list(&[(serial_a.clone(), OffsetDateTime::now_utc())], 9);
+    std::fs::write(&crl, forged.unwrap()).unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(bound(&server, "bank-a"));
+
+    // bank-a revoked: its open link is closed; bank-b's is not.
+    let list = ca.revocation_list(&[(serial_a, OffsetDateTime::now_utc())], 2);
+    std::fs::write(&crl, list.unwrap()).unwrap();
+    let closed = next_event(
+        &mut events,
+        |e| matches!(e, PeerEvent::Refused { reason, .. } if reason.contains("revoked")),
+    )
+    .await;
+    let PeerEvent::Refused { reason, .. } = closed else {
+        unreachable!()
+    };
+    assert!(reason.contains("certificate revoked"), "{reason}");
+    tokio::time::timeout(WAIT, async {
+        while bound(&server, "bank-a") {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the revoked silo's session stayed");
+    assert!(bound(&server, "bank-b"));
+
+    // Linking again: refused at the handshake, and the silo stops for good.
+    let ended = tokio::time::timeout(
+        WAIT,
+        keep_linked(
+            &a,
+            &addr,
+            "coordinator",
+            Role::Coordinator,
+            false,
+            Duration::from_secs(60),
+        ),
+    )
+    .await
+    .expect("the revoked silo kept retrying");
+    let e = ended.unwrap_err().to_string();
+    assert!(e.contains("CertificateRevoked"), "{e}");
+    drop(b);
 }

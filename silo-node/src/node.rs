@@ -170,6 +170,7 @@ pub async fn run(s: SiloSettings) -> anyhow::Result<()> {
         credentials: creds,
         listen: None,
         limits: fedsilo::cluster::LinkLimits::default(),
+        crl: None,
     })
     .await?;
     let metrics = std::sync::Arc::new(fedsilo::metrics::SiloMetrics::new());

@@ -47,6 +47,10 @@ pub struct AggregatorArgs {
     /// Exit when the coordinator goes away instead of reconnecting.
     #[arg(long)]
     once: bool,
+    /// The consortium CA's certificate revocation list (crl.pem from `fedsilo certs
+    /// revoke`): silos it names are refused, and dropped within a second of the file changing.
+    #[arg(long)]
+    crl: Option<PathBuf>,
 }
 
 /// Runs the aggregator.
@@ -67,6 +71,7 @@ pub async fn run(a: AggregatorArgs) -> anyhow::Result<ExitCode> {
         credentials: creds,
         listen: Some(a.listen),
         limits: LinkLimits::default(),
+        crl: a.crl.clone(),
     })
     .await?;
     let addr = node.local_addr().map(|x| x.to_string()).unwrap_or_default();

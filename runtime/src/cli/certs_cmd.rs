@@ -55,6 +55,95 @@ enum CertsCommand {
         #[arg(long)]
         force: bool,
     },
+    /// On a node's own machine: make its private key and a certificate signing request.
+    ///
+    /// Writes OUT/key.pem (0600; it never leaves this machine) and OUT/request.csr, which goes
+    /// to the consortium CA (`fedsilo certs sign`). The signed cert.pem and ca.pem come back
+    /// into OUT, which is then the node's kit.
+    ///
+    ///   fedsilo certs request --name bank-c --role silo --region eu --out certs/bank-c
+    #[command(verbatim_doc_comment)]
+    Request {
+        /// The node's kit directory.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        who: Who,
+    },
+    /// At the consortium CA: sign a node's certificate signing request.
+    ///
+    /// The CA decides who the node is: the request must ask for exactly the name, role and
+    /// region given here, or it is refused (check who sent it). Writes OUT/cert.pem and
+    /// OUT/ca.pem, to send back to the node.
+    ///
+    ///   fedsilo certs sign --ca-dir certs --csr bank-c.csr --name bank-c --role silo \
+    ///                      --region eu --out signed/bank-c
+    #[command(verbatim_doc_comment)]
+    Sign {
+        /// Directory holding the CA's ca.pem and ca.key.
+        #[arg(long)]
+        ca_dir: PathBuf,
+        /// The request (request.csr from `fedsilo certs request`).
+        #[arg(long)]
+        csr: PathBuf,
+        #[command(flatten)]
+        who: Who,
+        /// Validity, days (1 to 36500).
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+        /// Where to write cert.pem and ca.pem.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// At the consortium CA: revoke a certificate.
+    ///
+    /// Adds it to CA_DIR/revoked.json and writes CA_DIR/crl.pem, the CA-signed revocation
+    /// list. Give that file to the coordinator (`network.crl`) and the aggregators (`--crl`):
+    /// they refuse the certificate at the handshake and close its open sessions within a
+    /// second of the file changing.
+    ///
+    ///   fedsilo certs revoke --ca-dir certs --cert certs/bank-b/cert.pem --reason "left"
+    #[command(verbatim_doc_comment)]
+    Revoke {
+        /// Directory holding the CA's ca.pem and ca.key.
+        #[arg(long)]
+        ca_dir: PathBuf,
+        /// The certificate to revoke.
+        #[arg(long, required_unless_present = "serial", conflicts_with = "serial")]
+        cert: Option<PathBuf>,
+        /// Or its serial number, hex (colons allowed).
+        #[arg(long)]
+        serial: Option<String>,
+        /// Why (recorded in revoked.json).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
+
+/// The identity a request asks for and the CA signs.
+#[derive(Debug, Args)]
+struct Who {
+    /// The node's name.
+    #[arg(long)]
+    name: String,
+    /// Its role: silo, aggregator, operator or coordinator.
+    #[arg(long)]
+    role: Role,
+    /// Its region.
+    #[arg(long, default_value = fedsilo::identity::DEFAULT_REGION)]
+    region: String,
+}
+
+impl Who {
+    fn identity(&self) -> anyhow::Result<fedsilo::identity::Identity> {
+        fedsilo::identity::validate_name("node", &self.name)?;
+        fedsilo::identity::validate_name("region", &self.region)?;
+        Ok(fedsilo::identity::Identity {
+            name: self.name.clone(),
+            role: self.role,
+            region: self.region.clone(),
+        })
+    }
 }
 
 /// The silos and aggregators to make kits for, and their validity.
@@ -135,6 +224,49 @@ pub fn run(args: CertsArgs) -> anyhow::Result<ExitCode> {
             }
             let w = certs::issue(&out, &specs, nodes.days, force)?;
             w.into_iter().zip(specs).collect()
+        }
+        CertsCommand::Request { out, who } => {
+            let id = who.identity()?;
+            let csr = certs::write_request(&out, &id)?;
+            println!(
+                "key written to {} (it stays here); send {} to the consortium CA for `fedsilo certs sign`",
+                out.join("key.pem").display(),
+                csr.display()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        CertsCommand::Sign {
+            ca_dir,
+            csr,
+            who,
+            days,
+            out,
+        } => {
+            if !(1..=36500).contains(&days) {
+                anyhow::bail!("--days {days}: from 1 to 36500");
+            }
+            let id = who.identity()?;
+            let cert = certs::sign(&ca_dir, &csr, &id, days, &out)?;
+            println!(
+                "signed {id}: {} and ca.pem beside it; send both back to the node's kit directory",
+                cert.display()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        CertsCommand::Revoke {
+            ca_dir,
+            cert,
+            serial,
+            reason,
+        } => {
+            let (crl, entry) = certs::revoke(&ca_dir, cert.as_deref(), serial.as_deref(), &reason)?;
+            println!(
+                "revoked serial {}{}; {} lists every revoked certificate: give it to the coordinator (network.crl) and the aggregators (--crl)",
+                entry.serial,
+                if entry.name.is_empty() { String::new() } else { format!(" ({})", entry.name) },
+                crl.display()
+            );
+            return Ok(ExitCode::SUCCESS);
         }
     };
     for (dir, spec) in written {

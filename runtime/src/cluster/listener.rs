@@ -15,12 +15,12 @@ use std::time::Duration;
 use ractor::ActorRef;
 use ractor_cluster::NodeServerMessage;
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
 
 use super::auth_frames::{read_declared_name, Replay};
 use super::counting_stream::{ByteCounters, CountingStream, LabelledStream};
 use super::directory::Admission;
 use super::node::LinkLimits;
+use super::revocation::Revocations;
 use super::PeerDirectory;
 use crate::connection_budget::{accept_admitted, Limiter};
 use crate::identity::Identity;
@@ -29,7 +29,7 @@ use crate::identity::Identity;
 pub async fn accept_loop(
     listener: TcpListener,
     limiter: Arc<Limiter>,
-    acceptor: TlsAcceptor,
+    revocations: Arc<Revocations>,
     server: ActorRef<NodeServerMessage>,
     directory: Arc<PeerDirectory>,
     limits: LinkLimits,
@@ -39,12 +39,12 @@ pub async fn accept_loop(
             directory.refused(&peer.to_string(), None, &refusal.to_string())
         })
         .await;
-        let acceptor = acceptor.clone();
+        let revocations = revocations.clone();
         let server = server.clone();
         let directory = directory.clone();
         let limits = limits.clone();
         tokio::spawn(async move {
-            handshake(stream, peer, acceptor, server, directory, limits).await;
+            handshake(stream, peer, &revocations, server, directory, limits).await;
             drop(permit);
         });
     }
@@ -59,15 +59,31 @@ pub fn link_label(addr: &SocketAddr) -> String {
     format!("{addr}#{n}")
 }
 
+/// One accepted connection, from TCP to the end of its session; its certificate is tracked
+/// for revocation while it lasts.
 async fn handshake(
     stream: TcpStream,
     peer: SocketAddr,
-    acceptor: TlsAcceptor,
+    revocations: &Revocations,
     server: ActorRef<NodeServerMessage>,
     directory: Arc<PeerDirectory>,
     limits: LinkLimits,
 ) {
     let peer_addr = link_label(&peer);
+    link(stream, &peer_addr, revocations, server, directory, limits).await;
+    revocations.forget(&peer_addr);
+}
+
+async fn link(
+    stream: TcpStream,
+    peer_addr: &str,
+    revocations: &Revocations,
+    server: ActorRef<NodeServerMessage>,
+    directory: Arc<PeerDirectory>,
+    limits: LinkLimits,
+) {
+    let acceptor = revocations.acceptor();
+    let peer_addr = peer_addr.to_string();
     let _ = stream.set_nodelay(true);
     let timeout = limits.handshake_timeout;
     let deadline = tokio::time::Instant::now() + timeout;
@@ -90,6 +106,9 @@ async fn handshake(
         let (_, conn) = tls.get_ref();
         match conn.peer_certificates().and_then(|c| c.first()) {
             None => Err("no client certificate".to_string()),
+            Some(der) if !revocations.track(&peer_addr, der) => {
+                Err("certificate revoked (certificate revocation list)".to_string())
+            }
             Some(der) => Identity::from_cert_der(der, &format!("peer {peer_addr}"))
                 .map_err(|e| e.to_string()),
         }

@@ -17,6 +17,10 @@
 //!   dials peers of peers), our listener, and outgoing connections made the same way.
 //! - [`counting_stream`] — the byte counters on every link, so what a silo sends is measured on
 //!   the wire, not estimated.
+//! - [`refusal_watch`] — a dialled link keeps the server's refusal of our certificate (TLS 1.3
+//!   tells it only after the handshake), so that it is reported as final.
+//! - [`revocation`] — the consortium CA's revocation list, enforced at the handshake and on the
+//!   links already open.
 //!
 //! If you need to know *who* sent something, ask the directory for the identity bound to the
 //! sending actor's node id ([`PeerDirectory::identity_of`]); never trust a name inside a message.
@@ -28,6 +32,8 @@ pub mod link;
 pub mod listener;
 pub mod node;
 pub mod refusal_log;
+pub mod refusal_watch;
+pub mod revocation;
 
 pub use directory::{PeerDirectory, PeerEvent};
 pub use node::{cookie, ClusterConfig, ClusterNode, LinkLimits};

@@ -19,6 +19,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use super::auth_frames::ChallengeGuard;
 use super::counting_stream::{ByteCounters, CountingStream, LabelledStream};
 use super::directory::AuthDecision;
+use super::refusal_watch::RefusalWatch;
 use super::{PeerDirectory, PeerEvent};
 use crate::connection_budget::{ConnectionLimits, Limiter};
 use crate::identity::Identity;
@@ -87,6 +88,9 @@ pub struct ClusterConfig {
     pub listen: Option<SocketAddr>,
     /// Time limits of accepted links.
     pub limits: LinkLimits,
+    /// The consortium CA's certificate revocation list, enforced on accepted links
+    /// ([`super::revocation`]; `None`: none).
+    pub crl: Option<std::path::PathBuf>,
 }
 
 /// A running cluster node.
@@ -96,6 +100,7 @@ pub struct ClusterNode {
     credentials: NodeCredentials,
     local_addr: Option<SocketAddr>,
     accept_task: Option<JoinHandle<()>>,
+    watch_task: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -137,8 +142,10 @@ impl ClusterNode {
     pub async fn start(config: ClusterConfig) -> Result<Self> {
         crate::tls::install_crypto_provider();
         let identity = config.credentials.identity().clone();
-        let server_config = config.credentials.server_config()?;
-        let acceptor = TlsAcceptor::from(server_config);
+        let revocations = Arc::new(super::revocation::Revocations::new(
+            config.credentials.clone(),
+            config.crl.clone(),
+        )?);
         // ractor_cluster always runs a listener of its own; keep it on an ephemeral loopback
         // port behind a TLS configuration no client can complete a handshake with: links come
         // only through our listener, where names are checked before ractor sees them.
@@ -165,8 +172,8 @@ impl ClusterNode {
                 }),
             })
             .map_err(|e| Error::Cluster(format!("subscribing to node events: {e}")))?;
-        let (local_addr, accept_task) = match config.listen {
-            None => (None, None),
+        let (local_addr, accept_task, watch_task) = match config.listen {
+            None => (None, None, None),
             Some(addr) => {
                 let listener = TcpListener::bind(addr)
                     .await
@@ -178,13 +185,19 @@ impl ClusterNode {
                 let task = tokio::spawn(super::listener::accept_loop(
                     listener,
                     limiter,
-                    acceptor,
+                    revocations.clone(),
                     server.clone(),
                     directory.clone(),
                     config.limits.clone(),
                 ));
+                let watch = config.crl.is_some().then(|| {
+                    tokio::spawn(super::revocation::watch(
+                        revocations.clone(),
+                        directory.clone(),
+                    ))
+                });
                 tracing::info!(%local, node = %identity, "listening (mTLS, TLS 1.3)");
-                (Some(local), Some(task))
+                (Some(local), Some(task), watch)
             }
         };
         Ok(Self {
@@ -193,6 +206,7 @@ impl ClusterNode {
             credentials: config.credentials,
             local_addr,
             accept_task,
+            watch_task,
         })
     }
 
@@ -262,10 +276,22 @@ impl ClusterNode {
                 .record_handshake(&label, identity.clone(), counters.clone());
             let mut events = self.directory.subscribe();
             // The server's challenge must name the node its certificate names, before ractor
-            // can elect between sessions by that name.
+            // can elect between sessions by that name; its refusal of our certificate is kept.
+            let verdict = super::refusal_watch::Verdict::default();
+            let watched = RefusalWatch::new(tls, verdict.clone(), permanent);
             let stream = LabelledStream {
-                stream: CountingStream::new(ChallengeGuard::new(tls, &identity.name), counters),
+                stream: CountingStream::new(ChallengeGuard::new(watched, &identity.name), counters),
                 label: label.clone(),
+            };
+            let refused = || {
+                verdict
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+                    .map(|reason| Error::TlsRefused {
+                        peer: format!("{expected_name} at {addr}"),
+                        reason,
+                    })
             };
             *dialled.lock().unwrap_or_else(|p| p.into_inner()) = Some(label.clone());
             self.server
@@ -276,26 +302,33 @@ impl ClusterNode {
                 .map_err(|e| Error::Cluster(format!("node server gone: {e}")))?;
             loop {
                 match events.recv().await {
-                    Ok(PeerEvent::Bound { label: l, identity, .. }) if l == label => {
-                        return Ok(identity)
-                    }
+                    Ok(PeerEvent::Bound {
+                        label: l, identity, ..
+                    }) if l == label => return Ok(identity),
                     Ok(PeerEvent::Dropped { label: l, reason }) if l == label => {
-                        return Err(Error::Cluster(format!("link to {expected_name} dropped: {reason}")))
+                        return Err(Error::Cluster(format!(
+                            "link to {expected_name} dropped: {reason}"
+                        )))
                     }
                     Ok(PeerEvent::Disconnected { label: l, .. }) if l == label => {
+                        if let Some(e) = refused() {
+                            return Err(e);
+                        }
                         return Err(Error::Cluster(format!(
                             "{expected_name} at {addr} closed the link before authentication \
                              (does it accept our certificate? is it issued by the same consortium CA and still valid? \
                              is this identity already linked from elsewhere? a second link is refused while the first is alive, \
                              and an old link counts as dead after {:?} of silence)",
                             DEFAULT_SILENCE_LIMIT
-                        )))
+                        )));
                     }
                     Err(RecvError::Lagged(_)) if self.directory.is_bound(&label) => {
                         return Ok(identity)
                     }
                     Ok(_) | Err(RecvError::Lagged(_)) => continue,
-                    Err(RecvError::Closed) => return Err(Error::Cluster("directory closed".into())),
+                    Err(RecvError::Closed) => {
+                        return Err(Error::Cluster("directory closed".into()))
+                    }
                 }
             }
         };
@@ -318,6 +351,9 @@ impl ClusterNode {
     /// Stops the listener and the node server (closing every session).
     pub fn shutdown(&mut self) {
         if let Some(t) = self.accept_task.take() {
+            t.abort();
+        }
+        if let Some(t) = self.watch_task.take() {
             t.abort();
         }
         self.server.stop(Some("shutdown".into()));

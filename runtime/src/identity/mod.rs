@@ -6,6 +6,7 @@
 //! and role and region as URI subject-alternative names `fedsilo:role/<role>` and
 //! `fedsilo:region/<region>`.
 
+pub mod revocation;
 pub mod signature;
 
 use std::fmt;

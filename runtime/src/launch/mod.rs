@@ -235,6 +235,7 @@ async fn start_node(
         credentials: prepared.creds.clone(),
         listen: Some(cfg.network.listen),
         limits: crate::cluster::LinkLimits::with_handshake_timeout(cfg.handshake_timeout(origin)?),
+        crl: cfg.network.crl.clone(),
     })
     .await?;
     tokio::spawn(announce_link_refusals(
