@@ -3,7 +3,9 @@
 # brings up the churn federation (a coordinator and three silos), waits for rounds that all
 # three silos join, stops silo-west and checks that the other two carry on without it. On the
 # way it scrapes the published metrics and asks the published admin API for the silos, with the
-# operator kit copied out of the certs volume, as docs/operations.md describes.
+# operator kit copied out of the certs volume, as docs/operations.md describes. Then it ends
+# the run and checks that the coordinator stays up (serving), deploys the current version,
+# waits for the two running silos to hold it, and scores a CSV inside one of them.
 #
 #   scripts/compose-test.sh                 # about 20 s once the image is built
 #   TIMEOUT=600 scripts/compose-test.sh     # seconds each wait may take (default 240)
@@ -148,9 +150,52 @@ committed_total=$("${CARGO_TARGET_DIR:-target}/release/fedsilo" admin --url "htt
 [ "$committed_total" -ge "$(grep -c . <<<"$ROUNDS")" ] ||
   fail "metrics count $committed_total committed rounds, the log shows $(grep -c . <<<"$ROUNDS")"
 
+# 5. The run ends (cancelled); the coordinator serves on, idle.
+FEDSILO="${CARGO_TARGET_DIR:-target}/release/fedsilo"
+API=(--url "https://127.0.0.1:$FEDSILO_ADMIN_PORT" --kit "$WORK/ops")
+"$FEDSILO" run "${API[@]}" cancel 1 --reason "compose test" >/dev/null ||
+  fail "could not cancel run 1 through the admin API"
+status_field() {
+  "$FEDSILO" admin "${API[@]}" status | python3 -c "import json, sys; print(json.load(sys.stdin)[\"$1\"])"
+}
+idle() { [ "$(status_field state 2>/dev/null)" = idle ]; }
+start=$SECONDS
+until idle; do
+  [ $((SECONDS - start)) -lt "$TIMEOUT" ] || fail "the coordinator is not idle ${TIMEOUT} s after run 1 was cancelled"
+  sleep 1
+done
+[ "$(docker inspect -f '{{.State.Running}}' "$(compose ps -q coordinator)")" = true ] ||
+  fail "the coordinator stopped after its run"
+# 6. The current version deployed: both running silos hold it.
+version=$(status_field current_version)
+"$FEDSILO" deploy "${API[@]}" create --version "$version" --reason "compose test" >/dev/null ||
+  fail "could not deploy v$version"
+holding() {
+  "$FEDSILO" deploy "${API[@]}" list | python3 -c "
+import json, sys
+held = sorted(s['name'] for s in json.load(sys.stdin)['silos'] if s['deployed_version'] == $version)
+sys.exit(held != ['midwest', 'northeast'])"
+}
+start=$SECONDS
+until holding; do
+  [ $((SECONDS - start)) -lt "$TIMEOUT" ] || fail "midwest and northeast do not hold v$version after ${TIMEOUT} s"
+  sleep 1
+done
+# 7. A silo scores its customers with it, inside its container.
+compose exec -T silo-northeast silo-node score --kit=/certs/northeast --deploy-dir=/deployed \
+  --schema=/config/schema.toml --in=/data/train.csv --out=/deployed/scores.csv >/dev/null ||
+  fail "silo-node score failed in silo-northeast"
+docker cp "$(compose ps -q silo-northeast):/deployed/scores.csv" "$WORK/scores.csv" ||
+  fail "could not copy the scores out of silo-northeast"
+scored=$(python3 -c "
+import csv, sys
+rows = list(csv.DictReader(open('$WORK/scores.csv')))
+assert rows and all(r['model_version'] == '$version' for r in rows), 'model_version'
+print(len(rows))") || fail "the scores do not name v$version"
 echo
 echo "compose test passed in $((SECONDS - started)) s"
 echo "  rounds committed:          $(grep -c . <<<"$ROUNDS") (metrics: $committed_total)"
 echo "  before stopping silo-west: round $before_round by $before_participants"
 echo "  after:                     $(awk '{ printf "%sround %s by %s", sep, $1, $2; sep = ", " }' <<<"$without_west")"
 echo "  admin API, healthy silos:  $healthy"
+echo "  after the run:             idle, v$version deployed to midwest and northeast, $scored rows scored at northeast"
