@@ -28,6 +28,7 @@ mod fine_tuning;
 mod fuzz;
 mod governance;
 mod hardening;
+mod n8n_workflow;
 mod operations;
 mod privacy;
 mod residency;
