@@ -2,7 +2,7 @@
 //! processes over mutual TLS on loopback, on the churn data. Every wait is for an event the
 //! coordinator prints (`--events json`), bounded; every process is killed when its guard drops.
 
-use crate::common::{example, free_port, Federation, Options};
+use crate::common::{arg, bins, example, free_port, Federation, Options};
 
 #[test]
 fn a_federation_commits_rounds_and_the_held_out_loss_falls() {
@@ -229,10 +229,30 @@ fn a_silo_with_another_schema_is_blocked_with_the_reason_and_the_others_go_on() 
     let other =
         std::env::temp_dir().join(format!("fedsilo-other-schema-{}.toml", std::process::id()));
     std::fs::write(&other, &text[..cut]).unwrap();
-    let odd = vec!["--schema".to_string(), other.display().to_string()];
+    // Each silo says what it is doing in its status file (`silo-node status` reads it).
+    let status_dir = tempfile::tempdir().unwrap();
+    let status_file = |name: &str| status_dir.path().join(format!("{name}.json"));
+    let with_status = |name: &str, mut args: Vec<String>| {
+        args.extend(["--status-file".into(), arg(&status_file(name)).into()]);
+        args
+    };
+    let odd = with_status(
+        "south",
+        vec!["--schema".to_string(), other.display().to_string()],
+    );
+    let status = |name: &str| {
+        let o = std::process::Command::new(bins().silo_node)
+            .args(["status", "--status-file", arg(&status_file(name))])
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).to_string(),
+        )
+    };
     let mut f = Federation::start(Options {
         silos: vec![
-            ("northeast", vec![]),
+            ("northeast", with_status("northeast", vec![])),
             ("midwest", vec![]),
             ("west", vec![]),
             ("south", odd),
@@ -248,8 +268,25 @@ fn a_silo_with_another_schema_is_blocked_with_the_reason_and_the_others_go_on() 
         blocked["reason"].as_str().unwrap().contains("schema"),
         "{blocked}"
     );
+    // The blocked silo knows it, and says why; its status check fails.
+    let said = |silo: &str, what: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let (ok, out) = status(silo);
+            if out.contains(what) || std::time::Instant::now() > deadline {
+                return (ok, out);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    let (ok, out) = said("south", "blocked by the coordinator");
+    assert!(!ok && out.contains("its schema"), "{out}");
+    assert!(f.silo_log("south").contains("blocked by the coordinator"));
     let fin = f.expect("finished", |e| e["event"] == "finished");
     assert!(fin["error"].is_null(), "{fin}");
+    // The others trained; once the coordinator is gone (--once), the status says stopped.
+    let (ok, out) = said("northeast", "not running");
+    assert!(!ok && out.contains("last trained round 2"), "{out}");
     for e in f.committed() {
         assert!(
             !e["participants"]

@@ -227,6 +227,7 @@ fn trainer() {
                 external: None,
                 metrics: Arc::default(),
                 deploy: None,
+                board: std::sync::Arc::new(silo_node::status::StatusBoard::new("test", None)),
             },
         )
         .await

@@ -18,5 +18,6 @@ pub mod faults;
 pub mod model_trainers;
 pub mod node;
 pub mod score;
+pub mod status;
 pub mod train;
 pub mod trainer;

@@ -27,7 +27,8 @@ use silo_node::node::{run, SiloSettings};
 ///   silo-node score --kit certs/bank-a --deploy-dir /var/lib/fedsilo/deployed \
 ///             --schema schema.toml --in customers.csv --out scores.csv
 ///
-/// `silo-node score --help` tells more about scoring.
+/// `silo-node score --help` tells more about scoring; `silo-node status --help` about the
+/// status a running node writes (--status-file).
 #[derive(Debug, Parser)]
 #[command(name = "silo-node", version, verbatim_doc_comment)]
 struct Cli {
@@ -144,6 +145,11 @@ struct Cli {
     /// scores with the one deployed. Without it this silo refuses deployments.
     #[arg(long)]
     deploy_dir: Option<PathBuf>,
+    /// Write what the silo is doing to this file on every change (waiting for the coordinator,
+    /// linked, training round N, blocked and why, stopped; its last round; the version
+    /// deployed): `silo-node status --status-file FILE` reads it.
+    #[arg(long)]
+    status_file: Option<PathBuf>,
     /// Fault injection (only in builds with the `fault-injection` feature, for tests).
     #[cfg(feature = "fault-injection")]
     #[command(flatten)]
@@ -207,6 +213,51 @@ struct ScoreCli {
     model_dir: Option<PathBuf>,
 }
 
+/// What a silo is doing, from the status file its node writes.
+///
+/// Prints one line — waiting for the coordinator, linked, training round N, blocked by the
+/// coordinator and why, or stopped; its last round; the version deployed — and exits 0 if the
+/// node runs and is not blocked, 1 otherwise (for a monitoring check or a container probe).
+///
+/// Example:
+///   silo-node status --status-file /var/lib/fedsilo/status.json
+#[derive(Debug, Parser)]
+#[command(name = "silo-node status", version, verbatim_doc_comment)]
+struct StatusCli {
+    /// The node's --status-file.
+    #[arg(long)]
+    status_file: PathBuf,
+    /// Print the status as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `silo-node status …`.
+fn status(args: impl Iterator<Item = std::ffi::OsString>) -> std::process::ExitCode {
+    let cli = StatusCli::parse_from(args);
+    match silo_node::status::read(&cli.status_file) {
+        Ok((s, running)) => {
+            if cli.json {
+                println!("{}", serde_json::json!({ "running": running, "status": s }));
+            } else if running {
+                println!("{}", s.describe());
+            } else {
+                println!("{} (the node is not running)", s.describe());
+            }
+            let blocked = matches!(s.activity, silo_node::status::Activity::Blocked { .. });
+            if running && !blocked {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("silo-node status: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// `silo-node score …`.
 fn score(args: impl Iterator<Item = std::ffi::OsString>) -> std::process::ExitCode {
     let cli = ScoreCli::parse_from(args);
@@ -252,10 +303,15 @@ fn score(args: impl Iterator<Item = std::ffi::OsString>) -> std::process::ExitCo
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let mut args = std::env::args_os();
-    if std::env::args_os().nth(1).is_some_and(|a| a == "score") {
+    let sub = std::env::args_os().nth(1);
+    if sub.as_ref().is_some_and(|a| a == "score" || a == "status") {
         let program = args.next().unwrap_or_default();
-        let rest = args.skip(1);
-        return score(std::iter::once(program).chain(rest));
+        let rest = std::iter::once(program).chain(args.skip(1));
+        return if sub.is_some_and(|a| a == "score") {
+            score(rest)
+        } else {
+            status(rest)
+        };
     }
     let cli = Cli::parse();
     fedsilo::logging::init(&cli.log, cli.log_format);
@@ -300,6 +356,7 @@ async fn main() -> std::process::ExitCode {
         faults: Default::default(),
         metrics_listen: cli.metrics_listen,
         deploy_dir: cli.deploy_dir,
+        status_file: cli.status_file,
         external: match cli.trainer {
             None => None,
             Some(program) => {

@@ -53,6 +53,8 @@ pub struct SiloSettings {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Keep deployed models here (`None`: deployments are refused).
     pub deploy_dir: Option<PathBuf>,
+    /// Write the silo's status here on every change (`silo-node status` reads it).
+    pub status_file: Option<PathBuf>,
 }
 
 /// What a silo trains, as its command line says.
@@ -157,7 +159,17 @@ pub async fn run(s: SiloSettings) -> anyhow::Result<()> {
             me.role
         );
     }
-    let data = local_data(&s, &me.name)?;
+    let board = Arc::new(crate::status::StatusBoard::new(
+        &me.name,
+        s.status_file.clone(),
+    ));
+    let data = match local_data(&s, &me.name) {
+        Ok(d) => d,
+        Err(e) => {
+            board.report(crate::status::Change::Stopped(format!("{e:#}")));
+            return Err(e);
+        }
+    };
     let deploy = s.deploy_dir.as_ref().map(|d| {
         fedsilo::deploy::DeployStore::new(
             d,
@@ -192,6 +204,7 @@ pub async fn run(s: SiloSettings) -> anyhow::Result<()> {
             credentials: Some(signing),
             metrics: metrics.clone(),
             deploy,
+            board: board.clone(),
             external: s.external.map(|mut t| {
                 t.owner = me.name.clone();
                 let swept = t.sweep();
@@ -209,6 +222,12 @@ pub async fn run(s: SiloSettings) -> anyhow::Result<()> {
     .await
     .context("starting the trainer actor")?;
     ractor::pg::join(TRAINER_GROUP.to_string(), vec![trainer.get_cell()]);
+    board.report(crate::status::Change::Connecting(s.coordinator.clone()));
+    let watch = tokio::spawn(watch_link(
+        node.directory().subscribe(),
+        board.clone(),
+        s.coordinator.clone(),
+    ));
 
     let coordinator = keep_linked(
         &node,
@@ -226,16 +245,48 @@ pub async fn run(s: SiloSettings) -> anyhow::Result<()> {
             None => std::future::pending().await,
         }
     };
-    tokio::select! {
-        r = coordinator => {
-            r?;
-            println!("silo {}: coordinator gone, exiting (--once)", me.name);
-        }
-        r = aggregator => { r?; }
-        _ = shutdown_signal() => {}
-    }
+    let ended: anyhow::Result<&str> = tokio::select! {
+        r = coordinator => match r {
+            Ok(_) => {
+                println!("silo {}: coordinator gone, exiting (--once)", me.name);
+                Ok("the coordinator went away (--once)")
+            }
+            Err(e) => Err(e.into()),
+        },
+        r = aggregator => r.map(|_| "the aggregator link ended").map_err(Into::into),
+        _ = shutdown_signal() => Ok("interrupted"),
+    };
+    watch.abort();
+    board.report(crate::status::Change::Stopped(match &ended {
+        Ok(why) => why.to_string(),
+        Err(e) => format!("{e:#}"),
+    }));
     trainer.stop(None);
-    Ok(())
+    ended.map(|_| ())
+}
+
+/// Follows the link to the coordinator in the node's directory: up, or down and reconnecting.
+async fn watch_link(
+    mut events: tokio::sync::broadcast::Receiver<fedsilo::cluster::PeerEvent>,
+    board: Arc<crate::status::StatusBoard>,
+    coordinator: String,
+) {
+    use fedsilo::cluster::PeerEvent;
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match events.recv().await {
+            Ok(PeerEvent::Bound { identity, .. }) if identity.role == Role::Coordinator => {
+                board.report(crate::status::Change::Linked)
+            }
+            Ok(PeerEvent::Disconnected {
+                identity: Some(i), ..
+            }) if i.role == Role::Coordinator => {
+                board.report(crate::status::Change::Unlinked(coordinator.clone()))
+            }
+            Ok(_) | Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => return,
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -123,16 +123,22 @@ impl Journal {
 
     /// Appends `record` (written, not yet synced); returns its sequence number.
     pub fn record(&self, record: Record) -> Result<u64, AuditError> {
-        self.append(record, false)
+        self.append(record, false).map(|(seq, _)| seq)
     }
 
     /// Appends `record` and syncs the journal: when this returns, the entry and all before it
     /// are on disk.
     pub fn record_synced(&self, record: Record) -> Result<u64, AuditError> {
+        self.append(record, true).map(|(seq, _)| seq)
+    }
+
+    /// [`Journal::record_synced`], returning the entry's time (ms since the Unix epoch) too:
+    /// for state that must agree with what a restart reads back from the journal.
+    pub fn record_synced_at(&self, record: Record) -> Result<(u64, u64), AuditError> {
         self.append(record, true)
     }
 
-    fn append(&self, record: Record, sync: bool) -> Result<u64, AuditError> {
+    fn append(&self, record: Record, sync: bool) -> Result<(u64, u64), AuditError> {
         let io = |source| AuditError::Io {
             path: self.path.clone(),
             source,
@@ -156,7 +162,7 @@ impl Journal {
         }
         inner.next_seq += 1;
         inner.prev = Digest::of_bytes(text.as_bytes()).hex();
-        Ok(seq)
+        Ok((seq, body.time_ms))
     }
 }
 

@@ -91,10 +91,10 @@ pub fn order(
         .map_err(|e| ControlError::Conflict(format!("v{version} cannot be deployed: {e}")))?;
     let digest = Digest::of_f32(&ckpt.params).hex();
     let id = state.deployments.book.next_id();
-    state
+    let (_, at_ms) = state
         .ledger
         .journal
-        .record_synced(Record::Deployed {
+        .record_synced_at(Record::Deployed {
             deployment: id,
             version,
             digest: digest.clone(),
@@ -116,7 +116,7 @@ pub fn order(
         target,
         by: by.to_string(),
         reason: reason.to_string(),
-        at_ms: now_ms(),
+        at_ms,
     });
     Ok(id)
 }

@@ -519,6 +519,15 @@ pub fn on_schema_checked(
             let reason = blocked.to_string();
             e.schema = SchemaCheck::Pending;
             e.blocked = Some(reason.clone());
+            // The silo is told too, so that its own log and status say why it never trains.
+            let (actor, timeout) = (e.handle.actor.clone(), state.settings.heartbeat_timeout);
+            let (to, why) = (silo.clone(), reason.clone());
+            tokio::spawn(async move {
+                let told = Request::Blocked { reason: why };
+                if let Err(e) = call(&actor, &told, timeout, &to).await {
+                    tracing::debug!(silo = %to, "could not tell the silo it is blocked: {e}");
+                }
+            });
             state
                 .ledger
                 .events

@@ -266,6 +266,13 @@ pub enum Request {
         /// The coordinator's signed note: version, digest, architecture, scaling.
         note: crate::deploy::SignedNote,
     },
+    /// The coordinator leaves this silo out of every round, and says why (another schema, a
+    /// file it cannot send, …): the silo shows it in its log and `silo-node status`. Answered
+    /// with [`Response::Noted`].
+    Blocked {
+        /// The coordinator's reason.
+        reason: String,
+    },
 }
 
 /// A silo's answer.
@@ -320,6 +327,8 @@ pub enum Response {
         /// Bytes received so far.
         received: u64,
     },
+    /// Answer to `Blocked`.
+    Noted,
     /// Answer to `Deploy`: the version is on the silo's disk and deployed.
     Deployed {
         /// The version.
@@ -351,6 +360,7 @@ impl Request {
             Request::Holds { .. } => "holds",
             Request::PutFile { .. } => "put_file",
             Request::Deploy { .. } => "deploy",
+            Request::Blocked { .. } => "blocked",
         }
     }
 }
@@ -374,6 +384,7 @@ impl Response {
             Response::Holds { .. } => "Holds",
             Response::FileChunkStored { .. } => "FileChunkStored",
             Response::Deployed { .. } => "Deployed",
+            Response::Noted => "Noted",
             Response::Error { .. } => "Error",
         }
     }

@@ -58,6 +58,10 @@ pub(super) fn deploy(state: &mut TrainerState, signed: &SignedNote) -> Response 
             }
             state.deployed = Some(model);
             state.args.metrics.deployed(note.version);
+            state.args.board.report(crate::status::Change::Deployed(
+                note.version,
+                note.digest.hex(),
+            ));
             Response::Deployed { model }
         }
         Err(e) => {

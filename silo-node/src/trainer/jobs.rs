@@ -72,6 +72,10 @@ pub(super) fn start_training(
     let dp = state.args.dp_sgd.as_ref().map(|c| c.dp);
     let spent = dp.map(|_| schedule(trainer.train_rows(), plan.batch_size as usize, plan.epochs));
     state.busy = Some(round);
+    state
+        .args
+        .board
+        .report(crate::status::Change::TrainingStarted(round));
     // The round trains from this model: it was committed, so the head personalised on it is
     // this silo's from now on.
     state

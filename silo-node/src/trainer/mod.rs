@@ -117,6 +117,16 @@ fn job_done(
             state.args.name, dp.clip, dp.noise_multiplier
         );
     }
+    if let (true, Some(round)) = (training, state.busy) {
+        let outcome = match &response {
+            Response::Trained(r) => Some((r.examples, r.train_loss)),
+            _ => None,
+        };
+        state
+            .args
+            .board
+            .report(crate::status::Change::Trained(round, outcome));
+    }
     if let (true, Response::Trained(r)) = (training, &response) {
         state.args.metrics.trained(r.train_seconds);
         tracing::info!(

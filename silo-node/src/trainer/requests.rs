@@ -52,6 +52,15 @@ pub(super) fn answer(state: &mut TrainerState, request: Request) -> Answer {
             deployed: state.deployed,
         }),
         Request::Deploy { note } => now(super::deployment::deploy(state, &note)),
+        Request::Blocked { reason } => {
+            // At most a line's worth of the coordinator's words in the silo's log and status.
+            let reason: String = reason.chars().take(500).collect();
+            state
+                .args
+                .board
+                .report(crate::status::Change::Blocked(reason));
+            now(Response::Noted)
+        }
         Request::FeatureStats => now(Response::FeatureStats(match &state.args.data {
             LocalData::Tabular(data) => FeatureStats {
                 unusable: data.single_class(),

@@ -45,6 +45,8 @@ pub struct TrainerArgs {
     pub metrics: Arc<SiloMetrics>,
     /// Where deployed versions are kept (`None`: this silo refuses deployments).
     pub deploy: Option<fedsilo::deploy::DeployStore>,
+    /// What the silo is doing ([`crate::status`]).
+    pub board: Arc<crate::status::StatusBoard>,
 }
 
 /// What a silo trains on: tabular rows under a schema (the built-in MLP, LoRA on it, or an
@@ -178,6 +180,8 @@ impl TrainerState {
         let deployed = args.deploy.as_ref().and_then(deployed_at_start);
         if let Some(m) = deployed {
             args.metrics.deployed(m.version);
+            args.board
+                .report(crate::status::Change::Deployed(m.version, m.digest.hex()));
         }
         Ok(TrainerState {
             staging: None,

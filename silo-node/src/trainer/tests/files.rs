@@ -55,6 +55,7 @@ async fn a_model_whose_files_arrive_from_the_coordinator_is_built_and_trains() {
         external: None,
         metrics: Arc::default(),
         deploy: None,
+        board: std::sync::Arc::new(crate::status::StatusBoard::new("test", None)),
     };
     let t = Actor::spawn(None, TrainerActor, args).await.unwrap().0;
     let ask = |r: Request| {

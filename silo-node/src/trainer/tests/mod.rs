@@ -93,6 +93,7 @@ async fn tabular_silo(
         external,
         metrics: Arc::default(),
         deploy: None,
+        board: std::sync::Arc::new(crate::status::StatusBoard::new("test", None)),
     };
     Actor::spawn(None, TrainerActor, args).await.unwrap().0
 }
@@ -383,6 +384,7 @@ async fn described_trainer(
         external: None,
         metrics: Arc::default(),
         deploy: None,
+        board: std::sync::Arc::new(crate::status::StatusBoard::new("test", None)),
     };
     (
         Actor::spawn(None, TrainerActor, args).await.unwrap().0,
