@@ -1,7 +1,9 @@
 //! A coordinator that stays up (`--serve`): the federation file's first run, then runs
 //! submitted with `fedsilo run submit` back to back — one cancelled while queued, one
 //! interrupted by a SIGKILL, resumed, and cancelled while running — with the admin API
-//! answering between runs, and every run's beginning and end in the journal.
+//! answering between runs, and every run's beginning and end in the journal; scheduled runs;
+//! and issue 18's whole story on one coordinator: scheduled and submitted runs with approvals,
+//! a deployment scored with at the silos, a SIGKILL, and a rollback back to the silos.
 
 use serde_json::Value;
 
@@ -220,4 +222,245 @@ fn a_schedule_submits_runs_by_itself_one_at_a_time() {
     // A second run is submitted at least the interval after the first.
     let t = |i: usize| submitted[i]["time_ms"].as_u64().unwrap();
     assert!(t(1) >= t(0) + 1000, "{} then {}", t(0), t(1));
+}
+
+/// Approves, as operator `kit`, every candidate that comes to await approval, until an event
+/// matching `done` arrives; returns that event.
+fn approve_until(
+    f: &mut Federation,
+    url: &str,
+    kit: &std::path::Path,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    loop {
+        let e = f.expect(what, |e| e["event"] == "awaiting_approval" || done(e));
+        if done(&e) {
+            return e;
+        }
+        let v = e["version"].as_u64().unwrap().to_string();
+        let (ok, out) = fedsilo(&[
+            "admin",
+            "--url",
+            url,
+            "--kit",
+            arg(kit),
+            "approve",
+            &v,
+            "--reason",
+            "reviewed",
+        ]);
+        assert!(ok, "{out}");
+    }
+}
+
+/// The coordinator's current version, through the admin API.
+fn current_version(url: &str, kit: &std::path::Path) -> u64 {
+    let (ok, out) = fedsilo(&["admin", "--url", url, "--kit", arg(kit), "status"]);
+    assert!(ok, "{out}");
+    serde_json::from_str::<Value>(&out).unwrap()["current_version"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Issue 18's whole story against one coordinator started once: scheduled runs and two
+/// submitted runs back to back, every candidate approved by an operator, a version deployed to
+/// the silos and scored with there, a SIGKILL in the middle of a run (resumed), and a rollback
+/// that puts the earlier version back at the silos.
+#[test]
+fn one_coordinator_serves_scheduled_and_submitted_runs_deploys_rolls_back_and_survives_a_kill() {
+    let deploy = tempfile::tempdir().unwrap();
+    let dir = |name: &str| -> Vec<String> {
+        vec![
+            "--deploy-dir".into(),
+            deploy.path().join(name).to_str().unwrap().into(),
+        ]
+    };
+    let admin = free_port();
+    let extra = format!(
+        "[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n[schedule]\nevery_secs = 3\nrounds = 1\n"
+    );
+    let mut f = Federation::start(Options {
+        rounds: 0,
+        silos: vec![("northeast", dir("northeast")), ("west", dir("west"))],
+        min_silos: 2,
+        quorum: 2,
+        port: Some(free_port()),
+        silos_exit_with_coordinator: false,
+        coordinator_args: vec!["--serve".into()],
+        policy_extra: "[validation]\nrequire_approval = true\n".into(),
+        extra: Box::leak(extra.into_boxed_str()),
+        ..Default::default()
+    });
+    let url = format!("https://127.0.0.1:{admin}");
+    let kit = f.operator("alice").join("alice");
+    let certs = f.dir.path().join("certs");
+    let score = |silo: &str| -> String {
+        let out = deploy.path().join(format!("{silo}-scores.csv"));
+        let o = std::process::Command::new(crate::common::bins().silo_node)
+            .args(["score", "--kit"])
+            .arg(certs.join(silo))
+            .arg("--deploy-dir")
+            .arg(deploy.path().join(silo))
+            .arg("--schema")
+            .arg(crate::common::example("schema.toml"))
+            .arg("--in")
+            .arg(crate::common::example(&format!("data/{silo}.csv")))
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let mut r = csv::Reader::from_path(&out).unwrap();
+        let versions: std::collections::BTreeSet<String> = r
+            .deserialize::<std::collections::HashMap<String, String>>()
+            .map(|row| row.unwrap()["model_version"].clone())
+            .collect();
+        assert_eq!(versions.len(), 1, "{versions:?}");
+        versions.into_iter().next().unwrap()
+    };
+
+    // 1. The schedule's first run: one round, its candidate approved.
+    let first = approve_until(&mut f, &url, &kit, "run 1 ends", ended(1));
+    assert_eq!(first["committed"], 1, "{first}");
+
+    // 2. A submitted run of two rounds (scheduled runs may come before it: one at a time).
+    let (ok, out) = run_cmd(&url, &kit, &["submit", "--rounds", "2", "--key", "CHG-2"]);
+    assert!(ok, "{out}");
+    let x = serde_json::from_str::<Value>(&out).unwrap()["run"]
+        .as_u64()
+        .unwrap();
+    let e = approve_until(&mut f, &url, &kit, "the submitted run ends", ended(x));
+    assert_eq!(
+        (e["outcome"].as_str(), e["committed"].as_u64()),
+        (Some("finished"), Some(2))
+    );
+
+    // 3. Its version deployed to every silo; the silos score with it.
+    let v1 = current_version(&url, &kit);
+    let from = f.seen().len();
+    let (ok, out) = fedsilo(&[
+        "deploy",
+        "--url",
+        &url,
+        "--kit",
+        arg(&kit),
+        "create",
+        "--version",
+        &v1.to_string(),
+    ]);
+    assert!(ok, "{out}");
+    for silo in ["northeast", "west"] {
+        f.since(from, "deployed", |e| {
+            e["event"] == "silo_deployed" && e["silo"] == silo && e["version"] == v1
+        });
+    }
+    assert_eq!(score("northeast"), v1.to_string());
+
+    // 4. A long submitted run, killed after a commit, resumed, then cancelled.
+    let (ok, out) = run_cmd(
+        &url,
+        &kit,
+        &["submit", "--rounds", "1000", "--key", "CHG-3"],
+    );
+    assert!(ok, "{out}");
+    let y = serde_json::from_str::<Value>(&out).unwrap()["run"]
+        .as_u64()
+        .unwrap();
+    approve_until(&mut f, &url, &kit, "the long run starts", |e| {
+        e["event"] == "run_started" && e["run"] == y
+    });
+    approve_until(&mut f, &url, &kit, "a commit of the long run", |e| {
+        e["event"] == "round_committed" && e["run"] == y
+    });
+    f.crash_and_restart_coordinator().unwrap();
+    approve_until(&mut f, &url, &kit, "the long run resumes", |e| {
+        e["event"] == "run_started" && e["run"] == y
+    });
+    approve_until(&mut f, &url, &kit, "a commit after the restart", |e| {
+        e["event"] == "round_committed" && e["run"] == y
+    });
+    let (ok, out) = run_cmd(
+        &url,
+        &kit,
+        &["cancel", &y.to_string(), "--reason", "enough"],
+    );
+    assert!(ok, "{out}");
+    let e = approve_until(&mut f, &url, &kit, "the long run ends", ended(y));
+    assert_eq!(e["outcome"], "cancelled", "{e}");
+
+    // 5. Paused (the schedule goes on queueing, no round starts); the current version deployed,
+    // then rolled back: the silos are back on the earlier version and score with it.
+    let admin_cmd = |args: &[&str]| {
+        let mut all = vec!["admin", "--url", url.as_str(), "--kit", arg(&kit)];
+        all.extend_from_slice(args);
+        fedsilo(&all)
+    };
+    let (ok, out) = admin_cmd(&["pause", "--reason", "rollback drill"]);
+    assert!(ok, "{out}");
+    // A round in flight when the pause came ends first (its candidate may await approval).
+    let v2 = loop {
+        let (ok, out) = admin_cmd(&["status"]);
+        assert!(ok, "{out}");
+        let s: Value = serde_json::from_str(&out).unwrap();
+        if let Some(v) = s["awaiting_approval"]["version"].as_u64() {
+            let (ok, out) = admin_cmd(&["reject", &v.to_string(), "--reason", "drill"]);
+            assert!(ok, "{out}");
+            continue;
+        }
+        if s["round_in_flight"].is_null() {
+            break s["current_version"].as_u64().unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(v2 > v1, "v{v2} after v{v1}");
+    let from = f.seen().len();
+    let (ok, out) = fedsilo(&[
+        "deploy",
+        "--url",
+        &url,
+        "--kit",
+        arg(&kit),
+        "create",
+        "--version",
+        &v2.to_string(),
+    ]);
+    assert!(ok, "{out}");
+    for silo in ["northeast", "west"] {
+        f.since(from, "v2 deployed", |e| {
+            e["event"] == "silo_deployed" && e["silo"] == silo && e["version"] == v2
+        });
+    }
+    assert_eq!(score("west"), v2.to_string());
+    let from = f.seen().len();
+    let (ok, out) = admin_cmd(&["rollback", &v1.to_string(), "--reason", "v2 misbehaves"]);
+    assert!(ok, "{out}");
+    for silo in ["northeast", "west"] {
+        f.since(from, "back on v1", |e| {
+            e["event"] == "silo_deployed" && e["silo"] == silo && e["version"] == v1
+        });
+    }
+    assert_eq!(score("west"), v1.to_string());
+    assert_eq!(score("northeast"), v1.to_string());
+
+    // Every run's story is in the journal, the schedule's runs by the schedule.
+    f.coordinator().signal("TERM").unwrap();
+    f.exit_status();
+    let entries = journal(&f);
+    let by = |run: u64| {
+        entries
+            .iter()
+            .find(|e| e["record"]["kind"] == "run_submitted" && e["record"]["run"] == run)
+            .map(|e| e["record"]["by"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    assert_eq!(by(1), "federation schedule");
+    assert_eq!((by(x), by(y)), ("alice".to_string(), "alice".to_string()));
+    let kinds: Vec<&str> = entries
+        .iter()
+        .map(|e| e["record"]["kind"].as_str().unwrap())
+        .collect();
+    for kind in ["approved", "deployed", "rolled_back", "run_cancelled"] {
+        assert!(kinds.contains(&kind), "no {kind} in the journal");
+    }
 }
