@@ -279,6 +279,7 @@ fn a_silo_with_another_schema_is_blocked_with_the_reason_and_the_others_go_on() 
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     };
+    // (It says so while it runs, and still after it stopped with the coordinator.)
     let (ok, out) = said("south", "blocked by the coordinator");
     assert!(!ok && out.contains("its schema"), "{out}");
     assert!(f.silo_log("south").contains("blocked by the coordinator"));

@@ -464,3 +464,73 @@ fn one_coordinator_serves_scheduled_and_submitted_runs_deploys_rolls_back_and_su
         assert!(kinds.contains(&kind), "no {kind} in the journal");
     }
 }
+
+/// A run's own, stricter policy: under a policy that approves nothing by hand, a run submitted
+/// with `--require-approval` has its candidate wait for an operator; the next run, without it,
+/// commits by itself.
+#[test]
+fn a_run_may_require_approval_that_the_policy_does_not() {
+    let admin = free_port();
+    let extra = format!("[admin]\nlisten = \"127.0.0.1:{admin}\"\n");
+    let mut f = Federation::start(Options {
+        rounds: 0,
+        silos: vec![("northeast", vec![]), ("west", vec![])],
+        min_silos: 2,
+        quorum: 2,
+        silos_exit_with_coordinator: false,
+        coordinator_args: vec!["--serve".into()],
+        extra: Box::leak(extra.into_boxed_str()),
+        ..Default::default()
+    });
+    let url = format!("https://127.0.0.1:{admin}");
+    let kit = f.operator("alice").join("alice");
+    let strict = [
+        "submit",
+        "--rounds",
+        "1",
+        "--require-approval",
+        "--max-auc-drop",
+        "0.5",
+    ];
+    let (ok, out) = run_cmd(&url, &kit, &strict);
+    assert!(ok && out.contains("\"run\": 1"), "{out}");
+    let (ok, out) = run_cmd(&url, &kit, &["show", "1"]);
+    assert!(ok && out.contains("\"require_approval\": true"), "{out}");
+    let (ok, out) = run_cmd(&url, &kit, &["submit", "--rounds", "1"]);
+    assert!(ok && out.contains("\"run\": 2"), "{out}");
+    let waiting = f.expect("run 1's candidate awaits", |e| {
+        e["event"] == "awaiting_approval"
+    });
+    let v = waiting["version"].as_u64().unwrap().to_string();
+    let (ok, out) = fedsilo(&[
+        "admin",
+        "--url",
+        &url,
+        "--kit",
+        arg(&kit),
+        "approve",
+        &v,
+        "--reason",
+        "checked",
+    ]);
+    assert!(ok, "{out}");
+    f.expect("run 1 ends", ended(1));
+    // Run 2 commits by itself: the policy's own rules are back.
+    let e = f.expect("run 2 ends", ended(2));
+    assert_eq!(e["committed"], 1, "{e}");
+    assert!(
+        !f.seen()
+            .iter()
+            .any(|e| e["event"] == "awaiting_approval" && e["version"] != waiting["version"]),
+        "run 2's candidate waited for approval"
+    );
+    // Out of range: refused by name.
+    let (ok, out) = run_cmd(
+        &url,
+        &kit,
+        &["submit", "--rounds", "1", "--max-auc-drop", "3"],
+    );
+    assert!(!ok && out.contains("max_auc_drop = 3"), "{out}");
+    f.coordinator().signal("TERM").unwrap();
+    f.exit_status();
+}

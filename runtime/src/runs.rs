@@ -54,6 +54,64 @@ impl RunSettings {
     }
 }
 
+/// A run's own policy, tighter than the federation's: the run's rounds are judged by the
+/// stricter of each value and the policy's (`None`: the policy's). A run can ask for an
+/// operator's approval of every candidate, or a smaller allowed drop of held-out AUC; it can
+/// never loosen the federation's policy — not even if the policy file changes after the run was
+/// submitted, because the stricter value is taken when each round starts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyOverrides {
+    /// Every candidate of the run waits for an operator's approval.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_approval: bool,
+    /// Largest allowed drop of the example-weighted held-out AUC, in [0, 1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_auc_drop: Option<f64>,
+    /// Largest allowed drop of any one silo's held-out AUC, in [0, 1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_silo_auc_drop: Option<f64>,
+}
+
+impl PolicyOverrides {
+    /// Whether nothing is overridden.
+    pub fn is_empty(&self) -> bool {
+        *self == PolicyOverrides::default()
+    }
+
+    /// Why the values cannot be used, if they cannot.
+    pub fn check(&self) -> Result<(), String> {
+        for (key, v) in [
+            ("max_auc_drop", self.max_auc_drop),
+            ("max_silo_auc_drop", self.max_silo_auc_drop),
+        ] {
+            if let Some(d) = v.filter(|d| !(d.is_finite() && (0.0..=1.0).contains(d))) {
+                return Err(format!(
+                    "{key} = {d}: an AUC difference in [0, 1], e.g. 0.01"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `policy` with the run's stricter values.
+    pub fn tighten(&self, policy: &fedsilo_policies::Policy) -> fedsilo_policies::Policy {
+        let mut p = policy.clone();
+        if self.is_empty() {
+            return p;
+        }
+        let v = p.validation.get_or_insert_with(Default::default);
+        v.require_approval |= self.require_approval;
+        let stricter = |own: Option<f64>, run: Option<f64>| match (own, run) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        v.max_auc_drop = stricter(v.max_auc_drop, self.max_auc_drop);
+        v.max_silo_auc_drop = stricter(v.max_silo_auc_drop, self.max_silo_auc_drop);
+        p
+    }
+}
+
 /// What a run is asked to do.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunPlan {
@@ -62,6 +120,9 @@ pub struct RunPlan {
     /// Its own training settings.
     #[serde(default, skip_serializing_if = "RunSettings::is_empty")]
     pub settings: RunSettings,
+    /// Its own, stricter, policy.
+    #[serde(default, skip_serializing_if = "PolicyOverrides::is_empty")]
+    pub policy: PolicyOverrides,
     /// The submitter's idempotency key: a submission repeating it (a retry after a timeout)
     /// gets the run the first one made instead of a second run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -413,6 +474,7 @@ mod tests {
         RunPlan {
             rounds,
             settings: RunSettings::default(),
+            policy: Default::default(),
             key: None,
         }
     }
@@ -528,5 +590,53 @@ mod tests {
         assert_eq!(v["state"], "running");
         assert_eq!(v["first_round"], 7);
         assert_eq!(v["plan"]["rounds"], 2);
+    }
+
+    #[test]
+    fn a_run_tightens_the_policy_and_never_loosens_it() {
+        let fed =
+            fedsilo_policies::Policy::from_toml_str("[validation]\nmax_auc_drop = 0.02\n", "test")
+                .unwrap();
+        // Nothing asked: the policy as it is.
+        assert_eq!(PolicyOverrides::default().tighten(&fed), fed);
+        let run = PolicyOverrides {
+            require_approval: true,
+            max_auc_drop: Some(0.05),
+            max_silo_auc_drop: Some(0.1),
+        };
+        let v = run.tighten(&fed).validation.unwrap();
+        // Looser than the policy: the policy's 0.02 stays; new rules and approval are added.
+        assert_eq!(
+            (v.require_approval, v.max_auc_drop, v.max_silo_auc_drop),
+            (true, Some(0.02), Some(0.1))
+        );
+        let stricter = PolicyOverrides {
+            max_auc_drop: Some(0.005),
+            ..Default::default()
+        };
+        assert_eq!(
+            stricter.tighten(&fed).validation.unwrap().max_auc_drop,
+            Some(0.005)
+        );
+        // A policy that requires approval keeps requiring it.
+        let approving = fedsilo_policies::Policy::from_toml_str(
+            "[validation]\nrequire_approval = true\n",
+            "test",
+        )
+        .unwrap();
+        assert!(
+            stricter
+                .tighten(&approving)
+                .validation
+                .unwrap()
+                .require_approval
+        );
+        for bad in [-0.1, 1.5, f64::NAN] {
+            let o = PolicyOverrides {
+                max_auc_drop: Some(bad),
+                ..Default::default()
+            };
+            assert!(o.check().unwrap_err().contains("max_auc_drop"), "{bad}");
+        }
     }
 }

@@ -244,7 +244,7 @@ fn status(args: impl Iterator<Item = std::ffi::OsString>) -> std::process::ExitC
             } else {
                 println!("{} (the node is not running)", s.describe());
             }
-            let blocked = matches!(s.activity, silo_node::status::Activity::Blocked { .. });
+            let blocked = s.blocked.is_some();
             if running && !blocked {
                 std::process::ExitCode::SUCCESS
             } else {

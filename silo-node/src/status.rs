@@ -79,6 +79,10 @@ pub struct SiloStatus {
     pub last_round: Option<LastRound>,
     /// The version deployed at it, if any.
     pub deployed: Option<DeployedVersion>,
+    /// Why the coordinator blocked it on its current link (kept once it stops, so that the
+    /// status still says why it never trained).
+    #[serde(default)]
+    pub blocked: Option<String>,
 }
 
 /// Something that happened to the silo.
@@ -112,6 +116,7 @@ impl SiloStatus {
             since_ms: now_ms,
             last_round: None,
             deployed: None,
+            blocked: None,
         }
     }
 
@@ -125,8 +130,14 @@ impl SiloStatus {
                 Some(Activity::Waiting { coordinator })
             }
             // A new link is checked again by the coordinator: not blocked until it says so.
-            (_, Change::Linked) => Some(Activity::Linked),
-            (_, Change::Blocked(reason)) => Some(Activity::Blocked { reason }),
+            (_, Change::Linked) => {
+                self.blocked = None;
+                Some(Activity::Linked)
+            }
+            (_, Change::Blocked(reason)) => {
+                self.blocked = Some(reason.clone());
+                Some(Activity::Blocked { reason })
+            }
             (Activity::Blocked { .. } | Activity::Waiting { .. }, Change::TrainingStarted(_)) => {
                 None
             }
@@ -173,6 +184,12 @@ impl SiloStatus {
             Activity::Stopped { reason } => format!("stopped: {reason}"),
         };
         let mut line = format!("silo {}: {activity}", self.silo);
+        if let (Some(why), false) = (
+            &self.blocked,
+            matches!(self.activity, Activity::Blocked { .. }),
+        ) {
+            line += &format!(" (blocked by the coordinator: {why})");
+        }
         if let Some(r) = &self.last_round {
             line += &format!(
                 "; last trained round {} ({} examples, loss {:.4})",
@@ -317,8 +334,13 @@ mod tests {
         assert!(s.apply(Change::Linked, 11));
         assert_eq!(s.since_ms, 11);
         // Stopped is final.
-        assert!(s.apply(Change::Stopped("interrupted".into()), 12));
-        assert!(!s.apply(Change::Linked, 13));
+        assert!(s.apply(Change::Blocked("another schema".into()), 12));
+        assert!(s.apply(Change::Stopped("interrupted".into()), 13));
+        assert!(!s.apply(Change::Linked, 14));
+        // Stopped, it still says why it never trained.
+        assert!(s
+            .describe()
+            .contains("stopped: interrupted (blocked by the coordinator: another schema)"));
     }
 
     #[test]

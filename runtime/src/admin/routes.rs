@@ -392,8 +392,10 @@ async fn pause(
 }
 
 /// The body of `POST /v1/runs`: `rounds`, and optionally the run's own `epochs`,
-/// `batch_size`, `learning_rate`, `prox_mu` — [`crate::runs::RunSettings`]'s fields spelled
-/// out, because serde cannot refuse unknown fields around a flattened struct.
+/// `batch_size`, `learning_rate`, `prox_mu` ([`crate::runs::RunSettings`]) and
+/// `require_approval`, `max_auc_drop`, `max_silo_auc_drop`
+/// ([`crate::runs::PolicyOverrides`]) — spelled out, because serde cannot refuse unknown
+/// fields around a flattened struct.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Submission {
@@ -408,6 +410,12 @@ struct Submission {
     prox_mu: Option<f32>,
     #[serde(default)]
     key: Option<String>,
+    #[serde(default)]
+    require_approval: bool,
+    #[serde(default)]
+    max_auc_drop: Option<f64>,
+    #[serde(default)]
+    max_silo_auc_drop: Option<f64>,
 }
 
 /// The training runs, oldest first.
@@ -463,6 +471,11 @@ async fn submit_run(
             batch_size: plan.batch_size,
             learning_rate: plan.learning_rate,
             prox_mu: plan.prox_mu,
+        },
+        policy: crate::runs::PolicyOverrides {
+            require_approval: plan.require_approval,
+            max_auc_drop: plan.max_auc_drop,
+            max_silo_auc_drop: plan.max_silo_auc_drop,
         },
         key: plan.key,
     };

@@ -186,11 +186,13 @@ impl History {
                     rounds,
                     by,
                     settings,
+                    policy,
                     key,
                 } => {
                     let plan = RunPlan {
                         rounds: *rounds,
                         settings: settings.clone(),
+                        policy: policy.clone(),
                         key: key.clone(),
                     };
                     h.runs.submit(*run, plan, by.clone(), e.body.time_ms);

@@ -226,6 +226,12 @@ pub enum Record {
         /// Its own training settings, if any.
         #[serde(default, skip_serializing_if = "crate::runs::RunSettings::is_empty")]
         settings: crate::runs::RunSettings,
+        /// Its own, stricter, policy, if any.
+        #[serde(
+            default,
+            skip_serializing_if = "crate::runs::PolicyOverrides::is_empty"
+        )]
+        policy: crate::runs::PolicyOverrides,
         /// The submitter's idempotency key, if any.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key: Option<String>,

@@ -39,6 +39,18 @@ enum RunCommand {
         /// finds the run the first submission made instead of queueing a second one.
         #[arg(long)]
         key: Option<String>,
+        /// Every candidate of this run waits for an operator's approval (whatever the policy
+        /// says; a run can tighten the policy, never loosen it).
+        #[arg(long)]
+        require_approval: bool,
+        /// This run's largest allowed drop of the weighted held-out AUC (the stricter of this
+        /// and the policy's `validation.max_auc_drop` applies).
+        #[arg(long)]
+        max_auc_drop: Option<f64>,
+        /// This run's largest allowed drop of any one silo's held-out AUC (the stricter of this
+        /// and the policy's applies).
+        #[arg(long)]
+        max_silo_auc_drop: Option<f64>,
     },
     /// Every run: queued, running, finished, failed, cancelled (scope read).
     List,
@@ -67,14 +79,22 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             learning_rate,
             prox_mu,
             key,
+            require_approval,
+            max_auc_drop,
+            max_silo_auc_drop,
         } => {
             let mut body = json!({ "rounds": rounds });
+            if require_approval {
+                body["require_approval"] = json!(true);
+            }
             for (key, value) in [
                 ("epochs", epochs.map(|v| json!(v))),
                 ("batch_size", batch_size.map(|v| json!(v))),
                 ("learning_rate", learning_rate.map(|v| json!(v))),
                 ("prox_mu", prox_mu.map(|v| json!(v))),
                 ("key", key.map(|v| json!(v))),
+                ("max_auc_drop", max_auc_drop.map(|v| json!(v))),
+                ("max_silo_auc_drop", max_silo_auc_drop.map(|v| json!(v))),
             ] {
                 if let Some(v) = value {
                     body[key] = v;

@@ -65,6 +65,7 @@ pub fn submit(
 /// A run's own settings within the bounds the federation file's `[plan]` has, and its local-only
 /// baseline (with `compare_local`) within what silos accept for one request.
 fn check_settings(s: &CoordinatorSettings, plan: &RunPlan) -> Result<(), String> {
+    plan.policy.check()?;
     let r = &plan.settings;
     if let Some(e) = r.epochs.filter(|e| *e == 0 || *e > MAX_EPOCHS) {
         return Err(format!("epochs = {e}: must be between 1 and {MAX_EPOCHS}"));
@@ -102,6 +103,7 @@ fn queue(
         rounds: plan.rounds,
         by: by.clone(),
         settings: plan.settings.clone(),
+        policy: plan.policy.clone(),
         key: plan.key.clone(),
     })?;
     state.runs.submit(id, plan, by, at_ms);
@@ -128,6 +130,7 @@ pub fn submit_due(
     let plan = RunPlan {
         rounds: schedule.rounds,
         settings: RunSettings::default(),
+        policy: Default::default(),
         key: None,
     };
     if !schedule.due(from, now_ms) || state.runs.check_submit(&plan).is_err() {
@@ -186,6 +189,7 @@ fn job(id: u64, plan: &RunPlan, first_round: u64) -> Job {
         until: first_round.saturating_add(plan.rounds - 1),
         rounds: plan.rounds,
         settings: plan.settings.clone(),
+        policy: plan.policy.clone(),
         cancelled: false,
     }
 }
@@ -205,6 +209,7 @@ pub fn recover(
     let plan = RunPlan {
         rounds,
         settings: RunSettings::default(),
+        policy: Default::default(),
         key: None,
     };
     if never_trained

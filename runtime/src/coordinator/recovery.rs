@@ -118,6 +118,7 @@ pub fn recover(args: CoordinatorArgs) -> crate::Result<CoordinatorState> {
             until: rounds,
             rounds,
             settings: Default::default(),
+            policy: Default::default(),
             cancelled: false,
         });
     }

@@ -25,6 +25,7 @@ fn with(rounds: u64, settings: RunSettings) -> ControlRequest {
         plan: RunPlan {
             rounds,
             settings,
+            policy: Default::default(),
             key: None,
         },
         by: "token n8n".into(),
@@ -364,6 +365,7 @@ async fn a_retried_submission_with_its_key_finds_its_run_even_after_a_restart() 
             plan: RunPlan {
                 rounds,
                 settings: RunSettings::default(),
+                policy: Default::default(),
                 key: Some(key.into()),
             },
             by: "token n8n".into(),
@@ -392,4 +394,60 @@ async fn a_retried_submission_with_its_key_finds_its_run_even_after_a_restart() 
     let again = control(&mut s, keyed(3, "CHG-1234")).unwrap();
     assert!(again.starts_with("run 1 was submitted"), "{again}");
     assert_eq!(s.runs.all().count(), 1);
+}
+
+#[tokio::test]
+async fn a_runs_own_policy_is_journaled_applies_to_its_rounds_alone_and_survives_a_restart() {
+    let mut f = Fixture::serving(0);
+    let mut s = f.start().await.unwrap();
+    let strict = crate::runs::PolicyOverrides {
+        require_approval: true,
+        max_auc_drop: Some(0.01),
+        max_silo_auc_drop: None,
+    };
+    let request = ControlRequest::Run(RunRequest::Submit {
+        plan: RunPlan {
+            rounds: 1,
+            settings: RunSettings::default(),
+            policy: strict.clone(),
+            key: None,
+        },
+        by: "alice".into(),
+    });
+    control(&mut s, request).unwrap();
+    let fed = fedsilo_policies::Policy::default();
+    // Between runs: the federation's policy.
+    assert_eq!(s.run.policy(&fed), fed);
+    assert!(jobs::start_next(&mut s).unwrap());
+    let judged = s.run.policy(&fed).validation.unwrap();
+    assert_eq!(
+        (judged.require_approval, judged.max_auc_drop),
+        (true, Some(0.01))
+    );
+    // An out-of-range value is refused by name, before anything is journaled.
+    let bad = ControlRequest::Run(RunRequest::Submit {
+        plan: RunPlan {
+            rounds: 1,
+            settings: RunSettings::default(),
+            policy: crate::runs::PolicyOverrides {
+                max_silo_auc_drop: Some(2.0),
+                ..Default::default()
+            },
+            key: None,
+        },
+        by: "alice".into(),
+    });
+    let Err(ControlError::Conflict(why)) = control(&mut s, bad) else {
+        panic!("an AUC drop of 2 was queued");
+    };
+    assert!(why.contains("max_silo_auc_drop = 2"), "{why}");
+    drop(s);
+    // Restarted: the running run resumes with its own policy.
+    let s = f.start().await.unwrap();
+    let judged = s.run.policy(&fed).validation.unwrap();
+    assert_eq!(
+        (judged.require_approval, judged.max_auc_drop),
+        (true, Some(0.01))
+    );
+    assert_eq!(s.runs.get(1).unwrap().plan.policy, strict);
 }

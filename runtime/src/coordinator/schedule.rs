@@ -74,7 +74,8 @@ pub async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Co
     let round = state.run.next_round;
     refresh_policy(state).await;
     let current = match ask(&state.links.policy, "policy", PolicyMessage::Snapshot).await {
-        Ok(p) => p,
+        // The run's own policy can only tighten the federation's.
+        Ok(p) => state.run.policy(&p),
         Err(e) => return finish(state, myself, Some(e.to_string())),
     };
     let over_budget = match budget_check(state, &current, round) {

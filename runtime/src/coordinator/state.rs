@@ -59,6 +59,8 @@ pub struct Job {
     pub rounds: u64,
     /// Its own training settings, over the federation file's `[plan]`.
     pub settings: crate::runs::RunSettings,
+    /// Its own, stricter, policy.
+    pub policy: crate::runs::PolicyOverrides,
     /// An operator cancelled it: it ends at the next round boundary.
     pub cancelled: bool,
 }
@@ -135,6 +137,15 @@ impl Run {
     /// Whether an operator cancelled the current run.
     pub fn cancelled(&self) -> bool {
         self.job.as_ref().is_some_and(|j| j.cancelled)
+    }
+
+    /// The policy the current run's rounds are judged by: `policy`, tightened by the run's
+    /// own.
+    pub fn policy(&self, policy: &fedsilo_policies::Policy) -> fedsilo_policies::Policy {
+        match &self.job {
+            Some(j) => j.policy.tighten(policy),
+            None => policy.clone(),
+        }
     }
 
     /// The training settings of the current run's rounds: its own, else `s`'s.
