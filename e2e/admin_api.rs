@@ -27,25 +27,7 @@ fn dead_receiver() -> u16 {
     port
 }
 
-/// `fedsilo admin token add`: the token.
-fn token(tokens: &Path, name: &str, scope: &str) -> String {
-    let (ok, out) = fedsilo(&[
-        "admin",
-        "token",
-        "add",
-        "--tokens",
-        arg(tokens),
-        "--name",
-        name,
-        "--scope",
-        scope,
-    ]);
-    assert!(ok, "{out}");
-    out.lines()
-        .find(|l| l.starts_with("fedsilo_"))
-        .unwrap()
-        .to_string()
-}
+use crate::common::admin_token as token;
 
 struct Callers {
     url: String,

@@ -254,6 +254,31 @@ pub fn fedsilo(args: &[&str]) -> (bool, String) {
     )
 }
 
+/// `fedsilo admin token add` into the tokens file `tokens`: the new token.
+pub fn admin_token(tokens: &Path, name: &str, scope: &str) -> String {
+    let (ok, out) = fedsilo(&[
+        "admin",
+        "token",
+        "add",
+        "--tokens",
+        arg(tokens),
+        "--name",
+        name,
+        "--scope",
+        scope,
+    ]);
+    assert!(ok, "{out}");
+    out.lines()
+        .find(|l| l.starts_with("fedsilo_"))
+        .unwrap()
+        .to_string()
+}
+
+/// `silo-node` arguments that keep silo `name`'s deployments in `dir/name`.
+pub fn deploy_dir(dir: &Path, name: &str) -> Vec<String> {
+    vec!["--deploy-dir".into(), arg(&dir.join(name)).into()]
+}
+
 /// A path as a command-line argument.
 pub fn arg(p: &Path) -> &str {
     p.to_str().unwrap()

@@ -58,12 +58,7 @@ fn deployed(silo: &'static str, version: u64) -> impl Fn(&Value) -> bool {
 #[test]
 fn committed_versions_reach_the_silos_and_are_scored_with_there() {
     let deploy = tempfile::tempdir().unwrap();
-    let dir = |name: &str| -> Vec<String> {
-        vec![
-            "--deploy-dir".into(),
-            deploy.path().join(name).to_str().unwrap().into(),
-        ]
-    };
+    let dir = |name: &str| crate::common::deploy_dir(deploy.path(), name);
     let admin = free_port();
     let extra = format!("[admin]\nlisten = \"127.0.0.1:{admin}\"\n");
     let mut f = Federation::start(Options {

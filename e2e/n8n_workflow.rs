@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use crate::common::{arg, example_in, fedsilo, free_port, Federation, Options};
+use crate::common::{admin_token as token, deploy_dir, example_in, free_port, Federation, Options};
 use fedsilo::http_client::{roots, HttpClient};
 use hyper::Method;
 use testkit::webhook_receiver::WebhookReceiver;
@@ -139,25 +139,6 @@ fn decision(version: u64, answer: &str, reason: &str) -> Value {
     })
 }
 
-fn token(tokens: &std::path::Path, name: &str, scope: &str) -> String {
-    let (ok, out) = fedsilo(&[
-        "admin",
-        "token",
-        "add",
-        "--tokens",
-        arg(tokens),
-        "--name",
-        name,
-        "--scope",
-        scope,
-    ]);
-    assert!(ok, "{out}");
-    out.lines()
-        .find(|l| l.starts_with("fedsilo_"))
-        .unwrap()
-        .to_string()
-}
-
 #[test]
 fn the_n8n_workflow_reviews_approves_deploys_and_rejects_through_the_api() {
     fedsilo::tls::install_crypto_provider();
@@ -227,17 +208,8 @@ fn the_n8n_workflow_reviews_approves_deploys_and_rejects_through_the_api() {
     for (name, _) in env.iter() {
         assert!(readme.contains(name), "README lacks {name}");
     }
-    let deploy = |name: &str| -> Vec<String> {
-        vec![
-            "--deploy-dir".into(),
-            keys.path()
-                .join("deployed")
-                .join(name)
-                .to_str()
-                .unwrap()
-                .into(),
-        ]
-    };
+    let deployed = keys.path().join("deployed");
+    let deploy = |name: &str| deploy_dir(&deployed, name);
     let extra = format!(
         "[admin]\nlisten = \"127.0.0.1:{admin}\"\ntokens = \"{}\"\n\n[[webhooks]]\nurl = \"http://127.0.0.1:{}/webhook/fedsilo\"\nsecret_file = \"{}\"\nevents = [\"candidate_awaiting_approval\"]\nfirst_retry_secs = 0.05\n",
         tokens.display(),

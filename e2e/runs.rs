@@ -16,6 +16,13 @@ fn run_cmd(url: &str, kit: &std::path::Path, args: &[&str]) -> (bool, String) {
     fedsilo(&all)
 }
 
+/// `fedsilo admin … ARGS` as operator `alice`: whether it succeeded, and what it printed.
+fn admin_cmd(url: &str, kit: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let mut all = vec!["admin", "--url", url, "--kit", arg(kit)];
+    all.extend_from_slice(args);
+    fedsilo(&all)
+}
+
 /// The coordinator's audit journal, entry by entry.
 fn journal(f: &Federation) -> Vec<Value> {
     std::fs::read_to_string(f.state_dir().join("audit.jsonl"))
@@ -60,12 +67,7 @@ fn a_serving_coordinator_runs_jobs_back_to_back_and_resumes_one_after_a_kill() {
 
     // Paused, two runs queued: run 2 starts (no round while paused), run 3 waits and is
     // cancelled before it starts; resumed, run 2 trains its rounds.
-    let admin_cmd = |args: &[&str]| {
-        let mut all = vec!["admin", "--url", url.as_str(), "--kit", arg(&kit)];
-        all.extend_from_slice(args);
-        fedsilo(&all)
-    };
-    let (ok, out) = admin_cmd(&["pause", "--reason", "queueing"]);
+    let (ok, out) = admin_cmd(&url, &kit, &["pause", "--reason", "queueing"]);
     assert!(ok, "{out}");
     let (ok, out) = run_cmd(&url, &kit, &["submit", "--rounds", "2", "--epochs", "2"]);
     assert!(ok && out.contains("\"run\": 2"), "{out}");
@@ -81,7 +83,7 @@ fn a_serving_coordinator_runs_jobs_back_to_back_and_resumes_one_after_a_kill() {
     assert!(ok && out.contains("\"run\": 3"), "{out}");
     let (ok, out) = run_cmd(&url, &kit, &["cancel", "3", "--reason", "submitted twice"]);
     assert!(ok && out.contains("will not start"), "{out}");
-    let (ok, out) = admin_cmd(&["resume"]);
+    let (ok, out) = admin_cmd(&url, &kit, &["resume"]);
     assert!(ok, "{out}");
     let second = f.expect("run 2 ends", ended(2));
     assert_eq!(second["committed"], 2, "{second}");
@@ -239,24 +241,37 @@ fn approve_until(
             return e;
         }
         let v = e["version"].as_u64().unwrap().to_string();
-        let (ok, out) = fedsilo(&[
-            "admin",
-            "--url",
-            url,
-            "--kit",
-            arg(kit),
-            "approve",
-            &v,
-            "--reason",
-            "reviewed",
-        ]);
+        let (ok, out) = admin_cmd(url, kit, &["approve", &v, "--reason", "reviewed"]);
         assert!(ok, "{out}");
+    }
+}
+
+/// Deploys `version` to every silo as operator `kit` and waits until northeast and west hold
+/// it.
+fn deploy_everywhere(f: &mut Federation, url: &str, kit: &std::path::Path, version: u64) {
+    let from = f.seen().len();
+    let v = version.to_string();
+    let (ok, out) = fedsilo(&[
+        "deploy",
+        "--url",
+        url,
+        "--kit",
+        arg(kit),
+        "create",
+        "--version",
+        &v,
+    ]);
+    assert!(ok, "{out}");
+    for silo in ["northeast", "west"] {
+        f.since(from, "deployed", |e| {
+            e["event"] == "silo_deployed" && e["silo"] == silo && e["version"] == version
+        });
     }
 }
 
 /// The coordinator's current version, through the admin API.
 fn current_version(url: &str, kit: &std::path::Path) -> u64 {
-    let (ok, out) = fedsilo(&["admin", "--url", url, "--kit", arg(kit), "status"]);
+    let (ok, out) = admin_cmd(url, kit, &["status"]);
     assert!(ok, "{out}");
     serde_json::from_str::<Value>(&out).unwrap()["current_version"]
         .as_u64()
@@ -270,12 +285,7 @@ fn current_version(url: &str, kit: &std::path::Path) -> u64 {
 #[test]
 fn one_coordinator_serves_scheduled_and_submitted_runs_deploys_rolls_back_and_survives_a_kill() {
     let deploy = tempfile::tempdir().unwrap();
-    let dir = |name: &str| -> Vec<String> {
-        vec![
-            "--deploy-dir".into(),
-            deploy.path().join(name).to_str().unwrap().into(),
-        ]
-    };
+    let dir = |name: &str| crate::common::deploy_dir(deploy.path(), name);
     let admin = free_port();
     let extra = format!(
         "[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n[schedule]\nevery_secs = 3\nrounds = 1\n"
@@ -338,23 +348,7 @@ fn one_coordinator_serves_scheduled_and_submitted_runs_deploys_rolls_back_and_su
 
     // 3. Its version deployed to every silo; the silos score with it.
     let v1 = current_version(&url, &kit);
-    let from = f.seen().len();
-    let (ok, out) = fedsilo(&[
-        "deploy",
-        "--url",
-        &url,
-        "--kit",
-        arg(&kit),
-        "create",
-        "--version",
-        &v1.to_string(),
-    ]);
-    assert!(ok, "{out}");
-    for silo in ["northeast", "west"] {
-        f.since(from, "deployed", |e| {
-            e["event"] == "silo_deployed" && e["silo"] == silo && e["version"] == v1
-        });
-    }
+    deploy_everywhere(&mut f, &url, &kit, v1);
     assert_eq!(score("northeast"), v1.to_string());
 
     // 4. A long submitted run, killed after a commit, resumed, then cancelled.
@@ -391,20 +385,15 @@ fn one_coordinator_serves_scheduled_and_submitted_runs_deploys_rolls_back_and_su
 
     // 5. Paused (the schedule goes on queueing, no round starts); the current version deployed,
     // then rolled back: the silos are back on the earlier version and score with it.
-    let admin_cmd = |args: &[&str]| {
-        let mut all = vec!["admin", "--url", url.as_str(), "--kit", arg(&kit)];
-        all.extend_from_slice(args);
-        fedsilo(&all)
-    };
-    let (ok, out) = admin_cmd(&["pause", "--reason", "rollback drill"]);
+    let (ok, out) = admin_cmd(&url, &kit, &["pause", "--reason", "rollback drill"]);
     assert!(ok, "{out}");
     // A round in flight when the pause came ends first (its candidate may await approval).
     let v2 = loop {
-        let (ok, out) = admin_cmd(&["status"]);
+        let (ok, out) = admin_cmd(&url, &kit, &["status"]);
         assert!(ok, "{out}");
         let s: Value = serde_json::from_str(&out).unwrap();
         if let Some(v) = s["awaiting_approval"]["version"].as_u64() {
-            let (ok, out) = admin_cmd(&["reject", &v.to_string(), "--reason", "drill"]);
+            let (ok, out) = admin_cmd(&url, &kit, &["reject", &v.to_string(), "--reason", "drill"]);
             assert!(ok, "{out}");
             continue;
         }
@@ -414,26 +403,14 @@ fn one_coordinator_serves_scheduled_and_submitted_runs_deploys_rolls_back_and_su
         std::thread::sleep(std::time::Duration::from_millis(100));
     };
     assert!(v2 > v1, "v{v2} after v{v1}");
-    let from = f.seen().len();
-    let (ok, out) = fedsilo(&[
-        "deploy",
-        "--url",
-        &url,
-        "--kit",
-        arg(&kit),
-        "create",
-        "--version",
-        &v2.to_string(),
-    ]);
-    assert!(ok, "{out}");
-    for silo in ["northeast", "west"] {
-        f.since(from, "v2 deployed", |e| {
-            e["event"] == "silo_deployed" && e["silo"] == silo && e["version"] == v2
-        });
-    }
+    deploy_everywhere(&mut f, &url, &kit, v2);
     assert_eq!(score("west"), v2.to_string());
     let from = f.seen().len();
-    let (ok, out) = admin_cmd(&["rollback", &v1.to_string(), "--reason", "v2 misbehaves"]);
+    let (ok, out) = admin_cmd(
+        &url,
+        &kit,
+        &["rollback", &v1.to_string(), "--reason", "v2 misbehaves"],
+    );
     assert!(ok, "{out}");
     for silo in ["northeast", "west"] {
         f.since(from, "back on v1", |e| {
@@ -502,17 +479,7 @@ fn a_run_may_require_approval_that_the_policy_does_not() {
         e["event"] == "awaiting_approval"
     });
     let v = waiting["version"].as_u64().unwrap().to_string();
-    let (ok, out) = fedsilo(&[
-        "admin",
-        "--url",
-        &url,
-        "--kit",
-        arg(&kit),
-        "approve",
-        &v,
-        "--reason",
-        "checked",
-    ]);
+    let (ok, out) = admin_cmd(&url, &kit, &["approve", &v, "--reason", "checked"]);
     assert!(ok, "{out}");
     f.expect("run 1 ends", ended(1));
     // Run 2 commits by itself: the policy's own rules are back.

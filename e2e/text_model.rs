@@ -587,12 +587,8 @@ fn a_deployed_text_model_scores_unlabelled_reviews_at_the_silo() {
     let (manifest, initial) = prepare(work.path());
     let a = slice(work.path(), "retailer-a", 0, 48);
     let b = slice(work.path(), "retailer-b", 48, 48);
-    let deploy = |name: &str| -> Vec<String> {
-        vec![
-            "--deploy-dir".into(),
-            arg(&work.path().join("deployed").join(name)).into(),
-        ]
-    };
+    let deployed = work.path().join("deployed");
+    let deploy = |name: &str| crate::common::deploy_dir(&deployed, name);
     let mut f = Federation::start(Options {
         silos: vec![
             ("retailer-a", deploy("retailer-a")),

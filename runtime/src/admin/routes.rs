@@ -443,6 +443,17 @@ async fn run(
     }
 }
 
+/// The request's body as JSON of type `T`; a 400 naming `like` (an example body) otherwise.
+async fn json_body<T: serde::de::DeserializeOwned>(body: Body, like: &str) -> Result<T, ApiError> {
+    let body = read_body(body).await?;
+    serde_json::from_slice(&body).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("the body must be JSON like {like}: {e}"),
+        )
+    })
+}
+
 /// A run id from the path, read after the caller is authenticated.
 fn run_id(v: &str) -> Result<u64, ApiError> {
     v.parse()
@@ -457,13 +468,7 @@ async fn submit_run(
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let caller = guard(&api, &headers, &peer, Scope::Operate)?;
-    let body = read_body(body).await?;
-    let plan: Submission = serde_json::from_slice(&body).map_err(|e| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("the body must be JSON like {{\"rounds\": 5}}: {e}"),
-        )
-    })?;
+    let plan: Submission = json_body(body, r#"{"rounds": 5}"#).await?;
     let plan = crate::runs::RunPlan {
         rounds: plan.rounds,
         settings: crate::runs::RunSettings {
@@ -556,13 +561,8 @@ async fn deploy(
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let caller = guard(&api, &headers, &peer, Scope::Operate)?;
-    let body = read_body(body).await?;
-    let order: DeploymentOrder = serde_json::from_slice(&body).map_err(|e| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("the body must be JSON like {{\"version\": 3}}, with \"region\" or \"silos\" to deploy to fewer than every silo: {e}"),
-        )
-    })?;
+    let like = r#"{"version": 3}, with "region" or "silos" to deploy to fewer than every silo"#;
+    let order: DeploymentOrder = json_body(body, like).await?;
     let target = match (order.region, order.silos) {
         (None, None) => crate::deploy::Target::All,
         (Some(region), None) => crate::deploy::Target::Region { region },
