@@ -220,6 +220,7 @@ fn trainer() {
             TrainerActor,
             TrainerArgs {
                 name: "fuzz".into(),
+                region: "global".into(),
                 data: silo_node::trainer::LocalData::Tabular(Arc::new(data)),
                 faults: Default::default(),
                 dp_sgd: None,

@@ -14,81 +14,14 @@ use fedsilo::tls::NodeCredentials;
 use ractor::Actor;
 use ractor_cluster::NodeServer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, ServerName};
 use time::{Duration as TimeDuration, OffsetDateTime};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::broadcast;
 use tokio_rustls::TlsConnector;
 
-const WAIT: Duration = Duration::from_secs(20);
-
-fn id(name: &str, role: Role) -> Identity {
-    Identity {
-        name: name.into(),
-        role,
-        region: "eu".into(),
-    }
-}
-
-fn creds(
-    ca: &CertificateAuthority,
-    who: &Identity,
-    not_before: OffsetDateTime,
-    not_after: OffsetDateTime,
-) -> NodeCredentials {
-    let issued = ca.issue_with_validity(who, not_before, not_after).unwrap();
-    NodeCredentials::from_parts(
-        vec![CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).unwrap()],
-        vec![CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap()],
-        PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).unwrap(),
-        &who.name,
-    )
-    .unwrap()
-}
-
-fn valid(ca: &CertificateAuthority, who: &Identity) -> NodeCredentials {
-    let now = OffsetDateTime::now_utc();
-    creds(
-        ca,
-        who,
-        now - TimeDuration::hours(1),
-        now + TimeDuration::days(1),
-    )
-}
-
-async fn coordinator(ca: &CertificateAuthority, handshake_timeout: Duration) -> ClusterNode {
-    coordinator_with(ca, LinkLimits::with_handshake_timeout(handshake_timeout)).await
-}
-
-async fn coordinator_with(ca: &CertificateAuthority, limits: LinkLimits) -> ClusterNode {
-    ClusterNode::start(ClusterConfig {
-        credentials: valid(ca, &id("coordinator", Role::Coordinator)),
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        limits,
-        crl: None,
-    })
-    .await
-    .unwrap()
-}
-
-/// Waits for the first event matching `pred`.
-async fn next_event(
-    rx: &mut broadcast::Receiver<PeerEvent>,
-    pred: impl Fn(&PeerEvent) -> bool,
-) -> PeerEvent {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            match rx.recv().await {
-                Ok(e) if pred(&e) => return e,
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(e) => panic!("event stream closed: {e}"),
-            }
-        }
-    })
-    .await
-    .expect("expected event did not arrive")
-}
+mod support;
+use support::*;
 
 /// A raw TLS client: connects with `client` credentials (or none) and completes the handshake
 /// from its side, then writes a byte so the server sees the connection.
@@ -126,24 +59,6 @@ async fn raw_tls_attempt(
         let mut buf = [0u8; 16];
         let _ = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut tls, &mut buf)).await;
     }
-}
-
-async fn good_silo(ca: &CertificateAuthority, name: &str, server: &ClusterNode) -> ClusterNode {
-    let silo = ClusterNode::start(ClusterConfig {
-        credentials: valid(ca, &id(name, Role::Silo)),
-        listen: None,
-        limits: LinkLimits::with_handshake_timeout(Duration::from_secs(5)),
-        crl: None,
-    })
-    .await
-    .unwrap();
-    let addr = server.local_addr().unwrap().to_string();
-    let peer = silo
-        .connect(&addr, "coordinator", WAIT)
-        .await
-        .expect("good silo links");
-    assert_eq!(peer.role, Role::Coordinator);
-    silo
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -708,98 +623,4 @@ async fn a_certificate_refused_for_good_ends_the_link_with_one_clear_error() {
         retried.is_err(),
         "gave up on an unreachable peer: {retried:?}"
     );
-}
-
-/// Whether a session of `name` is bound at `server`.
-fn bound(server: &ClusterNode, name: &str) -> bool {
-    server
-        .directory()
-        .bound_peers()
-        .iter()
-        .any(|(_, i)| i.name == name)
-}
-
-/// Revocation: a certificate the consortium CA's revocation list names is refused at the
-/// handshake — the silo hears `certificate_revoked` and stops for good — and a silo revoked
-/// while linked is dropped within seconds of the list changing, while the others stay. A new
-/// list that cannot be used leaves the last good one in force.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_revoked_certificate_is_refused_and_its_open_link_closed() {
-    use fedsilo::cluster::link::keep_linked;
-    let (ca, _) = CertificateAuthority::generate("consortium", 1).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let crl = dir.path().join("crl.pem");
-    std::fs::write(&crl, ca.revocation_list(&[], 1).unwrap()).unwrap();
-    let server = ClusterNode::start(ClusterConfig {
-        credentials: valid(&ca, &id("coordinator", Role::Coordinator)),
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-        limits: LinkLimits::with_handshake_timeout(Duration::from_secs(10)),
-        crl: Some(crl.clone()),
-    })
-    .await
-    .unwrap();
-    let addr = server.local_addr().unwrap().to_string();
-    let mut events = server.directory().subscribe();
-    let bank_a = valid(&ca, &id("bank-a", Role::Silo));
-    let serial_a = fedsilo::identity::revocation::serial_of(bank_a.cert_der()).unwrap();
-    let node_of = |creds: NodeCredentials| {
-        ClusterNode::start(ClusterConfig {
-            credentials: creds,
-            listen: None,
-            limits: LinkLimits::with_handshake_timeout(Duration::from_secs(5)),
-            crl: None,
-        })
-    };
-    let a = node_of(bank_a).await.unwrap();
-    a.connect(&addr, "coordinator", WAIT).await.expect("links");
-    let b = good_silo(&ca, "bank-b", &server).await;
-    for _ in 0..2 {
-        next_event(&mut events, |e| matches!(e, PeerEvent::Bound { .. })).await;
-    }
-
-    // A list that is not the CA's (another CA signed it): reported, the last good one stays.
-    let (other, _) = CertificateAuthority::generate("intruders", 1).unwrap();
-    let forged = other.revocation_list(&[(serial_a.clone(), OffsetDateTime::now_utc())], 9);
-    std::fs::write(&crl, forged.unwrap()).unwrap();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert!(bound(&server, "bank-a"));
-
-    // bank-a revoked: its open link is closed; bank-b's is not.
-    let list = ca.revocation_list(&[(serial_a, OffsetDateTime::now_utc())], 2);
-    std::fs::write(&crl, list.unwrap()).unwrap();
-    let closed = next_event(
-        &mut events,
-        |e| matches!(e, PeerEvent::Refused { reason, .. } if reason.contains("revoked")),
-    )
-    .await;
-    let PeerEvent::Refused { reason, .. } = closed else {
-        unreachable!()
-    };
-    assert!(reason.contains("certificate revoked"), "{reason}");
-    tokio::time::timeout(WAIT, async {
-        while bound(&server, "bank-a") {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("the revoked silo's session stayed");
-    assert!(bound(&server, "bank-b"));
-
-    // Linking again: refused at the handshake, and the silo stops for good.
-    let ended = tokio::time::timeout(
-        WAIT,
-        keep_linked(
-            &a,
-            &addr,
-            "coordinator",
-            Role::Coordinator,
-            false,
-            Duration::from_secs(60),
-        ),
-    )
-    .await
-    .expect("the revoked silo kept retrying");
-    let e = ended.unwrap_err().to_string();
-    assert!(e.contains("CertificateRevoked"), "{e}");
-    drop(b);
 }

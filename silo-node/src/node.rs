@@ -198,6 +198,7 @@ pub async fn run(s: SiloSettings) -> anyhow::Result<()> {
         TrainerActor,
         TrainerArgs {
             name: me.name.clone(),
+            region: me.region.clone(),
             data,
             faults: s.faults,
             dp_sgd: s.dp_sgd,

@@ -245,15 +245,15 @@ impl StatusBoard {
 
     /// Reports `change`: a change of activity is logged once, and the file rewritten.
     pub fn report(&self, change: Change) {
-        let (changed, now) = {
-            let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
-            let before = s.clone();
-            let changed = s.apply(change, now_ms());
-            (changed, (*s != before).then(|| s.clone()))
-        };
-        let Some(now) = now else {
+        // Held while the file is written: two parts of the node reporting at once cannot
+        // interleave their writes, nor an older state land last.
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        let before = s.clone();
+        let changed = s.apply(change, now_ms());
+        if *s == before {
             return;
-        };
+        }
+        let now = s.clone();
         if changed {
             match &now.activity {
                 Activity::Blocked { reason } => {
@@ -264,6 +264,7 @@ impl StatusBoard {
             }
         }
         self.write(&now);
+        drop(s);
     }
 
     fn write(&self, s: &SiloStatus) {

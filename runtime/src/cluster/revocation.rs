@@ -58,6 +58,8 @@ impl Revocations {
     /// The acceptor of `credentials`, refusing what the list at `path` revokes (none: no list).
     /// A list that cannot be read, is not the consortium CA's, or revokes this node is an error.
     pub fn new(credentials: NodeCredentials, path: Option<PathBuf>) -> Result<Self> {
+        // Stamped before reading: a change made while it is read is read again.
+        let stamp = path.as_deref().and_then(stamp);
         let (list, config) = match &path {
             None => (RevocationList::default(), credentials.server_config()?),
             Some(p) => {
@@ -74,7 +76,6 @@ impl Revocations {
                 (list, config)
             }
         };
-        let stamp = path.as_deref().and_then(stamp);
         Ok(Revocations {
             credentials,
             state: Mutex::new(State {

@@ -109,6 +109,9 @@ pub fn candidates(members: &Members, e: &Eligibility<'_>) -> Vec<Candidate> {
                             "missed heartbeats: last answer {:.1} s ago (network.heartbeat_timeout_secs)",
                             s.last_ok.elapsed().as_secs_f64()
                         ))
+                    } else if s.deploying {
+                        // Its one transfer slot is taken: a round's model would cut into it.
+                        Some("a deployment is being delivered to it".to_string())
                     } else {
                         (s.schema != SchemaCheck::Passed)
                             .then(|| "schema not verified yet".to_string())

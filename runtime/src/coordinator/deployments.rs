@@ -6,7 +6,8 @@
 //! competes with a round's for the silo's attention) and one silo at a time per silo: a
 //! [`deliver`] task sends the signed note, the values if the silo lacks them, and the note
 //! again, then reports back with [`CoordinatorMessage::Delivered`]. A silo that refuses an
-//! order (no deployment directory, another model) is not asked again for it; one cut off in
+//! order (no deployment directory, another model, a full disk) is asked again for it only a
+//! minute later; one cut off in
 //! transit is asked again at the next heartbeat; an offline silo gets the version due to it
 //! when it returns, because its heartbeat tells.
 
@@ -58,6 +59,9 @@ impl Deployments {
         }
     }
 }
+
+/// How long a silo that refused an order is left alone before it is asked again.
+const ASK_AGAIN_AFTER: Duration = Duration::from_secs(60);
 
 /// How a delivery ended.
 #[derive(Debug)]
@@ -229,7 +233,10 @@ pub fn deliver_due(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorMe
             let holds = e
                 .deployed
                 .is_some_and(|m| m.version == d.version && m.digest.hex() == d.digest);
-            let refused = e.deploy_refused.as_ref().is_some_and(|(id, _)| *id == d.id);
+            let refused = e
+                .deploy_refused
+                .as_ref()
+                .is_some_and(|(id, _, at)| *id == d.id && at.elapsed() < ASK_AGAIN_AFTER);
             (!holds && !refused).then(|| (name.clone(), d.id))
         })
         .collect();
@@ -287,6 +294,7 @@ fn prepare(state: &mut CoordinatorState, id: u64) -> crate::Result<Arc<Prepared>
         scaling: ckpt.scaling,
         ordered_by: d.by,
         signed_ms: now_ms(),
+        target: d.target,
     };
     let signed =
         SignedNote::sign(&note, &state.deployments.signer).map_err(|e| crate::Error::Config {
@@ -381,7 +389,7 @@ pub fn on_delivered(
             });
         }
         Delivery::Refused(reason) => {
-            e.deploy_refused = Some((deployment, reason.clone()));
+            e.deploy_refused = Some((deployment, reason.clone(), std::time::Instant::now()));
             state.ledger.events.emit(Event::DeploymentRefused {
                 silo,
                 version,

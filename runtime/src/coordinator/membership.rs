@@ -62,8 +62,9 @@ pub struct SiloEntry {
     pub deployed: Option<crate::protocol::ModelRef>,
     /// A deployment is being delivered to it.
     pub deploying: bool,
-    /// The last order it refused, and why (not asked again for that order).
-    pub deploy_refused: Option<(u64, String)>,
+    /// The last order it refused, why, and when (asked again for it only a minute later: a
+    /// full disk may have been cleared, a missing directory made).
+    pub deploy_refused: Option<(u64, String, Instant)>,
 }
 
 /// The federation's members.

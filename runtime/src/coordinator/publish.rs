@@ -33,8 +33,8 @@ pub fn status(state: &CoordinatorState) -> FederationStatus {
             deployment_refused: e
                 .deploy_refused
                 .as_ref()
-                .filter(|(id, _)| due(name, &e.region).is_some_and(|d| d.id == *id))
-                .map(|(_, why)| why.clone()),
+                .filter(|(id, _, _)| due(name, &e.region).is_some_and(|d| d.id == *id))
+                .map(|(_, why, _)| why.clone()),
         })
         .collect();
     let s = &state.settings;

@@ -36,6 +36,18 @@ impl Target {
         }
     }
 
+    /// Whether every silo `other` covers is one this covers too (whatever their regions).
+    pub fn includes(&self, other: &Target) -> bool {
+        match (self, other) {
+            (Target::All, _) => true,
+            (Target::Region { region: a }, Target::Region { region: b }) => a == b,
+            (Target::Silos { silos: a }, Target::Silos { silos: b }) => {
+                b.iter().all(|s| a.contains(s))
+            }
+            _ => false,
+        }
+    }
+
     /// In words, for messages and the report.
     pub fn describe(&self) -> String {
         match self {
@@ -97,11 +109,13 @@ impl DeploymentBook {
     }
 
     /// The targets a rollback to `to` redeploys `to` to: those of every order still in force
-    /// (no later order to the same target) that deployed a later version than `to`.
+    /// (no later order covers all of its silos) that deployed a later version than `to`.
     pub fn after_rollback(&self, to: u64) -> Vec<Target> {
         let mut targets: Vec<Target> = Vec::new();
         for (i, d) in self.orders.iter().enumerate() {
-            let superseded = self.orders[i + 1..].iter().any(|l| l.target == d.target);
+            let superseded = self.orders[i + 1..]
+                .iter()
+                .any(|l| l.target.includes(&d.target));
             if d.version > to && !superseded && !targets.contains(&d.target) {
                 targets.push(d.target.clone());
             }
@@ -153,12 +167,28 @@ mod tests {
         let mut book = DeploymentBook::default();
         book.record(order(&book, 1, Target::All));
         book.record(order(&book, 2, region("eu")));
+        // v2 to eu is in force; rolling back to v1 redeploys v1 there.
+        assert_eq!(book.after_rollback(1), vec![region("eu")]);
         book.record(order(&book, 3, Target::All));
-        // v3 to all is in force; v2 to eu is too (no later order to eu).
+        // v3 to all covers eu too: the eu order is out of force.
         assert_eq!(book.after_rollback(2), vec![Target::All]);
-        assert_eq!(book.after_rollback(1), vec![region("eu"), Target::All]);
+        assert_eq!(book.after_rollback(1), vec![Target::All]);
         // Nothing later than v3 was deployed.
         assert!(book.after_rollback(3).is_empty());
+        // An order to all after one to a region puts the region's out of force: rolling back
+        // below the region's version does not move its silos up from the later order.
+        let mut later = DeploymentBook::default();
+        later.record(order(&later, 4, region("eu")));
+        later.record(order(&later, 1, Target::All));
+        assert!(later.after_rollback(3).is_empty());
+        assert!(Target::All.includes(&region("eu")));
+        let ab = Target::Silos {
+            silos: vec!["a".into(), "b".into()],
+        };
+        let a = Target::Silos {
+            silos: vec!["a".into()],
+        };
+        assert!(ab.includes(&a) && !a.includes(&ab) && !region("eu").includes(&a));
         // A rollback's own order puts an end to it.
         book.record(order(&book, 1, Target::All));
         book.record(order(&book, 1, region("eu")));

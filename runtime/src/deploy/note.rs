@@ -37,6 +37,8 @@ pub struct DeploymentNote {
     pub ordered_by: String,
     /// When the coordinator signed it, ms since the Unix epoch.
     pub signed_ms: u64,
+    /// The silos it is for: a silo refuses a note meant for others (relayed by another peer).
+    pub target: super::Target,
 }
 
 /// A [`DeploymentNote`] as signed: its JSON body, the signature and the signer's certificate.
@@ -114,6 +116,7 @@ mod tests {
             },
             ordered_by: "alice".into(),
             signed_ms: crate::audit::entry::now_ms(),
+            target: super::super::Target::All,
         }
     }
 

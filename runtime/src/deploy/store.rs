@@ -104,7 +104,15 @@ impl DeployStore {
                 path.display()
             )));
         }
-        self.read(&self.dir.join(name)).map(Some)
+        let d = self.read(&self.dir.join(&name))?;
+        if dir_name(d.note.version, &d.note.digest) != name {
+            return Err(DeployError::Note(format!(
+                "{} holds the note of v{}, not {name}",
+                self.dir.join(&name).display(),
+                d.note.version
+            )));
+        }
+        Ok(Some(d))
     }
 
     /// The deployed version, or an error saying nothing is deployed.
@@ -116,7 +124,10 @@ impl DeployStore {
     /// A kept version of that digest, checked, if the store holds one.
     pub fn find(&self, version: u64, digest: &Digest) -> Option<Deployed> {
         let path = self.dir.join(dir_name(version, digest));
-        path.is_dir().then(|| self.read(&path).ok()).flatten()
+        path.is_dir()
+            .then(|| self.read(&path).ok())
+            .flatten()
+            .filter(|d| d.note.version == version && d.note.digest == *digest)
     }
 
     /// Reads and checks the version in `path`.
@@ -298,6 +309,7 @@ mod tests {
             },
             ordered_by: "alice".into(),
             signed_ms: crate::audit::entry::now_ms(),
+            target: crate::deploy::Target::All,
         };
         SignedNote::sign(&note, coordinator).unwrap()
     }

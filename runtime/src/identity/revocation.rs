@@ -5,7 +5,8 @@
 //! checks the list's signature against the consortium CA and refuses a revoked certificate
 //! with the alert `certificate_revoked`), and on the sessions already open (a link whose
 //! certificate the list names is closed when the file changes; see
-//! [`crate::cluster::revocation`]). Serials are compared as unsigned integers, whatever
+//! [`crate::cluster::revocation`]). A file holds exactly one list: before a list is used, the
+//! node checks it with rustls against the consortium CA, which verifies its signature. Serials are compared as unsigned integers, whatever
 //! leading zeros their encodings carry.
 
 use std::collections::BTreeSet;
@@ -76,14 +77,42 @@ impl RevocationList {
             list.crls
                 .push(CertificateRevocationListDer::from(crl.as_ref().to_vec()));
         }
-        if list.crls.is_empty() {
-            return Err("no revocation list in the file (fedsilo certs revoke writes one)".into());
+        match list.crls.len() {
+            0 => Err("no revocation list in the file (fedsilo certs revoke writes one)".into()),
+            // One list: rustls checks its signature against the CA when the node starts with
+            // it, so no serial is taken from a list nobody signed.
+            1 => Ok(list),
+            n => Err(format!(
+                "{n} revocation lists in the file; it must hold the CA's one list (fedsilo certs revoke writes it)"
+            )),
         }
-        Ok(list)
     }
 
     /// Whether the certificate `cert_der` is revoked (one whose serial cannot be read is).
     pub fn revokes(&self, cert_der: &[u8]) -> bool {
         serial_of(cert_der).map_or(true, |s| self.serials.contains(&s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certs::CertificateAuthority;
+
+    #[test]
+    fn a_file_holds_exactly_the_cas_one_list() {
+        let (ca, _) = CertificateAuthority::generate("t", 1).unwrap();
+        let (other, _) = CertificateAuthority::generate("x", 1).unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        let mine = ca.revocation_list(&[(vec![7], now)], 1).unwrap();
+        let list = RevocationList::from_pem(mine.as_bytes()).unwrap();
+        assert!(list.serials.contains(&vec![7]));
+        // A second list appended (another CA's, naming other serials): the file is refused.
+        let forged = other.revocation_list(&[(vec![8], now)], 1).unwrap();
+        let e = RevocationList::from_pem(format!("{mine}{forged}").as_bytes()).unwrap_err();
+        assert!(e.contains("2 revocation lists"), "{e}");
+        assert!(RevocationList::from_pem(b"")
+            .unwrap_err()
+            .contains("no revocation list"));
     }
 }

@@ -30,6 +30,22 @@ pub(super) fn deploy(state: &mut TrainerState, signed: &SignedNote) -> Response 
             return err(e);
         }
     };
+    // A note for other silos, or older than the order this silo carried out last (a replay by
+    // a peer that kept one), is refused: only the coordinator's latest order for it counts.
+    let (name, region) = (&state.args.name, state.args.region.as_str());
+    if !note.target.covers(name, region) {
+        return err(format!(
+            "deployment {} is for {}, not this silo",
+            note.deployment,
+            note.target.describe()
+        ));
+    }
+    if let Some(last) = state.deployment.filter(|last| note.deployment < *last) {
+        return err(format!(
+            "deployment {} is older than deployment {last}, which this silo carried out already",
+            note.deployment
+        ));
+    }
     if let Err(e) = fits(state, &note) {
         tracing::warn!(version = note.version, "refusing a deployment: {e}");
         return err(format!("cannot deploy v{}: {e}", note.version));
@@ -57,6 +73,7 @@ pub(super) fn deploy(state: &mut TrainerState, signed: &SignedNote) -> Response 
                 );
             }
             state.deployed = Some(model);
+            state.deployment = Some(note.deployment);
             state.args.metrics.deployed(note.version);
             state.args.board.report(crate::status::Change::Deployed(
                 note.version,

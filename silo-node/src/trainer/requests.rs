@@ -53,8 +53,13 @@ pub(super) fn answer(state: &mut TrainerState, request: Request) -> Answer {
         }),
         Request::Deploy { note } => now(super::deployment::deploy(state, &note)),
         Request::Blocked { reason } => {
-            // At most a line's worth of the coordinator's words in the silo's log and status.
-            let reason: String = reason.chars().take(500).collect();
+            // At most a line's worth of the coordinator's words in the silo's log and status,
+            // without control characters (no forged log lines, no terminal escapes).
+            let reason: String = reason
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(500)
+                .collect();
             state
                 .args
                 .board

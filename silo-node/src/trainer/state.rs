@@ -30,6 +30,8 @@ use crate::train::personal::PersonalHead;
 pub struct TrainerArgs {
     /// This silo's name (from its certificate).
     pub name: String,
+    /// Its region (from its certificate).
+    pub region: String,
     /// Its data, and for a described model its trainer.
     pub data: LocalData,
     /// Fault injection (tests only; empty without the `fault-injection` feature).
@@ -133,11 +135,13 @@ pub struct TrainerState {
     pub(super) intake: Option<FileIntake>,
     /// The version deployed at this silo (reported with every heartbeat).
     pub(super) deployed: Option<ModelRef>,
+    /// The deployment order it carried out last (an older note is refused).
+    pub(super) deployment: Option<u64>,
 }
 
 /// The version deployed in `store` when the silo starts; one that does not check out (changed
 /// on disk) is reported and counts as none, so the coordinator deploys it again.
-fn deployed_at_start(store: &fedsilo::deploy::DeployStore) -> Option<ModelRef> {
+fn deployed_at_start(store: &fedsilo::deploy::DeployStore) -> Option<(ModelRef, u64)> {
     match store.current() {
         Ok(Some(d)) => {
             tracing::info!(
@@ -146,10 +150,13 @@ fn deployed_at_start(store: &fedsilo::deploy::DeployStore) -> Option<ModelRef> {
                 "deployed v{}",
                 d.note.version
             );
-            Some(ModelRef {
-                version: d.note.version,
-                digest: d.note.digest,
-            })
+            Some((
+                ModelRef {
+                    version: d.note.version,
+                    digest: d.note.digest,
+                },
+                d.note.deployment,
+            ))
         }
         Ok(None) => None,
         Err(e) => {
@@ -177,7 +184,8 @@ pub(super) fn err(message: impl std::fmt::Display) -> Response {
 impl TrainerState {
     /// A trainer that holds nothing yet (its DP-SGD book opened, if it keeps one).
     pub(super) fn new(args: TrainerArgs) -> Result<Self, fedsilo::privacy::budget::BookError> {
-        let deployed = args.deploy.as_ref().and_then(deployed_at_start);
+        let at_start = args.deploy.as_ref().and_then(deployed_at_start);
+        let deployed = at_start.map(|(m, _)| m);
         if let Some(m) = deployed {
             args.metrics.deployed(m.version);
             args.board
@@ -197,6 +205,7 @@ impl TrainerState {
             head: Arc::default(),
             pinned: None,
             deployed,
+            deployment: at_start.map(|(_, order)| order),
             intake: match &args.data {
                 LocalData::Awaiting(a) => Some(FileIntake::new(&a.model_dir, &a.absent)),
                 _ => None,

@@ -48,6 +48,7 @@ async fn a_model_whose_files_arrive_from_the_coordinator_is_built_and_trains() {
     );
     let args = TrainerArgs {
         name: "t".into(),
+        region: "global".into(),
         data: super::LocalData::Awaiting(Arc::new(awaiting)),
         faults: Default::default(),
         dp_sgd: None,

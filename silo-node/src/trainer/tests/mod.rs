@@ -73,6 +73,17 @@ async fn tabular_silo(
     dp_sgd: Option<super::SiloDpSgd>,
     external: Option<crate::external::ExternalTrainer>,
 ) -> ActorRef<TrainerMessage> {
+    let args = tabular_args(holdout, credentials, dp_sgd, external);
+    Actor::spawn(None, TrainerActor, args).await.unwrap().0
+}
+
+/// [`tabular_silo`]'s arguments, before it is started.
+fn tabular_args(
+    holdout: f64,
+    credentials: Option<NodeCredentials>,
+    dp_sgd: Option<super::SiloDpSgd>,
+    external: Option<crate::external::ExternalTrainer>,
+) -> TrainerArgs {
     let schema = Schema::from_toml_str(
         "[target]\ncolumn = \"y\"\npositive = \"1\"\nnegative = [\"0\"]\n[[feature]]\ncolumn = \"a\"\nkind = \"numeric\"\n",
         "s",
@@ -84,8 +95,9 @@ async fn tabular_silo(
         writeln!(f, "{i},{}", i % 2).unwrap();
     }
     let data = Dataset::load(f.path(), &schema, holdout, 1).unwrap();
-    let args = TrainerArgs {
+    TrainerArgs {
         name: "t".into(),
+        region: "global".into(),
         data: super::LocalData::Tabular(Arc::new(data)),
         faults: Default::default(),
         dp_sgd,
@@ -94,8 +106,7 @@ async fn tabular_silo(
         metrics: Arc::default(),
         deploy: None,
         board: std::sync::Arc::new(crate::status::StatusBoard::new("test", None)),
-    };
-    Actor::spawn(None, TrainerActor, args).await.unwrap().0
+    }
 }
 
 /// Sends `values` whole, as model version 0; its reference.
@@ -377,6 +388,7 @@ async fn described_trainer(
     .unwrap();
     let args = TrainerArgs {
         name: "t".into(),
+        region: "global".into(),
         data: super::LocalData::Described(Arc::new(Plus1(manifest.clone()))),
         faults: Default::default(),
         dp_sgd: dp,
@@ -682,4 +694,79 @@ async fn a_request_for_endless_training_is_refused() {
     assert!(e.contains("a local baseline of 11000 passes"), "{e}");
     let ok = call(&t, &train(1), Duration::from_secs(5), "t").await;
     assert!(matches!(ok, Ok(Response::Trained(_))), "{ok:?}");
+}
+
+/// A deployment is taken only from the coordinator's latest order for this silo: a note for
+/// other silos, or an older one a peer kept and replays, is refused; the heartbeat then says
+/// what is deployed.
+#[tokio::test]
+async fn a_replayed_or_misdirected_deployment_note_is_refused() {
+    use fedsilo::deploy::{DeployStore, DeploymentNote, SignedNote, Target};
+    let (ca, _) = fedsilo::certs::CertificateAuthority::generate("t", 1).unwrap();
+    let who = fedsilo::identity::Identity {
+        name: "coordinator".into(),
+        role: fedsilo::identity::Role::Coordinator,
+        region: "global".into(),
+    };
+    fedsilo::tls::install_crypto_provider();
+    let coordinator = ca.credentials(&who, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = tabular_args(0.25, None, None, None);
+    args.deploy = Some(DeployStore::new(
+        dir.path(),
+        fedsilo::identity::signature::CaCheck::new(coordinator.roots()),
+        "coordinator",
+    ));
+    let t = Actor::spawn(None, TrainerActor, args).await.unwrap().0;
+    let (spec, p, _) = tiny_model();
+    let model = put_model(&t, p.clone()).await;
+    let note = |deployment: u64, target: Target| Request::Deploy {
+        note: SignedNote::sign(
+            &DeploymentNote {
+                deployment,
+                version: model.version,
+                digest: model.digest,
+                values: p.len() as u64,
+                spec: spec.clone().into(),
+                scaling: Scaling {
+                    mean: vec![0.0],
+                    std: vec![1.0],
+                },
+                ordered_by: "alice".into(),
+                signed_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis() as u64,
+                target,
+            },
+            &coordinator,
+        )
+        .unwrap(),
+    };
+    let ask = |r: Request| {
+        let t = t.clone();
+        async move { raw(&t, encode(&r)).await }
+    };
+    assert_eq!(
+        ask(note(2, Target::All)).await,
+        Response::Deployed { model }
+    );
+    let Response::Error { message } = ask(note(1, Target::All)).await else {
+        panic!("an older note was taken");
+    };
+    assert!(message.contains("older than deployment 2"), "{message}");
+    let elsewhere = Target::Silos {
+        silos: vec!["other".into()],
+    };
+    let Response::Error { message } = ask(note(3, elsewhere)).await else {
+        panic!("a note for another silo was taken");
+    };
+    assert!(message.contains("not this silo"), "{message}");
+    assert_eq!(
+        ask(Request::Ping { seq: 4 }).await,
+        Response::Pong {
+            seq: 4,
+            deployed: Some(model)
+        }
+    );
 }
