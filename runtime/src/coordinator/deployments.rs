@@ -39,6 +39,8 @@ pub struct Deployments {
     signer: NodeCredentials,
     /// The last order prepared for delivery.
     prepared: Option<Arc<Prepared>>,
+    /// The last order that could not be prepared (reported once, not at every heartbeat).
+    unprepared: Option<u64>,
 }
 
 /// An order ready to deliver.
@@ -56,6 +58,7 @@ impl Deployments {
             book,
             signer,
             prepared: None,
+            unprepared: None,
         }
     }
 }
@@ -244,7 +247,9 @@ pub fn deliver_due(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorMe
         let prepared = match prepare(state, id) {
             Ok(p) => p,
             Err(e) => {
-                tracing::warn!(deployment = id, "cannot prepare the deployment: {e}");
+                if state.deployments.unprepared.replace(id) != Some(id) {
+                    tracing::error!(deployment = id, "cannot prepare the deployment: {e}");
+                }
                 return;
             }
         };
