@@ -31,6 +31,8 @@ pub struct RunData {
     pub comparison: Option<Value>,
     /// How the last run ended.
     pub finished: Option<Value>,
+    /// The version current at the end: the last committed, approved or rolled back to.
+    pub current: Option<u64>,
 }
 
 impl RunData {
@@ -51,7 +53,11 @@ impl RunData {
                     d.model = s("model");
                     d.aggregation = s("aggregation");
                 }
-                "round_committed" => d.committed.push(e),
+                "round_committed" => {
+                    d.current = e["version"].as_u64();
+                    d.committed.push(e)
+                }
+                "rolled_back" => d.current = e["to"].as_u64(),
                 "round_rejected" => d.other.push((round, "rejected".into(), s("reason"))),
                 "round_abandoned" => d.other.push((round, "abandoned".into(), s("reason"))),
                 "update_refused" => d
@@ -244,7 +250,10 @@ pub fn charts(d: &RunData) -> Vec<(String, String, String)> {
 /// The page.
 pub fn render(d: &RunData, title: &str) -> String {
     let mut h = String::new();
-    let last = d.committed.last();
+    // The current version's own figures (after a rollback, the version rolled back to).
+    let current = d
+        .current
+        .and_then(|v| d.committed.iter().rev().find(|r| r["version"] == v));
     let _ = write!(
         h,
         r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{t}</title><style>
@@ -274,10 +283,10 @@ table{{border-collapse:collapse;font-size:.9rem;margin:.5rem 0 1.5rem}} td,th{{b
         escape(&d.aggregation),
         d.committed.len(),
         d.other.len(),
-        last.and_then(|r| r["version"].as_u64())
-            .map_or("-".into(), |v| v.to_string()),
+        d.current.map_or("-".into(), |v| v.to_string()),
         d.score_name(),
-        last.and_then(|r| weighted_score(&r["eval"]))
+        current
+            .and_then(|r| weighted_score(&r["eval"]))
             .map_or("-".into(), |a| format!("{a:.4}")),
         escape(&finished)
     );
@@ -392,6 +401,36 @@ mod tests {
         assert!(
             !page.contains("src=") && !page.contains("href="),
             "self-contained: no external asset"
+        );
+    }
+
+    /// After a rollback the summary names the version rolled back to and its figures, and an
+    /// operator's rejection counts as a rejected round.
+    #[test]
+    fn the_summary_follows_rollbacks_and_rejections() {
+        let dir = tempfile::tempdir().unwrap();
+        let round = |r: u64, auc: f64| {
+            json!({"event": "round_committed", "round": r, "version": r,
+                   "eval": {"a": {"auc": auc, "examples": 10}}})
+        };
+        let events = [
+            round(1, 0.61),
+            round(2, 0.72),
+            json!({"event": "round_rejected", "round": 3, "version": 3, "current": 2, "reason": "rejected by alice"}),
+            json!({"event": "rolled_back", "from": 2, "to": 1, "by": "alice"}),
+        ];
+        let text: String = events.iter().map(|e| format!("{e}\n")).collect();
+        std::fs::write(dir.path().join("events.jsonl"), text).unwrap();
+        let d = RunData::read(dir.path()).unwrap();
+        assert_eq!((d.current, d.other.len()), (Some(1), 1));
+        let page = render(&d, "churn");
+        assert!(
+            page.contains("<td>current version</td><td>1</td>"),
+            "the version rolled back to"
+        );
+        assert!(
+            page.contains("0.6100") && !page.contains("0.7200</td>"),
+            "v1's AUC"
         );
     }
 
