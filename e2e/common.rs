@@ -279,6 +279,32 @@ pub fn deploy_dir(dir: &Path, name: &str) -> Vec<String> {
     vec!["--deploy-dir".into(), arg(&dir.join(name)).into()]
 }
 
+/// `silo-node score` at silo `silo` (its kit in `certs`, its deployments in `deploy/silo`) of
+/// the example's `data/<silo>.csv` into `out`: whether it succeeded, and what it printed.
+pub fn silo_score(certs: &Path, deploy: &Path, silo: &str, out: &Path) -> (bool, String) {
+    let o = std::process::Command::new(bins().silo_node)
+        .args(["score", "--kit"])
+        .arg(certs.join(silo))
+        .arg("--deploy-dir")
+        .arg(deploy.join(silo))
+        .arg("--schema")
+        .arg(example("schema.toml"))
+        .arg("--in")
+        .arg(example(&format!("data/{silo}.csv")))
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
+}
+
 /// A path as a command-line argument.
 pub fn arg(p: &Path) -> &str {
     p.to_str().unwrap()

@@ -8,31 +8,11 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::common::{arg, bins, example, fedsilo, free_port, Federation, Options};
+use crate::common::{arg, example, fedsilo, free_port, silo_score, Federation, Options};
 
 /// `silo-node score` for `silo`: whether it succeeded, and what it printed.
 fn score(f: &Federation, deploy: &Path, silo: &str, out: &Path) -> (bool, String) {
-    let o = std::process::Command::new(bins().silo_node)
-        .args(["score", "--kit"])
-        .arg(f.dir.path().join("certs").join(silo))
-        .arg("--deploy-dir")
-        .arg(deploy.join(silo))
-        .arg("--schema")
-        .arg(example("schema.toml"))
-        .arg("--in")
-        .arg(example(&format!("data/{silo}.csv")))
-        .arg("--out")
-        .arg(out)
-        .output()
-        .unwrap();
-    (
-        o.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-    )
+    silo_score(&f.dir.path().join("certs"), deploy, silo, out)
 }
 
 /// The scored file's rows, as header → value maps.

@@ -307,20 +307,8 @@ fn one_coordinator_serves_scheduled_and_submitted_runs_deploys_rolls_back_and_su
     let certs = f.dir.path().join("certs");
     let score = |silo: &str| -> String {
         let out = deploy.path().join(format!("{silo}-scores.csv"));
-        let o = std::process::Command::new(crate::common::bins().silo_node)
-            .args(["score", "--kit"])
-            .arg(certs.join(silo))
-            .arg("--deploy-dir")
-            .arg(deploy.path().join(silo))
-            .arg("--schema")
-            .arg(crate::common::example("schema.toml"))
-            .arg("--in")
-            .arg(crate::common::example(&format!("data/{silo}.csv")))
-            .arg("--out")
-            .arg(&out)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let (ok, said) = crate::common::silo_score(&certs, deploy.path(), silo, &out);
+        assert!(ok, "{said}");
         let mut r = csv::Reader::from_path(&out).unwrap();
         let versions: std::collections::BTreeSet<String> = r
             .deserialize::<std::collections::HashMap<String, String>>()

@@ -223,7 +223,8 @@ pub async fn read_declared_name<S: AsyncRead + Unpin>(
     Ok((declared, raw))
 }
 
-/// Writes go straight to the wrapped stream: both readers here only look at what comes in.
+/// Writes go straight to the wrapped stream: the readers here (and
+/// [`super::refusal_watch::RefusalWatch`]) only look at what comes in.
 macro_rules! write_through {
     ($t:ident) => {
         impl<S: AsyncWrite + Unpin> AsyncWrite for $t<S> {
@@ -249,6 +250,7 @@ macro_rules! write_through {
         }
     };
 }
+pub(super) use write_through;
 
 /// Bytes already read from the wire and checked, waiting to be handed on.
 #[derive(Debug, Default)]

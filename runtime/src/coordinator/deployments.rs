@@ -116,7 +116,7 @@ pub fn order(
         target: target.describe(),
         by: by.to_string(),
     });
-    state.deployments.book.record(Deployment {
+    let d = Deployment {
         id,
         version,
         digest,
@@ -124,7 +124,12 @@ pub fn order(
         by: by.to_string(),
         reason: reason.to_string(),
         at_ms,
-    });
+    };
+    state.deployments.book.record(d.clone());
+    // Signed now, from the checkpoint just read: deliveries need not read it again.
+    if let Err(e) = seal(state, d, ckpt) {
+        tracing::warn!(deployment = id, "cannot sign the deployment yet: {e}");
+    }
     Ok(id)
 }
 
@@ -289,6 +294,16 @@ fn prepare(state: &mut CoordinatorState, id: u64) -> crate::Result<Arc<Prepared>
         });
     };
     let ckpt = state.ledger.load_committed(d.version)?;
+    seal(state, d, ckpt)
+}
+
+/// Order `d`'s note, signed, and the values of its checkpoint `ckpt`, kept for delivery.
+fn seal(
+    state: &mut CoordinatorState,
+    d: Deployment,
+    ckpt: crate::model::checkpoint::Checkpoint,
+) -> crate::Result<Arc<Prepared>> {
+    let id = d.id;
     let digest = Digest::of_f32(&ckpt.params);
     let note = DeploymentNote {
         deployment: id,
