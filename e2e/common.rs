@@ -314,3 +314,43 @@ pub fn arg(p: &Path) -> &str {
 pub fn weighted_score(round: &Value) -> f64 {
     fedsilo::report::weighted_score(&round["eval"]).unwrap()
 }
+
+/// The browser to check pages with: Debian's `chromium` (scripts/ensure-deps.sh installs it).
+fn chromium() -> String {
+    for b in ["chromium", "chromium-browser", "google-chrome"] {
+        if std::process::Command::new(b)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return b.to_string();
+        }
+    }
+    panic!(
+        "no headless browser: install the Debian package chromium (scripts/ensure-deps.sh does)"
+    );
+}
+
+/// `page` laid out by headless Chromium (1280 pixels wide): a reader of the `data-*`
+/// attributes its scripts set once loaded.
+pub fn laid_out(page: &Path) -> impl Fn(&str) -> Option<String> {
+    let dom = std::process::Command::new("timeout")
+        .arg("120")
+        .arg(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--window-size=1280,900",
+            "--dump-dom",
+        ])
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&dom.stdout).to_string();
+    assert!(dom.contains("</body>"), "chromium laid out nothing: {dom}");
+    move |name: &str| {
+        let at = dom.find(&format!("{name}=\""))? + name.len() + 2;
+        dom[at..].split('"').next().map(str::to_string)
+    }
+}

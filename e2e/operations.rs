@@ -88,22 +88,6 @@ fn the_coordinator_and_a_silo_serve_prometheus_metrics() {
     assert!(fin["error"].is_null(), "{fin}");
 }
 
-/// The browser to check reports with: Debian's `chromium` (scripts/ensure-deps.sh installs it).
-fn chromium() -> String {
-    for b in ["chromium", "chromium-browser", "google-chrome"] {
-        if std::process::Command::new(b)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            return b.to_string();
-        }
-    }
-    panic!(
-        "no headless browser: install the Debian package chromium (scripts/ensure-deps.sh does)"
-    );
-}
-
 #[test]
 fn the_run_report_renders_every_chart_in_a_headless_browser() {
     // Differential privacy, a silo whose updates are refused (NaN) and one that is late
@@ -142,25 +126,48 @@ fn the_run_report_renders_every_chart_in_a_headless_browser() {
         "the refusals table"
     );
 
-    let dom = std::process::Command::new("timeout")
-        .arg("120")
-        .arg(chromium())
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
-        .arg(format!("file://{}", out.display()))
-        .output()
-        .unwrap();
-    let dom = String::from_utf8_lossy(&dom.stdout);
-    let attr = |name: &str| -> Option<u64> {
-        let at = dom.find(&format!("{name}=\""))? + name.len() + 2;
-        dom[at..].split('"').next()?.parse().ok()
-    };
-    assert_eq!(attr("data-charts-total"), Some(7), "{dom}");
+    let attr = crate::common::laid_out(&out);
+    assert_eq!(attr("data-charts-total").as_deref(), Some("7"));
     assert_eq!(
-        attr("data-charts-rendered"),
-        Some(7),
+        attr("data-charts-rendered").as_deref(),
+        Some("7"),
         "every chart laid out with drawn marks"
     );
-    assert_eq!(attr("data-charts-empty"), Some(0));
+    assert_eq!(attr("data-charts-empty").as_deref(), Some("0"));
+
+    // The governance report, written as the coordinator stopped: each silo's privacy spend
+    // against its budget, the refused silo's refusals, in JSON and on a page Chromium lays out
+    // with a row for everything the JSON holds.
+    let g: Value =
+        serde_json::from_slice(&std::fs::read(state.join("governance.json")).unwrap()).unwrap();
+    assert!(g["journal"]["problem"].is_null(), "{}", g["journal"]);
+    assert_eq!(g["journal"]["ca_checked"], true);
+    let p = &g["privacy"];
+    assert_eq!(
+        (p["mode"].as_str(), p["budget_epsilon"].as_f64()),
+        (Some("central"), Some(50.0))
+    );
+    for s in p["silos"].as_array().unwrap() {
+        let (spent, left) = (s["spent"].as_f64().unwrap(), s["left"].as_f64().unwrap());
+        assert!(spent > 0.0 && (spent + left - 50.0).abs() < 1e-9, "{s}");
+    }
+    let south = g["silos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["silo"] == "south")
+        .unwrap();
+    assert!(!south["refusals"].as_array().unwrap().is_empty(), "{south}");
+    let page = state.join("governance.html");
+    let attr = crate::common::laid_out(&page);
+    assert_eq!(attr("data-json").as_deref(), Some("read"));
+    assert_eq!(attr("data-mismatches").as_deref(), Some("none"));
+    assert_eq!(attr("data-sections").as_deref(), Some("10"));
+    let width = |k: &str| attr(k).and_then(|w| w.parse::<u64>().ok()).unwrap();
+    assert!(
+        width("data-page-width") <= width("data-window-width"),
+        "nothing wider than the window"
+    );
 }
 
 /// A silo says what it does at its default log level — one line per trained round — in plain

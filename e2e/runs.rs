@@ -428,6 +428,98 @@ fn one_coordinator_serves_scheduled_and_submitted_runs_deploys_rolls_back_and_su
     for kind in ["approved", "deployed", "rolled_back", "run_cancelled"] {
         assert!(kinds.contains(&kind), "no {kind} in the journal");
     }
+
+    // The governance report tells the same story, with who decided each step.
+    let state = f.state_dir();
+    let (json, html) = (f.dir.path().join("g.json"), f.dir.path().join("g.html"));
+    let (ok, said) = crate::common::fedsilo(&[
+        "report",
+        "--state-dir",
+        crate::common::arg(&state),
+        "--governance",
+        "--ca",
+        crate::common::arg(&certs.join("coordinator").join("ca.pem")),
+        "--out",
+        crate::common::arg(&html),
+        "--json",
+        crate::common::arg(&json),
+    ]);
+    assert!(ok, "{said}");
+    let g: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert!(
+        g["journal"]["problem"].is_null() && g["journal"]["ca_checked"] == true,
+        "{}",
+        g["journal"]
+    );
+    assert_eq!(g["summary"]["current_version"], v1, "rolled back to v1");
+    let decided = |kind: &str| -> Vec<&Value> {
+        g["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["kind"] == kind)
+            .collect()
+    };
+    assert!(decided("approved")
+        .iter()
+        .all(|d| d["by"] == "alice" && d["decision_sha256"].is_string()));
+    assert!(decided("approved").len() >= 4, "every commit was approved");
+    assert!(
+        decided("gate_committed").is_empty(),
+        "require_approval: the gate committed nothing"
+    );
+    let rb = decided("rolled_back");
+    assert_eq!(
+        (rb.len(), rb[0]["by"].as_str(), rb[0]["version"].as_u64()),
+        (1, Some("alice"), Some(v1))
+    );
+    assert!(decided("run_submitted")
+        .iter()
+        .any(|d| d["by"] == "federation schedule"));
+    assert_eq!(decided("run_cancelled")[0]["run"], y);
+    // Lineage and checkpoints: every committed version's file is the one the report names.
+    for v in g["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["status"] == "committed")
+    {
+        let file = std::fs::read(state.join(v["checkpoint"].as_str().unwrap())).unwrap();
+        use sha2::Digest;
+        assert_eq!(
+            hex::encode(sha2::Sha256::digest(&file)),
+            v["file_sha256"].as_str().unwrap(),
+            "{v}"
+        );
+    }
+    let runs = g["runs"].as_array().unwrap();
+    let state_of = |id: u64| {
+        runs.iter().find(|r| r["id"] == id).unwrap()["state"]
+            .as_str()
+            .unwrap()
+    };
+    assert_eq!((state_of(x), state_of(y)), ("finished", "cancelled"));
+    // The rollback's redeployment, confirmed by both silos; both silos on v1, both contributed.
+    let last = g["deployments"].as_array().unwrap().last().unwrap();
+    assert_eq!(
+        (
+            last["version"].as_u64(),
+            last["confirmed"].as_array().unwrap().len()
+        ),
+        (Some(v1), 2),
+        "{last}"
+    );
+    for s in g["silos"].as_array().unwrap() {
+        assert_eq!(s["deployed_version"], v1, "{s}");
+        assert!(s["mean_weight_share"].as_f64().unwrap() > 0.2, "{s}");
+    }
+    assert_eq!(g["policies"][0]["archive"], "kept");
+    let attr = crate::common::laid_out(&html);
+    assert_eq!(attr("data-mismatches").as_deref(), Some("none"));
+    assert_eq!(
+        attr("data-decisions"),
+        Some(g["decisions"].as_array().unwrap().len().to_string())
+    );
 }
 
 /// A run's own, stricter policy: under a policy that approves nothing by hand, a run submitted

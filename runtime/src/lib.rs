@@ -46,6 +46,7 @@ pub mod line_file;
 pub mod logging;
 pub mod metrics;
 pub mod model;
+pub mod policy_archive;
 pub mod privacy;
 pub mod protocol;
 pub mod registry;

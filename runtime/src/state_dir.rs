@@ -14,9 +14,11 @@
 //!   registry.redb                every version's metadata                          registry
 //!   events.jsonl                 every event                                       events
 //!   privacy.jsonl                silo-level DP spend per silo                      privacy::budget
+//!   policies/<sha-256>.toml      every policy text enforced, by digest            policy_archive
 //!   decisions/                   operators' signed decision files (the inbox)      decision
 //!   webhooks.jsonl               every webhook delivery's outcome                  webhooks
 //!   report.html                  the run report                                    report
+//!   governance.html, .json       the governance report                             report::governance
 //! ```
 //!
 //! The journal is the source of truth. [`open`] opens it first (checked end to end), then

@@ -73,6 +73,8 @@ pub struct History {
     /// When the journal's first entry was written (the federation's first start), ms since the
     /// Unix epoch.
     pub first_ms: Option<u64>,
+    /// The digest of the policy the journal last said was in force (`policy_changed`).
+    pub policy: Option<String>,
 }
 
 impl History {
@@ -178,6 +180,7 @@ impl History {
                     h.applied.insert(hash.clone());
                 }
                 Record::Paused { by, reason } => h.paused = Some((by.clone(), reason.clone())),
+                Record::PolicyChanged { digest } => h.policy = Some(digest.clone()),
                 Record::Resumed { .. } => h.paused = None,
                 // The coordinator checked each transition before journaling it; one the book
                 // refuses now (a journal from an older version) changes nothing.

@@ -82,13 +82,23 @@ enum Command {
     ///   fedsilo deploy --kit certs/alice list
     #[command(verbatim_doc_comment)]
     Deploy(deploy_cmd::DeployArgs),
-    /// Write the run report: a self-contained HTML page with charts.
+    /// Write the run report, or the governance report, as a self-contained HTML page.
     ///
-    /// Charts of the global metric per round, per-silo metrics, participation, refusals,
-    /// privacy spend and round time by phase, and tables of the rounds that made no version.
-    /// The coordinator also writes <state_dir>/report.html when a run ends.
+    /// The run report: charts of the global metric per round, per-silo metrics,
+    /// participation, refusals, privacy spend and round time by phase, and tables of the
+    /// rounds that made no version.
+    ///
+    /// The governance report (--governance), for a risk officer to file: every decision with
+    /// who took it and when, lineage and checkpoint SHA-256s, deployments, policy texts,
+    /// privacy settings and each silo's ε spent and left, each silo's contribution, the gate's
+    /// evidence per version, runs and roster; also as JSON (--json). It is drawn from the
+    /// signed audit journal, verified as it is read.
+    ///
+    /// The coordinator writes both (report.html, governance.html and governance.json) into
+    /// its state directory when it stops.
     ///
     ///   fedsilo report --config examples/churn/federation.toml --out report.html
+    ///   fedsilo report --config examples/churn/federation.toml --governance --json governance.json
     #[command(verbatim_doc_comment)]
     Report(report_cmd::ReportArgs),
 }

@@ -108,6 +108,12 @@ pub async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Co
 async fn refresh_policy(state: &mut CoordinatorState) {
     match ask(&state.links.policy, "policy", PolicyMessage::Refresh).await {
         Ok(Reload::Changed(digest)) => {
+            // Kept before it is journaled, so a reviewer can read every digest the journal names.
+            if let Ok(p) = ask(&state.links.policy, "policy", PolicyMessage::Snapshot).await {
+                if let Err(e) = crate::policy_archive::keep(state.ledger.store.dir(), &p) {
+                    tracing::warn!("cannot keep the new policy's text: {e}");
+                }
+            }
             let _ = state.ledger.journal.record(Record::PolicyChanged {
                 digest: digest.clone(),
             });

@@ -117,6 +117,14 @@ async fn start(
         }
         },
     )?;
+    // The policy in force is kept, and journaled if it changed while the coordinator was down.
+    crate::policy_archive::check_in(
+        &cfg.federation.state_dir,
+        &dir.journal,
+        dir.history.policy.as_deref(),
+        &prepared.policy,
+    )
+    .context("recording the policy in force")?;
     // Bound before anything starts: a port in use stops nothing that has begun.
     let admin_listener = match &cfg.admin {
         Some(admin) => Some(
@@ -182,7 +190,7 @@ async fn start(
         Some(listener) => {
             let api = AdminApi {
                 control: control.clone(),
-                registry,
+                registry: registry.clone(),
                 state_dir: cfg.federation.state_dir.clone(),
                 tokens: prepared.tokens,
                 refusals: Default::default(),
@@ -219,6 +227,7 @@ async fn start(
     // Queued notices get a few seconds to go out; what is left is recorded for a replay.
     webhooks.shutdown(Duration::from_secs(5)).await;
     write_report(&cfg);
+    write_governance(&cfg, &registry, CaCheck::new(prepared.creds.roots()));
     Ok(result)
 }
 
@@ -361,6 +370,26 @@ async fn until_done(
         );
     }
     Ok(result)
+}
+
+/// The governance report beside the state (`governance.html` and `governance.json`).
+fn write_governance(cfg: &FederationConfig, registry: &crate::registry::Registry, ca: CaCheck) {
+    let dir = &cfg.federation.state_dir;
+    let html = dir.join("governance.html");
+    let opts = crate::report::governance::ReadOptions {
+        federation: cfg.federation.name.clone(),
+        ca: Some(ca),
+        roster: Some(cfg.members.clone()),
+        versions: registry.list().ok(),
+    };
+    match crate::report::write_governance(dir, opts, &html, Some(&dir.join("governance.json"))) {
+        Ok(r) if r.journal.problem.is_some() => eprintln!(
+            "fedsilo: warning: governance report at {}: the audit journal does not verify",
+            html.display()
+        ),
+        Ok(_) => eprintln!("fedsilo: governance report at {}", html.display()),
+        Err(e) => eprintln!("fedsilo: warning: no governance report: {e}"),
+    }
 }
 
 /// The run report beside the state.

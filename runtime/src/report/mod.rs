@@ -3,8 +3,16 @@
 //! participation, refusals, privacy spend and round time by phase, with the rounds that were
 //! rejected or abandoned and the local-only comparison. The coordinator writes
 //! `<state_dir>/report.html` when a run ends; `fedsilo report` makes one on demand.
+//!
+//! The governance report ([`governance`]) is the other view of the same state directory: the
+//! decisions, lineage, checkpoints, deployments, policies and privacy spend a reviewer files.
 
 pub mod chart;
+pub mod governance;
+pub mod governance_build;
+pub mod governance_page;
+#[cfg(test)]
+mod governance_tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
@@ -357,6 +365,26 @@ pub fn write(state_dir: &Path, out: &Path, title: &str) -> crate::Result<()> {
     let d = RunData::read(state_dir)?;
     let page = render(&d, title);
     std::fs::write(out, page).map_err(|e| crate::Error::io("writing", out, e))
+}
+
+/// Writes the governance report of `state_dir` as HTML to `html` and, if given, as JSON to
+/// `json` (each written whole or not at all).
+pub fn write_governance(
+    state_dir: &Path,
+    opts: governance::ReadOptions,
+    html: &Path,
+    json: Option<&Path>,
+) -> crate::Result<governance::GovernanceReport> {
+    let report = governance::read(state_dir, opts)?;
+    crate::model::checkpoint::write_atomic(html, governance_page::render(&report).as_bytes())?;
+    if let Some(path) = json {
+        let text = serde_json::to_vec_pretty(&report).map_err(|e| crate::Error::Config {
+            origin: path.display().to_string(),
+            message: format!("cannot serialise the governance report: {e}"),
+        })?;
+        crate::model::checkpoint::write_atomic(path, &text)?;
+    }
+    Ok(report)
 }
 
 #[cfg(test)]
