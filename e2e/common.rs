@@ -67,6 +67,8 @@ pub struct Options {
     pub learning_rate: f32,
     /// `federation.compare_local`.
     pub compare_local: bool,
+    /// `model.hidden`.
+    pub hidden: Vec<usize>,
 }
 
 impl Default for Options {
@@ -95,6 +97,7 @@ impl Default for Options {
             model_dirs: vec![],
             learning_rate: 0.1,
             compare_local: false,
+            hidden: vec![16],
         }
     }
 }
@@ -138,6 +141,7 @@ impl Federation {
             model_files: o.model_files.clone(),
             learning_rate: o.learning_rate,
             compare_local: o.compare_local,
+            hidden: o.hidden.clone(),
             ..FederationFile::new(&example_in(o.example, "schema.toml"))
         }
         .render();

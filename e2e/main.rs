@@ -36,4 +36,5 @@ mod robustness;
 mod runs;
 mod secure_aggregation;
 mod text_model;
+mod transport;
 mod validation;

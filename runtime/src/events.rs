@@ -43,6 +43,17 @@ pub struct RoundSummary {
     pub overhead_seconds: f64,
     /// Bytes each silo sent the coordinator during the round (cluster frames, on the wire).
     pub bytes_from_silos: BTreeMap<String, u64>,
+    /// Bytes the coordinator sent each silo during the round (the base, when the silo did not
+    /// hold it, the candidate to score, control messages).
+    #[serde(default)]
+    pub bytes_to_silos: BTreeMap<String, u64>,
+    /// Where the round's time went.
+    #[serde(default)]
+    pub phases: Phases,
+    /// Seconds from the previous commit to this one (`None` for a run's first commit): the
+    /// round's period as the federation sees it, gaps between rounds included.
+    #[serde(default)]
+    pub period_seconds: Option<f64>,
     /// Size of one update in bytes (parameters × 4).
     pub update_bytes: u64,
     /// Kernel, clipping and server optimiser that made this version.
@@ -64,6 +75,31 @@ pub struct RoundSummary {
     /// The training run the round belonged to (a serving coordinator, [`crate::runs`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<u64>,
+}
+
+/// Where a round's time went, seconds on the coordinator's clock. `open`, `collect`,
+/// `aggregate`, `validate` and `commit` follow one another; `dispatch`, `train` and `fetch` are
+/// the slowest silo's within `collect` (silos overlap, so they do not add up to it).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct Phases {
+    /// Opening the round: aggregators, and secure aggregation's key exchange.
+    pub open: f64,
+    /// The slowest base-model transfer to a silo (0 when every silo held the base).
+    pub dispatch: f64,
+    /// The slowest silo's local training, as it reported.
+    pub train: f64,
+    /// The slowest update fetch.
+    pub fetch: f64,
+    /// Collection, from dispatch until the last update was in (or collection ended) and the
+    /// cohort was screened.
+    pub collect: f64,
+    /// Combining: regional aggregates, unmasking, the aggregate, noise, server optimiser.
+    pub aggregate: f64,
+    /// Federated validation: the candidate to the silos, their scores, the gate.
+    pub validate: f64,
+    /// Committing: checkpoint staged and synced, journal, `CURRENT`, registry (0 for a
+    /// candidate that was not committed when its round ended).
+    pub commit: f64,
 }
 
 /// One row of the local-only vs federated comparison.
@@ -367,6 +403,9 @@ pub enum Event {
         silo: String,
         /// The version.
         version: u64,
+        /// The order it refused.
+        #[serde(default)]
+        deployment: Option<u64>,
         /// Its reason.
         reason: String,
     },
@@ -636,7 +675,7 @@ fn render(event: &Event, layout: &mut Option<TableLayout>) -> Option<String> {
         Event::RoundRequested { by, round } => format!("round {round} requested by {by} while paused"),
         Event::DeploymentOrdered { deployment, version, target, by } => format!("deployment {deployment}: v{version} to {target}, ordered by {by}"),
         Event::SiloDeployed { silo, version, .. } => format!("{silo}: v{version} deployed"),
-        Event::DeploymentRefused { silo, version, reason } => format!("! {silo} refused the deployment of v{version}: {reason}"),
+        Event::DeploymentRefused { silo, version, reason, .. } => format!("! {silo} refused the deployment of v{version}: {reason}"),
         Event::AwaitingApproval { round, version } => format!(
             "{round:>5}  candidate v{version} passed the gate; awaiting approval (fedsilo models approve {version} --kit <operator kit> --state-dir …)"
         ),

@@ -55,8 +55,17 @@ fn path_of(dir: &Path, digest: &str) -> Result<PathBuf, ArchiveError> {
 /// Keeps `policy`'s text (nothing is written when it is kept already).
 pub fn keep(dir: &Path, policy: &Policy) -> Result<(), ArchiveError> {
     let path = path_of(dir, &policy.digest)?;
-    if path.exists() {
-        return Ok(());
+    match std::fs::read(&path) {
+        // Kept already, intact; a modified copy is put right from the text in force.
+        Ok(b)
+            if Digest::of_bytes(&b)
+                .hex()
+                .eq_ignore_ascii_case(&policy.digest) =>
+        {
+            return Ok(())
+        }
+        Ok(_) => tracing::warn!("{}: modified; writing it again", path.display()),
+        Err(_) => {}
     }
     let folder = folder(dir);
     std::fs::create_dir_all(&folder).map_err(|e| crate::Error::io("creating", &folder, e))?;
@@ -119,13 +128,22 @@ mod tests {
         keep(dir.path(), &p).unwrap();
         keep(dir.path(), &p).unwrap();
         let back = read(dir.path(), &p.digest).unwrap().unwrap();
-        assert_eq!((back.digest, back.source), (p.digest.clone(), p.source));
+        assert_eq!(
+            (back.digest, back.source),
+            (p.digest.clone(), p.source.clone())
+        );
         let file = folder(dir.path()).join(format!("{}.toml", p.digest));
         std::fs::write(&file, TEXT.replace('2', "3")).unwrap();
         assert!(matches!(
             read(dir.path(), &p.digest),
             Err(ArchiveError::Modified(f)) if f == file
         ));
+        // Keeping it again puts the genuine text back.
+        keep(dir.path(), &p).unwrap();
+        assert_eq!(
+            read(dir.path(), &p.digest).unwrap().unwrap().source,
+            p.source
+        );
     }
 
     #[test]

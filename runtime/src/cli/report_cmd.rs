@@ -73,6 +73,7 @@ pub fn run(a: ReportArgs) -> anyhow::Result<ExitCode> {
         ca,
         roster: cfg.map(|c| c.members),
         versions: None,
+        check_files: true,
     };
     let report = fedsilo::report::write_governance(&state_dir, opts, &out, a.json.as_deref())?;
     println!("governance report written to {}", out.display());

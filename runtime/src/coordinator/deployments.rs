@@ -413,6 +413,7 @@ pub fn on_delivered(
             state.ledger.events.emit(Event::DeploymentRefused {
                 silo,
                 version,
+                deployment: Some(deployment),
                 reason,
             });
         }

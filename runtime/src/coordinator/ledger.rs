@@ -193,6 +193,9 @@ pub fn summary_of(meta: &VersionMeta) -> RoundSummary {
             .sum::<f64>()
             / examples.max(1.0),
         wall_seconds: 0.0,
+        bytes_to_silos: BTreeMap::new(),
+        phases: Default::default(),
+        period_seconds: None,
         slowest_train_seconds: 0.0,
         overhead_seconds: 0.0,
         bytes_from_silos: BTreeMap::new(),

@@ -196,9 +196,17 @@ fn on_candidate(
         }));
         return Ok(result);
     }
+    let committing = std::time::Instant::now();
     state
         .ledger
         .keep(&ckpt, optimizer.as_ref(), meta, Disposition::Committed)?;
+    let now = std::time::Instant::now();
+    summary.phases.commit = now.duration_since(committing).as_secs_f64();
+    summary.period_seconds = state
+        .run
+        .last_commit
+        .replace(now)
+        .map(|last| now.duration_since(last).as_secs_f64());
     let (version, eval) = (summary.version, summary.eval.clone());
     state.ledger.announce_commit(summary)?;
     let adapters = adapters.unwrap_or_default();

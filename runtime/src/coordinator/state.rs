@@ -91,6 +91,8 @@ pub struct Run {
     /// The held-out figures of the last version this run made current (committed, approved
     /// or rolled back to): the comparison's "federated" column.
     pub last_eval: BTreeMap<String, EvalMetrics>,
+    /// When this run last committed a version (a round's period runs from there).
+    pub last_commit: Option<Instant>,
 }
 
 impl Run {
@@ -108,6 +110,7 @@ impl Run {
             exhausted: false,
             round_policy: Policy::default(),
             last_eval: BTreeMap::new(),
+            last_commit: None,
         }
     }
 
@@ -116,6 +119,7 @@ impl Run {
     pub fn begin(&mut self, job: Job) {
         self.job = Some(job);
         self.committed = 0;
+        self.last_commit = None;
         self.idle_since = Instant::now();
         self.last_waiting.clear();
         self.over_budget.clear();

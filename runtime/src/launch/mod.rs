@@ -117,14 +117,18 @@ async fn start(
         }
         },
     )?;
-    // The policy in force is kept, and journaled if it changed while the coordinator was down.
-    crate::policy_archive::check_in(
+    // The policy in force is kept, and journaled if it changed while the coordinator was down
+    // (a failure to keep its text does not stop a federation: the digest still goes with
+    // every version).
+    if let Err(e) = crate::policy_archive::check_in(
         &cfg.federation.state_dir,
         &dir.journal,
         dir.history.policy.as_deref(),
         &prepared.policy,
-    )
-    .context("recording the policy in force")?;
+    ) {
+        tracing::warn!("recording the policy in force: {e}");
+        eprintln!("fedsilo: warning: recording the policy in force: {e}");
+    }
     // Bound before anything starts: a port in use stops nothing that has begun.
     let admin_listener = match &cfg.admin {
         Some(admin) => Some(
@@ -376,11 +380,14 @@ async fn until_done(
 fn write_governance(cfg: &FederationConfig, registry: &crate::registry::Registry, ca: CaCheck) {
     let dir = &cfg.federation.state_dir;
     let html = dir.join("governance.html");
+    // Checkpoint files are not hashed again here: a stop must not wait on large models
+    // (`fedsilo report --governance` checks them).
     let opts = crate::report::governance::ReadOptions {
         federation: cfg.federation.name.clone(),
         ca: Some(ca),
         roster: Some(cfg.members.clone()),
         versions: registry.list().ok(),
+        check_files: false,
     };
     match crate::report::write_governance(dir, opts, &html, Some(&dir.join("governance.json"))) {
         Ok(r) if r.journal.problem.is_some() => eprintln!(

@@ -127,7 +127,7 @@ impl FederationMetrics {
         );
         registry.register(
             "round_seconds",
-            "Committed rounds' wall time by phase: total, training (the slowest silo), overhead (the rest)",
+            "Committed rounds' time by phase: total (dispatch to validated candidate), training (the slowest silo), overhead (total minus training), open, dispatch, fetch (the slowest silo's), collect, aggregate, validate, commit, and period (commit to commit)",
             round_seconds.clone(),
         );
         registry.register(
@@ -202,11 +202,22 @@ impl FederationMetrics {
             Event::RoundCommitted(s) => {
                 outcome("committed");
                 self.participants.observe(s.participants.len() as f64);
+                let p = &s.phases;
                 for (phase, secs) in [
                     ("total", s.wall_seconds),
                     ("training", s.slowest_train_seconds),
                     ("overhead", s.overhead_seconds),
-                ] {
+                    ("open", p.open),
+                    ("dispatch", p.dispatch),
+                    ("fetch", p.fetch),
+                    ("collect", p.collect),
+                    ("aggregate", p.aggregate),
+                    ("validate", p.validate),
+                    ("commit", p.commit),
+                ]
+                .into_iter()
+                .chain(s.period_seconds.map(|x| ("period", x)))
+                {
                     self.round_seconds
                         .get_or_create(&Phase { phase })
                         .observe(secs);

@@ -79,6 +79,11 @@ pub struct JournalCheck {
     pub signers: Vec<Signer>,
     /// Whether the signers' certificates were checked against the consortium CA.
     pub ca_checked: bool,
+    /// Whether the checkpoint files and `CURRENT` were checked against the journal.
+    pub files_checked: bool,
+    /// Where the (unsigned) model registry disagrees with the journal; the report shows the
+    /// journal's word.
+    pub discrepancies: Vec<String>,
     /// The first problem (a broken chain, a bad signature, a modified checkpoint), if any: the
     /// report holds only what came before it.
     pub problem: Option<String>,
@@ -233,6 +238,11 @@ pub struct GateEvidence {
     pub figures: BTreeMap<String, EvalMetrics>,
     /// The parent's figures per silo (the comparison the gate made).
     pub parent_figures: BTreeMap<String, EvalMetrics>,
+    /// The silos that scored both the version and its parent: the gate compares on these.
+    pub compared_on: Vec<String>,
+    /// The change of the example-weighted score over `compared_on` (the candidate's examples
+    /// weigh both sides).
+    pub change: Option<f64>,
 }
 
 /// One deployment order.
@@ -263,7 +273,7 @@ pub struct DeploymentReport {
 pub struct PolicyReport {
     /// SHA-256 of its text.
     pub digest: String,
-    /// When the journal first named it in force (`None`: known only from a version).
+    /// When the journal last named it in force (`None`: known only from a version).
     pub since_ms: Option<u64>,
     /// Whether it is the one in force now.
     pub in_force: bool,

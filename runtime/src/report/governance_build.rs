@@ -8,7 +8,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::governance::*;
-use crate::audit::verify::{verify_state, Checked};
+use crate::audit::verify::{verify_chain, verify_state, Checked};
 use crate::audit::{History, Record};
 use crate::federation::MemberSpec;
 use crate::identity::signature::CaCheck;
@@ -27,12 +27,21 @@ pub struct ReadOptions {
     /// The versions, when the caller holds the registry open (the coordinator itself); else
     /// the registry is opened read-only.
     pub versions: Option<Vec<VersionMeta>>,
+    /// Whether to hash every checkpoint file against the journal too (slow for large models).
+    pub check_files: bool,
 }
 
 /// Reads a state directory's records and assembles the report. Fails only when there is no
 /// journal to read; a journal or a kept file that does not verify is reported in the report.
 pub fn read(dir: &Path, opts: ReadOptions) -> crate::Result<GovernanceReport> {
-    let verification = verify_state(dir, opts.ca.as_ref())?;
+    let verification = if opts.check_files {
+        verify_state(dir, opts.ca.as_ref())?
+    } else {
+        let path = dir.join("audit.jsonl");
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| crate::Error::io("reading", &path, e))?;
+        verify_chain(&text, "audit.jsonl", opts.ca.as_ref())
+    };
     let versions = match opts.versions {
         Some(v) => v,
         None => RegistryReader::open(dir)?.list()?,
@@ -73,6 +82,7 @@ pub fn read(dir: &Path, opts: ReadOptions) -> crate::Result<GovernanceReport> {
         generated_ms: crate::audit::entry::now_ms(),
         journal: JournalCheck {
             ca_checked: opts.ca.is_some(),
+            files_checked: opts.check_files,
             problem: verification.problem.as_ref().map(|p| p.to_string()),
             ..Default::default()
         },
@@ -146,8 +156,9 @@ pub fn assemble(src: Sources) -> GovernanceReport {
     let mut order: Vec<(String, Option<u64>)> = vec![];
     for e in &src.entries {
         if let Record::PolicyChanged { digest } = &e.body.record {
-            if !order.iter().any(|(d, _)| d == digest) {
-                order.push((digest.clone(), Some(e.body.time_ms)));
+            match order.iter_mut().find(|(d, _)| d == digest) {
+                Some((_, since)) => *since = Some(e.body.time_ms),
+                None => order.push((digest.clone(), Some(e.body.time_ms))),
             }
         }
     }
@@ -180,9 +191,7 @@ pub fn assemble(src: Sources) -> GovernanceReport {
                 .collect(),
             archive: match src.policies.get(d) {
                 Some(Ok(Some(_))) => "kept".into(),
-                Some(Ok(None)) | None => {
-                    "not kept (the state directory predates the policy archive)".into()
-                }
+                Some(Ok(None)) | None => "not kept (the state directory predates the policy archive, or keeping it failed: see the coordinator's log)".into(),
                 Some(Err(e)) => e.clone(),
             },
             rules: kept(d).and_then(|p| serde_json::to_value(p).ok()),
@@ -195,13 +204,19 @@ pub fn assemble(src: Sources) -> GovernanceReport {
         .flat_map(|p| p.silos.iter().map(|s| (s.silo.as_str(), s.spent)))
         .collect();
 
+    let journaled = journaled_versions(&src.entries);
+    let mut discrepancies = vec![];
     let versions: Vec<VersionReport> = src
         .versions
         .iter()
         .map(|m| {
+            let m = journal_word(m, journaled.get(&m.version), &mut discrepancies);
+            let parent = meta
+                .get(&m.parent)
+                .map(|p| journal_word(p, journaled.get(&p.version), &mut vec![]));
             version_report(
-                m,
-                meta.get(&m.parent).copied(),
+                &m,
+                parent.as_ref(),
                 current,
                 &deployed,
                 run_of_version(m.version),
@@ -264,13 +279,16 @@ pub fn assemble(src: Sources) -> GovernanceReport {
             by: d.by.clone(),
             reason: d.reason.clone(),
             confirmed: confirmations(&src.events, d.id),
-            refused: refusals_of(&src.events, d.version),
+            refused: refusals_of(&src.events, d.id, d.version),
         })
         .collect::<Vec<_>>();
     let summary = Summary {
         current_version: current,
         runs: runs.len(),
-        committed: versions.iter().filter(|v| v.status == "committed").count(),
+        committed: versions
+            .iter()
+            .filter(|v| v.status == "committed" && v.round > 0)
+            .count(),
         rejected: versions.iter().filter(|v| v.status == "rejected").count(),
         awaiting_approval: history.awaiting,
         deployments: deployments.len(),
@@ -278,6 +296,7 @@ pub fn assemble(src: Sources) -> GovernanceReport {
         paused: history.paused.clone(),
     };
     let mut journal = src.journal;
+    journal.discrepancies = discrepancies;
     journal.entries = src.entries.len();
     journal.first_ms = src.entries.first().map(|e| e.body.time_ms);
     journal.last_ms = src.entries.last().map(|e| e.body.time_ms);
@@ -381,19 +400,140 @@ fn version_report(
         policy_digest: m.policy_digest.clone(),
         aggregation: m.aggregation.clone(),
         participants: shares(m),
-        gate: GateEvidence {
-            score_name,
-            weighted_score: m.mean_score(),
-            parent_score: parent.and_then(VersionMeta::mean_score),
-            figures: m.validation.clone(),
-            parent_figures: parent.map(|p| p.validation.clone()).unwrap_or_default(),
-        },
+        gate: gate_evidence(m, parent, score_name),
         privacy: m.privacy.clone(),
         deployed_at: deployed
             .iter()
             .filter(|(_, v)| **v == m.version)
             .map(|(s, _)| s.clone())
             .collect(),
+    }
+}
+
+/// What the journal says of each version: status, file SHA-256, participants, figures.
+type Journaled = (
+    Status,
+    String,
+    Option<Vec<(String, u64)>>,
+    Option<BTreeMap<String, crate::model::eval::EvalMetrics>>,
+);
+
+fn journaled_versions(entries: &[Checked]) -> BTreeMap<u64, Journaled> {
+    let mut out: BTreeMap<u64, Journaled> = BTreeMap::new();
+    let mut figures: BTreeMap<u64, BTreeMap<String, crate::model::eval::EvalMetrics>> =
+        BTreeMap::new();
+    for e in entries {
+        match &e.body.record {
+            Record::Validated {
+                version,
+                figures: f,
+                ..
+            } => {
+                figures.insert(*version, f.clone());
+            }
+            Record::Committed {
+                version,
+                file_sha256,
+                participants,
+                ..
+            } => {
+                let f = figures.get(version).cloned();
+                let p = Some(participants.clone());
+                out.insert(*version, (Status::Committed, file_sha256.clone(), p, f));
+            }
+            Record::AwaitingApproval {
+                version,
+                file_sha256,
+                ..
+            } => {
+                let f = figures.get(version).cloned();
+                out.insert(
+                    *version,
+                    (Status::AwaitingApproval, file_sha256.clone(), None, f),
+                );
+            }
+            Record::Rejected {
+                version: Some(v),
+                file_sha256: Some(sha),
+                ..
+            } => {
+                let f = figures.get(v).cloned();
+                out.insert(*v, (Status::Rejected, sha.clone(), None, f));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// `m` with the signed journal's word where it has one (status, checkpoint SHA-256,
+/// participants, the gate's figures); each disagreement of the unsigned registry is noted.
+fn journal_word(m: &VersionMeta, j: Option<&Journaled>, notes: &mut Vec<String>) -> VersionMeta {
+    let mut m = m.clone();
+    let Some((status, sha, participants, figures)) = j else {
+        return m;
+    };
+    let v = m.version;
+    if m.status != *status {
+        notes.push(format!(
+            "v{v}: the registry says {}, the journal {}",
+            m.status.as_str(),
+            status.as_str()
+        ));
+        m.status = *status;
+    }
+    if m.file_sha256 != *sha {
+        notes.push(format!(
+            "v{v}: the registry's checkpoint SHA-256 differs from the journal's"
+        ));
+        m.file_sha256 = sha.clone();
+    }
+    if let Some(p) = participants.as_ref().filter(|p| **p != m.participants) {
+        notes.push(format!(
+            "v{v}: the registry's participants differ from the journal's"
+        ));
+        m.participants = p.clone();
+    }
+    if let Some(f) = figures
+        .as_ref()
+        .filter(|f| !f.is_empty() && **f != m.validation)
+    {
+        notes.push(format!(
+            "v{v}: the registry's held-out figures differ from the journal's"
+        ));
+        m.validation = f.clone();
+    }
+    m
+}
+
+/// The gate's evidence for `m` against its parent: the change is taken over the silos that
+/// scored both, as the gate takes it.
+fn gate_evidence(
+    m: &VersionMeta,
+    parent: Option<&VersionMeta>,
+    score_name: &'static str,
+) -> GateEvidence {
+    let parent_figures = parent.map(|p| p.validation.clone()).unwrap_or_default();
+    let mut compared_on = vec![];
+    let (mut now, mut before, mut weight) = (0.0, 0.0, 0.0);
+    for (silo, fig) in &m.validation {
+        let old = parent_figures.get(silo).and_then(|p| p.score());
+        if let (Some(a), Some(b)) = (fig.score(), old) {
+            let w = fig.examples as f64;
+            now += a * w;
+            before += b * w;
+            weight += w;
+            compared_on.push(silo.clone());
+        }
+    }
+    GateEvidence {
+        score_name,
+        weighted_score: m.mean_score(),
+        parent_score: parent.and_then(VersionMeta::mean_score),
+        figures: m.validation.clone(),
+        parent_figures,
+        compared_on,
+        change: (weight > 0.0).then(|| (now - before) / weight),
     }
 }
 
@@ -404,12 +544,55 @@ fn decisions(
     run_of_version: &dyn Fn(u64) -> Option<u64>,
 ) -> Vec<Decision> {
     let mut out = vec![];
-    // The operator's signed decision being applied: (kind, version, by, hash).
+    // The operator's signed decision being applied: (kind, version, by, hash), its entry, and
+    // whether an entry carrying it out followed.
     let mut applying: Option<(String, u64, String, String)> = None;
+    let mut applied_at: (u64, u64, bool) = (0, 0, false);
     let mut gate_reason: BTreeMap<u64, String> = BTreeMap::new();
+    // A decision journaled but never carried out (the coordinator stopped, or applying failed).
+    let not_applied = |a: &(String, u64, String, String), (seq, time_ms): (u64, u64)| Decision {
+        seq,
+        time_ms,
+        run: run_of_version(a.1),
+        kind: "decision_not_applied",
+        by: a.2.clone(),
+        version: Some(a.1),
+        what: format!("{} of v{} journaled but not carried out", a.0, a.1),
+        reason: String::new(),
+        decision_sha256: Some(a.3.clone()),
+    };
     for e in entries {
         let (seq, time_ms) = (e.body.seq, e.body.time_ms);
         let run = ix.of_seq.get(&seq).copied();
+        // A signed decision covers only the entries right after it that carry it out: an
+        // approval and its commit, a rejection, or a rollback (the candidate it withdraws, the
+        // rollback, the redeployments it orders).
+        let part_of = applying.as_ref().is_some_and(|(k, v, operator, _)| {
+            let (k, v) = (k.as_str(), *v);
+            match &e.body.record {
+                Record::Approved { version, .. } | Record::Committed { version, .. } => {
+                    k == "approve" && *version == v
+                }
+                Record::Rejected {
+                    version, reason, ..
+                } => {
+                    (k == "reject" && *version == Some(v))
+                        || (k == "rollback" && reason.starts_with("withdrawn:"))
+                }
+                Record::RolledBack { to, .. } => k == "rollback" && *to == v,
+                Record::Deployed { version, by, .. } => {
+                    k == "rollback" && *version == v && by == operator
+                }
+                _ => false,
+            }
+        });
+        if part_of {
+            applied_at.2 = true;
+        } else if let Some(a) = applying.take() {
+            if !applied_at.2 {
+                out.push(not_applied(&a, (applied_at.0, applied_at.1)));
+            }
+        }
         let mut push = |kind, by: &str, version: Option<u64>, what: String, reason: &str| {
             let hash = match (&applying, version) {
                 (Some((_, v, _, h)), Some(n)) if *v == n => Some(h.clone()),
@@ -436,6 +619,7 @@ fn decisions(
                 by,
             } => {
                 applying = Some((decision.clone(), *version, by.clone(), hash.clone()));
+                applied_at = (seq, time_ms, false);
                 continue;
             }
             Record::Validated {
@@ -504,6 +688,8 @@ fn decisions(
                     Some((k, _, by, _)) if k == "rollback" && reason.starts_with("withdrawn:") => {
                         by.clone()
                     }
+                    // A round that made nothing to keep: the coordinator's call.
+                    _ if version.is_none() => "coordinator".into(),
                     _ => GATE.into(),
                 };
                 let what = match version {
@@ -612,6 +798,9 @@ fn decisions(
             ),
             _ => {}
         }
+    }
+    if let Some(a) = applying.filter(|_| !applied_at.2) {
+        out.push(not_applied(&a, (applied_at.0, applied_at.1)));
     }
     out
 }
@@ -755,10 +944,17 @@ fn confirmations(events: &[Value], id: u64) -> Vec<String> {
     set.into_iter().collect()
 }
 
-fn refusals_of(events: &[Value], version: u64) -> Vec<(String, String)> {
+/// Refusals of order `id` (events before orders carried their id: by version).
+fn refusals_of(events: &[Value], id: u64, version: u64) -> Vec<(String, String)> {
     events
         .iter()
-        .filter(|e| e["event"] == "deployment_refused" && e["version"].as_u64() == Some(version))
+        .filter(|e| {
+            e["event"] == "deployment_refused"
+                && match e["deployment"].as_u64() {
+                    Some(d) => d == id,
+                    None => e["version"].as_u64() == Some(version),
+                }
+        })
         .filter_map(|e| {
             Some((
                 e["silo"].as_str()?.to_string(),

@@ -65,11 +65,8 @@ fn short(h: &str) -> String {
     if h.is_empty() {
         return "-".into();
     }
-    format!(
-        "<code title=\"{}\">{}</code>",
-        e(h),
-        e(&h[..h.len().min(12)])
-    )
+    let first: String = h.chars().take(12).collect();
+    format!("<code title=\"{}\">{}</code>", e(h), e(&first))
 }
 
 fn score(s: Option<f64>) -> String {
@@ -141,10 +138,13 @@ pub fn render(r: &GovernanceReport) -> String {
     silo_table(&mut h, "silo-table", &r.silos);
     h.push_str("</section>");
     roster(&mut h, r);
-    // The JSON, with `</` broken so that no value can close the script element.
+    // The JSON, with `<`, `>` and `&` written as escapes: no value can end the element or
+    // put the HTML parser in another state.
     let json = serde_json::to_string(r)
         .unwrap_or_else(|_| "{}".into())
-        .replace("</", "<\\/");
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026");
     let _ = writeln!(
         h,
         "<script type=\"application/json\" id=\"governance-data\">{json}</script>{CHECK}</body></html>"
@@ -159,7 +159,7 @@ fn integrity(h: &mut String, r: &GovernanceReport) {
         None => {
             let _ = write!(
                 h,
-                "<p class=\"ok\">The audit journal verifies: {} entries, hash-chained and signed{}, from {} to {}; every checkpoint file matches its recorded SHA-256.</p>",
+                "<p class=\"ok\">The audit journal verifies: {} entries, hash-chained and signed{}, from {} to {}; {}.</p>",
                 j.entries,
                 if j.ca_checked {
                     " by coordinators whose certificates the consortium CA issued"
@@ -167,7 +167,12 @@ fn integrity(h: &mut String, r: &GovernanceReport) {
                     " (signers' certificates not checked against a CA: pass --ca)"
                 },
                 opt_when(j.first_ms),
-                opt_when(j.last_ms)
+                opt_when(j.last_ms),
+                if j.files_checked {
+                    "every checkpoint file matches its recorded SHA-256"
+                } else {
+                    "checkpoint files were not hashed for this report (fedsilo audit verify, or fedsilo report --governance, checks them)"
+                }
             );
         }
         Some(p) => {
@@ -178,6 +183,13 @@ fn integrity(h: &mut String, r: &GovernanceReport) {
                 j.entries
             );
         }
+    }
+    if !j.discrepancies.is_empty() {
+        let _ = write!(
+            h,
+            "<p class=\"bad\">The model registry (unsigned) disagrees with the journal; this report shows the journal's word: {}</p>",
+            e(&j.discrepancies.join("; "))
+        );
     }
     let s = &r.summary;
     let rows = vec![
@@ -306,7 +318,7 @@ fn runs(h: &mut String, r: &GovernanceReport) {
 }
 
 fn versions(h: &mut String, r: &GovernanceReport) {
-    h.push_str("<section id=\"versions\"><h2>Versions and lineage</h2><p class=\"muted\">Each version names the version it was built on, its checkpoint file and that file's SHA-256 (as the journal recorded it), the SHA-256 of its parameters and of the policy in force.</p>");
+    h.push_str("<section id=\"versions\"><h2>Versions and lineage</h2><p class=\"muted\">Each version names the version it was built on, its checkpoint file and that file's SHA-256 (as the journal recorded it), the SHA-256 of its parameters and of the policy in force (first 12 digits; the whole in the policies section).</p>");
     let rows: Vec<Vec<String>> = r
         .versions
         .iter()
@@ -381,10 +393,9 @@ fn gate(h: &mut String, r: &GovernanceReport) {
                 e(g.score_name),
                 score(g.weighted_score),
                 score(g.parent_score),
-                match (g.weighted_score, g.parent_score) {
-                    (Some(a), Some(b)) => format!("{:+.4}", a - b),
-                    _ => "-".into(),
-                },
+                g.change.map_or("-".into(), |c| {
+                    format!("{c:+.4} on {}", e(&g.compared_on.join(", ")))
+                }),
                 per_silo,
                 e(x.status),
                 e(&x.reason),
@@ -395,7 +406,14 @@ fn gate(h: &mut String, r: &GovernanceReport) {
         h,
         "gate-table",
         &[
-            "version", "score", "weighted", "parent", "change", "per silo", "outcome", "reason",
+            "version",
+            "score",
+            "weighted",
+            "parent",
+            "change on the silos that scored both",
+            "per silo",
+            "outcome",
+            "reason",
         ],
         &rows,
     );

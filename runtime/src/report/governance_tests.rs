@@ -228,7 +228,8 @@ fn scenario(dir: &std::path::Path) -> Sources {
         json!({"event": "silo_deployed", "silo": "a", "version": 1, "deployment": 1}),
         json!({"event": "deployment_refused", "silo": "b", "version": 1, "reason": "a newer order"}),
         json!({"event": "member_missing", "member": "d", "region": "us", "role": "silo"}),
-        json!({"event": "unexpected_member", "member": "<script>x</script>", "role": "silo"}),
+        json!({"event": "unexpected_member", "member": "<!--<script>x</script>", "role": "silo"}),
+        json!({"event": "deployment_refused", "silo": "c", "version": 1, "deployment": 9, "reason": "<!--<script>"}),
     ];
     Sources {
         federation: "consortium".into(),
@@ -418,6 +419,10 @@ fn the_page_escapes_everything_and_carries_the_same_json() {
     let start = page.find("id=\"governance-data\">").unwrap() + 21;
     let end = start + page[start..].find("</script>").unwrap();
     let embedded: Value = serde_json::from_str(&page[start..end]).unwrap();
+    assert!(
+        !page[start..end].contains('<') && page[start..end].contains("\\u003c!--"),
+        "no value can change how the page is parsed"
+    );
     assert_eq!(
         embedded,
         serde_json::to_value(&r).unwrap(),
@@ -450,4 +455,68 @@ fn a_journal_that_does_not_verify_is_said_first() {
     src.journal.problem = Some("audit.jsonl:7 (seq 7): the signature does not verify".into());
     let page = render(&assemble(src));
     assert!(page.contains("class=\"bad\">The audit journal does NOT verify: audit.jsonl:7"));
+}
+
+/// A signed decision covers only the entries that carry it out; one journaled and never
+/// carried out is shown as such; the unsigned registry does not override the journal.
+#[test]
+fn a_decision_is_attributed_only_to_its_own_effects_and_the_journal_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut src = scenario(dir.path());
+    let n = src.entries.len();
+    let mut extra = entries(vec![
+        Record::Deployed {
+            deployment: 2,
+            version: 1,
+            digest: "params1".into(),
+            target: Target::All,
+            by: "token ci".into(),
+            reason: "later".into(),
+        },
+        Record::DecisionApplied {
+            hash: "decision-hash-3".into(),
+            decision: "approve".into(),
+            version: 9,
+            by: "bob".into(),
+        },
+    ]);
+    for (i, e) in extra.iter_mut().enumerate() {
+        e.body.seq = (n + i + 1) as u64;
+    }
+    src.entries.extend(extra);
+    src.versions[2].file_sha256 = "forged".into();
+    let r = assemble(src);
+    let deployed = find(&r, "deployed");
+    assert_eq!(deployed.len(), 2);
+    assert_eq!(
+        (
+            deployed[1].by.as_str(),
+            deployed[1].decision_sha256.as_deref()
+        ),
+        ("token ci", None),
+        "the rollback's signed decision does not reach a later, unrelated order"
+    );
+    let pending = find(&r, "decision_not_applied");
+    assert_eq!((pending.len(), pending[0].by.as_str()), (1, "bob"));
+    assert_eq!(
+        pending[0].decision_sha256.as_deref(),
+        Some("decision-hash-3")
+    );
+    let v2 = r.versions.iter().find(|v| v.version == 2).unwrap();
+    assert_eq!(v2.file_sha256, "file2", "the journal's word");
+    assert_eq!(
+        r.journal.discrepancies.len(),
+        1,
+        "{:?}",
+        r.journal.discrepancies
+    );
+    // The gate's change is over the silos that scored both versions.
+    assert!((v2.gate.change.unwrap() - 0.05).abs() < 1e-9);
+    assert_eq!(v2.gate.compared_on, ["a", "b"]);
+    assert_eq!(
+        r.summary.committed, 2,
+        "v1 and v2; the initial model is not a commit"
+    );
+    // The refusal of order 9 is not order 1's.
+    assert_eq!(r.deployments[0].refused.len(), 1);
 }

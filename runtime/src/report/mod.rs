@@ -239,18 +239,38 @@ pub fn charts(d: &RunData) -> Vec<(String, String, String)> {
             )],
         ),
     ));
-    out.push((
-        "Round time by phase".to_string(),
-        "Wall time of each committed round: the slowest participant's local training, and the rest (transfer, aggregation, validation).".to_string(),
-        stacked_bars(
-            "Round time by phase",
-            "seconds",
-            &rounds,
-            &[
+    // Rounds recorded with phase times show them; older ones training and the rest.
+    let phased = d
+        .committed
+        .iter()
+        .any(|r| r["phases"]["collect"].as_f64().is_some_and(|x| x > 0.0));
+    let phase = |k: &str| -> Vec<f64> {
+        d.committed
+            .iter()
+            .map(|r| r["phases"][k].as_f64().unwrap_or(0.0))
+            .collect()
+    };
+    let (caption, series) = if phased {
+        (
+            "Time of each committed round by phase, on the coordinator's clock: opening it, collection (base to the silos, their training, updates back), aggregation, federated validation and the commit.",
+            ["open", "collect", "aggregate", "validate", "commit"]
+                .iter()
+                .map(|k| (k.to_string(), phase(k)))
+                .collect::<Vec<_>>(),
+        )
+    } else {
+        (
+            "Wall time of each committed round: the slowest participant's local training, and the rest (transfer, aggregation, validation).",
+            vec![
                 ("training".into(), f("slowest_train_seconds").into_iter().map(|v| v.unwrap_or(0.0)).collect()),
                 ("overhead".into(), f("overhead_seconds").into_iter().map(|v| v.unwrap_or(0.0)).collect()),
             ],
-        ),
+        )
+    };
+    out.push((
+        "Round time by phase".to_string(),
+        caption.to_string(),
+        stacked_bars("Round time by phase", "seconds", &rounds, &series),
     ));
     out
 }

@@ -27,7 +27,7 @@ use crate::cluster::PeerEvent;
 use crate::events::Event;
 use crate::model::Digest;
 use crate::protocol::regional::{call_regional, RegionalRequest, RegionalResponse};
-use crate::protocol::transfer::{ensure_model, fetch_update, put_model, unexpected};
+use crate::protocol::transfer::{ensure_model, fetch_update, unexpected};
 use crate::protocol::{
     call, until_silent, LoraTrain, ModelRef, Request, Response, SiloFailure, SiloHandle,
     TrainReport,
@@ -44,6 +44,10 @@ pub struct Tally {
     pub missing: Vec<(String, String)>,
     /// Refused by an admission rule.
     pub refused: Vec<(String, String)>,
+    /// The slowest base-model transfer to a silo, seconds (0 when every silo held the base).
+    pub slowest_dispatch: f64,
+    /// The slowest update fetch from a silo, seconds.
+    pub slowest_fetch: f64,
 }
 
 impl Tally {
@@ -77,6 +81,55 @@ impl Tally {
     }
 }
 
+/// What a silo's task fetches once it has trained: its update, when this node aggregates it
+/// (no residency route, no secure aggregation) and the report passes the checks that need no
+/// values ([`precheck`]; [`admit`] checks again).
+#[derive(Debug, Clone, Copy)]
+struct Prefetch {
+    round: u64,
+    len: usize,
+    rows: Option<u64>,
+}
+
+/// The checks a report allows before its update is fetched (each an admission rule's refusal).
+fn precheck(report: &TrainReport, round: u64, len: usize, rows: Option<u64>) -> Result<(), String> {
+    if report.round != round {
+        return Err(format!(
+            "stale: update for round {}, this is round {round}",
+            report.round
+        ));
+    }
+    if report.update_len != len as u64 {
+        return Err(format!(
+            "wrong shape: {} values, the model has {len}",
+            report.update_len
+        ));
+    }
+    if report.examples == 0 {
+        return Err("trained on 0 examples".into());
+    }
+    match rows {
+        Some(rows) if report.examples > rows => Err(format!(
+            "claims {} examples, but reported {rows} training rows at its schema check",
+            report.examples
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A silo's trained round as its task saw it: the report, the update if it was fetched (or
+/// why the fetch failed), and the seconds the base transfer and the fetch took.
+#[derive(Debug)]
+struct Done {
+    report: TrainReport,
+    update: Option<Result<Vec<f32>, String>>,
+    dispatch: f64,
+    fetch: f64,
+}
+
+/// Trains one silo: the base if it does not hold it already (it keeps the candidate it
+/// scored, which is the next round's base once committed), `Train`, then the update — each
+/// silo in its own task, so that transfers to and from silos overlap.
 async fn train_at(
     silo: SiloHandle,
     base: BaseModel,
@@ -84,7 +137,9 @@ async fn train_at(
     req: Request,
     chunk: usize,
     deadline: Instant,
-) -> Result<TrainReport, Error> {
+    prefetch: Option<Prefetch>,
+) -> Result<Done, Error> {
+    let started = Instant::now();
     let left = deadline.saturating_duration_since(Instant::now());
     if let Some((l, frozen)) = &lora {
         ensure_model(&silo.actor, l.frozen, frozen, chunk, left, &silo.name).await?;
@@ -94,16 +149,40 @@ async fn train_at(
         version: base.version,
         digest: base.digest,
     };
-    put_model(&silo.actor, model, &base.params, chunk, left, &silo.name).await?;
+    ensure_model(&silo.actor, model, &base.params, chunk, left, &silo.name).await?;
+    let dispatch = started.elapsed().as_secs_f64();
     let left = deadline.saturating_duration_since(Instant::now());
-    match call(&silo.actor, &req, left, &silo.name).await? {
-        Response::Trained(r) => Ok(r),
-        other => Err(unexpected(&silo.name, "Trained", &other)),
-    }
+    let report = match call(&silo.actor, &req, left, &silo.name).await? {
+        Response::Trained(r) => r,
+        other => return Err(unexpected(&silo.name, "Trained", &other)),
+    };
+    let fetching = Instant::now();
+    let update = match prefetch {
+        Some(p) if precheck(&report, p.round, p.len, p.rows).is_ok() => {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let fetch = fetch_update(&silo.actor, p.round, p.len, chunk, left, &silo.name);
+            Some(
+                match tokio::time::timeout_at(deadline.into(), fetch).await {
+                    Ok(Ok(u)) => Ok(u),
+                    Ok(Err(e)) => Err(format!("fetching the update failed: {e}")),
+                    Err(_) => {
+                        Err("its update could not be fetched before the round deadline".into())
+                    }
+                },
+            )
+        }
+        _ => None,
+    };
+    Ok(Done {
+        report,
+        update,
+        dispatch,
+        fetch: fetching.elapsed().as_secs_f64(),
+    })
 }
 
 /// A dispatched silo's training result: its report, or why there is none.
-type Trained = (SiloHandle, Result<TrainReport, SiloFailure>);
+type Trained = (SiloHandle, Result<Done, SiloFailure>);
 
 /// Sends the base model and `Train` to every silo of `dispatch`, each in its own task; the
 /// results arrive on the returned channel.
@@ -128,9 +207,16 @@ fn dispatch(
         let (silo, base, tx, chunk) = (silo.clone(), ctx.base.clone(), tx.clone(), ctx.chunk);
         let lora = ctx.lora.clone();
         let (silent, directory) = (ctx.unhealthy.clone(), ctx.directory.clone());
+        let prefetch = (ctx.policy.secure_aggregation.is_none()
+            && !ctx.routes.contains_key(&silo.name))
+        .then(|| Prefetch {
+            round: ctx.round,
+            len: ctx.base.params.len(),
+            rows: ctx.reported_rows.get(&silo.name).copied(),
+        });
         jobs.spawn(async move {
             let r = tokio::select! {
-                r = train_at(silo.clone(), base, lora, req, chunk, deadline) => r.map_err(|e| {
+                r = train_at(silo.clone(), base, lora, req, chunk, deadline, prefetch) => r.map_err(|e| {
                     let gone = matches!(e, Error::PeerGone { .. }) || directory.identity_of(silo.node_id).is_none();
                     if gone {
                         SiloFailure::Left(e)
@@ -180,7 +266,11 @@ pub async fn collect(
                 let unopened = ctx.routes.get(&silo.name).filter(|a| unopened.contains(&a.name));
                 let outcome = match (result, unopened) {
                     (Ok(_), Some(agg)) => Err(Refusal { reason: format!("aggregator {} could not open the round", agg.name), by_policy: false }),
-                    (Ok(report), None) => admit(ctx, &silo, &report, deadline).await.map(|_| report),
+                    (Ok(done), None) => {
+                        tally.slowest_dispatch = tally.slowest_dispatch.max(done.dispatch);
+                        tally.slowest_fetch = tally.slowest_fetch.max(done.fetch);
+                        admit(ctx, &silo, &done.report, done.update, deadline).await.map(|_| done.report)
+                    }
                     (Err(failure), _) => Err(Refusal { reason: failure.to_string(), by_policy: false }),
                 };
                 match outcome {
@@ -252,11 +342,12 @@ pub async fn screen(ctx: &RoundContext, tally: &mut Tally) -> Result<(), Error> 
     }
 }
 
-/// Fetches and checks one silo's update, then folds it into the aggregator.
+/// Checks one silo's update (fetched by its task), then folds it into the aggregator.
 async fn admit(
     ctx: &RoundContext,
     silo: &SiloHandle,
     report: &TrainReport,
+    update: Option<Result<Vec<f32>, String>>,
     deadline: Instant,
 ) -> Result<(), Refusal> {
     let len = ctx.base.params.len();
@@ -270,29 +361,11 @@ async fn admit(
         reason,
         by_policy: false,
     };
-    // Checks the report allows before fetching anything; the aggregator re-checks the values.
-    if report.round != ctx.round {
-        return refuse(format!(
-            "stale: update for round {}, this is round {}",
-            report.round, ctx.round
-        ));
-    }
-    if report.update_len != len as u64 {
-        return refuse(format!(
-            "wrong shape: {} values, the model has {len}",
-            report.update_len
-        ));
-    }
-    if report.examples == 0 {
-        return refuse("trained on 0 examples".into());
-    }
-    if let Some(rows) = ctx.reported_rows.get(&silo.name) {
-        if report.examples > *rows {
-            return refuse(format!(
-                "claims {} examples, but reported {rows} training rows at its schema check",
-                report.examples
-            ));
-        }
+    // Checks the report allows (the task fetched nothing if they fail); the aggregator
+    // re-checks the values.
+    let rows = ctx.reported_rows.get(&silo.name).copied();
+    if let Err(reason) = precheck(report, ctx.round, len, rows) {
+        return refuse(reason);
     }
     if ctx.policy.secure_aggregation.is_some() {
         // Masked updates are fetched together once collection closes, each weighed against
@@ -322,19 +395,11 @@ async fn admit(
             Err(e) => Err(transport(e.to_string())),
         };
     }
-    let left = deadline.saturating_duration_since(Instant::now());
-    // Only the fetch races the heartbeat watch: once the fold is sent it must complete, or
-    // the aggregate would hold an update the summary does not count.
-    let update = tokio::select! {
-        r = tokio::time::timeout_at(deadline.into(), fetch_update(&silo.actor, ctx.round, len, ctx.chunk, left, &silo.name)) => {
-            match r {
-                Ok(r) => r.map_err(|e| transport(format!("fetching the update failed: {e}")))?,
-                Err(_) => return Err(transport("its update could not be fetched before the round deadline".into())),
-            }
-        }
-        _ = until_silent(ctx.unhealthy.clone(), &silo.name) => {
-            return Err(transport("stopped answering heartbeats while its update was fetched".to_string()))
-        }
+    // Fetched by the silo's task, which raced the heartbeat watch; once the fold is sent it
+    // must complete, or the aggregate would hold an update the summary does not count.
+    let update = match update {
+        Some(u) => u.map_err(transport)?,
+        None => return Err(transport("its update was not fetched".into())),
     };
     if Digest::of_f32(&update) != report.update_digest {
         return refuse("update does not match the digest the silo reported".into());

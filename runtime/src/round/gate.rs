@@ -14,7 +14,7 @@ use super::outcome::RoundOutcome;
 use crate::actors::ask_within;
 use crate::actors::validator::{Candidate, ValidatorMessage};
 use crate::audit::Record;
-use crate::events::RoundSummary;
+use crate::events::{Phases, RoundSummary};
 use crate::protocol::{EvalMetrics, ModelRef, SiloHandle};
 
 /// When the round started, and the bytes each cohort silo had sent before it.
@@ -23,26 +23,39 @@ pub struct Clock {
     pub started: Instant,
     /// Bytes received from each cohort silo before the round.
     pub sent_before: BTreeMap<String, u64>,
+    /// Bytes sent to each cohort silo before the round.
+    pub to_before: BTreeMap<String, u64>,
+    /// When collection began, and when it (with the screen) ended.
+    pub collecting: Option<Instant>,
+    /// When collection ended.
+    pub collected: Option<Instant>,
+    /// When the candidate was made.
+    pub combined: Option<Instant>,
 }
 
 impl Clock {
     /// Starts the round's clock now.
     pub fn start(ctx: &RoundContext) -> Self {
-        let sent_before = ctx
-            .cohort
-            .iter()
-            .map(|s| {
-                let sent = ctx
-                    .directory
-                    .counters_of(s.node_id)
-                    .map(|c| c.received())
-                    .unwrap_or(0);
-                (s.name.clone(), sent)
-            })
-            .collect();
+        let counted = |f: fn(&crate::cluster::counting_stream::ByteCounters) -> u64| {
+            ctx.cohort
+                .iter()
+                .map(|s| {
+                    let n = ctx
+                        .directory
+                        .counters_of(s.node_id)
+                        .map(|c| f(&c))
+                        .unwrap_or(0);
+                    (s.name.clone(), n)
+                })
+                .collect()
+        };
         Self {
             started: Instant::now(),
-            sent_before,
+            sent_before: counted(|c| c.received()),
+            to_before: counted(|c| c.sent()),
+            collecting: None,
+            collected: None,
+            combined: None,
         }
     }
 }
@@ -167,15 +180,34 @@ fn summary(
         .iter()
         .map(|(_, r)| r.train_seconds)
         .fold(0.0, f64::max);
-    let bytes_from_silos = ctx
-        .cohort
-        .iter()
-        .filter_map(|s| {
-            let now = ctx.directory.counters_of(s.node_id)?.received();
-            let before = clock.sent_before.get(&s.name).copied().unwrap_or(0);
-            Some((s.name.clone(), now.saturating_sub(before)))
-        })
-        .collect();
+    let since = |before: &BTreeMap<String, u64>,
+                 f: fn(&crate::cluster::counting_stream::ByteCounters) -> u64| {
+        ctx.cohort
+            .iter()
+            .filter_map(|s| {
+                let now = f(&*ctx.directory.counters_of(s.node_id)?);
+                let before = before.get(&s.name).copied().unwrap_or(0);
+                Some((s.name.clone(), now.saturating_sub(before)))
+            })
+            .collect()
+    };
+    let bytes_from_silos = since(&clock.sent_before, |c| c.received());
+    let bytes_to_silos = since(&clock.to_before, |c| c.sent());
+    let now = Instant::now();
+    let between = |a: Option<Instant>, b: Option<Instant>| match (a, b) {
+        (Some(a), Some(b)) => b.saturating_duration_since(a).as_secs_f64(),
+        _ => 0.0,
+    };
+    let phases = Phases {
+        open: between(Some(clock.started), clock.collecting),
+        dispatch: tally.slowest_dispatch,
+        train: slowest,
+        fetch: tally.slowest_fetch,
+        collect: between(clock.collecting, clock.collected),
+        aggregate: between(clock.collected, clock.combined),
+        validate: between(clock.combined, Some(now)),
+        commit: 0.0,
+    };
     // Under secure aggregation silos report no norm.
     let update_norms = admitted
         .iter()
@@ -202,6 +234,9 @@ fn summary(
         slowest_train_seconds: slowest,
         overhead_seconds: (wall - slowest).max(0.0),
         bytes_from_silos,
+        bytes_to_silos,
+        phases,
+        period_seconds: None,
         update_bytes: ctx.base.params.len() as u64 * 4,
         aggregation: kernel.to_string(),
         policy_digest: ctx.policy.digest.clone(),

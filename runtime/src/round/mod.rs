@@ -42,7 +42,7 @@ use gate::Clock;
 /// round deadline.
 pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
     // The coordinator recorded the round's start (journal, synced) before spawning this task.
-    let clock = Clock::start(&ctx);
+    let mut clock = Clock::start(&ctx);
     let deadline = clock.started + ctx.policy.rounds.deadline();
     let unopened = open(&ctx).await;
     let mut tally = Tally::default();
@@ -50,6 +50,7 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
         Ok(opened) => opened,
         Err(outcome) => return outcome,
     };
+    clock.collecting = Some(std::time::Instant::now());
     collect::collect(&ctx, &dispatched, &unopened, &mut tally, deadline).await;
     if secure.is_none() {
         if let Err(e) = collect::screen(&ctx, &mut tally).await {
@@ -57,9 +58,13 @@ pub async fn run_round(ctx: RoundContext) -> RoundOutcome {
         }
     }
     // Regional aggregates: only those combining enough silos cross to this node.
+    clock.collected = Some(std::time::Instant::now());
     let parts = regional::parts(&ctx, &mut tally).await;
     match combine::combine(&ctx, secure, parts, &mut tally, deadline).await {
-        Ok(combined) => gate::judge(&ctx, combined, tally, clock, deadline).await,
+        Ok(combined) => {
+            clock.combined = Some(std::time::Instant::now());
+            gate::judge(&ctx, combined, tally, clock, deadline).await
+        }
         Err(outcome) => outcome,
     }
 }

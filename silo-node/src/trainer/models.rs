@@ -20,7 +20,19 @@ const MAX_MODEL_VALUES: u64 = 1 << 28;
 /// A LoRA round's adapter layout, frozen base and adapters.
 pub(super) type LoraParts = (Adapters, Arc<Vec<f32>>, Arc<Vec<f32>>);
 
+/// Models kept pinned at once: a frozen base and the base of the round it serves.
+pub(super) const PINNED: usize = 2;
+
 impl TrainerState {
+    /// Keeps `m` outside the cache, among the [`PINNED`] most recently pinned.
+    pub(super) fn pin(&mut self, m: ModelRef, p: Arc<Vec<f32>>) {
+        self.pinned.retain(|(r, _)| *r != m);
+        self.pinned.push_back((m, p));
+        while self.pinned.len() > PINNED {
+            self.pinned.pop_front();
+        }
+    }
+
     /// Model `m`, if it was received (or is the pinned base).
     pub(super) fn model(&self, m: &ModelRef) -> Result<Arc<Vec<f32>>, Refusal> {
         self.models
@@ -54,7 +66,7 @@ impl TrainerState {
                 want: layout.len,
             });
         }
-        self.pinned = Some((lora.frozen, frozen.clone()));
+        self.pin(lora.frozen, frozen.clone());
         Ok((layout, frozen, adapters))
     }
 

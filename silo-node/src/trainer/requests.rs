@@ -92,11 +92,11 @@ pub(super) fn answer(state: &mut TrainerState, request: Request) -> Answer {
         | Request::FetchMasked { .. }
         | Request::SecAggUnmask { .. }) => now(state.secure_aggregation(r)),
         Request::FetchUpdate { round, offset, len } => now(fetch_update(state, round, offset, len)),
-        // Asked only of frozen bases: one held is pinned, so that models sent after it
-        // cannot evict it from the cache.
+        // Asked of a round's frozen base, then of its base: one held is pinned, so that
+        // models sent after it cannot evict it from the cache.
         Request::Holds { model } => now(match state.model(&model) {
             Ok(p) => {
-                state.pinned = Some((model, p));
+                state.pin(model, p);
                 Response::Holds { held: true }
             }
             Err(_) => Response::Holds { held: false },

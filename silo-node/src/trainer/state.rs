@@ -129,8 +129,10 @@ pub struct TrainerState {
     pub(super) feedback: ErrorFeedback,
     /// This silo's own head (personalisation), shared with the scoring jobs.
     pub(super) head: Arc<std::sync::Mutex<PersonalHead>>,
-    /// LoRA: the frozen base, kept outside the model cache for the federation's life.
-    pub(super) pinned: Option<(ModelRef, Arc<Vec<f32>>)>,
+    /// The models the coordinator last asked about with `Holds` (a LoRA round's frozen base,
+    /// then its base), kept outside the model cache: each use of a frozen base is preceded
+    /// by a `Holds` of it, so the [`PINNED`](super::models::PINNED) most recent always include it.
+    pub(super) pinned: std::collections::VecDeque<(ModelRef, Arc<Vec<f32>>)>,
     /// A described model's files arriving from the coordinator.
     pub(super) intake: Option<FileIntake>,
     /// The version deployed at this silo (reported with every heartbeat).
@@ -203,7 +205,7 @@ impl TrainerState {
             encoded: None,
             feedback: ErrorFeedback::default(),
             head: Arc::default(),
-            pinned: None,
+            pinned: Default::default(),
             deployed,
             deployment: at_start.map(|(_, order)| order),
             intake: match &args.data {
