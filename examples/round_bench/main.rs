@@ -36,7 +36,9 @@ fn parse_size(s: &str) -> anyhow::Result<u64> {
         Some('m') => (&s[..s.len() - 1], 1_000_000),
         _ => (s.as_str(), 1),
     };
-    let n: f64 = num.parse().with_context(|| format!("size {s:?}: like 10k or 1m"))?;
+    let n: f64 = num
+        .parse()
+        .with_context(|| format!("size {s:?}: like 10k or 1m"))?;
     Ok((n * mult as f64) as u64)
 }
 
@@ -63,7 +65,10 @@ fn sample(pid: u32) -> Option<(u64, f64)> {
 }
 
 /// The last sample of each process, taken every 20 ms until `stop`.
-fn watch(pids: Vec<(String, u32)>, stop: Arc<AtomicBool>) -> Arc<Mutex<BTreeMap<String, (u64, f64)>>> {
+fn watch(
+    pids: Vec<(String, u32)>,
+    stop: Arc<AtomicBool>,
+) -> Arc<Mutex<BTreeMap<String, (u64, f64)>>> {
     let last = Arc::new(Mutex::new(BTreeMap::new()));
     let out = last.clone();
     std::thread::spawn(move || {
@@ -88,7 +93,13 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// One federation at `params` parameters with `silos` silos for `rounds` rounds.
-fn run(bins: &Binaries, work: &Path, params: u64, silos: usize, rounds: u64) -> anyhow::Result<Vec<String>> {
+fn run(
+    bins: &Binaries,
+    work: &Path,
+    params: u64,
+    silos: usize,
+    rounds: u64,
+) -> anyhow::Result<Vec<String>> {
     let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/churn");
     let dir = work.join(format!("p{params}-s{silos}"));
     let _ = std::fs::remove_dir_all(&dir);
@@ -147,14 +158,23 @@ fn run(bins: &Binaries, work: &Path, params: u64, silos: usize, rounds: u64) -> 
     // The first rounds warm up (connections, first transfer of the base): left out.
     let steady: Vec<&Value> = lines.iter().skip(2).collect();
     let f = |r: &Value, k: &str| r[k].as_f64().unwrap_or(f64::NAN);
-    let phase = |k: &str| median(steady.iter().map(|r| r["phases"][k].as_f64().unwrap_or(0.0)).collect());
+    let phase = |k: &str| {
+        median(
+            steady
+                .iter()
+                .map(|r| r["phases"][k].as_f64().unwrap_or(0.0))
+                .collect(),
+        )
+    };
     let period = median(steady.iter().map(|r| f(r, "period_seconds")).collect());
     let per_silo = |k: &str| {
         median(
             steady
                 .iter()
                 .map(|r| {
-                    let m = r[k].as_object().map_or(0.0, |m| m.values().filter_map(Value::as_f64).sum());
+                    let m = r[k]
+                        .as_object()
+                        .map_or(0.0, |m| m.values().filter_map(Value::as_f64).sum());
                     m / silos as f64
                 })
                 .collect(),
@@ -174,8 +194,17 @@ fn run(bins: &Binaries, work: &Path, params: u64, silos: usize, rounds: u64) -> 
     );
     let s = samples.lock().unwrap().clone();
     let (coord_mem, coord_cpu) = s.get("coordinator").copied().unwrap_or_default();
-    let silo_mem = s.iter().filter(|(k, _)| *k != "coordinator").map(|(_, v)| v.0).max().unwrap_or(0);
-    let silo_cpu: f64 = s.iter().filter(|(k, _)| *k != "coordinator").map(|(_, v)| v.1).sum();
+    let silo_mem = s
+        .iter()
+        .filter(|(k, _)| *k != "coordinator")
+        .map(|(_, v)| v.0)
+        .max()
+        .unwrap_or(0);
+    let silo_cpu: f64 = s
+        .iter()
+        .filter(|(k, _)| *k != "coordinator")
+        .map(|(_, v)| v.1)
+        .sum();
     let mb = |b: f64| b / 1e6;
     Ok(vec![
         format!("{params}"),
@@ -189,10 +218,22 @@ fn run(bins: &Binaries, work: &Path, params: u64, silos: usize, rounds: u64) -> 
             phase("validate") * 1e3,
             phase("commit") * 1e3
         ),
-        format!("{:.2} / {:.2}", per_silo("bytes_from_silos") / model, per_silo("bytes_to_silos") / model),
-        format!("{:.1} MB ({:.1}× model)", mb(coord_mem as f64), coord_mem as f64 / model),
+        format!(
+            "{:.2} / {:.2}",
+            per_silo("bytes_from_silos") / model,
+            per_silo("bytes_to_silos") / model
+        ),
+        format!(
+            "{:.1} MB ({:.1}× model)",
+            mb(coord_mem as f64),
+            coord_mem as f64 / model
+        ),
         format!("{:.1} MB", mb(silo_mem as f64)),
-        format!("{:.3} / {:.3}", coord_cpu / rounds as f64, silo_cpu / rounds as f64),
+        format!(
+            "{:.3} / {:.3}",
+            coord_cpu / rounds as f64,
+            silo_cpu / rounds as f64
+        ),
         format!("{:.2} ms", reference * 1e3),
     ])
 }
@@ -204,15 +245,21 @@ fn main() -> anyhow::Result<()> {
         .collect::<anyhow::Result<_>>()?;
     let silos: Vec<usize> = env_or("SILOS", "4")
         .split(',')
-        .map(|s| s.trim().parse().with_context(|| format!("SILOS: {s:?} is not a number")))
+        .map(|s| {
+            s.trim()
+                .parse()
+                .with_context(|| format!("SILOS: {s:?} is not a number"))
+        })
         .collect::<anyhow::Result<_>>()?;
     let rounds: u64 = env_or("ROUNDS", "12").parse().context("ROUNDS: a number")?;
     if rounds < 4 {
         bail!("ROUNDS = {rounds}: at least 4 (the first two are left out as warm-up)");
     }
     let bins = Binaries::beside_example()?;
-    let work: PathBuf = std::env::var_os("WORK_DIR")
-        .map_or_else(|| std::env::temp_dir().join("fedsilo-round-bench"), PathBuf::from);
+    let work: PathBuf = std::env::var_os("WORK_DIR").map_or_else(
+        || std::env::temp_dir().join("fedsilo-round-bench"),
+        PathBuf::from,
+    );
     println!(
         "| parameters | silos | median round, commit to commit | collect / train / aggregate / validate / commit, ms | bytes up / down per silo per round, × model | coordinator peak | largest silo peak | CPU s per round, coordinator / all silos | ref: SHA-256 of the model |"
     );

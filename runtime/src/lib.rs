@@ -25,6 +25,7 @@ extern crate openblas_src;
 pub mod actors;
 pub mod admin;
 pub mod audit;
+pub mod blas_threads;
 pub mod certs;
 pub mod cluster;
 pub mod compatibility;

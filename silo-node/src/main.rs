@@ -91,6 +91,11 @@ struct Cli {
     /// Longest wait between reconnection attempts, seconds.
     #[arg(long, default_value_t = 10.0)]
     max_backoff_secs: f64,
+    /// Threads the BLAS library (OpenBLAS) may use for training and scoring. Default: 1, or
+    /// OPENBLAS_NUM_THREADS if set; more helps a large model on a machine of its own, while
+    /// idle BLAS threads spin between a small model's steps.
+    #[arg(long)]
+    blas_threads: Option<usize>,
     /// Record-level DP-SGD: clip each example's gradient to this L2 norm (with
     /// --dp-noise-multiplier). The silo applies it on its own terms, whatever the coordinator
     /// asks, and prints the ε spent so far after each round.
@@ -315,6 +320,11 @@ async fn main() -> std::process::ExitCode {
     }
     let cli = Cli::parse();
     fedsilo::logging::init(&cli.log, cli.log_format);
+    match cli.blas_threads {
+        Some(n) => fedsilo::blas_threads::set(n),
+        None if std::env::var_os("OPENBLAS_NUM_THREADS").is_none() => fedsilo::blas_threads::set(1),
+        None => {}
+    }
     // Training allocates and frees large tensors every step: keep them for reuse.
     fedsilo_text::heap::keep_freed_buffers();
     // Room for connections up to the hard limit; the listeners keep a reserve within it.

@@ -13,12 +13,14 @@ impl Digest {
     /// Digest of parameters (little-endian f32 bytes).
     pub fn of_f32(values: &[f32]) -> Self {
         let mut h = Sha256::new();
-        for chunk in values.chunks(4096) {
-            let mut buf = Vec::with_capacity(chunk.len() * 4);
-            for v in chunk {
-                buf.extend_from_slice(&v.to_le_bytes());
+        if cfg!(target_endian = "little") {
+            // The values' bytes as they are in memory: no copy.
+            h.update(bytemuck::cast_slice::<f32, u8>(values));
+        } else {
+            for chunk in values.chunks(4096) {
+                let buf: Vec<u8> = chunk.iter().flat_map(|v| v.to_le_bytes()).collect();
+                h.update(&buf);
             }
-            h.update(&buf);
         }
         Digest(h.finalize().into())
     }
@@ -66,5 +68,9 @@ mod tests {
         let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
         assert_eq!(Digest::of_f32(&v), Digest::of_bytes(&bytes));
         assert_ne!(Digest::of_f32(&v), Digest::of_f32(&[1.0, -2.5, 3.0]));
+        // Longer than any chunking, with values whose bytes differ in every position.
+        let long: Vec<f32> = (0..10_007).map(|i| i as f32 * 1.000_1 - 5000.0).collect();
+        let bytes: Vec<u8> = long.iter().flat_map(|x| x.to_le_bytes()).collect();
+        assert_eq!(Digest::of_f32(&long), Digest::of_bytes(&bytes));
     }
 }

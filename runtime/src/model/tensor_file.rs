@@ -181,27 +181,159 @@ impl TensorSet {
             origin: origin.clone(),
             message: m,
         };
-        let mut bufs = Vec::with_capacity(self.tensors.len());
+        // The values' bytes as they are in memory on a little-endian machine (no copy).
+        let bytes: std::borrow::Cow<'_, [u8]> = if cfg!(target_endian = "little") {
+            std::borrow::Cow::Borrowed(bytemuck::cast_slice(values))
+        } else {
+            std::borrow::Cow::Owned(values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        };
+        let mut views = Vec::with_capacity(self.tensors.len());
         let mut offset = 0;
         for (name, shape) in &self.tensors {
             let len: usize = shape.iter().product();
-            let bytes: Vec<u8> = values[offset..offset + len]
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect();
-            bufs.push((name.clone(), shape.clone(), bytes));
+            let data = bytes.get(offset * 4..(offset + len) * 4).ok_or_else(|| {
+                bad(format!(
+                    "{} values for tensors of {}",
+                    values.len(),
+                    offset + len
+                ))
+            })?;
+            let view =
+                TensorView::new(Dtype::F32, shape.clone(), data).map_err(|e| bad(e.to_string()))?;
+            views.push((name.clone(), view));
             offset += len;
         }
-        let views = bufs
-            .iter()
-            .map(|(n, s, b)| {
-                TensorView::new(Dtype::F32, s.clone(), b)
-                    .map(|v| (n.clone(), v))
-                    .map_err(|e| bad(e.to_string()))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let data = safetensors::serialize(views, Some(metadata)).map_err(|e| bad(e.to_string()))?;
-        super::checkpoint::write_atomic(path, &data)
+        // Written straight to a temporary file beside it, synced, then renamed into place.
+        let dir = path.parent().unwrap_or_else(|| Path::new("."));
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let tmp = dir.join(format!(".{name}.tmp"));
+        safetensors::serialize_to_file(views, Some(metadata), &tmp)
+            .map_err(|e| bad(e.to_string()))?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io("syncing", &tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io("renaming into place", path, e))?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}
+
+/// A safetensors file mapped into memory (`fedsilo aggregate`'s inputs). When its tensors are
+/// all F32, lie contiguous in name order and start 4-byte aligned — as safetensors writes them
+/// — the values are read in place, with no copy; any other file is decoded once into memory.
+///
+/// The file must not be truncated while it is mapped (another process doing so ends this one
+/// with SIGBUS): it is for files the operator hands to an offline command.
+pub struct MappedSet {
+    /// `(name, shape)` in ascending name order.
+    pub tensors: Vec<(String, Vec<usize>)>,
+    values: Values,
+}
+
+enum Values {
+    Mapped {
+        map: memmap2::Mmap,
+        range: std::ops::Range<usize>,
+    },
+    Decoded(Vec<f32>),
+}
+
+impl MappedSet {
+    /// Maps and checks a safetensors file; errors name the file and tensor.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = std::fs::File::open(path).map_err(|e| Error::io("opening", path, e))?;
+        // SAFETY: the map is read only, and only while the file stays as it is (see the type's
+        // documentation).
+        let map =
+            unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io("mapping", path, e))?;
+        let origin = path.display().to_string();
+        let in_place = Self::contiguous_f32(&map, &origin)?;
+        match in_place {
+            Some((tensors, range)) => Ok(MappedSet {
+                tensors,
+                values: Values::Mapped { map, range },
+            }),
+            None => {
+                let set = TensorSet::from_bytes(&map, &origin)?;
+                Ok(MappedSet {
+                    tensors: set.tensors,
+                    values: Values::Decoded(set.values),
+                })
+            }
+        }
+    }
+
+    /// The byte range holding every tensor's values in name order, if they can be read in
+    /// place; `None` if they must be decoded. Errors: not a safetensors file, no tensors.
+    #[allow(clippy::type_complexity)]
+    fn contiguous_f32(
+        bytes: &[u8],
+        origin: &str,
+    ) -> Result<Option<(Vec<(String, Vec<usize>)>, std::ops::Range<usize>)>> {
+        let bad = |m: String| Error::Checkpoint {
+            origin: origin.to_string(),
+            message: m,
+        };
+        let st = SafeTensors::deserialize(bytes)
+            .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+        let mut names: Vec<String> = st.names().into_iter().map(|n| n.to_string()).collect();
+        names.sort();
+        if names.is_empty() {
+            return Err(bad("holds no tensors".into()));
+        }
+        let base = bytes.as_ptr() as usize;
+        let (mut tensors, mut range): (Vec<_>, Option<std::ops::Range<usize>>) = (vec![], None);
+        for name in names {
+            let t = st
+                .tensor(&name)
+                .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
+            let start = t.data().as_ptr() as usize - base;
+            let end = start + t.data().len();
+            let next = match &range {
+                None => start..end,
+                Some(r) if r.end == start => r.start..end,
+                Some(_) => return Ok(None),
+            };
+            if t.dtype() != Dtype::F32 || cfg!(target_endian = "big") {
+                return Ok(None);
+            }
+            range = Some(next);
+            tensors.push((name, t.shape().to_vec()));
+        }
+        let range = range.unwrap_or(0..0);
+        if bytemuck::try_cast_slice::<u8, f32>(&bytes[range.clone()]).is_err() {
+            return Ok(None);
+        }
+        Ok(Some((tensors, range)))
+    }
+
+    /// The values, tensor after tensor in name order.
+    pub fn values(&self) -> &[f32] {
+        match &self.values {
+            Values::Mapped { map, range } => {
+                bytemuck::try_cast_slice(&map[range.clone()]).unwrap_or(&[])
+            }
+            Values::Decoded(v) => v,
+        }
+    }
+
+    /// Whether the values are read in place (no copy).
+    pub fn in_place(&self) -> bool {
+        matches!(self.values, Values::Mapped { .. })
+    }
+
+    /// Its names and shapes, as a [`TensorSet`] without values (for layout checks and
+    /// [`TensorSet::write_like`]).
+    pub fn layout(&self) -> TensorSet {
+        TensorSet {
+            tensors: self.tensors.clone(),
+            values: Vec::new(),
+        }
     }
 }
 
@@ -240,5 +372,41 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("ids.safetensors") && e.contains("I64"), "{e}");
+    }
+
+    #[test]
+    fn a_mapped_file_reads_in_place_what_a_decoded_one_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = TensorSet {
+            tensors: vec![("a".into(), vec![2, 3]), ("b".into(), vec![4])],
+            values: (0..10).map(|i| i as f32 * 0.5 - 1.0).collect(),
+        };
+        let path = dir.path().join("u.safetensors");
+        set.write_like(&set.values, &path, HashMap::new()).unwrap();
+        let m = MappedSet::open(&path).unwrap();
+        assert!(
+            m.in_place(),
+            "safetensors writes F32 data contiguous and aligned"
+        );
+        assert_eq!(m.values(), set.values.as_slice());
+        assert_eq!(m.layout().tensors, set.tensors);
+        // Half precision is decoded, to the same f32 values.
+        let halves: Vec<u8> = set
+            .values
+            .iter()
+            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+            .collect();
+        let view = TensorView::new(Dtype::F16, vec![10], &halves).unwrap();
+        let data = safetensors::serialize([("w", view)], None).unwrap();
+        let half_path = dir.path().join("h.safetensors");
+        std::fs::write(&half_path, data).unwrap();
+        let h = MappedSet::open(&half_path).unwrap();
+        assert!(!h.in_place());
+        assert_eq!(h.values(), set.values.as_slice());
+        // Not a safetensors file: named.
+        let junk = dir.path().join("junk.safetensors");
+        std::fs::write(&junk, b"\x05\x00\x00\x00\x00\x00\x00\x00{}").unwrap();
+        let e = MappedSet::open(&junk).err().unwrap().to_string();
+        assert!(e.contains("junk.safetensors"), "{e}");
     }
 }
