@@ -51,6 +51,23 @@ pub fn as_f32(t: &TensorView<'_>) -> Option<Vec<f32>> {
     }
 }
 
+/// A safetensors file's tensors and their names in ascending order; errors (not a safetensors
+/// file, no tensor) name `origin`.
+fn parse<'a>(bytes: &'a [u8], origin: &str) -> Result<(SafeTensors<'a>, Vec<String>)> {
+    let bad = |m: String| Error::Checkpoint {
+        origin: origin.to_string(),
+        message: m,
+    };
+    let st =
+        SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+    let mut names: Vec<String> = st.names().into_iter().map(|n| n.to_string()).collect();
+    names.sort();
+    if names.is_empty() {
+        return Err(bad("holds no tensors".into()));
+    }
+    Ok((st, names))
+}
+
 impl TensorSet {
     /// Reads a safetensors file; tensors stored as F32, F16 or BF16 are read as f32 (exactly:
     /// every half-precision value is an f32 value). Errors name the file and tensor.
@@ -66,13 +83,7 @@ impl TensorSet {
             origin: origin.to_string(),
             message: m,
         };
-        let st = SafeTensors::deserialize(bytes)
-            .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
-        let mut names: Vec<String> = st.names().into_iter().map(|n| n.to_string()).collect();
-        names.sort();
-        if names.is_empty() {
-            return Err(bad("holds no tensors".into()));
-        }
+        let (st, names) = parse(bytes, origin)?;
         let mut tensors = Vec::with_capacity(names.len());
         let mut values = Vec::new();
         for name in names {
@@ -279,13 +290,7 @@ impl MappedSet {
             origin: origin.to_string(),
             message: m,
         };
-        let st = SafeTensors::deserialize(bytes)
-            .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
-        let mut names: Vec<String> = st.names().into_iter().map(|n| n.to_string()).collect();
-        names.sort();
-        if names.is_empty() {
-            return Err(bad("holds no tensors".into()));
-        }
+        let (st, names) = parse(bytes, origin)?;
         let base = bytes.as_ptr() as usize;
         let (mut tensors, mut range): (Vec<_>, Option<std::ops::Range<usize>>) = (vec![], None);
         for name in names {

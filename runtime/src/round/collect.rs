@@ -117,14 +117,20 @@ fn precheck(report: &TrainReport, round: u64, len: usize, rows: Option<u64>) -> 
     }
 }
 
+/// Updates fetched and not yet folded, at most: fetches from this many silos overlap, and the
+/// coordinator holds at most this many updates besides the aggregate, whatever the cohort.
+const FETCHES_AT_ONCE: usize = 4;
+
 /// A silo's trained round as its task saw it: the report, the update if it was fetched (or
-/// why the fetch failed), and the seconds the base transfer and the fetch took.
+/// why the fetch failed), the seconds the base transfer and the fetch took, and the fetch's
+/// place among the [`FETCHES_AT_ONCE`] (given back once the update is folded).
 #[derive(Debug)]
 struct Done {
     report: TrainReport,
     update: Option<Result<Vec<f32>, String>>,
     dispatch: f64,
     fetch: f64,
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// Trains one silo: the base if it does not hold it already (it keeps the candidate it
@@ -137,7 +143,7 @@ async fn train_at(
     req: Request,
     chunk: usize,
     deadline: Instant,
-    prefetch: Option<Prefetch>,
+    prefetch: Option<(Prefetch, Arc<tokio::sync::Semaphore>)>,
 ) -> Result<Done, Error> {
     let started = Instant::now();
     let left = deadline.saturating_duration_since(Instant::now());
@@ -156,9 +162,12 @@ async fn train_at(
         Response::Trained(r) => r,
         other => return Err(unexpected(&silo.name, "Trained", &other)),
     };
-    let fetching = Instant::now();
+    let mut slot = None;
+    let mut fetching = Instant::now();
     let update = match prefetch {
-        Some(p) if precheck(&report, p.round, p.len, p.rows).is_ok() => {
+        Some((p, slots)) if precheck(&report, p.round, p.len, p.rows).is_ok() => {
+            slot = slots.acquire_owned().await.ok();
+            fetching = Instant::now();
             let left = deadline.saturating_duration_since(Instant::now());
             let fetch = fetch_update(&silo.actor, p.round, p.len, chunk, left, &silo.name);
             Some(
@@ -178,6 +187,7 @@ async fn train_at(
         update,
         dispatch,
         fetch: fetching.elapsed().as_secs_f64(),
+        _slot: slot,
     })
 }
 
@@ -193,6 +203,7 @@ fn dispatch(
 ) -> (JoinSet<()>, mpsc::Receiver<Trained>) {
     let (tx, rx) = mpsc::channel(ctx.cohort.len().max(1));
     let mut jobs = JoinSet::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(FETCHES_AT_ONCE));
     for silo in dispatch {
         let req = Request::Train {
             round: ctx.round,
@@ -209,10 +220,13 @@ fn dispatch(
         let (silent, directory) = (ctx.unhealthy.clone(), ctx.directory.clone());
         let prefetch = (ctx.policy.secure_aggregation.is_none()
             && !ctx.routes.contains_key(&silo.name))
-        .then(|| Prefetch {
-            round: ctx.round,
-            len: ctx.base.params.len(),
-            rows: ctx.reported_rows.get(&silo.name).copied(),
+        .then(|| {
+            let p = Prefetch {
+                round: ctx.round,
+                len: ctx.base.params.len(),
+                rows: ctx.reported_rows.get(&silo.name).copied(),
+            };
+            (p, slots.clone())
         });
         jobs.spawn(async move {
             let r = tokio::select! {

@@ -25,9 +25,9 @@ pub struct Clock {
     pub sent_before: BTreeMap<String, u64>,
     /// Bytes sent to each cohort silo before the round.
     pub to_before: BTreeMap<String, u64>,
-    /// When collection began, and when it (with the screen) ended.
+    /// When collection began.
     pub collecting: Option<Instant>,
-    /// When collection ended.
+    /// When collection (with the screen of the cohort) ended.
     pub collected: Option<Instant>,
     /// When the candidate was made.
     pub combined: Option<Instant>,
