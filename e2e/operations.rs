@@ -29,14 +29,15 @@ fn sample(text: &str, name: &str) -> Option<f64> {
 
 #[test]
 fn the_coordinator_and_a_silo_serve_prometheus_metrics() {
-    let (coord, silo) = (free_port(), free_port());
+    // The silo binds any free port (port 0) and says which in its log.
+    let coord = free_port();
     let mut f = Federation::start(Options {
         rounds: 4,
         coordinator_args: vec!["--metrics-listen".into(), format!("127.0.0.1:{coord}")],
         silos: vec![
             (
                 "northeast",
-                vec!["--metrics-listen".into(), format!("127.0.0.1:{silo}")],
+                vec!["--metrics-listen".into(), "127.0.0.1:0".into()],
             ),
             // Slow rounds, so that the federation is still running when it is scraped.
             ("midwest", vec!["--train-delay-ms".into(), "400".into()]),
@@ -71,6 +72,13 @@ fn the_coordinator_and_a_silo_serve_prometheus_metrics() {
         sample(&text, "fedsilo_session_bytes_received").unwrap() > 0.0,
         "{text}"
     );
+    let log = f.silo_log("northeast");
+    let silo: u16 = log
+        .split("metrics at http://127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("the silo names its metrics address: {log}"));
     let text = scrape(silo);
     assert!(
         sample(&text, "fedsilo_silo_requests_total{kind=\"train\"}").unwrap() >= 2.0,

@@ -10,6 +10,8 @@
 pub mod chart;
 pub mod governance;
 pub mod governance_build;
+mod governance_decisions;
+mod governance_members;
 pub mod governance_page;
 #[cfg(test)]
 mod governance_tests;
