@@ -248,6 +248,11 @@ pub fn fedsilo(args: &[&str]) -> (bool, String) {
         .args(args)
         .output()
         .unwrap();
+    said(&out)
+}
+
+/// Whether a finished command succeeded, and what it printed (stdout, then stderr).
+fn said(out: &std::process::Output) -> (bool, String) {
     (
         out.status.success(),
         format!(
@@ -299,14 +304,7 @@ pub fn silo_score(certs: &Path, deploy: &Path, silo: &str, out: &Path) -> (bool,
         .arg(out)
         .output()
         .unwrap();
-    (
-        o.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-    )
+    said(&o)
 }
 
 /// A path as a command-line argument.

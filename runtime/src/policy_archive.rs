@@ -156,4 +156,37 @@ mod tests {
             );
         }
     }
+
+    /// At start the policy is journaled once, and again only when the file was edited while
+    /// the coordinator was stopped.
+    #[test]
+    fn a_start_journals_the_policy_only_when_it_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let creds = crate::identity::signature::tests::credentials("coordinator");
+        let path = dir.path().join("audit.jsonl");
+        let last = |dir: &std::path::Path| {
+            let text = std::fs::read_to_string(dir.join("audit.jsonl")).unwrap();
+            let v = crate::audit::verify::verify_chain(&text, "audit.jsonl", None);
+            assert!(v.problem.is_none(), "{:?}", v.problem);
+            crate::audit::History::of(&v.entries).policy
+        };
+        let p = Policy::from_toml_str(TEXT, "policy.toml").unwrap();
+        let (j, _) = Journal::open(&path, &creds, 0).unwrap();
+        assert!(check_in(dir.path(), &j, None, &p).unwrap(), "first start");
+        drop(j);
+        assert_eq!(last(dir.path()).as_deref(), Some(p.digest.as_str()));
+        let (j, _) = Journal::open(&path, &creds, 0).unwrap();
+        assert!(
+            !check_in(dir.path(), &j, Some(&p.digest), &p).unwrap(),
+            "unchanged"
+        );
+        let edited = Policy::from_toml_str(&TEXT.replace('2', "3"), "policy.toml").unwrap();
+        assert!(
+            check_in(dir.path(), &j, Some(&p.digest), &edited).unwrap(),
+            "edited while stopped"
+        );
+        drop(j);
+        assert_eq!(last(dir.path()).as_deref(), Some(edited.digest.as_str()));
+        assert!(read(dir.path(), &edited.digest).unwrap().is_some(), "kept");
+    }
 }
