@@ -68,6 +68,11 @@ fn a_silo_gets_each_model_once_and_each_round_records_its_phases_and_bytes() {
         let silos = r["bytes_to_silos"].as_object().unwrap().len();
         assert_eq!(silos, 3, "{r}");
     }
+    // Tensors took the bulk data plane: every silo linked it (and the bytes above count it).
+    for silo in ["northeast", "midwest", "west"] {
+        let log = f.silo_log(silo);
+        assert!(log.contains("bulk data plane linked"), "{silo}: {log}");
+    }
     // Dispatch after round 1 sends nothing: every silo held the base.
     assert!(rounds[1..]
         .iter()

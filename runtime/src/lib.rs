@@ -26,6 +26,7 @@ pub mod actors;
 pub mod admin;
 pub mod audit;
 pub mod blas_threads;
+pub mod bulk;
 pub mod certs;
 pub mod cluster;
 pub mod compatibility;

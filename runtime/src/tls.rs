@@ -77,6 +77,10 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
     Ok(certs)
 }
 
+/// The ALPN protocol name of a link of the bulk data plane (`crate::bulk`), accepted on a
+/// cluster listener beside its ractor_cluster links (`crate::cluster::handoff`).
+pub const BULK_ALPN: &[u8] = b"fedsilo-bulk/1";
+
 impl NodeCredentials {
     /// Loads a node kit directory (`ca.pem`, `cert.pem`, `key.pem`, as `fedsilo certs` writes).
     pub fn load_kit(dir: &Path) -> Result<Self> {
@@ -228,6 +232,17 @@ impl NodeCredentials {
                 origin: self.identity.name.clone(),
                 message: format!("key does not fit certificate: {e}"),
             })?;
+        let mut config = config;
+        // A client may ask for the bulk data plane; one that asks for nothing is a cluster link.
+        config.alpn_protocols = vec![BULK_ALPN.to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    /// [`NodeCredentials::client_config`] for a link of the bulk data plane: it asks for
+    /// [`BULK_ALPN`].
+    pub fn bulk_client_config(&self) -> Result<Arc<ClientConfig>> {
+        let mut config = Arc::unwrap_or_clone(self.client_config()?);
+        config.alpn_protocols = vec![BULK_ALPN.to_vec()];
         Ok(Arc::new(config))
     }
 

@@ -131,6 +131,7 @@ async fn bad_peers_are_refused_and_good_ones_keep_being_served() {
         listen: None,
         limits: LinkLimits::with_handshake_timeout(WAIT),
         crl: None,
+        bulk: None,
     })
     .await
     .unwrap();
@@ -341,6 +342,7 @@ async fn a_dead_link_may_be_replaced_by_its_own_identity() {
         listen: None,
         limits: LinkLimits::default(),
         crl: None,
+        bulk: None,
     })
     .await
     .unwrap();
@@ -361,6 +363,7 @@ async fn a_dead_link_may_be_replaced_by_its_own_identity() {
         listen: None,
         limits: LinkLimits::default(),
         crl: None,
+        bulk: None,
     })
     .await
     .unwrap();
@@ -574,6 +577,7 @@ async fn a_certificate_refused_for_good_ends_the_link_with_one_clear_error() {
             listen: None,
             limits: LinkLimits::with_handshake_timeout(Duration::from_secs(5)),
             crl: None,
+            bulk: None,
         })
     };
     let foreign = node(&other).await.unwrap();

@@ -38,6 +38,7 @@ async fn a_revoked_certificate_is_refused_and_its_open_link_closed() {
         listen: Some("127.0.0.1:0".parse().unwrap()),
         limits: LinkLimits::with_handshake_timeout(Duration::from_secs(10)),
         crl: Some(crl.clone()),
+        bulk: None,
     })
     .await
     .unwrap();
@@ -51,6 +52,7 @@ async fn a_revoked_certificate_is_refused_and_its_open_link_closed() {
             listen: None,
             limits: LinkLimits::with_handshake_timeout(Duration::from_secs(5)),
             crl: None,
+            bulk: None,
         })
     };
     let a = node_of(bank_a).await.unwrap();

@@ -12,6 +12,7 @@ extern crate openblas_src;
 
 #[cfg(feature = "fault-injection")]
 pub mod attack;
+pub mod bulk_link;
 pub mod data;
 pub mod external;
 pub mod faults;

@@ -178,11 +178,13 @@ pub async fn run(s: SiloSettings) -> anyhow::Result<()> {
         )
     });
     let signing = creds.clone();
+    let signing_for_bulk = creds.clone();
     let node = ClusterNode::start(ClusterConfig {
         credentials: creds,
         listen: None,
         limits: fedsilo::cluster::LinkLimits::default(),
         crl: None,
+        bulk: None,
     })
     .await?;
     let metrics = std::sync::Arc::new(fedsilo::metrics::SiloMetrics::new());
@@ -230,6 +232,14 @@ pub async fn run(s: SiloSettings) -> anyhow::Result<()> {
         s.coordinator.clone(),
     ));
 
+    let bulk = tokio::spawn(crate::bulk_link::keep(
+        signing_for_bulk,
+        node.directory().subscribe(),
+        s.coordinator.clone(),
+        s.coordinator_name.clone(),
+        trainer.clone(),
+        s.max_backoff,
+    ));
     let coordinator = keep_linked(
         &node,
         &s.coordinator,
@@ -258,6 +268,7 @@ pub async fn run(s: SiloSettings) -> anyhow::Result<()> {
         _ = shutdown_signal() => Ok("interrupted"),
     };
     watch.abort();
+    bulk.abort();
     board.report(crate::status::Change::Stopped(match &ended {
         Ok(why) => why.to_string(),
         Err(e) => format!("{e:#}"),

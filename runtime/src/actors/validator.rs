@@ -12,8 +12,10 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::bulk::route::{ensure_model, put_model, Route};
+use crate::bulk::BulkLinks;
 use crate::model::Architecture;
-use crate::protocol::transfer::{ensure_model, put_model, unexpected};
+use crate::protocol::transfer::unexpected;
 use crate::protocol::{
     call, EvalMetrics, LoraTrain, ModelRef, Personalize, Request, Response, Scaling,
 };
@@ -62,6 +64,8 @@ pub enum ValidatorMessage {
         candidate: Candidate,
         /// Where to evaluate it.
         silos: Vec<SiloHandle>,
+        /// Their bulk links.
+        bulk: Arc<BulkLinks>,
         /// Transfer chunk size, values.
         chunk: usize,
         /// Time limit for the whole evaluation.
@@ -81,16 +85,18 @@ pub struct ValidatorActor;
 
 async fn evaluate_at(
     silo: SiloHandle,
+    bulk: Arc<BulkLinks>,
     c: Candidate,
     chunk: usize,
     timeout: Duration,
     silent: watch::Receiver<BTreeSet<String>>,
 ) -> (String, Result<EvalMetrics, SiloFailure>) {
     let work = async {
+        let route = Route::to(&silo, &bulk);
         if let Some((l, frozen)) = &c.lora {
-            ensure_model(&silo.actor, l.frozen, frozen, chunk, timeout, &silo.name).await?;
+            ensure_model(&route, l.frozen, frozen, chunk, timeout).await?;
         }
-        put_model(&silo.actor, c.model, &c.params, chunk, timeout, &silo.name).await?;
+        put_model(&route, c.model, &c.params, chunk, timeout).await?;
         let req = Request::Evaluate {
             model: c.model,
             spec: c.spec.clone(),
@@ -158,6 +164,7 @@ impl Actor for ValidatorActor {
         let ValidatorMessage::Validate {
             candidate,
             silos,
+            bulk,
             chunk,
             timeout,
             silent,
@@ -167,6 +174,7 @@ impl Actor for ValidatorActor {
         for s in silos {
             jobs.spawn(evaluate_at(
                 s,
+                bulk.clone(),
                 candidate.clone(),
                 chunk,
                 timeout,

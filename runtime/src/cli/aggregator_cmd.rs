@@ -72,6 +72,7 @@ pub async fn run(a: AggregatorArgs) -> anyhow::Result<ExitCode> {
         listen: Some(a.listen),
         limits: LinkLimits::default(),
         crl: a.crl.clone(),
+        bulk: None,
     })
     .await?;
     let addr = node.local_addr().map(|x| x.to_string()).unwrap_or_default();

@@ -19,6 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use super::auth_frames::{read_declared_name, Replay};
 use super::counting_stream::{ByteCounters, CountingStream, LabelledStream};
 use super::directory::Admission;
+use super::handoff::{BulkAcceptor, BULK_ALPN};
 use super::node::LinkLimits;
 use super::revocation::Revocations;
 use super::PeerDirectory;
@@ -33,6 +34,7 @@ pub async fn accept_loop(
     server: ActorRef<NodeServerMessage>,
     directory: Arc<PeerDirectory>,
     limits: LinkLimits,
+    bulk: Option<Arc<dyn BulkAcceptor>>,
 ) {
     loop {
         let (stream, peer, permit) = accept_admitted(&listener, &limiter, |peer, refusal| {
@@ -43,8 +45,9 @@ pub async fn accept_loop(
         let server = server.clone();
         let directory = directory.clone();
         let limits = limits.clone();
+        let bulk = bulk.clone();
         tokio::spawn(async move {
-            handshake(stream, peer, &revocations, server, directory, limits).await;
+            handshake(stream, peer, &revocations, server, directory, limits, bulk).await;
             drop(permit);
         });
     }
@@ -68,9 +71,19 @@ async fn handshake(
     server: ActorRef<NodeServerMessage>,
     directory: Arc<PeerDirectory>,
     limits: LinkLimits,
+    bulk: Option<Arc<dyn BulkAcceptor>>,
 ) {
     let peer_addr = link_label(&peer);
-    link(stream, &peer_addr, revocations, server, directory, limits).await;
+    link(
+        stream,
+        &peer_addr,
+        revocations,
+        server,
+        directory,
+        limits,
+        bulk,
+    )
+    .await;
     revocations.forget(&peer_addr);
 }
 
@@ -81,6 +94,7 @@ async fn link(
     server: ActorRef<NodeServerMessage>,
     directory: Arc<PeerDirectory>,
     limits: LinkLimits,
+    bulk: Option<Arc<dyn BulkAcceptor>>,
 ) {
     let acceptor = revocations.acceptor();
     let peer_addr = peer_addr.to_string();
@@ -120,6 +134,42 @@ async fn link(
             return;
         }
     };
+    if tls.get_ref().1.alpn_protocol() == Some(BULK_ALPN) {
+        // A link of the bulk data plane: verified like any other, then handed off; it holds
+        // its place among the connection caps until it closes.
+        match bulk {
+            Some(acceptor) => {
+                let mut revoked = revocations.revoked();
+                let held = acceptor.accept(identity, peer_addr.clone(), Box::new(tls));
+                tokio::pin!(held);
+                loop {
+                    tokio::select! {
+                        _ = &mut held => break,
+                        label = revoked.recv() => match label {
+                            Ok(l) if l == peer_addr => acceptor.close(&peer_addr),
+                            Ok(_) => {}
+                            // Missed notices: ask the list itself.
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                                if !revocations.is_tracked(&peer_addr) {
+                                    acceptor.close(&peer_addr);
+                                }
+                            }
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                                (&mut held).await;
+                                break;
+                            }
+                        },
+                    }
+                }
+            }
+            None => directory.refused(
+                &peer_addr,
+                Some(&identity),
+                "asked for the bulk data plane, which this node does not serve",
+            ),
+        }
+        return;
+    }
     // The declared name, before ractor_cluster can elect between sessions that share it.
     let (declared, first_frame) =
         match tokio::time::timeout_at(deadline, read_declared_name(&mut tls)).await {

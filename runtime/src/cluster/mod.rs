@@ -19,6 +19,8 @@
 //!   the wire, not estimated.
 //! - [`refusal_watch`] — a dialled link keeps the server's refusal of our certificate (TLS 1.3
 //!   tells it only after the handshake), so that it is reported as final.
+//! - [`handoff`] — a link that asks for the bulk data plane (by ALPN) is checked like the
+//!   others and handed to the node's bulk acceptor instead of ractor_cluster.
 //! - [`revocation`] — the consortium CA's revocation list, enforced at the handshake and on the
 //!   links already open.
 //!
@@ -28,6 +30,7 @@
 pub mod auth_frames;
 pub mod counting_stream;
 pub mod directory;
+pub mod handoff;
 pub mod link;
 pub mod listener;
 pub mod node;

@@ -80,7 +80,7 @@ impl LinkLimits {
 }
 
 /// How to start a [`ClusterNode`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClusterConfig {
     /// This node's credentials; its identity is its node name.
     pub credentials: NodeCredentials,
@@ -91,6 +91,9 @@ pub struct ClusterConfig {
     /// The consortium CA's certificate revocation list, enforced on accepted links
     /// ([`super::revocation`]; `None`: none).
     pub crl: Option<std::path::PathBuf>,
+    /// Who takes the bulk data-plane links the listener accepts ([`super::handoff`]; `None`:
+    /// they are refused).
+    pub bulk: Option<Arc<dyn super::handoff::BulkAcceptor>>,
 }
 
 /// A running cluster node.
@@ -189,6 +192,7 @@ impl ClusterNode {
                     server.clone(),
                     directory.clone(),
                     config.limits.clone(),
+                    config.bulk.clone(),
                 ));
                 let watch = config.crl.is_some().then(|| {
                     tokio::spawn(super::revocation::watch(

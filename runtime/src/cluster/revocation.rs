@@ -30,6 +30,9 @@ pub struct Revocations {
     credentials: NodeCredentials,
     path: Option<PathBuf>,
     state: Mutex<State>,
+    /// The labels of open links a new list revoked, for links the directory does not hold
+    /// (the bulk data plane's).
+    revoked: tokio::sync::broadcast::Sender<String>,
 }
 
 struct State {
@@ -85,6 +88,7 @@ impl Revocations {
                 links: BTreeMap::new(),
             }),
             path,
+            revoked: tokio::sync::broadcast::channel(64).0,
         })
     }
 
@@ -107,6 +111,16 @@ impl Revocations {
         }
         s.links.insert(label.to_string(), serial);
         true
+    }
+
+    /// The labels of open links revoked from now on.
+    pub fn revoked(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.revoked.subscribe()
+    }
+
+    /// Whether the link `label` is still tracked (not yet revoked or gone).
+    pub fn is_tracked(&self, label: &str) -> bool {
+        self.lock().links.contains_key(label)
     }
 
     /// The link `label` is gone.
@@ -174,6 +188,7 @@ pub async fn watch(revocations: Arc<Revocations>, directory: Arc<PeerDirectory>)
                 "certificate revoked (certificate revocation list)",
             );
             directory.close(&label, "certificate revoked");
+            let _ = revocations.revoked.send(label.clone());
             revocations.forget(&label);
         }
     }

@@ -21,12 +21,13 @@ use super::phase::Phase;
 use super::state::CoordinatorState;
 use crate::audit::entry::now_ms;
 use crate::audit::Record;
+use crate::bulk::route::{put_model, Route};
+use crate::bulk::BulkLinks;
 use crate::deploy::{Deployment, DeploymentBook, DeploymentNote, SignedNote, Target};
 use crate::events::Event;
 use crate::identity::validate_name;
 use crate::model::Digest;
 use crate::protocol::trainer_message::call_bytes;
-use crate::protocol::transfer::put_model;
 use crate::protocol::{decode, encode, ModelRef, Request, Response, TrainerMessage};
 use crate::tls::NodeCredentials;
 
@@ -263,8 +264,9 @@ pub fn deliver_due(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorMe
         };
         e.deploying = true;
         let (actor, node_id, me) = (e.handle.actor.clone(), e.handle.node_id, myself.clone());
+        let bulk = state.links.bulk.clone();
         tokio::spawn(async move {
-            let result = deliver(&actor, &silo, &prepared, chunk, timeout).await;
+            let result = deliver(&actor, &silo, &bulk, &prepared, chunk, timeout).await;
             let _ = me.cast(CoordinatorMessage::Delivered {
                 silo,
                 node_id,
@@ -338,6 +340,7 @@ fn seal(
 async fn deliver(
     actor: &ActorRef<TrainerMessage>,
     silo: &str,
+    bulk: &BulkLinks,
     p: &Prepared,
     chunk: usize,
     timeout: Duration,
@@ -371,7 +374,8 @@ async fn deliver(
     if let Ok(done) = answer(ask().await, false) {
         return done;
     }
-    if let Err(e) = put_model(actor, p.model, &p.values, chunk, timeout, silo).await {
+    let route = Route::of(actor, silo, bulk);
+    if let Err(e) = put_model(&route, p.model, &p.values, chunk, timeout).await {
         return Delivery::Transit(format!("sending the values: {e}"));
     }
     answer(ask().await, true).unwrap_or_else(|()| Delivery::Transit("no answer".into()))

@@ -132,6 +132,7 @@ impl Fixture {
         recover(CoordinatorArgs {
             settings,
             directory: Arc::new(PeerDirectory::default()),
+            bulk: Default::default(),
             data: (&schema()).into(),
             policy: nobody().await,
             aggregator: nobody().await,

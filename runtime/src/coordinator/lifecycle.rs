@@ -13,10 +13,11 @@ use super::messages::CoordinatorMessage;
 use super::phase::Phase;
 use super::settings::RunResult;
 use super::state::CoordinatorState;
+use crate::bulk::route::{put_model, Route};
 use crate::compression::Compression;
 use crate::events::{ComparisonRow, Event};
 use crate::model::Digest;
-use crate::protocol::transfer::{put_model, unexpected};
+use crate::protocol::transfer::unexpected;
 use crate::protocol::SiloHandle;
 use crate::protocol::{call, EvalMetrics, ModelRef, Request, Response, TrainPlan};
 
@@ -144,14 +145,17 @@ fn start_comparison(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorM
     // of one call for each (a 3-round text baseline on 2 cores outlasted a single 600 s).
     let timeout = LOCAL_BASELINE_PER_ROUND * rounds.max(1);
     let federated = state.run.last_eval.clone();
+    let bulk = state.links.bulk.clone();
     let me = myself.clone();
     tokio::spawn(async move {
         let mut jobs = tokio::task::JoinSet::new();
         for silo in silos {
             let (initial, spec, plan) = (initial.clone(), spec.clone(), plan.clone());
+            let bulk = bulk.clone();
             jobs.spawn(async move {
                 let r = async {
-                    put_model(&silo.actor, model, &initial, chunk, timeout, &silo.name).await?;
+                    let route = Route::to(&silo, &bulk);
+                    put_model(&route, model, &initial, chunk, timeout).await?;
                     let req = Request::LocalBaseline {
                         initial: model,
                         spec,

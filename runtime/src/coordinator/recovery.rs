@@ -43,6 +43,7 @@ pub fn recover(args: CoordinatorArgs) -> crate::Result<CoordinatorState> {
         settings: args.settings,
         links: Links {
             directory: args.directory,
+            bulk: args.bulk,
             data: args.data,
             policy: args.policy,
             aggregator: args.aggregator,

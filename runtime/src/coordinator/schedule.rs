@@ -449,6 +449,7 @@ fn context(
         aggregator: state.links.aggregator.clone(),
         validator: state.links.validator.clone(),
         directory: state.links.directory.clone(),
+        bulk: state.links.bulk.clone(),
         chunk: s.chunk,
         events: state.ledger.events.clone(),
         unhealthy: state.members.unhealthy.subscribe(),

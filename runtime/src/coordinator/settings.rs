@@ -108,6 +108,8 @@ pub struct CoordinatorArgs {
     pub settings: CoordinatorSettings,
     /// Verified peers.
     pub directory: Arc<PeerDirectory>,
+    /// Their bulk links.
+    pub bulk: Arc<crate::bulk::BulkLinks>,
     /// What every silo's data must agree on (the schema check, the scaling agreement).
     pub data: DataContract,
     /// Policy actor.

@@ -34,6 +34,8 @@ use crate::status::FederationStatus;
 pub struct Links {
     /// Verified peers.
     pub directory: Arc<PeerDirectory>,
+    /// Their bulk links (tensors travel there when a silo has one).
+    pub bulk: Arc<crate::bulk::BulkLinks>,
     /// What every silo's data must agree on.
     pub data: DataContract,
     /// The Policy actor.

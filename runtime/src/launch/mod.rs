@@ -138,7 +138,8 @@ async fn start(
         ),
         None => None,
     };
-    let node = start_node(&cfg, origin, &prepared, &dir.events, &metrics).await?;
+    let bulk = Arc::new(crate::bulk::BulkLinks::default());
+    let node = start_node(&cfg, origin, &prepared, &dir.events, &metrics, &bulk).await?;
     let actors = Actors::spawn(&cfg, &prepared).await?;
     let settings = settings(&cfg, origin, &prepared, &node, misroute)?;
     let webhooks = webhooks::start(
@@ -171,6 +172,7 @@ async fn start(
         CoordinatorArgs {
             settings,
             directory: node.directory().clone(),
+            bulk: bulk.clone(),
             data: prepared.data,
             policy: actors.policy.clone(),
             aggregator: actors.aggregator.clone(),
@@ -243,12 +245,14 @@ async fn start_node(
     prepared: &Prepared,
     events: &Arc<EventLog>,
     metrics: &Arc<FederationMetrics>,
+    bulk: &Arc<crate::bulk::BulkLinks>,
 ) -> anyhow::Result<ClusterNode> {
     let node = ClusterNode::start(ClusterConfig {
         credentials: prepared.creds.clone(),
         listen: Some(cfg.network.listen),
         limits: crate::cluster::LinkLimits::with_handshake_timeout(cfg.handshake_timeout(origin)?),
         crl: cfg.network.crl.clone(),
+        bulk: Some(bulk.clone()),
     })
     .await?;
     tokio::spawn(announce_link_refusals(

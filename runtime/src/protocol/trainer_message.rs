@@ -10,6 +10,18 @@ use crate::{Error, Result};
 
 const RPC_VARIANT: &str = "fedsilo.rpc";
 
+/// Why a silo's trainer will not keep a model or send an update over the bulk data plane.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum HolderRefusal {
+    /// Refused; the reason goes to the coordinator.
+    #[error("{0}")]
+    Refused(String),
+    /// The update exists but leaves another way (compressed, masked): the coordinator is told
+    /// to ask on the control plane.
+    #[error("{0}")]
+    AskControl(String),
+}
+
 /// Messages of a silo's trainer actor.
 ///
 /// Only [`TrainerMessage::Rpc`] travels between nodes. Its payload is an opaque encoded frame so
@@ -40,6 +52,23 @@ pub enum TrainerMessage {
         /// scoring and baselines run beside it.
         training: bool,
     },
+    /// Local only: a whole model arrived over the bulk data plane, its digest checked; keep it
+    /// as a `PutModel` would.
+    Store {
+        /// The model.
+        model: super::ModelRef,
+        /// Its values.
+        values: Vec<f32>,
+        /// `Ok`, or why the trainer will not keep it.
+        reply: RpcReplyPort<std::result::Result<(), HolderRefusal>>,
+    },
+    /// Local only: the bulk data plane asks for round `round`'s update.
+    TakeUpdate {
+        /// The round.
+        round: u64,
+        /// The update (shared, not copied), or why it is not served there.
+        reply: RpcReplyPort<std::result::Result<std::sync::Arc<Vec<f32>>, HolderRefusal>>,
+    },
 }
 
 impl Message for TrainerMessage {
@@ -50,7 +79,9 @@ impl Message for TrainerMessage {
     fn serialize(self) -> std::result::Result<SerializedMessage, BoxedDowncastErr> {
         match self {
             TrainerMessage::Rpc { frame, reply } => Ok(rpc_to_serialized(frame, reply)),
-            TrainerMessage::JobDone { .. } => Err(BoxedDowncastErr),
+            TrainerMessage::JobDone { .. }
+            | TrainerMessage::Store { .. }
+            | TrainerMessage::TakeUpdate { .. } => Err(BoxedDowncastErr),
         }
     }
 

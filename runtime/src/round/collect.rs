@@ -23,11 +23,13 @@ use super::context::{BaseModel, RoundContext};
 use super::outcome::{Attendance, RoundOutcome, NOT_COLLECTED};
 use crate::actors::aggregator::{AggregatorMessage, Refusal};
 use crate::actors::ask;
+use crate::bulk::route::{ensure_model, fetch_update, Route};
+use crate::bulk::BulkLinks;
 use crate::cluster::PeerEvent;
 use crate::events::Event;
 use crate::model::Digest;
 use crate::protocol::regional::{call_regional, RegionalRequest, RegionalResponse};
-use crate::protocol::transfer::{ensure_model, fetch_update, unexpected};
+use crate::protocol::transfer::unexpected;
 use crate::protocol::{
     call, until_silent, LoraTrain, ModelRef, Request, Response, SiloFailure, SiloHandle,
     TrainReport,
@@ -127,7 +129,7 @@ const FETCHES_AT_ONCE: usize = 4;
 #[derive(Debug)]
 struct Done {
     report: TrainReport,
-    update: Option<Result<Vec<f32>, String>>,
+    update: Option<Result<Fetched, String>>,
     dispatch: f64,
     fetch: f64,
     _slot: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -137,7 +139,7 @@ struct Done {
 /// scored, which is the next round's base once committed), `Train`, then the update — each
 /// silo in its own task, so that transfers to and from silos overlap.
 async fn train_at(
-    silo: SiloHandle,
+    (silo, bulk): (SiloHandle, Arc<BulkLinks>),
     base: BaseModel,
     lora: Option<(LoraTrain, Arc<Vec<f32>>)>,
     req: Request,
@@ -147,15 +149,16 @@ async fn train_at(
 ) -> Result<Done, Error> {
     let started = Instant::now();
     let left = deadline.saturating_duration_since(Instant::now());
+    let route = Route::to(&silo, &bulk);
     if let Some((l, frozen)) = &lora {
-        ensure_model(&silo.actor, l.frozen, frozen, chunk, left, &silo.name).await?;
+        ensure_model(&route, l.frozen, frozen, chunk, left).await?;
     }
     let left = deadline.saturating_duration_since(Instant::now());
     let model = ModelRef {
         version: base.version,
         digest: base.digest,
     };
-    ensure_model(&silo.actor, model, &base.params, chunk, left, &silo.name).await?;
+    ensure_model(&route, model, &base.params, chunk, left).await?;
     let dispatch = started.elapsed().as_secs_f64();
     let left = deadline.saturating_duration_since(Instant::now());
     let report = match call(&silo.actor, &req, left, &silo.name).await? {
@@ -169,7 +172,9 @@ async fn train_at(
             slot = slots.acquire_owned().await.ok();
             fetching = Instant::now();
             let left = deadline.saturating_duration_since(Instant::now());
-            let fetch = fetch_update(&silo.actor, p.round, p.len, chunk, left, &silo.name);
+            // The route again: the link may have come up while the silo trained.
+            let route = Route::to(&silo, &bulk);
+            let fetch = fetch_update(&route, p.round, p.len, chunk, left);
             Some(
                 match tokio::time::timeout_at(deadline.into(), fetch).await {
                     Ok(Ok(u)) => Ok(u),
@@ -190,6 +195,9 @@ async fn train_at(
         _slot: slot,
     })
 }
+
+/// An update as fetched: its values, and their SHA-256 if the transfer computed it.
+type Fetched = (Vec<f32>, Option<Digest>);
 
 /// A dispatched silo's training result: its report, or why there is none.
 type Trained = (SiloHandle, Result<Done, SiloFailure>);
@@ -216,6 +224,7 @@ fn dispatch(
             scaling: ctx.scaling.clone(),
         };
         let (silo, base, tx, chunk) = (silo.clone(), ctx.base.clone(), tx.clone(), ctx.chunk);
+        let bulk = ctx.bulk.clone();
         let lora = ctx.lora.clone();
         let (silent, directory) = (ctx.unhealthy.clone(), ctx.directory.clone());
         let prefetch = (ctx.policy.secure_aggregation.is_none()
@@ -230,7 +239,7 @@ fn dispatch(
         });
         jobs.spawn(async move {
             let r = tokio::select! {
-                r = train_at(silo.clone(), base, lora, req, chunk, deadline, prefetch) => r.map_err(|e| {
+                r = train_at((silo.clone(), bulk), base, lora, req, chunk, deadline, prefetch) => r.map_err(|e| {
                     let gone = matches!(e, Error::PeerGone { .. }) || directory.identity_of(silo.node_id).is_none();
                     if gone {
                         SiloFailure::Left(e)
@@ -361,7 +370,7 @@ async fn admit(
     ctx: &RoundContext,
     silo: &SiloHandle,
     report: &TrainReport,
-    update: Option<Result<Vec<f32>, String>>,
+    update: Option<Result<Fetched, String>>,
     deadline: Instant,
 ) -> Result<(), Refusal> {
     let len = ctx.base.params.len();
@@ -411,11 +420,13 @@ async fn admit(
     }
     // Fetched by the silo's task, which raced the heartbeat watch; once the fold is sent it
     // must complete, or the aggregate would hold an update the summary does not count.
-    let update = match update {
+    let (update, digest) = match update {
         Some(u) => u.map_err(transport)?,
         None => return Err(transport("its update was not fetched".into())),
     };
-    if Digest::of_f32(&update) != report.update_digest {
+    // Hashed as it arrived over the bulk link; hashed here if it came over the control plane.
+    let digest = digest.unwrap_or_else(|| Digest::of_f32(&update));
+    if digest != report.update_digest {
         return refuse("update does not match the digest the silo reported".into());
     }
     ask(&ctx.aggregator, "aggregator", |reply| {

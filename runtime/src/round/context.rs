@@ -69,6 +69,8 @@ pub struct RoundContext {
     pub validator: ActorRef<ValidatorMessage>,
     /// Peer directory (departures, byte counters).
     pub directory: Arc<PeerDirectory>,
+    /// The silos' bulk links.
+    pub bulk: Arc<crate::bulk::BulkLinks>,
     /// Transfer chunk, values.
     pub chunk: usize,
     /// Event sink.

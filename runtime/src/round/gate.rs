@@ -33,20 +33,23 @@ pub struct Clock {
     pub combined: Option<Instant>,
 }
 
+/// One way of a link's byte count.
+type Way = fn(&crate::cluster::counting_stream::ByteCounters) -> u64;
+
+/// Bytes `silo` exchanged so far one way, over its cluster session and its bulk links.
+fn counted(ctx: &RoundContext, silo: &crate::protocol::SiloHandle, f: Way) -> u64 {
+    let session = ctx.directory.counters_of(silo.node_id).map_or(0, |c| f(&c));
+    let bulk = ctx.bulk.counters_of(&silo.name).map_or(0, |c| f(&c));
+    session + bulk
+}
+
 impl Clock {
     /// Starts the round's clock now.
     pub fn start(ctx: &RoundContext) -> Self {
-        let counted = |f: fn(&crate::cluster::counting_stream::ByteCounters) -> u64| {
+        let counted = |f: Way| {
             ctx.cohort
                 .iter()
-                .map(|s| {
-                    let n = ctx
-                        .directory
-                        .counters_of(s.node_id)
-                        .map(|c| f(&c))
-                        .unwrap_or(0);
-                    (s.name.clone(), n)
-                })
+                .map(|s| (s.name.clone(), counted(ctx, s, f)))
                 .collect()
         };
         Self {
@@ -99,6 +102,7 @@ pub async fn judge(
         |reply| ValidatorMessage::Validate {
             candidate: candidate.clone(),
             silos: alive,
+            bulk: ctx.bulk.clone(),
             chunk: ctx.chunk,
             timeout: left,
             silent: ctx.unhealthy.clone(),
@@ -180,14 +184,13 @@ fn summary(
         .iter()
         .map(|(_, r)| r.train_seconds)
         .fold(0.0, f64::max);
-    let since = |before: &BTreeMap<String, u64>,
-                 f: fn(&crate::cluster::counting_stream::ByteCounters) -> u64| {
+    let since = |before: &BTreeMap<String, u64>, f: Way| {
         ctx.cohort
             .iter()
-            .filter_map(|s| {
-                let now = f(&*ctx.directory.counters_of(s.node_id)?);
+            .filter(|s| ctx.directory.counters_of(s.node_id).is_some())
+            .map(|s| {
                 let before = before.get(&s.name).copied().unwrap_or(0);
-                Some((s.name.clone(), now.saturating_sub(before)))
+                (s.name.clone(), counted(ctx, s, f).saturating_sub(before))
             })
             .collect()
     };

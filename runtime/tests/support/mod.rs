@@ -60,6 +60,7 @@ pub async fn coordinator_with(ca: &CertificateAuthority, limits: LinkLimits) -> 
         listen: Some("127.0.0.1:0".parse().unwrap()),
         limits,
         crl: None,
+        bulk: None,
     })
     .await
     .unwrap()
@@ -89,6 +90,7 @@ pub async fn good_silo(ca: &CertificateAuthority, name: &str, server: &ClusterNo
         listen: None,
         limits: LinkLimits::with_handshake_timeout(Duration::from_secs(5)),
         crl: None,
+        bulk: None,
     })
     .await
     .unwrap();

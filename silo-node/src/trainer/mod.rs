@@ -32,9 +32,12 @@ mod state;
 mod tests;
 
 pub use files::AwaitingFiles;
+pub use models::MAX_MODEL_VALUES;
 pub use state::{LocalData, SiloDpSgd, TrainerArgs, TrainerState};
 
 use fedsilo::protocol::{decode, Request, Response, TrainerMessage};
+use std::sync::Arc;
+
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use requests::{answer, trained, Answer, Training};
@@ -71,6 +74,18 @@ impl Actor for TrainerActor {
                 spent,
                 training,
             } => job_done(state, update, *response, reply, spent, training),
+            TrainerMessage::Store {
+                model,
+                values,
+                reply,
+            } => {
+                state.args.metrics.request("put_model");
+                let _ = reply.send(state.store_whole(model, values));
+            }
+            TrainerMessage::TakeUpdate { round, reply } => {
+                state.args.metrics.request("fetch_update");
+                let _ = reply.send(requests::take_update(state, round));
+            }
             TrainerMessage::Rpc { frame, reply } => {
                 let request = match decode::<Request>(&frame, "coordinator") {
                     Ok(r) => r,
@@ -151,7 +166,7 @@ fn job_done(
             }
             _ => values,
         };
-        state.update = Some((round, values));
+        state.update = Some((round, Arc::new(values)));
     }
     if training {
         state.busy = None;

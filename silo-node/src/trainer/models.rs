@@ -6,7 +6,11 @@ use std::sync::Arc;
 
 use fedsilo::model::lora::Adapters;
 use fedsilo::model::{Digest, ModelSpec};
+use fedsilo::protocol::trainer_message::HolderRefusal;
 use fedsilo::protocol::{LoraTrain, ModelRef, Response, Scaling};
+
+/// Largest model a silo accepts, in values (1 GiB of f32); also the bulk data plane's limit.
+pub const MAX_MODEL_VALUES: u64 = 1 << 28;
 
 use super::refusal::Refusal;
 use super::state::{err, TrainerState};
@@ -14,8 +18,6 @@ use crate::data::Dataset;
 
 /// Models kept at once (base, candidate, one spare).
 const MODEL_CACHE: usize = 3;
-/// Largest model a silo accepts, in values (1 GiB of f32).
-const MAX_MODEL_VALUES: u64 = 1 << 28;
 
 /// A LoRA round's adapter layout, frozen base and adapters.
 pub(super) type LoraParts = (Adapters, Arc<Vec<f32>>, Arc<Vec<f32>>);
@@ -123,6 +125,31 @@ impl TrainerState {
         Ok(())
     }
 
+    /// Keeps a whole model that came over the bulk data plane (its digest checked there).
+    pub(super) fn store_whole(
+        &mut self,
+        model: ModelRef,
+        values: Vec<f32>,
+    ) -> Result<(), HolderRefusal> {
+        if values.len() as u64 > MAX_MODEL_VALUES {
+            return Err(HolderRefusal::Refused(format!(
+                "model of {} values exceeds this silo's limit of {MAX_MODEL_VALUES}",
+                values.len()
+            )));
+        }
+        self.keep(model, values);
+        Ok(())
+    }
+
+    /// Puts a whole model in the cache, the oldest out if it is full.
+    fn keep(&mut self, m: ModelRef, values: Vec<f32>) {
+        self.models.retain(|(r, _)| *r != m);
+        self.models.push_back((m, Arc::new(values)));
+        while self.models.len() > MODEL_CACHE {
+            self.models.pop_front();
+        }
+    }
+
     /// Stores one chunk of a model sent with `PutModel`.
     pub(super) fn put_chunk(
         &mut self,
@@ -171,11 +198,7 @@ impl TrainerState {
                     m.digest.short()
                 ));
             }
-            self.models.retain(|(r, _)| *r != m);
-            self.models.push_back((m, Arc::new(buf)));
-            while self.models.len() > MODEL_CACHE {
-                self.models.pop_front();
-            }
+            self.keep(m, buf);
         }
         Response::ModelChunkStored { received }
     }

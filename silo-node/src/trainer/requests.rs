@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fedsilo::model::{Architecture, Described, Digest};
+use fedsilo::protocol::trainer_message::HolderRefusal;
 use fedsilo::protocol::{FeatureStats, LoraTrain, ModelRef, Request, Response, Scaling, TrainPlan};
 
 use super::files::{AwaitingFiles, FileIntake};
@@ -402,6 +403,30 @@ fn fetch_update(state: &TrainerState, round: u64, offset: u64, len: u64) -> Resp
             values: u[offset as usize..end as usize].to_vec(),
         },
     }
+}
+
+/// Round `round`'s update for the bulk data plane: shared, not copied. A compressed update is
+/// served in chunks on the control plane (the coordinator is told to ask there); a securely
+/// aggregated one never leaves unmasked.
+pub(super) fn take_update(
+    state: &TrainerState,
+    round: u64,
+) -> Result<Arc<Vec<f32>>, HolderRefusal> {
+    if state.masked_only == Some(round) || state.secagg.as_ref().is_some_and(|p| p.round() == round)
+    {
+        return Err(HolderRefusal::Refused(format!(
+            "round {round} is securely aggregated: its update leaves this silo only masked"
+        )));
+    }
+    let Some((_, u)) = state.update.as_ref().filter(|(r, _)| *r == round) else {
+        return Err(HolderRefusal::Refused(Refusal::NoUpdate(round).to_string()));
+    };
+    if state.encoded.as_ref().is_some_and(|(r, _)| *r == round) {
+        return Err(HolderRefusal::AskControl(format!(
+            "round {round}'s update is compressed"
+        )));
+    }
+    Ok(u.clone())
 }
 
 /// What a finished training job leaves: the update to keep (with its round), the response,

@@ -110,7 +110,7 @@ pub struct TrainerState {
     pub(super) args: TrainerArgs,
     pub(super) staging: Option<(ModelRef, u64, Vec<f32>)>,
     pub(super) models: VecDeque<(ModelRef, Arc<Vec<f32>>)>,
-    pub(super) update: Option<(u64, Vec<f32>)>,
+    pub(super) update: Option<(u64, Arc<Vec<f32>>)>,
     pub(super) busy: Option<u64>,
     /// The DP-SGD spend of this silo's data (with `dp_sgd`).
     pub(super) book: Option<PrivacyBook>,
