@@ -44,6 +44,8 @@ pub struct Options {
     pub silos_exit_with_coordinator: bool,
     /// Appended to the federation file (e.g. an `[aggregation]` table).
     pub extra: &'static str,
+    /// Lines added to the federation file's `[network]`.
+    pub network_extra: &'static str,
     /// Appended to the policy file's `[participation]` table, then further tables.
     pub policy_extra: String,
     /// A pretrained model to start from (`model.initial`).
@@ -86,6 +88,7 @@ impl Default for Options {
             port: None,
             silos_exit_with_coordinator: true,
             extra: "",
+            network_extra: "",
             policy_extra: String::new(),
             initial: None,
             example: "churn",
@@ -136,6 +139,7 @@ impl Federation {
             heartbeat_timeout_secs: o.heartbeat_timeout,
             chunk_values: o.chunk,
             extra: o.extra.to_string(),
+            network_extra: o.network_extra.to_string(),
             initial: o.initial.clone(),
             manifest: o.manifest.as_ref().map(|(m, _)| m.clone()),
             model_files: o.model_files.clone(),

@@ -78,3 +78,34 @@ fn a_silo_gets_each_model_once_and_each_round_records_its_phases_and_bytes() {
         .iter()
         .all(|r| r["phases"]["dispatch"].as_f64().unwrap() < 0.5));
 }
+
+/// The candidate digests of a 3-round federation, and its state directory's spill folder.
+fn digests(network_extra: &'static str) -> (Vec<String>, Federation) {
+    let mut f = Federation::start(Options {
+        rounds: 3,
+        hidden: vec![512],
+        network_extra,
+        ..Default::default()
+    });
+    let done = f.expect("finished", |e| e["event"] == "finished");
+    assert_eq!(done["rounds_committed"], 3, "{done}");
+    let d = rounds(&f)
+        .iter()
+        .map(|r| r["digest"].as_str().unwrap().to_string())
+        .collect();
+    (d, f)
+}
+
+#[test]
+fn updates_spilled_to_disk_give_the_same_models_bit_for_bit() {
+    // Same data, same seed: once with every update held in memory, once with every update
+    // spilled to disk as it arrives and combined a slice at a time.
+    let (in_memory, _) = digests("");
+    let (spilled, f) = digests("spill_above_mb = 0\n");
+    assert_eq!(in_memory.len(), 3);
+    assert_eq!(spilled, in_memory);
+    // The spill folder was used and nothing was left in it.
+    let spill = f.state_dir().join("spill");
+    assert!(spill.is_dir(), "updates were not spilled");
+    assert_eq!(std::fs::read_dir(&spill).unwrap().count(), 0);
+}

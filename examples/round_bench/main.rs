@@ -104,8 +104,15 @@ fn run(
     let dir = work.join(format!("p{params}-s{silos}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    // 22 encoded inputs: params = 22·w + w + w + 1.
+    // 22 encoded inputs: params = 22·w + w + w + 1 with one hidden layer; layers are at most
+    // 2^20 wide, so larger models take two of width w: params = w² + 25·w + 1.
     let width = ((params.saturating_sub(1)) / 24).max(1) as usize;
+    let hidden = if width <= 1 << 20 {
+        vec![width]
+    } else {
+        let w = ((-25.0 + (625.0 + 4.0 * (params as f64 - 1.0)).sqrt()) / 2.0).floor() as usize;
+        vec![w, w]
+    };
     let mut specs = vec![];
     for i in 0..silos {
         let src = std::fs::read_to_string(here.join(format!("data/{}.csv", SOURCES[i % 4])))?;
@@ -120,10 +127,16 @@ fn run(
     }
     let mut fed = FederationFile::new(&here.join("schema.toml"));
     fed.rounds = rounds;
-    fed.hidden = vec![width];
+    fed.hidden = hidden;
     fed.epochs = 1;
     fed.wait_for_silos_secs = 300.0;
     fed.heartbeat_timeout_secs = 60.0;
+    // All silos dial from 127.0.0.1, two links each.
+    fed.network_extra = format!(
+        "connections_per_address = {}\nconnections_total = {}\n",
+        (2 * silos + 16).max(128),
+        (2 * silos + 64).max(512)
+    );
     let policy = format!(
         "[rounds]\ndeadline_secs = 600\ngrace_secs = 5\n[participation]\nmin_silos = {silos}\nquorum = {silos}\n"
     );

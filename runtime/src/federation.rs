@@ -20,7 +20,10 @@
 //! handshake_timeout_secs = 10
 //! heartbeat_interval_secs = 1
 //! heartbeat_timeout_secs = 5   # silent this long → unhealthy, left out of rounds
-//! chunk_values = 1048576       # f32 values per transfer frame
+//! chunk_values = 1048576       # f32 values per control-plane chunk
+//! spill_above_mb = 32          # updates above this, together, go to <state_dir>/spill
+//! connections_per_address = 128 # links held at once from one address (a silo holds two)
+//! connections_total = 512
 //! metrics_listen = "127.0.0.1:9464"   # optional: Prometheus metrics at GET /metrics
 //! crl = "certs/crl.pem"        # optional: revoked certificates (fedsilo certs revoke)
 //!
@@ -118,6 +121,18 @@ pub struct NetworkSection {
     /// Values per transfer chunk.
     #[serde(default = "default_chunk")]
     pub chunk_values: usize,
+    /// A round whose updates together would take more than this many MiB spills each update
+    /// to `<state_dir>/spill` as it arrives, so the coordinator's memory stays bounded
+    /// whatever the model size and number of silos (mean, trimmed mean and median only).
+    #[serde(default = "default_spill_above")]
+    pub spill_above_mb: f64,
+    /// Links the listener holds at once from one address (each silo holds two: its cluster
+    /// link and its bulk link); beyond, a connection is closed at once.
+    #[serde(default = "default_per_address")]
+    pub connections_per_address: usize,
+    /// Links the listener holds at once in all.
+    #[serde(default = "default_connections")]
+    pub connections_total: usize,
     /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP, unauthenticated): a
     /// loopback address only; scrapers on other hosts use the admin API's `GET /metrics`.
     /// Default: not served.
@@ -138,6 +153,15 @@ fn default_hb_interval() -> f64 {
 }
 fn default_hb_timeout() -> f64 {
     5.0
+}
+fn default_per_address() -> usize {
+    crate::cluster::node::DEFAULT_CONNECTIONS.per_peer
+}
+fn default_connections() -> usize {
+    crate::cluster::node::DEFAULT_CONNECTIONS.total
+}
+fn default_spill_above() -> f64 {
+    32.0
 }
 fn default_chunk() -> usize {
     crate::protocol::transfer::DEFAULT_CHUNK_VALUES
@@ -398,6 +422,27 @@ impl FederationConfig {
         if let Some(m) = self.network.metrics_listen {
             crate::metrics::check_listen(m)
                 .map_err(|e| bad(format!("`network.metrics_listen` = {m}: {e}")))?;
+        }
+        if !(self.network.spill_above_mb.is_finite() && self.network.spill_above_mb >= 0.0) {
+            return Err(Error::Config {
+                origin: origin.to_string(),
+                message: format!(
+                    "`network.spill_above_mb` = {}: must be a number of MiB, 0 or more (0: always spill)",
+                    self.network.spill_above_mb
+                ),
+            });
+        }
+        let (per, total) = (
+            self.network.connections_per_address,
+            self.network.connections_total,
+        );
+        if !(1..=65_536).contains(&total) || !(1..=total).contains(&per) {
+            return Err(Error::Config {
+                origin: origin.to_string(),
+                message: format!(
+                    "`network.connections_total` = {total}, `network.connections_per_address` = {per}: the total must be between 1 and 65536, and the per-address cap between 1 and the total"
+                ),
+            });
         }
         if self.network.chunk_values == 0 || self.network.chunk_values > (8 << 20) {
             return Err(bad(format!(

@@ -71,8 +71,7 @@ impl ModelStore {
     ) -> Result<String> {
         let staging = self.dir.join("models").join("staging");
         std::fs::create_dir_all(&staging).map_err(|e| Error::io("creating", &staging, e))?;
-        let bytes = ckpt.to_bytes()?;
-        write_atomic(&staging.join(format!("v{v}.safetensors")), &bytes)?;
+        let sha = ckpt.save_hashed(&staging.join(format!("v{v}.safetensors")))?;
         if let Some(st) = optimizer {
             let data = optimizer_bytes(st).map_err(|e| Error::Checkpoint {
                 origin: self.optimizer_path(v).display().to_string(),
@@ -80,7 +79,7 @@ impl ModelStore {
             })?;
             write_atomic(&staging.join(format!("v{v}.optimizer.safetensors")), &data)?;
         }
-        Ok(Digest::of_bytes(&bytes).hex())
+        Ok(sha.hex())
     }
 
     /// Moves staged version `v` into `models/` and makes it current (`CURRENT`, atomically).

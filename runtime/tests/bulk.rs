@@ -99,6 +99,17 @@ async fn a_silo_links_under_its_certificates_name_and_tensors_cross_intact() {
     let intruder = valid(&other, &id("bank-a", Role::Silo));
     assert!(open(&intruder, &addr, "coordinator").await.is_err());
     assert!(links.link("bank-a").is_none());
+
+    // A consortium certificate of another role, named like a silo, gets no bulk link.
+    let aggregator = valid(&ca, &id("bank-a", Role::Aggregator));
+    if let Ok(tls) = open(&aggregator, &addr, "coordinator").await {
+        let trainer = Trainer::default();
+        let ended = answer(tls, &trainer, LIMITS, "coordinator");
+        let _ = tokio::time::timeout(WAIT, ended)
+            .await
+            .expect("refused link stayed open");
+    }
+    assert!(links.link("bank-a").is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

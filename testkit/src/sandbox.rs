@@ -165,6 +165,8 @@ pub struct FederationFile {
     pub epochs: u32,
     /// `plan.learning_rate`.
     pub learning_rate: f32,
+    /// Appended verbatim to `[network]`.
+    pub network_extra: String,
     /// Appended verbatim.
     pub extra: String,
 }
@@ -188,6 +190,7 @@ impl FederationFile {
             compare_local: false,
             epochs: 1,
             learning_rate: 0.1,
+            network_extra: String::new(),
             extra: String::new(),
         }
     }
@@ -212,7 +215,7 @@ impl FederationFile {
         };
         format!(
             "[federation]\nname = \"sandbox\"\nrounds = {}\npolicy = \"policy.toml\"\nstate_dir = \"state\"\nwait_for_silos_secs = {}\ncompare_local = {}\n\
-             [network]\nlisten = \"127.0.0.1:{}\"\nkit = \"certs/coordinator\"\nheartbeat_interval_secs = {}\nheartbeat_timeout_secs = {}\nchunk_values = {}\n\
+             [network]\nlisten = \"127.0.0.1:{}\"\nkit = \"certs/coordinator\"\nheartbeat_interval_secs = {}\nheartbeat_timeout_secs = {}\nchunk_values = {}\n{}\
              [model]\n{}\nseed = {}\n{}\
              [plan]\nepochs = {}\nbatch_size = 32\nlearning_rate = {}\n{}\n",
             self.rounds,
@@ -222,6 +225,7 @@ impl FederationFile {
             self.heartbeat_interval_secs,
             self.heartbeat_timeout_secs,
             self.chunk_values,
+            self.network_extra,
             model,
             self.seed,
             self.initial

@@ -24,7 +24,8 @@ use fedsilo_policies::participation::capped_shares;
 use fedsilo_policies::privacy::NoiseMode;
 use fedsilo_policies::Policy;
 
-use crate::kernels::clip::{clip_l2, l2_norm};
+use super::update_values::{combine_by_slices, SliceError, Values};
+use crate::kernels::clip::clip_l2;
 use crate::kernels::order_statistics::median;
 use crate::kernels::{Aggregation, KernelError};
 
@@ -73,8 +74,8 @@ pub enum AggregatorMessage {
         round: u64,
         /// Silo, for the record.
         silo: String,
-        /// The update.
-        update: Vec<f32>,
+        /// The update (in memory, or spilled to disk by a round of large updates).
+        update: Values,
         /// Its weight (example count).
         weight: f64,
         /// The round and base the silo says it trained for and from.
@@ -114,7 +115,7 @@ pub struct AggregatorActor;
 #[derive(Debug)]
 struct Member {
     silo: String,
-    update: Vec<f32>,
+    update: Values,
     /// Its weight under the policy (example count, or 1 under silo-level DP).
     weight: f64,
     norm: f64,
@@ -139,16 +140,11 @@ impl OpenRound {
     fn add(
         &mut self,
         silo: String,
-        update: Vec<f32>,
+        update: Values,
         weight: f64,
         claimed: (u64, u64, String),
     ) -> Result<(), Refusal> {
-        let first_non_finite = update.iter().position(|v| !v.is_finite());
-        let norm = if first_non_finite.is_some() {
-            f64::NAN
-        } else {
-            l2_norm(&update)
-        };
+        let (first_non_finite, norm) = update.facts();
         let facts = UpdateFacts {
             round: claimed.0,
             base_version: claimed.1,
@@ -192,17 +188,28 @@ impl OpenRound {
             self.policy.admission.anomaly,
             Some(fedsilo_policies::Anomaly::Cosine { .. })
         );
-        let reference = (cosine && self.members.len() >= 3).then(|| {
-            let views: Vec<&[f32]> = self.members.iter().map(|m| m.update.as_slice()).collect();
-            median(&views)
-        });
+        // The cosine rule needs whole updates: a round under it never spills.
+        let in_memory: Option<Vec<&[f32]>> = self
+            .members
+            .iter()
+            .map(|m| match &m.update {
+                Values::Memory(v) => Some(v.as_slice()),
+                Values::Spilled(_) => None,
+            })
+            .collect();
+        let reference = in_memory
+            .filter(|v| cosine && v.len() >= 3)
+            .map(|views| median(&views));
         let cohort: Vec<CohortMember> = self
             .members
             .iter()
             .map(|m| CohortMember {
                 silo: m.silo.clone(),
                 norm: m.norm,
-                cosine_to_median: reference.as_ref().map(|r| cosine_similarity(&m.update, r)),
+                cosine_to_median: reference.as_ref().and_then(|r| match &m.update {
+                    Values::Memory(v) => Some(cosine_similarity(v, r)),
+                    Values::Spilled(_) => None,
+                }),
             })
             .collect();
         let refused = screen_cohort(&self.policy, &cohort);
@@ -227,14 +234,6 @@ impl OpenRound {
             (a, b) => a.or(b),
         };
         let mut clipped = Vec::new();
-        if let Some(c) = clip {
-            for m in &mut self.members {
-                if clip_l2(&mut m.update, c) > c {
-                    clipped.push((m.silo.clone(), m.norm));
-                }
-            }
-        }
-        let views: Vec<&[f32]> = self.members.iter().map(|m| m.update.as_slice()).collect();
         let ws: Vec<f64> = self.members.iter().map(|m| m.weight).collect();
         let cap = self.policy.max_weight_share();
         let ws = if cap < 1.0 {
@@ -242,6 +241,45 @@ impl OpenRound {
         } else {
             ws
         };
+        let spilled = self
+            .members
+            .iter()
+            .any(|m| matches!(m.update, Values::Spilled(_)));
+        if spilled {
+            // Clipped as each slice is read, by the factor `clip_l2` would apply.
+            let scale: Vec<Option<f32>> = self
+                .members
+                .iter()
+                .map(|m| {
+                    let c = clip.filter(|c| c.is_finite() && *c > 0.0 && m.norm > *c)?;
+                    clipped.push((m.silo.clone(), m.norm));
+                    Some((c / m.norm) as f32)
+                })
+                .collect();
+            let refs: Vec<&Values> = self.members.iter().map(|m| &m.update).collect();
+            let values = combine_by_slices(&self.aggregation.kernel, &refs, &ws, &scale)?;
+            return Ok(Aggregate {
+                values,
+                selected: None,
+                clipped,
+            });
+        }
+        let mut views: Vec<&[f32]> = Vec::with_capacity(self.members.len());
+        for m in &mut self.members {
+            let Values::Memory(update) = &mut m.update else {
+                continue; // none is spilled here
+            };
+            if let Some(c) = clip {
+                if clip_l2(update, c) > c {
+                    clipped.push((m.silo.clone(), m.norm));
+                }
+            }
+        }
+        for m in &self.members {
+            if let Values::Memory(update) = &m.update {
+                views.push(update);
+            }
+        }
         let c = self.aggregation.kernel.combine(&views, &ws)?;
         let selected = c.selected.map(|sel| {
             sel.into_iter()
@@ -265,6 +303,9 @@ pub enum FinishError {
     /// The kernel refused the updates (e.g. too few for Bulyan's f).
     #[error(transparent)]
     Kernel(#[from] KernelError),
+    /// Spilled updates could not be combined.
+    #[error(transparent)]
+    Sliced(#[from] SliceError),
     /// The kernel's task panicked.
     #[error("kernel failed: {0}")]
     Panicked(String),
@@ -438,7 +479,7 @@ mod tests {
         ractor::call!(a, |reply| AggregatorMessage::Fold {
             round: 1,
             silo: silo.into(),
-            update: vec![v],
+            update: Values::Memory(vec![v]),
             weight: w,
             claimed: (claimed_round, 0, "d".into()),
             reply
@@ -472,6 +513,70 @@ mod tests {
             .unwrap();
         assert_eq!(g.values, vec![0.4]);
         assert_eq!(g.clipped, vec![("c".to_string(), 50.0)]);
+    }
+
+    /// A cohort spilled to disk gives the aggregate and the clipped list the same cohort in
+    /// memory gives, bit for bit — with clipping and a weight cap in force.
+    #[test]
+    fn spilled_updates_combine_to_the_same_bits_with_clipping_and_a_weight_cap() {
+        use crate::model::spill::SpillWriter;
+        let dir = tempfile::tempdir().unwrap();
+        let policy = Policy::from_toml_str(
+            "[participation]\nmin_silos = 4\nquorum = 4\nmax_weight_share = 0.3\n",
+            "t",
+        )
+        .unwrap();
+        let len = super::super::update_values::SLICE + 1001;
+        let cohort: Vec<(String, Vec<f32>, f64)> = (0..4)
+            .map(|k| {
+                let v = (0..len)
+                    .map(|i| ((i * 7 + k * 13) % 101) as f32 / 50.0 - 1.0 + k as f32 * 0.01)
+                    .collect();
+                (format!("silo-{k}"), v, 100.0 * (k + 1) as f64)
+            })
+            .collect();
+        let finish = |spill: bool| {
+            let mut round = OpenRound {
+                round: 1,
+                aggregation: Aggregation {
+                    kernel: Kernel::Mean,
+                    clip_norm: Some(200.0),
+                    server_optimizer: None,
+                },
+                policy: Box::new(policy.clone()),
+                expected: Expected {
+                    round: 1,
+                    base_version: 0,
+                    base_digest: "d".into(),
+                    len,
+                },
+                members: Vec::new(),
+            };
+            // Arrival order reversed: the combination is in silo order anyway.
+            for (silo, v, w) in cohort.iter().rev() {
+                let values = if spill {
+                    let mut w = SpillWriter::create(dir.path()).unwrap();
+                    for c in v.chunks(3000) {
+                        w.push(c).unwrap();
+                    }
+                    Values::Spilled(w.finish().unwrap())
+                } else {
+                    Values::Memory(v.clone())
+                };
+                round
+                    .add(silo.clone(), values, *w, (1, 0, "d".into()))
+                    .unwrap();
+            }
+            round.finish().unwrap()
+        };
+        let (memory, spilled) = (finish(false), finish(true));
+        assert!(!memory.clipped.is_empty(), "the test clips something");
+        assert_eq!(spilled.clipped, memory.clipped);
+        assert!(spilled
+            .values
+            .iter()
+            .map(|v| v.to_bits())
+            .eq(memory.values.iter().map(|v| v.to_bits())));
     }
 
     #[tokio::test]
@@ -529,7 +634,7 @@ mod tests {
                     ractor::call!(a, |reply| AggregatorMessage::Fold {
                         round: 1,
                         silo,
-                        update,
+                        update: Values::Memory(update),
                         weight: w,
                         claimed: (1, 0, "d".into()),
                         reply

@@ -13,6 +13,7 @@
 pub mod aggregator;
 pub mod policy;
 pub mod regional;
+pub mod update_values;
 pub mod validator;
 
 use std::time::Duration;

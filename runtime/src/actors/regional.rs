@@ -240,7 +240,7 @@ impl RegionalState {
             match ask(&self.local, "aggregator", |reply| AggregatorMessage::Fold {
                 round,
                 silo: silo.clone(),
-                update,
+                update: crate::actors::update_values::Values::Memory(update),
                 weight,
                 claimed,
                 reply,

@@ -193,13 +193,11 @@ impl Actor for ValidatorActor {
             }
         }
         let (accept, reason, weighted_loss) = decide(&per_silo);
-        tracing::info!(
-            round = candidate.round,
-            accept,
-            reason,
-            ?failures,
-            "validator: verdict"
-        );
+        // Let go of the candidate before answering: the round then takes its values back
+        // without a copy.
+        let round = candidate.round;
+        drop(candidate);
+        tracing::info!(round, accept, reason, ?failures, "validator: verdict");
         let _ = reply.send(ValidationReport {
             per_silo,
             failures,

@@ -5,9 +5,9 @@
 //! written straight from their source — no encoding pass, no per-value work, no buffer between
 //! the TLS library and the model.
 //!
-//! Every read is bounded: a head frame by [`MAX_HEAD_BYTES`], a data frame by
-//! [`MAX_DATA_BYTES`] and by what the transfer still expects, each frame by a time limit (a slow
-//! or endless body ends the transfer, not the process).
+//! Every read is bounded: a head frame by [`MAX_HEAD_BYTES`], a data frame to exactly
+//! [`FRAME_VALUES`] values (the last: what the transfer still expects), each frame by a time
+//! limit (a slow or endless body ends the transfer, not the process).
 
 use std::time::Duration;
 
@@ -24,8 +24,6 @@ compile_error!("the bulk data plane sends f32 values as their in-memory (little-
 
 /// Largest head frame accepted.
 pub const MAX_HEAD_BYTES: u32 = 64 * 1024;
-/// Largest data frame accepted.
-pub const MAX_DATA_BYTES: u32 = 4 * 1024 * 1024;
 /// Values per data frame sent (1 MiB of payload: large enough that framing costs nothing, small
 /// enough that a receiver folds or hashes each frame while it is in cache).
 pub const FRAME_VALUES: usize = 256 * 1024;
@@ -192,6 +190,48 @@ pub async fn write_values<S: AsyncWrite + Unpin>(
     within(limit, "sending values", s.flush()).await
 }
 
+/// Checks a data frame's header against what is still due (`left` bytes); its value count.
+fn data_frame(kind: Kind, len: u32, left: usize) -> Result<usize, BulkError> {
+    if kind != Kind::Data {
+        return Err(BulkError::Malformed(format!(
+            "a message where {left} more bytes of values were due"
+        )));
+    }
+    // Every frame is full but the last: a peer cannot make a transfer cost a frame per value.
+    let due = left.min(FRAME_VALUES * 4);
+    if len as usize != due {
+        return Err(BulkError::Malformed(format!(
+            "a data frame of {len} bytes where {due} were due ({left} bytes of values left, frames of {} values but the last)",
+            FRAME_VALUES
+        )));
+    }
+    Ok(len as usize / 4)
+}
+
+/// Reads `total` values in data frames, each within `limit`, handing each frame's values to
+/// `sink` as it arrives (one frame's buffer, reused); returns the SHA-256 of their bytes.
+pub async fn read_values_with<S: AsyncRead + Unpin>(
+    s: &mut S,
+    total: usize,
+    limit: Duration,
+    mut sink: impl FnMut(&[f32]) -> std::io::Result<()>,
+) -> Result<Digest, BulkError> {
+    let mut hash = Sha256::new();
+    let mut buf: Vec<f32> = Vec::new();
+    let mut done = 0usize;
+    while done < total {
+        let (kind, len) = read_header(s, Some(limit)).await?;
+        let n = data_frame(kind, len, (total - done) * 4)?;
+        buf.resize(n, 0.0);
+        let into: &mut [u8] = bytemuck::cast_slice_mut(&mut buf[..]);
+        within(limit, "values", s.read_exact(into)).await?;
+        hash.update(&*into);
+        sink(&buf).map_err(BulkError::Sink)?;
+        done += n;
+    }
+    Ok(Digest(hash.finalize().into()))
+}
+
 /// Reads data frames into `dest` until it is full, each frame within `limit`, and returns the
 /// SHA-256 of the values' bytes (computed frame by frame, while each is in cache). A frame that
 /// is not data, is not whole values, or overruns `dest` is an error.
@@ -204,18 +244,7 @@ pub async fn read_values<S: AsyncRead + Unpin>(
     let mut filled = 0usize;
     while filled < dest.len() {
         let (kind, len) = read_header(s, Some(limit)).await?;
-        let left = (dest.len() - filled) * 4;
-        if kind != Kind::Data {
-            return Err(BulkError::Malformed(format!(
-                "a message where {left} more bytes of values were due"
-            )));
-        }
-        if len == 0 || len % 4 != 0 || len > MAX_DATA_BYTES || len as usize > left {
-            return Err(BulkError::Malformed(format!(
-                "a data frame of {len} bytes ({left} bytes of values due, frames of whole values up to {MAX_DATA_BYTES} bytes)"
-            )));
-        }
-        let n = len as usize / 4;
+        let n = data_frame(kind, len, (dest.len() - filled) * 4)?;
         let into: &mut [u8] = bytemuck::cast_slice_mut(&mut dest[filled..filled + n]);
         within(limit, "values", s.read_exact(into)).await?;
         hash.update(&*into);

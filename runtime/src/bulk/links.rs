@@ -14,13 +14,19 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use super::frame::{read_head, read_values, write_head, write_values, BulkMessage};
+use super::frame::{
+    read_head, read_values, read_values_with, write_head, write_values, BulkMessage,
+};
 use super::BulkError;
 use crate::cluster::counting_stream::{ByteCounters, CountingStream};
 use crate::cluster::handoff::{BoxedStream, BulkAcceptor};
 use crate::identity::Identity;
 use crate::model::Digest;
 use crate::protocol::ModelRef;
+
+/// The most a frame may take on the coordinator's side, whatever time the caller has left: a
+/// link that died quietly fails its transfer within this, not at the round's deadline.
+const FRAME_WAIT: Duration = Duration::from_secs(60);
 
 /// An accepted link's stream; dropping it closes the connection and ends the listener's hold.
 struct Held {
@@ -181,13 +187,12 @@ impl BulkLink {
 
     /// Takes the link's stream for one exchange, waiting at most `limit` for the link to be
     /// free.
-    async fn lease(&self, limit: Duration) -> Result<Lease<'_>, BulkError> {
-        let mut slot = tokio::time::timeout(limit, self.slot.lock())
-            .await
-            .map_err(|_| BulkError::Slow {
-                what: "the link to be free",
-                limit,
-            })?;
+    async fn lease(&self, _limit: Duration) -> Result<Lease<'_>, BulkError> {
+        // A link busy with another transfer (a deployment beside a round) is not waited for:
+        // the transfer takes the control plane instead.
+        let Ok(mut slot) = self.slot.try_lock() else {
+            return Err(BulkError::Busy);
+        };
         match slot.take() {
             Some(held) => Ok(Lease {
                 slot,
@@ -199,6 +204,17 @@ impl BulkLink {
                 Err(BulkError::Closed)
             }
         }
+    }
+
+    /// Whether this is still its identity's link (not replaced, closed or forgotten).
+    fn current(&self) -> bool {
+        self.registry.upgrade().is_some_and(|reg| {
+            let inner = reg.lock().unwrap_or_else(|p| p.into_inner());
+            inner
+                .links
+                .get(&self.peer)
+                .is_some_and(|(s, _, _)| *s == self.seq)
+        })
     }
 
     /// Removes this link from the registry, unless a newer one replaced it.
@@ -223,6 +239,7 @@ impl BulkLink {
         values: &[f32],
         limit: Duration,
     ) -> Result<(), BulkError> {
+        let limit = limit.min(FRAME_WAIT);
         let mut lease = self.lease(limit).await?;
         let s = lease.stream();
         let out = async {
@@ -250,6 +267,7 @@ impl BulkLink {
         len: usize,
         limit: Duration,
     ) -> Result<(Vec<f32>, Digest), BulkError> {
+        let limit = limit.min(FRAME_WAIT);
         let mut lease = self.lease(limit).await?;
         let s = lease.stream();
         let out = async {
@@ -263,6 +281,46 @@ impl BulkLink {
                     let mut values = vec![0.0f32; len];
                     let digest = read_values(s, &mut values, limit).await?;
                     Ok((values, digest))
+                }
+                BulkMessage::Update { len: n } => Err(BulkError::Malformed(format!(
+                    "an update of {n} values, {len} expected"
+                ))),
+                BulkMessage::Refused { reason } => Err(BulkError::Refused(reason)),
+                BulkMessage::AskControl { reason } => Err(BulkError::AskControl(reason)),
+                other => Err(BulkError::Unexpected {
+                    wanted: "Update",
+                    got: other.kind(),
+                }),
+            }
+        }
+        .await;
+        lease.end(out)
+    }
+}
+
+impl BulkLink {
+    /// [`BulkLink::fetch_update`], handing each frame's values to `sink` as it arrives instead
+    /// of keeping them (an update spilled to disk never sits whole in memory). Returns the
+    /// SHA-256 of the values' bytes.
+    pub async fn fetch_update_with(
+        &self,
+        round: u64,
+        len: usize,
+        limit: Duration,
+        sink: impl FnMut(&[f32]) -> std::io::Result<()>,
+    ) -> Result<Digest, BulkError> {
+        let limit = limit.min(FRAME_WAIT);
+        let mut lease = self.lease(limit).await?;
+        let s = lease.stream();
+        let out = async {
+            let req = BulkMessage::FetchUpdate {
+                round,
+                len: len as u64,
+            };
+            write_head(s, &req, limit).await?;
+            match read_head(s, Some(limit), &self.peer).await? {
+                BulkMessage::Update { len: n } if n == len as u64 => {
+                    read_values_with(s, len, limit, sink).await
                 }
                 BulkMessage::Update { len: n } => Err(BulkError::Malformed(format!(
                     "an update of {n} values, {len} expected"
@@ -305,8 +363,12 @@ impl Lease<'_> {
             out,
             Ok(_) | Err(BulkError::Refused(_)) | Err(BulkError::AskControl(_))
         );
-        if clean {
+        // Put back only into a link still filed: one revoked or replaced meanwhile is closed.
+        if clean && self.link.current() {
             *self.slot = self.held.take();
+        } else {
+            self.held.take();
+            self.link.forget();
         }
         out
     }

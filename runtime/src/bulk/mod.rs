@@ -79,6 +79,12 @@ pub enum BulkError {
     /// The link was closed (by a failed transfer, a replacement or the peer).
     #[error("bulk link closed")]
     Closed,
+    /// The link is busy with another transfer.
+    #[error("bulk link busy")]
+    Busy,
+    /// Where the values were going (a spill file) failed.
+    #[error("storing the values: {0}")]
+    Sink(#[source] std::io::Error),
     /// The values that arrived are not the ones announced.
     #[error("the values do not match the digest {0}")]
     Digest(String),

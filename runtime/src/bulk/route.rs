@@ -10,6 +10,7 @@ use ractor::ActorRef;
 
 use super::links::BulkLink;
 use super::{BulkError, BulkLinks};
+use crate::model::spill::{SpillWriter, Spilled};
 use crate::model::Digest;
 use crate::protocol::transfer;
 use crate::protocol::{call, ModelRef, Request, Response, SiloHandle, TrainerMessage};
@@ -70,7 +71,7 @@ pub async fn put_model(
     if let Some(link) = &route.bulk {
         match link.put_model(model, params, timeout).await {
             Ok(()) => return Ok(()),
-            Err(BulkError::Closed) => {}
+            Err(BulkError::Closed | BulkError::Busy) => {}
             Err(e) => return Err(route.error(e)),
         }
     }
@@ -99,6 +100,42 @@ pub async fn ensure_model(
     }
 }
 
+/// Fetches the silo's update of `len` values for `round` into a spilled file in `dir`, never
+/// holding it whole in memory when it comes over the bulk link. Returns it with the SHA-256 of
+/// its bytes.
+pub async fn fetch_update_spilled(
+    route: &Route<'_>,
+    round: u64,
+    len: usize,
+    chunk: usize,
+    timeout: Duration,
+    dir: &std::path::Path,
+) -> Result<(Spilled, Digest)> {
+    let spill_error = |e: std::io::Error| Error::Io {
+        action: "spilling an update to",
+        path: dir.to_path_buf(),
+        source: e,
+    };
+    if let Some(link) = &route.bulk {
+        let mut w = SpillWriter::create(dir).map_err(spill_error)?;
+        match link
+            .fetch_update_with(round, len, timeout, |v| w.push(v))
+            .await
+        {
+            Ok(digest) => return Ok((w.finish().map_err(spill_error)?, digest)),
+            Err(BulkError::Closed | BulkError::Busy | BulkError::AskControl(_)) => {}
+            Err(BulkError::Sink(e)) => return Err(spill_error(e)),
+            Err(e) => return Err(route.error(e)),
+        }
+    }
+    let values =
+        transfer::fetch_update(route.trainer, round, len, chunk, timeout, route.peer).await?;
+    let digest = Digest::of_f32(&values);
+    let mut w = SpillWriter::create(dir).map_err(spill_error)?;
+    w.push(&values).map_err(spill_error)?;
+    Ok((w.finish().map_err(spill_error)?, digest))
+}
+
 /// Fetches the silo's update of `len` values for `round`. With the SHA-256 of its bytes when
 /// it came over the bulk link (computed as it arrived); `None` when it came over the control
 /// plane.
@@ -112,7 +149,7 @@ pub async fn fetch_update(
     if let Some(link) = &route.bulk {
         match link.fetch_update(round, len, timeout).await {
             Ok((values, digest)) => return Ok((values, Some(digest))),
-            Err(BulkError::Closed | BulkError::AskControl(_)) => {}
+            Err(BulkError::Closed | BulkError::Busy | BulkError::AskControl(_)) => {}
             Err(e) => return Err(route.error(e)),
         }
     }

@@ -235,3 +235,33 @@ async fn a_model_beyond_the_silos_limit_is_refused_before_it_is_read() {
         "and the link ends: the values would follow"
     );
 }
+
+#[tokio::test]
+async fn a_busy_link_is_not_waited_for_and_a_closed_one_is_not_reused() {
+    let links = BulkLinks::default();
+    let (_end, held) = connect(&links, "bank-a");
+    let link = links.link("bank-a").unwrap();
+    // A transfer in progress (nobody answers it)...
+    let model = vec![1.0f32; 64];
+    let first = link.put_model(model_of(&model), &model, T);
+    let second = async {
+        tokio::task::yield_now().await;
+        // ...and another one for the same silo (a deployment beside a round): not waited for.
+        let e = links
+            .link("bank-a")
+            .unwrap()
+            .put_model(model_of(&model), &model, T)
+            .await;
+        assert!(matches!(e, Err(BulkError::Busy)), "{e:?}");
+    };
+    tokio::select! {
+        _ = first => panic!("nobody answered"),
+        _ = second => {}
+    }
+    // Closing (a revoked certificate) removes it and closes the connection.
+    let (_end, held_b) = connect(&links, "bank-b");
+    links.close("bank-b#1");
+    assert!(links.link("bank-b").is_none());
+    tokio::time::timeout(T, held_b).await.unwrap().unwrap();
+    drop(held);
+}

@@ -99,6 +99,12 @@ async fn link(
     let acceptor = revocations.acceptor();
     let peer_addr = peer_addr.to_string();
     let _ = stream.set_nodelay(true);
+    // Bulk links idle between transfers: a peer gone without a word is noticed.
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(30))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3);
+    let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&ka);
     let timeout = limits.handshake_timeout;
     let deadline = tokio::time::Instant::now() + timeout;
     let mut tls = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
@@ -138,8 +144,17 @@ async fn link(
         // A link of the bulk data plane: verified like any other, then handed off; it holds
         // its place among the connection caps until it closes.
         match bulk {
+            Some(_) if identity.role != crate::identity::Role::Silo => directory.refused(
+                &peer_addr,
+                Some(&identity),
+                "asked for the bulk data plane, which is for silos",
+            ),
             Some(acceptor) => {
                 let mut revoked = revocations.revoked();
+                // Revoked between the handshake and the subscription: not filed at all.
+                if !revocations.is_tracked(&peer_addr) {
+                    return;
+                }
                 let held = acceptor.accept(identity, peer_addr.clone(), Box::new(tls));
                 tokio::pin!(held);
                 loop {

@@ -55,7 +55,8 @@ pub struct LinkLimits {
 /// Default connection caps of a cluster listener.
 pub const DEFAULT_CONNECTIONS: ConnectionLimits = ConnectionLimits {
     total: 512,
-    per_peer: 64,
+    // Each silo holds two links (cluster and bulk): 64 silos behind one address.
+    per_peer: 128,
 };
 
 impl Default for LinkLimits {

@@ -209,6 +209,7 @@ pub(super) fn settings() -> CoordinatorSettings {
         lora: None,
         seed: 7,
         chunk: 1 << 16,
+        spill_above: 32 << 20,
         heartbeat_interval: Duration::from_millis(500),
         heartbeat_timeout: Duration::from_secs(3),
         wait_for_silos: Duration::from_secs(60),

@@ -122,7 +122,15 @@ fn start_comparison(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorM
         .filter(|e| e.blocked.is_none())
         .map(|e| e.handle.clone())
         .collect();
-    let initial = state.versions.initial.clone();
+    let initial = match state.versions.initial_values(&state.settings) {
+        Ok(v) => v,
+        Err(e) => {
+            // It was built at start from the same settings; reported, and no comparison.
+            tracing::error!("the local-only comparison needs version 0: {e}");
+            let _ = myself.cast(CoordinatorMessage::ComparisonDone(Default::default()));
+            return;
+        }
+    };
     let model = ModelRef {
         version: 0,
         digest: Digest::of_f32(&initial),

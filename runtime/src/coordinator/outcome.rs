@@ -43,17 +43,19 @@ pub fn checkpoint(
 /// The candidate's checkpoint, with what made it in its metadata (under LoRA, `adapters`).
 fn candidate_checkpoint(
     state: &CoordinatorState,
-    params: &[f32],
+    params: Vec<f32>,
     adapters: Option<&[f32]>,
     summary: &RoundSummary,
 ) -> Checkpoint {
+    // The values move into the checkpoint (and back out once it is written): no copy.
     let mut ckpt = checkpoint(
         &state.settings.spec,
-        params,
+        &[],
         &state.scaling_or_empty(),
         summary.round,
         state.versions.model.version,
     );
+    ckpt.params = params;
     let meta = &mut ckpt.metadata;
     if let Some(a) = adapters {
         meta.insert(ADAPTERS_KEY.into(), adapters_to_hex(a));
@@ -156,7 +158,7 @@ fn on_candidate(
         }
         None => (params, None),
     };
-    let ckpt = candidate_checkpoint(state, &params, adapters.as_deref(), &summary);
+    let ckpt = candidate_checkpoint(state, params, adapters.as_deref(), &summary);
     let meta = candidate_meta(state, &summary);
     let v = &mut state.versions;
     v.next_version = v.next_version.max(summary.version + 1);
@@ -208,12 +210,14 @@ fn on_candidate(
         .replace(now)
         .map(|last| now.duration_since(last).as_secs_f64());
     let (version, eval) = (summary.version, summary.eval.clone());
+    let summary_digest = summary.digest.clone();
     state.ledger.announce_commit(summary)?;
     let adapters = adapters.unwrap_or_default();
     state.run.last_eval = eval.clone();
+    let digest = Digest::from_hex(&summary_digest);
     state
         .versions
-        .make_current(version, params, adapters, optimizer, eval);
+        .make_current(version, ckpt.params, adapters, optimizer, eval, digest);
     state.run.committed += 1;
     super::deployments::on_current(state, version)?;
     Ok(result)

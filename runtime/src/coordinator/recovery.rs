@@ -38,6 +38,10 @@ pub fn recover(args: CoordinatorArgs) -> crate::Result<CoordinatorState> {
         .filter(|(_, j)| j.status == Status::Committed)
         .map(|(v, j)| (*v, j.file_sha256.clone()))
         .collect();
+    let spilled = crate::model::spill::sweep(&args.store.dir().join("spill"));
+    if spilled > 0 {
+        tracing::warn!("removed {spilled} spilled update(s) a killed coordinator left behind");
+    }
     let mut state = CoordinatorState {
         versions: Versions::initial(&args.settings, &spec)?,
         settings: args.settings,

@@ -450,6 +450,8 @@ fn context(
         validator: state.links.validator.clone(),
         directory: state.links.directory.clone(),
         bulk: state.links.bulk.clone(),
+        spill_dir: state.ledger.store.dir().join("spill"),
+        spill_above: s.spill_above,
         chunk: s.chunk,
         events: state.ledger.events.clone(),
         unhealthy: state.members.unhealthy.subscribe(),

@@ -64,6 +64,8 @@ pub struct CoordinatorSettings {
     pub seed: u64,
     /// Transfer chunk size, values.
     pub chunk: usize,
+    /// A round whose updates together would exceed this many bytes spills them to disk.
+    pub spill_above: usize,
     /// Heartbeat period.
     pub heartbeat_interval: Duration,
     /// Silence limit.

@@ -91,6 +91,15 @@ impl Versions {
         })
     }
 
+    /// Version 0's values: kept under LoRA (the frozen base), rebuilt from `settings` once
+    /// they were let go.
+    pub fn initial_values(&self, settings: &CoordinatorSettings) -> crate::Result<Arc<Vec<f32>>> {
+        if self.lora.is_some() || !self.initial.is_empty() {
+            return Ok(self.initial.clone());
+        }
+        Ok(Self::initial(settings, &settings.spec)?.initial)
+    }
+
     /// Makes `version` current: its parameters, its adapters (under LoRA), the optimiser
     /// state that produced it (`None`: the one in use stays) and its held-out figures.
     pub fn make_current(
@@ -100,14 +109,22 @@ impl Versions {
         adapters: Vec<f32>,
         optimizer: Option<OptimizerState>,
         figures: BTreeMap<String, EvalMetrics>,
+        digest: Option<Digest>,
     ) {
         self.model = BaseModel {
             version,
-            digest: Digest::of_f32(&params),
+            // The round hashed the values once already; hashed here only when it did not.
+            digest: digest.unwrap_or_else(|| Digest::of_f32(&params)),
             params: Arc::new(params),
         };
         if self.lora.is_some() {
             self.adapters = adapters;
+        } else if version > 0 {
+            // Without LoRA, version 0's values serve only the local-only comparison at the end
+            // of a run: let go of them once another version is current (the coordinator then
+            // holds the current version and a candidate, not a third model), and rebuild them
+            // from the configuration when needed ([`Versions::initial_values`]).
+            self.initial = Arc::new(Vec::new());
         }
         if optimizer.is_some() {
             self.optimizer = optimizer;
@@ -168,7 +185,7 @@ impl Versions {
         seed: u64,
     ) -> crate::Result<()> {
         let adapters = self.adapters_in(version, &ckpt.params, &ckpt.metadata, seed)?;
-        self.make_current(version, ckpt.params, adapters, optimizer, figures);
+        self.make_current(version, ckpt.params, adapters, optimizer, figures, None);
         Ok(())
     }
 }

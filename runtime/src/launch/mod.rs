@@ -250,7 +250,13 @@ async fn start_node(
     let node = ClusterNode::start(ClusterConfig {
         credentials: prepared.creds.clone(),
         listen: Some(cfg.network.listen),
-        limits: crate::cluster::LinkLimits::with_handshake_timeout(cfg.handshake_timeout(origin)?),
+        limits: crate::cluster::LinkLimits {
+            connections: crate::connection_budget::ConnectionLimits {
+                total: cfg.network.connections_total,
+                per_peer: cfg.network.connections_per_address,
+            },
+            ..crate::cluster::LinkLimits::with_handshake_timeout(cfg.handshake_timeout(origin)?)
+        },
         crl: cfg.network.crl.clone(),
         bulk: Some(bulk.clone()),
     })
@@ -341,6 +347,7 @@ fn settings(
         compression: prepared.configured.compression,
         seed: cfg.model.seed,
         chunk: cfg.network.chunk_values,
+        spill_above: (cfg.network.spill_above_mb * 1024.0 * 1024.0) as usize,
         heartbeat_interval: cfg.heartbeat_interval(origin)?,
         heartbeat_timeout: cfg.heartbeat_timeout(origin)?,
         wait_for_silos: fedsilo_policies::duration::to_duration(cfg.federation.wait_for_silos_secs),

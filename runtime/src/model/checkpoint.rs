@@ -27,8 +27,18 @@ pub struct Checkpoint {
     pub metadata: HashMap<String, String>,
 }
 
-fn le_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+/// A tensor to write: name, shape, little-endian bytes.
+type Buffer<'a> = (String, Vec<usize>, std::borrow::Cow<'a, [u8]>);
+/// Named views of [`Buffer`]s, as safetensors serialises them.
+type Views<'a> = Vec<(String, TensorView<'a>)>;
+
+/// `v`'s little-endian bytes: the values' own memory on a little-endian machine.
+fn le_bytes(v: &[f32]) -> std::borrow::Cow<'_, [u8]> {
+    if cfg!(target_endian = "little") {
+        std::borrow::Cow::Borrowed(bytemuck::cast_slice(v))
+    } else {
+        std::borrow::Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect())
+    }
 }
 
 /// The MLP's spec from a checkpoint's metadata.
@@ -95,6 +105,46 @@ fn described(
 impl Checkpoint {
     /// Serialises to safetensors bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let buffers = self.buffers()?;
+        let (views, meta) = self.views(&buffers)?;
+        safetensors::serialize(views, Some(meta)).map_err(|e| Error::Checkpoint {
+            origin: "<memory>".into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Writes the checkpoint atomically to `path` (temp file, fsync, rename, fsync directory)
+    /// without assembling it in memory — the values go from `params` to the file — and returns
+    /// the SHA-256 of the file's bytes, read back from the page cache.
+    pub fn save_hashed(&self, path: &Path) -> Result<crate::model::Digest> {
+        use sha2::{Digest as _, Sha256};
+        use std::io::Read;
+        let buffers = self.buffers()?;
+        let (views, meta) = self.views(&buffers)?;
+        let tmp = temp_beside(path);
+        safetensors::serialize_to_file(views, Some(meta), &tmp).map_err(|e| Error::Checkpoint {
+            origin: tmp.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let mut f = std::fs::File::open(&tmp).map_err(|e| Error::io("reading", &tmp, e))?;
+        let mut hash = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f
+                .read(&mut buf)
+                .map_err(|e| Error::io("reading", &tmp, e))?;
+            if n == 0 {
+                break;
+            }
+            hash.update(&buf[..n]);
+        }
+        f.sync_all().map_err(|e| Error::io("writing", &tmp, e))?;
+        rename_into_place(&tmp, path)?;
+        Ok(crate::model::Digest(hash.finalize().into()))
+    }
+
+    /// The tensors' bytes: borrowed from the values where memory is little-endian already.
+    fn buffers(&self) -> Result<Vec<Buffer<'_>>> {
         let layout = self.spec.layout();
         let bad = |m: String| Error::Checkpoint {
             origin: "<memory>".into(),
@@ -108,7 +158,7 @@ impl Checkpoint {
                 layout.len
             )));
         }
-        let mut buffers: Vec<(String, Vec<usize>, Vec<u8>)> = layout
+        let mut buffers: Vec<Buffer<'_>> = layout
             .tensors
             .iter()
             .map(|t| {
@@ -129,6 +179,15 @@ impl Checkpoint {
             vec![self.scaling.std.len()],
             le_bytes(&self.scaling.std),
         ));
+        Ok(buffers)
+    }
+
+    /// Views of `buffers` and the metadata the file carries.
+    fn views<'a>(&self, buffers: &'a [Buffer<'_>]) -> Result<(Views<'a>, HashMap<String, String>)> {
+        let bad = |m: String| Error::Checkpoint {
+            origin: "<memory>".into(),
+            message: m,
+        };
         let views = buffers
             .iter()
             .map(|(n, s, b)| {
@@ -161,7 +220,7 @@ impl Checkpoint {
                 );
             }
         }
-        safetensors::serialize(views, Some(meta)).map_err(|e| bad(e.to_string()))
+        Ok((views, meta))
     }
 
     /// Parses safetensors bytes; `origin` names the source in errors. Checks that every tensor
@@ -235,25 +294,36 @@ impl Checkpoint {
     }
 }
 
-/// Writes `bytes` to `path` atomically (temp file, fsync, rename, fsync directory).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
+/// The temporary file `path` is written as before it is renamed into place.
+fn temp_beside(path: &Path) -> std::path::PathBuf {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let tmp = dir.join(format!(
+    dir.join(format!(
         ".{}.tmp",
         path.file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_default()
-    ));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| Error::io("writing", &tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io("renaming into place", path, e))?;
+    ))
+}
+
+/// Renames the synced `tmp` to `path` and syncs the directory.
+fn rename_into_place(tmp: &Path, path: &Path) -> Result<()> {
+    std::fs::rename(tmp, path).map_err(|e| Error::io("renaming into place", path, e))?;
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// Writes `bytes` to `path` atomically (temp file, fsync, rename, fsync directory).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let tmp = temp_beside(path);
+    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io("writing", &tmp, e))?;
+    rename_into_place(&tmp, path)
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ pub mod lora;
 pub mod manifest;
 pub mod scaling;
 mod spec;
+pub mod spill;
 pub mod tensor_file;
 
 pub use architecture::{Architecture, Described};

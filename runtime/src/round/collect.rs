@@ -23,7 +23,8 @@ use super::context::{BaseModel, RoundContext};
 use super::outcome::{Attendance, RoundOutcome, NOT_COLLECTED};
 use crate::actors::aggregator::{AggregatorMessage, Refusal};
 use crate::actors::ask;
-use crate::bulk::route::{ensure_model, fetch_update, Route};
+use crate::actors::update_values::{spills, Values};
+use crate::bulk::route::{ensure_model, fetch_update, fetch_update_spilled, Route};
 use crate::bulk::BulkLinks;
 use crate::cluster::PeerEvent;
 use crate::events::Event;
@@ -86,11 +87,13 @@ impl Tally {
 /// What a silo's task fetches once it has trained: its update, when this node aggregates it
 /// (no residency route, no secure aggregation) and the report passes the checks that need no
 /// values ([`precheck`]; [`admit`] checks again).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Prefetch {
     round: u64,
     len: usize,
     rows: Option<u64>,
+    /// Where to spill the update instead of holding it (see `RoundContext::spill_above`).
+    spill: Option<Arc<std::path::PathBuf>>,
 }
 
 /// The checks a report allows before its update is fetched (each an admission rule's refusal).
@@ -174,7 +177,16 @@ async fn train_at(
             let left = deadline.saturating_duration_since(Instant::now());
             // The route again: the link may have come up while the silo trained.
             let route = Route::to(&silo, &bulk);
-            let fetch = fetch_update(&route, p.round, p.len, chunk, left);
+            let fetch = async {
+                match &p.spill {
+                    Some(dir) => fetch_update_spilled(&route, p.round, p.len, chunk, left, dir)
+                        .await
+                        .map(|(s, d)| (Values::Spilled(s), Some(d))),
+                    None => fetch_update(&route, p.round, p.len, chunk, left)
+                        .await
+                        .map(|(v, d)| (Values::Memory(v), d)),
+                }
+            };
             Some(
                 match tokio::time::timeout_at(deadline.into(), fetch).await {
                     Ok(Ok(u)) => Ok(u),
@@ -197,7 +209,7 @@ async fn train_at(
 }
 
 /// An update as fetched: its values, and their SHA-256 if the transfer computed it.
-type Fetched = (Vec<f32>, Option<Digest>);
+type Fetched = (Values, Option<Digest>);
 
 /// A dispatched silo's training result: its report, or why there is none.
 type Trained = (SiloHandle, Result<Done, SiloFailure>);
@@ -212,6 +224,18 @@ fn dispatch(
     let (tx, rx) = mpsc::channel(ctx.cohort.len().max(1));
     let mut jobs = JoinSet::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(FETCHES_AT_ONCE));
+    let cosine = matches!(
+        ctx.policy.admission.anomaly,
+        Some(fedsilo_policies::Anomaly::Cosine { .. })
+    );
+    let bytes = ctx.base.params.len().saturating_mul(4);
+    // A round whose updates together would take more than `spill_above` bytes spills each to
+    // disk as it arrives, if its kernel and screen work a slice of coordinates at a time: the
+    // coordinator then holds the base, the aggregate and a slice of each update, whatever
+    // the number of silos.
+    let spill = (spills(&ctx.aggregation.kernel, cosine)
+        && bytes.saturating_mul(ctx.cohort.len()) > ctx.spill_above)
+        .then(|| Arc::new(ctx.spill_dir.clone()));
     for silo in dispatch {
         let req = Request::Train {
             round: ctx.round,
@@ -234,6 +258,7 @@ fn dispatch(
                 round: ctx.round,
                 len: ctx.base.params.len(),
                 rows: ctx.reported_rows.get(&silo.name).copied(),
+                spill: spill.clone(),
             };
             (p, slots.clone())
         });
@@ -424,8 +449,16 @@ async fn admit(
         Some(u) => u.map_err(transport)?,
         None => return Err(transport("its update was not fetched".into())),
     };
-    // Hashed as it arrived over the bulk link; hashed here if it came over the control plane.
-    let digest = digest.unwrap_or_else(|| Digest::of_f32(&update));
+    // Hashed as it arrived over the bulk link (or as it was spilled); hashed here otherwise.
+    let digest = match (digest, &update) {
+        (Some(d), _) => d,
+        (None, Values::Memory(v)) => Digest::of_f32(v),
+        (None, Values::Spilled(_)) => {
+            return Err(transport(
+                "internal: a spilled update without its digest".into(),
+            ))
+        }
+    };
     if digest != report.update_digest {
         return refuse("update does not match the digest the silo reported".into());
     }

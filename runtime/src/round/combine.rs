@@ -124,15 +124,14 @@ pub async fn combine(
             let (p, st) = o.step(&ctx.base.params, &aggregate.values, st);
             (p, Some(st))
         }
-        _ => (
-            ctx.base
-                .params
-                .iter()
-                .zip(&aggregate.values)
-                .map(|(b, u)| b + u)
-                .collect(),
-            None,
-        ),
+        _ => {
+            // The new model is written over the aggregate: no third model-sized buffer.
+            let mut p = std::mem::take(&mut aggregate.values);
+            p.iter_mut()
+                .zip(ctx.base.params.iter())
+                .for_each(|(u, b)| *u += *b);
+            (p, None)
+        }
     };
     let digest = Digest::of_f32(&params);
     notes.note(

@@ -71,6 +71,11 @@ pub struct RoundContext {
     pub directory: Arc<PeerDirectory>,
     /// The silos' bulk links.
     pub bulk: Arc<crate::bulk::BulkLinks>,
+    /// Where updates are spilled (`<state_dir>/spill`) when the round's updates together
+    /// would take more than `spill_above` bytes.
+    pub spill_dir: std::path::PathBuf,
+    /// See `spill_dir`.
+    pub spill_above: usize,
     /// Transfer chunk, values.
     pub chunk: usize,
     /// Event sink.
