@@ -236,11 +236,21 @@ fn run(
             per_silo("bytes_from_silos") / model,
             per_silo("bytes_to_silos") / model
         ),
-        format!(
-            "{:.1} MB ({:.1}× model)",
-            mb(coord_mem as f64),
-            coord_mem as f64 / model
-        ),
+        {
+            // Issue 20's bound: twice the model plus 64 MB, whatever the number of silos.
+            let bound = 2.0 * model + 64.0 * 1024.0 * 1024.0;
+            format!(
+                "{:.1} MB ({:.1}× model; bound {:.0} MB: {})",
+                mb(coord_mem as f64),
+                coord_mem as f64 / model,
+                mb(bound),
+                if (coord_mem as f64) <= bound {
+                    "within"
+                } else {
+                    "EXCEEDED"
+                }
+            )
+        },
         format!("{:.1} MB", mb(silo_mem as f64)),
         format!(
             "{:.3} / {:.3}",

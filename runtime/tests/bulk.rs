@@ -54,6 +54,16 @@ async fn node(
     .unwrap()
 }
 
+/// A link the coordinator refused after the handshake (TLS 1.3 tells the client only then):
+/// it ends without a transfer.
+async fn ends(tls: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin) {
+    let trainer = Trainer::default();
+    let ended = answer(tls, &trainer, LIMITS, "coordinator");
+    let _ = tokio::time::timeout(WAIT, ended)
+        .await
+        .expect("refused link stayed open");
+}
+
 /// Waits until `name`'s link is there (`true`) or gone (`false`).
 async fn until_linked(links: &BulkLinks, name: &str, linked: bool) {
     let mut changes = links.changes();
@@ -103,11 +113,7 @@ async fn a_silo_links_under_its_certificates_name_and_tensors_cross_intact() {
     // A consortium certificate of another role, named like a silo, gets no bulk link.
     let aggregator = valid(&ca, &id("bank-a", Role::Aggregator));
     if let Ok(tls) = open(&aggregator, &addr, "coordinator").await {
-        let trainer = Trainer::default();
-        let ended = answer(tls, &trainer, LIMITS, "coordinator");
-        let _ = tokio::time::timeout(WAIT, ended)
-            .await
-            .expect("refused link stayed open");
+        ends(tls).await;
     }
     assert!(links.link("bank-a").is_none());
 }
@@ -167,11 +173,7 @@ async fn revoking_a_certificate_closes_its_open_bulk_link() {
     // And it cannot link again: TLS 1.3 tells the client of the refusal only after the
     // handshake, so the link may open on its side, but it is never filed.
     if let Ok(tls) = open(&bank_a, &addr, "coordinator").await {
-        let trainer = Trainer::default();
-        let ended = answer(tls, &trainer, LIMITS, "coordinator");
-        let _ = tokio::time::timeout(WAIT, ended)
-            .await
-            .expect("refused link stayed open");
+        ends(tls).await;
     }
     assert!(links.link("bank-a").is_none());
 }

@@ -271,27 +271,10 @@ impl BulkLink {
         let mut lease = self.lease(limit).await?;
         let s = lease.stream();
         let out = async {
-            let req = BulkMessage::FetchUpdate {
-                round,
-                len: len as u64,
-            };
-            write_head(s, &req, limit).await?;
-            match read_head(s, Some(limit), &self.peer).await? {
-                BulkMessage::Update { len: n } if n == len as u64 => {
-                    let mut values = vec![0.0f32; len];
-                    let digest = read_values(s, &mut values, limit).await?;
-                    Ok((values, digest))
-                }
-                BulkMessage::Update { len: n } => Err(BulkError::Malformed(format!(
-                    "an update of {n} values, {len} expected"
-                ))),
-                BulkMessage::Refused { reason } => Err(BulkError::Refused(reason)),
-                BulkMessage::AskControl { reason } => Err(BulkError::AskControl(reason)),
-                other => Err(BulkError::Unexpected {
-                    wanted: "Update",
-                    got: other.kind(),
-                }),
-            }
+            ask_update(s, round, len, limit, &self.peer).await?;
+            let mut values = vec![0.0f32; len];
+            let digest = read_values(s, &mut values, limit).await?;
+            Ok((values, digest))
         }
         .await;
         lease.end(out)
@@ -313,28 +296,39 @@ impl BulkLink {
         let mut lease = self.lease(limit).await?;
         let s = lease.stream();
         let out = async {
-            let req = BulkMessage::FetchUpdate {
-                round,
-                len: len as u64,
-            };
-            write_head(s, &req, limit).await?;
-            match read_head(s, Some(limit), &self.peer).await? {
-                BulkMessage::Update { len: n } if n == len as u64 => {
-                    read_values_with(s, len, limit, sink).await
-                }
-                BulkMessage::Update { len: n } => Err(BulkError::Malformed(format!(
-                    "an update of {n} values, {len} expected"
-                ))),
-                BulkMessage::Refused { reason } => Err(BulkError::Refused(reason)),
-                BulkMessage::AskControl { reason } => Err(BulkError::AskControl(reason)),
-                other => Err(BulkError::Unexpected {
-                    wanted: "Update",
-                    got: other.kind(),
-                }),
-            }
+            ask_update(s, round, len, limit, &self.peer).await?;
+            read_values_with(s, len, limit, sink).await
         }
         .await;
         lease.end(out)
+    }
+}
+
+/// Asks for round `round`'s update of `len` values; `Ok` once the peer announced exactly that
+/// (the values follow).
+async fn ask_update(
+    s: &mut CountingStream<BoxedStream>,
+    round: u64,
+    len: usize,
+    limit: Duration,
+    peer: &str,
+) -> Result<(), BulkError> {
+    let req = BulkMessage::FetchUpdate {
+        round,
+        len: len as u64,
+    };
+    write_head(s, &req, limit).await?;
+    match read_head(s, Some(limit), peer).await? {
+        BulkMessage::Update { len: n } if n == len as u64 => Ok(()),
+        BulkMessage::Update { len: n } => Err(BulkError::Malformed(format!(
+            "an update of {n} values, {len} expected"
+        ))),
+        BulkMessage::Refused { reason } => Err(BulkError::Refused(reason)),
+        BulkMessage::AskControl { reason } => Err(BulkError::AskControl(reason)),
+        other => Err(BulkError::Unexpected {
+            wanted: "Update",
+            got: other.kind(),
+        }),
     }
 }
 
