@@ -26,8 +26,8 @@ use crate::store::ModelStore;
 /// A pretrained initial model, checked against the architecture.
 #[derive(Debug, Clone)]
 pub struct PretrainedModel {
-    /// Its parameters, in the layout's order.
-    pub params: Vec<f32>,
+    /// Its parameters, in the layout's order (shared with version 0: one copy in memory).
+    pub params: std::sync::Arc<Vec<f32>>,
     /// Where it came from (file and SHA-256), for the record.
     pub origin: String,
 }

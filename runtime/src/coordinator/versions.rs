@@ -48,16 +48,16 @@ impl Versions {
             origin: origin.into(),
             message,
         };
-        let initial = Arc::new(match (&settings.initial, spec) {
+        let initial = match (&settings.initial, spec) {
             (Some(p), _) => p.params.clone(),
-            (None, Architecture::Mlp(mlp)) => initial_params(mlp, settings.seed),
+            (None, Architecture::Mlp(mlp)) => Arc::new(initial_params(mlp, settings.seed)),
             (None, Architecture::Described(d)) => {
                 return Err(config(
                     "[model]",
                     format!("a `{}` model needs `initial`: only its trainer knows how to initialise it (`fedsilo-model` writes one)", d.architecture),
                 ))
             }
-        });
+        };
         let lora =
             match (&settings.lora, spec.mlp()) {
                 (Some(plan), Some(mlp)) => Some(
@@ -123,7 +123,8 @@ impl Versions {
             // Without LoRA, version 0's values serve only the local-only comparison at the end
             // of a run: let go of them once another version is current (the coordinator then
             // holds the current version and a candidate, not a third model), and rebuild them
-            // from the configuration when needed ([`Versions::initial_values`]).
+            // from the configuration when needed ([`Versions::initial_values`]). A pretrained
+            // version 0 stays in the settings, as the one copy both shared.
             self.initial = Arc::new(Vec::new());
         }
         if optimizer.is_some() {

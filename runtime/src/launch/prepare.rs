@@ -180,7 +180,7 @@ fn pretrained(path: &Path, spec: &Architecture) -> anyhow::Result<PretrainedMode
             ),
         })?;
     Ok(PretrainedModel {
-        params,
+        params: std::sync::Arc::new(params),
         origin: format!("{origin} (sha256 {})", Digest::of_bytes(&bytes).hex()),
     })
 }
