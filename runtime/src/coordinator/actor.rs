@@ -146,9 +146,10 @@ fn step(
             silo,
             node_id,
             ok,
+            seq,
             deployed,
         } => {
-            on_ping(state, silo, node_id, ok, deployed);
+            on_ping(state, silo, node_id, ok, seq, deployed);
             false
         }
         CoordinatorMessage::Delivered {

@@ -396,6 +396,7 @@ pub fn on_delivered(
         return;
     }
     e.deploying = false;
+    e.settled_after = state.members.ping_seq;
     let version = state
         .deployments
         .book

@@ -54,6 +54,9 @@ pub struct SiloEntry {
     pub healthy: bool,
     /// A ping is out.
     pub ping_inflight: bool,
+    /// The last ping sent before its last delivery ended: an answer to it or an earlier one
+    /// may predate the delivery, and does not say what the silo has deployed.
+    pub settled_after: u64,
     /// The schema check.
     pub schema: SchemaCheck,
     /// Left out of every round, with why.
@@ -227,6 +230,7 @@ pub fn refresh_membership(state: &mut CoordinatorState) {
                 last_ok: Instant::now(),
                 healthy: true,
                 ping_inflight: false,
+                settled_after: 0,
                 region,
                 role,
                 software_version: "0.0.0".into(),
@@ -305,6 +309,7 @@ pub fn check_health(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorM
                     silo,
                     node_id,
                     ok,
+                    seq,
                     deployed,
                 });
             });
@@ -464,6 +469,7 @@ pub fn on_ping(
     silo: String,
     node_id: u64,
     ok: bool,
+    seq: u64,
     deployed: Option<crate::protocol::ModelRef>,
 ) {
     let Some(e) = state.members.silos.get_mut(&silo) else {
@@ -475,8 +481,9 @@ pub fn on_ping(
     e.ping_inflight = false;
     if ok {
         e.last_ok = Instant::now();
-        // While a delivery is out, its answer says what the silo holds.
-        if !e.deploying && e.deployed != deployed {
+        // While a delivery is out, its answer says what the silo holds; a ping sent before it
+        // ended may have been answered before it began.
+        if !e.deploying && seq > e.settled_after && e.deployed != deployed {
             e.deployed = deployed;
             if let Some(m) = deployed {
                 state.ledger.events.emit(Event::SiloDeployed {

@@ -21,6 +21,8 @@ pub enum CoordinatorMessage {
         node_id: u64,
         /// Whether it answered in time.
         ok: bool,
+        /// The ping's sequence number.
+        seq: u64,
         /// The version deployed at the silo, as its answer said.
         deployed: Option<crate::protocol::ModelRef>,
     },
