@@ -52,9 +52,16 @@ impl<'a> Route<'a> {
     }
 
     fn error(&self, e: BulkError) -> Error {
-        Error::Protocol {
-            peer: self.peer.to_string(),
-            message: e.to_string(),
+        match e {
+            // The connection died (a silo killed or cut off): the peer is gone, as a closed
+            // session says on the control plane.
+            BulkError::Io(_) => Error::PeerGone {
+                peer: self.peer.to_string(),
+            },
+            e => Error::Protocol {
+                peer: self.peer.to_string(),
+                message: e.to_string(),
+            },
         }
     }
 }
