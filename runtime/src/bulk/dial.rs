@@ -34,7 +34,7 @@ pub async fn open(
             ))
         })?;
         let _ = tcp.set_nodelay(true);
-        keep_alive(&tcp);
+        crate::cluster::handoff::keep_alive(&tcp);
         let name = ServerName::try_from(server_name.to_string()).map_err(|e| Error::Config {
             origin: "peer name".into(),
             message: format!("`{server_name}` is not a valid node name: {e}"),
@@ -59,18 +59,6 @@ pub async fn open(
                 "bulk link: no handshake with {server_name} at {addr} within {HANDSHAKE:?}"
             )))
         })
-}
-
-/// TCP keepalive on a bulk link: it idles between transfers, and a peer that vanished without
-/// closing it (a machine gone, a NAT that forgot it) is noticed within about a minute.
-pub fn keep_alive(tcp: &TcpStream) {
-    let ka = socket2::TcpKeepalive::new()
-        .with_time(Duration::from_secs(30))
-        .with_interval(Duration::from_secs(10))
-        .with_retries(3);
-    if let Err(e) = socket2::SockRef::from(tcp).set_tcp_keepalive(&ka) {
-        tracing::debug!("TCP keepalive not set: {e}");
-    }
 }
 
 /// Keeps a bulk link to `server_name` at `addr` and answers its transfers with `holder`, until

@@ -19,6 +19,19 @@ use crate::identity::Identity;
 
 pub use crate::tls::BULK_ALPN;
 
+/// TCP keepalive on a link that may idle for long (a bulk link between transfers): a peer that
+/// vanished without closing it (a machine gone, a NAT that forgot it) is noticed within about
+/// a minute. Both ends set it.
+pub fn keep_alive(tcp: &tokio::net::TcpStream) {
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(std::time::Duration::from_secs(30))
+        .with_interval(std::time::Duration::from_secs(10))
+        .with_retries(3);
+    if let Err(e) = socket2::SockRef::from(tcp).set_tcp_keepalive(&ka) {
+        tracing::debug!("TCP keepalive not set: {e}");
+    }
+}
+
 /// A byte stream (here: a TLS stream whose peer is verified).
 pub trait ByteStream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> ByteStream for T {}

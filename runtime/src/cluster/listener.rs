@@ -99,12 +99,7 @@ async fn link(
     let acceptor = revocations.acceptor();
     let peer_addr = peer_addr.to_string();
     let _ = stream.set_nodelay(true);
-    // Bulk links idle between transfers: a peer gone without a word is noticed.
-    let ka = socket2::TcpKeepalive::new()
-        .with_time(Duration::from_secs(30))
-        .with_interval(Duration::from_secs(10))
-        .with_retries(3);
-    let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&ka);
+    super::handoff::keep_alive(&stream);
     let timeout = limits.handshake_timeout;
     let deadline = tokio::time::Instant::now() + timeout;
     let mut tls = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
