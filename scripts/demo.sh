@@ -28,10 +28,18 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
+# The pooled reference: the same trainer on all four regions' training rows together (each
+# split as its silo splits it). Only possible because the demo has all the data on one
+# machine; the coordinator has every silo score it beside local-only and federated.
+"$BIN/fedsilo-pretrain" --pooled --federation "${CONFIG:-$EX/federation.toml}" ${ROUNDS:+--rounds "$ROUNDS"} \
+  $(for s in "${SILOS[@]}"; do printf -- '--data %s ' "$EX/data/$s.csv"; done) \
+  --out "$RUN/pooled.safetensors" >"$RUN/pooled.log"
+
 start=$(date +%s.%N)
 # Port 0: the coordinator picks a free port and records it in its event journal.
 "$BIN/fedsilo" coordinator --config "${CONFIG:-$EX/federation.toml}" --listen 127.0.0.1:0 \
-  --kit "$RUN/certs/coordinator" --state-dir "$RUN/state" ${ROUNDS:+--rounds "$ROUNDS"} ${POLICY:+--policy "$POLICY"} ${COMPRESSION:+--compression "$COMPRESSION"} ${INITIAL:+--initial "$INITIAL"} &
+  --kit "$RUN/certs/coordinator" --state-dir "$RUN/state" ${ROUNDS:+--rounds "$ROUNDS"} ${POLICY:+--policy "$POLICY"} ${COMPRESSION:+--compression "$COMPRESSION"} ${INITIAL:+--initial "$INITIAL"} \
+  --pooled-reference "$RUN/pooled.safetensors" &
 coord=$!
 pids+=($coord)
 ADDR=""

@@ -6,9 +6,15 @@
 //! max_auc_drop = 0.01        # held-out AUC over all silos may drop at most this
 //! max_silo_auc_drop = 0.05   # …and at no single silo by more than this
 //! require_approval = false   # an operator approves each candidate that passes
+//! patience = 5               # stop a run after 5 versions in a row without a better score
+//! min_improvement = 0.0005   # …better by more than this (default 0)
+//! keep_best = true           # at a run's end, its best version (not its last) is current
 //! ```
 //!
-//! The candidate is compared with the current version on the silos that scored both.
+//! The candidate is compared with the current version on the silos that scored both. Early
+//! stopping and the best version go by the federation's example-weighted held-out score of
+//! each version a run committed ([`ValidationRules::early_stop`], [`ValidationRules::best`]):
+//! long runs stop when validation stops improving instead of overfitting.
 
 use std::collections::BTreeMap;
 
@@ -37,13 +43,79 @@ pub struct ValidationRules {
     /// Largest allowed drop of the central hold-out's AUC (≥ 0; default: no rule).
     #[serde(default)]
     pub max_central_auc_drop: Option<f64>,
+    /// Early stopping: a run ends once this many versions in a row have not bettered its best
+    /// example-weighted held-out score (≥ 1; default: runs go to their last round).
+    #[serde(default)]
+    pub patience: Option<u32>,
+    /// How much a score must rise to count as better, for `patience` and `keep_best` (≥ 0,
+    /// default 0).
+    #[serde(default)]
+    pub min_improvement: Option<f64>,
+    /// At a run's end, make its best version by example-weighted held-out score current
+    /// instead of its last (recorded as a rollback by this rule).
+    #[serde(default)]
+    pub keep_best: bool,
+}
+
+/// The most versions `patience` may wait for.
+pub const MAX_PATIENCE: u32 = 10_000;
+
+/// Why a run stops early: its best version and how many came after it without bettering it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EarlyStop {
+    /// Index of the best score.
+    pub best: usize,
+    /// Versions since, none better.
+    pub since: u32,
 }
 
 /// A version's held-out score at one silo: examples and AUC.
 pub type Score = (u64, Option<f64>);
 
 impl ValidationRules {
+    /// The index of the best of a run's scores (in commit order): the first that no later one
+    /// betters by more than `min_improvement`. `None` for no scores.
+    pub fn best(&self, scores: &[f64]) -> Option<usize> {
+        let margin = self.min_improvement.unwrap_or(0.0);
+        let mut best: Option<usize> = None;
+        for (i, s) in scores.iter().enumerate() {
+            if !s.is_finite() {
+                continue;
+            }
+            if best.is_none_or(|b| *s > scores[b] + margin) {
+                best = Some(i);
+            }
+        }
+        best
+    }
+
+    /// Whether a run with these scores (in commit order) should stop now under `patience`.
+    pub fn early_stop(&self, scores: &[f64]) -> Option<EarlyStop> {
+        let patience = self.patience?;
+        let best = self.best(scores)?;
+        let since = u32::try_from(scores.len() - 1 - best).unwrap_or(u32::MAX);
+        (since >= patience).then_some(EarlyStop { best, since })
+    }
+
     pub(crate) fn validate(&self, at: &Locator) -> Result<(), PolicyError> {
+        if let Some(p) = self.patience {
+            if !(1..=MAX_PATIENCE).contains(&p) {
+                return Err(at.invalid(
+                    &["validation", "patience"],
+                    &p.to_string(),
+                    &format!("a number of versions from 1 to {MAX_PATIENCE}, e.g. 5"),
+                ));
+            }
+        }
+        if let Some(m) = self.min_improvement {
+            if !(m.is_finite() && (0.0..=1.0).contains(&m)) {
+                return Err(at.invalid(
+                    &["validation", "min_improvement"],
+                    &m.to_string(),
+                    "a score difference in [0, 1], e.g. 0.0005",
+                ));
+            }
+        }
         if self.max_central_auc_drop.is_some() && self.central_holdout.is_none() {
             return Err(at.invalid(
                 &["validation", "max_central_auc_drop"],
@@ -176,6 +248,48 @@ mod tests {
         v.iter()
             .map(|(s, n, a)| (s.to_string(), (*n, Some(*a))))
             .collect()
+    }
+
+    #[test]
+    fn the_best_version_and_early_stopping_follow_the_scores() {
+        let r = ValidationRules {
+            patience: Some(3),
+            ..ValidationRules::default()
+        };
+        assert_eq!(r.best(&[]), None);
+        assert_eq!(r.early_stop(&[]), None);
+        let rising = [0.80, 0.82, 0.84, 0.85];
+        assert_eq!(r.best(&rising), Some(3));
+        assert_eq!(r.early_stop(&rising), None);
+        // Three versions after the best, none better: stop; two: not yet.
+        let peaked = [0.80, 0.86, 0.85, 0.86, 0.84];
+        assert_eq!(r.early_stop(&peaked), Some(EarlyStop { best: 1, since: 3 }));
+        assert_eq!(r.early_stop(&peaked[..4]), None);
+        // A rise within the margin does not count; NaN never is the best.
+        let r = ValidationRules {
+            min_improvement: Some(0.01),
+            ..r
+        };
+        assert_eq!(r.best(&[0.80, 0.805, f64::NAN, 0.809]), Some(0));
+        assert_eq!(r.best(&[f64::NAN, 0.7]), Some(1));
+        assert!(r.early_stop(&[0.80, 0.805, f64::NAN, 0.809]).is_some());
+        // Without patience, never.
+        let none = ValidationRules::default();
+        assert_eq!(none.early_stop(&[0.9, 0.1, 0.1, 0.1, 0.1]), None);
+    }
+
+    #[test]
+    fn patience_and_margin_out_of_range_are_refused_with_the_key() {
+        for (toml, key) in [
+            ("[validation]\npatience = 0\n", "patience"),
+            ("[validation]\nmin_improvement = -0.1\n", "min_improvement"),
+        ] {
+            let e = Policy::from_toml_str(toml, "p.toml").unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
+        let p = Policy::from_toml_str("[validation]\npatience = 5\nkeep_best = true\n", "p.toml").unwrap();
+        let v = p.validation.unwrap();
+        assert_eq!((v.patience, v.keep_best), (Some(5), true));
     }
 
     #[test]

@@ -102,20 +102,7 @@ pub struct Phases {
     pub commit: f64,
 }
 
-/// One row of the local-only vs federated comparison.
-#[derive(Debug, Clone, Serialize)]
-pub struct ComparisonRow {
-    /// The silo.
-    pub silo: String,
-    /// Its held-out examples.
-    pub examples: u64,
-    /// Held-out metrics of a model trained on the silo's data alone.
-    pub local: Option<EvalMetrics>,
-    /// Held-out metrics of the federated model.
-    pub federated: Option<EvalMetrics>,
-    /// Why a side is missing, if one is.
-    pub note: Option<String>,
-}
+pub use crate::comparison::{ComparisonRow, Shortfall};
 
 /// Something that happened in a federation.
 #[derive(Debug, Clone, Serialize)]
@@ -333,7 +320,18 @@ pub enum Event {
         /// The operator.
         by: String,
     },
-    /// An operator made an earlier version current again.
+    /// Validation stopped improving (`validation.patience`): the run ends.
+    EarlyStopped {
+        /// The round whose version was the last without improvement.
+        round: u64,
+        /// The run's best version so far.
+        best_version: u64,
+        /// Its example-weighted held-out score.
+        best_score: f64,
+        /// Versions committed since, none better.
+        since: u32,
+    },
+    /// An operator (or `validation.keep_best`) made an earlier version current again.
     RolledBack {
         /// The version that was current.
         from: u64,
@@ -428,10 +426,13 @@ pub enum Event {
         /// Why.
         reason: String,
     },
-    /// Local-only vs federated comparison.
+    /// Local-only vs federated (vs pooled reference) comparison.
     Comparison {
         /// One row per silo.
         rows: Vec<ComparisonRow>,
+        /// The silos where the federated model is worse than local-only, with the likely
+        /// cause and what to try.
+        shortfalls: Vec<Shortfall>,
     },
     /// The run is over.
     Finished {
@@ -680,6 +681,14 @@ fn render(event: &Event, layout: &mut Option<TableLayout>) -> Option<String> {
             "{round:>5}  candidate v{version} passed the gate; awaiting approval (fedsilo models approve {version} --kit <operator kit> --state-dir …)"
         ),
         Event::Approved { version, by } => format!("v{version} approved by {by}; it is current"),
+        Event::EarlyStopped {
+            round,
+            best_version,
+            best_score,
+            since,
+        } => format!(
+            "{round:>5}  stopping early: {since} version(s) since v{best_version} ({best_score:.4}) without a better held-out score (validation.patience)"
+        ),
         Event::RolledBack { from, to, by } => {
             format!("rolled back from v{from} to v{to} by {by}; the next round trains from v{to}")
         }
@@ -690,38 +699,7 @@ fn render(event: &Event, layout: &mut Option<TableLayout>) -> Option<String> {
         Event::BudgetExhausted { round, reason } => {
             format!("{round:>5}  round refused, privacy budget exhausted: {reason}")
         }
-        Event::Comparison { rows } => {
-            let all = rows.iter().flat_map(|r| r.local.iter().chain(&r.federated));
-            let mut t = match crate::model::eval::score_name(all) {
-                "R²" => String::from("\nHeld-out R² per silo: trained alone vs federated\n"),
-                _ => String::from("\nHeld-out ROC AUC per silo: trained alone vs federated\n"),
-            };
-            t.push_str(&format!(
-                "{:<14} {:>9} {:>12} {:>10} {:>8}\n",
-                "silo", "held-out", "local only", "federated", "gain"
-            ));
-            for r in rows {
-                let l = r.local.as_ref().and_then(EvalMetrics::score);
-                let f = r.federated.as_ref().and_then(EvalMetrics::score);
-                let gain = match (l, f) {
-                    (Some(l), Some(f)) => format!("{:+.3}", f - l),
-                    _ => "-".into(),
-                };
-                t.push_str(&format!(
-                    "{:<14} {:>9} {:>12} {:>10} {:>8}",
-                    r.silo,
-                    r.examples,
-                    score(r.local.as_ref()),
-                    score(r.federated.as_ref()),
-                    gain
-                ));
-                if let Some(n) = &r.note {
-                    t.push_str(&format!("  ({n})"));
-                }
-                t.push('\n');
-            }
-            t
-        }
+        Event::Comparison { rows, shortfalls } => crate::comparison::table(rows, shortfalls),
         Event::Finished {
             rounds_committed,
             version,
@@ -769,9 +747,11 @@ mod tests {
             examples: 10,
             local: Some(local),
             federated: Some(federated),
+            pooled: None,
             note: None,
         }];
-        render(&Event::Comparison { rows }, &mut None).unwrap_or_default()
+        let shortfalls = vec![];
+        render(&Event::Comparison { rows, shortfalls }, &mut None).unwrap_or_default()
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! state_dir = "state"          # checkpoints, events.jsonl, rounds.jsonl
 //! wait_for_silos_secs = 300    # give up if no round can start for this long
 //! compare_local = true         # at the end, ask each silo for a local-only baseline
+//! pooled_reference = "pooled.safetensors"  # optional, with compare_local: also score this
+//!                              # model (fedsilo-pretrain --pooled) at every silo
 //! serve = false                # true: keep serving and take training runs as jobs
 //!
 //! [schedule]                    # optional, with serve: runs submitted on a schedule
@@ -91,6 +93,11 @@ pub struct FederationSection {
     /// Run the local-only comparison at the end.
     #[serde(default)]
     pub compare_local: bool,
+    /// A model trained on the union of the silos' training rows (`fedsilo-pretrain
+    /// --pooled`), scored by every silo in the end-of-run comparison as the non-private
+    /// reference — computable only where all the data is on one machine, as in the examples.
+    #[serde(default)]
+    pub pooled_reference: Option<PathBuf>,
     /// Keep serving between training runs ([`crate::runs`]): `rounds` is then the first run's
     /// size (0: none), and further runs are submitted through the admin API.
     #[serde(default)]
@@ -335,6 +342,7 @@ impl FederationConfig {
             }
         }
         for p in [
+            cfg.federation.pooled_reference.as_mut(),
             cfg.model.initial.as_mut(),
             cfg.model.schema.as_mut(),
             cfg.model.manifest.as_mut(),
@@ -477,6 +485,11 @@ impl FederationConfig {
                 self.plan.epochs,
                 crate::protocol::MAX_PASSES
             )));
+        }
+        if self.federation.pooled_reference.is_some() && !self.federation.compare_local {
+            return Err(bad(
+                "`federation.pooled_reference` is scored in the end-of-run comparison: set `federation.compare_local = true` as well".into(),
+            ));
         }
         if !(self.plan.learning_rate.is_finite() && self.plan.learning_rate > 0.0) {
             return Err(bad(format!(

@@ -15,6 +15,7 @@
 //! - [`coordinator`] — the federation's state machine, one concern per file;
 //! - [`actors`] — Aggregator, Validator, Policy, regional aggregator;
 //! - [`round`] — one federated round, end to end; [`events`] — what a run reports;
+//!   [`comparison`] — local-only vs federated vs pooled at the end of a run;
 //! - [`runs`] — training runs as jobs: the queue and each run's state machine; [`retraining`] —
 //!   runs submitted on a schedule;
 //! - [`federation`] — the coordinator's configuration file.
@@ -30,6 +31,7 @@ pub mod bulk;
 pub mod certs;
 pub mod cluster;
 pub mod compatibility;
+pub mod comparison;
 pub mod compression;
 pub mod connection_budget;
 pub mod control;

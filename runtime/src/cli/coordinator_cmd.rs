@@ -55,6 +55,11 @@ pub struct CoordinatorArgs {
     /// `fedsilo-pretrain`) instead of a random one.
     #[arg(long)]
     initial: Option<PathBuf>,
+    /// Override `federation.pooled_reference` (and turn on `compare_local`): a model trained
+    /// on the union of the silos' training rows (`fedsilo-pretrain --pooled`), scored by every
+    /// silo at the end beside local-only and federated, as the non-private reference.
+    #[arg(long)]
+    pooled_reference: Option<PathBuf>,
     /// Fault injection for tests: route this silo's update to an aggregator the policy does not
     /// allow (the aggregator must refuse it). Only in builds with `fault-injection`.
     #[cfg(feature = "fault-injection")]
@@ -95,6 +100,10 @@ pub async fn run(a: CoordinatorArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(i) = a.initial {
         cfg.model.initial = Some(i);
+    }
+    if let Some(r) = a.pooled_reference {
+        cfg.federation.pooled_reference = Some(r);
+        cfg.federation.compare_local = true;
     }
     if let Some(listen) = a.admin_listen {
         match cfg.admin.as_mut() {

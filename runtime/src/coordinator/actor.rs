@@ -190,7 +190,13 @@ fn step(
             true
         }
         CoordinatorMessage::ComparisonDone(rows) => {
-            state.ledger.events.emit(Event::Comparison { rows });
+            let ctx = crate::comparison::RunContext {
+                rounds: state.run.committed,
+                privacy_noise: state.run.noised,
+                scores: state.run.scores.iter().map(|s| s.1).collect(),
+            };
+            let shortfalls = crate::comparison::shortfalls(&rows, &ctx);
+            state.ledger.events.emit(Event::Comparison { rows, shortfalls });
             run_over(state, myself, None);
             !state.phase.finished()
         }

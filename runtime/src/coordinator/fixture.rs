@@ -214,6 +214,7 @@ pub(super) fn settings() -> CoordinatorSettings {
         heartbeat_timeout: Duration::from_secs(3),
         wait_for_silos: Duration::from_secs(60),
         compare_local: false,
+        pooled_reference: None,
         serve: false,
         schedule: None,
         roster: vec![],

@@ -382,7 +382,7 @@ fn approve(state: &mut CoordinatorState, a: Awaiting, d: &Decision) -> crate::Re
     let summary = a.summary.unwrap_or_else(|| Box::new(summary_of(&meta)));
     state.ledger.store.append_round(&summary)?;
     let seed = state.settings.seed;
-    state.run.last_eval = meta.validation.clone();
+    state.run.made_current(meta.version, &meta.validation);
     state.versions.make_checkpoint_current(
         meta.version,
         a.ckpt,
@@ -404,7 +404,6 @@ fn approve(state: &mut CoordinatorState, a: Awaiting, d: &Decision) -> crate::Re
 /// An earlier committed version is made current again (a candidate awaiting approval, built
 /// on the version being left, is withdrawn).
 fn rollback(state: &mut CoordinatorState, d: &Decision) -> crate::Result<()> {
-    let ckpt = state.ledger.load_committed(d.version)?;
     if let Some(a) = state.phase.take_awaiting() {
         let reason = format!(
             "withdrawn: {} rolled back to v{} ({})",
@@ -412,27 +411,40 @@ fn rollback(state: &mut CoordinatorState, d: &Decision) -> crate::Result<()> {
         );
         withdraw(state, *a, d, &reason, d.version)?;
     }
+    make_earlier_current(state, d.version, &d.operator, &d.reason)
+}
+
+/// Makes the committed `version` current again, by an operator or a rule (`by`), for
+/// `reason`: journal (synced), `CURRENT`, the optimiser state it had, its figures as the run's
+/// latest, the `rolled_back` event and the deployments.
+pub(super) fn make_earlier_current(
+    state: &mut CoordinatorState,
+    version: u64,
+    by: &str,
+    reason: &str,
+) -> crate::Result<()> {
+    let ckpt = state.ledger.load_committed(version)?;
     let from = state.versions.model.version;
-    let target = state.ledger.registry.get(d.version)?;
+    let target = state.ledger.registry.get(version)?;
     state.ledger.journal.record_synced(Record::RolledBack {
         from,
-        to: d.version,
+        to: version,
         file_sha256: state
             .ledger
             .committed_sha
-            .get(&d.version)
+            .get(&version)
             .cloned()
             .unwrap_or_default(),
-        by: d.operator.clone(),
-        reason: d.reason.clone(),
+        by: by.to_string(),
+        reason: reason.to_string(),
     })?;
-    state.ledger.store.publish(d.version)?;
+    state.ledger.store.publish(version)?;
     let optimizer = match &state.settings.aggregation.server_optimizer {
         Some(o) => Some(
             state
                 .ledger
                 .store
-                .optimizer(d.version)?
+                .optimizer(version)?
                 .unwrap_or_else(|| o.initial_state(ckpt.params.len())),
         ),
         None => None,
@@ -442,13 +454,13 @@ fn rollback(state: &mut CoordinatorState, d: &Decision) -> crate::Result<()> {
     let seed = state.settings.seed;
     state
         .versions
-        .make_checkpoint_current(d.version, ckpt, optimizer, figures, seed)?;
+        .make_checkpoint_current(version, ckpt, optimizer, figures, seed)?;
     state.ledger.events.emit(Event::RolledBack {
         from,
-        to: d.version,
-        by: d.operator.clone(),
+        to: version,
+        by: by.to_string(),
     });
-    super::deployments::on_rollback(state, d.version, &d.operator, &d.reason)
+    super::deployments::on_rollback(state, version, by, reason)
 }
 
 /// Rejects the candidate awaiting approval on an operator's decision (journal, registry).

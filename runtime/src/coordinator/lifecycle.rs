@@ -25,6 +25,15 @@ use crate::protocol::{call, EvalMetrics, ModelRef, Request, Response, TrainPlan}
 /// for, then [`run_over`].
 pub fn end_run(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorMessage>) {
     let cancelled = state.run.cancelled();
+    if !cancelled {
+        if let Err(e) = super::stopping::keep_best(state) {
+            return run_over(
+                state,
+                myself,
+                Some(format!("cannot make the run's best version current: {e}")),
+            );
+        }
+    }
     if state.settings.compare_local && state.run.committed > 0 && !cancelled {
         start_comparison(state, myself);
     } else if state.settings.serve && state.run.exhausted && !cancelled {
@@ -154,59 +163,120 @@ fn start_comparison(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorM
     let timeout = LOCAL_BASELINE_PER_ROUND * rounds.max(1);
     let federated = state.run.last_eval.clone();
     let bulk = state.links.bulk.clone();
+    // The pooled reference is scored with the federation's scaling: the pooled statistics of
+    // the silos' training rows, which `fedsilo-pretrain --pooled` computes the same way.
+    let reference = s.pooled_reference.as_ref().map(|r| {
+        let model = ModelRef {
+            version: 0,
+            digest: Digest::of_f32(&r.params),
+        };
+        (model, r.params.clone(), state.scaling_or_empty())
+    });
     let me = myself.clone();
     tokio::spawn(async move {
         let mut jobs = tokio::task::JoinSet::new();
         for silo in silos {
             let (initial, spec, plan) = (initial.clone(), spec.clone(), plan.clone());
-            let bulk = bulk.clone();
+            let (bulk, reference) = (bulk.clone(), reference.clone());
             jobs.spawn(async move {
-                let r = async {
-                    let route = Route::to(&silo, &bulk);
+                let route = Route::to(&silo, &bulk);
+                let local = async {
                     put_model(&route, model, &initial, chunk, timeout).await?;
                     let req = Request::LocalBaseline {
                         initial: model,
-                        spec,
+                        spec: spec.clone(),
                         plan,
                         rounds,
                     };
-                    call(&silo.actor, &req, timeout, &silo.name).await
+                    evaluated(&silo, call(&silo.actor, &req, timeout, &silo.name).await)
                 }
                 .await;
-                (silo.name, r)
+                let pooled = match reference {
+                    None => None,
+                    Some((model, params, scaling)) => Some(
+                        async {
+                            put_model(&route, model, &params, chunk, timeout).await?;
+                            let req = Request::Evaluate {
+                                model,
+                                spec,
+                                scaling,
+                                personalize: None,
+                                lora: None,
+                            };
+                            let per_call = LOCAL_BASELINE_PER_ROUND;
+                            evaluated(&silo, call(&silo.actor, &req, per_call, &silo.name).await)
+                        }
+                        .await,
+                    ),
+                };
+                (silo.name, Scored { local, pooled })
             });
         }
-        let mut local: BTreeMap<String, Result<EvalMetrics, crate::Error>> = BTreeMap::new();
-        while let Some(Ok((name, r))) = jobs.join_next().await {
-            let m = match r {
-                Ok(Response::Evaluated(m)) => Ok(m),
-                Ok(other) => Err(unexpected(&name, "Evaluated", &other)),
-                Err(e) => Err(e),
-            };
-            local.insert(name, m);
+        let mut scored: BTreeMap<String, Scored> = BTreeMap::new();
+        while let Some(Ok((name, s))) = jobs.join_next().await {
+            scored.insert(name, s);
         }
         let _ = me.cast(CoordinatorMessage::ComparisonDone(comparison(
-            &local, &federated,
+            &scored, &federated,
         )));
     });
 }
 
-/// The comparison table: each silo's local-only figures beside the federated ones.
+/// What one silo answered for the comparison: its local-only baseline's figures and, with a
+/// pooled reference, the reference's.
+struct Scored {
+    local: Result<EvalMetrics, crate::Error>,
+    pooled: Option<Result<EvalMetrics, crate::Error>>,
+}
+
+/// A silo's answer to a request that ends in held-out figures.
+fn evaluated(
+    silo: &SiloHandle,
+    r: Result<Response, crate::Error>,
+) -> Result<EvalMetrics, crate::Error> {
+    match r? {
+        Response::Evaluated(m) => Ok(m),
+        other => Err(unexpected(&silo.name, "Evaluated", &other)),
+    }
+}
+
+/// The comparison table: each silo's local-only figures (and the pooled reference's) beside
+/// the federated ones.
 fn comparison(
-    local: &BTreeMap<String, Result<EvalMetrics, crate::Error>>,
+    scored: &BTreeMap<String, Scored>,
     federated: &BTreeMap<String, EvalMetrics>,
 ) -> Vec<ComparisonRow> {
-    let mut names: Vec<String> = local.keys().chain(federated.keys()).cloned().collect();
+    let mut names: Vec<String> = scored.keys().chain(federated.keys()).cloned().collect();
     names.sort();
     names.dedup();
     names
         .into_iter()
         .map(|silo| {
             let fed = federated.get(&silo).cloned();
-            let (loc, note) = match local.get(&silo) {
-                Some(Ok(m)) => (Some(m.clone()), None),
-                Some(Err(e)) => (None, Some(format!("local baseline failed: {e}"))),
-                None => (None, Some("not connected at the end".to_string())),
+            let mut notes = Vec::new();
+            let (loc, pooled) = match scored.get(&silo) {
+                Some(s) => {
+                    let local = match &s.local {
+                        Ok(m) => Some(m.clone()),
+                        Err(e) => {
+                            notes.push(format!("local baseline failed: {e}"));
+                            None
+                        }
+                    };
+                    let pooled = match &s.pooled {
+                        Some(Ok(m)) => Some(m.clone()),
+                        Some(Err(e)) => {
+                            notes.push(format!("pooled reference not scored: {e}"));
+                            None
+                        }
+                        None => None,
+                    };
+                    (local, pooled)
+                }
+                None => {
+                    notes.push("not connected at the end".to_string());
+                    (None, None)
+                }
             };
             let examples = fed
                 .as_ref()
@@ -218,7 +288,8 @@ fn comparison(
                 examples,
                 local: loc,
                 federated: fed,
-                note,
+                pooled,
+                note: (!notes.is_empty()).then(|| notes.join("; ")),
             }
         })
         .collect()

@@ -27,6 +27,7 @@
 //! | `versions` | the current version; `make_current` is the one place it changes |
 //! | `governance` | pause, resume, a round by hand, approve, reject, roll back |
 //! | `lifecycle` | the end of a run: comparison, `run_over`, `finish` |
+//! | `stopping` | early stopping and keeping a run's best version (`[validation]` rules) |
 //! | `jobs` | runs as jobs (serving): submit, cancel, start the next queued run, close one |
 //! | `deployments` | deployment orders (operator, `auto_deploy`, rollback) and their delivery to each silo |
 //! | `publish` | the status for the admin API |
@@ -38,6 +39,7 @@
 
 mod actor;
 mod cohort;
+mod stopping;
 mod deployments;
 mod governance;
 mod jobs;

@@ -213,12 +213,13 @@ fn on_candidate(
     let summary_digest = summary.digest.clone();
     state.ledger.announce_commit(summary)?;
     let adapters = adapters.unwrap_or_default();
-    state.run.last_eval = eval.clone();
+    state.run.made_current(version, &eval);
     let digest = Digest::from_hex(&summary_digest);
     state
         .versions
         .make_current(version, ckpt.params, adapters, optimizer, eval, digest);
     state.run.committed += 1;
+    super::stopping::after_commit(state, result.0);
     super::deployments::on_current(state, version)?;
     Ok(result)
 }

@@ -59,7 +59,11 @@ pub async fn maybe_start_work(state: &mut CoordinatorState, myself: &ActorRef<Co
             Err(e) => return finish(state, myself, Some(e.to_string())),
         }
     }
-    if state.run.next_round > state.run.until() || state.run.exhausted || state.run.cancelled() {
+    if state.run.next_round > state.run.until()
+        || state.run.exhausted
+        || state.run.cancelled()
+        || state.run.stopped_early
+    {
         end_run(state, myself);
         return;
     }
@@ -303,6 +307,7 @@ async fn dispatch(
     };
     let mut ctx = context(state, round, policy, cohort, excluded, noise);
     ctx.routes = routes;
+    state.run.noised |= privacy_spend.is_some();
     ctx.privacy_spend = privacy_spend;
     // On disk before any silo is asked to train (and before an orderly stop could record the
     // round as abandoned).

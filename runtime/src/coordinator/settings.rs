@@ -74,6 +74,9 @@ pub struct CoordinatorSettings {
     pub wait_for_silos: Duration,
     /// Ask for local-only baselines at the end.
     pub compare_local: bool,
+    /// With `compare_local`: a model trained on the pooled training rows, scored by every
+    /// silo beside local-only and federated (the non-private reference).
+    pub pooled_reference: Option<PretrainedModel>,
     /// Keep serving between runs, taking runs as jobs ([`crate::runs`]); `rounds` is the
     /// first run's size. Otherwise one run up to round `rounds`, then the coordinator stops.
     pub serve: bool,

@@ -95,6 +95,14 @@ pub struct Run {
     pub last_eval: BTreeMap<String, EvalMetrics>,
     /// When this run last committed a version (a round's period runs from there).
     pub last_commit: Option<Instant>,
+    /// The federation's example-weighted held-out score of each version this run committed,
+    /// in order, with the version (early stopping, the best version, and whether a short run
+    /// was still improving).
+    pub scores: Vec<(u64, f64)>,
+    /// Validation stopped improving (`validation.patience`): the run ends at the next step.
+    pub stopped_early: bool,
+    /// A round of this run added DP noise to the updates.
+    pub noised: bool,
 }
 
 impl Run {
@@ -113,6 +121,9 @@ impl Run {
             round_policy: Policy::default(),
             last_eval: BTreeMap::new(),
             last_commit: None,
+            scores: Vec::new(),
+            stopped_early: false,
+            noised: false,
         }
     }
 
@@ -126,8 +137,20 @@ impl Run {
         self.last_waiting.clear();
         self.over_budget.clear();
         self.last_eval.clear();
+        self.scores.clear();
+        self.stopped_early = false;
+        self.noised = false;
         // Re-judged by the next budget check (the policy may have changed since).
         self.exhausted = false;
+    }
+
+    /// A version this run committed (or had approved) became current with these held-out
+    /// figures: the comparison's federated column, and its score for early stopping.
+    pub fn made_current(&mut self, version: u64, eval: &BTreeMap<String, EvalMetrics>) {
+        self.last_eval = eval.clone();
+        if let Some(s) = crate::model::eval::weighted_score(eval.values()) {
+            self.scores.push((version, s));
+        }
     }
 
     /// The last round number the current run may start (0 between runs).

@@ -10,7 +10,7 @@
 //! # keep = 4                # multi-krum: m, how many best-scored updates are averaged
 //! # clip_norm = 5.0         # clip every update to this L2 norm before combining
 //! # [aggregation.server_optimizer]
-//! # kind = "adam"           # adam | yogi | adagrad; learning_rate, beta1, beta2, tau
+//! # kind = "adam"           # adam | yogi | adagrad | momentum; learning_rate, beta1, beta2, tau
 //! ```
 //!
 //! How to choose: `mean` when every silo is trusted (streaming, O(model) memory, weighted by

@@ -1,5 +1,6 @@
-//! Server optimisers (Reddi et al. 2021, "Adaptive Federated Optimization"): the aggregate
-//! update Δ is treated as a pseudo-gradient and the global model moves by an adaptive step.
+//! Server optimisers: the aggregate update Δ is treated as a pseudo-gradient and the global
+//! model moves by a step of its own. The adaptive rules (Reddi et al. 2021, "Adaptive
+//! Federated Optimization"):
 //!
 //! ```text
 //! m ← β₁·m + (1 − β₁)·Δ
@@ -8,7 +9,11 @@
 //! v ← β₂·v + (1 − β₂)·Δ²                   FedAdam
 //! x ← x + η·m / (√v + τ)
 //! ```
-//! with `m₀ = 0`, `v₀ = τ²`. Without a server optimiser the model simply moves by Δ (FedAvg).
+//! with `m₀ = 0`, `v₀ = τ²`; and server momentum (FedAvgM, Hsu et al. 2019), heavy-ball
+//! momentum on the averaged update, `m ← β₁·m + Δ; x ← x + η·m` — with β₁ = 0 it is FedAvg
+//! with a server learning rate η. Without a server optimiser the model simply moves by Δ
+//! (FedAvg). The default learning rate depends on the rule: 1 for momentum (a step of the
+//! averaged update's own size), 0.01 for the adaptive ones (whose steps are normalised).
 //! [`ServerOptimizer::step`] is pure: it returns the new model and the new state, so a round
 //! whose candidate is rejected leaves the optimiser untouched.
 
@@ -24,16 +29,28 @@ pub enum OptimizerKind {
     Yogi,
     /// FedAdam.
     Adam,
+    /// Server momentum (FedAvgM).
+    Momentum,
+}
+
+impl OptimizerKind {
+    /// The learning rate used when the settings leave it out.
+    pub fn default_learning_rate(self) -> f32 {
+        match self {
+            Self::Momentum => 1.0,
+            Self::Adagrad | Self::Yogi | Self::Adam => 0.01,
+        }
+    }
 }
 
 /// Server optimiser settings, as in `[aggregation.server_optimizer]`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, from = "Written")]
 pub struct ServerOptimizer {
     /// The rule.
     pub kind: OptimizerKind,
-    /// Server learning rate η (> 0).
-    #[serde(default = "default_lr")]
+    /// Server learning rate η (> 0; default: the rule's
+    /// [`default_learning_rate`](OptimizerKind::default_learning_rate)).
     pub learning_rate: f32,
     /// First-moment decay β₁ in [0, 1).
     #[serde(default = "default_beta1")]
@@ -46,8 +63,33 @@ pub struct ServerOptimizer {
     pub tau: f32,
 }
 
-fn default_lr() -> f32 {
-    0.01
+/// The settings as written: the learning rate's default depends on the rule.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Written {
+    kind: OptimizerKind,
+    #[serde(default)]
+    learning_rate: Option<f32>,
+    #[serde(default = "default_beta1")]
+    beta1: f32,
+    #[serde(default = "default_beta2")]
+    beta2: f32,
+    #[serde(default = "default_tau")]
+    tau: f32,
+}
+
+impl From<Written> for ServerOptimizer {
+    fn from(w: Written) -> Self {
+        Self {
+            kind: w.kind,
+            learning_rate: w
+                .learning_rate
+                .unwrap_or_else(|| w.kind.default_learning_rate()),
+            beta1: w.beta1,
+            beta2: w.beta2,
+            tau: w.tau,
+        }
+    }
 }
 fn default_beta1() -> f32 {
     0.9
@@ -118,6 +160,11 @@ impl ServerOptimizer {
         let mut out = Vec::with_capacity(x.len());
         for i in 0..x.len() {
             let g = delta[i];
+            if self.kind == OptimizerKind::Momentum {
+                next.m[i] = b1 * state.m[i] + g;
+                out.push(x[i] + eta * next.m[i]);
+                continue;
+            }
             let g2 = g * g;
             next.m[i] = b1 * state.m[i] + (1.0 - b1) * g;
             let v = state.v[i];
@@ -125,6 +172,7 @@ impl ServerOptimizer {
                 OptimizerKind::Adagrad => v + g2,
                 OptimizerKind::Yogi => v - (1.0 - b2) * g2 * (v - g2).signum(),
                 OptimizerKind::Adam => b2 * v + (1.0 - b2) * g2,
+                OptimizerKind::Momentum => v,
             }
             .max(0.0);
             out.push(x[i] + eta * next.m[i] / (next.v[i].sqrt() + tau));
@@ -181,6 +229,30 @@ mod tests {
             }
             assert!(x[0] > 0.5 && x[1] < -0.5, "{k:?}: {x:?}");
         }
+    }
+
+    #[test]
+    fn momentum_accumulates_the_averaged_update() {
+        // β = 0.5, η = 1: steps Δ, then Δ + 0.5·Δ; with β = 0 and η = 2, twice Δ each time.
+        let mut o = opt(OptimizerKind::Momentum);
+        (o.beta1, o.learning_rate) = (0.5, 1.0);
+        let s = o.initial_state(1);
+        let (x, s) = o.step(&[0.0], &[1.0], &s);
+        assert_eq!(x, vec![1.0]);
+        let (x, _) = o.step(&x, &[1.0], &s);
+        assert_eq!(x, vec![2.5]);
+        (o.beta1, o.learning_rate) = (0.0, 2.0);
+        let (x, _) = o.step(&[0.0], &[0.25], &o.initial_state(1));
+        assert_eq!(x, vec![0.5]);
+    }
+
+    #[test]
+    fn the_default_learning_rate_follows_the_rule() {
+        let read = |t: &str| toml::from_str::<ServerOptimizer>(t).unwrap();
+        assert_eq!(read("kind = \"momentum\"").learning_rate, 1.0);
+        assert_eq!(read("kind = \"adam\"").learning_rate, 0.01);
+        assert_eq!(read("kind = \"momentum\"\nlearning_rate = 0.5").learning_rate, 0.5);
+        assert!(toml::from_str::<ServerOptimizer>("kind = \"adam\"\nlr = 1").is_err());
     }
 
     #[test]

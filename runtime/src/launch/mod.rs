@@ -352,6 +352,7 @@ fn settings(
         heartbeat_timeout: cfg.heartbeat_timeout(origin)?,
         wait_for_silos: fedsilo_policies::duration::to_duration(cfg.federation.wait_for_silos_secs),
         compare_local: cfg.federation.compare_local,
+        pooled_reference: prepared.pooled_reference.clone(),
         serve: cfg.federation.serve,
         roster: cfg.members.clone(),
         schedule: cfg

@@ -34,6 +34,8 @@ pub struct Prepared {
     pub files: Option<std::sync::Arc<ModelFiles>>,
     /// A pretrained initial model, if configured.
     pub initial: Option<PretrainedModel>,
+    /// The pooled reference of the end-of-run comparison, if configured.
+    pub pooled_reference: Option<PretrainedModel>,
     /// The coordinator's certificate kit.
     pub creds: NodeCredentials,
     /// The policy.
@@ -57,7 +59,11 @@ pub fn prepare(cfg: &FederationConfig, origin: &str) -> anyhow::Result<Prepared>
         .map_err(|e| anyhow::anyhow!("{origin}: [model]: {e}"))?;
     let initial = match &cfg.model.initial {
         None => None,
-        Some(path) => Some(pretrained(path, &spec)?),
+        Some(path) => Some(pretrained("model.initial", path, &spec)?),
+    };
+    let pooled_reference = match &cfg.federation.pooled_reference {
+        None => None,
+        Some(path) => Some(pretrained("federation.pooled_reference", path, &spec)?),
     };
     let files = match (&cfg.model.files, &cfg.model.manifest) {
         (Some(dir), Some(manifest)) => {
@@ -116,6 +122,7 @@ pub fn prepare(cfg: &FederationConfig, origin: &str) -> anyhow::Result<Prepared>
         spec,
         files,
         initial,
+        pooled_reference,
         creds,
         policy,
         configured,
@@ -155,27 +162,27 @@ fn model(cfg: &FederationConfig) -> anyhow::Result<(DataContract, Architecture)>
     Ok(((&schema).into(), Architecture::Mlp(spec)))
 }
 
-/// Reads `model.initial`: the tensors of `spec`'s layout, finite; errors name the file and
+/// Reads the model file `key` names: the tensors of `spec`'s layout, finite; errors name the file and
 /// the tensor.
-fn pretrained(path: &Path, spec: &Architecture) -> anyhow::Result<PretrainedModel> {
+fn pretrained(key: &str, path: &Path, spec: &Architecture) -> anyhow::Result<PretrainedModel> {
     let origin = path.display().to_string();
     let bytes = std::fs::read(path)
-        .with_context(|| format!("model.initial: reading the pretrained model {origin}"))?;
+        .with_context(|| format!("{key}: reading the model {origin}"))?;
     let set = crate::model::tensor_file::TensorSet::from_bytes(&bytes, &origin)
-        .with_context(|| format!("model.initial: reading the pretrained model {origin}"))?;
+        .with_context(|| format!("{key}: reading the model {origin}"))?;
     if let Architecture::Described(d) = spec {
-        written_for(&bytes, d, &origin)?;
+        written_for(key, &bytes, d, &origin)?;
     }
     let params = set
         .to_layout(&spec.layout(), &origin)
         .with_context(|| match spec {
             Architecture::Mlp(mlp) => format!(
-                "model.initial: {origin} is not a `{}` (hidden = {:?} in the federation file)",
+                "{key}: {origin} is not a `{}` (hidden = {:?} in the federation file)",
                 mlp.describe(),
                 mlp.hidden
             ),
             Architecture::Described(_) => format!(
-                "model.initial: {origin} does not hold the trainable tensors of the manifest, `{}`",
+                "{key}: {origin} does not hold the trainable tensors of the manifest, `{}`",
                 spec.describe()
             ),
         })?;
@@ -188,14 +195,19 @@ fn pretrained(path: &Path, spec: &Architecture) -> anyhow::Result<PretrainedMode
 /// fedsilo-model writes the manifest's digest into the initial values: another manifest's
 /// values, even of the same shapes, are not this model's. A file without the mark (written by
 /// other tools) is judged by its tensors alone.
-fn written_for(bytes: &[u8], d: &crate::model::Described, origin: &str) -> anyhow::Result<()> {
+fn written_for(
+    key: &str,
+    bytes: &[u8],
+    d: &crate::model::Described,
+    origin: &str,
+) -> anyhow::Result<()> {
     let written = safetensors::SafeTensors::read_metadata(bytes)
         .ok()
         .and_then(|(_, h)| h.metadata().clone())
         .and_then(|m| m.get("fedsilo.manifest").cloned());
     match written {
         Some(w) if w != d.manifest.hex() => bail!(
-            "model.initial: {origin} was written for manifest {}, not model.manifest's {}",
+            "{key}: {origin} was written for manifest {}, not model.manifest's {}",
             w.chars().take(12).collect::<String>(),
             d.manifest.short()
         ),
@@ -227,9 +239,9 @@ mod tests {
             set.write_like(&set.values, &path, meta).unwrap();
             std::fs::read(&path).unwrap()
         };
-        assert!(written_for(&write(Some(d.manifest.hex())), &d, "i").is_ok());
-        assert!(written_for(&write(None), &d, "i").is_ok());
-        let e = written_for(&write(Some(Digest::of_bytes(b"theirs").hex())), &d, "i")
+        assert!(written_for("model.initial", &write(Some(d.manifest.hex())), &d, "i").is_ok());
+        assert!(written_for("model.initial", &write(None), &d, "i").is_ok());
+        let e = written_for("model.initial", &write(Some(Digest::of_bytes(b"theirs").hex())), &d, "i")
             .unwrap_err()
             .to_string();
         assert!(
@@ -237,7 +249,7 @@ mod tests {
             "{e}"
         );
         // A mark that is not even hex (multi-byte characters) is named, not a panic.
-        let e = written_for(&write(Some("é".repeat(20))), &d, "i")
+        let e = written_for("model.initial", &write(Some("é".repeat(20))), &d, "i")
             .unwrap_err()
             .to_string();
         assert!(e.contains("éééé"), "{e}");

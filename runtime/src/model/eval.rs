@@ -115,6 +115,19 @@ pub fn score_name<'a>(all: impl IntoIterator<Item = &'a EvalMetrics>) -> &'stati
     }
 }
 
+/// The example-weighted mean of the headline scores of `all` (each silo's figures), over the
+/// ones that have a score; `None` if none has.
+pub fn weighted_score<'a>(all: impl IntoIterator<Item = &'a EvalMetrics>) -> Option<f64> {
+    let (mut sum, mut n) = (0.0, 0.0);
+    for m in all {
+        if let Some(s) = m.score() {
+            sum += s * m.examples as f64;
+            n += m.examples as f64;
+        }
+    }
+    (n > 0.0).then(|| sum / n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,6 +29,13 @@ impl Split {
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
+    /// Adds `other`'s rows after these (both read under the same schema): the pooled rows of
+    /// several silos, for the non-private reference.
+    pub fn append(&mut self, other: &Split) {
+        self.numeric.extend_from_slice(&other.numeric);
+        self.categorical.extend_from_slice(&other.categorical);
+        self.labels.extend_from_slice(&other.labels);
+    }
 }
 
 /// A silo's dataset: training and held-out splits.
