@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
-use testkit::sandbox::{Binaries, FederationFile, Sandbox, SandboxSpec, SiloSpec};
+use testkit::sandbox::{
+    add_pooled_reference, Binaries, FederationFile, Sandbox, SandboxSpec, SiloSpec,
+};
 
 pub fn bins() -> Binaries {
     let dir = Path::new(env!("CARGO_BIN_EXE_silo-node"))
@@ -69,6 +71,9 @@ pub struct Options {
     pub learning_rate: f32,
     /// `federation.compare_local`.
     pub compare_local: bool,
+    /// `federation.pooled_reference`: trained by `fedsilo-pretrain --pooled` on the silos'
+    /// data before the start (turns `compare_local` on).
+    pub pooled_reference: bool,
     /// `model.hidden`.
     pub hidden: Vec<usize>,
 }
@@ -100,6 +105,7 @@ impl Default for Options {
             model_dirs: vec![],
             learning_rate: 0.1,
             compare_local: false,
+            pooled_reference: false,
             hidden: vec![16],
         }
     }
@@ -149,7 +155,7 @@ impl Federation {
             ..FederationFile::new(&example_in(o.example, "schema.toml"))
         }
         .render();
-        let silos = o
+        let silos: Vec<SiloSpec> = o
             .silos
             .into_iter()
             .map(|(name, mut args)| {
@@ -181,6 +187,14 @@ impl Federation {
                 ..Default::default()
             })
             .collect();
+        let federation = if o.pooled_reference {
+            let mut t: toml::Table = toml::from_str(&federation).unwrap();
+            let data: Vec<PathBuf> = silos.iter().map(|s: &SiloSpec| s.data.clone()).collect();
+            add_pooled_reference(&bins(), &mut t, &data, dir.path()).unwrap();
+            toml::to_string(&t).unwrap()
+        } else {
+            federation
+        };
         let flags: &[&str] = if o.silos_exit_with_coordinator {
             &["--once"]
         } else {
@@ -249,6 +263,15 @@ pub fn free_port() -> u16 {
 /// Runs `fedsilo` with `args`: whether it succeeded, and what it printed (stdout, then stderr).
 pub fn fedsilo(args: &[&str]) -> (bool, String) {
     let out = std::process::Command::new(bins().fedsilo)
+        .args(args)
+        .output()
+        .unwrap();
+    said(&out)
+}
+
+/// Runs `fedsilo-pretrain` with `args`: whether it succeeded, and what it printed.
+pub fn fedsilo_pretrain(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(bins().fedsilo.with_file_name("fedsilo-pretrain"))
         .args(args)
         .output()
         .unwrap();

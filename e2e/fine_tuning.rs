@@ -130,29 +130,24 @@ fn pretrain(hidden: &str, out: &std::path::Path) {
 }
 
 fn pretrain_on(example: &str, data: &str, hidden: &str, out: &std::path::Path) {
-    let bin = crate::common::bins()
-        .fedsilo
-        .with_file_name("fedsilo-pretrain");
-    let status = std::process::Command::new(bin)
-        .args([
-            "--data",
-            crate::common::arg(&crate::common::example_in(example, data)),
-        ])
-        .args([
-            "--schema",
-            crate::common::arg(&crate::common::example_in(example, "schema.toml")),
-        ])
-        .args([
-            "--hidden",
-            hidden,
-            "--epochs",
-            "10",
-            "--out",
-            crate::common::arg(out),
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    use crate::common::{arg, example_in, fedsilo_pretrain};
+    let (data, schema) = (
+        example_in(example, data),
+        example_in(example, "schema.toml"),
+    );
+    let (made, said) = fedsilo_pretrain(&[
+        "--data",
+        arg(&data),
+        "--schema",
+        arg(&schema),
+        "--hidden",
+        hidden,
+        "--epochs",
+        "10",
+        "--out",
+        arg(out),
+    ]);
+    assert!(made, "{said}");
 }
 
 /// Pretrained centrally on one region, fine-tuned federatedly on the other three: version 0

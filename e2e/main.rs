@@ -20,6 +20,7 @@ mod common;
 
 mod admin_api;
 mod audit;
+mod comparison;
 mod crash;
 mod deployment;
 mod examples;

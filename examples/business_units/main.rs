@@ -17,7 +17,9 @@ use anyhow::{bail, ensure, Context};
 use fedsilo::admin::{tokens, AdminClient, Scope};
 use fedsilo::report::weighted_score;
 use serde_json::{json, Value};
-use testkit::sandbox::{adapt_federation_file, ExampleRun, Sandbox, SandboxSpec, SiloSpec};
+use testkit::sandbox::{
+    adapt_federation_file, add_pooled_reference, ExampleRun, Sandbox, SandboxSpec, SiloSpec,
+};
 use testkit::webhook_receiver::WebhookReceiver;
 
 const UNITS: [&str; 3] = ["dsl", "fiber", "voice"];
@@ -114,6 +116,11 @@ fn main() -> anyhow::Result<()> {
             work.join("webhook.secret").display().to_string().into(),
         );
     }
+    let data: Vec<_> = UNITS
+        .iter()
+        .map(|u| here.join(format!("data/{u}.csv")))
+        .collect();
+    add_pooled_reference(&bins, &mut fed, &data, &work)?;
     let silos = UNITS
         .iter()
         .map(|u| SiloSpec {

@@ -10,16 +10,18 @@
 //!   cargo build --release --workspace --examples
 //!   target/release/examples/convergence                       # every setting, 5 seeds, 20 rounds
 //!   SETTINGS=default,fedavg SEEDS=3 target/release/examples/convergence
+//!   FIRST_SEED=6 SETTINGS=default target/release/examples/convergence   # seeds 6 to 10
 //!
 //! A setting is a name and the `[plan]` and `[aggregation]` tables it runs with; everything
 //! else (data, splits, architecture, rounds) is the example's.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
 use anyhow::{bail, Context};
 use serde_json::Value;
-use testkit::sandbox::{adapt_federation_file, ExampleRun, Sandbox, SiloSpec};
+use testkit::sandbox::{
+    adapt_federation_file, add_pooled_reference, ExampleRun, Sandbox, SiloSpec,
+};
 
 const SILOS: [&str; 4] = ["northeast", "midwest", "south", "west"];
 
@@ -27,9 +29,14 @@ const SILOS: [&str; 4] = ["northeast", "midwest", "south", "west"];
 /// sub-tables written relative to it, `[server_optimizer]`).
 const SETTINGS: &[(&str, &str, &str)] = &[
     (
+        "default",
+        "epochs = 2\nbatch_size = 32\nlearning_rate = 0.05\n",
+        "",
+    ),
+    (
         "fedavg",
         "epochs = 2\nbatch_size = 32\nlearning_rate = 0.05\n",
-        "kernel = \"mean\"\n",
+        "kernel = \"mean\"\nserver_optimizer = \"none\"\n",
     ),
     (
         "fedavg-lr2",
@@ -70,6 +77,21 @@ const SETTINGS: &[(&str, &str, &str)] = &[
         "fedavgm-0.8-4ep",
         "epochs = 4\nbatch_size = 32\nlearning_rate = 0.05\n",
         "kernel = \"mean\"\n[server_optimizer]\nkind = \"momentum\"\nbeta1 = 0.8\n",
+    ),
+    (
+        "fedavgm-0.85-cos",
+        "epochs = 2\nbatch_size = 32\nlearning_rate = 0.05\n",
+        "kernel = \"mean\"\n[server_optimizer]\nkind = \"momentum\"\nbeta1 = 0.85\nschedule = \"cosine\"\n",
+    ),
+    (
+        "fedavgm-0.9-cos",
+        "epochs = 2\nbatch_size = 32\nlearning_rate = 0.05\n",
+        "kernel = \"mean\"\n[server_optimizer]\nkind = \"momentum\"\nbeta1 = 0.9\nschedule = \"cosine\"\n",
+    ),
+    (
+        "fedavgm-0.95-cos",
+        "epochs = 2\nbatch_size = 32\nlearning_rate = 0.05\n",
+        "kernel = \"mean\"\n[server_optimizer]\nkind = \"momentum\"\nbeta1 = 0.95\nschedule = \"cosine\"\n",
     ),
     (
         "fedadam",
@@ -121,7 +143,8 @@ fn run(
         &here.join("federation.toml"),
         ex.rounds,
     )?)?;
-    let table = |s: &str| -> anyhow::Result<toml::Value> { Ok(toml::from_str::<toml::Table>(s)?.into()) };
+    let table =
+        |s: &str| -> anyhow::Result<toml::Value> { Ok(toml::from_str::<toml::Table>(s)?.into()) };
     t.insert("plan".into(), table(plan)?);
     if aggregation.is_empty() {
         t.remove("aggregation");
@@ -131,38 +154,11 @@ fn run(
     if let Some(toml::Value::Table(m)) = t.get_mut("model") {
         m.insert("seed".into(), toml::Value::Integer(seed as i64));
     }
-    let fed_path = dir.join("federation-for-pooled.toml");
-    // The pooled reference reads the same file (its paths made absolute for it).
-    let mut for_pooled = t.clone();
-    if let Some(toml::Value::Table(f)) = for_pooled.get_mut("federation") {
-        for key in ["policy", "state_dir"] {
-            f.insert(key.into(), dir.join("x").display().to_string().into());
-        }
-    }
-    if let Some(toml::Value::Table(n)) = for_pooled.get_mut("network") {
-        n.insert("kit".into(), dir.join("x").display().to_string().into());
-    }
-    std::fs::write(&fed_path, toml::to_string(&for_pooled)?)?;
-    let pooled = dir.join("pooled.safetensors");
-    let mut pretrain = Command::new(ex.bins.fedsilo.with_file_name("fedsilo-pretrain"));
-    pretrain.arg("--pooled").arg("--federation").arg(&fed_path);
-    for s in SILOS {
-        pretrain.arg("--data").arg(here.join(format!("data/{s}.csv")));
-    }
-    let out = pretrain.arg("--out").arg(&pooled).output()?;
-    if !out.status.success() {
-        bail!(
-            "fedsilo-pretrain failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    if let Some(toml::Value::Table(f)) = t.get_mut("federation") {
-        f.insert("compare_local".into(), true.into());
-        f.insert(
-            "pooled_reference".into(),
-            pooled.display().to_string().into(),
-        );
-    }
+    let data: Vec<_> = SILOS
+        .iter()
+        .map(|s| here.join(format!("data/{s}.csv")))
+        .collect();
+    add_pooled_reference(&ex.bins, &mut t, &data, &dir)?;
     let policy = std::fs::read_to_string(here.join("policy.toml"))?;
     let silos = SILOS
         .iter()
@@ -207,6 +203,9 @@ fn interval(xs: &[f64]) -> (f64, f64) {
 fn main() -> anyhow::Result<()> {
     let ex = ExampleRun::prepare("convergence", 20)?;
     let seeds: u64 = std::env::var("SEEDS").ok().map_or(Ok(5), |s| s.parse())?;
+    let first: u64 = std::env::var("FIRST_SEED")
+        .ok()
+        .map_or(Ok(1), |s| s.parse())?;
     let wanted: Option<Vec<String>> = std::env::var("SETTINGS")
         .ok()
         .map(|s| s.split(',').map(str::to_string).collect());
@@ -216,7 +215,10 @@ fn main() -> anyhow::Result<()> {
         .copied()
         .collect();
     if settings.is_empty() {
-        bail!("SETTINGS names none of: {}", SETTINGS.iter().map(|s| s.0).collect::<Vec<_>>().join(", "));
+        bail!(
+            "SETTINGS names none of: {}",
+            SETTINGS.iter().map(|s| s.0).collect::<Vec<_>>().join(", ")
+        );
     }
     println!(
         "{} setting(s) × churn, loans × {seeds} seed(s), {} rounds each; weighted held-out AUC",
@@ -226,7 +228,7 @@ fn main() -> anyhow::Result<()> {
     let mut results: BTreeMap<(String, &str), Vec<Scores>> = BTreeMap::new();
     for setting in &settings {
         for data_set in ["churn", "loans"] {
-            for seed in 1..=seeds {
+            for seed in first..first + seeds {
                 let s = run(&ex, data_set, *setting, seed)
                     .with_context(|| format!("{} on {data_set}, seed {seed}", setting.0))?;
                 eprintln!(

@@ -12,7 +12,8 @@ use anyhow::{bail, ensure, Context};
 use fedsilo::privacy::budget::PrivacyBook;
 use serde_json::Value;
 use testkit::sandbox::{
-    adapt_federation_file, AggregatorSpec, ExampleRun, Sandbox, SandboxSpec, SiloSpec,
+    adapt_federation_file, add_pooled_reference, AggregatorSpec, ExampleRun, Sandbox, SandboxSpec,
+    SiloSpec,
 };
 
 /// The banks: name, region, and which regional slice of the loans they hold.
@@ -42,7 +43,18 @@ fn main() -> anyhow::Result<()> {
         bins,
     } = ExampleRun::prepare("cross_bank", 12)?;
     let loans = here.join("../loans");
-    let federation = adapt_federation_file(&here.join("federation.toml"), rounds)?;
+    let mut federation: toml::Table = toml::from_str(&adapt_federation_file(
+        &here.join("federation.toml"),
+        rounds,
+    )?)?;
+    // The non-private reference: the same model trained on the four banks' rows together
+    // (without DP-SGD), which only this example, holding all the data, can compute.
+    let data: Vec<_> = BANKS
+        .iter()
+        .map(|(_, _, slice)| loans.join(format!("data/{slice}.csv")))
+        .collect();
+    add_pooled_reference(&bins, &mut federation, &data, &work)?;
+    let federation = toml::to_string(&federation)?;
     let policy = std::fs::read_to_string(here.join("policy.toml"))?;
     let silos = BANKS
         .iter()

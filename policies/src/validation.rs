@@ -284,10 +284,13 @@ mod tests {
             ("[validation]\npatience = 0\n", "patience"),
             ("[validation]\nmin_improvement = -0.1\n", "min_improvement"),
         ] {
-            let e = Policy::from_toml_str(toml, "p.toml").unwrap_err().to_string();
+            let e = Policy::from_toml_str(toml, "p.toml")
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(key), "{e}");
         }
-        let p = Policy::from_toml_str("[validation]\npatience = 5\nkeep_best = true\n", "p.toml").unwrap();
+        let p = Policy::from_toml_str("[validation]\npatience = 5\nkeep_best = true\n", "p.toml")
+            .unwrap();
         let v = p.validation.unwrap();
         assert_eq!((v.patience, v.keep_best), (Some(5), true));
     }

@@ -224,7 +224,6 @@ pub fn table(rows: &[ComparisonRow], shortfalls: &[Shortfall]) -> String {
     t
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,7 +261,10 @@ mod tests {
         assert!(t.contains("pooled*") && t.contains("non-private"), "{t}");
         assert!(t.contains("0.860") && t.contains("-0.010"), "{t}");
         // Weighted: local (80 + 270)/400, federated (85 + 264)/400, pooled (86 + 273)/400.
-        assert!(t.contains("weighted") && t.contains("0.875") && t.contains("0.873"), "{t}");
+        assert!(
+            t.contains("weighted") && t.contains("0.875") && t.contains("0.873"),
+            "{t}"
+        );
         assert!(t.contains("0.897"), "{t}");
         let without = [row("a", 0.80, 0.85, None, 100)];
         let t = table(&without, &[]);

@@ -129,6 +129,47 @@ pub fn adapt_federation_file(path: &Path, rounds: u64) -> anyhow::Result<String>
     Ok(toml::to_string(&t)?)
 }
 
+/// Adds the pooled reference to a federation file as [`adapt_federation_file`] makes it:
+/// `fedsilo-pretrain --pooled` trains the federation's model with its seed and training budget
+/// on the union of the silos' training splits (`data`, each split as silo-node splits it), the
+/// file is written to `<dir>/pooled.safetensors`, and `federation.pooled_reference` (with
+/// `compare_local`) names it — every silo then scores it in the end-of-run comparison. Only
+/// possible where all the data is on one machine, as in the examples.
+pub fn add_pooled_reference(
+    bins: &Binaries,
+    federation: &mut toml::Table,
+    data: &[PathBuf],
+    dir: &Path,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    // Relative paths resolve against the file's directory, as the sandbox's own copy does.
+    let file = dir.join("federation-for-pooled.toml");
+    std::fs::write(&file, toml::to_string(&*federation)?)?;
+    let out = dir.join("pooled.safetensors");
+    let mut cmd = Command::new(
+        bins.fedsilo
+            .with_file_name(format!("fedsilo-pretrain{}", std::env::consts::EXE_SUFFIX)),
+    );
+    cmd.arg("--pooled").arg("--federation").arg(&file);
+    for d in data {
+        cmd.arg("--data").arg(d);
+    }
+    let done = cmd.arg("--out").arg(&out).output()?;
+    if !done.status.success() {
+        bail!(
+            "fedsilo-pretrain --pooled failed: {}",
+            String::from_utf8_lossy(&done.stderr)
+        );
+    }
+    let section = federation
+        .get_mut("federation")
+        .and_then(|f| f.as_table_mut())
+        .context("the federation file has no [federation] table")?;
+    section.insert("compare_local".into(), true.into());
+    section.insert("pooled_reference".into(), out.display().to_string().into());
+    Ok(())
+}
+
 /// A federation file for a sandbox: the fixed paths it needs (`policy.toml`, `state`,
 /// `certs/coordinator`) and the knobs experiments and tests turn. `extra` is appended verbatim
 /// (e.g. an `[aggregation]` table).
@@ -529,18 +570,47 @@ impl Sandbox {
     }
 
     /// Prints the local-only vs federated comparison, if the run made one: held-out AUC per
-    /// silo, each silo called a `what` (bank, unit, …).
+    /// silo, each silo called a `what` (bank, unit, …), with the pooled reference when the run
+    /// had one ([`add_pooled_reference`]) and the silos where federating did not pay.
     pub fn print_comparison(&self, what: &str) {
         let Some(c) = self.seen.iter().find(|e| e["event"] == "comparison") else {
             return;
         };
-        println!("\nheld-out AUC per {what}, trained alone vs federated:");
-        for r in c["rows"].as_array().into_iter().flatten() {
+        let rows = c["rows"].as_array().cloned().unwrap_or_default();
+        let pooled = rows.iter().any(|r| r.get("pooled").is_some());
+        println!(
+            "\nheld-out AUC per {what}: {:>10} {:>10}{}",
+            "alone",
+            "federated",
+            if pooled { "    pooled*" } else { "" }
+        );
+        let auc = |r: &Value, k: &str| {
+            r[k]["auc"]
+                .as_f64()
+                .map_or("-".into(), |a| format!("{a:.3}"))
+        };
+        for r in &rows {
             println!(
-                "  {:<9} {:>6.3} {:>6.3}",
+                "  {:<18} {:>10} {:>10}{}",
                 r["silo"].as_str().unwrap_or_default(),
-                r["local"]["auc"].as_f64().unwrap_or(f64::NAN),
-                r["federated"]["auc"].as_f64().unwrap_or(f64::NAN)
+                auc(r, "local"),
+                auc(r, "federated"),
+                if pooled {
+                    format!(" {:>10}", auc(r, "pooled"))
+                } else {
+                    String::new()
+                }
+            );
+        }
+        if pooled {
+            println!("  * the same trainer on all the {what}s' training rows together: a non-private reference");
+        }
+        for s in c["shortfalls"].as_array().into_iter().flatten() {
+            println!(
+                "  ! {}: federated is {:.3} below alone. Likely cause: {}",
+                s["silo"].as_str().unwrap_or_default(),
+                s["by"].as_f64().unwrap_or(f64::NAN),
+                s["advice"].as_str().unwrap_or_default()
             );
         }
     }

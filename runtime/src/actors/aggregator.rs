@@ -493,6 +493,7 @@ mod tests {
             kernel: Kernel::Median,
             clip_norm: Some(1.0),
             server_optimizer: None,
+            server_optimizer_unset: false,
         };
         let a = open(Policy::default(), aggregation).await;
         for (s, v) in [("a", 0.2f32), ("b", 0.4), ("c", 50.0)] {
@@ -542,6 +543,7 @@ mod tests {
                     kernel: Kernel::Mean,
                     clip_norm: Some(200.0),
                     server_optimizer: None,
+                    server_optimizer_unset: false,
                 },
                 policy: Box::new(policy.clone()),
                 expected: Expected {

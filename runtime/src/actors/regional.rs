@@ -161,6 +161,7 @@ impl RegionalState {
             kernel,
             clip_norm,
             server_optimizer: None,
+            server_optimizer_unset: false,
         };
         let _ = self.local.cast(AggregatorMessage::Begin {
             round,

@@ -196,7 +196,10 @@ fn step(
                 scores: state.run.scores.iter().map(|s| s.1).collect(),
             };
             let shortfalls = crate::comparison::shortfalls(&rows, &ctx);
-            state.ledger.events.emit(Event::Comparison { rows, shortfalls });
+            state
+                .ledger
+                .events
+                .emit(Event::Comparison { rows, shortfalls });
             run_over(state, myself, None);
             !state.phase.finished()
         }

@@ -39,7 +39,6 @@
 
 mod actor;
 mod cohort;
-mod stopping;
 mod deployments;
 mod governance;
 mod jobs;
@@ -56,6 +55,7 @@ mod scaling;
 mod schedule;
 mod settings;
 pub mod state;
+mod stopping;
 mod versions;
 
 #[cfg(test)]

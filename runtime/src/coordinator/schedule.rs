@@ -462,6 +462,7 @@ fn context(
         unhealthy: state.members.unhealthy.subscribe(),
         aggregation: s.aggregation.clone(),
         optimizer: v.optimizer.clone(),
+        progress: state.run.progress(round),
         routes: BTreeMap::new(),
         privacy_spend: None,
         journal: state.ledger.journal.clone(),

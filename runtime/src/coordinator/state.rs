@@ -153,6 +153,17 @@ impl Run {
         }
     }
 
+    /// The share of the current run's rounds before `round`, in [0, 1] (0 between runs).
+    pub fn progress(&self, round: u64) -> f32 {
+        match &self.job {
+            Some(j) if j.rounds > 0 => {
+                let first = (j.until + 1).saturating_sub(j.rounds);
+                (round.saturating_sub(first) as f32 / j.rounds as f32).clamp(0.0, 1.0)
+            }
+            _ => 0.0,
+        }
+    }
+
     /// The last round number the current run may start (0 between runs).
     pub fn until(&self) -> u64 {
         self.job.as_ref().map_or(0, |j| j.until)

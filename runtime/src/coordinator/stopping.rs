@@ -96,22 +96,41 @@ mod tests {
         s.run.round_policy = rules("patience = 2\nkeep_best = true\n");
         for auc in [0.80, 0.85, 0.84] {
             commit(&mut s, auc);
-            assert!(!s.run.stopped_early, "one version since the best is within patience");
+            assert!(
+                !s.run.stopped_early,
+                "one version since the best is within patience"
+            );
         }
         commit(&mut s, 0.83);
         assert!(s.run.stopped_early, "two versions without a better score");
         let stopped = f.events("early_stopped");
         assert_eq!(stopped.len(), 1);
-        assert_eq!((stopped[0]["best_version"].as_u64(), stopped[0]["since"].as_u64()), (Some(2), Some(2)));
-        assert_eq!(s.versions.model.version, 4, "the last version is current until the run ends");
+        assert_eq!(
+            (
+                stopped[0]["best_version"].as_u64(),
+                stopped[0]["since"].as_u64()
+            ),
+            (Some(2), Some(2))
+        );
+        assert_eq!(
+            s.versions.model.version, 4,
+            "the last version is current until the run ends"
+        );
         let me: ActorRef<CoordinatorMessage> = nobody().await;
         lifecycle::end_run(&mut s, &me);
         // The best version is current, on disk and in the journal, by the rule.
         assert_eq!((s.versions.model.version, f.current()), (2, Some(2)));
         assert_eq!(f.journal().last().map(String::as_str), Some("rolled_back"));
         let back = f.events("rolled_back");
-        assert_eq!((back[0]["to"].as_u64(), back[0]["by"].as_str()), (Some(2), Some(super::KEEP_BEST)));
-        assert_eq!(s.run.last_eval, metrics(0.85), "the comparison's federated column is v2's");
+        assert_eq!(
+            (back[0]["to"].as_u64(), back[0]["by"].as_str()),
+            (Some(2), Some(super::KEEP_BEST))
+        );
+        assert_eq!(
+            s.run.last_eval,
+            metrics(0.85),
+            "the comparison's federated column is v2's"
+        );
     }
 
     #[tokio::test]

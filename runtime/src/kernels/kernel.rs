@@ -320,8 +320,54 @@ struct RawAggregation {
     byzantine: Option<usize>,
     keep: Option<usize>,
     clip_norm: Option<f64>,
-    server_optimizer: Option<ServerOptimizer>,
+    server_optimizer: Option<WrittenServer>,
 }
+
+/// `server_optimizer` as written: a table, or `"none"` (the model moves by the aggregate:
+/// plain FedAvg, no optimiser state).
+#[derive(Debug, Clone, Copy)]
+enum WrittenServer {
+    None,
+    Some(ServerOptimizer),
+}
+
+impl<'de> Deserialize<'de> for WrittenServer {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = WrittenServer;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a table (kind = \"momentum\" | \"adam\" | \"yogi\" | \"adagrad\", …) or \"none\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<WrittenServer, E> {
+                match v {
+                    "none" => Ok(WrittenServer::None),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                m: A,
+            ) -> Result<WrittenServer, A::Error> {
+                ServerOptimizer::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(WrittenServer::Some)
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
+/// The server optimiser of the default plan: server momentum (FedAvgM) with β = 0.85 and
+/// learning rate 1, chosen by the experiment in docs/aggregation.md ("The default plan") for
+/// the built-in MLP with the mean kernel; see [`Aggregation::with_default_plan`].
+pub const DEFAULT_SERVER_OPTIMIZER: ServerOptimizer = ServerOptimizer {
+    kind: super::server_optimizer::OptimizerKind::Momentum,
+    learning_rate: 1.0,
+    beta1: 0.85,
+    beta2: 0.99,
+    tau: 1e-3,
+    schedule: super::server_optimizer::LearningRateSchedule::Constant,
+};
 
 /// A federation's aggregation settings.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -333,6 +379,9 @@ pub struct Aggregation {
     pub clip_norm: Option<f64>,
     /// Server optimiser applied to the aggregate.
     pub server_optimizer: Option<ServerOptimizer>,
+    /// `server_optimizer` was not written: [`with_default_plan`](Self::with_default_plan)
+    /// may choose one.
+    pub server_optimizer_unset: bool,
 }
 
 impl Default for Aggregation {
@@ -341,6 +390,7 @@ impl Default for Aggregation {
             kernel: Kernel::Mean,
             clip_norm: None,
             server_optimizer: None,
+            server_optimizer_unset: true,
         }
     }
 }
@@ -364,18 +414,36 @@ impl TryFrom<RawAggregation> for Aggregation {
                 .into());
             }
         }
-        if let Some(o) = &r.server_optimizer {
+        let server_optimizer = match r.server_optimizer {
+            Some(WrittenServer::Some(o)) => Some(o),
+            Some(WrittenServer::None) | None => None,
+        };
+        if let Some(o) = &server_optimizer {
             o.validate()?;
         }
         Ok(Aggregation {
             kernel,
             clip_norm: r.clip_norm,
-            server_optimizer: r.server_optimizer,
+            server_optimizer,
+            server_optimizer_unset: r.server_optimizer.is_none(),
         })
     }
 }
 
 impl Aggregation {
+    /// The settings with the default plan's server optimiser where `server_optimizer` was not
+    /// written and the plan is the one the default was chosen for: the weighted mean
+    /// (`tuned_for`: the built-in MLP, trained whole — not LoRA, not a described model).
+    /// Anything else keeps plain FedAvg unless its file says otherwise: the default was not
+    /// measured there (and LoRA takes no server optimiser).
+    pub fn with_default_plan(mut self, tuned_for: bool) -> Self {
+        if self.server_optimizer_unset && tuned_for && self.kernel == Kernel::Mean {
+            self.server_optimizer = Some(DEFAULT_SERVER_OPTIMIZER);
+        }
+        self.server_optimizer_unset = false;
+        self
+    }
+
     /// Everything that shapes the aggregate, for the record, e.g.
     /// `trimmed-mean(trim=0.2) clip_norm=5 server=adam(lr=0.01,...)`.
     pub fn describe(&self) -> String {
@@ -385,8 +453,8 @@ impl Aggregation {
         }
         if let Some(o) = &self.server_optimizer {
             s.push_str(&format!(
-                " server={:?}(lr={},beta1={},beta2={},tau={})",
-                o.kind, o.learning_rate, o.beta1, o.beta2, o.tau
+                " server={:?}(lr={},beta1={},beta2={},tau={},schedule={:?})",
+                o.kind, o.learning_rate, o.beta1, o.beta2, o.tau, o.schedule
             ));
         }
         s.to_lowercase()
@@ -403,6 +471,42 @@ mod tests {
             aggregation: Aggregation,
         }
         toml::from_str::<W>(t).map(|w| w.aggregation)
+    }
+
+    #[test]
+    fn the_default_plan_adds_server_momentum_only_where_it_was_chosen_for() {
+        let read = |t: &str| -> Aggregation {
+            #[derive(Deserialize)]
+            struct F {
+                #[serde(default)]
+                aggregation: Aggregation,
+            }
+            toml::from_str::<F>(t).unwrap().aggregation
+        };
+        let momentum = Some(DEFAULT_SERVER_OPTIMIZER);
+        // Nothing written, or a mean without a server optimiser: the default.
+        assert_eq!(read("").with_default_plan(true).server_optimizer, momentum);
+        let mean = read("[aggregation]\nkernel = \"mean\"\nclip_norm = 5.0\n");
+        assert_eq!(mean.with_default_plan(true).server_optimizer, momentum);
+        // Not for LoRA or a described model, nor a robust kernel, nor when turned off.
+        assert_eq!(read("").with_default_plan(false).server_optimizer, None);
+        let median = read("[aggregation]\nkernel = \"median\"\n");
+        assert_eq!(median.with_default_plan(true).server_optimizer, None);
+        let off = read("[aggregation]\nkernel = \"mean\"\nserver_optimizer = \"none\"\n");
+        assert_eq!(off.with_default_plan(true).server_optimizer, None);
+        // Written: kept as written.
+        let adam = read(
+            "[aggregation]\nkernel = \"mean\"\n[aggregation.server_optimizer]\nkind = \"adam\"\n",
+        );
+        let adam = adam.with_default_plan(true).server_optimizer.unwrap();
+        assert_eq!(
+            (adam.kind, adam.learning_rate),
+            (super::super::server_optimizer::OptimizerKind::Adam, 0.01)
+        );
+        // A word other than "none" is refused, naming what is allowed.
+        let e =
+            parse("[aggregation]\nkernel = \"mean\"\nserver_optimizer = \"fast\"\n").unwrap_err();
+        assert!(e.to_string().contains("\"none\""), "{e}");
     }
 
     #[test]

@@ -14,6 +14,11 @@
 //! with a server learning rate η. Without a server optimiser the model simply moves by Δ
 //! (FedAvg). The default learning rate depends on the rule: 1 for momentum (a step of the
 //! averaged update's own size), 0.01 for the adaptive ones (whose steps are normalised).
+//!
+//! The learning rate can follow a schedule over a run (`schedule = "cosine"`): round `r` of a
+//! run of `T` steps with `η·(1 + cos(π·(r − 1)/T))/2` — full steps while the model is far from
+//! a good one, small ones at the end, where full momentum steps make the score swing from
+//! round to round.
 //! [`ServerOptimizer::step`] is pure: it returns the new model and the new state, so a round
 //! whose candidate is rejected leaves the optimiser untouched.
 
@@ -31,6 +36,28 @@ pub enum OptimizerKind {
     Adam,
     /// Server momentum (FedAvgM).
     Momentum,
+}
+
+/// How the server learning rate changes over a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LearningRateSchedule {
+    /// The same every round.
+    #[default]
+    Constant,
+    /// Cosine decay from the full rate at the run's first round towards 0 after its last.
+    Cosine,
+}
+
+impl LearningRateSchedule {
+    /// The factor of the learning rate at `progress` ∈ [0, 1], the share of the run's rounds
+    /// before this one.
+    pub fn factor(self, progress: f32) -> f32 {
+        match self {
+            Self::Constant => 1.0,
+            Self::Cosine => 0.5 * (1.0 + (std::f32::consts::PI * progress.clamp(0.0, 1.0)).cos()),
+        }
+    }
 }
 
 impl OptimizerKind {
@@ -61,6 +88,9 @@ pub struct ServerOptimizer {
     /// Adaptivity τ (> 0).
     #[serde(default = "default_tau")]
     pub tau: f32,
+    /// How the learning rate changes over a run (default: constant).
+    #[serde(default)]
+    pub schedule: LearningRateSchedule,
 }
 
 /// The settings as written: the learning rate's default depends on the rule.
@@ -76,6 +106,8 @@ struct Written {
     beta2: f32,
     #[serde(default = "default_tau")]
     tau: f32,
+    #[serde(default)]
+    schedule: LearningRateSchedule,
 }
 
 impl From<Written> for ServerOptimizer {
@@ -88,6 +120,7 @@ impl From<Written> for ServerOptimizer {
             beta1: w.beta1,
             beta2: w.beta2,
             tau: w.tau,
+            schedule: w.schedule,
         }
     }
 }
@@ -148,14 +181,17 @@ impl ServerOptimizer {
         }
     }
 
-    /// One server step from `x` with pseudo-gradient `delta`: the new model and state.
+    /// One server step from `x` with pseudo-gradient `delta`, `progress` ∈ [0, 1] of the way
+    /// through the run (for the schedule): the new model and state.
     pub fn step(
         &self,
         x: &[f32],
         delta: &[f32],
         state: &OptimizerState,
+        progress: f32,
     ) -> (Vec<f32>, OptimizerState) {
-        let (b1, b2, eta, tau) = (self.beta1, self.beta2, self.learning_rate, self.tau);
+        let eta = self.learning_rate * self.schedule.factor(progress);
+        let (b1, b2, tau) = (self.beta1, self.beta2, self.tau);
         let mut next = state.clone();
         let mut out = Vec::with_capacity(x.len());
         for i in 0..x.len() {
@@ -192,7 +228,22 @@ mod tests {
             beta1: 0.9,
             beta2: 0.99,
             tau: 1e-3,
+            schedule: LearningRateSchedule::Constant,
         }
+    }
+
+    #[test]
+    fn a_cosine_schedule_takes_full_steps_first_and_small_ones_at_the_end() {
+        let c = LearningRateSchedule::Cosine;
+        assert_eq!(c.factor(0.0), 1.0);
+        assert!((c.factor(0.5) - 0.5).abs() < 1e-6);
+        assert!(c.factor(0.95) < 0.01 && c.factor(2.0) == c.factor(1.0));
+        assert_eq!(LearningRateSchedule::Constant.factor(0.9), 1.0);
+        let mut o = opt(OptimizerKind::Momentum);
+        (o.beta1, o.learning_rate, o.schedule) = (0.0, 1.0, c);
+        let s = o.initial_state(1);
+        assert_eq!(o.step(&[0.0], &[1.0], &s, 0.0).0, vec![1.0]);
+        assert!((o.step(&[0.0], &[1.0], &s, 0.5).0[0] - 0.5).abs() < 1e-6);
     }
 
     #[test]
@@ -200,15 +251,15 @@ mod tests {
         // m = 0.1·Δ; Adam v = 0.99·τ² + 0.01·Δ²; x' = x + η·m/(√v + τ).
         let o = opt(OptimizerKind::Adam);
         let s = o.initial_state(1);
-        let (x, st) = o.step(&[1.0], &[0.5], &s);
+        let (x, st) = o.step(&[1.0], &[0.5], &s, 0.0);
         let m = 0.1 * 0.5f64;
         let v = 0.99 * 1e-6 + 0.01 * 0.25;
         assert!((st.m[0] as f64 - m).abs() < 1e-7);
         assert!((st.v[0] as f64 - v).abs() < 1e-7);
         assert!((x[0] as f64 - (1.0 + 0.1 * m / (v.sqrt() + 1e-3))).abs() < 1e-5);
-        let (_, st) = opt(OptimizerKind::Adagrad).step(&[1.0], &[0.5], &s);
+        let (_, st) = opt(OptimizerKind::Adagrad).step(&[1.0], &[0.5], &s, 0.0);
         assert!((st.v[0] as f64 - (1e-6 + 0.25)).abs() < 1e-7);
-        let (_, st) = opt(OptimizerKind::Yogi).step(&[1.0], &[0.5], &s);
+        let (_, st) = opt(OptimizerKind::Yogi).step(&[1.0], &[0.5], &s, 0.0);
         assert!((st.v[0] as f64 - (1e-6 + 0.01 * 0.25)).abs() < 1e-7);
     }
 
@@ -223,7 +274,7 @@ mod tests {
             let mut s = o.initial_state(2);
             let mut x = vec![0.0f32, 0.0];
             for _ in 0..100 {
-                let (nx, ns) = o.step(&x, &[1.0, -1.0], &s);
+                let (nx, ns) = o.step(&x, &[1.0, -1.0], &s, 0.0);
                 x = nx;
                 s = ns;
             }
@@ -237,12 +288,12 @@ mod tests {
         let mut o = opt(OptimizerKind::Momentum);
         (o.beta1, o.learning_rate) = (0.5, 1.0);
         let s = o.initial_state(1);
-        let (x, s) = o.step(&[0.0], &[1.0], &s);
+        let (x, s) = o.step(&[0.0], &[1.0], &s, 0.0);
         assert_eq!(x, vec![1.0]);
-        let (x, _) = o.step(&x, &[1.0], &s);
+        let (x, _) = o.step(&x, &[1.0], &s, 0.0);
         assert_eq!(x, vec![2.5]);
         (o.beta1, o.learning_rate) = (0.0, 2.0);
-        let (x, _) = o.step(&[0.0], &[0.25], &o.initial_state(1));
+        let (x, _) = o.step(&[0.0], &[0.25], &o.initial_state(1), 0.0);
         assert_eq!(x, vec![0.5]);
     }
 
@@ -251,7 +302,10 @@ mod tests {
         let read = |t: &str| toml::from_str::<ServerOptimizer>(t).unwrap();
         assert_eq!(read("kind = \"momentum\"").learning_rate, 1.0);
         assert_eq!(read("kind = \"adam\"").learning_rate, 0.01);
-        assert_eq!(read("kind = \"momentum\"\nlearning_rate = 0.5").learning_rate, 0.5);
+        assert_eq!(
+            read("kind = \"momentum\"\nlearning_rate = 0.5").learning_rate,
+            0.5
+        );
         assert!(toml::from_str::<ServerOptimizer>("kind = \"adam\"\nlr = 1").is_err());
     }
 

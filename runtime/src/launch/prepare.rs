@@ -166,8 +166,8 @@ fn model(cfg: &FederationConfig) -> anyhow::Result<(DataContract, Architecture)>
 /// the tensor.
 fn pretrained(key: &str, path: &Path, spec: &Architecture) -> anyhow::Result<PretrainedModel> {
     let origin = path.display().to_string();
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("{key}: reading the model {origin}"))?;
+    let bytes =
+        std::fs::read(path).with_context(|| format!("{key}: reading the model {origin}"))?;
     let set = crate::model::tensor_file::TensorSet::from_bytes(&bytes, &origin)
         .with_context(|| format!("{key}: reading the model {origin}"))?;
     if let Architecture::Described(d) = spec {
@@ -241,9 +241,14 @@ mod tests {
         };
         assert!(written_for("model.initial", &write(Some(d.manifest.hex())), &d, "i").is_ok());
         assert!(written_for("model.initial", &write(None), &d, "i").is_ok());
-        let e = written_for("model.initial", &write(Some(Digest::of_bytes(b"theirs").hex())), &d, "i")
-            .unwrap_err()
-            .to_string();
+        let e = written_for(
+            "model.initial",
+            &write(Some(Digest::of_bytes(b"theirs").hex())),
+            &d,
+            "i",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             e.contains("written for manifest") && e.contains(&d.manifest.short()),
             "{e}"

@@ -359,19 +359,47 @@ table{{border-collapse:collapse;font-size:.9rem;margin:.5rem 0 1.5rem}} td,th{{b
         h.push_str("</table>");
     }
     if let Some(rows) = d.comparison.as_ref().and_then(|c| c["rows"].as_array()) {
-        let _ = write!(h, "<h2>Trained alone vs federated (held-out {})</h2><table><tr><th>silo</th><th>held-out rows</th><th>local only</th><th>federated</th></tr>", d.score_name());
+        let pooled = rows.iter().any(|r| r.get("pooled").is_some());
+        let _ = write!(
+            h,
+            "<h2>Trained alone vs federated{} (held-out {})</h2><table><tr><th>silo</th><th>held-out rows</th><th>local only</th><th>federated</th>{}</tr>",
+            if pooled { " vs pooled reference" } else { "" },
+            d.score_name(),
+            if pooled { "<th>pooled reference*</th>" } else { "" }
+        );
         for r in rows {
             let auc = |k: &str| score(&r[k]).map_or("-".into(), |a| format!("{a:.3}"));
             let _ = write!(
                 h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}</tr>",
                 escape(r["silo"].as_str().unwrap_or_default()),
                 r["examples"].as_u64().unwrap_or(0),
                 auc("local"),
-                auc("federated")
+                auc("federated"),
+                if pooled {
+                    format!("<td>{}</td>", auc("pooled"))
+                } else {
+                    String::new()
+                }
             );
         }
         h.push_str("</table>");
+        if pooled {
+            h.push_str("<p>* pooled reference: the same trainer on all the silos' training rows together, scored on each silo's held-out rows — a non-private reference that a real federation cannot compute.</p>");
+        }
+        let shortfalls = d
+            .comparison
+            .as_ref()
+            .and_then(|c| c["shortfalls"].as_array());
+        for s in shortfalls.into_iter().flatten() {
+            let _ = write!(
+                h,
+                "<p class=\"warn\">{}: federated is {:.3} below local-only. Likely cause: {}</p>",
+                escape(s["silo"].as_str().unwrap_or_default()),
+                s["by"].as_f64().unwrap_or(f64::NAN),
+                escape(s["advice"].as_str().unwrap_or_default())
+            );
+        }
     }
     // Marks how many charts the browser actually laid out with drawn marks (a check for
     // headless browsers and for people: it changes nothing on the page).

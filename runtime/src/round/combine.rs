@@ -121,7 +121,7 @@ pub async fn combine(
     }
     let (params, optimizer) = match (&ctx.aggregation.server_optimizer, &ctx.optimizer) {
         (Some(o), Some(st)) => {
-            let (p, st) = o.step(&ctx.base.params, &aggregate.values, st);
+            let (p, st) = o.step(&ctx.base.params, &aggregate.values, st, ctx.progress);
             (p, Some(st))
         }
         _ => {

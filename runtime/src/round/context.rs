@@ -84,6 +84,9 @@ pub struct RoundContext {
     pub aggregation: Aggregation,
     /// The server optimiser's state before this round (when one is configured).
     pub optimizer: Option<OptimizerState>,
+    /// The share of the run's rounds before this one, in [0, 1] (the server learning-rate
+    /// schedule).
+    pub progress: f32,
     /// Residency: the regional aggregator each routed silo's update goes to (empty: the
     /// coordinator aggregates every update itself).
     pub routes: BTreeMap<String, RegionalHandle>,

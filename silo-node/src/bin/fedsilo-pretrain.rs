@@ -106,7 +106,10 @@ impl Settings {
             Some(p) => Some(FederationConfig::load(p)?),
             None => None,
         };
-        let schema = match (cli.schema.clone(), fed.as_ref().and_then(|f| f.model.schema.clone())) {
+        let schema = match (
+            cli.schema.clone(),
+            fed.as_ref().and_then(|f| f.model.schema.clone()),
+        ) {
             (Some(s), _) | (None, Some(s)) => s,
             (None, None) => bail!("--schema is needed (or --federation with a `model.schema`)"),
         };
@@ -129,10 +132,7 @@ impl Settings {
             epochs: cli.epochs.or(plan.map(|p| p.0)).unwrap_or(20),
             batch_size: cli.batch_size.or(plan.map(|p| p.1)).unwrap_or(32).max(1),
             learning_rate: cli.learning_rate.or(plan.map(|p| p.2)).unwrap_or(0.05),
-            seed: cli
-                .seed
-                .or(fed.as_ref().map(|f| f.model.seed))
-                .unwrap_or(7),
+            seed: cli.seed.or(fed.as_ref().map(|f| f.model.seed)).unwrap_or(7),
         })
     }
 }
@@ -212,7 +212,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             "fedsilo.pretrained.rows".to_string(),
             train_rows.len().to_string(),
         ),
-        ("fedsilo.pretrained.holdout_auc".to_string(), aucs.join(", ")),
+        (
+            "fedsilo.pretrained.holdout_auc".to_string(),
+            aucs.join(", "),
+        ),
         ("fedsilo.spec".to_string(), spec.describe()),
     ]);
     if cli.pooled {
