@@ -213,7 +213,7 @@ pub fn table(rows: &[ComparisonRow], shortfalls: &[Shortfall]) -> String {
         t.push('\n');
     }
     if pooled {
-        t.push_str("* pooled: the same trainer on all the silos' training rows together, scored on each silo's held-out rows — a non-private reference that a real federation cannot compute\n");
+        t.push_str("* pooled: the same trainer on all the silos' training rows together — a non-private reference\n");
     }
     for s in shortfalls {
         t.push_str(&format!(
