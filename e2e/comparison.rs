@@ -47,7 +47,8 @@ fn a_short_run_shows_the_pooled_reference_and_beats_training_alone_on_average() 
         "federated {federated:.4} should beat local-only {local:.4} on average"
     );
     f.finished_ok();
-    // The report carries the column and says what it is.
+    // The report (written as the coordinator exits) carries the column and says what it is.
+    assert!(f.exit_status().success());
     let report = std::fs::read_to_string(f.state_dir().join("report.html")).unwrap();
     assert!(
         report.contains("pooled reference") && report.contains("non-private"),

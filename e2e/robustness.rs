@@ -14,7 +14,8 @@ fn trimmed_mean_withstands_sign_flipping_silos_and_fedavg_does_not() {
         Binaries::in_dir(Path::new(env!("CARGO_BIN_EXE_silo-node")).parent().unwrap()).unwrap();
     let inputs = Inputs::in_checkout(&Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
     let work = tempfile::tempdir().unwrap();
-    let mean = "kernel = \"mean\"";
+    // Plain FedAvg, the trimmed mean's own server step (no server momentum).
+    let mean = "kernel = \"mean\"\nserver_optimizer = \"none\"";
     let trimmed = "kernel = \"trimmed-mean\"\ntrim = 0.2";
     let clean = run(&bins, &inputs, &work.path().join("clean"), None, mean, 20).unwrap();
     let fedavg = run(

@@ -88,7 +88,8 @@ pub fn open(
         }
         did
     };
-    let mut recovered = say(store.reconcile(last)?);
+    let journaled = history.versions.keys().copied().collect();
+    let mut recovered = say(store.reconcile(last, &journaled)?);
     let registry = Arc::new(Registry::open(dir)?);
     recovered.extend(say(registry.reconcile(&entries, &history)?));
     Ok(StateDir {

@@ -144,8 +144,14 @@ impl ModelStore {
 
     /// After a crash: makes `committed` — the last version the audit journal committed, with
     /// its file's SHA-256 — current if the crash came between the journal entry and
-    /// `CURRENT`, and removes staged versions the journal never committed. Returns what it did.
-    pub fn reconcile(&self, committed: Option<(u64, &str)>) -> Result<Vec<String>> {
+    /// `CURRENT`, removes staged versions the journal never committed, and kept candidates
+    /// (`models/candidates/`) the journal never named (`journaled`: every version it kept) — a
+    /// crash between moving a candidate there and journalling it. Returns what it did.
+    pub fn reconcile(
+        &self,
+        committed: Option<(u64, &str)>,
+        journaled: &std::collections::BTreeSet<u64>,
+    ) -> Result<Vec<String>> {
         let mut did = Vec::new();
         let staging = self.dir.join("models").join("staging");
         if let Some((v, sha)) = committed {
@@ -175,6 +181,24 @@ impl ModelStore {
                     "removed {}, staged but never committed",
                     f.path().display()
                 ));
+            }
+        }
+        let candidates = self.dir.join("models").join("candidates");
+        if let Ok(rd) = std::fs::read_dir(&candidates) {
+            for f in rd.flatten() {
+                let name = f.file_name().to_string_lossy().to_string();
+                // vN.safetensors and vN.optimizer.safetensors.
+                let v = name
+                    .strip_prefix('v')
+                    .and_then(|r| r.split('.').next())
+                    .and_then(|n| n.parse::<u64>().ok());
+                if v.is_some_and(|v| !journaled.contains(&v)) {
+                    let _ = std::fs::remove_file(f.path());
+                    did.push(format!(
+                        "removed {}, kept as a candidate but never journaled",
+                        f.path().display()
+                    ));
+                }
             }
         }
         Ok(did)
@@ -307,6 +331,13 @@ mod tests {
         }
     }
 
+    fn opt() -> OptimizerState {
+        OptimizerState {
+            m: vec![0.5, 0.5],
+            v: vec![1.0, 1.0],
+        }
+    }
+
     #[test]
     fn a_crash_between_journal_and_current_is_finished_and_unjournaled_stages_removed() {
         let dir = tempfile::tempdir().unwrap();
@@ -318,14 +349,33 @@ mod tests {
         let sha2 = s.stage(2, &ckpt(2.0), None).unwrap();
         // Version 3 staged, never journaled.
         s.stage(3, &ckpt(3.0), None).unwrap();
-        let did = s.reconcile(Some((2, &sha2))).unwrap();
-        assert_eq!(did.len(), 2, "{did:?}");
+        // Version 4 moved to the candidates, the crash before its journal entry; version 5
+        // kept there and journaled.
+        s.stage(4, &ckpt(4.0), Some(&opt())).unwrap();
+        s.keep_candidate(4).unwrap();
+        s.stage(5, &ckpt(5.0), None).unwrap();
+        s.keep_candidate(5).unwrap();
+        let journaled = [1, 2, 5].into_iter().collect();
+        let did = s.reconcile(Some((2, &sha2)), &journaled).unwrap();
+        assert_eq!(did.len(), 4, "{did:?}");
+        assert!(!s.candidate_path(4).exists());
+        assert!(!dir
+            .path()
+            .join("models/candidates/v4.optimizer.safetensors")
+            .exists());
+        assert!(s.candidate_path(5).exists(), "a journaled candidate stays");
         assert_eq!(s.current_version().unwrap(), Some(2));
         assert_eq!(s.load_committed(2, &sha2).unwrap().params[0], 2.0);
         assert!(!dir.path().join("models/staging/v3.safetensors").exists());
         // Nothing to do the second time; a wrong SHA-256 is refused.
-        assert!(s.reconcile(Some((2, &sha2))).unwrap().is_empty());
-        let e = s.reconcile(Some((1, &sha2))).unwrap_err().to_string();
+        assert!(s
+            .reconcile(Some((2, &sha2)), &journaled)
+            .unwrap()
+            .is_empty());
+        let e = s
+            .reconcile(Some((1, &sha2)), &journaled)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("v1.safetensors") && e.contains("SHA-256"), "{e}");
         let _ = sha1;
     }

@@ -16,7 +16,7 @@ pub const BYZANTINE: [&str; 2] = ["silo-8", "silo-9"];
 
 /// The kernels compared, as `[aggregation]` TOML bodies, with a label.
 pub const KERNELS: [(&str, &str); 4] = [
-    ("FedAvg", "kernel = \"mean\""),
+    ("FedAvg", "kernel = \"mean\"\nserver_optimizer = \"none\""),
     ("trimmed mean 0.2", "kernel = \"trimmed-mean\"\ntrim = 0.2"),
     ("median", "kernel = \"median\""),
     (

@@ -445,17 +445,26 @@ impl Aggregation {
     }
 
     /// Everything that shapes the aggregate, for the record, e.g.
-    /// `trimmed-mean(trim=0.2) clip_norm=5 server=adam(lr=0.01,...)`.
+    /// `trimmed-mean(trim=0.2) clip_norm=5 server=adam(lr=0.01, …)`.
     pub fn describe(&self) -> String {
         let mut s = self.kernel.describe();
         if let Some(c) = self.clip_norm {
             s.push_str(&format!(" clip_norm={c}"));
         }
         if let Some(o) = &self.server_optimizer {
-            s.push_str(&format!(
-                " server={:?}(lr={},beta1={},beta2={},tau={},schedule={:?})",
-                o.kind, o.learning_rate, o.beta1, o.beta2, o.tau, o.schedule
-            ));
+            use super::server_optimizer::{LearningRateSchedule, OptimizerKind};
+            s.push_str(&match o.kind {
+                OptimizerKind::Momentum => {
+                    format!(" server=momentum(lr={}, beta={})", o.learning_rate, o.beta1)
+                }
+                k => format!(
+                    " server={k:?}(lr={}, beta1={}, beta2={}, tau={})",
+                    o.learning_rate, o.beta1, o.beta2, o.tau
+                ),
+            });
+            if o.schedule == LearningRateSchedule::Cosine {
+                s.push_str(" schedule=cosine");
+            }
         }
         s.to_lowercase()
     }

@@ -108,7 +108,7 @@ fn table(out: &mut String, id: &str, head: &[&str], rows: &[Vec<String>]) {
 
 const STYLE: &str = r#"body{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:100%}
 h1{font-size:1.5rem} h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ccc} h3{font-size:1rem}
-table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0 1rem;max-width:100%} td,th{border:1px solid #ddd;padding:.2rem .5rem;text-align:left;vertical-align:top} td{overflow-wrap:break-word} .t{white-space:nowrap}
+table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0 1rem;max-width:100%} td,th{border:1px solid #ddd;padding:.2rem .5rem;text-align:left;vertical-align:top} td{overflow-wrap:anywhere} .t{white-space:nowrap}
 th{background:#f4f4f4} tr.none td{color:#777;font-style:italic}
 code.hash{font-size:.75rem;word-break:break-all;display:inline-block;max-width:14rem}
 .ok{background:#e8f5e9;border:1px solid #2e7d32;padding:.5rem 1rem} .bad{background:#ffebee;border:1px solid #c62828;padding:.5rem 1rem}
