@@ -6,6 +6,7 @@
 #   scripts/demo.sh            # everything (installs libopenblas-dev if missing, builds)
 #   ROUNDS=5 scripts/demo.sh   # fewer rounds
 #   POLICY=examples/churn/policy-dp.toml scripts/demo.sh   # with silo-level differential privacy
+#   ROUNDS=400 POLICY=examples/churn/policy-early-stopping.toml scripts/demo.sh   # stops when validation does
 #   COMPRESSION=int8 scripts/demo.sh   # compressed updates: none, int8, int4, top-k:0.1
 #   INITIAL=pretrained.safetensors scripts/demo.sh   # fine-tune a pretrained model (fedsilo-pretrain)
 #   CONFIG=examples/churn/federation-lora.toml scripts/demo.sh   # LoRA adapters only

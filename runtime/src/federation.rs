@@ -331,9 +331,6 @@ impl FederationConfig {
             origin: origin.clone(),
             message: e.to_string(),
         })?;
-        // The default plan's server optimiser, where it was chosen for (kernels::kernel).
-        let tuned_for = cfg.plan.lora.is_none() && cfg.model.manifest.is_none();
-        cfg.aggregation = cfg.aggregation.clone().with_default_plan(tuned_for);
         let base = path.parent().unwrap_or_else(|| Path::new("."));
         for p in [
             &mut cfg.federation.policy,

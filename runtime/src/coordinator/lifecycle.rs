@@ -145,7 +145,8 @@ fn start_comparison(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorM
         digest: Digest::of_f32(&initial),
     };
     let s = &state.settings;
-    let rounds = state.run.job.as_ref().map_or(s.rounds, |j| j.rounds);
+    // As many rounds as the run ran: fewer than it asked for when it stopped early.
+    let rounds = state.run.rounds_run().unwrap_or(s.rounds);
     let (spec, chunk, rounds) = (s.spec.clone(), s.chunk, rounds.min(u32::MAX as u64) as u32);
     let t = state.run.training(s);
     let plan = TrainPlan {

@@ -153,12 +153,28 @@ impl Run {
         }
     }
 
+    /// The rounds the current run started so far (`None` between runs): all it asked for at
+    /// its end, fewer when it stopped early.
+    pub fn rounds_run(&self) -> Option<u64> {
+        let (first, rounds) = self.span()?;
+        Some(
+            self.next_round
+                .saturating_sub(first)
+                .clamp(1, rounds.max(1)),
+        )
+    }
+
+    /// The current run's first round number and its size.
+    fn span(&self) -> Option<(u64, u64)> {
+        let j = self.job.as_ref()?;
+        Some(((j.until + 1).saturating_sub(j.rounds), j.rounds))
+    }
+
     /// The share of the current run's rounds before `round`, in [0, 1] (0 between runs).
     pub fn progress(&self, round: u64) -> f32 {
-        match &self.job {
-            Some(j) if j.rounds > 0 => {
-                let first = (j.until + 1).saturating_sub(j.rounds);
-                (round.saturating_sub(first) as f32 / j.rounds as f32).clamp(0.0, 1.0)
+        match self.span() {
+            Some((first, rounds)) if rounds > 0 => {
+                (round.saturating_sub(first) as f32 / rounds as f32).clamp(0.0, 1.0)
             }
             _ => 0.0,
         }

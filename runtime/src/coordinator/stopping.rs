@@ -116,6 +116,9 @@ mod tests {
             s.versions.model.version, 4,
             "the last version is current until the run ends"
         );
+        // The local-only baseline trains as many rounds as the run ran, not as it asked for.
+        assert_eq!(s.run.rounds_run(), Some(4));
+        assert!(s.run.until() > 4);
         let me: ActorRef<CoordinatorMessage> = nobody().await;
         lifecycle::end_run(&mut s, &me);
         // The best version is current, on disk and in the journal, by the rule.

@@ -380,7 +380,7 @@ pub struct Aggregation {
     /// Server optimiser applied to the aggregate.
     pub server_optimizer: Option<ServerOptimizer>,
     /// `server_optimizer` was not written: [`with_default_plan`](Self::with_default_plan)
-    /// may choose one.
+    /// may choose one (and then [`default_plan`](Self::default_plan) says so).
     pub server_optimizer_unset: bool,
 }
 
@@ -433,15 +433,20 @@ impl TryFrom<RawAggregation> for Aggregation {
 impl Aggregation {
     /// The settings with the default plan's server optimiser where `server_optimizer` was not
     /// written and the plan is the one the default was chosen for: the weighted mean
-    /// (`tuned_for`: the built-in MLP, trained whole — not LoRA, not a described model).
+    /// (`tuned_for`: the built-in MLP, trained whole — not LoRA, not a described model —
+    /// and no silo-level DP, whose noise momentum would sum over rounds).
     /// Anything else keeps plain FedAvg unless its file says otherwise: the default was not
     /// measured there (and LoRA takes no server optimiser).
     pub fn with_default_plan(mut self, tuned_for: bool) -> Self {
         if self.server_optimizer_unset && tuned_for && self.kernel == Kernel::Mean {
             self.server_optimizer = Some(DEFAULT_SERVER_OPTIMIZER);
         }
-        self.server_optimizer_unset = false;
         self
+    }
+
+    /// Whether the server optimiser is the default plan's (not written in the file).
+    pub fn default_plan(&self) -> bool {
+        self.server_optimizer_unset && self.server_optimizer.is_some()
     }
 
     /// Everything that shapes the aggregate, for the record, e.g.

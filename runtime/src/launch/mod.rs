@@ -361,7 +361,7 @@ fn settings(
             .map(crate::retraining::RetrainSchedule::parse)
             .transpose()
             .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?,
-        aggregation: cfg.aggregation.clone(),
+        aggregation: prepared.configured.aggregation.clone(),
         region: node.identity().region.clone(),
         misroute,
     })

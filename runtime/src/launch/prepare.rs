@@ -103,9 +103,13 @@ pub fn prepare(cfg: &FederationConfig, origin: &str) -> anyhow::Result<Prepared>
         .plan
         .compression()
         .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+    // The default plan's server optimiser, where it was chosen for (kernels::kernel): the
+    // built-in MLP trained whole, without silo-level DP (momentum would sum the noise).
+    let tuned_for =
+        cfg.plan.lora.is_none() && cfg.model.manifest.is_none() && policy.privacy.is_none();
     // The same rules hold at every policy reload (the Policy actor checks them).
     let configured = Configured {
-        aggregation: cfg.aggregation.clone(),
+        aggregation: cfg.aggregation.clone().with_default_plan(tuned_for),
         lora: cfg.plan.lora.is_some(),
         compression,
     };
