@@ -6,9 +6,10 @@
 //!
 //! Where the federated model is worse than local-only at a silo, [`shortfalls`] says so with
 //! the likely cause and what to try. The causes are told apart from what the coordinator
-//! knows, in this order: privacy noise (the run added noise to updates or silos trained with
-//! DP-SGD); too few rounds (the federated score was still rising at the end); otherwise the
-//! silo's data is unlike the others' (its own model fits its own held-out rows better).
+//! knows, in this order: privacy noise (the run added silo-level DP noise to the updates; a
+//! silo's own DP-SGD is its business and the coordinator is not told); too few rounds (the
+//! federated score was still rising at the end); otherwise the silo's data is unlike the
+//! others' (its own model fits its own held-out rows better).
 //! Pure functions of the rows and the run's context, so the rules are tested without sockets.
 
 use serde::Serialize;
@@ -39,7 +40,7 @@ pub struct ComparisonRow {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Cause {
-    /// The run added noise to the updates (silo-level DP) or silos trained with DP-SGD.
+    /// The run added silo-level DP noise to the updates.
     PrivacyNoise,
     /// The federated score was still rising when the run ended.
     TooFewRounds,
@@ -63,9 +64,9 @@ pub struct Shortfall {
 /// What the coordinator knows about the run that bears on a shortfall's cause.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunContext {
-    /// Rounds the run committed.
+    /// Rounds the run ran.
     pub rounds: u64,
-    /// Noise was added to updates (silo-level DP) in this run, or a silo trained with DP-SGD.
+    /// Silo-level DP noise was added to the updates in this run.
     pub privacy_noise: bool,
     /// The federation's held-out score (example-weighted) at each version the run committed,
     /// in order: whether it was still rising at the end.
@@ -123,7 +124,7 @@ fn cause(ctx: &RunContext) -> (Cause, String) {
         Some(g) if g >= STILL_RISING => (
             Cause::TooFewRounds,
             format!(
-                "too few rounds: the federated score was still rising at the end (+{g:.3} over the last quarter of the run). Try --rounds {}, with early stopping (gate.patience) to stop when it levels off",
+                "too few rounds: the federated score was still rising at the end (+{g:.3} over the last quarter of the run). Try twice the rounds ({}), with early stopping (validation.patience) to stop when it levels off",
                 (ctx.rounds * 2).max(2)
             ),
         ),
@@ -287,7 +288,11 @@ mod tests {
         assert_eq!(s.len(), 2, "{s:?}");
         assert_eq!((s[0].silo.as_str(), s[1].silo.as_str()), ("c", "b"));
         assert_eq!(s[0].cause, Cause::TooFewRounds);
-        assert!(s[0].advice.contains("--rounds 16"), "{}", s[0].advice);
+        assert!(
+            s[0].advice.contains("twice the rounds (16)"),
+            "{}",
+            s[0].advice
+        );
         let noisy = RunContext {
             privacy_noise: true,
             ..rising.clone()

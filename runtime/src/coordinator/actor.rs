@@ -191,9 +191,9 @@ fn step(
         }
         CoordinatorMessage::ComparisonDone(rows) => {
             let ctx = crate::comparison::RunContext {
-                rounds: state.run.committed,
+                rounds: state.run.rounds_run().unwrap_or(state.run.committed),
                 privacy_noise: state.run.noised,
-                scores: state.run.scores.iter().map(|s| s.1).collect(),
+                scores: state.run.scores().iter().map(|s| s.1).collect(),
             };
             let shortfalls = crate::comparison::shortfalls(&rows, &ctx);
             state

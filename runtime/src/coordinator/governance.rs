@@ -383,6 +383,7 @@ fn approve(state: &mut CoordinatorState, a: Awaiting, d: &Decision) -> crate::Re
     state.ledger.store.append_round(&summary)?;
     let seed = state.settings.seed;
     state.run.made_current(meta.version, &meta.validation);
+    let round = meta.round;
     state.versions.make_checkpoint_current(
         meta.version,
         a.ckpt,
@@ -391,6 +392,7 @@ fn approve(state: &mut CoordinatorState, a: Awaiting, d: &Decision) -> crate::Re
         seed,
     )?;
     state.run.committed += 1;
+    super::stopping::after_commit(state, round);
     state.run.last_waiting.clear();
     state.ledger.events.emit(Event::Approved {
         version: d.version,
@@ -411,7 +413,9 @@ fn rollback(state: &mut CoordinatorState, d: &Decision) -> crate::Result<()> {
         );
         withdraw(state, *a, d, &reason, d.version)?;
     }
-    make_earlier_current(state, d.version, &d.operator, &d.reason)
+    make_earlier_current(state, d.version, &d.operator, &d.reason)?;
+    state.run.rolled_back_to(d.version);
+    Ok(())
 }
 
 /// Makes the committed `version` current again, by an operator or a rule (`by`), for

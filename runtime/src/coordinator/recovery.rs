@@ -6,6 +6,8 @@
 //! crash kept from them ([`crate::republish`]). A serving coordinator rebuilds its book of runs
 //! from the journal: the queue is kept and the running run resumes ([`super::jobs`]).
 
+use std::collections::BTreeMap;
+
 use super::jobs;
 use super::ledger::{summary_of, Ledger};
 use super::membership::Members;
@@ -127,6 +129,7 @@ pub fn recover(args: CoordinatorArgs) -> crate::Result<CoordinatorState> {
             cancelled: false,
         });
     }
+    state.run.versions = run_lineage(&state)?;
     let len = state.versions.model.params.len();
     state.versions.optimizer = match &state.settings.aggregation.server_optimizer {
         Some(o) => Some(
@@ -140,6 +143,36 @@ pub fn recover(args: CoordinatorArgs) -> crate::Result<CoordinatorState> {
         None => None,
     };
     Ok(state)
+}
+
+/// The versions of the run in progress that the current one descends from (itself included),
+/// oldest first, with their held-out figures: early stopping and keep-best judge them as if
+/// the coordinator had not stopped (a version an operator rolled back from is not in the line).
+fn run_lineage(
+    state: &CoordinatorState,
+) -> crate::Result<Vec<(u64, BTreeMap<String, crate::model::eval::EvalMetrics>)>> {
+    if state.run.job.is_none() {
+        return Ok(Vec::new());
+    }
+    let run = state.run.id();
+    let metas: BTreeMap<u64, crate::registry::VersionMeta> = state
+        .ledger
+        .registry
+        .list()?
+        .into_iter()
+        .map(|m| (m.version, m))
+        .collect();
+    let mut line = Vec::new();
+    let mut at = Some(state.versions.model.version);
+    while let Some(m) = at.and_then(|v| metas.get(&v)) {
+        if m.version == 0 || m.run != run || m.status != Status::Committed {
+            break;
+        }
+        line.push((m.version, m.validation.clone()));
+        at = (m.parent < m.version).then_some(m.parent);
+    }
+    line.reverse();
+    Ok(line)
 }
 
 /// Makes the version `CURRENT` names current again, loaded only as the journal committed it.

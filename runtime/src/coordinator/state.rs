@@ -95,10 +95,10 @@ pub struct Run {
     pub last_eval: BTreeMap<String, EvalMetrics>,
     /// When this run last committed a version (a round's period runs from there).
     pub last_commit: Option<Instant>,
-    /// The federation's example-weighted held-out score of each version this run committed,
-    /// in order, with the version (early stopping, the best version, and whether a short run
-    /// was still improving).
-    pub scores: Vec<(u64, f64)>,
+    /// The held-out figures of each version this run committed (or had approved), in order
+    /// (early stopping, the best version, and whether a short run was still improving; see
+    /// [`Run::scores`]). Rebuilt from the registry at a restart.
+    pub versions: Vec<(u64, BTreeMap<String, EvalMetrics>)>,
     /// Validation stopped improving (`validation.patience`): the run ends at the next step.
     pub stopped_early: bool,
     /// A round of this run added DP noise to the updates.
@@ -121,7 +121,7 @@ impl Run {
             round_policy: Policy::default(),
             last_eval: BTreeMap::new(),
             last_commit: None,
-            scores: Vec::new(),
+            versions: Vec::new(),
             stopped_early: false,
             noised: false,
         }
@@ -137,7 +137,7 @@ impl Run {
         self.last_waiting.clear();
         self.over_budget.clear();
         self.last_eval.clear();
-        self.scores.clear();
+        self.versions.clear();
         self.stopped_early = false;
         self.noised = false;
         // Re-judged by the next budget check (the policy may have changed since).
@@ -148,9 +148,48 @@ impl Run {
     /// figures: the comparison's federated column, and its score for early stopping.
     pub fn made_current(&mut self, version: u64, eval: &BTreeMap<String, EvalMetrics>) {
         self.last_eval = eval.clone();
-        if let Some(s) = crate::model::eval::weighted_score(eval.values()) {
-            self.scores.push((version, s));
+        self.versions.push((version, eval.clone()));
+    }
+
+    /// An operator made `version` current again: the run's later versions are no longer its
+    /// lineage, and `keep_best` must not bring one back.
+    pub fn rolled_back_to(&mut self, version: u64) {
+        self.versions.retain(|(v, _)| *v <= version);
+    }
+
+    /// Each version's example-weighted held-out score, comparable across versions: over the
+    /// silos that scored every version of the run (a silo that skipped one evaluation cannot
+    /// make that version look better), or over each version's own silos when none scored them
+    /// all. Versions without a score are left out.
+    pub fn scores(&self) -> Vec<(u64, f64)> {
+        let mut common: Option<BTreeSet<&String>> = None;
+        for (_, eval) in &self.versions {
+            let these: BTreeSet<&String> = eval
+                .iter()
+                .filter(|(_, m)| m.score().is_some())
+                .map(|(s, _)| s)
+                .collect();
+            common = Some(match common {
+                None => these,
+                Some(c) => c.intersection(&these).copied().collect(),
+            });
         }
+        let common = common.unwrap_or_default();
+        self.versions
+            .iter()
+            .filter_map(|(v, eval)| {
+                let shared = eval
+                    .iter()
+                    .filter(|(s, _)| common.contains(s))
+                    .map(|(_, m)| m);
+                let score = if common.is_empty() {
+                    crate::model::eval::weighted_score(eval.values())
+                } else {
+                    crate::model::eval::weighted_score(shared)
+                };
+                score.map(|s| (*v, s))
+            })
+            .collect()
     }
 
     /// The rounds the current run started so far (`None` between runs): all it asked for at

@@ -17,9 +17,10 @@ pub fn after_commit(state: &mut CoordinatorState, round: u64) {
     let Some(rules) = state.run.round_policy.validation.as_ref() else {
         return;
     };
-    let scores: Vec<f64> = state.run.scores.iter().map(|s| s.1).collect();
+    let run = state.run.scores();
+    let scores: Vec<f64> = run.iter().map(|s| s.1).collect();
     if let (Some(stop), false) = (rules.early_stop(&scores), state.run.stopped_early) {
-        let (best_version, best_score) = state.run.scores[stop.best];
+        let (best_version, best_score) = run[stop.best];
         state.run.stopped_early = true;
         state.ledger.events.emit(Event::EarlyStopped {
             round,
@@ -38,18 +39,17 @@ pub fn keep_best(state: &mut CoordinatorState) -> crate::Result<()> {
     if !rules.keep_best {
         return Ok(());
     }
-    let scores: Vec<f64> = state.run.scores.iter().map(|s| s.1).collect();
+    let run = state.run.scores();
+    let scores: Vec<f64> = run.iter().map(|s| s.1).collect();
     let Some(best) = rules.best(&scores) else {
         return Ok(());
     };
-    let (version, score) = state.run.scores[best];
+    let (version, score) = run[best];
     let current = state.versions.model.version;
     if version == current {
         return Ok(());
     }
-    let last = state
-        .run
-        .scores
+    let last = run
         .iter()
         .find(|s| s.0 == current)
         .map_or(String::new(), |s| format!("; v{current}: {:.4}", s.1));
@@ -159,5 +159,68 @@ mod tests {
         lifecycle::end_run(&mut s, &me);
         assert_eq!(f.current(), Some(2));
         assert!(f.events("rolled_back").is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_operators_rollback_is_not_undone_by_keep_best_and_a_restart_keeps_the_count() {
+        use super::super::governance::control;
+        use crate::decision::Kind;
+        let mut f = Fixture::new();
+        let mut s = ready(&mut f).await;
+        s.run.round_policy = rules("patience = 3\nkeep_best = true\n");
+        for auc in [0.80, 0.90, 0.85] {
+            commit(&mut s, auc);
+        }
+        // v2 scored best, but the operator rolled back to v1 (v2 misbehaved in the field).
+        control(&mut s, decide(Kind::Rollback, 1)).unwrap();
+        assert_eq!(
+            s.run.scores().len(),
+            1,
+            "v2 and v3 are no longer the run's line"
+        );
+        commit(&mut s, 0.82);
+        let me: ActorRef<CoordinatorMessage> = nobody().await;
+        // The run's line is v1 (0.80), v4 (0.82): its best is the last; v2 stays retired.
+        assert_eq!(
+            s.run.scores().iter().map(|v| v.0).collect::<Vec<_>>(),
+            [1, 4]
+        );
+        drop(s);
+        // A restart rebuilds the line from the registry, following the current version's
+        // parents within the run.
+        let mut s = f.start().await.unwrap();
+        s.run.round_policy = rules("patience = 3\nkeep_best = true\n");
+        assert_eq!(
+            s.run.scores().iter().map(|v| v.0).collect::<Vec<_>>(),
+            [1, 4]
+        );
+        lifecycle::end_run(&mut s, &me);
+        assert_eq!(f.current(), Some(4));
+    }
+
+    #[tokio::test]
+    async fn a_silo_that_skips_an_evaluation_cannot_make_that_version_the_best() {
+        let mut f = Fixture::new();
+        let mut s = ready(&mut f).await;
+        // Two silos score v1; only the high-scoring one scores v2 (the other skipped it).
+        let round = dispatched(&mut s);
+        let mut outcome = candidate(&s, round, 0.1, None);
+        let both = |a: f64, b: f64| {
+            let mut m = metrics(a);
+            let mut other = m.values().next().unwrap().clone();
+            other.auc = Some(b);
+            m.insert("z-low".into(), other);
+            m
+        };
+        if let RoundOutcome::Candidate { summary, .. } = &mut outcome {
+            summary.eval = both(0.90, 0.60);
+        }
+        on_round(&mut s, outcome).unwrap();
+        commit(&mut s, 0.85);
+        // Over the silos that scored both, v1 (0.90) beats v2 (0.85); v2's own weighted
+        // score (0.85) is above v1's (0.75), which alone would have made it the best.
+        let scores = s.run.scores();
+        assert_eq!(scores.len(), 2);
+        assert!(scores[0].1 > scores[1].1, "{scores:?}");
     }
 }

@@ -61,6 +61,15 @@ impl LearningRateSchedule {
 }
 
 impl OptimizerKind {
+    /// β₁ when the settings leave it out: 0.85 for momentum (the default plan's), 0.9 for the
+    /// adaptive rules' first moment.
+    pub fn default_beta1(self) -> f32 {
+        match self {
+            Self::Momentum => 0.85,
+            Self::Adagrad | Self::Yogi | Self::Adam => 0.9,
+        }
+    }
+
     /// The learning rate used when the settings leave it out.
     pub fn default_learning_rate(self) -> f32 {
         match self {
@@ -70,26 +79,24 @@ impl OptimizerKind {
     }
 }
 
-/// Server optimiser settings, as in `[aggregation.server_optimizer]`.
+/// Server optimiser settings, as in `[aggregation.server_optimizer]` (read through
+/// `Written`, where the defaults are).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, from = "Written")]
+#[serde(from = "Written")]
 pub struct ServerOptimizer {
     /// The rule.
     pub kind: OptimizerKind,
     /// Server learning rate η (> 0; default: the rule's
     /// [`default_learning_rate`](OptimizerKind::default_learning_rate)).
     pub learning_rate: f32,
-    /// First-moment decay β₁ in [0, 1).
-    #[serde(default = "default_beta1")]
+    /// Momentum β, or the first-moment decay β₁, in [0, 1) (default: the rule's
+    /// [`default_beta1`](OptimizerKind::default_beta1)).
     pub beta1: f32,
-    /// Second-moment decay β₂ in [0, 1) (Adam, Yogi).
-    #[serde(default = "default_beta2")]
+    /// Second-moment decay β₂ in [0, 1) (Adam, Yogi; default 0.99).
     pub beta2: f32,
-    /// Adaptivity τ (> 0).
-    #[serde(default = "default_tau")]
+    /// Adaptivity τ (> 0; default 0.001).
     pub tau: f32,
     /// How the learning rate changes over a run (default: constant).
-    #[serde(default)]
     pub schedule: LearningRateSchedule,
 }
 
@@ -100,8 +107,8 @@ struct Written {
     kind: OptimizerKind,
     #[serde(default)]
     learning_rate: Option<f32>,
-    #[serde(default = "default_beta1")]
-    beta1: f32,
+    #[serde(default)]
+    beta1: Option<f32>,
     #[serde(default = "default_beta2")]
     beta2: f32,
     #[serde(default = "default_tau")]
@@ -117,15 +124,12 @@ impl From<Written> for ServerOptimizer {
             learning_rate: w
                 .learning_rate
                 .unwrap_or_else(|| w.kind.default_learning_rate()),
-            beta1: w.beta1,
+            beta1: w.beta1.unwrap_or_else(|| w.kind.default_beta1()),
             beta2: w.beta2,
             tau: w.tau,
             schedule: w.schedule,
         }
     }
-}
-fn default_beta1() -> f32 {
-    0.9
 }
 fn default_beta2() -> f32 {
     0.99
@@ -301,6 +305,12 @@ mod tests {
     fn the_default_learning_rate_follows_the_rule() {
         let read = |t: &str| toml::from_str::<ServerOptimizer>(t).unwrap();
         assert_eq!(read("kind = \"momentum\"").learning_rate, 1.0);
+        assert_eq!(
+            read("kind = \"momentum\"").beta1,
+            0.85,
+            "the default plan's β"
+        );
+        assert_eq!(read("kind = \"adam\"").beta1, 0.9);
         assert_eq!(read("kind = \"adam\"").learning_rate, 0.01);
         assert_eq!(
             read("kind = \"momentum\"\nlearning_rate = 0.5").learning_rate,

@@ -32,8 +32,9 @@ use silo_node::train::{evaluate, train, Mlp, Sgd};
 /// --split-seed); the model trains on the union of their training rows — what the silos could
 /// reach if they pooled their data, which a real federation cannot do — and the coordinator
 /// shows it in its end-of-run comparison (`fedsilo coordinator --pooled-reference FILE`).
-/// --federation takes the architecture, seed and training budget (rounds × epochs, batch
-/// size, learning rate) from the federation file, so the reference trains as the silos do.
+/// --federation takes the architecture, seed, starting model (`model.initial`) and training
+/// budget (rounds × epochs, batch size, learning rate) from the federation file, so the
+/// reference trains as the silos do; a LoRA federation's reference trains the whole model.
 ///
 /// Examples:
 ///   fedsilo-pretrain --data public.csv --schema schema.toml --hidden 32 --out pretrained.safetensors
@@ -93,6 +94,9 @@ struct Cli {
 /// What the model is trained with, after the federation file and the flags.
 struct Settings {
     schema: PathBuf,
+    /// The federation's pretrained start (`model.initial`): the pooled reference starts there
+    /// too, as the federation does.
+    initial: Option<PathBuf>,
     hidden: Vec<usize>,
     epochs: u32,
     batch_size: usize,
@@ -106,6 +110,11 @@ impl Settings {
             Some(p) => Some(FederationConfig::load(p)?),
             None => None,
         };
+        if let Some(f) = &fed {
+            if f.model.manifest.is_some() {
+                bail!("--federation {}: a model with a manifest is trained by its own trainer; fedsilo-pretrain trains the built-in MLP", f.federation.name);
+            }
+        }
         let schema = match (
             cli.schema.clone(),
             fed.as_ref().and_then(|f| f.model.schema.clone()),
@@ -122,14 +131,19 @@ impl Settings {
                 f.plan.learning_rate,
             )
         });
+        let epochs = cli.epochs.or(plan.map(|p| p.0)).unwrap_or(20);
+        if epochs == 0 {
+            bail!("0 passes over the data (with --federation: rounds × plan.epochs, and a serving federation's `rounds` may be 0): give --epochs or --rounds");
+        }
         Ok(Self {
             schema,
+            initial: fed.as_ref().and_then(|f| f.model.initial.clone()),
             hidden: cli
                 .hidden
                 .clone()
                 .or(fed.as_ref().map(|f| f.model.hidden.clone()))
                 .unwrap_or_default(),
-            epochs: cli.epochs.or(plan.map(|p| p.0)).unwrap_or(20),
+            epochs,
             batch_size: cli.batch_size.or(plan.map(|p| p.1)).unwrap_or(32).max(1),
             learning_rate: cli.learning_rate.or(plan.map(|p| p.2)).unwrap_or(0.05),
             seed: cli.seed.or(fed.as_ref().map(|f| f.model.seed)).unwrap_or(7),
@@ -177,7 +191,15 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Array1::from(train_rows.labels.clone()),
     );
     let mlp = Mlp::new(&spec);
-    let mut params = initial_params(&spec, s.seed);
+    let mut params = match &s.initial {
+        None => initial_params(&spec, s.seed),
+        Some(path) => {
+            let origin = path.display().to_string();
+            let bytes = std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("model.initial: reading {origin}: {e}"))?;
+            TensorSet::from_bytes(&bytes, &origin)?.to_layout(&spec.layout(), &origin)?
+        }
+    };
     let sgd = Sgd {
         epochs: s.epochs,
         batch_size: s.batch_size,
