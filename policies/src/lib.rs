@@ -17,6 +17,7 @@
 //! `policies/examples/*.toml` for annotated samples.
 
 pub mod admission;
+pub mod business;
 pub mod deployment;
 pub mod duration;
 mod error;

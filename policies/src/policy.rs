@@ -49,6 +49,9 @@ pub struct Policy {
     /// Secure aggregation: the aggregator sees only the sum of the updates.
     #[serde(default)]
     pub secure_aggregation: Option<SecureAggregationRules>,
+    /// The business metrics silos compute for each candidate, and the gate's rule on them.
+    #[serde(default)]
+    pub business: Option<crate::business::BusinessRules>,
     /// Whether a new version is deployed to the silos at once.
     #[serde(default)]
     pub deployment: Option<crate::deployment::DeploymentRules>,

@@ -29,6 +29,9 @@ impl Policy {
         if let Some(v) = &self.validation {
             v.validate(at)?;
         }
+        if let Some(b) = &self.business {
+            b.validate(at)?;
+        }
         self.validate_secure_aggregation(at)?;
         self.validate_privacy(at)
     }

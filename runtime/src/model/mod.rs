@@ -10,6 +10,7 @@
 //! here only as its trainable tensors' layout and the manifest's digest.
 
 pub mod architecture;
+pub mod business;
 pub mod checkpoint;
 mod digest;
 mod error;
