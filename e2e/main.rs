@@ -20,6 +20,7 @@ mod common;
 
 mod admin_api;
 mod audit;
+mod business;
 mod comparison;
 mod crash;
 mod deployment;

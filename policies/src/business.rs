@@ -15,10 +15,12 @@
 //! silo's own cost matrix (the value of a true positive, the cost of a false positive and a
 //! false negative) is declared at the silo, in its currency, and reported only if it says so.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::locate::Locator;
-use crate::PolicyError;
+use crate::{PolicyError, Verdict};
 
 /// `[business]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,6 +60,44 @@ impl Default for BusinessRules {
 }
 
 impl BusinessRules {
+    /// The gate's rule on capture: whether `candidate` loses more than `max_capture_drop` of
+    /// capture at the first `top_percent` at any silo that scored both it and `current` (each
+    /// silo's capture, `None` where it has none). Without the rule, or with nothing to
+    /// compare, it passes.
+    pub fn gate_capture(
+        &self,
+        candidate: &BTreeMap<String, Option<f64>>,
+        current: &BTreeMap<String, Option<f64>>,
+    ) -> Verdict {
+        let Some(max) = self.max_capture_drop else {
+            return Verdict::allow("no rule on capture".to_string());
+        };
+        let k = self.top_percent.first().copied().unwrap_or(10.0);
+        let reasons: Vec<String> = candidate
+            .iter()
+            .filter_map(|(silo, new)| {
+                let (new, old) = ((*new)?, (*current.get(silo)?)?);
+                (old - new > max).then(|| {
+                    format!(
+                        "capture at the top {k} % at {silo} fell from {:.1} % to {:.1} %, more than business.max_capture_drop = {max}",
+                        old * 100.0,
+                        new * 100.0
+                    )
+                })
+            })
+            .collect();
+        if reasons.is_empty() {
+            Verdict::allow(format!(
+                "no silo lost more than {max} of capture at the top {k} %"
+            ))
+        } else {
+            Verdict {
+                allow: false,
+                reasons,
+            }
+        }
+    }
+
     pub(crate) fn validate(&self, at: &Locator) -> Result<(), PolicyError> {
         if self.top_percent.is_empty() || self.top_percent.len() > MAX_TOP {
             return Err(at.invalid(
@@ -105,6 +145,35 @@ mod tests {
             "p.toml",
         )
         .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_capture_rule_refuses_a_drop_at_any_silo_that_scored_both() {
+        let rules = super::BusinessRules {
+            max_capture_drop: Some(0.02),
+            ..Default::default()
+        };
+        let m = |v: &[(&str, Option<f64>)]| -> std::collections::BTreeMap<String, Option<f64>> {
+            v.iter().map(|(s, c)| (s.to_string(), *c)).collect()
+        };
+        let current = m(&[("a", Some(0.48)), ("b", Some(0.40)), ("c", None)]);
+        assert!(
+            rules
+                .gate_capture(&m(&[("a", Some(0.47)), ("b", Some(0.45))]), &current)
+                .allow
+        );
+        let v = rules.gate_capture(
+            &m(&[("a", Some(0.44)), ("b", Some(0.45)), ("c", Some(0.1))]),
+            &current,
+        );
+        assert!(!v.allow && v.reasons.len() == 1, "{v:?}");
+        assert!(
+            v.reasons[0].contains("at a fell from 48.0 % to 44.0 %"),
+            "{v:?}"
+        );
+        // No rule: passes whatever happened.
+        let none = super::BusinessRules::default();
+        assert!(none.gate_capture(&m(&[("a", Some(0.0))]), &current).allow);
     }
 
     #[test]

@@ -216,11 +216,71 @@ pub fn table(rows: &[ComparisonRow], shortfalls: &[Shortfall]) -> String {
     if pooled {
         t.push_str("* pooled: the same trainer on all the silos' training rows together — a non-private reference\n");
     }
+    t.push_str(&capture_table(rows, pooled));
     for s in shortfalls {
         t.push_str(&format!(
             "! {}: federated is {:.3} below local-only. Likely cause: {}\n",
             s.silo, s.by, s.advice
         ));
+    }
+    t
+}
+
+/// With the policy's `[business]`: each silo's capture at the first top k % for local-only,
+/// federated (and pooled), and what the difference means at the same outreach budget.
+fn capture_table(rows: &[ComparisonRow], pooled: bool) -> String {
+    fn capture(m: Option<&EvalMetrics>) -> Option<&crate::model::business::BusinessMetrics> {
+        m.and_then(|m| m.business.as_ref())
+    }
+    let Some(k) = rows
+        .iter()
+        .find_map(|r| capture(r.federated.as_ref()))
+        .and_then(|b| b.top.first().map(|t| t.percent))
+    else {
+        return String::new();
+    };
+    let mut t = format!(
+        "\nShare of each silo's positives in its top {k} % of held-out scores (business.top_percent)\n{:<14} {:>12} {:>10}{}\n",
+        "silo",
+        "local only",
+        "federated",
+        if pooled { "   pooled*" } else { "" }
+    );
+    let cell = |m: Option<&EvalMetrics>| {
+        capture(m)
+            .and_then(|b| b.capture())
+            .map_or("-".to_string(), |c| format!("{:.1} %", c * 100.0))
+    };
+    let mut lines = Vec::new();
+    for r in rows {
+        t.push_str(&format!(
+            "{:<14} {:>12} {:>10}{}\n",
+            r.silo,
+            cell(r.local.as_ref()),
+            cell(r.federated.as_ref()),
+            if pooled {
+                format!(" {:>10}", cell(r.pooled.as_ref()))
+            } else {
+                String::new()
+            }
+        ));
+        let (l, f) = (capture(r.local.as_ref()), capture(r.federated.as_ref()));
+        if let (Some(l), Some(f)) = (l, f) {
+            if let (Some(lc), Some(fc)) = (l.capture(), f.capture()) {
+                // Positives per 1,000 rows found in the same top k %: capture × base rate.
+                let more = (fc - lc) * f.base_rate * 1000.0;
+                lines.push(format!(
+                    "  {}: at the same outreach budget (the top {k} %), the federated model finds {:.0} {} positives per 1,000 customers than the silo's own model",
+                    r.silo,
+                    more.abs(),
+                    if more >= 0.0 { "more" } else { "fewer" }
+                ));
+            }
+        }
+    }
+    for l in lines {
+        t.push_str(&l);
+        t.push('\n');
     }
     t
 }
@@ -238,6 +298,7 @@ mod tests {
             r2: None,
             mae: None,
             personalized: None,
+            business: None,
         }
     }
 
@@ -315,6 +376,38 @@ mod tests {
             ..rising
         };
         assert_eq!(shortfalls(&rows, &short)[0].cause, Cause::UnlikeOthers);
+    }
+
+    #[test]
+    fn the_capture_table_says_what_a_difference_means_in_customers() {
+        use crate::model::business::{BusinessMetrics, TopShare};
+        let with = |m: EvalMetrics, capture: f64| EvalMetrics {
+            business: Some(BusinessMetrics {
+                top: vec![TopShare {
+                    percent: 10.0,
+                    capture,
+                    lift: capture * 4.0,
+                }],
+                threshold: 0.5,
+                precision: None,
+                recall: 0.5,
+                base_rate: 0.25,
+                value_per_1000: None,
+            }),
+            ..m
+        };
+        let mut r = row("bank", 0.80, 0.85, None, 1000);
+        r.local = r.local.map(|m| with(m, 0.40));
+        r.federated = r.federated.map(|m| with(m, 0.49));
+        let t = table(&[r], &[]);
+        // (0.49 − 0.40) × 0.25 × 1000 = 22.5 more positives per 1,000.
+        assert!(
+            t.contains("top 10 %") && t.contains("40.0 %") && t.contains("49.0 %"),
+            "{t}"
+        );
+        assert!(t.contains("finds 22 more positives per 1,000"), "{t}");
+        // Without business figures, no such table.
+        assert!(!table(&[row("a", 0.8, 0.85, None, 10)], &[]).contains("top 10 %"));
     }
 
     #[test]

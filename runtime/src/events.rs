@@ -738,6 +738,7 @@ mod tests {
             r2,
             mae: r2.map(|_| 0.5),
             personalized: None,
+            business: None,
         }
     }
 

@@ -327,6 +327,7 @@ mod tests {
                     mae: None,
                     auc: Some(0.75),
                     personalized: None,
+                    business: None,
                 },
             )]
             .into_iter()

@@ -53,6 +53,8 @@ pub struct Candidate {
     pub personalize: Option<Personalize>,
     /// LoRA: `params` are adapters, scored merged into this frozen base (sent if missing).
     pub lora: Option<(LoraTrain, Arc<Vec<f32>>)>,
+    /// The policy's `[business]`: the silos also report business metrics.
+    pub business: Option<crate::model::business::BusinessSpec>,
 }
 
 /// Messages of the Validator actor.
@@ -103,6 +105,7 @@ async fn evaluate_at(
             scaling: c.scaling.clone(),
             personalize: c.personalize,
             lora: c.lora.as_ref().map(|(l, _)| l.clone()),
+            business: c.business.clone(),
         };
         match call(&silo.actor, &req, timeout, &silo.name).await? {
             Response::Evaluated(m) => Ok(m),
@@ -222,6 +225,7 @@ mod tests {
             mae: None,
             auc: Some(0.8),
             personalized: None,
+            business: None,
         }
     }
 

@@ -87,6 +87,7 @@ pub(super) fn metrics(auc: f64) -> BTreeMap<String, EvalMetrics> {
             mae: None,
             auc: Some(auc),
             personalized: None,
+            business: None,
         },
     )])
 }

@@ -173,12 +173,15 @@ fn start_comparison(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorM
         };
         (model, r.params.clone(), state.scaling_or_empty())
     });
+    let business: Option<crate::model::business::BusinessSpec> =
+        state.run.round_policy.business.as_ref().map(Into::into);
     let me = myself.clone();
     tokio::spawn(async move {
         let mut jobs = tokio::task::JoinSet::new();
         for silo in silos {
             let (initial, spec, plan) = (initial.clone(), spec.clone(), plan.clone());
             let (bulk, reference) = (bulk.clone(), reference.clone());
+            let business = business.clone();
             jobs.spawn(async move {
                 let route = Route::to(&silo, &bulk);
                 let local = async {
@@ -188,6 +191,7 @@ fn start_comparison(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorM
                         spec: spec.clone(),
                         plan,
                         rounds,
+                        business: business.clone(),
                     };
                     evaluated(&silo, call(&silo.actor, &req, timeout, &silo.name).await)
                 }
@@ -203,6 +207,7 @@ fn start_comparison(state: &mut CoordinatorState, myself: &ActorRef<CoordinatorM
                                 scaling,
                                 personalize: None,
                                 lora: None,
+                                business,
                             };
                             let per_call = LOCAL_BASELINE_PER_ROUND;
                             evaluated(&silo, call(&silo.actor, &req, per_call, &silo.name).await)

@@ -23,6 +23,15 @@ pub struct BusinessSpec {
     pub threshold: f64,
 }
 
+impl From<&fedsilo_policies::business::BusinessRules> for BusinessSpec {
+    fn from(r: &fedsilo_policies::business::BusinessRules) -> Self {
+        Self {
+            top_percent: r.top_percent.clone(),
+            threshold: r.threshold,
+        }
+    }
+}
+
 /// A silo's cost matrix, declared at the silo (in its own currency).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CostMatrix {
@@ -67,6 +76,30 @@ pub struct BusinessMetrics {
 }
 
 impl BusinessMetrics {
+    /// Whether the figures are what a silo can honestly report: shares in [0, 1], a lift no
+    /// more than 1 / base rate, at most [`fedsilo_policies::business::MAX_TOP`] slices, every
+    /// number finite (a hostile silo's figures are refused at the gate like any other).
+    pub fn is_valid(&self) -> bool {
+        let unit = |v: f64| (0.0..=1.0).contains(&v);
+        let max_lift = 1.0 / self.base_rate.max(f64::MIN_POSITIVE) + 1e-9;
+        self.top.len() <= fedsilo_policies::business::MAX_TOP
+            && self.base_rate > 0.0
+            && unit(self.base_rate)
+            && unit(self.recall)
+            && self.precision.is_none_or(unit)
+            && self.threshold.is_finite()
+            && self.top.iter().all(|t| {
+                t.percent.is_finite()
+                    && unit(t.capture)
+                    && t.lift.is_finite()
+                    && (0.0..=max_lift).contains(&t.lift)
+            })
+            && self
+                .value_per_1000
+                .as_ref()
+                .is_none_or(|(v, c)| v.is_finite() && c.len() <= 16)
+    }
+
     /// Capture at the first k asked for.
     pub fn capture(&self) -> Option<f64> {
         self.top.first().map(|t| t.capture)
@@ -105,8 +138,8 @@ pub fn business_metrics(
         })
         .collect();
     let (mut tp, mut fp) = (0usize, 0usize);
-    for i in 0..n {
-        if f64::from(scores[i]) >= spec.threshold {
+    for (i, score) in scores.iter().enumerate().take(n) {
+        if f64::from(*score) >= spec.threshold {
             if positive(i) {
                 tp += 1;
             } else {
@@ -170,6 +203,40 @@ mod tests {
         // (3·100 − 1·10 − 1·50) / 10 rows × 1000.
         assert_eq!(b.value_per_1000, Some((24_000.0, "EUR".into())));
         assert_eq!(b.capture(), Some(0.25));
+        assert!(b.is_valid());
+        // What a hostile silo might send instead is refused.
+        for bad in [
+            BusinessMetrics {
+                recall: 1.5,
+                ..b.clone()
+            },
+            BusinessMetrics {
+                top: vec![TopShare {
+                    percent: 10.0,
+                    capture: f64::NAN,
+                    lift: 1.0,
+                }],
+                ..b.clone()
+            },
+            BusinessMetrics {
+                top: vec![TopShare {
+                    percent: 10.0,
+                    capture: 0.5,
+                    lift: 1e9,
+                }],
+                ..b.clone()
+            },
+            BusinessMetrics {
+                top: vec![b.top[0].clone(); 9],
+                ..b.clone()
+            },
+            BusinessMetrics {
+                value_per_1000: Some((f64::INFINITY, "EUR".into())),
+                ..b.clone()
+            },
+        ] {
+            assert!(!bad.is_valid(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -32,6 +32,10 @@ pub struct EvalMetrics {
     /// body with the silo's own head).
     #[serde(default)]
     pub personalized: Option<PersonalizedMetrics>,
+    /// With the policy's `[business]`: capture, lift, precision and recall (and the silo's
+    /// expected value, if it shares it) on the same rows ([`crate::model::business`]).
+    #[serde(default)]
+    pub business: Option<crate::model::business::BusinessMetrics>,
 }
 
 /// A personalised model's held-out figures (flat, so that a frame cannot nest them).
@@ -84,6 +88,10 @@ impl EvalMetrics {
                 (p.accuracy.is_some() || p.auc.is_some())
                     == (self.accuracy.is_some() || self.auc.is_some())
             })
+            && self
+                .business
+                .as_ref()
+                .is_none_or(crate::model::business::BusinessMetrics::is_valid)
     }
 }
 
@@ -141,6 +149,7 @@ mod tests {
             r2,
             mae: r2.map(|_| 0.3),
             personalized: None,
+            business: None,
         }
     }
 

@@ -180,6 +180,9 @@ pub enum Request {
         personalize: Option<Personalize>,
         /// LoRA: `model` is the adapters; score them merged into the frozen base.
         lora: Option<LoraTrain>,
+        /// The policy's `[business]`: also capture, lift, precision and recall on the same
+        /// rows (aggregates only).
+        business: Option<crate::model::business::BusinessSpec>,
     },
     /// Whether the silo holds `model` (so that a frozen base is sent once, not every round).
     Holds {
@@ -198,6 +201,8 @@ pub enum Request {
         plan: TrainPlan,
         /// Number of rounds to match.
         rounds: u32,
+        /// The policy's `[business]`, as for `Evaluate`.
+        business: Option<crate::model::business::BusinessSpec>,
     },
     /// Secure aggregation, step 1: make this round's key pairs and advertise them, signed.
     SecAggAdvertise {

@@ -42,6 +42,7 @@ fn auc(a: f64, n: u64) -> EvalMetrics {
         r2: None,
         mae: None,
         personalized: None,
+        business: None,
     }
 }
 

@@ -94,6 +94,7 @@ pub async fn judge(
         scaling: ctx.scaling.clone(),
         personalize: ctx.personalize,
         lora: ctx.lora.clone(),
+        business: ctx.policy.business.as_ref().map(Into::into),
     };
     let validation = match ask_within(
         &ctx.validator,
@@ -135,6 +136,24 @@ pub async fn judge(
             allow: validation.accept,
             reasons: vec![validation.reason.clone()],
         },
+    };
+    // The policy's rule on capture, on the silos that reported it for both versions.
+    let gate = match (&ctx.policy.business, gate.allow) {
+        (Some(rules), true) => {
+            let capture = |m: &BTreeMap<String, EvalMetrics>| {
+                m.iter()
+                    .map(|(s, e)| (s.clone(), e.business.as_ref().and_then(|b| b.capture())))
+                    .collect::<BTreeMap<_, _>>()
+            };
+            let business =
+                rules.gate_capture(&capture(&validation.per_silo), &capture(&ctx.baseline));
+            if business.allow {
+                gate
+            } else {
+                business
+            }
+        }
+        _ => gate,
     };
     let gate_reason = gate.reasons.join("; ");
     if let Err(e) = ctx.journal.record(Record::Validated {

@@ -72,6 +72,10 @@ pub enum TrainError {
     Unsupported(String),
 }
 
+/// Held-out rows as a binary classifier scored them: the positive class's score and the label
+/// (0 or 1) of each row.
+pub type ScoredRows = (Vec<f32>, Vec<f32>);
+
 /// What a round's local training left.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fitted {
@@ -158,6 +162,14 @@ pub trait ModelTrainer: Send + Sync + std::fmt::Debug {
 
     /// Scores `params` on the held-out rows with the metrics of the task.
     fn evaluate(&self, params: &[f32]) -> Result<EvalMetrics, TrainError>;
+
+    /// The positive class's score and the label (0 or 1) of each held-out row, for the
+    /// business metrics (`fedsilo::model::business`); `None` for a trainer that does not
+    /// score a binary task this way (the metrics are then left out).
+    fn holdout_scores(&self, params: &[f32]) -> Result<Option<ScoredRows>, TrainError> {
+        let _ = params;
+        Ok(None)
+    }
     /// Class probabilities — or a regression's value, in the label's units, in a row of one —
     /// for each row of the CSV at `path`, in the file's order (the model's columns; the label
     /// column may be absent).

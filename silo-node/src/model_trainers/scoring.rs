@@ -55,6 +55,7 @@ pub fn class_metrics(probs: &[Vec<f32>], labels: &[usize]) -> EvalMetrics {
         r2: None,
         mae: None,
         personalized: None,
+        business: None,
     }
 }
 
@@ -84,6 +85,7 @@ pub fn value_metrics(predicted: &[f64], targets: &[f64]) -> EvalMetrics {
         r2: (n > 0 && sst > 0.0).then(|| 1.0 - sse / sst),
         mae: Some(mae),
         personalized: None,
+        business: None,
     }
 }
 

@@ -171,6 +171,12 @@ impl ModelTrainer for TabularTrainer {
         Ok(evaluate(&Mlp::new(&self.spec), params, &x, &y))
     }
 
+    fn holdout_scores(&self, params: &[f32]) -> Result<Option<super::ScoredRows>, TrainError> {
+        let (x, y) = self.encoded(&self.data.holdout);
+        let p = Mlp::new(&self.spec).predict(params, x.view());
+        Ok(Some((p.to_vec(), y.to_vec())))
+    }
+
     /// The schema's classes in its order: `[negative, positive]`.
     fn predict(&self, params: &[f32], path: &Path) -> Result<Vec<Vec<f32>>, TrainError> {
         let rows = unlabelled(path, &self.data.schema)?;

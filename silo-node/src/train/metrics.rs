@@ -64,6 +64,7 @@ pub fn evaluate(mlp: &Mlp, params: &[f32], x: &Array2<f32>, y: &Array1<f32>) -> 
             y.as_slice().unwrap_or(&y.to_vec()),
         ),
         personalized: None,
+        business: None,
     }
 }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use fedsilo::kernels::clip::{clip_l2, l2_norm};
+use fedsilo::model::business::{business_metrics, BusinessSpec};
 use fedsilo::model::{Architecture, Digest};
 use fedsilo::privacy::noise::{add_gaussian, secure_rng};
 use fedsilo::protocol::{
@@ -148,6 +149,7 @@ pub(super) fn score(
     params: Arc<Vec<f32>>,
     trainer: Arc<dyn ModelTrainer>,
     personalize: Option<Personalize>,
+    business: Option<BusinessSpec>,
 ) -> Job {
     // An evaluate-only silo has no training split to personalise on; a silo under its own
     // DP-SGD does not fine-tune outside it.
@@ -169,6 +171,7 @@ pub(super) fn score(
             Ok(m) => m,
             Err(e) => return err(Refusal::from(e)),
         };
+        metrics.business = business_of(trainer.as_ref(), &params, business.as_ref());
         if let Some(p) = personalize {
             let own = heads
                 .lock()
@@ -204,6 +207,24 @@ pub(super) fn score(
     })
 }
 
+/// The business metrics the policy asked for, on the held-out rows (only the aggregates are
+/// kept); `None` when not asked, or when the trainer has no binary scores to give.
+fn business_of(
+    trainer: &dyn ModelTrainer,
+    params: &[f32],
+    spec: Option<&BusinessSpec>,
+) -> Option<fedsilo::model::business::BusinessMetrics> {
+    let spec = spec?;
+    match trainer.holdout_scores(params) {
+        Ok(Some((scores, labels))) => business_metrics(&scores, &labels, spec, None),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!("business metrics left out: {e}");
+            None
+        }
+    }
+}
+
 fn personalized(m: EvalMetrics) -> PersonalizedMetrics {
     PersonalizedMetrics {
         loss: m.loss,
@@ -222,6 +243,7 @@ pub(super) fn local_baseline(
     trainer: Arc<dyn ModelTrainer>,
     plan: TrainPlan,
     rounds: u32,
+    business: Option<BusinessSpec>,
 ) -> Job {
     let name = state.args.name.clone();
     Box::new(move || {
@@ -234,7 +256,10 @@ pub(super) fn local_baseline(
             }
         }
         match trainer.evaluate(&p) {
-            Ok(m) => Response::Evaluated(m),
+            Ok(mut m) => {
+                m.business = business_of(trainer.as_ref(), &p, business.as_ref());
+                Response::Evaluated(m)
+            }
             Err(e) => err(Refusal::from(e)),
         }
     })

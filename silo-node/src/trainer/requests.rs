@@ -108,10 +108,11 @@ pub(super) fn answer(state: &mut TrainerState, request: Request) -> Answer {
             scaling,
             personalize,
             lora,
+            business,
         } => match for_scoring(state, &model, &spec, scaling, lora.as_ref()) {
             Ok((trainer, params)) => Answer::Blocking(
                 "evaluation",
-                score(state, model, spec, params, trainer, personalize),
+                score(state, model, spec, params, trainer, personalize, business),
             ),
             Err(e) => now(err(e)),
         },
@@ -133,13 +134,14 @@ pub(super) fn answer(state: &mut TrainerState, request: Request) -> Answer {
             spec,
             plan,
             rounds,
+            business,
         } => {
             match super::jobs::check_passes("a local baseline", rounds as u64 * plan.epochs as u64)
                 .and_then(|()| for_baseline(state, &initial, &spec))
             {
                 Ok((trainer, params)) => Answer::Blocking(
                     "local baseline",
-                    local_baseline(state, params, trainer, plan, rounds),
+                    local_baseline(state, params, trainer, plan, rounds, business),
                 ),
                 Err(e) => now(err(e)),
             }

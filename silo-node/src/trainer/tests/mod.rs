@@ -299,6 +299,7 @@ async fn models_are_checked_chunk_by_chunk_and_against_their_digest() {
         scaling,
         personalize: None,
         lora: None,
+        business: None,
     };
     let e = call(&t, &bad, Duration::from_secs(5), "t")
         .await
@@ -348,6 +349,7 @@ impl crate::model_trainers::ModelTrainer for Plus1 {
             mae: None,
             auc: Some(0.75),
             personalized: None,
+            business: None,
         })
     }
     fn predict(
@@ -461,6 +463,7 @@ async fn a_described_model_goes_to_its_trainer_and_nothing_else_does() {
         scaling: none.clone(),
         personalize: None,
         lora: None,
+        business: None,
     })
     .await
     .unwrap() else {
@@ -566,6 +569,7 @@ async fn a_described_models_personal_head_is_kept_once_its_candidate_is_trained_
                 seed: 1,
             }),
             lora: None,
+            business: None,
         };
         let personal = |r: Response| match r {
             Response::Evaluated(m) => {
@@ -596,6 +600,7 @@ async fn a_described_models_personal_head_is_kept_once_its_candidate_is_trained_
             scaling: none.clone(),
             personalize: personalize.map(|p| fedsilo::protocol::Personalize { epochs: 99, ..p }),
             lora: None,
+            business: None,
         };
         assert_eq!(personal(ask(failing).await.unwrap()), None);
         if dp {
@@ -687,6 +692,7 @@ async fn a_request_for_endless_training_is_refused() {
             ..plan()
         },
         rounds: 11,
+        business: None,
     };
     let e = call(&t, &baseline, Duration::from_secs(5), "t")
         .await
