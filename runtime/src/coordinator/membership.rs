@@ -503,6 +503,24 @@ pub fn on_ping(
     }
 }
 
+/// `silo` left in the middle of a round (its link closed): it is not dispatched to again until
+/// it answers a heartbeat — the round that saw it go may end before the cluster's process
+/// group says so, and the next round must not count on it.
+pub fn left_mid_round(state: &mut CoordinatorState, silo: &str) {
+    if let Some(e) = state.members.silos.get_mut(silo) {
+        if e.healthy {
+            e.healthy = false;
+            state.members.unhealthy.send_modify(|u| {
+                u.insert(silo.to_string());
+            });
+            tracing::info!(
+                silo,
+                "left mid-round: not dispatched to until it answers a heartbeat"
+            );
+        }
+    }
+}
+
 /// `silo`'s session `node_id` answered its schema check.
 pub fn on_schema_checked(
     state: &mut CoordinatorState,

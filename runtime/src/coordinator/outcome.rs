@@ -241,6 +241,11 @@ fn after_round(
     for silo in attendance.failed() {
         state.members.failures.insert(silo.to_string(), round);
     }
+    for (silo, why) in &attendance.missing {
+        if why.starts_with(crate::round::outcome::LEFT_MID_ROUND) {
+            super::membership::left_mid_round(state, silo);
+        }
+    }
     for (silo, _) in &attendance.refused {
         let quarantined = state
             .members

@@ -14,6 +14,9 @@ pub struct Attendance {
     pub refused: Vec<(String, String)>,
 }
 
+/// How the reason of a silo whose link closed during the round begins.
+pub const LEFT_MID_ROUND: &str = "left the federation mid-round";
+
 /// The reason given to silos not collected because quorum became impossible.
 pub const NOT_COLLECTED: &str = "not collected: the round could no longer reach quorum";
 
