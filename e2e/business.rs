@@ -60,6 +60,13 @@ fn every_silo_reports_business_aggregates_for_candidates_and_the_comparison() {
         check_aggregates(&row["local"]["business"]);
         check_aggregates(&row["federated"]["business"]);
     }
+    // The run report shows the capture table (written as the coordinator exits).
+    assert!(f.exit_status().success());
+    let report = std::fs::read_to_string(f.state_dir().join("report.html")).unwrap();
+    assert!(
+        report.contains("positives in its top 10 % of held-out scores"),
+        "no capture table in the report"
+    );
 }
 
 #[test]

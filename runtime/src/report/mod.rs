@@ -387,6 +387,37 @@ table{{border-collapse:collapse;font-size:.9rem;margin:.5rem 0 1.5rem}} td,th{{b
         if pooled {
             h.push_str("<p>* pooled reference: the same trainer on all the silos' training rows together, scored on each silo's held-out rows — a non-private reference that a real federation cannot compute.</p>");
         }
+        // With `[business]`: each silo's capture at the first top k %, as the table prints it.
+        let capture = |r: &Value, k: &str| {
+            r[k]["business"]["top"][0]["capture"]
+                .as_f64()
+                .map_or("-".to_string(), |c| format!("{:.1} %", c * 100.0))
+        };
+        let top = rows
+            .iter()
+            .find_map(|r| r["federated"]["business"]["top"][0]["percent"].as_f64());
+        if let Some(k) = top {
+            let _ = write!(
+                h,
+                "<h2>Share of each silo's positives in its top {k} % of held-out scores</h2><table><tr><th>silo</th><th>local only</th><th>federated</th>{}</tr>",
+                if pooled { "<th>pooled reference*</th>" } else { "" }
+            );
+            for r in rows {
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td>{}</tr>",
+                    escape(r["silo"].as_str().unwrap_or_default()),
+                    capture(r, "local"),
+                    capture(r, "federated"),
+                    if pooled {
+                        format!("<td>{}</td>", capture(r, "pooled"))
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            h.push_str("</table>");
+        }
         let shortfalls = d
             .comparison
             .as_ref()
