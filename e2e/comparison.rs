@@ -2,18 +2,7 @@
 //! reference per silo, and the report that shows them.
 
 use crate::common::*;
-use testkit::sandbox::FederationFile;
-
-fn weighted(rows: &[serde_json::Value], column: &str) -> f64 {
-    let (mut sum, mut n) = (0.0, 0.0);
-    for r in rows {
-        let (auc, examples) = (r[column]["auc"].as_f64(), r["examples"].as_f64());
-        let (auc, examples) = (auc.expect(column), examples.unwrap());
-        sum += auc * examples;
-        n += examples;
-    }
-    sum / n
-}
+use testkit::sandbox::{comparison_auc, FederationFile};
 
 #[test]
 fn a_short_run_shows_the_pooled_reference_and_beats_training_alone_on_average() {
@@ -40,8 +29,12 @@ fn a_short_run_shows_the_pooled_reference_and_beats_training_alone_on_average() 
         assert_eq!(pooled["examples"], r["examples"], "{r}");
         assert!(pooled["auc"].as_f64().is_some_and(|a| a > 0.5), "{r}");
         assert!(r["note"].is_null(), "{r}");
+        for column in ["local", "federated"] {
+            assert!(r[column]["auc"].as_f64().is_some(), "{column}: {r}");
+        }
     }
-    let (local, federated) = (weighted(&rows, "local"), weighted(&rows, "federated"));
+    let local = comparison_auc(&rows, "local");
+    let federated = comparison_auc(&rows, "federated");
     assert!(
         federated > local,
         "federated {federated:.4} should beat local-only {local:.4} on average"

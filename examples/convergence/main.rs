@@ -18,9 +18,9 @@
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Context};
-use serde_json::Value;
+
 use testkit::sandbox::{
-    adapt_federation_file, add_pooled_reference, ExampleRun, Sandbox, SiloSpec,
+    adapt_federation_file, add_pooled_reference, comparison_auc, ExampleRun, Sandbox, SiloSpec,
 };
 
 const SILOS: [&str; 4] = ["northeast", "midwest", "south", "west"];
@@ -118,17 +118,6 @@ struct Scores {
     pooled: f64,
 }
 
-fn weighted(rows: &[Value], column: &str) -> f64 {
-    let (mut sum, mut n) = (0.0, 0.0);
-    for r in rows {
-        if let (Some(a), Some(e)) = (r[column]["auc"].as_f64(), r["examples"].as_f64()) {
-            sum += a * e;
-            n += e;
-        }
-    }
-    sum / n
-}
-
 /// Runs `data_set` with `setting` and `seed`; the weighted AUCs of its comparison.
 fn run(
     ex: &ExampleRun,
@@ -180,9 +169,9 @@ fn run(
     let c = sb.expect("comparison", |e| e["event"] == "comparison")?;
     let rows = c["rows"].as_array().context("comparison without rows")?;
     Ok(Scores {
-        local: weighted(rows, "local"),
-        federated: weighted(rows, "federated"),
-        pooled: weighted(rows, "pooled"),
+        local: comparison_auc(rows, "local"),
+        federated: comparison_auc(rows, "federated"),
+        pooled: comparison_auc(rows, "pooled"),
     })
 }
 

@@ -170,6 +170,19 @@ pub fn add_pooled_reference(
     Ok(())
 }
 
+/// The example-weighted held-out AUC of one column (`local`, `federated`, `pooled`) of a
+/// `comparison` event's rows, over the rows that have it; NaN if none has.
+pub fn comparison_auc(rows: &[Value], column: &str) -> f64 {
+    let (mut sum, mut n) = (0.0, 0.0);
+    for r in rows {
+        if let (Some(a), Some(e)) = (r[column]["auc"].as_f64(), r["examples"].as_f64()) {
+            sum += a * e;
+            n += e;
+        }
+    }
+    sum / n
+}
+
 /// A federation file for a sandbox: the fixed paths it needs (`policy.toml`, `state`,
 /// `certs/coordinator`) and the knobs experiments and tests turn. `extra` is appended verbatim
 /// (e.g. an `[aggregation]` table).
